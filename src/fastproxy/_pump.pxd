@@ -1,0 +1,151 @@
+# The C-level surface of the data plane, so that other extensions can cimport it.
+
+from libc.stdint cimport int32_t, uint8_t, uint32_t, uint64_t
+
+from fastproxy.includes.system cimport pthread_mutex_t
+
+
+# Why a pair ended; the same numbers as fastproxy.pump.EndReason.
+cdef enum EndReason:
+    END_CLOSED = 0          # both directions finished with a FIN
+    END_CLIENT_RESET = 1    # the client reset (or failed); the server got a reset too
+    END_SERVER_RESET = 2    # the server reset (or failed); the client got a reset too
+    END_CLIENT_TIMEOUT = 3  # timeout client / client-fin / tunnel on the client side
+    END_SERVER_TIMEOUT = 4  # timeout server / server-fin / tunnel on the server side
+    END_ERROR = 5           # a local failure (registration, resources)
+    END_SHUTDOWN = 6        # cut by the engine (stop after the grace period)
+
+
+# Fields of one counter block (a frontend's or a server's); the same as fastproxy.pump.Counter.
+cdef enum CounterField:
+    CNT_BYTES_IN = 0        # client -> server
+    CNT_BYTES_OUT = 1       # server -> client
+    CNT_CONN_CUR = 2
+    CNT_CONN_TOTAL = 3
+    CNT_CONNECT_ERRORS = 4
+    CNT_RESETS = 5
+    CNT_TIMEOUTS = 6
+    CNT_FIELDS = 8
+
+
+# One direction of a pair: bytes read from src are written to dst, through at most one buffer
+# (bytes the dst would not take yet) or one pipe (when splicing), never both.
+cdef struct Direction:
+    int src
+    int dst
+    char *buf
+    uint32_t buf_off
+    uint32_t buf_len
+    int pipe_r
+    int pipe_w
+    uint32_t pipe_len
+    uint8_t splicing
+    uint8_t eof
+    uint8_t shut
+    uint64_t bytes
+
+
+# Readiness of one socket as epoll last told it (edge-triggered: kept until a call says EAGAIN).
+cdef struct Side:
+    int fd
+    uint8_t readable
+    uint8_t writable
+    uint8_t hup
+    uint64_t seen_ms
+
+
+cdef struct Pair:
+    uint8_t active
+    uint8_t queued
+    Side client
+    Side server
+    Direction c2s
+    Direction s2c
+    uint32_t client_timeout
+    uint32_t server_timeout
+    uint32_t client_fin_timeout
+    uint32_t server_fin_timeout
+    int32_t frontend_block
+    int32_t server_block
+    uint64_t tag
+
+
+# A pair handed over by Python, waiting for its worker to register it.
+cdef struct NewPair:
+    int client_fd
+    int server_fd
+    uint32_t client_timeout
+    uint32_t server_timeout
+    uint32_t client_fin_timeout
+    uint32_t server_fin_timeout
+    int32_t frontend_block
+    int32_t server_block
+    uint64_t tag
+
+
+# A pair that ended, waiting for Python to hear of it.
+cdef struct Ended:
+    uint64_t tag
+    uint64_t bytes_in
+    uint64_t bytes_out
+    int32_t reason
+    int32_t frontend_block
+    int32_t server_block
+
+
+cdef struct Shared:
+    uint32_t bufsize
+    uint32_t pipesize
+    int maxpipes
+    int pipes_in_use
+    uint8_t splice_enabled
+    uint64_t *counters
+    int32_t counter_blocks
+    pthread_mutex_t ended_lock
+    Ended *ended
+    uint32_t ended_len
+    uint32_t ended_cap
+    int notify_fd
+
+
+cdef struct Worker:
+    int epfd
+    int wake_fd
+    Shared *shared
+    pthread_mutex_t lock
+    # Filled by Python under lock, taken by the worker:
+    NewPair *incoming
+    uint32_t incoming_len
+    uint32_t incoming_cap
+    uint8_t cut_requested
+    uint8_t stop_requested
+    # Owned by the worker thread alone:
+    Pair *pairs
+    uint32_t capacity
+    uint32_t high
+    int32_t *free_slots
+    uint32_t free_len
+    int32_t *ready
+    uint32_t ready_len
+    int32_t *ready_next
+    int active
+    char *scratch
+    char **buf_pool
+    uint32_t buf_pool_len
+    int *pipe_pool
+    uint32_t pipe_pool_len
+    uint64_t now_ms
+    uint64_t next_scan_ms
+    uint32_t scan_interval_ms
+
+
+cdef class Pump:
+    cdef Shared shared
+    cdef Worker *workers
+    cdef int nworkers
+    cdef object _threads
+    cdef object _on_end
+    cdef object _loop
+    cdef bint _started
+    cdef bint _stopped
+    cdef int _next_worker

@@ -1,0 +1,794 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""The data plane: pairs of sockets pumped by epoll worker threads that run without the GIL.
+
+Python hands a connected (client, server) pair over with ``Pump.add_pair``; from then on no Python code
+runs for that pair until it ends: one worker thread owns it, moves bytes both ways, applies the idle and
+half-close timeouts, and finally closes both sockets and queues an ``Ended`` record.  Python hears of
+ended pairs through an eventfd that its event loop watches, and reads the counters at any time.
+
+Bytes move through recv/send with a worker-wide scratch buffer, so an idle pair holds no buffer at all;
+a per-direction buffer is taken from a pool only while the destination will not take what was read.
+A read that fills the scratch buffer switches the direction to splice() through a pipe (HAProxy's
+splice-auto), pooled and sized by tune.pipesize.  In flight per direction: at most one buffer or one
+pipe, never more: the rest waits in the kernel, which is the backpressure.
+
+The pure-Python twin is fastproxy/pump.py; both follow the same semantics and the same test suite.
+"""
+
+from libc.errno cimport EAGAIN, EINTR, errno
+from libc.stdint cimport int32_t, uint8_t, uint32_t, uint64_t
+from libc.stdlib cimport calloc, free, malloc, realloc
+from libc.string cimport memcpy, memset
+
+from fastproxy.includes.system cimport *
+
+import threading
+
+
+cdef enum:
+    MAX_EVENTS = 256
+    READ_BUDGET = 16        # reads per direction per turn before other pairs get theirs
+    POOL_KEEP = 64          # free buffers and pipes a worker keeps for reuse
+    INITIAL_SLOTS = 256
+
+cdef enum Progress:
+    P_WAIT = 0              # blocked on the kernel: epoll calls back
+    P_MORE = 1              # budget spent with work left: run again after the others
+    P_SRC_FAILED = 2
+    P_DST_FAILED = 3
+    P_NO_MEMORY = 4
+
+cdef uint64_t WAKE_TOKEN = 0xFFFFFFFFFFFFFFFFULL
+
+
+cdef inline uint64_t monotonic_ms() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts)
+    return <uint64_t>ts.tv_sec * 1000 + <uint64_t>(ts.tv_nsec // 1000000)
+
+
+cdef inline void count(Shared *sh, int32_t block, int field, uint64_t value) noexcept nogil:
+    if 0 <= block < sh.counter_blocks:
+        fp_atomic_add(&sh.counters[block * CNT_FIELDS + field], value)
+
+
+cdef inline void set_linger0(int fd) noexcept nogil:
+    cdef linger lg
+    lg.l_onoff = 1
+    lg.l_linger = 0
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg))
+
+
+# --- pools -------------------------------------------------------------------------------------------
+
+cdef char *take_buffer(Worker *w) noexcept nogil:
+    if w.buf_pool_len:
+        w.buf_pool_len -= 1
+        return w.buf_pool[w.buf_pool_len]
+    return <char *>malloc(w.shared.bufsize)
+
+
+cdef void give_buffer(Worker *w, char *buf) noexcept nogil:
+    if w.buf_pool_len < POOL_KEEP:
+        w.buf_pool[w.buf_pool_len] = buf
+        w.buf_pool_len += 1
+    else:
+        free(buf)
+
+
+cdef bint take_pipe(Worker *w, Direction *d) noexcept nogil:
+    cdef int fds[2]
+    cdef Shared *sh = w.shared
+    if w.pipe_pool_len:
+        w.pipe_pool_len -= 1
+        d.pipe_r = w.pipe_pool[2 * w.pipe_pool_len]
+        d.pipe_w = w.pipe_pool[2 * w.pipe_pool_len + 1]
+        return True
+    if sh.maxpipes > 0 and fp_atomic_load_int(&sh.pipes_in_use) >= sh.maxpipes:
+        return False
+    if pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0:
+        return False
+    # Best effort: a pipe the kernel would not enlarge still works, only with smaller bursts.
+    fcntl(fds[1], F_SETPIPE_SZ, <int>sh.pipesize)
+    fp_atomic_add_int(&sh.pipes_in_use, 1)
+    d.pipe_r = fds[0]
+    d.pipe_w = fds[1]
+    return True
+
+
+cdef void give_pipe(Worker *w, Direction *d) noexcept nogil:
+    if d.pipe_r < 0:
+        return
+    if d.pipe_len == 0 and w.pipe_pool_len < POOL_KEEP:
+        w.pipe_pool[2 * w.pipe_pool_len] = d.pipe_r
+        w.pipe_pool[2 * w.pipe_pool_len + 1] = d.pipe_w
+        w.pipe_pool_len += 1
+    else:
+        # A pipe with bytes still in it cannot serve another pair.
+        close(d.pipe_r)
+        close(d.pipe_w)
+        fp_atomic_add_int(&w.shared.pipes_in_use, -1)
+    d.pipe_r = -1
+    d.pipe_w = -1
+    d.pipe_len = 0
+
+
+cdef void release_direction(Worker *w, Direction *d) noexcept nogil:
+    if d.buf != NULL:
+        give_buffer(w, d.buf)
+        d.buf = NULL
+        d.buf_len = 0
+    give_pipe(w, d)
+
+
+# --- ended pairs, towards Python -------------------------------------------------------------------
+
+cdef void push_ended(Shared *sh, Pair *p, int reason) noexcept nogil:
+    cdef uint64_t one = 1
+    cdef bint was_empty
+    cdef Ended *grown
+    pthread_mutex_lock(&sh.ended_lock)
+    if sh.ended_len == sh.ended_cap:
+        grown = <Ended *>realloc(sh.ended, (sh.ended_cap * 2 + 64) * sizeof(Ended))
+        if grown == NULL:
+            # Losing the record only loses the report; the sockets are already closed.
+            pthread_mutex_unlock(&sh.ended_lock)
+            return
+        sh.ended = grown
+        sh.ended_cap = sh.ended_cap * 2 + 64
+    was_empty = sh.ended_len == 0
+    sh.ended[sh.ended_len].tag = p.tag
+    sh.ended[sh.ended_len].bytes_in = p.c2s.bytes
+    sh.ended[sh.ended_len].bytes_out = p.s2c.bytes
+    sh.ended[sh.ended_len].reason = reason
+    sh.ended[sh.ended_len].frontend_block = p.frontend_block
+    sh.ended[sh.ended_len].server_block = p.server_block
+    sh.ended_len += 1
+    pthread_mutex_unlock(&sh.ended_lock)
+    if was_empty:
+        write(sh.notify_fd, &one, sizeof(one))
+
+
+cdef void end_pair(Worker *w, int32_t slot, int reason) noexcept nogil:
+    cdef Pair *p = &w.pairs[slot]
+    cdef Shared *sh = w.shared
+    if not p.active:
+        return
+    # A reset is passed on as a reset, never as a clean FIN.
+    if reason == END_CLIENT_RESET:
+        set_linger0(p.server.fd)
+    elif reason == END_SERVER_RESET:
+        set_linger0(p.client.fd)
+    close(p.client.fd)
+    close(p.server.fd)
+    release_direction(w, &p.c2s)
+    release_direction(w, &p.s2c)
+    if reason == END_CLIENT_RESET or reason == END_SERVER_RESET:
+        count(sh, p.frontend_block, CNT_RESETS, 1)
+        count(sh, p.server_block, CNT_RESETS, 1)
+    elif reason == END_CLIENT_TIMEOUT or reason == END_SERVER_TIMEOUT:
+        count(sh, p.frontend_block, CNT_TIMEOUTS, 1)
+        count(sh, p.server_block, CNT_TIMEOUTS, 1)
+    push_ended(sh, p, reason)
+    p.active = 0
+    w.free_slots[w.free_len] = slot
+    w.free_len += 1
+    fp_atomic_add_int(&w.active, -1)
+
+
+# --- moving bytes ------------------------------------------------------------------------------------
+
+cdef int pump_direction(Worker *w, Pair *p, Direction *d, Side *src, Side *dst, int field) noexcept nogil:
+    """Move what can move from src to dst now; say why it stopped."""
+    cdef Shared *sh = w.shared
+    cdef ssize_t n, m
+    cdef int budget = READ_BUDGET
+    cdef int err
+    while True:
+        # 1. What was read already goes out first, in order.
+        if d.pipe_len:
+            if not dst.writable:
+                return P_WAIT
+            n = splice(d.pipe_r, NULL, d.dst, NULL, d.pipe_len, SPLICE_F_MOVE | SPLICE_F_NONBLOCK)
+            if n < 0:
+                err = errno
+                if err == EAGAIN:
+                    dst.writable = 0
+                    return P_WAIT
+                if err == EINTR:
+                    continue
+                return P_DST_FAILED
+            d.pipe_len -= <uint32_t>n
+            d.bytes += <uint64_t>n
+            dst.seen_ms = w.now_ms
+            count(sh, p.frontend_block, field, <uint64_t>n)
+            count(sh, p.server_block, field, <uint64_t>n)
+            if d.pipe_len:
+                dst.writable = 0
+                return P_WAIT
+            continue
+        if d.buf_len:
+            if not dst.writable:
+                return P_WAIT
+            n = send(d.dst, d.buf + d.buf_off, d.buf_len, MSG_NOSIGNAL | MSG_DONTWAIT)
+            if n < 0:
+                err = errno
+                if err == EAGAIN:
+                    dst.writable = 0
+                    return P_WAIT
+                if err == EINTR:
+                    continue
+                return P_DST_FAILED
+            d.buf_off += <uint32_t>n
+            d.buf_len -= <uint32_t>n
+            d.bytes += <uint64_t>n
+            dst.seen_ms = w.now_ms
+            count(sh, p.frontend_block, field, <uint64_t>n)
+            count(sh, p.server_block, field, <uint64_t>n)
+            if d.buf_len:
+                dst.writable = 0
+                return P_WAIT
+            give_buffer(w, d.buf)
+            d.buf = NULL
+            d.buf_off = 0
+            continue
+
+        # 2. Nothing in flight: pass a FIN on, or read more.
+        if d.eof:
+            if not d.shut:
+                # Errors are ignored: a peer that is gone says so on its own read side.
+                shutdown(d.dst, SHUT_WR)
+                d.shut = 1
+                give_pipe(w, d)
+            return P_WAIT
+        if not src.readable:
+            give_pipe(w, d)  # an idle direction holds no pipe
+            return P_WAIT
+        if not dst.writable:
+            return P_WAIT  # backpressure: leave the bytes in the kernel
+        if budget == 0:
+            return P_MORE
+        budget -= 1
+
+        if d.splicing and (d.pipe_r >= 0 or take_pipe(w, d)):
+            n = splice(d.src, NULL, d.pipe_w, NULL, sh.pipesize, SPLICE_F_MOVE | SPLICE_F_NONBLOCK)
+            if n < 0:
+                err = errno
+                if err == EAGAIN:
+                    src.readable = 0
+                    give_pipe(w, d)
+                    return P_WAIT
+                if err == EINTR:
+                    continue
+                return P_SRC_FAILED
+            if n == 0:
+                d.eof = 1
+                continue
+            d.pipe_len = <uint32_t>n
+            src.seen_ms = w.now_ms
+            continue
+
+        n = recv(d.src, w.scratch, sh.bufsize, 0)
+        if n < 0:
+            err = errno
+            if err == EAGAIN:
+                src.readable = 0
+                return P_WAIT
+            if err == EINTR:
+                continue
+            return P_SRC_FAILED
+        if n == 0:
+            d.eof = 1
+            continue
+        src.seen_ms = w.now_ms
+        if <uint32_t>n == sh.bufsize:
+            # A full read means a stream: from now on this direction goes through a pipe.
+            if sh.splice_enabled:
+                d.splicing = 1
+        elif not src.hup:
+            # A short read drained the socket; epoll says when more comes (unless a FIN is pending,
+            # which only a read that returns 0 can consume).
+            src.readable = 0
+        m = send(d.dst, w.scratch, <size_t>n, MSG_NOSIGNAL | MSG_DONTWAIT)
+        if m < 0:
+            err = errno
+            if err != EAGAIN and err != EINTR:
+                return P_DST_FAILED
+            m = 0
+        if m > 0:
+            d.bytes += <uint64_t>m
+            dst.seen_ms = w.now_ms
+            count(sh, p.frontend_block, field, <uint64_t>m)
+            count(sh, p.server_block, field, <uint64_t>m)
+        if m < n:
+            d.buf = take_buffer(w)
+            if d.buf == NULL:
+                return P_NO_MEMORY
+            memcpy(d.buf, w.scratch + m, <size_t>(n - m))
+            d.buf_off = 0
+            d.buf_len = <uint32_t>(n - m)
+            dst.writable = 0
+            return P_WAIT
+
+
+cdef void queue_ready(Worker *w, int32_t slot) noexcept nogil:
+    cdef Pair *p = &w.pairs[slot]
+    if not p.queued:
+        p.queued = 1
+        w.ready_next[w.ready_len] = slot
+        w.ready_len += 1
+
+
+cdef void progress(Worker *w, int32_t slot) noexcept nogil:
+    cdef Pair *p = &w.pairs[slot]
+    cdef int up, down
+    if not p.active:
+        return
+    up = pump_direction(w, p, &p.c2s, &p.client, &p.server, CNT_BYTES_IN)
+    if up == P_SRC_FAILED:
+        end_pair(w, slot, END_CLIENT_RESET)
+        return
+    if up == P_DST_FAILED:
+        end_pair(w, slot, END_SERVER_RESET)
+        return
+    if up == P_NO_MEMORY:
+        end_pair(w, slot, END_ERROR)
+        return
+    down = pump_direction(w, p, &p.s2c, &p.server, &p.client, CNT_BYTES_OUT)
+    if down == P_SRC_FAILED:
+        end_pair(w, slot, END_SERVER_RESET)
+        return
+    if down == P_DST_FAILED:
+        end_pair(w, slot, END_CLIENT_RESET)
+        return
+    if down == P_NO_MEMORY:
+        end_pair(w, slot, END_ERROR)
+        return
+    if p.c2s.shut and p.s2c.shut:
+        end_pair(w, slot, END_CLOSED)
+        return
+    if up == P_MORE or down == P_MORE:
+        queue_ready(w, slot)
+
+
+# --- the worker --------------------------------------------------------------------------------------
+
+cdef bint grow_slots(Worker *w) noexcept nogil:
+    cdef uint32_t capacity = w.capacity * 2 if w.capacity else INITIAL_SLOTS
+    cdef Pair *pairs = <Pair *>realloc(w.pairs, capacity * sizeof(Pair))
+    if pairs == NULL:
+        return False
+    w.pairs = pairs
+    memset(&w.pairs[w.capacity], 0, (capacity - w.capacity) * sizeof(Pair))
+    cdef int32_t *free_slots = <int32_t *>realloc(w.free_slots, capacity * sizeof(int32_t))
+    if free_slots == NULL:
+        return False
+    w.free_slots = free_slots
+    cdef int32_t *ready = <int32_t *>realloc(w.ready, capacity * sizeof(int32_t))
+    if ready == NULL:
+        return False
+    w.ready = ready
+    cdef int32_t *ready_next = <int32_t *>realloc(w.ready_next, capacity * sizeof(int32_t))
+    if ready_next == NULL:
+        return False
+    w.ready_next = ready_next
+    w.capacity = capacity
+    return True
+
+
+cdef void register_pair(Worker *w, NewPair *np) noexcept nogil:
+    cdef int32_t slot
+    cdef Pair *p
+    cdef uint8_t queued
+    cdef epoll_event ev
+    cdef uint32_t limits[4]
+    cdef int i
+    if w.free_len:
+        w.free_len -= 1
+        slot = w.free_slots[w.free_len]
+    else:
+        if w.high == w.capacity and not grow_slots(w):
+            close(np.client_fd)
+            close(np.server_fd)
+            return
+        slot = <int32_t>w.high
+        w.high += 1
+    p = &w.pairs[slot]
+    queued = p.queued  # a stale entry of the ready list may still name this slot
+    memset(p, 0, sizeof(Pair))
+    p.queued = queued
+    p.tag = np.tag
+    p.frontend_block = np.frontend_block
+    p.server_block = np.server_block
+    p.client_timeout = np.client_timeout
+    p.server_timeout = np.server_timeout
+    p.client_fin_timeout = np.client_fin_timeout
+    p.server_fin_timeout = np.server_fin_timeout
+    p.client.fd = np.client_fd
+    p.server.fd = np.server_fd
+    p.client.readable = p.client.writable = 1
+    p.server.readable = p.server.writable = 1
+    p.client.seen_ms = p.server.seen_ms = w.now_ms
+    p.c2s.src = np.client_fd
+    p.c2s.dst = np.server_fd
+    p.s2c.src = np.server_fd
+    p.s2c.dst = np.client_fd
+    p.c2s.pipe_r = p.c2s.pipe_w = p.s2c.pipe_r = p.s2c.pipe_w = -1
+    p.active = 1
+    fp_atomic_add_int(&w.active, 1)
+    ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET
+    ev.data.u64 = (<uint64_t>slot) << 1
+    if epoll_ctl(w.epfd, EPOLL_CTL_ADD, np.client_fd, &ev) < 0:
+        end_pair(w, slot, END_ERROR)
+        return
+    ev.data.u64 = ((<uint64_t>slot) << 1) | 1
+    if epoll_ctl(w.epfd, EPOLL_CTL_ADD, np.server_fd, &ev) < 0:
+        end_pair(w, slot, END_ERROR)
+        return
+    # Timeouts are checked by a periodic scan whose period follows the shortest timeout seen.
+    limits[0] = np.client_timeout
+    limits[1] = np.server_timeout
+    limits[2] = np.client_fin_timeout
+    limits[3] = np.server_fin_timeout
+    for i in range(4):
+        if limits[i] and limits[i] // 8 < w.scan_interval_ms:
+            w.scan_interval_ms = max(limits[i] // 8, 5)
+    # Try at once: the client has often sent its first bytes already.
+    queue_ready(w, slot)
+
+
+cdef void end_all(Worker *w, int reason) noexcept nogil:
+    cdef uint32_t slot
+    for slot in range(w.high):
+        if w.pairs[slot].active:
+            end_pair(w, <int32_t>slot, reason)
+
+
+cdef bint take_commands(Worker *w) noexcept nogil:
+    """Register the pairs Python handed over; True when the worker must stop."""
+    cdef uint64_t value
+    cdef uint32_t i
+    cdef bint cut, stop
+    read(w.wake_fd, &value, sizeof(value))
+    pthread_mutex_lock(&w.lock)
+    for i in range(w.incoming_len):
+        register_pair(w, &w.incoming[i])
+    w.incoming_len = 0
+    cut = w.cut_requested
+    stop = w.stop_requested
+    w.cut_requested = 0
+    pthread_mutex_unlock(&w.lock)
+    if cut or stop:
+        end_all(w, END_SHUTDOWN)
+    return stop
+
+
+cdef void scan_timeouts(Worker *w) noexcept nogil:
+    cdef uint32_t slot
+    cdef Pair *p
+    cdef uint32_t client_limit, server_limit
+    cdef bint half_closed
+    for slot in range(w.high):
+        p = &w.pairs[slot]
+        if not p.active:
+            continue
+        half_closed = p.c2s.eof or p.s2c.eof
+        client_limit = p.client_timeout
+        server_limit = p.server_timeout
+        if half_closed and p.client_fin_timeout:
+            client_limit = p.client_fin_timeout
+        if half_closed and p.server_fin_timeout:
+            server_limit = p.server_fin_timeout
+        if client_limit and w.now_ms - p.client.seen_ms >= client_limit:
+            end_pair(w, <int32_t>slot, END_CLIENT_TIMEOUT)
+        elif server_limit and w.now_ms - p.server.seen_ms >= server_limit:
+            end_pair(w, <int32_t>slot, END_SERVER_TIMEOUT)
+
+
+cdef void run_worker(Worker *w) noexcept nogil:
+    cdef epoll_event events[MAX_EVENTS]
+    cdef int n, i, timeout
+    cdef uint32_t k, count_ready
+    cdef int32_t *swap
+    cdef int32_t slot
+    cdef uint64_t token
+    cdef uint32_t flags
+    cdef Pair *p
+    cdef Side *side
+    w.now_ms = monotonic_ms()
+    w.next_scan_ms = w.now_ms + w.scan_interval_ms
+    while True:
+        timeout = 0 if w.ready_len else <int>w.scan_interval_ms
+        n = epoll_wait(w.epfd, events, MAX_EVENTS, timeout)
+        w.now_ms = monotonic_ms()
+        for i in range(n):
+            token = events[i].data.u64
+            if token == WAKE_TOKEN:
+                if take_commands(w):
+                    return
+                continue
+            slot = <int32_t>(token >> 1)
+            p = &w.pairs[slot]
+            if not p.active:
+                continue
+            side = &p.server if token & 1 else &p.client
+            flags = events[i].events
+            if flags & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR):
+                side.readable = 1
+            if flags & (EPOLLRDHUP | EPOLLHUP | EPOLLERR):
+                side.hup = 1
+            if flags & (EPOLLOUT | EPOLLHUP | EPOLLERR):
+                side.writable = 1
+            progress(w, slot)
+        # Pairs that spent their budget, and new ones, run once more after everybody else.
+        if w.ready_len:
+            swap = w.ready
+            w.ready = w.ready_next
+            w.ready_next = swap
+            count_ready = w.ready_len
+            w.ready_len = 0
+            for k in range(count_ready):
+                slot = w.ready[k]
+                w.pairs[slot].queued = 0
+                progress(w, slot)
+        if w.now_ms >= w.next_scan_ms:
+            scan_timeouts(w)
+            w.next_scan_ms = w.now_ms + w.scan_interval_ms
+
+
+# --- the Python face -----------------------------------------------------------------------------------
+
+cdef inline uint32_t to_ms(object seconds) except? 0:
+    if seconds is None or seconds <= 0:
+        return 0
+    return max(<uint32_t>(seconds * 1000.0 + 0.5), 1)
+
+
+cdef class Pump:
+    """Worker threads that pump connected socket pairs; see the module docstring."""
+
+    def __cinit__(self):
+        self.workers = NULL
+        self.nworkers = 0
+        self.shared.counters = NULL
+        self.shared.ended = NULL
+        self.shared.notify_fd = -1
+        self._started = False
+        self._stopped = False
+        self._next_worker = 0
+
+    def __init__(self, *, int threads=1, int bufsize=16384, pipesize=None, int maxpipes=0,
+                 bint splice=True, int counter_blocks=64, on_end=None):
+        cdef int i
+        cdef Worker *w
+        cdef epoll_event ev
+        if threads < 1:
+            raise ValueError("threads must be at least 1")
+        if bufsize < 1024:
+            raise ValueError("bufsize must be at least 1024 bytes")
+        self._on_end = on_end
+        self._threads = []
+        self.shared.bufsize = <uint32_t>bufsize
+        self.shared.pipesize = <uint32_t>(pipesize or 65536)
+        self.shared.maxpipes = maxpipes
+        self.shared.pipes_in_use = 0
+        self.shared.splice_enabled = splice
+        self.shared.counter_blocks = counter_blocks
+        self.shared.counters = <uint64_t *>calloc(max(counter_blocks, 1) * CNT_FIELDS, sizeof(uint64_t))
+        pthread_mutex_init(&self.shared.ended_lock, NULL)
+        self.shared.ended_len = 0
+        self.shared.ended_cap = 0
+        self.shared.notify_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)
+        if self.shared.counters == NULL or self.shared.notify_fd < 0:
+            raise OSError(errno, "cannot set up the pump")
+        self.workers = <Worker *>calloc(threads, sizeof(Worker))
+        if self.workers == NULL:
+            raise MemoryError()
+        self.nworkers = threads
+        for i in range(threads):
+            w = &self.workers[i]
+            w.shared = &self.shared
+            pthread_mutex_init(&w.lock, NULL)
+            w.epfd = epoll_create1(EPOLL_CLOEXEC)
+            w.wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)
+            w.scratch = <char *>malloc(bufsize)
+            w.buf_pool = <char **>calloc(POOL_KEEP, sizeof(char *))
+            w.pipe_pool = <int *>calloc(2 * POOL_KEEP, sizeof(int))
+            w.scan_interval_ms = 1000
+            if (w.epfd < 0 or w.wake_fd < 0 or w.scratch == NULL or w.buf_pool == NULL
+                    or w.pipe_pool == NULL or not grow_slots(w)):
+                raise OSError(errno, "cannot set up a pump worker")
+            ev.events = EPOLLIN
+            ev.data.u64 = WAKE_TOKEN
+            if epoll_ctl(w.epfd, EPOLL_CTL_ADD, w.wake_fd, &ev) < 0:
+                raise OSError(errno, "cannot set up a pump worker")
+
+    @property
+    def notify_fd(self) -> int:
+        """Readable when ended pairs wait for ``drain_ended()``."""
+        return self.shared.notify_fd
+
+    @property
+    def threads(self) -> int:
+        return self.nworkers
+
+    @property
+    def pipes_in_use(self) -> int:
+        return fp_atomic_load_int(&self.shared.pipes_in_use)
+
+    def start(self, loop=None):
+        """Start the worker threads; with ``loop``, ended pairs are reported through it."""
+        if self._started:
+            raise RuntimeError("pump already started")
+        self._started = True
+        self._loop = loop
+        if loop is not None:
+            loop.add_reader(self.shared.notify_fd, self.drain_ended)
+        for i in range(self.nworkers):
+            thread = threading.Thread(target=self._run, args=(i,), name=f"fastproxy-pump-{i}", daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def _run(self, int index):
+        cdef Worker *w = &self.workers[index]
+        with nogil:
+            run_worker(w)
+
+    def add_pair(self, int client_fd, int server_fd, *, client_timeout=None, server_timeout=None,
+                 client_fin_timeout=None, server_fin_timeout=None, int frontend_block=-1,
+                 int server_block=-1, unsigned long long tag=0):
+        """Hand a connected pair over: from now on the pump owns both descriptors and closes them.
+
+        Timeouts are in seconds (None or 0: none).  ``tag`` comes back with the ended record.
+        """
+        cdef Worker *w
+        cdef NewPair *np
+        cdef NewPair *grown
+        cdef uint64_t one = 1
+        cdef int i, k, best = -1, best_active = 0, active
+        if not self._started or self._stopped:
+            raise RuntimeError("pump is not running")
+        # The least loaded worker takes the pair; ties go round robin.
+        for i in range(self.nworkers):
+            k = (self._next_worker + i) % self.nworkers
+            active = fp_atomic_load_int(&self.workers[k].active)
+            if best < 0 or active < best_active:
+                best = k
+                best_active = active
+        self._next_worker = (best + 1) % self.nworkers
+        w = &self.workers[best]
+        pthread_mutex_lock(&w.lock)
+        if w.incoming_len == w.incoming_cap:
+            grown = <NewPair *>realloc(w.incoming, (w.incoming_cap * 2 + 16) * sizeof(NewPair))
+            if grown == NULL:
+                pthread_mutex_unlock(&w.lock)
+                raise MemoryError()
+            w.incoming = grown
+            w.incoming_cap = w.incoming_cap * 2 + 16
+        np = &w.incoming[w.incoming_len]
+        np.client_fd = client_fd
+        np.server_fd = server_fd
+        np.client_timeout = to_ms(client_timeout)
+        np.server_timeout = to_ms(server_timeout)
+        np.client_fin_timeout = to_ms(client_fin_timeout)
+        np.server_fin_timeout = to_ms(server_fin_timeout)
+        np.frontend_block = frontend_block
+        np.server_block = server_block
+        np.tag = tag
+        w.incoming_len += 1
+        pthread_mutex_unlock(&w.lock)
+        write(w.wake_fd, &one, sizeof(one))
+        return best
+
+    def _signal(self, bint cut, bint stop):
+        cdef uint64_t one = 1
+        cdef int i
+        for i in range(self.nworkers):
+            pthread_mutex_lock(&self.workers[i].lock)
+            if cut:
+                self.workers[i].cut_requested = 1
+            if stop:
+                self.workers[i].stop_requested = 1
+            pthread_mutex_unlock(&self.workers[i].lock)
+            write(self.workers[i].wake_fd, &one, sizeof(one))
+
+    def cut(self):
+        """End every established pair now (reason SHUTDOWN); the pump keeps running."""
+        if self._started and not self._stopped:
+            self._signal(True, False)
+
+    def stop(self):
+        """End every pair, stop the workers and report what ended.  Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._started:
+            self._signal(True, True)
+            for thread in self._threads:
+                thread.join()
+            if self._loop is not None:
+                self._loop.remove_reader(self.shared.notify_fd)
+        self.drain_ended()
+
+    @property
+    def active(self) -> int:
+        """Pairs being pumped right now, over every worker."""
+        cdef int i, total = 0
+        for i in range(self.nworkers):
+            total += fp_atomic_load_int(&self.workers[i].active)
+        return total
+
+    def drain_ended(self):
+        """Report every ended pair to ``on_end(tag, reason, bytes_in, bytes_out)``; returns how many."""
+        cdef uint64_t value
+        cdef Ended *records
+        cdef uint32_t n, i
+        read(self.shared.notify_fd, &value, sizeof(value))
+        pthread_mutex_lock(&self.shared.ended_lock)
+        records = self.shared.ended
+        n = self.shared.ended_len
+        self.shared.ended = NULL
+        self.shared.ended_len = 0
+        self.shared.ended_cap = 0
+        pthread_mutex_unlock(&self.shared.ended_lock)
+        try:
+            if self._on_end is not None:
+                for i in range(n):
+                    self._on_end(records[i].tag, records[i].reason, records[i].bytes_in,
+                                 records[i].bytes_out)
+        finally:
+            free(records)
+        return n
+
+    def counters(self, int block):
+        """The counter block as a tuple indexed by fastproxy.pump.Counter."""
+        if not 0 <= block < self.shared.counter_blocks:
+            raise IndexError(block)
+        cdef uint64_t *base = &self.shared.counters[block * CNT_FIELDS]
+        cdef int i
+        return tuple([fp_atomic_load(&base[i]) for i in range(<int>CNT_FIELDS)])
+
+    def add_counter(self, int block, int field, long long delta):
+        """Add ``delta`` (may be negative) to one counter: for what Python counts itself."""
+        if not 0 <= block < self.shared.counter_blocks or not 0 <= field < CNT_FIELDS:
+            raise IndexError((block, field))
+        cdef uint64_t *slot = &self.shared.counters[block * CNT_FIELDS + field]
+        if delta >= 0:
+            fp_atomic_add(slot, <uint64_t>delta)
+        else:
+            fp_atomic_sub(slot, <uint64_t>(-delta))
+
+    def __dealloc__(self):
+        cdef int i, j
+        cdef Worker *w
+        if self._started and not self._stopped:
+            return  # workers may still run: leak rather than free under them
+        if self.workers != NULL:
+            for i in range(self.nworkers):
+                w = &self.workers[i]
+                for j in range(w.incoming_len):
+                    close(w.incoming[j].client_fd)
+                    close(w.incoming[j].server_fd)
+                if w.epfd > 0:
+                    close(w.epfd)
+                if w.wake_fd > 0:
+                    close(w.wake_fd)
+                for j in range(w.buf_pool_len):
+                    free(w.buf_pool[j])
+                for j in range(w.pipe_pool_len):
+                    close(w.pipe_pool[2 * j])
+                    close(w.pipe_pool[2 * j + 1])
+                free(w.buf_pool)
+                free(w.pipe_pool)
+                free(w.scratch)
+                free(w.pairs)
+                free(w.free_slots)
+                free(w.ready)
+                free(w.ready_next)
+                free(w.incoming)
+                pthread_mutex_destroy(&w.lock)
+            free(self.workers)
+        if self.shared.notify_fd >= 0:
+            close(self.shared.notify_fd)
+        free(self.shared.counters)
+        free(self.shared.ended)

@@ -1,0 +1,262 @@
+"""The one configuration model.
+
+Both the HAProxy reader (`fastproxy.config.haproxy`) and the Python API build these objects; the engine
+only ever reads them.  Everything here is plain data: no sockets, no event loop.  Times are seconds as
+floats (``None`` means "not set", which for a timeout means "never"), sizes are bytes.
+
+Where HAProxy keeps a setting per section kind (``timeout client`` on the frontend, ``timeout server``
+on the backend), the model keeps it where HAProxy applies it, after ``defaults`` have been folded in
+by the reader.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where a setting came from, for messages: ``file:line``."""
+
+    file: str = "<api>"
+    line: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+@dataclass
+class Timeouts:
+    """HAProxy's ``timeout`` keywords, in seconds; ``None`` is "not set"."""
+
+    connect: Optional[float] = None
+    client: Optional[float] = None
+    server: Optional[float] = None
+    tunnel: Optional[float] = None
+    client_fin: Optional[float] = None
+    server_fin: Optional[float] = None
+    queue: Optional[float] = None
+    check: Optional[float] = None
+
+    def merged(self, other: "Timeouts") -> "Timeouts":
+        """A copy where every field left unset here is taken from ``other``."""
+        return Timeouts(**{
+            f.name: getattr(self, f.name) if getattr(self, f.name) is not None else getattr(other, f.name)
+            for f in dataclasses.fields(self)
+        })
+
+
+@dataclass
+class KeepAlive:
+    """TCP keepalive for one side of a connection (``option clitcpka``/``srvtcpka`` and their tunables).
+
+    ``enabled`` is True by default on both sides (fastproxy's choice: see README); ``idle``,
+    ``interval`` and ``count`` of ``None`` keep the kernel's values.
+    """
+
+    enabled: bool = True
+    idle: Optional[float] = None
+    interval: Optional[float] = None
+    count: Optional[int] = None
+
+
+@dataclass
+class Bind:
+    """One listening address of a frontend (one ``bind`` address, after port ranges are expanded)."""
+
+    host: str  # "" or "0.0.0.0" for every IPv4 address, "::" for every IPv6 one
+    port: int
+    name: Optional[str] = None
+    backlog: Optional[int] = None
+    maxconn: Optional[int] = None
+    reuseport: bool = False
+    v6only: Optional[bool] = None  # None: the system default; True: v6only; False: v4v6
+    accept_proxy: bool = False
+    defer_accept: bool = False
+    location: Location = field(default_factory=Location)
+
+
+@dataclass
+class Server:
+    """One ``server`` line of a backend."""
+
+    name: str
+    host: str
+    port: int
+    weight: int = 1
+    maxconn: int = 0  # 0: no limit
+    maxqueue: int = 0
+    minconn: int = 0
+    check: bool = False
+    inter: float = 2.0
+    fastinter: Optional[float] = None
+    downinter: Optional[float] = None
+    rise: int = 2
+    fall: int = 3
+    check_port: Optional[int] = None
+    check_addr: Optional[str] = None
+    backup: bool = False
+    disabled: bool = False
+    slowstart: Optional[float] = None
+    send_proxy: bool = False
+    send_proxy_v2: bool = False
+    id: Optional[int] = None
+    location: Location = field(default_factory=Location)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return (self.host, self.port)
+
+
+@dataclass
+class Balance:
+    """``balance <algorithm> [args]`` plus the hashing settings that go with it."""
+
+    algorithm: str = "roundrobin"
+    arguments: tuple[str, ...] = ()
+    hash_type: str = "map-based"  # map-based | consistent | maglev (ours)
+    hash_function: Optional[str] = None
+    hash_balance_factor: int = 0  # 0: unbounded
+
+
+@dataclass
+class Backend:
+    """A ``backend`` (or the backend half of a ``listen``)."""
+
+    name: str
+    servers: list[Server] = field(default_factory=list)
+    mode: str = "tcp"
+    balance: Balance = field(default_factory=Balance)
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    retries: int = 3
+    redispatch: bool = False
+    server_keepalive: KeepAlive = field(default_factory=KeepAlive)
+    fullconn: Optional[int] = None
+    options: dict[str, Any] = field(default_factory=dict)
+    location: Location = field(default_factory=Location)
+
+    def server(self, name: str) -> Server:
+        for server in self.servers:
+            if server.name == name:
+                return server
+        raise KeyError(name)
+
+
+@dataclass
+class Acl:
+    """``acl <name> <criterion> [flags] <values...>``: a named test on the connection."""
+
+    name: str
+    criterion: str  # src, dst, src_port, dst_port, req.ssl_sni, req_ssl_hello_type, ...
+    values: tuple[str, ...]
+    flags: tuple[str, ...] = ()  # e.g. ("-i",)
+    location: Location = field(default_factory=Location)
+
+
+@dataclass
+class Condition:
+    """``if|unless <terms>``: terms are OR-ed groups of AND-ed ACL names, each maybe negated with '!'.
+
+    ``groups`` is a tuple of groups; each group a tuple of ``(negated, acl_name_or_Acl)``.
+    Anonymous ``{ ... }`` ACLs appear as ``Acl`` objects in place of a name.
+    """
+
+    negate: bool  # True for "unless"
+    groups: tuple[tuple[tuple[bool, Any], ...], ...]
+
+
+@dataclass
+class UseBackend:
+    """``use_backend <name> if|unless <condition>``."""
+
+    backend: str
+    condition: Optional[Condition] = None
+    location: Location = field(default_factory=Location)
+
+
+@dataclass
+class TcpRequestRule:
+    """``tcp-request connection|content accept|reject [if|unless cond]``."""
+
+    phase: str  # "connection" | "content"
+    action: str  # "accept" | "reject"
+    condition: Optional[Condition] = None
+    location: Location = field(default_factory=Location)
+
+
+@dataclass
+class Frontend:
+    """A ``frontend`` (or the frontend half of a ``listen``)."""
+
+    name: str
+    binds: list[Bind] = field(default_factory=list)
+    mode: str = "tcp"
+    default_backend: Optional[str] = None
+    use_backends: list[UseBackend] = field(default_factory=list)
+    acls: dict[str, list[Acl]] = field(default_factory=dict)
+    tcp_request_rules: list[TcpRequestRule] = field(default_factory=list)
+    inspect_delay: Optional[float] = None
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    maxconn: Optional[int] = None
+    rate_limit_sessions: Optional[int] = None
+    client_keepalive: KeepAlive = field(default_factory=KeepAlive)
+    log: bool = False
+    tcplog: bool = False
+    dontlognull: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
+    location: Location = field(default_factory=Location)
+
+
+@dataclass
+class Global:
+    """The ``global`` section."""
+
+    maxconn: Optional[int] = None
+    maxconnrate: Optional[int] = None
+    nbthread: int = 1
+    bufsize: int = 16384  # tune.bufsize
+    pipesize: Optional[int] = None  # tune.pipesize; None: the system's default pipe size
+    maxpipes: Optional[int] = None
+    splice: bool = True  # False with "nosplice"
+    pidfile: Optional[str] = None
+    daemon: bool = False
+    hard_stop_after: Optional[float] = None
+    log_targets: list[str] = field(default_factory=list)
+    stats_sockets: list[str] = field(default_factory=list)
+    stats_timeout: Optional[float] = None
+    user: Optional[str] = None
+    group: Optional[str] = None
+    chroot: Optional[str] = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Warning_:
+    """A non-fatal remark on the configuration (a keyword HAProxy knows that fastproxy ignores...)."""
+
+    location: Location
+    keyword: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.location}: '{self.keyword}': {self.message}"
+
+
+@dataclass
+class Config:
+    """A whole configuration: what ``fastproxy run`` runs."""
+
+    global_: Global = field(default_factory=Global)
+    frontends: dict[str, Frontend] = field(default_factory=dict)
+    backends: dict[str, Backend] = field(default_factory=dict)
+    warnings: list[Warning_] = field(default_factory=list)
+    files: tuple[str, ...] = ()
+
+
+# A director picks the upstream for one client connection: it receives the connection (with
+# ``.frontend``, ``.backend``, ``.peername``...) and returns a Server, a (host, port) tuple, or None
+# to let the backend's balancer decide.  An error handler receives the connection and the exception.
+Director = Callable[..., Any]
+ErrorHandler = Callable[..., Any]

@@ -1,0 +1,112 @@
+# C declarations of the Linux interfaces the data plane sits on, kept apart from the logic (uvloop's
+# includes/ habit).  Everything here is callable without the GIL.
+
+from libc.stdint cimport uint32_t, uint64_t
+
+
+cdef extern from "<sys/epoll.h>" nogil:
+    ctypedef union epoll_data_t:
+        void *ptr
+        int fd
+        uint32_t u32
+        uint64_t u64
+
+    struct epoll_event:
+        uint32_t events
+        epoll_data_t data
+
+    int epoll_create1(int flags)
+    int epoll_ctl(int epfd, int op, int fd, epoll_event *event)
+    int epoll_wait(int epfd, epoll_event *events, int maxevents, int timeout)
+
+    enum:
+        EPOLLIN
+        EPOLLOUT
+        EPOLLRDHUP
+        EPOLLERR
+        EPOLLHUP
+        EPOLLET
+        EPOLL_CTL_ADD
+        EPOLL_CTL_DEL
+        EPOLL_CTL_MOD
+        EPOLL_CLOEXEC
+
+
+cdef extern from "<sys/eventfd.h>" nogil:
+    int eventfd(unsigned int initval, int flags)
+    enum:
+        EFD_NONBLOCK
+        EFD_CLOEXEC
+
+
+cdef extern from "<fcntl.h>" nogil:
+    ssize_t splice(int fd_in, void *off_in, int fd_out, void *off_out, size_t length, unsigned int flags)
+    int fcntl(int fd, int cmd, ...)
+    enum:
+        SPLICE_F_MOVE
+        SPLICE_F_NONBLOCK
+        F_SETPIPE_SZ
+        F_GETPIPE_SZ
+        O_NONBLOCK
+        O_CLOEXEC
+
+
+cdef extern from "<unistd.h>" nogil:
+    int pipe2(int pipefd[2], int flags)
+    int close(int fd)
+    ssize_t read(int fd, void *buf, size_t count)
+    ssize_t write(int fd, const void *buf, size_t count)
+
+
+cdef extern from "<sys/socket.h>" nogil:
+    ssize_t recv(int sockfd, void *buf, size_t length, int flags)
+    ssize_t send(int sockfd, const void *buf, size_t length, int flags)
+    int shutdown(int sockfd, int how)
+    int setsockopt(int sockfd, int level, int optname, const void *optval, unsigned int optlen)
+    struct linger:
+        int l_onoff
+        int l_linger
+    enum:
+        SHUT_WR
+        SHUT_RDWR
+        SOL_SOCKET
+        SO_LINGER
+        MSG_NOSIGNAL
+        MSG_DONTWAIT
+
+
+cdef extern from "<time.h>" nogil:
+    ctypedef long time_t
+    struct timespec:
+        time_t tv_sec
+        long tv_nsec
+    int clock_gettime(int clk_id, timespec *tp)
+    enum:
+        CLOCK_MONOTONIC
+        CLOCK_MONOTONIC_COARSE
+
+
+cdef extern from "<pthread.h>" nogil:
+    ctypedef struct pthread_mutex_t:
+        pass
+    int pthread_mutex_init(pthread_mutex_t *mutex, void *attr)
+    int pthread_mutex_destroy(pthread_mutex_t *mutex)
+    int pthread_mutex_lock(pthread_mutex_t *mutex)
+    int pthread_mutex_unlock(pthread_mutex_t *mutex)
+
+
+cdef extern from *:
+    """
+    /* Counters are bumped by pump threads and read by Python at any time: relaxed atomics are enough,
+       nobody orders other memory on them. */
+    static inline void fp_atomic_add(uint64_t *p, uint64_t v) { __atomic_fetch_add(p, v, __ATOMIC_RELAXED); }
+    static inline void fp_atomic_sub(uint64_t *p, uint64_t v) { __atomic_fetch_sub(p, v, __ATOMIC_RELAXED); }
+    static inline uint64_t fp_atomic_load(uint64_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+    static inline int fp_atomic_add_int(int *p, int v) { return __atomic_add_fetch(p, v, __ATOMIC_RELAXED); }
+    static inline int fp_atomic_load_int(int *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+    """
+    void fp_atomic_add(uint64_t *p, uint64_t v) nogil
+    void fp_atomic_sub(uint64_t *p, uint64_t v) nogil
+    uint64_t fp_atomic_load(uint64_t *p) nogil
+    int fp_atomic_add_int(int *p, int v) nogil
+    int fp_atomic_load_int(int *p) nogil

@@ -1,0 +1,203 @@
+"""The TCP server: listens, accepts, tunes each connection, and hands it to a handler.
+
+This is the seed design's "TCP server" half: it knows nothing of proxying.  A ``Listener`` owns one
+listening socket; every accepted socket gets TCP_NODELAY and keepalive, becomes a ``Connection``, and
+is given to a ``Handler``.  Whatever the handler does not take (``Connection.detach``) is closed when it
+returns, on every path: normal end, error, timeout, shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import socket
+from typing import Any, Callable, Optional, Protocol
+
+from . import _linux
+from .config import model
+
+log = logging.getLogger("fastproxy")
+
+ACCEPT_BATCH = 64  # accepts per readiness event, so one busy listener cannot starve the loop
+EMFILE_PAUSE = 0.1  # seconds without accepting after running out of descriptors
+
+
+class Connection:
+    """One accepted client connection, as a handler sees it."""
+
+    __slots__ = ("sock", "frontend", "bind", "peername", "sockname", "_detached", "context", "_on_finished")
+
+    def __init__(self, sock: socket.socket, frontend: model.Frontend, bind: model.Bind,
+                 peername: Any, sockname: Any, on_finished: Optional[Callable[[], None]] = None) -> None:
+        self.sock = sock
+        self.frontend = frontend
+        self.bind = bind
+        self.peername = peername
+        self.sockname = sockname
+        self._detached = False
+        self._on_finished = on_finished
+        self.context: dict[str, Any] = {}  # free for hooks to share state on one connection
+
+    def finished(self) -> None:
+        """Say the connection is over (it no longer counts against maxconn).  Idempotent.
+
+        The server calls it when the handler returns, unless the handler detached the socket: then
+        whoever took it calls it when the connection really ends.
+        """
+        callback, self._on_finished = self._on_finished, None
+        if callback is not None:
+            callback()
+
+    @property
+    def detached(self) -> bool:
+        return self._detached
+
+    def detach(self) -> socket.socket:
+        """Take ownership of the socket: the server will no longer close it."""
+        self._detached = True
+        return self.sock
+
+    def close(self, reset: bool = False) -> None:
+        """Close the client socket (with a reset if asked) unless a handler took it."""
+        if self._detached or self.sock.fileno() < 0:
+            return
+        if reset:
+            try:
+                _linux.set_linger0(self.sock.fileno())
+            except OSError:
+                pass
+        self.sock.close()
+
+
+class Handler(Protocol):
+    """What a listener hands each accepted connection to (the seed's ``TCPHandler.ServeTCP``)."""
+
+    async def serve_tcp(self, conn: Connection) -> None: ...
+
+
+def open_listener(bind: model.Bind, *, backlog: int) -> socket.socket:
+    """A bound, listening, non-blocking socket for ``bind``."""
+    host = bind.host
+    if host in ("", "*"):
+        host = "0.0.0.0"
+    infos = socket.getaddrinfo(host, bind.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, _, _, _, address = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if bind.reuseport:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6 and bind.v6only is not None:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(bind.v6only))
+        if bind.defer_accept:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 1)
+        sock.bind(address)
+        sock.listen(bind.backlog or backlog)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class Listener:
+    """One listening socket of a frontend, feeding a handler from the event loop."""
+
+    def __init__(self, sock: socket.socket, frontend: model.Frontend, bind: model.Bind, handler: Handler,
+                 *, loop: asyncio.AbstractEventLoop, admit: Optional[Callable[[], bool]] = None,
+                 opened: Optional[Callable[[], None]] = None,
+                 closed: Optional[Callable[[], None]] = None) -> None:
+        self.sock = sock
+        self.frontend = frontend
+        self.bind = bind
+        self.handler = handler
+        self.loop = loop
+        self._admit = admit  # False when a limit says "stop accepting for now" (it pauses us)
+        self._opened = opened
+        self._closed_cb = closed
+        self._reading = False
+        self._closed = False
+        self._emfile_logged = False
+        keepalive = frontend.client_keepalive
+        self._tune = dict(nodelay=True, keepalive=keepalive.enabled, idle=keepalive.idle,
+                          interval=keepalive.interval, count=keepalive.count)
+        self.tasks: set[asyncio.Task] = set()
+
+    @property
+    def address(self) -> Any:
+        return self.sock.getsockname()
+
+    def resume(self) -> None:
+        if not self._reading and not self._closed:
+            self._reading = True
+            self.loop.add_reader(self.sock.fileno(), self._accept_ready)
+
+    def pause(self) -> None:
+        if self._reading:
+            self._reading = False
+            self.loop.remove_reader(self.sock.fileno())
+
+    def close(self) -> None:
+        """Stop accepting and close the listening socket; established connections go on."""
+        if self._closed:
+            return
+        self.pause()
+        self._closed = True
+        self.sock.close()
+
+    def _accept_ready(self) -> None:
+        for _ in range(ACCEPT_BATCH):
+            if self._admit is not None and not self._admit():
+                return  # the limit paused us; resume() comes when a connection ends
+            try:
+                client, peername = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    self._out_of_resources(exc)
+                elif exc.errno not in (errno.ECONNABORTED, errno.EPROTO):
+                    log.warning("accept on %s failed: %s", self.address, exc)
+                return
+            if self._opened is not None:
+                self._opened()
+            self._serve(client, peername)
+
+    def _out_of_resources(self, exc: OSError) -> None:
+        # Waiting in the kernel backlog beats spinning on a listener we cannot serve.
+        if not self._emfile_logged:
+            log.error("accept on %s: %s; pausing accepts for %.0f ms", self.address, exc.strerror,
+                      EMFILE_PAUSE * 1000)
+            self._emfile_logged = True
+        self.pause()
+        self.loop.call_later(EMFILE_PAUSE, self.resume)
+
+    def _serve(self, client: socket.socket, peername: Any) -> None:
+        client.setblocking(False)
+        try:
+            _linux.tune_socket(client.fileno(), **self._tune)
+            sockname = client.getsockname()
+        except OSError:
+            # The client is already gone (reset before we could look at it): its loss only.
+            client.close()
+            if self._closed_cb is not None:
+                self._closed_cb()
+            return
+        conn = Connection(client, self.frontend, self.bind, peername, sockname, self._closed_cb)
+        task = self.loop.create_task(self._run_handler(conn))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _run_handler(self, conn: Connection) -> None:
+        try:
+            await self.handler.serve_tcp(conn)
+        except asyncio.CancelledError:
+            conn.close(reset=True)
+            raise
+        except Exception:
+            log.exception("handler failed on a connection from %s", conn.peername)
+        finally:
+            if not conn.detached:
+                conn.close()
+                conn.finished()
