@@ -1,0 +1,57 @@
+"""The package as a user gets it: build an sdist and a wheel, install the wheel into a fresh virtual
+environment, and proxy a real connection through its ``fastproxy run``."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import venv
+
+from .test_cli import DEFAULT_ADDRESS, exchange_line, wait_listening
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def test_built_wheel_installs_and_proxies(tmp_path):
+    if not (ROOT / "pyproject.toml").exists():
+        raise AssertionError("the tests must run from a source checkout to build the package")
+    source = tmp_path / "src"
+    # Build from a copy of the tracked tree, never from a developer's build leftovers.
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    for name in files.split():
+        target = source / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if (ROOT / name).exists():
+            shutil.copy2(ROOT / name, target)
+    dist = tmp_path / "dist"
+    subprocess.run([sys.executable, "-m", "build", "--outdir", str(dist), str(source)], check=True,
+                   capture_output=True, timeout=600)
+    wheels = list(dist.glob("fastproxy-*.whl"))
+    assert len(wheels) == 1 and list(dist.glob("fastproxy-*.tar.gz"))
+    assert "-cp3" in wheels[0].name  # a platform wheel: the extensions are in it
+
+    env_dir = tmp_path / "venv"
+    venv.EnvBuilder(with_pip=True, system_site_packages=True).create(env_dir)
+    python = env_dir / "bin" / "python"
+    # Dependencies (uvloop, cffi) come from the outer environment; the wheel itself goes in the venv.
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall",
+                    str(wheels[0])], check=True, timeout=300)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "FASTPROXY_NO_EXTENSIONS")}
+    version = subprocess.run([str(env_dir / "bin" / "fastproxy"), "version"], env=env, capture_output=True,
+                             text=True, check=True, cwd=tmp_path).stdout
+    assert "cython data plane" in version
+
+    proc = subprocess.Popen([str(env_dir / "bin" / "fastproxy"), "run"], env=env, cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_listening(DEFAULT_ADDRESS, proc)
+        with socket.create_connection(DEFAULT_ADDRESS, timeout=5) as sock:
+            assert exchange_line(sock, b"from the wheel\n").endswith(b": from the wheel\n")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=15) == 0
