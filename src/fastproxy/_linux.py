@@ -12,6 +12,7 @@ import errno
 import os
 import socket
 import struct
+from typing import Optional, Union
 
 from ._impl import NO_EXTENSIONS
 
@@ -86,21 +87,25 @@ def pipe_max_size() -> int:
 def tune_socket(
     fd: int,
     *,
+    nonblocking: bool = False,
     nodelay: bool = True,
     keepalive: bool = True,
     idle: float | None = None,
     interval: float | None = None,
     count: int | None = None,
 ) -> None:
-    """TCP_NODELAY and keepalive with its idle/interval/count, in one call to C when compiled."""
+    """O_NONBLOCK, TCP_NODELAY and keepalive with its idle/interval/count: one call to C when compiled."""
     idle_s = int(idle) if idle else 0
     interval_s = int(interval) if interval else 0
     count_n = int(count) if count else 0
     if COMPILED:
-        if lib.fp_tune_socket(fd, int(nodelay), int(keepalive), idle_s, interval_s, count_n) != 0:
+        if lib.fp_tune_socket(fd, int(nonblocking), int(nodelay), int(keepalive), idle_s, interval_s,
+                              count_n) != 0:
             code = ffi.errno
             raise OSError(code, os.strerror(code))
         return
+    if nonblocking:
+        os.set_blocking(fd, False)
     sock = socket.socket(fileno=fd)
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, int(nodelay))
@@ -127,3 +132,112 @@ def set_linger0(fd: int) -> None:
     value = struct.pack("ii", 1, 0)
     buf = ffi.from_buffer(value)
     _check(lib.setsockopt(fd, socket.SOL_SOCKET, socket.SO_LINGER, buf, len(value)))
+
+
+# --- the connection path: batch accept and one-call dial ---------------------------------------------
+
+SOCKADDR_SIZE = 28  # a sockaddr_in6; a sockaddr_in fits too
+
+Peer = Union[bytes, tuple]  # a raw sockaddr (compiled path) or an address tuple (fallback)
+
+
+def sockaddr(address: tuple) -> bytes:
+    """The raw ``struct sockaddr_in`` / ``sockaddr_in6`` of ``(host, port)``: built once per server."""
+    host, port = address[0], address[1]
+    if ":" in host:
+        return (struct.pack("<H", socket.AF_INET6) + struct.pack(">HI", port, 0)
+                + socket.inet_pton(socket.AF_INET6, host) + struct.pack("<I", 0))
+    return (struct.pack("<H", socket.AF_INET) + struct.pack(">H", port)
+            + socket.inet_pton(socket.AF_INET, host) + bytes(8))
+
+
+def peer_address(peer: Peer) -> tuple:
+    """``(host, port)`` (or the 4-tuple of IPv6) of a peer as an accept returned it."""
+    if isinstance(peer, tuple):
+        return peer
+    family = peer[0] | (peer[1] << 8)
+    port = (peer[2] << 8) | peer[3]
+    if family == socket.AF_INET6:
+        return (socket.inet_ntop(socket.AF_INET6, peer[8:24]), port, 0, 0)
+    if family == socket.AF_INET:
+        return (socket.inet_ntop(socket.AF_INET, peer[4:8]), port)
+    return ("", 0)
+
+
+class Acceptor:
+    """Accepts a listener's connections in batches: non-blocking, close-on-exec and tuned (TCP_NODELAY,
+    keepalive) in one call to C; peers are raw sockaddrs until someone asks (``peer_address``)."""
+
+    def __init__(self, listen_sock: socket.socket, batch: int, *, nodelay: bool = True,
+                 keepalive: bool = True, idle: Optional[float] = None, interval: Optional[float] = None,
+                 count: Optional[int] = None) -> None:
+        self.sock = listen_sock
+        self.fd = listen_sock.fileno()
+        self.batch = batch
+        self.options = (int(nodelay), int(keepalive), int(idle or 0), int(interval or 0), int(count or 0))
+        self.tune = dict(nodelay=nodelay, keepalive=keepalive, idle=idle, interval=interval, count=count)
+        if COMPILED:
+            self._fds = ffi.new("int[]", batch)
+            self._addrs = ffi.new("unsigned char[]", batch * SOCKADDR_SIZE)
+            self._addr_buffer = ffi.buffer(self._addrs)
+
+    def accept(self, limit: int) -> list[tuple[int, Peer]]:
+        """Up to ``limit`` connections the kernel has ready now (possibly none); OSError for a failure
+        of the listener itself (EMFILE...)."""
+        limit = min(limit, self.batch)
+        if COMPILED:
+            n = lib.fp_accept_batch(self.fd, limit, self._fds, self._addrs, *self.options)
+            if n < 0:
+                raise OSError(-n, os.strerror(-n))
+            raw = self._addr_buffer[:n * SOCKADDR_SIZE]
+            fds = self._fds
+            return [(fds[i], raw[i * SOCKADDR_SIZE:(i + 1) * SOCKADDR_SIZE]) for i in range(n)]
+        accepted: list[tuple[int, Peer]] = []
+        while len(accepted) < limit:
+            try:
+                fd, peer = self.sock._accept()  # type: ignore[attr-defined]
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                break
+            except OSError:
+                if accepted:
+                    break
+                raise
+            try:
+                tune_socket(fd, nonblocking=True, **self.tune)
+            except OSError:
+                os.close(fd)
+                continue
+            accepted.append((fd, peer))
+        return accepted
+
+
+class Dialer:
+    """Starts non-blocking connects with the options of one side (socket, options and connect in one
+    call to C when compiled)."""
+
+    def __init__(self, *, nodelay: bool = True, keepalive: bool = True, idle: Optional[float] = None,
+                 interval: Optional[float] = None, count: Optional[int] = None) -> None:
+        self.options = (int(nodelay), int(keepalive), int(idle or 0), int(interval or 0), int(count or 0))
+        self.tune = dict(nodelay=nodelay, keepalive=keepalive, idle=idle, interval=interval, count=count)
+        if COMPILED:
+            self._in_progress = ffi.new("int *")
+
+    def dial(self, raw_address: bytes) -> tuple[int, bool]:
+        """(descriptor, connect still in progress); OSError if it failed at once (refused, EMFILE...)."""
+        if COMPILED:
+            fd = lib.fp_dial(raw_address, len(raw_address), *self.options, self._in_progress)
+            if fd < 0:
+                raise OSError(-fd, os.strerror(-fd))
+            return fd, bool(self._in_progress[0])
+        family = raw_address[0] | (raw_address[1] << 8)
+        sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+        try:
+            tune_socket(sock.fileno(), **self.tune)
+            result = sock.connect_ex(peer_address(raw_address)[:2])
+        except OSError:
+            sock.close()
+            raise
+        if result not in (0, errno.EINPROGRESS):
+            sock.close()
+            raise OSError(result, os.strerror(result))
+        return sock.detach(), result != 0

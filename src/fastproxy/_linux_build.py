@@ -16,7 +16,12 @@ int close(int fd);
 """
 
 HELPERS_CDEF = """
-int fp_tune_socket(int fd, int nodelay, int keepalive, int idle, int interval, int count);
+#define FP_SOCKADDR_SIZE 28
+int fp_accept_batch(int listen_fd, int max, int *fds, unsigned char *addrs, int nodelay, int keepalive,
+                    int idle, int interval, int count);
+int fp_dial(const unsigned char *addr, int addr_len, int nodelay, int keepalive, int idle, int interval,
+            int count, int *in_progress);
+int fp_tune_socket(int fd, int nonblocking, int nodelay, int keepalive, int idle, int interval, int count);
 int fp_set_linger0(int fd);
 int fp_pipe_max_size(void);
 """
@@ -29,11 +34,18 @@ HELPERS_SOURCE = r"""
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
+#include <errno.h>
 
-/* Every per-connection option in one call: one crossing from Python instead of five. */
-static int fp_tune_socket(int fd, int nodelay, int keepalive, int idle, int interval, int count)
+/* Every per-connection option in one call: one crossing from Python instead of six. */
+static int fp_tune_socket(int fd, int nonblocking, int nodelay, int keepalive, int idle, int interval,
+                          int count)
 {
     int rc = 0;
+    if (nonblocking > 0) {
+        int flags = fcntl(fd, F_GETFL);
+        if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0)
+            return -1;
+    }
     if (nodelay >= 0)
         rc |= setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &nodelay, sizeof(nodelay));
     if (keepalive >= 0)
@@ -47,6 +59,68 @@ static int fp_tune_socket(int fd, int nodelay, int keepalive, int idle, int inte
             rc |= setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof(count));
     }
     return rc;
+}
+
+#define FP_SOCKADDR_SIZE 28  /* a sockaddr_in6; a sockaddr_in fits too */
+
+static int fp_tune_options(int fd, int nodelay, int keepalive, int idle, int interval, int count)
+{
+    return fp_tune_socket(fd, 0, nodelay, keepalive, idle, interval, count);
+}
+
+/* Up to `max` connections of a listener in one crossing from Python: non-blocking, close-on-exec and
+   tuned, their peer addresses left raw (FP_SOCKADDR_SIZE bytes each) for Python to decode only if it
+   needs them.  Returns how many, or -errno when the first accept fails for another reason than
+   EAGAIN. */
+static int fp_accept_batch(int listen_fd, int max, int *fds, unsigned char *addrs, int nodelay,
+                           int keepalive, int idle, int interval, int count)
+{
+    int n = 0;
+    while (n < max) {
+        socklen_t len = FP_SOCKADDR_SIZE;
+        struct sockaddr *addr = (struct sockaddr *)(addrs + n * FP_SOCKADDR_SIZE);
+        int fd = accept4(listen_fd, addr, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == ECONNABORTED)
+                return n;
+            return n ? n : -errno;
+        }
+        if (fp_tune_options(fd, nodelay, keepalive, idle, interval, count) != 0) {
+            close(fd);  /* already reset by the client: its loss only */
+            continue;
+        }
+        fds[n++] = fd;
+    }
+    return n;
+}
+
+/* socket + options + non-blocking connect in one crossing.  Returns the descriptor (with
+   *in_progress set when the connect is still under way) or -errno. */
+static int fp_dial(const unsigned char *addr, int addr_len, int nodelay, int keepalive, int idle,
+                   int interval, int count, int *in_progress)
+{
+    const struct sockaddr *sa = (const struct sockaddr *)addr;
+    int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int err;
+    if (fd < 0)
+        return -errno;
+    if (fp_tune_options(fd, nodelay, keepalive, idle, interval, count) != 0) {
+        err = errno;
+        close(fd);
+        return -err;
+    }
+    *in_progress = 0;
+    if (connect(fd, sa, (socklen_t)addr_len) < 0) {
+        if (errno != EINPROGRESS) {
+            err = errno;
+            close(fd);
+            return -err;
+        }
+        *in_progress = 1;
+    }
+    return fd;
 }
 
 /* A close after this sends RST instead of FIN: how a reset is passed on. */

@@ -14,6 +14,7 @@ cdef enum EndReason:
     END_SERVER_TIMEOUT = 4  # timeout server / server-fin / tunnel on the server side
     END_ERROR = 5           # a local failure (registration, resources)
     END_SHUTDOWN = 6        # cut by the engine (stop after the grace period)
+    END_CONNECT_FAILED = 7  # the upstream connect failed; the client descriptor goes back to Python
 
 
 # Fields of one counter block (a frontend's or a server's); the same as fastproxy.pump.Counter.
@@ -57,6 +58,8 @@ cdef struct Side:
 cdef struct Pair:
     uint8_t active
     uint8_t queued
+    uint8_t connecting      # the upstream connect is still in progress
+    uint32_t connect_timeout
     Side client
     Side server
     Direction c2s
@@ -74,6 +77,8 @@ cdef struct Pair:
 cdef struct NewPair:
     int client_fd
     int server_fd
+    uint8_t connecting
+    uint32_t connect_timeout
     uint32_t client_timeout
     uint32_t server_timeout
     uint32_t client_fin_timeout
@@ -89,6 +94,7 @@ cdef struct Ended:
     uint64_t bytes_in
     uint64_t bytes_out
     int32_t reason
+    int32_t error           # errno of a failed connect
     int32_t frontend_block
     int32_t server_block
 

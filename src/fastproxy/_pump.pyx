@@ -15,7 +15,7 @@ pipe, never more: the rest waits in the kernel, which is the backpressure.
 The pure-Python twin is fastproxy/pump.py; both follow the same semantics and the same test suite.
 """
 
-from libc.errno cimport EAGAIN, EINTR, errno
+from libc.errno cimport EAGAIN, EINTR, ETIMEDOUT, errno
 from libc.stdint cimport int32_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcpy, memset
@@ -123,7 +123,7 @@ cdef void release_direction(Worker *w, Direction *d) noexcept nogil:
 
 # --- ended pairs, towards Python -------------------------------------------------------------------
 
-cdef void push_ended(Shared *sh, Pair *p, int reason) noexcept nogil:
+cdef void push_ended(Shared *sh, Pair *p, int reason, int error) noexcept nogil:
     cdef uint64_t one = 1
     cdef bint was_empty
     cdef Ended *grown
@@ -141,6 +141,7 @@ cdef void push_ended(Shared *sh, Pair *p, int reason) noexcept nogil:
     sh.ended[sh.ended_len].bytes_in = p.c2s.bytes
     sh.ended[sh.ended_len].bytes_out = p.s2c.bytes
     sh.ended[sh.ended_len].reason = reason
+    sh.ended[sh.ended_len].error = error
     sh.ended[sh.ended_len].frontend_block = p.frontend_block
     sh.ended[sh.ended_len].server_block = p.server_block
     sh.ended_len += 1
@@ -163,17 +164,54 @@ cdef void end_pair(Worker *w, int32_t slot, int reason) noexcept nogil:
     close(p.server.fd)
     release_direction(w, &p.c2s)
     release_direction(w, &p.s2c)
+    if not p.connecting and 0 <= p.server_block < sh.counter_blocks:
+        fp_atomic_sub(&sh.counters[p.server_block * CNT_FIELDS + CNT_CONN_CUR], 1)
     if reason == END_CLIENT_RESET or reason == END_SERVER_RESET:
         count(sh, p.frontend_block, CNT_RESETS, 1)
         count(sh, p.server_block, CNT_RESETS, 1)
     elif reason == END_CLIENT_TIMEOUT or reason == END_SERVER_TIMEOUT:
         count(sh, p.frontend_block, CNT_TIMEOUTS, 1)
         count(sh, p.server_block, CNT_TIMEOUTS, 1)
-    push_ended(sh, p, reason)
+    push_ended(sh, p, reason, 0)
     p.active = 0
     w.free_slots[w.free_len] = slot
     w.free_len += 1
     fp_atomic_add_int(&w.active, -1)
+
+
+cdef inline void count_established(Shared *sh, Pair *p) noexcept nogil:
+    count(sh, p.server_block, CNT_CONN_CUR, 1)
+    count(sh, p.server_block, CNT_CONN_TOTAL, 1)
+
+
+cdef void connect_failed(Worker *w, int32_t slot, int error) noexcept nogil:
+    """The upstream could not be reached: close it, and give the client back to Python untouched."""
+    cdef Pair *p = &w.pairs[slot]
+    epoll_ctl(w.epfd, EPOLL_CTL_DEL, p.client.fd, NULL)
+    close(p.server.fd)
+    push_ended(w.shared, p, END_CONNECT_FAILED, error)
+    p.active = 0
+    w.free_slots[w.free_len] = slot
+    w.free_len += 1
+    fp_atomic_add_int(&w.active, -1)
+
+
+cdef bint connect_done(Worker *w, int32_t slot) noexcept nogil:
+    """While connecting: True once connected; False while waiting or after a failure was handled."""
+    cdef Pair *p = &w.pairs[slot]
+    cdef int error = 0
+    cdef socklen_t size = sizeof(error)
+    if not (p.server.writable or p.server.hup):
+        return False
+    if getsockopt(p.server.fd, SOL_SOCKET, SO_ERROR, &error, &size) < 0:
+        error = errno
+    if error:
+        connect_failed(w, slot, error)
+        return False
+    p.connecting = 0
+    p.client.seen_ms = p.server.seen_ms = w.now_ms
+    count_established(w.shared, p)
+    return True
 
 
 # --- moving bytes ------------------------------------------------------------------------------------
@@ -324,6 +362,8 @@ cdef void progress(Worker *w, int32_t slot) noexcept nogil:
     cdef int up, down
     if not p.active:
         return
+    if p.connecting and not connect_done(w, slot):
+        return
     up = pump_direction(w, p, &p.c2s, &p.client, &p.server, CNT_BYTES_IN)
     if up == P_SRC_FAILED:
         end_pair(w, slot, END_CLIENT_RESET)
@@ -381,7 +421,7 @@ cdef void register_pair(Worker *w, NewPair *np) noexcept nogil:
     cdef Pair *p
     cdef uint8_t queued
     cdef epoll_event ev
-    cdef uint32_t limits[4]
+    cdef uint32_t limits[5]
     cdef int i
     if w.free_len:
         w.free_len -= 1
@@ -407,7 +447,10 @@ cdef void register_pair(Worker *w, NewPair *np) noexcept nogil:
     p.client.fd = np.client_fd
     p.server.fd = np.server_fd
     p.client.readable = p.client.writable = 1
-    p.server.readable = p.server.writable = 1
+    p.connecting = np.connecting
+    p.connect_timeout = np.connect_timeout
+    # A connecting socket is neither readable nor writable until epoll says the connect ended.
+    p.server.readable = p.server.writable = 0 if np.connecting else 1
     p.client.seen_ms = p.server.seen_ms = w.now_ms
     p.c2s.src = np.client_fd
     p.c2s.dst = np.server_fd
@@ -416,6 +459,8 @@ cdef void register_pair(Worker *w, NewPair *np) noexcept nogil:
     p.c2s.pipe_r = p.c2s.pipe_w = p.s2c.pipe_r = p.s2c.pipe_w = -1
     p.active = 1
     fp_atomic_add_int(&w.active, 1)
+    if not p.connecting:
+        count_established(w.shared, p)
     ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET
     ev.data.u64 = (<uint64_t>slot) << 1
     if epoll_ctl(w.epfd, EPOLL_CTL_ADD, np.client_fd, &ev) < 0:
@@ -430,7 +475,8 @@ cdef void register_pair(Worker *w, NewPair *np) noexcept nogil:
     limits[1] = np.server_timeout
     limits[2] = np.client_fin_timeout
     limits[3] = np.server_fin_timeout
-    for i in range(4):
+    limits[4] = np.connect_timeout
+    for i in range(5):
         if limits[i] and limits[i] // 8 < w.scan_interval_ms:
             w.scan_interval_ms = max(limits[i] // 8, 5)
     # Try at once: the client has often sent its first bytes already.
@@ -471,6 +517,10 @@ cdef void scan_timeouts(Worker *w) noexcept nogil:
     for slot in range(w.high):
         p = &w.pairs[slot]
         if not p.active:
+            continue
+        if p.connecting:
+            if p.connect_timeout and w.now_ms - p.client.seen_ms >= p.connect_timeout:
+                connect_failed(w, <int32_t>slot, ETIMEDOUT)
             continue
         half_closed = p.c2s.eof or p.s2c.eof
         client_limit = p.client_timeout
@@ -636,9 +686,13 @@ cdef class Pump:
 
     def add_pair(self, int client_fd, int server_fd, *, client_timeout=None, server_timeout=None,
                  client_fin_timeout=None, server_fin_timeout=None, int frontend_block=-1,
-                 int server_block=-1, unsigned long long tag=0):
-        """Hand a connected pair over: from now on the pump owns both descriptors and closes them.
+                 int server_block=-1, unsigned long long tag=0, bint connecting=False,
+                 connect_timeout=None):
+        """Hand a pair over: from now on the pump owns both descriptors and closes them.
 
+        With ``connecting``, the server socket has a non-blocking connect in progress: the pump waits
+        for it (up to ``connect_timeout``) and, if it fails, closes the server socket and reports
+        CONNECT_FAILED with the errno, leaving the client descriptor open and Python's again.
         Timeouts are in seconds (None or 0: none).  ``tag`` comes back with the ended record.
         """
         cdef Worker *w
@@ -646,6 +700,7 @@ cdef class Pump:
         cdef NewPair *grown
         cdef uint64_t one = 1
         cdef int i, k, best = -1, best_active = 0, active
+        cdef bint wake
         if not self._started or self._stopped:
             raise RuntimeError("pump is not running")
         # The least loaded worker takes the pair; ties go round robin.
@@ -675,9 +730,14 @@ cdef class Pump:
         np.frontend_block = frontend_block
         np.server_block = server_block
         np.tag = tag
+        np.connecting = connecting
+        np.connect_timeout = to_ms(connect_timeout)
         w.incoming_len += 1
+        wake = w.incoming_len == 1
         pthread_mutex_unlock(&w.lock)
-        write(w.wake_fd, &one, sizeof(one))
+        # Pairs queued behind a first one ride on its wake-up: the worker takes the whole queue.
+        if wake:
+            write(w.wake_fd, &one, sizeof(one))
         return best
 
     def _signal(self, bint cut, bint stop):
@@ -719,7 +779,7 @@ cdef class Pump:
         return total
 
     def drain_ended(self):
-        """Report every ended pair to ``on_end(tag, reason, bytes_in, bytes_out)``; returns how many."""
+        """Report every ended pair to ``on_end(tag, reason, bytes_in, bytes_out, error)``; returns how many."""
         cdef uint64_t value
         cdef Ended *records
         cdef uint32_t n, i
@@ -735,7 +795,7 @@ cdef class Pump:
             if self._on_end is not None:
                 for i in range(n):
                     self._on_end(records[i].tag, records[i].reason, records[i].bytes_in,
-                                 records[i].bytes_out)
+                                 records[i].bytes_out, records[i].error)
         finally:
             free(records)
         return n

@@ -10,18 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
+import os
 import socket
 import time
-from dataclasses import dataclass
 from typing import Any, Optional
 
+from . import _linux
 from .balance import Balancer, ServerSlot
 from .config import model
 from .errors import ConfigError, ProxyError
-from .proxy import Director, ErrorHandler, TCPProxy
+from .proxy import Director, ErrorHandler, Session, TCPProxy
 from .pump import Counter, EndReason, Pump
-from .server import Connection, Handler, Listener, open_listener
+from .server import Handler, Listener, open_listener
 
 log = logging.getLogger("fastproxy")
 
@@ -52,19 +54,31 @@ class BackendRuntime:
         self.name = backend.name
         self.balancer = Balancer(backend)
         self.addresses: list[tuple] = []
+        self.raw_addresses: list[bytes] = []  # sockaddrs ready for the dialer
+        keepalive = backend.server_keepalive
+        self.dialer = _linux.Dialer(nodelay=True, keepalive=keepalive.enabled, idle=keepalive.idle,
+                                    interval=keepalive.interval, count=keepalive.count)
         self.blocks = [first_block + i for i in range(len(backend.servers))]
+        # Whether picking needs the address the client connected to (one more syscall per connection).
+        self.needs_destination = any("dst" in arg for arg in backend.balance.arguments)
         for server in backend.servers:
             try:
                 self.addresses.append(resolve(server.host, server.port or 0)[1])
+                self.raw_addresses.append(_linux.sockaddr(self.addresses[-1]))
             except OSError as exc:
                 raise ConfigError(f"server '{server.name}': cannot resolve '{server.host}': {exc}",
                                   file=server.location.file, line=server.location.line,
                                   keyword="server") from None
 
-    def address_of(self, slot: ServerSlot, conn: Connection) -> tuple:
+    def raw_address_of(self, slot: ServerSlot, session: Session) -> bytes:
+        if self.addresses[slot.index][1]:
+            return self.raw_addresses[slot.index]
+        return _linux.sockaddr(self.address_of(slot, session))
+
+    def address_of(self, slot: ServerSlot, session: Session) -> tuple:
         host, port = self.addresses[slot.index]
         if not port:  # a server without a port takes the port the client connected to
-            port = conn.sockname[1]
+            port = session.sockname[1]
         return (host, port)
 
 
@@ -75,19 +89,6 @@ class FrontendRuntime:
         self.handler = handler
         self.listeners: list[Listener] = []
         self.current = 0
-
-
-@dataclass
-class PairRecord:
-    """What the engine remembers of a connection while the pump carries it."""
-
-    conn: Connection
-    frontend: FrontendRuntime
-    backend: BackendRuntime
-    slot: Optional[ServerSlot]
-    started: float
-    connected: float
-    retries: int
 
 
 class Engine:
@@ -104,7 +105,8 @@ class Engine:
         self.backends: dict[str, BackendRuntime] = {}
         self.frontends: dict[str, FrontendRuntime] = {}
         self.pump: Any = None
-        self.pairs: dict[int, PairRecord] = {}
+        self.pairs: dict[int, Session] = {}  # by pump tag
+        self._tasks: set[asyncio.Future] = set()
         self.current = 0  # client connections open (accepted, not yet ended)
         self.ended_by: collections.Counter[EndReason] = collections.Counter()  # pairs, by end reason
         self._next_tag = 1
@@ -136,10 +138,14 @@ class Engine:
                 self.frontends[frontend.name] = runtime
                 for bind in frontend.binds:
                     sock = open_listener(bind, backlog=frontend.maxconn or socket.SOMAXCONN)
+                    closed = (lambda rt=runtime: self._closed(rt))
+                    fast = None
+                    if isinstance(handler, TCPProxy):
+                        fast = functools.partial(handler.accept, runtime=runtime, finished=closed)
                     listener = Listener(sock, frontend, bind, handler, loop=self.loop,
                                         admit=lambda rt=runtime: self._admit(rt),
                                         opened=lambda rt=runtime: self._opened(rt),
-                                        closed=lambda rt=runtime: self._closed(rt))
+                                        closed=closed, fast=fast)
                     runtime.listeners.append(listener)
         except BaseException:
             self._close_listeners()
@@ -171,15 +177,25 @@ class Engine:
                 await asyncio.wait_for(self._idle.wait(), min(0.1, max(deadline - self.loop.time(), 0)))
             except asyncio.TimeoutError:
                 pass
-        # Handlers still dialling are cancelled; pairs in the pump are cut.
+        # Handlers still running are cancelled; pairs in the pump are cut.
+        tasks = set(self._tasks)
         for runtime in self.frontends.values():
             for listener in runtime.listeners:
-                for task in list(listener.tasks):
-                    task.cancel()
-                if listener.tasks:
-                    await asyncio.gather(*listener.tasks, return_exceptions=True)
+                tasks |= listener.tasks
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
         self.pump.stop()
         await asyncio.sleep(0)  # let the twin's end reports run
+        for session in list(self.pairs.values()):  # connects cut while in progress
+            session.close()
+        self.pairs.clear()
+
+    def background(self, task: asyncio.Future) -> None:
+        """Keep a task of the engine's (an error handler, a director) until it ends or stop cancels it."""
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def listening_addresses(self, frontend: Optional[str] = None) -> list[tuple]:
         """Where the listeners listen (useful with port 0)."""
@@ -188,16 +204,23 @@ class Engine:
 
     # --- limits -------------------------------------------------------------------------------------
 
-    def _admit(self, frontend: FrontendRuntime) -> bool:
+    def _admit(self, frontend: FrontendRuntime) -> int:
+        """How many connections ``frontend`` may accept now; at 0 its listeners (or all) pause."""
+        room = 1 << 30
         limit = self.config.global_.maxconn
-        if limit and self.current >= limit:
-            self._pause_all()
-            return False
-        if frontend.model.maxconn and frontend.current >= frontend.model.maxconn:
-            for listener in frontend.listeners:
-                listener.pause()
-            return False
-        return True
+        if limit:
+            room = limit - self.current
+            if room <= 0:
+                self._pause_all()
+                return 0
+        if frontend.model.maxconn:
+            frontend_room = frontend.model.maxconn - frontend.current
+            if frontend_room <= 0:
+                for listener in frontend.listeners:
+                    listener.pause()
+                return 0
+            room = min(room, frontend_room)
+        return room
 
     def _pause_all(self) -> None:
         self._paused_for_maxconn = True
@@ -234,8 +257,9 @@ class Engine:
 
     # --- the proxy's books ----------------------------------------------------------------------------
 
-    def backend_for(self, conn: Connection) -> Optional[BackendRuntime]:
-        name = conn.frontend.default_backend
+    def route(self, session: Session) -> Optional[BackendRuntime]:
+        """The backend a new session goes to."""
+        name = session.frontend.default_backend
         if name is None:
             return None
         return self.backends.get(name)
@@ -243,27 +267,25 @@ class Engine:
     def count_connect_error(self, backend: BackendRuntime, slot: ServerSlot) -> None:
         self.pump.add_counter(backend.blocks[slot.index], Counter.CONNECT_ERRORS, 1)
 
-    def connect_failed(self, conn: Connection, backend: BackendRuntime, exc: ProxyError) -> None:
-        frontend = self.frontends[conn.frontend.name]
-        self.pump.add_counter(frontend.block, Counter.CONNECT_ERRORS, 1)
-        if conn.frontend.log:
-            log.info("%s %s %s/<NOSRV> %s", _peer(conn), conn.frontend.name, backend.name, exc)
+    def connect_failed(self, session: Session, exc: ProxyError) -> None:
+        self.pump.add_counter(session.runtime.block, Counter.CONNECT_ERRORS, 1)
+        if session.frontend.log:
+            backend = session.backend.name if session.backend is not None else "<NOSRV>"
+            log.info("%s %s %s/<NOSRV> %s", _peer(session), session.frontend.name, backend, exc)
 
-    def pair(self, conn: Connection, backend: BackendRuntime, slot: Optional[ServerSlot],
-             sock: socket.socket, *, started: float, retries: int) -> None:
-        """Hand a client and its connected upstream to the pump."""
-        frontend = self.frontends[conn.frontend.name]
+    def pair(self, session: Session, server_fd: int, *, connecting: bool) -> None:
+        """Hand a client and its upstream (connected, or connecting) to the pump."""
+        backend = session.backend
+        assert backend is not None
         tag = self._next_tag
         self._next_tag += 1
+        slot = session.slot
         server_block = backend.blocks[slot.index] if slot is not None else -1
-        if server_block >= 0:
-            self.pump.add_counter(server_block, Counter.CONN_CUR, 1)
-            self.pump.add_counter(server_block, Counter.CONN_TOTAL, 1)
-        self.pairs[tag] = PairRecord(conn, frontend, backend, slot, started, time.monotonic(), retries)
-        client_t, server_t = conn.frontend.timeouts, backend.model.timeouts
+        self.pairs[tag] = session
+        client_t, server_t = session.frontend.timeouts, backend.model.timeouts
         tunnel = server_t.tunnel or client_t.tunnel
-        client_fd = conn.detach().detach()
-        server_fd = sock.detach()
+        client_fd = session.lent_fd = session.fd  # the pump's now, until it gives it back
+        session.fd = -1
         try:
             self.pump.add_pair(
                 client_fd, server_fd,
@@ -271,30 +293,44 @@ class Engine:
                 server_timeout=tunnel or server_t.server,
                 client_fin_timeout=client_t.client_fin,
                 server_fin_timeout=server_t.server_fin,
-                frontend_block=frontend.block, server_block=server_block, tag=tag)
+                frontend_block=session.runtime.block, server_block=server_block, tag=tag,
+                connecting=connecting, connect_timeout=server_t.connect)
         except Exception:
-            socket.socket(fileno=client_fd).close()
-            socket.socket(fileno=server_fd).close()
-            self._pair_ended(tag, EndReason.ERROR, 0, 0)
+            self.pairs.pop(tag, None)
+            session.lent_fd = -1
+            os.close(client_fd)
+            os.close(server_fd)
+            if slot is not None:
+                backend.balancer.connection_ended(slot)
+            session.finished()
             raise
 
-    def _pair_ended(self, tag: int, reason: int, bytes_in: int, bytes_out: int) -> None:
-        record = self.pairs.pop(tag, None)
-        if record is None:
+    def _pair_ended(self, tag: int, reason: int, bytes_in: int, bytes_out: int, error: int = 0) -> None:
+        session = self.pairs.pop(tag, None)
+        if session is None:
+            return
+        if reason == EndReason.CONNECT_FAILED:
+            session.fd, session.lent_fd = session.lent_fd, -1  # the pump gave the client back
+            if self._stopping:
+                session.close()
+            else:
+                session.proxy.connect_failed(session, error)
             return
         self.ended_by[EndReason(reason)] += 1
-        if record.slot is not None:
-            record.backend.balancer.connection_ended(record.slot)
-            self.pump.add_counter(record.backend.blocks[record.slot.index], Counter.CONN_CUR, -1)
-        frontend = record.conn.frontend
+        backend = session.backend
+        slot = session.slot
+        if slot is not None and backend is not None:
+            backend.balancer.connection_ended(slot)
+        frontend = session.frontend
         if frontend.log and not (frontend.dontlognull and bytes_in == 0):
             now = time.monotonic()
-            server = record.slot.name if record.slot is not None else "<direct>"
-            log.info("%s %s %s/%s %d/%d/%d %d %s %d/%d/-/-/%d", _peer(record.conn), frontend.name,
-                     record.backend.name, server, -1, int((record.connected - record.started) * 1000),
-                     int((now - record.started) * 1000), bytes_out, TERMINATION[EndReason(reason)],
-                     self.current, record.frontend.current, record.retries)
-        record.conn.finished()
+            server = slot.name if slot is not None else "<direct>"
+            log.info("%s %s %s/%s %d/%d/%d %d %s %d/%d/-/-/%d", _peer(session), frontend.name,
+                     backend.name if backend else "-", server, -1,
+                     int((session.connected - session.started) * 1000) if session.connected else -1,
+                     int((now - session.started) * 1000), bytes_out, TERMINATION[EndReason(reason)],
+                     self.current, session.runtime.current, session.attempt)
+        session.finished()
 
     # --- observability ------------------------------------------------------------------------------
 
@@ -312,8 +348,8 @@ class Engine:
         return result
 
 
-def _peer(conn: Connection) -> str:
-    peer = conn.peername
+def _peer(session: Session) -> str:
+    peer = session.peername
     if isinstance(peer, tuple):
         return f"{peer[0]}:{peer[1]}"
     return str(peer)

@@ -2,8 +2,14 @@
 
 This is the seed design's "TCP proxy" half, kept apart from service logic by two hooks in the spirit of
 ``httputil.ReverseProxy``: a ``director`` that may choose or rewrite the upstream of a connection, and an
-``error_handler`` that decides what a client sees when no upstream could be reached.  Once both sockets
-are connected they are handed to the pump, which owns them from then on.
+``error_handler`` that decides what a client sees when no upstream could be reached.
+
+The path of a connection is synchronous and allocation-light, because connections per second are won or
+lost here: the listener hands over an accepted descriptor (``TCPProxy.accept``), the balancer picks a
+server, a non-blocking ``connect`` is started, and the pair goes to the pump at once with the connect
+still in progress.  The pump completes it; if it fails, the client descriptor comes back
+(``connect_failed``) for a retry, a redispatch, or the error handler.  Only hooks that return awaitables
+and the generic ``serve_tcp`` entry use the event loop's tasks.
 """
 
 from __future__ import annotations
@@ -11,61 +17,87 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import os
 import socket
-import sys
 import time
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Optional, Union
 
 from . import _linux
 from .balance import PickKey, ServerSlot
 from .config import model
-from .errors import NoServerAvailable, UpstreamConnectError
+from .errors import NoServerAvailable, ProxyError, UpstreamConnectError
 from .server import Connection
 
 if TYPE_CHECKING:
-    from .engine import BackendRuntime, Engine
+    from .engine import BackendRuntime, Engine, FrontendRuntime
 
 log = logging.getLogger("fastproxy")
 
 # What a director may return: a server of the backend (by model or by slot), an explicit address, or
 # None to let the backend's balancer choose.
 Target = Union[None, ServerSlot, model.Server, tuple]
-Director = Callable[[Connection, "BackendRuntime"], Union[Target, Awaitable[Target]]]
+Director = Callable[["Session", "BackendRuntime"], Union[Target, Awaitable[Target]]]
 ErrorHandler = Callable[[Connection, Exception], Union[None, Awaitable[None]]]
 
-
-if sys.version_info >= (3, 11):
-    async def _connect_within(loop: asyncio.AbstractEventLoop, sock: socket.socket, address: Any,
-                              timeout: Optional[float]) -> None:
-        async with asyncio.timeout(timeout):
-            await loop.sock_connect(sock, address)
-else:  # pragma: no cover - exercised on 3.10 only
-    async def _connect_within(loop: asyncio.AbstractEventLoop, sock: socket.socket, address: Any,
-                              timeout: Optional[float]) -> None:
-        await asyncio.wait_for(loop.sock_connect(sock, address), timeout)
+CONNECT_ERROR_KIND = {errno.ECONNREFUSED: "refused", errno.ETIMEDOUT: "timeout"}
 
 
-async def dial(address: tuple, *, family: int, timeout: Optional[float],
-               keepalive: model.KeepAlive) -> socket.socket:
-    """A connected, tuned, non-blocking socket to ``address``, or UpstreamConnectError."""
-    loop = asyncio.get_running_loop()
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setblocking(False)
-        _linux.tune_socket(sock.fileno(), nodelay=True, keepalive=keepalive.enabled, idle=keepalive.idle,
-                           interval=keepalive.interval, count=keepalive.count)
-        await _connect_within(loop, sock, address, timeout)
-    except (asyncio.TimeoutError, TimeoutError):
-        sock.close()
-        raise UpstreamConnectError("timeout", f"connect to {address[0]}:{address[1]} timed out") from None
-    except OSError as exc:
-        sock.close()
-        kind = "refused" if exc.errno == errno.ECONNREFUSED else "unreachable"
-        raise UpstreamConnectError(kind, f"connect to {address[0]}:{address[1]}: {exc.strerror}") from exc
-    except BaseException:
-        sock.close()
-        raise
-    return sock
+class Session:
+    """One client connection through the proxy, from accept to end.
+
+    Hooks receive it where they would receive a Connection: it has ``peername``, ``sockname``,
+    ``frontend``, ``backend`` and a free ``context`` dict.
+    """
+
+    __slots__ = ("proxy", "fd", "lent_fd", "_peer", "_peername", "_sockname", "frontend", "runtime",
+                 "backend", "slot", "attempt", "excluded", "started", "connected", "context", "_finished")
+
+    def __init__(self, proxy: "TCPProxy", fd: int, peer: _linux.Peer, runtime: "FrontendRuntime",
+                 sockname: Any = None, finished: Optional[Callable[[], None]] = None) -> None:
+        self.proxy = proxy
+        self.fd = fd  # the client descriptor while Python owns it, else -1
+        self.lent_fd = -1  # the client descriptor while the pump owns it
+        self._peer = peer  # as accepted: decoded only if someone asks
+        self._peername: Any = None
+        self._sockname = sockname
+        self.runtime = runtime
+        self.frontend: model.Frontend = runtime.model
+        self.backend: Optional[BackendRuntime] = None
+        self.slot: Optional[ServerSlot] = None
+        self.attempt = 0
+        self.excluded: Optional[set[int]] = None
+        self.started = time.monotonic()
+        self.connected = 0.0
+        self.context: dict[str, Any] = {}
+        self._finished = finished
+
+    @property
+    def peername(self) -> Any:
+        if self._peername is None:
+            self._peername = _linux.peer_address(self._peer)
+        return self._peername
+
+    @property
+    def sockname(self) -> Any:
+        if self._sockname is None:
+            sock = socket.socket(fileno=self.fd)
+            try:
+                self._sockname = sock.getsockname()
+            finally:
+                sock.detach()
+        return self._sockname
+
+    def finished(self) -> None:
+        callback, self._finished = self._finished, None
+        if callback is not None:
+            callback()
+
+    def close(self) -> None:
+        """Close the client (if Python still owns it) and end the session."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        self.finished()
 
 
 async def default_error_handler(conn: Connection, exc: Exception) -> None:
@@ -73,90 +105,151 @@ async def default_error_handler(conn: Connection, exc: Exception) -> None:
     conn.close()
 
 
+def pick_key(session: Session) -> PickKey:
+    peer = session.peername
+    src, src_port = (peer[0], peer[1]) if isinstance(peer, tuple) else ("", 0)
+    dst_port = 0
+    if session.backend is not None and session.backend.needs_destination:
+        local = session.sockname
+        dst_port = local[1] if isinstance(local, tuple) else 0
+    return PickKey(src=src, src_port=src_port, dst_port=dst_port, sni=session.context.get("sni"))
+
+
 class TCPProxy:
-    """The proxy handler of one frontend: route, pick, dial (with retries), pair."""
+    """The proxy handler of a frontend: route, pick, dial (with retries), pair."""
 
     def __init__(self, engine: "Engine", *, director: Optional[Director] = None,
                  error_handler: Optional[ErrorHandler] = None) -> None:
         self.engine = engine
         self.director = director
-        self.error_handler = error_handler or default_error_handler
+        self.error_handler = error_handler
+
+    # --- entries ----------------------------------------------------------------------------------
+
+    def accept(self, fd: int, peer: _linux.Peer, *, runtime: "FrontendRuntime",
+               finished: Callable[[], None]) -> None:
+        """A freshly accepted, tuned, non-blocking client descriptor: the fast entry."""
+        self.start(Session(self, fd, peer, runtime, finished=finished))
 
     async def serve_tcp(self, conn: Connection) -> None:
-        started = time.monotonic()
-        backend = self.engine.backend_for(conn)
+        """The generic Handler entry: take the connection over and proxy it."""
+        runtime = self.engine.frontends[conn.frontend.name]
+        sock = conn.detach()
+        session = Session(self, sock.detach(), conn.peername, runtime, sockname=conn.sockname,
+                          finished=conn.finished)
+        session.context.update(conn.context)
+        self.start(session)
+
+    # --- the path of a connection ---------------------------------------------------------------
+
+    def start(self, session: Session) -> None:
+        backend = self.engine.route(session)
         if backend is None:
-            conn.close()
+            session.close()
             return
+        session.backend = backend
+        self.choose_and_dial(session)
+
+    def choose_and_dial(self, session: Session) -> None:
+        if self.director is not None:
+            target = self.director(session, session.backend)  # type: ignore[arg-type]
+            if asyncio.iscoroutine(target) or isinstance(target, asyncio.Future):
+                task = asyncio.ensure_future(target)
+                task.add_done_callback(lambda t: self._directed(session, t))
+                return
+            self._dial_target(session, target)
+        else:
+            self._dial_target(session, None)
+
+    def _directed(self, session: Session, task: "asyncio.Future[Target]") -> None:
+        if task.cancelled():
+            session.close()
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.error("director failed: %r", exc)
+            self.fail(session, ProxyError("director", str(exc)))
+            return
+        self._dial_target(session, task.result())
+
+    def _dial_target(self, session: Session, target: Target) -> None:
+        backend = session.backend
+        assert backend is not None
+        slot: Optional[ServerSlot]
+        if target is None:
+            slot = backend.balancer.pick(pick_key(session), session.excluded or ())
+            if slot is None:
+                self.fail(session, NoServerAvailable(
+                    "no-server", f"backend '{backend.name}' has no server available"))
+                return
+            address = backend.raw_address_of(slot, session)
+        elif isinstance(target, ServerSlot):
+            slot, address = target, backend.raw_address_of(target, session)
+        elif isinstance(target, model.Server):
+            slot = backend.balancer.slot(target.name)
+            address = backend.raw_address_of(slot, session)
+        else:
+            slot, address = None, _linux.sockaddr(tuple(target))
+        self.dial(session, slot, address)
+
+    def dial(self, session: Session, slot: Optional[ServerSlot], address: bytes) -> None:
+        """Start a non-blocking connect to ``address`` (a raw sockaddr) and hand the pair over."""
+        backend = session.backend
+        assert backend is not None
+        session.slot = slot
+        if slot is not None:
+            backend.balancer.connection_started(slot)
         try:
-            slot, sock, retries = await self._connect(conn, backend)
-        except (UpstreamConnectError, NoServerAvailable) as exc:
-            self.engine.connect_failed(conn, backend, exc)
-            result = self.error_handler(conn, exc)
+            server_fd, in_progress = backend.dialer.dial(address)
+        except OSError as exc:  # refused at once, or out of descriptors: this connection's failure only
+            self.connect_failed(session, exc.errno or errno.EINVAL)
+            return
+        self.engine.pair(session, server_fd, connecting=in_progress)
+
+    def connect_failed(self, session: Session, error: int) -> None:
+        """The connect to the session's server failed: retry, redispatch or give up, as HAProxy does
+        (``retries`` attempts more; with ``option redispatch`` the last one goes to another server)."""
+        backend = session.backend
+        assert backend is not None
+        slot = session.slot
+        if slot is not None:
+            backend.balancer.connection_ended(slot)
+            self.engine.count_connect_error(backend, slot)
+        session.attempt += 1
+        retries = backend.model.retries
+        if session.attempt > retries or session.fd < 0:
+            kind = CONNECT_ERROR_KIND.get(error, "unreachable")
+            self.fail(session, UpstreamConnectError(kind, f"connect failed: {os.strerror(error)}"))
+            return
+        if backend.model.redispatch and session.attempt == retries and slot is not None:
+            session.excluded = {slot.index}
+            self.choose_and_dial(session)
+        elif slot is not None:
+            self.dial(session, slot, backend.raw_address_of(slot, session))
+        else:
+            self.choose_and_dial(session)
+
+    def fail(self, session: Session, exc: ProxyError) -> None:
+        """No upstream: count it and let the error handler answer the client."""
+        self.engine.connect_failed(session, exc)
+        if self.error_handler is None or session.fd < 0:
+            session.close()
+            return
+        sock = socket.socket(fileno=session.fd)
+        session.fd = -1
+        conn = Connection(sock, session.frontend, session.runtime.model.binds[0] if session.runtime.model.binds
+                          else None, session.peername, session._sockname, session.finished)  # type: ignore[arg-type]
+        conn.context.update(session.context)
+        task = asyncio.ensure_future(self._run_error_handler(conn, exc))
+        self.engine.background(task)
+
+    async def _run_error_handler(self, conn: Connection, exc: Exception) -> None:
+        try:
+            result = self.error_handler(conn, exc)  # type: ignore[misc]
             if asyncio.iscoroutine(result):
                 await result
-            return
-        self.engine.pair(conn, backend, slot, sock, started=started, retries=retries)
-
-    async def _choose(self, conn: Connection, backend: "BackendRuntime",
-                      exclude: set[int]) -> tuple[Optional[ServerSlot], tuple]:
-        if self.director is not None:
-            target = self.director(conn, backend)
-            if asyncio.iscoroutine(target):
-                target = await target
-            if isinstance(target, ServerSlot):
-                return target, backend.address_of(target, conn)
-            if isinstance(target, model.Server):
-                slot = backend.balancer.slot(target.name)
-                return slot, backend.address_of(slot, conn)
-            if isinstance(target, tuple):
-                return None, target
-        slot = backend.balancer.pick(pick_key(conn), exclude)
-        if slot is None:
-            raise NoServerAvailable("no-server", f"backend '{backend.name}' has no server available")
-        return slot, backend.address_of(slot, conn)
-
-    async def _connect(self, conn: Connection, backend: "BackendRuntime"
-                       ) -> tuple[Optional[ServerSlot], socket.socket, int]:
-        """Dial, retrying as ``retries`` and ``option redispatch`` say (HAProxy: the last retry of a
-        redispatching backend goes to another server)."""
-        model_backend = backend.model
-        attempts = model_backend.retries + 1
-        exclude: set[int] = set()
-        slot, address = await self._choose(conn, backend, exclude)
-        last_error: Optional[Exception] = None
-        for attempt in range(attempts):
-            if attempt and model_backend.redispatch and attempt == attempts - 1 and slot is not None:
-                exclude.add(slot.index)
-                try:
-                    slot, address = await self._choose(conn, backend, exclude)
-                except NoServerAvailable:
-                    pass
-            family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-            if slot is not None:
-                backend.balancer.connection_started(slot)
-            try:
-                sock = await dial(address, family=family, timeout=model_backend.timeouts.connect,
-                                  keepalive=model_backend.server_keepalive)
-            except UpstreamConnectError as exc:
-                if slot is not None:
-                    backend.balancer.connection_ended(slot)
-                    self.engine.count_connect_error(backend, slot)
-                last_error = exc
-                continue
-            except BaseException:
-                if slot is not None:
-                    backend.balancer.connection_ended(slot)
-                raise
-            return slot, sock, attempt
-        assert last_error is not None
-        raise last_error
-
-
-def pick_key(conn: Connection) -> PickKey:
-    src = conn.peername[0] if isinstance(conn.peername, tuple) else ""
-    src_port = conn.peername[1] if isinstance(conn.peername, tuple) else 0
-    dst = conn.sockname[0] if isinstance(conn.sockname, tuple) else ""
-    dst_port = conn.sockname[1] if isinstance(conn.sockname, tuple) else 0
-    return PickKey(src=src, src_port=src_port, dst=dst, dst_port=dst_port,
-                   sni=conn.context.get("sni"))
+        except Exception:
+            log.exception("error handler failed")
+        finally:
+            conn.close()
+            conn.finished()

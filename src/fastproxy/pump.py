@@ -4,7 +4,9 @@
 otherwise (or with FASTPROXY_NO_EXTENSIONS=1).  Both take a connected (client, server) pair of file
 descriptors with ``add_pair`` and from then on own them: they move bytes both ways, pass half-closes
 and resets on, apply the idle and half-closed timeouts, close both sockets, and report the end with
-``on_end(tag, reason, bytes_in, bytes_out)``.
+``on_end(tag, reason, bytes_in, bytes_out, error)``.  A pair may be handed over while its upstream
+connect is still in progress (``connecting=True``): the pump completes it, and if it fails reports
+CONNECT_FAILED with the errno and gives the client descriptor back, so Python can retry elsewhere.
 
 The twin runs on the asyncio event loop with transports (uvloop's when it is the loop): simpler and
 slower, with the same observable behaviour, tested by the same suite.  It has no worker threads:
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import errno
 import socket
 from typing import Callable, Optional
 
@@ -32,6 +35,7 @@ class EndReason(enum.IntEnum):
     SERVER_TIMEOUT = 4  # the server side was idle too long (sD)
     ERROR = 5  # a local failure: registration, resources (PD)
     SHUTDOWN = 6  # cut by the engine when stopping (KD)
+    CONNECT_FAILED = 7  # the upstream connect failed: the client descriptor is Python's again
 
 
 class Counter(enum.IntEnum):
@@ -48,7 +52,7 @@ class Counter(enum.IntEnum):
 
 COUNTER_FIELDS = 8
 
-OnEnd = Callable[[int, int, int, int], None]
+OnEnd = Callable[[int, int, int, int, int], None]
 
 
 class _Side(asyncio.Protocol):
@@ -105,7 +109,7 @@ class _Side(asyncio.Protocol):
 class _PyPair:
     __slots__ = (
         "pump", "tag", "client", "server", "bytes_in", "bytes_out", "ended", "timeouts",
-        "frontend_block", "server_block", "client_sock", "server_sock",
+        "frontend_block", "server_block", "established",
     )
 
     def __init__(self, pump: "PyPump", tag: int, timeouts: tuple, frontend_block: int,
@@ -122,6 +126,7 @@ class _PyPair:
         self.bytes_in = 0
         self.bytes_out = 0
         self.ended = False
+        self.established = False
 
     def forward(self, src: _Side, data: bytes) -> None:
         dst = src.peer
@@ -220,7 +225,8 @@ class PyPump:
     def add_pair(self, client_fd: int, server_fd: int, *, client_timeout: Optional[float] = None,
                  server_timeout: Optional[float] = None, client_fin_timeout: Optional[float] = None,
                  server_fin_timeout: Optional[float] = None, frontend_block: int = -1,
-                 server_block: int = -1, tag: int = 0) -> int:
+                 server_block: int = -1, tag: int = 0, connecting: bool = False,
+                 connect_timeout: Optional[float] = None) -> int:
         if not self._started or self._stopped:
             raise RuntimeError("pump is not running")
         timeouts = tuple(t if t and t > 0 else 0 for t in
@@ -232,13 +238,45 @@ class PyPump:
                 self._scan_handle.cancel()
             self._scan_handle = self.loop.call_later(self._scan_interval, self._scan_timeouts)
         pair = _PyPair(self, tag, timeouts, frontend_block, server_block)
+        pair.client.seen = pair.server.seen = self.loop.time()
         self._pairs.add(pair)
         client_sock = socket.socket(fileno=client_fd)
         server_sock = socket.socket(fileno=server_fd)
-        self.loop.create_task(self._register(pair, client_sock, server_sock))
+        self.loop.create_task(self._register(pair, client_sock, server_sock, connecting, connect_timeout))
         return 0
 
-    async def _register(self, pair: _PyPair, client_sock: socket.socket, server_sock: socket.socket) -> None:
+    async def _connected(self, sock: socket.socket, timeout: Optional[float]) -> int:
+        """Wait for a connect in progress to end; its errno (0: connected)."""
+        ready = self.loop.create_future()
+        fd = sock.fileno()
+        self.loop.add_writer(fd, lambda: ready.done() or ready.set_result(None))
+        try:
+            await asyncio.wait_for(ready, timeout if timeout and timeout > 0 else None)
+        except asyncio.TimeoutError:
+            return errno.ETIMEDOUT
+        finally:
+            self.loop.remove_writer(fd)
+        return sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+
+    async def _register(self, pair: _PyPair, client_sock: socket.socket, server_sock: socket.socket,
+                        connecting: bool, connect_timeout: Optional[float]) -> None:
+        if connecting:
+            error = await self._connected(server_sock, connect_timeout)
+            if error:
+                server_sock.close()
+                client_sock.detach()  # the client is Python's again
+                pair.ended = True
+                self._pairs.discard(pair)
+                if self._on_end is not None:
+                    self.loop.call_soon(self._on_end, pair.tag, int(EndReason.CONNECT_FAILED), 0, 0, error)
+                return
+        if pair.ended:  # cut while connecting
+            client_sock.close()
+            server_sock.close()
+            return
+        self.count(pair.server_block, Counter.CONN_CUR, 1)
+        self.count(pair.server_block, Counter.CONN_TOTAL, 1)
+        pair.established = True
         now = self.loop.time()
         pair.client.seen = pair.server.seen = now
         try:
@@ -255,6 +293,8 @@ class PyPump:
 
     def finished(self, pair: _PyPair, reason: EndReason) -> None:
         self._pairs.discard(pair)
+        if pair.established:
+            self.count(pair.server_block, Counter.CONN_CUR, -1)
         if reason in (EndReason.CLIENT_RESET, EndReason.SERVER_RESET):
             self.count(pair.frontend_block, Counter.RESETS, 1)
             self.count(pair.server_block, Counter.RESETS, 1)
@@ -263,11 +303,13 @@ class PyPump:
             self.count(pair.server_block, Counter.TIMEOUTS, 1)
         if self._on_end is not None:
             # Reported from the loop, never from inside the pump's own call stack, as the compiled one does.
-            self.loop.call_soon(self._on_end, pair.tag, int(reason), pair.bytes_in, pair.bytes_out)
+            self.loop.call_soon(self._on_end, pair.tag, int(reason), pair.bytes_in, pair.bytes_out, 0)
 
     def _scan_timeouts(self) -> None:
         now = self.loop.time()
         for pair in list(self._pairs):
+            if not pair.established:
+                continue  # connecting: the connect timeout applies (see _connected)
             client_limit, server_limit, client_fin, server_fin = pair.timeouts
             if pair.client.eof or pair.server.eof:
                 client_limit = client_fin or client_limit

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import os
 import socket
 from typing import Any, Callable, Optional, Protocol
 
@@ -105,23 +106,27 @@ class Listener:
     """One listening socket of a frontend, feeding a handler from the event loop."""
 
     def __init__(self, sock: socket.socket, frontend: model.Frontend, bind: model.Bind, handler: Handler,
-                 *, loop: asyncio.AbstractEventLoop, admit: Optional[Callable[[], bool]] = None,
+                 *, loop: asyncio.AbstractEventLoop, admit: Optional[Callable[[], int]] = None,
                  opened: Optional[Callable[[], None]] = None,
-                 closed: Optional[Callable[[], None]] = None) -> None:
+                 closed: Optional[Callable[[], None]] = None,
+                 fast: Optional[Callable[[int, Any], None]] = None) -> None:
         self.sock = sock
         self.frontend = frontend
         self.bind = bind
         self.handler = handler
         self.loop = loop
-        self._admit = admit  # False when a limit says "stop accepting for now" (it pauses us)
+        self._admit = admit  # how many may be accepted now; 0 when a limit paused us
         self._opened = opened
         self._closed_cb = closed
+        # The fast entry takes a bare descriptor: no socket object, no task (the proxy's path).
+        self._fast = fast
         self._reading = False
         self._closed = False
         self._emfile_logged = False
         keepalive = frontend.client_keepalive
-        self._tune = dict(nodelay=True, keepalive=keepalive.enabled, idle=keepalive.idle,
-                          interval=keepalive.interval, count=keepalive.count)
+        self._acceptor = _linux.Acceptor(sock, ACCEPT_BATCH, nodelay=True, keepalive=keepalive.enabled,
+                                         idle=keepalive.idle, interval=keepalive.interval,
+                                         count=keepalive.count)
         self.tasks: set[asyncio.Task] = set()
 
     @property
@@ -147,22 +152,25 @@ class Listener:
         self.sock.close()
 
     def _accept_ready(self) -> None:
-        for _ in range(ACCEPT_BATCH):
-            if self._admit is not None and not self._admit():
-                return  # the limit paused us; resume() comes when a connection ends
-            try:
-                client, peername = self.sock.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    self._out_of_resources(exc)
-                elif exc.errno not in (errno.ECONNABORTED, errno.EPROTO):
-                    log.warning("accept on %s failed: %s", self.address, exc)
-                return
+        # How many the limits let in now; 0 means a limit paused us until a connection ends.
+        room = self._admit() if self._admit is not None else ACCEPT_BATCH
+        if room <= 0:
+            return
+        try:
+            accepted = self._acceptor.accept(room)
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                self._out_of_resources(exc)
+            elif exc.errno not in (errno.ECONNABORTED, errno.EPROTO):
+                log.warning("accept on %s failed: %s", self.address, exc)
+            return
+        for fd, peer in accepted:
             if self._opened is not None:
                 self._opened()
-            self._serve(client, peername)
+            if self._fast is not None:
+                self._fast(fd, peer)
+            else:
+                self._serve(socket.socket(fileno=fd), _linux.peer_address(peer))
 
     def _out_of_resources(self, exc: OSError) -> None:
         # Waiting in the kernel backlog beats spinning on a listener we cannot serve.
@@ -174,9 +182,7 @@ class Listener:
         self.loop.call_later(EMFILE_PAUSE, self.resume)
 
     def _serve(self, client: socket.socket, peername: Any) -> None:
-        client.setblocking(False)
         try:
-            _linux.tune_socket(client.fileno(), **self._tune)
             sockname = client.getsockname()
         except OSError:
             # The client is already gone (reset before we could look at it): its loss only.

@@ -59,6 +59,8 @@ cdef extern from "<unistd.h>" nogil:
 
 
 cdef extern from "<sys/socket.h>" nogil:
+    ctypedef unsigned int socklen_t
+    int getsockopt(int sockfd, int level, int optname, void *optval, socklen_t *optlen)
     ssize_t recv(int sockfd, void *buf, size_t length, int flags)
     ssize_t send(int sockfd, const void *buf, size_t length, int flags)
     int shutdown(int sockfd, int how)
@@ -71,6 +73,7 @@ cdef extern from "<sys/socket.h>" nogil:
         SHUT_RDWR
         SOL_SOCKET
         SO_LINGER
+        SO_ERROR
         MSG_NOSIGNAL
         MSG_DONTWAIT
 
