@@ -533,3 +533,41 @@ def test_round_robin_spreads_connections_over_servers(pump_class):
         two.close()
 
     run(main())
+
+
+def test_per_connection_counters_are_readable_while_the_pair_lives(pump_class):
+    async def main():
+        backend, port = await start_backend(echo)
+        async with running(config([port]), pump_class) as engine:
+            sock = await connect(engine.listening_addresses()[0])
+            loop = asyncio.get_running_loop()
+            await loop.sock_sendall(sock, b"z" * 1000)
+            await recv_exactly(sock, 1000)
+            await wait_until(lambda: [c[1:] for c in engine.pump.connections()] == [(1000, 1000, False)])
+            sock.close()
+            await wait_until(lambda: engine.pump.connections() == [])
+        backend.close()
+
+    run(main())
+
+
+def test_several_pump_threads_carry_connections_correctly(pump_class):
+    async def client(address, i):
+        sock = await connect(address)
+        payload = random.Random(i).randbytes(200_000)
+        loop = asyncio.get_running_loop()
+        sending = loop.create_task(loop.sock_sendall(sock, payload))
+        received = await recv_exactly(sock, len(payload))
+        await sending
+        sock.close()
+        assert received == payload
+
+    async def main():
+        backend, port = await start_backend(echo)
+        async with running(config([port], global_={"nbthread": 2}), pump_class) as engine:
+            assert engine.pump.threads == (2 if pump_class.__name__ == "Pump" else 1)
+            address = engine.listening_addresses()[0]
+            await asyncio.gather(*(client(address, i) for i in range(20)))
+        backend.close()
+
+    run(main())

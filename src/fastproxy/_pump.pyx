@@ -778,6 +778,30 @@ cdef class Pump:
             total += fp_atomic_load_int(&self.workers[i].active)
         return total
 
+    def connections(self):
+        """Every pair being pumped now, as ``(tag, bytes_in, bytes_out, connecting)``, read live.
+
+        The worker only reallocates its pair table while holding its lock (new pairs are registered
+        under it), so holding the same lock makes the read safe; the byte counts are single aligned
+        64-bit words, read whole.
+        """
+        cdef int i
+        cdef uint32_t slot
+        cdef Worker *w
+        cdef Pair *p
+        result = []
+        for i in range(self.nworkers):
+            w = &self.workers[i]
+            pthread_mutex_lock(&w.lock)
+            try:
+                for slot in range(w.high):
+                    p = &w.pairs[slot]
+                    if p.active:
+                        result.append((p.tag, p.c2s.bytes, p.s2c.bytes, bool(p.connecting)))
+            finally:
+                pthread_mutex_unlock(&w.lock)
+        return result
+
     def drain_ended(self):
         """Report every ended pair to ``on_end(tag, reason, bytes_in, bytes_out, error)``; returns how many."""
         cdef uint64_t value

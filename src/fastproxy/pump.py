@@ -337,6 +337,9 @@ class PyPump:
     def active(self) -> int:
         return len(self._pairs)
 
+    def connections(self) -> list[tuple[int, int, int, bool]]:
+        return [(p.tag, p.bytes_in, p.bytes_out, not p.established) for p in self._pairs]
+
     def drain_ended(self) -> int:
         return 0
 
