@@ -203,7 +203,8 @@ cdef bint connect_done(Worker *w, int32_t slot) noexcept nogil:
     cdef socklen_t size = sizeof(error)
     if not (p.server.writable or p.server.hup):
         return False
-    if getsockopt(p.server.fd, SOL_SOCKET, SO_ERROR, &error, &size) < 0:
+    # Writable without an error or hang-up is a success; only then can we spare the getsockopt.
+    if p.server.hup and getsockopt(p.server.fd, SOL_SOCKET, SO_ERROR, &error, &size) < 0:
         error = errno
     if error:
         connect_failed(w, slot, error)
@@ -216,7 +217,8 @@ cdef bint connect_done(Worker *w, int32_t slot) noexcept nogil:
 
 # --- moving bytes ------------------------------------------------------------------------------------
 
-cdef int pump_direction(Worker *w, Pair *p, Direction *d, Side *src, Side *dst, int field) noexcept nogil:
+cdef int pump_direction(Worker *w, Pair *p, Direction *d, Direction *other, Side *src, Side *dst,
+                        int field) noexcept nogil:
     """Move what can move from src to dst now; say why it stopped."""
     cdef Shared *sh = w.shared
     cdef ssize_t n, m
@@ -274,8 +276,11 @@ cdef int pump_direction(Worker *w, Pair *p, Direction *d, Side *src, Side *dst, 
         # 2. Nothing in flight: pass a FIN on, or read more.
         if d.eof:
             if not d.shut:
-                # Errors are ignored: a peer that is gone says so on its own read side.
-                shutdown(d.dst, SHUT_WR)
+                # When the other direction is already over, the pair ends now and close() sends this
+                # FIN: the shutdown would be a syscall for nothing.  Errors are ignored: a peer that
+                # is gone says so on its own read side.
+                if not other.shut:
+                    shutdown(d.dst, SHUT_WR)
                 d.shut = 1
                 give_pipe(w, d)
             return P_WAIT
@@ -364,7 +369,7 @@ cdef void progress(Worker *w, int32_t slot) noexcept nogil:
         return
     if p.connecting and not connect_done(w, slot):
         return
-    up = pump_direction(w, p, &p.c2s, &p.client, &p.server, CNT_BYTES_IN)
+    up = pump_direction(w, p, &p.c2s, &p.s2c, &p.client, &p.server, CNT_BYTES_IN)
     if up == P_SRC_FAILED:
         end_pair(w, slot, END_CLIENT_RESET)
         return
@@ -374,7 +379,7 @@ cdef void progress(Worker *w, int32_t slot) noexcept nogil:
     if up == P_NO_MEMORY:
         end_pair(w, slot, END_ERROR)
         return
-    down = pump_direction(w, p, &p.s2c, &p.server, &p.client, CNT_BYTES_OUT)
+    down = pump_direction(w, p, &p.s2c, &p.c2s, &p.server, &p.client, CNT_BYTES_OUT)
     if down == P_SRC_FAILED:
         end_pair(w, slot, END_SERVER_RESET)
         return
