@@ -76,6 +76,7 @@ class Bind:
     accept_proxy: bool = False
     defer_accept: bool = False
     location: Location = field(default_factory=Location)
+    family: Optional[str] = None  # "ipv4" | "ipv6" from an ipv4@/ipv6@ (tcp4@/tcp6@) prefix; None: any
 
 
 @dataclass
@@ -104,6 +105,7 @@ class Server:
     send_proxy_v2: bool = False
     id: Optional[int] = None
     location: Location = field(default_factory=Location)
+    family: Optional[str] = None  # "ipv4" | "ipv6" from an ipv4@/ipv6@ prefix: how to resolve ``host``
 
     @property
     def address(self) -> tuple[str, int]:
@@ -136,6 +138,7 @@ class Backend:
     fullconn: Optional[int] = None
     options: dict[str, Any] = field(default_factory=dict)
     location: Location = field(default_factory=Location)
+    allbackups: bool = False  # ``option allbackups``: use every backup server at once, not the first
 
     def server(self, name: str) -> Server:
         for server in self.servers:
@@ -207,6 +210,7 @@ class Frontend:
     dontlognull: bool = False
     options: dict[str, Any] = field(default_factory=dict)
     location: Location = field(default_factory=Location)
+    log_targets: list[str] = field(default_factory=list)  # the ``log`` lines in effect (``global`` expanded)
 
 
 @dataclass

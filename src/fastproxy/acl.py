@@ -1,0 +1,540 @@
+"""ACLs and conditions: HAProxy's layer-4 criteria, parsed from words and evaluated over a ``ConnInfo``.
+
+This module is sans-IO: it reads no file and opens no socket.  The configuration reader calls
+``parse_acl`` and ``parse_condition`` to turn the words of ``acl`` lines and ``if``/``unless`` clauses
+into the model's ``Acl`` and ``Condition`` (raising ``AclError`` with HAProxy-like messages), and the
+engine builds one ``Router`` per frontend to decide, for each connection, whether it is accepted
+(``tcp-request connection|session|content`` rules) and which backend takes it (``use_backend``,
+``default_backend``).
+
+Supported criteria (fetches): ``src``, ``dst``, ``src_port``, ``dst_port``, ``req.ssl_sni`` /
+``req_ssl_sni``, ``req.ssl_hello_type`` / ``req_ssl_hello_type``, ``always_true``, ``always_false``;
+string ones may carry the ``lower``/``upper`` converters (``req.ssl_sni,lower``).  Flags: ``-i``,
+``-m <method>`` (``str beg end sub reg dom len found bool int ip``), ``-n``, ``-u <id>``, ``--``
+(``-f <file>`` is read by the configuration reader, which passes the values in).  Integer patterns
+take ``a:b`` ranges and the ``eq ge gt le lt`` operators; IP patterns take addresses and networks
+(``/len`` or dotted masks), IPv4 and IPv6, matching IPv4-mapped IPv6 addresses as HAProxy does.
+
+Evaluation is two-valued: a fetch without a value (no SNI, say) makes its ACL false, and ``!`` makes it
+true.  HAProxy's third value ("missing, wait for more data") is the engine's business: it peeks the
+TLS ClientHello within ``inspect_delay`` before calling ``accept_content`` and ``backend_for``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Optional, Union
+
+from .config.model import Acl, Condition, Frontend, Location
+from .errors import ConfigError
+
+__all__ = ["SNI_FETCHES", "AclError", "ConnInfo", "Router", "evaluate", "parse_acl", "parse_condition"]
+
+
+class AclError(ValueError):
+    """An ACL or a condition that cannot be parsed; the message says what was expected."""
+
+
+@dataclass(frozen=True)
+class ConnInfo:
+    """What a rule may look at for one client connection."""
+
+    src: str
+    src_port: int
+    dst: str
+    dst_port: int
+    sni: Optional[str] = None
+    hello_type: Optional[int] = None  # the TLS handshake type of the first record: 1 for a ClientHello
+    ssl_hello_seen: bool = False  # the engine has looked at the first TLS record (within inspect-delay)
+
+
+# --- fetches ------------------------------------------------------------------------------------------
+
+_IP, _INT, _STR, _BOOL = "ip", "int", "str", "bool"
+Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+
+
+def _address(text: str) -> Optional[Address]:
+    try:
+        return ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        return None
+
+
+def _sni(info: ConnInfo) -> Optional[str]:
+    return info.sni
+
+
+def _hello_type(info: ConnInfo) -> Optional[int]:
+    return info.hello_type
+
+
+@dataclass(frozen=True)
+class _Fetch:
+    kind: str  # the sample type: ip, int, str or bool
+    read: Callable[[ConnInfo], Any]  # the value for one connection, None when there is none
+    default_method: str
+
+
+_FETCHES: dict[str, _Fetch] = {
+    "src": _Fetch(_IP, lambda info: _address(info.src), "ip"),
+    "dst": _Fetch(_IP, lambda info: _address(info.dst), "ip"),
+    "src_port": _Fetch(_INT, lambda info: info.src_port, "int"),
+    "dst_port": _Fetch(_INT, lambda info: info.dst_port, "int"),
+    "req.ssl_sni": _Fetch(_STR, _sni, "str"),
+    "req_ssl_sni": _Fetch(_STR, _sni, "str"),
+    "req.ssl_hello_type": _Fetch(_INT, _hello_type, "int"),
+    "req_ssl_hello_type": _Fetch(_INT, _hello_type, "int"),
+    "always_true": _Fetch(_BOOL, lambda info: True, "bool"),
+    "always_false": _Fetch(_BOOL, lambda info: False, "bool"),
+}
+
+SNI_FETCHES = frozenset({"req.ssl_sni", "req_ssl_sni", "req.ssl_hello_type", "req_ssl_hello_type"})
+"""Fetches that read the TLS ClientHello: a rule using one makes the engine peek within inspect-delay."""
+
+_CONVERTERS: dict[str, Callable[[str], str]] = {"lower": str.lower, "upper": str.upper}
+
+# HAProxy's predefined ACLs that make sense at layer 4; the others (HTTP, METH_GET...) are refused.
+PREDEFINED: dict[str, tuple[str, tuple[str, ...]]] = {
+    "TRUE": ("always_true", ()),
+    "FALSE": ("always_false", ()),
+    "LOCALHOST": ("src", ("127.0.0.1/8", "::1")),
+}
+_PREDEFINED_UNSUPPORTED = frozenset({
+    "HTTP", "HTTP_1.0", "HTTP_1.1", "HTTP_2.0", "HTTP_3.0", "HTTP_CONTENT", "HTTP_URL_ABS", "HTTP_URL_SLASH",
+    "HTTP_URL_STAR", "METH_CONNECT", "METH_DELETE", "METH_GET", "METH_HEAD", "METH_OPTIONS", "METH_POST",
+    "METH_PUT", "METH_TRACE", "RDP_COOKIE", "REQ_CONTENT", "WAIT_END",
+})
+
+
+def split_criterion(criterion: str) -> tuple[str, tuple[str, ...]]:
+    """``"req.ssl_sni,lower"`` -> ``("req.ssl_sni", ("lower",))``; raises AclError for what we lack."""
+    match = re.fullmatch(r"([^,(]*)(\([^)]*\))?((?:,[^,]*)*)", criterion)
+    if not match:
+        raise AclError(f"cannot parse the criterion '{criterion}'")
+    name = match[1] + (match[2] or "")
+    converters = [part.strip() for part in match[3].split(",")[1:]]
+    if name not in _FETCHES:
+        raise AclError(f"fetch method '{name}' is not supported by fastproxy (layer-4 criteria: "
+                       f"{', '.join(sorted(_FETCHES))})")
+    for converter in converters:
+        if converter not in _CONVERTERS:
+            raise AclError(f"converter '{converter}' is not supported by fastproxy "
+                           "(only 'lower' and 'upper')")
+        if _FETCHES[name].kind != _STR:
+            raise AclError(f"converter '{converter}' applies to strings, and '{name}' is not one")
+    return name, tuple(converters)
+
+
+# --- parsing ------------------------------------------------------------------------------------------
+
+_METHODS = {"str", "beg", "end", "sub", "reg", "dom", "len", "found", "bool", "int", "ip"}
+_METHODS_BY_KIND = {
+    _IP: {"ip", "found", "str", "beg", "end", "sub", "reg", "dom", "len"},
+    _INT: {"int", "found", "bool", "str", "beg", "end", "sub", "reg", "dom", "len"},
+    _STR: {"str", "beg", "end", "sub", "reg", "dom", "len", "found"},
+    _BOOL: {"bool", "found"},
+}
+_FLAGS_WITH_ARGUMENT = {"-m", "-u", "-f", "-M"}
+
+
+def split_acl_words(words: Sequence[str]) -> tuple[str, list[str], list[str], list[str]]:
+    """The words after ``acl <name>`` -> (criterion, flags, values, pattern files).
+
+    Flags come before values, as in HAProxy: a ``-i`` after a value is a value.  ``-f <file>``
+    names a pattern file; reading it is the caller's job.
+    """
+    if not words:
+        raise AclError("missing fetch method in ACL expression")
+    criterion, rest = words[0], list(words[1:])
+    flags: list[str] = []
+    files: list[str] = []
+    while rest and rest[0].startswith("-"):
+        flag = rest.pop(0)
+        if flag == "--":
+            flags.append(flag)  # kept: it also says "no pattern is intended" (no warning then)
+            break
+        if flag in _FLAGS_WITH_ARGUMENT:
+            if not rest:
+                if flag == "-m":
+                    raise AclError("unknown matching method '' when parsing ACL expression")
+                raise AclError(f"'{flag}' expects an argument")
+            argument = rest.pop(0)
+            if flag == "-f":
+                files.append(argument)
+            elif flag == "-M":
+                raise AclError("'-M' (map files as patterns) is not supported by fastproxy")
+            else:
+                flags += [flag, argument]
+        elif flag in ("-i", "-n"):
+            flags.append(flag)
+        else:
+            raise AclError(f"'{flag}' is not a valid ACL option. Please use '--' before any pattern "
+                           "beginning with a '-'")
+    return criterion, flags, rest, files
+
+
+PatternReader = Callable[[str], Sequence[str]]
+"""Reads a ``-f`` pattern file into its patterns; supplied by the configuration reader (I/O lives there)."""
+
+
+def parse_acl(name: str, words: Sequence[str], *, read_patterns: Optional[PatternReader] = None,
+              location: Optional[Location] = None) -> Acl:
+    """Parse and validate ``acl <name> <words...>`` (the words after the name) into an ``Acl``."""
+    criterion, flags, values, files = split_acl_words(words)
+    for path in files:
+        if read_patterns is None:
+            raise AclError("'-f' pattern files can only be used when reading configuration files")
+        values += read_patterns(path)
+    acl = Acl(name=name, criterion=criterion, values=tuple(values), flags=tuple(flags),
+              location=location or Location())
+    compile_acl(acl)
+    return acl
+
+
+def acl_has_no_pattern(acl: Acl) -> bool:
+    """True for an ACL that can never match (no pattern, no ``-m found``): HAProxy warns about those."""
+    fetch = _FETCHES[split_criterion(acl.criterion)[0]]
+    return not acl.values and "--" not in acl.flags and _method_of(acl, fetch) not in ("found", "bool")
+
+
+def _method_of(acl: Acl, fetch: _Fetch) -> str:
+    method = fetch.default_method
+    flags = list(acl.flags)
+    for i, flag in enumerate(flags[:-1]):
+        if flag == "-m":
+            method = flags[i + 1]
+    return method
+
+
+# --- compiled tests -----------------------------------------------------------------------------------
+
+Test = Callable[[ConnInfo], bool]
+_INT_OPERATORS = {"eq", "ge", "gt", "le", "lt"}
+_DOMAIN_DELIMITERS = "/?.:"
+
+
+def _int_patterns(values: Sequence[str]) -> list[tuple[Optional[int], Optional[int]]]:
+    """HAProxy's integer patterns: ``n``, ``a:b``, ``a:``, ``:b``, and operators applying to what follows."""
+    ranges: list[tuple[Optional[int], Optional[int]]] = []
+    operator = "eq"
+    for value in values:
+        if value in _INT_OPERATORS:
+            operator = value
+            continue
+        if ":" in value and operator == "eq":
+            low_text, high_text = value.split(":", 1)
+            low = _integer(low_text, value) if low_text else None
+            high = _integer(high_text, value) if high_text else None
+            if low is not None and high is not None and low > high:
+                raise AclError(f"'{value}' is not a valid number range.")
+            ranges.append((low, high))
+            continue
+        number = _integer(value, value)
+        ranges.append({
+            "eq": (number, number), "ge": (number, None), "gt": (number + 1, None),
+            "le": (None, number), "lt": (None, number - 1),
+        }[operator])
+    return ranges
+
+
+def _integer(text: str, value: str) -> int:
+    if not re.fullmatch(r"-?[0-9]+", text):
+        raise AclError(f"'{value}' is not a number.")
+    return int(text)
+
+
+def _networks(values: Sequence[str]) -> list[Union[ipaddress.IPv4Network, ipaddress.IPv6Network]]:
+    networks = []
+    for value in values:
+        try:
+            networks.append(ipaddress.ip_network(value, strict=False))
+        except ValueError:
+            hint = " (fastproxy does not resolve host names in ACLs)" if re.search(r"[g-zG-Z]", value) else ""
+            raise AclError(f"'{value}' is not a valid IPv4 or IPv6 address{hint}.") from None
+    return networks
+
+
+def _address_matches(address: Address, networks: Sequence[Any]) -> bool:
+    candidates: list[Address] = [address]
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        candidates.append(address.ipv4_mapped)
+    elif isinstance(address, ipaddress.IPv4Address):
+        candidates.append(ipaddress.IPv6Address(f"::ffff:{address}"))
+    return any(candidate in network for network in networks for candidate in candidates
+               if candidate.version == network.version)
+
+
+def _string_test(method: str, values: Sequence[str], ignore_case: bool) -> Callable[[str], bool]:
+    if method == "reg":
+        regexes = []
+        for value in values:
+            try:
+                regexes.append(re.compile(value, re.IGNORECASE if ignore_case else 0))
+            except re.error as exc:
+                raise AclError(f"regex '{value}' is invalid ({exc}).") from None
+        return lambda sample: any(regex.search(sample) for regex in regexes)
+    if method == "len":
+        ranges = _int_patterns(values)
+        return lambda sample: _in_ranges(len(sample), ranges)
+    patterns = [value.lower() for value in values] if ignore_case else list(values)
+    fold: Callable[[str], str] = str.lower if ignore_case else (lambda s: s)
+    if method == "str":
+        wanted = set(patterns)
+        return lambda sample: fold(sample) in wanted
+    if method == "beg":
+        return lambda sample: any(fold(sample).startswith(p) for p in patterns)
+    if method == "end":
+        return lambda sample: any(fold(sample).endswith(p) for p in patterns)
+    if method == "sub":
+        return lambda sample: any(p in fold(sample) for p in patterns)
+    if method == "dom":
+        delimited = [re.compile(rf"(?:^|[{re.escape(_DOMAIN_DELIMITERS)}])"
+                                rf"{re.escape(p.strip(_DOMAIN_DELIMITERS))}"
+                                rf"(?:$|[{re.escape(_DOMAIN_DELIMITERS)}])") for p in patterns]
+        return lambda sample: any(regex.search(fold(sample)) for regex in delimited)
+    raise AssertionError(method)
+
+
+def _in_ranges(number: int, ranges: Sequence[tuple[Optional[int], Optional[int]]]) -> bool:
+    return any((low is None or number >= low) and (high is None or number <= high) for low, high in ranges)
+
+
+def compile_acl(acl: Acl) -> Test:
+    """A function telling whether ``acl`` matches a connection; raises AclError if it cannot be built."""
+    name, converters = split_criterion(acl.criterion)
+    fetch = _FETCHES[name]
+    flags = list(acl.flags)
+    method = _method_of(acl, fetch)
+    if method not in _METHODS:
+        raise AclError(f"unknown matching method '{method}' when parsing ACL expression.")
+    if method not in _METHODS_BY_KIND[fetch.kind]:
+        raise AclError(f"matching method '-m {method}' cannot apply to '{name}' (a {fetch.kind} sample) "
+                       "in fastproxy")
+    ignore_case = "-i" in flags
+    values = acl.values
+
+    read = fetch.read
+    if converters:
+        def read(info: ConnInfo, _read: Callable[[ConnInfo], Any] = fetch.read) -> Any:
+            value = _read(info)
+            if value is not None:
+                for converter in converters:
+                    value = _CONVERTERS[converter](value)
+            return value
+
+    if method == "found":
+        return lambda info: read(info) is not None
+    if method == "bool":
+        return lambda info: bool(read(info))
+    sample_test = _sample_test(method, values, ignore_case)
+
+    def test(info: ConnInfo) -> bool:
+        sample = read(info)
+        return sample is not None and sample_test(sample)
+
+    return test
+
+
+def _sample_test(method: str, values: Sequence[str], ignore_case: bool) -> Callable[[Any], bool]:
+    """The test of one sample value (an address, an integer or a string) against the patterns."""
+    if method == "ip":
+        networks = _networks(values)
+        return partial(_address_matches, networks=networks)
+    if method == "int":
+        ranges = _int_patterns(values)
+        return partial(_in_ranges, ranges=ranges)
+    string_test = _string_test(method, values, ignore_case)
+    return lambda value: string_test(str(value))
+
+
+# --- conditions ---------------------------------------------------------------------------------------
+
+def parse_condition(words: Sequence[str], acls: Mapping[str, Sequence[Acl]], *,
+                    read_patterns: Optional[PatternReader] = None,
+                    location: Optional[Location] = None) -> Condition:
+    """``if|unless <terms...>`` (the words from ``if``/``unless`` on) into a ``Condition``.
+
+    ``acls`` are the ACLs declared so far in the proxy: as in HAProxy, a rule may only name an ACL
+    declared above it.  Anonymous ``{ ... }`` ACLs and the predefined TRUE, FALSE and LOCALHOST are
+    stored as ``Acl`` objects in place of a name.
+    """
+    if not words or words[0] not in ("if", "unless"):
+        raise AclError("conditions start with 'if' or 'unless'")
+    negate = words[0] == "unless"
+    groups: list[list[tuple[bool, Any]]] = []
+    current: Optional[list[tuple[bool, Any]]] = None
+    i = 1
+    while i < len(words):
+        word = words[i]
+        i += 1
+        if word in ("||", "or"):
+            current = None  # the next term opens a new group; stray '||' are ignored as in HAProxy
+            continue
+        negated = False
+        while word.startswith("!"):
+            negated = not negated
+            word = word[1:]
+        if not word:
+            # A lone '!' negates the next term, as HAProxy allows.
+            if i >= len(words):
+                break
+            word = words[i]
+            i += 1
+            while word.startswith("!"):
+                negated = not negated
+                word = word[1:]
+        term: Any
+        if word == "{":
+            try:
+                end = words.index("}", i)
+            except ValueError:
+                raise AclError("missing closing '}' in condition.") from None
+            term = parse_acl("", words[i:end], read_patterns=read_patterns, location=location)
+            i = end + 1
+        elif word in acls:
+            term = word
+        elif word in PREDEFINED:
+            criterion, values = PREDEFINED[word]
+            term = Acl(name=word, criterion=criterion, values=values, location=location or Location())
+        elif word in _PREDEFINED_UNSUPPORTED:
+            raise AclError(f"predefined ACL '{word}' is not supported by fastproxy (layer 4 only)")
+        else:
+            raise AclError(f"no such ACL : '{word}'.")
+        if current is None:
+            current = []
+            groups.append(current)
+        current.append((negated, term))
+    return Condition(negate=negate, groups=tuple(tuple(group) for group in groups))
+
+
+def condition_acls(condition: Condition, acls: Mapping[str, Sequence[Acl]]) -> list[Acl]:
+    """Every ACL a condition may evaluate (named ones looked up in ``acls``)."""
+    found: list[Acl] = []
+    for group in condition.groups:
+        for _, term in group:
+            found.extend(acls.get(term, ()) if isinstance(term, str) else [term])
+    return found
+
+
+def condition_uses(condition: Optional[Condition], acls: Mapping[str, Sequence[Acl]],
+                   fetches: frozenset[str]) -> bool:
+    """Whether a condition reads one of ``fetches``."""
+    if condition is None:
+        return False
+    return any(split_criterion(acl.criterion)[0] in fetches for acl in condition_acls(condition, acls))
+
+
+CompiledCondition = Callable[[ConnInfo], bool]
+
+
+def compile_condition(condition: Optional[Condition], acls: Mapping[str, Sequence[Acl]]) -> CompiledCondition:
+    """A function over ConnInfo: groups are OR-ed, terms AND-ed, a named ACL ORs its lines."""
+    if condition is None:
+        return lambda info: True
+    groups: list[list[tuple[bool, list[Test]]]] = []
+    for group in condition.groups:
+        terms = []
+        for negated, term in group:
+            if isinstance(term, str):
+                if term not in acls:
+                    raise AclError(f"no such ACL : '{term}'.")
+                tests = [compile_acl(acl) for acl in acls[term]]
+            else:
+                tests = [compile_acl(term)]
+            terms.append((negated, tests))
+        groups.append(terms)
+    negate = condition.negate
+
+    def matches(info: ConnInfo) -> bool:
+        result = any(all(any(test(info) for test in tests) != negated for negated, tests in group)
+                     for group in groups)
+        return result != negate
+
+    return matches
+
+
+def evaluate(condition: Optional[Condition], acls: Mapping[str, Sequence[Acl]], info: ConnInfo) -> bool:
+    """Evaluate a condition once (compile it first when evaluating many times)."""
+    return compile_condition(condition, acls)(info)
+
+
+# --- the router ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Rule:
+    accept: bool
+    matches: CompiledCondition
+
+
+class Router:
+    """A frontend's decisions for one connection: accept it, and which backend takes it."""
+
+    def __init__(self, *, connection_rules: Sequence[_Rule], session_rules: Sequence[_Rule],
+                 content_rules: Sequence[_Rule], switching: Sequence[tuple[str, CompiledCondition]],
+                 default_backend: Optional[str], needs_sni: bool) -> None:
+        self._connection_rules = list(connection_rules)
+        self._session_rules = list(session_rules)
+        self._content_rules = list(content_rules)
+        self._switching = list(switching)
+        self.default_backend = default_backend
+        self.needs_sni = needs_sni
+
+    @classmethod
+    def for_frontend(cls, frontend: Frontend, backends: Mapping[str, Any]) -> Router:
+        """Compile a frontend's rules; raises ConfigError if a rule names a missing ACL or backend."""
+        acls = frontend.acls
+        rules: dict[str, list[_Rule]] = {"connection": [], "session": [], "content": []}
+        needs_sni = False
+        try:
+            for rule in frontend.tcp_request_rules:
+                matches = compile_condition(rule.condition, acls)
+                rules[rule.phase].append(_Rule(rule.action == "accept", matches))
+                if rule.phase == "content":
+                    needs_sni |= condition_uses(rule.condition, acls, SNI_FETCHES)
+            switching = []
+            for use in frontend.use_backends:
+                _check_backend(use.backend, backends, frontend, use.location)
+                switching.append((use.backend, compile_condition(use.condition, acls)))
+                needs_sni |= condition_uses(use.condition, acls, SNI_FETCHES)
+        except AclError as exc:
+            raise ConfigError(str(exc), file=frontend.location.file, line=frontend.location.line) from None
+        if frontend.default_backend is not None:
+            _check_backend(frontend.default_backend, backends, frontend, frontend.location)
+        return cls(connection_rules=rules["connection"], session_rules=rules["session"],
+                   content_rules=rules["content"], switching=switching,
+                   default_backend=frontend.default_backend, needs_sni=needs_sni)
+
+    def accept_connection(self, info: ConnInfo) -> bool:
+        """``tcp-request connection`` then ``tcp-request session`` rules: the first match of each set
+        decides for that set; no match accepts."""
+        return _first_match(self._connection_rules, info) and _first_match(self._session_rules, info)
+
+    def accept_content(self, info: ConnInfo) -> bool:
+        """``tcp-request content`` rules, once the engine has inspected the first bytes."""
+        return _first_match(self._content_rules, info)
+
+    def backend_for(self, info: ConnInfo) -> Optional[str]:
+        """The first ``use_backend`` whose condition matches, else ``default_backend`` (maybe None)."""
+        for backend, matches in self._switching:
+            if matches(info):
+                return backend
+        return self.default_backend
+
+
+def _first_match(rules: Sequence[_Rule], info: ConnInfo) -> bool:
+    for rule in rules:
+        if rule.matches(info):
+            return rule.accept
+    return True
+
+
+def _check_backend(name: str, backends: Mapping[str, Any], frontend: Frontend, location: Any) -> None:
+    if name not in backends:
+        raise ConfigError(f"frontend '{frontend.name}': no backend named '{name}'",
+                          file=location.file, line=location.line, keyword="use_backend")
+
