@@ -122,3 +122,111 @@ def test_help_lists_the_commands():
                          check=True).stdout
     for command in ("run", "check", "version"):
         assert command in out
+
+
+# --- with a configuration file ------------------------------------------------------------------------
+
+def free_port() -> int:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return port
+
+
+class EchoThread:
+    """A blocking echo backend in a thread of the test process."""
+
+    def __init__(self) -> None:
+        import threading
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        import threading
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._echo, args=(conn,), daemon=True).start()
+
+    @staticmethod
+    def _echo(conn: socket.socket) -> None:
+        with conn:
+            while data := conn.recv(65536):
+                conn.sendall(data)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+CONFIG = """\
+global
+    nbthread 1
+    pidfile {pidfile}
+
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+
+listen echo
+    bind 127.0.0.1:{port}
+    balance roundrobin
+    server e1 127.0.0.1:{backend}
+"""
+
+
+def test_run_with_a_haproxy_file_proxies_and_writes_its_pidfile(implementation_env, tmp_path):
+    backend = EchoThread()
+    port = free_port()
+    pidfile = tmp_path / "fastproxy.pid"
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text(CONFIG.format(port=port, backend=backend.port, pidfile=pidfile))
+    proc = start_fastproxy(["run", "-f", str(cfg)], implementation_env)
+    try:
+        wait_listening(("127.0.0.1", port), proc)
+        assert pidfile.read_text().strip() == str(proc.pid)
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            assert exchange_line(sock, b"through the file\n") == b"through the file\n"
+    finally:
+        stop(proc)
+        backend.close()
+    assert proc.returncode == 0
+    assert not pidfile.exists()  # removed on a clean stop
+
+
+def test_check_accepts_a_valid_file(tmp_path):
+    cfg = tmp_path / "ok.cfg"
+    cfg.write_text(CONFIG.format(port=8443, backend=9000, pidfile=tmp_path / "x.pid"))
+    result = subprocess.run([sys.executable, "-m", "fastproxy", "check", "-f", str(cfg)], capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stderr
+    assert "valid" in result.stdout
+
+
+def test_check_reports_every_error_with_file_line_and_keyword(tmp_path):
+    cfg = tmp_path / "bad.cfg"
+    cfg.write_text("frontend fe\n    bind 127.0.0.1:80\n    timeout client 10parsecs\n"
+                   "    default_backend nowhere\n    frobnicate yes\n")
+    result = subprocess.run([sys.executable, "-m", "fastproxy", "check", "-f", str(cfg)], capture_output=True,
+                            text=True)
+    assert result.returncode == 1
+    for line, keyword in [(3, "timeout"), (5, "frobnicate")]:
+        assert f"{cfg}:{line}" in result.stderr and keyword in result.stderr, result.stderr
+    assert "nowhere" in result.stderr
+
+
+def test_run_refuses_a_broken_file_and_starts_nothing(tmp_path):
+    cfg = tmp_path / "bad.cfg"
+    port = free_port()
+    cfg.write_text(f"listen x\n    bind 127.0.0.1:{port}\n    mode http\n    server s 127.0.0.1:1\n")
+    result = subprocess.run([sys.executable, "-m", "fastproxy", "run", "-f", str(cfg)], capture_output=True,
+                            text=True, timeout=30)
+    assert result.returncode == 1
+    assert f"{cfg}:3" in result.stderr and "mode" in result.stderr

@@ -18,6 +18,7 @@ import time
 from typing import Any, Optional
 
 from . import _linux
+from .acl import Router
 from .balance import Balancer, ServerSlot
 from .config import model
 from .errors import ConfigError, ProxyError
@@ -39,9 +40,13 @@ TERMINATION = {  # HAProxy's two-letter termination state of a TCP session, by h
 }
 
 
-def resolve(host: str, port: int) -> tuple[int, tuple]:
-    """(family, sockaddr) for a server address, resolved once at start as HAProxy does."""
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+FAMILIES = {None: socket.AF_UNSPEC, "ipv4": socket.AF_INET, "ipv6": socket.AF_INET6}
+
+
+def resolve(host: str, port: int, family: Optional[str] = None) -> tuple[int, tuple]:
+    """(family, sockaddr) for a server address, resolved once at start as HAProxy does; ``family``
+    is the ``ipv4@`` / ``ipv6@`` prefix of the address, if any."""
+    infos = socket.getaddrinfo(host, port, FAMILIES[family], socket.SOCK_STREAM)
     family, _, _, _, address = infos[0]
     return family, address[:2]
 
@@ -63,7 +68,7 @@ class BackendRuntime:
         self.needs_destination = any("dst" in arg for arg in backend.balance.arguments)
         for server in backend.servers:
             try:
-                self.addresses.append(resolve(server.host, server.port or 0)[1])
+                self.addresses.append(resolve(server.host, server.port or 0, server.family)[1])
                 self.raw_addresses.append(_linux.sockaddr(self.addresses[-1]))
             except OSError as exc:
                 raise ConfigError(f"server '{server.name}': cannot resolve '{server.host}': {exc}",
@@ -83,12 +88,20 @@ class BackendRuntime:
 
 
 class FrontendRuntime:
-    def __init__(self, frontend: model.Frontend, block: int, handler: Handler) -> None:
+    def __init__(self, frontend: model.Frontend, block: int, handler: Handler,
+                 backends: dict[str, model.Backend]) -> None:
         self.model = frontend
         self.block = block
         self.handler = handler
         self.listeners: list[Listener] = []
         self.current = 0
+        self.denied = 0  # connections refused by tcp-request rules
+        # A frontend with rules gets a router; one without goes straight to its default backend.
+        has_rules = bool(frontend.use_backends or frontend.tcp_request_rules)
+        self.router: Optional[Router] = Router.for_frontend(frontend, backends) if has_rules else None
+        # Content rules and SNI routing wait for the first bytes, as long as inspect-delay allows.
+        self.inspects = bool(self.router is not None and frontend.inspect_delay and (
+            self.router.needs_sni or any(r.phase == "content" for r in frontend.tcp_request_rules)))
 
 
 class Engine:
@@ -134,7 +147,7 @@ class Engine:
             for index, frontend in enumerate(cfg.frontends.values()):
                 handler = self.handlers.get(frontend.name) or TCPProxy(
                     self, director=self.director, error_handler=self.error_handler)
-                runtime = FrontendRuntime(frontend, index, handler)
+                runtime = FrontendRuntime(frontend, index, handler, cfg.backends)
                 self.frontends[frontend.name] = runtime
                 for bind in frontend.binds:
                     sock = open_listener(bind, backlog=frontend.maxconn or socket.SOMAXCONN)
@@ -257,12 +270,8 @@ class Engine:
 
     # --- the proxy's books ----------------------------------------------------------------------------
 
-    def route(self, session: Session) -> Optional[BackendRuntime]:
-        """The backend a new session goes to."""
-        name = session.frontend.default_backend
-        if name is None:
-            return None
-        return self.backends.get(name)
+    def count_denied(self, session: Session) -> None:
+        session.runtime.denied += 1
 
     def count_connect_error(self, backend: BackendRuntime, slot: ServerSlot) -> None:
         self.pump.add_counter(backend.blocks[slot.index], Counter.CONNECT_ERRORS, 1)

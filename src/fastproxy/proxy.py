@@ -15,6 +15,7 @@ and the generic ``serve_tcp`` entry use the event loop's tasks.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import logging
 import os
@@ -26,7 +27,51 @@ from . import _linux
 from .balance import PickKey, ServerSlot
 from .config import model
 from .errors import NoServerAvailable, ProxyError, UpstreamConnectError
+from .acl import ConnInfo
 from .server import Connection
+from .sni import ClientHelloResult, HelloStatus, parse_client_hello
+
+PEEK_SIZE = 16384 + 5  # a whole TLS record: a ClientHello is almost always in the first one
+
+
+async def peek_client_hello(fd: int, delay: float) -> Optional[ClientHelloResult]:
+    """The ClientHello waiting in ``fd``'s receive queue, read with MSG_PEEK so that it stays there;
+    None if none was complete within ``delay`` seconds (or the bytes are not TLS)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + delay
+    sock = socket.socket(fileno=fd)
+    try:
+        while True:
+            try:
+                data = sock.recv(PEEK_SIZE, socket.MSG_PEEK)
+            except (BlockingIOError, InterruptedError):
+                data = None
+            if data is not None:
+                if not data:  # the client closed before sending a hello
+                    return None
+                result = parse_client_hello(data)
+                if result.status is HelloStatus.OK:
+                    return result
+                if result.status is not HelloStatus.INCOMPLETE:
+                    return None
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return None
+            readable = loop.create_future()
+            loop.add_reader(fd, lambda: readable.done() or readable.set_result(None))
+            try:
+                await asyncio.wait_for(readable, remaining)
+            except asyncio.TimeoutError:
+                pass
+            finally:
+                loop.remove_reader(fd)
+            if not readable.done():
+                # Nothing new before the deadline: a hello that is still incomplete never came.
+                if data is None:
+                    return None
+    finally:
+        sock.detach()
+
 
 if TYPE_CHECKING:
     from .engine import BackendRuntime, Engine, FrontendRuntime
@@ -143,12 +188,59 @@ class TCPProxy:
     # --- the path of a connection ---------------------------------------------------------------
 
     def start(self, session: Session) -> None:
-        backend = self.engine.route(session)
-        if backend is None:
+        router = session.runtime.router
+        if router is None:  # no rule at all: the default backend
+            self._go(session, session.frontend.default_backend)
+            return
+        info = ConnInfo(src=session.peername[0], src_port=session.peername[1],
+                        dst=session.sockname[0], dst_port=session.sockname[1])
+        if not router.accept_connection(info):  # tcp-request connection reject
+            session.close()
+            self.engine.count_denied(session)
+            return
+        if session.runtime.inspects:
+            task = asyncio.ensure_future(self._inspect_then_route(session, info))
+            self.engine.background(task)
+            return
+        # Without inspect-delay, content rules run at once on what is known (HAProxy does the same).
+        if not router.accept_content(info):
+            session.close()
+            self.engine.count_denied(session)
+            return
+        self._go(session, router.backend_for(info))
+
+    def _go(self, session: Session, backend_name: Optional[str]) -> None:
+        backend = self.engine.backends.get(backend_name) if backend_name else None
+        if backend is None:  # no backend for this connection: HAProxy closes it
             session.close()
             return
         session.backend = backend
         self.choose_and_dial(session)
+
+    async def _inspect_then_route(self, session: Session, info: ConnInfo) -> None:
+        """Wait (at most ``tcp-request inspect-delay``) for the client's TLS ClientHello, without
+        consuming it, then apply the content rules and route on what was seen (HAProxy's
+        ``req.ssl_sni`` / ``req_ssl_hello_type``).  A client that sends nothing usable within the delay
+        is routed on what is known: the content rules and ACLs see no SNI."""
+        try:
+            hello = await peek_client_hello(session.fd, session.frontend.inspect_delay or 0.0)
+        except asyncio.CancelledError:
+            session.close()
+            raise
+        except OSError:
+            session.close()
+            return
+        if hello is not None:
+            info = dataclasses.replace(info, ssl_hello_seen=True, hello_type=hello.hello_type,
+                                       sni=hello.server_name)
+            if hello.server_name is not None:
+                session.context["sni"] = hello.server_name
+        router = session.runtime.router
+        if not router.accept_content(info):  # tcp-request content reject
+            session.close()
+            self.engine.count_denied(session)
+            return
+        self._go(session, router.backend_for(info))
 
     def choose_and_dial(self, session: Session) -> None:
         if self.director is not None:

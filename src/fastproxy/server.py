@@ -80,9 +80,10 @@ class Handler(Protocol):
 def open_listener(bind: model.Bind, *, backlog: int) -> socket.socket:
     """A bound, listening, non-blocking socket for ``bind``."""
     host = bind.host
+    family = {"ipv4": socket.AF_INET, "ipv6": socket.AF_INET6}.get(bind.family or "", socket.AF_UNSPEC)
     if host in ("", "*"):
-        host = "0.0.0.0"
-    infos = socket.getaddrinfo(host, bind.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        host = "::" if family == socket.AF_INET6 else "0.0.0.0"
+    infos = socket.getaddrinfo(host, bind.port, family, socket.SOCK_STREAM, 0, socket.AI_PASSIVE)
     family, _, _, _, address = infos[0]
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:

@@ -1,0 +1,203 @@
+"""Routing end to end: ACLs on the client's address, tcp-request rules, and SNI routing of TLS
+passthrough with real TLS clients and backends.  Configurations are read from HAProxy-format text."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+import subprocess
+import time
+
+import pytest
+
+from fastproxy.config import parse_text
+
+from .conftest import run
+from .support import connect, recv_all, running, start_backend, wait_until
+
+
+def free_port() -> int:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return port
+
+
+def named_backend(name: bytes):
+    async def handler(reader, writer):
+        writer.write(name)
+        writer.write_eof()
+        try:
+            await reader.read()
+        except ConnectionError:
+            pass
+        writer.close()
+    return handler
+
+
+async def connect_from(source: str, address: tuple) -> socket.socket:
+    """A client bound to ``source`` (any 127.x.y.z is local on Linux)."""
+    loop = asyncio.get_running_loop()
+    sock = socket.socket()
+    sock.setblocking(False)
+    sock.bind((source, 0))
+    await loop.sock_connect(sock, address)
+    return sock
+
+
+ACL_CONFIG = """
+frontend fe
+    bind 127.0.0.1:{port}
+    acl from_two src 127.0.0.2
+    acl from_net src 127.0.1.0/24
+    acl blocked src 127.0.0.4
+    tcp-request connection reject if blocked
+    use_backend two if from_two
+    use_backend net if from_net
+    default_backend one
+
+backend one
+    server s1 127.0.0.1:{one}
+backend two
+    server s1 127.0.0.1:{two}
+backend net
+    server s1 127.0.0.1:{net}
+"""
+
+
+def test_acl_on_source_address_picks_the_backend_and_rejects(pump_class):
+    async def main():
+        servers = {}
+        for name in ("one", "two", "net"):
+            servers[name] = await start_backend(named_backend(name.encode()))
+        cfg = parse_text(ACL_CONFIG.format(port=free_port(), **{n: port for n, (_, port) in servers.items()}))
+        async with running(cfg, pump_class) as engine:
+            address = engine.listening_addresses()[0]
+            for source, expected in [("127.0.0.1", b"one"), ("127.0.0.2", b"two"), ("127.0.1.7", b"net"),
+                                     ("127.0.0.3", b"one")]:
+                sock = await connect_from(source, address)
+                assert await recv_all(sock) == expected, source
+                sock.close()
+            sock = await connect_from("127.0.0.4", address)
+            try:
+                assert await recv_all(sock) == b""  # rejected: closed without reaching a backend
+            except ConnectionResetError:
+                pass
+            sock.close()
+            await wait_until(lambda: engine.frontends["fe"].denied == 1)
+        for server, _ in servers.values():
+            server.close()
+
+    run(main())
+
+
+# --- SNI routing ------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def certificates(tmp_path_factory):
+    """A self-signed certificate per server name, made by openssl."""
+    directory = tmp_path_factory.mktemp("certs")
+    made = {}
+    for name in ("a.example", "b.example", "default.example"):
+        key, cert = directory / f"{name}.key", directory / f"{name}.crt"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+                        "-out", str(cert), "-days", "2", "-subj", f"/CN={name}",
+                        "-addext", f"subjectAltName=DNS:{name}"],
+                       check=True, capture_output=True)
+        made[name] = (str(cert), str(key))
+    return made
+
+
+def tls_backend(name: str, certificates):
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(*certificates[name])
+
+    async def handler(reader, writer):
+        try:
+            await reader.readline()
+            writer.write(f"served by {name}\n".encode())
+            await writer.drain()
+        except (ConnectionError, ssl.SSLError):
+            pass
+        writer.close()
+
+    async def start():
+        server = await asyncio.start_server(handler, "127.0.0.1", 0, ssl=context)
+        return server, server.sockets[0].getsockname()[1]
+    return start()
+
+
+SNI_CONFIG = """
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+
+frontend tls
+    bind 127.0.0.1:{port}
+    tcp-request inspect-delay {delay}
+    tcp-request content accept if {{ req_ssl_hello_type 1 }}
+    use_backend a if {{ req_ssl_sni -i a.example }}
+    use_backend b if {{ req.ssl_sni -m end b.example }}
+    default_backend fallback
+
+backend a
+    server s1 127.0.0.1:{a}
+backend b
+    server s1 127.0.0.1:{b}
+backend fallback
+    server s1 127.0.0.1:{fallback}
+"""
+
+
+async def tls_exchange(address: tuple, server_name: str, certificates) -> str:
+    context = ssl.create_default_context(cafile=certificates[server_name][0])
+    reader, writer = await asyncio.open_connection(*address, ssl=context, server_hostname=server_name)
+    writer.write(b"hello\n")
+    line = await reader.readline()
+    cipher = writer.get_extra_info("cipher")
+    writer.close()
+    assert cipher is not None  # the TLS session completed end to end
+    return line.decode().strip()
+
+
+def test_sni_routes_each_name_to_its_backend_and_tls_completes(pump_class, certificates):
+    async def main():
+        a, a_port = await tls_backend("a.example", certificates)
+        b, b_port = await tls_backend("b.example", certificates)
+        fallback, fallback_port = await start_backend(named_backend(b"fallback"))
+        cfg = parse_text(SNI_CONFIG.format(port=free_port(), delay="5s", a=a_port, b=b_port, fallback=fallback_port))
+        async with running(cfg, pump_class) as engine:
+            address = engine.listening_addresses()[0]
+            assert await tls_exchange(address, "a.example", certificates) == "served by a.example"
+            assert await tls_exchange(address, "b.example", certificates) == "served by b.example"
+            assert await tls_exchange(address, "a.example", certificates) == "served by a.example"
+        for server in (a, b, fallback):
+            server.close()
+
+    run(main())
+
+
+def test_a_client_without_client_hello_falls_to_the_default_backend_after_the_delay(pump_class):
+    async def main():
+        fallback, fallback_port = await start_backend(named_backend(b"fallback"))
+        cfg = parse_text(SNI_CONFIG.format(port=free_port(), delay="300ms", a=1, b=1, fallback=fallback_port))
+        async with running(cfg, pump_class) as engine:
+            sock = await connect(engine.listening_addresses()[0])
+            started = time.monotonic()
+            assert await recv_all(sock) == b"fallback"
+            assert 0.25 <= time.monotonic() - started < 3
+            sock.close()
+            # Plain text that is not TLS is decided at once, without waiting for the delay.
+            sock = await connect(engine.listening_addresses()[0])
+            await asyncio.get_running_loop().sock_sendall(sock, b"GET / HTTP/1.0\r\n\r\n")
+            started = time.monotonic()
+            assert await recv_all(sock) == b"fallback"
+            assert time.monotonic() - started < 0.25
+            sock.close()
+        fallback.close()
+
+    run(main())
