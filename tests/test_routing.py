@@ -201,3 +201,96 @@ def test_a_client_without_client_hello_falls_to_the_default_backend_after_the_de
         fallback.close()
 
     run(main())
+
+
+# --- PROXY protocol ---------------------------------------------------------------------------------
+
+SEND_PROXY_CONFIG = """
+listen fe
+    bind 127.0.0.1:{port}
+    server s1 127.0.0.1:{backend} {option}
+"""
+
+
+@pytest.mark.parametrize("option", ["send-proxy", "send-proxy-v2"])
+def test_send_proxy_gives_the_server_the_client_address_first(pump_class, option):
+    from fastproxy.proxyproto import ProxyStatus, parse
+
+    async def tell_what_the_header_says(reader, writer):
+        data = b""
+        while True:
+            result = parse(data)
+            if result.status is not ProxyStatus.INCOMPLETE:
+                break
+            data += await reader.read(1)
+        rest = data[result.length:] + await reader.read(5)
+        writer.write(f"{result.version} {result.src[0]} {result.dst[1]} {rest.decode()}".encode())
+        writer.write_eof()
+        writer.close()
+
+    async def main():
+        backend, backend_port = await start_backend(tell_what_the_header_says)
+        port = free_port()
+        cfg = parse_text(SEND_PROXY_CONFIG.format(port=port, backend=backend_port, option=option))
+        async with running(cfg, pump_class) as engine:
+            sock = await connect_from("127.0.0.5", engine.listening_addresses()[0])
+            await asyncio.get_running_loop().sock_sendall(sock, b"hello")
+            version = "2" if option.endswith("v2") else "1"
+            assert await recv_all(sock) == f"{version} 127.0.0.5 {port} hello".encode()
+            sock.close()
+        backend.close()
+
+    run(main())
+
+
+ACCEPT_PROXY_CONFIG = """
+frontend fe
+    bind 127.0.0.1:{port} accept-proxy
+    timeout client 2s
+    use_backend special if {{ src 127.9.9.9 }}
+    default_backend plain
+backend special
+    server s1 127.0.0.1:{special}
+backend plain
+    server s1 127.0.0.1:{plain}
+"""
+
+
+def test_accept_proxy_takes_the_client_address_from_the_header(pump_class):
+    from fastproxy.proxyproto import encode_v1, encode_v2
+
+    def echo_as(name: bytes):
+        async def handler(reader, writer):
+            writer.write(name + b":" + await reader.read(100))
+            writer.write_eof()
+            writer.close()
+        return handler
+
+    async def main():
+        special, special_port = await start_backend(echo_as(b"special"))
+        plain, plain_port = await start_backend(echo_as(b"plain"))
+        cfg = parse_text(ACCEPT_PROXY_CONFIG.format(port=free_port(), special=special_port, plain=plain_port))
+        async with running(cfg, pump_class) as engine:
+            address = engine.listening_addresses()[0]
+            loop = asyncio.get_running_loop()
+            cases = [(encode_v1(("127.9.9.9", 1234), ("127.0.0.1", 80)), b"special:data"),
+                     (encode_v2(("127.9.9.9", 1234), ("127.0.0.1", 80)), b"special:data"),
+                     (encode_v2(("127.8.8.8", 1234), ("127.0.0.1", 80)), b"plain:data")]
+            for header, expected in cases:
+                sock = await connect(address)
+                await loop.sock_sendall(sock, header + b"data")
+                assert await recv_all(sock) == expected
+                sock.close()
+            # No header: the connection is closed without reaching a backend.
+            sock = await connect(address)
+            await loop.sock_sendall(sock, b"GET / HTTP/1.0\r\n\r\n")
+            try:  # closed with the client's bytes unread: the kernel may turn the FIN into a reset
+                assert await recv_all(sock) == b""
+            except ConnectionResetError:
+                pass
+            sock.close()
+            assert engine.stats()["servers"]["plain/s1"]["conn_total"] == 1
+        special.close()
+        plain.close()
+
+    run(main())

@@ -77,6 +77,8 @@ cdef struct Pair:
 cdef struct NewPair:
     int client_fd
     int server_fd
+    char *prefix            # bytes for the server before any of the client's (a PROXY header), or NULL
+    uint32_t prefix_len
     uint8_t connecting
     uint32_t connect_timeout
     uint32_t client_timeout

@@ -435,6 +435,7 @@ cdef void register_pair(Worker *w, NewPair *np) noexcept nogil:
         if w.high == w.capacity and not grow_slots(w):
             close(np.client_fd)
             close(np.server_fd)
+            free(np.prefix)
             return
         slot = <int32_t>w.high
         w.high += 1
@@ -462,6 +463,11 @@ cdef void register_pair(Worker *w, NewPair *np) noexcept nogil:
     p.s2c.src = np.server_fd
     p.s2c.dst = np.client_fd
     p.c2s.pipe_r = p.c2s.pipe_w = p.s2c.pipe_r = p.s2c.pipe_w = -1
+    if np.prefix != NULL:
+        # The prefix goes first: it is what the client->server buffer holds before any read.
+        p.c2s.buf = np.prefix
+        p.c2s.buf_len = np.prefix_len
+        np.prefix = NULL
     p.active = 1
     fp_atomic_add_int(&w.active, 1)
     if not p.connecting:
@@ -692,12 +698,13 @@ cdef class Pump:
     def add_pair(self, int client_fd, int server_fd, *, client_timeout=None, server_timeout=None,
                  client_fin_timeout=None, server_fin_timeout=None, int frontend_block=-1,
                  int server_block=-1, unsigned long long tag=0, bint connecting=False,
-                 connect_timeout=None):
+                 connect_timeout=None, bytes prefix=None):
         """Hand a pair over: from now on the pump owns both descriptors and closes them.
 
         With ``connecting``, the server socket has a non-blocking connect in progress: the pump waits
         for it (up to ``connect_timeout``) and, if it fails, closes the server socket and reports
         CONNECT_FAILED with the errno, leaving the client descriptor open and Python's again.
+        ``prefix`` (at most bufsize bytes) is sent to the server before anything from the client.
         Timeouts are in seconds (None or 0: none).  ``tag`` comes back with the ended record.
         """
         cdef Worker *w
@@ -706,8 +713,17 @@ cdef class Pump:
         cdef uint64_t one = 1
         cdef int i, k, best = -1, best_active = 0, active
         cdef bint wake
+        cdef char *prefix_copy = NULL
         if not self._started or self._stopped:
             raise RuntimeError("pump is not running")
+        if prefix:
+            if len(prefix) > self.shared.bufsize:
+                raise ValueError("prefix larger than the buffer size")
+            # A buffer like any other (bufsize bytes), so that it goes back to the pool once sent.
+            prefix_copy = <char *>malloc(self.shared.bufsize)
+            if prefix_copy == NULL:
+                raise MemoryError()
+            memcpy(prefix_copy, <char *>prefix, len(prefix))
         # The least loaded worker takes the pair; ties go round robin.
         for i in range(self.nworkers):
             k = (self._next_worker + i) % self.nworkers
@@ -722,6 +738,7 @@ cdef class Pump:
             grown = <NewPair *>realloc(w.incoming, (w.incoming_cap * 2 + 16) * sizeof(NewPair))
             if grown == NULL:
                 pthread_mutex_unlock(&w.lock)
+                free(prefix_copy)
                 raise MemoryError()
             w.incoming = grown
             w.incoming_cap = w.incoming_cap * 2 + 16
@@ -737,6 +754,8 @@ cdef class Pump:
         np.tag = tag
         np.connecting = connecting
         np.connect_timeout = to_ms(connect_timeout)
+        np.prefix = prefix_copy
+        np.prefix_len = len(prefix) if prefix else 0
         w.incoming_len += 1
         wake = w.incoming_len == 1
         pthread_mutex_unlock(&w.lock)
@@ -858,6 +877,7 @@ cdef class Pump:
                 for j in range(w.incoming_len):
                     close(w.incoming[j].client_fd)
                     close(w.incoming[j].server_fd)
+                    free(w.incoming[j].prefix)
                 if w.epfd > 0:
                     close(w.epfd)
                 if w.wake_fd > 0:

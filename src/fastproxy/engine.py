@@ -154,7 +154,8 @@ class Engine:
                     closed = (lambda rt=runtime: self._closed(rt))
                     fast = None
                     if isinstance(handler, TCPProxy):
-                        fast = functools.partial(handler.accept, runtime=runtime, finished=closed)
+                        fast = functools.partial(handler.accept, runtime=runtime, finished=closed,
+                                                 accept_proxy=bind.accept_proxy)
                     listener = Listener(sock, frontend, bind, handler, loop=self.loop,
                                         admit=lambda rt=runtime: self._admit(rt),
                                         opened=lambda rt=runtime: self._opened(rt),
@@ -282,7 +283,8 @@ class Engine:
             backend = session.backend.name if session.backend is not None else "<NOSRV>"
             log.info("%s %s %s/<NOSRV> %s", _peer(session), session.frontend.name, backend, exc)
 
-    def pair(self, session: Session, server_fd: int, *, connecting: bool) -> None:
+    def pair(self, session: Session, server_fd: int, *, connecting: bool,
+             prefix: Optional[bytes] = None) -> None:
         """Hand a client and its upstream (connected, or connecting) to the pump."""
         backend = session.backend
         assert backend is not None
@@ -303,7 +305,7 @@ class Engine:
                 client_fin_timeout=client_t.client_fin,
                 server_fin_timeout=server_t.server_fin,
                 frontend_block=session.runtime.block, server_block=server_block, tag=tag,
-                connecting=connecting, connect_timeout=server_t.connect)
+                connecting=connecting, connect_timeout=server_t.connect, prefix=prefix)
         except Exception:
             self.pairs.pop(tag, None)
             session.lent_fd = -1

@@ -23,7 +23,7 @@ import socket
 import time
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Optional, Union
 
-from . import _linux
+from . import _linux, proxyproto
 from .balance import PickKey, ServerSlot
 from .config import model
 from .errors import NoServerAvailable, ProxyError, UpstreamConnectError
@@ -54,23 +54,26 @@ async def peek_client_hello(fd: int, delay: float) -> Optional[ClientHelloResult
                     return result
                 if result.status is not HelloStatus.INCOMPLETE:
                     return None
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return None
-            readable = loop.create_future()
-            loop.add_reader(fd, lambda: readable.done() or readable.set_result(None))
-            try:
-                await asyncio.wait_for(readable, remaining)
-            except asyncio.TimeoutError:
-                pass
-            finally:
-                loop.remove_reader(fd)
-            if not readable.done():
-                # Nothing new before the deadline: a hello that is still incomplete never came.
-                if data is None:
-                    return None
+            if not await wait_readable(fd, deadline - loop.time()):
+                return None  # nothing new before the deadline: a hello that is incomplete never came
     finally:
         sock.detach()
+
+
+async def wait_readable(fd: int, timeout: float) -> bool:
+    """True when ``fd`` becomes readable within ``timeout`` seconds."""
+    if timeout <= 0:
+        return False
+    loop = asyncio.get_running_loop()
+    readable = loop.create_future()
+    loop.add_reader(fd, lambda: readable.done() or readable.set_result(None))
+    try:
+        await asyncio.wait_for(readable, timeout)
+        return True
+    except asyncio.TimeoutError:
+        return False
+    finally:
+        loop.remove_reader(fd)
 
 
 if TYPE_CHECKING:
@@ -150,6 +153,15 @@ async def default_error_handler(conn: Connection, exc: Exception) -> None:
     conn.close()
 
 
+def proxy_header(session: Session, *, v2: bool) -> bytes:
+    """The PROXY header a ``send-proxy`` / ``send-proxy-v2`` server gets: the client as we know it."""
+    peer, local = session.peername, session.sockname
+    if not (isinstance(peer, tuple) and isinstance(local, tuple)):
+        return proxyproto.encode_v2(command="LOCAL") if v2 else proxyproto.encode_v1_unknown()
+    src, dst = (peer[0], peer[1]), (local[0], local[1])
+    return proxyproto.encode_v2(src, dst) if v2 else proxyproto.encode_v1(src, dst)
+
+
 def pick_key(session: Session) -> PickKey:
     peer = session.peername
     src, src_port = (peer[0], peer[1]) if isinstance(peer, tuple) else ("", 0)
@@ -172,9 +184,49 @@ class TCPProxy:
     # --- entries ----------------------------------------------------------------------------------
 
     def accept(self, fd: int, peer: _linux.Peer, *, runtime: "FrontendRuntime",
-               finished: Callable[[], None]) -> None:
+               finished: Callable[[], None], accept_proxy: bool = False) -> None:
         """A freshly accepted, tuned, non-blocking client descriptor: the fast entry."""
-        self.start(Session(self, fd, peer, runtime, finished=finished))
+        session = Session(self, fd, peer, runtime, finished=finished)
+        if accept_proxy:
+            self.engine.background(asyncio.ensure_future(self._read_proxy_header(session)))
+        else:
+            self.start(session)
+
+    async def _read_proxy_header(self, session: Session) -> None:
+        """``bind ... accept-proxy``: the client's first bytes are a PROXY header whose addresses stand
+        for the client's own (in ACLs, balancing and logs).  A client that sends no valid header within
+        ``timeout client`` (5 s when unset) is closed, as HAProxy does."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (session.frontend.timeouts.client or 5.0)
+        sock = socket.socket(fileno=session.fd)
+        try:
+            while True:
+                try:
+                    data = sock.recv(PEEK_SIZE, socket.MSG_PEEK)
+                except (BlockingIOError, InterruptedError):
+                    data = None
+                if data is not None:
+                    header = proxyproto.parse(data) if data else None
+                    if header is None or header.status is proxyproto.ProxyStatus.INVALID:
+                        break
+                    if header.status is proxyproto.ProxyStatus.OK:
+                        sock.recv(header.length)  # consume exactly the header: the rest is the client's
+                        if header.command == "PROXY" and header.src and header.dst:
+                            session._peername = header.src
+                            session._sockname = header.dst
+                        sock.detach()
+                        self.start(session)
+                        return
+                if not await wait_readable(session.fd, deadline - loop.time()):
+                    break
+        except OSError:
+            pass
+        except asyncio.CancelledError:
+            sock.detach()
+            session.close()
+            raise
+        sock.detach()
+        session.close()
 
     async def serve_tcp(self, conn: Connection) -> None:
         """The generic Handler entry: take the connection over and proxy it."""
@@ -296,7 +348,10 @@ class TCPProxy:
         except OSError as exc:  # refused at once, or out of descriptors: this connection's failure only
             self.connect_failed(session, exc.errno or errno.EINVAL)
             return
-        self.engine.pair(session, server_fd, connecting=in_progress)
+        prefix = None
+        if slot is not None and (slot.server.send_proxy or slot.server.send_proxy_v2):
+            prefix = proxy_header(session, v2=slot.server.send_proxy_v2)
+        self.engine.pair(session, server_fd, connecting=in_progress, prefix=prefix)
 
     def connect_failed(self, session: Session, error: int) -> None:
         """The connect to the session's server failed: retry, redispatch or give up, as HAProxy does

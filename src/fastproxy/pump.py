@@ -226,9 +226,11 @@ class PyPump:
                  server_timeout: Optional[float] = None, client_fin_timeout: Optional[float] = None,
                  server_fin_timeout: Optional[float] = None, frontend_block: int = -1,
                  server_block: int = -1, tag: int = 0, connecting: bool = False,
-                 connect_timeout: Optional[float] = None) -> int:
+                 connect_timeout: Optional[float] = None, prefix: Optional[bytes] = None) -> int:
         if not self._started or self._stopped:
             raise RuntimeError("pump is not running")
+        if prefix and len(prefix) > self.bufsize:
+            raise ValueError("prefix larger than the buffer size")
         timeouts = tuple(t if t and t > 0 else 0 for t in
                          (client_timeout, server_timeout, client_fin_timeout, server_fin_timeout))
         shortest = min((t for t in timeouts if t), default=0)
@@ -238,6 +240,11 @@ class PyPump:
                 self._scan_handle.cancel()
             self._scan_handle = self.loop.call_later(self._scan_interval, self._scan_timeouts)
         pair = _PyPair(self, tag, timeouts, frontend_block, server_block)
+        if prefix:
+            pair.client.early.append(prefix)  # written to the server first, as it connects
+            pair.bytes_in += len(prefix)
+            self.count(frontend_block, Counter.BYTES_IN, len(prefix))
+            self.count(server_block, Counter.BYTES_IN, len(prefix))
         pair.client.seen = pair.server.seen = self.loop.time()
         self._pairs.add(pair)
         client_sock = socket.socket(fileno=client_fd)
