@@ -1,17 +1,58 @@
 """Server selection for one backend: HAProxy's ``balance`` algorithms over the backend's servers.
 
 A ``Balancer`` holds the runtime view of a backend's servers (``ServerSlot``: effective weight, state,
-connections in flight) and picks one per new connection.  It is sans-IO: the engine tells it when a
-connection to a server starts and ends, and asks it for a pick with a ``PickKey`` describing the client.
+connections in flight) and picks one per new connection.  It is sans-IO: built from the config model
+alone, it is told when a connection to a server starts and ends, and asked for a pick with a
+``PickKey`` describing the client.  Changes of weight or state go through ``set_weight`` and
+``set_state``; they take effect on the next pick.
+
+The algorithms, as HAProxy's ``balance`` (weights apply wherever HAProxy applies them):
+
+- ``roundrobin``: smooth weighted round robin; weights may change at run time.
+- ``static-rr``: HAProxy's static map (servers interleaved by weight, declaration order breaking
+  ties); at run time a weight may only be set to 0 or back to its configured value, as in HAProxy.
+- ``leastconn``: the fewest connections in flight relative to weight (HAProxy's key,
+  ``(inflight + 1) * 256 / weight``, 0 when idle); equal servers take turns.
+- ``first``: the first server in id order with a free slot under its ``maxconn``.
+- ``source`` and ``hash <sample>`` (``src``, ``dst``, ``src_port``, ``dst_port``, ``req.ssl_sni``,
+  optionally ``,lower``/``,upper``): the sample hashed with XXH64, then ``hash-type map-based``
+  (HAProxy's map, ``hash % total weight``), ``consistent`` (a ketama ring: 160 points for a server
+  of the common weight, where HAProxy has 16 per unit of weight) or ``maglev`` (fastproxy's: a Maglev
+  table, ``table_size`` and ``seed`` settable).  Without the sample (no SNI, a UNIX client), round
+  robin, as HAProxy does.
+- ``random`` / ``random(<draws>)``: ``draws`` (default 2) random points of the consistent ring, the
+  least loaded relative to weight wins (power of d choices).
+- ``hash-balance-factor <pct>`` bounds the loads of ``consistent``, ``maglev`` and ``random``: a
+  server already at its weighted share of ``pct`` percent of the in-flight connections is passed over
+  for the next one along the ring.
+
+Servers that are DOWN, in MAINT or DRAIN, or of weight 0 are out of new picks at once, and back in at
+once.  Backup servers are used only when no active server is usable: the first one in id order, or
+all of them with ``option allbackups``.  A server at its ``maxconn`` is passed over (fastproxy has no
+queue: HAProxy would queue the connection instead), and a server the caller asks to avoid (``exclude``,
+for a redispatch) is used only when no other can be.  Hash tables are rebuilt when a server changes,
+not per pick, and swapped in whole (``fastproxy.ring``: the compiled build releases the GIL).
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
-from typing import Iterable, Optional
+import math
+import random
+import socket
+from collections.abc import Callable, Iterable
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass
+from typing import Any
 
+from . import ring as ring_module
 from .config import model
+from .errors import ConfigError
+
+WEIGHT_MAX = 256  # HAProxy's SRV_UWGHT_MAX
+POINTS_PER_WEIGHT = 160  # consistent-hash points of a server of the backend's common weight
+RANDOM_DRAWS = 2  # HAProxy's default for ``balance random``
+HASHED = ("source", "hash")
 
 
 class ServerState(enum.Enum):
@@ -23,18 +64,23 @@ class ServerState(enum.Enum):
 
 @dataclass
 class ServerSlot:
-    """One server of a backend as the balancer sees it at run time."""
+    """One server of a backend as the balancer sees it at run time (change it through the Balancer)."""
 
     server: model.Server
-    index: int
+    index: int  # position in the backend's server list
     weight: int
     state: ServerState = ServerState.UP
     current: int = 0  # connections in flight
     total: int = 0
+    id: int = 0  # HAProxy's server id: the configured ``id``, else the next free one in declaration order
 
     @property
     def name(self) -> str:
         return self.server.name
+
+    @property
+    def backup(self) -> bool:
+        return self.server.backup
 
     @property
     def usable(self) -> bool:
@@ -49,52 +95,546 @@ class PickKey:
     src_port: int = 0
     dst: str = ""
     dst_port: int = 0
-    sni: Optional[str] = None
+    sni: str | None = None
+
+
+_NO_AVOID: frozenset[int] = frozenset()
 
 
 class Balancer:
-    """Smooth weighted round robin for now; the other algorithms come with the balancing issue."""
+    """Picks a server of one backend per new connection, with the backend's ``balance`` algorithm.
 
-    def __init__(self, backend: model.Backend) -> None:
+    Keyword arguments, all optional: ``ring_class`` (the HashRing implementation; the compiled one
+    when built), ``rng`` (a ``random.Random``, for ``random``), ``table_size`` and ``seed`` (the Maglev
+    table, and the seed of every hash; defaults 65537 and 0, or the backend options
+    ``maglev-table-size`` and ``hash-seed`` when set), ``points_per_weight`` (consistent-ring points of
+    a server of the backend's common weight, see ``_GroupRings``).
+    """
+
+    def __init__(self, backend: model.Backend, *, ring_class: type | None = None,
+                 rng: random.Random | None = None, table_size: int | None = None,
+                 seed: int | None = None, points_per_weight: int = POINTS_PER_WEIGHT) -> None:
         self.backend = backend
+        self.algorithm = backend.balance.algorithm
         self.slots: list[ServerSlot] = [
             ServerSlot(server=s, index=i, weight=s.weight,
                        state=ServerState.MAINT if s.disabled else ServerState.UP)
             for i, s in enumerate(backend.servers)
         ]
-        self._current_weights = [0] * len(self.slots)
+        for slot, server_id in zip(self.slots, _server_ids(backend.servers)):
+            slot.id = server_id
+        self._by_name = {slot.name: slot for slot in self.slots}
+        self._by_id = sorted(self.slots, key=lambda slot: slot.id)
+        self.all_backups = bool(backend.allbackups or backend.options.get("allbackups"))
+        self.balance_factor = backend.balance.hash_balance_factor
+        self.in_flight = 0  # connections in flight to any server of the backend
+        self.rng = rng if rng is not None else random.Random()
+        self.ring_class = ring_class if ring_class is not None else ring_module.HashRing
+        options = backend.options
+        if table_size is None:
+            table_size = int(options.get("maglev-table-size", 65537))
+        self.table_size = table_size
+        self.seed = seed if seed is not None else int(options.get("hash-seed", 0))
+        self.points_per_weight = points_per_weight
+        self.pool: list[ServerSlot] = []  # the servers picks choose from
+        self.pool_group = "active"  # "active", "backup" (all usable backups) or "first-backup"
+        self._cumulative: dict[int, int] = {}  # per pool server: weight of the pool servers before it
+        self._pool_weight = 0
+        self._algorithm = _make_algorithm(self)
+        self._refresh()
+
+    # --- the engine's interface ---
 
     def slot(self, name: str) -> ServerSlot:
-        for slot in self.slots:
-            if slot.name == name:
-                return slot
-        raise KeyError(name)
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise KeyError(name) from None
 
-    def pick(self, key: PickKey = PickKey(), exclude: Iterable[int] = ()) -> Optional[ServerSlot]:
-        """The server for a new connection, or None when none can take it."""
-        excluded = set(exclude)
-        best: Optional[ServerSlot] = None
-        total = 0
-        for slot in self.slots:
-            if not slot.usable or slot.index in excluded:
-                continue
-            self._current_weights[slot.index] += slot.weight
-            total += slot.weight
-            if best is None or self._current_weights[slot.index] > self._current_weights[best.index]:
-                best = slot
-        if best is not None:
-            self._current_weights[best.index] -= total
-        return best
+    def pick(self, key: PickKey = PickKey(), exclude: Iterable[int] = ()) -> ServerSlot | None:
+        """The server for a new connection, or None when none can take it.
+
+        ``exclude``: indexes of servers to avoid (HAProxy's redispatch), used only if no other can be.
+        """
+        if not self.pool:
+            return None
+        avoid: AbstractSet[int]
+        if not exclude:
+            avoid = _NO_AVOID
+        else:
+            avoid = exclude if isinstance(exclude, (set, frozenset)) else frozenset(exclude)
+        return self._algorithm.pick(key, avoid)
 
     def connection_started(self, slot: ServerSlot) -> None:
         slot.current += 1
         slot.total += 1
+        self.in_flight += 1
+        self._algorithm.load_changed(slot)
 
     def connection_ended(self, slot: ServerSlot) -> None:
         slot.current -= 1
+        self.in_flight -= 1
+        self._algorithm.load_changed(slot)
 
     def set_weight(self, name: str, weight: int) -> None:
-        self.slot(name).weight = weight
+        """Change a server's weight at run time (0 takes it out of new picks)."""
+        slot = self.slot(name)
+        if not isinstance(weight, int) or isinstance(weight, bool) or not 0 <= weight <= WEIGHT_MAX:
+            raise ValueError(f"a weight is an integer from 0 to {WEIGHT_MAX}, got {weight!r}")
+        if self._algorithm.static and weight not in (0, slot.server.weight):
+            raise ValueError("Backend is using a static LB algorithm and only accepts weights '0%' and "
+                             "'100%'.")
+        if weight != slot.weight:
+            slot.weight = weight
+            self._changed(slot)
 
     def set_state(self, name: str, state: ServerState) -> None:
-        self.slot(name).state = state
+        """Change a server's state at run time: only UP servers receive new connections."""
+        slot = self.slot(name)
+        state = ServerState(state)
+        if state is not slot.state:
+            slot.state = state
+            self._changed(slot)
+
+    @property
+    def ring(self) -> Any:
+        """The hash ring picks use now (``consistent``, ``maglev`` and ``random``), else None.
+
+        Its compiled ``table`` is what an extension looks servers up in at C level (``_ring.pxd``);
+        it changes when servers do, so fetch it again after a change.
+        """
+        return self._algorithm.current_ring()
+
+    # --- shared by the algorithms ---
+
+    def available(self, slot: ServerSlot) -> bool:
+        """Whether the server has a free connection slot (HAProxy's srv_dynamic_maxconn())."""
+        maxconn = slot.server.maxconn
+        return not maxconn or slot.current < self._dynamic_maxconn(slot, maxconn)
+
+    def _dynamic_maxconn(self, slot: ServerSlot, maxconn: int) -> int:
+        minconn, fullconn = slot.server.minconn, self.backend.fullconn
+        if not minconn or not fullconn or minconn >= maxconn or self.in_flight >= fullconn:
+            return maxconn
+        return max(minconn, self.in_flight * maxconn // fullconn)
+
+    def within_bound(self, slot: ServerSlot) -> bool:
+        """Whether the server is under its share of the in-flight connections (hash-balance-factor)."""
+        if not self.balance_factor:
+            return True
+        return ring_module.bounded_eligible(slot.current, slot.weight, self._cumulative[slot.index],
+                                             self._pool_weight, self.in_flight, self.balance_factor)
+
+    def first_fit(self, candidates: Iterable[ServerSlot], avoid: AbstractSet[int],
+                  bounded: bool = False) -> ServerSlot | None:
+        """The first candidate with a free slot (and under its bound), the avoided ones last."""
+        avoided = None
+        for slot in candidates:
+            if not self.available(slot) or (bounded and not self.within_bound(slot)):
+                continue
+            if slot.index in avoid:
+                avoided = avoided or slot
+                continue
+            return slot
+        return avoided
+
+    def _changed(self, slot: ServerSlot) -> None:
+        self._algorithm.server_changed(slot)
+        self._refresh()
+
+    def _refresh(self) -> None:
+        """Recompute the pool: the usable active servers, else the usable backups (all of them with
+        ``option allbackups``, else the first in id order)."""
+        pool = [slot for slot in self.slots if slot.usable and not slot.backup]
+        group = "active"
+        if not pool:
+            pool = [slot for slot in self._by_id if slot.usable and slot.backup]
+            group = "backup"
+            if pool and not self.all_backups:
+                pool, group = pool[:1], "first-backup"
+            else:
+                pool.sort(key=lambda slot: slot.index)
+        self.pool, self.pool_group = pool, group
+        self._cumulative.clear()
+        total = 0
+        for slot in pool:
+            self._cumulative[slot.index] = total
+            total += slot.weight
+        self._pool_weight = total
+        self._algorithm.pool_changed()
+
+
+# --- the algorithms -------------------------------------------------------------------------------
+
+class _Algorithm:
+    """One ``balance`` algorithm over ``balancer.pool``."""
+
+    static = False  # HAProxy's static algorithms accept only weight 0 or the configured one at run time
+
+    def __init__(self, balancer: Balancer) -> None:
+        self.balancer = balancer
+
+    def pick(self, key: PickKey, avoid: AbstractSet[int]) -> ServerSlot | None:
+        raise NotImplementedError
+
+    def server_changed(self, slot: ServerSlot) -> None:
+        """A server's weight or state changed (the pool is recomputed next)."""
+
+    def pool_changed(self) -> None:
+        """``balancer.pool`` was recomputed."""
+
+    def load_changed(self, slot: ServerSlot) -> None:
+        """A connection to ``slot`` started or ended."""
+
+    def current_ring(self) -> Any:
+        return None
+
+
+class _RoundRobin(_Algorithm):
+    """Smooth weighted round robin (nginx's): each pick adds every candidate's weight to its score
+    and takes the highest, which then pays the total back; weights can change between picks."""
+
+    def __init__(self, balancer: Balancer) -> None:
+        super().__init__(balancer)
+        self.scores = [0] * len(balancer.slots)
+
+    def pick(self, key: PickKey, avoid: AbstractSet[int]) -> ServerSlot | None:
+        balancer, scores = self.balancer, self.scores
+        best = avoided = None
+        total = 0
+        for slot in balancer.pool:
+            if slot.server.maxconn and not balancer.available(slot):
+                continue
+            if slot.index in avoid:
+                avoided = avoided or slot
+                continue
+            scores[slot.index] += slot.weight
+            total += slot.weight
+            if best is None or scores[slot.index] > scores[best.index]:
+                best = slot
+        if best is None:
+            return avoided
+        scores[best.index] -= total
+        return best
+
+
+class _StaticRoundRobin(_Algorithm):
+    """HAProxy's map-based round robin: the pool laid out once in a map by weight, walked in turn."""
+
+    static = True
+
+    def __init__(self, balancer: Balancer) -> None:
+        super().__init__(balancer)
+        self.map: list[ServerSlot] = []
+        self.position = 0
+
+    def pool_changed(self) -> None:
+        self.map = _server_map(self.balancer)
+        if self.position >= len(self.map):
+            self.position = 0
+
+    def pick(self, key: PickKey, avoid: AbstractSet[int]) -> ServerSlot | None:
+        length = len(self.map)
+        if not length:
+            return None
+        avoided, avoided_next = None, 0
+        index = self.position
+        for _ in range(length):
+            slot = self.map[index]
+            index = index + 1 if index + 1 < length else 0
+            if self.balancer.available(slot):
+                if slot.index not in avoid:
+                    self.position = index
+                    return slot
+                avoided, avoided_next = avoided or slot, index
+        if avoided is not None:
+            self.position = avoided_next
+        return avoided
+
+
+class _LeastConn(_Algorithm):
+    """HAProxy's leastconn: the lowest ``(inflight + 1) * 256 / weight`` (0 when idle); among equals,
+    the one whose load changed longest ago, so that equal servers take turns."""
+
+    def __init__(self, balancer: Balancer) -> None:
+        super().__init__(balancer)
+        self.clock = len(balancer.slots)
+        self.moved = list(range(len(balancer.slots)))  # when each server last changed load
+
+    def load_changed(self, slot: ServerSlot) -> None:
+        self.clock += 1
+        self.moved[slot.index] = self.clock
+
+    server_changed = load_changed  # requeued at the end of its equals, as HAProxy does
+
+    def pick(self, key: PickKey, avoid: AbstractSet[int]) -> ServerSlot | None:
+        balancer, moved = self.balancer, self.moved
+        best = avoided = None
+        best_rank: tuple[int, int] = (0, 0)
+        for slot in balancer.pool:
+            if not balancer.available(slot):
+                continue
+            if slot.index in avoid:
+                avoided = avoided or slot
+                continue
+            rank = ((slot.current + 1) * 256 // slot.weight if slot.current else 0, moved[slot.index])
+            if best is None or rank < best_rank:
+                best, best_rank = slot, rank
+        return best if best is not None else avoided
+
+
+class _First(_Algorithm):
+    """HAProxy's first: the lowest id with a free slot under its maxconn."""
+
+    def pool_changed(self) -> None:
+        self.order = sorted(self.balancer.pool, key=lambda slot: slot.id)
+
+    def pick(self, key: PickKey, avoid: AbstractSet[int]) -> ServerSlot | None:
+        return self.balancer.first_fit(self.order, avoid)
+
+
+class _GroupRings:
+    """The hash rings of the ring-based algorithms: one per server group (active, backup), each kept
+    to its group's usable servers, so that a change rebuilds one ring, once.
+
+    On a ketama ring a server of weight ``w`` has ``ceil(points_per_weight * w / g)`` points, ``g``
+    being the greatest common divisor of the configured weights: equal weights of any size give every
+    server ``points_per_weight`` points (160, as libketama), and weights keep their proportions.
+    HAProxy gives 16 points per unit of weight, which leaves servers of weight 1 with shares up to
+    twice their due; the points of a server do not depend on the others', so consistency is the same.
+    """
+
+    def __init__(self, balancer: Balancer, algorithm: str) -> None:
+        self.balancer = balancer
+        self.algorithm = algorithm
+        self.divisor = math.gcd(*(slot.server.weight for slot in balancer.slots)) or 1
+        self.members: dict[bool, dict[str, int]] = {False: {}, True: {}}
+        for slot in balancer.slots:
+            if slot.usable:
+                self.members[slot.backup][slot.name] = self.ring_weight(slot.weight)
+        self.rings = {
+            backup: balancer.ring_class(members, algorithm, points_per_weight=1,
+                                        table_size=balancer.table_size, seed=balancer.seed)
+            for backup, members in self.members.items()
+        }
+
+    def ring_weight(self, weight: int) -> int:
+        if self.algorithm == "maglev":
+            return weight
+        return -(-self.balancer.points_per_weight * weight // self.divisor)
+
+    def server_changed(self, slot: ServerSlot) -> None:
+        members, ring = self.members[slot.backup], self.rings[slot.backup]
+        if slot.usable:
+            weight = self.ring_weight(slot.weight)
+            if members.get(slot.name) != weight:
+                members[slot.name] = weight
+                ring.add(slot.name, weight)
+        elif slot.name in members:
+            del members[slot.name]
+            ring.remove(slot.name)
+
+    def current(self) -> Any:
+        """The ring of the pool's group; None when the pool is the first backup alone (or empty)."""
+        balancer = self.balancer
+        if balancer.pool_group == "first-backup" or not balancer.pool:
+            return None
+        return self.rings[balancer.pool_group == "backup"]
+
+    def pick(self, key: Any, avoid: AbstractSet[int]) -> ServerSlot | None:
+        """The server for ``key`` (bytes, or an int for a random point): the first along its walk on
+        the current ring that has a free slot and is under its bound, the avoided ones last."""
+        balancer = self.balancer
+        ring = self.current()
+        if ring is None:
+            return balancer.first_fit(balancer.pool, avoid)
+        by_name = balancer._by_name
+        if not avoid and not balancer.balance_factor:
+            slot = by_name[ring.lookup(key)]
+            if balancer.available(slot):
+                return slot
+        return balancer.first_fit((by_name[name] for name in ring.walk(key)), avoid,
+                                  bounded=bool(balancer.balance_factor))
+
+
+class _Random(_Algorithm):
+    """HAProxy's random(<draws>): draws random points of the consistent ring and keeps the server with
+    the fewest connections relative to weight (later draws win ties)."""
+
+    def __init__(self, balancer: Balancer) -> None:
+        super().__init__(balancer)
+        arguments = balancer.backend.balance.arguments
+        self.draws = int(arguments[0]) if arguments else RANDOM_DRAWS
+        self.rings = _GroupRings(balancer, "ketama")
+        self.server_changed = self.rings.server_changed  # type: ignore[method-assign]
+        self.current_ring = self.rings.current  # type: ignore[method-assign]
+
+    def pick(self, key: PickKey, avoid: AbstractSet[int]) -> ServerSlot | None:
+        balancer = self.balancer
+        getrandbits = balancer.rng.getrandbits
+        current: ServerSlot | None = None
+        for _ in range(max(min(self.draws, len(balancer.pool)), 1)):
+            previous = current
+            current = self.rings.pick(getrandbits(64), avoid)
+            if current is None:
+                break
+            if (previous is not None and previous is not current
+                    and current.current * previous.weight > previous.current * current.weight):
+                current = previous
+        return current
+
+
+class _Hashed(_Algorithm):
+    """``source`` and ``hash <sample>``: the sample's bytes hashed on the backend's ``hash-type``
+    (``map-based``, ``consistent`` or ``maglev``), and round robin for a connection without them."""
+
+    def __init__(self, balancer: Balancer) -> None:
+        super().__init__(balancer)
+        backend = balancer.backend
+        expression = "src" if balancer.algorithm == "source" else " ".join(backend.balance.arguments)
+        self.sample = _sample(expression, backend)
+        self.fallback = _RoundRobin(balancer)
+
+    def pick(self, key: PickKey, avoid: AbstractSet[int]) -> ServerSlot | None:
+        data = self.sample(key)
+        if data is None:
+            return self.fallback.pick(key, avoid)
+        return self.pick_hashed(data, avoid)
+
+    def pick_hashed(self, data: bytes, avoid: AbstractSet[int]) -> ServerSlot | None:
+        raise NotImplementedError
+
+
+class _MapHash(_Hashed):
+    """``hash-type map-based``: HAProxy's map, ``hash % total weight``; a server that cannot take the
+    connection passes it to the next one in the map."""
+
+    static = True
+
+    def pool_changed(self) -> None:
+        self.map = _server_map(self.balancer)
+
+    def pick_hashed(self, data: bytes, avoid: AbstractSet[int]) -> ServerSlot | None:
+        length = len(self.map)
+        if not length:
+            return None
+        start = ring_module.xxh64(data, self.balancer.seed) % length
+        return self.balancer.first_fit((self.map[(start + k) % length] for k in range(length)), avoid)
+
+
+class _RingHash(_Hashed):
+    """``hash-type consistent`` (ketama) or ``maglev``: the sample looked up on the group's ring."""
+
+    def __init__(self, balancer: Balancer) -> None:
+        super().__init__(balancer)
+        self.rings = _GroupRings(balancer, "maglev" if balancer.backend.balance.hash_type == "maglev"
+                                 else "ketama")
+        self.server_changed = self.rings.server_changed  # type: ignore[method-assign]
+        self.current_ring = self.rings.current  # type: ignore[method-assign]
+
+    def pick_hashed(self, data: bytes, avoid: AbstractSet[int]) -> ServerSlot | None:
+        return self.rings.pick(data, avoid)
+
+
+def _make_algorithm(balancer: Balancer) -> _Algorithm:
+    algorithm = balancer.algorithm
+    backend = balancer.backend
+    if algorithm in HASHED:
+        if backend.balance.hash_type == "map-based":
+            return _MapHash(balancer)
+        return _RingHash(balancer)
+    simple = {"roundrobin": _RoundRobin, "static-rr": _StaticRoundRobin, "leastconn": _LeastConn,
+              "first": _First, "random": _Random}
+    if algorithm not in simple:
+        raise ConfigError(f"unknown balance algorithm '{algorithm}'", file=backend.location.file,
+                          line=backend.location.line, keyword="balance")
+    return simple[algorithm](balancer)
+
+
+# --- helpers --------------------------------------------------------------------------------------
+
+def _server_ids(servers: list[model.Server]) -> list[int]:
+    """HAProxy's server ids: the configured ones, and for the others the next id not taken, in
+    declaration order, from 1."""
+    taken = {server.id for server in servers if server.id is not None}
+    ids, next_id = [], 1
+    for server in servers:
+        if server.id is not None:
+            ids.append(server.id)
+            continue
+        while next_id in taken:
+            next_id += 1
+        taken.add(next_id)
+        ids.append(next_id)
+    return ids
+
+
+def _server_map(balancer: Balancer) -> list[ServerSlot]:
+    """HAProxy's recalc_server_map(): the pool laid out over ``total weight`` entries, each entry going
+    to the server whose score (growing by its weight) is highest, declaration order breaking ties.
+    Weights are divided by their greatest common divisor first, as HAProxy does."""
+    pool = balancer.pool
+    divisor = math.gcd(*(slot.server.weight for slot in balancer.slots)) or 1
+    weights = [max(slot.weight // divisor, 1) for slot in pool]
+    total = sum(weights)
+    if total == 1 or len(pool) == 1:
+        return list(pool) * total
+    scores = [0] * len(pool)
+    laid: list[ServerSlot] = []
+    for _ in range(total):
+        best, best_value = -1, 0
+        for i, weight in enumerate(weights):
+            scores[i] += weight
+            value = (scores[i] + total) // total
+            if best < 0 or value > best_value:
+                best, best_value = i, value
+        laid.append(pool[best])
+        scores[best] -= total
+    return laid
+
+
+_CONVERTERS: dict[str, Callable[[str], str]] = {"lower": str.lower, "upper": str.upper}
+
+
+def _sample(expression: str, backend: model.Backend) -> Callable[[PickKey], bytes | None]:
+    """The bytes ``balance hash <expression>`` hashes for a connection, None when it has none."""
+    fetch, *converters = [part.strip() for part in expression.split(",")]
+    unknown = [c for c in converters if c not in _CONVERTERS]
+    if unknown or (converters and fetch not in ("req.ssl_sni", "req_ssl_sni")):
+        raise ConfigError(f"'balance hash {expression}': fastproxy applies the converters lower and upper "
+                          "to req.ssl_sni only", file=backend.location.file, line=backend.location.line,
+                          keyword="balance")
+    if fetch in ("src", "dst"):
+        return lambda key: _address_bytes(getattr(key, fetch))
+    if fetch in ("src_port", "dst_port"):
+        return lambda key: getattr(key, fetch).to_bytes(8, "big") if getattr(key, fetch) else None
+    if fetch in ("req.ssl_sni", "req_ssl_sni"):
+        steps = [_CONVERTERS[c] for c in converters]
+
+        def sni(key: PickKey) -> bytes | None:
+            name = key.sni
+            if not name:
+                return None
+            for step in steps:
+                name = step(name)
+            return name.encode("utf-8", "surrogateescape")
+        return sni
+    raise ConfigError(f"'balance hash {expression}': fastproxy hashes on src, dst, src_port, dst_port "
+                      "or req.ssl_sni", file=backend.location.file, line=backend.location.line,
+                      keyword="balance")
+
+
+_V4_MAPPED = b"\0" * 10 + b"\xff\xff"
+
+
+def _address_bytes(address: str) -> bytes | None:
+    """An IP address as HAProxy hashes it: 4 bytes for IPv4 (also when IPv4-mapped), 16 for IPv6."""
+    if not address:
+        return None
+    try:
+        if ":" in address:
+            packed = socket.inet_pton(socket.AF_INET6, address.split("%", 1)[0])
+            return packed[12:] if packed[:12] == _V4_MAPPED else packed
+        return socket.inet_pton(socket.AF_INET, address)
+    except OSError:
+        return None
