@@ -230,3 +230,38 @@ def test_run_refuses_a_broken_file_and_starts_nothing(tmp_path):
                             text=True, timeout=30)
     assert result.returncode == 1
     assert f"{cfg}:3" in result.stderr and "mode" in result.stderr
+
+
+def test_run_chroots_and_drops_to_user_and_group_once_listening(implementation_env, tmp_path):
+    """As HAProxy: bind first, then chroot and take ``group`` and ``user``; without root that is an error."""
+    import grp
+    import pwd
+
+    user, group = pwd.getpwuid(65534).pw_name, grp.getgrgid(65534).gr_name  # nobody, nogroup
+    jail = tmp_path / "jail"
+    jail.mkdir()
+    backend = EchoThread()
+    port = free_port()
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text(CONFIG.format(port=port, backend=backend.port, pidfile=tmp_path / "fastproxy.pid")
+                   .replace("global\n", f"global\n    user {user}\n    group {group}\n    chroot {jail}\n"))
+    proc = start_fastproxy(["run", "-f", str(cfg)], implementation_env)
+    try:
+        if os.geteuid() != 0:
+            assert proc.wait(timeout=30) == 1
+            assert "needs to be started as root" in proc.communicate()[1]
+            return
+        wait_listening(("127.0.0.1", port), proc)
+        deadline = time.monotonic() + 10
+        while os.stat(f"/proc/{proc.pid}").st_uid != 65534 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        status = dict(line.split(":", 1) for line in open(f"/proc/{proc.pid}/status").read().splitlines())
+        assert status["Uid"].split() == ["65534"] * 4 and status["Gid"].split() == ["65534"] * 4
+        assert status["Groups"].split() == []
+        assert os.readlink(f"/proc/{proc.pid}/root") == str(jail)
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            assert exchange_line(sock, b"from the jail\n") == b"from the jail\n"
+    finally:
+        stop(proc)
+        backend.close()
+    assert proc.returncode == 0, proc.communicate()[1]

@@ -16,7 +16,7 @@ import signal
 import sys
 from typing import Optional, Sequence
 
-from . import __version__, implementation
+from . import __version__, implementation, privileges
 from .config import model
 from .errors import ConfigError
 
@@ -50,8 +50,9 @@ async def _serve(cfg: Optional[model.Config], pidfile: Optional[str], grace: Opt
 
     engine = Engine(cfg)
     try:
+        identity = privileges.identity_of(cfg.global_)
         await engine.start()
-    except OSError as exc:
+    except (OSError, privileges.PrivilegeError) as exc:
         for _, server, _ in echo_backends:
             server.close()
         print(f"[ALERT] cannot start: {exc}", file=sys.stderr)
@@ -60,6 +61,13 @@ async def _serve(cfg: Optional[model.Config], pidfile: Optional[str], grace: Opt
     if pidfile:
         with open(pidfile, "w") as f:
             f.write(f"{os.getpid()}\n")
+    try:
+        # Listeners are bound and the pidfile written: now chroot and run as user/group.
+        privileges.drop(identity)
+    except (OSError, privileges.PrivilegeError) as exc:
+        print(f"[ALERT] cannot start: {exc}", file=sys.stderr)
+        await engine.stop(0)
+        return 1
     if echo_backends:
         print(default.HOW_TO_TRY.format(port=default.DEFAULT_PORT,
                                         backends=", ".join(name for name, _, _ in echo_backends)),

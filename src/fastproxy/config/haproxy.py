@@ -29,9 +29,11 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import grp
 import ipaddress
 import math
 import os
+import pwd
 import re
 import socket
 from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
@@ -523,6 +525,19 @@ def _global_text(attribute: str, what: str) -> GlobalHandler:
     return handler
 
 
+def _global_account(attribute: str, database: str) -> GlobalHandler:
+    """``user`` / ``group``: the name must exist here, as HAProxy checks when it reads the line."""
+    def handler(line: _Line, g: Global, args: list[str]) -> None:
+        name = _one(args, f"a {attribute} name")
+        lookup = pwd.getpwnam if database == "passwd" else grp.getgrnam
+        try:
+            lookup(name)
+        except KeyError:
+            raise _Invalid(f"no {attribute} named '{name}' in the {database} database") from None
+        setattr(g, attribute, name)
+    return handler
+
+
 def _global_nosplice(line: _Line, g: Global, args: list[str]) -> None:
     _none(args)
     g.splice = False
@@ -649,8 +664,8 @@ GLOBAL_KEYWORDS: dict[str, GlobalHandler] = {
     "log": _global_log,
     "stats": _global_stats,
     "daemon": _global_daemon,
-    "user": _global_text("user", "a user name"),
-    "group": _global_text("group", "a group name"),
+    "user": _global_account("user", "passwd"),
+    "group": _global_account("group", "group"),
     "uid": _global_numeric_id("uid"),
     "gid": _global_numeric_id("gid"),
     "chroot": _global_text("chroot", "a directory"),
