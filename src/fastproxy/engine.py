@@ -17,7 +17,7 @@ import socket
 import time
 from typing import Any, Optional
 
-from . import _linux
+from . import _linux, logs
 from .acl import Router
 from .balance import Balancer, ServerSlot
 from .config import model
@@ -96,6 +96,7 @@ class FrontendRuntime:
         self.listeners: list[Listener] = []
         self.current = 0
         self.denied = 0  # connections refused by tcp-request rules
+        self.log = logs.ProxyLog(frontend.name, frontend.log_targets) if frontend.log_targets else None
         # A frontend with rules gets a router; one without goes straight to its default backend.
         has_rules = bool(frontend.use_backends or frontend.tcp_request_rules)
         self.router: Optional[Router] = Router.for_frontend(frontend, backends) if has_rules else None
@@ -205,6 +206,9 @@ class Engine:
         for session in list(self.pairs.values()):  # connects cut while in progress
             session.close()
         self.pairs.clear()
+        for runtime in self.frontends.values():
+            if runtime.log is not None:
+                runtime.log.close()
 
     def background(self, task: asyncio.Future) -> None:
         """Keep a task of the engine's (an error handler, a director) until it ends or stop cancels it."""
@@ -279,9 +283,8 @@ class Engine:
 
     def connect_failed(self, session: Session, exc: ProxyError) -> None:
         self.pump.add_counter(session.runtime.block, Counter.CONNECT_ERRORS, 1)
-        if session.frontend.log:
-            backend = session.backend.name if session.backend is not None else "<NOSRV>"
-            log.info("%s %s %s/<NOSRV> %s", _peer(session), session.frontend.name, backend, exc)
+        if session.frontend.log and session.frontend.tcplog:
+            self.traffic_log(session.runtime, self._tcplog_line(session, "SC", 0))
 
     def pair(self, session: Session, server_fd: int, *, connecting: bool,
              prefix: Optional[bytes] = None) -> None:
@@ -333,15 +336,39 @@ class Engine:
         if slot is not None and backend is not None:
             backend.balancer.connection_ended(slot)
         frontend = session.frontend
-        if frontend.log and not (frontend.dontlognull and bytes_in == 0):
-            now = time.monotonic()
-            server = slot.name if slot is not None else "<direct>"
-            log.info("%s %s %s/%s %d/%d/%d %d %s %d/%d/-/-/%d", _peer(session), frontend.name,
-                     backend.name if backend else "-", server, -1,
-                     int((session.connected - session.started) * 1000) if session.connected else -1,
-                     int((now - session.started) * 1000), bytes_out, TERMINATION[EndReason(reason)],
-                     self.current, session.runtime.current, session.attempt)
+        if frontend.log and frontend.tcplog and not (frontend.dontlognull and bytes_in == 0):
+            self.traffic_log(session.runtime, self._tcplog_line(session, TERMINATION[EndReason(reason)],
+                                                                bytes_out))
         session.finished()
+
+    def _tcplog_line(self, session: Session, termination: str, bytes_out: int) -> str:
+        """HAProxy's ``option tcplog`` line: ``%ci:%cp [%t] %ft %b/%s %Tw/%Tc/%Tt %B %ts
+        %ac/%fc/%bc/%sc/%rc %sq/%bq``.  The connect completes in the pump, unseen by Python: %Tc is
+        reported as 0 once the pair was established (HAProxy gives milliseconds there)."""
+        elapsed = time.monotonic() - session.started
+        accepted = time.time() - elapsed
+        stamp = time.strftime("%d/%b/%Y:%H:%M:%S", time.localtime(accepted)) + f".{int(accepted % 1 * 1000):03d}"
+        backend, slot = session.backend, session.slot
+        server_current = slot.current if slot is not None else 0
+        backend_current = sum(s.current for s in backend.balancer.slots) if backend is not None else 0
+        return (f"{_peer(session)} [{stamp}] {session.frontend.name} "
+                f"{backend.name if backend else session.frontend.name}/{slot.name if slot else '<NOSRV>'} "
+                f"0/{0 if slot is not None else -1}/{int(elapsed * 1000)} {bytes_out} {termination} "
+                f"{self.current}/{session.runtime.current}/{backend_current}/{server_current}/"
+                f"{max(session.attempt - 1, 0)} 0/0")
+
+    def log_connect(self, session: Session) -> None:
+        """Without ``option tcplog``, HAProxy logs each accepted connection in one short line."""
+        sockname = session.sockname
+        self.traffic_log(session.runtime, f"Connect from {_peer(session)} to {sockname[0]}:{sockname[1]} "
+                                          f"({session.frontend.name}/TCP)")
+
+    def traffic_log(self, frontend: FrontendRuntime, message: str) -> None:
+        """One traffic log line, to the frontend's ``log`` targets (to stderr for a model without)."""
+        if frontend.log is not None:
+            frontend.log.send(logs.INFO, message)
+        else:
+            log.info("%s", message)
 
     # --- observability ------------------------------------------------------------------------------
 

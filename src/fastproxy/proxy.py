@@ -240,6 +240,8 @@ class TCPProxy:
     # --- the path of a connection ---------------------------------------------------------------
 
     def start(self, session: Session) -> None:
+        if session.frontend.log and not session.frontend.tcplog:
+            self.engine.log_connect(session)
         router = session.runtime.router
         if router is None:  # no rule at all: the default backend
             self._go(session, session.frontend.default_backend)

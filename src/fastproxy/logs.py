@@ -1,0 +1,171 @@
+"""Traffic logs sent where the configuration's ``log`` lines say, as HAProxy sends them.
+
+A ``log`` line reads ``<target> [len <n>] [format <f>] [sample <r>:<s>] <facility> [<level> [<minlevel>]]``.
+Targets: ``ip:port`` / ``udp@ip:port`` (syslog over UDP, port 514 by default), a path or ``unix@path``
+(a UNIX datagram socket such as ``/dev/log``), ``stdout`` and ``stderr``.  Formats: ``rfc3164`` (the
+default: ``<PRI>Mmm dd hh:mm:ss fastproxy[pid]: message``), ``rfc5424``, ``short`` (``<level>message``),
+``raw`` (the message alone).  A message goes to a target when its level is at or above the target's
+``level`` in severity (``info`` passes ``info``, ``notice`` passes ``warning``), raised to
+``minlevel`` as HAProxy does.  ``sample`` sends one message in ``s`` round-robin.
+
+Sending never blocks traffic: datagrams go through a non-blocking socket and are dropped when the
+socket buffer is full, as HAProxy drops them.  Targets HAProxy reaches over TCP or a ring buffer
+(``tcp@``, ``ring@``, ``fd@``) are not supported: they are reported once at start and skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+log = logging.getLogger("fastproxy")
+
+FACILITIES = ("kern user mail daemon auth syslog lpr news uucp cron auth2 ftp ntp audit alert cron2 "
+              "local0 local1 local2 local3 local4 local5 local6 local7").split()
+LEVELS = "emerg alert crit err warning notice info debug".split()  # severity 0 .. 7
+INFO = LEVELS.index("info")
+NOTICE = LEVELS.index("notice")
+DEFAULT_LENGTH = 1024
+SYSLOG_PORT = 514
+UNSUPPORTED_PREFIXES = ("tcp@", "tcp4@", "tcp6@", "ring@", "fd@", "abns@")
+
+
+@dataclass
+class LogTarget:
+    address: str
+    facility: int
+    level: int = LEVELS.index("debug")  # the least severe level sent
+    minlevel: int = 0  # messages more severe than this are sent at this level
+    format: str = "rfc3164"
+    length: int = DEFAULT_LENGTH
+    sample: Optional[tuple[int, int]] = None  # (first of every ``size``, size): which messages go out
+
+    @classmethod
+    def parse(cls, line: str) -> "LogTarget":
+        """A target from the words of a ``log`` line as the reader recorded it (already checked)."""
+        words = line.split()
+        target = cls(words[0], 0)
+        i = 1
+        while i < len(words) - 1 and words[i] in ("len", "format", "sample"):
+            option, value = words[i], words[i + 1]
+            if option == "len":
+                target.length = int(value)
+            elif option == "format":
+                target.format = value
+            else:
+                ranges, _, size = value.partition(":")
+                target.sample = (int(ranges.split(",")[0].split("-")[0]), int(size))
+            i += 2
+        target.facility = FACILITIES.index(words[i])
+        levels = words[i + 1:]
+        if levels:
+            target.level = LEVELS.index(levels[0])
+        if len(levels) > 1:
+            target.minlevel = LEVELS.index(levels[1])
+        return target
+
+
+class _Sender:
+    """Where one target's messages go: a datagram socket or a file descriptor."""
+
+    def __init__(self, target: LogTarget) -> None:
+        self.target = target
+        self.sock: Optional[socket.socket] = None
+        self.fd = -1
+        self.destination: object = None
+        self.counter = 0
+        address = target.address
+        if address in ("stdout", "stderr"):
+            self.fd = 1 if address == "stdout" else 2
+            return
+        for prefix in ("unix@", "uxdg@"):
+            address = address.removeprefix(prefix)
+        if address.startswith("/"):
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            self.destination = address
+        else:
+            for prefix in ("udp4@", "udp6@", "udp@"):
+                address = address.removeprefix(prefix)
+            host, _, port = address.rpartition(":")  # the last colon: "::1:514" is ::1, port 514
+            if not host:
+                host, port = port, ""
+            family, _, _, _, sockaddr = socket.getaddrinfo(host.strip("[]"), int(port or SYSLOG_PORT), 0,
+                                                            socket.SOCK_DGRAM)[0]
+            self.sock = socket.socket(family, socket.SOCK_DGRAM)
+            self.destination = sockaddr
+        self.sock.setblocking(False)
+
+    def send(self, severity: int, message: str, hostname: str, pid: int) -> None:
+        target = self.target
+        if target.sample is not None:
+            first, size = target.sample
+            self.counter = self.counter % size + 1
+            if self.counter != first:
+                return
+        severity = max(severity, target.minlevel)
+        data = _format(target, severity, message, hostname, pid)[:target.length]
+        try:
+            if self.fd >= 0:
+                os.write(self.fd, data.rstrip(b"\n") + b"\n")
+            else:
+                assert self.sock is not None
+                self.sock.sendto(data, self.destination)
+        except OSError:
+            pass  # a full buffer or a missing syslog daemon drops the message, as in HAProxy
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+
+
+def _format(target: LogTarget, severity: int, message: str, hostname: str, pid: int) -> bytes:
+    priority = target.facility * 8 + severity
+    if target.format == "raw":
+        return message.encode()
+    if target.format == "short":
+        return f"<{severity}>{message}".encode()
+    if target.format == "rfc5424":
+        now = time.time()
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(now)) + f".{int(now % 1 * 1e6):06d}"
+        offset = time.strftime("%z", time.localtime(now))
+        stamp += f"{offset[:3]}:{offset[3:]}"
+        return f"<{priority}>1 {stamp} {hostname} fastproxy {pid} - - {message}".encode()
+    # rfc3164 (HAProxy's default, without the host name unless log-send-hostname)
+    return f"<{priority}>{time.strftime('%b %e %H:%M:%S')} fastproxy[{pid}]: {message}".encode()
+
+
+class ProxyLog:
+    """The log of one proxy: every target of its ``log`` lines (``log global`` already expanded)."""
+
+    def __init__(self, name: str, lines: list[str]) -> None:
+        self.senders: list[_Sender] = []
+        self.hostname = socket.gethostname()
+        for line in lines:
+            target = LogTarget.parse(line)
+            if target.address.startswith(UNSUPPORTED_PREFIXES):
+                log.warning("proxy '%s': log target '%s' is not supported (UDP, UNIX datagram, stdout "
+                            "and stderr are); its messages are not sent", name, target.address)
+                continue
+            try:
+                self.senders.append(_Sender(target))
+            except OSError as exc:
+                log.warning("proxy '%s': log target '%s': %s; its messages are not sent",
+                            name, target.address, exc)
+
+    def __bool__(self) -> bool:
+        return bool(self.senders)
+
+    def send(self, severity: int, message: str) -> None:
+        pid = os.getpid()
+        for sender in self.senders:
+            if severity <= sender.target.level:
+                sender.send(severity, message, self.hostname, pid)
+
+    def close(self) -> None:
+        for sender in self.senders:
+            sender.close()
+        self.senders = []

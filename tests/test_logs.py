@@ -1,0 +1,151 @@
+"""Traffic logs reach the ``log`` targets of a configuration: syslog datagrams over UDP and UNIX sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import socket
+
+import pytest
+
+from fastproxy.config import parse_text
+
+from .conftest import run
+from .support import connect, echo, recv_exactly, running, start_backend, wait_until
+
+CONFIG = """\
+global
+    log {target} local0{levels}
+
+defaults
+    mode tcp
+    log global
+    {tcplog}
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+
+listen fe
+    bind 127.0.0.1:1
+    server s1 127.0.0.1:{port}
+"""
+
+TCPLOG = re.compile(
+    r"<134>\w{3} [ \d]\d \d\d:\d\d:\d\d fastproxy\[(\d+)\]: "
+    r"127\.0\.0\.1:(\d+) \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d\.\d{3}\] fe fe/s1 0/0/\d+ 5 -- \d+/\d+/\d+/\d+/0 0/0$")
+
+
+def parse(text: str):
+    """The configuration, its listener moved to a free port (the reader wants a real port)."""
+    cfg = parse_text(text)
+    cfg.frontends["fe"].binds[0].port = 0
+    return cfg
+
+
+def receiver(family: int = socket.AF_INET, path: str | None = None) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock.bind(path if path else ("127.0.0.1", 0))
+    sock.setblocking(False)
+    return sock
+
+
+async def one_exchange(engine) -> int:
+    """A connection through the proxy that sends 5 bytes and reads them back; its client port."""
+    sock = await connect(engine.listening_addresses()[0])
+    port = sock.getsockname()[1]
+    await asyncio.get_running_loop().sock_sendall(sock, b"hello")
+    assert await recv_exactly(sock, 5) == b"hello"
+    sock.close()
+    return port
+
+
+async def datagrams(sock: socket.socket, count: int, timeout: float = 5.0) -> list[str]:
+    loop = asyncio.get_running_loop()
+    got = []
+    for _ in range(count):
+        got.append((await asyncio.wait_for(loop.sock_recv(sock, 4096), timeout)).decode())
+    return got
+
+
+def test_tcplog_lines_go_to_a_udp_syslog_target_in_haproxys_format(pump_class):
+    async def main():
+        backend, port = await start_backend(echo)
+        sink = receiver()
+        target = "%s:%d" % sink.getsockname()
+        cfg = parse(CONFIG.format(target=target, levels="", tcplog="option tcplog", port=port))
+        async with running(cfg, pump_class) as engine:
+            client_port = await one_exchange(engine)
+            [line] = await datagrams(sink, 1)
+        match = TCPLOG.match(line)
+        assert match, line
+        assert int(match.group(1)) == os.getpid() and int(match.group(2)) == client_port
+        sink.close()
+        backend.close()
+
+    run(main())
+
+
+def test_without_tcplog_each_connection_is_logged_once_when_accepted(pump_class, tmp_path):
+    async def main():
+        backend, port = await start_backend(echo)
+        path = str(tmp_path / "log.sock")
+        sink = receiver(socket.AF_UNIX, path)
+        cfg = parse(CONFIG.format(target=path, levels=" info", tcplog="", port=port))
+        async with running(cfg, pump_class) as engine:
+            client_port = await one_exchange(engine)
+            [line] = await datagrams(sink, 1)
+            listen_port = engine.listening_addresses()[0][1]
+            await asyncio.sleep(0.2)
+            with pytest.raises(BlockingIOError):  # nothing more: no line when the connection ends
+                sink.recv(4096)
+        assert line.endswith(f"Connect from 127.0.0.1:{client_port} to 127.0.0.1:{listen_port} (fe/TCP)")
+        sink.close()
+        backend.close()
+
+    run(main())
+
+
+def test_a_target_whose_level_is_above_info_gets_no_traffic_lines(pump_class):
+    async def main():
+        backend, port = await start_backend(echo)
+        quiet, loud = receiver(), receiver()
+        text = CONFIG.format(target="%s:%d" % quiet.getsockname(), levels=" notice", tcplog="option tcplog",
+                             port=port)
+        text = text.replace("global\n", "global\n    log %s:%d local0 debug\n" % loud.getsockname(), 1)
+        async with running(parse(text), pump_class) as engine:
+            await one_exchange(engine)
+            await datagrams(loud, 1)
+            await asyncio.sleep(0.1)
+            with pytest.raises(BlockingIOError):
+                quiet.recv(4096)
+        quiet.close()
+        loud.close()
+        backend.close()
+
+    run(main())
+
+
+def test_raw_and_short_formats_and_sampling(pump_class):
+    async def main():
+        backend, port = await start_backend(echo)
+        raw, short = receiver(), receiver()
+        text = CONFIG.format(target="%s:%d format raw" % raw.getsockname(), levels="", tcplog="", port=port)
+        text = text.replace("global\n", "global\n    log %s:%d format short sample 1:2 local0\n"
+                            % short.getsockname(), 1)
+        async with running(parse(text), pump_class) as engine:
+            for _ in range(4):
+                await one_exchange(engine)
+            raw_lines = await datagrams(raw, 4)
+            short_lines = await datagrams(short, 2)  # one message in two
+            await wait_until(lambda: engine.current == 0)
+            await asyncio.sleep(0.1)
+            with pytest.raises(BlockingIOError):
+                short.recv(4096)
+        assert all(line.startswith("Connect from 127.0.0.1:") for line in raw_lines)
+        assert all(line.startswith("<6>Connect from 127.0.0.1:") for line in short_lines)
+        raw.close()
+        short.close()
+        backend.close()
+
+    run(main())
