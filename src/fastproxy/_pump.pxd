@@ -1,6 +1,6 @@
 # The C-level surface of the data plane, so that other extensions can cimport it.
 
-from libc.stdint cimport int32_t, uint8_t, uint32_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 
 from fastproxy.includes.system cimport pthread_mutex_t
 
@@ -70,6 +70,7 @@ cdef struct Pair:
     uint32_t server_fin_timeout
     int32_t frontend_block
     int32_t server_block
+    int32_t lane            # the lane that accepted the client, or -1 for a pair Python handed over
     uint64_t tag
 
 
@@ -87,6 +88,7 @@ cdef struct NewPair:
     uint32_t server_fin_timeout
     int32_t frontend_block
     int32_t server_block
+    int32_t lane
     uint64_t tag
 
 
@@ -99,6 +101,47 @@ cdef struct Ended:
     int32_t error           # errno of a failed connect
     int32_t frontend_block
     int32_t server_block
+    int32_t client_fd       # with CONNECT_FAILED from a lane: the client, now Python's
+
+
+cdef enum LaneState:
+    LANE_FREE = 0
+    LANE_NEW = 1            # added by Python, not yet polled
+    LANE_ON = 2             # polled by worker 0
+    LANE_CLOSING = 3        # Python asks the worker to stop polling it
+    LANE_OFF = 4            # no longer polled: Python may close the listener
+
+
+# A server a lane can dial, in the lane's smooth weighted round robin.
+cdef struct LaneServer:
+    uint8_t addr[28]        # a raw sockaddr_in or sockaddr_in6
+    uint32_t addrlen
+    int family
+    int32_t block           # its counter block
+    int32_t weight          # effective weight; 0: out of picks
+    int32_t pending_weight  # set by Python under the worker lock, applied by the worker
+    int64_t current         # smooth weighted round robin state
+
+
+# A listener whose connections the pump accepts, balances and dials itself (no Python per connection).
+cdef struct Lane:
+    int fd
+    int state               # LaneState
+    uint8_t paused          # not polled: at a connection limit, or resting after EMFILE
+    uint8_t weights_dirty
+    uint64_t resume_at_ms   # after EMFILE/ENFILE: when to try again
+    int32_t frontend_block
+    uint32_t client_timeout
+    uint32_t server_timeout
+    uint32_t client_fin_timeout
+    uint32_t server_fin_timeout
+    uint32_t connect_timeout
+    int client_tcp[4]       # keepalive, idle, interval, count
+    int server_tcp[4]
+    int open                # clients of this lane open now (atomic)
+    int maxconn             # 0: no limit of its own
+    LaneServer *servers
+    uint32_t nservers
 
 
 cdef struct Shared:
@@ -114,6 +157,10 @@ cdef struct Shared:
     uint32_t ended_len
     uint32_t ended_cap
     int notify_fd
+    int open_total          # client connections open, lanes' and Python's (atomic)
+    int maxconn             # global maxconn; 0: none
+    uint64_t lane_ended[8]  # pairs of lanes that ended, by EndReason (Python is not told of each)
+    uint64_t accept_errors  # accepts of lanes that failed for lack of descriptors or memory
 
 
 cdef struct Worker:
@@ -145,6 +192,11 @@ cdef struct Worker:
     uint64_t now_ms
     uint64_t next_scan_ms
     uint32_t scan_interval_ms
+    Lane *lanes             # the pump's lanes (worker 0 runs them)
+    uint32_t nlanes
+    uint8_t lane_commands   # set with the lock: lanes to register, remove or reweigh
+    uint8_t lanes_paused
+    uint64_t lane_seq
 
 
 cdef class Pump:
@@ -157,3 +209,5 @@ cdef class Pump:
     cdef bint _started
     cdef bint _stopped
     cdef int _next_worker
+    cdef Lane *lanes
+    cdef uint32_t nlanes

@@ -16,17 +16,22 @@ The pure-Python twin is fastproxy/pump.py; both follow the same semantics and th
 """
 
 from libc.errno cimport EAGAIN, EINTR, ETIMEDOUT, errno
-from libc.stdint cimport int32_t, uint8_t, uint32_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcpy, memset
 
 from fastproxy.includes.system cimport *
 
 import threading
+import time
 
 
 cdef enum:
     MAX_EVENTS = 256
+    MAX_LANES = 64
+    LANE_BUDGET = 64        # accepts per readiness of a lane before pairs get their turn
+    LANE_REST_MS = 100      # how long a lane rests after EMFILE/ENFILE
+    LANE_RECHECK_MS = 20    # how often paused lanes look again at the limits
     READ_BUDGET = 16        # reads per direction per turn before other pairs get theirs
     POOL_KEEP = 64          # free buffers and pipes a worker keeps for reuse
     INITIAL_SLOTS = 256
@@ -39,6 +44,8 @@ cdef enum Progress:
     P_NO_MEMORY = 4
 
 cdef uint64_t WAKE_TOKEN = 0xFFFFFFFFFFFFFFFFULL
+cdef uint64_t LANE_TOKEN = 1ULL << 62      # epoll token of a lane's listener: LANE_TOKEN | index
+cdef uint64_t LANE_TAG = 1ULL << 62        # tags of pairs a lane made: LANE_TAG | sequence
 
 
 cdef inline uint64_t monotonic_ms() noexcept nogil:
@@ -50,6 +57,11 @@ cdef inline uint64_t monotonic_ms() noexcept nogil:
 cdef inline void count(Shared *sh, int32_t block, int field, uint64_t value) noexcept nogil:
     if 0 <= block < sh.counter_blocks:
         fp_atomic_add(&sh.counters[block * CNT_FIELDS + field], value)
+
+
+cdef inline void count_sub(Shared *sh, int32_t block, int field, uint64_t value) noexcept nogil:
+    if 0 <= block < sh.counter_blocks:
+        fp_atomic_sub(&sh.counters[block * CNT_FIELDS + field], value)
 
 
 cdef inline void set_linger0(int fd) noexcept nogil:
@@ -123,10 +135,13 @@ cdef void release_direction(Worker *w, Direction *d) noexcept nogil:
 
 # --- ended pairs, towards Python -------------------------------------------------------------------
 
-cdef void push_ended(Shared *sh, Pair *p, int reason, int error) noexcept nogil:
+cdef void push_record(Shared *sh, uint64_t tag, int reason, int error, uint64_t bytes_in,
+                      uint64_t bytes_out, int32_t frontend_block, int32_t server_block,
+                      int32_t client_fd) noexcept nogil:
     cdef uint64_t one = 1
     cdef bint was_empty
     cdef Ended *grown
+    cdef Ended *record
     pthread_mutex_lock(&sh.ended_lock)
     if sh.ended_len == sh.ended_cap:
         grown = <Ended *>realloc(sh.ended, (sh.ended_cap * 2 + 64) * sizeof(Ended))
@@ -137,17 +152,24 @@ cdef void push_ended(Shared *sh, Pair *p, int reason, int error) noexcept nogil:
         sh.ended = grown
         sh.ended_cap = sh.ended_cap * 2 + 64
     was_empty = sh.ended_len == 0
-    sh.ended[sh.ended_len].tag = p.tag
-    sh.ended[sh.ended_len].bytes_in = p.c2s.bytes
-    sh.ended[sh.ended_len].bytes_out = p.s2c.bytes
-    sh.ended[sh.ended_len].reason = reason
-    sh.ended[sh.ended_len].error = error
-    sh.ended[sh.ended_len].frontend_block = p.frontend_block
-    sh.ended[sh.ended_len].server_block = p.server_block
+    record = &sh.ended[sh.ended_len]
+    record.tag = tag
+    record.bytes_in = bytes_in
+    record.bytes_out = bytes_out
+    record.reason = reason
+    record.error = error
+    record.frontend_block = frontend_block
+    record.server_block = server_block
+    record.client_fd = client_fd
     sh.ended_len += 1
     pthread_mutex_unlock(&sh.ended_lock)
     if was_empty:
         write(sh.notify_fd, &one, sizeof(one))
+
+
+cdef inline void push_ended(Shared *sh, Pair *p, int reason, int error) noexcept nogil:
+    push_record(sh, p.tag, reason, error, p.c2s.bytes, p.s2c.bytes, p.frontend_block, p.server_block,
+                p.client.fd if reason == END_CONNECT_FAILED and p.lane >= 0 else -1)
 
 
 cdef void end_pair(Worker *w, int32_t slot, int reason) noexcept nogil:
@@ -172,7 +194,12 @@ cdef void end_pair(Worker *w, int32_t slot, int reason) noexcept nogil:
     elif reason == END_CLIENT_TIMEOUT or reason == END_SERVER_TIMEOUT:
         count(sh, p.frontend_block, CNT_TIMEOUTS, 1)
         count(sh, p.server_block, CNT_TIMEOUTS, 1)
-    push_ended(sh, p, reason, 0)
+    if p.lane >= 0:
+        # Python is not told of each pair a lane made: the books are kept here.
+        lane_closed(w, &w.lanes[p.lane], p.frontend_block)
+        fp_atomic_add(&sh.lane_ended[reason], 1)
+    else:
+        push_ended(sh, p, reason, 0)
     p.active = 0
     w.free_slots[w.free_len] = slot
     w.free_len += 1
@@ -189,6 +216,8 @@ cdef void connect_failed(Worker *w, int32_t slot, int error) noexcept nogil:
     cdef Pair *p = &w.pairs[slot]
     epoll_ctl(w.epfd, EPOLL_CTL_DEL, p.client.fd, NULL)
     close(p.server.fd)
+    if p.lane >= 0:
+        lane_closed(w, &w.lanes[p.lane], p.frontend_block)
     push_ended(w.shared, p, END_CONNECT_FAILED, error)
     p.active = 0
     w.free_slots[w.free_len] = slot
@@ -421,7 +450,8 @@ cdef bint grow_slots(Worker *w) noexcept nogil:
     return True
 
 
-cdef void register_pair(Worker *w, NewPair *np) noexcept nogil:
+cdef bint register_pair(Worker *w, NewPair *np) noexcept nogil:
+    """Take a new pair; False when there was no room (both descriptors closed, nothing counted)."""
     cdef int32_t slot
     cdef Pair *p
     cdef uint8_t queued
@@ -436,7 +466,7 @@ cdef void register_pair(Worker *w, NewPair *np) noexcept nogil:
             close(np.client_fd)
             close(np.server_fd)
             free(np.prefix)
-            return
+            return False
         slot = <int32_t>w.high
         w.high += 1
     p = &w.pairs[slot]
@@ -444,6 +474,7 @@ cdef void register_pair(Worker *w, NewPair *np) noexcept nogil:
     memset(p, 0, sizeof(Pair))
     p.queued = queued
     p.tag = np.tag
+    p.lane = np.lane
     p.frontend_block = np.frontend_block
     p.server_block = np.server_block
     p.client_timeout = np.client_timeout
@@ -476,11 +507,11 @@ cdef void register_pair(Worker *w, NewPair *np) noexcept nogil:
     ev.data.u64 = (<uint64_t>slot) << 1
     if epoll_ctl(w.epfd, EPOLL_CTL_ADD, np.client_fd, &ev) < 0:
         end_pair(w, slot, END_ERROR)
-        return
+        return True
     ev.data.u64 = ((<uint64_t>slot) << 1) | 1
     if epoll_ctl(w.epfd, EPOLL_CTL_ADD, np.server_fd, &ev) < 0:
         end_pair(w, slot, END_ERROR)
-        return
+        return True
     # Timeouts are checked by a periodic scan whose period follows the shortest timeout seen.
     limits[0] = np.client_timeout
     limits[1] = np.server_timeout
@@ -492,6 +523,186 @@ cdef void register_pair(Worker *w, NewPair *np) noexcept nogil:
             w.scan_interval_ms = max(limits[i] // 8, 5)
     # Try at once: the client has often sent its first bytes already.
     queue_ready(w, slot)
+    return True
+
+
+# --- lanes: accepting, balancing and dialing in the pump ----------------------------------------------
+#
+# A lane is a listener whose frontend needs no Python per connection (no rules, hooks, logs or queues;
+# its backend balanced by round robin).  Worker 0 polls it: it accepts a batch, tunes each client,
+# picks a server by smooth weighted round robin over the weights Python sets (0 for a server out of
+# picks), starts the connect and registers the pair, all without the GIL.  What needs Python goes back
+# to it as CONNECT_FAILED with the client descriptor: a refused connect (retries, redispatch), no server
+# with a weight (backups, <NOSRV>).  Limits (the lane's maxconn, the global one over lanes and Python)
+# are kept with atomic counts; a lane at a limit stops being polled, and the kernel backlog holds the
+# clients, as HAProxy does.
+
+cdef inline bint lane_full(Shared *sh, Lane *lane) noexcept nogil:
+    if lane.maxconn and fp_atomic_load_int(&lane.open) >= lane.maxconn:
+        return True
+    return sh.maxconn and fp_atomic_load_int(&sh.open_total) >= sh.maxconn
+
+
+cdef void lane_pause(Worker *w, Lane *lane, uint64_t resume_at_ms) noexcept nogil:
+    if not lane.paused:
+        epoll_ctl(w.epfd, EPOLL_CTL_DEL, lane.fd, NULL)
+        lane.paused = 1
+    lane.resume_at_ms = resume_at_ms
+    w.lanes_paused = 1
+
+
+cdef void lanes_resume(Worker *w) noexcept nogil:
+    """Poll again the lanes whose limit has room or whose rest is over."""
+    cdef uint32_t i
+    cdef Lane *lane
+    cdef bint still = False
+    cdef epoll_event ev
+    for i in range(w.nlanes):
+        lane = &w.lanes[i]
+        if not lane.paused or lane.state != LANE_ON:
+            continue
+        if (lane.resume_at_ms and w.now_ms < lane.resume_at_ms) or lane_full(w.shared, lane):
+            still = True
+            continue
+        ev.events = EPOLLIN
+        ev.data.u64 = LANE_TOKEN | i
+        if epoll_ctl(w.epfd, EPOLL_CTL_ADD, lane.fd, &ev) == 0:
+            lane.paused = 0
+            lane.resume_at_ms = 0
+        else:
+            still = True
+    w.lanes_paused = still
+
+
+cdef inline void lane_closed(Worker *w, Lane *lane, int32_t frontend_block) noexcept nogil:
+    """A client of the lane is closed, or handed to Python (which counts it from then on)."""
+    fp_atomic_add_int(&lane.open, -1)
+    fp_atomic_add_int(&w.shared.open_total, -1)
+    count_sub(w.shared, frontend_block, CNT_CONN_CUR, 1)
+    if lane.paused:
+        w.lanes_paused = 1
+
+
+cdef LaneServer *lane_pick(Lane *lane) noexcept nogil:
+    """Smooth weighted round robin (nginx's): every weighted server gains its weight, the richest is
+    picked and pays the total.  Over a cycle, each server gets exactly its weight's share."""
+    cdef LaneServer *best = NULL
+    cdef LaneServer *server
+    cdef int64_t total = 0
+    cdef uint32_t i
+    for i in range(lane.nservers):
+        server = &lane.servers[i]
+        if server.weight <= 0:
+            continue
+        server.current += server.weight
+        total += server.weight
+        if best == NULL or server.current > best.current:
+            best = server
+    if best != NULL:
+        best.current -= total
+    return best
+
+
+cdef void lane_hand_back(Worker *w, Lane *lane, int fd, uint64_t tag, int32_t server_block,
+                         int error) noexcept nogil:
+    lane_closed(w, lane, lane.frontend_block)
+    push_record(w.shared, tag, END_CONNECT_FAILED, error, 0, 0, lane.frontend_block, server_block, fd)
+
+
+cdef void lane_accept(Worker *w, uint32_t index) noexcept nogil:
+    cdef Lane *lane = &w.lanes[index]
+    cdef Shared *sh = w.shared
+    cdef LaneServer *server
+    cdef NewPair np
+    cdef int fd, server_fd, err
+    cdef int budget = LANE_BUDGET
+    cdef uint64_t tag
+    cdef uint8_t connecting
+    if lane.state != LANE_ON or lane.paused:
+        return
+    while budget > 0:
+        if lane_full(sh, lane):
+            lane_pause(w, lane, 0)
+            return
+        fd = fp_accept_nb(lane.fd)
+        if fd < 0:
+            err = errno
+            if err == EINTR or err == ECONNABORTED:
+                continue
+            if err == EMFILE or err == ENFILE or err == ENOBUFS or err == ENOMEM:
+                # Out of descriptors: rest a moment rather than spin; Python reads the count and logs.
+                fp_atomic_add(&sh.accept_errors, 1)
+                lane_pause(w, lane, w.now_ms + LANE_REST_MS)
+            return
+        budget -= 1
+        if fp_tune_tcp(fd, lane.client_tcp) != 0:
+            close(fd)  # already reset by the client: its loss only
+            continue
+        fp_atomic_add_int(&lane.open, 1)
+        fp_atomic_add_int(&sh.open_total, 1)
+        count(sh, lane.frontend_block, CNT_CONN_CUR, 1)
+        count(sh, lane.frontend_block, CNT_CONN_TOTAL, 1)
+        w.lane_seq += 1
+        tag = LANE_TAG | w.lane_seq
+        server = lane_pick(lane)
+        if server == NULL:
+            lane_hand_back(w, lane, fd, tag, -1, EHOSTUNREACH)
+            continue
+        server_fd = fp_socket_nb(server.family)
+        if server_fd < 0:
+            lane_hand_back(w, lane, fd, tag, server.block, errno)
+            continue
+        fp_tune_tcp(server_fd, lane.server_tcp)
+        connecting = 0
+        if fp_connect_raw(server_fd, server.addr, server.addrlen) < 0:
+            err = errno
+            if err != EINPROGRESS:
+                close(server_fd)
+                lane_hand_back(w, lane, fd, tag, server.block, err)
+                continue
+            connecting = 1
+        memset(&np, 0, sizeof(NewPair))
+        np.client_fd = fd
+        np.server_fd = server_fd
+        np.connecting = connecting
+        np.connect_timeout = lane.connect_timeout
+        np.client_timeout = lane.client_timeout
+        np.server_timeout = lane.server_timeout
+        np.client_fin_timeout = lane.client_fin_timeout
+        np.server_fin_timeout = lane.server_fin_timeout
+        np.frontend_block = lane.frontend_block
+        np.server_block = server.block
+        np.lane = <int32_t>index
+        np.tag = tag
+        if not register_pair(w, &np):
+            lane_closed(w, lane, lane.frontend_block)
+
+
+cdef void lane_commands(Worker *w) noexcept nogil:
+    """With the worker's lock held: start polling new lanes, stop polling closing ones, take new weights."""
+    cdef uint32_t i, k
+    cdef Lane *lane
+    cdef epoll_event ev
+    for i in range(w.nlanes):
+        lane = &w.lanes[i]
+        if lane.state == LANE_NEW:
+            ev.events = EPOLLIN
+            ev.data.u64 = LANE_TOKEN | i
+            if epoll_ctl(w.epfd, EPOLL_CTL_ADD, lane.fd, &ev) == 0:
+                lane.state = LANE_ON
+            else:
+                fp_atomic_store_int(&lane.state, LANE_OFF)
+        elif lane.state == LANE_CLOSING:
+            if not lane.paused:
+                epoll_ctl(w.epfd, EPOLL_CTL_DEL, lane.fd, NULL)
+            lane.paused = 0
+            fp_atomic_store_int(&lane.state, LANE_OFF)
+        if lane.weights_dirty:
+            lane.weights_dirty = 0
+            for k in range(lane.nservers):
+                lane.servers[k].weight = lane.servers[k].pending_weight
+                lane.servers[k].current = 0
+
 
 
 cdef void end_all(Worker *w, int reason) noexcept nogil:
@@ -511,6 +722,9 @@ cdef bint take_commands(Worker *w) noexcept nogil:
     for i in range(w.incoming_len):
         register_pair(w, &w.incoming[i])
     w.incoming_len = 0
+    if w.lane_commands:
+        w.lane_commands = 0
+        lane_commands(w)
     cut = w.cut_requested
     stop = w.stop_requested
     w.cut_requested = 0
@@ -560,6 +774,8 @@ cdef void run_worker(Worker *w) noexcept nogil:
     w.next_scan_ms = w.now_ms + w.scan_interval_ms
     while True:
         timeout = 0 if w.ready_len else <int>w.scan_interval_ms
+        if w.lanes_paused and timeout > LANE_RECHECK_MS:
+            timeout = LANE_RECHECK_MS
         n = epoll_wait(w.epfd, events, MAX_EVENTS, timeout)
         w.now_ms = monotonic_ms()
         for i in range(n):
@@ -567,6 +783,9 @@ cdef void run_worker(Worker *w) noexcept nogil:
             if token == WAKE_TOKEN:
                 if take_commands(w):
                     return
+                continue
+            if token & LANE_TOKEN:
+                lane_accept(w, <uint32_t>(token & 0xFFFF))
                 continue
             slot = <int32_t>(token >> 1)
             p = &w.pairs[slot]
@@ -592,6 +811,8 @@ cdef void run_worker(Worker *w) noexcept nogil:
                 slot = w.ready[k]
                 w.pairs[slot].queued = 0
                 progress(w, slot)
+        if w.lanes_paused:
+            lanes_resume(w)
         if w.now_ms >= w.next_scan_ms:
             scan_timeouts(w)
             w.next_scan_ms = w.now_ms + w.scan_interval_ms
@@ -617,6 +838,8 @@ cdef class Pump:
         self._started = False
         self._stopped = False
         self._next_worker = 0
+        self.lanes = NULL
+        self.nlanes = 0
 
     def __init__(self, *, int threads=1, int bufsize=16384, pipesize=None, int maxpipes=0,
                  bint splice=True, int counter_blocks=64, on_end=None):
@@ -643,7 +866,8 @@ cdef class Pump:
         if self.shared.counters == NULL or self.shared.notify_fd < 0:
             raise OSError(errno, "cannot set up the pump")
         self.workers = <Worker *>calloc(threads, sizeof(Worker))
-        if self.workers == NULL:
+        self.lanes = <Lane *>calloc(MAX_LANES, sizeof(Lane))
+        if self.workers == NULL or self.lanes == NULL:
             raise MemoryError()
         self.nworkers = threads
         for i in range(threads):
@@ -656,6 +880,7 @@ cdef class Pump:
             w.buf_pool = <char **>calloc(POOL_KEEP, sizeof(char *))
             w.pipe_pool = <int *>calloc(2 * POOL_KEEP, sizeof(int))
             w.scan_interval_ms = 1000
+            w.lanes = self.lanes if i == 0 else NULL
             if (w.epfd < 0 or w.wake_fd < 0 or w.scratch == NULL or w.buf_pool == NULL
                     or w.pipe_pool == NULL or not grow_slots(w)):
                 raise OSError(errno, "cannot set up a pump worker")
@@ -752,6 +977,7 @@ cdef class Pump:
         np.frontend_block = frontend_block
         np.server_block = server_block
         np.tag = tag
+        np.lane = -1
         np.connecting = connecting
         np.connect_timeout = to_ms(connect_timeout)
         np.prefix = prefix_copy
@@ -842,8 +1068,13 @@ cdef class Pump:
         try:
             if self._on_end is not None:
                 for i in range(n):
-                    self._on_end(records[i].tag, records[i].reason, records[i].bytes_in,
-                                 records[i].bytes_out, records[i].error)
+                    if records[i].client_fd >= 0:  # a lane's client, Python's now
+                        self._on_end(records[i].tag, records[i].reason, records[i].bytes_in,
+                                     records[i].bytes_out, records[i].error, records[i].client_fd,
+                                     records[i].frontend_block, records[i].server_block)
+                    else:
+                        self._on_end(records[i].tag, records[i].reason, records[i].bytes_in,
+                                     records[i].bytes_out, records[i].error)
         finally:
             free(records)
         return n
@@ -865,6 +1096,149 @@ cdef class Pump:
             fp_atomic_add(slot, <uint64_t>delta)
         else:
             fp_atomic_sub(slot, <uint64_t>(-delta))
+
+    # --- lanes ---------------------------------------------------------------------------------------
+
+    def add_lane(self, int listen_fd, *, int frontend_block, servers, client_timeout=None,
+                 server_timeout=None, client_fin_timeout=None, server_fin_timeout=None,
+                 connect_timeout=None, client_tcp=(1, 0, 0, 0), server_tcp=(1, 0, 0, 0), int maxconn=0):
+        """Let worker 0 accept the listener's connections and pair them itself; returns the lane's index.
+
+        ``servers`` is a sequence of ``(raw_sockaddr, counter_block, weight)``.  The listener must stay
+        open until ``remove_lane`` returns.  Clients the lane cannot place come back through ``on_end``
+        as CONNECT_FAILED with a sixth argument, the client descriptor (Python's from then on).
+        """
+        cdef Lane *lane
+        cdef Worker *w = &self.workers[0]
+        cdef uint64_t one = 1
+        cdef uint32_t i
+        cdef bytes address
+        if not self._started or self._stopped:
+            raise RuntimeError("pump is not running")
+        if self.nlanes >= MAX_LANES:
+            raise RuntimeError(f"at most {MAX_LANES} lanes")
+        servers = list(servers)
+        lane = &self.lanes[self.nlanes]
+        memset(lane, 0, sizeof(Lane))
+        lane.servers = <LaneServer *>calloc(max(len(servers), 1), sizeof(LaneServer))
+        if lane.servers == NULL:
+            raise MemoryError()
+        for i, (address, block, weight) in enumerate(servers):
+            if len(address) > 28:
+                raise ValueError("a raw sockaddr is at most 28 bytes")
+            memcpy(lane.servers[i].addr, <char *>address, len(address))
+            lane.servers[i].addrlen = len(address)
+            lane.servers[i].family = address[0] | (address[1] << 8)
+            lane.servers[i].block = block
+            lane.servers[i].weight = lane.servers[i].pending_weight = weight
+        lane.nservers = len(servers)
+        lane.fd = listen_fd
+        lane.frontend_block = frontend_block
+        lane.client_timeout = to_ms(client_timeout)
+        lane.server_timeout = to_ms(server_timeout)
+        lane.client_fin_timeout = to_ms(client_fin_timeout)
+        lane.server_fin_timeout = to_ms(server_fin_timeout)
+        lane.connect_timeout = to_ms(connect_timeout)
+        for i in range(4):
+            lane.client_tcp[i] = client_tcp[i]
+            lane.server_tcp[i] = server_tcp[i]
+        lane.maxconn = maxconn
+        pthread_mutex_lock(&w.lock)
+        lane.state = LANE_NEW
+        self.nlanes += 1
+        w.nlanes = self.nlanes
+        w.lane_commands = 1
+        pthread_mutex_unlock(&w.lock)
+        write(w.wake_fd, &one, sizeof(one))
+        return self.nlanes - 1
+
+    def remove_lane(self, int index):
+        """Stop accepting on the lane; once this returns, the pump no longer touches its listener."""
+        cdef Worker *w = &self.workers[0]
+        cdef Lane *lane
+        cdef uint64_t one = 1
+        if not 0 <= index < <int>self.nlanes:
+            raise IndexError(index)
+        lane = &self.lanes[index]
+        pthread_mutex_lock(&w.lock)
+        if lane.state == LANE_NEW or not self._started or self._stopped:
+            lane.state = LANE_OFF  # never polled, or no worker left to poll it
+        elif lane.state == LANE_ON:
+            lane.state = LANE_CLOSING
+            w.lane_commands = 1
+        pthread_mutex_unlock(&w.lock)
+        if fp_atomic_acquire_int(&lane.state) == LANE_OFF:
+            return
+        write(w.wake_fd, &one, sizeof(one))
+        deadline = time.monotonic() + 5.0
+        while fp_atomic_acquire_int(&lane.state) != LANE_OFF:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the pump did not let go of a lane")
+            time.sleep(0.0002)
+
+    def set_lane_weights(self, int index, weights):
+        """New effective weights for the lane's servers (0: out of picks), taken by the next accept."""
+        cdef Worker *w = &self.workers[0]
+        cdef Lane *lane
+        cdef uint64_t one = 1
+        cdef uint32_t i
+        if not 0 <= index < <int>self.nlanes:
+            raise IndexError(index)
+        lane = &self.lanes[index]
+        weights = list(weights)
+        if len(weights) != lane.nservers:
+            raise ValueError("one weight per server of the lane")
+        pthread_mutex_lock(&w.lock)
+        for i in range(lane.nservers):
+            lane.servers[i].pending_weight = weights[i]
+        lane.weights_dirty = 1
+        w.lane_commands = 1
+        pthread_mutex_unlock(&w.lock)
+        if self._started and not self._stopped:
+            write(w.wake_fd, &one, sizeof(one))
+        else:
+            for i in range(lane.nservers):
+                lane.servers[i].weight = lane.servers[i].pending_weight
+
+    def lane_open(self, int index=-1) -> int:
+        """Clients of one lane (or of every lane) open now."""
+        cdef uint32_t i
+        cdef int total = 0
+        if index >= 0:
+            if index >= <int>self.nlanes:
+                raise IndexError(index)
+            return fp_atomic_load_int(&self.lanes[index].open)
+        for i in range(self.nlanes):
+            total += fp_atomic_load_int(&self.lanes[i].open)
+        return total
+
+    def lane_ended(self):
+        """Pairs made by lanes that ended, as a tuple indexed by EndReason."""
+        cdef int i
+        return tuple([fp_atomic_load(&self.shared.lane_ended[i]) for i in range(8)])
+
+    @property
+    def accept_errors(self) -> int:
+        """Accepts of lanes that failed for lack of descriptors or memory (each followed by a rest)."""
+        return fp_atomic_load(&self.shared.accept_errors)
+
+    @property
+    def maxconn(self) -> int:
+        return self.shared.maxconn
+
+    @maxconn.setter
+    def maxconn(self, int value):
+        """The global connection limit lanes respect (0: none); Python's own clients count against it
+        through ``open_delta``."""
+        self.shared.maxconn = value
+
+    @property
+    def open_total(self) -> int:
+        """Client connections open now: the lanes' and those Python declared with ``open_delta``."""
+        return fp_atomic_load_int(&self.shared.open_total)
+
+    def open_delta(self, int delta):
+        fp_atomic_add_int(&self.shared.open_total, delta)
 
     def __dealloc__(self):
         cdef int i, j
@@ -897,6 +1271,10 @@ cdef class Pump:
                 free(w.incoming)
                 pthread_mutex_destroy(&w.lock)
             free(self.workers)
+        if self.lanes != NULL:
+            for i in range(<int>self.nlanes):
+                free(self.lanes[i].servers)
+            free(self.lanes)
         if self.shared.notify_fd >= 0:
             close(self.shared.notify_fd)
         free(self.shared.counters)

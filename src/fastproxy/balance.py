@@ -141,6 +141,7 @@ class Balancer:
         self._cumulative: dict[int, int] = {}  # per pool server: weight of the pool servers before it
         self._pool_weight = 0
         self._algorithm = _make_algorithm(self)
+        self.on_change: list[Callable[[], None]] = []  # told after every change of weight or state
         self._refresh()
 
     # --- the engine's interface ---
@@ -241,6 +242,8 @@ class Balancer:
     def _changed(self, slot: ServerSlot) -> None:
         self._algorithm.server_changed(slot)
         self._refresh()
+        for callback in self.on_change:
+            callback()
 
     def _refresh(self) -> None:
         """Recompute the pool: the usable active servers, else the usable backups (all of them with

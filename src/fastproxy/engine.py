@@ -24,7 +24,7 @@ from .config import model
 from .errors import ConfigError, ProxyError
 from .proxy import Director, ErrorHandler, Session, TCPProxy
 from .pump import Counter, EndReason, Pump
-from .server import Handler, Listener, open_listener
+from .server import Handler, LaneListener, Listener, open_listener
 
 log = logging.getLogger("fastproxy")
 
@@ -121,8 +121,12 @@ class Engine:
         self.pump: Any = None
         self.pairs: dict[int, Session] = {}  # by pump tag
         self._tasks: set[asyncio.Future] = set()
-        self.current = 0  # client connections open (accepted, not yet ended)
-        self.ended_by: collections.Counter[EndReason] = collections.Counter()  # pairs, by end reason
+        self.python_current = 0  # client connections Python accepted (or took from a lane), not yet ended
+        self._ended_by: collections.Counter[EndReason] = collections.Counter()  # Python's pairs, by end reason
+        self.lanes: list[LaneListener] = []
+        self._lane_blocks: dict[int, FrontendRuntime] = {}  # frontend counter block -> runtime, for lanes
+        self._server_slots: dict[int, tuple[BackendRuntime, ServerSlot]] = {}  # counter block -> server
+        self._accept_errors_seen = 0
         self._next_tag = 1
         self._paused_for_maxconn = False
         self._stopping = False
@@ -144,14 +148,23 @@ class Engine:
                                     maxpipes=g.maxpipes or 0, splice=g.splice, counter_blocks=block,
                                     on_end=self._pair_ended)
         self.pump.start(self.loop)
+        if hasattr(self.pump, "add_lane"):
+            self.pump.maxconn = g.maxconn or 0
+        for backend_runtime in self.backends.values():
+            for slot in backend_runtime.balancer.slots:
+                self._server_slots[backend_runtime.blocks[slot.index]] = (backend_runtime, slot)
         try:
             for index, frontend in enumerate(cfg.frontends.values()):
                 handler = self.handlers.get(frontend.name) or TCPProxy(
                     self, director=self.director, error_handler=self.error_handler)
                 runtime = FrontendRuntime(frontend, index, handler, cfg.backends)
                 self.frontends[frontend.name] = runtime
+                lane_backend = self._lane_backend(runtime)
                 for bind in frontend.binds:
                     sock = open_listener(bind, backlog=frontend.maxconn or socket.SOMAXCONN)
+                    if lane_backend is not None and not bind.accept_proxy:
+                        runtime.listeners.append(self._add_lane(sock, runtime, lane_backend))
+                        continue
                     closed = (lambda rt=runtime: self._closed(rt))
                     fast = None
                     if isinstance(handler, TCPProxy):
@@ -169,6 +182,116 @@ class Engine:
         for runtime in self.frontends.values():
             for listener in runtime.listeners:
                 listener.resume()
+
+    # --- lanes: frontends the pump serves without Python per connection ------------------------------
+
+    def _lane_backend(self, frontend: FrontendRuntime) -> Optional[BackendRuntime]:
+        """The backend a lane of ``frontend`` would dial, if the frontend can be a lane at all: nothing
+        on its path may need Python per connection (rules, hooks, logs, rate limits, queues, PROXY
+        headers, a balancing algorithm other than round robin, several pump threads to spread over)."""
+        cfg = self.config
+        fe = frontend.model
+        if (not hasattr(self.pump, "add_lane") or cfg.global_.nbthread != 1 or cfg.global_.maxconnrate
+                or not isinstance(frontend.handler, TCPProxy) or self.director is not None
+                or self.error_handler is not None or frontend.router is not None or fe.log
+                or fe.rate_limit_sessions or fe.options.get("lanes") is False):
+            return None
+        backend = self.backends.get(fe.default_backend or "")
+        if backend is None or backend.needs_destination:
+            return None
+        be = backend.model
+        if be.balance.algorithm not in ("roundrobin", "static-rr") or be.fullconn:
+            return None
+        for server in be.servers:
+            if (server.maxconn or server.maxqueue or server.send_proxy or server.send_proxy_v2
+                    or server.slowstart or not server.port):
+                return None
+        return backend
+
+    def _add_lane(self, sock: socket.socket, frontend: FrontendRuntime,
+                  backend: BackendRuntime) -> LaneListener:
+        client_t, server_t = frontend.model.timeouts, backend.model.timeouts
+        tunnel = server_t.tunnel or client_t.tunnel
+        ka_c, ka_s = frontend.model.client_keepalive, backend.model.server_keepalive
+        servers = [(backend.raw_addresses[slot.index], backend.blocks[slot.index], weight)
+                   for slot, weight in zip(backend.balancer.slots, _lane_weights(backend))]
+        try:
+            index = self.pump.add_lane(
+                sock.fileno(), frontend_block=frontend.block, servers=servers,
+                client_timeout=tunnel or client_t.client, server_timeout=tunnel or server_t.server,
+                client_fin_timeout=client_t.client_fin, server_fin_timeout=server_t.server_fin,
+                connect_timeout=server_t.connect,
+                client_tcp=_tcp_options(ka_c), server_tcp=_tcp_options(ka_s),
+                maxconn=frontend.model.maxconn or 0)
+        except BaseException:
+            sock.close()
+            raise
+        lane = LaneListener(sock, self.pump, index)
+        self.lanes.append(lane)
+        self._lane_blocks[frontend.block] = frontend
+        # Weight and state changes (health, the runtime API) reach the lane at once.
+        backend.balancer.on_change.append(
+            lambda: self.pump.set_lane_weights(index, _lane_weights(backend)))
+        if len(self.lanes) == 1:
+            self.background(asyncio.ensure_future(self._watch_lanes()))
+        return lane
+
+    async def _watch_lanes(self) -> None:
+        """Lanes rest after EMFILE on their own; say so once, as the Python listener does."""
+        while not self._stopping:
+            await asyncio.sleep(1.0)
+            errors = self.pump.accept_errors
+            if errors and not self._accept_errors_seen:
+                log.error("accept: out of file descriptors or memory; pausing accepts for 100 ms at a time")
+            self._accept_errors_seen = errors
+
+    def _adopt(self, tag: int, frontend_block: int, server_block: int, client_fd: int, error: int) -> None:
+        """A client a lane could not place: from now on it goes the Python way (retries, redispatch,
+        backup servers, the error handler)."""
+        runtime = self._lane_blocks.get(frontend_block)
+        if runtime is None or self._stopping:
+            os.close(client_fd)
+            return
+        try:
+            with socket.socket(fileno=client_fd) as sock:
+                peer, sockname = sock.getpeername(), sock.getsockname()
+                sock.detach()
+        except OSError:  # the client is gone already
+            os.close(client_fd)
+            return
+        self.python_current += 1
+        runtime.current += 1
+        self.pump.add_counter(runtime.block, Counter.CONN_CUR, 1)  # the lane counted it in CONN_TOTAL
+        self.pump.open_delta(1)
+        proxy = runtime.handler
+        assert isinstance(proxy, TCPProxy)
+        session = Session(proxy, client_fd, peer, runtime, sockname=sockname,
+                          finished=lambda: self._closed(runtime))
+        found = self._server_slots.get(server_block)
+        if found is None:  # no server had a weight: the balancer decides (backups, or <NOSRV>)
+            proxy.start(session)
+            return
+        session.backend, session.slot = found
+        session.backend.balancer.connection_started(session.slot)
+        proxy.connect_failed(session, error)
+
+    def _lane_open(self) -> int:
+        return self.pump.lane_open() if self.lanes else 0
+
+    @property
+    def current(self) -> int:
+        """Client connections open now, whoever accepted them."""
+        return self.python_current + self._lane_open()
+
+    @property
+    def ended_by(self) -> collections.Counter[EndReason]:
+        """Pairs that ended, by reason: Python's and the lanes'."""
+        merged = collections.Counter(self._ended_by)
+        if self.lanes:
+            for reason, value in enumerate(self.pump.lane_ended()):
+                if value:
+                    merged[EndReason(reason)] += value
+        return merged
 
     def _close_listeners(self) -> None:
         for runtime in self.frontends.values():
@@ -247,13 +370,17 @@ class Engine:
                 listener.pause()
 
     def _opened(self, frontend: FrontendRuntime) -> None:
-        self.current += 1
+        self.python_current += 1
+        if self.lanes:
+            self.pump.open_delta(1)
         frontend.current += 1
         self.pump.add_counter(frontend.block, Counter.CONN_CUR, 1)
         self.pump.add_counter(frontend.block, Counter.CONN_TOTAL, 1)
 
     def _closed(self, frontend: FrontendRuntime) -> None:
-        self.current -= 1
+        self.python_current -= 1
+        if self.lanes:
+            self.pump.open_delta(-1)
         frontend.current -= 1
         self.pump.add_counter(frontend.block, Counter.CONN_CUR, -1)
         if self._stopping:
@@ -319,7 +446,11 @@ class Engine:
             session.finished()
             raise
 
-    def _pair_ended(self, tag: int, reason: int, bytes_in: int, bytes_out: int, error: int = 0) -> None:
+    def _pair_ended(self, tag: int, reason: int, bytes_in: int, bytes_out: int, error: int = 0,
+                    client_fd: int = -1, frontend_block: int = -1, server_block: int = -1) -> None:
+        if client_fd >= 0:  # a client a lane gives back
+            self._adopt(tag, frontend_block, server_block, client_fd, error)
+            return
         session = self.pairs.pop(tag, None)
         if session is None:
             return
@@ -330,7 +461,7 @@ class Engine:
             else:
                 session.proxy.connect_failed(session, error)
             return
-        self.ended_by[EndReason(reason)] += 1
+        self._ended_by[EndReason(reason)] += 1
         backend = session.backend
         slot = session.slot
         if slot is not None and backend is not None:
@@ -384,6 +515,17 @@ class Engine:
                 values["state"] = slot.state.value
                 result["servers"][f"{name}/{slot.name}"] = values
         return result
+
+
+def _lane_weights(backend: BackendRuntime) -> list[int]:
+    """What a lane may pick: active servers that are usable, at their weight; backups only through
+    Python (the lane hands a client back when no active server is left)."""
+    return [slot.weight if slot.usable and not slot.backup else 0 for slot in backend.balancer.slots]
+
+
+def _tcp_options(keepalive: model.KeepAlive) -> tuple[int, int, int, int]:
+    return (int(keepalive.enabled), int(keepalive.idle or 0), int(keepalive.interval or 0),
+            int(keepalive.count or 0))
 
 
 def _peer(session: Session) -> str:

@@ -208,3 +208,35 @@ class Listener:
             if not conn.detached:
                 conn.close()
                 conn.finished()
+
+
+class LaneListener:
+    """A listening socket whose connections the pump accepts, balances and dials itself (a lane, see
+    ``_pump.pyx``): no Python runs per connection.  Limits are the pump's, so pause/resume do nothing."""
+
+    def __init__(self, sock: socket.socket, pump: Any, index: int) -> None:
+        self.sock = sock
+        self.pump = pump
+        self.index = index
+        self.tasks: set[asyncio.Task] = set()
+        self._closed = False
+
+    @property
+    def address(self) -> Any:
+        return self.sock.getsockname()
+
+    def resume(self) -> None:
+        pass
+
+    def pause(self) -> None:
+        pass
+
+    def close(self) -> None:
+        """The pump lets go of the listener first: only then may its descriptor be closed."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.pump.remove_lane(self.index)
+        finally:
+            self.sock.close()

@@ -113,3 +113,51 @@ cdef extern from *:
     uint64_t fp_atomic_load(uint64_t *p) nogil
     int fp_atomic_add_int(int *p, int v) nogil
     int fp_atomic_load_int(int *p) nogil
+
+
+cdef extern from *:
+    """
+    #include <sys/socket.h>
+    #include <netinet/in.h>
+    #include <netinet/tcp.h>
+    /* The options every proxied socket gets, as fastproxy._linux tunes them for the Python path:
+       TCP_NODELAY, and keepalive with its idle/interval/count when set (tcp[0..3]). */
+    static inline int fp_tune_tcp(int fd, const int *tcp) {
+        int one = 1, rc = 0;
+        rc |= setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        rc |= setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &tcp[0], sizeof(tcp[0]));
+        if (tcp[0] > 0) {
+            if (tcp[1] > 0) rc |= setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &tcp[1], sizeof(tcp[1]));
+            if (tcp[2] > 0) rc |= setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &tcp[2], sizeof(tcp[2]));
+            if (tcp[3] > 0) rc |= setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &tcp[3], sizeof(tcp[3]));
+        }
+        return rc;
+    }
+    static inline int fp_accept_nb(int fd) { return accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC); }
+    static inline int fp_socket_nb(int family) { return socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0); }
+    static inline int fp_connect_raw(int fd, const unsigned char *addr, unsigned int len) {
+        return connect(fd, (const struct sockaddr *)addr, (socklen_t)len);
+    }
+    static inline int fp_atomic_cas_int(int *p, int expected, int desired) {
+        return __atomic_compare_exchange_n(p, &expected, desired, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+    }
+    static inline void fp_atomic_store_int(int *p, int v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+    static inline int fp_atomic_acquire_int(int *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+    """
+    int fp_tune_tcp(int fd, const int *tcp) nogil
+    int fp_accept_nb(int fd) nogil
+    int fp_socket_nb(int family) nogil
+    int fp_connect_raw(int fd, const unsigned char *addr, unsigned int length) nogil
+    void fp_atomic_store_int(int *p, int v) nogil
+    int fp_atomic_acquire_int(int *p) nogil
+
+
+cdef extern from "<errno.h>" nogil:
+    enum:
+        EINPROGRESS
+        EMFILE
+        ENFILE
+        ENOBUFS
+        ENOMEM
+        ECONNABORTED
+        EHOSTUNREACH
