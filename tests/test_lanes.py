@@ -9,13 +9,15 @@ from __future__ import annotations
 import asyncio
 import socket
 
-from fastproxy.balance import ServerState
+import pytest
+
+from fastproxy.balance import PickKey, ServerState
 from fastproxy.config.model import Balance
 from fastproxy.pump import CPump, EndReason
 
 from .conftest import run
 from .support import config, connect, echo, recv_all, recv_exactly, running, start_backend, wait_until
-from .test_balancing import NamedBackends, open_client
+from .test_balancing import NamedBackends, open_client, source_address
 
 
 def test_a_plain_frontend_runs_on_a_lane_and_python_sees_no_connection(pump_class):
@@ -150,5 +152,42 @@ def test_stop_closes_the_lane_first_and_gives_its_pairs_the_grace_period(pump_cl
         await asyncio.wait_for(stopping, 5)
         await engine_cm.__aexit__(None, None, None)
         backend.close()
+
+    run(main())
+
+
+@pytest.mark.parametrize("hash_type", ["map-based", "consistent", "maglev"])
+def test_a_lane_hashing_the_source_picks_what_the_balancer_picks(pump_class, hash_type):
+    async def main():
+        backends = await NamedBackends(["a", "b", "c"]).start()
+        cfg = config(backends.ports, backend={"balance": Balance("source", hash_type=hash_type)})
+        for server, weight in zip(cfg.backends["be"].servers, [1, 2, 3]):
+            server.weight = weight
+        async with running(cfg, pump_class) as engine:
+            assert bool(engine.lanes) == (pump_class is CPump)
+            address = engine.listening_addresses()[0]
+            balancer = engine.backends["be"].balancer
+            names = {"s1": "a", "s2": "b", "s3": "c"}
+
+            async def check(sources):
+                reached = {}
+                for source in sources:
+                    sock, name = await open_client(address, source)
+                    sock.close()
+                    reached[source] = name
+                    assert name == names[balancer.pick(PickKey(src=source)).name], source
+                return reached
+            sources = [source_address(i * 977) for i in range(60)]
+            before = await check(sources)
+            assert len(set(before.values())) == 3
+            balancer.set_state("s2", ServerState.DOWN)  # the lane follows the balancer's new table
+            after = await check(sources)
+            assert "b" not in after.values()
+            if hash_type == "consistent":  # only the clients of the server that left move
+                assert all(after[s] == before[s] for s in sources if before[s] != "b")
+            await wait_until(lambda: engine.current == 0)
+            if engine.lanes:  # and no connection took the Python path
+                assert sum(engine.ended_by.values()) == 120 and not engine._ended_by
+        backends.close()
 
     run(main())

@@ -1,6 +1,6 @@
 # The C-level surface of the data plane, so that other extensions can cimport it.
 
-from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 
 from fastproxy.includes.system cimport pthread_mutex_t
 
@@ -112,6 +112,12 @@ cdef enum LaneState:
     LANE_OFF = 4            # no longer polled: Python may close the listener
 
 
+cdef enum LaneHash:
+    LANE_WRR = 0            # smooth weighted round robin (roundrobin, static-rr)
+    LANE_MAP = 1            # source, hash-type map-based
+    LANE_TABLE = 2          # source, hash-type consistent or maglev
+
+
 # A server a lane can dial, in the lane's smooth weighted round robin.
 cdef struct LaneServer:
     uint8_t addr[28]        # a raw sockaddr_in or sockaddr_in6
@@ -142,6 +148,21 @@ cdef struct Lane:
     int maxconn             # 0: no limit of its own
     LaneServer *servers
     uint32_t nservers
+    # How the lane picks: smooth weighted round robin, or the client address hashed on HAProxy's map
+    # (hash % length, ``map`` of server indexes) or on a ring's table (``table``: a fastproxy._ring
+    # Table the Pump holds a reference to; ``table_servers``: table index -> lane server index).
+    int hash_kind           # LaneHash
+    uint64_t hash_seed
+    int32_t *map
+    uint32_t map_len
+    void *table
+    int32_t *table_servers
+    # Set by Python under the worker lock, swapped in by the worker (which frees what it replaces):
+    uint8_t picks_dirty
+    int32_t *pending_map
+    uint32_t pending_map_len
+    void *pending_table
+    int32_t *pending_table_servers
 
 
 cdef struct Shared:
@@ -211,3 +232,4 @@ cdef class Pump:
     cdef int _next_worker
     cdef Lane *lanes
     cdef uint32_t nlanes
+    cdef object _lane_tables  # lane index -> the ring tables a lane may still read (kept alive here)

@@ -16,11 +16,12 @@ The pure-Python twin is fastproxy/pump.py; both follow the same semantics and th
 """
 
 from libc.errno cimport EAGAIN, EINTR, ETIMEDOUT, errno
-from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcpy, memset
 
 from fastproxy.includes.system cimport *
+from fastproxy._ring cimport Table, xxh64
 
 import threading
 import time
@@ -603,6 +604,44 @@ cdef LaneServer *lane_pick(Lane *lane) noexcept nogil:
     return best
 
 
+cdef LaneServer *lane_pick_hashed(Lane *lane, const uint8_t *addr) noexcept nogil:
+    """The server for the client's address (4 bytes for IPv4, also when IPv4-mapped; 16 for IPv6, as
+    HAProxy hashes ``src``), on the lane's map or ring table; NULL when there is none."""
+    cdef const unsigned char *data
+    cdef size_t length
+    cdef uint64_t h
+    cdef int32_t index
+    cdef uint16_t family = addr[0] | (addr[1] << 8)
+    if family == AF_INET:
+        data = addr + 4
+        length = 4
+    else:
+        data = addr + 8
+        length = 16
+        if is_v4_mapped(data):
+            data += 12
+            length = 4
+    if lane.hash_kind == LANE_MAP:
+        if lane.map_len == 0:
+            return NULL
+        return &lane.servers[lane.map[xxh64(data, length, lane.hash_seed) % lane.map_len]]
+    if lane.table == NULL:
+        return NULL
+    h = (<Table>lane.table).key_hash(data, length)
+    index = (<Table>lane.table).server_of(h)
+    if index < 0:
+        return NULL
+    return &lane.servers[lane.table_servers[index]]
+
+
+cdef inline bint is_v4_mapped(const unsigned char *a) noexcept nogil:
+    cdef int i
+    for i in range(10):
+        if a[i] != 0:
+            return False
+    return a[10] == 0xFF and a[11] == 0xFF
+
+
 cdef void lane_hand_back(Worker *w, Lane *lane, int fd, uint64_t tag, int32_t server_block,
                          int error) noexcept nogil:
     lane_closed(w, lane, lane.frontend_block)
@@ -618,13 +657,16 @@ cdef void lane_accept(Worker *w, uint32_t index) noexcept nogil:
     cdef int budget = LANE_BUDGET
     cdef uint64_t tag
     cdef uint8_t connecting
+    cdef uint8_t address[28]
+    cdef socklen_t address_len
     if lane.state != LANE_ON or lane.paused:
         return
     while budget > 0:
         if lane_full(sh, lane):
             lane_pause(w, lane, 0)
             return
-        fd = fp_accept_nb(lane.fd)
+        address_len = sizeof(address)
+        fd = fp_accept_addr(lane.fd, address, &address_len)
         if fd < 0:
             err = errno
             if err == EINTR or err == ECONNABORTED:
@@ -644,7 +686,10 @@ cdef void lane_accept(Worker *w, uint32_t index) noexcept nogil:
         count(sh, lane.frontend_block, CNT_CONN_TOTAL, 1)
         w.lane_seq += 1
         tag = LANE_TAG | w.lane_seq
-        server = lane_pick(lane)
+        if lane.hash_kind == LANE_WRR:
+            server = lane_pick(lane)
+        else:
+            server = lane_pick_hashed(lane, address)
         if server == NULL:
             lane_hand_back(w, lane, fd, tag, -1, EHOSTUNREACH)
             continue
@@ -702,6 +747,23 @@ cdef void lane_commands(Worker *w) noexcept nogil:
             for k in range(lane.nservers):
                 lane.servers[k].weight = lane.servers[k].pending_weight
                 lane.servers[k].current = 0
+        if lane.picks_dirty:
+            lane.picks_dirty = 0
+            swap_picks(lane)
+
+
+cdef void swap_picks(Lane *lane) noexcept nogil:
+    """Take the map or table Python set; the old arrays are freed here, where nobody reads them."""
+    free(lane.map)
+    lane.map = lane.pending_map
+    lane.map_len = lane.pending_map_len
+    lane.pending_map = NULL
+    lane.pending_map_len = 0
+    free(lane.table_servers)
+    lane.table = lane.pending_table
+    lane.table_servers = lane.pending_table_servers
+    lane.pending_table = NULL
+    lane.pending_table_servers = NULL
 
 
 
@@ -840,6 +902,7 @@ cdef class Pump:
         self._next_worker = 0
         self.lanes = NULL
         self.nlanes = 0
+        self._lane_tables = {}
 
     def __init__(self, *, int threads=1, int bufsize=16384, pipesize=None, int maxpipes=0,
                  bint splice=True, int counter_blocks=64, on_end=None):
@@ -1101,11 +1164,14 @@ cdef class Pump:
 
     def add_lane(self, int listen_fd, *, int frontend_block, servers, client_timeout=None,
                  server_timeout=None, client_fin_timeout=None, server_fin_timeout=None,
-                 connect_timeout=None, client_tcp=(1, 0, 0, 0), server_tcp=(1, 0, 0, 0), int maxconn=0):
+                 connect_timeout=None, client_tcp=(1, 0, 0, 0), server_tcp=(1, 0, 0, 0), int maxconn=0,
+                 str hashing=None, unsigned long long hash_seed=0):
         """Let worker 0 accept the listener's connections and pair them itself; returns the lane's index.
 
-        ``servers`` is a sequence of ``(raw_sockaddr, counter_block, weight)``.  The listener must stay
-        open until ``remove_lane`` returns.  Clients the lane cannot place come back through ``on_end``
+        ``servers`` is a sequence of ``(raw_sockaddr, counter_block, weight)``.  ``hashing`` None picks
+        by smooth weighted round robin over the weights; ``"map"`` or ``"table"`` hashes the client's
+        address instead, on what ``set_lane_picks`` gives.  The listener must stay open until
+        ``remove_lane`` returns.  Clients the lane cannot place come back through ``on_end``
         as CONNECT_FAILED with a sixth argument, the client descriptor (Python's from then on).
         """
         cdef Lane *lane
@@ -1143,6 +1209,8 @@ cdef class Pump:
             lane.client_tcp[i] = client_tcp[i]
             lane.server_tcp[i] = server_tcp[i]
         lane.maxconn = maxconn
+        lane.hash_kind = {None: LANE_WRR, "map": LANE_MAP, "table": LANE_TABLE}[hashing]
+        lane.hash_seed = hash_seed
         pthread_mutex_lock(&w.lock)
         lane.state = LANE_NEW
         self.nlanes += 1
@@ -1199,6 +1267,57 @@ cdef class Pump:
         else:
             for i in range(lane.nservers):
                 lane.servers[i].weight = lane.servers[i].pending_weight
+
+    def set_lane_picks(self, int index, server_map=None, table=None, table_servers=None):
+        """What a hashing lane picks on: HAProxy's map (a list of server indexes, ``hash % len``), or a
+        ring ``Table`` with the lane server index of each of its servers.  None: no server (the lane
+        gives its clients to Python)."""
+        cdef Worker *w = &self.workers[0]
+        cdef Lane *lane
+        cdef uint64_t one = 1
+        cdef int32_t *new_map = NULL
+        cdef int32_t *new_servers = NULL
+        cdef Table new_table = table
+        cdef uint32_t i
+        if not 0 <= index < <int>self.nlanes:
+            raise IndexError(index)
+        lane = &self.lanes[index]
+        if server_map:
+            new_map = <int32_t *>malloc(len(server_map) * sizeof(int32_t))
+            if new_map == NULL:
+                raise MemoryError()
+            for i in range(len(server_map)):
+                if not 0 <= server_map[i] < lane.nservers:
+                    free(new_map)
+                    raise ValueError("a map names the lane's servers by index")
+                new_map[i] = server_map[i]
+        if new_table is not None:
+            new_servers = <int32_t *>malloc(max(len(table_servers), 1) * sizeof(int32_t))
+            if new_servers == NULL:
+                free(new_map)
+                raise MemoryError()
+            for i in range(len(table_servers)):
+                new_servers[i] = table_servers[i]
+            # The worker may read the previous table until it takes this one (within a wake-up);
+            # changes come at the pace of health checks and operators, so a few kept suffice.
+            kept = self._lane_tables.setdefault(index, [])
+            kept.append(new_table)
+            del kept[:-4]
+        pthread_mutex_lock(&w.lock)
+        free(lane.pending_map)
+        free(lane.pending_table_servers)
+        lane.pending_map = new_map
+        lane.pending_map_len = len(server_map) if server_map else 0
+        lane.pending_table = <void *>new_table if new_table is not None else NULL
+        lane.pending_table_servers = new_servers
+        lane.picks_dirty = 1
+        w.lane_commands = 1
+        if not self._started or self._stopped:
+            lane.picks_dirty = 0
+            swap_picks(lane)
+        pthread_mutex_unlock(&w.lock)
+        if self._started and not self._stopped:
+            write(w.wake_fd, &one, sizeof(one))
 
     def lane_open(self, int index=-1) -> int:
         """Clients of one lane (or of every lane) open now."""
@@ -1274,6 +1393,10 @@ cdef class Pump:
         if self.lanes != NULL:
             for i in range(<int>self.nlanes):
                 free(self.lanes[i].servers)
+                free(self.lanes[i].map)
+                free(self.lanes[i].pending_map)
+                free(self.lanes[i].table_servers)
+                free(self.lanes[i].pending_table_servers)
             free(self.lanes)
         if self.shared.notify_fd >= 0:
             close(self.shared.notify_fd)

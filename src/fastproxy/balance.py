@@ -198,6 +198,13 @@ class Balancer:
             self._changed(slot)
 
     @property
+    def hash_map(self) -> list[int] | None:
+        """HAProxy's map of ``hash-type map-based`` (server indexes, a server once per unit of weight;
+        a hash picks entry ``hash % len``), or None for the other algorithms."""
+        algorithm = self._algorithm
+        return [slot.index for slot in algorithm.map] if isinstance(algorithm, _MapHash) else None
+
+    @property
     def ring(self) -> Any:
         """The hash ring picks use now (``consistent``, ``maglev`` and ``random``), else None.
 

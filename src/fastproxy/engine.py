@@ -200,7 +200,7 @@ class Engine:
         if backend is None or backend.needs_destination:
             return None
         be = backend.model
-        if be.balance.algorithm not in ("roundrobin", "static-rr") or be.fullconn:
+        if _lane_hashing(be) is False or be.fullconn:
             return None
         for server in be.servers:
             if (server.maxconn or server.maxqueue or server.send_proxy or server.send_proxy_v2
@@ -213,8 +213,10 @@ class Engine:
         client_t, server_t = frontend.model.timeouts, backend.model.timeouts
         tunnel = server_t.tunnel or client_t.tunnel
         ka_c, ka_s = frontend.model.client_keepalive, backend.model.server_keepalive
+        balancer = backend.balancer
         servers = [(backend.raw_addresses[slot.index], backend.blocks[slot.index], weight)
-                   for slot, weight in zip(backend.balancer.slots, _lane_weights(backend))]
+                   for slot, weight in zip(balancer.slots, _lane_weights(backend))]
+        hashing = _lane_hashing(backend.model)
         try:
             index = self.pump.add_lane(
                 sock.fileno(), frontend_block=frontend.block, servers=servers,
@@ -222,16 +224,29 @@ class Engine:
                 client_fin_timeout=client_t.client_fin, server_fin_timeout=server_t.server_fin,
                 connect_timeout=server_t.connect,
                 client_tcp=_tcp_options(ka_c), server_tcp=_tcp_options(ka_s),
-                maxconn=frontend.model.maxconn or 0)
+                maxconn=frontend.model.maxconn or 0, hashing=hashing, hash_seed=balancer.seed)
         except BaseException:
             sock.close()
             raise
         lane = LaneListener(sock, self.pump, index)
         self.lanes.append(lane)
         self._lane_blocks[frontend.block] = frontend
+
         # Weight and state changes (health, the runtime API) reach the lane at once.
-        backend.balancer.on_change.append(
-            lambda: self.pump.set_lane_weights(index, _lane_weights(backend)))
+        def changed() -> None:
+            if hashing is None:
+                self.pump.set_lane_weights(index, _lane_weights(backend))
+            elif hashing == "map":
+                self.pump.set_lane_picks(index, server_map=balancer.hash_map)
+            elif balancer.ring is None:  # only the first backup is left: Python picks it
+                self.pump.set_lane_picks(index)
+            else:
+                table = balancer.ring.table  # the compiled ring's C table: looked up without the GIL
+                self.pump.set_lane_picks(index, table=table,
+                                         table_servers=[balancer.slot(name).index for name in table.names])
+        if hashing is not None:
+            changed()
+        balancer.on_change.append(changed)
         if len(self.lanes) == 1:
             self.background(asyncio.ensure_future(self._watch_lanes()))
         return lane
@@ -515,6 +530,18 @@ class Engine:
                 values["state"] = slot.state.value
                 result["servers"][f"{name}/{slot.name}"] = values
         return result
+
+
+def _lane_hashing(backend: model.Backend) -> Any:
+    """How a lane picks for ``backend``: None (smooth weighted round robin), "map" or "table" (the
+    client address hashed, as ``balance source`` / ``hash src``), or False when a lane cannot."""
+    balance = backend.balance
+    if balance.algorithm in ("roundrobin", "static-rr"):
+        return None
+    if balance.hash_balance_factor or not (
+            balance.algorithm == "source" or (balance.algorithm == "hash" and balance.arguments == ("src",))):
+        return False
+    return "map" if balance.hash_type == "map-based" else "table"
 
 
 def _lane_weights(backend: BackendRuntime) -> list[int]:

@@ -69,6 +69,8 @@ cdef extern from "<sys/socket.h>" nogil:
         int l_onoff
         int l_linger
     enum:
+        AF_INET
+        AF_INET6
         SHUT_WR
         SHUT_RDWR
         SOL_SOCKET
@@ -134,6 +136,9 @@ cdef extern from *:
         return rc;
     }
     static inline int fp_accept_nb(int fd) { return accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC); }
+    static inline int fp_accept_addr(int fd, unsigned char *addr, socklen_t *len) {
+        return accept4(fd, (struct sockaddr *)addr, len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    }
     static inline int fp_socket_nb(int family) { return socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0); }
     static inline int fp_connect_raw(int fd, const unsigned char *addr, unsigned int len) {
         return connect(fd, (const struct sockaddr *)addr, (socklen_t)len);
@@ -146,6 +151,7 @@ cdef extern from *:
     """
     int fp_tune_tcp(int fd, const int *tcp) nogil
     int fp_accept_nb(int fd) nogil
+    int fp_accept_addr(int fd, unsigned char *addr, socklen_t *length) nogil
     int fp_socket_nb(int family) nogil
     int fp_connect_raw(int fd, const unsigned char *addr, unsigned int length) nogil
     void fp_atomic_store_int(int *p, int v) nogil
