@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from fastproxy.pump import Counter, EndReason
+from fastproxy.pump import Counter, EndReason, PyPump
 from fastproxy.server import Connection
 
 from .conftest import run
@@ -570,6 +570,52 @@ def test_several_pump_threads_carry_connections_correctly(pump_class):
             assert engine.pump.threads == (2 if pump_class.__name__ == "Pump" else 1)
             address = engine.listening_addresses()[0]
             await asyncio.gather(*(client(address, i) for i in range(20)))
+        backend.close()
+
+    run(main())
+
+
+def _socket_options_of_peer(peer: tuple) -> tuple:
+    """(TCP_NODELAY, SO_KEEPALIVE, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT) of this process's TCP socket
+    connected to ``peer``: the proxy runs in the test's process, so its sockets are ours to inspect."""
+    import os
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            sock = socket.socket(fileno=os.dup(int(name)))
+        except OSError:
+            continue
+        with sock:
+            try:
+                if sock.type != socket.SOCK_STREAM or sock.getpeername()[:2] != peer[:2]:
+                    continue
+            except OSError:
+                continue
+            return (sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0,
+                    sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) != 0,
+                    sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+                    sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
+                    sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT))
+    raise AssertionError(f"no socket of ours is connected to {peer}")
+
+
+@pytest.mark.parametrize("rules", [False, True])
+def test_both_sides_get_nodelay_and_the_configured_keepalive(pump_class, rules):
+    from fastproxy.config.model import KeepAlive, TcpRequestRule
+
+    async def main():
+        backend, port = await start_backend(echo)
+        cfg = config([port], frontend={"client_keepalive": KeepAlive(True, 33.0, 7.0, 4)},
+                     backend={"server_keepalive": KeepAlive(True, 44.0, 9.0, 5)})
+        if rules:  # a frontend with rules takes the Python path, a plain one may run on a lane
+            cfg.frontends["fe"].tcp_request_rules.append(TcpRequestRule("connection", "accept"))
+        async with running(cfg, pump_class) as engine:
+            assert bool(engine.lanes) == (pump_class is not PyPump and not rules)
+            sock = await connect(engine.listening_addresses()[0])
+            await asyncio.get_running_loop().sock_sendall(sock, b"hello")
+            assert await recv_exactly(sock, 5) == b"hello"
+            assert _socket_options_of_peer(sock.getsockname()) == (True, True, 33, 7, 4)
+            assert _socket_options_of_peer(("127.0.0.1", port)) == (True, True, 44, 9, 5)
+            sock.close()
         backend.close()
 
     run(main())

@@ -170,11 +170,13 @@ class Acceptor:
 
     def __init__(self, listen_sock: socket.socket, batch: int, *, nodelay: bool = True,
                  keepalive: bool = True, idle: Optional[float] = None, interval: Optional[float] = None,
-                 count: Optional[int] = None) -> None:
+                 count: Optional[int] = None, inherited: bool = False) -> None:
         self.sock = listen_sock
         self.fd = listen_sock.fileno()
         self.batch = batch
-        self.options = (int(nodelay), int(keepalive), int(idle or 0), int(interval or 0), int(count or 0))
+        self.inherited = inherited  # the options were set on the listener, and accepted sockets have them
+        self.options = ((-1, -1, 0, 0, 0) if inherited else
+                        (int(nodelay), int(keepalive), int(idle or 0), int(interval or 0), int(count or 0)))
         self.tune = dict(nodelay=nodelay, keepalive=keepalive, idle=idle, interval=interval, count=count)
         if COMPILED:
             self._fds = ffi.new("int[]", batch)
@@ -203,7 +205,10 @@ class Acceptor:
                     break
                 raise
             try:
-                tune_socket(fd, nonblocking=True, **self.tune)
+                if self.inherited:
+                    os.set_blocking(fd, False)
+                else:
+                    tune_socket(fd, nonblocking=True, **self.tune)
             except OSError:
                 os.close(fd)
                 continue

@@ -142,6 +142,7 @@ cdef struct Lane:
     uint32_t client_fin_timeout
     uint32_t server_fin_timeout
     uint32_t connect_timeout
+    uint8_t tune_clients    # set client_tcp on each client (else the listener's options are inherited)
     int client_tcp[4]       # keepalive, idle, interval, count
     int server_tcp[4]
     int open                # clients of this lane open now (atomic)

@@ -677,7 +677,7 @@ cdef void lane_accept(Worker *w, uint32_t index) noexcept nogil:
                 lane_pause(w, lane, w.now_ms + LANE_REST_MS)
             return
         budget -= 1
-        if fp_tune_tcp(fd, lane.client_tcp) != 0:
+        if lane.tune_clients and fp_tune_tcp(fd, lane.client_tcp) != 0:
             close(fd)  # already reset by the client: its loss only
             continue
         fp_atomic_add_int(&lane.open, 1)
@@ -1164,7 +1164,7 @@ cdef class Pump:
 
     def add_lane(self, int listen_fd, *, int frontend_block, servers, client_timeout=None,
                  server_timeout=None, client_fin_timeout=None, server_fin_timeout=None,
-                 connect_timeout=None, client_tcp=(1, 0, 0, 0), server_tcp=(1, 0, 0, 0), int maxconn=0,
+                 connect_timeout=None, client_tcp=None, server_tcp=(1, 0, 0, 0), int maxconn=0,
                  str hashing=None, unsigned long long hash_seed=0):
         """Let worker 0 accept the listener's connections and pair them itself; returns the lane's index.
 
@@ -1205,8 +1205,10 @@ cdef class Pump:
         lane.client_fin_timeout = to_ms(client_fin_timeout)
         lane.server_fin_timeout = to_ms(server_fin_timeout)
         lane.connect_timeout = to_ms(connect_timeout)
+        # client_tcp None: the listener carries the options and accepted sockets inherit them.
+        lane.tune_clients = client_tcp is not None
         for i in range(4):
-            lane.client_tcp[i] = client_tcp[i]
+            lane.client_tcp[i] = client_tcp[i] if client_tcp is not None else 0
             lane.server_tcp[i] = server_tcp[i]
         lane.maxconn = maxconn
         lane.hash_kind = {None: LANE_WRR, "map": LANE_MAP, "table": LANE_TABLE}[hashing]

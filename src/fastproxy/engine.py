@@ -24,7 +24,7 @@ from .config import model
 from .errors import ConfigError, ProxyError
 from .proxy import Director, ErrorHandler, Session, TCPProxy
 from .pump import Counter, EndReason, Pump
-from .server import Handler, LaneListener, Listener, open_listener
+from .server import Handler, LaneListener, Listener, open_listener, tune_listener
 
 log = logging.getLogger("fastproxy")
 
@@ -218,12 +218,13 @@ class Engine:
                    for slot, weight in zip(balancer.slots, _lane_weights(backend))]
         hashing = _lane_hashing(backend.model)
         try:
+            tune_listener(sock, ka_c)  # accepted clients inherit the options: no setsockopt per client
             index = self.pump.add_lane(
                 sock.fileno(), frontend_block=frontend.block, servers=servers,
                 client_timeout=tunnel or client_t.client, server_timeout=tunnel or server_t.server,
                 client_fin_timeout=client_t.client_fin, server_fin_timeout=server_t.server_fin,
                 connect_timeout=server_t.connect,
-                client_tcp=_tcp_options(ka_c), server_tcp=_tcp_options(ka_s),
+                client_tcp=None, server_tcp=_tcp_options(ka_s),
                 maxconn=frontend.model.maxconn or 0, hashing=hashing, hash_seed=balancer.seed)
         except BaseException:
             sock.close()

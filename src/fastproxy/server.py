@@ -103,6 +103,13 @@ def open_listener(bind: model.Bind, *, backlog: int) -> socket.socket:
     return sock
 
 
+def tune_listener(sock: socket.socket, keepalive: model.KeepAlive) -> None:
+    """TCP_NODELAY and the frontend's keepalive on the listening socket: Linux copies them to every
+    socket it accepts, which spares each connection its own setsockopt calls."""
+    _linux.tune_socket(sock.fileno(), nodelay=True, keepalive=keepalive.enabled, idle=keepalive.idle,
+                       interval=keepalive.interval, count=keepalive.count)
+
+
 class Listener:
     """One listening socket of a frontend, feeding a handler from the event loop."""
 
@@ -124,10 +131,8 @@ class Listener:
         self._reading = False
         self._closed = False
         self._emfile_logged = False
-        keepalive = frontend.client_keepalive
-        self._acceptor = _linux.Acceptor(sock, ACCEPT_BATCH, nodelay=True, keepalive=keepalive.enabled,
-                                         idle=keepalive.idle, interval=keepalive.interval,
-                                         count=keepalive.count)
+        tune_listener(sock, frontend.client_keepalive)
+        self._acceptor = _linux.Acceptor(sock, ACCEPT_BATCH, inherited=True)
         self.tasks: set[asyncio.Task] = set()
 
     @property
