@@ -411,14 +411,77 @@ def test_an_excluded_server_is_avoided_unless_it_is_the_only_one(build):
     assert balancer.pick(client(1), exclude=[0]) is balancer.slot("s0")
 
 
-@pytest.mark.parametrize("build", cases(), indirect=True)
+def limited_servers(count=3, **fields):
+    return [Server(name=f"s{i}", host="h", port=i + 1, **fields) for i in range(count)]
+
+
+@pytest.mark.parametrize("build", cases("roundrobin", "static-rr", "leastconn", "first"), indirect=True)
 def test_a_full_server_is_passed_over_and_none_when_all_are_full(build):
-    servers = [Server(name=f"s{i}", host="h", port=i + 1, maxconn=3) for i in range(3)]
-    balancer = build(servers=servers)
+    balancer = build(servers=limited_servers(maxconn=3))
     assert sorted(Counter(picks(balancer, 9, hold=True)).values()) == [3, 3, 3]
     assert balancer.pick(client(99)) is None
     balancer.connection_ended(balancer.slot("s1"))
     assert balancer.pick(client(99)) is balancer.slot("s1")
+
+
+@pytest.mark.parametrize("build", cases("roundrobin", "static-rr", "first"), indirect=True)
+def test_a_server_with_connections_queued_for_it_counts_as_full(build):
+    balancer = build(servers=limited_servers(maxconn=3))
+    balancer.slot("s0").queued = 1
+    assert "s0" not in picks(balancer, 6, hold=True)
+
+
+@pytest.mark.parametrize("build", cases("source-map-based", "source-consistent", "source-maglev"),
+                         indirect=True)
+def test_a_hash_keeps_its_server_when_it_is_full(build):
+    balancer = build(servers=limited_servers(maxconn=1))
+    chosen = balancer.pick(client(5))
+    balancer.connection_started(chosen)
+    assert not balancer.available(chosen)
+    assert balancer.pick(client(5)) is chosen  # it waits in that server's queue, as with HAProxy
+    other = balancer.pick(client(5), exclude={chosen.index})  # a redispatch goes elsewhere
+    assert other is not chosen
+
+
+@pytest.mark.parametrize("build", cases("random"), indirect=True)
+def test_random_picks_none_rather_than_a_full_server(build):
+    balancer = build(servers=limited_servers(maxconn=1))
+    for i in range(30):
+        slot = balancer.pick(client(i))
+        if slot is not None:
+            assert balancer.available(slot)
+            balancer.connection_started(slot)
+    assert all(slot.current == 1 for slot in balancer.slots)
+    assert balancer.pick(client(99)) is None
+
+
+def test_leastconn_queues_on_a_full_server_while_its_queue_is_under_maxqueue():
+    balancer = make("leastconn", servers=limited_servers(2, maxconn=1, maxqueue=2))
+    for slot in balancer.slots:
+        balancer.connection_started(slot)
+    chosen = balancer.pick(client(1))
+    assert chosen is not None and not balancer.available(chosen)
+    chosen.queued = 2  # its queue is at maxqueue: the other one
+    assert balancer.pick(client(2)) is not chosen
+    for slot in balancer.slots:
+        slot.queued = 2
+    assert balancer.pick(client(3)) is None
+
+
+def test_minconn_rises_to_maxconn_with_the_backend_load_up_to_fullconn():
+    backend = make_backend("roundrobin", servers=limited_servers(1, minconn=2, maxconn=6), fullconn=12)
+    balancer = Balancer(backend)
+    slot = balancer.slot("s0")
+    limits = {}
+    for load in (0, 4, 6, 9, 12, 20):
+        balancer.in_flight, balancer.queued = load // 2, load - load // 2
+        limits[load] = balancer._dynamic_maxconn(slot, slot.maxconn)
+    assert limits == {0: 2, 4: 2, 6: 3, 9: 4, 12: 6, 20: 6}  # max(minconn, maxconn * load / fullconn)
+
+
+def test_a_minconn_alone_is_a_maxconn():
+    balancer = make("roundrobin", servers=limited_servers(1, minconn=2))
+    assert picks(balancer, 3, hold=True) == ["s0", "s0", None]
 
 
 def test_connection_counts_are_kept():

@@ -28,9 +28,13 @@ The algorithms, as HAProxy's ``balance`` (weights apply wherever HAProxy applies
 
 Servers that are DOWN, in MAINT or DRAIN, or of weight 0 are out of new picks at once, and back in at
 once.  Backup servers are used only when no active server is usable: the first one in id order, or
-all of them with ``option allbackups``.  A server at its ``maxconn`` is passed over (fastproxy has no
-queue: HAProxy would queue the connection instead), and a server the caller asks to avoid (``exclude``,
-for a redispatch) is used only when no other can be.  Hash tables are rebuilt when a server changes,
+all of them with ``option allbackups``.  A server at its ``maxconn`` (HAProxy's dynamic one, see
+``minconn`` and ``fullconn``) or with connections waiting in its queue is full: the algorithms that
+choose pass it over and pick None when every server is full (the connection then waits in the backend's
+queue, ``fastproxy.queues``), while the hashing ones keep the server the hash chose (the connection
+waits in that server's queue), as HAProxy does.  ``leastconn`` also picks a full server whose queue is
+shorter than its ``maxqueue``.  A server the caller asks to avoid (``exclude``, for a redispatch) is
+used only when no other can be.  Hash tables are rebuilt when a server changes,
 not per pick, and swapped in whole (``fastproxy.ring``: the compiled build releases the GIL).
 """
 
@@ -72,6 +76,9 @@ class ServerSlot:
     state: ServerState = ServerState.UP
     current: int = 0  # connections in flight
     total: int = 0
+    queued: int = 0  # connections waiting in this server's queue
+    maxconn: int = 0  # HAProxy's effective limits: a minconn alone (or above maxconn) is the maxconn
+    minconn: int = 0
     id: int = 0  # HAProxy's server id: the configured ``id``, else the next free one in declaration order
 
     @property
@@ -123,11 +130,17 @@ class Balancer:
         ]
         for slot, server_id in zip(self.slots, _server_ids(backend.servers)):
             slot.id = server_id
+            slot.maxconn = max(slot.server.maxconn, slot.server.minconn)
+            slot.minconn = slot.server.minconn if slot.server.minconn < slot.maxconn else 0
         self._by_name = {slot.name: slot for slot in self.slots}
         self._by_id = sorted(self.slots, key=lambda slot: slot.id)
         self.all_backups = bool(backend.allbackups or backend.options.get("allbackups"))
         self.balance_factor = backend.balance.hash_balance_factor
         self.in_flight = 0  # connections in flight to any server of the backend
+        self.queued = 0  # connections waiting in the backend's queues (kept by fastproxy.queues)
+        # The backend load at which servers reach their maxconn (``fullconn``); the engine sets
+        # HAProxy's default when unset (10% of the maxconn of the frontends that use the backend).
+        self.fullconn = backend.fullconn or 0
         self.rng = rng if rng is not None else random.Random()
         self.ring_class = ring_class if ring_class is not None else ring_module.HashRing
         options = backend.options
@@ -153,7 +166,9 @@ class Balancer:
             raise KeyError(name) from None
 
     def pick(self, key: PickKey = PickKey(), exclude: Iterable[int] = ()) -> ServerSlot | None:
-        """The server for a new connection, or None when none can take it.
+        """The server for a new connection, or None when none can take it (no usable server, see
+        ``pool``, or every server is full).  A hashing algorithm returns the server of the hash even
+        when it is full (``available`` says so): the connection waits in that server's queue.
 
         ``exclude``: indexes of servers to avoid (HAProxy's redispatch), used only if no other can be.
         """
@@ -216,15 +231,27 @@ class Balancer:
     # --- shared by the algorithms ---
 
     def available(self, slot: ServerSlot) -> bool:
-        """Whether the server has a free connection slot (HAProxy's srv_dynamic_maxconn())."""
-        maxconn = slot.server.maxconn
+        """Whether a new connection may go to the server now: under its maxconn, nobody queued for it."""
+        maxconn = slot.maxconn
+        return not maxconn or (not slot.queued and slot.current < self._dynamic_maxconn(slot, maxconn))
+
+    def has_room(self, slot: ServerSlot) -> bool:
+        """Whether the server has a free connection slot (for a connection waiting in a queue)."""
+        maxconn = slot.maxconn
         return not maxconn or slot.current < self._dynamic_maxconn(slot, maxconn)
 
+    def in_pool(self, slot: ServerSlot) -> bool:
+        """Whether picks may choose the server now (so it may serve the backend's queue)."""
+        return slot.index in self._cumulative
+
     def _dynamic_maxconn(self, slot: ServerSlot, maxconn: int) -> int:
-        minconn, fullconn = slot.server.minconn, self.backend.fullconn
-        if not minconn or not fullconn or minconn >= maxconn or self.in_flight >= fullconn:
+        """HAProxy's srv_dynamic_maxconn(): from minconn up to maxconn as the backend's load (its
+        connections in flight and waiting) goes up to fullconn."""
+        minconn, fullconn = slot.minconn, self.fullconn
+        load = self.in_flight + self.queued
+        if not minconn or not fullconn or load >= fullconn:
             return maxconn
-        return max(minconn, self.in_flight * maxconn // fullconn)
+        return max(minconn, load * maxconn // fullconn)
 
     def within_bound(self, slot: ServerSlot) -> bool:
         """Whether the server is under its share of the in-flight connections (hash-balance-factor)."""
@@ -234,11 +261,12 @@ class Balancer:
                                              self._pool_weight, self.in_flight, self.balance_factor)
 
     def first_fit(self, candidates: Iterable[ServerSlot], avoid: AbstractSet[int],
-                  bounded: bool = False) -> ServerSlot | None:
-        """The first candidate with a free slot (and under its bound), the avoided ones last."""
+                  bounded: bool = False, full_too: bool = False) -> ServerSlot | None:
+        """The first candidate that is not full (or any, with ``full_too``) and under its bound, the
+        avoided ones last."""
         avoided = None
         for slot in candidates:
-            if not self.available(slot) or (bounded and not self.within_bound(slot)):
+            if (not full_too and not self.available(slot)) or (bounded and not self.within_bound(slot)):
                 continue
             if slot.index in avoid:
                 avoided = avoided or slot
@@ -313,7 +341,7 @@ class _RoundRobin(_Algorithm):
         best = avoided = None
         total = 0
         for slot in balancer.pool:
-            if slot.server.maxconn and not balancer.available(slot):
+            if slot.maxconn and not balancer.available(slot):
                 continue
             if slot.index in avoid:
                 avoided = avoided or slot
@@ -363,8 +391,10 @@ class _StaticRoundRobin(_Algorithm):
 
 
 class _LeastConn(_Algorithm):
-    """HAProxy's leastconn: the lowest ``(inflight + 1) * 256 / weight`` (0 when idle); among equals,
-    the one whose load changed longest ago, so that equal servers take turns."""
+    """HAProxy's leastconn: the lowest ``(inflight + 1) * 256 / weight`` (0 when idle, queued
+    connections counting as in flight); among equals, the one whose load changed longest ago, so that
+    equal servers take turns.  A full server stays a candidate while its queue is under its
+    ``maxqueue`` (the connection then waits in that queue), as HAProxy does."""
 
     def __init__(self, balancer: Balancer) -> None:
         super().__init__(balancer)
@@ -382,12 +412,14 @@ class _LeastConn(_Algorithm):
         best = avoided = None
         best_rank: tuple[int, int] = (0, 0)
         for slot in balancer.pool:
-            if not balancer.available(slot):
+            load = slot.current + slot.queued
+            maxconn = slot.maxconn
+            if maxconn and load >= balancer._dynamic_maxconn(slot, maxconn) + slot.server.maxqueue:
                 continue
             if slot.index in avoid:
                 avoided = avoided or slot
                 continue
-            rank = ((slot.current + 1) * 256 // slot.weight if slot.current else 0, moved[slot.index])
+            rank = ((load + 1) * 256 // slot.weight if load else 0, moved[slot.index])
             if best is None or rank < best_rank:
                 best, best_rank = slot, rank
         return best if best is not None else avoided
@@ -453,23 +485,22 @@ class _GroupRings:
 
     def pick(self, key: Any, avoid: AbstractSet[int]) -> ServerSlot | None:
         """The server for ``key`` (bytes, or an int for a random point): the first along its walk on
-        the current ring that has a free slot and is under its bound, the avoided ones last."""
+        the current ring that is under its bound, full or not, the avoided ones last."""
         balancer = self.balancer
         ring = self.current()
         if ring is None:
-            return balancer.first_fit(balancer.pool, avoid)
+            return balancer.first_fit(balancer.pool, avoid, full_too=True)
         by_name = balancer._by_name
         if not avoid and not balancer.balance_factor:
-            slot = by_name[ring.lookup(key)]
-            if balancer.available(slot):
-                return slot
+            return by_name[ring.lookup(key)]
         return balancer.first_fit((by_name[name] for name in ring.walk(key)), avoid,
-                                  bounded=bool(balancer.balance_factor))
+                                  bounded=bool(balancer.balance_factor), full_too=True)
 
 
 class _Random(_Algorithm):
     """HAProxy's random(<draws>): draws random points of the consistent ring and keeps the server with
-    the fewest connections relative to weight (later draws win ties)."""
+    the fewest connections relative to weight (later draws win ties); None if that one is full, so
+    that the connection waits in the backend's queue."""
 
     def __init__(self, balancer: Balancer) -> None:
         super().__init__(balancer)
@@ -491,6 +522,8 @@ class _Random(_Algorithm):
             if (previous is not None and previous is not current
                     and current.current * previous.weight > previous.current * current.weight):
                 current = previous
+        if current is not None and not balancer.available(current):
+            return None
         return current
 
 
@@ -516,8 +549,8 @@ class _Hashed(_Algorithm):
 
 
 class _MapHash(_Hashed):
-    """``hash-type map-based``: HAProxy's map, ``hash % total weight``; a server that cannot take the
-    connection passes it to the next one in the map."""
+    """``hash-type map-based``: HAProxy's map, ``hash % total weight``; a server to avoid passes the
+    connection to the next one in the map."""
 
     static = True
 
@@ -529,7 +562,10 @@ class _MapHash(_Hashed):
         if not length:
             return None
         start = ring_module.xxh64(data, self.balancer.seed) % length
-        return self.balancer.first_fit((self.map[(start + k) % length] for k in range(length)), avoid)
+        if not avoid:
+            return self.map[start]
+        return self.balancer.first_fit((self.map[(start + k) % length] for k in range(length)), avoid,
+                                       full_too=True)
 
 
 class _RingHash(_Hashed):
