@@ -19,11 +19,13 @@ from typing import Any, Optional
 
 from . import _linux, logs
 from .acl import Router
-from .balance import Balancer, ServerSlot
+from .balance import Balancer, ServerSlot, ServerState
 from .config import model
-from .errors import ConfigError, ProxyError
+from .errors import ConfigError, ProxyError, QueueTimeout
 from .proxy import Director, ErrorHandler, Session, TCPProxy
 from .pump import Counter, EndReason, Pump
+from .queues import Pending, Queues
+from .rate import FreqCounter
 from .server import Handler, LaneListener, Listener, open_listener, tune_listener
 
 log = logging.getLogger("fastproxy")
@@ -58,6 +60,9 @@ class BackendRuntime:
         self.model = backend
         self.name = backend.name
         self.balancer = Balancer(backend)
+        self.queues = Queues(self.balancer)
+        self.serving = False  # the engine is handing free slots to queued connections
+        self.serve_again = False  # a slot freed up meanwhile
         self.addresses: list[tuple] = []
         self.raw_addresses: list[bytes] = []  # sockaddrs ready for the dialer
         keepalive = backend.server_keepalive
@@ -96,6 +101,7 @@ class FrontendRuntime:
         self.listeners: list[Listener] = []
         self.current = 0
         self.denied = 0  # connections refused by tcp-request rules
+        self.session_rate = FreqCounter()  # for ``rate-limit sessions``
         self.log = logs.ProxyLog(frontend.name, frontend.log_targets) if frontend.log_targets else None
         # A frontend with rules gets a router; one without goes straight to its default backend.
         has_rules = bool(frontend.use_backends or frontend.tcp_request_rules)
@@ -129,6 +135,9 @@ class Engine:
         self._accept_errors_seen = 0
         self._next_tag = 1
         self._paused_for_maxconn = False
+        self.accept_rate = FreqCounter()  # for ``maxconnrate``
+        self._rate_limited = False  # some rate limit applies: accepts are counted
+        self._rate_timers: dict[Optional[str], asyncio.TimerHandle] = {}  # frontend (None: all) -> resume
         self._stopping = False
         self._idle = asyncio.Event()
         self.loop: asyncio.AbstractEventLoop
@@ -143,7 +152,10 @@ class Engine:
         for backend in cfg.backends.values():
             self.backends[backend.name] = BackendRuntime(backend, block)
             block += len(backend.servers)
+        self._default_fullconn()
         g = cfg.global_
+        self._rate_limited = bool(g.maxconnrate or any(fe.rate_limit_sessions
+                                                      for fe in cfg.frontends.values()))
         self.pump = self.pump_class(threads=g.nbthread, bufsize=g.bufsize, pipesize=g.pipesize,
                                     maxpipes=g.maxpipes or 0, splice=g.splice, counter_blocks=block,
                                     on_end=self._pair_ended)
@@ -153,6 +165,8 @@ class Engine:
         for backend_runtime in self.backends.values():
             for slot in backend_runtime.balancer.slots:
                 self._server_slots[backend_runtime.blocks[slot.index]] = (backend_runtime, slot)
+            backend_runtime.balancer.on_change.append(
+                functools.partial(self._servers_changed, backend_runtime))
         try:
             for index, frontend in enumerate(cfg.frontends.values()):
                 handler = self.handlers.get(frontend.name) or TCPProxy(
@@ -203,8 +217,8 @@ class Engine:
         if _lane_hashing(be) is False or be.fullconn:
             return None
         for server in be.servers:
-            if (server.maxconn or server.maxqueue or server.send_proxy or server.send_proxy_v2
-                    or server.slowstart or not server.port):
+            if (server.maxconn or server.minconn or server.maxqueue or server.send_proxy
+                    or server.send_proxy_v2 or server.slowstart or not server.port):
                 return None
         return backend
 
@@ -320,6 +334,9 @@ class Engine:
             return
         self._stopping = True
         self._close_listeners()
+        for timer in self._rate_timers.values():
+            timer.cancel()
+        self._rate_timers.clear()
         if grace is None:
             grace = self.config.global_.hard_stop_after
             if grace is None:
@@ -340,6 +357,10 @@ class Engine:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        for backend in self.backends.values():  # connections still waiting for a server
+            for pending in list(backend.queues):
+                self._leave_queue(backend, pending)
+                pending.item.close()
         self.pump.stop()
         await asyncio.sleep(0)  # let the twin's end reports run
         for session in list(self.pairs.values()):  # connects cut while in progress
@@ -377,7 +398,44 @@ class Engine:
                     listener.pause()
                 return 0
             room = min(room, frontend_room)
+        if self._rate_limited:
+            room = min(room, self._rate_room(frontend))
         return room
+
+    def _rate_room(self, frontend: FrontendRuntime) -> int:
+        """How many connections ``maxconnrate`` and the frontend's ``rate-limit sessions`` let in now.
+        At 0 the listeners they cover pause until the rate allows one more: clients wait in the kernel's
+        backlog meanwhile, as with HAProxy."""
+        now = self.loop.time()
+        room = 1 << 30
+        limits = ((self.accept_rate, self.config.global_.maxconnrate, None),
+                  (frontend.session_rate, frontend.model.rate_limit_sessions, frontend))
+        for counter, limit, runtime in limits:
+            if limit:
+                remain = counter.remain(now, limit)
+                if not remain:
+                    self._pause_for_rate(runtime, counter.delay(now, limit))
+                    return 0
+                room = min(room, remain)
+        return room
+
+    def _pause_for_rate(self, frontend: Optional[FrontendRuntime], delay: float) -> None:
+        """Pause ``frontend``'s listeners (every listener for None) for ``delay`` seconds."""
+        runtimes = [frontend] if frontend is not None else list(self.frontends.values())
+        for runtime in runtimes:
+            for listener in runtime.listeners:
+                listener.pause()
+        key = frontend.model.name if frontend is not None else None
+        if key not in self._rate_timers:
+            self._rate_timers[key] = self.loop.call_later(delay, self._rate_allows, key)
+
+    def _rate_allows(self, key: Optional[str]) -> None:
+        # Resumed listeners ask _admit again before accepting: any limit still reached pauses them.
+        self._rate_timers.pop(key, None)
+        for runtime in self.frontends.values():
+            if key is None or runtime.model.name == key:
+                for listener in runtime.listeners:
+                    listener.resume()
 
     def _pause_all(self) -> None:
         self._paused_for_maxconn = True
@@ -392,6 +450,10 @@ class Engine:
         frontend.current += 1
         self.pump.add_counter(frontend.block, Counter.CONN_CUR, 1)
         self.pump.add_counter(frontend.block, Counter.CONN_TOTAL, 1)
+        if self._rate_limited:
+            now = self.loop.time()
+            self.accept_rate.add(now)
+            frontend.session_rate.add(now)
 
     def _closed(self, frontend: FrontendRuntime) -> None:
         self.python_current -= 1
@@ -416,6 +478,97 @@ class Engine:
                 for listener in frontend.listeners:
                     listener.resume()
 
+    # --- queues: connections waiting for a server slot ---------------------------------------------
+
+    def _default_fullconn(self) -> None:
+        """HAProxy's default ``fullconn``: 10% of the maxconn (the global one when unset) of the
+        frontends that may use the backend.  Without any maxconn it stays unset: servers run at their
+        maxconn (HAProxy always has a global maxconn, derived from ``ulimit -n`` when unset)."""
+        totals: dict[str, int] = {}
+        for frontend in self.config.frontends.values():
+            maxconn = frontend.maxconn or self.config.global_.maxconn or 0
+            names = {use.backend for use in frontend.use_backends}
+            if frontend.default_backend:
+                names.add(frontend.default_backend)
+            for name in names:
+                totals[name] = totals.get(name, 0) + maxconn
+        for name, backend in self.backends.items():
+            if not backend.model.fullconn and totals.get(name):
+                backend.balancer.fullconn = max((totals[name] + 9) // 10, 1)
+
+    def enqueue(self, session: Session, slot: Optional[ServerSlot]) -> None:
+        """``session`` waits for a slot: in ``slot``'s queue, or in its backend's for None.  It waits at
+        most ``timeout queue`` (``timeout connect`` when unset, as HAProxy), then is closed (sQ)."""
+        backend = session.backend
+        assert backend is not None
+        pending = backend.queues.add(session, slot)
+        timeouts = backend.model.timeouts
+        timeout = timeouts.queue if timeouts.queue is not None else timeouts.connect
+        if timeout:
+            pending.timer = self.loop.call_later(timeout, self._queue_expired, backend, pending)
+        # Queued connections raise the backend's load, and with it dynamic limits (minconn/fullconn).
+        self.serve_queues(backend)
+
+    def serve_queues(self, backend: BackendRuntime, slot: Optional[ServerSlot] = None) -> None:
+        """Give free server slots to queued connections, oldest first: ``slot``'s (one of its
+        connections ended), or every server's (None: servers changed, or the queues grew)."""
+        if backend.serving:  # a dial below ended at once and freed a slot: one more round
+            backend.serve_again = True
+            return
+        backend.serving = True
+        queues = backend.queues
+        try:
+            while queues.waiting:
+                backend.serve_again = False
+                for candidate in ((slot,) if slot is not None else backend.balancer.slots):
+                    while (pending := queues.next_for(candidate)) is not None:
+                        self._leave_queue(backend, pending)
+                        session = pending.item
+                        session.proxy.dequeued(session, candidate)
+                if not backend.serve_again:
+                    break
+                slot = None
+        finally:
+            backend.serving = False
+
+    def _leave_queue(self, backend: BackendRuntime, pending: Pending) -> None:
+        backend.queues.remove(pending)
+        if pending.timer is not None:
+            pending.timer.cancel()
+            pending.timer = None
+
+    def _queue_expired(self, backend: BackendRuntime, pending: Pending) -> None:
+        pending.timer = None
+        if not pending.waiting:
+            return
+        backend.queues.remove(pending, expired=True)
+        session = pending.item
+        session.proxy.fail(session, QueueTimeout(
+            "queue-timeout", f"no slot on backend '{backend.name}' within timeout queue"))
+
+    def _servers_changed(self, backend: BackendRuntime) -> None:
+        """A server's state or weight changed.  With ``option redispatch``, connections queued for a
+        server that is no longer usable are balanced again (HAProxy's pendconn_redistribute());
+        without, they wait for it.  Servers that became usable take from the backend's queue."""
+        queues = backend.queues
+        if not queues.waiting or self._stopping:
+            return
+        if backend.model.redispatch:
+            for slot in backend.balancer.slots:
+                if slot.queued and not slot.usable:
+                    for pending in queues.take_all(slot):
+                        self._leave_queue(backend, pending)
+                        session = pending.item
+                        session.proxy.choose_and_dial(session)
+        self.serve_queues(backend)
+
+    def set_server_state(self, backend: str, server: str, state: "ServerState | str") -> None:
+        """Set a server's state at run time (``UP``, ``DOWN``, ``DRAIN``, ``MAINT``): only UP servers
+        get new connections (queued ones included); established connections go on in every state."""
+        if isinstance(state, str):
+            state = ServerState(state.upper())
+        self.backends[backend].balancer.set_state(server, state)
+
     # --- the proxy's books ----------------------------------------------------------------------------
 
     def count_denied(self, session: Session) -> None:
@@ -427,7 +580,8 @@ class Engine:
     def connect_failed(self, session: Session, exc: ProxyError) -> None:
         self.pump.add_counter(session.runtime.block, Counter.CONNECT_ERRORS, 1)
         if session.frontend.log and session.frontend.tcplog:
-            self.traffic_log(session.runtime, self._tcplog_line(session, "SC", 0))
+            termination = "sQ" if isinstance(exc, QueueTimeout) else "SC"
+            self.traffic_log(session.runtime, self._tcplog_line(session, termination, 0))
 
     def pair(self, session: Session, server_fd: int, *, connecting: bool,
              prefix: Optional[bytes] = None) -> None:
@@ -459,6 +613,7 @@ class Engine:
             os.close(server_fd)
             if slot is not None:
                 backend.balancer.connection_ended(slot)
+                self.loop.call_soon(self.serve_queues, backend, slot)
             session.finished()
             raise
 
@@ -482,6 +637,8 @@ class Engine:
         slot = session.slot
         if slot is not None and backend is not None:
             backend.balancer.connection_ended(slot)
+            if backend.balancer.queued:
+                self.serve_queues(backend, slot)
         frontend = session.frontend
         if frontend.log and frontend.tcplog and not (frontend.dontlognull and bytes_in == 0):
             self.traffic_log(session.runtime, self._tcplog_line(session, TERMINATION[EndReason(reason)],
@@ -525,10 +682,17 @@ class Engine:
         result: dict[str, Any] = {"frontends": {}, "servers": {}, "active_pairs": self.pump.active}
         for name, fe in self.frontends.items():
             result["frontends"][name] = dict(zip(fields, self.pump.counters(fe.block)))
+        result["backends"] = {}
         for name, be in self.backends.items():
+            queues = be.queues
+            result["backends"][name] = {"queue_cur": queues.backend.length, "queue_max": queues.backend.max,
+                                        "queue_expired": queues.backend.expired,
+                                        "queued_total": queues.waiting}
             for slot in be.balancer.slots:
                 values = dict(zip(fields, self.pump.counters(be.blocks[slot.index])))
                 values["state"] = slot.state.value
+                queue = queues.servers[slot.index]
+                values.update(queue_cur=queue.length, queue_max=queue.max, queue_expired=queue.expired)
                 result["servers"][f"{name}/{slot.name}"] = values
         return result
 

@@ -60,3 +60,7 @@ class UpstreamConnectError(ProxyError):
 
 class NoServerAvailable(ProxyError):
     """The backend has no server that can take a connection."""
+
+
+class QueueTimeout(ProxyError):
+    """The connection waited in a queue for a server slot longer than ``timeout queue`` (HAProxy: sQ)."""

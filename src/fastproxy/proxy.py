@@ -323,20 +323,57 @@ class TCPProxy:
         assert backend is not None
         slot: Optional[ServerSlot]
         if target is None:
-            slot = backend.balancer.pick(pick_key(session), session.excluded or ())
+            balancer = backend.balancer
+            if balancer.queued:  # those waiting get the slots that freed up before a newcomer does
+                self.engine.serve_queues(backend)
+            slot = balancer.pick(pick_key(session), session.excluded or ())
             if slot is None:
-                self.fail(session, NoServerAvailable(
-                    "no-server", f"backend '{backend.name}' has no server available"))
+                if not balancer.pool:
+                    self.fail(session, NoServerAvailable(
+                        "no-server", f"backend '{backend.name}' has no server available"))
+                else:  # every server is full
+                    self.engine.enqueue(session, None)
+                return
+            if not balancer.available(slot):  # the hash (or leastconn under maxqueue) chose a full one
+                self._wait_for(session, slot)
                 return
             address = backend.raw_address_of(slot, session)
-        elif isinstance(target, ServerSlot):
-            slot, address = target, backend.raw_address_of(target, session)
-        elif isinstance(target, model.Server):
-            slot = backend.balancer.slot(target.name)
+        elif isinstance(target, (ServerSlot, model.Server)):
+            slot = target if isinstance(target, ServerSlot) else backend.balancer.slot(target.name)
+            if not backend.balancer.available(slot):
+                self._wait_for(session, slot)
+                return
             address = backend.raw_address_of(slot, session)
         else:
             slot, address = None, _linux.sockaddr(tuple(target))
         self.dial(session, slot, address)
+
+    def _wait_for(self, session: Session, slot: ServerSlot) -> None:
+        """``slot`` was chosen for the session and is full: wait in its queue.  When that queue is at
+        the server's ``maxqueue``, the connection goes to another server instead (the next one the
+        balancer would choose), or to the backend's queue when every other is full too, as HAProxy's
+        documentation of ``maxqueue`` says."""
+        backend = session.backend
+        assert backend is not None
+        balancer = backend.balancer
+        avoid = set(session.excluded or ())
+        while slot.server.maxqueue and backend.queues.length(slot) >= slot.server.maxqueue:
+            avoid.add(slot.index)
+            other = balancer.pick(pick_key(session), avoid)
+            if other is None or other.index in avoid:
+                self.engine.enqueue(session, None)
+                return
+            if balancer.available(other):
+                self.dial(session, other, backend.raw_address_of(other, session))
+                return
+            slot = other
+        self.engine.enqueue(session, slot)
+
+    def dequeued(self, session: Session, slot: ServerSlot) -> None:
+        """A connection that waited in a queue got a slot on ``slot``."""
+        backend = session.backend
+        assert backend is not None
+        self.dial(session, slot, backend.raw_address_of(slot, session))
 
     def dial(self, session: Session, slot: Optional[ServerSlot], address: bytes) -> None:
         """Start a non-blocking connect to ``address`` (a raw sockaddr) and hand the pair over."""
@@ -369,14 +406,15 @@ class TCPProxy:
         if session.attempt > retries or session.fd < 0:
             kind = CONNECT_ERROR_KIND.get(error, "unreachable")
             self.fail(session, UpstreamConnectError(kind, f"connect failed: {os.strerror(error)}"))
-            return
-        if backend.model.redispatch and session.attempt == retries and slot is not None:
+        elif backend.model.redispatch and session.attempt == retries and slot is not None:
             session.excluded = {slot.index}
             self.choose_and_dial(session)
         elif slot is not None:
             self.dial(session, slot, backend.raw_address_of(slot, session))
         else:
             self.choose_and_dial(session)
+        if slot is not None and backend.balancer.queued:
+            self.engine.serve_queues(backend, slot)  # the slot this session had may be free now
 
     def fail(self, session: Session, exc: ProxyError) -> None:
         """No upstream: count it and let the error handler answer the client."""
