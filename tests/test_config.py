@@ -278,6 +278,7 @@ def test_global_keywords_are_recorded():
     assert g.stats_timeout == 120.0
     assert g.daemon is True
     assert (g.user, g.group, g.chroot, g.hard_stop_after) == ("nobody", "nogroup", "/var/empty", 60.0)
+    assert g.spread_checks == 5
 
 
 def test_daemon_is_ignored_in_the_foreground_with_a_warning():
@@ -289,7 +290,6 @@ def test_daemon_is_ignored_in_the_foreground_with_a_warning():
 def test_global_keywords_haproxy_knows_are_warnings():
     config = load_corpus("global_keywords.cfg")
     assert [w for w in warnings_of(config) if "spread-checks" in w or "tune.maxaccept" in w] == [
-        "21: 'spread-checks': not supported by fastproxy; ignored",
         "22: 'tune.maxaccept': not supported by fastproxy; ignored",
     ]
 
@@ -591,7 +591,7 @@ def test_options_fastproxy_lacks_are_warnings_and_httplog_falls_back_to_tcplog()
     config = load_corpus("warned.cfg")
     assert config.frontends["fe"].tcplog is True
     assert "28: 'option httpchk': 'httpchk' health checks are not implemented by fastproxy; its checks " \
-           "are plain TCP connects" in warnings_of(config)
+           "are TCP connects or 'tcp-check' sequences (option tcp-check)" in warnings_of(config)
 
 
 def test_unknown_options_are_errors():
@@ -866,6 +866,142 @@ def test_only_newlines_end_lines_and_crlf_files_read_the_same():
         "3: 'maxconn': expects a positive integer, got 'x'"]
 
 
+# --- health checks -----------------------------------------------------------------------------------
+
+def test_tcp_check_rules_are_read_in_order_with_their_settings():
+    config = load_corpus("health_checks.cfg")
+    own = config.backends["own"]
+    assert own.tcp_check is True
+    assert [(r.action, r.location.line) for r in own.tcp_check_rules] == [
+        ("connect", 26), ("send", 27), ("expect", 28), ("expect", 29), ("expect", 30)]
+    connect, send, regex, binary, negated = own.tcp_check_rules
+    assert (connect.port, connect.addr, connect.linger) == (8000, "10.0.0.9", True)
+    assert (send.data, send.comment) == (b"\x0a\x0b\xff", "hello")
+    assert (regex.match, regex.pattern, regex.negate, regex.min_recv) == ("rstring", "^ERR", True, 4)
+    assert (regex.ok_status, regex.error_status, regex.tout_status) == ("L6OK", "L6RSP", "L4TOUT")
+    assert (binary.match, binary.pattern, binary.negate, binary.comment) == (
+        "binary", b"\x00\xff", False, "binary reply")
+    assert (negated.match, negated.pattern, negated.negate) == ("rbinary", "^DEAD", True)
+
+
+def test_a_proxy_without_tcp_check_rules_of_its_own_uses_those_of_its_defaults():
+    config = load_corpus("health_checks.cfg")
+    inherited = config.backends["inherited"]
+    assert inherited.tcp_check is True
+    assert [(r.action, r.port, r.data, r.match, r.pattern, r.comment, r.location.line)
+            for r in inherited.tcp_check_rules] == [
+        ("connect", 6379, b"", "", b"", "redis port", 11),
+        ("send", None, b"PING\r\n", "", b"", None, 12),
+        ("expect", None, b"", "string", b"+PONG", None, 13)]
+    assert config.backends["own"].tcp_check_rules[0].location.line == 26  # its own rules only
+
+
+def test_passive_health_server_settings_and_default_server():
+    servers = {s.name: s for s in load_corpus("health_checks.cfg").backends["passive"].servers}
+    p1, p2 = servers["p1"], servers["p2"]
+    assert (p1.observe, p1.error_limit, p1.on_error, p1.on_marked_down, p1.on_marked_up) == (
+        "layer4", 5, "mark-down", "shutdown-sessions", "shutdown-backup-sessions")
+    assert (p2.observe, p2.error_limit, p2.on_error, p2.on_marked_down, p2.on_marked_up) == (
+        None, 5, "sudden-death", None, None)
+    r1 = load_corpus("health_checks.cfg").backends["inherited"].servers[0]
+    assert (r1.observe, r1.error_limit, r1.on_error) == (None, 10, "fail-check")  # HAProxy's defaults
+
+
+def test_spread_checks_is_a_percentage_from_0_to_50():
+    assert load_corpus("health_checks.cfg").global_.spread_checks == 20
+    assert parse("global\n spread-checks 0\n").global_.spread_checks == 0
+
+
+def test_tcp_check_features_fastproxy_lacks_are_warnings_and_their_rules_are_skipped():
+    assert [w for w in warnings_of(load_corpus("health_checks.cfg")) if "tcp-check" in w] == [
+        "26: 'tcp-check connect send-proxy': connect setting 'send-proxy' is not supported by fastproxy; "
+        "ignored",
+        "26: 'tcp-check connect alpn': connect setting 'alpn' is not supported by fastproxy; ignored",
+        "30: 'tcp-check expect on-success': expect setting 'on-success' is not used by fastproxy (its check "
+        "reports carry no custom message or code); ignored",
+        "31: 'tcp-check send-lf': log-format data is not supported by fastproxy; this rule is skipped",
+        "32: 'tcp-check set-var(check.port)': check variables are not supported by fastproxy; this rule is "
+        "skipped",
+        "40: 'tcp-check': backend 'passive' uses tcp-check rules without 'option tcp-check', so the rules "
+        "are ignored.",
+    ]
+
+
+def test_tcp_check_rules_without_option_tcp_check_are_ignored_with_a_warning():
+    passive = load_corpus("health_checks.cfg").backends["passive"]
+    assert (passive.tcp_check, passive.tcp_check_rules) == (False, [])
+
+
+def test_a_later_check_option_replaces_option_tcp_check_as_in_haproxy():
+    config = parse(PROLOGUE + "backend be\n option tcp-check\n option httpchk GET /\n tcp-check connect\n")
+    assert (config.backends["be"].tcp_check, config.backends["be"].tcp_check_rules) == (False, [])
+    assert warnings_of(config)[0] == (
+        "8: 'option httpchk': 'httpchk' health checks are not implemented by fastproxy; its checks are "
+        "TCP connects or 'tcp-check' sequences (option tcp-check)")
+    assert parse(PROLOGUE + "backend be\n option httpchk\n option tcp-check\n").backends["be"].tcp_check
+
+
+def test_tcp_check_in_a_frontend_is_ignored_with_a_warning_but_still_checked():
+    config = parse(PROLOGUE + "frontend fe\n bind :1\n tcp-check connect port 80\n option tcp-check\n")
+    assert warnings_of(config) == [
+        "8: 'tcp-check connect': 'tcp-check' ignored because frontend 'fe' has no backend capability.",
+        "9: 'option tcp-check': 'tcp-check' ignored because frontend 'fe' has no backend capability."]
+    assert errors_of(PROLOGUE + "frontend fe\n tcp-check connect port 0\n") == [
+        "7: 'tcp-check connect': expects a TCP port for 'port' (between 1 and 65535), got '0'"]
+
+
+def test_the_first_tcp_check_line_of_a_section_drops_the_rules_of_its_defaults():
+    config = parse(PROLOGUE + """
+        option tcp-check
+        tcp-check connect port 81
+        backend be
+            tcp-check comment "nothing else"
+    """)
+    assert (config.backends["be"].tcp_check, config.backends["be"].tcp_check_rules) == (True, [])
+
+
+@pytest.mark.parametrize("rules, error", [
+    ("", "has neither service port nor check port (add 'port <n>' for its checks)"),
+    (" option tcp-check\n", "has neither service port nor check port (add 'port <n>' for its checks)"),
+    (" option tcp-check\n tcp-check connect port 80\n", None),
+    (" option tcp-check\n tcp-check connect addr 10.0.0.9:80\n", None),
+    (" tcp-check connect port 80\n", "has neither service port nor check port (add"),  # no option tcp-check
+    (" option tcp-check\n tcp-check send x\n tcp-check connect port 80\n",
+     "nor 'tcp-check connect' rule with a port as first rule"),
+    (" option tcp-check\n tcp-check connect port 80\n tcp-check connect\n",
+     "and a 'tcp-check connect' rule has no port"),
+])
+def test_a_checked_server_without_port_needs_a_tcp_check_connect_with_one_as_in_haproxy(rules, error):
+    text = PROLOGUE + "backend be\n" + rules + " server-template s 2 10.0.0.1 check\n"
+    if error is None:
+        assert [s.check for s in parse(text).backends["be"].servers] == [True, True]
+    else:
+        (message,) = errors_of(text)  # once for the line, not once per server of the template
+        assert message.startswith(f"{text.count(chr(10))}: 'server': server 'be/s1': ")
+        assert error in message
+
+
+def test_a_port_in_defaults_tcp_check_rules_is_enough_for_servers_without_port():
+    config = parse(PROLOGUE + " option tcp-check\n tcp-check connect port 81\n"
+                   "backend be\n server s 10.0.0.1 check\n")
+    assert config.backends["be"].tcp_check_rules[0].port == 81
+
+
+@pytest.mark.parametrize("line, field, value", [
+    ('tcp-check send "\\x80\\x00"', "data", b"\x80\x00"),  # \xHH escapes are bytes
+    ("tcp-check send caf\u00e9\u20ac", "data", b"caf\xe9\xe2\x82\xac"),  # beyond latin-1: UTF-8
+    ("tcp-check send-binary DEADbeef", "data", b"\xde\xad\xbe\xef"),
+    ("tcp-check expect ! ! string x", "negate", False),  # each '!' toggles, as in HAProxy
+    ("tcp-check expect !!string x", "negate", False),
+    ("tcp-check expect !string x", "negate", True),
+    ("tcp-check expect ok-status l7okc string x", "ok_status", "L7OKC"),  # statuses ignore case
+    ("tcp-check expect min-recv -1 rstring a+", "min_recv", -1),
+])
+def test_tcp_check_values(line, field, value):
+    config = parse(PROLOGUE + f"backend be\n option tcp-check\n {line}\n")
+    assert getattr(config.backends["be"].tcp_check_rules[0], field) == value
+
+
 # --- files and directories ---------------------------------------------------------------------------
 
 def test_load_reads_files_and_directories_in_order(tmp_path):
@@ -927,7 +1063,9 @@ _TOKENS = ["global", "defaults", "frontend", "backend", "listen", "bind", "serve
            "connection", "accept", "reject", "inspect-delay", "from", ":80", "[::1]:80", "::1", "*:1-3",
            "ipv6@", "1.2.3.4", "0", "-1", "99999999999999999999", "5s", "1d", "16k", '"', "'", "\\",
            "\\x4", "${", "$", "#", ".if", ".endif", ".else", "weight", "check", "port", "addr", "id",
-           "server-template", "1-3", "(", ")", "%[src]", ",", ":", "@", "\t", "", "\x00", "é", "\u200b"]
+           "server-template", "1-3", "(", ")", "%[src]", ",", ":", "@", "\t", "", "\x00", "é", "\u200b",
+           "tcp-check", "expect", "send", "send-binary", "rstring", "binary", "string", "min-recv", "observe",
+           "layer4", "on-error", "ff", "0g", "spread-checks"]
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])

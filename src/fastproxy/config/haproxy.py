@@ -20,9 +20,11 @@ Where it deliberately differs from HAProxy 2.6 (``tests/test_config.py`` checks 
 and sizes take ``k``/``m``/``g``; ``hash-type maglev`` is ours; ``mode http``, UNIX sockets,
 ``transparent`` binds, servers at the client's destination address (no address, ``0.0.0.0``), port
 offsets, dynamic ``use_backend``, criteria other than the layer-4 ones and ``tcp-request`` rules in
-backends are errors rather than silently routing differently; user/group names, host names in ACLs
-and the arguments of keywords fastproxy ignores (``stick-table``, ``capture``, skipped sections...)
-are not checked.  A server without a port gets port 0: the engine uses the client's destination port.
+backends are errors rather than silently routing differently (so is ``observe layer7``, which needs
+HTTP); ``tcp-check`` rules built from log-format strings or check variables are skipped with a warning,
+and their regular expressions are Python's; user/group names, host names in ACLs and the arguments of
+keywords fastproxy ignores (``stick-table``, ``capture``, skipped sections...) are not checked.
+A server without a port gets port 0: the engine uses the client's destination port.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ from .model import (
     KeepAlive,
     Location,
     Server,
+    TcpCheckRule,
     TcpRequestRule,
     Timeouts,
     UseBackend,
@@ -423,6 +426,10 @@ class _Proxy:
     tcplog: bool = False
     dontlognull: bool = False
     allbackups: bool = False
+    tcp_check: bool = False  # ``option tcp-check`` in effect (the last check option set)
+    tcp_check_rules: list[TcpCheckRule] = field(default_factory=list)
+    tcp_check_location: Optional[Location] = None  # the first ``tcp-check`` line of the rules in effect
+    own_tcp_check_rules: bool = False  # False while the rules are the defaults section's
     rate_limit_sessions: Optional[int] = None
     inspect_delay: Optional[float] = None
     default_backend: Optional[str] = None
@@ -452,6 +459,7 @@ class _Proxy:
         child.kind, child.name, child.location = kind, name, location
         child.binds, child.servers, child.use_backends = [], [], []
         child.disabled = child.referenced = child.used_implicitly = False
+        child.own_tcp_check_rules = False  # kept until the section writes a tcp-check rule of its own
         return child
 
     def describe(self) -> str:
@@ -479,8 +487,9 @@ class _Line:
         self.reader.warn(self.location, keyword or self.keyword, message)
 
 
-_TWO_WORD_KEYWORDS = {"option", "timeout", "tcp-request", "tcp-response", "stats", "rate-limit",
-                      "http-request", "http-response", "http-after-response", "stick", "monitor"}
+_TWO_WORD_KEYWORDS = {"option", "timeout", "tcp-request", "tcp-response", "tcp-check", "stats",
+                      "rate-limit", "http-request", "http-response", "http-after-response", "stick",
+                      "monitor"}
 
 
 def _display_keyword(words: Sequence[str]) -> str:
@@ -670,6 +679,7 @@ GLOBAL_KEYWORDS: dict[str, GlobalHandler] = {
     "gid": _global_numeric_id("gid"),
     "chroot": _global_text("chroot", "a directory"),
     "hard-stop-after": _global_hard_stop_after,
+    "spread-checks": _global_int("spread_checks", "a percentage of the check interval", 0, 50),
     "setenv": _global_setenv,
     "presetenv": _global_setenv,
     "unsetenv": _global_unsetenv,
@@ -687,7 +697,7 @@ GLOBAL_IGNORED = _names("""
     maxsessrate maxsslconn maxsslrate maxzlibmem mworker-max-reloads no-memory-trimming node noepoll
     noevports nogetaddrinfo nokqueue nopoll noreuseport numa-cpu-mapping pp2-never-send-local
     profiling.tasks quiet server-state-base server-state-file set-dumpable set-var set-var-fmt
-    spread-checks ssl-default-bind-ciphers ssl-default-bind-ciphersuites ssl-default-bind-curves
+    ssl-default-bind-ciphers ssl-default-bind-ciphersuites ssl-default-bind-curves
     ssl-default-bind-options ssl-default-server-ciphers ssl-default-server-ciphersuites
     ssl-default-server-options ssl-dh-param-file ssl-engine ssl-load-extra-del-ext ssl-load-extra-files
     ssl-mode-async ssl-propquery ssl-provider ssl-provider-path ssl-server-verify ssl-skip-self-issued-ca
@@ -1081,6 +1091,27 @@ def _server_port(server: Server, values: list[str]) -> None:
     server.check_port = _integer(values[0], "a port for 'port'", 1, 65535)
 
 
+def _server_observe(server: Server, values: list[str]) -> None:
+    mode = values[0]
+    if mode == "layer7":
+        raise _Invalid("'observe layer7' watches HTTP responses and needs 'mode http'; fastproxy is a "
+                       "layer-4 proxy (use 'observe layer4')")
+    if mode not in ("none", "layer4"):
+        raise _Invalid(f"'observe' expects one of 'none', 'layer4', 'layer7' but got '{mode}'")
+    server.observe = None if mode == "none" else mode
+
+
+def _server_choice(option: str, attribute: str, choices: tuple[str, ...]) -> ServerHandler:
+    """A setting taking one of a few words (``on-error``, ``on-marked-down``...)."""
+    def handler(server: Server, values: list[str]) -> None:
+        if values[0] not in choices:
+            names = [f"'{choice}'" for choice in choices]
+            expected = names[0] if len(names) == 1 else f"one of {', '.join(names[:-1])} or {names[-1]}"
+            raise _Invalid(f"'{option}' expects {expected} but got '{values[0]}'")
+        setattr(server, attribute, values[0])
+    return handler
+
+
 def _server_addr(server: Server, values: list[str]) -> None:
     address = _split_address(values[0])
     if address.port_text:
@@ -1112,6 +1143,12 @@ SERVER_OPTIONS: dict[str, tuple[int, ServerHandler]] = {
     "send-proxy-v2": (0, _server_flag("send_proxy_v2", True)),
     "no-send-proxy-v2": (0, _server_flag("send_proxy_v2", False)),
     "id": (1, _server_int("id", "a custom id for 'id'", 1)),
+    "observe": (1, _server_observe),
+    "error-limit": (1, _server_int("error_limit", "a number of errors for 'error-limit'", 1)),
+    "on-error": (1, _server_choice("on-error", "on_error",
+                                   ("fastinter", "fail-check", "sudden-death", "mark-down"))),
+    "on-marked-down": (1, _server_choice("on-marked-down", "on_marked_down", ("shutdown-sessions",))),
+    "on-marked-up": (1, _server_choice("on-marked-up", "on_marked_up", ("shutdown-backup-sessions",))),
 }
 
 # HAProxy 2.6's other server settings and their argument counts (from ``haproxy -dKcfg``): warnings.
@@ -1119,13 +1156,13 @@ SERVER_IGNORED: dict[str, int] = {
     "agent-addr": 1, "agent-check": 0, "agent-inter": 1, "agent-port": 1, "agent-send": 1,
     "allow-0rtt": 0, "alpn": 1, "ca-file": 1, "check-alpn": 1, "check-proto": 1, "check-send-proxy": 0,
     "check-sni": 1, "check-ssl": 0, "check-via-socks4": 0, "ciphers": 1, "ciphersuites": 1, "cookie": 1,
-    "crl-file": 1, "crt": 1, "error-limit": 1, "force-sslv3": 0, "force-tlsv10": 0, "force-tlsv11": 0,
+    "crl-file": 1, "crt": 1, "force-sslv3": 0, "force-tlsv10": 0, "force-tlsv11": 0,
     "force-tlsv12": 0, "force-tlsv13": 0, "init-addr": 1, "log-proto": 1, "max-reuse": 1, "namespace": 1,
     "no-agent-check": 0, "no-check-send-proxy": 0, "no-check-ssl": 0, "no-send-proxy-v2-ssl": 0,
     "no-send-proxy-v2-ssl-cn": 0, "no-ssl": 0, "no-ssl-reuse": 0, "no-sslv3": 0, "no-tfo": 0,
     "no-tls-tickets": 0, "no-tlsv10": 0, "no-tlsv11": 0, "no-tlsv12": 0, "no-tlsv13": 0, "non-stick": 0,
-    "npn": 1, "observe": 1, "on-error": 1, "on-marked-down": 1, "on-marked-up": 1, "pool-low-conn": 1,
-    "pool-max-conn": 1, "pool-purge-delay": 1, "proto": 1, "proxy-v2-options": 1, "redir": 1,
+    "npn": 1, "pool-low-conn": 1, "pool-max-conn": 1, "pool-purge-delay": 1, "proto": 1,
+    "proxy-v2-options": 1, "redir": 1,
     "resolve-net": 1, "resolve-opts": 1, "resolve-prefer": 1, "resolvers": 1, "send-proxy-v2-ssl": 0,
     "send-proxy-v2-ssl-cn": 0, "sni": 1, "socks4": 1, "source": 1, "ssl": 0, "ssl-max-ver": 1,
     "ssl-min-ver": 1, "ssl-reuse": 0, "stick": 0, "tcp-ut": 1, "tfo": 0, "tls-tickets": 0, "track": 1,
@@ -1188,8 +1225,6 @@ def _add_named_server(line: _Line, proxy: _Proxy, name: str, address: str, optio
     server = dataclasses.replace(proxy.default_server, name=name, host=host, port=port, family=family,
                                  location=line.location)
     _apply_server_options(line, server, options, is_default=False)
-    if server.check and not server.port and not server.check_port:
-        raise _Invalid("has neither service port nor check port (add 'port <n>' for its checks)")
     if server.id is not None:
         for other in proxy.servers:
             if other.id == server.id:
@@ -1284,9 +1319,12 @@ def _httplog(line: _Line, proxy: _Proxy, enabled: bool, args: list[str]) -> None
         proxy.tcplog = enabled
 
 
-def _check_option(kind: str) -> _Option:
-    return _Option(None, BE, f"'{kind}' health checks are not implemented by fastproxy; "
-                   "its checks are plain TCP connects", negatable=False)
+def _other_check_option(line: _Line, proxy: _Proxy, enabled: bool, args: list[str]) -> None:
+    """``option httpchk``, ``mysql-check``...: not implemented, but they replace ``option tcp-check``
+    as in HAProxy, where the last check option of a proxy is the one in effect."""
+    line.warn(f"'{line.words[1]}' health checks are not implemented by fastproxy; its checks are TCP "
+              "connects or 'tcp-check' sequences (option tcp-check)")
+    proxy.tcp_check = False
 
 
 def _removed_option(line: _Line, proxy: _Proxy, enabled: bool, args: list[str]) -> None:
@@ -1319,15 +1357,18 @@ OPTIONS: dict[str, _Option] = {
         independent-streams log-health-checks log-separate-errors logasap nolinger persist prefer-last-server
         socket-stats tcp-smart-accept tcp-smart-connect transparent
     """)},
-    **{name: _check_option(name) for name in _names("""
+    "tcp-check": _Option(_flag("tcp_check"), BE, negatable=False),
+    **{name: _Option(_other_check_option, BE, negatable=False) for name in _names("""
         external-check httpchk ldap-check mysql-check pgsql-check redis-check smtpchk spop-check
-        ssl-hello-chk tcp-check
+        ssl-hello-chk
     """)},
 }
 
 
+# Options HAProxy checks for arguments even where it ignores them (the check options take some).
 _NO_ARGUMENT_HANDLERS = {option.handler for name, option in OPTIONS.items()
-                         if name not in ("redispatch", "http_proxy")}
+                         if name not in ("redispatch", "http_proxy")
+                         and option.handler is not _other_check_option}
 
 
 @_keyword("option")
@@ -1419,6 +1460,212 @@ def _id(line: _Line, proxy: _Proxy, args: list[str]) -> None:
     proxy.options["id"] = _integer(_one(args, "a numeric id"), "a numeric id above 0", 1)
 
 
+# --- tcp-check -----------------------------------------------------------------------------------------
+
+TcpCheckParser = Callable[[_Line, str, list[str]], Optional[TcpCheckRule]]
+_TCP_CHECK_VARIABLE_ACTION = re.compile(r"(set-var|set-var-fmt|unset-var)\(.+\)")
+
+
+@_keyword("tcp-check", caps=BE)
+def _tcp_check(line: _Line, proxy: _Proxy, args: list[str]) -> None:
+    """One rule of the check sequence; the first rule a section writes replaces the defaults' rules."""
+    action = args[0] if args else ""
+    parser = _TCP_CHECK_ACTIONS.get(action)
+    if parser is None and _TCP_CHECK_VARIABLE_ACTION.fullmatch(action):
+        parser = _tcp_check_variable
+    if parser is None:
+        raise _Invalid("'tcp-check' only supports 'comment', 'connect', 'send', 'send-binary', 'send-lf', "
+                       "'send-binary-lf', 'expect', 'set-var(*)', 'set-var-fmt(*)' and 'unset-var(*)' "
+                       f"(got '{action}')")
+    rule = parser(line, action, args[1:])
+    if not proxy.own_tcp_check_rules:
+        proxy.tcp_check_rules, proxy.tcp_check_location = [], line.location
+        proxy.own_tcp_check_rules = True
+    if rule is not None:
+        rule.location = line.location
+        proxy.tcp_check_rules.append(rule)
+
+
+def _tcp_check_settings(args: list[str], settings: Mapping[str, int], expected: str) -> list[tuple[str, str]]:
+    """``name [value]`` pairs, each name taking ``settings[name]`` (0 or 1) values."""
+    result = []
+    i = 0
+    while i < len(args):
+        name = args[i]
+        count = settings.get(name)
+        if count is None:
+            raise _Invalid(f"expects {expected} but got '{name}' as argument")
+        if count and i + 1 >= len(args):
+            raise _Invalid(f"'{name}' expects an argument")
+        result.append((name, args[i + 1] if count else ""))
+        i += 1 + count
+    return result
+
+
+_TCP_CHECK_CONNECT_SETTINGS = {"default": 0, "port": 1, "addr": 1, "linger": 0, "comment": 1,
+                               "send-proxy": 0, "via-socks4": 0, "ssl": 0, "sni": 1, "alpn": 1, "proto": 1}
+
+
+def _tcp_check_connect(line: _Line, action: str, args: list[str]) -> TcpCheckRule:
+    rule = TcpCheckRule(action="connect")
+    address_port = None
+    expected = "'comment', 'port', 'addr', 'send-proxy', 'ssl', 'sni', 'alpn', 'proto', 'via-socks4', " \
+               "'linger' or 'default'"
+    for name, value in _tcp_check_settings(args, _TCP_CHECK_CONNECT_SETTINGS, expected):
+        if name == "port":
+            rule.port = _integer(value, "a TCP port for 'port'", 1, 65535)
+        elif name == "addr":
+            rule.addr, address_port = _tcp_check_address(value)
+        elif name == "linger":
+            rule.linger = True
+        elif name == "comment":
+            rule.comment = value
+        elif name != "default":  # "default": the server's check settings, which is what fastproxy uses
+            line.warn(f"connect setting '{name}' is not supported by fastproxy; ignored",
+                      f"tcp-check connect {name}")
+    if rule.port is None:
+        rule.port = address_port
+    return rule
+
+
+def _tcp_check_address(text: str) -> tuple[str, Optional[int]]:
+    """``addr <ip>[:port]``: an IP address (HAProxy does not resolve names here)."""
+    address = _split_address(text)
+    host = _check_host(address, text)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise _Invalid(f"'addr' : invalid address: '{host}' in '{text}' (expects an IP address)") from None
+    return host, _port(address.port_text, text) if address.port_text else None
+
+
+def _tcp_check_send(line: _Line, action: str, args: list[str]) -> Optional[TcpCheckRule]:
+    if not args:
+        raise _Invalid(f"'{action}' expects the data to send as argument")
+    data, settings = args[0], _tcp_check_settings(args[1:], {"comment": 1}, "'comment'")
+    if action.endswith("-lf"):
+        line.warn("log-format data is not supported by fastproxy; this rule is skipped")
+        return None
+    rule = TcpCheckRule(action="send", data=_wire_bytes(data) if action == "send" else _hex_bytes(data))
+    for _, value in settings:
+        rule.comment = value
+    return rule
+
+
+def _wire_bytes(text: str) -> bytes:
+    """The bytes HAProxy sends or matches for a word: one byte per character up to U+00FF (what
+    ``\\xHH`` escapes give), the file's original bytes for undecodable ones, UTF-8 for the rest."""
+    return b"".join(bytes([ord(c)]) if ord(c) < 0x100 else c.encode("utf-8", "surrogateescape")
+                    for c in text)
+
+
+def _hex_bytes(text: str) -> bytes:
+    bad = re.search(r"[^0-9A-Fa-f]", text)
+    if bad:
+        raise _Invalid(f"'{text}' is not a valid binary string: hex digits expected (found '{bad.group()}')")
+    if len(text) % 2:
+        raise _Invalid(f"'{text}' is not a valid binary string: an even number of hex digits expected")
+    return bytes.fromhex(text)
+
+
+_TCP_CHECK_PATTERNS = ("string", "rstring", "binary", "rbinary", "string-lf", "binary-lf")
+_TCP_CHECK_EXPECT_SETTINGS = ("min-recv", "comment", "ok-status", "error-status", "tout-status",
+                              "on-success", "on-error", "status-code")
+_TCP_CHECK_STATUSES = {
+    "ok-status": ("L7OK", "L7OKC", "L6OK", "L4OK"),
+    "error-status": ("L7RSP", "L7STS", "L6RSP", "L4CON", "L7OKC"),  # HAProxy takes L7OKC, undocumented
+    "tout-status": ("L7TOUT", "L6TOUT", "L4TOUT"),
+}
+
+
+def _tcp_check_expect(line: _Line, action: str, args: list[str]) -> Optional[TcpCheckRule]:
+    if not args:
+        raise _Invalid("expects at least a matching pattern as arguments")
+    rule = TcpCheckRule(action="expect")
+    match: Optional[str] = None
+    pattern = ""
+    i = 0
+    while i < len(args):
+        word, negated_here = args[i], False
+        while word.startswith("!"):  # "!", "! !" and "!string" each toggle, as in HAProxy
+            rule.negate, negated_here, word = not rule.negate, True, word[1:]
+            if not word:
+                i += 1
+                word = args[i] if i < len(args) else ""
+        if word in _TCP_CHECK_PATTERNS:
+            if match is not None:
+                raise _Invalid(f"only one pattern expected (got '{match}' and '{word}')")
+            if i + 1 >= len(args):
+                raise _Invalid(f"'{word}' expects a <pattern> as argument")
+            match, pattern = word, args[i + 1]
+        elif word in _TCP_CHECK_EXPECT_SETTINGS:
+            if negated_here:
+                raise _Invalid(f"[!] not supported with '{word}'")
+            if i + 1 >= len(args):
+                raise _Invalid(f"'{word}' expects an argument")
+            _tcp_check_expect_setting(line, rule, word, args[i + 1])
+        else:
+            raise _Invalid("only supports 'min-recv', '[!]string', '[!]rstring', '[!]binary', '[!]rbinary', "
+                           "'[!]string-lf', '[!]binary-lf', 'comment', 'ok-status', 'error-status', "
+                           f"'tout-status', 'on-success', 'on-error' or 'status-code' but got '{word}' as "
+                           "argument")
+        i += 2
+    if match is None:
+        raise _Invalid("pattern not found: expects 'string', 'rstring', 'binary' or 'rbinary' and a pattern")
+    if match.endswith("-lf"):
+        line.warn("log-format patterns are not supported by fastproxy; this rule is skipped")
+        return None
+    rule.match = match
+    if match == "string":
+        rule.pattern = _wire_bytes(pattern)
+    elif match == "binary":
+        rule.pattern = _hex_bytes(pattern)
+    else:
+        try:
+            re.compile(pattern)
+        except (re.error, OverflowError, RecursionError) as exc:
+            raise _Invalid(f"regex '{pattern}' is invalid ({exc})") from None
+        rule.pattern = pattern
+    return rule
+
+
+def _tcp_check_expect_setting(line: _Line, rule: TcpCheckRule, name: str, value: str) -> None:
+    if name == "min-recv":
+        rule.min_recv = _integer(value, "-1 or a number of bytes for 'min-recv'", -1, 2**31 - 1)
+    elif name == "comment":
+        rule.comment = value
+    elif name in _TCP_CHECK_STATUSES:
+        statuses = _TCP_CHECK_STATUSES[name]
+        if value.upper() not in statuses:
+            raise _Invalid(f"'{name}' only supports {', '.join(repr(s) for s in statuses[:-1])} or "
+                           f"'{statuses[-1]}' status (got '{value}')")
+        setattr(rule, name.replace("-", "_"), value.upper())
+    else:
+        line.warn(f"expect setting '{name}' is not used by fastproxy (its check reports carry no custom "
+                  "message or code); ignored", f"tcp-check expect {name}")
+
+
+def _tcp_check_comment(line: _Line, action: str, args: list[str]) -> None:
+    _leading(line, args, 1, "a string as argument")
+
+
+def _tcp_check_variable(line: _Line, action: str, args: list[str]) -> None:
+    if not action.startswith("unset-var") and not args:
+        raise _Invalid(f"'{action.split('(', 1)[0]}' expects an expression")
+    line.warn("check variables are not supported by fastproxy; this rule is skipped")
+
+
+_TCP_CHECK_ACTIONS: dict[str, TcpCheckParser] = {
+    "connect": _tcp_check_connect,
+    "send": _tcp_check_send,
+    "send-binary": _tcp_check_send,
+    "send-lf": _tcp_check_send,
+    "send-binary-lf": _tcp_check_send,
+    "expect": _tcp_check_expect,
+    "comment": _tcp_check_comment,
+}
+
+
 # Proxy keywords HAProxy 2.6 knows that fastproxy ignores with a warning (the proxy still runs).
 PROXY_IGNORED = _names("""
     bind-process capture compression cookie declare dynamic-cookie-key email-alert errorfile errorfiles
@@ -1426,7 +1673,7 @@ PROXY_IGNORED = _names("""
     http-check http-error http-request http-response http-reuse http-send-name-header ignore-persist
     load-server-state-from-file log-format log-format-sd log-tag max-keep-alive-queue
     max-session-srv-conns monitor monitor-uri persist redirect retry-on server-state-file-name source
-    stats stick stick-table tcp-check tcp-response unique-id-format unique-id-header use-fcgi-app
+    stats stick stick-table tcp-response unique-id-format unique-id-header use-fcgi-app
     use-server
 """)
 
@@ -1786,10 +2033,40 @@ class _Reader:
             servers = [dataclasses.replace(server, disabled=True) for server in servers]
         if proxy.kind == "backend" and not (proxy.timeouts.connect and proxy.timeouts.server):
             self._missing_timeouts(proxy)
+        rules = list(proxy.tcp_check_rules)
+        if proxy.tcp_check_location is not None and not proxy.tcp_check:
+            self.warn(proxy.tcp_check_location, "tcp-check", f"{proxy.describe()} uses tcp-check rules "
+                      "without 'option tcp-check', so the rules are ignored.")
+            rules = []
+        self._check_ports(proxy, rules)
         return Backend(name=proxy.name, servers=servers, mode=proxy.mode, balance=proxy.balance,
                        timeouts=timeouts, retries=proxy.retries, redispatch=proxy.redispatch,
                        server_keepalive=proxy.server_keepalive, fullconn=proxy.fullconn,
-                       options=dict(proxy.options), location=proxy.location, allbackups=proxy.allbackups)
+                       options=dict(proxy.options), location=proxy.location, allbackups=proxy.allbackups,
+                       tcp_check=proxy.tcp_check, tcp_check_rules=rules)
+
+    def _check_ports(self, proxy: _Proxy, rules: list[TcpCheckRule]) -> None:
+        """A checked server needs a port to check: its own, ``port``, or the tcp-check ``connect`` rules'.
+
+        As HAProxy 2.6 (which reports it after parsing): the first rule must be a ``connect`` with a port,
+        and so must every later ``connect``.  Once per line, for ``server-template``.
+        """
+        reported: set[Location] = set()
+        for server in proxy.servers:
+            if not server.check or server.port or server.check_port or server.location in reported:
+                continue
+            if not rules:
+                problem = "has neither service port nor check port (add 'port <n>' for its checks)"
+            elif rules[0].action != "connect" or rules[0].port is None:
+                problem = ("has neither service port nor check port nor 'tcp-check connect' rule with a port "
+                           "as first rule (add 'port <n>' for its checks)")
+            elif any(rule.action == "connect" and rule.port is None for rule in rules):
+                problem = ("has neither service port nor check port, and a 'tcp-check connect' rule has no "
+                           "port (add 'port <n>' to it)")
+            else:
+                continue
+            reported.add(server.location)
+            self.error(server.location, "server", f"server '{proxy.name}/{server.name}': {problem}")
 
     def _missing_timeouts(self, proxy: _Proxy) -> None:
         self.warn(proxy.location, proxy.kind, f"missing timeouts for {proxy.describe()}: set 'client', "

@@ -106,10 +106,46 @@ class Server:
     id: Optional[int] = None
     location: Location = field(default_factory=Location)
     family: Optional[str] = None  # "ipv4" | "ipv6" from an ipv4@/ipv6@ prefix: how to resolve ``host``
+    # Passive health (HAProxy's ``observe layer4``, ``error-limit``, ``on-error``) and what a change
+    # of health does to established connections (``on-marked-down``, ``on-marked-up``).
+    observe: Optional[str] = None  # "layer4" (``layer7`` needs HTTP: refused by the reader)
+    error_limit: int = 10
+    on_error: str = "fail-check"  # fastinter | fail-check | sudden-death | mark-down
+    on_marked_down: Optional[str] = None  # "shutdown-sessions"
+    on_marked_up: Optional[str] = None  # "shutdown-backup-sessions"
 
     @property
     def address(self) -> tuple[str, int]:
         return (self.host, self.port)
+
+
+@dataclass
+class TcpCheckRule:
+    """One ``tcp-check`` rule of a backend's check sequence (``option tcp-check``).
+
+    ``action`` is ``connect`` (``port``/``addr`` override the server's check address, ``linger``
+    closes with a FIN instead of a reset), ``send`` (``data``: the bytes to send, from ``send`` or
+    ``send-binary``) or ``expect`` (``match``: ``string``, ``rstring``, ``binary`` or ``rbinary``;
+    ``pattern``: bytes for string/binary, the regular expression's text for the others; ``negate`` for
+    ``!``; ``min_recv``: bytes to wait for before matching, -1 for "until it matches or the server
+    closes"; ``ok_status``/``error_status``/``tout_status``: the status names reported instead of
+    L7OK/L7RSP/L7TOUT).
+    """
+
+    action: str
+    port: Optional[int] = None
+    addr: Optional[str] = None
+    linger: bool = False
+    data: bytes = b""
+    match: str = ""
+    pattern: Any = b""
+    negate: bool = False
+    min_recv: int = -1
+    ok_status: Optional[str] = None
+    error_status: Optional[str] = None
+    tout_status: Optional[str] = None
+    comment: Optional[str] = None
+    location: Location = field(default_factory=Location)
 
 
 @dataclass
@@ -139,6 +175,8 @@ class Backend:
     options: dict[str, Any] = field(default_factory=dict)
     location: Location = field(default_factory=Location)
     allbackups: bool = False  # ``option allbackups``: use every backup server at once, not the first
+    tcp_check: bool = False  # ``option tcp-check``: checks run ``tcp_check_rules`` (none: a connect)
+    tcp_check_rules: list[TcpCheckRule] = field(default_factory=list)
 
     def server(self, name: str) -> Server:
         for server in self.servers:
@@ -233,6 +271,7 @@ class Global:
     user: Optional[str] = None
     group: Optional[str] = None
     chroot: Optional[str] = None
+    spread_checks: int = 0  # percent of random spread around each check interval (0 to 50)
     options: dict[str, Any] = field(default_factory=dict)
 
 
