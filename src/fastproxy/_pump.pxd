@@ -15,6 +15,9 @@ cdef enum EndReason:
     END_ERROR = 5           # a local failure (registration, resources)
     END_SHUTDOWN = 6        # cut by the engine (stop after the grace period)
     END_CONNECT_FAILED = 7  # the upstream connect failed; the client descriptor goes back to Python
+    END_SERVER_DOWN = 8     # cut because its server was marked down (on-marked-down shutdown-sessions)
+    END_REASONS = 9
+    MAX_CUT_SERVERS = 64    # server cuts one worker can have pending at once
 
 
 # Fields of one counter block (a frontend's or a server's); the same as fastproxy.pump.Counter.
@@ -181,7 +184,7 @@ cdef struct Shared:
     int notify_fd
     int open_total          # client connections open, lanes' and Python's (atomic)
     int maxconn             # global maxconn; 0: none
-    uint64_t lane_ended[8]  # pairs of lanes that ended, by EndReason (Python is not told of each)
+    uint64_t lane_ended[END_REASONS]  # pairs of lanes that ended, by EndReason (Python is not told of each)
     uint64_t accept_errors  # accepts of lanes that failed for lack of descriptors or memory
 
 
@@ -196,6 +199,8 @@ cdef struct Worker:
     uint32_t incoming_cap
     uint8_t cut_requested
     uint8_t stop_requested
+    int32_t cut_servers[MAX_CUT_SERVERS]  # server counter blocks whose pairs must end (SERVER_DOWN)
+    uint32_t cut_servers_len
     # Owned by the worker thread alone:
     Pair *pairs
     uint32_t capacity

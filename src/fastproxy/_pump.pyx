@@ -777,7 +777,8 @@ cdef void end_all(Worker *w, int reason) noexcept nogil:
 cdef bint take_commands(Worker *w) noexcept nogil:
     """Register the pairs Python handed over; True when the worker must stop."""
     cdef uint64_t value
-    cdef uint32_t i
+    cdef uint32_t i, cut_servers
+    cdef int32_t blocks[MAX_CUT_SERVERS]
     cdef bint cut, stop
     read(w.wake_fd, &value, sizeof(value))
     pthread_mutex_lock(&w.lock)
@@ -790,10 +791,29 @@ cdef bint take_commands(Worker *w) noexcept nogil:
     cut = w.cut_requested
     stop = w.stop_requested
     w.cut_requested = 0
+    cut_servers = w.cut_servers_len
+    for i in range(cut_servers):
+        blocks[i] = w.cut_servers[i]
+    w.cut_servers_len = 0
     pthread_mutex_unlock(&w.lock)
     if cut or stop:
         end_all(w, END_SHUTDOWN)
+    elif cut_servers:
+        end_servers(w, blocks, cut_servers)
     return stop
+
+
+cdef void end_servers(Worker *w, int32_t *blocks, uint32_t count) noexcept nogil:
+    """End the established pairs of the given servers (connects in progress end too: their server
+    is no longer one to wait for)."""
+    cdef uint32_t slot, k
+    for slot in range(w.high):
+        if not w.pairs[slot].active:
+            continue
+        for k in range(count):
+            if w.pairs[slot].server_block == blocks[k]:
+                end_pair(w, <int32_t>slot, END_SERVER_DOWN)
+                break
 
 
 cdef void scan_timeouts(Worker *w) noexcept nogil:
@@ -1070,6 +1090,22 @@ cdef class Pump:
         if self._started and not self._stopped:
             self._signal(True, False)
 
+    def cut_server(self, int block):
+        """End every pair of the server counted in ``block`` (reason SERVER_DOWN), in every worker."""
+        cdef uint64_t one = 1
+        cdef int i
+        if not self._started or self._stopped or block < 0:
+            return
+        for i in range(self.nworkers):
+            pthread_mutex_lock(&self.workers[i].lock)
+            if self.workers[i].cut_servers_len < MAX_CUT_SERVERS:
+                self.workers[i].cut_servers[self.workers[i].cut_servers_len] = block
+                self.workers[i].cut_servers_len += 1
+            # else: 64 servers already waiting for this worker; the rest of this one's pairs end on
+            # their own (their server is down: resets or timeouts), unrelated clients are not cut.
+            pthread_mutex_unlock(&self.workers[i].lock)
+            write(self.workers[i].wake_fd, &one, sizeof(one))
+
     def stop(self):
         """End every pair, stop the workers and report what ended.  Idempotent."""
         if self._stopped:
@@ -1336,7 +1372,7 @@ cdef class Pump:
     def lane_ended(self):
         """Pairs made by lanes that ended, as a tuple indexed by EndReason."""
         cdef int i
-        return tuple([fp_atomic_load(&self.shared.lane_ended[i]) for i in range(8)])
+        return tuple([fp_atomic_load(&self.shared.lane_ended[i]) for i in range(END_REASONS)])
 
     @property
     def accept_errors(self) -> int:

@@ -54,6 +54,7 @@ from .config import model
 from .errors import ConfigError
 
 WEIGHT_MAX = 256  # HAProxy's SRV_UWGHT_MAX
+SLOWSTART_SCALE = 16  # HAProxy's BE_WEIGHT_SCALE: steps of a slowstart ramp per unit of weight
 POINTS_PER_WEIGHT = 160  # consistent-hash points of a server of the backend's common weight
 RANDOM_DRAWS = 2  # HAProxy's default for ``balance random``
 HASHED = ("source", "hash")
@@ -80,6 +81,8 @@ class ServerSlot:
     maxconn: int = 0  # HAProxy's effective limits: a minconn alone (or above maxconn) is the maxconn
     minconn: int = 0
     id: int = 0  # HAProxy's server id: the configured ``id``, else the next free one in declaration order
+    user_weight: int = 0  # the weight as configured or set at run time (HAProxy's uweight)
+    ramp: float | None = None  # during a slowstart: the share of the weight (and maxconn) given now
 
     @property
     def name(self) -> str:
@@ -123,8 +126,12 @@ class Balancer:
                  seed: int | None = None, points_per_weight: int = POINTS_PER_WEIGHT) -> None:
         self.backend = backend
         self.algorithm = backend.balance.algorithm
+        # Weights are kept in finer steps where a slowstart may ramp them (dynamic algorithms only,
+        # as HAProxy): every weight times SLOWSTART_SCALE, so that a server of weight 1 ramps too.
+        self.weight_scale = SLOWSTART_SCALE if (any(s.slowstart for s in backend.servers)
+                                                and not _static_algorithm(backend.balance)) else 1
         self.slots: list[ServerSlot] = [
-            ServerSlot(server=s, index=i, weight=s.weight,
+            ServerSlot(server=s, index=i, weight=s.weight * self.weight_scale, user_weight=s.weight,
                        state=ServerState.MAINT if s.disabled else ServerState.UP)
             for i, s in enumerate(backend.servers)
         ]
@@ -200,6 +207,25 @@ class Balancer:
         if self._algorithm.static and weight not in (0, slot.server.weight):
             raise ValueError("Backend is using a static LB algorithm and only accepts weights '0%' and "
                              "'100%'.")
+        slot.user_weight = weight
+        self._apply_weight(slot)
+
+    @property
+    def ramps(self) -> bool:
+        """Whether slowstart ramps apply here (dynamic algorithms only, as HAProxy)."""
+        return self.weight_scale > 1
+
+    def set_ramp(self, name: str, share: float | None) -> None:
+        """During a slowstart: give the server ``share`` (0 to 1) of its weight, and of its maxconn;
+        None ends the ramp.  The weight never drops below one step while it ramps."""
+        slot = self.slot(name)
+        slot.ramp = None if share is None or share >= 1 else max(share, 0.0)
+        self._apply_weight(slot)
+
+    def _apply_weight(self, slot: ServerSlot) -> None:
+        weight = slot.user_weight * self.weight_scale
+        if slot.ramp is not None and weight:
+            weight = max(1, math.ceil(weight * slot.ramp))
         if weight != slot.weight:
             slot.weight = weight
             self._changed(slot)
@@ -248,6 +274,9 @@ class Balancer:
         """HAProxy's srv_dynamic_maxconn(): from minconn up to maxconn as the backend's load (its
         connections in flight and waiting) goes up to fullconn."""
         minconn, fullconn = slot.minconn, self.fullconn
+        if slot.ramp is not None:  # HAProxy ramps the maxconn of a starting server too
+            maxconn = max(1, int(maxconn * slot.ramp))
+            minconn = min(minconn, maxconn)
         load = self.in_flight + self.queued
         if not minconn or not fullconn or load >= fullconn:
             return maxconn
@@ -300,6 +329,12 @@ class Balancer:
             total += slot.weight
         self._pool_weight = total
         self._algorithm.pool_changed()
+
+
+def _static_algorithm(balance: model.Balance) -> bool:
+    """HAProxy's static algorithms: weights are laid out once (no slowstart, no free weights)."""
+    return balance.algorithm == "static-rr" or (balance.algorithm in HASHED
+                                                 and balance.hash_type == "map-based")
 
 
 # --- the algorithms -------------------------------------------------------------------------------
@@ -449,7 +484,7 @@ class _GroupRings:
     def __init__(self, balancer: Balancer, algorithm: str) -> None:
         self.balancer = balancer
         self.algorithm = algorithm
-        self.divisor = math.gcd(*(slot.server.weight for slot in balancer.slots)) or 1
+        self.divisor = (math.gcd(*(slot.server.weight for slot in balancer.slots)) or 1) * balancer.weight_scale
         self.members: dict[bool, dict[str, int]] = {False: {}, True: {}}
         for slot in balancer.slots:
             if slot.usable:

@@ -19,6 +19,7 @@ from typing import Any, Optional
 
 from . import _linux, logs
 from .acl import Router
+from .health import CheckResult, HealthMonitor, ServerCheck
 from .balance import Balancer, ServerSlot, ServerState
 from .config import model
 from .errors import ConfigError, ProxyError, QueueTimeout
@@ -39,6 +40,7 @@ TERMINATION = {  # HAProxy's two-letter termination state of a TCP session, by h
     EndReason.SERVER_TIMEOUT: "sD",
     EndReason.ERROR: "PD",
     EndReason.SHUTDOWN: "KD",
+    EndReason.SERVER_DOWN: "DD",
 }
 
 
@@ -69,16 +71,32 @@ class BackendRuntime:
         self.dialer = _linux.Dialer(nodelay=True, keepalive=keepalive.enabled, idle=keepalive.idle,
                                     interval=keepalive.interval, count=keepalive.count)
         self.blocks = [first_block + i for i in range(len(backend.servers))]
+        self.families: list[int] = []
         # Whether picking needs the address the client connected to (one more syscall per connection).
         self.needs_destination = any("dst" in arg for arg in backend.balance.arguments)
         for server in backend.servers:
             try:
-                self.addresses.append(resolve(server.host, server.port or 0, server.family)[1])
+                family, address = resolve(server.host, server.port or 0, server.family)
+                self.families.append(family)
+                self.addresses.append(address)
                 self.raw_addresses.append(_linux.sockaddr(self.addresses[-1]))
             except OSError as exc:
                 raise ConfigError(f"server '{server.name}': cannot resolve '{server.host}': {exc}",
                                   file=server.location.file, line=server.location.line,
                                   keyword="server") from None
+
+    def check_target(self, slot: ServerSlot) -> tuple[int, tuple]:
+        """Where a check of the server connects: ``addr`` and ``port`` when set, else the server."""
+        server = slot.server
+        family, (host, port) = self.families[slot.index], self.addresses[slot.index]
+        if server.check_addr:
+            try:
+                family, (host, _) = resolve(server.check_addr, 0)
+            except OSError as exc:
+                raise ConfigError(f"server '{server.name}': cannot resolve check address "
+                                  f"'{server.check_addr}': {exc}", file=server.location.file,
+                                  line=server.location.line, keyword="addr") from None
+        return family, (host, server.check_port or port)
 
     def raw_address_of(self, slot: ServerSlot, session: Session) -> bytes:
         if self.addresses[slot.index][1]:
@@ -141,6 +159,8 @@ class Engine:
         self._stopping = False
         self._idle = asyncio.Event()
         self.loop: asyncio.AbstractEventLoop
+        self.health: HealthMonitor
+        self._ramps: dict[tuple[str, str], asyncio.TimerHandle] = {}  # slowstarts under way
 
     # --- lifecycle --------------------------------------------------------------------------------
 
@@ -154,6 +174,13 @@ class Engine:
             block += len(backend.servers)
         self._default_fullconn()
         g = cfg.global_
+        self.health = HealthMonitor(self.loop, spread=g.spread_checks, timeouts_of=_check_timeouts,
+                                    changed=self._health_changed, established=self._established)
+        for backend_runtime in self.backends.values():
+            rules = backend_runtime.model.tcp_check_rules if backend_runtime.model.tcp_check else ()
+            for slot in backend_runtime.balancer.slots:
+                family, address = backend_runtime.check_target(slot)
+                self.health.add(ServerCheck(backend_runtime, slot, family, address, rules))
         self._rate_limited = bool(g.maxconnrate or any(fe.rate_limit_sessions
                                                       for fe in cfg.frontends.values()))
         self.pump = self.pump_class(threads=g.nbthread, bufsize=g.bufsize, pipesize=g.pipesize,
@@ -196,6 +223,7 @@ class Engine:
         for runtime in self.frontends.values():
             for listener in runtime.listeners:
                 listener.resume()
+        self.health.start()
 
     # --- lanes: frontends the pump serves without Python per connection ------------------------------
 
@@ -334,9 +362,12 @@ class Engine:
             return
         self._stopping = True
         self._close_listeners()
-        for timer in self._rate_timers.values():
+        self.health.stop()
+        for timer in list(self._rate_timers.values()) + list(self._ramps.values()):
             timer.cancel()
         self._rate_timers.clear()
+        self._ramps.clear()
+        await self.health.wait_stopped()
         if grace is None:
             grace = self.config.global_.hard_stop_after
             if grace is None:
@@ -563,11 +594,112 @@ class Engine:
         self.serve_queues(backend)
 
     def set_server_state(self, backend: str, server: str, state: "ServerState | str") -> None:
-        """Set a server's state at run time (``UP``, ``DOWN``, ``DRAIN``, ``MAINT``): only UP servers
-        get new connections (queued ones included); established connections go on in every state."""
+        """Set a server's state at run time: ``MAINT`` (no traffic, checks stop), ``DRAIN`` (no new
+        connections, checks go on), ``UP`` (ready again: out of MAINT a checked server is up but
+        checked at once, and down at its first failure, as HAProxy) or ``DOWN`` (down until a check or
+        ``UP`` brings it back).  Only UP servers get new connections, queued ones included;
+        established connections go on in every state, unless ``on-marked-down shutdown-sessions``."""
         if isinstance(state, str):
             state = ServerState(state.upper())
-        self.backends[backend].balancer.set_state(server, state)
+        check = self.health.get(backend, server)
+        was_up = self._serving(check)
+        if state is ServerState.MAINT or state is ServerState.DRAIN:
+            check.admin = state.value
+        elif state is ServerState.UP:
+            if check.admin == "MAINT":
+                check.admin = None
+                self.health.leave_maintenance(check)
+            else:
+                check.admin = None
+                self.health.set_up(check)
+        else:
+            check.admin = None
+            self.health.set_down(check)
+        self._apply_state(check, was_up, None)
+
+    def _serving(self, check: ServerCheck) -> bool:
+        return check.admin is None and check.health.up
+
+    def _apply_state(self, check: ServerCheck, was_up: bool, result: Optional[CheckResult]) -> None:
+        """Give the balancer the state health and administration make, and act on a change: log it,
+        cut sessions (``on-marked-down``/``on-marked-up``), start a slowstart."""
+        if check.admin == "MAINT":
+            state = ServerState.MAINT
+        elif not check.health.up:
+            state = ServerState.DOWN
+        elif check.admin == "DRAIN":
+            state = ServerState.DRAIN
+        else:
+            state = ServerState.UP
+        backend, slot = check.backend, check.slot
+        up = state is ServerState.UP
+        if not up:
+            self._end_ramp(check)
+        backend.balancer.set_state(slot.name, state)
+        if up == was_up and state is not ServerState.MAINT:
+            return
+        server = slot.server
+        if not up and state is not ServerState.DRAIN:
+            if was_up:
+                self._log_down(check, state, result)
+            if server.on_marked_down == "shutdown-sessions":
+                self.pump.cut_server(backend.blocks[slot.index])
+        elif up and not was_up:
+            self._log_up(check, result)
+            if server.on_marked_up == "shutdown-backup-sessions" and not slot.backup:
+                for other in backend.balancer.slots:
+                    if other.backup:
+                        self.pump.cut_server(backend.blocks[other.index])
+            if server.slowstart and backend.balancer.ramps and not self._stopping:
+                self._ramp(check, self.loop.time())
+
+    def _health_changed(self, check: ServerCheck, result: Optional[CheckResult]) -> None:
+        """A check (or an observed error) took a server up or down."""
+        # The counter has flipped already: a ready server was serving iff it is not up now.
+        was_up = check.admin is None and not check.health.up
+        self._apply_state(check, was_up, result)
+
+    def _established(self, check: ServerCheck) -> int:
+        return self.pump.counters(check.backend.blocks[check.slot.index])[Counter.CONN_TOTAL]
+
+    def _ramp(self, check: ServerCheck, started: float) -> None:
+        """HAProxy's slowstart: the weight (and maxconn) of a server back up grows from one step to
+        the full value over ``slowstart`` seconds, recomputed every max(1 s, slowstart / 20)."""
+        key = (check.backend.name, check.slot.name)
+        self._ramps.pop(key, None)
+        slowstart = check.slot.server.slowstart or 0.0
+        elapsed = self.loop.time() - started
+        share = elapsed / slowstart if slowstart else 1.0
+        check.backend.balancer.set_ramp(check.slot.name, share if share < 1 else None)
+        if share < 1:
+            self._ramps[key] = self.loop.call_later(max(1.0, slowstart / 20), self._ramp, check, started)
+
+    def _end_ramp(self, check: ServerCheck) -> None:
+        timer = self._ramps.pop((check.backend.name, check.slot.name), None)
+        if timer is not None:
+            timer.cancel()
+        if check.slot.ramp is not None:
+            check.backend.balancer.set_ramp(check.slot.name, None)
+
+    def _log_down(self, check: ServerCheck, state: ServerState, result: Optional[CheckResult]) -> None:
+        backend, slot = check.backend, check.slot
+        if state is ServerState.MAINT:
+            reason = "is going DOWN for maintenance"
+        else:
+            reason = "is DOWN" + _reason(result)
+        active, backups = _counts(backend)
+        log.warning("%s %s/%s %s. %d active and %d backup servers left. %d sessions active, "
+                    "%d remaining in queue.", "Backup Server" if slot.backup else "Server", backend.name,
+                    slot.name, reason, active, backups, slot.current, slot.queued)
+        if not active and not backups:
+            log.error("backend %s has no server available!", backend.name)
+
+    def _log_up(self, check: ServerCheck, result: Optional[CheckResult]) -> None:
+        backend, slot = check.backend, check.slot
+        active, backups = _counts(backend)
+        log.warning("%s %s/%s is UP%s. %d active and %d backup servers online. %d total in queue.",
+                    "Backup Server" if slot.backup else "Server", backend.name, slot.name, _reason(result),
+                    active, backups, backend.queues.waiting)
 
     # --- the proxy's books ----------------------------------------------------------------------------
 
@@ -576,6 +708,8 @@ class Engine:
 
     def count_connect_error(self, backend: BackendRuntime, slot: ServerSlot) -> None:
         self.pump.add_counter(backend.blocks[slot.index], Counter.CONNECT_ERRORS, 1)
+        if slot.server.observe and not self._stopping:
+            self.health.observe_error(self.health.get(backend.name, slot.name))
 
     def connect_failed(self, session: Session, exc: ProxyError) -> None:
         self.pump.add_counter(session.runtime.block, Counter.CONNECT_ERRORS, 1)
@@ -691,10 +825,38 @@ class Engine:
             for slot in be.balancer.slots:
                 values = dict(zip(fields, self.pump.counters(be.blocks[slot.index])))
                 values["state"] = slot.state.value
+                check = self.health.get(name, slot.name)
+                last = check.last
+                values.update(check_status=last.status if last else None,
+                              check_info=last.info if last else None,
+                              check_duration_ms=round(last.duration * 1000) if last else None,
+                              health=check.health.describe() if check.active else None,
+                              failed_checks=check.failed_checks, down_transitions=check.went_down)
                 queue = queues.servers[slot.index]
                 values.update(queue_cur=queue.length, queue_max=queue.max, queue_expired=queue.expired)
                 result["servers"][f"{name}/{slot.name}"] = values
         return result
+
+
+def _check_timeouts(backend: BackendRuntime) -> tuple[Optional[float], Optional[float]]:
+    timeouts = backend.model.timeouts
+    return timeouts.connect, timeouts.check
+
+
+def _counts(backend: BackendRuntime) -> tuple[int, int]:
+    """Usable active and backup servers of a backend."""
+    slots = backend.balancer.slots
+    return (sum(1 for s in slots if s.usable and not s.backup), sum(1 for s in slots if s.usable and s.backup))
+
+
+def _reason(result: Optional[CheckResult]) -> str:
+    """HAProxy's ``, reason: ..., info: "...", check duration: Nms`` of a state change."""
+    if result is None:
+        return ""
+    text = f", reason: {result.description}"
+    if result.info:
+        text += f', info: "{result.info}"'
+    return text + f", check duration: {round(result.duration * 1000)}ms"
 
 
 def _lane_hashing(backend: model.Backend) -> Any:

@@ -36,6 +36,7 @@ class EndReason(enum.IntEnum):
     ERROR = 5  # a local failure: registration, resources (PD)
     SHUTDOWN = 6  # cut by the engine when stopping (KD)
     CONNECT_FAILED = 7  # the upstream connect failed: the client descriptor is Python's again
+    SERVER_DOWN = 8  # cut because its server was marked down, on-marked-down shutdown-sessions (DD)
 
 
 class Counter(enum.IntEnum):
@@ -331,6 +332,12 @@ class PyPump:
     def cut(self) -> None:
         for pair in list(self._pairs):
             pair.end(EndReason.SHUTDOWN)
+
+    def cut_server(self, block: int) -> None:
+        """End every pair of the server counted in ``block`` (reason SERVER_DOWN)."""
+        for pair in list(self._pairs):
+            if pair.server_block == block and block >= 0:
+                pair.end(EndReason.SERVER_DOWN)
 
     def stop(self) -> None:
         if self._stopped:
