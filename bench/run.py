@@ -7,10 +7,11 @@ and reports the median of each and the ratio fastproxy / HAProxy; the machine is
 only ratios measured side by side mean anything.  Both proxies read the same HAProxy-format file
 (``nbthread 1``, ``option splice-auto``); the two copies differ only in the bind port.
 
-Backends: iperf3 (bulk, both directions), sockperf (TCP ping-pong latency), nginx (wrk keep-alive
-requests/s and ``Connection: close`` connections/s), a sink that accepts and holds connections (memory
-per idle proxied connection: the proxy's RSS growth over N open connections, N limited by the
-descriptor limit).  Every process started here is stopped by its own pid.
+Backends: iperf3 (bulk, both directions), sockperf (TCP ping-pong latency, every process pinned to one
+CPU), nginx (wrk keep-alive requests/s and ``Connection: close`` connections/s), a sink that accepts and
+holds connections (memory per idle proxied connection: the RSS growth of a freshly started proxy over N
+open connections, read after ``malloc_trim(0)`` through gdb, N limited by the descriptor limit).  Every
+process started here is stopped by its own pid.  bench/README.md has the method and the latest results.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ http {{ access_log off; server {{ listen 127.0.0.1:{port} backlog=4096; location
 """
 
 SINK = r"""
-import resource, selectors, socket
+import resource, selectors, socket, sys
 resource.setrlimit(resource.RLIMIT_NOFILE, (resource.getrlimit(resource.RLIMIT_NOFILE)[1],) * 2)
 listener = socket.socket()
 listener.bind(("127.0.0.1", 0))
@@ -72,15 +73,22 @@ listener.setblocking(False)
 print(listener.getsockname()[1], flush=True)
 selector = selectors.DefaultSelector()
 selector.register(listener, selectors.EVENT_READ)
+selector.register(sys.stdin, selectors.EVENT_READ)  # a line in: how many connections are held, out
+held = 0
 while True:  # hold every connection until its peer closes it
     for key, _ in selector.select():
-        if key.fileobj is listener:
+        if key.fileobj is sys.stdin:
+            if not sys.stdin.readline():
+                raise SystemExit(0)
+            print(held, flush=True)
+        elif key.fileobj is listener:
             try:
                 conn = listener.accept()[0]
             except BlockingIOError:
                 continue
             conn.setblocking(False)
             selector.register(conn, selectors.EVENT_READ)
+            held += 1
         else:
             try:
                 data = key.fileobj.recv(4096)
@@ -91,6 +99,7 @@ while True:  # hold every connection until its peer closes it
             if not data:
                 selector.unregister(key.fileobj)
                 key.fileobj.close()
+                held -= 1
 """
 
 CLIENTS = r"""
@@ -114,6 +123,15 @@ def raise_fd_limit() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+def child_setup(cpus: set[int] | None) -> Callable[[], None]:
+    """What a child does before exec: raise its descriptor limit and, given ``cpus``, pin itself there."""
+    def setup() -> None:
+        raise_fd_limit()
+        if cpus is not None:
+            os.sched_setaffinity(0, cpus)
+    return setup
+
+
 def wait_listening(port: int, proc: subprocess.Popen, timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -133,8 +151,8 @@ class Processes:
     def __init__(self) -> None:
         self.procs: list[subprocess.Popen] = []
 
-    def start(self, args: list[str], **kwargs) -> subprocess.Popen:
-        proc = subprocess.Popen(args, preexec_fn=raise_fd_limit, **kwargs)
+    def start(self, args: list[str], cpus: set[int] | None = None, **kwargs) -> subprocess.Popen:
+        proc = subprocess.Popen(args, preexec_fn=child_setup(cpus), **kwargs)
         self.procs.append(proc)
         return proc
 
@@ -154,7 +172,7 @@ class Processes:
 
 @contextlib.contextmanager
 def proxies(procs: Processes, workdir: pathlib.Path, backend: int, *, maxconn: int,
-            pipesize: int) -> Iterator[dict[str, int]]:
+            pipesize: int, cpus: set[int] | None = None) -> Iterator[dict[str, int]]:
     """HAProxy and fastproxy in front of ``backend``; yields the port of each target."""
     ports = {"direct": backend, "haproxy": free_port(), "fastproxy": free_port()}
     started = []
@@ -165,7 +183,7 @@ def proxies(procs: Processes, workdir: pathlib.Path, backend: int, *, maxconn: i
             args = ["haproxy", "-db", "-f", str(cfg)]
         else:
             args = [sys.executable, "-m", "fastproxy", "run", "-q", "-f", str(cfg)]
-        proc = procs.start(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = procs.start(args, cpus=cpus, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_listening(ports[name], proc)
         started.append(proc)
     try:
@@ -175,8 +193,12 @@ def proxies(procs: Processes, workdir: pathlib.Path, backend: int, *, maxconn: i
             procs.stop(proc)
 
 
-def run(args: list[str], timeout: float) -> str:
-    return subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=True).stdout
+WARMUP_CONNECTIONS = 20
+
+
+def run(args: list[str], timeout: float, cpus: set[int] | None = None) -> str:
+    return subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=True,
+                          preexec_fn=child_setup(cpus)).stdout
 
 
 # --- scenarios: each returns {target: [values per round]} --------------------------------------------
@@ -211,17 +233,26 @@ def bulk(procs: Processes, workdir: pathlib.Path, opts) -> dict:
 
 
 def latency(procs: Processes, workdir: pathlib.Path, opts) -> dict:
+    """sockperf TCP ping-pong, one message in flight; the median one-way latency of each run.
+
+    The sockperf server, both proxies and the sockperf client all run pinned to one CPU (``--latency-cpu``).
+    On this kind of virtual machine waking a process on the other, idle vCPU is expensive (a direct
+    ping-pong: ~6.4 us one way on one CPU, ~33 us across two), so unpinned figures measure where the
+    scheduler happened to put each process rather than the proxy: direct came out slower than fastproxy.  On one CPU every target pays the
+    same kind of wakeups, and the added latency is the proxy's own work per message.
+    """
+    cpus = {opts.latency_cpu}
     port = free_port()
-    server = procs.start(["sockperf", "sr", "--tcp", "-i", "127.0.0.1", "-p", str(port)],
+    server = procs.start(["sockperf", "sr", "--tcp", "-i", "127.0.0.1", "-p", str(port)], cpus=cpus,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_listening(port, server)
     try:
-        with proxies(procs, workdir, port, maxconn=4000, pipesize=opts.pipesize) as ports:
+        with proxies(procs, workdir, port, maxconn=4000, pipesize=opts.pipesize, cpus=cpus) as ports:
             def measure(p: int) -> float:
                 text = run(["sockperf", "pp", "--tcp", "-i", "127.0.0.1", "-p", str(p), "-t",
-                            str(opts.seconds)], timeout=opts.seconds + 30)
-                return float(re.search(r"avg-latency=([\d.]+)", text).group(1))  # type: ignore[union-attr]
-            return {"latency, half round trip (us)": interleave(opts.rounds, ports, measure)}
+                            str(opts.seconds)], timeout=opts.seconds + 30, cpus=cpus)
+                return float(re.search(r"percentile 50\.000 =\s*([\d.]+)", text).group(1))  # type: ignore[union-attr]
+            return {"latency, half round trip, median (us)": interleave(opts.rounds, ports, measure)}
     finally:
         procs.stop(server)
 
@@ -264,35 +295,117 @@ def requests(procs: Processes, workdir: pathlib.Path, opts) -> dict:
 
 
 def rss_kib(pid: int) -> int:
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for {pid}")
+    """Resident memory of ``pid`` in KiB, counted page by page (smaps_rollup): VmRSS in /proc/PID/status
+    comes from per-CPU counters that recent kernels only approximate."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Rss:"):
+                    return int(line.split()[1])
+    except FileNotFoundError:
+        pass
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no RSS for {pid}")
+
+
+def release_free_memory(pid: int) -> None:
+    """Have ``pid`` hand its allocator's free pages back to the kernel: ``malloc_trim(0)``, called through gdb.
+
+    Without it RSS growth says little about what connections hold: a fresh fastproxy carries megabytes of
+    heap that its start-up freed but glibc kept resident, its pair table grows into them, and a realloc
+    that frees the old table can even shrink RSS while connections open.
+    """
+    result = subprocess.run(["gdb", "-p", str(pid), "-batch", "-nx", "-ex", "call (int)malloc_trim(0)"],
+                            capture_output=True, text=True, timeout=60)
+    if not re.search(r"^\$1 = [01]$", result.stdout, re.MULTILINE):
+        raise RuntimeError(f"gdb could not call malloc_trim in pid {pid}: {result.stderr.strip()[-300:]}")
+
+
+def settled_rss_kib(pid: int, timeout: float = 10.0) -> int:
+    """RSS once the allocator's free pages are released and two reads 0.5 s apart agree (or after
+    ``timeout``)."""
+    release_free_memory(pid)
+    last = rss_kib(pid)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = rss_kib(pid)
+        if now == last:
+            return now
+        release_free_memory(pid)
+        last = rss_kib(pid)
+    return last
+
+
+def open_clients(procs: Processes, port: int, count: int) -> subprocess.Popen:
+    clients = procs.start([sys.executable, "-c", CLIENTS, str(port), str(count)],
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    if clients.stdout.readline().strip() != "open":  # type: ignore[union-attr]
+        raise RuntimeError("the clients could not open their connections")
+    return clients
+
+
+def close_clients(procs: Processes, clients: subprocess.Popen) -> None:
+    clients.stdin.close()  # type: ignore[union-attr]
+    procs.stop(clients)
+
+
+def wait_held(sink: subprocess.Popen, count: int, timeout: float = 30.0) -> int:
+    """Wait until the sink holds exactly ``count`` connections; returns what it holds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        sink.stdin.write("\n")  # type: ignore[union-attr]
+        sink.stdin.flush()  # type: ignore[union-attr]
+        held = int(sink.stdout.readline())  # type: ignore[union-attr]
+        if held == count or time.monotonic() > deadline:
+            return held
+        time.sleep(0.1)
 
 
 def memory(procs: Processes, workdir: pathlib.Path, opts) -> dict:
-    sink = procs.start([sys.executable, "-c", SINK], stdout=subprocess.PIPE, text=True)
+    """RSS growth of each proxy while it holds ``opts.idle`` idle connections, per connection.
+
+    Every round starts both proxies afresh: a process that has held connections before keeps the freed
+    memory (allocator arenas, HAProxy's pools, fastproxy's pair table) and would hold the next ones for
+    nothing.  A few connections opened and closed first page in the code paths, so that only what grows
+    with the number of connections is counted.  RSS is read after ``malloc_trim(0)`` in the proxy (see
+    ``release_free_memory``), once the sink holds every connection and the proxy holds both sockets of
+    each.  Kernel memory (socket buffers) is not counted: it is the same for both proxies.
+    """
+    sink = procs.start([sys.executable, "-c", SINK], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     port = int(sink.stdout.readline())  # type: ignore[union-attr]
     count = opts.idle
     out: dict[str, list[float]] = {"haproxy": [], "fastproxy": []}
     try:
-        # HAProxy wants about 2.5 descriptors per maxconn from its limit: keep maxconn where it starts.
-        with proxies(procs, workdir, port, maxconn=count + 100, pipesize=opts.pipesize) as ports:
-            for _ in range(opts.rounds):
+        for _ in range(opts.rounds):
+            # HAProxy wants about 2.5 descriptors per maxconn from its limit: keep maxconn where it starts.
+            with proxies(procs, workdir, port, maxconn=count + 100, pipesize=opts.pipesize) as ports:
                 for target in ("haproxy", "fastproxy"):
                     pid = ports["pids"][target]
-                    before = rss_kib(pid)
-                    clients = procs.start([sys.executable, "-c", CLIENTS, str(ports[target]), str(count)],
-                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-                    if clients.stdout.readline().strip() != "open":  # type: ignore[union-attr]
-                        raise RuntimeError("the clients could not open their connections")
-                    time.sleep(1.0)
-                    grown = rss_kib(pid) - before
-                    clients.stdin.close()  # type: ignore[union-attr]
-                    procs.stop(clients)
-                    time.sleep(1.0)
+                    close_clients(procs, open_clients(procs, ports[target], WARMUP_CONNECTIONS))
+                    if wait_held(sink, 0) != 0:
+                        raise RuntimeError(f"{target}: the warm-up connections were not closed")
+                    before = settled_rss_kib(pid)
+                    clients = open_clients(procs, ports[target], count)
+                    try:
+                        held = wait_held(sink, count)
+                        if held != count:
+                            raise RuntimeError(f"{target}: {held} of {count} connections reached the sink")
+                        sockets = sum(os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
+                                      for fd in os.listdir(f"/proc/{pid}/fd"))
+                        if sockets < 2 * count:
+                            raise RuntimeError(f"{target}: pid {pid} holds {sockets} sockets, not 2 x {count}")
+                        grown = settled_rss_kib(pid) - before
+                    finally:
+                        close_clients(procs, clients)
+                    if wait_held(sink, 0) != 0:
+                        raise RuntimeError(f"{target}: connections still held after the clients closed")
                     out[target].append(max(grown, 0) * 1024 / count)
     finally:
+        sink.stdin.close()  # type: ignore[union-attr]
         procs.stop(sink)
     return {f"memory per idle connection, {count} open (bytes)": out}
 
@@ -338,13 +451,15 @@ def main() -> int:
     parser.add_argument("--idle", type=int, default=7000,
                         help="idle connections for the memory scenario: with a descriptor limit of 20000, "
                              "HAProxy starts with maxconn up to about 7700")
+    parser.add_argument("--latency-cpu", type=int, default=0,
+                        help="the CPU that the latency scenario pins every process to")
     parser.add_argument("--pipesize", type=int, default=1048576, help="tune.pipesize in the shared config")
     parser.add_argument("--out", help="write the results as JSON here")
     opts = parser.parse_args()
     if opts.quick:
         opts.rounds, opts.seconds, opts.idle = 1, 2, 1000
     opts.only = set(opts.only.split(","))
-    for tool in ("haproxy", "iperf3", "sockperf", "nginx", "wrk"):
+    for tool in ("haproxy", "iperf3", "sockperf", "nginx", "wrk") + (("gdb",) if "memory" in opts.only else ()):
         if shutil.which(tool) is None:
             parser.error(f"{tool} is not installed")
     raise_fd_limit()
@@ -377,6 +492,7 @@ def main() -> int:
         "haproxy": run(["haproxy", "-v"], 10).splitlines()[0],
         "fastproxy": run([sys.executable, "-m", "fastproxy", "version"], 10).strip(),
         "rounds": opts.rounds, "run_seconds": opts.seconds, "pipesize": opts.pipesize,
+        "idle_connections": opts.idle, "latency_cpu": opts.latency_cpu,
         "summary": rows, "raw": results,
     }
     if opts.out:
