@@ -439,6 +439,9 @@ class HealthMonitor:
         try:
             result = await run_check(check.family, check.address, check.rules, connect_timeout=connect,
                                      read_timeout=read, total_timeout=total)
+        except Exception as exc:  # a bug must not stop this server's checks for good
+            log.exception("check of %s failed", check.name)
+            result = CheckResult("SOCKERR", f"{type(exc).__name__}: {exc}")
         finally:
             check.task = None
         if self._stopped or check.admin == "MAINT":
