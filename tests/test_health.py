@@ -593,3 +593,18 @@ def test_slowstart_ramps_a_returning_server_up_over_its_delay(pump_class):
     # Weights 1:1 in steps of 1/16: about 6% at first (a little more as the ramp moves on), 50% after.
     assert early < 0.25, early
     assert 0.4 < late < 0.6, late
+
+
+def test_first_checks_are_spread_over_the_interval_not_fired_at_once(pump_class):
+    async def main():
+        with listener() as sock:
+            port = sock.getsockname()[1]
+            cfg = checked([port] * 8, inter=2.0)
+            async with running(cfg, pump_class) as engine:
+                now = asyncio.get_running_loop().time()
+                offsets = sorted(check.due - now for check in engine.health.checks.values())
+        return offsets
+    offsets = run(main(), timeout=30)
+    # HAProxy's start_checks(): the i-th of n servers starts at i/n of the smallest inter.
+    assert len(offsets) == 8 and -0.1 < offsets[0] < 0.25 and 1.5 < offsets[-1] < 2.0
+    assert all(later - earlier > 0.05 for earlier, later in zip(offsets, offsets[1:]))
