@@ -468,8 +468,8 @@ def test_observed_connect_errors_mark_a_server_down_without_waiting_for_its_chec
         with echo_processes(1) as (_, ports):
             cfg = checked([closed_port(), ports[0]], inter=30.0, server_fields=dict(
                 observe="layer4", error_limit=3, on_error="mark-down"))
+            cfg.backends["be"].servers[0].check = False  # traffic alone tells
             async with running(cfg, pump_class) as engine:
-                await asyncio.sleep(0.5)  # first checks: spread over the 30 s inter, not yet run for s1
                 address = engine.listening_addresses()[0]
                 assert await load(address, 50, concurrency=1) == 0  # retries + redispatch hide the errors
                 stats = server_stats(engine, "s1")

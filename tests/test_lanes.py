@@ -47,10 +47,48 @@ def test_frontends_that_need_python_do_not_get_a_lane(pump_class):
     async def main():
         backend, port = await start_backend(echo)
         for change in ({"frontend": {"log": True}}, {"backend": {"balance": Balance("leastconn")}},
-                       {"global_": {"nbthread": 2}}):
+                       {"global_": {"maxconnrate": 1000}}):
             async with running(config([port], **change), pump_class) as engine:
                 assert not engine.lanes
         backend.close()
+
+    run(main())
+
+
+def test_with_several_pump_threads_every_worker_accepts_on_the_lane(pump_class):
+    async def main():
+        backends = await NamedBackends(["a", "b"]).start()
+        async with running(config(backends.ports, global_={"nbthread": 2}), pump_class) as engine:
+            assert bool(engine.lanes) == (pump_class is CPump)
+            address = engine.listening_addresses()[0]
+            balancer = engine.backends["be"].balancer
+
+            async def names(count, concurrency=8):
+                seen = []
+
+                async def client(n):
+                    for _ in range(n):
+                        sock, name = await open_client(address)
+                        sock.close()
+                        seen.append(name)
+                await asyncio.gather(*(client(count // concurrency) for _ in range(concurrency)))
+                return seen
+            # Each worker balances its own clients by smooth weighted round robin: shares follow
+            # the weights over all of them, to within a client per worker.
+            balancer.set_weight("s2", 3)
+            seen = await names(400)
+            assert len(seen) == 400 and abs(seen.count("b") - 300) <= 4, seen.count("b")
+            balancer.set_state("s2", ServerState.DOWN)  # reaches every worker's copy
+            assert set(await names(64)) == {"a"}
+            if engine.lanes:
+                held = [await connect(address) for _ in range(32)]
+                workers = {(tag >> 40) & 0xFF for tag, *_ in engine.pump.connections()}
+                assert workers <= {0, 1} and engine.current == 32
+                for sock in held:
+                    sock.close()
+            await wait_until(lambda: engine.current == 0)
+            assert engine.stats()["frontends"]["fe"]["conn_total"] == 400 + 64 + (32 if engine.lanes else 0)
+        backends.close()
 
     run(main())
 

@@ -135,6 +135,7 @@ cdef struct LaneServer:
 # A listener whose connections the pump accepts, balances and dials itself (no Python per connection).
 cdef struct Lane:
     int fd
+    int *open_count         # clients of the lane open now, over every worker (worker 0's ``open``)
     int state               # LaneState
     uint8_t paused          # not polled: at a connection limit, or resting after EMFILE
     uint8_t weights_dirty
@@ -219,7 +220,9 @@ cdef struct Worker:
     uint64_t now_ms
     uint64_t next_scan_ms
     uint32_t scan_interval_ms
-    Lane *lanes             # the pump's lanes (worker 0 runs them)
+    uint32_t index          # which worker this is (in lane tags)
+    uint8_t exclusive       # several workers poll the lanes' listeners: one is woken per connection
+    Lane *lanes             # this worker's copy of the pump's lanes (every worker accepts on them)
     uint32_t nlanes
     uint8_t lane_commands   # set with the lock: lanes to register, remove or reweigh
     uint8_t lanes_paused

@@ -539,7 +539,7 @@ cdef bint register_pair(Worker *w, NewPair *np) noexcept nogil:
 # clients, as HAProxy does.
 
 cdef inline bint lane_full(Shared *sh, Lane *lane) noexcept nogil:
-    if lane.maxconn and fp_atomic_load_int(&lane.open) >= lane.maxconn:
+    if lane.maxconn and fp_atomic_load_int(lane.open_count) >= lane.maxconn:
         return True
     return sh.maxconn and fp_atomic_load_int(&sh.open_total) >= sh.maxconn
 
@@ -565,7 +565,7 @@ cdef void lanes_resume(Worker *w) noexcept nogil:
         if (lane.resume_at_ms and w.now_ms < lane.resume_at_ms) or lane_full(w.shared, lane):
             still = True
             continue
-        ev.events = EPOLLIN
+        ev.events = EPOLLIN | (EPOLLEXCLUSIVE if w.exclusive else 0)
         ev.data.u64 = LANE_TOKEN | i
         if epoll_ctl(w.epfd, EPOLL_CTL_ADD, lane.fd, &ev) == 0:
             lane.paused = 0
@@ -577,7 +577,7 @@ cdef void lanes_resume(Worker *w) noexcept nogil:
 
 cdef inline void lane_closed(Worker *w, Lane *lane, int32_t frontend_block) noexcept nogil:
     """A client of the lane is closed, or handed to Python (which counts it from then on)."""
-    fp_atomic_add_int(&lane.open, -1)
+    fp_atomic_add_int(lane.open_count, -1)
     fp_atomic_add_int(&w.shared.open_total, -1)
     count_sub(w.shared, frontend_block, CNT_CONN_CUR, 1)
     if lane.paused:
@@ -657,6 +657,7 @@ cdef void lane_accept(Worker *w, uint32_t index) noexcept nogil:
     cdef int budget = LANE_BUDGET
     cdef uint64_t tag
     cdef uint8_t connecting
+    cdef bint registered
     cdef uint8_t address[28]
     cdef socklen_t address_len
     if lane.state != LANE_ON or lane.paused:
@@ -680,12 +681,12 @@ cdef void lane_accept(Worker *w, uint32_t index) noexcept nogil:
         if lane.tune_clients and fp_tune_tcp(fd, lane.client_tcp) != 0:
             close(fd)  # already reset by the client: its loss only
             continue
-        fp_atomic_add_int(&lane.open, 1)
+        fp_atomic_add_int(lane.open_count, 1)
         fp_atomic_add_int(&sh.open_total, 1)
         count(sh, lane.frontend_block, CNT_CONN_CUR, 1)
         count(sh, lane.frontend_block, CNT_CONN_TOTAL, 1)
         w.lane_seq += 1
-        tag = LANE_TAG | w.lane_seq
+        tag = LANE_TAG | (<uint64_t>w.index << 40) | (w.lane_seq & 0xFFFFFFFFFFULL)
         if lane.hash_kind == LANE_WRR:
             server = lane_pick(lane)
         else:
@@ -719,7 +720,12 @@ cdef void lane_accept(Worker *w, uint32_t index) noexcept nogil:
         np.server_block = server.block
         np.lane = <int32_t>index
         np.tag = tag
-        if not register_pair(w, &np):
+        # Under the worker's lock, as for Python's pairs: connections() reads the pair table with it
+        # held, and registering may grow (move) the table.
+        pthread_mutex_lock(&w.lock)
+        registered = register_pair(w, &np)
+        pthread_mutex_unlock(&w.lock)
+        if not registered:
             lane_closed(w, lane, lane.frontend_block)
 
 
@@ -731,7 +737,9 @@ cdef void lane_commands(Worker *w) noexcept nogil:
     for i in range(w.nlanes):
         lane = &w.lanes[i]
         if lane.state == LANE_NEW:
-            ev.events = EPOLLIN
+            # With several workers each polls the listener; EPOLLEXCLUSIVE wakes one per connection
+            # (or a few), not all of them.
+            ev.events = EPOLLIN | (EPOLLEXCLUSIVE if w.exclusive else 0)
             ev.data.u64 = LANE_TOKEN | i
             if epoll_ctl(w.epfd, EPOLL_CTL_ADD, lane.fd, &ev) == 0:
                 lane.state = LANE_ON
@@ -949,7 +957,7 @@ cdef class Pump:
         if self.shared.counters == NULL or self.shared.notify_fd < 0:
             raise OSError(errno, "cannot set up the pump")
         self.workers = <Worker *>calloc(threads, sizeof(Worker))
-        self.lanes = <Lane *>calloc(MAX_LANES, sizeof(Lane))
+        self.lanes = <Lane *>calloc(MAX_LANES * threads, sizeof(Lane))  # a copy per worker
         if self.workers == NULL or self.lanes == NULL:
             raise MemoryError()
         self.nworkers = threads
@@ -963,7 +971,9 @@ cdef class Pump:
             w.buf_pool = <char **>calloc(POOL_KEEP, sizeof(char *))
             w.pipe_pool = <int *>calloc(2 * POOL_KEEP, sizeof(int))
             w.scan_interval_ms = 1000
-            w.lanes = self.lanes if i == 0 else NULL
+            w.lanes = &self.lanes[i * MAX_LANES]
+            w.index = i
+            w.exclusive = threads > 1
             if (w.epfd < 0 or w.wake_fd < 0 or w.scratch == NULL or w.buf_pool == NULL
                     or w.pipe_pool == NULL or not grow_slots(w)):
                 raise OSError(errno, "cannot set up a pump worker")
@@ -1211,9 +1221,11 @@ cdef class Pump:
         as CONNECT_FAILED with a sixth argument, the client descriptor (Python's from then on).
         """
         cdef Lane *lane
-        cdef Worker *w = &self.workers[0]
+        cdef Lane *copy
+        cdef Worker *w
         cdef uint64_t one = 1
         cdef uint32_t i
+        cdef int j, k
         cdef bytes address
         if not self._started or self._stopped:
             raise RuntimeError("pump is not running")
@@ -1249,113 +1261,144 @@ cdef class Pump:
         lane.maxconn = maxconn
         lane.hash_kind = {None: LANE_WRR, "map": LANE_MAP, "table": LANE_TABLE}[hashing]
         lane.hash_seed = hash_seed
-        pthread_mutex_lock(&w.lock)
+        lane.open_count = &lane.open
         lane.state = LANE_NEW
+        # Every worker accepts on the lane, with a copy of its own (its round robin, its pause state);
+        # the count of open clients is the first copy's, shared.
+        for k in range(1, self.nworkers):
+            copy = &self.lanes[k * MAX_LANES + self.nlanes]
+            memcpy(copy, lane, sizeof(Lane))
+            copy.servers = <LaneServer *>calloc(max(lane.nservers, 1), sizeof(LaneServer))
+            if copy.servers == NULL:
+                for j in range(1, k):
+                    free(self.lanes[j * MAX_LANES + self.nlanes].servers)
+                free(lane.servers)
+                raise MemoryError()
+            memcpy(copy.servers, lane.servers, max(lane.nservers, 1) * sizeof(LaneServer))
         self.nlanes += 1
-        w.nlanes = self.nlanes
-        w.lane_commands = 1
-        pthread_mutex_unlock(&w.lock)
-        write(w.wake_fd, &one, sizeof(one))
+        for k in range(self.nworkers):
+            w = &self.workers[k]
+            pthread_mutex_lock(&w.lock)
+            w.nlanes = self.nlanes
+            w.lane_commands = 1
+            pthread_mutex_unlock(&w.lock)
+            write(w.wake_fd, &one, sizeof(one))
         return self.nlanes - 1
 
     def remove_lane(self, int index):
         """Stop accepting on the lane; once this returns, the pump no longer touches its listener."""
-        cdef Worker *w = &self.workers[0]
+        cdef Worker *w
         cdef Lane *lane
         cdef uint64_t one = 1
+        cdef int k
         if not 0 <= index < <int>self.nlanes:
             raise IndexError(index)
-        lane = &self.lanes[index]
-        pthread_mutex_lock(&w.lock)
-        if lane.state == LANE_NEW or not self._started or self._stopped:
-            lane.state = LANE_OFF  # never polled, or no worker left to poll it
-        elif lane.state == LANE_ON:
-            lane.state = LANE_CLOSING
-            w.lane_commands = 1
-        pthread_mutex_unlock(&w.lock)
-        if fp_atomic_acquire_int(&lane.state) == LANE_OFF:
-            return
-        write(w.wake_fd, &one, sizeof(one))
+        for k in range(self.nworkers):
+            w = &self.workers[k]
+            lane = &w.lanes[index]
+            pthread_mutex_lock(&w.lock)
+            if lane.state == LANE_NEW or not self._started or self._stopped:
+                lane.state = LANE_OFF  # never polled, or no worker left to poll it
+            elif lane.state == LANE_ON:
+                lane.state = LANE_CLOSING
+                w.lane_commands = 1
+            pthread_mutex_unlock(&w.lock)
+            if fp_atomic_acquire_int(&lane.state) != LANE_OFF:
+                write(w.wake_fd, &one, sizeof(one))
         deadline = time.monotonic() + 5.0
-        while fp_atomic_acquire_int(&lane.state) != LANE_OFF:
-            if time.monotonic() > deadline:
-                raise RuntimeError("the pump did not let go of a lane")
-            time.sleep(0.0002)
+        for k in range(self.nworkers):
+            lane = &self.workers[k].lanes[index]
+            while fp_atomic_acquire_int(&lane.state) != LANE_OFF:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the pump did not let go of a lane")
+                time.sleep(0.0002)
 
     def set_lane_weights(self, int index, weights):
         """New effective weights for the lane's servers (0: out of picks), taken by the next accept."""
-        cdef Worker *w = &self.workers[0]
+        cdef Worker *w
         cdef Lane *lane
         cdef uint64_t one = 1
         cdef uint32_t i
+        cdef int k
         if not 0 <= index < <int>self.nlanes:
             raise IndexError(index)
-        lane = &self.lanes[index]
         weights = list(weights)
-        if len(weights) != lane.nservers:
+        if len(weights) != self.lanes[index].nservers:
             raise ValueError("one weight per server of the lane")
-        pthread_mutex_lock(&w.lock)
-        for i in range(lane.nservers):
-            lane.servers[i].pending_weight = weights[i]
-        lane.weights_dirty = 1
-        w.lane_commands = 1
-        pthread_mutex_unlock(&w.lock)
-        if self._started and not self._stopped:
-            write(w.wake_fd, &one, sizeof(one))
-        else:
+        for k in range(self.nworkers):
+            w = &self.workers[k]
+            lane = &w.lanes[index]
+            pthread_mutex_lock(&w.lock)
             for i in range(lane.nservers):
-                lane.servers[i].weight = lane.servers[i].pending_weight
+                lane.servers[i].pending_weight = weights[i]
+            lane.weights_dirty = 1
+            w.lane_commands = 1
+            pthread_mutex_unlock(&w.lock)
+            if self._started and not self._stopped:
+                write(w.wake_fd, &one, sizeof(one))
+            else:
+                for i in range(lane.nservers):
+                    lane.servers[i].weight = lane.servers[i].pending_weight
 
     def set_lane_picks(self, int index, server_map=None, table=None, table_servers=None):
         """What a hashing lane picks on: HAProxy's map (a list of server indexes, ``hash % len``), or a
         ring ``Table`` with the lane server index of each of its servers.  None: no server (the lane
         gives its clients to Python)."""
-        cdef Worker *w = &self.workers[0]
+        cdef Worker *w
         cdef Lane *lane
         cdef uint64_t one = 1
         cdef int32_t *new_map = NULL
         cdef int32_t *new_servers = NULL
         cdef Table new_table = table
-        cdef uint32_t i
+        cdef uint32_t i, nservers
+        cdef int k
         if not 0 <= index < <int>self.nlanes:
             raise IndexError(index)
-        lane = &self.lanes[index]
+        nservers = self.lanes[index].nservers
         if server_map:
-            new_map = <int32_t *>malloc(len(server_map) * sizeof(int32_t))
-            if new_map == NULL:
-                raise MemoryError()
             for i in range(len(server_map)):
-                if not 0 <= server_map[i] < lane.nservers:
-                    free(new_map)
+                if not 0 <= server_map[i] < nservers:
                     raise ValueError("a map names the lane's servers by index")
-                new_map[i] = server_map[i]
         if new_table is not None:
-            new_servers = <int32_t *>malloc(max(len(table_servers), 1) * sizeof(int32_t))
-            if new_servers == NULL:
-                free(new_map)
-                raise MemoryError()
-            for i in range(len(table_servers)):
-                new_servers[i] = table_servers[i]
-            # The worker may read the previous table until it takes this one (within a wake-up);
+            # A worker may read the previous table until it takes this one (within a wake-up);
             # changes come at the pace of health checks and operators, so a few kept suffice.
             kept = self._lane_tables.setdefault(index, [])
             kept.append(new_table)
             del kept[:-4]
-        pthread_mutex_lock(&w.lock)
-        free(lane.pending_map)
-        free(lane.pending_table_servers)
-        lane.pending_map = new_map
-        lane.pending_map_len = len(server_map) if server_map else 0
-        lane.pending_table = <void *>new_table if new_table is not None else NULL
-        lane.pending_table_servers = new_servers
-        lane.picks_dirty = 1
-        w.lane_commands = 1
-        if not self._started or self._stopped:
-            lane.picks_dirty = 0
-            swap_picks(lane)
-        pthread_mutex_unlock(&w.lock)
-        if self._started and not self._stopped:
-            write(w.wake_fd, &one, sizeof(one))
+        for k in range(self.nworkers):
+            # Each worker frees the arrays it replaces: every copy gets arrays of its own.
+            new_map = NULL
+            new_servers = NULL
+            if server_map:
+                new_map = <int32_t *>malloc(len(server_map) * sizeof(int32_t))
+                if new_map == NULL:
+                    raise MemoryError()
+                for i in range(len(server_map)):
+                    new_map[i] = server_map[i]
+            if new_table is not None:
+                new_servers = <int32_t *>malloc(max(len(table_servers), 1) * sizeof(int32_t))
+                if new_servers == NULL:
+                    free(new_map)
+                    raise MemoryError()
+                for i in range(len(table_servers)):
+                    new_servers[i] = table_servers[i]
+            w = &self.workers[k]
+            lane = &w.lanes[index]
+            pthread_mutex_lock(&w.lock)
+            free(lane.pending_map)
+            free(lane.pending_table_servers)
+            lane.pending_map = new_map
+            lane.pending_map_len = len(server_map) if server_map else 0
+            lane.pending_table = <void *>new_table if new_table is not None else NULL
+            lane.pending_table_servers = new_servers
+            lane.picks_dirty = 1
+            w.lane_commands = 1
+            if not self._started or self._stopped:
+                lane.picks_dirty = 0
+                swap_picks(lane)
+            pthread_mutex_unlock(&w.lock)
+            if self._started and not self._stopped:
+                write(w.wake_fd, &one, sizeof(one))
 
     def lane_open(self, int index=-1) -> int:
         """Clients of one lane (or of every lane) open now."""
@@ -1400,6 +1443,7 @@ cdef class Pump:
     def __dealloc__(self):
         cdef int i, j
         cdef Worker *w
+        cdef Lane *lane
         if self._started and not self._stopped:
             return  # workers may still run: leak rather than free under them
         if self.workers != NULL:
@@ -1429,12 +1473,14 @@ cdef class Pump:
                 pthread_mutex_destroy(&w.lock)
             free(self.workers)
         if self.lanes != NULL:
-            for i in range(<int>self.nlanes):
-                free(self.lanes[i].servers)
-                free(self.lanes[i].map)
-                free(self.lanes[i].pending_map)
-                free(self.lanes[i].table_servers)
-                free(self.lanes[i].pending_table_servers)
+            for j in range(self.nworkers):
+                for i in range(<int>self.nlanes):
+                    lane = &self.lanes[j * MAX_LANES + i]
+                    free(lane.servers)
+                    free(lane.map)
+                    free(lane.pending_map)
+                    free(lane.table_servers)
+                    free(lane.pending_table_servers)
             free(self.lanes)
         if self.shared.notify_fd >= 0:
             close(self.shared.notify_fd)

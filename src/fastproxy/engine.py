@@ -230,10 +230,11 @@ class Engine:
     def _lane_backend(self, frontend: FrontendRuntime) -> Optional[BackendRuntime]:
         """The backend a lane of ``frontend`` would dial, if the frontend can be a lane at all: nothing
         on its path may need Python per connection (rules, hooks, logs, rate limits, queues, PROXY
-        headers, a balancing algorithm other than round robin, several pump threads to spread over)."""
+        headers, a balancing algorithm other than round robin or a hash of the source).  With several
+        pump threads, each accepts on the lane."""
         cfg = self.config
         fe = frontend.model
-        if (not hasattr(self.pump, "add_lane") or cfg.global_.nbthread != 1 or cfg.global_.maxconnrate
+        if (not hasattr(self.pump, "add_lane") or cfg.global_.maxconnrate
                 or not isinstance(frontend.handler, TCPProxy) or self.director is not None
                 or self.error_handler is not None or frontend.router is not None or fe.log
                 or fe.rate_limit_sessions or fe.options.get("lanes") is False):

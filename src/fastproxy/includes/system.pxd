@@ -26,6 +26,7 @@ cdef extern from "<sys/epoll.h>" nogil:
         EPOLLERR
         EPOLLHUP
         EPOLLET
+        EPOLLEXCLUSIVE
         EPOLL_CTL_ADD
         EPOLL_CTL_DEL
         EPOLL_CTL_MOD
