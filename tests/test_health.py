@@ -305,6 +305,15 @@ def server_stats(engine, server: str) -> dict:
     return engine.stats()["servers"][f"be/{server}"]
 
 
+async def assert_cut(sock: socket.socket) -> None:
+    """The proxy ended the connection without being asked: EOF (or a reset) and nothing else."""
+    try:
+        assert await recv_all(sock, timeout=5) == b""
+    except ConnectionResetError:
+        pass
+    sock.close()
+
+
 def served(engine, server: str) -> int:
     """Connections the server got, lanes' included (the pump's books)."""
     return server_stats(engine, server)["conn_total"]
@@ -497,12 +506,8 @@ def test_established_connections_of_a_server_marked_down_are_cut_with_shutdown_s
                     assert await recv_exactly(sock, 2) == b"hi"
                 wrong.greeting = b"-ERR\r\n"
                 await state_within(engine, "s1", ServerState.DOWN, 0.1 + SLACK)
-                for sock in held:  # cut by the proxy: EOF (or a reset) without asking
-                    try:
-                        assert await recv_all(sock, timeout=5) == b""
-                    except ConnectionResetError:
-                        pass
-                    sock.close()
+                for sock in held:
+                    await assert_cut(sock)
                 await wait_until(lambda: engine.ended_by[EndReason.SERVER_DOWN] == 5)
         finally:
             backend.down()
@@ -530,12 +535,7 @@ def test_backups_take_over_when_every_active_server_is_down_and_hand_back(pump_c
                 assert await recv_exactly(held, 1) == b"x"
                 await primary.up()
                 await state_within(engine, "s1", ServerState.UP, 0.1 + SLACK)
-                # on-marked-up shutdown-backup-sessions: the backup's sessions are cut.
-                try:
-                    assert await recv_all(held, timeout=5) == b""
-                except ConnectionResetError:
-                    pass
-                held.close()
+                await assert_cut(held)  # on-marked-up shutdown-backup-sessions
                 before = served(engine, "s1")
                 assert await load(address, 100) == 0
                 assert served(engine, "s1") - before == 100
