@@ -82,8 +82,9 @@ def test_with_several_pump_threads_every_worker_accepts_on_the_lane(pump_class):
             assert set(await names(64)) == {"a"}
             if engine.lanes:
                 held = [await connect(address) for _ in range(32)]
-                workers = {(tag >> 40) & 0xFF for tag, *_ in engine.pump.connections()}
-                assert workers <= {0, 1} and engine.current == 32
+                await wait_until(lambda: sum(engine.pump.loads) == 32)
+                # A worker that accepts more than its share hands new clients to the lighter one.
+                assert min(engine.pump.loads) >= 12, engine.pump.loads
                 for sock in held:
                     sock.close()
             await wait_until(lambda: engine.current == 0)

@@ -171,6 +171,8 @@ cdef struct Lane:
 
 
 cdef struct Shared:
+    void *workers           # the pump's Worker array (lanes hand clients to the least loaded worker)
+    int nworkers
     uint32_t bufsize
     uint32_t pipesize
     int maxpipes
@@ -212,6 +214,7 @@ cdef struct Worker:
     uint32_t ready_len
     int32_t *ready_next
     int active
+    int handed              # pairs other workers queued here and this one has not taken yet (atomic)
     char *scratch
     char **buf_pool
     uint32_t buf_pool_len

@@ -658,6 +658,7 @@ cdef void lane_accept(Worker *w, uint32_t index) noexcept nogil:
     cdef uint64_t tag
     cdef uint8_t connecting
     cdef bint registered
+    cdef Worker *target
     cdef uint8_t address[28]
     cdef socklen_t address_len
     if lane.state != LANE_ON or lane.paused:
@@ -720,6 +721,9 @@ cdef void lane_accept(Worker *w, uint32_t index) noexcept nogil:
         np.server_block = server.block
         np.lane = <int32_t>index
         np.tag = tag
+        target = lightest_worker(w)
+        if target != w and hand_over(target, &np):
+            continue
         # Under the worker's lock, as for Python's pairs: connections() reads the pair table with it
         # held, and registering may grow (move) the table.
         pthread_mutex_lock(&w.lock)
@@ -727,6 +731,44 @@ cdef void lane_accept(Worker *w, uint32_t index) noexcept nogil:
         pthread_mutex_unlock(&w.lock)
         if not registered:
             lane_closed(w, lane, lane.frontend_block)
+
+
+cdef Worker *lightest_worker(Worker *w) noexcept nogil:
+    """The worker with the fewest pairs (taken or on their way), this one on a tie: the kernel wakes
+    an idle worker for a new client, but a busy one may accept a burst alone."""
+    cdef Worker *workers = <Worker *>w.shared.workers
+    cdef Worker *best = w
+    cdef int k, load
+    cdef int best_load = fp_atomic_load_int(&w.active) + fp_atomic_load_int(&w.handed)
+    for k in range(w.shared.nworkers):
+        load = fp_atomic_load_int(&workers[k].active) + fp_atomic_load_int(&workers[k].handed)
+        if load + 1 < best_load:  # a margin: handing over costs the other worker a wake-up
+            best = &workers[k]
+            best_load = load
+    return best
+
+
+cdef bint hand_over(Worker *t, NewPair *np) noexcept nogil:
+    """Queue a new pair for another worker, as Python's add_pair does; False if it cannot take it."""
+    cdef NewPair *grown
+    cdef uint64_t one = 1
+    cdef bint wake
+    pthread_mutex_lock(&t.lock)
+    if t.incoming_len == t.incoming_cap:
+        grown = <NewPair *>realloc(t.incoming, (t.incoming_cap * 2 + 16) * sizeof(NewPair))
+        if grown == NULL:
+            pthread_mutex_unlock(&t.lock)
+            return False
+        t.incoming = grown
+        t.incoming_cap = t.incoming_cap * 2 + 16
+    memcpy(&t.incoming[t.incoming_len], np, sizeof(NewPair))
+    t.incoming_len += 1
+    fp_atomic_add_int(&t.handed, 1)
+    wake = t.incoming_len == 1
+    pthread_mutex_unlock(&t.lock)
+    if wake:
+        write(t.wake_fd, &one, sizeof(one))
+    return True
 
 
 cdef void lane_commands(Worker *w) noexcept nogil:
@@ -791,7 +833,12 @@ cdef bint take_commands(Worker *w) noexcept nogil:
     read(w.wake_fd, &value, sizeof(value))
     pthread_mutex_lock(&w.lock)
     for i in range(w.incoming_len):
-        register_pair(w, &w.incoming[i])
+        if w.incoming[i].lane >= 0:
+            fp_atomic_add_int(&w.handed, -1)
+            if not register_pair(w, &w.incoming[i]):  # no room: closed, the lane's books too
+                lane_closed(w, &w.lanes[w.incoming[i].lane], w.incoming[i].frontend_block)
+        else:
+            register_pair(w, &w.incoming[i])
     w.incoming_len = 0
     if w.lane_commands:
         w.lane_commands = 0
@@ -961,6 +1008,8 @@ cdef class Pump:
         if self.workers == NULL or self.lanes == NULL:
             raise MemoryError()
         self.nworkers = threads
+        self.shared.workers = <void *>self.workers
+        self.shared.nworkers = threads
         for i in range(threads):
             w = &self.workers[i]
             w.shared = &self.shared
@@ -1136,6 +1185,12 @@ cdef class Pump:
         for i in range(self.nworkers):
             total += fp_atomic_load_int(&self.workers[i].active)
         return total
+
+    @property
+    def loads(self):
+        """Pairs each worker pumps now (a tuple, one entry per worker)."""
+        cdef int i
+        return tuple([fp_atomic_load_int(&self.workers[i].active) for i in range(self.nworkers)])
 
     def connections(self):
         """Every pair being pumped now, as ``(tag, bytes_in, bytes_out, connecting)``, read live.

@@ -351,6 +351,11 @@ class PyPump:
     def active(self) -> int:
         return len(self._pairs)
 
+    @property
+    def loads(self) -> tuple[int, ...]:
+        """Pairs per worker: the twin has one (the event loop)."""
+        return (len(self._pairs),)
+
     def connections(self) -> list[tuple[int, int, int, bool]]:
         return [(p.tag, p.bytes_in, p.bytes_out, not p.established) for p in self._pairs]
 
