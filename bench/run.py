@@ -5,7 +5,8 @@
 Every scenario runs its targets in turn (direct, haproxy, fastproxy), ``--rounds`` times interleaved,
 and reports the median of each and the ratio fastproxy / HAProxy; the machine is small and shared, so
 only ratios measured side by side mean anything.  Both proxies read the same HAProxy-format file
-(``nbthread 1``, ``option splice-auto``); the two copies differ only in the bind port.
+(``nbthread 1`` unless ``--nbthread``, ``option splice-auto``); the two copies differ only in the
+bind port.
 
 Backends: iperf3 (bulk, both directions), sockperf (TCP ping-pong latency, every process pinned to one
 CPU), nginx (wrk keep-alive requests/s and ``Connection: close`` connections/s), a sink that accepts and
@@ -40,7 +41,7 @@ TARGETS = ("direct", "haproxy", "fastproxy")
 
 CONFIG = """\
 global
-    nbthread 1
+    nbthread {nbthread}
     maxconn {maxconn}
     tune.pipesize {pipesize}
 
@@ -172,13 +173,14 @@ class Processes:
 
 @contextlib.contextmanager
 def proxies(procs: Processes, workdir: pathlib.Path, backend: int, *, maxconn: int,
-            pipesize: int, cpus: set[int] | None = None) -> Iterator[dict[str, int]]:
+            pipesize: int, nbthread: int = 1, cpus: set[int] | None = None) -> Iterator[dict[str, int]]:
     """HAProxy and fastproxy in front of ``backend``; yields the port of each target."""
     ports = {"direct": backend, "haproxy": free_port(), "fastproxy": free_port()}
     started = []
     for name in ("haproxy", "fastproxy"):
         cfg = workdir / f"{name}-{backend}.cfg"
-        cfg.write_text(CONFIG.format(port=ports[name], backend=backend, maxconn=maxconn, pipesize=pipesize))
+        cfg.write_text(CONFIG.format(port=ports[name], backend=backend, maxconn=maxconn, pipesize=pipesize,
+                                     nbthread=nbthread))
         if name == "haproxy":
             args = ["haproxy", "-db", "-f", str(cfg)]
         else:
@@ -220,7 +222,7 @@ def bulk(procs: Processes, workdir: pathlib.Path, opts) -> dict:
     wait_listening(port, server)
     out = {}
     try:
-        with proxies(procs, workdir, port, maxconn=4000, pipesize=opts.pipesize) as ports:
+        with proxies(procs, workdir, port, maxconn=4000, pipesize=opts.pipesize, nbthread=opts.nbthread) as ports:
             for direction, extra in (("client->server", []), ("server->client", ["-R"])):
                 def measure(p: int) -> float:
                     report = json.loads(run(["iperf3", "-c", "127.0.0.1", "-p", str(p), "-t",
@@ -247,7 +249,7 @@ def latency(procs: Processes, workdir: pathlib.Path, opts) -> dict:
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_listening(port, server)
     try:
-        with proxies(procs, workdir, port, maxconn=4000, pipesize=opts.pipesize, cpus=cpus) as ports:
+        with proxies(procs, workdir, port, maxconn=4000, pipesize=opts.pipesize, nbthread=opts.nbthread, cpus=cpus) as ports:
             def measure(p: int) -> float:
                 text = run(["sockperf", "pp", "--tcp", "-i", "127.0.0.1", "-p", str(p), "-t",
                             str(opts.seconds)], timeout=opts.seconds + 30, cpus=cpus)
@@ -283,7 +285,7 @@ def requests(procs: Processes, workdir: pathlib.Path, opts) -> dict:
     nginx, port = start_nginx(procs, workdir)
     out = {}
     try:
-        with proxies(procs, workdir, port, maxconn=4000, pipesize=opts.pipesize) as ports:
+        with proxies(procs, workdir, port, maxconn=4000, pipesize=opts.pipesize, nbthread=opts.nbthread) as ports:
             if "rps" in opts.only:
                 out["keep-alive requests/s"] = interleave(opts.rounds, ports, wrk(opts, []))
             if "cps" in opts.only:
@@ -382,7 +384,7 @@ def memory(procs: Processes, workdir: pathlib.Path, opts) -> dict:
     try:
         for _ in range(opts.rounds):
             # HAProxy wants about 2.5 descriptors per maxconn from its limit: keep maxconn where it starts.
-            with proxies(procs, workdir, port, maxconn=count + 100, pipesize=opts.pipesize) as ports:
+            with proxies(procs, workdir, port, maxconn=count + 100, pipesize=opts.pipesize, nbthread=opts.nbthread) as ports:
                 for target in ("haproxy", "fastproxy"):
                     pid = ports["pids"][target]
                     close_clients(procs, open_clients(procs, ports[target], WARMUP_CONNECTIONS))
@@ -454,6 +456,7 @@ def main() -> int:
     parser.add_argument("--latency-cpu", type=int, default=0,
                         help="the CPU that the latency scenario pins every process to")
     parser.add_argument("--pipesize", type=int, default=1048576, help="tune.pipesize in the shared config")
+    parser.add_argument("--nbthread", type=int, default=1, help="nbthread in the shared config")
     parser.add_argument("--out", help="write the results as JSON here")
     opts = parser.parse_args()
     if opts.quick:
@@ -492,6 +495,7 @@ def main() -> int:
         "haproxy": run(["haproxy", "-v"], 10).splitlines()[0],
         "fastproxy": run([sys.executable, "-m", "fastproxy", "version"], 10).strip(),
         "rounds": opts.rounds, "run_seconds": opts.seconds, "pipesize": opts.pipesize,
+        "nbthread": opts.nbthread,
         "idle_connections": opts.idle, "latency_cpu": opts.latency_cpu,
         "summary": rows, "raw": results,
     }
