@@ -10,6 +10,7 @@ import socket
 import pytest
 
 from fastproxy.config import parse_text
+from fastproxy.pump import CPump
 
 from .conftest import run
 from .support import connect, echo, recv_exactly, running, start_backend, wait_until
@@ -33,7 +34,7 @@ listen fe
 
 TCPLOG = re.compile(
     r"<134>\w{3} [ \d]\d \d\d:\d\d:\d\d fastproxy\[(\d+)\]: "
-    r"127\.0\.0\.1:(\d+) \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d\.\d{3}\] fe fe/s1 0/0/\d+ 5 -- \d+/\d+/\d+/\d+/0 0/0$")
+    r"127\.0\.0\.1:(\d+) \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d\.\d{3}\] fe fe/s1 0/\d+/\d+ 5 -- \d+/\d+/\d+/\d+/0 0/0$")
 
 
 def parse(text: str):
@@ -146,6 +147,33 @@ def test_raw_and_short_formats_and_sampling(pump_class):
         assert all(line.startswith("<6>Connect from 127.0.0.1:") for line in short_lines)
         raw.close()
         short.close()
+        backend.close()
+
+    run(main())
+
+
+def test_tcplog_frontends_run_on_lanes_and_log_every_connection_with_dontlognull(pump_class):
+    async def main():
+        backend, port = await start_backend(echo)
+        sink = receiver()
+        tcplog = "option tcplog\n    option dontlognull"
+        cfg = parse(CONFIG.format(target="%s:%d" % sink.getsockname(), levels="", tcplog=tcplog, port=port))
+        async with running(cfg, pump_class) as engine:
+            assert bool(engine.lanes) == (pump_class is CPump)  # no Python per connection
+            ports = [await one_exchange(engine) for _ in range(20)]
+            silent = await connect(engine.listening_addresses()[0])  # sends nothing: not logged
+            silent.close()
+            lines = await datagrams(sink, 20)
+            await wait_until(lambda: engine.current == 0)
+            await asyncio.sleep(0.2)
+            with pytest.raises(BlockingIOError):
+                sink.recv(4096)
+            if engine.lanes:
+                assert engine.python_current == 0 and not engine.pairs
+        matches = [TCPLOG.match(line) for line in lines]
+        assert all(matches), lines
+        assert sorted(int(m.group(2)) for m in matches) == sorted(ports)
+        sink.close()
         backend.close()
 
     run(main())

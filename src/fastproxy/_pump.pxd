@@ -75,6 +75,11 @@ cdef struct Pair:
     int32_t server_block
     int32_t lane            # the lane that accepted the client, or -1 for a pair Python handed over
     uint64_t tag
+    # For a lane that logs (option tcplog): what the log line needs once the pair ends.
+    uint8_t log_end
+    uint8_t peer[28]        # the client's raw sockaddr
+    uint64_t accepted_ms
+    uint32_t connect_ms     # how long the connect took
 
 
 # A pair handed over by Python, waiting for its worker to register it.
@@ -93,6 +98,9 @@ cdef struct NewPair:
     int32_t server_block
     int32_t lane
     uint64_t tag
+    uint8_t log_end
+    uint8_t peer[28]
+    uint64_t accepted_ms
 
 
 # A pair that ended, waiting for Python to hear of it.
@@ -105,6 +113,10 @@ cdef struct Ended:
     int32_t frontend_block
     int32_t server_block
     int32_t client_fd       # with CONNECT_FAILED from a lane: the client, now Python's
+    uint8_t logged          # a lane's pair that ends, reported for its log line (what follows is set)
+    uint8_t peer[28]
+    uint64_t duration_ms
+    uint32_t connect_ms
 
 
 cdef enum LaneState:
@@ -147,6 +159,7 @@ cdef struct Lane:
     uint32_t server_fin_timeout
     uint32_t connect_timeout
     uint8_t tune_clients    # set client_tcp on each client (else the listener's options are inherited)
+    uint8_t log_ends        # report each pair that ends to Python, for its log line (option tcplog)
     int client_tcp[4]       # keepalive, idle, interval, count
     int server_tcp[4]
     int open                # clients of this lane open now (atomic)

@@ -17,6 +17,7 @@ The pure-Python twin is fastproxy/pump.py; both follow the same semantics and th
 
 from libc.errno cimport EAGAIN, EINTR, ETIMEDOUT, errno
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from cpython.bytes cimport PyBytes_FromStringAndSize
 from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcpy, memset
 
@@ -138,7 +139,7 @@ cdef void release_direction(Worker *w, Direction *d) noexcept nogil:
 
 cdef void push_record(Shared *sh, uint64_t tag, int reason, int error, uint64_t bytes_in,
                       uint64_t bytes_out, int32_t frontend_block, int32_t server_block,
-                      int32_t client_fd) noexcept nogil:
+                      int32_t client_fd, Pair *logged=NULL, uint64_t now_ms=0) noexcept nogil:
     cdef uint64_t one = 1
     cdef bint was_empty
     cdef Ended *grown
@@ -162,6 +163,11 @@ cdef void push_record(Shared *sh, uint64_t tag, int reason, int error, uint64_t 
     record.frontend_block = frontend_block
     record.server_block = server_block
     record.client_fd = client_fd
+    record.logged = logged != NULL
+    if logged != NULL:
+        memcpy(record.peer, logged.peer, 28)
+        record.duration_ms = now_ms - logged.accepted_ms
+        record.connect_ms = logged.connect_ms
     sh.ended_len += 1
     pthread_mutex_unlock(&sh.ended_lock)
     if was_empty:
@@ -199,6 +205,9 @@ cdef void end_pair(Worker *w, int32_t slot, int reason) noexcept nogil:
         # Python is not told of each pair a lane made: the books are kept here.
         lane_closed(w, &w.lanes[p.lane], p.frontend_block)
         fp_atomic_add(&sh.lane_ended[reason], 1)
+        if p.log_end:  # one record for the log line; the books above stay the pump's
+            push_record(sh, p.tag, reason, 0, p.c2s.bytes, p.s2c.bytes, p.frontend_block, p.server_block,
+                        -1, p, w.now_ms)
     else:
         push_ended(sh, p, reason, 0)
     p.active = 0
@@ -241,6 +250,8 @@ cdef bint connect_done(Worker *w, int32_t slot) noexcept nogil:
         return False
     p.connecting = 0
     p.client.seen_ms = p.server.seen_ms = w.now_ms
+    if p.log_end:
+        p.connect_ms = <uint32_t>(w.now_ms - p.accepted_ms)
     count_established(w.shared, p)
     return True
 
@@ -476,6 +487,10 @@ cdef bint register_pair(Worker *w, NewPair *np) noexcept nogil:
     p.queued = queued
     p.tag = np.tag
     p.lane = np.lane
+    p.log_end = np.log_end
+    if np.log_end:
+        memcpy(p.peer, np.peer, 28)
+        p.accepted_ms = np.accepted_ms
     p.frontend_block = np.frontend_block
     p.server_block = np.server_block
     p.client_timeout = np.client_timeout
@@ -721,6 +736,10 @@ cdef void lane_accept(Worker *w, uint32_t index) noexcept nogil:
         np.server_block = server.block
         np.lane = <int32_t>index
         np.tag = tag
+        if lane.log_ends:
+            np.log_end = 1
+            memcpy(np.peer, address, 28)
+            np.accepted_ms = w.now_ms
         target = lightest_worker(w)
         if target != w and hand_over(target, &np):
             continue
@@ -1232,7 +1251,13 @@ cdef class Pump:
         try:
             if self._on_end is not None:
                 for i in range(n):
-                    if records[i].client_fd >= 0:  # a lane's client, Python's now
+                    if records[i].logged:  # a lane's pair ended: what its log line needs
+                        self._on_end(records[i].tag, records[i].reason, records[i].bytes_in,
+                                     records[i].bytes_out, records[i].error, -1,
+                                     records[i].frontend_block, records[i].server_block,
+                                     PyBytes_FromStringAndSize(<char *>records[i].peer, 28),
+                                     records[i].duration_ms, records[i].connect_ms)
+                    elif records[i].client_fd >= 0:  # a lane's client, Python's now
                         self._on_end(records[i].tag, records[i].reason, records[i].bytes_in,
                                      records[i].bytes_out, records[i].error, records[i].client_fd,
                                      records[i].frontend_block, records[i].server_block)
@@ -1266,7 +1291,7 @@ cdef class Pump:
     def add_lane(self, int listen_fd, *, int frontend_block, servers, client_timeout=None,
                  server_timeout=None, client_fin_timeout=None, server_fin_timeout=None,
                  connect_timeout=None, client_tcp=None, server_tcp=(1, 0, 0, 0), int maxconn=0,
-                 str hashing=None, unsigned long long hash_seed=0):
+                 str hashing=None, unsigned long long hash_seed=0, bint log_ends=False):
         """Let worker 0 accept the listener's connections and pair them itself; returns the lane's index.
 
         ``servers`` is a sequence of ``(raw_sockaddr, counter_block, weight)``.  ``hashing`` None picks
@@ -1316,6 +1341,7 @@ cdef class Pump:
         lane.maxconn = maxconn
         lane.hash_kind = {None: LANE_WRR, "map": LANE_MAP, "table": LANE_TABLE}[hashing]
         lane.hash_seed = hash_seed
+        lane.log_ends = log_ends
         lane.open_count = &lane.open
         lane.state = LANE_NEW
         # Every worker accepts on the lane, with a copy of its own (its round robin, its pause state);

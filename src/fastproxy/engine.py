@@ -236,8 +236,8 @@ class Engine:
         fe = frontend.model
         if (not hasattr(self.pump, "add_lane") or cfg.global_.maxconnrate
                 or not isinstance(frontend.handler, TCPProxy) or self.director is not None
-                or self.error_handler is not None or frontend.router is not None or fe.log
-                or fe.rate_limit_sessions or fe.options.get("lanes") is False):
+                or self.error_handler is not None or frontend.router is not None
+                or (fe.log and not fe.tcplog) or fe.rate_limit_sessions or fe.options.get("lanes") is False):
             return None
         backend = self.backends.get(fe.default_backend or "")
         if backend is None or backend.needs_destination:
@@ -268,7 +268,8 @@ class Engine:
                 client_fin_timeout=client_t.client_fin, server_fin_timeout=server_t.server_fin,
                 connect_timeout=server_t.connect,
                 client_tcp=None, server_tcp=_tcp_options(ka_s),
-                maxconn=frontend.model.maxconn or 0, hashing=hashing, hash_seed=balancer.seed)
+                maxconn=frontend.model.maxconn or 0, hashing=hashing, hash_seed=balancer.seed,
+                log_ends=frontend.model.log)
         except BaseException:
             sock.close()
             raise
@@ -753,7 +754,12 @@ class Engine:
             raise
 
     def _pair_ended(self, tag: int, reason: int, bytes_in: int, bytes_out: int, error: int = 0,
-                    client_fd: int = -1, frontend_block: int = -1, server_block: int = -1) -> None:
+                    client_fd: int = -1, frontend_block: int = -1, server_block: int = -1,
+                    peer: Optional[bytes] = None, duration_ms: int = 0, connect_ms: int = 0) -> None:
+        if peer is not None:  # a lane's pair ended: only its log line is Python's
+            self._lane_log(frontend_block, server_block, reason, bytes_in, bytes_out, peer, duration_ms,
+                           connect_ms)
+            return
         if client_fd >= 0:  # a client a lane gives back
             self._adopt(tag, frontend_block, server_block, client_fd, error)
             return
@@ -780,21 +786,35 @@ class Engine:
                                                                 bytes_out))
         session.finished()
 
+    def _lane_log(self, frontend_block: int, server_block: int, reason: int, bytes_in: int,
+                  bytes_out: int, peer: bytes, duration_ms: int, connect_ms: int) -> None:
+        """The tcplog line of a pair a lane made: the counts come from the pump's books."""
+        runtime = self._lane_blocks.get(frontend_block)
+        found = self._server_slots.get(server_block)
+        if runtime is None or found is None or (runtime.model.dontlognull and bytes_in == 0):
+            return
+        backend, slot = found
+        counts = self.pump.counters
+        server_current = counts(server_block)[Counter.CONN_CUR]
+        backend_current = sum(counts(block)[Counter.CONN_CUR] for block in backend.blocks)
+        host, port = _linux.peer_address(peer)[:2]
+        line = _tcplog(f"{host}:{port}", duration_ms / 1000, runtime.model.name, backend.name, slot.name,
+                       connect_ms, bytes_out, TERMINATION[EndReason(reason)], self.current,
+                       counts(frontend_block)[Counter.CONN_CUR], backend_current, server_current, 0)
+        self.traffic_log(runtime, line)
+
     def _tcplog_line(self, session: Session, termination: str, bytes_out: int) -> str:
         """HAProxy's ``option tcplog`` line: ``%ci:%cp [%t] %ft %b/%s %Tw/%Tc/%Tt %B %ts
         %ac/%fc/%bc/%sc/%rc %sq/%bq``.  The connect completes in the pump, unseen by Python: %Tc is
         reported as 0 once the pair was established (HAProxy gives milliseconds there)."""
         elapsed = time.monotonic() - session.started
-        accepted = time.time() - elapsed
-        stamp = time.strftime("%d/%b/%Y:%H:%M:%S", time.localtime(accepted)) + f".{int(accepted % 1 * 1000):03d}"
         backend, slot = session.backend, session.slot
         server_current = slot.current if slot is not None else 0
         backend_current = sum(s.current for s in backend.balancer.slots) if backend is not None else 0
-        return (f"{_peer(session)} [{stamp}] {session.frontend.name} "
-                f"{backend.name if backend else session.frontend.name}/{slot.name if slot else '<NOSRV>'} "
-                f"0/{0 if slot is not None else -1}/{int(elapsed * 1000)} {bytes_out} {termination} "
-                f"{self.current}/{session.runtime.current}/{backend_current}/{server_current}/"
-                f"{max(session.attempt - 1, 0)} 0/0")
+        return _tcplog(_peer(session), elapsed, session.frontend.name,
+                       backend.name if backend else session.frontend.name, slot.name if slot else "<NOSRV>",
+                       0 if slot is not None else -1, bytes_out, termination, self.current,
+                       session.runtime.current, backend_current, server_current, max(session.attempt - 1, 0))
 
     def log_connect(self, session: Session) -> None:
         """Without ``option tcplog``, HAProxy logs each accepted connection in one short line."""
@@ -837,6 +857,16 @@ class Engine:
                 values.update(queue_cur=queue.length, queue_max=queue.max, queue_expired=queue.expired)
                 result["servers"][f"{name}/{slot.name}"] = values
         return result
+
+
+def _tcplog(peer: str, elapsed: float, frontend: str, backend: str, server: str, connect_ms: int,
+            bytes_out: int, termination: str, active: int, frontend_current: int, backend_current: int,
+            server_current: int, retries: int) -> str:
+    """HAProxy's tcplog line from its parts (``elapsed``: seconds since the accept)."""
+    accepted = time.time() - elapsed
+    stamp = time.strftime("%d/%b/%Y:%H:%M:%S", time.localtime(accepted)) + f".{int(accepted % 1 * 1000):03d}"
+    return (f"{peer} [{stamp}] {frontend} {backend}/{server} 0/{connect_ms}/{int(elapsed * 1000)} {bytes_out} "
+            f"{termination} {active}/{frontend_current}/{backend_current}/{server_current}/{retries} 0/0")
 
 
 def _check_timeouts(backend: BackendRuntime) -> tuple[Optional[float], Optional[float]]:
