@@ -864,7 +864,7 @@ def _tcplog(peer: str, elapsed: float, frontend: str, backend: str, server: str,
             server_current: int, retries: int) -> str:
     """HAProxy's tcplog line from its parts (``elapsed``: seconds since the accept)."""
     accepted = time.time() - elapsed
-    stamp = time.strftime("%d/%b/%Y:%H:%M:%S", time.localtime(accepted)) + f".{int(accepted % 1 * 1000):03d}"
+    stamp = logs.second_stamp("%d/%b/%Y:%H:%M:%S", accepted) + f".{int(accepted % 1 * 1000):03d}"
     return (f"{peer} [{stamp}] {frontend} {backend}/{server} 0/{connect_ms}/{int(elapsed * 1000)} {bytes_out} "
             f"{termination} {active}/{frontend_current}/{backend_current}/{server_current}/{retries} 0/0")
 

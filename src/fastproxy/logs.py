@@ -77,6 +77,7 @@ class _Sender:
         self.sock: Optional[socket.socket] = None
         self.fd = -1
         self.destination: object = None
+        self.connected = False
         self.counter = 0
         address = target.address
         if address in ("stdout", "stderr"):
@@ -97,6 +98,9 @@ class _Sender:
                                                             socket.SOCK_DGRAM)[0]
             self.sock = socket.socket(family, socket.SOCK_DGRAM)
             self.destination = sockaddr
+            # Connected once, so that each message is a plain send (no address to pass and route).
+            self.sock.connect(sockaddr)
+            self.connected = True
         self.sock.setblocking(False)
 
     def send(self, severity: int, message: str, hostname: str, pid: int) -> None:
@@ -111,6 +115,8 @@ class _Sender:
         try:
             if self.fd >= 0:
                 os.write(self.fd, data.rstrip(b"\n") + b"\n")
+            elif self.connected:
+                self.sock.send(data)  # type: ignore[union-attr]
             else:
                 assert self.sock is not None
                 self.sock.sendto(data, self.destination)
@@ -135,7 +141,21 @@ def _format(target: LogTarget, severity: int, message: str, hostname: str, pid: 
         stamp += f"{offset[:3]}:{offset[3:]}"
         return f"<{priority}>1 {stamp} {hostname} fastproxy {pid} - - {message}".encode()
     # rfc3164 (HAProxy's default, without the host name unless log-send-hostname)
-    return f"<{priority}>{time.strftime('%b %e %H:%M:%S')} fastproxy[{pid}]: {message}".encode()
+    return f"<{priority}>{second_stamp('%b %e %H:%M:%S', time.time())} fastproxy[{pid}]: {message}".encode()
+
+
+_STAMPS: dict[str, tuple[int, str]] = {}
+
+
+def second_stamp(fmt: str, now: float) -> str:
+    """``time.strftime(fmt)`` of the local time's second, made once per second and format: a busy
+    proxy logs thousands of lines a second."""
+    second = int(now)
+    cached = _STAMPS.get(fmt)
+    if cached is None or cached[0] != second:
+        cached = (second, time.strftime(fmt, time.localtime(second)))
+        _STAMPS[fmt] = cached
+    return cached[1]
 
 
 class ProxyLog:
@@ -144,6 +164,7 @@ class ProxyLog:
     def __init__(self, name: str, lines: list[str]) -> None:
         self.senders: list[_Sender] = []
         self.hostname = socket.gethostname()
+        self.pid = os.getpid()
         for line in lines:
             target = LogTarget.parse(line)
             if target.address.startswith(UNSUPPORTED_PREFIXES):
@@ -160,7 +181,7 @@ class ProxyLog:
         return bool(self.senders)
 
     def send(self, severity: int, message: str) -> None:
-        pid = os.getpid()
+        pid = self.pid
         for sender in self.senders:
             if severity <= sender.target.level:
                 sender.send(severity, message, self.hostname, pid)
