@@ -177,3 +177,25 @@ def test_tcplog_frontends_run_on_lanes_and_log_every_connection_with_dontlognull
         backend.close()
 
     run(main())
+
+
+def test_server_state_changes_go_to_the_backends_log_targets_at_haproxys_levels(pump_class):
+    async def main():
+        backend, port = await start_backend(echo)
+        sink = receiver()
+        text = CONFIG.format(target="%s:%d" % sink.getsockname(), levels="", tcplog="", port=port)
+        async with running(parse(text), pump_class) as engine:
+            engine.set_server_state("fe", "s1", "DOWN")
+            down, empty = await datagrams(sink, 2)
+            engine.set_server_state("fe", "s1", "UP")
+            [up] = await datagrams(sink, 1)
+        # local0 is facility 16: alert 16*8+1, emerg 16*8+0, notice 16*8+5.
+        assert down.startswith("<129>") and down.endswith(
+            "Server fe/s1 is DOWN. 0 active and 0 backup servers left. 0 sessions active, 0 remaining in queue.")
+        assert empty.startswith("<128>") and empty.endswith("backend fe has no server available!")
+        assert up.startswith("<133>") and up.endswith(
+            "Server fe/s1 is UP. 1 active and 0 backup servers online. 0 total in queue.")
+        sink.close()
+        backend.close()
+
+    run(main())

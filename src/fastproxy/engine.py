@@ -63,6 +63,7 @@ class BackendRuntime:
         self.name = backend.name
         self.balancer = Balancer(backend)
         self.queues = Queues(self.balancer)
+        self.log = logs.ProxyLog(backend.name, backend.log_targets) if backend.log_targets else None
         self.serving = False  # the engine is handing free slots to queued connections
         self.serve_again = False  # a slot freed up meanwhile
         self.addresses: list[tuple] = []
@@ -399,7 +400,7 @@ class Engine:
         for session in list(self.pairs.values()):  # connects cut while in progress
             session.close()
         self.pairs.clear()
-        for runtime in self.frontends.values():
+        for runtime in list(self.frontends.values()) + list(self.backends.values()):
             if runtime.log is not None:
                 runtime.log.close()
 
@@ -690,18 +691,30 @@ class Engine:
         else:
             reason = "is DOWN" + _reason(result)
         active, backups = _counts(backend)
-        log.warning("%s %s/%s %s. %d active and %d backup servers left. %d sessions active, "
-                    "%d remaining in queue.", "Backup Server" if slot.backup else "Server", backend.name,
-                    slot.name, reason, active, backups, slot.current, slot.queued)
+        self._state_log(backend, logs.NOTICE if state is ServerState.MAINT else logs.ALERT,
+                        f"{'Backup Server' if slot.backup else 'Server'} {backend.name}/{slot.name} {reason}. "
+                        f"{active} active and {backups} backup servers left. {slot.current} sessions active, "
+                        f"{slot.queued} remaining in queue.")
         if not active and not backups:
-            log.error("backend %s has no server available!", backend.name)
+            self._state_log(backend, logs.EMERG, f"backend {backend.name} has no server available!")
 
     def _log_up(self, check: ServerCheck, result: Optional[CheckResult]) -> None:
         backend, slot = check.backend, check.slot
         active, backups = _counts(backend)
-        log.warning("%s %s/%s is UP%s. %d active and %d backup servers online. %d total in queue.",
-                    "Backup Server" if slot.backup else "Server", backend.name, slot.name, _reason(result),
-                    active, backups, backend.queues.waiting)
+        self._state_log(backend, logs.NOTICE,
+                        f"{'Backup Server' if slot.backup else 'Server'} {backend.name}/{slot.name} is UP"
+                        f"{_reason(result)}. {active} active and {backups} backup servers online. "
+                        f"{backend.queues.waiting} total in queue.")
+
+    def _state_log(self, backend: BackendRuntime, severity: int, message: str) -> None:
+        """A server state change: on stderr as HAProxy's warnings, and to the backend's ``log``
+        targets at HAProxy's levels (alert when a server goes down, emerg when none is left)."""
+        if severity <= logs.ALERT:
+            log.error("%s", message)
+        else:
+            log.warning("%s", message)
+        if backend.log is not None:
+            backend.log.send(severity, message)
 
     # --- the proxy's books ----------------------------------------------------------------------------
 

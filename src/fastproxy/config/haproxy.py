@@ -2043,7 +2043,8 @@ class _Reader:
                        timeouts=timeouts, retries=proxy.retries, redispatch=proxy.redispatch,
                        server_keepalive=proxy.server_keepalive, fullconn=proxy.fullconn,
                        options=dict(proxy.options), location=proxy.location, allbackups=proxy.allbackups,
-                       tcp_check=proxy.tcp_check, tcp_check_rules=rules)
+                       tcp_check=proxy.tcp_check, tcp_check_rules=rules,
+                       log_targets=list(proxy.log_targets))
 
     def _check_ports(self, proxy: _Proxy, rules: list[TcpCheckRule]) -> None:
         """A checked server needs a port to check: its own, ``port``, or the tcp-check ``connect`` rules'.

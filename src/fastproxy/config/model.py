@@ -177,6 +177,7 @@ class Backend:
     allbackups: bool = False  # ``option allbackups``: use every backup server at once, not the first
     tcp_check: bool = False  # ``option tcp-check``: checks run ``tcp_check_rules`` (none: a connect)
     tcp_check_rules: list[TcpCheckRule] = field(default_factory=list)
+    log_targets: list[str] = field(default_factory=list)  # its ``log`` lines: where server state changes go
 
     def server(self, name: str) -> Server:
         for server in self.servers:
