@@ -199,3 +199,20 @@ def test_server_state_changes_go_to_the_backends_log_targets_at_haproxys_levels(
         backend.close()
 
     run(main())
+
+
+def test_tcplog_lines_to_stdout_in_raw_format(pump_class, capfd):
+    async def main():
+        backend, port = await start_backend(echo)
+        cfg = parse(CONFIG.format(target="stdout format raw", levels="", tcplog="option tcplog", port=port))
+        async with running(cfg, pump_class) as engine:
+            ports = [await one_exchange(engine) for _ in range(3)]
+            await wait_until(lambda: engine.current == 0)
+            await asyncio.sleep(0.1)
+        backend.close()
+        return ports
+    ports = run(main())
+    lines = [line for line in capfd.readouterr().out.splitlines() if " fe fe/s1 " in line]
+    body = re.compile(r"127\.0\.0\.1:(\d+) \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d\.\d{3}\] fe fe/s1 0/\d+/\d+ 5 -- "
+                      r"\d+/\d+/\d+/\d+/0 0/0$")
+    assert sorted(int(body.match(line).group(1)) for line in lines) == sorted(ports), lines

@@ -133,6 +133,15 @@ cdef enum LaneHash:
     LANE_TABLE = 2          # source, hash-type consistent or maglev
 
 
+# Where a lane writes its tcplog lines itself: a connected datagram socket, or stdout/stderr.
+cdef struct LogSink:
+    int fd
+    uint8_t stream          # write() a line with its newline (stdout/stderr), not send() a datagram
+    uint8_t format          # 0: rfc3164, 1: raw, 2: short
+    uint32_t length         # at most this many bytes (``len``)
+    char pri[8]             # "<PRI>" of rfc3164, "<severity>" of short
+
+
 # A server a lane can dial, in the lane's smooth weighted round robin.
 cdef struct LaneServer:
     uint8_t addr[28]        # a raw sockaddr_in or sockaddr_in6
@@ -142,6 +151,7 @@ cdef struct LaneServer:
     int32_t weight          # effective weight; 0: out of picks
     int32_t pending_weight  # set by Python under the worker lock, applied by the worker
     int64_t current         # smooth weighted round robin state
+    char log_name[96]       # "backend/server" for the lane's own tcplog lines
 
 
 # A listener whose connections the pump accepts, balances and dials itself (no Python per connection).
@@ -160,6 +170,11 @@ cdef struct Lane:
     uint32_t connect_timeout
     uint8_t tune_clients    # set client_tcp on each client (else the listener's options are inherited)
     uint8_t log_ends        # report each pair that ends to Python, for its log line (option tcplog)
+    LogSink *log_sinks      # or write the lines here (shared by the workers' copies; worker 0's frees)
+    uint32_t nlog_sinks
+    uint8_t log_dontlognull
+    int log_pid
+    char log_frontend[64]
     int client_tcp[4]       # keepalive, idle, interval, count
     int server_tcp[4]
     int open                # clients of this lane open now (atomic)

@@ -24,6 +24,7 @@ from libc.string cimport memcpy, memset
 from fastproxy.includes.system cimport *
 from fastproxy._ring cimport Table, xxh64
 
+import os
 import threading
 import time
 
@@ -179,11 +180,88 @@ cdef inline void push_ended(Shared *sh, Pair *p, int reason, int error) noexcept
                 p.client.fd if reason == END_CONNECT_FAILED and p.lane >= 0 else -1)
 
 
+cdef const char *MONTHS[12]
+MONTHS[:] = [b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec"]
+cdef const char *TERMINATIONS[END_REASONS]  # HAProxy's termination state, by end reason (as engine.py)
+TERMINATIONS[:] = [b"--", b"CD", b"SD", b"cD", b"sD", b"PD", b"KD", b"SC", b"DD"]
+
+
+cdef void lane_log(Worker *w, Lane *lane, Pair *p, int reason) noexcept nogil:
+    """HAProxy's tcplog line of a lane's pair, written to the lane's log sinks from here: no Python
+    per connection.  Same format as engine._tcplog (the tests match both against one pattern)."""
+    cdef Shared *sh = w.shared
+    cdef char message[768]
+    cdef char line[1024]
+    cdef char host[64]
+    cdef const char *server_name = b"-"
+    cdef timespec now
+    cdef time_t seconds
+    cdef tm accepted, stamp
+    cdef uint64_t elapsed_ms, wall_ms, backend_current = 0
+    cdef uint32_t i, port
+    cdef uint16_t family = p.peer[0] | (p.peer[1] << 8)
+    cdef int n, m
+    cdef LogSink *sink
+    if lane.log_dontlognull and p.c2s.bytes == 0:
+        return
+    host[0] = 0
+    if family == AF_INET:
+        inet_ntop(AF_INET, &p.peer[4], host, sizeof(host))
+    elif family == AF_INET6:
+        inet_ntop(AF_INET6, &p.peer[8], host, sizeof(host))
+    port = (p.peer[2] << 8) | p.peer[3]
+    for i in range(lane.nservers):
+        if lane.servers[i].block == p.server_block:
+            server_name = lane.servers[i].log_name
+        backend_current += fp_atomic_load(&sh.counters[lane.servers[i].block * CNT_FIELDS + CNT_CONN_CUR])
+    elapsed_ms = w.now_ms - p.accepted_ms
+    clock_gettime(CLOCK_REALTIME, &now)
+    wall_ms = <uint64_t>now.tv_sec * 1000 + <uint64_t>now.tv_nsec // 1000000 - elapsed_ms
+    seconds = <time_t>(wall_ms // 1000)
+    localtime_r(&seconds, &accepted)
+    n = snprintf(message, sizeof(message),
+                 b"%s:%u [%02d/%s/%04d:%02d:%02d:%02d.%03u] %s %s 0/%u/%llu %llu %s %d/%llu/%llu/%llu/0 0/0",
+                 host, port, accepted.tm_mday, MONTHS[accepted.tm_mon], accepted.tm_year + 1900,
+                 accepted.tm_hour, accepted.tm_min, accepted.tm_sec, <uint32_t>(wall_ms % 1000),
+                 lane.log_frontend, server_name, p.connect_ms, <unsigned long long>elapsed_ms,
+                 <unsigned long long>p.s2c.bytes, TERMINATIONS[reason], fp_atomic_load_int(&sh.open_total),
+                 <unsigned long long>fp_atomic_load(&sh.counters[p.frontend_block * CNT_FIELDS + CNT_CONN_CUR]),
+                 <unsigned long long>backend_current,
+                 <unsigned long long>fp_atomic_load(&sh.counters[p.server_block * CNT_FIELDS + CNT_CONN_CUR]))
+    if n < 0:
+        return
+    seconds = now.tv_sec
+    localtime_r(&seconds, &stamp)
+    for i in range(lane.nlog_sinks):
+        sink = &lane.log_sinks[i]
+        if sink.format == 0:  # rfc3164, as logs._format
+            m = snprintf(line, sizeof(line), b"%s%s %2d %02d:%02d:%02d fastproxy[%d]: %s", sink.pri,
+                         MONTHS[stamp.tm_mon], stamp.tm_mday, stamp.tm_hour, stamp.tm_min, stamp.tm_sec,
+                         lane.log_pid, message)
+        elif sink.format == 2:  # short
+            m = snprintf(line, sizeof(line), b"%s%s", sink.pri, message)
+        else:  # raw
+            m = snprintf(line, sizeof(line), b"%s", message)
+        if m < 0:
+            continue
+        if <uint32_t>m >= sizeof(line) - 1:
+            m = sizeof(line) - 2
+        if <uint32_t>m > sink.length:
+            m = sink.length
+        if sink.stream:
+            line[m] = 10  # a newline ends each line on a stream
+            write(sink.fd, line, m + 1)
+        else:
+            send(sink.fd, line, m, MSG_DONTWAIT | MSG_NOSIGNAL)  # a full buffer drops it, as HAProxy
+
+
 cdef void end_pair(Worker *w, int32_t slot, int reason) noexcept nogil:
     cdef Pair *p = &w.pairs[slot]
     cdef Shared *sh = w.shared
     if not p.active:
         return
+    if p.log_end and w.lanes[p.lane].nlog_sinks:  # logged before its counts drop, as HAProxy does
+        lane_log(w, &w.lanes[p.lane], p, reason)
     # A reset is passed on as a reset, never as a clean FIN.
     if reason == END_CLIENT_RESET:
         set_linger0(p.server.fd)
@@ -205,7 +283,7 @@ cdef void end_pair(Worker *w, int32_t slot, int reason) noexcept nogil:
         # Python is not told of each pair a lane made: the books are kept here.
         lane_closed(w, &w.lanes[p.lane], p.frontend_block)
         fp_atomic_add(&sh.lane_ended[reason], 1)
-        if p.log_end:  # one record for the log line; the books above stay the pump's
+        if p.log_end and not w.lanes[p.lane].nlog_sinks:  # one record: Python writes the log line
             push_record(sh, p.tag, reason, 0, p.c2s.bytes, p.s2c.bytes, p.frontend_block, p.server_block,
                         -1, p, w.now_ms)
     else:
@@ -1139,6 +1217,7 @@ cdef class Pump:
         np.server_block = server_block
         np.tag = tag
         np.lane = -1
+        np.log_end = 0  # the queue's memory is not zeroed: every field is set here
         np.connecting = connecting
         np.connect_timeout = to_ms(connect_timeout)
         np.prefix = prefix_copy
@@ -1291,7 +1370,8 @@ cdef class Pump:
     def add_lane(self, int listen_fd, *, int frontend_block, servers, client_timeout=None,
                  server_timeout=None, client_fin_timeout=None, server_fin_timeout=None,
                  connect_timeout=None, client_tcp=None, server_tcp=(1, 0, 0, 0), int maxconn=0,
-                 str hashing=None, unsigned long long hash_seed=0, bint log_ends=False):
+                 str hashing=None, unsigned long long hash_seed=0, bint log_ends=False,
+                 log_sinks=None, str log_frontend="", log_servers=None, bint log_dontlognull=False):
         """Let worker 0 accept the listener's connections and pair them itself; returns the lane's index.
 
         ``servers`` is a sequence of ``(raw_sockaddr, counter_block, weight)``.  ``hashing`` None picks
@@ -1342,6 +1422,28 @@ cdef class Pump:
         lane.hash_kind = {None: LANE_WRR, "map": LANE_MAP, "table": LANE_TABLE}[hashing]
         lane.hash_seed = hash_seed
         lane.log_ends = log_ends
+        if log_ends and log_sinks:
+            # The lane writes its tcplog lines itself: ``log_sinks`` is a list of (fd, stream,
+            # format 0/1/2, length, b"<PRI>"); the descriptors stay Python's and open while the lane is.
+            lane.log_sinks = <LogSink *>calloc(len(log_sinks), sizeof(LogSink))
+            if lane.log_sinks == NULL:
+                free(lane.servers)
+                raise MemoryError()
+            for i, (fd, stream, kind, length, pri) in enumerate(log_sinks):
+                lane.log_sinks[i].fd = fd
+                lane.log_sinks[i].stream = stream
+                lane.log_sinks[i].format = kind
+                lane.log_sinks[i].length = length
+                memcpy(lane.log_sinks[i].pri, <char *>pri, min(len(pri), 7))
+            lane.nlog_sinks = len(log_sinks)
+            lane.log_dontlognull = log_dontlognull
+            lane.log_pid = os.getpid()
+            name = log_frontend.encode()[:63]
+            memcpy(lane.log_frontend, <char *>name, len(name))
+            for i, server_name in enumerate(log_servers or ()):
+                if i < lane.nservers:
+                    name = server_name.encode()[:95]
+                    memcpy(lane.servers[i].log_name, <char *>name, len(name))
         lane.open_count = &lane.open
         lane.state = LANE_NEW
         # Every worker accepts on the lane, with a copy of its own (its round robin, its pause state);
@@ -1558,6 +1660,8 @@ cdef class Pump:
                 for i in range(<int>self.nlanes):
                     lane = &self.lanes[j * MAX_LANES + i]
                     free(lane.servers)
+                    if j == 0:
+                        free(lane.log_sinks)  # the copies share worker 0's
                     free(lane.map)
                     free(lane.pending_map)
                     free(lane.table_servers)

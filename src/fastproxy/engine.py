@@ -261,6 +261,8 @@ class Engine:
         servers = [(backend.raw_addresses[slot.index], backend.blocks[slot.index], weight)
                    for slot, weight in zip(balancer.slots, _lane_weights(backend))]
         hashing = _lane_hashing(backend.model)
+        fe = frontend.model
+        sinks = _lane_log_sinks(frontend.log) if fe.log else None
         try:
             tune_listener(sock, ka_c)  # accepted clients inherit the options: no setsockopt per client
             index = self.pump.add_lane(
@@ -270,7 +272,9 @@ class Engine:
                 connect_timeout=server_t.connect,
                 client_tcp=None, server_tcp=_tcp_options(ka_s),
                 maxconn=frontend.model.maxconn or 0, hashing=hashing, hash_seed=balancer.seed,
-                log_ends=frontend.model.log)
+                log_ends=fe.log and sinks != [], log_sinks=sinks, log_frontend=fe.name,
+                log_servers=[f"{backend.name}/{slot.name}" for slot in balancer.slots],
+                log_dontlognull=fe.dontlognull)
         except BaseException:
             sock.close()
             raise
@@ -901,6 +905,36 @@ def _reason(result: Optional[CheckResult]) -> str:
     if result.info:
         text += f', info: "{result.info}"'
     return text + f", check duration: {round(result.duration * 1000)}ms"
+
+
+def _lane_log_sinks(proxy_log: Optional[logs.ProxyLog]) -> Optional[list[tuple]]:
+    """Where a lane may write its tcplog lines itself, as ``Pump.add_lane`` takes them: the targets
+    that are stdout/stderr or UDP (connected), in rfc3164, raw or short format, without sampling.
+    None when some target needs Python (a UNIX socket by path, rfc5424, ``sample``), or when there is
+    no target (lines then go to fastproxy's logger)."""
+    if proxy_log is None:
+        return None
+    sinks = []
+    for sender in proxy_log.senders:
+        target = sender.target
+        if target.sample is not None or target.format not in LANE_LOG_FORMATS:
+            return None
+        if target.level < logs.INFO:  # a target above info takes no traffic lines
+            continue
+        severity = max(logs.INFO, target.minlevel)
+        if sender.fd >= 0:
+            fd, stream = sender.fd, True
+        elif sender.connected and sender.sock is not None:
+            fd, stream = sender.sock.fileno(), False
+        else:
+            return None
+        pri = {"rfc3164": f"<{target.facility * 8 + severity}>", "short": f"<{severity}>", "raw": ""}
+        sinks.append((fd, stream, LANE_LOG_FORMATS[target.format], target.length,
+                      pri[target.format].encode()))
+    return sinks
+
+
+LANE_LOG_FORMATS = {"rfc3164": 0, "raw": 1, "short": 2}
 
 
 def _lane_hashing(backend: model.Backend) -> Any:

@@ -90,6 +90,23 @@ cdef extern from "<time.h>" nogil:
     enum:
         CLOCK_MONOTONIC
         CLOCK_MONOTONIC_COARSE
+        CLOCK_REALTIME
+    struct tm:
+        int tm_sec
+        int tm_min
+        int tm_hour
+        int tm_mday
+        int tm_mon
+        int tm_year
+    tm *localtime_r(const time_t *timep, tm *result)
+
+
+cdef extern from "<arpa/inet.h>" nogil:
+    const char *inet_ntop(int af, const void *src, char *dst, socklen_t size)
+
+
+cdef extern from "<stdio.h>" nogil:
+    int snprintf(char *buf, size_t size, const char *fmt, ...)
 
 
 cdef extern from "<pthread.h>" nogil:
