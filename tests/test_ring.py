@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
@@ -80,14 +81,11 @@ class Model:
             h2 = xxhash.xxh64_intdigest(name.encode("utf-8"), h1)
             preferences[rank] = (h1 % 2**32, h2 % 2**32 | 1)
 
-        def preference(rank, j):
-            offset, skip = preferences[rank]
-            return ((offset + j * skip) % 2**32 * size) >> 32
-
         table = [None] * size
         live = [rank for rank, weight in enumerate(self.weights) if weight]
         largest = max(self.weights)
-        turns = dict.fromkeys(live, 0)
+        position = {rank: preferences[rank][0] for rank in live}  # where each walk is, round 2**32
+        in_order = set()  # walks that passed `size` taken entries in a row: the next free one in order
         target = dict.fromkeys(live, largest // 2)
         filled, iteration = 0, 1
         while filled < size:
@@ -97,10 +95,22 @@ class Model:
                 if iteration * self.weights[rank] < target[rank]:
                     continue
                 target[rank] += largest
-                while table[preference(rank, turns[rank])] is not None:
-                    turns[rank] += 1
-                table[preference(rank, turns[rank])] = rank
-                turns[rank] += 1
+                skip = preferences[rank][1]
+                passed = 0
+                while rank not in in_order and table[position[rank] * size >> 32] is not None:
+                    position[rank] = (position[rank] + skip) % 2**32
+                    passed += 1
+                    if passed == size:
+                        in_order.add(rank)
+                entry = position[rank] * size >> 32
+                if rank in in_order:
+                    while table[entry] is not None:
+                        entry = (entry + 1) % size
+                    table[entry] = rank
+                    position[rank] = -(-((entry + 1) % size * 2**32) // size)
+                else:
+                    table[entry] = rank
+                    position[rank] = (position[rank] + skip) % 2**32
                 filled += 1
             iteration += 1
         return table
@@ -542,3 +552,17 @@ def test_lookups_during_changes_see_one_table_or_the_next(ring_class):
             r.remove("s8")
         for future in futures:
             assert all(result in (old, new) for result in future.result())
+
+
+def test_a_maglev_walk_with_a_degenerate_skip_ends_in_bounded_time():
+    # Skips whose step is nearly a simple fraction of the table (1: a 65,536th of an entry per step;
+    # 2**31 + 1: two entries visited in turn) would circle over taken entries for up to 2**32 steps;
+    # past `size` taken entries in a row the walk takes free entries in order.
+    from fastproxy.ring import _fill_maglev
+
+    size = 65537
+    started = time.monotonic()
+    entries = _fill_maglev(size, [1, 1, 1], [0, 1 << 31, 12345], [1, (1 << 31) + 1, 2654435761])
+    assert time.monotonic() - started < 60
+    counts = Counter(entries)
+    assert sorted(counts) == [0, 1, 2] and max(counts.values()) - min(counts.values()) <= 1

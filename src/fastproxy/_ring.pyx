@@ -13,7 +13,7 @@ from cpython.list cimport PyList_New, PyList_SET_ITEM
 from cpython.long cimport PyLong_Check
 from cpython.ref cimport Py_INCREF
 from cpython.unicode cimport PyUnicode_Check
-from libc.stdint cimport int32_t, uint32_t, uint64_t
+from libc.stdint cimport int32_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, qsort
 from libc.string cimport memcpy, memset
 
@@ -356,13 +356,15 @@ cdef int _fill_maglev(uint32_t *entries, uint32_t size, uint32_t count, const ui
     cdef uint32_t *cursor = <uint32_t *>malloc(count * sizeof(uint32_t))
     cdef uint32_t *skip = <uint32_t *>malloc(count * sizeof(uint32_t))
     cdef uint64_t *target = <uint64_t *>malloc(count * sizeof(uint64_t))
-    cdef uint32_t nlive = 0, server, k, largest = 0, x, step
+    cdef uint8_t *probing = <uint8_t *>calloc(max(count, 1), sizeof(uint8_t))
+    cdef uint32_t nlive = 0, server, k, largest = 0, x, step, i, steps
     cdef uint64_t filled = 0, iteration = 1
-    if live == NULL or cursor == NULL or skip == NULL or target == NULL:
+    if live == NULL or cursor == NULL or skip == NULL or target == NULL or probing == NULL:
         free(live)
         free(cursor)
         free(skip)
         free(target)
+        free(probing)
         return -1
     for server in range(count):
         if weights[server]:
@@ -383,10 +385,23 @@ cdef int _fill_maglev(uint32_t *entries, uint32_t size, uint32_t count, const ui
             target[k] += largest
             x = cursor[k]
             step = skip[k]
-            while entries[(<uint64_t>x * size) >> 32] != EMPTY:
-                x += step
-            entries[(<uint64_t>x * size) >> 32] = server
-            cursor[k] = x + step
+            if not probing[k]:
+                steps = 0
+                while entries[(<uint64_t>x * size) >> 32] != EMPTY:
+                    x += step
+                    steps += 1
+                    if steps == size:  # see ring._fill_maglev: this walk probes in order from now on
+                        probing[k] = 1
+                        break
+            if probing[k]:
+                i = <uint32_t>((<uint64_t>x * size) >> 32)
+                while entries[i] != EMPTY:
+                    i = i + 1 if i + 1 < size else 0
+                entries[i] = server
+                cursor[k] = entry_start((i + 1) % size, size)
+            else:
+                entries[(<uint64_t>x * size) >> 32] = server
+                cursor[k] = x + step
             filled += 1
             if filled == size:
                 break
@@ -395,7 +410,13 @@ cdef int _fill_maglev(uint32_t *entries, uint32_t size, uint32_t count, const ui
     free(cursor)
     free(skip)
     free(target)
+    free(probing)
     return 0
+
+
+cdef inline uint32_t entry_start(uint32_t entry, uint32_t size) noexcept nogil:
+    """The first walk position that lands on ``entry``: ceil(entry * 2**32 / size)."""
+    return <uint32_t>(((<uint64_t>entry << 32) + size - 1) // size)
 
 
 # --- the table ------------------------------------------------------------------------------------

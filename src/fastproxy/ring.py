@@ -341,7 +341,11 @@ def _fill_maglev(size: int, weights: list[int], offsets: list[int], skips: list[
     skips drawn from 2**31 values do not collide in practice.
     Servers take turns as Envoy weights them: in round ``i`` a server takes its next preferred free
     entry if ``i * weight`` has reached its target, which then grows by the largest weight (from half
-    of it, so that each server's count of turns is rounded, not truncated, to its share)."""
+    of it, so that each server's count of turns is rounded, not truncated, to its share).
+    A walk that passes ``size`` taken entries in a row takes the next free entry in table order,
+    then and for the rest of the fill: a skip whose step is close to a fraction with a small
+    denominator (a few in 10**5 draws) would otherwise circle over a few taken entries for up to
+    2**32 steps."""
     empty = -1
     entries = [empty] * size
     live = [server for server, weight in enumerate(weights) if weight]
@@ -349,6 +353,7 @@ def _fill_maglev(size: int, weights: list[int], offsets: list[int], skips: list[
         return []
     largest = max(weights)
     cursor = {server: offsets[server] for server in live}
+    probing = dict.fromkeys(live, False)
     target = dict.fromkeys(live, largest // 2)
     filled = 0
     iteration = 1
@@ -358,14 +363,32 @@ def _fill_maglev(size: int, weights: list[int], offsets: list[int], skips: list[
                 continue
             target[server] += largest
             x, skip = cursor[server], skips[server]
-            while entries[(x * size) >> 32] != empty:
-                x = (x + skip) & 0xFFFFFFFF
-            entries[(x * size) >> 32] = server
-            cursor[server] = (x + skip) & 0xFFFFFFFF
+            if not probing[server]:
+                steps = 0
+                while entries[(x * size) >> 32] != empty:
+                    x = (x + skip) & 0xFFFFFFFF
+                    steps += 1
+                    if steps == size:
+                        probing[server] = True
+                        break
+            if probing[server]:
+                i = (x * size) >> 32
+                while entries[i] != empty:
+                    i = i + 1 if i + 1 < size else 0
+                entries[i] = server
+                cursor[server] = _entry_start((i + 1) % size, size)
+            else:
+                entries[(x * size) >> 32] = server
+                cursor[server] = (x + skip) & 0xFFFFFFFF
             filled += 1
             if filled == size:
                 return entries
         iteration += 1
+
+
+def _entry_start(entry: int, size: int) -> int:
+    """The first walk position that lands on ``entry``: ceil(entry * 2**32 / size)."""
+    return -(-(entry << 32) // size)
 
 
 class PyHashRing:
