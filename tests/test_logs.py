@@ -216,3 +216,26 @@ def test_tcplog_lines_to_stdout_in_raw_format(pump_class, capfd):
     body = re.compile(r"127\.0\.0\.1:(\d+) \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d\.\d{3}\] fe fe/s1 0/\d+/\d+ 5 -- "
                       r"\d+/\d+/\d+/\d+/0 0/0$")
     assert sorted(int(body.match(line).group(1)) for line in lines) == sorted(ports), lines
+
+
+def test_connect_lines_from_a_lane_over_udp(pump_class):
+    async def main():
+        backend, port = await start_backend(echo)
+        sink = receiver()
+        cfg = parse(CONFIG.format(target="%s:%d" % sink.getsockname(), levels="", tcplog="", port=port))
+        async with running(cfg, pump_class) as engine:
+            assert bool(engine.lanes) == (pump_class is CPump)
+            client_ports = [await one_exchange(engine) for _ in range(3)]
+            lines = await datagrams(sink, 3)
+            listen_port = engine.listening_addresses()[0][1]
+            await wait_until(lambda: engine.current == 0)
+            await asyncio.sleep(0.1)
+            with pytest.raises(BlockingIOError):  # one line per connection, at accept
+                sink.recv(4096)
+        for line, client_port in zip(lines, client_ports):
+            assert re.match(r"<134>\w{3} [ \d]\d \d\d:\d\d:\d\d fastproxy\[\d+\]: ", line), line
+            assert line.endswith(f"Connect from 127.0.0.1:{client_port} to 127.0.0.1:{listen_port} (fe/TCP)")
+        sink.close()
+        backend.close()
+
+    run(main())

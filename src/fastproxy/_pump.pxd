@@ -173,6 +173,7 @@ cdef struct Lane:
     LogSink *log_sinks      # or write the lines here (shared by the workers' copies; worker 0's frees)
     uint32_t nlog_sinks
     uint8_t log_dontlognull
+    uint8_t log_connect     # HAProxy's "Connect from" line at each accept (``log`` without tcplog)
     int log_pid
     char log_frontend[64]
     int client_tcp[4]       # keepalive, idle, interval, count

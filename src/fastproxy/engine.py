@@ -238,7 +238,8 @@ class Engine:
         if (not hasattr(self.pump, "add_lane") or cfg.global_.maxconnrate
                 or not isinstance(frontend.handler, TCPProxy) or self.director is not None
                 or self.error_handler is not None or frontend.router is not None
-                or (fe.log and not fe.tcplog) or fe.rate_limit_sessions or fe.options.get("lanes") is False):
+                or (fe.log and not fe.tcplog and not _lane_log_sinks(frontend.log))
+                or fe.rate_limit_sessions or fe.options.get("lanes") is False):
             return None
         backend = self.backends.get(fe.default_backend or "")
         if backend is None or backend.needs_destination:
@@ -272,9 +273,9 @@ class Engine:
                 connect_timeout=server_t.connect,
                 client_tcp=None, server_tcp=_tcp_options(ka_s),
                 maxconn=frontend.model.maxconn or 0, hashing=hashing, hash_seed=balancer.seed,
-                log_ends=fe.log and sinks != [], log_sinks=sinks, log_frontend=fe.name,
+                log_ends=fe.log and fe.tcplog and sinks != [], log_sinks=sinks, log_frontend=fe.name,
                 log_servers=[f"{backend.name}/{slot.name}" for slot in balancer.slots],
-                log_dontlognull=fe.dontlognull)
+                log_dontlognull=fe.dontlognull, log_connect=fe.log and not fe.tcplog)
         except BaseException:
             sock.close()
             raise

@@ -101,6 +101,16 @@ cdef extern from "<time.h>" nogil:
     tm *localtime_r(const time_t *timep, tm *result)
 
 
+cdef extern from *:
+    """
+    #include <sys/socket.h>
+    static inline int fp_getsockname(int fd, unsigned char *addr, socklen_t *len) {
+        return getsockname(fd, (struct sockaddr *)addr, len);
+    }
+    """
+    int fp_getsockname(int fd, unsigned char *addr, socklen_t *length) nogil
+
+
 cdef extern from "<arpa/inet.h>" nogil:
     const char *inet_ntop(int af, const void *src, char *dst, socklen_t size)
 
