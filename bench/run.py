@@ -44,10 +44,10 @@ global
     nbthread {nbthread}
     maxconn {maxconn}
     tune.pipesize {pipesize}
-
+{log_global}
 defaults
     mode tcp
-    option splice-auto
+    option splice-auto{log_defaults}
     timeout connect 5s
     timeout client 60s
     timeout server 60s
@@ -56,6 +56,27 @@ listen bench
     bind 127.0.0.1:{port}
     server s1 127.0.0.1:{backend}
 """
+
+# A UDP syslog sink that reads and drops what both proxies log (with --log).
+LOG_SINK = r"""
+import socket, sys
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+sock.bind(("127.0.0.1", 0))
+print(sock.getsockname()[1], flush=True)
+while True:
+    sock.recv(65536)
+"""
+LOG_PORT = 0  # the sink's port when --log is given
+
+
+def log_lines() -> dict[str, str]:
+    """The config lines of --log: every connection logged in HAProxy's tcplog format over UDP."""
+    if not LOG_PORT:
+        return {"log_global": "", "log_defaults": ""}
+    return {"log_global": f"    log 127.0.0.1:{LOG_PORT} local0\n",
+            "log_defaults": "\n    log global\n    option tcplog"}
+
 
 NGINX = """\
 daemon off; master_process off; worker_processes 1;
@@ -180,7 +201,7 @@ def proxies(procs: Processes, workdir: pathlib.Path, backend: int, *, maxconn: i
     for name in ("haproxy", "fastproxy"):
         cfg = workdir / f"{name}-{backend}.cfg"
         cfg.write_text(CONFIG.format(port=ports[name], backend=backend, maxconn=maxconn, pipesize=pipesize,
-                                     nbthread=nbthread))
+                                     nbthread=nbthread, **log_lines()))
         if name == "haproxy":
             args = ["haproxy", "-db", "-f", str(cfg)]
         else:
@@ -457,6 +478,8 @@ def main() -> int:
                         help="the CPU that the latency scenario pins every process to")
     parser.add_argument("--pipesize", type=int, default=1048576, help="tune.pipesize in the shared config")
     parser.add_argument("--nbthread", type=int, default=1, help="nbthread in the shared config")
+    parser.add_argument("--log", action="store_true",
+                        help="both proxies log every connection (option tcplog) to a UDP syslog sink")
     parser.add_argument("--out", help="write the results as JSON here")
     opts = parser.parse_args()
     if opts.quick:
@@ -473,6 +496,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="fastproxy-bench-") as tmp:
         workdir = pathlib.Path(tmp)
         try:
+            if opts.log:
+                global LOG_PORT
+                sink = procs.start([sys.executable, "-c", LOG_SINK], stdout=subprocess.PIPE, text=True)
+                LOG_PORT = int(sink.stdout.readline())
             if "bulk" in opts.only:
                 results |= bulk(procs, workdir, opts)
             if "latency" in opts.only:
@@ -495,7 +522,7 @@ def main() -> int:
         "haproxy": run(["haproxy", "-v"], 10).splitlines()[0],
         "fastproxy": run([sys.executable, "-m", "fastproxy", "version"], 10).strip(),
         "rounds": opts.rounds, "run_seconds": opts.seconds, "pipesize": opts.pipesize,
-        "nbthread": opts.nbthread,
+        "nbthread": opts.nbthread, "log": opts.log,
         "idle_connections": opts.idle, "latency_cpu": opts.latency_cpu,
         "summary": rows, "raw": results,
     }
