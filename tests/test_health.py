@@ -229,6 +229,12 @@ class Flappable:
                                                  backlog=4096)
         self.port = self.server.sockets[0].getsockname()[1]
 
+    @classmethod
+    async def started(cls, handler=echo) -> "Flappable":
+        backend = cls(handler)
+        await backend.up()
+        return backend
+
     def down(self) -> None:
         if self.server is not None:
             self.server.close()
@@ -415,8 +421,7 @@ async def greeted_ping(address) -> bool:
 def test_a_wrong_answer_takes_a_server_down_and_a_right_one_brings_it_back(pump_class):
     async def main():
         wrong = Answering(b"-ERR loading\r\n")
-        first = Flappable(wrong)
-        await first.up()
+        first = await Flappable.started(wrong)
         answering, port = await start_backend(Answering(b"+OK\r\n"))
         rules = [TcpCheckRule("expect", match="string", pattern=b"+OK")]
         try:
@@ -444,8 +449,7 @@ def test_a_flapping_backend_follows_its_checks_and_clients_never_notice(pump_cla
     # listener that closes resets the connections queued in it, for HAProxy as for fastproxy: those
     # are established connections, which no retry can take back.)
     async def main():
-        health = Flappable()
-        await health.up()
+        health = await Flappable.started()
         with echo_processes(2) as (_, ports):
             cfg = checked(ports, inter=0.1, rise=1, fall=1)
             cfg.backends["be"].servers[0].check_port = health.port
@@ -490,8 +494,7 @@ def test_observed_connect_errors_mark_a_server_down_without_waiting_for_its_chec
 def test_established_connections_of_a_server_marked_down_are_cut_with_shutdown_sessions(pump_class):
     async def main():
         wrong = Answering(b"+OK\r\n")
-        backend = Flappable(wrong)
-        await backend.up()
+        backend = await Flappable.started(wrong)
         rules = [TcpCheckRule("expect", match="string", pattern=b"+OK")]
         cfg = checked([backend.port], inter=0.1, fall=1, server_fields=dict(on_marked_down="shutdown-sessions"),
                       **tcp_check(rules))
@@ -516,8 +519,7 @@ def test_established_connections_of_a_server_marked_down_are_cut_with_shutdown_s
 
 def test_backups_take_over_when_every_active_server_is_down_and_hand_back(pump_class):
     async def main():
-        primary = Flappable()
-        await primary.up()
+        primary = await Flappable.started()
         with echo_processes(1) as (_, ports):
             cfg = checked([primary.port, ports[0]], inter=0.1, rise=1, fall=1,
                           server_fields=dict(on_marked_up="shutdown-backup-sessions"))
@@ -545,8 +547,7 @@ def test_backups_take_over_when_every_active_server_is_down_and_hand_back(pump_c
 
 def test_maintenance_stops_checks_and_leaving_it_checks_at_once(pump_class):
     async def main():
-        backend = Flappable()
-        await backend.up()
+        backend = await Flappable.started()
         with echo_processes(1) as (_, ports):
             async with running(checked([backend.port, ports[0]], inter=0.2, rise=2, fall=2), pump_class) as engine:
                 await asyncio.sleep(0.5)

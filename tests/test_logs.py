@@ -69,6 +69,14 @@ async def datagrams(sock: socket.socket, count: int, timeout: float = 5.0) -> li
     return got
 
 
+async def nothing_more(engine, sock: socket.socket, delay: float = 0.2) -> None:
+    """Once every connection has ended, ``sock`` received no further line."""
+    await wait_until(lambda: engine.current == 0)
+    await asyncio.sleep(delay)
+    with pytest.raises(BlockingIOError):
+        sock.recv(4096)
+
+
 def test_tcplog_lines_go_to_a_udp_syslog_target_in_haproxys_format(pump_class):
     async def main():
         backend, port = await start_backend(echo)
@@ -139,10 +147,7 @@ def test_raw_and_short_formats_and_sampling(pump_class):
                 await one_exchange(engine)
             raw_lines = await datagrams(raw, 4)
             short_lines = await datagrams(short, 2)  # one message in two
-            await wait_until(lambda: engine.current == 0)
-            await asyncio.sleep(0.1)
-            with pytest.raises(BlockingIOError):
-                short.recv(4096)
+            await nothing_more(engine, short, 0.1)
         assert all(line.startswith("Connect from 127.0.0.1:") for line in raw_lines)
         assert all(line.startswith("<6>Connect from 127.0.0.1:") for line in short_lines)
         raw.close()
@@ -164,10 +169,7 @@ def test_tcplog_frontends_run_on_lanes_and_log_every_connection_with_dontlognull
             silent = await connect(engine.listening_addresses()[0])  # sends nothing: not logged
             silent.close()
             lines = await datagrams(sink, 20)
-            await wait_until(lambda: engine.current == 0)
-            await asyncio.sleep(0.2)
-            with pytest.raises(BlockingIOError):
-                sink.recv(4096)
+            await nothing_more(engine, sink)
             if engine.lanes:
                 assert engine.python_current == 0 and not engine.pairs
         matches = [TCPLOG.match(line) for line in lines]
@@ -228,10 +230,7 @@ def test_connect_lines_from_a_lane_over_udp(pump_class):
             client_ports = [await one_exchange(engine) for _ in range(3)]
             lines = await datagrams(sink, 3)
             listen_port = engine.listening_addresses()[0][1]
-            await wait_until(lambda: engine.current == 0)
-            await asyncio.sleep(0.1)
-            with pytest.raises(BlockingIOError):  # one line per connection, at accept
-                sink.recv(4096)
+            await nothing_more(engine, sink, 0.1)  # one line per connection, at accept
         for line, client_port in zip(lines, client_ports):
             assert re.match(r"<134>\w{3} [ \d]\d \d\d:\d\d:\d\d fastproxy\[\d+\]: ", line), line
             assert line.endswith(f"Connect from 127.0.0.1:{client_port} to 127.0.0.1:{listen_port} (fe/TCP)")
