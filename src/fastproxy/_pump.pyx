@@ -140,7 +140,7 @@ cdef void release_direction(Worker *w, Direction *d) noexcept nogil:
 
 cdef void push_record(Shared *sh, uint64_t tag, int reason, int error, uint64_t bytes_in,
                       uint64_t bytes_out, int32_t frontend_block, int32_t server_block,
-                      int32_t client_fd, Pair *logged=NULL, uint64_t now_ms=0) noexcept nogil:
+                      int32_t client_fd, Pair *logged, uint64_t now_ms) noexcept nogil:
     cdef uint64_t one = 1
     cdef bint was_empty
     cdef Ended *grown
@@ -177,7 +177,7 @@ cdef void push_record(Shared *sh, uint64_t tag, int reason, int error, uint64_t 
 
 cdef inline void push_ended(Shared *sh, Pair *p, int reason, int error) noexcept nogil:
     push_record(sh, p.tag, reason, error, p.c2s.bytes, p.s2c.bytes, p.frontend_block, p.server_block,
-                p.client.fd if reason == END_CONNECT_FAILED and p.lane >= 0 else -1)
+                p.client.fd if reason == END_CONNECT_FAILED and p.lane >= 0 else -1, NULL, 0)
 
 
 cdef const char *MONTHS[12]
@@ -768,7 +768,7 @@ cdef inline bint is_v4_mapped(const unsigned char *a) noexcept nogil:
 cdef void lane_hand_back(Worker *w, Lane *lane, int fd, uint64_t tag, int32_t server_block,
                          int error) noexcept nogil:
     lane_closed(w, lane, lane.frontend_block)
-    push_record(w.shared, tag, END_CONNECT_FAILED, error, 0, 0, lane.frontend_block, server_block, fd)
+    push_record(w.shared, tag, END_CONNECT_FAILED, error, 0, 0, lane.frontend_block, server_block, fd, NULL, 0)
 
 
 cdef void lane_accept(Worker *w, uint32_t index) noexcept nogil:
@@ -850,7 +850,7 @@ cdef void lane_accept(Worker *w, uint32_t index) noexcept nogil:
             np.log_end = 1
             memcpy(np.peer, address, 28)
             np.accepted_ms = w.now_ms
-        target = lightest_worker(w)
+        target = lightest_worker(w) if sh.nworkers > 1 else w
         if target != w and hand_over(target, &np):
             continue
         # Under the worker's lock, as for Python's pairs: connections() reads the pair table with it

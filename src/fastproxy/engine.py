@@ -122,6 +122,8 @@ class FrontendRuntime:
         self.denied = 0  # connections refused by tcp-request rules
         self.session_rate = FreqCounter()  # for ``rate-limit sessions``
         self.log = logs.ProxyLog(frontend.name, frontend.log_targets) if frontend.log_targets else None
+        # Where a lane of this frontend may write its log lines itself (see _lane_log_sinks).
+        self.lane_log_sinks = _lane_log_sinks(self.log) if frontend.log else None
         # A frontend with rules gets a router; one without goes straight to its default backend.
         has_rules = bool(frontend.use_backends or frontend.tcp_request_rules)
         self.router: Optional[Router] = Router.for_frontend(frontend, backends) if has_rules else None
@@ -238,7 +240,7 @@ class Engine:
         if (not hasattr(self.pump, "add_lane") or cfg.global_.maxconnrate
                 or not isinstance(frontend.handler, TCPProxy) or self.director is not None
                 or self.error_handler is not None or frontend.router is not None
-                or (fe.log and not fe.tcplog and not _lane_log_sinks(frontend.log))
+                or (fe.log and not fe.tcplog and not frontend.lane_log_sinks)
                 or fe.rate_limit_sessions or fe.options.get("lanes") is False):
             return None
         backend = self.backends.get(fe.default_backend or "")
@@ -263,7 +265,7 @@ class Engine:
                    for slot, weight in zip(balancer.slots, _lane_weights(backend))]
         hashing = _lane_hashing(backend.model)
         fe = frontend.model
-        sinks = _lane_log_sinks(frontend.log) if fe.log else None
+        sinks = frontend.lane_log_sinks
         try:
             tune_listener(sock, ka_c)  # accepted clients inherit the options: no setsockopt per client
             index = self.pump.add_lane(
@@ -614,11 +616,11 @@ class Engine:
         if state is ServerState.MAINT or state is ServerState.DRAIN:
             check.admin = state.value
         elif state is ServerState.UP:
-            if check.admin == "MAINT":
-                check.admin = None
+            leaving_maintenance = check.admin == "MAINT"
+            check.admin = None
+            if leaving_maintenance:
                 self.health.leave_maintenance(check)
             else:
-                check.admin = None
                 self.health.set_up(check)
         else:
             check.admin = None

@@ -502,8 +502,10 @@ class HealthMonitor:
         check.health.health = 0
 
     def set_up(self, check: ServerCheck) -> None:
-        check.health.health = check.health.top if not check.active else max(check.health.health,
-                                                                              check.health.rise)
+        """Marked up from outside: a checked server is up and checked at once; one without checks
+        is up for good."""
         if check.active:
-            self._schedule(check, 0.0)
+            self.leave_maintenance(check)
+        else:
+            check.health.health = check.health.top
 
