@@ -38,9 +38,16 @@ def test_built_wheel_installs_and_proxies(tmp_path):
     assert "-cp3" in wheels[0].name  # a platform wheel: the extensions are in it
 
     env_dir = tmp_path / "venv"
-    venv.EnvBuilder(with_pip=True, system_site_packages=True).create(env_dir)
+    venv.EnvBuilder(with_pip=True).create(env_dir)
     python = env_dir / "bin" / "python"
-    # Dependencies (uvloop, cffi) come from the outer environment; the wheel itself goes in the venv.
+    # Dependencies (uvloop, cffi) come from the interpreter running the tests, a virtual environment or
+    # not: its site directories go in a .pth (``system_site_packages`` would see the base interpreter's,
+    # without what an active venv installed).  The venv's own site-packages, where the wheel goes, stays
+    # first on the path.
+    inner_site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                capture_output=True, text=True, check=True).stdout.strip()
+    outer_sites = [p for p in sys.path if p.endswith(("site-packages", "dist-packages")) and os.path.isdir(p)]
+    pathlib.Path(inner_site, "outer-environment.pth").write_text("".join(p + "\n" for p in outer_sites))
     subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall",
                     str(wheels[0])], check=True, timeout=300)
     version = subprocess.run([str(env_dir / "bin" / "fastproxy"), "version"], env=env, capture_output=True,
