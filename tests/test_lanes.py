@@ -226,7 +226,7 @@ def test_a_lane_hashing_the_source_picks_what_the_balancer_picks(pump_class, has
                 assert all(after[s] == before[s] for s in sources if before[s] != "b")
             await wait_until(lambda: engine.current == 0)
             if engine.lanes:  # and no connection took the Python path
-                assert sum(engine.ended_by.values()) == 120 and not engine._ended_by
+                assert sum(engine.ended_by.values()) == 120 and not engine.dispatcher.ended_by
         backends.close()
 
     run(main())

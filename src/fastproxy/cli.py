@@ -1,4 +1,4 @@
-"""The command line: ``fastproxy run | check | version``.
+"""The command line: ``fastproxy run | check | version`` (argument parsing; ``service.py`` runs).
 
 ``run`` and ``check`` read HAProxy-format files with ``-f`` (several, files or directories, in order),
 as ``haproxy -f`` and ``haproxy -c -f`` do.  ``run`` stays in the foreground and logs to stderr;
@@ -9,14 +9,12 @@ period (``hard-stop-after``, 10 s by default) and are then cut, and the process 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
-import signal
 import sys
 from typing import Optional, Sequence
 
-from . import __version__, implementation, privileges
+from . import __version__, implementation
 from .config import model
 from .errors import ConfigError
 
@@ -34,62 +32,6 @@ def _report_warnings(cfg: model.Config) -> None:
         print(f"[WARNING] {warning}", file=sys.stderr)
 
 
-async def _serve(cfg: Optional[model.Config], pidfile: Optional[str], grace: Optional[float]) -> int:
-    from . import default
-    from .engine import Engine
-
-    loop = asyncio.get_running_loop()
-    stopping = asyncio.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stopping.set)
-
-    echo_backends = []
-    if cfg is None:
-        echo_backends = await default.start_echo_backends()
-        cfg = default.default_config([(name, port) for name, _, port in echo_backends])
-
-    engine = Engine(cfg)
-    try:
-        identity = privileges.identity_of(cfg.global_)
-        await engine.start()
-    except (OSError, privileges.PrivilegeError) as exc:
-        for _, server, _ in echo_backends:
-            server.close()
-        print(f"[ALERT] cannot start: {exc}", file=sys.stderr)
-        return 1
-    pidfile = pidfile or cfg.global_.pidfile
-    if pidfile:
-        with open(pidfile, "w") as f:
-            f.write(f"{os.getpid()}\n")
-    try:
-        # Listeners are bound and the pidfile written: now chroot and run as user/group.
-        privileges.drop(identity)
-    except (OSError, privileges.PrivilegeError) as exc:
-        print(f"[ALERT] cannot start: {exc}", file=sys.stderr)
-        await engine.stop(0)
-        return 1
-    if echo_backends:
-        print(default.HOW_TO_TRY.format(port=default.DEFAULT_PORT,
-                                        backends=", ".join(name for name, _, _ in echo_backends)),
-              file=sys.stderr, flush=True)
-    for address in engine.listening_addresses():
-        log.info("listening on %s:%s (%s data plane, %d pump thread(s))", address[0], address[1],
-                 implementation(), cfg.global_.nbthread)
-
-    await stopping.wait()
-    log.info("stopping: listeners closed, %d connection(s) to finish", engine.current)
-    await engine.stop(grace)
-    for _, server, _ in echo_backends:
-        server.close()
-    if pidfile:
-        try:
-            os.unlink(pidfile)
-        except OSError:
-            pass
-    log.info("stopped")
-    return 0
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     cfg: Optional[model.Config] = None
     if args.files:
@@ -104,7 +46,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                   "(use your service manager to run it in the background)", file=sys.stderr)
     import uvloop
 
-    return uvloop.run(_serve(cfg, args.pidfile, args.grace))
+    from .service import serve
+
+    return uvloop.run(serve(cfg, args.pidfile, args.grace))
 
 
 def cmd_check(args: argparse.Namespace) -> int:

@@ -27,13 +27,9 @@ import re
 import socket
 import struct
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
-from .config.model import TcpCheckRule
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .balance import ServerSlot
-    from .engine import BackendRuntime
+from .config.model import Server, TcpCheckRule
 
 log = logging.getLogger("fastproxy")
 
@@ -325,18 +321,21 @@ def _strerror(exc: OSError) -> str:
 # --- the monitor of an engine ---------------------------------------------------------------------------
 
 class ServerCheck:
-    """One server's health while the engine runs: its counter, its last probe, passive errors, and
-    its administrative state (``MAINT``/``DRAIN`` set from outside; None when ready)."""
+    """One server's health while the configuration runs: its counter, its last probe, passive errors,
+    and whether its probes are paused (a server in maintenance).  It knows the server by name and
+    model only: what the health means for traffic is ``servers.ServerStates``' business."""
 
-    def __init__(self, backend: "BackendRuntime", slot: "ServerSlot", family: int, address: tuple,
-                 rules: Sequence[TcpCheckRule]) -> None:
-        server = slot.server
-        self.backend, self.slot = backend, slot
+    def __init__(self, name: str, server: Server, family: int, address: tuple,
+                 rules: Sequence[TcpCheckRule], *, connect_timeout: Optional[float] = None,
+                 check_timeout: Optional[float] = None) -> None:
+        self.name = name  # backend/server
+        self.server = server
         self.family, self.address, self.rules = family, address, rules
-        self.active = server.check  # probes run (a server in MAINT pauses them)
+        self.connect_timeout, self.check_timeout = connect_timeout, check_timeout
+        self.active = server.check  # probes run (unless paused)
+        self.paused = server.disabled  # in maintenance: no probes
         self.health = ServerHealth(server.rise, server.fall, server.inter, server.fastinter,
                                    server.downinter)
-        self.admin: Optional[str] = "MAINT" if server.disabled else None
         self.last: Optional[CheckResult] = None
         self.timer: Optional[asyncio.TimerHandle] = None
         self.due = 0.0  # when the timer fires (loop time)
@@ -346,32 +345,24 @@ class ServerCheck:
         self.failed_checks = 0
         self.went_down = 0
 
-    @property
-    def name(self) -> str:
-        return f"{self.backend.name}/{self.slot.name}"
-
 
 class HealthMonitor:
     """Runs the checks of every server with ``check`` and the passive observation of servers with
-    ``observe layer4``; ``changed(check, reason)`` is called when a server goes up or down."""
+    ``observe layer4``; ``changed(check, result)`` is called when a server goes up or down, and
+    ``established(check)`` gives the server's established connections so far (the pump's books)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, *, spread: int = 0,
-                 timeouts_of: Callable[["BackendRuntime"], tuple[Optional[float], Optional[float]]],
                  changed: Callable[[ServerCheck, Optional[CheckResult]], None],
                  established: Callable[[ServerCheck], int]) -> None:
         self.loop = loop
         self.spread = spread
-        self.timeouts_of = timeouts_of  # backend -> (timeout connect, timeout check)
         self.changed = changed
-        self.established = established  # the server's established connections so far (pump books)
-        self.checks: dict[tuple[str, str], ServerCheck] = {}
+        self.established = established
+        self.checks: dict[str, ServerCheck] = {}
         self._stopped = False
 
     def add(self, check: ServerCheck) -> None:
-        self.checks[(check.backend.name, check.slot.name)] = check
-
-    def get(self, backend: str, server: str) -> ServerCheck:
-        return self.checks[(backend, server)]
+        self.checks[check.name] = check
 
     def start(self) -> None:
         """First checks spread over the smallest interval, as HAProxy's start_checks(): the i-th of
@@ -424,12 +415,12 @@ class HealthMonitor:
 
     def _due(self, check: ServerCheck) -> None:
         check.timer = None
-        if self._stopped or check.admin == "MAINT" or check.task is not None:
+        if self._stopped or check.paused or check.task is not None:
             return
         check.task = self.loop.create_task(self._probe(check))
 
     async def _probe(self, check: ServerCheck) -> None:
-        connect_timeout, check_timeout = self.timeouts_of(check.backend)
+        connect_timeout, check_timeout = check.connect_timeout, check.check_timeout
         inter = check.health.inter
         if check_timeout:  # HAProxy: connect within min(timeout connect, inter), then timeout check
             connect = min(connect_timeout, inter) if connect_timeout else inter
@@ -444,7 +435,7 @@ class HealthMonitor:
             result = CheckResult("SOCKERR", f"{type(exc).__name__}: {exc}")
         finally:
             check.task = None
-        if self._stopped or check.admin == "MAINT":
+        if self._stopped or check.paused:
             return
         self.report(check, result)
         self._next(check)
@@ -466,7 +457,7 @@ class HealthMonitor:
     def observe_error(self, check: ServerCheck) -> None:
         """A connect to the server failed in traffic (``observe layer4``).  Errors count in a row:
         a connection established since the last one (the pump's books) starts the count over."""
-        server = check.slot.server
+        server = check.server
         if server.observe != "layer4":
             return
         total = self.established(check)
@@ -490,9 +481,17 @@ class HealthMonitor:
         self.report(check, CheckResult("HANA", f"Detected {server.error_limit} consecutive errors, "
                                                f"last one was: L4 unsuccessful connection"))
 
+    def pause(self, check: ServerCheck) -> None:
+        """Into MAINT: no probes until ``leave_maintenance`` (a probe under way is not counted)."""
+        check.paused = True
+        if check.timer is not None:
+            check.timer.cancel()
+            check.timer = None
+
     def leave_maintenance(self, check: ServerCheck) -> None:
         """Out of MAINT: up, but the first failed check takes it down (HAProxy: "start OK but check
         immediately")."""
+        check.paused = False
         check.health.health = max(check.health.health, check.health.rise)
         if check.active:
             self._schedule(check, 0.0)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
-import os
 import socket
 from typing import Any, Callable, Optional, Protocol
 
@@ -75,6 +74,23 @@ class Handler(Protocol):
     """What a listener hands each accepted connection to (the seed's ``TCPHandler.ServeTCP``)."""
 
     async def serve_tcp(self, conn: Connection) -> None: ...
+
+
+class ListenerLike(Protocol):
+    """A listening socket of a frontend, whoever accepts on it: ``Listener`` (the event loop, then
+    Python) or ``LaneListener`` (the pump's threads).  ``pause``/``resume`` are how limits stop and
+    restart accepting; a lane's limits are the pump's own, so on a lane they do nothing."""
+
+    tasks: set[asyncio.Task]
+
+    @property
+    def address(self) -> Any: ...
+
+    def resume(self) -> None: ...
+
+    def pause(self) -> None: ...
+
+    def close(self) -> None: ...
 
 
 def open_listener(bind: model.Bind, *, backlog: int) -> socket.socket:

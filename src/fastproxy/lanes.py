@@ -1,0 +1,237 @@
+"""Lanes: frontends whose connections the pump accepts, balances and dials itself, without Python.
+
+Two parts.  ``lane_backend`` and the helpers beside it decide, sans-IO, whether a frontend can be a
+lane at all (nothing on its path may need Python per connection: rules, hooks, rate limits, queues,
+PROXY headers, a balancing algorithm other than round robin or a hash of the source) and with which
+parameters (weights, hashing, log sinks).  ``Lanes`` binds the lanes of one running configuration to
+the pump: it adds each listener to the pump, pushes every weight and state change of the balancer to
+it at once, says when lanes rest after EMFILE, takes over (``adopt``) the clients a lane could not
+place (a refused connect to retry or redispatch, no active server left), and writes the log lines of
+lane pairs for targets the pump cannot write itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+import socket
+import time
+from typing import Any, Optional
+
+from . import _linux, logs, tcplog
+from .config import model
+from .dispatch import Dispatcher
+from .limits import AdmissionControl
+from .pump import Counter, EndReason
+from .runtime import BackendRuntime, FrontendRuntime, PairTimeouts, Runtime
+from .server import LaneListener, tune_listener
+from .session import Session
+
+log = logging.getLogger("fastproxy")
+
+LANE_LOG_FORMATS = {"rfc3164": 0, "raw": 1, "short": 2}  # the formats the pump writes itself
+
+
+# --- the plan: can this frontend be a lane, and how ---------------------------------------------------
+
+def lane_backend(state: Runtime, frontend: FrontendRuntime, *, hooks: bool) -> Optional[BackendRuntime]:
+    """The backend a lane of ``frontend`` would dial, or None when the frontend needs Python per
+    connection (``hooks``: a director, an error handler or a handler of the user's own)."""
+    fe = frontend.model
+    if (not has_lanes(state.pump) or hooks or state.config.global_.maxconnrate
+            or frontend.router is not None
+            or (fe.log and not fe.tcplog and not lane_log_sinks(frontend.log))
+            or fe.rate_limit_sessions or fe.options.get("lanes") is False):
+        return None
+    backend = state.backends.get(fe.default_backend or "")
+    if backend is None or backend.needs_destination:
+        return None
+    be = backend.model
+    if lane_hashing(be) is False or be.fullconn:
+        return None
+    for server in be.servers:
+        if (server.maxconn or server.minconn or server.maxqueue or server.send_proxy
+                or server.send_proxy_v2 or server.slowstart or not server.port):
+            return None
+    return backend
+
+
+def has_lanes(pump: Any) -> bool:
+    """Whether this data plane can run lanes (the compiled pump; not its Python twin)."""
+    return hasattr(pump, "add_lane")
+
+
+def lane_hashing(backend: model.Backend) -> Any:
+    """How a lane picks for ``backend``: None (smooth weighted round robin), "map" or "table" (the
+    client address hashed, as ``balance source`` / ``hash src``), or False when a lane cannot."""
+    balance = backend.balance
+    if balance.algorithm in ("roundrobin", "static-rr"):
+        return None
+    if balance.hash_balance_factor or not (
+            balance.algorithm == "source" or (balance.algorithm == "hash" and balance.arguments == ("src",))):
+        return False
+    return "map" if balance.hash_type == "map-based" else "table"
+
+
+def lane_weights(backend: BackendRuntime) -> list[int]:
+    """What a lane may pick: active servers that are usable, at their weight; backups only through
+    Python (the lane hands a client back when no active server is left)."""
+    return [slot.weight if slot.usable and not slot.backup else 0 for slot in backend.balancer.slots]
+
+
+def lane_log_sinks(proxy_log: Optional[logs.ProxyLog]) -> Optional[list[tuple]]:
+    """Where a lane may write its log lines itself, as ``Pump.add_lane`` takes them: the targets
+    that are stdout/stderr or UDP (connected), in rfc3164, raw or short format, without sampling.
+    None when some target needs Python (a UNIX socket by path, rfc5424, ``sample``), or when there is
+    no target (lines then go to fastproxy's logger)."""
+    if proxy_log is None:
+        return None
+    sinks = []
+    for sender in proxy_log.senders:
+        target = sender.target
+        if target.sample is not None or target.format not in LANE_LOG_FORMATS:
+            return None
+        if target.level < logs.INFO:  # a target above info takes no traffic lines
+            continue
+        severity = max(logs.INFO, target.minlevel)
+        if sender.fd >= 0:
+            fd, stream = sender.fd, True
+        elif sender.connected and sender.sock is not None:
+            fd, stream = sender.sock.fileno(), False
+        else:
+            return None
+        pri = {"rfc3164": f"<{target.facility * 8 + severity}>", "short": f"<{severity}>", "raw": ""}
+        sinks.append((fd, stream, LANE_LOG_FORMATS[target.format], target.length,
+                      pri[target.format].encode()))
+    return sinks
+
+
+def tcp_options(keepalive: model.KeepAlive) -> tuple[int, int, int, int]:
+    return (int(keepalive.enabled), int(keepalive.idle or 0), int(keepalive.interval or 0),
+            int(keepalive.count or 0))
+
+
+# --- the binding: lanes of one running configuration -------------------------------------------------
+
+class Lanes:
+    """The lanes of one running configuration, bound to its pump and balancers."""
+
+    def __init__(self, state: Runtime, dispatcher: Dispatcher, admission: AdmissionControl) -> None:
+        self.state = state
+        self.dispatcher = dispatcher
+        self.admission = admission
+        self._accept_errors_seen = 0
+
+    def add(self, sock: socket.socket, frontend: FrontendRuntime, backend: BackendRuntime) -> LaneListener:
+        """Let the pump accept on ``sock`` for ``frontend``, dialing ``backend``."""
+        state, pump = self.state, self.state.pump
+        balancer = backend.balancer
+        servers = [(server.raw_address, server.block, weight)
+                   for server, weight in zip(backend.servers, lane_weights(backend))]
+        hashing = lane_hashing(backend.model)
+        fe = frontend.model
+        sinks = lane_log_sinks(frontend.log) if fe.log else None
+        timeouts = PairTimeouts.for_route(fe, backend.model)
+        try:
+            tune_listener(sock, fe.client_keepalive)  # accepted clients inherit the options
+            index = pump.add_lane(
+                sock.fileno(), frontend_block=frontend.block, servers=servers,
+                client_timeout=timeouts.client, server_timeout=timeouts.server,
+                client_fin_timeout=timeouts.client_fin, server_fin_timeout=timeouts.server_fin,
+                connect_timeout=timeouts.connect,
+                client_tcp=None, server_tcp=tcp_options(backend.model.server_keepalive),
+                maxconn=fe.maxconn or 0, hashing=hashing, hash_seed=balancer.seed,
+                log_ends=fe.log and fe.tcplog and sinks != [], log_sinks=sinks, log_frontend=fe.name,
+                log_servers=[f"{backend.name}/{slot.name}" for slot in balancer.slots],
+                log_dontlognull=fe.dontlognull, log_connect=fe.log and not fe.tcplog)
+        except BaseException:
+            sock.close()
+            raise
+        lane = LaneListener(sock, pump, index)
+        state.lane_listeners.append(lane)
+
+        # Weight and state changes (health, the runtime API) reach the lane at once.
+        def changed() -> None:
+            if hashing is None:
+                pump.set_lane_weights(index, lane_weights(backend))
+            elif hashing == "map":
+                pump.set_lane_picks(index, server_map=balancer.hash_map)
+            elif balancer.ring is None:  # only the first backup is left: Python picks it
+                pump.set_lane_picks(index)
+            else:
+                table = balancer.ring.table  # the compiled ring's C table: looked up without the GIL
+                pump.set_lane_picks(index, table=table,
+                                    table_servers=[balancer.slot(name).index for name in table.names])
+        if hashing is not None:
+            changed()
+        balancer.on_change.append(changed)
+        if len(state.lane_listeners) == 1:
+            state.background(asyncio.ensure_future(self._watch()))
+        return lane
+
+    async def _watch(self) -> None:
+        """Lanes rest after EMFILE on their own; say so once, as the Python listener does."""
+        while not self.state.stopping:
+            await asyncio.sleep(1.0)
+            errors = self.state.pump.accept_errors
+            if errors and not self._accept_errors_seen:
+                log.error("accept: out of file descriptors or memory; pausing accepts for 100 ms at a time")
+            self._accept_errors_seen = errors
+
+    def adopt(self, frontend_block: int, server_block: int, client_fd: int, error: int) -> None:
+        """A client a lane could not place: from now on it goes the Python way (retries, redispatch,
+        backup servers, the error handler)."""
+        state = self.state
+        frontend = state.frontend_blocks.get(frontend_block)
+        if frontend is None or state.stopping:
+            os.close(client_fd)
+            return
+        try:
+            with socket.socket(fileno=client_fd) as sock:
+                peer, sockname = sock.getpeername(), sock.getsockname()
+                sock.detach()
+        except OSError:  # the client is gone already
+            os.close(client_fd)
+            return
+        self.admission.adopted(frontend)
+        session = Session(client_fd, peer, frontend, sockname=sockname,
+                          finished=lambda: self.admission.closed(frontend))
+        session.backend = state.backends[frontend.model.default_backend or ""]
+        server = state.servers.get(server_block)
+        if server is None:  # no server had a weight: the balancer decides (backups, or <NOSRV>)
+            self.dispatcher.choose_and_dial(session)
+            return
+        session.slot = server.slot
+        server.backend.balancer.connection_started(server.slot)
+        self.dispatcher.connect_failed(session, error)
+
+    def pair_ended(self, frontend_block: int, server_block: int, reason: int, bytes_in: int,
+                   bytes_out: int, peer: bytes, duration_ms: int, connect_ms: int) -> None:
+        """The tcplog line of a pair a lane made, for targets the pump does not write: the counts
+        come from the pump's books."""
+        frontend = self.state.frontend_blocks.get(frontend_block)
+        server = self.state.servers.get(server_block)
+        if frontend is None or server is None or (frontend.model.dontlognull and bytes_in == 0):
+            return
+        backend = server.backend
+        counts = self.state.pump.counters
+        host, port = _linux.peer_address(peer)[:2]
+        accepted = time.time() - duration_ms / 1000
+        frontend.traffic_log(tcplog.tcplog_line(
+            client=f"{host}:{port}", accepted=accepted, duration_ms=duration_ms, frontend=frontend.name,
+            backend=backend.name, server=server.slot.name, connect_ms=connect_ms, bytes_out=bytes_out,
+            termination=tcplog.TERMINATION[EndReason(reason)], active=self.state.current,
+            frontend_current=counts(frontend_block)[Counter.CONN_CUR],
+            backend_current=sum(counts(block)[Counter.CONN_CUR] for block in backend.blocks),
+            server_current=counts(server_block)[Counter.CONN_CUR], retries=0))
+
+    def ended_by(self) -> collections.Counter[EndReason]:
+        """Lane pairs that ended, by reason."""
+        counts: collections.Counter[EndReason] = collections.Counter()
+        if self.state.lane_listeners:
+            for reason, value in enumerate(self.state.pump.lane_ended()):
+                if value:
+                    counts[EndReason(reason)] += value
+        return counts

@@ -1,0 +1,214 @@
+"""The shared state of a running configuration: what every part of the runtime receives.
+
+``Runtime`` is what uvicorn's ``ServerState`` is to its protocols: the frontends, backends and servers
+as they run, the pump, the loop, and the few counts that span them (connections Python holds, whether
+the engine is stopping).  The engine builds it and hands it to the modules that serve connections
+(``limits``, ``dispatch``, ``lanes``, ``proxy``) and keep server state (``servers``); none of them
+knows the engine.  The runtime objects hold no policy: each module decides what its own concern
+needs and changes state only through the owners named in its docstring.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import socket
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from . import _linux, logs
+from .acl import Router
+from .balance import Balancer, ServerSlot
+from .config import model
+from .errors import ConfigError
+from .queues import Queues
+from .rate import FreqCounter
+
+from .health import ServerCheck
+from .server import Handler, LaneListener, ListenerLike
+
+log = logging.getLogger("fastproxy")
+
+FAMILIES = {None: socket.AF_UNSPEC, "ipv4": socket.AF_INET, "ipv6": socket.AF_INET6}
+
+
+def resolve(host: str, port: int, family: Optional[str] = None) -> tuple[int, tuple]:
+    """(family, sockaddr) for a server address, resolved once at start as HAProxy does; ``family``
+    is the ``ipv4@`` / ``ipv6@`` prefix of the address, if any."""
+    infos = socket.getaddrinfo(host, port, FAMILIES[family], socket.SOCK_STREAM)
+    resolved_family, _, _, _, address = infos[0]
+    return resolved_family, address[:2]
+
+
+class AdminState(enum.Enum):
+    """What an operator (or ``disabled`` in the file) says of a server, whatever its health says."""
+
+    READY = "READY"
+    DRAIN = "DRAIN"  # no new connections; checks go on
+    MAINT = "MAINT"  # no traffic; checks stop
+
+
+@dataclass(frozen=True)
+class PairTimeouts:
+    """The timeouts of one proxied connection, from its frontend and backend (seconds, None: none).
+
+    ``timeout tunnel`` (the backend's, else the frontend's) replaces both idle timeouts once the pair
+    is established, as it does in HAProxy for a TCP connection."""
+
+    client: Optional[float]
+    server: Optional[float]
+    client_fin: Optional[float]
+    server_fin: Optional[float]
+    connect: Optional[float]
+
+    @classmethod
+    def for_route(cls, frontend: model.Frontend, backend: model.Backend) -> "PairTimeouts":
+        client_t, server_t = frontend.timeouts, backend.timeouts
+        tunnel = server_t.tunnel or client_t.tunnel
+        return cls(client=tunnel or client_t.client, server=tunnel or server_t.server,
+                   client_fin=client_t.client_fin, server_fin=server_t.server_fin,
+                   connect=server_t.connect)
+
+
+class ServerRuntime:
+    """One server while it runs: where it is, its counter block, its balancer slot, its check, and
+    its administrative state (written by ``servers.ServerStates`` only)."""
+
+    __slots__ = ("backend", "slot", "block", "family", "address", "raw_address", "admin", "check")
+
+    def __init__(self, backend: "BackendRuntime", slot: ServerSlot, block: int) -> None:
+        server = slot.server
+        self.backend = backend
+        self.slot = slot
+        self.block = block
+        try:
+            self.family, self.address = resolve(server.host, server.port or 0, server.family)
+        except OSError as exc:
+            raise ConfigError(f"server '{server.name}': cannot resolve '{server.host}': {exc}",
+                              file=server.location.file, line=server.location.line,
+                              keyword="server") from None
+        self.raw_address = _linux.sockaddr(self.address)  # ready for the dialer
+        self.admin = AdminState.MAINT if server.disabled else AdminState.READY
+        self.check: ServerCheck  # set by the engine once the health monitor exists
+
+    @property
+    def name(self) -> str:
+        return f"{self.backend.name}/{self.slot.name}"
+
+    def check_target(self) -> tuple[int, tuple]:
+        """Where a check of the server connects: ``addr`` and ``port`` when set, else the server."""
+        server = self.slot.server
+        family, (host, port) = self.family, self.address
+        if server.check_addr:
+            try:
+                family, (host, _) = resolve(server.check_addr, 0)
+            except OSError as exc:
+                raise ConfigError(f"server '{server.name}': cannot resolve check address "
+                                  f"'{server.check_addr}': {exc}", file=server.location.file,
+                                  line=server.location.line, keyword="addr") from None
+        return family, (host, server.check_port or port)
+
+    def address_for(self, sockname: Any) -> tuple:
+        """The address to dial for a client that connected to ``sockname``: a server without a port
+        takes the port the client connected to."""
+        host, port = self.address
+        return (host, port or sockname[1])
+
+
+class BackendRuntime:
+    """A backend while it runs: the model, its balancer and queues, its servers."""
+
+    def __init__(self, backend: model.Backend, first_block: int) -> None:
+        self.model = backend
+        self.name = backend.name
+        self.balancer = Balancer(backend)
+        self.queues = Queues(self.balancer)
+        self.log = logs.ProxyLog(backend.name, backend.log_targets) if backend.log_targets else None
+        self.serving = False  # free slots are being handed to queued connections
+        self.serve_again = False  # a slot freed up meanwhile
+        keepalive = backend.server_keepalive
+        self.dialer = _linux.Dialer(nodelay=True, keepalive=keepalive.enabled, idle=keepalive.idle,
+                                    interval=keepalive.interval, count=keepalive.count)
+        self.servers = [ServerRuntime(self, slot, first_block + slot.index) for slot in self.balancer.slots]
+        self.blocks = [server.block for server in self.servers]
+        # Whether picking needs the address the client connected to (one more syscall per connection).
+        self.needs_destination = any("dst" in arg for arg in backend.balance.arguments)
+
+    def raw_address_of(self, slot: ServerSlot, session: Any) -> bytes:
+        """The raw sockaddr to dial ``slot`` for ``session``: only a server without a port looks at
+        where the client connected (``session.sockname``, a syscall the common case never makes)."""
+        server = self.servers[slot.index]
+        if server.address[1]:
+            return server.raw_address
+        return _linux.sockaddr(server.address_for(session.sockname))
+
+    def write_log(self, severity: int, message: str) -> None:
+        """A line about the backend (server state changes): to its ``log`` targets, if any."""
+        if self.log is not None:
+            self.log.send(severity, message)
+
+
+class FrontendRuntime:
+    """A frontend while it runs: its listeners, counts, router and log."""
+
+    def __init__(self, frontend: model.Frontend, block: int, handler: Handler,
+                 backends: dict[str, model.Backend]) -> None:
+        self.model = frontend
+        self.name = frontend.name
+        self.block = block
+        self.handler = handler
+        self.listeners: list[ListenerLike] = []
+        self.current = 0
+        self.denied = 0  # connections refused by tcp-request rules
+        self.session_rate = FreqCounter()  # for ``rate-limit sessions``
+        self.log = logs.ProxyLog(frontend.name, frontend.log_targets) if frontend.log_targets else None
+        # A frontend with rules gets a router; one without goes straight to its default backend.
+        has_rules = bool(frontend.use_backends or frontend.tcp_request_rules)
+        self.router: Optional[Router] = Router.for_frontend(frontend, backends) if has_rules else None
+        # Content rules and SNI routing wait for the first bytes, as long as inspect-delay allows.
+        self.inspects = bool(self.router is not None and frontend.inspect_delay and (
+            self.router.needs_sni or any(r.phase == "content" for r in frontend.tcp_request_rules)))
+
+    def traffic_log(self, message: str) -> None:
+        """One traffic log line, to the frontend's ``log`` targets (to stderr for a model without)."""
+        if self.log is not None:
+            self.log.send(logs.INFO, message)
+        else:
+            log.info("%s", message)
+
+
+class Runtime:
+    """The state every part of a running configuration shares (built by the engine at start)."""
+
+    def __init__(self, config: model.Config, loop: asyncio.AbstractEventLoop, pump: Any) -> None:
+        self.config = config
+        self.loop = loop
+        self.pump = pump
+        self.frontends: dict[str, FrontendRuntime] = {}
+        self.backends: dict[str, BackendRuntime] = {}
+        self.servers: dict[int, ServerRuntime] = {}  # by counter block
+        self.frontend_blocks: dict[int, FrontendRuntime] = {}  # by counter block
+        self.python_current = 0  # client connections Python accepted (or took from a lane), not yet ended
+        self.lane_listeners: list[LaneListener] = []  # where the pump accepts itself
+        self.stopping = False
+        self.idle = asyncio.Event()  # set when the last connection ends while stopping
+        self._tasks: set[asyncio.Future] = set()
+
+    @property
+    def current(self) -> int:
+        """Client connections open now, whoever accepted them."""
+        return self.python_current + (self.pump.lane_open() if self.lane_listeners else 0)
+
+    @property
+    def tasks(self) -> set[asyncio.Future]:
+        return self._tasks
+
+    def background(self, task: asyncio.Future) -> None:
+        """Keep a task (an error handler, a director, a PROXY header read) until it ends or stop
+        cancels it."""
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def listeners(self) -> list[ListenerLike]:
+        return [listener for frontend in self.frontends.values() for listener in frontend.listeners]

@@ -1,0 +1,198 @@
+"""Server state, with one owner: administration times health into what traffic sees (HAProxy's
+``server.c``).
+
+A server has an administrative state (``AdminState``: READY, DRAIN, MAINT; set by ``disabled``, the
+runtime API or ``Engine.set_server_state``) and a health (``health.ServerHealth``, moved by checks and
+``observe layer4``).  ``ServerStates`` combines the two into the ``ServerState`` the balancer picks by
+(MAINT wins, then DOWN, then DRAIN, else UP) and acts on every change as HAProxy does: it writes the
+state-change lines (``Server be/s1 is DOWN, reason: ...``), cuts the sessions of a server marked down
+(``on-marked-down shutdown-sessions``) or of the backups when an active server comes up
+(``on-marked-up shutdown-backup-sessions``), and ramps a server that came back up over ``slowstart``.
+
+Nothing else writes ``ServerRuntime.admin`` or calls ``Balancer.set_state``/``set_ramp``.  The health
+monitor reports into ``health_changed``; the pump is reached through one callable (``cut_sessions``),
+the logs through another (``write_log``), and time through an injected clock, so that every rule here
+is tested without a socket or a sleep.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Optional, Protocol
+
+from . import logs, tcplog
+from .balance import ServerState
+from .runtime import AdminState, BackendRuntime, ServerRuntime
+
+log = logging.getLogger("fastproxy")
+
+
+class Clock(Protocol):
+    """What the state machine needs of time: an asyncio loop is one."""
+
+    def time(self) -> float: ...
+
+    def call_later(self, delay: float, callback: Callable[..., Any], *args: Any) -> Any: ...
+
+
+class HealthControl(Protocol):
+    """What the state machine asks of the health monitor when an operator changes a server."""
+
+    def pause(self, check: Any) -> None: ...
+
+    def leave_maintenance(self, check: Any) -> None: ...
+
+    def set_up(self, check: Any) -> None: ...
+
+    def set_down(self, check: Any) -> None: ...
+
+
+def usable_counts(backend: BackendRuntime) -> tuple[int, int]:
+    """Usable active and backup servers of a backend."""
+    usable = [slot for slot in backend.balancer.slots if slot.usable]
+    return sum(1 for slot in usable if not slot.backup), sum(1 for slot in usable if slot.backup)
+
+
+class ServerStates:
+    """The owner of every server's state in one running configuration."""
+
+    def __init__(self, clock: Clock, health: HealthControl, *, cut_sessions: Callable[[int], None],
+                 write_log: Optional[Callable[[BackendRuntime, int, str], None]] = None) -> None:
+        self.clock = clock
+        self.health = health
+        self.cut_sessions = cut_sessions  # the pump's cut_server(counter block)
+        self.write_log = write_log or state_log
+        self.stopping = False
+        self._ramps: dict[ServerRuntime, Any] = {}  # slowstarts under way -> their timer
+
+    # --- what others tell it ---
+
+    def set_state(self, server: ServerRuntime, state: "ServerState | str") -> None:
+        """The runtime API's ``set server ... state``: ``MAINT`` (no traffic, checks stop), ``DRAIN``
+        (no new connections, checks go on), ``UP`` (ready again: out of MAINT a checked server is up
+        but checked at once, and down at its first failure, as HAProxy) or ``DOWN`` (down until a
+        check or ``UP`` brings it back)."""
+        if isinstance(state, str):
+            state = ServerState(state.upper())
+        check = server.check
+        was_up = self.serving(server)
+        if state is ServerState.MAINT:
+            server.admin = AdminState.MAINT
+            self.health.pause(check)
+        elif state is ServerState.DRAIN:
+            leaving_maintenance = server.admin is AdminState.MAINT
+            server.admin = AdminState.DRAIN
+            if leaving_maintenance:
+                self.health.leave_maintenance(check)
+        elif state is ServerState.UP:
+            leaving_maintenance = server.admin is AdminState.MAINT
+            server.admin = AdminState.READY
+            if leaving_maintenance:
+                self.health.leave_maintenance(check)
+            else:
+                self.health.set_up(check)
+        else:
+            if server.admin is AdminState.MAINT:
+                self.health.leave_maintenance(check)
+            server.admin = AdminState.READY
+            self.health.set_down(check)
+        self._apply(server, was_up, None)
+
+    def health_changed(self, server: ServerRuntime, result: Any) -> None:
+        """A check (or an observed error) took a server up or down (its counter has flipped)."""
+        # A ready server was serving iff it is not up now.
+        was_up = server.admin is AdminState.READY and not server.check.health.up
+        self._apply(server, was_up, result)
+
+    def stop(self) -> None:
+        self.stopping = True
+        for timer in self._ramps.values():
+            timer.cancel()
+        self._ramps.clear()
+
+    # --- the rules ---
+
+    @staticmethod
+    def serving(server: ServerRuntime) -> bool:
+        return server.admin is AdminState.READY and server.check.health.up
+
+    @staticmethod
+    def state_of(server: ServerRuntime) -> ServerState:
+        """Administration times health: what the balancer sees."""
+        if server.admin is AdminState.MAINT:
+            return ServerState.MAINT
+        if not server.check.health.up:
+            return ServerState.DOWN
+        if server.admin is AdminState.DRAIN:
+            return ServerState.DRAIN
+        return ServerState.UP
+
+    def _apply(self, server: ServerRuntime, was_up: bool, result: Any) -> None:
+        """Give the balancer the state, and act on a change: log it, cut sessions, start a ramp."""
+        state = self.state_of(server)
+        backend, slot = server.backend, server.slot
+        up = state is ServerState.UP
+        if not up:
+            self._end_ramp(server)
+        backend.balancer.set_state(slot.name, state)
+        if up == was_up and state is not ServerState.MAINT:
+            return
+        config = slot.server
+        if not up and state is not ServerState.DRAIN:
+            if was_up:
+                self._log_down(server, state, result)
+            if config.on_marked_down == "shutdown-sessions":
+                self.cut_sessions(server.block)
+        elif up and not was_up:
+            self._log_up(server, result)
+            if config.on_marked_up == "shutdown-backup-sessions" and not slot.backup:
+                for other in backend.servers:
+                    if other.slot.backup:
+                        self.cut_sessions(other.block)
+            if config.slowstart and backend.balancer.ramps and not self.stopping:
+                self._ramp(server, self.clock.time())
+
+    def _ramp(self, server: ServerRuntime, started: float) -> None:
+        """HAProxy's slowstart: the weight (and maxconn) of a server back up grows from one step to
+        the full value over ``slowstart`` seconds, recomputed every max(1 s, slowstart / 20)."""
+        self._ramps.pop(server, None)
+        slowstart = server.slot.server.slowstart or 0.0
+        elapsed = self.clock.time() - started
+        share = elapsed / slowstart if slowstart else 1.0
+        server.backend.balancer.set_ramp(server.slot.name, share if share < 1 else None)
+        if share < 1:
+            self._ramps[server] = self.clock.call_later(max(1.0, slowstart / 20), self._ramp, server, started)
+
+    def _end_ramp(self, server: ServerRuntime) -> None:
+        timer = self._ramps.pop(server, None)
+        if timer is not None:
+            timer.cancel()
+        if server.slot.ramp is not None:
+            server.backend.balancer.set_ramp(server.slot.name, None)
+
+    def _log_down(self, server: ServerRuntime, state: ServerState, result: Any) -> None:
+        backend, slot = server.backend, server.slot
+        maintenance = state is ServerState.MAINT
+        active, backups = usable_counts(backend)
+        self.write_log(backend, logs.NOTICE if maintenance else logs.ALERT, tcplog.server_down_message(
+            backend.name, slot.name, backup=slot.backup, maintenance=maintenance, result=result,
+            active=active, backups=backups, sessions=slot.current, queued=slot.queued))
+        if not active and not backups:
+            self.write_log(backend, logs.EMERG, tcplog.no_server_message(backend.name))
+
+    def _log_up(self, server: ServerRuntime, result: Any) -> None:
+        backend, slot = server.backend, server.slot
+        active, backups = usable_counts(backend)
+        self.write_log(backend, logs.NOTICE, tcplog.server_up_message(
+            backend.name, slot.name, backup=slot.backup, result=result, active=active, backups=backups,
+            queued=backend.queues.waiting))
+
+
+def state_log(backend: BackendRuntime, severity: int, message: str) -> None:
+    """A server state change: on stderr as HAProxy's warnings, and to the backend's ``log`` targets
+    at HAProxy's levels (alert when a server goes down, emerg when none is left)."""
+    if severity <= logs.ALERT:
+        log.error("%s", message)
+    else:
+        log.warning("%s", message)
+    backend.write_log(severity, message)

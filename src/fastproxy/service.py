@@ -1,0 +1,77 @@
+"""The service around an engine: signals, pidfile, privileges, the embedded default (uvicorn's
+``server.py``).
+
+``serve`` starts the engine on a configuration (or on the embedded default with its echo backends),
+writes the pidfile, then drops privileges (``chroot``, ``user``/``group``) once the listeners are
+bound, runs until SIGINT or SIGTERM, and stops with the grace period.  ``cli.py`` only parses
+arguments and reads files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from typing import Optional
+
+from . import default, implementation, privileges
+from .config import model
+from .engine import Engine
+
+log = logging.getLogger("fastproxy")
+
+
+async def serve(cfg: Optional[model.Config], pidfile: Optional[str], grace: Optional[float]) -> int:
+    """Run ``cfg`` (the embedded default for None) until SIGINT or SIGTERM; the exit status."""
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stopping.set)
+
+    echo_backends = []
+    if cfg is None:
+        echo_backends = await default.start_echo_backends()
+        cfg = default.default_config([(name, port) for name, _, port in echo_backends])
+
+    engine = Engine(cfg)
+    try:
+        identity = privileges.identity_of(cfg.global_)
+        await engine.start()
+    except (OSError, privileges.PrivilegeError) as exc:
+        for _, server, _ in echo_backends:
+            server.close()
+        print(f"[ALERT] cannot start: {exc}", file=sys.stderr)
+        return 1
+    pidfile = pidfile or cfg.global_.pidfile
+    if pidfile:
+        with open(pidfile, "w") as f:
+            f.write(f"{os.getpid()}\n")
+    try:
+        # Listeners are bound and the pidfile written: now chroot and run as user/group.
+        privileges.drop(identity)
+    except (OSError, privileges.PrivilegeError) as exc:
+        print(f"[ALERT] cannot start: {exc}", file=sys.stderr)
+        await engine.stop(0)
+        return 1
+    if echo_backends:
+        print(default.HOW_TO_TRY.format(port=default.DEFAULT_PORT,
+                                        backends=", ".join(name for name, _, _ in echo_backends)),
+              file=sys.stderr, flush=True)
+    for address in engine.listening_addresses():
+        log.info("listening on %s:%s (%s data plane, %d pump thread(s))", address[0], address[1],
+                 implementation(), cfg.global_.nbthread)
+
+    await stopping.wait()
+    log.info("stopping: listeners closed, %d connection(s) to finish", engine.current)
+    await engine.stop(grace)
+    for _, server, _ in echo_backends:
+        server.close()
+    if pidfile:
+        try:
+            os.unlink(pidfile)
+        except OSError:
+            pass
+    log.info("stopped")
+    return 0

@@ -1,0 +1,93 @@
+"""HAProxy's log lines of a TCP proxy, sans-IO: pure functions over plain data.
+
+The traffic lines (``option tcplog``, and the ``Connect from`` line of a frontend that logs without it),
+HAProxy's two-letter termination states, and the messages of server state changes (``Server be/s1 is
+DOWN, reason: ...``).  Nothing here sends anything or reads a clock: callers pass the times, and
+``FrontendRuntime.traffic_log`` / ``BackendRuntime.write_log`` (with ``logs.py`` framing the syslog
+datagram) send the lines.  The pump writes the same lines in C for lanes (``_pump.pyx``); the tests
+hold both to these functions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import logs
+from .pump import EndReason
+
+# HAProxy's termination state of a TCP session, by how the pump ended it.
+TERMINATION = {
+    EndReason.CLOSED: "--",
+    EndReason.CLIENT_RESET: "CD",
+    EndReason.SERVER_RESET: "SD",
+    EndReason.CLIENT_TIMEOUT: "cD",
+    EndReason.SERVER_TIMEOUT: "sD",
+    EndReason.ERROR: "PD",
+    EndReason.SHUTDOWN: "KD",
+    EndReason.SERVER_DOWN: "DD",
+}
+CONNECT_FAILED = "SC"  # no server answered the connect
+QUEUE_TIMEOUT = "sQ"  # waited longer than ``timeout queue`` for a slot
+
+
+def address_text(address: Any) -> str:
+    """``host:port`` of a socket address (a UNIX path as it is)."""
+    if isinstance(address, tuple):
+        return f"{address[0]}:{address[1]}"
+    return str(address)
+
+
+def accept_stamp(accepted: float) -> str:
+    """HAProxy's ``%t``: the accept date, ``01/Dec/2026:21:59:36.123`` in local time."""
+    total_ms = int(accepted * 1000 + 1e-3)  # a microsecond more: 0.123 s is not 0.12299999 s
+    second, ms = divmod(total_ms, 1000)
+    return logs.second_stamp("%d/%b/%Y:%H:%M:%S", second) + f".{ms:03d}"
+
+
+def tcplog_line(*, client: str, accepted: float, duration_ms: int, frontend: str, backend: str,
+                server: str, connect_ms: int, bytes_out: int, termination: str, active: int,
+                frontend_current: int, backend_current: int, server_current: int, retries: int) -> str:
+    """HAProxy's ``option tcplog`` line: ``%ci:%cp [%t] %ft %b/%s %Tw/%Tc/%Tt %B %ts
+    %ac/%fc/%bc/%sc/%rc %sq/%bq`` (``accepted``: epoch seconds; ``connect_ms`` -1 when no server was
+    reached)."""
+    return (f"{client} [{accept_stamp(accepted)}] {frontend} {backend}/{server} 0/{connect_ms}/{duration_ms} "
+            f"{bytes_out} {termination} {active}/{frontend_current}/{backend_current}/{server_current}/"
+            f"{retries} 0/0")
+
+
+def connect_line(client: str, local: Any, frontend: str) -> str:
+    """Without ``option tcplog``, HAProxy logs each accepted connection in one short line."""
+    return f"Connect from {client} to {address_text(local)} ({frontend}/TCP)"
+
+
+# --- server state changes ------------------------------------------------------------------------------
+
+def check_reason(result: Any) -> str:
+    """HAProxy's ``, reason: ..., info: "...", check duration: Nms`` of a state change caused by a
+    check result (``health.CheckResult``), or "" when none caused it."""
+    if result is None:
+        return ""
+    text = f", reason: {result.description}"
+    if result.info:
+        text += f', info: "{result.info}"'
+    return text + f", check duration: {round(result.duration * 1000)}ms"
+
+
+def server_down_message(backend: str, server: str, *, backup: bool, maintenance: bool, result: Any,
+                        active: int, backups: int, sessions: int, queued: int) -> str:
+    """``Server be/s1 is DOWN, reason: ... 1 active and 0 backup servers left. ...``"""
+    reason = "is going DOWN for maintenance" if maintenance else "is DOWN" + check_reason(result)
+    return (f"{'Backup Server' if backup else 'Server'} {backend}/{server} {reason}. "
+            f"{active} active and {backups} backup servers left. {sessions} sessions active, "
+            f"{queued} remaining in queue.")
+
+
+def server_up_message(backend: str, server: str, *, backup: bool, result: Any, active: int, backups: int,
+                      queued: int) -> str:
+    """``Server be/s1 is UP, reason: ... 2 active and 0 backup servers online. 0 total in queue.``"""
+    return (f"{'Backup Server' if backup else 'Server'} {backend}/{server} is UP{check_reason(result)}. "
+            f"{active} active and {backups} backup servers online. {queued} total in queue.")
+
+
+def no_server_message(backend: str) -> str:
+    return f"backend {backend} has no server available!"
