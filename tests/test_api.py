@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import importlib.util
+import os
 import socket
+import subprocess
+import sys
+import textwrap
 
 import fastproxy
 from fastproxy import Backend, Bind, Config, Engine, Frontend, Server, Timeouts
@@ -75,3 +80,23 @@ def test_an_api_built_configuration_runs_from_asyncio(pump_class):
         backend.close()
 
     run(main())
+
+
+def test_a_half_built_install_says_mixed_and_which_extension_fell_back():
+    # The compiled pump made unimportable (as when its build failed), the compiled ring left in place.
+    code = textwrap.dedent("""
+        import importlib.abc, sys
+        class NoPump(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name == "fastproxy._pump":
+                    raise ImportError("not built")
+        sys.meta_path.insert(0, NoPump())
+        import fastproxy
+        print(fastproxy.implementation(), sorted(fastproxy.extensions().items()))
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "FASTPROXY_NO_EXTENSIONS"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
+    if importlib.util.find_spec("fastproxy._ring") is None:  # an install built without extensions
+        assert out.strip() == "python [('pump', 'python'), ('ring', 'python')]"
+    else:
+        assert out.strip() == "mixed [('pump', 'python'), ('ring', 'cython')]"

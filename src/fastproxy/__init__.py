@@ -15,7 +15,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Backend", "Bind", "Config", "ConfigError", "Engine", "FastproxyError", "Frontend", "Global", "Server",
-    "Timeouts", "implementation", "load", "parse_text", "__version__",
+    "Timeouts", "extensions", "implementation", "load", "parse_text", "__version__",
 ]
 
 _LAZY = {
@@ -35,8 +35,15 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'fastproxy' has no attribute {name!r}")
 
 
-def implementation() -> str:
-    """``"cython"`` when the compiled data plane runs, ``"python"`` when its pure-Python twin does."""
-    from . import pump
+def extensions() -> dict[str, str]:
+    """Which implementation of each extension runs: ``{"pump": "cython", "ring": "python"}``."""
+    from . import pump, ring
 
-    return "cython" if pump.COMPILED else "python"
+    return {"pump": "cython" if pump.COMPILED else "python", "ring": "cython" if ring.COMPILED else "python"}
+
+
+def implementation() -> str:
+    """``"cython"`` when the compiled extensions run, ``"python"`` when their pure-Python twins do, and
+    ``"mixed"`` for a half-built install (``extensions()`` says which is which)."""
+    kinds = set(extensions().values())
+    return kinds.pop() if len(kinds) == 1 else "mixed"

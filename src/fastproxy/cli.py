@@ -14,7 +14,7 @@ import os
 import sys
 from typing import Optional, Sequence
 
-from . import __version__, implementation
+from . import __version__, extensions, implementation
 from .config import model
 from .errors import ConfigError
 
@@ -63,7 +63,10 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_version(args: argparse.Namespace) -> int:
-    print(f"fastproxy {__version__} ({implementation()} data plane, Python {sys.version.split()[0]})")
+    kind = implementation()
+    if kind == "mixed":  # a half-built install: say which extension fell back to its twin
+        kind = "mixed: " + ", ".join(f"{name} {impl}" for name, impl in extensions().items())
+    print(f"fastproxy {__version__} ({kind} data plane, Python {sys.version.split()[0]})")
     return 0
 
 
