@@ -1,49 +1,124 @@
-"""Fixtures shared by the suite: both implementations of every extension, and a loop runner.
+"""Fixtures shared by the suite: both implementations of every extension, and async tests on uvloop.
 
-Like aio-libs' test suites, each test that touches the data plane runs once per implementation
-(``pump_class``), so the compiled pump and its pure-Python twin cannot drift.  A compiled module that
-fails to import makes its tests fail, not skip, unless FASTPROXY_NO_EXTENSIONS asks for Python only.
+Like aio-libs' suites (multidict's ``MultidictImplementation``), each test that touches an extension
+runs once per implementation through the ``implementation`` fixture (or ``pump_class``, ``ring_class``,
+``implementation_env`` derived from it), so the compiled parts and their pure-Python twins cannot drift.
+The compiled runs carry the ``c_extension`` marker; ``--implementation=python`` (or cython) runs one
+half.  A compiled module that fails to import makes its tests fail, not skip, unless
+FASTPROXY_NO_EXTENSIONS asks for Python only.
+
+A test written as ``async def`` runs on a fresh uvloop loop, bounded in time (``ASYNC_TIMEOUT``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import inspect
 import os
 import resource
+from typing import Any, Optional
 
 import pytest
 import uvloop
 
 from fastproxy import pump as pump_module
+from fastproxy import ring as ring_module
 from fastproxy._impl import NO_EXTENSIONS
 
-IMPLEMENTATIONS = ["python"] if NO_EXTENSIONS else ["cython", "python"]
+ASYNC_TIMEOUT = 120.0  # seconds an async test may take
+c_extension = pytest.mark.c_extension
 
 
-@pytest.fixture(params=IMPLEMENTATIONS)
-def pump_class(request):
-    if request.param == "python":
-        return pump_module.PyPump
-    if pump_module.CPump is None:
-        pytest.fail("the compiled pump (fastproxy._pump) is not importable")
-    return pump_module.CPump
+@dataclasses.dataclass(frozen=True)
+class Implementation:
+    """One implementation of the extensions, as the tests see it."""
+
+    name: str  # "cython" or "python"
+
+    @property
+    def compiled(self) -> bool:
+        return self.name == "cython"
+
+    @property
+    def pump_class(self) -> Any:
+        if not self.compiled:
+            return pump_module.PyPump
+        if pump_module.CPump is None:
+            pytest.fail("the compiled pump (fastproxy._pump) is not importable")
+        return pump_module.CPump
+
+    @property
+    def ring_class(self) -> Any:
+        if not self.compiled:
+            return ring_module.PyHashRing
+        if ring_module.CHashRing is None:
+            pytest.fail("the compiled ring (fastproxy._ring) is not importable")
+        return ring_module.CHashRing
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Environment for a subprocess running this implementation."""
+        env = dict(os.environ)
+        if self.compiled:
+            env.pop("FASTPROXY_NO_EXTENSIONS", None)
+        else:
+            env["FASTPROXY_NO_EXTENSIONS"] = "1"
+        env["FASTPROXY_EXPECT_IMPLEMENTATION"] = self.name
+        return env
 
 
-@pytest.fixture(params=IMPLEMENTATIONS)
-def implementation_env(request):
-    """Environment for a subprocess running one implementation."""
-    env = dict(os.environ)
-    if request.param == "python":
-        env["FASTPROXY_NO_EXTENSIONS"] = "1"
-    else:
-        env.pop("FASTPROXY_NO_EXTENSIONS", None)
-    env["FASTPROXY_EXPECT_IMPLEMENTATION"] = request.param
-    return env
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--implementation", choices=("both", "cython", "python"), default="both",
+                     help="which implementation of the extensions to test (default: both)")
 
 
-def run(coro, timeout: float = 120.0):
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "c_extension: the test runs the compiled extensions")
+
+
+def _implementations(config: pytest.Config) -> list[str]:
+    chosen = config.getoption("--implementation")
+    names = ["python"] if NO_EXTENSIONS else ["cython", "python"]
+    return [name for name in names if chosen in ("both", name)]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "implementation" in metafunc.fixturenames:
+        metafunc.parametrize("implementation", [
+            pytest.param(Implementation(name), id=name, marks=(c_extension,) if name == "cython" else ())
+            for name in _implementations(metafunc.config)], scope="module")
+
+
+@pytest.fixture(scope="module")
+def pump_class(implementation: Implementation) -> Any:
+    return implementation.pump_class
+
+
+@pytest.fixture(scope="module")
+def ring_class(implementation: Implementation) -> Any:
+    return implementation.ring_class
+
+
+@pytest.fixture
+def implementation_env(implementation: Implementation) -> dict[str, str]:
+    return implementation.env  # a fresh copy of os.environ: a test may change it
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Optional[bool]:
+    """Run ``async def`` tests on a fresh uvloop loop, bounded in time."""
+    if not inspect.iscoroutinefunction(pyfuncitem.obj):
+        return None
+    names = pyfuncitem._fixtureinfo.argnames
+    kwargs = {name: pyfuncitem.funcargs[name] for name in names}
+    run(pyfuncitem.obj(**kwargs), ASYNC_TIMEOUT)
+    return True
+
+
+def run(coro: Any, timeout: float = ASYNC_TIMEOUT) -> Any:
     """Run a coroutine on a fresh uvloop loop, bounded in time."""
-    async def bounded():
+    async def bounded() -> Any:
         return await asyncio.wait_for(coro, timeout)
     return uvloop.run(bounded())
 

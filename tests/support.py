@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import os
+import signal
 import socket
 import struct
 import subprocess
 import sys
+import time
 from typing import Any, AsyncIterator, Callable, Iterator, Optional
 
+from fastproxy._impl import NO_EXTENSIONS
 from fastproxy.config import model
 from fastproxy.engine import Engine
+
+# The implementations of the extensions this run tests (see conftest.Implementation).
+IMPLEMENTATIONS = ["python"] if NO_EXTENSIONS else ["cython", "python"]
 
 
 async def start_backend(handler: Callable, host: str = "127.0.0.1") -> tuple[asyncio.AbstractServer, int]:
@@ -176,3 +183,131 @@ async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0, interv
         if loop.time() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(interval)
+
+
+# --- backends that name themselves, and clients from distinct addresses -------------------------
+
+class NamedBackends:
+    """Servers on 127.0.0.1 that send their name, then close (or, with ``hold``, keep the connection
+    open until the client closes it).  ``accepted`` counts connections per name, ``open`` those open."""
+
+    def __init__(self, names: list[str], *, hold: bool = False) -> None:
+        self.names = names
+        self.hold = hold
+        self.accepted: collections.Counter[str] = collections.Counter()
+        self.open: collections.Counter[str] = collections.Counter()
+        self.servers: list[asyncio.AbstractServer] = []
+        self.ports: list[int] = []
+
+    async def start(self) -> "NamedBackends":
+        for name in self.names:
+            server = await asyncio.start_server(
+                lambda r, w, name=name: self._serve(name, r, w), "127.0.0.1", 0, backlog=1024)
+            self.servers.append(server)
+            self.ports.append(server.sockets[0].getsockname()[1])
+        return self
+
+    async def _serve(self, name: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted[name] += 1
+        self.open[name] += 1
+        try:
+            writer.write(name.encode() + b"\n")
+            if self.hold:
+                await reader.read()  # until the client goes away
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            self.open[name] -= 1
+            writer.close()
+
+    def close(self) -> None:
+        for server in self.servers:
+            server.close()
+
+
+def source_address(i: int) -> str:
+    """The i-th distinct client address in 127.1.0.0/16 and beyond (never 127.0.0.1)."""
+    i += 1 << 16
+    return f"127.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}"
+
+
+async def open_client(address: tuple, source: str | None = None) -> tuple[socket.socket, str]:
+    """Connect (from ``source`` if given) and read the server's name line."""
+    loop = asyncio.get_running_loop()
+    sock = socket.socket()
+    sock.setblocking(False)
+    if source is not None:
+        sock.bind((source, 0))
+    await loop.sock_connect(sock, address)
+    line = b""
+    while not line.endswith(b"\n"):
+        data = await asyncio.wait_for(loop.sock_recv(sock, 64), 10)
+        if not data:
+            raise EOFError(f"the proxy closed after {line!r}")
+        line += data
+    return sock, line.decode().strip()
+
+
+# --- fastproxy as a process -------------------------------------------------------------------------
+
+DEFAULT_ADDRESS = ("127.0.0.1", 8080)
+
+
+def start_fastproxy(args: list[str], env: dict) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "fastproxy", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_listening(address: tuple, proc: subprocess.Popen, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"fastproxy exited early: {proc.communicate()}")
+        try:
+            socket.create_connection(address, timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError(f"nothing listens on {address}")
+
+
+def exchange_line(sock: socket.socket, line: bytes) -> bytes:
+    sock.sendall(line)
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = sock.recv(1024)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def free_port() -> int:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return port
+
+
+# --- the consistent-hash references -----------------------------------------------------------------
+
+def slots(weights, rank, in_flight, factor):
+    """HAProxy's chash_server_is_eligible(): the connections a server may have before this one."""
+    total_slots = ((in_flight + 1) * factor + 99) // 100
+    total_weight = sum(weights)
+    per_weight, remainder = divmod(total_slots, total_weight)
+    cumulative, weight = sum(weights[:rank]), weights[rank]
+    count = (weight * per_weight + (cumulative + weight) * remainder // total_weight
+             - cumulative * remainder // total_weight)
+    return count or 1

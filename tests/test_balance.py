@@ -15,7 +15,7 @@ from fastproxy.balance import Balancer, PickKey, ServerState
 from fastproxy.config.model import Backend, Balance, Server
 from fastproxy.errors import ConfigError
 
-from .test_ring import IMPLEMENTATIONS, ring_class, slots  # noqa: F401  (ring_class is a fixture)
+from .support import IMPLEMENTATIONS, slots
 
 RING_CONFIGS = {  # (algorithm, arguments, hash-type) of the algorithms that use a ring
     "random": ("random", (), "map-based"),
@@ -85,7 +85,7 @@ def cases(*configs):
 def build(request):
     """A factory of balancers for one algorithm (``build.config``) on one ring implementation."""
     config, impl = request.param
-    ring_class = ring.PyHashRing if impl == "python" else ring.CHashRing  # noqa: F811
+    ring_class = ring.PyHashRing if impl == "python" else ring.CHashRing
     if ring_class is None:
         pytest.fail("the compiled ring (fastproxy._ring) is not importable")
 
@@ -187,7 +187,7 @@ def test_leastconn_servers_with_equal_loads_take_turns():
 
 
 @pytest.mark.parametrize("seed", range(3))
-def test_random_two_choices_even_out_held_connections(ring_class, seed):  # noqa: F811
+def test_random_two_choices_even_out_held_connections(ring_class, seed):
     balancer = make("random", (1, 1, 1, 1), ring_class)
     balancer.rng = random.Random(seed)
     picks(balancer, 2000, hold=True)
@@ -195,7 +195,7 @@ def test_random_two_choices_even_out_held_connections(ring_class, seed):  # noqa
     assert max(currents) - min(currents) <= 6
 
 
-def test_random_with_more_draws_evens_out_more(ring_class):  # noqa: F811
+def test_random_with_more_draws_evens_out_more(ring_class):
     def spread(draws):
         backend = make_backend("random", (1,) * 8, arguments=(str(draws),) if draws else ())
         balancer = Balancer(backend, ring_class=ring_class, rng=random.Random(3))
@@ -237,7 +237,7 @@ def test_source_is_sticky_per_address(build):
     assert set(first) == {"s0", "s1", "s2"}
 
 
-def test_an_ipv4_mapped_address_is_the_same_client(ring_class):  # noqa: F811
+def test_an_ipv4_mapped_address_is_the_same_client(ring_class):
     balancer = make("source-consistent", (1,) * 8, ring_class)
     for i in range(50):
         address = client(i).src
@@ -245,13 +245,13 @@ def test_an_ipv4_mapped_address_is_the_same_client(ring_class):  # noqa: F811
 
 
 @pytest.mark.parametrize("src", ["", "unix-socket", "not-an-address"])
-def test_source_without_an_address_falls_back_to_round_robin(ring_class, src):  # noqa: F811
+def test_source_without_an_address_falls_back_to_round_robin(ring_class, src):
     balancer = make("source-consistent", (1, 1, 1), ring_class)
     assert sorted(balancer.pick(PickKey(src=src)).name for _ in range(3)) == ["s0", "s1", "s2"]
 
 
 @pytest.mark.parametrize("hash_type", ["map-based", "consistent", "maglev"])
-def test_hash_on_sni_is_sticky_and_applies_lower(ring_class, hash_type):  # noqa: F811
+def test_hash_on_sni_is_sticky_and_applies_lower(ring_class, hash_type):
     backend = make_backend("hash", (1,) * 6, arguments=("req.ssl_sni,lower",), hash_type=hash_type)
     balancer = Balancer(backend, ring_class=ring_class, table_size=1009)
     for i in range(40):
@@ -262,7 +262,7 @@ def test_hash_on_sni_is_sticky_and_applies_lower(ring_class, hash_type):  # noqa
 
 
 @pytest.mark.parametrize("sample", ["dst_port", "src_port", "dst"])
-def test_hash_on_other_layer_4_samples_is_sticky(ring_class, sample):  # noqa: F811
+def test_hash_on_other_layer_4_samples_is_sticky(ring_class, sample):
     backend = make_backend("hash", (1,) * 6, arguments=(sample,), hash_type="consistent")
     balancer = Balancer(backend, ring_class=ring_class)
     keys = [PickKey(src="10.0.0.1", src_port=1000 + i, dst=f"192.168.0.{i}", dst_port=2000 + i)
@@ -278,7 +278,7 @@ def test_an_unsupported_converter_is_a_config_error(expression):
         Balancer(make_backend("hash", arguments=(expression,)))
 
 
-def test_balancers_agree_on_maglev_with_the_same_seed_and_not_with_another(ring_class):  # noqa: F811
+def test_balancers_agree_on_maglev_with_the_same_seed_and_not_with_another(ring_class):
     def choices(seed):
         backend = make_backend("source", (1,) * 10, hash_type="maglev")
         balancer = Balancer(backend, ring_class=ring_class, table_size=2003, seed=seed)
@@ -287,14 +287,14 @@ def test_balancers_agree_on_maglev_with_the_same_seed_and_not_with_another(ring_
     assert choices(5) != choices(6)
 
 
-def test_maglev_table_size_and_seed_come_from_the_backend_options(ring_class):  # noqa: F811
+def test_maglev_table_size_and_seed_come_from_the_backend_options(ring_class):
     backend = make_backend("source", hash_type="maglev")
     backend.options.update({"maglev-table-size": 101, "hash-seed": 9})
     balancer = Balancer(backend, ring_class=ring_class)
     assert (balancer.ring.table_size, balancer.ring.seed) == (101, 9)
 
 
-def test_the_ring_in_use_is_exposed_for_lookups_at_c_level(ring_class):  # noqa: F811
+def test_the_ring_in_use_is_exposed_for_lookups_at_c_level(ring_class):
     balancer = make("source-consistent", (1, 1, 1, 1), ring_class)
     for i in range(100):
         address = bytes(int(part) for part in client(i).src.split("."))
@@ -379,7 +379,7 @@ def test_backups_only_when_no_active_server_is_usable(build):
 
 
 @pytest.mark.parametrize("via", ["field", "options"])
-def test_allbackups_uses_every_backup(ring_class, via):  # noqa: F811
+def test_allbackups_uses_every_backup(ring_class, via):
     backend = make_backend("roundrobin", servers=backup_servers())
     if via == "field":
         backend.allbackups = True

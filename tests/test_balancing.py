@@ -16,48 +16,10 @@ import pytest
 from fastproxy.config import model
 
 from .conftest import run
-from .support import config, running, wait_until
+from .support import NamedBackends, config, open_client, running, source_address, wait_until
 
 CONNECTIONS = 10_000  # per algorithm, as issue 3 asks
 IN_FLIGHT = 64  # client connections open at once while counting shares
-
-
-class NamedBackends:
-    """Servers on 127.0.0.1 that send their name, then close (or, with ``hold``, keep the connection
-    open until the client closes it).  ``accepted`` counts connections per name, ``open`` those open."""
-
-    def __init__(self, names: list[str], *, hold: bool = False) -> None:
-        self.names = names
-        self.hold = hold
-        self.accepted: collections.Counter[str] = collections.Counter()
-        self.open: collections.Counter[str] = collections.Counter()
-        self.servers: list[asyncio.AbstractServer] = []
-        self.ports: list[int] = []
-
-    async def start(self) -> "NamedBackends":
-        for name in self.names:
-            server = await asyncio.start_server(
-                lambda r, w, name=name: self._serve(name, r, w), "127.0.0.1", 0, backlog=1024)
-            self.servers.append(server)
-            self.ports.append(server.sockets[0].getsockname()[1])
-        return self
-
-    async def _serve(self, name: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.accepted[name] += 1
-        self.open[name] += 1
-        try:
-            writer.write(name.encode() + b"\n")
-            if self.hold:
-                await reader.read()  # until the client goes away
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            self.open[name] -= 1
-            writer.close()
-
-    def close(self) -> None:
-        for server in self.servers:
-            server.close()
 
 
 def weighted_config(ports: list[int], weights: list[int], algorithm: str, arguments: tuple = (),
@@ -70,29 +32,6 @@ def weighted_config(ports: list[int], weights: list[int], algorithm: str, argume
         for key, value in server_options.items():
             setattr(server, key, value)
     return cfg
-
-
-def source_address(i: int) -> str:
-    """The i-th distinct client address in 127.1.0.0/16 and beyond (never 127.0.0.1)."""
-    i += 1 << 16
-    return f"127.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}"
-
-
-async def open_client(address: tuple, source: str | None = None) -> tuple[socket.socket, str]:
-    """Connect (from ``source`` if given) and read the server's name line."""
-    loop = asyncio.get_running_loop()
-    sock = socket.socket()
-    sock.setblocking(False)
-    if source is not None:
-        sock.bind((source, 0))
-    await loop.sock_connect(sock, address)
-    line = b""
-    while not line.endswith(b"\n"):
-        data = await asyncio.wait_for(loop.sock_recv(sock, 64), 10)
-        if not data:
-            raise EOFError(f"the proxy closed after {line!r}")
-        line += data
-    return sock, line.decode().strip()
 
 
 async def count_shares(address: tuple, count: int, source_of=None) -> collections.Counter[str]:

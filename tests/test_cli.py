@@ -11,53 +11,12 @@ import time
 
 import pytest
 
-DEFAULT_ADDRESS = ("127.0.0.1", 8080)
-
-
-def start_fastproxy(args: list[str], env: dict) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "fastproxy", *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def wait_listening(address: tuple, proc: subprocess.Popen, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"fastproxy exited early: {proc.communicate()}")
-        try:
-            socket.create_connection(address, timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError(f"nothing listens on {address}")
-
-
-def exchange_line(sock: socket.socket, line: bytes) -> bytes:
-    sock.sendall(line)
-    data = b""
-    while not data.endswith(b"\n"):
-        chunk = sock.recv(1024)
-        if not chunk:
-            break
-        data += chunk
-    return data
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
+from .support import DEFAULT_ADDRESS, exchange_line, free_port, start_fastproxy, stop, wait_listening
 
 def test_version_names_the_active_implementation(implementation_env):
     out = subprocess.run([sys.executable, "-m", "fastproxy", "version"], env=implementation_env,
                          capture_output=True, text=True, check=True).stdout
     assert f"({implementation_env['FASTPROXY_EXPECT_IMPLEMENTATION']} data plane" in out
-
 
 def test_embedded_default_balances_over_two_echo_backends(implementation_env):
     proc = start_fastproxy(["run"], implementation_env)
@@ -125,14 +84,6 @@ def test_help_lists_the_commands():
 
 
 # --- with a configuration file ------------------------------------------------------------------------
-
-def free_port() -> int:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return port
-
 
 class EchoThread:
     """A blocking echo backend in a thread of the test process."""

@@ -16,8 +16,10 @@ from fastproxy.config.model import Balance
 from fastproxy.pump import CPump, EndReason
 
 from .conftest import run
-from .support import config, connect, echo, recv_all, recv_exactly, running, start_backend, wait_until
-from .test_balancing import NamedBackends, open_client, source_address
+from .support import (
+    NamedBackends, config, connect, echo, open_client, recv_all, recv_exactly, running, source_address,
+    start_backend, wait_until,
+)
 
 
 def test_a_plain_frontend_runs_on_a_lane_and_python_sees_no_connection(pump_class):

@@ -24,9 +24,7 @@ from fastproxy.config import model
 from fastproxy.engine import Engine
 
 from .conftest import run
-from .support import config, echo_process, running, wait_until
-from .test_balancing import NamedBackends
-from .test_cli import free_port, stop, wait_listening
+from .support import NamedBackends, config, echo_process, free_port, running, stop, wait_listening, wait_until
 
 
 async def waiting_client(address: tuple) -> tuple[socket.socket, asyncio.Task]:

@@ -12,7 +12,8 @@ import subprocess
 import sys
 import venv
 
-from .test_cli import DEFAULT_ADDRESS, exchange_line, wait_listening
+from .support import DEFAULT_ADDRESS, exchange_line, wait_listening
+
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 

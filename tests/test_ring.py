@@ -26,17 +26,9 @@ from fastproxy import ring
 from fastproxy._impl import NO_EXTENSIONS
 from fastproxy.ring import EmptyRingError
 
-IMPLEMENTATIONS = ["python"] if NO_EXTENSIONS else ["cython", "python"]
+from .support import slots
+
 MASK = (1 << 64) - 1
-
-
-@pytest.fixture(params=IMPLEMENTATIONS, scope="module")
-def ring_class(request):
-    if request.param == "python":
-        return ring.PyHashRing
-    if ring.CHashRing is None:
-        pytest.fail("the compiled ring (fastproxy._ring) is not importable")
-    return ring.CHashRing
 
 
 # --- the reference model --------------------------------------------------------------------------
@@ -141,15 +133,6 @@ class Model:
         return self.names[self.sequence[start]]
 
 
-def slots(weights, rank, in_flight, factor):
-    """HAProxy's chash_server_is_eligible(): the connections a server may have before this one."""
-    total_slots = ((in_flight + 1) * factor + 99) // 100
-    total_weight = sum(weights)
-    per_weight, remainder = divmod(total_slots, total_weight)
-    cumulative, weight = sum(weights[:rank]), weights[rank]
-    count = (weight * per_weight + (cumulative + weight) * remainder // total_weight
-             - cumulative * remainder // total_weight)
-    return count or 1
 
 
 # --- strategies -----------------------------------------------------------------------------------
