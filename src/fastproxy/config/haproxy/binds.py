@@ -1,0 +1,73 @@
+"""``bind`` and its settings (HAProxy's ``bind_kws``): one ``Bind`` per address and port of the line.
+
+``BIND_OPTIONS`` lists every setting HAProxy 2.6 knows with its argument count, so that the ones
+fastproxy does not act on are skipped with a warning rather than misread.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..model import Bind
+from .lexer import _Invalid
+from .registry import FE, _keyword
+from .values import _bind_addresses, _integer
+
+if TYPE_CHECKING:
+    from .reader import _Line, _Proxy
+
+@_keyword("bind", caps=FE, in_defaults="no")
+def _bind(line: _Line, proxy: _Proxy, args: list[str]) -> None:
+    if not args:
+        raise _Invalid("expects [address]:port[-port][,...] and optional settings")
+    settings: dict = {}
+    options = args[1:]
+    i = 0
+    while i < len(options):
+        name = options[i]
+        i += 1
+        count = BIND_OPTIONS.get(name)
+        if count is None:
+            raise _Invalid(f"unknown keyword '{name}' in 'bind {args[0]}'")
+        values = options[i:i + count]
+        if len(values) < count:
+            raise _Invalid(f"'{name}' expects an argument in 'bind {args[0]}'")
+        i += count
+        _bind_option(line, settings, name, values)
+    for family, host, port in _bind_addresses(args[0]):
+        bind = Bind(host=host, port=port, family=family, location=line.location, **settings)
+        proxy.binds.append(bind)
+
+
+def _bind_option(line: _Line, settings: dict, name: str, values: list[str]) -> None:
+    if name == "name":
+        settings["name"] = values[0]
+    elif name in ("backlog", "maxconn"):
+        settings[name] = _integer(values[0], f"a number for '{name}'", 1)
+    elif name == "accept-proxy":
+        settings["accept_proxy"] = True
+    elif name == "defer-accept":
+        settings["defer_accept"] = True
+    elif name in ("v4v6", "v6only"):
+        settings["v6only"] = name == "v6only"
+    elif name == "transparent":
+        raise _Invalid("'transparent' (binding foreign addresses) is not supported by fastproxy")
+    else:
+        line.warn(f"bind setting '{name}' is not supported by fastproxy; ignored"
+                  + (" (TLS passes through untouched)" if name == "ssl" else ""), f"bind {name}")
+
+
+# HAProxy 2.6's bind settings and how many arguments each takes (from ``haproxy -dKcfg``).
+BIND_OPTIONS: dict[str, int] = {
+    "accept-netscaler-cip": 1, "accept-proxy": 0, "backlog": 1, "defer-accept": 0, "expose-fd": 1,
+    "gid": 1, "group": 1, "id": 1, "interface": 1, "level": 1, "maxconn": 1, "mode": 1, "mss": 1,
+    "name": 1, "namespace": 1, "nice": 1, "process": 1, "proto": 1, "severity-output": 1, "shards": 1,
+    "tcp-ut": 1, "tfo": 0, "thread": 1, "transparent": 0, "uid": 1, "user": 1, "v4v6": 0, "v6only": 0,
+    "ssl": 0, "allow-0rtt": 0, "alpn": 1, "ca-file": 1, "ca-ignore-err": 1, "ca-sign-file": 1,
+    "ca-sign-pass": 1, "ca-verify-file": 1, "ciphers": 1, "ciphersuites": 1, "crl-file": 1, "crt": 1,
+    "crt-ignore-err": 1, "crt-list": 1, "curves": 1, "ecdhe": 1, "force-sslv3": 0, "force-tlsv10": 0,
+    "force-tlsv11": 0, "force-tlsv12": 0, "force-tlsv13": 0, "generate-certificates": 0,
+    "no-ca-names": 0, "no-sslv3": 0, "no-tls-tickets": 0, "no-tlsv10": 0, "no-tlsv11": 0,
+    "no-tlsv12": 0, "no-tlsv13": 0, "npn": 1, "prefer-client-ciphers": 0, "ssl-max-ver": 1,
+    "ssl-min-ver": 1, "strict-sni": 0, "tls-ticket-keys": 1, "verify": 1,
+}

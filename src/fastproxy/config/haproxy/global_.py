@@ -1,0 +1,223 @@
+"""The ``global`` section's keywords (HAProxy's cfgparse-global.c), ``log`` targets included.
+
+Handlers set fields of the model's ``Global``; ``log`` lines are checked here for ``global`` and for
+proxies alike.  Keywords HAProxy knows that fastproxy ignores are listed in ``GLOBAL_IGNORED``.
+"""
+
+from __future__ import annotations
+
+import grp
+import pwd
+from typing import TYPE_CHECKING, Optional
+
+from ..model import Global
+from .lexer import _Invalid
+from .registry import GlobalHandler, _names
+from .values import _check_host, _integer, _leading, _none, _one, _port, _size, _split_address, _time
+
+if TYPE_CHECKING:
+    from .reader import _Line
+
+def _global_int(attribute: str, what: str, low: int = 0, high: Optional[int] = None) -> GlobalHandler:
+    def handler(line: _Line, g: Global, args: list[str]) -> None:
+        setattr(g, attribute, _integer(_one(args, what), what, low, high))
+    return handler
+
+
+def _global_size(attribute: str) -> GlobalHandler:
+    def handler(line: _Line, g: Global, args: list[str]) -> None:
+        size = _size(_one(args, "a size in bytes (k, m, g units accepted)"))
+        if size <= 0:
+            raise _Invalid("expects a positive size")
+        setattr(g, attribute, size)
+    return handler
+
+
+def _global_text(attribute: str, what: str) -> GlobalHandler:
+    def handler(line: _Line, g: Global, args: list[str]) -> None:
+        setattr(g, attribute, _one(args, what))
+    return handler
+
+
+def _global_account(attribute: str, database: str) -> GlobalHandler:
+    """``user`` / ``group``: the name must exist here, as HAProxy checks when it reads the line."""
+    def handler(line: _Line, g: Global, args: list[str]) -> None:
+        name = _one(args, f"a {attribute} name")
+        lookup = pwd.getpwnam if database == "passwd" else grp.getgrnam
+        try:
+            lookup(name)
+        except KeyError:
+            raise _Invalid(f"no {attribute} named '{name}' in the {database} database") from None
+        setattr(g, attribute, name)
+    return handler
+
+
+def _global_nosplice(line: _Line, g: Global, args: list[str]) -> None:
+    _none(args)
+    g.splice = False
+
+
+def _global_daemon(line: _Line, g: Global, args: list[str]) -> None:
+    _none(args)
+    g.daemon = True
+    line.warn("ignored: fastproxy runs in the foreground (use a service manager to daemonize)")
+
+
+def _global_hard_stop_after(line: _Line, g: Global, args: list[str]) -> None:
+    g.hard_stop_after = _time(_leading(line, args, 1, "a time such as 30s")[0])
+
+
+def _global_log(line: _Line, g: Global, args: list[str]) -> None:
+    if args == ["global"]:
+        raise _Invalid("'log global' is only valid in proxies")
+    g.log_targets.append(_log_target(args))
+
+
+_LOG_FACILITIES = _names("""
+    kern user mail daemon auth syslog lpr news uucp cron auth2 ftp ntp audit alert cron2
+    local0 local1 local2 local3 local4 local5 local6 local7
+""")
+_LOG_LEVELS = _names("emerg alert crit err warning notice info debug")
+_LOG_SETTINGS = {"len", "format", "sample"}
+
+
+_LOG_ADDRESS_PREFIXES = ("ring@", "fd@", "udp@", "udp4@", "udp6@", "unix@", "uxdg@", "abns@", "tcp@",
+                         "tcp4@", "tcp6@")
+
+
+def _check_log_address(text: str) -> None:
+    """Log targets are recorded, not used: only check they read as HAProxy addresses."""
+    if text in ("stdout", "stderr") or text.startswith("/") or text.startswith(_LOG_ADDRESS_PREFIXES):
+        return
+    address = _split_address(text)
+    if address.host in ("", "*"):
+        raise _Invalid(f"invalid address: '{text}'")
+    _check_host(address, text)
+    if address.port_text:
+        _port(address.port_text, text)
+
+
+def _log_target(args: list[str]) -> str:
+    """``<target> [len n] [format f] [sample r:s] <facility> [<level> [<minlevel>]]``, checked."""
+    if len(args) < 2:
+        raise _Invalid("expects <address> and <facility> as arguments")
+    _check_log_address(args[0])
+    i = 1
+    while i < len(args) - 1 and args[i] in _LOG_SETTINGS:
+        i += 2
+    facility, levels = args[i], args[i + 1:]
+    if facility not in _LOG_FACILITIES:
+        raise _Invalid(f"unknown log facility '{facility}'")
+    for level in levels[:2]:
+        if level not in _LOG_LEVELS:
+            raise _Invalid(f"unknown optional log level '{level}'")
+    if len(levels) > 2:
+        raise _Invalid(f"cannot handle unexpected argument '{levels[2]}'")
+    return " ".join(args)
+
+
+def _global_stats(line: _Line, g: Global, args: list[str]) -> None:
+    if not args:
+        raise _Invalid("expects 'socket', 'timeout', 'maxconn' or 'bind-process'")
+    sub, rest = args[0], args[1:]
+    if sub == "socket":
+        if not rest:
+            raise _Invalid("expects an address (a path or [family@]ip:port) and optional settings",
+                           "stats socket")
+        g.stats_sockets.append(" ".join(rest))
+        line.warn("recorded, but fastproxy does not serve HAProxy's stats socket", "stats socket")
+    elif sub == "timeout":
+        g.stats_timeout = _time(_leading(line, rest, 1, "a time such as 10s")[0])
+    elif sub in ("maxconn", "bind-process"):
+        line.warn("not supported by fastproxy; ignored", f"stats {sub}")
+    else:
+        raise _Invalid(f"'stats' supports 'socket', 'timeout', 'maxconn' and 'bind-process' (got '{sub}')")
+
+
+def _global_numeric_id(option: str) -> GlobalHandler:
+    def handler(line: _Line, g: Global, args: list[str]) -> None:
+        g.options[option] = _integer(_one(args, f"a numeric {option}"), f"a numeric {option}", 0)
+    return handler
+
+
+def _global_setenv(line: _Line, g: Global, args: list[str]) -> None:
+    name, value = _leading(line, args, 2, "a variable name and a value")
+    if line.words[0] == "setenv" or name not in line.reader.environ:
+        line.reader.environ[name] = value
+
+
+def _global_unsetenv(line: _Line, g: Global, args: list[str]) -> None:
+    if not args:
+        raise _Invalid("expects at least one variable name")
+    for name in args:
+        line.reader.environ.pop(name, None)
+
+
+def _global_resetenv(line: _Line, g: Global, args: list[str]) -> None:
+    environ = line.reader.environ
+    for name in list(environ):
+        if name not in args:
+            del environ[name]
+
+
+def _global_removed(message: str) -> GlobalHandler:
+    def handler(line: _Line, g: Global, args: list[str]) -> None:
+        raise _Invalid(message)
+    return handler
+
+
+GLOBAL_KEYWORDS: dict[str, GlobalHandler] = {
+    "maxconn": _global_int("maxconn", "a positive integer", 1),
+    "maxconnrate": _global_int("maxconnrate", "a number of connections per second", 0),
+    "nbthread": _global_int("nbthread", "a number of threads", 1, 64),
+    "tune.bufsize": _global_size("bufsize"),
+    "tune.pipesize": _global_size("pipesize"),
+    "maxpipes": _global_int("maxpipes", "a number of pipes", 0),
+    "nosplice": _global_nosplice,
+    "pidfile": _global_text("pidfile", "a file name"),
+    "log": _global_log,
+    "stats": _global_stats,
+    "daemon": _global_daemon,
+    "user": _global_account("user", "passwd"),
+    "group": _global_account("group", "group"),
+    "uid": _global_numeric_id("uid"),
+    "gid": _global_numeric_id("gid"),
+    "chroot": _global_text("chroot", "a directory"),
+    "hard-stop-after": _global_hard_stop_after,
+    "spread-checks": _global_int("spread_checks", "a percentage of the check interval", 0, 50),
+    "setenv": _global_setenv,
+    "presetenv": _global_setenv,
+    "unsetenv": _global_unsetenv,
+    "resetenv": _global_resetenv,
+    "nbproc": _global_removed("nbproc is not supported any more since HAProxy 2.5 (use nbthread)"),
+}
+
+# Global keywords HAProxy 2.6 knows that fastproxy ignores (with a warning).
+GLOBAL_IGNORED = _names("""
+    ca-base crt-base busy-polling close-spread-time cpu-map default-path description
+    expose-experimental-directives external-check fd-hard-limit grace h1-accept-payload-with-any-method
+    h1-case-adjust h1-case-adjust-file h2-workaround-bogus-websocket-clients insecure-fork-wanted
+    insecure-setuid-wanted issuers-chain-path localpeer log-send-hostname log-tag lua-load
+    lua-load-per-thread lua-prepend-path master-worker max-spread-checks maxcompcpuusage maxcomprate
+    maxsessrate maxsslconn maxsslrate maxzlibmem mworker-max-reloads no-memory-trimming node noepoll
+    noevports nogetaddrinfo nokqueue nopoll noreuseport numa-cpu-mapping pp2-never-send-local
+    profiling.tasks quiet server-state-base server-state-file set-dumpable set-var set-var-fmt
+    ssl-default-bind-ciphers ssl-default-bind-ciphersuites ssl-default-bind-curves
+    ssl-default-bind-options ssl-default-server-ciphers ssl-default-server-ciphersuites
+    ssl-default-server-options ssl-dh-param-file ssl-engine ssl-load-extra-del-ext ssl-load-extra-files
+    ssl-mode-async ssl-propquery ssl-provider ssl-provider-path ssl-server-verify ssl-skip-self-issued-ca
+    strict-limits thread-group thread-groups ulimit-n unix-bind zero-warning
+    tune.buffers.limit tune.buffers.reserve tune.chksize tune.comp.maxlevel tune.fail-alloc
+    tune.fd.edge-triggered tune.h2.header-table-size tune.h2.initial-window-size
+    tune.h2.max-concurrent-streams tune.h2.max-frame-size tune.http.cookielen tune.http.logurilen
+    tune.http.maxhdr tune.idle-pool.shared tune.idletimer tune.listener.multi-queue tune.lua.forced-yield
+    tune.lua.maxmem tune.lua.service-timeout tune.lua.session-timeout tune.lua.task-timeout
+    tune.maxaccept tune.maxpollevents tune.maxrewrite tune.pattern.cache-size
+    tune.peers.max-updates-at-once tune.pool-high-fd-ratio tune.pool-low-fd-ratio tune.rcvbuf.client
+    tune.rcvbuf.server tune.recv_enough tune.runqueue-depth tune.sched.low-latency tune.sndbuf.client
+    tune.sndbuf.server tune.ssl.cachesize tune.ssl.capture-buffer-size tune.ssl.capture-cipherlist-size
+    tune.ssl.default-dh-param tune.ssl.force-private-cache tune.ssl.hard-maxrecord tune.ssl.keylog
+    tune.ssl.lifetime tune.ssl.maxrecord tune.ssl.ssl-ctx-cache-size tune.vars.global-max-size
+    tune.vars.proc-max-size tune.vars.reqres-max-size tune.vars.sess-max-size tune.vars.txn-max-size
+    tune.zlib.memlevel tune.zlib.windowsize
+""")

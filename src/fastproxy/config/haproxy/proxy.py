@@ -1,0 +1,315 @@
+"""Proxy keywords (HAProxy's cfgparse-listen.c): mode, limits, timeouts, ``balance`` and hashing,
+``log``, backend switching, ACLs and ``tcp-request`` rules, and the section's own flags.
+
+Each handler sets fields of the ``_Proxy`` being read; the reader folds ``defaults`` in and builds the
+model.  The check that SNI rules have an ``inspect-delay`` runs after parsing, registered here.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+from ... import acl as acls
+from ..model import TcpRequestRule, UseBackend
+from .global_ import _log_target
+from .lexer import _Invalid
+from .registry import _FE_TIMEOUTS, BE, FE, ProxyHandler, _keyword, _names, _post_check
+from .values import _integer, _leading, _none, _one, _time
+
+if TYPE_CHECKING:
+    from .reader import _Line, _Proxy, _Reader
+
+@_keyword("mode")
+def _mode(line: _Line, proxy: _Proxy, args: list[str]) -> None:
+    mode = _one(args, "'tcp' or 'http'")
+    if mode == "health":
+        raise _Invalid("'mode health' doesn't exist anymore")
+    if mode not in ("tcp", "http"):
+        raise _Invalid(f"unknown proxy mode '{mode}' (expects 'tcp'; fastproxy is a layer-4 proxy)")
+    proxy.mode, proxy.mode_location = mode, line.location
+
+
+def _proxy_int(attribute: str, what: str, low: int = 0) -> ProxyHandler:
+    """A keyword taking one integer of at least ``low`` (HAProxy's ``atol`` reads garbage as 0: we don't)."""
+    def handler(line: _Line, proxy: _Proxy, args: list[str]) -> None:
+        setattr(proxy, attribute, _integer(_one(args, what), what, low))
+    return handler
+
+
+_keyword("maxconn", caps=FE, hint=" Maybe you want 'fullconn' instead ?")(
+    _proxy_int("maxconn", "a number of connections"))
+_keyword("backlog", caps=FE)(_proxy_int("backlog", "a queue length"))
+_keyword("fullconn", caps=BE, hint=" Maybe you want 'maxconn' instead ?")(
+    _proxy_int("fullconn", "a number of connections"))
+_keyword("retries", caps=BE)(_proxy_int("retries", "a number of retries"))
+
+
+@_keyword("rate-limit", caps=FE)
+def _rate_limit(line: _Line, proxy: _Proxy, args: list[str]) -> None:
+    if not args or args[0] != "sessions":
+        raise _Invalid(f"'rate-limit' only supports 'sessions' (got '{args[0] if args else ''}')")
+    proxy.rate_limit_sessions = _integer(_leading(line, args[1:], 1, "a number of sessions per second")[0],
+                                         "a number of sessions per second", 0)
+
+
+_TIMEOUTS = {"connect": "connect", "client": "client", "server": "server", "tunnel": "tunnel",
+             "client-fin": "client_fin", "server-fin": "server_fin", "queue": "queue", "check": "check"}
+_TIMEOUTS_IGNORED = {"http-request", "http-keep-alive", "tarpit"}
+
+
+@_keyword("timeout")
+def _timeout(line: _Line, proxy: _Proxy, args: list[str]) -> None:
+    if not args or (args[0] not in _TIMEOUTS and args[0] not in _TIMEOUTS_IGNORED):
+        raise _Invalid("'timeout' supports 'client', 'server', 'connect', 'check', 'queue', "
+                       "'http-keep-alive', 'http-request', 'tunnel', 'tarpit', 'client-fin' and "
+                       f"'server-fin' (got '{args[0] if args else ''}')")
+    name = args[0]
+    if len(args) < 2:
+        raise _Invalid("expects a time such as 5s (milliseconds by default)")
+    if len(args) > 2:
+        raise _Invalid(f"unexpected extra argument '{args[2]}' after value '{args[1]}'")
+    value = _time(args[1])
+    if name in _TIMEOUTS_IGNORED:
+        line.warn("HTTP timeout: not used by fastproxy (layer 4); ignored")
+        return
+    attribute = _TIMEOUTS[name]
+    needed = FE if attribute in _FE_TIMEOUTS else BE
+    if not proxy.caps & needed:
+        other = "frontend" if needed == FE else "backend"
+        line.warn(f"will be ignored because {proxy.describe()} has no {other} capability")
+        return
+    setattr(proxy.timeouts, attribute, value or None)  # 0 means "no timeout", as in HAProxy
+
+
+def _removed_timeout(replacement: str) -> ProxyHandler:
+    def handler(line: _Line, proxy: _Proxy, args: list[str]) -> None:
+        raise _Invalid(f"the '{line.words[0]}' directive is not supported anymore since HAProxy 2.1. "
+                       f"Use '{replacement}'.")
+    return handler
+
+
+for _old, _new in (("contimeout", "timeout connect"), ("clitimeout", "timeout client"),
+                   ("srvtimeout", "timeout server")):
+    _keyword(_old)(_removed_timeout(_new))
+
+
+_BALANCE_ALGORITHMS = {"roundrobin", "static-rr", "leastconn", "first", "source", "random", "hash"}
+_BALANCE_LAYER7 = ("uri", "url_param", "hdr(", "rdp-cookie")
+_HASH_EXPRESSIONS = {"src", "dst", "src_port", "dst_port", "req.ssl_sni", "req_ssl_sni"}
+
+
+@_keyword("balance", caps=BE)
+def _balance(line: _Line, proxy: _Proxy, args: list[str]) -> None:
+    algorithm, rest = (args[0], args[1:]) if args else ("roundrobin", [])  # HAProxy's default
+    arguments: tuple[str, ...] = ()
+    random = re.fullmatch(r"random(?:\((.*)\))?", algorithm)
+    if random:
+        algorithm = "random"
+        if random[1] is not None:
+            draws = _integer(random[1], "a number of draws in random(<draws>)")
+            if draws < 1:
+                raise _Invalid("balance random : number of draws must be at least 1.")
+            arguments = (str(draws),)
+    elif algorithm == "hash":
+        if not rest:
+            raise _Invalid("balance hash requires a sample expression.")
+        if len(rest) > 1:
+            raise _Invalid(f"balance hash takes no other argument (got '{rest[1]}').")
+        expression = rest[0]
+        fetch = expression.split(",", 1)[0]
+        if fetch not in _HASH_EXPRESSIONS:
+            raise _Invalid(f"'balance hash {expression}': fastproxy hashes on the layer-4 samples "
+                           f"{', '.join(sorted(_HASH_EXPRESSIONS))} only")
+        arguments, rest = (expression,), []
+    elif algorithm.startswith(_BALANCE_LAYER7):
+        line.warn(f"'{algorithm}' needs layer 7 (or RDP cookies), which fastproxy does not read; "
+                  "falling back to roundrobin as HAProxy does in TCP mode")
+        algorithm, arguments, rest = "roundrobin", (), []
+    elif algorithm not in _BALANCE_ALGORITHMS:
+        raise _Invalid("balance only supports 'roundrobin', 'static-rr', 'leastconn', 'first', "
+                       f"'source', 'random', 'hash', 'uri', 'url_param', 'hdr(name)' and "
+                       f"'rdp-cookie(name)' (got '{algorithm}')")
+    if rest:
+        line.warn(f"extra argument '{rest[0]}' ignored (HAProxy ignores it too)")
+    proxy.balance.algorithm, proxy.balance.arguments = algorithm, arguments
+
+
+_HASH_FUNCTIONS = {"sdbm", "djb2", "crc32", "wt6"}
+
+
+@_keyword("hash-type", caps=BE)
+def _hash_type(line: _Line, proxy: _Proxy, args: list[str]) -> None:
+    if not args or args[0] not in ("map-based", "consistent", "maglev"):
+        raise _Invalid("'hash-type' supports 'map-based', 'consistent' and (a fastproxy extension) "
+                       f"'maglev' (got '{args[0] if args else ''}')")
+    function = args[1] if len(args) > 1 else None
+    if function is not None and function not in _HASH_FUNCTIONS:
+        raise _Invalid("'hash-type' only supports 'sdbm', 'djb2', 'crc32', or 'wt6' hash functions.")
+    modifier = args[2] if len(args) > 2 else None
+    if modifier not in (None, "avalanche"):
+        raise _Invalid(f"unexpected '{modifier}' after the hash function (expects 'avalanche')")
+    if len(args) > 3:
+        line.warn(f"extra argument '{args[3]}' ignored (HAProxy ignores it too)")
+    proxy.balance.hash_type = args[0]
+    proxy.balance.hash_function = " ".join(args[1:3]) or None
+
+
+@_keyword("hash-balance-factor", caps=BE)
+def _hash_balance_factor(line: _Line, proxy: _Proxy, args: list[str]) -> None:
+    what = "0 or a percentage above 100"
+    factor = _integer(_leading(line, args, 1, what)[0], what, 0)
+    if 0 < factor <= 100:
+        raise _Invalid("'hash-balance-factor' must be 0 or greater than 100.")
+    proxy.balance.hash_balance_factor = factor
+
+
+@_keyword("log")
+def _log(line: _Line, proxy: _Proxy, args: list[str]) -> None:
+    if args == ["global"]:
+        proxy.log_targets += line.reader.global_.log_targets
+        return
+    proxy.log_targets.append(_log_target(args))
+
+
+@_keyword("default_backend", caps=FE)
+def _default_backend(line: _Line, proxy: _Proxy, args: list[str]) -> None:
+    proxy.default_backend = _one(args, "a backend name")
+    proxy.default_backend_location = line.location
+
+
+@_keyword("use_backend", caps=FE, in_defaults="no")
+def _use_backend(line: _Line, proxy: _Proxy, args: list[str]) -> None:
+    if not args:
+        raise _Invalid("expects a backend name")
+    name, rest = args[0], args[1:]
+    if "%[" in name:
+        raise _Invalid(f"dynamic backend names ('{name}') are not supported by fastproxy; "
+                       "write one use_backend rule per backend")
+    condition = None
+    if rest:
+        if rest[0] not in ("if", "unless"):
+            raise _Invalid(f"unexpected keyword '{rest[0]}' after switching rule, only 'if' and "
+                           "'unless' are allowed.")
+        condition = line.reader.condition(line, proxy, rest)
+    proxy.use_backends.append(UseBackend(backend=name, condition=condition, location=line.location))
+
+
+@_keyword("acl", in_defaults="named")
+def _acl(line: _Line, proxy: _Proxy, args: list[str]) -> None:
+    if len(args) < 2:
+        raise _Invalid("expects an ACL name and a criterion")
+    name = args[0]
+    bad = re.search(r"[^A-Za-z0-9_.:-]", name)
+    if bad:
+        raise _Invalid(f"character '{bad.group()}' is not permitted in acl name '{name}'")
+    try:
+        acl = acls.parse_acl(name, args[1:], read_patterns=line.reader.read_patterns, location=line.location)
+    except acls.AclError as exc:
+        raise _Invalid(f"error detected while parsing ACL '{name}' : {exc}") from None
+    if acls.acl_has_no_pattern(acl):
+        line.warn("no pattern to match against were provided, so this ACL will never match "
+                  "(add '--' to silence this, or use '-m found' to test for existence)")
+    proxy.acls.setdefault(name, []).append(acl)
+
+
+@_keyword("tcp-request", caps=FE | BE, in_defaults="named")
+def _tcp_request(line: _Line, proxy: _Proxy, args: list[str]) -> None:
+    phase = args[0] if args else ""
+    if phase == "inspect-delay":
+        delay = _time(_leading(line, args[1:], 1, "a delay such as 5s")[0])
+        if not proxy.caps & FE:
+            line.warn("ignored: fastproxy inspects content in frontends only")
+            return
+        proxy.inspect_delay = delay
+        return
+    if phase not in ("connection", "session", "content"):
+        raise _Invalid("expects 'inspect-delay', 'connection', 'session' or 'content' "
+                       f"(got '{phase}')")
+    if not proxy.caps & FE:
+        raise _Invalid("tcp-request rules in a backend are not supported by fastproxy (it evaluates "
+                       "them in frontends only); move the rule to the frontend")
+    action = args[1] if len(args) > 1 else ""
+    rest = args[2:]
+    _warn_rule_order(line, proxy, phase)
+    if action in ("accept", "reject", "silent-drop"):
+        if action == "silent-drop":
+            line.warn("treated as 'reject' (fastproxy closes the connection)")
+            action = "reject"
+        condition = None
+        if rest:
+            if rest[0] not in ("if", "unless"):
+                raise _Invalid(f"expects 'if' or 'unless' after '{action}' (got '{rest[0]}')")
+            condition = line.reader.condition(line, proxy, rest)
+            if phase in ("connection", "session") and acls.condition_uses(condition, proxy.acls,
+                                                                          acls.SNI_FETCHES):
+                line.warn(f"this condition reads the TLS ClientHello, which is not available to "
+                          f"'tcp-request {phase}' rules: that part will never match")
+        proxy.tcp_request_rules.append(TcpRequestRule(phase=phase, action=action, condition=condition,
+                                                      location=line.location))
+    elif _known_tcp_request_action(action):
+        line.warn(f"action '{action}' is not supported by fastproxy; rule ignored")
+    else:
+        raise _Invalid(f"'tcp-request {phase}' expects 'accept', 'reject' or another HAProxy action "
+                       f"(got '{action}')")
+
+
+_PHASE_ORDER = {"connection": 0, "session": 1, "content": 2}
+
+
+def _warn_rule_order(line: _Line, proxy: _Proxy, phase: str) -> None:
+    """HAProxy evaluates rule sets in a fixed order, whatever the order of the lines: say so."""
+    if proxy.use_backends:
+        line.warn("a 'tcp-request' rule placed after a 'use_backend' rule will still be processed before.")
+    later = [rule.phase for rule in proxy.tcp_request_rules if _PHASE_ORDER[rule.phase] > _PHASE_ORDER[phase]]
+    if later:
+        line.warn(f"a 'tcp-request {phase}' rule placed after a 'tcp-request {later[0]}' rule will still "
+                  "be processed before.")
+
+
+_TCP_REQUEST_ACTIONS = _names("""
+    capture do-resolve expect-netscaler-cip expect-proxy ot-group sc-inc-gpc sc-inc-gpc0 sc-inc-gpc1
+    sc-set-gpt sc-set-gpt0 send-spoe-group set-dst set-dst-port set-log-level set-mark set-nice
+    set-priority-class set-priority-offset set-src set-src-port set-tos set-var set-var-fmt switch-mode
+    track-sc0 track-sc1 track-sc2 unset-var use-service
+""")
+
+
+def _known_tcp_request_action(action: str) -> bool:
+    return action.split("(", 1)[0] in _TCP_REQUEST_ACTIONS
+
+
+@_keyword("disabled")
+def _disabled(line: _Line, proxy: _Proxy, args: list[str]) -> None:
+    _none(args)
+    proxy.disabled = True
+
+
+@_keyword("enabled")
+def _enabled(line: _Line, proxy: _Proxy, args: list[str]) -> None:
+    _none(args)
+    proxy.disabled = False
+
+
+@_keyword("description")
+def _description(line: _Line, proxy: _Proxy, args: list[str]) -> None:
+    if not args:
+        raise _Invalid("expects a string argument")
+    proxy.options["description"] = " ".join(args)
+
+
+@_keyword("id", in_defaults="no")
+def _id(line: _Line, proxy: _Proxy, args: list[str]) -> None:
+    proxy.options["id"] = _integer(_one(args, "a numeric id"), "a numeric id above 0", 1)
+
+
+@_post_check(FE)
+def _check_inspection(reader: _Reader, proxy: _Proxy) -> None:
+    """Rules reading the ClientHello only see it if the engine waits for it (inspect-delay)."""
+    conditions = [rule.condition for rule in proxy.tcp_request_rules if rule.phase == "content"]
+    conditions += [use.condition for use in proxy.use_backends]
+    if proxy.inspect_delay is None and any(acls.condition_uses(condition, proxy.acls, acls.SNI_FETCHES)
+                                           for condition in conditions):
+        reader.warn(proxy.location, proxy.kind, f"{proxy.describe()} has rules reading the TLS "
+                  "ClientHello but no 'tcp-request inspect-delay': they only see what arrived with "
+                  "the connection, as in HAProxy (usually nothing)")

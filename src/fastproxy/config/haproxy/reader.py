@@ -1,0 +1,500 @@
+"""The reader core (HAProxy's cfgparse.c): files into sections, lines into keyword handlers, and the
+sections, once read, into the ``Config`` model.
+
+It splits each line (``lexer``), follows ``.if`` blocks (``conditions``), opens sections, folds
+``defaults`` into the proxies that follow them or name them with ``from``, and hands each line to the
+handler its section's table registers (``registry``; the families in ``global_``, ``proxy``, ``binds``,
+``servers``, ``options``, ``tcpcheck``).  ``finish()`` runs the registered post-parse checks and builds
+the model; every problem is collected with its ``file:line`` and keyword.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+from collections.abc import Mapping, MutableMapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from ... import acl as acls
+from ...errors import ConfigError
+from ..model import (
+    Acl,
+    Backend,
+    Balance,
+    Bind,
+    Condition,
+    Config,
+    Frontend,
+    Global,
+    KeepAlive,
+    Location,
+    Server,
+    TcpCheckRule,
+    TcpRequestRule,
+    Timeouts,
+    UseBackend,
+    Warning_,
+)
+# The keyword families register their keywords and post-parse checks when imported.
+from . import binds as _binds, options as _options, proxy as _proxy, servers as _servers  # noqa: F401
+from . import tcpcheck as _tcpcheck  # noqa: F401
+from .conditions import _Block, _evaluate_condition
+from .global_ import GLOBAL_IGNORED, GLOBAL_KEYWORDS
+from .lexer import _Invalid, split_words
+from .registry import (
+    _BE_TIMEOUTS,
+    _FE_TIMEOUTS,
+    _SKIPPED,
+    BE,
+    FE,
+    IGNORED_SECTIONS,
+    POST_CHECKS,
+    PROXY_IGNORED,
+    PROXY_KEYWORDS,
+    PROXY_SECTIONS,
+)
+from .values import _check_name
+
+_KIND_CAPS = {"frontend": FE, "backend": BE, "listen": FE | BE, "defaults": FE | BE}
+
+
+@dataclass
+class _Proxy:
+    """Everything a proxy section (or a ``defaults``) sets; built into Frontend/Backend at the end."""
+
+    kind: str
+    name: str
+    location: Location
+    mode: str = "tcp"
+    mode_location: Optional[Location] = None
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    maxconn: Optional[int] = None
+    backlog: Optional[int] = None
+    fullconn: Optional[int] = None
+    retries: int = 3
+    redispatch: bool = False
+    balance: Balance = field(default_factory=Balance)
+    client_keepalive: KeepAlive = field(default_factory=KeepAlive)
+    server_keepalive: KeepAlive = field(default_factory=KeepAlive)
+    log_targets: list[str] = field(default_factory=list)
+    tcplog: bool = False
+    dontlognull: bool = False
+    allbackups: bool = False
+    tcp_check: bool = False  # ``option tcp-check`` in effect (the last check option set)
+    tcp_check_rules: list[TcpCheckRule] = field(default_factory=list)
+    tcp_check_location: Optional[Location] = None  # the first ``tcp-check`` line of the rules in effect
+    own_tcp_check_rules: bool = False  # False while the rules are the defaults section's
+    rate_limit_sessions: Optional[int] = None
+    inspect_delay: Optional[float] = None
+    default_backend: Optional[str] = None
+    default_backend_location: Optional[Location] = None
+    options: dict = field(default_factory=dict)
+    default_server: Server = field(default_factory=lambda: Server(name="", host="", port=0))
+    acls: dict[str, list[Acl]] = field(default_factory=dict)
+    tcp_request_rules: list[TcpRequestRule] = field(default_factory=list)
+    use_backends: list[UseBackend] = field(default_factory=list)
+    binds: list[Bind] = field(default_factory=list)
+    servers: list[Server] = field(default_factory=list)
+    disabled: bool = False
+    referenced: bool = False  # a defaults section named by some "from"
+    used_implicitly: bool = False  # a defaults section some proxy used for following it
+
+    @property
+    def caps(self) -> int:
+        return _KIND_CAPS[self.kind]
+
+    @property
+    def is_defaults(self) -> bool:
+        return self.kind == "defaults"
+
+    def derive(self, kind: str, name: str, location: Location) -> _Proxy:
+        """A new section starting from this ``defaults``: HAProxy copies every setting."""
+        child = copy.deepcopy(self)
+        child.kind, child.name, child.location = kind, name, location
+        child.binds, child.servers, child.use_backends = [], [], []
+        child.disabled = child.referenced = child.used_implicitly = False
+        child.own_tcp_check_rules = False  # kept until the section writes a tcp-check rule of its own
+        return child
+
+    def describe(self) -> str:
+        return f"{self.kind} '{self.name}'" if self.name or not self.is_defaults else "anonymous 'defaults'"
+
+
+# --- one line as handlers see it ---------------------------------------------------------------------
+
+@dataclass
+class _Line:
+    reader: _Reader
+    file: str
+    number: int
+    words: list[str]
+
+    @property
+    def location(self) -> Location:
+        return Location(self.file, self.number)
+
+    @property
+    def keyword(self) -> str:
+        return _display_keyword(self.words)
+
+    def warn(self, message: str, keyword: Optional[str] = None) -> None:
+        self.reader.warn(self.location, keyword or self.keyword, message)
+
+
+_TWO_WORD_KEYWORDS = {"option", "timeout", "tcp-request", "tcp-response", "tcp-check", "stats",
+                      "rate-limit", "http-request", "http-response", "http-after-response", "stick",
+                      "monitor"}
+
+
+def _display_keyword(words: Sequence[str]) -> str:
+    if not words:
+        return ""
+    if words[0] in ("no", "default") and len(words) > 2 and words[1] == "option":
+        return " ".join(words[:3])
+    if words[0] in _TWO_WORD_KEYWORDS and len(words) > 1:
+        return " ".join(words[:2])
+    return words[0]
+
+
+class _Reader:
+    """Reads files one after the other into one configuration; ``finish()`` builds the Config."""
+
+    def __init__(self, environ: Optional[Mapping[str, str]] = None) -> None:
+        self.environ: MutableMapping[str, str] = dict(os.environ if environ is None else environ)
+        self.errors: list[ConfigError] = []
+        self.warnings: list[Warning_] = []
+        self.global_ = Global()
+        self.proxies: list[_Proxy] = []
+        self.defaults = _Proxy(kind="defaults", name="", location=Location())
+        self.named_defaults: dict[str, list[_Proxy]] = {}
+        self.files: list[str] = []
+        self.base_directory = Path(".")
+
+    # --- messages ---
+
+    def error(self, location: Location, keyword: Optional[str], message: str) -> None:
+        self.errors.append(ConfigError(message, file=location.file, line=location.line or None,
+                                       keyword=keyword or None))
+
+    def warn(self, location: Location, keyword: Optional[str], message: str) -> None:
+        self.warnings.append(Warning_(location, keyword or "", message))
+
+    # --- input ---
+
+    def read_file(self, path: str) -> None:
+        try:
+            with open(path, encoding="utf-8", errors="surrogateescape") as f:
+                text = f.read()
+        except OSError as exc:
+            self.error(Location(path, 0), None, f"cannot open configuration file: {exc.strerror}")
+            return
+        self.read_text(text, path)
+
+    def read_text(self, text: str, filename: str) -> None:
+        self.files.append(filename)
+        section: Optional[object] = None  # Global, _Proxy, a skipped section's name, or None
+        blocks: list[_Block] = []  # the .if blocks open at this line
+        lines = text.split("\n")  # only "\n" ends a line, as for HAProxy (not "\f", "\x85"...)
+        for number, raw in enumerate(lines, start=1):
+            raw = raw.removesuffix("\r")
+            if "\0" in raw:
+                self.error(Location(filename, number), None, "NUL character in the line")
+                continue
+            try:
+                words = split_words(raw, self.environ)
+            except _Invalid as exc:
+                self.error(Location(filename, number), raw.split(None, 1)[0], exc.message)
+                continue
+            if not words:
+                continue
+            location = Location(filename, number)
+            if words[0].startswith("."):
+                self._directive(location, words, blocks)
+                continue
+            if not all(block.active for block in blocks):
+                continue
+            line = _Line(self, filename, number, words)
+            try:
+                section = self._line(line, section)
+            except _Invalid as exc:
+                self.error(location, exc.keyword or line.keyword, exc.message)
+                if words[0] in PROXY_SECTIONS:
+                    section = _SKIPPED  # a section with a broken header: its body is not read
+        if blocks:
+            last = len(text.rstrip("\n").split("\n"))
+            self.error(Location(filename, last), ".if", "non-terminated '.if' block (missing '.endif' at "
+                       "end of file)")
+
+    def _directive(self, location: Location, words: list[str], blocks: list[_Block]) -> None:
+        """``.if/.elif/.else/.endif`` and ``.diag/.notice/.warning/.alert``, as HAProxy 2.6 reads them."""
+        name, text = words[0], " ".join(words[1:])
+        active = all(block.active for block in blocks)
+        try:
+            if name in (".else", ".endif") and text:
+                self.error(location, name, f"Unexpected argument '{words[1]}' for '{name}'.")
+            if name == ".if":
+                # In a skipped region the condition is not evaluated and no branch is ever taken.
+                blocks.append(_Block(active=False, taken=True))  # what stays if the condition is wrong
+                chosen = active and _evaluate_condition(text, self.environ)
+                blocks[-1] = _Block(active=chosen, taken=chosen or not active)
+            elif name in (".elif", ".else"):
+                if not blocks or blocks[-1].seen_else:
+                    blocks.append(_Block(active=active, taken=True, seen_else=True))  # its .endif closes it
+                    raise _Invalid(f"lone '{name}' with no matching '.if'.")
+                block = blocks[-1]
+                chosen = not block.taken and (name == ".else" or _evaluate_condition(text, self.environ))
+                block.active, block.taken = chosen, block.taken or chosen
+                block.seen_else = name == ".else"
+            elif name == ".endif":
+                if not blocks:
+                    raise _Invalid("lone '.endif' with no matching '.if'.")
+                blocks.pop()
+            elif not active:
+                pass  # other directives in a skipped block are not read, as in HAProxy
+            elif name == ".warning":
+                self.warn(location, name, text)
+            elif name == ".alert":
+                self.error(location, name, text)
+            elif name not in (".diag", ".notice"):
+                raise _Invalid(f"unknown directive '{name}'")
+        except _Invalid as exc:
+            self.error(location, name, exc.message)
+
+    def read_patterns(self, path: str) -> list[str]:
+        """An ACL pattern file (``-f``): one pattern per line, blank lines and ``#`` comments skipped."""
+        if not os.path.isfile(path):
+            raise acls.AclError(f"failed to open pattern file <{path}> (not a regular file)")
+        try:
+            with open(path, encoding="utf-8", errors="surrogateescape") as f:
+                lines = f.read().splitlines()
+        except OSError as exc:
+            raise acls.AclError(f"failed to open pattern file <{path}> ({exc.strerror})") from None
+        return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+    def condition(self, line: _Line, proxy: _Proxy, words: list[str]) -> Condition:
+        try:
+            return acls.parse_condition(words, proxy.acls, read_patterns=self.read_patterns,
+                                        location=line.location)
+        except acls.AclError as exc:
+            raise _Invalid(f"error detected while parsing the '{words[0]}' condition : {exc}") from None
+
+    # --- sections ---
+
+    def _line(self, line: _Line, section: Optional[object]) -> Optional[object]:
+        keyword, args = line.words[0], line.words[1:]
+        if keyword == "global":
+            if args:
+                self.error(line.location, keyword, f"'global' cannot handle unexpected argument '{args[0]}'.")
+            return self.global_
+        if keyword in PROXY_SECTIONS:
+            return self._open_proxy(line, keyword, args)
+        if keyword in IGNORED_SECTIONS:
+            line.warn(f"'{keyword}' sections are not supported by fastproxy; this section is skipped")
+            return keyword
+        if section is None:
+            raise _Invalid(f"unknown keyword '{keyword}' out of section")
+        if isinstance(section, str):
+            return section  # inside a skipped section
+        if isinstance(section, Global):
+            self._global_line(line, section, keyword, args)
+        else:
+            assert isinstance(section, _Proxy)
+            self._proxy_line(line, section, keyword, args)
+        return section
+
+    def _global_line(self, line: _Line, g: Global, keyword: str, args: list[str]) -> None:
+        handler = GLOBAL_KEYWORDS.get(keyword)
+        if handler is not None:
+            handler(line, g, args)
+        elif keyword in GLOBAL_IGNORED:
+            line.warn("not supported by fastproxy; ignored")
+        else:
+            raise _Invalid(f"unknown keyword '{keyword}' in 'global' section")
+
+    def _open_proxy(self, line: _Line, kind: str, args: list[str]) -> Optional[_Proxy]:
+        name = ""
+        if args and not (kind == "defaults" and args[0] == "from"):
+            name, args = args[0], args[1:]
+        elif kind != "defaults":
+            raise _Invalid(f"'{kind}' expects an <id> argument")
+        if name and kind != "defaults":  # HAProxy does not check the names of defaults sections
+            _check_name(kind, name)
+        parent = self.defaults
+        if kind == "defaults" and args and args[0] != "from":
+            line.warn(f"extra argument '{args[0]}' ignored (HAProxy ignores it too)")
+            args = []
+        if args:
+            if args[0] != "from" or len(args) != 2:
+                if kind in ("frontend", "listen"):
+                    raise _Invalid("please use the 'bind' keyword for listening addresses.")
+                raise _Invalid(f"'{kind}' expects 'from <defaults name>' after the name (got "
+                               f"'{' '.join(args)}')")
+            # Errors from here on still read the section's body, to report its errors too.
+            candidates = self.named_defaults.get(args[1], [])
+            if not candidates:
+                self.error(line.location, kind, f"defaults section '{args[1]}' not found for {kind} "
+                           f"'{name}'.")
+            elif len(candidates) > 1:
+                self.error(line.location, kind, f"ambiguous defaults section name '{args[1]}' referenced "
+                           f"by {kind} '{name}' exists at least at {candidates[0].location} and "
+                           f"{candidates[1].location}.")
+            parent = candidates[0] if candidates else self.defaults
+        elif kind == "defaults":
+            parent = _Proxy(kind="defaults", name="", location=Location())  # a new defaults resets all
+        if parent.name and (parent.used_implicitly if args else parent.referenced):
+            line.warn(f"defaults section '{parent.name}' (declared at {parent.location}) is both "
+                      "referenced with 'from' and implicitly used by the proxies that follow it; HAProxy "
+                      "flags this mix as ambiguous (add a last defaults section, or always use 'from')")
+        if args:
+            parent.referenced = True
+        else:
+            parent.used_implicitly = True
+        proxy = parent.derive(kind, name, line.location)
+        if kind == "defaults":
+            self.defaults = proxy
+            if name:
+                self.named_defaults.setdefault(name, []).append(proxy)
+            return proxy
+        for other in self.proxies:
+            if other.name == name and (other.caps & proxy.caps):
+                self.error(line.location, kind, f"{kind} '{name}' has the same name as {other.kind} "
+                           f"'{name}' declared at {other.location}.")
+                return proxy  # read, but not kept
+        self.proxies.append(proxy)
+        return proxy
+
+    def _proxy_line(self, line: _Line, proxy: _Proxy, keyword: str, args: list[str]) -> None:
+        spec = PROXY_KEYWORDS.get(keyword)
+        if spec is None:
+            if keyword in PROXY_IGNORED:
+                line.warn("not supported by fastproxy; ignored")
+                return
+            raise _Invalid(f"unknown keyword '{keyword}' in '{proxy.kind}' section")
+        if proxy.is_defaults:
+            if spec.in_defaults == "no":
+                raise _Invalid(f"'{keyword}' not allowed in 'defaults' section.")
+            if spec.in_defaults == "named" and not proxy.name:
+                raise _Invalid(f"'{keyword}' not allowed in anonymous 'defaults' section.")
+        elif not proxy.caps & spec.caps:
+            other = "frontend" if spec.caps == FE else "backend"
+            message = f"'{keyword}' {{}} because {proxy.describe()} has no {other} capability.{spec.hint}"
+            if spec.missing_cap == "error":
+                raise _Invalid(message.format("not allowed"))
+            line.warn(message.format("ignored"))
+            spec.handler(line, copy.deepcopy(proxy), args)  # HAProxy still checks the arguments
+            return
+        spec.handler(line, proxy, args)
+
+    # --- the model ---
+
+    def finish(self) -> Config:
+        frontends: dict[str, Frontend] = {}
+        backends: dict[str, Backend] = {}
+        for proxy in self.proxies:
+            if proxy.caps & BE:
+                backends[proxy.name] = self._backend(proxy)
+        for proxy in self.proxies:
+            if proxy.caps & FE:
+                frontend = self._frontend(proxy, backends)
+                if frontend is not None:
+                    frontends[proxy.name] = frontend
+        self._check_modes(frontends, backends)
+        order = {name: index for index, name in enumerate(self.files)}
+        self.errors.sort(key=lambda e: (order.get(e.file or "", -1), e.line or 0))
+        if self.errors:
+            count = len(self.errors)
+            raise ConfigError(f"{count} error{'s' if count > 1 else ''} in the configuration",
+                              errors=self.errors)
+        return Config(global_=self.global_, frontends=frontends, backends=backends,
+                      warnings=self.warnings, files=tuple(self.files))
+
+    def _backend(self, proxy: _Proxy) -> Backend:
+        timeouts = Timeouts(**{name: getattr(proxy.timeouts, name) for name in _BE_TIMEOUTS})
+        servers = proxy.servers
+        if proxy.disabled:
+            self.warn(proxy.location, proxy.kind, f"{proxy.describe()} is disabled: its servers take "
+                      "no traffic")
+            servers = [dataclasses.replace(server, disabled=True) for server in servers]
+        if proxy.kind == "backend" and not (proxy.timeouts.connect and proxy.timeouts.server):
+            self._missing_timeouts(proxy)
+        rules = list(proxy.tcp_check_rules)
+        if proxy.tcp_check_location is not None and not proxy.tcp_check:
+            self.warn(proxy.tcp_check_location, "tcp-check", f"{proxy.describe()} uses tcp-check rules "
+                      "without 'option tcp-check', so the rules are ignored.")
+            rules = []
+        self._post_checks(BE, proxy)
+        return Backend(name=proxy.name, servers=servers, mode=proxy.mode, balance=proxy.balance,
+                       timeouts=timeouts, retries=proxy.retries, redispatch=proxy.redispatch,
+                       server_keepalive=proxy.server_keepalive, fullconn=proxy.fullconn,
+                       options=dict(proxy.options), location=proxy.location, allbackups=proxy.allbackups,
+                       tcp_check=proxy.tcp_check, tcp_check_rules=rules,
+                       log_targets=list(proxy.log_targets))
+
+    def _post_checks(self, half: int, proxy: _Proxy) -> None:
+        for check in POST_CHECKS[half]:
+            check(self, proxy)
+
+    def _missing_timeouts(self, proxy: _Proxy) -> None:
+        self.warn(proxy.location, proxy.kind, f"missing timeouts for {proxy.describe()}: set 'client', "
+                  "'connect' and 'server' (unset timeouts never expire)")
+
+    def _frontend(self, proxy: _Proxy, backends: Mapping[str, Backend]) -> Optional[Frontend]:
+        if proxy.disabled:
+            self.warn(proxy.location, proxy.kind, f"{proxy.describe()} is disabled: it does not listen")
+            return None
+        default_backend = proxy.default_backend
+        if proxy.kind == "listen":
+            if default_backend is None:
+                default_backend = proxy.name
+            elif proxy.servers:
+                self.warn(proxy.default_backend_location or proxy.location, "default_backend",
+                          f"In proxy '{proxy.name}', the 'default_backend' rule always has precedence "
+                          "over the servers, which will never be used.")
+        if not proxy.binds:
+            self.warn(proxy.location, proxy.kind, f"{proxy.describe()} has no 'bind' directive: it does "
+                      "not listen.")
+        elif not (proxy.timeouts.client and (proxy.kind != "listen" or
+                                             (proxy.timeouts.connect and proxy.timeouts.server))):
+            self._missing_timeouts(proxy)
+        if proxy.default_backend is not None and default_backend not in backends:
+            self.error(proxy.default_backend_location or proxy.location, "default_backend",
+                       f"unable to find required default_backend: '{default_backend}' "
+                       f"(no backend or listen of that name)")
+        for use in proxy.use_backends:
+            if use.backend not in backends:
+                self.error(use.location, "use_backend", f"unable to find required use_backend: "
+                           f"'{use.backend}' (no backend or listen of that name)")
+        binds = [dataclasses.replace(bind, backlog=bind.backlog or proxy.backlog) for bind in proxy.binds]
+        timeouts = Timeouts(**{name: getattr(proxy.timeouts, name) for name in _FE_TIMEOUTS})
+        self._post_checks(FE, proxy)
+        return Frontend(
+            name=proxy.name, binds=binds, mode=proxy.mode, default_backend=default_backend,
+            use_backends=list(proxy.use_backends), acls=proxy.acls,
+            tcp_request_rules=list(proxy.tcp_request_rules),
+            inspect_delay=proxy.inspect_delay, timeouts=timeouts, maxconn=proxy.maxconn,
+            rate_limit_sessions=proxy.rate_limit_sessions, client_keepalive=proxy.client_keepalive,
+            log=bool(proxy.log_targets), tcplog=proxy.tcplog, dontlognull=proxy.dontlognull,
+            options=dict(proxy.options), location=proxy.location, log_targets=list(proxy.log_targets))
+
+    def _check_modes(self, frontends: Mapping[str, Frontend], backends: Mapping[str, Backend]) -> None:
+        """``mode http`` is an error on any proxy that carries traffic: fastproxy is layer 4 only."""
+        used: set[str] = set()
+        for frontend in frontends.values():
+            if frontend.binds:
+                if frontend.default_backend:
+                    used.add(frontend.default_backend)
+                used.update(use.backend for use in frontend.use_backends)
+        for proxy in self.proxies:
+            if proxy.mode != "http":
+                continue
+            carries = (proxy.caps & FE and proxy.name in frontends and frontends[proxy.name].binds) or \
+                      (proxy.caps & BE and proxy.name in used)
+            location = proxy.mode_location or proxy.location
+            if carries:
+                self.error(location, "mode", f"{proxy.describe()} is in 'mode http': fastproxy is a "
+                           "layer-4 proxy and carries 'mode tcp' traffic only")
+            else:
+                self.warn(location, "mode", f"{proxy.describe()} is in 'mode http' but carries no traffic")

@@ -1,0 +1,209 @@
+"""``server``, ``server-template`` and ``default-server`` (HAProxy's server.c ``srv_kws``).
+
+A server starts as a copy of the proxy's ``default-server`` settings; ``SERVER_OPTIONS`` set what
+fastproxy acts on, ``SERVER_IGNORED`` lists HAProxy's other settings with their argument counts, which
+are warnings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Optional
+
+from ..model import Server
+from .lexer import _Invalid
+from .registry import BE, _keyword
+from .values import _check_host, _check_name, _integer, _server_address, _split_address, _time
+
+if TYPE_CHECKING:
+    from .reader import _Line, _Proxy
+
+ServerHandler = Callable[[Server, list[str]], None]
+
+
+def _server_flag(attribute: str, value: bool) -> ServerHandler:
+    def handler(server: Server, values: list[str]) -> None:
+        setattr(server, attribute, value)
+    return handler
+
+
+def _server_int(attribute: str, what: str, low: int, high: Optional[int] = None) -> ServerHandler:
+    def handler(server: Server, values: list[str]) -> None:
+        setattr(server, attribute, _integer(values[0], what, low, high))
+    return handler
+
+
+def _server_time(attribute: str, positive: bool = True) -> ServerHandler:
+    def handler(server: Server, values: list[str]) -> None:
+        value = _time(values[0])
+        if positive and value <= 0:
+            raise _Invalid(f"invalid value 0 for '{attribute}' (expects a delay above 0)")
+        setattr(server, attribute, value)
+    return handler
+
+
+def _server_port(server: Server, values: list[str]) -> None:
+    server.check_port = _integer(values[0], "a port for 'port'", 1, 65535)
+
+
+def _server_observe(server: Server, values: list[str]) -> None:
+    mode = values[0]
+    if mode == "layer7":
+        raise _Invalid("'observe layer7' watches HTTP responses and needs 'mode http'; fastproxy is a "
+                       "layer-4 proxy (use 'observe layer4')")
+    if mode not in ("none", "layer4"):
+        raise _Invalid(f"'observe' expects one of 'none', 'layer4', 'layer7' but got '{mode}'")
+    server.observe = None if mode == "none" else mode
+
+
+def _server_choice(option: str, attribute: str, choices: tuple[str, ...]) -> ServerHandler:
+    """A setting taking one of a few words (``on-error``, ``on-marked-down``...)."""
+    def handler(server: Server, values: list[str]) -> None:
+        if values[0] not in choices:
+            names = [f"'{choice}'" for choice in choices]
+            expected = names[0] if len(names) == 1 else f"one of {', '.join(names[:-1])} or {names[-1]}"
+            raise _Invalid(f"'{option}' expects {expected} but got '{values[0]}'")
+        setattr(server, attribute, values[0])
+    return handler
+
+
+def _server_addr(server: Server, values: list[str]) -> None:
+    address = _split_address(values[0])
+    if address.port_text:
+        raise _Invalid(f"'addr' takes an address without port (use 'port'), got '{values[0]}'")
+    server.check_addr = _check_host(address, values[0])
+
+
+SERVER_OPTIONS: dict[str, tuple[int, ServerHandler]] = {
+    "weight": (1, _server_int("weight", "a weight for 'weight'", 0, 256)),
+    "maxconn": (1, _server_int("maxconn", "a number of connections for 'maxconn'", 0)),
+    "maxqueue": (1, _server_int("maxqueue", "a queue length for 'maxqueue'", 0)),
+    "minconn": (1, _server_int("minconn", "a number of connections for 'minconn'", 0)),
+    "check": (0, _server_flag("check", True)),
+    "no-check": (0, _server_flag("check", False)),
+    "inter": (1, _server_time("inter")),
+    "fastinter": (1, _server_time("fastinter")),
+    "downinter": (1, _server_time("downinter")),
+    "rise": (1, _server_int("rise", "a count for 'rise'", 1)),
+    "fall": (1, _server_int("fall", "a count for 'fall'", 1)),
+    "port": (1, _server_port),
+    "addr": (1, _server_addr),
+    "backup": (0, _server_flag("backup", True)),
+    "no-backup": (0, _server_flag("backup", False)),
+    "disabled": (0, _server_flag("disabled", True)),
+    "enabled": (0, _server_flag("disabled", False)),
+    "slowstart": (1, _server_time("slowstart", positive=False)),
+    "send-proxy": (0, _server_flag("send_proxy", True)),
+    "no-send-proxy": (0, _server_flag("send_proxy", False)),
+    "send-proxy-v2": (0, _server_flag("send_proxy_v2", True)),
+    "no-send-proxy-v2": (0, _server_flag("send_proxy_v2", False)),
+    "id": (1, _server_int("id", "a custom id for 'id'", 1)),
+    "observe": (1, _server_observe),
+    "error-limit": (1, _server_int("error_limit", "a number of errors for 'error-limit'", 1)),
+    "on-error": (1, _server_choice("on-error", "on_error",
+                                   ("fastinter", "fail-check", "sudden-death", "mark-down"))),
+    "on-marked-down": (1, _server_choice("on-marked-down", "on_marked_down", ("shutdown-sessions",))),
+    "on-marked-up": (1, _server_choice("on-marked-up", "on_marked_up", ("shutdown-backup-sessions",))),
+}
+
+# HAProxy 2.6's other server settings and their argument counts (from ``haproxy -dKcfg``): warnings.
+SERVER_IGNORED: dict[str, int] = {
+    "agent-addr": 1, "agent-check": 0, "agent-inter": 1, "agent-port": 1, "agent-send": 1,
+    "allow-0rtt": 0, "alpn": 1, "ca-file": 1, "check-alpn": 1, "check-proto": 1, "check-send-proxy": 0,
+    "check-sni": 1, "check-ssl": 0, "check-via-socks4": 0, "ciphers": 1, "ciphersuites": 1, "cookie": 1,
+    "crl-file": 1, "crt": 1, "force-sslv3": 0, "force-tlsv10": 0, "force-tlsv11": 0,
+    "force-tlsv12": 0, "force-tlsv13": 0, "init-addr": 1, "log-proto": 1, "max-reuse": 1, "namespace": 1,
+    "no-agent-check": 0, "no-check-send-proxy": 0, "no-check-ssl": 0, "no-send-proxy-v2-ssl": 0,
+    "no-send-proxy-v2-ssl-cn": 0, "no-ssl": 0, "no-ssl-reuse": 0, "no-sslv3": 0, "no-tfo": 0,
+    "no-tls-tickets": 0, "no-tlsv10": 0, "no-tlsv11": 0, "no-tlsv12": 0, "no-tlsv13": 0, "non-stick": 0,
+    "npn": 1, "pool-low-conn": 1, "pool-max-conn": 1, "pool-purge-delay": 1, "proto": 1,
+    "proxy-v2-options": 1, "redir": 1,
+    "resolve-net": 1, "resolve-opts": 1, "resolve-prefer": 1, "resolvers": 1, "send-proxy-v2-ssl": 0,
+    "send-proxy-v2-ssl-cn": 0, "sni": 1, "socks4": 1, "source": 1, "ssl": 0, "ssl-max-ver": 1,
+    "ssl-min-ver": 1, "ssl-reuse": 0, "stick": 0, "tcp-ut": 1, "tfo": 0, "tls-tickets": 0, "track": 1,
+    "usesrc": 1, "verify": 1, "verifyhost": 1, "ws": 1,
+}
+
+
+def _apply_server_options(line: _Line, server: Server, options: list[str], *, is_default: bool) -> None:
+    i = 0
+    while i < len(options):
+        name = options[i]
+        i += 1
+        if name in SERVER_OPTIONS:
+            count, handler = SERVER_OPTIONS[name]
+        elif name in SERVER_IGNORED:
+            count, handler = SERVER_IGNORED[name], None
+        else:
+            raise _Invalid(f"unknown keyword '{name}'")
+        values = options[i:i + count]
+        if len(values) < count:
+            raise _Invalid(f"'{name}' expects an argument")
+        i += count
+        if is_default and name == "id":
+            raise _Invalid("'id' option is not accepted in default-server sections")
+        if handler is None:
+            line.warn(f"server setting '{name}' is not supported by fastproxy; ignored",
+                      f"{line.words[0]} {name}")
+        else:
+            handler(server, values)
+
+
+@_keyword("server", caps=BE, in_defaults="no", missing_cap="error")
+def _server(line: _Line, proxy: _Proxy, args: list[str]) -> None:
+    if len(args) < 2:
+        raise _Invalid("expects <name> and <address>[:<port>] as arguments")
+    name, address = args[0], args[1]
+    _check_name("server", name)
+    _add_server(line, proxy, name, address, args[2:])
+
+
+def _add_server(line: _Line, proxy: _Proxy, name: str, address: str, options: list[str]) -> None:
+    try:
+        _add_named_server(line, proxy, name, address, options)
+    except _Invalid as exc:
+        raise _Invalid(f"server '{proxy.name}/{name}': {exc.message}") from None
+
+
+def _add_named_server(line: _Line, proxy: _Proxy, name: str, address: str, options: list[str]) -> None:
+    for other in proxy.servers:
+        if other.name == name:
+            raise _Invalid(f"another server named '{name}' was already defined at {other.location}, "
+                           "please use distinct names")
+    family, host, port = _server_address(address)
+    server = dataclasses.replace(proxy.default_server, name=name, host=host, port=port, family=family,
+                                 location=line.location)
+    _apply_server_options(line, server, options, is_default=False)
+    if server.id is not None:
+        for other in proxy.servers:
+            if other.id == server.id:
+                raise _Invalid(f"custom id {server.id} already used at {other.location} "
+                               f"('server {other.name}')")
+    proxy.servers.append(server)
+
+
+@_keyword("server-template", caps=BE, in_defaults="no", missing_cap="error")
+def _server_template(line: _Line, proxy: _Proxy, args: list[str]) -> None:
+    if len(args) < 3:
+        raise _Invalid("expects <prefix> <num | range> <fqdn>[:<port>] as arguments")
+    prefix, count, address = args[0], args[1], args[2]
+    _check_name("server", prefix)
+    match = re.fullmatch(r"([0-9]+)(?:-([0-9]+))?", count)
+    low, high = (1, int(match[1])) if match and not match[2] else (
+        (int(match[1]), int(match[2])) if match else (0, 0))
+    if not match or low < 1 or high < low:
+        raise _Invalid(f"Wrong server-template number or range arg '{count}'.")
+    for number in range(low, high + 1):
+        _add_server(line, proxy, f"{prefix}{number}", address, args[3:])
+
+
+@_keyword("default-server", caps=BE, missing_cap="error")
+def _default_server(line: _Line, proxy: _Proxy, args: list[str]) -> None:
+    _apply_server_options(line, proxy.default_server, args, is_default=True)
+
+
+@_keyword("dispatch", caps=BE, in_defaults="no")
+def _dispatch(line: _Line, proxy: _Proxy, args: list[str]) -> None:
+    raise _Invalid("'dispatch' is not supported by fastproxy; declare a 'server' instead")

@@ -1,0 +1,249 @@
+"""``tcp-check`` rules (HAProxy's tcpcheck.c): a backend's check sequence of ``connect``, ``send`` and
+``expect`` rules, and the post-parse check that every checked server has a port to check.
+
+The rules become the model's ``TcpCheckRule``; running them is ``fastproxy.health``'s job.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Optional
+
+from ..model import Location, TcpCheckRule
+from .lexer import _Invalid
+from .registry import BE, _keyword, _post_check
+from .values import _check_host, _integer, _leading, _port, _split_address
+
+if TYPE_CHECKING:
+    from .reader import _Line, _Proxy, _Reader
+
+TcpCheckParser = Callable[["_Line", str, list[str]], Optional[TcpCheckRule]]
+_TCP_CHECK_VARIABLE_ACTION = re.compile(r"(set-var|set-var-fmt|unset-var)\(.+\)")
+
+
+@_keyword("tcp-check", caps=BE)
+def _tcp_check(line: _Line, proxy: _Proxy, args: list[str]) -> None:
+    """One rule of the check sequence; the first rule a section writes replaces the defaults' rules."""
+    action = args[0] if args else ""
+    parser = _TCP_CHECK_ACTIONS.get(action)
+    if parser is None and _TCP_CHECK_VARIABLE_ACTION.fullmatch(action):
+        parser = _tcp_check_variable
+    if parser is None:
+        raise _Invalid("'tcp-check' only supports 'comment', 'connect', 'send', 'send-binary', 'send-lf', "
+                       "'send-binary-lf', 'expect', 'set-var(*)', 'set-var-fmt(*)' and 'unset-var(*)' "
+                       f"(got '{action}')")
+    rule = parser(line, action, args[1:])
+    if not proxy.own_tcp_check_rules:
+        proxy.tcp_check_rules, proxy.tcp_check_location = [], line.location
+        proxy.own_tcp_check_rules = True
+    if rule is not None:
+        rule.location = line.location
+        proxy.tcp_check_rules.append(rule)
+
+
+def _tcp_check_settings(args: list[str], settings: Mapping[str, int], expected: str) -> list[tuple[str, str]]:
+    """``name [value]`` pairs, each name taking ``settings[name]`` (0 or 1) values."""
+    result = []
+    i = 0
+    while i < len(args):
+        name = args[i]
+        count = settings.get(name)
+        if count is None:
+            raise _Invalid(f"expects {expected} but got '{name}' as argument")
+        if count and i + 1 >= len(args):
+            raise _Invalid(f"'{name}' expects an argument")
+        result.append((name, args[i + 1] if count else ""))
+        i += 1 + count
+    return result
+
+
+_TCP_CHECK_CONNECT_SETTINGS = {"default": 0, "port": 1, "addr": 1, "linger": 0, "comment": 1,
+                               "send-proxy": 0, "via-socks4": 0, "ssl": 0, "sni": 1, "alpn": 1, "proto": 1}
+
+
+def _tcp_check_connect(line: _Line, action: str, args: list[str]) -> TcpCheckRule:
+    rule = TcpCheckRule(action="connect")
+    address_port = None
+    expected = "'comment', 'port', 'addr', 'send-proxy', 'ssl', 'sni', 'alpn', 'proto', 'via-socks4', " \
+               "'linger' or 'default'"
+    for name, value in _tcp_check_settings(args, _TCP_CHECK_CONNECT_SETTINGS, expected):
+        if name == "port":
+            rule.port = _integer(value, "a TCP port for 'port'", 1, 65535)
+        elif name == "addr":
+            rule.addr, address_port = _tcp_check_address(value)
+        elif name == "linger":
+            rule.linger = True
+        elif name == "comment":
+            rule.comment = value
+        elif name != "default":  # "default": the server's check settings, which is what fastproxy uses
+            line.warn(f"connect setting '{name}' is not supported by fastproxy; ignored",
+                      f"tcp-check connect {name}")
+    if rule.port is None:
+        rule.port = address_port
+    return rule
+
+
+def _tcp_check_address(text: str) -> tuple[str, Optional[int]]:
+    """``addr <ip>[:port]``: an IP address (HAProxy does not resolve names here)."""
+    address = _split_address(text)
+    host = _check_host(address, text)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise _Invalid(f"'addr' : invalid address: '{host}' in '{text}' (expects an IP address)") from None
+    return host, _port(address.port_text, text) if address.port_text else None
+
+
+def _tcp_check_send(line: _Line, action: str, args: list[str]) -> Optional[TcpCheckRule]:
+    if not args:
+        raise _Invalid(f"'{action}' expects the data to send as argument")
+    data, settings = args[0], _tcp_check_settings(args[1:], {"comment": 1}, "'comment'")
+    if action.endswith("-lf"):
+        line.warn("log-format data is not supported by fastproxy; this rule is skipped")
+        return None
+    rule = TcpCheckRule(action="send", data=_wire_bytes(data) if action == "send" else _hex_bytes(data))
+    for _, value in settings:
+        rule.comment = value
+    return rule
+
+
+def _wire_bytes(text: str) -> bytes:
+    """The bytes HAProxy sends or matches for a word: one byte per character up to U+00FF (what
+    ``\\xHH`` escapes give), the file's original bytes for undecodable ones, UTF-8 for the rest."""
+    return b"".join(bytes([ord(c)]) if ord(c) < 0x100 else c.encode("utf-8", "surrogateescape")
+                    for c in text)
+
+
+def _hex_bytes(text: str) -> bytes:
+    bad = re.search(r"[^0-9A-Fa-f]", text)
+    if bad:
+        raise _Invalid(f"'{text}' is not a valid binary string: hex digits expected (found '{bad.group()}')")
+    if len(text) % 2:
+        raise _Invalid(f"'{text}' is not a valid binary string: an even number of hex digits expected")
+    return bytes.fromhex(text)
+
+
+_TCP_CHECK_PATTERNS = ("string", "rstring", "binary", "rbinary", "string-lf", "binary-lf")
+_TCP_CHECK_EXPECT_SETTINGS = ("min-recv", "comment", "ok-status", "error-status", "tout-status",
+                              "on-success", "on-error", "status-code")
+_TCP_CHECK_STATUSES = {
+    "ok-status": ("L7OK", "L7OKC", "L6OK", "L4OK"),
+    "error-status": ("L7RSP", "L7STS", "L6RSP", "L4CON", "L7OKC"),  # HAProxy takes L7OKC, undocumented
+    "tout-status": ("L7TOUT", "L6TOUT", "L4TOUT"),
+}
+
+
+def _tcp_check_expect(line: _Line, action: str, args: list[str]) -> Optional[TcpCheckRule]:
+    if not args:
+        raise _Invalid("expects at least a matching pattern as arguments")
+    rule = TcpCheckRule(action="expect")
+    match: Optional[str] = None
+    pattern = ""
+    i = 0
+    while i < len(args):
+        word, negated_here = args[i], False
+        while word.startswith("!"):  # "!", "! !" and "!string" each toggle, as in HAProxy
+            rule.negate, negated_here, word = not rule.negate, True, word[1:]
+            if not word:
+                i += 1
+                word = args[i] if i < len(args) else ""
+        if word in _TCP_CHECK_PATTERNS:
+            if match is not None:
+                raise _Invalid(f"only one pattern expected (got '{match}' and '{word}')")
+            if i + 1 >= len(args):
+                raise _Invalid(f"'{word}' expects a <pattern> as argument")
+            match, pattern = word, args[i + 1]
+        elif word in _TCP_CHECK_EXPECT_SETTINGS:
+            if negated_here:
+                raise _Invalid(f"[!] not supported with '{word}'")
+            if i + 1 >= len(args):
+                raise _Invalid(f"'{word}' expects an argument")
+            _tcp_check_expect_setting(line, rule, word, args[i + 1])
+        else:
+            raise _Invalid("only supports 'min-recv', '[!]string', '[!]rstring', '[!]binary', '[!]rbinary', "
+                           "'[!]string-lf', '[!]binary-lf', 'comment', 'ok-status', 'error-status', "
+                           f"'tout-status', 'on-success', 'on-error' or 'status-code' but got '{word}' as "
+                           "argument")
+        i += 2
+    if match is None:
+        raise _Invalid("pattern not found: expects 'string', 'rstring', 'binary' or 'rbinary' and a pattern")
+    if match.endswith("-lf"):
+        line.warn("log-format patterns are not supported by fastproxy; this rule is skipped")
+        return None
+    rule.match = match
+    if match == "string":
+        rule.pattern = _wire_bytes(pattern)
+    elif match == "binary":
+        rule.pattern = _hex_bytes(pattern)
+    else:
+        try:
+            re.compile(pattern)
+        except (re.error, OverflowError, RecursionError) as exc:
+            raise _Invalid(f"regex '{pattern}' is invalid ({exc})") from None
+        rule.pattern = pattern
+    return rule
+
+
+def _tcp_check_expect_setting(line: _Line, rule: TcpCheckRule, name: str, value: str) -> None:
+    if name == "min-recv":
+        rule.min_recv = _integer(value, "-1 or a number of bytes for 'min-recv'", -1, 2**31 - 1)
+    elif name == "comment":
+        rule.comment = value
+    elif name in _TCP_CHECK_STATUSES:
+        statuses = _TCP_CHECK_STATUSES[name]
+        if value.upper() not in statuses:
+            raise _Invalid(f"'{name}' only supports {', '.join(repr(s) for s in statuses[:-1])} or "
+                           f"'{statuses[-1]}' status (got '{value}')")
+        setattr(rule, name.replace("-", "_"), value.upper())
+    else:
+        line.warn(f"expect setting '{name}' is not used by fastproxy (its check reports carry no custom "
+                  "message or code); ignored", f"tcp-check expect {name}")
+
+
+def _tcp_check_comment(line: _Line, action: str, args: list[str]) -> None:
+    _leading(line, args, 1, "a string as argument")
+
+
+def _tcp_check_variable(line: _Line, action: str, args: list[str]) -> None:
+    if not action.startswith("unset-var") and not args:
+        raise _Invalid(f"'{action.split('(', 1)[0]}' expects an expression")
+    line.warn("check variables are not supported by fastproxy; this rule is skipped")
+
+
+_TCP_CHECK_ACTIONS: dict[str, TcpCheckParser] = {
+    "connect": _tcp_check_connect,
+    "send": _tcp_check_send,
+    "send-binary": _tcp_check_send,
+    "send-lf": _tcp_check_send,
+    "send-binary-lf": _tcp_check_send,
+    "expect": _tcp_check_expect,
+    "comment": _tcp_check_comment,
+}
+
+
+@_post_check(BE)
+def _check_ports(reader: _Reader, proxy: _Proxy) -> None:
+    """A checked server needs a port to check: its own, ``port``, or the tcp-check ``connect`` rules'.
+
+    As HAProxy 2.6 (which reports it after parsing): the first rule must be a ``connect`` with a port,
+    and so must every later ``connect``.  Once per line, for ``server-template``.
+    """
+    rules = proxy.tcp_check_rules if proxy.tcp_check else []
+    reported: set[Location] = set()
+    for server in proxy.servers:
+        if not server.check or server.port or server.check_port or server.location in reported:
+            continue
+        if not rules:
+            problem = "has neither service port nor check port (add 'port <n>' for its checks)"
+        elif rules[0].action != "connect" or rules[0].port is None:
+            problem = ("has neither service port nor check port nor 'tcp-check connect' rule with a port "
+                       "as first rule (add 'port <n>' for its checks)")
+        elif any(rule.action == "connect" and rule.port is None for rule in rules):
+            problem = ("has neither service port nor check port, and a 'tcp-check connect' rule has no "
+                       "port (add 'port <n>' to it)")
+        else:
+            continue
+        reported.add(server.location)
+        reader.error(server.location, "server", f"server '{proxy.name}/{server.name}': {problem}")
