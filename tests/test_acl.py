@@ -362,3 +362,10 @@ def test_case_insensitive_matching_ignores_case_and_negation_inverts(pattern, sn
     expected = pattern.lower() == sni.lower()
     assert evaluate(parse_condition(["if", "a"], acls), acls, conn(sni=sni)) is expected
     assert evaluate(parse_condition(["if", "!a"], acls), acls, conn(sni=sni)) is (not expected)
+
+
+def test_acl_errors_are_config_errors_and_still_value_errors():
+    with pytest.raises(ConfigError) as info:
+        parse_acl("a", ["nosuch_fetch", "x"])
+    assert isinstance(info.value, ValueError) and isinstance(info.value, AclError)
+    assert str(info.value).startswith("fetch method 'nosuch_fetch' is not supported by fastproxy")

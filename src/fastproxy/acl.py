@@ -35,8 +35,11 @@ from .errors import ConfigError
 __all__ = ["SNI_FETCHES", "AclError", "ConnInfo", "Router", "evaluate", "parse_acl", "parse_condition"]
 
 
-class AclError(ValueError):
-    """An ACL or a condition that cannot be parsed; the message says what was expected."""
+class AclError(ConfigError, ValueError):
+    """An ACL or a condition that cannot be parsed; the message says what was expected.
+
+    A ``ConfigError`` (the reader adds the file, line and keyword when it reports it), and still the
+    ``ValueError`` it always was, for callers that catch that."""
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from typing import Optional
 
 from .config import model
+from .errors import FastproxyError
 
 
-class PrivilegeError(Exception):
+class PrivilegeError(FastproxyError):
     """The configuration asks for an identity or a chroot this process cannot take."""
 
 
