@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from fastproxy.acl import AclError, ConnInfo, Router, compile_acl, evaluate, parse_acl, parse_condition
 from fastproxy.config import parse_text
-from fastproxy.config.model import Acl, Frontend, TcpRequestRule, UseBackend
+from fastproxy.config.model import Acl, Frontend, Sample, TcpRequestRule, UseBackend
 from fastproxy.errors import ConfigError
 
 
@@ -327,7 +327,7 @@ def test_a_frontend_built_in_python_naming_a_missing_backend_is_a_configerror():
 
 
 def test_a_frontend_built_in_python_naming_a_missing_acl_is_a_configerror():
-    condition = parse_condition(["if", "x"], {"x": [Acl("x", "src", ("1.2.3.4",))]})
+    condition = parse_condition(["if", "x"], {"x": [Acl("x", Sample("src"), ("1.2.3.4",))]})
     frontend = Frontend(name="fe", tcp_request_rules=[TcpRequestRule("connection", "reject", condition)])
     with pytest.raises(ConfigError, match="no such ACL : 'x'"):
         Router.for_frontend(frontend, {})

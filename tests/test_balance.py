@@ -10,40 +10,40 @@ from collections import Counter
 
 import pytest
 
-from fastproxy import ring
+from fastproxy import ring, samples
 from fastproxy.balance import Balancer, PickKey, ServerState
-from fastproxy.config.model import Backend, Balance, Server
+from fastproxy.config.model import Backend, Balance, Sample, Server
 from fastproxy.errors import ConfigError
 
 from .support import IMPLEMENTATIONS, slots
 
-RING_CONFIGS = {  # (algorithm, arguments, hash-type) of the algorithms that use a ring
-    "random": ("random", (), "map-based"),
-    "source-consistent": ("source", (), "consistent"),
-    "source-maglev": ("source", (), "maglev"),
+RING_CONFIGS = {  # (algorithm, hash-type) of the algorithms that use a ring
+    "random": ("random", "map-based"),
+    "source-consistent": ("source", "consistent"),
+    "source-maglev": ("source", "maglev"),
 }
 PLAIN_CONFIGS = {
-    "roundrobin": ("roundrobin", (), "map-based"),
-    "static-rr": ("static-rr", (), "map-based"),
-    "leastconn": ("leastconn", (), "map-based"),
-    "first": ("first", (), "map-based"),
-    "source-map-based": ("source", (), "map-based"),
+    "roundrobin": ("roundrobin", "map-based"),
+    "static-rr": ("static-rr", "map-based"),
+    "leastconn": ("leastconn", "map-based"),
+    "first": ("first", "map-based"),
+    "source-map-based": ("source", "map-based"),
 }
 ALL_CONFIGS = {**PLAIN_CONFIGS, **RING_CONFIGS}
 
 
-def make_backend(algorithm="roundrobin", weights=(1, 1, 1), *, arguments=(), hash_type="map-based",
+def make_backend(algorithm="roundrobin", weights=(1, 1, 1), *, sample=None, draws=None, hash_type="map-based",
                  factor=0, servers=None, **fields):
     if servers is None:
         servers = [Server(name=f"s{i}", host="127.0.0.1", port=9000 + i, weight=weight)
                    for i, weight in enumerate(weights)]
-    balance = Balance(algorithm, tuple(arguments), hash_type, None, factor)
+    balance = Balance(algorithm, sample=sample, draws=draws, hash_type=hash_type, hash_balance_factor=factor)
     return Backend(name="be", servers=servers, balance=balance, **fields)
 
 
 def make(config, weights=(1, 1, 1), ring=None, **kwargs):
-    algorithm, arguments, hash_type = ALL_CONFIGS[config]
-    backend = make_backend(algorithm, weights, arguments=arguments, hash_type=hash_type,
+    algorithm, hash_type = ALL_CONFIGS[config]
+    backend = make_backend(algorithm, weights, hash_type=hash_type,
                            factor=kwargs.pop("factor", 0), servers=kwargs.pop("servers", None))
     return Balancer(backend, ring_class=ring, rng=random.Random(7), table_size=1009, **kwargs)
 
@@ -197,7 +197,7 @@ def test_random_two_choices_even_out_held_connections(ring_class, seed):
 
 def test_random_with_more_draws_evens_out_more(ring_class):
     def spread(draws):
-        backend = make_backend("random", (1,) * 8, arguments=(str(draws),) if draws else ())
+        backend = make_backend("random", (1,) * 8, draws=draws)
         balancer = Balancer(backend, ring_class=ring_class, rng=random.Random(3))
         picks(balancer, 4000, hold=True)
         currents = [slot.current for slot in balancer.slots]
@@ -252,7 +252,7 @@ def test_source_without_an_address_falls_back_to_round_robin(ring_class, src):
 
 @pytest.mark.parametrize("hash_type", ["map-based", "consistent", "maglev"])
 def test_hash_on_sni_is_sticky_and_applies_lower(ring_class, hash_type):
-    backend = make_backend("hash", (1,) * 6, arguments=("req.ssl_sni,lower",), hash_type=hash_type)
+    backend = make_backend("hash", (1,) * 6, sample=Sample("req.ssl_sni", ("lower",)), hash_type=hash_type)
     balancer = Balancer(backend, ring_class=ring_class, table_size=1009)
     for i in range(40):
         upper, lower = PickKey(sni=f"Host{i}.Example.COM"), PickKey(sni=f"host{i}.example.com")
@@ -263,7 +263,7 @@ def test_hash_on_sni_is_sticky_and_applies_lower(ring_class, hash_type):
 
 @pytest.mark.parametrize("sample", ["dst_port", "src_port", "dst"])
 def test_hash_on_other_layer_4_samples_is_sticky(ring_class, sample):
-    backend = make_backend("hash", (1,) * 6, arguments=(sample,), hash_type="consistent")
+    backend = make_backend("hash", (1,) * 6, sample=Sample(sample), hash_type="consistent")
     balancer = Balancer(backend, ring_class=ring_class)
     keys = [PickKey(src="10.0.0.1", src_port=1000 + i, dst=f"192.168.0.{i}", dst_port=2000 + i)
             for i in range(100)]
@@ -274,8 +274,8 @@ def test_hash_on_other_layer_4_samples_is_sticky(ring_class, sample):
 
 @pytest.mark.parametrize("expression", ["src,ipmask(24)", "req.ssl_sni,crc32", "dst_port,lower"])
 def test_an_unsupported_converter_is_a_config_error(expression):
-    with pytest.raises(ConfigError, match="converters"):
-        Balancer(make_backend("hash", arguments=(expression,)))
+    with pytest.raises(ConfigError, match="converter"):
+        Balancer(make_backend("hash", sample=samples.split(expression)))
 
 
 def test_balancers_agree_on_maglev_with_the_same_seed_and_not_with_another(ring_class):

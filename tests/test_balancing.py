@@ -22,11 +22,13 @@ CONNECTIONS = 10_000  # per algorithm, as issue 3 asks
 IN_FLIGHT = 64  # client connections open at once while counting shares
 
 
-def weighted_config(ports: list[int], weights: list[int], algorithm: str, arguments: tuple = (),
-                    hash_type: str = "map-based", **server_options) -> model.Config:
+def weighted_config(ports: list[int], weights: list[int], algorithm: str, sample: str | None = None,
+                    hash_type: str = "map-based", *, draws: int | None = None,
+                    **server_options) -> model.Config:
     cfg = config(ports, timeouts_be={"connect": 5.0})
     backend = cfg.backends["be"]
-    backend.balance = model.Balance(algorithm, arguments, hash_type=hash_type)
+    backend.balance = model.Balance(algorithm, sample=model.Sample(sample) if sample else None, draws=draws,
+                                    hash_type=hash_type)
     for server, weight in zip(backend.servers, weights):
         server.weight = weight
         for key, value in server_options.items():
@@ -54,26 +56,26 @@ async def count_shares(address: tuple, count: int, source_of=None) -> collection
 # share); a consistent ring of 160 points per server of the common weight is within ~12 %; Maglev's
 # table is within one entry per server; random(1) picks one random point of the consistent ring
 # (with more draws, the load evens out and the shares leave the weights: tested below).
-SHARE_CASES = {
-    "roundrobin": (("roundrobin", (), "map-based"), 0.01),
-    "static-rr": (("static-rr", (), "map-based"), 0.01),
-    "source map-based": (("source", (), "map-based"), 0.08),
-    "source consistent": (("source", (), "consistent"), 0.20),
-    "source maglev": (("source", (), "maglev"), 0.08),
-    "hash src consistent": (("hash", ("src",), "consistent"), 0.20),
-    "random(1)": (("random", ("1",), "map-based"), 0.20),
+SHARE_CASES = {  # (algorithm, hashed sample, hash-type, random draws), tolerance
+    "roundrobin": (("roundrobin", None, "map-based", None), 0.01),
+    "static-rr": (("static-rr", None, "map-based", None), 0.01),
+    "source map-based": (("source", None, "map-based", None), 0.08),
+    "source consistent": (("source", None, "consistent", None), 0.20),
+    "source maglev": (("source", None, "maglev", None), 0.08),
+    "hash src consistent": (("hash", "src", "consistent", None), 0.20),
+    "random(1)": (("random", None, "map-based", 1), 0.20),
 }
 
 
 @pytest.mark.parametrize("case", list(SHARE_CASES))
 def test_shares_follow_weights_over_10000_connections(pump_class, case):
-    (algorithm, arguments, hash_type), tolerance = SHARE_CASES[case]
+    (algorithm, sample, hash_type, draws), tolerance = SHARE_CASES[case]
     weights = [1, 2, 3]
     hashed = algorithm in ("source", "hash")
 
     async def main():
         backends = await NamedBackends(["a", "b", "c"]).start()
-        cfg = weighted_config(backends.ports, weights, algorithm, arguments, hash_type)
+        cfg = weighted_config(backends.ports, weights, algorithm, sample, hash_type, draws=draws)
         async with running(cfg, pump_class) as engine:
             address = engine.listening_addresses()[0]
             seen = await count_shares(address, CONNECTIONS, source_address if hashed else None)
@@ -93,7 +95,7 @@ def test_shares_follow_weights_over_10000_connections(pump_class, case):
 def test_source_is_sticky_per_client_address(pump_class, hash_type):
     async def main():
         backends = await NamedBackends(["a", "b", "c"]).start()
-        cfg = weighted_config(backends.ports, [1, 1, 1], "source", (), hash_type)
+        cfg = weighted_config(backends.ports, [1, 1, 1], "source", None, hash_type)
         async with running(cfg, pump_class) as engine:
             address = engine.listening_addresses()[0]
             chosen: dict[str, set[str]] = collections.defaultdict(set)
@@ -165,7 +167,7 @@ def test_random_two_choices_even_out_long_lived_connections(pump_class):
     async def main():
         names = ["a", "b", "c", "d"]
         backends = await NamedBackends(names, hold=True).start()
-        cfg = weighted_config(backends.ports, [1] * 4, "random", ("2",))
+        cfg = weighted_config(backends.ports, [1] * 4, "random", draws=2)
         async with running(cfg, pump_class) as engine:
             socks = await hold_connections(engine.listening_addresses()[0], 200)
             await wait_until(lambda: sum(backends.open.values()) == 200)

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from fastproxy.config import load, parse_size, parse_text, parse_time
 from fastproxy.config.haproxy import split_words
-from fastproxy.config.model import Location
+from fastproxy.config.model import Location, Sample
 from fastproxy.errors import ConfigError
 
 CONFIGS = Path(__file__).parent / "configs"
@@ -540,10 +540,12 @@ def test_the_pre_2_1_timeout_keywords_are_errors_as_in_haproxy():
 
 def test_balance_algorithms_and_hash_settings():
     backends = load_corpus("balance.cfg").backends
-    assert [(name, b.balance.algorithm, b.balance.arguments) for name, b in backends.items()] == [
-        ("rr", "roundrobin", ()), ("srr", "static-rr", ()), ("lc", "leastconn", ()), ("first", "first", ()),
-        ("src", "source", ()), ("rnd", "random", ()), ("rnd3", "random", ("3",)),
-        ("hsni", "hash", ("req.ssl_sni",)), ("consistent", "source", ()), ("factor", "hash", ("src",))]
+    balances = [(n, b.balance.algorithm, b.balance.sample, b.balance.draws) for n, b in backends.items()]
+    assert balances == [
+        ("rr", "roundrobin", None, None), ("srr", "static-rr", None, None), ("lc", "leastconn", None, None),
+        ("first", "first", None, None), ("src", "source", None, None), ("rnd", "random", None, None),
+        ("rnd3", "random", None, 3), ("hsni", "hash", Sample("req.ssl_sni"), None),
+        ("consistent", "source", None, None), ("factor", "hash", Sample("src"), None)]
     assert (backends["hsni"].balance.hash_type, backends["hsni"].balance.hash_function) == (
         "consistent", "djb2 avalanche")
     assert backends["src"].balance.hash_type == "map-based"
@@ -635,9 +637,9 @@ def test_acls_rules_and_switching_are_read_in_order():
     fe = load_corpus("routing.cfg").frontends["tls"]
     assert fe.inspect_delay == 5.0
     assert [(a.criterion, a.flags, a.values) for a in fe.acls["blocked"]] == [
-        ("src", (), ("203.0.113.0/24",)), ("src", (), ("198.51.100.7",))]
+        (Sample("src"), (), ("203.0.113.0/24",)), (Sample("src"), (), ("198.51.100.7",))]
     assert [(a.criterion, a.flags, a.values) for a in fe.acls["api"]] == [
-        ("req.ssl_sni", ("-i",), ("api.example.com", "API2.example.com"))]
+        (Sample("req.ssl_sni"), ("-i",), ("api.example.com", "API2.example.com"))]
     assert fe.acls["wild"][0].flags == ("-m", "reg", "-i")
     assert [(r.phase, r.action) for r in fe.tcp_request_rules] == [
         ("connection", "reject"), ("connection", "accept"), ("content", "reject"), ("content", "accept")]
@@ -653,7 +655,7 @@ def test_conditions_keep_or_groups_negations_and_anonymous_acls():
     assert api.groups[0] == ((False, "api"),)
     (negated, anonymous), internal = api.groups[1]
     assert (negated, anonymous.criterion, anonymous.values, internal) == (
-        False, "req.ssl_sni", ("admin.",), (False, "internal"))
+        False, Sample("req.ssl_sni"), ("admin.",), (False, "internal"))
     assert fe.tcp_request_rules[2].condition.groups == (((True, "clienthello"), (True, "internal")),)
     assert fe.use_backends[3].condition.negate is True
 

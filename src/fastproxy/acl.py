@@ -7,9 +7,9 @@ engine builds one ``Router`` per frontend to decide, for each connection, whethe
 (``tcp-request connection|session|content`` rules) and which backend takes it (``use_backend``,
 ``default_backend``).
 
-Supported criteria (fetches): ``src``, ``dst``, ``src_port``, ``dst_port``, ``req.ssl_sni`` /
-``req_ssl_sni``, ``req.ssl_hello_type`` / ``req_ssl_hello_type``, ``always_true``, ``always_false``;
-string ones may carry the ``lower``/``upper`` converters (``req.ssl_sni,lower``).  Flags: ``-i``,
+Supported criteria are the samples of ``fastproxy.samples`` (fetches ``src``, ``dst``, ``src_port``,
+``dst_port``, ``req.ssl_sni`` / ``req_ssl_sni``, ``req.ssl_hello_type`` / ``req_ssl_hello_type``,
+``always_true``, ``always_false``; string ones may carry the ``lower``/``upper`` converters).  Flags: ``-i``,
 ``-m <method>`` (``str beg end sub reg dom len found bool int ip``), ``-n``, ``-u <id>``, ``--``
 (``-f <file>`` is read by the configuration reader, which passes the values in).  Integer patterns
 take ``a:b`` ranges and the ``eq ge gt le lt`` operators; IP patterns take addresses and networks
@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Optional, Union
 
-from .config.model import Acl, Condition, Frontend, Location
+from . import samples
+from .config.model import Acl, Condition, Frontend, Location, Sample
 from .errors import ConfigError
 
 __all__ = ["SNI_FETCHES", "AclError", "ConnInfo", "Router", "evaluate", "parse_acl", "parse_condition"]
@@ -55,57 +56,30 @@ class ConnInfo:
     ssl_hello_seen: bool = False  # the engine has looked at the first TLS record (within inspect-delay)
 
 
-# --- fetches ------------------------------------------------------------------------------------------
+# --- samples ------------------------------------------------------------------------------------------
+# The fetches and converters are fastproxy.samples'; here, a sample's value as ACLs match it.
 
-_IP, _INT, _STR, _BOOL = "ip", "int", "str", "bool"
+_IP, _INT, _STR, _BOOL = samples.IP, samples.INT, samples.STR, samples.BOOL
 Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 
 
-def _address(text: str) -> Optional[Address]:
+def _address(text: Optional[str]) -> Optional[Address]:
+    if not text:
+        return None
     try:
         return ipaddress.ip_address(text.split("%", 1)[0])
     except ValueError:
         return None
 
 
-def _sni(info: ConnInfo) -> Optional[str]:
-    return info.sni
-
-
-def _hello_type(info: ConnInfo) -> Optional[int]:
-    return info.hello_type
-
-
-@dataclass(frozen=True)
-class _Fetch:
-    kind: str  # the sample type: ip, int, str or bool
-    read: Callable[[ConnInfo], Any]  # the value for one connection, None when there is none
-    default_method: str
-
-
-_FETCHES: dict[str, _Fetch] = {
-    "src": _Fetch(_IP, lambda info: _address(info.src), "ip"),
-    "dst": _Fetch(_IP, lambda info: _address(info.dst), "ip"),
-    "src_port": _Fetch(_INT, lambda info: info.src_port, "int"),
-    "dst_port": _Fetch(_INT, lambda info: info.dst_port, "int"),
-    "req.ssl_sni": _Fetch(_STR, _sni, "str"),
-    "req_ssl_sni": _Fetch(_STR, _sni, "str"),
-    "req.ssl_hello_type": _Fetch(_INT, _hello_type, "int"),
-    "req_ssl_hello_type": _Fetch(_INT, _hello_type, "int"),
-    "always_true": _Fetch(_BOOL, lambda info: True, "bool"),
-    "always_false": _Fetch(_BOOL, lambda info: False, "bool"),
-}
-
-SNI_FETCHES = frozenset({"req.ssl_sni", "req_ssl_sni", "req.ssl_hello_type", "req_ssl_hello_type"})
+SNI_FETCHES = samples.CLIENT_HELLO
 """Fetches that read the TLS ClientHello: a rule using one makes the engine peek within inspect-delay."""
 
-_CONVERTERS: dict[str, Callable[[str], str]] = {"lower": str.lower, "upper": str.upper}
-
 # HAProxy's predefined ACLs that make sense at layer 4; the others (HTTP, METH_GET...) are refused.
-PREDEFINED: dict[str, tuple[str, tuple[str, ...]]] = {
-    "TRUE": ("always_true", ()),
-    "FALSE": ("always_false", ()),
-    "LOCALHOST": ("src", ("127.0.0.1/8", "::1")),
+PREDEFINED: dict[str, tuple[Sample, tuple[str, ...]]] = {
+    "TRUE": (Sample("always_true"), ()),
+    "FALSE": (Sample("always_false"), ()),
+    "LOCALHOST": (Sample("src"), ("127.0.0.1/8", "::1")),
 }
 _PREDEFINED_UNSUPPORTED = frozenset({
     "HTTP", "HTTP_1.0", "HTTP_1.1", "HTTP_2.0", "HTTP_3.0", "HTTP_CONTENT", "HTTP_URL_ABS", "HTTP_URL_SLASH",
@@ -114,23 +88,13 @@ _PREDEFINED_UNSUPPORTED = frozenset({
 })
 
 
-def split_criterion(criterion: str) -> tuple[str, tuple[str, ...]]:
-    """``"req.ssl_sni,lower"`` -> ``("req.ssl_sni", ("lower",))``; raises AclError for what we lack."""
-    match = re.fullmatch(r"([^,(]*)(\([^)]*\))?((?:,[^,]*)*)", criterion)
-    if not match:
-        raise AclError(f"cannot parse the criterion '{criterion}'")
-    name = match[1] + (match[2] or "")
-    converters = [part.strip() for part in match[3].split(",")[1:]]
-    if name not in _FETCHES:
-        raise AclError(f"fetch method '{name}' is not supported by fastproxy (layer-4 criteria: "
-                       f"{', '.join(sorted(_FETCHES))})")
-    for converter in converters:
-        if converter not in _CONVERTERS:
-            raise AclError(f"converter '{converter}' is not supported by fastproxy "
-                           "(only 'lower' and 'upper')")
-        if _FETCHES[name].kind != _STR:
-            raise AclError(f"converter '{converter}' applies to strings, and '{name}' is not one")
-    return name, tuple(converters)
+def _sample_type(sample: Sample) -> str:
+    """The type of the ACL's sample, raising AclError for one fastproxy cannot evaluate."""
+    try:
+        samples.check(sample)
+    except samples.SampleError as exc:
+        raise AclError(exc.message) from None
+    return samples.type_of(sample)
 
 
 # --- parsing ------------------------------------------------------------------------------------------
@@ -193,7 +157,11 @@ def parse_acl(name: str, words: Sequence[str], *, read_patterns: Optional[Patter
         if read_patterns is None:
             raise AclError("'-f' pattern files can only be used when reading configuration files")
         values += read_patterns(path)
-    acl = Acl(name=name, criterion=criterion, values=tuple(values), flags=tuple(flags),
+    try:
+        sample = samples.parse(criterion)
+    except samples.SampleError as exc:
+        raise AclError(exc.message) from None
+    acl = Acl(name=name, criterion=sample, values=tuple(values), flags=tuple(flags),
               location=location or Location())
     compile_acl(acl)
     return acl
@@ -201,12 +169,12 @@ def parse_acl(name: str, words: Sequence[str], *, read_patterns: Optional[Patter
 
 def acl_has_no_pattern(acl: Acl) -> bool:
     """True for an ACL that can never match (no pattern, no ``-m found``): HAProxy warns about those."""
-    fetch = _FETCHES[split_criterion(acl.criterion)[0]]
-    return not acl.values and "--" not in acl.flags and _method_of(acl, fetch) not in ("found", "bool")
+    kind = _sample_type(acl.criterion)
+    return not acl.values and "--" not in acl.flags and _method_of(acl, kind) not in ("found", "bool")
 
 
-def _method_of(acl: Acl, fetch: _Fetch) -> str:
-    method = fetch.default_method
+def _method_of(acl: Acl, kind: str) -> str:
+    method = kind  # HAProxy's default matching method of a sample type has the type's name
     flags = list(acl.flags)
     for i, flag in enumerate(flags[:-1]):
         if flag == "-m":
@@ -309,26 +277,21 @@ def _in_ranges(number: int, ranges: Sequence[tuple[Optional[int], Optional[int]]
 
 def compile_acl(acl: Acl) -> Test:
     """A function telling whether ``acl`` matches a connection; raises AclError if it cannot be built."""
-    name, converters = split_criterion(acl.criterion)
-    fetch = _FETCHES[name]
+    kind = _sample_type(acl.criterion)
     flags = list(acl.flags)
-    method = _method_of(acl, fetch)
+    method = _method_of(acl, kind)
     if method not in _METHODS:
         raise AclError(f"unknown matching method '{method}' when parsing ACL expression.")
-    if method not in _METHODS_BY_KIND[fetch.kind]:
-        raise AclError(f"matching method '-m {method}' cannot apply to '{name}' (a {fetch.kind} sample) "
-                       "in fastproxy")
+    if method not in _METHODS_BY_KIND[kind]:
+        raise AclError(f"matching method '-m {method}' cannot apply to '{acl.criterion.fetch}' "
+                       f"(a {kind} sample) in fastproxy")
     ignore_case = "-i" in flags
     values = acl.values
 
-    read = fetch.read
-    if converters:
-        def read(info: ConnInfo, _read: Callable[[ConnInfo], Any] = fetch.read) -> Any:
-            value = _read(info)
-            if value is not None:
-                for converter in converters:
-                    value = _CONVERTERS[converter](value)
-            return value
+    read = samples.reader(acl.criterion)
+    if kind == _IP:  # addresses are matched as ipaddress objects
+        def read(info: ConnInfo, _read: Callable[[ConnInfo], Any] = read) -> Any:
+            return _address(_read(info))
 
     if method == "found":
         return lambda info: read(info) is not None
@@ -429,7 +392,7 @@ def condition_uses(condition: Optional[Condition], acls: Mapping[str, Sequence[A
     """Whether a condition reads one of ``fetches``."""
     if condition is None:
         return False
-    return any(split_criterion(acl.criterion)[0] in fetches for acl in condition_acls(condition, acls))
+    return any(acl.criterion.fetch in fetches for acl in condition_acls(condition, acls))
 
 
 CompiledCondition = Callable[[ConnInfo], bool]

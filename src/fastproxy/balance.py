@@ -50,6 +50,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import ring as ring_module
+from . import samples
 from .config import model
 from .errors import ConfigError
 
@@ -161,6 +162,9 @@ class Balancer:
         self._cumulative: dict[int, int] = {}  # per pool server: weight of the pool servers before it
         self._pool_weight = 0
         self._algorithm = _make_algorithm(self)
+        # Whether picks need the address the client connected to (one more syscall per connection).
+        sample = hashed_sample(backend.balance)
+        self.needs_destination = sample is not None and samples.FETCHES[sample.fetch].destination
         self.on_change: list[Callable[[], None]] = []  # told after every change of weight or state
         self._refresh()
 
@@ -484,7 +488,8 @@ class _GroupRings:
     def __init__(self, balancer: Balancer, algorithm: str) -> None:
         self.balancer = balancer
         self.algorithm = algorithm
-        self.divisor = (math.gcd(*(slot.server.weight for slot in balancer.slots)) or 1) * balancer.weight_scale
+        common = math.gcd(*(slot.server.weight for slot in balancer.slots)) or 1
+        self.divisor = common * balancer.weight_scale
         self.members: dict[bool, dict[str, int]] = {False: {}, True: {}}
         for slot in balancer.slots:
             if slot.usable:
@@ -539,8 +544,7 @@ class _Random(_Algorithm):
 
     def __init__(self, balancer: Balancer) -> None:
         super().__init__(balancer)
-        arguments = balancer.backend.balance.arguments
-        self.draws = int(arguments[0]) if arguments else RANDOM_DRAWS
+        self.draws = balancer.backend.balance.draws or RANDOM_DRAWS
         self.rings = _GroupRings(balancer, "ketama")
         self.server_changed = self.rings.server_changed  # type: ignore[method-assign]
         self.current_ring = self.rings.current  # type: ignore[method-assign]
@@ -568,9 +572,7 @@ class _Hashed(_Algorithm):
 
     def __init__(self, balancer: Balancer) -> None:
         super().__init__(balancer)
-        backend = balancer.backend
-        expression = "src" if balancer.algorithm == "source" else " ".join(backend.balance.arguments)
-        self.sample = _sample(expression, backend)
+        self.sample = _sample(hashed_sample(balancer.backend.balance), balancer.backend)
         self.fallback = _RoundRobin(balancer)
 
     def pick(self, key: PickKey, avoid: AbstractSet[int]) -> ServerSlot | None:
@@ -674,35 +676,32 @@ def _server_map(balancer: Balancer) -> list[ServerSlot]:
     return laid
 
 
-_CONVERTERS: dict[str, Callable[[str], str]] = {"lower": str.lower, "upper": str.upper}
+def hashed_sample(balance: model.Balance) -> model.Sample | None:
+    """What a hashing algorithm hashes: ``src`` for ``source``, the sample of ``hash <sample>``."""
+    if balance.algorithm == "source":
+        return _SOURCE
+    return balance.sample if balance.algorithm == "hash" else None
 
 
-def _sample(expression: str, backend: model.Backend) -> Callable[[PickKey], bytes | None]:
-    """The bytes ``balance hash <expression>`` hashes for a connection, None when it has none."""
-    fetch, *converters = [part.strip() for part in expression.split(",")]
-    unknown = [c for c in converters if c not in _CONVERTERS]
-    if unknown or (converters and fetch not in ("req.ssl_sni", "req_ssl_sni")):
-        raise ConfigError(f"'balance hash {expression}': fastproxy applies the converters lower and upper "
-                          "to req.ssl_sni only", file=backend.location.file, line=backend.location.line,
-                          keyword="balance")
-    if fetch in ("src", "dst"):
-        return lambda key: _address_bytes(getattr(key, fetch))
-    if fetch in ("src_port", "dst_port"):
-        return lambda key: getattr(key, fetch).to_bytes(8, "big") if getattr(key, fetch) else None
-    if fetch in ("req.ssl_sni", "req_ssl_sni"):
-        steps = [_CONVERTERS[c] for c in converters]
+_SOURCE = model.Sample("src")
 
-        def sni(key: PickKey) -> bytes | None:
-            name = key.sni
-            if not name:
-                return None
-            for step in steps:
-                name = step(name)
-            return name.encode("utf-8", "surrogateescape")
-        return sni
-    raise ConfigError(f"'balance hash {expression}': fastproxy hashes on src, dst, src_port, dst_port "
-                      "or req.ssl_sni", file=backend.location.file, line=backend.location.line,
-                      keyword="balance")
+
+def _sample(sample: model.Sample | None, backend: model.Backend) -> Callable[[PickKey], bytes | None]:
+    """The bytes ``balance hash <sample>`` hashes for a connection, None when it has none."""
+    try:
+        if sample is None:
+            raise samples.SampleError("balance hash requires a sample expression.")
+        samples.check_hashable(sample)
+    except samples.SampleError as exc:
+        raise ConfigError(f"'balance hash {sample}': {exc.message}", file=backend.location.file,
+                          line=backend.location.line, keyword="balance") from None
+    read = samples.reader(sample)
+    kind = samples.type_of(sample)
+    if kind == samples.IP:
+        return lambda key: _address_bytes(read(key))
+    if kind == samples.INT:
+        return lambda key: value.to_bytes(8, "big") if (value := read(key)) else None
+    return lambda key: value.encode("utf-8", "surrogateescape") if (value := read(key)) else None
 
 
 _V4_MAPPED = b"\0" * 10 + b"\xff\xff"

@@ -69,8 +69,8 @@ def lane_hashing(backend: model.Backend) -> Any:
     balance = backend.balance
     if balance.algorithm in ("roundrobin", "static-rr"):
         return None
-    if balance.hash_balance_factor or not (
-            balance.algorithm == "source" or (balance.algorithm == "hash" and balance.arguments == ("src",))):
+    if balance.hash_balance_factor or not (balance.algorithm == "source" or (
+            balance.algorithm == "hash" and balance.sample == model.Sample("src"))):
         return False
     return "map" if balance.hash_type == "map-based" else "table"
 

@@ -133,7 +133,7 @@ class BackendRuntime:
         self.servers = [ServerRuntime(self, slot, first_block + slot.index) for slot in self.balancer.slots]
         self.blocks = [server.block for server in self.servers]
         # Whether picking needs the address the client connected to (one more syscall per connection).
-        self.needs_destination = any("dst" in arg for arg in backend.balance.arguments)
+        self.needs_destination = self.balancer.needs_destination
 
     def raw_address_of(self, slot: ServerSlot, session: Any) -> bytes:
         """The raw sockaddr to dial ``slot`` for ``session``: only a server without a port looks at

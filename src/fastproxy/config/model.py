@@ -148,12 +148,28 @@ class TcpCheckRule:
     location: Location = field(default_factory=Location)
 
 
+@dataclass(frozen=True)
+class Sample:
+    """A sample expression: a fetch and the converters applied to its value in turn.
+
+    ``Sample("req.ssl_sni", ("lower",))`` is ``req.ssl_sni,lower``; ``fastproxy.samples`` knows which
+    fetches and converters exist (``samples.parse`` reads the text form).
+    """
+
+    fetch: str
+    converters: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        return ",".join((self.fetch, *self.converters))
+
+
 @dataclass
 class Balance:
     """``balance <algorithm> [args]`` plus the hashing settings that go with it."""
 
     algorithm: str = "roundrobin"
-    arguments: tuple[str, ...] = ()
+    sample: Optional[Sample] = None  # what ``balance hash <sample>`` hashes (``source`` hashes ``src``)
+    draws: Optional[int] = None  # ``random(<draws>)``; None: HAProxy's default, 2
     hash_type: str = "map-based"  # map-based | consistent | maglev (ours)
     hash_function: Optional[str] = None
     hash_balance_factor: int = 0  # 0: unbounded
@@ -191,7 +207,7 @@ class Acl:
     """``acl <name> <criterion> [flags] <values...>``: a named test on the connection."""
 
     name: str
-    criterion: str  # src, dst, src_port, dst_port, req.ssl_sni, req_ssl_hello_type, ...
+    criterion: Sample  # src, dst, src_port, dst_port, req.ssl_sni,lower, req_ssl_hello_type, ...
     values: tuple[str, ...]
     flags: tuple[str, ...] = ()  # e.g. ("-i",)
     location: Location = field(default_factory=Location)

@@ -8,10 +8,11 @@ model.  The check that SNI rules have an ``inspect-delay`` runs after parsing, r
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 from ... import acl as acls
-from ..model import TcpRequestRule, UseBackend
+from ... import samples
+from ..model import Sample, TcpRequestRule, UseBackend
 from .global_ import _log_target
 from .lexer import _Invalid
 from .registry import _FE_TIMEOUTS, BE, FE, ProxyHandler, _keyword, _names, _post_check
@@ -96,13 +97,13 @@ for _old, _new in (("contimeout", "timeout connect"), ("clitimeout", "timeout cl
 
 _BALANCE_ALGORITHMS = {"roundrobin", "static-rr", "leastconn", "first", "source", "random", "hash"}
 _BALANCE_LAYER7 = ("uri", "url_param", "hdr(", "rdp-cookie")
-_HASH_EXPRESSIONS = {"src", "dst", "src_port", "dst_port", "req.ssl_sni", "req_ssl_sni"}
 
 
 @_keyword("balance", caps=BE)
 def _balance(line: _Line, proxy: _Proxy, args: list[str]) -> None:
     algorithm, rest = (args[0], args[1:]) if args else ("roundrobin", [])  # HAProxy's default
-    arguments: tuple[str, ...] = ()
+    sample: Optional[Sample] = None
+    draws: Optional[int] = None
     random = re.fullmatch(r"random(?:\((.*)\))?", algorithm)
     if random:
         algorithm = "random"
@@ -110,29 +111,29 @@ def _balance(line: _Line, proxy: _Proxy, args: list[str]) -> None:
             draws = _integer(random[1], "a number of draws in random(<draws>)")
             if draws < 1:
                 raise _Invalid("balance random : number of draws must be at least 1.")
-            arguments = (str(draws),)
     elif algorithm == "hash":
         if not rest:
             raise _Invalid("balance hash requires a sample expression.")
         if len(rest) > 1:
             raise _Invalid(f"balance hash takes no other argument (got '{rest[1]}').")
         expression = rest[0]
-        fetch = expression.split(",", 1)[0]
-        if fetch not in _HASH_EXPRESSIONS:
-            raise _Invalid(f"'balance hash {expression}': fastproxy hashes on the layer-4 samples "
-                           f"{', '.join(sorted(_HASH_EXPRESSIONS))} only")
-        arguments, rest = (expression,), []
+        try:
+            sample = samples.split(expression)
+            samples.check_hashable(sample)
+        except samples.SampleError as exc:
+            raise _Invalid(f"'balance hash {expression}': {exc.message}") from None
+        rest = []
     elif algorithm.startswith(_BALANCE_LAYER7):
         line.warn(f"'{algorithm}' needs layer 7 (or RDP cookies), which fastproxy does not read; "
                   "falling back to roundrobin as HAProxy does in TCP mode")
-        algorithm, arguments, rest = "roundrobin", (), []
+        algorithm, rest = "roundrobin", []
     elif algorithm not in _BALANCE_ALGORITHMS:
         raise _Invalid("balance only supports 'roundrobin', 'static-rr', 'leastconn', 'first', "
                        f"'source', 'random', 'hash', 'uri', 'url_param', 'hdr(name)' and "
                        f"'rdp-cookie(name)' (got '{algorithm}')")
     if rest:
         line.warn(f"extra argument '{rest[0]}' ignored (HAProxy ignores it too)")
-    proxy.balance.algorithm, proxy.balance.arguments = algorithm, arguments
+    proxy.balance.algorithm, proxy.balance.sample, proxy.balance.draws = algorithm, sample, draws
 
 
 _HASH_FUNCTIONS = {"sdbm", "djb2", "crc32", "wt6"}
