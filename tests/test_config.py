@@ -273,7 +273,8 @@ def test_global_keywords_are_recorded():
         50000, 1000, 4, 16384, 262144, 4096)
     assert g.splice is False
     assert g.pidfile == "/run/fastproxy.pid"
-    assert g.log_targets == ["127.0.0.1:514 local0 info", "stdout format raw local1"]
+    assert [(t.address, t.facility, t.level, t.format) for t in g.log_targets] == [
+        ("127.0.0.1:514", 16, 6, "rfc3164"), ("stdout", 17, 7, "raw")]
     assert g.stats_sockets == ["/run/haproxy.sock mode 660 level admin"]
     assert g.stats_timeout == 120.0
     assert g.daemon is True
@@ -571,8 +572,8 @@ def test_options():
     assert fe.options == {"splice-auto": True, "splice-request": True}
     assert be.options == {"splice-auto": True, "splice-response": True}
     assert (fe.maxconn, fe.rate_limit_sessions) == (5000, 200)
-    assert (fe.log, fe.log_targets, fe.tcplog, fe.dontlognull) == (
-        True, ["127.0.0.1:514 local0"], True, False)
+    assert (fe.log, [(t.address, t.facility) for t in fe.log_targets], fe.tcplog, fe.dontlognull) == (
+        True, [("127.0.0.1:514", 16)], True, False)
     assert (quiet.log, quiet.log_targets, quiet.dontlognull) == (False, [], True)
     assert (fe.client_keepalive.enabled, fe.client_keepalive.idle, fe.client_keepalive.interval,
             fe.client_keepalive.count) == (True, 30.0, 5.0, 4)

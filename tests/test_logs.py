@@ -10,6 +10,7 @@ import socket
 import pytest
 
 from fastproxy.config import parse_text
+from fastproxy.config.model import Location, LogTarget
 from fastproxy.pump import CPump
 
 from .conftest import run
@@ -32,9 +33,21 @@ listen fe
     server s1 127.0.0.1:{port}
 """
 
+def test_a_log_line_is_read_once_into_the_models_log_target():
+    config = parse_text("global\n"
+                        " log 127.0.0.1:514 len 512 format rfc5424 sample 2-3,5:6 local0 info notice\n"
+                        "frontend fe\n log global\n log stderr user\n", filename="t.cfg")
+    first, other = config.frontends["fe"].log_targets
+    assert first == LogTarget("127.0.0.1:514", facility=16, level=6, minlevel=5, format="rfc5424", length=512,
+                              sample=(2, 6), location=Location("t.cfg", 2))
+    assert (other.address, other.facility, other.level, other.sample) == ("stderr", 1, 7, None)
+    assert config.global_.log_targets == [first]
+
+
 TCPLOG = re.compile(
     r"<134>\w{3} [ \d]\d \d\d:\d\d:\d\d fastproxy\[(\d+)\]: "
-    r"127\.0\.0\.1:(\d+) \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d\.\d{3}\] fe fe/s1 0/\d+/\d+ 5 -- \d+/\d+/\d+/\d+/0 0/0$")
+    r"127\.0\.0\.1:(\d+) \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d\.\d{3}\] fe fe/s1 0/\d+/\d+ 5 -- "
+    r"\d+/\d+/\d+/\d+/0 0/0$")
 
 
 def parse(text: str):
@@ -193,7 +206,8 @@ def test_server_state_changes_go_to_the_backends_log_targets_at_haproxys_levels(
             [up] = await datagrams(sink, 1)
         # local0 is facility 16: alert 16*8+1, emerg 16*8+0, notice 16*8+5.
         assert down.startswith("<129>") and down.endswith(
-            "Server fe/s1 is DOWN. 0 active and 0 backup servers left. 0 sessions active, 0 remaining in queue.")
+            "Server fe/s1 is DOWN. 0 active and 0 backup servers left. 0 sessions active, "
+            "0 remaining in queue.")
         assert empty.startswith("<128>") and empty.endswith("backend fe has no server available!")
         assert up.startswith("<133>") and up.endswith(
             "Server fe/s1 is UP. 1 active and 0 backup servers online. 0 total in queue.")
@@ -215,8 +229,8 @@ def test_tcplog_lines_to_stdout_in_raw_format(pump_class, capfd):
         return ports
     ports = run(main())
     lines = [line for line in capfd.readouterr().out.splitlines() if " fe fe/s1 " in line]
-    body = re.compile(r"127\.0\.0\.1:(\d+) \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d\.\d{3}\] fe fe/s1 0/\d+/\d+ 5 -- "
-                      r"\d+/\d+/\d+/\d+/0 0/0$")
+    body = re.compile(r"127\.0\.0\.1:(\d+) \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d\.\d{3}\] fe fe/s1 "
+                      r"0/\d+/\d+ 5 -- \d+/\d+/\d+/\d+/0 0/0$")
     assert sorted(int(body.match(line).group(1)) for line in lines) == sorted(ports), lines
 
 

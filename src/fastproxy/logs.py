@@ -6,7 +6,8 @@ Targets: ``ip:port`` / ``udp@ip:port`` (syslog over UDP, port 514 by default), a
 default: ``<PRI>Mmm dd hh:mm:ss fastproxy[pid]: message``), ``rfc5424``, ``short`` (``<level>message``),
 ``raw`` (the message alone).  A message goes to a target when its level is at or above the target's
 ``level`` in severity (``info`` passes ``info``, ``notice`` passes ``warning``), raised to
-``minlevel`` as HAProxy does.  ``sample`` sends one message in ``s`` round-robin.
+``minlevel`` as HAProxy does.  ``sample`` sends one message in ``s`` round-robin.  The reader parses each
+line once into the model's ``LogTarget``; the names of facilities, levels and formats are this module's.
 
 Sending never blocks traffic: datagrams go through a non-blocking socket and are dropped when the
 socket buffer is full, as HAProxy drops them.  Targets HAProxy reaches over TCP or a ring buffer
@@ -19,56 +20,25 @@ import logging
 import os
 import socket
 import time
-from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
+
+from .config.model import LogTarget
+
+__all__ = ["FACILITIES", "FORMATS", "LEVELS", "LogTarget", "ProxyLog", "second_stamp"]
 
 log = logging.getLogger("fastproxy")
 
 FACILITIES = ("kern user mail daemon auth syslog lpr news uucp cron auth2 ftp ntp audit alert cron2 "
               "local0 local1 local2 local3 local4 local5 local6 local7").split()
 LEVELS = "emerg alert crit err warning notice info debug".split()  # severity 0 .. 7
+# HAProxy's formats; fastproxy writes local, priority, timed and iso as rfc3164.
+FORMATS = ("local", "rfc3164", "rfc5424", "priority", "short", "timed", "iso", "raw")
 INFO = LEVELS.index("info")
 NOTICE = LEVELS.index("notice")
 ALERT = LEVELS.index("alert")
 EMERG = LEVELS.index("emerg")
-DEFAULT_LENGTH = 1024
 SYSLOG_PORT = 514
 UNSUPPORTED_PREFIXES = ("tcp@", "tcp4@", "tcp6@", "ring@", "fd@", "abns@")
-
-
-@dataclass
-class LogTarget:
-    address: str
-    facility: int
-    level: int = LEVELS.index("debug")  # the least severe level sent
-    minlevel: int = 0  # messages more severe than this are sent at this level
-    format: str = "rfc3164"
-    length: int = DEFAULT_LENGTH
-    sample: Optional[tuple[int, int]] = None  # (first of every ``size``, size): which messages go out
-
-    @classmethod
-    def parse(cls, line: str) -> "LogTarget":
-        """A target from the words of a ``log`` line as the reader recorded it (already checked)."""
-        words = line.split()
-        target = cls(words[0], 0)
-        i = 1
-        while i < len(words) - 1 and words[i] in ("len", "format", "sample"):
-            option, value = words[i], words[i + 1]
-            if option == "len":
-                target.length = int(value)
-            elif option == "format":
-                target.format = value
-            else:
-                ranges, _, size = value.partition(":")
-                target.sample = (int(ranges.split(",")[0].split("-")[0]), int(size))
-            i += 2
-        target.facility = FACILITIES.index(words[i])
-        levels = words[i + 1:]
-        if levels:
-            target.level = LEVELS.index(levels[0])
-        if len(levels) > 1:
-            target.minlevel = LEVELS.index(levels[1])
-        return target
 
 
 class _Sender:
@@ -78,7 +48,7 @@ class _Sender:
         self.target = target
         self.sock: Optional[socket.socket] = None
         self.fd = -1
-        self.destination: object = None
+        self.destination: Any = None  # a path or a sockaddr tuple
         self.connected = False
         self.counter = 0
         address = target.address
@@ -163,12 +133,11 @@ def second_stamp(fmt: str, now: float) -> str:
 class ProxyLog:
     """The log of one proxy: every target of its ``log`` lines (``log global`` already expanded)."""
 
-    def __init__(self, name: str, lines: list[str]) -> None:
+    def __init__(self, name: str, targets: list[LogTarget]) -> None:
         self.senders: list[_Sender] = []
         self.hostname = socket.gethostname()
         self.pid = os.getpid()
-        for line in lines:
-            target = LogTarget.parse(line)
+        for target in targets:
             if target.address.startswith(UNSUPPORTED_PREFIXES):
                 log.warning("proxy '%s': log target '%s' is not supported (UDP, UNIX datagram, stdout "
                             "and stderr are); its messages are not sent", name, target.address)

@@ -62,6 +62,28 @@ class KeepAlive:
     count: Optional[int] = None
 
 
+@dataclass(frozen=True)
+class LogTarget:
+    """Where one ``log`` line sends messages, and which:
+    ``<address> [len <n>] [format <f>] [sample <r>:<s>] <facility> [<level> [<minlevel>]]``.
+
+    ``address`` as written (``ip[:port]``, ``udp@...``, a path or ``unix@path``, ``stdout``, ``stderr``;
+    ``tcp@``/``ring@``... are recorded and reported at start).  Facilities and levels are syslog's
+    numbers (``fastproxy.logs.FACILITIES`` and ``LEVELS`` name them): ``level`` is the least severe level
+    sent, messages more severe than ``minlevel`` are sent at ``minlevel``.  ``sample``: (n, size), send
+    the n-th of every ``size`` messages.
+    """
+
+    address: str
+    facility: int
+    level: int = 7  # debug: everything
+    minlevel: int = 0  # emerg: no change
+    format: str = "rfc3164"
+    length: int = 1024
+    sample: Optional[tuple[int, int]] = None
+    location: Location = field(default_factory=Location)
+
+
 @dataclass
 class Bind:
     """One listening address of a frontend (one ``bind`` address, after port ranges are expanded)."""
@@ -193,7 +215,7 @@ class Backend:
     allbackups: bool = False  # ``option allbackups``: use every backup server at once, not the first
     tcp_check: bool = False  # ``option tcp-check``: checks run ``tcp_check_rules`` (none: a connect)
     tcp_check_rules: list[TcpCheckRule] = field(default_factory=list)
-    log_targets: list[str] = field(default_factory=list)  # its ``log`` lines: where server state changes go
+    log_targets: list[LogTarget] = field(default_factory=list)  # where server state changes go
 
     def server(self, name: str) -> Server:
         for server in self.servers:
@@ -265,7 +287,7 @@ class Frontend:
     dontlognull: bool = False
     options: dict[str, Any] = field(default_factory=dict)
     location: Location = field(default_factory=Location)
-    log_targets: list[str] = field(default_factory=list)  # the ``log`` lines in effect (``global`` expanded)
+    log_targets: list[LogTarget] = field(default_factory=list)  # in effect (``log global`` expanded)
 
 
 @dataclass
@@ -282,7 +304,7 @@ class Global:
     pidfile: Optional[str] = None
     daemon: bool = False
     hard_stop_after: Optional[float] = None
-    log_targets: list[str] = field(default_factory=list)
+    log_targets: list[LogTarget] = field(default_factory=list)  # what ``log global`` in a proxy stands for
     stats_sockets: list[str] = field(default_factory=list)
     stats_timeout: Optional[float] = None
     user: Optional[str] = None

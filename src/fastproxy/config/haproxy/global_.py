@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import grp
 import pwd
-from typing import TYPE_CHECKING, Optional
+import re
+from typing import TYPE_CHECKING, Any, Optional
 
-from ..model import Global
+from ... import logs
+from ..model import Global, LogTarget
 from .lexer import _Invalid
 from .registry import GlobalHandler, _names
 from .values import _check_host, _integer, _leading, _none, _one, _port, _size, _split_address, _time
@@ -70,14 +72,9 @@ def _global_hard_stop_after(line: _Line, g: Global, args: list[str]) -> None:
 def _global_log(line: _Line, g: Global, args: list[str]) -> None:
     if args == ["global"]:
         raise _Invalid("'log global' is only valid in proxies")
-    g.log_targets.append(_log_target(args))
+    g.log_targets.append(_log_target(line, args))
 
 
-_LOG_FACILITIES = _names("""
-    kern user mail daemon auth syslog lpr news uucp cron auth2 ftp ntp audit alert cron2
-    local0 local1 local2 local3 local4 local5 local6 local7
-""")
-_LOG_LEVELS = _names("emerg alert crit err warning notice info debug")
 _LOG_SETTINGS = {"len", "format", "sample"}
 
 
@@ -86,7 +83,8 @@ _LOG_ADDRESS_PREFIXES = ("ring@", "fd@", "udp@", "udp4@", "udp6@", "unix@", "uxd
 
 
 def _check_log_address(text: str) -> None:
-    """Log targets are recorded, not used: only check they read as HAProxy addresses."""
+    """Check a target reads as one of HAProxy's log addresses (``logs`` reports at start the kinds it
+    cannot send to, ``tcp@`` and ``ring@``...)."""
     if text in ("stdout", "stderr") or text.startswith("/") or text.startswith(_LOG_ADDRESS_PREFIXES):
         return
     address = _split_address(text)
@@ -97,23 +95,68 @@ def _check_log_address(text: str) -> None:
         _port(address.port_text, text)
 
 
-def _log_target(args: list[str]) -> str:
-    """``<target> [len n] [format f] [sample r:s] <facility> [<level> [<minlevel>]]``, checked."""
+def _log_target(line: _Line, args: list[str]) -> LogTarget:
+    """``<target> [len n] [format f] [sample r:s] <facility> [<level> [<minlevel>]]``, checked and read."""
     if len(args) < 2:
         raise _Invalid("expects <address> and <facility> as arguments")
     _check_log_address(args[0])
+    settings: dict[str, Any] = {}
     i = 1
     while i < len(args) - 1 and args[i] in _LOG_SETTINGS:
+        name, value = args[i], args[i + 1]
+        if name == "len":
+            settings["length"] = _log_length(value)
+        elif name == "format":
+            if value not in logs.FORMATS:
+                raise _Invalid(f"unknown log format '{value}'")
+            settings["format"] = value
+        else:
+            settings["sample"] = _log_sample(value)
         i += 2
     facility, levels = args[i], args[i + 1:]
-    if facility not in _LOG_FACILITIES:
+    if facility not in logs.FACILITIES:
         raise _Invalid(f"unknown log facility '{facility}'")
     for level in levels[:2]:
-        if level not in _LOG_LEVELS:
+        if level not in logs.LEVELS:
             raise _Invalid(f"unknown optional log level '{level}'")
     if len(levels) > 2:
         raise _Invalid(f"cannot handle unexpected argument '{levels[2]}'")
-    return " ".join(args)
+    if levels:
+        settings["level"] = logs.LEVELS.index(levels[0])
+    if len(levels) > 1:
+        settings["minlevel"] = logs.LEVELS.index(levels[1])
+    return LogTarget(args[0], logs.FACILITIES.index(facility), location=line.location, **settings)
+
+
+def _log_length(text: str) -> int:
+    if not re.fullmatch(r"[0-9]+", text) or not 80 <= int(text) <= 65535:
+        raise _Invalid(f"invalid log length '{text}', must be between 80 and 65535")
+    return int(text)
+
+
+def _log_sample(text: str) -> tuple[int, int]:
+    """``sample <ranges>:<size>`` as HAProxy checks it; what fastproxy sends is the first message of the
+    first range in every ``size`` (``LogTarget.sample``)."""
+    ranges_text, colon, size_text = text.partition(":")
+    if not colon:
+        raise _Invalid("Missing sample size")
+    ranges = [item for item in ranges_text.split(",") if item]
+    if not ranges:
+        raise _Invalid("no sampling ranges given")
+    highest = 0
+    for item in ranges:
+        match = re.fullmatch(r"([0-9]+)(?:-([0-9]+))?", item)
+        low, high = (int(match[1]), int(match[2] or match[1])) if match else (0, 0)
+        if not match or low < 1 or high < low:
+            raise _Invalid(f"wrong sample range '{item}'")
+        highest = max(highest, high)
+    if not re.fullmatch(r"[0-9]+", size_text) or int(size_text) < 1:
+        raise _Invalid(f"wrong sample size '{size_text}' for sample range '{ranges_text}'")
+    size = int(size_text)
+    if size < highest:
+        raise _Invalid(f"sample size {size} should be greater or equal to {highest} the maximum of the high "
+                       "ranges limits")
+    return int(re.split(r"[-,]", ranges[0])[0]), size
 
 
 def _global_stats(line: _Line, g: Global, args: list[str]) -> None:

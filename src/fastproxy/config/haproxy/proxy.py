@@ -170,7 +170,7 @@ def _log(line: _Line, proxy: _Proxy, args: list[str]) -> None:
     if args == ["global"]:
         proxy.log_targets += line.reader.global_.log_targets
         return
-    proxy.log_targets.append(_log_target(args))
+    proxy.log_targets.append(_log_target(line, args))
 
 
 @_keyword("default_backend", caps=FE)

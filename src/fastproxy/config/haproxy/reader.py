@@ -31,6 +31,7 @@ from ..model import (
     Global,
     KeepAlive,
     Location,
+    LogTarget,
     Server,
     TcpCheckRule,
     TcpRequestRule,
@@ -79,7 +80,7 @@ class _Proxy:
     balance: Balance = field(default_factory=Balance)
     client_keepalive: KeepAlive = field(default_factory=KeepAlive)
     server_keepalive: KeepAlive = field(default_factory=KeepAlive)
-    log_targets: list[str] = field(default_factory=list)
+    log_targets: list[LogTarget] = field(default_factory=list)
     tcplog: bool = False
     dontlognull: bool = False
     allbackups: bool = False
