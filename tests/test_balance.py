@@ -287,9 +287,9 @@ def test_balancers_agree_on_maglev_with_the_same_seed_and_not_with_another(ring_
     assert choices(5) != choices(6)
 
 
-def test_maglev_table_size_and_seed_come_from_the_backend_options(ring_class):
+def test_maglev_table_size_and_seed_come_from_the_backends_balance(ring_class):
     backend = make_backend("source", hash_type="maglev")
-    backend.options.update({"maglev-table-size": 101, "hash-seed": 9})
+    backend.balance.table_size, backend.balance.seed = 101, 9
     balancer = Balancer(backend, ring_class=ring_class)
     assert (balancer.ring.table_size, balancer.ring.seed) == (101, 9)
 
@@ -378,13 +378,8 @@ def test_backups_only_when_no_active_server_is_usable(build):
     assert set(picks(balancer, 200)) == {"a1"}
 
 
-@pytest.mark.parametrize("via", ["field", "options"])
-def test_allbackups_uses_every_backup(ring_class, via):
-    backend = make_backend("roundrobin", servers=backup_servers())
-    if via == "field":
-        backend.allbackups = True
-    else:
-        backend.options["allbackups"] = True
+def test_allbackups_uses_every_backup(ring_class):
+    backend = make_backend("roundrobin", servers=backup_servers(), allbackups=True)
     balancer = Balancer(backend, ring_class=ring_class)
     for name in ("a1", "a2"):
         balancer.set_state(name, ServerState.DOWN)

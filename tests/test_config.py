@@ -306,9 +306,9 @@ def test_several_global_sections_add_up():
     assert (g.maxconn, g.nbthread) == (10, 3)
 
 
-def test_global_uid_and_gid_are_recorded_as_options():
+def test_global_uid_and_gid_are_read():
     g = parse("global\n uid 100\n gid 200\n").global_
-    assert g.options == {"uid": 100, "gid": 200}
+    assert (g.uid, g.gid) == (100, 200)
 
 
 def test_setenv_presetenv_unsetenv_and_resetenv_change_later_expansions():

@@ -49,7 +49,7 @@ def test_frontends_that_need_python_do_not_get_a_lane(pump_class):
     async def main():
         backend, port = await start_backend(echo)
         for change in ({"frontend": {"log": True}}, {"backend": {"balance": Balance("leastconn")}},
-                       {"global_": {"maxconnrate": 1000}}):
+                       {"global_": {"maxconnrate": 1000}}, {"frontend": {"lanes": False}}):
             async with running(config([port], **change), pump_class) as engine:
                 assert not engine.lanes
         backend.close()

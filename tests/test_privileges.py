@@ -8,7 +8,7 @@ import pwd
 
 import pytest
 
-from fastproxy.config import model
+from fastproxy.config import model, parse_text
 from fastproxy.errors import FastproxyError
 from fastproxy.privileges import Identity, PrivilegeError, drop, identity_of
 
@@ -22,6 +22,18 @@ def test_a_user_that_does_not_exist_is_a_privilege_error_in_the_error_tree():
 def test_user_names_are_resolved_to_their_ids():
     root = pwd.getpwuid(0).pw_name
     assert identity_of(model.Global(user=root)) == Identity(uid=0, gid=None, chroot=None)
+
+
+def test_numeric_ids_are_taken_as_they_are_and_names_win_over_them():
+    root = pwd.getpwuid(0).pw_name
+    assert identity_of(model.Global(uid=1234, gid=5678)) == Identity(uid=1234, gid=5678, chroot=None)
+    assert identity_of(model.Global(uid=1234, user=root)).uid == 0
+
+
+def test_uid_and_gid_lines_set_the_typed_fields():
+    config = parse_text("global\n uid 1234\n gid 5678\n")
+    assert (config.global_.uid, config.global_.gid) == (1234, 5678)
+    assert identity_of(config.global_) == Identity(uid=1234, gid=5678, chroot=None)
 
 
 def test_nothing_asked_changes_nothing():

@@ -117,8 +117,8 @@ class Balancer:
 
     Keyword arguments, all optional: ``ring_class`` (the HashRing implementation; the compiled one
     when built), ``rng`` (a ``random.Random``, for ``random``), ``table_size`` and ``seed`` (the Maglev
-    table, and the seed of every hash; defaults 65537 and 0, or the backend options
-    ``maglev-table-size`` and ``hash-seed`` when set), ``points_per_weight`` (consistent-ring points of
+    table, and the seed of every hash; the backend's ``balance.table_size`` and ``balance.seed`` when
+    not given), ``points_per_weight`` (consistent-ring points of
     a server of the backend's common weight, see ``_GroupRings``).
     """
 
@@ -142,7 +142,7 @@ class Balancer:
             slot.minconn = slot.server.minconn if slot.server.minconn < slot.maxconn else 0
         self._by_name = {slot.name: slot for slot in self.slots}
         self._by_id = sorted(self.slots, key=lambda slot: slot.id)
-        self.all_backups = bool(backend.allbackups or backend.options.get("allbackups"))
+        self.all_backups = backend.allbackups
         self.balance_factor = backend.balance.hash_balance_factor
         self.in_flight = 0  # connections in flight to any server of the backend
         self.queued = 0  # connections waiting in the backend's queues (kept by fastproxy.queues)
@@ -151,11 +151,8 @@ class Balancer:
         self.fullconn = backend.fullconn or 0
         self.rng = rng if rng is not None else random.Random()
         self.ring_class = ring_class if ring_class is not None else ring_module.HashRing
-        options = backend.options
-        if table_size is None:
-            table_size = int(options.get("maglev-table-size", 65537))
-        self.table_size = table_size
-        self.seed = seed if seed is not None else int(options.get("hash-seed", 0))
+        self.table_size = table_size if table_size is not None else backend.balance.table_size
+        self.seed = seed if seed is not None else backend.balance.seed
         self.points_per_weight = points_per_weight
         self.pool: list[ServerSlot] = []  # the servers picks choose from
         self.pool_group = "active"  # "active", "backup" (all usable backups) or "first-backup"

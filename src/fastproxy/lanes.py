@@ -43,7 +43,7 @@ def lane_backend(state: Runtime, frontend: FrontendRuntime, *, hooks: bool) -> O
     if (not has_lanes(state.pump) or hooks or state.config.global_.maxconnrate
             or frontend.router is not None
             or (fe.log and not fe.tcplog and not lane_log_sinks(frontend.log))
-            or fe.rate_limit_sessions or fe.options.get("lanes") is False):
+            or fe.rate_limit_sessions or fe.lanes is False):
         return None
     backend = state.backends.get(fe.default_backend or "")
     if backend is None or backend.needs_destination:

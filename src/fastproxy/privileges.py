@@ -36,8 +36,7 @@ class Identity:
 
 def identity_of(g: model.Global) -> Identity:
     """The uid, gid and chroot ``g`` asks for; a name that does not exist is a PrivilegeError."""
-    uid = g.options.get("uid")
-    gid = g.options.get("gid")
+    uid, gid = g.uid, g.gid
     if g.user is not None:
         try:
             uid = pwd.getpwnam(g.user).pw_uid

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 
 @dataclass(frozen=True)
@@ -195,6 +195,10 @@ class Balance:
     hash_type: str = "map-based"  # map-based | consistent | maglev (ours)
     hash_function: Optional[str] = None
     hash_balance_factor: int = 0  # 0: unbounded
+    # fastproxy's, through the API only: the size of a ``maglev`` table (a prime) and the seed of every
+    # hash of the backend (processes balancing the same keys agree when they share both).
+    table_size: int = 65537
+    seed: int = 0
 
 
 @dataclass
@@ -210,7 +214,7 @@ class Backend:
     redispatch: bool = False
     server_keepalive: KeepAlive = field(default_factory=KeepAlive)
     fullconn: Optional[int] = None
-    options: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)  # recorded, not acted on: splice-*, description...
     location: Location = field(default_factory=Location)
     allbackups: bool = False  # ``option allbackups``: use every backup server at once, not the first
     tcp_check: bool = False  # ``option tcp-check``: checks run ``tcp_check_rules`` (none: a connect)
@@ -285,9 +289,12 @@ class Frontend:
     log: bool = False
     tcplog: bool = False
     dontlognull: bool = False
-    options: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)  # recorded, not acted on: splice-*, description...
     location: Location = field(default_factory=Location)
     log_targets: list[LogTarget] = field(default_factory=list)  # in effect (``log global`` expanded)
+    # fastproxy's, through the API only: False keeps the frontend off the pump's lanes (every
+    # connection through Python); None or True let it run on one whenever it qualifies.
+    lanes: Optional[bool] = None
 
 
 @dataclass
@@ -309,9 +316,10 @@ class Global:
     stats_timeout: Optional[float] = None
     user: Optional[str] = None
     group: Optional[str] = None
+    uid: Optional[int] = None  # ``uid``/``gid``: numeric ids; ``user``/``group`` names win when both are set
+    gid: Optional[int] = None
     chroot: Optional[str] = None
     spread_checks: int = 0  # percent of random spread around each check interval (0 to 50)
-    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -335,10 +343,3 @@ class Config:
     backends: dict[str, Backend] = field(default_factory=dict)
     warnings: list[Warning_] = field(default_factory=list)
     files: tuple[str, ...] = ()
-
-
-# A director picks the upstream for one client connection: it receives the connection (with
-# ``.frontend``, ``.backend``, ``.peername``...) and returns a Server, a (host, port) tuple, or None
-# to let the backend's balancer decide.  An error handler receives the connection and the exception.
-Director = Callable[..., Any]
-ErrorHandler = Callable[..., Any]

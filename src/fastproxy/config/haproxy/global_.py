@@ -179,7 +179,7 @@ def _global_stats(line: _Line, g: Global, args: list[str]) -> None:
 
 def _global_numeric_id(option: str) -> GlobalHandler:
     def handler(line: _Line, g: Global, args: list[str]) -> None:
-        g.options[option] = _integer(_one(args, f"a numeric {option}"), f"a numeric {option}", 0)
+        setattr(g, option, _integer(_one(args, f"a numeric {option}"), f"a numeric {option}", 0))
     return handler
 
 
