@@ -10,7 +10,6 @@ from hypothesis import strategies as st
 
 from fastproxy.acl import AclError, ConnInfo, Router, compile_acl, evaluate, parse_acl, parse_condition
 from fastproxy.config import parse_text
-from fastproxy.config.model import Acl, Frontend, Sample, TcpRequestRule, UseBackend
 from fastproxy.errors import ConfigError
 
 
@@ -318,19 +317,6 @@ def test_plain_frontend_routes_by_source_and_rejects_by_port(config):
 
 def test_a_listen_routes_to_itself(config):
     assert Router.for_frontend(config.frontends["self"], config.backends).backend_for(conn()) == "self"
-
-
-def test_a_frontend_built_in_python_naming_a_missing_backend_is_a_configerror():
-    frontend = Frontend(name="fe", use_backends=[UseBackend(backend="nowhere")])
-    with pytest.raises(ConfigError, match="no backend named 'nowhere'"):
-        Router.for_frontend(frontend, {})
-
-
-def test_a_frontend_built_in_python_naming_a_missing_acl_is_a_configerror():
-    condition = parse_condition(["if", "x"], {"x": [Acl("x", Sample("src"), ("1.2.3.4",))]})
-    frontend = Frontend(name="fe", tcp_request_rules=[TcpRequestRule("connection", "reject", condition)])
-    with pytest.raises(ConfigError, match="no such ACL : 'x'"):
-        Router.for_frontend(frontend, {})
 
 
 # --- properties --------------------------------------------------------------------------------------

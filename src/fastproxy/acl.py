@@ -452,25 +452,20 @@ class Router:
 
     @classmethod
     def for_frontend(cls, frontend: Frontend, backends: Mapping[str, Any]) -> Router:
-        """Compile a frontend's rules; raises ConfigError if a rule names a missing ACL or backend."""
+        """Compile a frontend's rules.  The frontend is one ``config.validate`` has passed: its rules
+        name ACLs and backends that exist."""
         acls = frontend.acls
         rules: dict[str, list[_Rule]] = {"connection": [], "session": [], "content": []}
         needs_sni = False
-        try:
-            for rule in frontend.tcp_request_rules:
-                matches = compile_condition(rule.condition, acls)
-                rules[rule.phase].append(_Rule(rule.action == "accept", matches))
-                if rule.phase == "content":
-                    needs_sni |= condition_uses(rule.condition, acls, SNI_FETCHES)
-            switching = []
-            for use in frontend.use_backends:
-                _check_backend(use.backend, backends, frontend, use.location)
-                switching.append((use.backend, compile_condition(use.condition, acls)))
-                needs_sni |= condition_uses(use.condition, acls, SNI_FETCHES)
-        except AclError as exc:
-            raise ConfigError(str(exc), file=frontend.location.file, line=frontend.location.line) from None
-        if frontend.default_backend is not None:
-            _check_backend(frontend.default_backend, backends, frontend, frontend.location)
+        for rule in frontend.tcp_request_rules:
+            matches = compile_condition(rule.condition, acls)
+            rules[rule.phase].append(_Rule(rule.action == "accept", matches))
+            if rule.phase == "content":
+                needs_sni |= condition_uses(rule.condition, acls, SNI_FETCHES)
+        switching = []
+        for use in frontend.use_backends:
+            switching.append((use.backend, compile_condition(use.condition, acls)))
+            needs_sni |= condition_uses(use.condition, acls, SNI_FETCHES)
         return cls(connection_rules=rules["connection"], session_rules=rules["session"],
                    content_rules=rules["content"], switching=switching,
                    default_backend=frontend.default_backend, needs_sni=needs_sni)
@@ -497,10 +492,3 @@ def _first_match(rules: Sequence[_Rule], info: ConnInfo) -> bool:
         if rule.matches(info):
             return rule.accept
     return True
-
-
-def _check_backend(name: str, backends: Mapping[str, Any], frontend: Frontend, location: Any) -> None:
-    if name not in backends:
-        raise ConfigError(f"frontend '{frontend.name}': no backend named '{name}'",
-                          file=location.file, line=location.line, keyword="use_backend")
-

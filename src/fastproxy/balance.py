@@ -52,7 +52,6 @@ from typing import Any
 from . import ring as ring_module
 from . import samples
 from .config import model
-from .errors import ConfigError
 
 WEIGHT_MAX = 256  # HAProxy's SRV_UWGHT_MAX
 SLOWSTART_SCALE = 16  # HAProxy's BE_WEIGHT_SCALE: steps of a slowstart ramp per unit of weight
@@ -569,7 +568,9 @@ class _Hashed(_Algorithm):
 
     def __init__(self, balancer: Balancer) -> None:
         super().__init__(balancer)
-        self.sample = _sample(hashed_sample(balancer.backend.balance), balancer.backend)
+        sample = hashed_sample(balancer.backend.balance)
+        assert sample is not None
+        self.sample = _sample(sample)
         self.fallback = _RoundRobin(balancer)
 
     def pick(self, key: PickKey, avoid: AbstractSet[int]) -> ServerSlot | None:
@@ -625,10 +626,7 @@ def _make_algorithm(balancer: Balancer) -> _Algorithm:
         return _RingHash(balancer)
     simple = {"roundrobin": _RoundRobin, "static-rr": _StaticRoundRobin, "leastconn": _LeastConn,
               "first": _First, "random": _Random}
-    if algorithm not in simple:
-        raise ConfigError(f"unknown balance algorithm '{algorithm}'", file=backend.location.file,
-                          line=backend.location.line, keyword="balance")
-    return simple[algorithm](balancer)
+    return simple[algorithm](balancer)  # config.validate has checked the algorithm
 
 
 # --- helpers --------------------------------------------------------------------------------------
@@ -683,15 +681,9 @@ def hashed_sample(balance: model.Balance) -> model.Sample | None:
 _SOURCE = model.Sample("src")
 
 
-def _sample(sample: model.Sample | None, backend: model.Backend) -> Callable[[PickKey], bytes | None]:
-    """The bytes ``balance hash <sample>`` hashes for a connection, None when it has none."""
-    try:
-        if sample is None:
-            raise samples.SampleError("balance hash requires a sample expression.")
-        samples.check_hashable(sample)
-    except samples.SampleError as exc:
-        raise ConfigError(f"'balance hash {sample}': {exc.message}", file=backend.location.file,
-                          line=backend.location.line, keyword="balance") from None
+def _sample(sample: model.Sample) -> Callable[[PickKey], bytes | None]:
+    """The bytes ``balance hash <sample>`` hashes for a connection (a sample ``config.validate`` has
+    checked), None when it has none."""
     read = samples.reader(sample)
     kind = samples.type_of(sample)
     if kind == samples.IP:

@@ -17,7 +17,7 @@ import functools
 import socket
 from typing import Any, Optional
 
-from .config import model
+from .config import model, validate
 from .dispatch import Dispatcher
 from .health import CheckResult, HealthMonitor, ServerCheck
 from .balance import ServerState
@@ -73,6 +73,7 @@ class Engine:
 
     async def start(self) -> None:
         """Resolve, build and listen; on any failure nothing stays open."""
+        validate.check(self.config)  # a configuration built through the API is checked as a file is
         loop = asyncio.get_running_loop()
         cfg, g = self.config, self.config.global_
         backends: dict[str, BackendRuntime] = {}

@@ -1,4 +1,5 @@
-"""Configuration: the model (``model``) and the HAProxy-format reader (``haproxy``).
+"""Configuration: the model (``model``), its semantic checks (``validate``) and the HAProxy-format reader
+(``haproxy``).
 
 ``load(paths)`` reads ``haproxy -f``-style files and directories, ``parse_text(text)`` a string; both
 return the one ``Config`` model the engine runs and raise ``ConfigError`` listing every error found.

@@ -170,6 +170,10 @@ class TcpCheckRule:
     location: Location = field(default_factory=Location)
 
 
+BALANCE_ALGORITHMS = ("roundrobin", "static-rr", "leastconn", "first", "source", "random", "hash")
+HASH_TYPES = ("map-based", "consistent", "maglev")  # maglev is fastproxy's
+
+
 @dataclass(frozen=True)
 class Sample:
     """A sample expression: a fetch and the converters applied to its value in turn.
@@ -189,10 +193,10 @@ class Sample:
 class Balance:
     """``balance <algorithm> [args]`` plus the hashing settings that go with it."""
 
-    algorithm: str = "roundrobin"
+    algorithm: str = "roundrobin"  # one of BALANCE_ALGORITHMS
     sample: Optional[Sample] = None  # what ``balance hash <sample>`` hashes (``source`` hashes ``src``)
     draws: Optional[int] = None  # ``random(<draws>)``; None: HAProxy's default, 2
-    hash_type: str = "map-based"  # map-based | consistent | maglev (ours)
+    hash_type: str = "map-based"  # one of HASH_TYPES
     hash_function: Optional[str] = None
     hash_balance_factor: int = 0  # 0: unbounded
     # fastproxy's, through the API only: the size of a ``maglev`` table (a prime) and the seed of every
@@ -295,6 +299,7 @@ class Frontend:
     # fastproxy's, through the API only: False keeps the frontend off the pump's lanes (every
     # connection through Python); None or True let it run on one whenever it qualifies.
     lanes: Optional[bool] = None
+    default_backend_location: Optional[Location] = None  # its ``default_backend`` line, for messages
 
 
 @dataclass

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Optional
 
 from ... import acl as acls
 from ... import samples
-from ..model import Sample, TcpRequestRule, UseBackend
+from ..model import BALANCE_ALGORITHMS, HASH_TYPES, Sample, TcpRequestRule, UseBackend
 from .global_ import _log_target
 from .lexer import _Invalid
 from .registry import _FE_TIMEOUTS, BE, FE, ProxyHandler, _keyword, _names, _post_check
@@ -95,7 +95,6 @@ for _old, _new in (("contimeout", "timeout connect"), ("clitimeout", "timeout cl
     _keyword(_old)(_removed_timeout(_new))
 
 
-_BALANCE_ALGORITHMS = {"roundrobin", "static-rr", "leastconn", "first", "source", "random", "hash"}
 _BALANCE_LAYER7 = ("uri", "url_param", "hdr(", "rdp-cookie")
 
 
@@ -127,7 +126,7 @@ def _balance(line: _Line, proxy: _Proxy, args: list[str]) -> None:
         line.warn(f"'{algorithm}' needs layer 7 (or RDP cookies), which fastproxy does not read; "
                   "falling back to roundrobin as HAProxy does in TCP mode")
         algorithm, rest = "roundrobin", []
-    elif algorithm not in _BALANCE_ALGORITHMS:
+    elif algorithm not in BALANCE_ALGORITHMS:
         raise _Invalid("balance only supports 'roundrobin', 'static-rr', 'leastconn', 'first', "
                        f"'source', 'random', 'hash', 'uri', 'url_param', 'hdr(name)' and "
                        f"'rdp-cookie(name)' (got '{algorithm}')")
@@ -141,7 +140,7 @@ _HASH_FUNCTIONS = {"sdbm", "djb2", "crc32", "wt6"}
 
 @_keyword("hash-type", caps=BE)
 def _hash_type(line: _Line, proxy: _Proxy, args: list[str]) -> None:
-    if not args or args[0] not in ("map-based", "consistent", "maglev"):
+    if not args or args[0] not in HASH_TYPES:
         raise _Invalid("'hash-type' supports 'map-based', 'consistent' and (a fastproxy extension) "
                        f"'maglev' (got '{args[0] if args else ''}')")
     function = args[1] if len(args) > 1 else None

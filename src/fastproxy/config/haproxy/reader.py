@@ -4,8 +4,9 @@ sections, once read, into the ``Config`` model.
 It splits each line (``lexer``), follows ``.if`` blocks (``conditions``), opens sections, folds
 ``defaults`` into the proxies that follow them or name them with ``from``, and hands each line to the
 handler its section's table registers (``registry``; the families in ``global_``, ``proxy``, ``binds``,
-``servers``, ``options``, ``tcpcheck``).  ``finish()`` runs the registered post-parse checks and builds
-the model; every problem is collected with its ``file:line`` and keyword.
+``servers``, ``options``, ``tcpcheck``).  ``finish()`` runs the registered post-parse checks, builds the
+model and runs on it the semantic checks an API-built model gets too (``config.validate``); every
+problem is collected with its ``file:line`` and keyword.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Optional
 
 from ... import acl as acls
 from ...errors import ConfigError
+from .. import validate
 from ..model import (
     Acl,
     Backend,
@@ -399,18 +401,20 @@ class _Reader:
                 backends[proxy.name] = self._backend(proxy)
         for proxy in self.proxies:
             if proxy.caps & FE:
-                frontend = self._frontend(proxy, backends)
+                frontend = self._frontend(proxy)
                 if frontend is not None:
                     frontends[proxy.name] = frontend
         self._check_modes(frontends, backends)
+        config = Config(global_=self.global_, frontends=frontends, backends=backends,
+                        warnings=self.warnings, files=tuple(self.files))
+        self.errors += validate.problems(config)
         order = {name: index for index, name in enumerate(self.files)}
         self.errors.sort(key=lambda e: (order.get(e.file or "", -1), e.line or 0))
         if self.errors:
             count = len(self.errors)
             raise ConfigError(f"{count} error{'s' if count > 1 else ''} in the configuration",
                               errors=self.errors)
-        return Config(global_=self.global_, frontends=frontends, backends=backends,
-                      warnings=self.warnings, files=tuple(self.files))
+        return config
 
     def _backend(self, proxy: _Proxy) -> Backend:
         timeouts = Timeouts(**{name: getattr(proxy.timeouts, name) for name in _BE_TIMEOUTS})
@@ -421,12 +425,8 @@ class _Reader:
             servers = [dataclasses.replace(server, disabled=True) for server in servers]
         if proxy.kind == "backend" and not (proxy.timeouts.connect and proxy.timeouts.server):
             self._missing_timeouts(proxy)
-        rules = list(proxy.tcp_check_rules)
-        if proxy.tcp_check_location is not None and not proxy.tcp_check:
-            self.warn(proxy.tcp_check_location, "tcp-check", f"{proxy.describe()} uses tcp-check rules "
-                      "without 'option tcp-check', so the rules are ignored.")
-            rules = []
         self._post_checks(BE, proxy)
+        rules = list(proxy.tcp_check_rules)
         return Backend(name=proxy.name, servers=servers, mode=proxy.mode, balance=proxy.balance,
                        timeouts=timeouts, retries=proxy.retries, redispatch=proxy.redispatch,
                        server_keepalive=proxy.server_keepalive, fullconn=proxy.fullconn,
@@ -442,7 +442,7 @@ class _Reader:
         self.warn(proxy.location, proxy.kind, f"missing timeouts for {proxy.describe()}: set 'client', "
                   "'connect' and 'server' (unset timeouts never expire)")
 
-    def _frontend(self, proxy: _Proxy, backends: Mapping[str, Backend]) -> Optional[Frontend]:
+    def _frontend(self, proxy: _Proxy) -> Optional[Frontend]:
         if proxy.disabled:
             self.warn(proxy.location, proxy.kind, f"{proxy.describe()} is disabled: it does not listen")
             return None
@@ -460,14 +460,6 @@ class _Reader:
         elif not (proxy.timeouts.client and (proxy.kind != "listen" or
                                              (proxy.timeouts.connect and proxy.timeouts.server))):
             self._missing_timeouts(proxy)
-        if proxy.default_backend is not None and default_backend not in backends:
-            self.error(proxy.default_backend_location or proxy.location, "default_backend",
-                       f"unable to find required default_backend: '{default_backend}' "
-                       f"(no backend or listen of that name)")
-        for use in proxy.use_backends:
-            if use.backend not in backends:
-                self.error(use.location, "use_backend", f"unable to find required use_backend: "
-                           f"'{use.backend}' (no backend or listen of that name)")
         binds = [dataclasses.replace(bind, backlog=bind.backlog or proxy.backlog) for bind in proxy.binds]
         timeouts = Timeouts(**{name: getattr(proxy.timeouts, name) for name in _FE_TIMEOUTS})
         self._post_checks(FE, proxy)
@@ -478,7 +470,8 @@ class _Reader:
             inspect_delay=proxy.inspect_delay, timeouts=timeouts, maxconn=proxy.maxconn,
             rate_limit_sessions=proxy.rate_limit_sessions, client_keepalive=proxy.client_keepalive,
             log=bool(proxy.log_targets), tcplog=proxy.tcplog, dontlognull=proxy.dontlognull,
-            options=dict(proxy.options), location=proxy.location, log_targets=list(proxy.log_targets))
+            options=dict(proxy.options), location=proxy.location, log_targets=list(proxy.log_targets),
+            default_backend_location=proxy.default_backend_location)
 
     def _check_modes(self, frontends: Mapping[str, Frontend], backends: Mapping[str, Backend]) -> None:
         """``mode http`` is an error on any proxy that carries traffic: fastproxy is layer 4 only."""

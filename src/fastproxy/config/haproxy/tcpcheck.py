@@ -1,5 +1,5 @@
 """``tcp-check`` rules (HAProxy's tcpcheck.c): a backend's check sequence of ``connect``, ``send`` and
-``expect`` rules, and the post-parse check that every checked server has a port to check.
+``expect`` rules, and the post-parse check that drops rules written without ``option tcp-check``.
 
 The rules become the model's ``TcpCheckRule``; running them is ``fastproxy.health``'s job.
 """
@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Optional
 
-from ..model import Location, TcpCheckRule
+from ..model import TcpCheckRule
 from .lexer import _Invalid
 from .registry import BE, _keyword, _post_check
 from .values import _check_host, _integer, _leading, _port, _split_address
@@ -224,26 +224,9 @@ _TCP_CHECK_ACTIONS: dict[str, TcpCheckParser] = {
 
 
 @_post_check(BE)
-def _check_ports(reader: _Reader, proxy: _Proxy) -> None:
-    """A checked server needs a port to check: its own, ``port``, or the tcp-check ``connect`` rules'.
-
-    As HAProxy 2.6 (which reports it after parsing): the first rule must be a ``connect`` with a port,
-    and so must every later ``connect``.  Once per line, for ``server-template``.
-    """
-    rules = proxy.tcp_check_rules if proxy.tcp_check else []
-    reported: set[Location] = set()
-    for server in proxy.servers:
-        if not server.check or server.port or server.check_port or server.location in reported:
-            continue
-        if not rules:
-            problem = "has neither service port nor check port (add 'port <n>' for its checks)"
-        elif rules[0].action != "connect" or rules[0].port is None:
-            problem = ("has neither service port nor check port nor 'tcp-check connect' rule with a port "
-                       "as first rule (add 'port <n>' for its checks)")
-        elif any(rule.action == "connect" and rule.port is None for rule in rules):
-            problem = ("has neither service port nor check port, and a 'tcp-check connect' rule has no "
-                       "port (add 'port <n>' to it)")
-        else:
-            continue
-        reported.add(server.location)
-        reader.error(server.location, "server", f"server '{proxy.name}/{server.name}': {problem}")
+def _rules_without_option(reader: _Reader, proxy: _Proxy) -> None:
+    """Rules written without ``option tcp-check`` in effect are not run: HAProxy warns and drops them."""
+    if proxy.tcp_check_location is not None and not proxy.tcp_check:
+        reader.warn(proxy.tcp_check_location, "tcp-check", f"{proxy.describe()} uses tcp-check rules "
+                    "without 'option tcp-check', so the rules are ignored.")
+        proxy.tcp_check_rules = []

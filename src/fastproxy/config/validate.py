@@ -1,0 +1,151 @@
+"""Semantic checks of a ``Config``: what must hold for it to run, whoever built it.
+
+The HAProxy reader runs them when it has built the model (their errors join the file's, in line order)
+and ``Engine.start`` runs them before opening anything, so that a configuration built through the Python
+API fails as a file saying the same thing fails, with the same message.  They look at the model only:
+references between proxies, ACLs and conditions, balancing algorithms and their hash samples, the ports
+of checked servers.  What needs the network (resolving host names) stays with the engine; what depends
+on how a file was written (a keyword in the wrong section, ``mode http``, warnings) stays with the reader.
+
+Each problem is a ``ConfigError`` carrying the file, line and keyword of the model object it concerns
+(``<api>`` for objects built without a ``Location``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Optional
+
+from .. import acl as acls
+from .. import samples
+from ..errors import ConfigError
+from .model import (
+    BALANCE_ALGORITHMS,
+    HASH_TYPES,
+    Acl,
+    Backend,
+    Condition,
+    Config,
+    Frontend,
+    Location,
+)
+
+__all__ = ["check", "problems"]
+
+
+def check(config: Config) -> None:
+    """Raise one ``ConfigError`` carrying every problem of ``config`` (nothing if it can run)."""
+    found = problems(config)
+    if found:
+        count = len(found)
+        raise ConfigError(f"{count} error{'s' if count > 1 else ''} in the configuration", errors=found)
+
+
+def problems(config: Config) -> list[ConfigError]:
+    """Every problem of ``config``, frontends first, each in model order."""
+    found: list[ConfigError] = []
+    for frontend in config.frontends.values():
+        found += _frontend(frontend, config.backends)
+    for backend in config.backends.values():
+        found += _backend(backend)
+    return found
+
+
+def _error(location: Optional[Location], keyword: str, message: str) -> ConfigError:
+    location = location or Location()
+    return ConfigError(message, file=location.file, line=location.line or None, keyword=keyword)
+
+
+# --- frontends ----------------------------------------------------------------------------------------
+
+def _frontend(frontend: Frontend, backends: Mapping[str, Backend]) -> Iterator[ConfigError]:
+    if frontend.default_backend is not None and frontend.default_backend not in backends:
+        yield _error(frontend.default_backend_location or frontend.location, "default_backend",
+                     f"unable to find required default_backend: '{frontend.default_backend}' "
+                     "(no backend or listen of that name)")
+    for use in frontend.use_backends:
+        if use.backend not in backends:
+            yield _error(use.location, "use_backend", f"unable to find required use_backend: "
+                         f"'{use.backend}' (no backend or listen of that name)")
+    for acl_lines in frontend.acls.values():
+        for acl in acl_lines:
+            yield from _acl(acl)
+    for rule in frontend.tcp_request_rules:
+        yield from _condition(rule.condition, frontend.acls, rule.location, "tcp-request")
+    for use in frontend.use_backends:
+        yield from _condition(use.condition, frontend.acls, use.location, "use_backend")
+
+
+def _acl(acl: Acl) -> Iterator[ConfigError]:
+    try:
+        acls.compile_acl(acl)
+    except acls.AclError as exc:
+        yield _error(acl.location, "acl", f"error detected while parsing ACL '{acl.name}' : {exc.message}")
+
+
+def _condition(condition: Optional[Condition], named: Mapping[str, Sequence[Acl]], location: Location,
+               keyword: str) -> Iterator[ConfigError]:
+    """A condition's terms: named ACLs must exist (declared in the frontend), anonymous ones compile."""
+    if condition is None:
+        return
+    for group in condition.groups:
+        for _, term in group:
+            if isinstance(term, Acl):
+                yield from _acl(term)
+            elif term not in named:
+                yield _error(location, keyword, f"no such ACL : '{term}'.")
+
+
+# --- backends -----------------------------------------------------------------------------------------
+
+def _backend(backend: Backend) -> Iterator[ConfigError]:
+    yield from _balance(backend)
+    yield from _check_ports(backend)
+
+
+def _balance(backend: Backend) -> Iterator[ConfigError]:
+    balance, location = backend.balance, backend.location
+    if balance.algorithm not in BALANCE_ALGORITHMS:
+        yield _error(location, "balance", f"unknown balance algorithm '{balance.algorithm}' (expects one of "
+                     f"{', '.join(BALANCE_ALGORITHMS)})")
+    if balance.hash_type not in HASH_TYPES:
+        yield _error(location, "hash-type", f"unknown hash-type '{balance.hash_type}' (expects one of "
+                     f"{', '.join(HASH_TYPES)})")
+    if balance.algorithm == "hash":
+        if balance.sample is None:
+            yield _error(location, "balance", "balance hash requires a sample expression.")
+        else:
+            try:
+                samples.check_hashable(balance.sample)
+            except samples.SampleError as exc:
+                yield _error(location, "balance", f"'balance hash {balance.sample}': {exc.message}")
+    if balance.draws is not None and balance.draws < 1:
+        yield _error(location, "balance", "balance random : number of draws must be at least 1.")
+    if 0 < balance.hash_balance_factor <= 100 or balance.hash_balance_factor < 0:
+        yield _error(location, "hash-balance-factor", "'hash-balance-factor' must be 0 or greater than 100.")
+
+
+def _check_ports(backend: Backend) -> Iterator[ConfigError]:
+    """A checked server needs a port to check: its own, ``port``, or the tcp-check ``connect`` rules'.
+
+    As HAProxy 2.6 (which reports it after parsing): the first rule must be a ``connect`` with a port,
+    and so must every later ``connect``.  Once per line, for ``server-template``.
+    """
+    rules = backend.tcp_check_rules if backend.tcp_check else []
+    reported: set[object] = set()
+    for server in backend.servers:
+        line = server.location if server.location.line else id(server)  # API-built servers: each
+        if not server.check or server.port or server.check_port or line in reported:
+            continue
+        if not rules:
+            problem = "has neither service port nor check port (add 'port <n>' for its checks)"
+        elif rules[0].action != "connect" or rules[0].port is None:
+            problem = ("has neither service port nor check port nor 'tcp-check connect' rule with a port "
+                       "as first rule (add 'port <n>' for its checks)")
+        elif any(rule.action == "connect" and rule.port is None for rule in rules):
+            problem = ("has neither service port nor check port, and a 'tcp-check connect' rule has no "
+                       "port (add 'port <n>' to it)")
+        else:
+            continue
+        reported.add(line)
+        yield _error(server.location, "server", f"server '{backend.name}/{server.name}': {problem}")
