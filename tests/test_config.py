@@ -435,6 +435,29 @@ def test_bind_settings_fastproxy_lacks_are_warnings():
         load_corpus("binds.cfg"))
 
 
+# Settings that would change what the runtime does are never read and dropped in silence: each of these
+# is recorded in the model (for the caller to see) and warned about, saying what fastproxy does instead.
+@pytest.mark.parametrize("text, warning", [
+    ("frontend fe\n bind :80 maxconn 5\n", "2: 'bind maxconn': not acted on: fastproxy does not limit the "
+     "connections of one listener; the frontend's 'maxconn' and the global one apply to it"),
+    ("backend be\n hash-type consistent sdbm\n", "2: 'hash-type': hash function 'sdbm' is not used: "
+     "fastproxy hashes with XXH64, so a key maps to another server than under HAProxy (still one server "
+     "per key)"),
+    ("backend be\n hash-type map-based crc32 avalanche\n", "2: 'hash-type': hash function 'crc32 avalanche' "
+     "is not used: fastproxy hashes with XXH64, so a key maps to another server than under HAProxy (still "
+     "one server per key)"),
+    ("backend be\n option redispatch 2\n", "2: 'option redispatch': interval 2 is not used: fastproxy "
+     "redispatches on the last retry only, as with -1 (HAProxy's default)"),
+])
+def test_settings_fastproxy_records_but_does_not_act_on_are_warnings(text, warning):
+    assert warning in warnings_of(parse(text))
+
+
+def test_the_default_hash_function_and_redispatch_interval_are_no_warning():
+    config = parse("backend be\n hash-type consistent\n option redispatch -1\n")
+    assert not [w for w in warnings_of(config) if "is not used" in w]
+
+
 def test_ssl_on_bind_is_a_warning_and_the_rest_runs():
     config = parse(PROLOGUE + "frontend fe\n bind :443 ssl crt /etc/ssl/x.pem\n")
     assert warnings_of(config)[0] == (

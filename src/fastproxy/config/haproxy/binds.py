@@ -44,6 +44,9 @@ def _bind_option(line: _Line, settings: dict, name: str, values: list[str]) -> N
         settings["name"] = values[0]
     elif name in ("backlog", "maxconn"):
         settings[name] = _integer(values[0], f"a number for '{name}'", 1)
+        if name == "maxconn":  # recorded in Bind.maxconn; the engine limits frontends, not listeners
+            line.warn("not acted on: fastproxy does not limit the connections of one listener; the "
+                      "frontend's 'maxconn' and the global one apply to it", "bind maxconn")
     elif name == "accept-proxy":
         settings["accept_proxy"] = True
     elif name == "defer-accept":

@@ -59,6 +59,9 @@ def _redispatch(line: _Line, proxy: _Proxy, enabled: bool, args: list[str]) -> N
         interval = _integer(args[0], "a retry interval (a non-zero integer)")
         if interval == 0:
             enabled = False
+        elif interval != -1:  # which retries go to another server: routing, so never silently
+            line.warn(f"interval {interval} is not used: fastproxy redispatches on the last retry only, "
+                      "as with -1 (HAProxy's default)")
         proxy.options["redispatch-interval"] = interval
     proxy.redispatch = enabled
 

@@ -153,6 +153,12 @@ def _hash_type(line: _Line, proxy: _Proxy, args: list[str]) -> None:
         line.warn(f"extra argument '{args[3]}' ignored (HAProxy ignores it too)")
     proxy.balance.hash_type = args[0]
     proxy.balance.hash_function = " ".join(args[1:3]) or None
+    if function is not None:
+        # Not an error: the function only decides which server a key lands on, not what the backend
+        # does (a key sticks to one server, consistent hashing stays consistent); but a fleet mixing
+        # HAProxy and fastproxy on the same keys would disagree, so say it.
+        line.warn(f"hash function '{proxy.balance.hash_function}' is not used: fastproxy hashes with XXH64, "
+                  "so a key maps to another server than under HAProxy (still one server per key)")
 
 
 @_keyword("hash-balance-factor", caps=BE)
