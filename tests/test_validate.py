@@ -9,7 +9,6 @@ from fastproxy import Engine
 from fastproxy.config import model, parse_text, validate
 from fastproxy.errors import ConfigError
 
-from .conftest import run
 
 PROLOGUE = "defaults\n mode tcp\n timeout connect 1s\n timeout client 1s\n timeout server 1s\n"
 
@@ -52,16 +51,11 @@ def test_the_file_error_names_the_line_and_keyword_the_api_one_the_api():
                                "'nowhere' (no backend or listen of that name)")
 
 
-def test_an_api_built_configuration_with_a_wrong_reference_fails_at_start_before_listening():
-    config = api_config(default_backend="nowhere")
-
-    async def main():
-        engine = Engine(config)
-        with pytest.raises(ConfigError, match="unable to find required default_backend: 'nowhere'"):
-            await engine.start()
-        assert engine.listening_addresses() == [] and engine.pump is None
-
-    run(main())
+async def test_an_api_built_configuration_with_a_wrong_reference_fails_at_start_before_opening_anything():
+    engine = Engine(api_config(default_backend="nowhere"))
+    with pytest.raises(ConfigError, match="unable to find required default_backend: 'nowhere'"):
+        await engine.start()
+    assert engine.pump is None  # no pump, no listener: start stopped at the check
 
 
 def test_conditions_must_name_acls_of_the_frontend_and_acls_must_compile():

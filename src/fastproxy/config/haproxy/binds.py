@@ -6,15 +6,12 @@ fastproxy does not act on are skipped with a warning rather than misread.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 
 from ..model import Bind
 from .lexer import _Invalid
-from .registry import FE, _keyword
+from .registry import FE, _Line, _Proxy, _keyword
 from .values import _bind_addresses, _integer
 
-if TYPE_CHECKING:
-    from .reader import _Line, _Proxy
 
 @_keyword("bind", caps=FE, in_defaults="no")
 def _bind(line: _Line, proxy: _Proxy, args: list[str]) -> None:

@@ -9,16 +9,14 @@ from __future__ import annotations
 import grp
 import pwd
 import re
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
 from ... import logs
 from ..model import Global, LogTarget
 from .lexer import _Invalid
-from .registry import GlobalHandler, _names
+from .registry import GlobalHandler, _Line, _names
 from .values import _check_host, _integer, _leading, _none, _one, _port, _size, _split_address, _time
 
-if TYPE_CHECKING:
-    from .reader import _Line
 
 def _global_int(attribute: str, what: str, low: int = 0, high: Optional[int] = None) -> GlobalHandler:
     def handler(line: _Line, g: Global, args: list[str]) -> None:

@@ -9,16 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 from .lexer import _Invalid
-from .registry import BE, FE, ProxyHandler, _keyword, _names
+from .registry import BE, FE, ProxyHandler, _Line, _Proxy, _keyword, _names
 from .values import _integer, _leading, _none, _time
 
-if TYPE_CHECKING:
-    from .reader import _Line, _Proxy
 
-OptionHandler = Callable[["_Line", "_Proxy", bool, list[str]], None]
+OptionHandler = Callable[[_Line, _Proxy, bool, list[str]], None]
 
 
 @dataclass(frozen=True)

@@ -8,18 +8,27 @@ model.  The check that SNI rules have an ``inspect-delay`` runs after parsing, r
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 from ... import acl as acls
 from ... import samples
 from ..model import BALANCE_ALGORITHMS, HASH_TYPES, Sample, TcpRequestRule, UseBackend
 from .global_ import _log_target
 from .lexer import _Invalid
-from .registry import _FE_TIMEOUTS, BE, FE, ProxyHandler, _keyword, _names, _post_check
+from .registry import (
+    BE,
+    FE,
+    _FE_TIMEOUTS,
+    ProxyHandler,
+    ReaderView,
+    _Line,
+    _Proxy,
+    _keyword,
+    _names,
+    _post_check,
+)
 from .values import _integer, _leading, _none, _one, _time
 
-if TYPE_CHECKING:
-    from .reader import _Line, _Proxy, _Reader
 
 @_keyword("mode")
 def _mode(line: _Line, proxy: _Proxy, args: list[str]) -> None:
@@ -310,7 +319,7 @@ def _id(line: _Line, proxy: _Proxy, args: list[str]) -> None:
 
 
 @_post_check(FE)
-def _check_inspection(reader: _Reader, proxy: _Proxy) -> None:
+def _check_inspection(reader: ReaderView, proxy: _Proxy) -> None:
     """Rules reading the ClientHello only see it if the engine waits for it (inspect-delay)."""
     conditions = [rule.condition for rule in proxy.tcp_request_rules if rule.phase == "content"]
     conditions += [use.condition for use in proxy.use_backends]

@@ -14,8 +14,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
-from collections.abc import Mapping, MutableMapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 from typing import Optional
 
@@ -23,22 +22,13 @@ from ... import acl as acls
 from ...errors import ConfigError
 from .. import validate
 from ..model import (
-    Acl,
     Backend,
-    Balance,
-    Bind,
     Condition,
     Config,
     Frontend,
     Global,
-    KeepAlive,
     Location,
-    LogTarget,
-    Server,
-    TcpCheckRule,
-    TcpRequestRule,
     Timeouts,
-    UseBackend,
     Warning_,
 )
 # The keyword families register their keywords and post-parse checks when imported.
@@ -58,109 +48,10 @@ from .registry import (
     PROXY_IGNORED,
     PROXY_KEYWORDS,
     PROXY_SECTIONS,
+    _Line,
+    _Proxy,
 )
 from .values import _check_name
-
-_KIND_CAPS = {"frontend": FE, "backend": BE, "listen": FE | BE, "defaults": FE | BE}
-
-
-@dataclass
-class _Proxy:
-    """Everything a proxy section (or a ``defaults``) sets; built into Frontend/Backend at the end."""
-
-    kind: str
-    name: str
-    location: Location
-    mode: str = "tcp"
-    mode_location: Optional[Location] = None
-    timeouts: Timeouts = field(default_factory=Timeouts)
-    maxconn: Optional[int] = None
-    backlog: Optional[int] = None
-    fullconn: Optional[int] = None
-    retries: int = 3
-    redispatch: bool = False
-    balance: Balance = field(default_factory=Balance)
-    client_keepalive: KeepAlive = field(default_factory=KeepAlive)
-    server_keepalive: KeepAlive = field(default_factory=KeepAlive)
-    log_targets: list[LogTarget] = field(default_factory=list)
-    tcplog: bool = False
-    dontlognull: bool = False
-    allbackups: bool = False
-    tcp_check: bool = False  # ``option tcp-check`` in effect (the last check option set)
-    tcp_check_rules: list[TcpCheckRule] = field(default_factory=list)
-    tcp_check_location: Optional[Location] = None  # the first ``tcp-check`` line of the rules in effect
-    own_tcp_check_rules: bool = False  # False while the rules are the defaults section's
-    rate_limit_sessions: Optional[int] = None
-    inspect_delay: Optional[float] = None
-    default_backend: Optional[str] = None
-    default_backend_location: Optional[Location] = None
-    options: dict = field(default_factory=dict)
-    default_server: Server = field(default_factory=lambda: Server(name="", host="", port=0))
-    acls: dict[str, list[Acl]] = field(default_factory=dict)
-    tcp_request_rules: list[TcpRequestRule] = field(default_factory=list)
-    use_backends: list[UseBackend] = field(default_factory=list)
-    binds: list[Bind] = field(default_factory=list)
-    servers: list[Server] = field(default_factory=list)
-    disabled: bool = False
-    referenced: bool = False  # a defaults section named by some "from"
-    used_implicitly: bool = False  # a defaults section some proxy used for following it
-
-    @property
-    def caps(self) -> int:
-        return _KIND_CAPS[self.kind]
-
-    @property
-    def is_defaults(self) -> bool:
-        return self.kind == "defaults"
-
-    def derive(self, kind: str, name: str, location: Location) -> _Proxy:
-        """A new section starting from this ``defaults``: HAProxy copies every setting."""
-        child = copy.deepcopy(self)
-        child.kind, child.name, child.location = kind, name, location
-        child.binds, child.servers, child.use_backends = [], [], []
-        child.disabled = child.referenced = child.used_implicitly = False
-        child.own_tcp_check_rules = False  # kept until the section writes a tcp-check rule of its own
-        return child
-
-    def describe(self) -> str:
-        return f"{self.kind} '{self.name}'" if self.name or not self.is_defaults else "anonymous 'defaults'"
-
-
-# --- one line as handlers see it ---------------------------------------------------------------------
-
-@dataclass
-class _Line:
-    reader: _Reader
-    file: str
-    number: int
-    words: list[str]
-
-    @property
-    def location(self) -> Location:
-        return Location(self.file, self.number)
-
-    @property
-    def keyword(self) -> str:
-        return _display_keyword(self.words)
-
-    def warn(self, message: str, keyword: Optional[str] = None) -> None:
-        self.reader.warn(self.location, keyword or self.keyword, message)
-
-
-_TWO_WORD_KEYWORDS = {"option", "timeout", "tcp-request", "tcp-response", "tcp-check", "stats",
-                      "rate-limit", "http-request", "http-response", "http-after-response", "stick",
-                      "monitor"}
-
-
-def _display_keyword(words: Sequence[str]) -> str:
-    if not words:
-        return ""
-    if words[0] in ("no", "default") and len(words) > 2 and words[1] == "option":
-        return " ".join(words[:3])
-    if words[0] in _TWO_WORD_KEYWORDS and len(words) > 1:
-        return " ".join(words[:2])
-    return words[0]
-
 
 class _Reader:
     """Reads files one after the other into one configuration; ``finish()`` builds the Config."""

@@ -1,31 +1,167 @@
-"""The keyword registry: how keyword families register their handlers and post-parse checks.
+"""The keyword registry: what a keyword handler sees of the reader, and how keyword families register
+their handlers and post-parse checks.
 
 Each family module (``global_``, ``proxy``, ``binds``, ``servers``, ``options``, ``tcpcheck``) registers
 its proxy keywords with ``@_keyword(name, caps, in_defaults, missing_cap, hint)`` (HAProxy's
 ``cfg_kw_list``: the capabilities a keyword applies to, whether ``defaults`` may hold it, what HAProxy
 does where it does not apply), and the checks to run on each proxy once the files are read with
 ``@_post_check(FE | BE)`` (HAProxy's ``REGISTER_POST_PROXY_CHECK``).  The tables of what HAProxy knows
-but fastproxy skips live here too.  The reader (``reader.py``) looks keywords up; this module calls
-nothing.
+but fastproxy skips live here too.  A handler receives the ``_Line`` being read (its words, location and
+``ReaderView``, the part of the reader handlers may use) and the ``_Proxy`` being built.  The reader
+(``reader.py``) looks keywords up; this module calls nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+import copy
+from collections.abc import Callable, MutableMapping, Sequence
+from dataclasses import dataclass, field
+from typing import Optional, Protocol
 
-from ..model import Global
-
-if TYPE_CHECKING:
-    from .reader import _Line, _Proxy, _Reader
+from ..model import (
+    Acl,
+    Balance,
+    Bind,
+    Condition,
+    Global,
+    KeepAlive,
+    Location,
+    LogTarget,
+    Server,
+    TcpCheckRule,
+    TcpRequestRule,
+    Timeouts,
+    UseBackend,
+)
 
 FE, BE = 1, 2  # a proxy's capabilities: its frontend half, its backend half
 _FE_TIMEOUTS = ("client", "client_fin")
 _BE_TIMEOUTS = ("connect", "server", "tunnel", "server_fin", "queue", "check")
 
-GlobalHandler = Callable[["_Line", Global, list[str]], None]
-ProxyHandler = Callable[["_Line", "_Proxy", list[str]], None]
+
+
+class ReaderView(Protocol):
+    """What handlers and post-parse checks use of the reader (``reader._Reader``)."""
+
+    environ: MutableMapping[str, str]  # for ${VAR}, changed by setenv and friends
+    global_: Global  # what ``log global`` copies
+
+    def error(self, location: Location, keyword: Optional[str], message: str) -> None: ...
+
+    def warn(self, location: Location, keyword: Optional[str], message: str) -> None: ...
+
+    def read_patterns(self, path: str) -> list[str]: ...
+
+    def condition(self, line: _Line, proxy: _Proxy, words: list[str]) -> Condition: ...
+
+
+# --- what a handler receives: the proxy section being read, the line being read ------------------------
+
+_KIND_CAPS = {"frontend": FE, "backend": BE, "listen": FE | BE, "defaults": FE | BE}
+
+
+@dataclass
+class _Proxy:
+    """Everything a proxy section (or a ``defaults``) sets; built into Frontend/Backend at the end."""
+
+    kind: str
+    name: str
+    location: Location
+    mode: str = "tcp"
+    mode_location: Optional[Location] = None
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    maxconn: Optional[int] = None
+    backlog: Optional[int] = None
+    fullconn: Optional[int] = None
+    retries: int = 3
+    redispatch: bool = False
+    balance: Balance = field(default_factory=Balance)
+    client_keepalive: KeepAlive = field(default_factory=KeepAlive)
+    server_keepalive: KeepAlive = field(default_factory=KeepAlive)
+    log_targets: list[LogTarget] = field(default_factory=list)
+    tcplog: bool = False
+    dontlognull: bool = False
+    allbackups: bool = False
+    tcp_check: bool = False  # ``option tcp-check`` in effect (the last check option set)
+    tcp_check_rules: list[TcpCheckRule] = field(default_factory=list)
+    tcp_check_location: Optional[Location] = None  # the first ``tcp-check`` line of the rules in effect
+    own_tcp_check_rules: bool = False  # False while the rules are the defaults section's
+    rate_limit_sessions: Optional[int] = None
+    inspect_delay: Optional[float] = None
+    default_backend: Optional[str] = None
+    default_backend_location: Optional[Location] = None
+    options: dict = field(default_factory=dict)
+    default_server: Server = field(default_factory=lambda: Server(name="", host="", port=0))
+    acls: dict[str, list[Acl]] = field(default_factory=dict)
+    tcp_request_rules: list[TcpRequestRule] = field(default_factory=list)
+    use_backends: list[UseBackend] = field(default_factory=list)
+    binds: list[Bind] = field(default_factory=list)
+    servers: list[Server] = field(default_factory=list)
+    disabled: bool = False
+    referenced: bool = False  # a defaults section named by some "from"
+    used_implicitly: bool = False  # a defaults section some proxy used for following it
+
+    @property
+    def caps(self) -> int:
+        return _KIND_CAPS[self.kind]
+
+    @property
+    def is_defaults(self) -> bool:
+        return self.kind == "defaults"
+
+    def derive(self, kind: str, name: str, location: Location) -> _Proxy:
+        """A new section starting from this ``defaults``: HAProxy copies every setting."""
+        child = copy.deepcopy(self)
+        child.kind, child.name, child.location = kind, name, location
+        child.binds, child.servers, child.use_backends = [], [], []
+        child.disabled = child.referenced = child.used_implicitly = False
+        child.own_tcp_check_rules = False  # kept until the section writes a tcp-check rule of its own
+        return child
+
+    def describe(self) -> str:
+        return f"{self.kind} '{self.name}'" if self.name or not self.is_defaults else "anonymous 'defaults'"
+
+
+# --- one line as handlers see it ---------------------------------------------------------------------
+
+@dataclass
+class _Line:
+    reader: ReaderView
+    file: str
+    number: int
+    words: list[str]
+
+    @property
+    def location(self) -> Location:
+        return Location(self.file, self.number)
+
+    @property
+    def keyword(self) -> str:
+        return _display_keyword(self.words)
+
+    def warn(self, message: str, keyword: Optional[str] = None) -> None:
+        self.reader.warn(self.location, keyword or self.keyword, message)
+
+
+_TWO_WORD_KEYWORDS = {"option", "timeout", "tcp-request", "tcp-response", "tcp-check", "stats",
+                      "rate-limit", "http-request", "http-response", "http-after-response", "stick",
+                      "monitor"}
+
+
+def _display_keyword(words: Sequence[str]) -> str:
+    if not words:
+        return ""
+    if words[0] in ("no", "default") and len(words) > 2 and words[1] == "option":
+        return " ".join(words[:3])
+    if words[0] in _TWO_WORD_KEYWORDS and len(words) > 1:
+        return " ".join(words[:2])
+    return words[0]
+
+
+# --- the registries ----------------------------------------------------------------------------------
+
+GlobalHandler = Callable[[_Line, Global, list[str]], None]
+ProxyHandler = Callable[[_Line, _Proxy, list[str]], None]
 
 
 @dataclass(frozen=True)
@@ -48,7 +184,7 @@ def _keyword(name: str, caps: int = FE | BE, in_defaults: str = "yes", missing_c
     return register
 
 
-PostCheck = Callable[["_Reader", "_Proxy"], None]
+PostCheck = Callable[[ReaderView, _Proxy], None]
 POST_CHECKS: dict[int, list[PostCheck]] = {FE: [], BE: []}
 
 

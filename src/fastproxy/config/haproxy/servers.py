@@ -10,15 +10,13 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 from ..model import Server
 from .lexer import _Invalid
-from .registry import BE, _keyword
+from .registry import BE, _Line, _Proxy, _keyword
 from .values import _check_host, _check_name, _integer, _server_address, _split_address, _time
 
-if TYPE_CHECKING:
-    from .reader import _Line, _Proxy
 
 ServerHandler = Callable[[Server, list[str]], None]
 

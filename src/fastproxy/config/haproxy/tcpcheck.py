@@ -9,17 +9,15 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 from ..model import TcpCheckRule
 from .lexer import _Invalid
-from .registry import BE, _keyword, _post_check
+from .registry import BE, ReaderView, _Line, _Proxy, _keyword, _post_check
 from .values import _check_host, _integer, _leading, _port, _split_address
 
-if TYPE_CHECKING:
-    from .reader import _Line, _Proxy, _Reader
 
-TcpCheckParser = Callable[["_Line", str, list[str]], Optional[TcpCheckRule]]
+TcpCheckParser = Callable[[_Line, str, list[str]], Optional[TcpCheckRule]]
 _TCP_CHECK_VARIABLE_ACTION = re.compile(r"(set-var|set-var-fmt|unset-var)\(.+\)")
 
 
@@ -224,7 +222,7 @@ _TCP_CHECK_ACTIONS: dict[str, TcpCheckParser] = {
 
 
 @_post_check(BE)
-def _rules_without_option(reader: _Reader, proxy: _Proxy) -> None:
+def _rules_without_option(reader: ReaderView, proxy: _Proxy) -> None:
     """Rules written without ``option tcp-check`` in effect are not run: HAProxy warns and drops them."""
     if proxy.tcp_check_location is not None and not proxy.tcp_check:
         reader.warn(proxy.tcp_check_location, "tcp-check", f"{proxy.describe()} uses tcp-check rules "

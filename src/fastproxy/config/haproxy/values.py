@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Optional
 from .lexer import _Invalid
 
 if TYPE_CHECKING:
-    from .reader import _Line
+    from .registry import _Line
 
 _TIME = re.compile(r"([0-9]+)(us|ms|s|m|h|d)?", re.ASCII)
 _TIME_UNITS_MS = {"us": 0.001, "ms": 1, None: 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
