@@ -1,0 +1,42 @@
+"""What both pumps share and report with: ``EndReason``, ``Counter``, ``COUNTER_FIELDS``.
+
+Defined apart so that the Python twin (``_pump_py.py``) and the public face (``pump.py``, which
+re-exports them and is where everybody else imports them from) need not import each other, as
+multidict keeps the twins' shared pieces in ``_abc.py``.  The compiled pump mirrors these numbers in
+``_pump.pxd`` (``EndReason``, ``CounterField``).
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class EndReason(enum.IntEnum):
+    """Why a pair ended (HAProxy's termination state in brackets)."""
+
+    CLOSED = 0  # both directions finished with a FIN (--)
+    CLIENT_RESET = 1  # the client reset or failed; the server was reset too (CD)
+    SERVER_RESET = 2  # the server reset or failed; the client was reset too (SD)
+    CLIENT_TIMEOUT = 3  # the client side was idle too long (cD)
+    SERVER_TIMEOUT = 4  # the server side was idle too long (sD)
+    ERROR = 5  # a local failure: registration, resources (PD)
+    SHUTDOWN = 6  # cut by the engine when stopping (KD)
+    CONNECT_FAILED = 7  # the upstream connect failed: the client descriptor is Python's again
+    SERVER_DOWN = 8  # cut because its server was marked down, on-marked-down shutdown-sessions (DD)
+
+
+class Counter(enum.IntEnum):
+    """Fields of a counter block, as returned by ``Pump.counters(block)``."""
+
+    BYTES_IN = 0  # client -> server
+    BYTES_OUT = 1  # server -> client
+    CONN_CUR = 2
+    CONN_TOTAL = 3
+    CONNECT_ERRORS = 4
+    RESETS = 5
+    TIMEOUTS = 6
+
+
+# Eight 8-byte slots for seven fields: a block is one 64-byte cache line, so the worker threads bumping
+# different blocks (a frontend's, a server's) never contend for one line.  The eighth slot is spare.
+COUNTER_FIELDS = 8

@@ -1,0 +1,347 @@
+"""The pure-Python twin of the compiled pump (``fastproxy._pump.Pump``): ``PyPump``.
+
+It keeps the contract written in ``fastproxy.pump.PumpProtocol`` for pairs (bytes both ways, half-close
+and reset passed on, idle and fin timeouts, connects in progress, cuts, counter blocks) on the asyncio
+event loop with transports (uvloop's when it is the loop): simpler and slower, with the same observable
+behaviour, tested by the same suite (tests/test_pump.py drives both).  It has no worker threads
+(``threads`` is accepted and ignored) and no lanes (``lanes`` is None): every connection goes through
+Python.  Reach it through ``fastproxy.pump`` (``PyPump``, or ``Pump`` with FASTPROXY_NO_EXTENSIONS=1);
+this module is laid out as multidict's ``_multidict_py.py``, with what both pumps share in
+``_pump_common.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import socket
+from typing import Callable, Optional
+
+from . import _linux
+from ._pump_common import COUNTER_FIELDS, Counter, EndReason
+
+
+class _Side(asyncio.Protocol):
+    """One socket of a pair, as an asyncio protocol; bytes it receives go to its peer."""
+
+    __slots__ = ("pair", "is_client", "peer", "transport", "seen", "eof", "lost", "early")
+
+    def __init__(self, pair: "_PyPair", is_client: bool) -> None:
+        self.pair = pair
+        self.is_client = is_client
+        self.peer: _Side
+        self.transport: Optional[asyncio.Transport] = None
+        self.seen = 0.0
+        self.eof = False  # a FIN came from this side
+        self.lost = False
+        self.early: list[bytes] = []  # read before the peer's transport existed
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        # What the peer read before this side existed goes first (uvloop starts reading a transport
+        # after connection_made, so the first side may receive before the second is made).
+        peer = self.peer
+        if peer.transport is not None:
+            for data in peer.early:
+                transport.write(data)  # type: ignore[attr-defined]
+            peer.early.clear()
+            if peer.eof:
+                transport.write_eof()  # type: ignore[attr-defined]
+            else:
+                peer.transport.resume_reading()
+        # One buffer in flight per direction, as in the compiled pump: past it, stop reading the peer.
+        transport.set_write_buffer_limits(high=self.pair.pump.bufsize)  # type: ignore[attr-defined]
+
+    def data_received(self, data: bytes) -> None:
+        self.pair.forward(self, data)
+
+    def eof_received(self) -> bool:
+        self.pair.half_closed(self)
+        return True  # keep the other direction open
+
+    def connection_lost(self, exc: Optional[BaseException]) -> None:
+        self.lost = True
+        self.pair.side_lost(self, exc)
+
+    def pause_writing(self) -> None:
+        if self.peer.transport is not None:
+            self.peer.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.peer.transport is not None and not self.peer.eof:
+            self.peer.transport.resume_reading()
+
+
+class _PyPair:
+    __slots__ = (
+        "pump", "tag", "client", "server", "bytes_in", "bytes_out", "ended", "timeouts",
+        "frontend_block", "server_block", "established",
+    )
+
+    def __init__(self, pump: "PyPump", tag: int, timeouts: tuple, frontend_block: int,
+                 server_block: int) -> None:
+        self.pump = pump
+        self.tag = tag
+        self.timeouts = timeouts  # client, server, client_fin, server_fin; seconds, 0 for none
+        self.frontend_block = frontend_block
+        self.server_block = server_block
+        self.client = _Side(self, True)
+        self.server = _Side(self, False)
+        self.client.peer = self.server
+        self.server.peer = self.client
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.ended = False
+        self.established = False
+
+    def forward(self, src: _Side, data: bytes) -> None:
+        dst = src.peer
+        if dst.transport is None:
+            src.early.append(data)
+            src.transport.pause_reading()  # type: ignore[union-attr]
+        elif dst.transport.is_closing():
+            return
+        else:
+            dst.transport.write(data)
+        now = self.pump.loop.time()
+        src.seen = dst.seen = now
+        field = Counter.BYTES_IN if src.is_client else Counter.BYTES_OUT
+        if src.is_client:
+            self.bytes_in += len(data)
+        else:
+            self.bytes_out += len(data)
+        self.pump.count(self.frontend_block, field, len(data))
+        self.pump.count(self.server_block, field, len(data))
+
+    def half_closed(self, src: _Side) -> None:
+        src.eof = True
+        dst = src.peer
+        if dst.transport is None:
+            return  # passed on when the peer's transport is made
+        if dst.transport is not None and not dst.transport.is_closing() and dst.transport.can_write_eof():
+            dst.transport.write_eof()
+        if src.peer.eof:
+            self.end(EndReason.CLOSED)
+
+    def side_lost(self, side: _Side, exc: Optional[BaseException]) -> None:
+        if self.ended:
+            return
+        if exc is None and side.eof and side.peer.eof:
+            self.end(EndReason.CLOSED)
+        elif side.is_client:
+            self.end(EndReason.CLIENT_RESET)
+        else:
+            self.end(EndReason.SERVER_RESET)
+
+    def end(self, reason: EndReason) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        for side in (self.client, self.server):
+            transport = side.transport
+            if transport is None or side.lost:
+                continue
+            if reason is EndReason.CLOSED:
+                transport.close()  # both FINs were passed on: flush and close
+                continue
+            failed_side_is_client = reason in (EndReason.CLIENT_RESET,)
+            if reason in (EndReason.CLIENT_RESET, EndReason.SERVER_RESET) and (
+                side.is_client != failed_side_is_client
+            ):
+                # A reset is passed on as a reset, never as a clean FIN.
+                sock = transport.get_extra_info("socket")
+                if sock is not None and sock.fileno() >= 0:
+                    _linux.set_linger0(sock.fileno())
+            transport.abort()
+        self.pump.finished(self, reason)
+
+
+class PyPump:
+    """The pure-Python twin of ``fastproxy._pump.Pump``: same interface, same behaviour."""
+
+    def __init__(self, *, threads: int = 1, bufsize: int = 16384, pipesize: Optional[int] = None,
+                 maxpipes: int = 0, splice: bool = True, counter_blocks: int = 64,
+                 on_end: Optional[Callable[..., None]] = None) -> None:
+        if threads < 1:
+            raise ValueError("threads must be at least 1")
+        if bufsize < 1024:
+            raise ValueError("bufsize must be at least 1024 bytes")
+        self.bufsize = bufsize
+        self._on_end = on_end
+        self._counter_blocks = counter_blocks
+        self._counters = [0] * (max(counter_blocks, 1) * COUNTER_FIELDS)
+        self._pairs: set[_PyPair] = set()
+        self._started = False
+        self._stopped = False
+        self._scan_handle: Optional[asyncio.TimerHandle] = None
+        self._scan_interval = 1.0
+        self.loop: asyncio.AbstractEventLoop
+
+    notify_fd = None
+    threads = 1
+    pipes_in_use = 0
+
+    def start(self, loop: Optional[asyncio.AbstractEventLoop] = None) -> None:
+        if self._started:
+            raise RuntimeError("pump already started")
+        self._started = True
+        self.loop = loop or asyncio.get_event_loop()
+        self._scan_handle = self.loop.call_later(self._scan_interval, self._scan_timeouts)
+
+    def add_pair(self, client_fd: int, server_fd: int, *, client_timeout: Optional[float] = None,
+                 server_timeout: Optional[float] = None, client_fin_timeout: Optional[float] = None,
+                 server_fin_timeout: Optional[float] = None, frontend_block: int = -1,
+                 server_block: int = -1, tag: int = 0, connecting: bool = False,
+                 connect_timeout: Optional[float] = None, prefix: Optional[bytes] = None) -> int:
+        if not self._started or self._stopped:
+            raise RuntimeError("pump is not running")
+        if prefix and len(prefix) > self.bufsize:
+            raise ValueError("prefix larger than the buffer size")
+        timeouts = tuple(t if t and t > 0 else 0 for t in
+                         (client_timeout, server_timeout, client_fin_timeout, server_fin_timeout))
+        shortest = min((t for t in timeouts if t), default=0)
+        if shortest and shortest / 8 < self._scan_interval:
+            self._scan_interval = max(shortest / 8, 0.005)
+            if self._scan_handle is not None:
+                self._scan_handle.cancel()
+            self._scan_handle = self.loop.call_later(self._scan_interval, self._scan_timeouts)
+        pair = _PyPair(self, tag, timeouts, frontend_block, server_block)
+        if prefix:
+            pair.client.early.append(prefix)  # written to the server first, as it connects
+            pair.bytes_in += len(prefix)
+            self.count(frontend_block, Counter.BYTES_IN, len(prefix))
+            self.count(server_block, Counter.BYTES_IN, len(prefix))
+        pair.client.seen = pair.server.seen = self.loop.time()
+        self._pairs.add(pair)
+        client_sock = socket.socket(fileno=client_fd)
+        server_sock = socket.socket(fileno=server_fd)
+        self.loop.create_task(self._register(pair, client_sock, server_sock, connecting, connect_timeout))
+        return 0
+
+    async def _connected(self, sock: socket.socket, timeout: Optional[float]) -> int:
+        """Wait for a connect in progress to end; its errno (0: connected)."""
+        ready: asyncio.Future[None] = self.loop.create_future()
+        fd = sock.fileno()
+
+        def writable() -> None:
+            if not ready.done():
+                ready.set_result(None)
+        self.loop.add_writer(fd, writable)
+        try:
+            await asyncio.wait_for(ready, timeout if timeout and timeout > 0 else None)
+        except asyncio.TimeoutError:
+            return errno.ETIMEDOUT
+        finally:
+            self.loop.remove_writer(fd)
+        return sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+
+    async def _register(self, pair: _PyPair, client_sock: socket.socket, server_sock: socket.socket,
+                        connecting: bool, connect_timeout: Optional[float]) -> None:
+        if connecting:
+            error = await self._connected(server_sock, connect_timeout)
+            if error:
+                server_sock.close()
+                client_sock.detach()  # the client is Python's again
+                pair.ended = True
+                self._pairs.discard(pair)
+                if self._on_end is not None:
+                    self.loop.call_soon(self._on_end, pair.tag, int(EndReason.CONNECT_FAILED), 0, 0, error)
+                return
+        if pair.ended:  # cut while connecting
+            client_sock.close()
+            server_sock.close()
+            return
+        self.count(pair.server_block, Counter.CONN_CUR, 1)
+        self.count(pair.server_block, Counter.CONN_TOTAL, 1)
+        pair.established = True
+        now = self.loop.time()
+        pair.client.seen = pair.server.seen = now
+        try:
+            await self.loop.connect_accepted_socket(lambda: pair.client, client_sock)
+            await self.loop.connect_accepted_socket(lambda: pair.server, server_sock)
+        except (OSError, RuntimeError):
+            client_sock.close()
+            server_sock.close()
+            pair.end(EndReason.ERROR)
+            return
+        if pair.ended:  # cut while registering
+            pair.ended = False
+            pair.end(EndReason.SHUTDOWN)
+
+    def finished(self, pair: _PyPair, reason: EndReason) -> None:
+        self._pairs.discard(pair)
+        if pair.established:
+            self.count(pair.server_block, Counter.CONN_CUR, -1)
+        if reason in (EndReason.CLIENT_RESET, EndReason.SERVER_RESET):
+            self.count(pair.frontend_block, Counter.RESETS, 1)
+            self.count(pair.server_block, Counter.RESETS, 1)
+        elif reason in (EndReason.CLIENT_TIMEOUT, EndReason.SERVER_TIMEOUT):
+            self.count(pair.frontend_block, Counter.TIMEOUTS, 1)
+            self.count(pair.server_block, Counter.TIMEOUTS, 1)
+        if self._on_end is not None:
+            # Reported from the loop, never from inside the pump's own call stack, as the compiled one does.
+            self.loop.call_soon(self._on_end, pair.tag, int(reason), pair.bytes_in, pair.bytes_out, 0)
+
+    def _scan_timeouts(self) -> None:
+        now = self.loop.time()
+        for pair in list(self._pairs):
+            if not pair.established:
+                continue  # connecting: the connect timeout applies (see _connected)
+            client_limit, server_limit, client_fin, server_fin = pair.timeouts
+            if pair.client.eof or pair.server.eof:
+                client_limit = client_fin or client_limit
+                server_limit = server_fin or server_limit
+            if client_limit and now - pair.client.seen >= client_limit:
+                pair.end(EndReason.CLIENT_TIMEOUT)
+            elif server_limit and now - pair.server.seen >= server_limit:
+                pair.end(EndReason.SERVER_TIMEOUT)
+        if not self._stopped:
+            self._scan_handle = self.loop.call_later(self._scan_interval, self._scan_timeouts)
+
+    def cut(self) -> None:
+        for pair in list(self._pairs):
+            pair.end(EndReason.SHUTDOWN)
+
+    def cut_server(self, block: int) -> None:
+        """End every pair of the server counted in ``block`` (reason SERVER_DOWN)."""
+        for pair in list(self._pairs):
+            if pair.server_block == block and block >= 0:
+                pair.end(EndReason.SERVER_DOWN)
+
+    def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._scan_handle is not None:
+            self._scan_handle.cancel()
+        self.cut()
+
+    @property
+    def active(self) -> int:
+        return len(self._pairs)
+
+    @property
+    def loads(self) -> tuple[int, ...]:
+        """Pairs per worker: the twin has one (the event loop)."""
+        return (len(self._pairs),)
+
+    def connections(self) -> list[tuple[int, int, int, bool]]:
+        return [(p.tag, p.bytes_in, p.bytes_out, not p.established) for p in self._pairs]
+
+    def drain_ended(self) -> int:
+        return 0
+
+    def count(self, block: int, field: int, value: int) -> None:
+        if 0 <= block < self._counter_blocks:
+            self._counters[block * COUNTER_FIELDS + field] += value
+
+    def counters(self, block: int) -> tuple[int, ...]:
+        if not 0 <= block < self._counter_blocks:
+            raise IndexError(block)
+        start = block * COUNTER_FIELDS
+        return tuple(self._counters[start:start + COUNTER_FIELDS])
+
+    def add_counter(self, block: int, field: int, delta: int) -> None:
+        if not 0 <= block < self._counter_blocks or not 0 <= field < COUNTER_FIELDS:
+            raise IndexError((block, field))
+        self._counters[block * COUNTER_FIELDS + field] += delta
