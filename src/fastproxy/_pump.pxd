@@ -1,4 +1,5 @@
-# The C-level surface of the data plane, so that other extensions can cimport it.
+# The C-level surface of the data plane, so that other extensions can cimport it: what a pair, a
+# worker and a lane are.  The code over them is _pump.pyx and the dataplane/*.pxi it includes.
 
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 
@@ -29,7 +30,16 @@ cdef enum CounterField:
     CNT_CONNECT_ERRORS = 4
     CNT_RESETS = 5
     CNT_TIMEOUTS = 6
-    CNT_FIELDS = 8
+    CNT_FIELDS = 8          # 8 x 8 bytes: one block per 64-byte cache line (the counters are aligned)
+
+
+# The timeouts of a pair, in milliseconds (0: none), as Python or a lane sets them.
+cdef struct PairTimeouts:
+    uint32_t client         # the client side idle (``timeout client``, or ``tunnel``)
+    uint32_t server         # the server side idle (``timeout server``, or ``tunnel``)
+    uint32_t client_fin     # replaces ``client`` once a direction is half-closed
+    uint32_t server_fin     # replaces ``server`` once a direction is half-closed
+    uint32_t connect        # while the upstream connect is in progress
 
 
 # One direction of a pair: bytes read from src are written to dst, through at most one buffer
@@ -62,15 +72,11 @@ cdef struct Pair:
     uint8_t active
     uint8_t queued
     uint8_t connecting      # the upstream connect is still in progress
-    uint32_t connect_timeout
     Side client
     Side server
     Direction c2s
     Direction s2c
-    uint32_t client_timeout
-    uint32_t server_timeout
-    uint32_t client_fin_timeout
-    uint32_t server_fin_timeout
+    PairTimeouts timeouts
     int32_t frontend_block
     int32_t server_block
     int32_t lane            # the lane that accepted the client, or -1 for a pair Python handed over
@@ -89,11 +95,7 @@ cdef struct NewPair:
     char *prefix            # bytes for the server before any of the client's (a PROXY header), or NULL
     uint32_t prefix_len
     uint8_t connecting
-    uint32_t connect_timeout
-    uint32_t client_timeout
-    uint32_t server_timeout
-    uint32_t client_fin_timeout
-    uint32_t server_fin_timeout
+    PairTimeouts timeouts
     int32_t frontend_block
     int32_t server_block
     int32_t lane
@@ -122,7 +124,7 @@ cdef struct Ended:
 cdef enum LaneState:
     LANE_FREE = 0
     LANE_NEW = 1            # added by Python, not yet polled
-    LANE_ON = 2             # polled by worker 0
+    LANE_ON = 2             # polled by every worker (each on its copy of the lane)
     LANE_CLOSING = 3        # Python asks the worker to stop polling it
     LANE_OFF = 4            # no longer polled: Python may close the listener
 
@@ -157,17 +159,13 @@ cdef struct LaneServer:
 # A listener whose connections the pump accepts, balances and dials itself (no Python per connection).
 cdef struct Lane:
     int fd
-    int *open_count         # clients of the lane open now, over every worker (worker 0's ``open``)
+    int *open_count         # clients of the lane open now, over every worker (the first copy's ``open``)
     int state               # LaneState
     uint8_t paused          # not polled: at a connection limit, or resting after EMFILE
     uint8_t weights_dirty
     uint64_t resume_at_ms   # after EMFILE/ENFILE: when to try again
     int32_t frontend_block
-    uint32_t client_timeout
-    uint32_t server_timeout
-    uint32_t client_fin_timeout
-    uint32_t server_fin_timeout
-    uint32_t connect_timeout
+    PairTimeouts timeouts   # of the pairs it makes
     uint8_t tune_clients    # set client_tcp on each client (else the listener's options are inherited)
     uint8_t log_ends        # report each pair that ends to Python, for its log line (option tcplog)
     LogSink *log_sinks      # or write the lines here (shared by the workers' copies; worker 0's frees)

@@ -81,6 +81,10 @@ cdef extern from "<sys/socket.h>" nogil:
         MSG_DONTWAIT
 
 
+cdef extern from "<stdlib.h>" nogil:
+    int posix_memalign(void **memptr, size_t alignment, size_t size)
+
+
 cdef extern from "<time.h>" nogil:
     ctypedef long time_t
     struct timespec:

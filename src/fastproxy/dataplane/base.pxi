@@ -1,0 +1,46 @@
+# Included by _pump.pyx: the limits and tokens every part of the data plane shares, the clock, and the
+# counter blocks' atomic bumps.
+
+cdef enum:
+    MAX_EVENTS = 256
+    MAX_LANES = 64
+    LANE_BUDGET = 64        # accepts per readiness of a lane before pairs get their turn
+    LANE_REST_MS = 100      # how long a lane rests after EMFILE/ENFILE
+    LANE_RECHECK_MS = 20    # how often paused lanes look again at the limits
+    READ_BUDGET = 16        # reads per direction per turn before other pairs get theirs
+    POOL_KEEP = 64          # free buffers and pipes a worker keeps for reuse
+    INITIAL_SLOTS = 256
+
+cdef enum Progress:
+    P_WAIT = 0              # blocked on the kernel: epoll calls back
+    P_MORE = 1              # budget spent with work left: run again after the others
+    P_SRC_FAILED = 2
+    P_DST_FAILED = 3
+    P_NO_MEMORY = 4
+
+cdef uint64_t WAKE_TOKEN = 0xFFFFFFFFFFFFFFFFULL
+cdef uint64_t LANE_TOKEN = 1ULL << 62      # epoll token of a lane's listener: LANE_TOKEN | index
+cdef uint64_t LANE_TAG = 1ULL << 62        # tags of pairs a lane made: LANE_TAG | sequence
+
+
+cdef inline uint64_t monotonic_ms() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts)
+    return <uint64_t>ts.tv_sec * 1000 + <uint64_t>(ts.tv_nsec // 1000000)
+
+
+cdef inline void count(Shared *sh, int32_t block, int field, uint64_t value) noexcept nogil:
+    if 0 <= block < sh.counter_blocks:
+        fp_atomic_add(&sh.counters[block * CNT_FIELDS + field], value)
+
+
+cdef inline void count_sub(Shared *sh, int32_t block, int field, uint64_t value) noexcept nogil:
+    if 0 <= block < sh.counter_blocks:
+        fp_atomic_sub(&sh.counters[block * CNT_FIELDS + field], value)
+
+
+cdef inline void set_linger0(int fd) noexcept nogil:
+    cdef linger lg
+    lg.l_onoff = 1
+    lg.l_linger = 0
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg))
