@@ -21,7 +21,8 @@ if not NO_EXTENSIONS:
         "fastproxy._ring": "src/fastproxy/_ring.pyx",
     }
     extensions = [
-        Extension(name, [path], extra_compile_args=CFLAGS)
+        # includes/fastproxy.h: the C helpers the pump shares with the cffi bindings.
+        Extension(name, [path], extra_compile_args=CFLAGS, include_dirs=["src/fastproxy/includes"])
         for name, path in sources.items()
         if os.path.exists(path)
     ]

@@ -1,9 +1,10 @@
-"""Linux calls for the Python side (splice, pipe sizing, socket options), bound with cffi.
+"""Linux socket calls for the Python side, bound with cffi: batch accept, one-call dial, socket options
+(TCP_NODELAY, keepalive, SO_LINGER 0) and raw sockaddrs.
 
-The compiled cffi module (built by setup.py from _linux_build.py) is used when present; otherwise the
-same C declarations are loaded in cffi's ABI mode from the C library, and the helpers that only exist
-in the compiled module are done with the standard library.  The data plane does not go through here:
-_pump.pyx calls the kernel directly.
+The compiled cffi module (built by setup.py from _linux_build.py over includes/fastproxy.h, the C
+helpers the data plane compiles too) is used when present; otherwise the few C declarations needed are
+loaded in cffi's ABI mode from the C library, and what the helpers do is done with the standard
+library.  The data plane does not go through here: _pump.pyx calls the kernel directly.
 """
 
 from __future__ import annotations
@@ -12,14 +13,9 @@ import errno
 import os
 import socket
 import struct
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 from ._impl import NO_EXTENSIONS
-
-SPLICE_F_MOVE = 1
-SPLICE_F_NONBLOCK = 2
-F_SETPIPE_SZ = 1031
-F_GETPIPE_SZ = 1032
 
 try:
     if NO_EXTENSIONS:
@@ -28,7 +24,7 @@ try:
 
     COMPILED = True
 except ImportError:
-    import cffi
+    import cffi  # type: ignore[import-untyped]
 
     from ._linux_build import CDEF
 
@@ -43,45 +39,6 @@ def _check(result: int) -> int:
         code = ffi.errno
         raise OSError(code, os.strerror(code))
     return result
-
-
-def splice(fd_in: int, fd_out: int, length: int, flags: int = SPLICE_F_MOVE | SPLICE_F_NONBLOCK) -> int:
-    """Move up to ``length`` bytes from ``fd_in`` to ``fd_out`` in the kernel (one side must be a pipe)."""
-    return _check(lib.splice(fd_in, ffi.NULL, fd_out, ffi.NULL, length, flags))
-
-
-def pipe(size: int | None = None) -> tuple[int, int]:
-    """A non-blocking, close-on-exec pipe, resized to ``size`` bytes when given (rounded up by the kernel)."""
-    fds = ffi.new("int[2]")
-    _check(lib.pipe2(fds, os.O_NONBLOCK | os.O_CLOEXEC))
-    read_end, write_end = fds[0], fds[1]
-    if size:
-        try:
-            set_pipe_size(write_end, size)
-        except OSError:
-            os.close(read_end)
-            os.close(write_end)
-            raise
-    return read_end, write_end
-
-
-def set_pipe_size(fd: int, size: int) -> int:
-    return _check(lib.fcntl(fd, F_SETPIPE_SZ, ffi.cast("int", size)))
-
-
-def get_pipe_size(fd: int) -> int:
-    return _check(lib.fcntl(fd, F_GETPIPE_SZ))
-
-
-def pipe_max_size() -> int:
-    """The largest pipe an unprivileged process may ask for (/proc/sys/fs/pipe-max-size)."""
-    if COMPILED:
-        return lib.fp_pipe_max_size()
-    try:
-        with open("/proc/sys/fs/pipe-max-size") as f:
-            return int(f.read())
-    except (OSError, ValueError):
-        return -1
 
 
 def tune_socket(
@@ -177,7 +134,8 @@ class Acceptor:
         self.inherited = inherited  # the options were set on the listener, and accepted sockets have them
         self.options = ((-1, -1, 0, 0, 0) if inherited else
                         (int(nodelay), int(keepalive), int(idle or 0), int(interval or 0), int(count or 0)))
-        self.tune = dict(nodelay=nodelay, keepalive=keepalive, idle=idle, interval=interval, count=count)
+        self.tune: dict[str, Any] = dict(nodelay=nodelay, keepalive=keepalive, idle=idle, interval=interval,
+                                         count=count)
         if COMPILED:
             self._fds = ffi.new("int[]", batch)
             self._addrs = ffi.new("unsigned char[]", batch * SOCKADDR_SIZE)
@@ -223,7 +181,8 @@ class Dialer:
     def __init__(self, *, nodelay: bool = True, keepalive: bool = True, idle: Optional[float] = None,
                  interval: Optional[float] = None, count: Optional[int] = None) -> None:
         self.options = (int(nodelay), int(keepalive), int(idle or 0), int(interval or 0), int(count or 0))
-        self.tune = dict(nodelay=nodelay, keepalive=keepalive, idle=idle, interval=interval, count=count)
+        self.tune: dict[str, Any] = dict(nodelay=nodelay, keepalive=keepalive, idle=idle, interval=interval,
+                                         count=count)
         if COMPILED:
             self._in_progress = ffi.new("int *")
 

@@ -25,10 +25,10 @@ import os
 import random
 import re
 import socket
-import struct
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
+from . import _linux
 from .config.model import Server, TcpCheckRule
 
 log = logging.getLogger("fastproxy")
@@ -287,7 +287,7 @@ class _Probe:
             return
         if not self.linger:  # HAProxy closes checks with a reset unless told ``linger``
             try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                _linux.set_linger0(sock.fileno())
             except OSError:
                 pass
         sock.close()

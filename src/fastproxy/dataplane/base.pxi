@@ -37,10 +37,3 @@ cdef inline void count(Shared *sh, int32_t block, int field, uint64_t value) noe
 cdef inline void count_sub(Shared *sh, int32_t block, int field, uint64_t value) noexcept nogil:
     if 0 <= block < sh.counter_blocks:
         fp_atomic_sub(&sh.counters[block * CNT_FIELDS + field], value)
-
-
-cdef inline void set_linger0(int fd) noexcept nogil:
-    cdef linger lg
-    lg.l_onoff = 1
-    lg.l_linger = 0
-    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg))

@@ -14,9 +14,9 @@ cdef void end_pair(Worker *w, int32_t slot, int reason) noexcept nogil:
         lane_log(w, &w.lanes[p.lane], p, reason)
     # A reset is passed on as a reset, never as a clean FIN.
     if reason == END_CLIENT_RESET:
-        set_linger0(p.server.fd)
+        fp_set_linger0(p.server.fd)
     elif reason == END_SERVER_RESET:
-        set_linger0(p.client.fd)
+        fp_set_linger0(p.client.fd)
     close(p.client.fd)
     close(p.server.fd)
     release_direction(w, &p.c2s)

@@ -1,5 +1,6 @@
 # C declarations of the Linux interfaces the data plane sits on, kept apart from the logic (uvloop's
-# includes/ habit).  Everything here is callable without the GIL.
+# includes/ habit): declarations only, the bodies of fastproxy's own helpers are in fastproxy.h.
+# Everything here is callable without the GIL.
 
 from libc.stdint cimport uint32_t, uint64_t
 
@@ -105,16 +106,6 @@ cdef extern from "<time.h>" nogil:
     tm *localtime_r(const time_t *timep, tm *result)
 
 
-cdef extern from *:
-    """
-    #include <sys/socket.h>
-    static inline int fp_getsockname(int fd, unsigned char *addr, socklen_t *len) {
-        return getsockname(fd, (struct sockaddr *)addr, len);
-    }
-    """
-    int fp_getsockname(int fd, unsigned char *addr, socklen_t *length) nogil
-
-
 cdef extern from "<arpa/inet.h>" nogil:
     const char *inet_ntop(int af, const void *src, char *dst, socklen_t size)
 
@@ -132,62 +123,21 @@ cdef extern from "<pthread.h>" nogil:
     int pthread_mutex_unlock(pthread_mutex_t *mutex)
 
 
-cdef extern from *:
-    """
-    /* Counters are bumped by pump threads and read by Python at any time: relaxed atomics are enough,
-       nobody orders other memory on them. */
-    static inline void fp_atomic_add(uint64_t *p, uint64_t v) { __atomic_fetch_add(p, v, __ATOMIC_RELAXED); }
-    static inline void fp_atomic_sub(uint64_t *p, uint64_t v) { __atomic_fetch_sub(p, v, __ATOMIC_RELAXED); }
-    static inline uint64_t fp_atomic_load(uint64_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
-    static inline int fp_atomic_add_int(int *p, int v) { return __atomic_add_fetch(p, v, __ATOMIC_RELAXED); }
-    static inline int fp_atomic_load_int(int *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
-    """
-    void fp_atomic_add(uint64_t *p, uint64_t v) nogil
-    void fp_atomic_sub(uint64_t *p, uint64_t v) nogil
-    uint64_t fp_atomic_load(uint64_t *p) nogil
-    int fp_atomic_add_int(int *p, int v) nogil
-    int fp_atomic_load_int(int *p) nogil
-
-
-cdef extern from *:
-    """
-    #include <sys/socket.h>
-    #include <netinet/in.h>
-    #include <netinet/tcp.h>
-    /* The options every proxied socket gets, as fastproxy._linux tunes them for the Python path:
-       TCP_NODELAY, and keepalive with its idle/interval/count when set (tcp[0..3]). */
-    static inline int fp_tune_tcp(int fd, const int *tcp) {
-        int one = 1, rc = 0;
-        rc |= setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        rc |= setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &tcp[0], sizeof(tcp[0]));
-        if (tcp[0] > 0) {
-            if (tcp[1] > 0) rc |= setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &tcp[1], sizeof(tcp[1]));
-            if (tcp[2] > 0) rc |= setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &tcp[2], sizeof(tcp[2]));
-            if (tcp[3] > 0) rc |= setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &tcp[3], sizeof(tcp[3]));
-        }
-        return rc;
-    }
-    static inline int fp_accept_nb(int fd) { return accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC); }
-    static inline int fp_accept_addr(int fd, unsigned char *addr, socklen_t *len) {
-        return accept4(fd, (struct sockaddr *)addr, len, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    }
-    static inline int fp_socket_nb(int family) { return socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0); }
-    static inline int fp_connect_raw(int fd, const unsigned char *addr, unsigned int len) {
-        return connect(fd, (const struct sockaddr *)addr, (socklen_t)len);
-    }
-    static inline int fp_atomic_cas_int(int *p, int expected, int desired) {
-        return __atomic_compare_exchange_n(p, &expected, desired, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
-    }
-    static inline void fp_atomic_store_int(int *p, int v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
-    static inline int fp_atomic_acquire_int(int *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
-    """
-    int fp_tune_tcp(int fd, const int *tcp) nogil
-    int fp_accept_nb(int fd) nogil
-    int fp_accept_addr(int fd, unsigned char *addr, socklen_t *length) nogil
-    int fp_socket_nb(int family) nogil
-    int fp_connect_raw(int fd, const unsigned char *addr, unsigned int length) nogil
-    void fp_atomic_store_int(int *p, int v) nogil
-    int fp_atomic_acquire_int(int *p) nogil
+cdef extern from "fastproxy.h" nogil:
+    # The C helpers shared with the cffi bindings (includes/fastproxy.h); see their comments there.
+    void fp_atomic_add(uint64_t *p, uint64_t v)
+    void fp_atomic_sub(uint64_t *p, uint64_t v)
+    uint64_t fp_atomic_load(uint64_t *p)
+    int fp_atomic_add_int(int *p, int v)
+    int fp_atomic_load_int(int *p)
+    void fp_atomic_store_int(int *p, int v)
+    int fp_atomic_acquire_int(int *p)
+    int fp_tune_tcp(int fd, const int *tcp)
+    int fp_set_linger0(int fd)
+    int fp_accept_addr(int fd, unsigned char *addr, socklen_t *length)
+    int fp_socket_nb(int family)
+    int fp_connect_raw(int fd, const unsigned char *addr, unsigned int length)
+    int fp_getsockname(int fd, unsigned char *addr, socklen_t *length)
 
 
 cdef extern from "<errno.h>" nogil:
