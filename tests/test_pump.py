@@ -22,7 +22,6 @@ import pytest
 
 from fastproxy.pump import Counter, CPump, EndReason, PumpProtocol
 
-from .conftest import run
 from .support import recv_all, recv_exactly, reset, wait_until
 
 FRONTEND = 0  # counter blocks the tests use
@@ -142,27 +141,24 @@ def start_connect(port: int) -> socket.socket:
 
 # --- bytes ---------------------------------------------------------------------------------------------
 
-def test_bytes_pass_both_ways_and_fins_from_both_sides_end_the_pair_closed(pump_class):
-    async def main() -> None:
-        with listener() as lst:
-            async with started(pump_class) as (pump, books):
-                pair = wire(pump, lst, tag=7)
-                await exchange(pair.client, pair.server, b"ping")
-                await exchange(pair.server, pair.client, b"pong!")
-                pair.client.shutdown(socket.SHUT_WR)
-                pair.server.shutdown(socket.SHUT_WR)
-                assert await recv_all(pair.server) == b""
-                assert await recv_all(pair.client) == b""
-                ended = await books.end_of(7)
-                assert (ended.reason, ended.bytes_in, ended.bytes_out) == (EndReason.CLOSED, 4, 5)
-                assert ended.client_fd == -1
-                assert pump.active == 0
-                pair.close()
-
-    run(main())
+async def test_bytes_pass_both_ways_and_fins_from_both_sides_end_the_pair_closed(pump_class):
+    with listener() as lst:
+        async with started(pump_class) as (pump, books):
+            pair = wire(pump, lst, tag=7)
+            await exchange(pair.client, pair.server, b"ping")
+            await exchange(pair.server, pair.client, b"pong!")
+            pair.client.shutdown(socket.SHUT_WR)
+            pair.server.shutdown(socket.SHUT_WR)
+            assert await recv_all(pair.server) == b""
+            assert await recv_all(pair.client) == b""
+            ended = await books.end_of(7)
+            assert (ended.reason, ended.bytes_in, ended.bytes_out) == (EndReason.CLOSED, 4, 5)
+            assert ended.client_fd == -1
+            assert pump.active == 0
+            pair.close()
 
 
-def test_multi_mib_streams_arrive_intact_both_ways_at_once(pump_class):
+async def test_multi_mib_streams_arrive_intact_both_ways_at_once(pump_class):
     """Full reads switch a direction to splice() in the compiled pump: the bulk path."""
     size = 12 * 1024 * 1024
     up = random.Random(1).randbytes(size)
@@ -172,369 +168,315 @@ def test_multi_mib_streams_arrive_intact_both_ways_at_once(pump_class):
         await asyncio.get_running_loop().sock_sendall(sock, data)
         sock.shutdown(socket.SHUT_WR)
 
-    async def main() -> None:
-        with listener() as lst:
-            async with started(pump_class, pipesize=1 << 20) as (pump, books):
-                pair = wire(pump, lst, tag=1)
-                loop = asyncio.get_running_loop()
-                sending = [loop.create_task(send_then_fin(pair.client, up)),
-                           loop.create_task(send_then_fin(pair.server, down))]
-                at_server, at_client = await asyncio.gather(recv_all(pair.server, timeout=60),
-                                                            recv_all(pair.client, timeout=60))
-                await asyncio.gather(*sending)
-                assert hashlib.sha256(at_server).digest() == hashlib.sha256(up).digest()
-                assert hashlib.sha256(at_client).digest() == hashlib.sha256(down).digest()
-                ended = await books.end_of(1)
-                assert (ended.reason, ended.bytes_in, ended.bytes_out) == (EndReason.CLOSED, size, size)
-                if pump_class is CPump:
-                    assert pump.pipes_in_use > 0  # the stream went through pipes
-                pair.close()
-
-    run(main(), timeout=120)
+    with listener() as lst:
+        async with started(pump_class, pipesize=1 << 20) as (pump, books):
+            pair = wire(pump, lst, tag=1)
+            loop = asyncio.get_running_loop()
+            sending = [loop.create_task(send_then_fin(pair.client, up)),
+                       loop.create_task(send_then_fin(pair.server, down))]
+            at_server, at_client = await asyncio.gather(recv_all(pair.server, timeout=60),
+                                                        recv_all(pair.client, timeout=60))
+            await asyncio.gather(*sending)
+            assert hashlib.sha256(at_server).digest() == hashlib.sha256(up).digest()
+            assert hashlib.sha256(at_client).digest() == hashlib.sha256(down).digest()
+            ended = await books.end_of(1)
+            assert (ended.reason, ended.bytes_in, ended.bytes_out) == (EndReason.CLOSED, size, size)
+            if pump_class is CPump:
+                assert pump.pipes_in_use > 0  # the stream went through pipes
+            pair.close()
 
 
-def test_a_prefix_reaches_the_server_before_the_clients_first_bytes(pump_class):
+async def test_a_prefix_reaches_the_server_before_the_clients_first_bytes(pump_class):
     prefix = b"PROXY TCP4 192.0.2.1 192.0.2.2 1234 80\r\n"
 
-    async def main() -> None:
-        with listener() as lst:
-            async with started(pump_class) as (pump, books):
-                client, proxy_client = lst.pair()
-                proxy_server, server = lst.pair()
-                client.sendall(b"hello")  # already waiting in the kernel when the pair is handed over
-                pump.add_pair(proxy_client.detach(), proxy_server.detach(), tag=3, prefix=prefix,
-                              frontend_block=FRONTEND, server_block=SERVER)
-                assert await recv_exactly(server, len(prefix) + 5) == prefix + b"hello"
-                client.close()
-                server.close()
-                ended = await books.end_of(3)
-                assert ended.bytes_in == len(prefix) + 5
-
-    run(main())
+    with listener() as lst:
+        async with started(pump_class) as (pump, books):
+            client, proxy_client = lst.pair()
+            proxy_server, server = lst.pair()
+            client.sendall(b"hello")  # already waiting in the kernel when the pair is handed over
+            pump.add_pair(proxy_client.detach(), proxy_server.detach(), tag=3, prefix=prefix,
+                          frontend_block=FRONTEND, server_block=SERVER)
+            assert await recv_exactly(server, len(prefix) + 5) == prefix + b"hello"
+            client.close()
+            server.close()
+            ended = await books.end_of(3)
+            assert ended.bytes_in == len(prefix) + 5
 
 
-def test_a_prefix_larger_than_the_buffer_size_is_refused(pump_class):
-    async def main() -> None:
-        with listener() as lst:
-            async with started(pump_class, bufsize=4096) as (pump, _):
-                client, proxy_client = lst.pair()
-                proxy_server, server = lst.pair()
-                with pytest.raises(ValueError):
-                    pump.add_pair(proxy_client.fileno(), proxy_server.fileno(), prefix=b"x" * 4097)
-                for sock in (client, proxy_client, proxy_server, server):
-                    sock.close()
-
-    run(main())
+async def test_a_prefix_larger_than_the_buffer_size_is_refused(pump_class):
+    with listener() as lst:
+        async with started(pump_class, bufsize=4096) as (pump, _):
+            client, proxy_client = lst.pair()
+            proxy_server, server = lst.pair()
+            with pytest.raises(ValueError):
+                pump.add_pair(proxy_client.fileno(), proxy_server.fileno(), prefix=b"x" * 4097)
+            for sock in (client, proxy_client, proxy_server, server):
+                sock.close()
 
 
 # --- half-close and reset -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("closing", ["client", "server"])
-def test_a_half_close_is_passed_on_and_the_other_direction_keeps_flowing(pump_class, closing):
-    async def main() -> None:
-        with listener() as lst:
-            async with started(pump_class) as (pump, books):
-                pair = wire(pump, lst, tag=1)
-                first, other = ((pair.client, pair.server) if closing == "client"
-                                else (pair.server, pair.client))
-                first.shutdown(socket.SHUT_WR)
-                assert await recv_all(other) == b""  # the FIN arrived as a FIN
-                await exchange(other, first, b"still flowing")
-                assert 1 not in books.ended
-                other.shutdown(socket.SHUT_WR)
-                assert await recv_all(first) == b""
-                assert (await books.end_of(1)).reason == EndReason.CLOSED
-                pair.close()
-
-    run(main())
+async def test_a_half_close_is_passed_on_and_the_other_direction_keeps_flowing(pump_class, closing):
+    with listener() as lst:
+        async with started(pump_class) as (pump, books):
+            pair = wire(pump, lst, tag=1)
+            first, other = ((pair.client, pair.server) if closing == "client"
+                            else (pair.server, pair.client))
+            first.shutdown(socket.SHUT_WR)
+            assert await recv_all(other) == b""  # the FIN arrived as a FIN
+            await exchange(other, first, b"still flowing")
+            assert 1 not in books.ended
+            other.shutdown(socket.SHUT_WR)
+            assert await recv_all(first) == b""
+            assert (await books.end_of(1)).reason == EndReason.CLOSED
+            pair.close()
 
 
 @pytest.mark.parametrize("resetting", ["client", "server"])
-def test_a_reset_is_passed_on_as_a_reset(pump_class, resetting):
-    async def main() -> None:
-        with listener() as lst:
-            async with started(pump_class) as (pump, books):
-                pair = wire(pump, lst, tag=1)
-                await exchange(pair.client, pair.server, b"established")
-                if resetting == "client":
-                    reset(pair.client)
-                    other, reason = pair.server, EndReason.CLIENT_RESET
-                else:
-                    reset(pair.server)
-                    other, reason = pair.client, EndReason.SERVER_RESET
-                with pytest.raises(ConnectionResetError):
-                    await recv_all(other)
-                assert (await books.end_of(1)).reason == reason
-                assert pump.counters(FRONTEND)[Counter.RESETS] == 1
-                assert pump.counters(SERVER)[Counter.RESETS] == 1
-                pair.close()
-
-    run(main())
+async def test_a_reset_is_passed_on_as_a_reset(pump_class, resetting):
+    with listener() as lst:
+        async with started(pump_class) as (pump, books):
+            pair = wire(pump, lst, tag=1)
+            await exchange(pair.client, pair.server, b"established")
+            if resetting == "client":
+                reset(pair.client)
+                other, reason = pair.server, EndReason.CLIENT_RESET
+            else:
+                reset(pair.server)
+                other, reason = pair.client, EndReason.SERVER_RESET
+            with pytest.raises(ConnectionResetError):
+                await recv_all(other)
+            assert (await books.end_of(1)).reason == reason
+            assert pump.counters(FRONTEND)[Counter.RESETS] == 1
+            assert pump.counters(SERVER)[Counter.RESETS] == 1
+            pair.close()
 
 
 # --- timeouts -------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("side", ["client", "server"])
-def test_an_idle_side_past_its_timeout_ends_the_pair(pump_class, side):
+async def test_an_idle_side_past_its_timeout_ends_the_pair(pump_class, side):
     timeout = 0.3
     reason = EndReason.CLIENT_TIMEOUT if side == "client" else EndReason.SERVER_TIMEOUT
 
-    async def main() -> None:
-        with listener() as lst:
-            async with started(pump_class) as (pump, books):
-                began = time.monotonic()
-                pair = wire(pump, lst, tag=1, **{f"{side}_timeout": timeout})
-                ended = await books.end_of(1, timeout=5)
-                assert ended.reason == reason
-                assert ended.at - began >= timeout
-                assert pump.counters(FRONTEND)[Counter.TIMEOUTS] == 1
-                assert pump.counters(SERVER)[Counter.TIMEOUTS] == 1
-                assert await recv_all(pair.client) == b""  # closed by the pump
-                pair.close()
-
-    run(main())
+    with listener() as lst:
+        async with started(pump_class) as (pump, books):
+            began = time.monotonic()
+            pair = wire(pump, lst, tag=1, **{f"{side}_timeout": timeout})
+            ended = await books.end_of(1, timeout=5)
+            assert ended.reason == reason
+            assert ended.at - began >= timeout
+            assert pump.counters(FRONTEND)[Counter.TIMEOUTS] == 1
+            assert pump.counters(SERVER)[Counter.TIMEOUTS] == 1
+            assert await recv_all(pair.client) == b""  # closed by the pump
+            pair.close()
 
 
-def test_traffic_keeps_an_idle_timeout_from_firing(pump_class):
-    async def main() -> None:
-        with listener() as lst:
-            async with started(pump_class) as (pump, books):
-                pair = wire(pump, lst, tag=1, client_timeout=0.8, server_timeout=0.8)
-                deadline = time.monotonic() + 2.0
-                while time.monotonic() < deadline:  # 2 s of traffic, a byte every 0.1 s
-                    await exchange(pair.client, pair.server, b".")
-                    await asyncio.sleep(0.1)
-                assert 1 not in books.ended
-                assert (await books.end_of(1, timeout=5)).reason in (EndReason.CLIENT_TIMEOUT,
-                                                                     EndReason.SERVER_TIMEOUT)
-                pair.close()
-
-    run(main())
+async def test_traffic_keeps_an_idle_timeout_from_firing(pump_class):
+    with listener() as lst:
+        async with started(pump_class) as (pump, books):
+            pair = wire(pump, lst, tag=1, client_timeout=0.8, server_timeout=0.8)
+            deadline = time.monotonic() + 2.0
+            while time.monotonic() < deadline:  # 2 s of traffic, a byte every 0.1 s
+                await exchange(pair.client, pair.server, b".")
+                await asyncio.sleep(0.1)
+            assert 1 not in books.ended
+            assert (await books.end_of(1, timeout=5)).reason in (EndReason.CLIENT_TIMEOUT,
+                                                                 EndReason.SERVER_TIMEOUT)
+            pair.close()
 
 
 @pytest.mark.parametrize("side", ["client", "server"])
-def test_a_fin_timeout_replaces_the_idle_timeout_once_a_direction_is_half_closed(pump_class, side):
+async def test_a_fin_timeout_replaces_the_idle_timeout_once_a_direction_is_half_closed(pump_class, side):
     reason = EndReason.CLIENT_TIMEOUT if side == "client" else EndReason.SERVER_TIMEOUT
 
-    async def main() -> None:
-        with listener() as lst:
-            async with started(pump_class) as (pump, books):
-                # The idle timeouts (30 s) would not fire within the test; the fin one (0.3 s) does.
-                pair = wire(pump, lst, tag=1, client_timeout=30, server_timeout=30,
-                            **{f"{side}_fin_timeout": 0.3})
-                await exchange(pair.client, pair.server, b"established")
-                await asyncio.sleep(0.5)
-                assert 1 not in books.ended  # not half-closed yet: the fin timeout does not apply
-                pair.client.shutdown(socket.SHUT_WR)
-                assert await recv_all(pair.server, timeout=5) == b""
-                ended = await books.end_of(1, timeout=5)
-                assert ended.reason == reason
-                pair.close()
-
-    run(main())
+    with listener() as lst:
+        async with started(pump_class) as (pump, books):
+            # The idle timeouts (30 s) would not fire within the test; the fin one (0.3 s) does.
+            pair = wire(pump, lst, tag=1, client_timeout=30, server_timeout=30,
+                        **{f"{side}_fin_timeout": 0.3})
+            await exchange(pair.client, pair.server, b"established")
+            await asyncio.sleep(0.5)
+            assert 1 not in books.ended  # not half-closed yet: the fin timeout does not apply
+            pair.client.shutdown(socket.SHUT_WR)
+            assert await recv_all(pair.server, timeout=5) == b""
+            ended = await books.end_of(1, timeout=5)
+            assert ended.reason == reason
+            pair.close()
 
 
 # --- connects in progress -------------------------------------------------------------------------------
 
-def test_a_connect_in_progress_that_completes_becomes_a_pair(pump_class):
-    async def main() -> None:
-        with listener() as lst, listener() as upstream:
-            async with started(pump_class) as (pump, books):
-                client, proxy_client = lst.pair()
-                dialing = start_connect(upstream.address[1])
-                pump.add_pair(proxy_client.detach(), dialing.detach(), tag=5, connecting=True,
-                              connect_timeout=5, frontend_block=FRONTEND, server_block=SERVER)
-                server, _ = upstream.sock.accept()
-                server.setblocking(False)
-                await exchange(client, server, b"through")
-                await exchange(server, client, b"back")
-                assert pump.counters(SERVER)[Counter.CONN_TOTAL] == 1
-                client.close()
-                server.close()
-                assert (await books.end_of(5)).reason != EndReason.CONNECT_FAILED
-
-    run(main())
+async def test_a_connect_in_progress_that_completes_becomes_a_pair(pump_class):
+    with listener() as lst, listener() as upstream:
+        async with started(pump_class) as (pump, books):
+            client, proxy_client = lst.pair()
+            dialing = start_connect(upstream.address[1])
+            pump.add_pair(proxy_client.detach(), dialing.detach(), tag=5, connecting=True,
+                          connect_timeout=5, frontend_block=FRONTEND, server_block=SERVER)
+            server, _ = upstream.sock.accept()
+            server.setblocking(False)
+            await exchange(client, server, b"through")
+            await exchange(server, client, b"back")
+            assert pump.counters(SERVER)[Counter.CONN_TOTAL] == 1
+            client.close()
+            server.close()
+            assert (await books.end_of(5)).reason != EndReason.CONNECT_FAILED
 
 
-def test_a_refused_connect_reports_the_errno_and_hands_the_client_back_open(pump_class):
-    async def main() -> None:
-        with listener() as lst:
-            async with started(pump_class) as (pump, books):
-                client, proxy_client = lst.pair()
-                client_fd = proxy_client.detach()
-                pump.add_pair(client_fd, start_connect(closed_port()).detach(), tag=9,
-                              connecting=True, connect_timeout=5, frontend_block=FRONTEND,
-                              server_block=SERVER)
-                ended = await books.end_of(9)
-                assert (ended.reason, ended.error) == (EndReason.CONNECT_FAILED, errno.ECONNREFUSED)
-                assert (ended.bytes_in, ended.bytes_out) == (0, 0)
-                assert pump.counters(SERVER)[Counter.CONN_TOTAL] == 0
-                assert pump.counters(SERVER)[Counter.CONN_CUR] == 0
-                assert pump.active == 0
-                # The client is Python's again, still connected: it can answer on it.
-                with socket.socket(fileno=client_fd) as handed_back:
-                    handed_back.setblocking(False)
-                    await exchange(handed_back, client, b"503")
-                client.close()
-
-    run(main())
+async def test_a_refused_connect_reports_the_errno_and_hands_the_client_back_open(pump_class):
+    with listener() as lst:
+        async with started(pump_class) as (pump, books):
+            client, proxy_client = lst.pair()
+            client_fd = proxy_client.detach()
+            pump.add_pair(client_fd, start_connect(closed_port()).detach(), tag=9,
+                          connecting=True, connect_timeout=5, frontend_block=FRONTEND,
+                          server_block=SERVER)
+            ended = await books.end_of(9)
+            assert (ended.reason, ended.error) == (EndReason.CONNECT_FAILED, errno.ECONNREFUSED)
+            assert (ended.bytes_in, ended.bytes_out) == (0, 0)
+            assert pump.counters(SERVER)[Counter.CONN_TOTAL] == 0
+            assert pump.counters(SERVER)[Counter.CONN_CUR] == 0
+            assert pump.active == 0
+            # The client is Python's again, still connected: it can answer on it.
+            with socket.socket(fileno=client_fd) as handed_back:
+                handed_back.setblocking(False)
+                await exchange(handed_back, client, b"503")
+            client.close()
 
 
-def test_a_connect_that_does_not_complete_in_time_fails_with_etimedout(pump_class):
-    async def main() -> None:
-        # A listener with a full accept queue drops further SYNs: the connect stays in progress.
-        with listener() as lst, listener(backlog=0) as full:
-            queued = socket.create_connection(full.address, timeout=5)
-            async with started(pump_class) as (pump, books):
-                client, proxy_client = lst.pair()
-                began = time.monotonic()
-                client_fd = proxy_client.detach()
-                pump.add_pair(client_fd, start_connect(full.address[1]).detach(), tag=4,
-                              connecting=True, connect_timeout=0.3, server_block=SERVER)
-                await wait_until(lambda: pump.connections() == [(4, 0, 0, True)])  # still connecting
-                ended = await books.end_of(4, timeout=5)
-                assert (ended.reason, ended.error) == (EndReason.CONNECT_FAILED, errno.ETIMEDOUT)
-                assert ended.at - began >= 0.3
-                os.close(client_fd)
-                client.close()
-            queued.close()
-
-    run(main())
+async def test_a_connect_that_does_not_complete_in_time_fails_with_etimedout(pump_class):
+    # A listener with a full accept queue drops further SYNs: the connect stays in progress.
+    with listener() as lst, listener(backlog=0) as full:
+        queued = socket.create_connection(full.address, timeout=5)
+        async with started(pump_class) as (pump, books):
+            client, proxy_client = lst.pair()
+            began = time.monotonic()
+            client_fd = proxy_client.detach()
+            pump.add_pair(client_fd, start_connect(full.address[1]).detach(), tag=4,
+                          connecting=True, connect_timeout=0.3, server_block=SERVER)
+            await wait_until(lambda: pump.connections() == [(4, 0, 0, True)])  # still connecting
+            ended = await books.end_of(4, timeout=5)
+            assert (ended.reason, ended.error) == (EndReason.CONNECT_FAILED, errno.ETIMEDOUT)
+            assert ended.at - began >= 0.3
+            os.close(client_fd)
+            client.close()
+        queued.close()
 
 
 # --- cuts -----------------------------------------------------------------------------------------------
 
-def test_cut_server_ends_that_servers_pairs_only_with_server_down(pump_class):
-    async def main() -> None:
-        with listener() as lst:
-            async with started(pump_class) as (pump, books):
-                down = wire(pump, lst, tag=1, server_block=SERVER)
-                kept = wire(pump, lst, tag=2, server_block=OTHER_SERVER)
-                await exchange(down.client, down.server, b"a")
-                await exchange(kept.client, kept.server, b"b")
-                pump.cut_server(SERVER)
-                assert (await books.end_of(1)).reason == EndReason.SERVER_DOWN
-                assert await recv_all(down.client) == b""
-                await exchange(kept.client, kept.server, b"still here")
-                assert 2 not in books.ended
-                assert pump.counters(SERVER)[Counter.CONN_CUR] == 0
-                assert pump.counters(OTHER_SERVER)[Counter.CONN_CUR] == 1
-                down.close()
-                kept.close()
-
-    run(main())
+async def test_cut_server_ends_that_servers_pairs_only_with_server_down(pump_class):
+    with listener() as lst:
+        async with started(pump_class) as (pump, books):
+            down = wire(pump, lst, tag=1, server_block=SERVER)
+            kept = wire(pump, lst, tag=2, server_block=OTHER_SERVER)
+            await exchange(down.client, down.server, b"a")
+            await exchange(kept.client, kept.server, b"b")
+            pump.cut_server(SERVER)
+            assert (await books.end_of(1)).reason == EndReason.SERVER_DOWN
+            assert await recv_all(down.client) == b""
+            await exchange(kept.client, kept.server, b"still here")
+            assert 2 not in books.ended
+            assert pump.counters(SERVER)[Counter.CONN_CUR] == 0
+            assert pump.counters(OTHER_SERVER)[Counter.CONN_CUR] == 1
+            down.close()
+            kept.close()
 
 
-def test_cut_ends_every_pair_with_shutdown_and_the_pump_keeps_running(pump_class):
-    async def main() -> None:
-        with listener() as lst:
-            async with started(pump_class) as (pump, books):
-                pairs = [wire(pump, lst, tag=tag) for tag in (1, 2, 3)]
-                await asyncio.gather(*(exchange(p.client, p.server, b"x") for p in pairs))
-                pump.cut()
-                for p in pairs:
-                    assert (await books.end_of(p.tag)).reason == EndReason.SHUTDOWN
-                    p.close()
-                after = wire(pump, lst, tag=4)
-                await exchange(after.client, after.server, b"new pairs still pass")
-                after.close()
-
-    run(main())
+async def test_cut_ends_every_pair_with_shutdown_and_the_pump_keeps_running(pump_class):
+    with listener() as lst:
+        async with started(pump_class) as (pump, books):
+            pairs = [wire(pump, lst, tag=tag) for tag in (1, 2, 3)]
+            await asyncio.gather(*(exchange(p.client, p.server, b"x") for p in pairs))
+            pump.cut()
+            for p in pairs:
+                assert (await books.end_of(p.tag)).reason == EndReason.SHUTDOWN
+                p.close()
+            after = wire(pump, lst, tag=4)
+            await exchange(after.client, after.server, b"new pairs still pass")
+            after.close()
 
 
-def test_stop_ends_the_pairs_left_with_shutdown(pump_class):
-    async def main() -> None:
-        with listener() as lst:
-            books = Books()
-            pump = pump_class(counter_blocks=4, on_end=books.on_end)
-            pump.start(asyncio.get_running_loop())
-            pair = wire(pump, lst, tag=1)
-            await exchange(pair.client, pair.server, b"x")
-            pump.stop()
-            assert (await books.end_of(1)).reason == EndReason.SHUTDOWN
-            pump.stop()  # idempotent
-            client, proxy_client = lst.pair()
-            with pytest.raises(RuntimeError):
-                pump.add_pair(proxy_client.fileno(), proxy_client.fileno())
-            for sock in (client, proxy_client):
-                sock.close()
-            pair.close()
-
-    run(main())
+async def test_stop_ends_the_pairs_left_with_shutdown(pump_class):
+    with listener() as lst:
+        books = Books()
+        pump = pump_class(counter_blocks=4, on_end=books.on_end)
+        pump.start(asyncio.get_running_loop())
+        pair = wire(pump, lst, tag=1)
+        await exchange(pair.client, pair.server, b"x")
+        pump.stop()
+        assert (await books.end_of(1)).reason == EndReason.SHUTDOWN
+        pump.stop()  # idempotent
+        client, proxy_client = lst.pair()
+        with pytest.raises(RuntimeError):
+            pump.add_pair(proxy_client.fileno(), proxy_client.fileno())
+        for sock in (client, proxy_client):
+            sock.close()
+        pair.close()
 
 
 # --- counters -------------------------------------------------------------------------------------------
 
-def test_counter_blocks_count_bytes_and_connections_of_the_frontend_and_the_server(pump_class):
-    async def main() -> None:
-        with listener() as lst:
-            async with started(pump_class) as (pump, books):
-                pair = wire(pump, lst, tag=1)
-                await exchange(pair.client, pair.server, b"x" * 1000)
-                await exchange(pair.server, pair.client, b"y" * 300)
-                await wait_until(lambda: pump.counters(SERVER)[Counter.BYTES_OUT] == 300)
-                for block in (FRONTEND, SERVER):
-                    counters = pump.counters(block)
-                    assert (counters[Counter.BYTES_IN], counters[Counter.BYTES_OUT]) == (1000, 300)
-                assert pump.counters(SERVER)[Counter.CONN_CUR] == 1
-                assert pump.counters(SERVER)[Counter.CONN_TOTAL] == 1
-                # Python counts its clients itself: the frontend's connections are not the pump's.
-                assert pump.counters(FRONTEND)[Counter.CONN_CUR] == 0
-                assert pump.connections() == [(1, 1000, 300, False)]
-                pair.close()
-                await books.end_of(1)
-                assert pump.counters(SERVER)[Counter.CONN_CUR] == 0
-                assert pump.counters(SERVER)[Counter.CONN_TOTAL] == 1
-                assert pump.connections() == []
-
-    run(main())
+async def test_counter_blocks_count_bytes_and_connections_of_the_frontend_and_the_server(pump_class):
+    with listener() as lst:
+        async with started(pump_class) as (pump, books):
+            pair = wire(pump, lst, tag=1)
+            await exchange(pair.client, pair.server, b"x" * 1000)
+            await exchange(pair.server, pair.client, b"y" * 300)
+            await wait_until(lambda: pump.counters(SERVER)[Counter.BYTES_OUT] == 300)
+            for block in (FRONTEND, SERVER):
+                counters = pump.counters(block)
+                assert (counters[Counter.BYTES_IN], counters[Counter.BYTES_OUT]) == (1000, 300)
+            assert pump.counters(SERVER)[Counter.CONN_CUR] == 1
+            assert pump.counters(SERVER)[Counter.CONN_TOTAL] == 1
+            # Python counts its clients itself: the frontend's connections are not the pump's.
+            assert pump.counters(FRONTEND)[Counter.CONN_CUR] == 0
+            assert pump.connections() == [(1, 1000, 300, False)]
+            pair.close()
+            await books.end_of(1)
+            assert pump.counters(SERVER)[Counter.CONN_CUR] == 0
+            assert pump.counters(SERVER)[Counter.CONN_TOTAL] == 1
+            assert pump.connections() == []
 
 
-def test_add_counter_adds_to_one_field_and_blocks_out_of_range_raise(pump_class):
-    async def main() -> None:
-        async with started(pump_class) as (pump, _):
-            pump.add_counter(SERVER, Counter.CONNECT_ERRORS, 3)
-            pump.add_counter(SERVER, Counter.CONNECT_ERRORS, -1)
-            assert pump.counters(SERVER)[Counter.CONNECT_ERRORS] == 2
-            assert sum(pump.counters(FRONTEND)) == 0
-            with pytest.raises(IndexError):
-                pump.counters(4)
-            with pytest.raises(IndexError):
-                pump.add_counter(0, 99, 1)
-
-    run(main())
+async def test_add_counter_adds_to_one_field_and_blocks_out_of_range_raise(pump_class):
+    async with started(pump_class) as (pump, _):
+        pump.add_counter(SERVER, Counter.CONNECT_ERRORS, 3)
+        pump.add_counter(SERVER, Counter.CONNECT_ERRORS, -1)
+        assert pump.counters(SERVER)[Counter.CONNECT_ERRORS] == 2
+        assert sum(pump.counters(FRONTEND)) == 0
+        with pytest.raises(IndexError):
+            pump.counters(4)
+        with pytest.raises(IndexError):
+            pump.add_counter(0, 99, 1)
 
 
-def test_a_pair_without_counter_blocks_is_pumped_and_counts_nowhere(pump_class):
-    async def main() -> None:
-        with listener() as lst:
-            async with started(pump_class) as (pump, books):
-                pair = wire(pump, lst, tag=1, frontend_block=-1, server_block=-1)
-                await exchange(pair.client, pair.server, b"uncounted")
-                pair.close()
-                assert (await books.end_of(1)).bytes_in == 9
-                assert all(sum(pump.counters(block)) == 0 for block in range(4))
-
-    run(main())
+async def test_a_pair_without_counter_blocks_is_pumped_and_counts_nowhere(pump_class):
+    with listener() as lst:
+        async with started(pump_class) as (pump, books):
+            pair = wire(pump, lst, tag=1, frontend_block=-1, server_block=-1)
+            await exchange(pair.client, pair.server, b"uncounted")
+            pair.close()
+            assert (await books.end_of(1)).bytes_in == 9
+            assert all(sum(pump.counters(block)) == 0 for block in range(4))
 
 
-def test_many_pairs_at_once_each_end_with_their_own_tag_and_counts(pump_class):
+async def test_many_pairs_at_once_each_end_with_their_own_tag_and_counts(pump_class):
     count = 64
 
-    async def main() -> None:
-        with listener(backlog=256) as lst:
-            async with started(pump_class, threads=2) as (pump, books):
-                pairs = [wire(pump, lst, tag=100 + i) for i in range(count)]
-                await asyncio.gather(*(exchange(p.client, p.server, b"z" * (i + 1))
-                                       for i, p in enumerate(pairs)))
-                for p in pairs:
-                    p.close()
-                for i, p in enumerate(pairs):
-                    assert (await books.end_of(p.tag, timeout=10)).bytes_in == i + 1
-                assert pump.counters(FRONTEND)[Counter.BYTES_IN] == count * (count + 1) // 2
-                assert pump.active == 0
-
-    run(main())
+    with listener(backlog=256) as lst:
+        async with started(pump_class, threads=2) as (pump, books):
+            pairs = [wire(pump, lst, tag=100 + i) for i in range(count)]
+            await asyncio.gather(*(exchange(p.client, p.server, b"z" * (i + 1))
+                                   for i, p in enumerate(pairs)))
+            for p in pairs:
+                p.close()
+            for i, p in enumerate(pairs):
+                assert (await books.end_of(p.tag, timeout=10)).bytes_in == i + 1
+            assert pump.counters(FRONTEND)[Counter.BYTES_IN] == count * (count + 1) // 2
+            assert pump.active == 0
 
 
 def test_pump_options_are_checked(pump_class):
