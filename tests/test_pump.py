@@ -16,11 +16,13 @@ import random
 import socket
 import time
 from dataclasses import dataclass
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Optional
 
 import pytest
 
-from fastproxy.pump import Counter, CPump, EndReason, PumpProtocol
+from fastproxy import _linux
+from fastproxy._impl import NO_EXTENSIONS
+from fastproxy.pump import Counter, CPump, EndReason, LaneSpec, PumpProtocol, PyPump
 
 from .support import recv_all, recv_exactly, reset, wait_until
 
@@ -35,22 +37,36 @@ class Ended:
     reason: EndReason
     bytes_in: int
     bytes_out: int
-    error: int
+    error: int  # a failed connect: its errno
     client_fd: int  # a failed connect: the client descriptor handed back, else -1
     at: float
 
 
 class Books:
-    """What the pump reported: ended pairs and failed connects, by tag."""
+    """What the pump reported, by tag: ended pairs and failed connects (one record per pair), and
+    what lanes handed back."""
 
     def __init__(self) -> None:
         self.ended: dict[int, Ended] = {}
+        self.handed_back: list[tuple[int, int, int, int]] = []  # frontend, server block, fd, errno
 
-    def on_end(self, tag: int, reason: int, bytes_in: int, bytes_out: int, error: int,
-               client_fd: int = -1, *rest: Any) -> None:
-        assert tag not in self.ended, f"pair {tag} reported twice"
-        self.ended[tag] = Ended(tag, EndReason(reason), bytes_in, bytes_out, error, client_fd,
-                                time.monotonic())
+    def _record(self, ended: Ended) -> None:
+        assert ended.tag not in self.ended, f"pair {ended.tag} reported twice"
+        self.ended[ended.tag] = ended
+
+    def on_pair_ended(self, tag: int, reason: int, bytes_in: int, bytes_out: int) -> None:
+        assert reason != EndReason.CONNECT_FAILED
+        self._record(Ended(tag, EndReason(reason), bytes_in, bytes_out, 0, -1, time.monotonic()))
+
+    def on_connect_failed(self, tag: int, error: int, client_fd: int) -> None:
+        self._record(Ended(tag, EndReason.CONNECT_FAILED, 0, 0, error, client_fd, time.monotonic()))
+
+    def on_lane_hand_back(self, frontend_block: int, server_block: int, client_fd: int, error: int) -> None:
+        self.handed_back.append((frontend_block, server_block, client_fd, error))
+
+    def callbacks(self) -> dict[str, Any]:
+        return dict(on_pair_ended=self.on_pair_ended, on_connect_failed=self.on_connect_failed,
+                    on_lane_hand_back=self.on_lane_hand_back)
 
     async def end_of(self, tag: int, timeout: float = 5.0) -> Ended:
         await wait_until(lambda: tag in self.ended, timeout=timeout)
@@ -60,7 +76,7 @@ class Books:
 @contextlib.asynccontextmanager
 async def started(pump_class: Any, **options: Any) -> AsyncIterator[tuple[Any, Books]]:
     books = Books()
-    pump = pump_class(counter_blocks=4, on_end=books.on_end, **options)
+    pump = pump_class(counter_blocks=4, **books.callbacks(), **options)
     pump.start(asyncio.get_running_loop())
     try:
         yield pump, books
@@ -335,7 +351,7 @@ async def test_a_refused_connect_reports_the_errno_and_hands_the_client_back_ope
                           server_block=SERVER)
             ended = await books.end_of(9)
             assert (ended.reason, ended.error) == (EndReason.CONNECT_FAILED, errno.ECONNREFUSED)
-            assert (ended.bytes_in, ended.bytes_out) == (0, 0)
+            assert ended.client_fd == client_fd
             assert pump.counters(SERVER)[Counter.CONN_TOTAL] == 0
             assert pump.counters(SERVER)[Counter.CONN_CUR] == 0
             assert pump.active == 0
@@ -360,6 +376,7 @@ async def test_a_connect_that_does_not_complete_in_time_fails_with_etimedout(pum
             ended = await books.end_of(4, timeout=5)
             assert (ended.reason, ended.error) == (EndReason.CONNECT_FAILED, errno.ETIMEDOUT)
             assert ended.at - began >= 0.3
+            assert ended.client_fd == client_fd
             os.close(client_fd)
             client.close()
         queued.close()
@@ -402,7 +419,7 @@ async def test_cut_ends_every_pair_with_shutdown_and_the_pump_keeps_running(pump
 async def test_stop_ends_the_pairs_left_with_shutdown(pump_class):
     with listener() as lst:
         books = Books()
-        pump = pump_class(counter_blocks=4, on_end=books.on_end)
+        pump = pump_class(counter_blocks=4, **books.callbacks())
         pump.start(asyncio.get_running_loop())
         pair = wire(pump, lst, tag=1)
         await exchange(pair.client, pair.server, b"x")
@@ -490,3 +507,87 @@ def test_both_implementations_have_every_member_of_the_written_contract(pump_cla
     members = [name for name in vars(PumpProtocol) if not name.startswith("_")]
     assert "add_pair" in members and "counters" in members
     assert [name for name in members if not hasattr(pump_class, name)] == []
+
+
+# --- lanes (the compiled pump's alone) -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Timeouts:
+    client: Optional[float] = None
+    server: Optional[float] = None
+    client_fin: Optional[float] = None
+    server_fin: Optional[float] = None
+    connect: Optional[float] = 5.0
+
+
+# Lanes exist in the compiled pump only: these tests run it alone (and fail if it does not import),
+# except in a run that asks for the Python twin alone.
+compiled_only = pytest.mark.skipif(NO_EXTENSIONS, reason="FASTPROXY_NO_EXTENSIONS=1 runs the twin alone")
+
+
+async def test_the_compiled_pump_has_lanes_and_the_twin_none(pump_class):
+    async with started(pump_class) as (pump, _):
+        assert (pump.lanes is None) == (pump_class is PyPump)
+
+
+def lane_listener() -> socket.socket:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    sock.setblocking(False)
+    return sock
+
+
+@pytest.mark.c_extension
+@compiled_only
+@pytest.mark.parametrize("threads", [1, 2])
+async def test_a_lane_pairs_its_clients_itself_and_keeps_their_books(threads):
+    with listener() as upstream:
+        sock = lane_listener()
+        async with started(CPump, threads=threads) as (pump, books):
+            lanes = pump.lanes
+            lanes.maxconn = 100
+            index = lanes.add(LaneSpec(sock.fileno(), frontend_block=FRONTEND, timeouts=Timeouts(),
+                                       servers=[(_linux.sockaddr(upstream.address), SERVER, 1)]))
+            client = socket.create_connection(sock.getsockname(), timeout=5)
+            client.setblocking(False)
+            upstream.sock.settimeout(5)
+            server, _ = upstream.sock.accept()
+            server.setblocking(False)
+            await exchange(client, server, b"through the lane")
+            await exchange(server, client, b"and back")
+            assert lanes.open_clients() == lanes.open_clients(index) == 1
+            assert lanes.open_total == 1
+            assert pump.counters(FRONTEND)[Counter.CONN_CUR] == 1  # the lane counts its frontend
+            assert pump.counters(SERVER)[Counter.CONN_TOTAL] == 1
+            client.close()
+            server.close()
+            await wait_until(lambda: lanes.ended()[EndReason.CLOSED] == 1)
+            assert lanes.open_clients() == 0 and lanes.open_total == 0
+            assert books.ended == {}  # Python is not told of each pair a lane made
+            lanes.remove(index)
+        sock.close()
+
+
+@pytest.mark.c_extension
+@compiled_only
+async def test_a_lane_hands_back_a_client_it_has_no_server_for():
+    with listener() as upstream:
+        sock = lane_listener()
+        async with started(CPump) as (pump, books):
+            lanes = pump.lanes
+            index = lanes.add(LaneSpec(sock.fileno(), frontend_block=FRONTEND, timeouts=Timeouts(),
+                                       servers=[(_linux.sockaddr(upstream.address), SERVER, 1)]))
+            lanes.set_weights(index, [0])  # out of picks
+            client = socket.create_connection(sock.getsockname(), timeout=5)
+            client.setblocking(False)
+            await wait_until(lambda: len(books.handed_back) == 1)
+            frontend_block, server_block, client_fd, error = books.handed_back[0]
+            assert (frontend_block, server_block, error) == (FRONTEND, -1, errno.EHOSTUNREACH)
+            assert lanes.open_clients() == 0  # Python's from now on
+            with socket.socket(fileno=client_fd) as handed_back:
+                handed_back.setblocking(False)
+                await exchange(handed_back, client, b"503")
+            client.close()
+            lanes.remove(index)
+        sock.close()

@@ -105,8 +105,17 @@ cdef struct NewPair:
     uint64_t accepted_ms
 
 
-# A pair that ended, waiting for Python to hear of it.
+# What an Ended record tells Python, each kind to its own callback (Pump.drain_ended).
+cdef enum RecordKind:
+    REC_PAIR_ENDED = 0      # a pair Python handed over ended: on_pair_ended
+    REC_CONNECT_FAILED = 1  # its connect failed, the client is Python's again: on_connect_failed
+    REC_LANE_HAND_BACK = 2  # a client a lane could not place, Python's from now on: on_lane_hand_back
+    REC_LANE_ENDED = 3      # a lane's pair ended, for its log line: on_lane_ended
+
+
+# Something that ended, waiting for Python to hear of it.
 cdef struct Ended:
+    uint8_t kind            # RecordKind
     uint64_t tag
     uint64_t bytes_in
     uint64_t bytes_out
@@ -114,9 +123,8 @@ cdef struct Ended:
     int32_t error           # errno of a failed connect
     int32_t frontend_block
     int32_t server_block
-    int32_t client_fd       # with CONNECT_FAILED from a lane: the client, now Python's
-    uint8_t logged          # a lane's pair that ends, reported for its log line (what follows is set)
-    uint8_t peer[28]
+    int32_t client_fd       # REC_CONNECT_FAILED, REC_LANE_HAND_BACK: the client, now Python's
+    uint8_t peer[28]        # REC_LANE_ENDED: what the log line needs
     uint64_t duration_ms
     uint32_t connect_ms
 
@@ -212,6 +220,7 @@ cdef struct Shared:
     uint32_t ended_len
     uint32_t ended_cap
     int notify_fd
+    uint8_t running         # the worker threads run: they take commands (else Python applies them)
     int open_total          # client connections open, lanes' and Python's (atomic)
     int maxconn             # global maxconn; 0: none
     uint64_t lane_ended[END_REASONS]  # pairs of lanes that ended, by EndReason (Python is not told of each)
@@ -259,16 +268,28 @@ cdef struct Worker:
     uint64_t lane_seq
 
 
+cdef class Pump
+
+
+# The lane members of a Pump (Pump.lanes).
+cdef class Lanes:
+    cdef Pump pump
+    cdef uint32_t count        # lanes added so far (indexes 0..count-1)
+    cdef object _tables        # lane index -> the ring tables a lane may still read (kept alive here)
+
+
 cdef class Pump:
     cdef Shared shared
     cdef Worker *workers
     cdef int nworkers
+    cdef Lane *lane_copies     # MAX_LANES lanes per worker, each worker's copy of every lane
+    cdef readonly Lanes lanes
     cdef object _threads
-    cdef object _on_end
+    cdef object _on_pair_ended
+    cdef object _on_connect_failed
+    cdef object _on_lane_hand_back
+    cdef object _on_lane_ended
     cdef object _loop
     cdef bint _started
     cdef bint _stopped
     cdef int _next_worker
-    cdef Lane *lanes
-    cdef uint32_t nlanes
-    cdef object _lane_tables  # lane index -> the ring tables a lane may still read (kept alive here)

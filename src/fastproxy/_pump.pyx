@@ -73,12 +73,12 @@ cdef class Pump:
         self._started = False
         self._stopped = False
         self._next_worker = 0
-        self.lanes = NULL
-        self.nlanes = 0
-        self._lane_tables = {}
+        self.lane_copies = NULL
 
     def __init__(self, *, int threads=1, int bufsize=16384, pipesize=None, int maxpipes=0,
-                 bint splice=True, int counter_blocks=64, on_end=None):
+                 bint splice=True, int counter_blocks=64, on_pair_ended=None, on_connect_failed=None,
+                 on_lane_hand_back=None, on_lane_ended=None):
+        """See fastproxy.pump.PumpProtocol; the four callbacks are called from ``drain_ended``."""
         cdef int i
         cdef Worker *w
         cdef epoll_event ev
@@ -86,7 +86,10 @@ cdef class Pump:
             raise ValueError("threads must be at least 1")
         if bufsize < 1024:
             raise ValueError("bufsize must be at least 1024 bytes")
-        self._on_end = on_end
+        self._on_pair_ended = on_pair_ended
+        self._on_connect_failed = on_connect_failed
+        self._on_lane_hand_back = on_lane_hand_back
+        self._on_lane_ended = on_lane_ended
         self._threads = []
         self.shared.bufsize = <uint32_t>bufsize
         self.shared.pipesize = <uint32_t>(pipesize or 65536)
@@ -107,9 +110,10 @@ cdef class Pump:
         if self.shared.counters == NULL or self.shared.notify_fd < 0:
             raise OSError(errno, "cannot set up the pump")
         self.workers = <Worker *>calloc(threads, sizeof(Worker))
-        self.lanes = <Lane *>calloc(MAX_LANES * threads, sizeof(Lane))  # a copy per worker
-        if self.workers == NULL or self.lanes == NULL:
+        self.lane_copies = <Lane *>calloc(MAX_LANES * threads, sizeof(Lane))  # a copy per worker
+        if self.workers == NULL or self.lane_copies == NULL:
             raise MemoryError()
+        self.lanes = Lanes(self)
         self.nworkers = threads
         self.shared.workers = <void *>self.workers
         self.shared.nworkers = threads
@@ -123,7 +127,7 @@ cdef class Pump:
             w.buf_pool = <char **>calloc(POOL_KEEP, sizeof(char *))
             w.pipe_pool = <int *>calloc(2 * POOL_KEEP, sizeof(int))
             w.scan_interval_ms = 1000
-            w.lanes = &self.lanes[i * MAX_LANES]
+            w.lanes = &self.lane_copies[i * MAX_LANES]
             w.index = i
             w.exclusive = threads > 1
             if (w.epfd < 0 or w.wake_fd < 0 or w.scratch == NULL or w.buf_pool == NULL
@@ -152,6 +156,7 @@ cdef class Pump:
         if self._started:
             raise RuntimeError("pump already started")
         self._started = True
+        self.shared.running = 1
         self._loop = loop
         if loop is not None:
             loop.add_reader(self.shared.notify_fd, self.drain_ended)
@@ -180,7 +185,7 @@ cdef class Pump:
         cdef NewPair np
         cdef int i, k, best = -1, best_active = 0, active
         cdef char *prefix_copy = NULL
-        if not self._started or self._stopped:
+        if not self.shared.running:
             raise RuntimeError("pump is not running")
         if prefix:
             if len(prefix) > self.shared.bufsize:
@@ -217,12 +222,12 @@ cdef class Pump:
 
     def cut(self):
         """End every established pair now (reason SHUTDOWN); the pump keeps running."""
-        if self._started and not self._stopped:
+        if self.shared.running:
             request_all(&self.shared, True, False, -1)
 
     def cut_server(self, int block):
         """End every pair of the server counted in ``block`` (reason SERVER_DOWN), in every worker."""
-        if self._started and not self._stopped and block >= 0:
+        if self.shared.running and block >= 0:
             request_all(&self.shared, False, False, block)
 
     def stop(self):
@@ -230,6 +235,7 @@ cdef class Pump:
         if self._stopped:
             return
         self._stopped = True
+        self.shared.running = 0  # from now on, lane changes apply at once (no worker to take them)
         if self._started:
             request_all(&self.shared, True, True, -1)
             for thread in self._threads:
@@ -277,15 +283,19 @@ cdef class Pump:
         return result
 
     def drain_ended(self):
-        """Report every ended record to ``on_end``; returns how many.
+        """Report what ended since the last call, each kind to its callback; returns how many.
 
-        A pair Python handed over: ``on_end(tag, reason, bytes_in, bytes_out, error)``.  A client a
-        lane hands back (CONNECT_FAILED): the same plus ``client_fd, frontend_block, server_block``.
-        A lane's pair that ended, for its log line: those eight plus ``peer`` (a raw sockaddr),
-        ``duration_ms, connect_ms``.
+        ``on_pair_ended(tag, reason, bytes_in, bytes_out)``: a pair Python handed over ended.
+        ``on_connect_failed(tag, error, client_fd)``: its connect failed; the client is Python's again.
+        ``on_lane_hand_back(frontend_block, server_block, client_fd, error)``: a client a lane could
+        not place (its connect failed, ``server_block``; or no server to pick, -1), Python's now.
+        ``on_lane_ended(frontend_block, server_block, reason, bytes_in, bytes_out, peer, duration_ms,
+        connect_ms)``: a lane's pair ended, for the log line the lane does not write itself (``peer``:
+        the client's raw sockaddr).  Lanes' other pairs are not reported one by one (``lanes.ended``).
         """
         cdef uint64_t value
         cdef Ended *records
+        cdef Ended *r
         cdef uint32_t n, i
         read(self.shared.notify_fd, &value, sizeof(value))
         pthread_mutex_lock(&self.shared.ended_lock)
@@ -296,21 +306,23 @@ cdef class Pump:
         self.shared.ended_cap = 0
         pthread_mutex_unlock(&self.shared.ended_lock)
         try:
-            if self._on_end is not None:
-                for i in range(n):
-                    if records[i].logged:  # a lane's pair ended: what its log line needs
-                        self._on_end(records[i].tag, records[i].reason, records[i].bytes_in,
-                                     records[i].bytes_out, records[i].error, -1,
-                                     records[i].frontend_block, records[i].server_block,
-                                     PyBytes_FromStringAndSize(<char *>records[i].peer, 28),
-                                     records[i].duration_ms, records[i].connect_ms)
-                    elif records[i].client_fd >= 0:  # a lane's client, Python's now
-                        self._on_end(records[i].tag, records[i].reason, records[i].bytes_in,
-                                     records[i].bytes_out, records[i].error, records[i].client_fd,
-                                     records[i].frontend_block, records[i].server_block)
+            for i in range(n):
+                r = &records[i]
+                if r.kind == REC_PAIR_ENDED:
+                    if self._on_pair_ended is not None:
+                        self._on_pair_ended(r.tag, r.reason, r.bytes_in, r.bytes_out)
+                elif r.kind == REC_CONNECT_FAILED:
+                    if self._on_connect_failed is not None:
+                        self._on_connect_failed(r.tag, r.error, r.client_fd)
+                elif r.kind == REC_LANE_HAND_BACK:
+                    if self._on_lane_hand_back is not None:
+                        self._on_lane_hand_back(r.frontend_block, r.server_block, r.client_fd, r.error)
                     else:
-                        self._on_end(records[i].tag, records[i].reason, records[i].bytes_in,
-                                     records[i].bytes_out, records[i].error)
+                        close(r.client_fd)  # nobody to take it: the client's loss only
+                elif self._on_lane_ended is not None:
+                    self._on_lane_ended(r.frontend_block, r.server_block, r.reason, r.bytes_in, r.bytes_out,
+                                        PyBytes_FromStringAndSize(<char *>r.peer, 28), r.duration_ms,
+                                        r.connect_ms)
         finally:
             free(records)
         return n
@@ -332,232 +344,6 @@ cdef class Pump:
             fp_atomic_add(slot, <uint64_t>delta)
         else:
             fp_atomic_sub(slot, <uint64_t>(-delta))
-
-    # --- lanes ---------------------------------------------------------------------------------------
-
-    def add_lane(self, int listen_fd, *, int frontend_block, servers, client_timeout=None,
-                 server_timeout=None, client_fin_timeout=None, server_fin_timeout=None,
-                 connect_timeout=None, client_tcp=None, server_tcp=(1, 0, 0, 0), int maxconn=0,
-                 str hashing=None, unsigned long long hash_seed=0, bint log_ends=False,
-                 log_sinks=None, str log_frontend="", log_servers=None, bint log_dontlognull=False,
-                 bint log_connect=False):
-        """Let every worker accept the listener's connections and pair them itself; returns the lane's index.
-
-        ``servers`` is a sequence of ``(raw_sockaddr, counter_block, weight)``.  ``hashing`` None picks
-        by smooth weighted round robin over the weights; ``"map"`` or ``"table"`` hashes the client's
-        address instead, on what ``set_lane_picks`` gives.  The listener must stay open until
-        ``remove_lane`` returns.  Clients the lane cannot place come back through ``on_end``
-        as CONNECT_FAILED with a sixth argument, the client descriptor (Python's from then on).
-        """
-        cdef Lane *lane
-        cdef Lane *copy
-        cdef LaneChange change
-        cdef uint32_t i
-        cdef int j, k
-        cdef bytes address
-        if not self._started or self._stopped:
-            raise RuntimeError("pump is not running")
-        if self.nlanes >= MAX_LANES:
-            raise RuntimeError(f"at most {MAX_LANES} lanes")
-        servers = list(servers)
-        lane = &self.lanes[self.nlanes]
-        memset(lane, 0, sizeof(Lane))
-        lane.servers = <LaneServer *>calloc(max(len(servers), 1), sizeof(LaneServer))
-        if lane.servers == NULL:
-            raise MemoryError()
-        for i, (address, block, weight) in enumerate(servers):
-            if len(address) > 28:
-                raise ValueError("a raw sockaddr is at most 28 bytes")
-            memcpy(lane.servers[i].addr, <char *>address, len(address))
-            lane.servers[i].addrlen = len(address)
-            lane.servers[i].family = address[0] | (address[1] << 8)
-            lane.servers[i].block = block
-            lane.servers[i].weight = lane.servers[i].pending_weight = weight
-        lane.nservers = len(servers)
-        lane.fd = listen_fd
-        lane.frontend_block = frontend_block
-        set_timeouts(&lane.timeouts, client_timeout, server_timeout, client_fin_timeout, server_fin_timeout,
-                     connect_timeout)
-        # client_tcp None: the listener carries the options and accepted sockets inherit them.
-        lane.tune_clients = client_tcp is not None
-        for i in range(4):
-            lane.client_tcp[i] = client_tcp[i] if client_tcp is not None else 0
-            lane.server_tcp[i] = server_tcp[i]
-        lane.maxconn = maxconn
-        lane.hash_kind = {None: LANE_WRR, "map": LANE_MAP, "table": LANE_TABLE}[hashing]
-        lane.hash_seed = hash_seed
-        lane.log_ends = log_ends
-        if (log_ends or log_connect) and log_sinks:
-            # The lane writes its tcplog lines itself: ``log_sinks`` is a list of (fd, stream,
-            # format 0/1/2, length, b"<PRI>"); the descriptors stay Python's and open while the lane is.
-            lane.log_sinks = <LogSink *>calloc(len(log_sinks), sizeof(LogSink))
-            if lane.log_sinks == NULL:
-                free(lane.servers)
-                raise MemoryError()
-            for i, (fd, stream, kind, length, pri) in enumerate(log_sinks):
-                lane.log_sinks[i].fd = fd
-                lane.log_sinks[i].stream = stream
-                lane.log_sinks[i].format = kind
-                lane.log_sinks[i].length = length
-                memcpy(lane.log_sinks[i].pri, <char *>pri, min(len(pri), 7))
-            lane.nlog_sinks = len(log_sinks)
-            lane.log_dontlognull = log_dontlognull
-            lane.log_connect = log_connect
-            lane.log_pid = os.getpid()
-            name = log_frontend.encode()[:63]
-            memcpy(lane.log_frontend, <char *>name, len(name))
-            for i, server_name in enumerate(log_servers or ()):
-                if i < lane.nservers:
-                    name = server_name.encode()[:95]
-                    memcpy(lane.servers[i].log_name, <char *>name, len(name))
-        lane.open_count = &lane.open
-        lane.state = LANE_NEW
-        # Every worker accepts on the lane, with a copy of its own (its round robin, its pause state);
-        # the count of open clients is the first copy's, shared.
-        for k in range(1, self.nworkers):
-            copy = &self.lanes[k * MAX_LANES + self.nlanes]
-            memcpy(copy, lane, sizeof(Lane))
-            copy.servers = <LaneServer *>calloc(max(lane.nservers, 1), sizeof(LaneServer))
-            if copy.servers == NULL:
-                for j in range(1, k):
-                    free(self.lanes[j * MAX_LANES + self.nlanes].servers)
-                free(lane.servers)
-                raise MemoryError()
-            memcpy(copy.servers, lane.servers, max(lane.nservers, 1) * sizeof(LaneServer))
-        change.index = self.nlanes
-        self.nlanes += 1
-        command_all(&self.shared, lanes_grown, &change)
-        return self.nlanes - 1
-
-    def remove_lane(self, int index):
-        """Stop accepting on the lane; once this returns, the pump no longer touches its listener."""
-        cdef Lane *lane
-        cdef LaneChange change
-        cdef int k
-        if not 0 <= index < <int>self.nlanes:
-            raise IndexError(index)
-        change.index = index
-        change.running = self._started and not self._stopped
-        command_all(&self.shared, lane_removal, &change)
-        deadline = time.monotonic() + 5.0
-        for k in range(self.nworkers):
-            lane = &self.workers[k].lanes[index]
-            while fp_atomic_acquire_int(&lane.state) != LANE_OFF:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the pump did not let go of a lane")
-                time.sleep(0.0002)
-
-    def set_lane_weights(self, int index, weights):
-        """New effective weights for the lane's servers (0: out of picks), taken by the next accept."""
-        cdef LaneChange change
-        cdef int32_t *values
-        cdef uint32_t i
-        if not 0 <= index < <int>self.nlanes:
-            raise IndexError(index)
-        weights = list(weights)
-        if len(weights) != self.lanes[index].nservers:
-            raise ValueError("one weight per server of the lane")
-        values = <int32_t *>malloc(max(len(weights), 1) * sizeof(int32_t))
-        if values == NULL:
-            raise MemoryError()
-        try:
-            for i in range(len(weights)):
-                values[i] = weights[i]
-            change.index = index
-            change.running = self._started and not self._stopped
-            change.weights = values
-            command_all(&self.shared, lane_reweigh, &change)
-        finally:
-            free(values)
-
-    def set_lane_picks(self, int index, server_map=None, table=None, table_servers=None):
-        """What a hashing lane picks on: HAProxy's map (a list of server indexes, ``hash % len``), or a
-        ring ``Table`` with the lane server index of each of its servers.  None: no server (the lane
-        gives its clients to Python)."""
-        cdef LaneChange change
-        cdef int32_t *new_map = NULL
-        cdef int32_t *new_servers = NULL
-        cdef Table new_table = table
-        cdef uint32_t i, nservers
-        cdef int k
-        if not 0 <= index < <int>self.nlanes:
-            raise IndexError(index)
-        nservers = self.lanes[index].nservers
-        if server_map:
-            for i in range(len(server_map)):
-                if not 0 <= server_map[i] < nservers:
-                    raise ValueError("a map names the lane's servers by index")
-        if new_table is not None:
-            # A worker may read the previous table until it takes this one (within a wake-up);
-            # changes come at the pace of health checks and operators, so a few kept suffice.
-            kept = self._lane_tables.setdefault(index, [])
-            kept.append(new_table)
-            if len(kept) > 4:
-                del kept[:len(kept) - 4]
-        for k in range(self.nworkers):
-            # Each worker frees the arrays it replaces: every copy gets arrays of its own.
-            new_map = NULL
-            new_servers = NULL
-            if server_map:
-                new_map = <int32_t *>malloc(len(server_map) * sizeof(int32_t))
-                if new_map == NULL:
-                    raise MemoryError()
-                for i in range(len(server_map)):
-                    new_map[i] = server_map[i]
-            if new_table is not None:
-                new_servers = <int32_t *>malloc(max(len(table_servers), 1) * sizeof(int32_t))
-                if new_servers == NULL:
-                    free(new_map)
-                    raise MemoryError()
-                for i in range(len(table_servers)):
-                    new_servers[i] = table_servers[i]
-            change.index = index
-            change.running = self._started and not self._stopped
-            change.map = new_map
-            change.map_len = len(server_map) if server_map else 0
-            change.table = <void *>new_table if new_table is not None else NULL
-            change.table_servers = new_servers
-            command(&self.workers[k], lane_repick, &change)
-
-    def lane_open(self, int index=-1) -> int:
-        """Clients of one lane (or of every lane) open now."""
-        cdef uint32_t i
-        cdef int total = 0
-        if index >= 0:
-            if index >= <int>self.nlanes:
-                raise IndexError(index)
-            return fp_atomic_load_int(&self.lanes[index].open)
-        for i in range(self.nlanes):
-            total += fp_atomic_load_int(&self.lanes[i].open)
-        return total
-
-    def lane_ended(self):
-        """Pairs made by lanes that ended, as a tuple indexed by EndReason."""
-        cdef int i
-        return tuple([fp_atomic_load(&self.shared.lane_ended[i]) for i in range(END_REASONS)])
-
-    @property
-    def accept_errors(self) -> int:
-        """Accepts of lanes that failed for lack of descriptors or memory (each followed by a rest)."""
-        return fp_atomic_load(&self.shared.accept_errors)
-
-    @property
-    def maxconn(self) -> int:
-        return self.shared.maxconn
-
-    @maxconn.setter
-    def maxconn(self, int value):
-        """The global connection limit lanes respect (0: none); Python's own clients count against it
-        through ``open_delta``."""
-        self.shared.maxconn = value
-
-    @property
-    def open_total(self) -> int:
-        """Client connections open now: the lanes' and those Python declared with ``open_delta``."""
-        return fp_atomic_load_int(&self.shared.open_total)
-
-    def open_delta(self, int delta):
-        fp_atomic_add_int(&self.shared.open_total, delta)
 
     def __dealloc__(self):
         cdef int i, j
@@ -591,19 +377,267 @@ cdef class Pump:
                 free(w.incoming)
                 pthread_mutex_destroy(&w.lock)
             free(self.workers)
-        if self.lanes != NULL:
+        if self.lane_copies != NULL:
             for j in range(self.nworkers):
-                for i in range(<int>self.nlanes):
-                    lane = &self.lanes[j * MAX_LANES + i]
+                for i in range(MAX_LANES):  # lanes never added are zeroed: free(NULL) is nothing
+                    lane = &self.lane_copies[j * MAX_LANES + i]
                     free(lane.servers)
                     if j == 0:
-                        free(lane.log_sinks)  # the copies share worker 0's
+                        free(lane.log_sinks)  # the copies share the first one's
                     free(lane.map)
                     free(lane.pending_map)
                     free(lane.table_servers)
                     free(lane.pending_table_servers)
-            free(self.lanes)
+            free(self.lane_copies)
         if self.shared.notify_fd >= 0:
             close(self.shared.notify_fd)
         free(self.shared.counters)
         free(self.shared.ended)
+
+
+cdef class Lanes:
+    """The compiled pump's lanes (``Pump.lanes``): listeners whose connections every worker accepts,
+    balances and dials itself, with no Python per connection, and the books Python reads of them.
+
+    A lane is added with a ``fastproxy.pump.LaneSpec``, reweighed or given new picks as its backend
+    changes, and removed before its listener is closed.  Its clients count against ``maxconn``
+    together with those Python declares with ``open_delta``.  What a lane cannot do goes back to
+    Python through the pump's ``on_lane_hand_back``; lines it does not log itself through
+    ``on_lane_ended``.
+    """
+
+    def __cinit__(self, Pump pump):
+        self.pump = pump
+        self.count = 0
+        self._tables = {}
+
+    def add(self, spec):
+        """Start accepting on ``spec.listen_fd`` (a ``LaneSpec``); returns the lane's index.
+
+        ``spec.servers`` is a sequence of ``(raw_sockaddr, counter_block, weight)``.  ``spec.hashing``
+        None picks by smooth weighted round robin over the weights; ``"map"`` or ``"table"`` hashes
+        the client's address instead, on what ``set_picks`` gives.  The listener must stay open until
+        ``remove`` returns.
+        """
+        cdef Pump pump = self.pump
+        cdef Lane *lane
+        cdef Lane *copy
+        cdef LaneChange change
+        cdef uint32_t i
+        cdef int j, k
+        cdef bytes address
+        if not pump.shared.running:
+            raise RuntimeError("pump is not running")
+        if self.count >= MAX_LANES:
+            raise RuntimeError(f"at most {MAX_LANES} lanes")
+        servers = list(spec.servers)
+        client_tcp = spec.client_tcp
+        server_tcp = spec.server_tcp
+        log_sinks = spec.log_sinks
+        timeouts = spec.timeouts
+        lane = &pump.lane_copies[self.count]
+        memset(lane, 0, sizeof(Lane))
+        lane.servers = <LaneServer *>calloc(max(len(servers), 1), sizeof(LaneServer))
+        if lane.servers == NULL:
+            raise MemoryError()
+        for i, (address, block, weight) in enumerate(servers):
+            if len(address) > 28:
+                raise ValueError("a raw sockaddr is at most 28 bytes")
+            memcpy(lane.servers[i].addr, <char *>address, len(address))
+            lane.servers[i].addrlen = len(address)
+            lane.servers[i].family = address[0] | (address[1] << 8)
+            lane.servers[i].block = block
+            lane.servers[i].weight = lane.servers[i].pending_weight = weight
+        lane.nservers = len(servers)
+        lane.fd = spec.listen_fd
+        lane.frontend_block = spec.frontend_block
+        set_timeouts(&lane.timeouts, timeouts.client, timeouts.server, timeouts.client_fin,
+                     timeouts.server_fin, timeouts.connect)
+        # client_tcp None: the listener carries the options and accepted sockets inherit them.
+        lane.tune_clients = client_tcp is not None
+        for i in range(4):
+            lane.client_tcp[i] = client_tcp[i] if client_tcp is not None else 0
+            lane.server_tcp[i] = server_tcp[i]
+        lane.maxconn = spec.maxconn
+        lane.hash_kind = {None: LANE_WRR, "map": LANE_MAP, "table": LANE_TABLE}[spec.hashing]
+        lane.hash_seed = spec.hash_seed
+        lane.log_ends = spec.log_ends
+        if (spec.log_ends or spec.log_connect) and log_sinks:
+            # The lane writes its tcplog lines itself: ``log_sinks`` is a list of (fd, stream,
+            # format 0/1/2, length, b"<PRI>"); the descriptors stay Python's and open while the lane is.
+            lane.log_sinks = <LogSink *>calloc(len(log_sinks), sizeof(LogSink))
+            if lane.log_sinks == NULL:
+                free(lane.servers)
+                raise MemoryError()
+            for i, (fd, stream, kind, length, pri) in enumerate(log_sinks):
+                lane.log_sinks[i].fd = fd
+                lane.log_sinks[i].stream = stream
+                lane.log_sinks[i].format = kind
+                lane.log_sinks[i].length = length
+                memcpy(lane.log_sinks[i].pri, <char *>pri, min(len(pri), 7))
+            lane.nlog_sinks = len(log_sinks)
+            lane.log_dontlognull = spec.log_dontlognull
+            lane.log_connect = spec.log_connect
+            lane.log_pid = os.getpid()
+            name = spec.log_frontend.encode()[:63]
+            memcpy(lane.log_frontend, <char *>name, len(name))
+            for i, server_name in enumerate(spec.log_servers or ()):
+                if i < lane.nservers:
+                    name = server_name.encode()[:95]
+                    memcpy(lane.servers[i].log_name, <char *>name, len(name))
+        lane.open_count = &lane.open
+        lane.state = LANE_NEW
+        # Every worker accepts on the lane, with a copy of its own (its round robin, its pause state);
+        # the count of open clients is the first copy's, shared.
+        for k in range(1, pump.nworkers):
+            copy = &pump.lane_copies[k * MAX_LANES + self.count]
+            memcpy(copy, lane, sizeof(Lane))
+            copy.servers = <LaneServer *>calloc(max(lane.nservers, 1), sizeof(LaneServer))
+            if copy.servers == NULL:
+                for j in range(1, k):
+                    free(pump.lane_copies[j * MAX_LANES + self.count].servers)
+                    pump.lane_copies[j * MAX_LANES + self.count].servers = NULL
+                free(lane.servers)
+                lane.servers = NULL
+                raise MemoryError()
+            memcpy(copy.servers, lane.servers, max(lane.nservers, 1) * sizeof(LaneServer))
+        change.index = self.count
+        self.count += 1
+        command_all(&pump.shared, lanes_grown, &change)
+        return self.count - 1
+
+    def remove(self, int index):
+        """Stop accepting on the lane; once this returns, the pump no longer touches its listener."""
+        cdef Pump pump = self.pump
+        cdef Lane *lane
+        cdef LaneChange change
+        cdef int k
+        if not 0 <= index < <int>self.count:
+            raise IndexError(index)
+        change.index = index
+        change.running = pump.shared.running
+        command_all(&pump.shared, lane_removal, &change)
+        deadline = time.monotonic() + 5.0
+        for k in range(pump.nworkers):
+            lane = &pump.workers[k].lanes[index]
+            while fp_atomic_acquire_int(&lane.state) != LANE_OFF:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the pump did not let go of a lane")
+                time.sleep(0.0002)
+
+    def set_weights(self, int index, weights):
+        """New effective weights for the lane's servers (0: out of picks), taken by the next accept."""
+        cdef Pump pump = self.pump
+        cdef LaneChange change
+        cdef int32_t *values
+        cdef uint32_t i
+        if not 0 <= index < <int>self.count:
+            raise IndexError(index)
+        weights = list(weights)
+        if len(weights) != pump.lane_copies[index].nservers:
+            raise ValueError("one weight per server of the lane")
+        values = <int32_t *>malloc(max(len(weights), 1) * sizeof(int32_t))
+        if values == NULL:
+            raise MemoryError()
+        try:
+            for i in range(len(weights)):
+                values[i] = weights[i]
+            change.index = index
+            change.running = pump.shared.running
+            change.weights = values
+            command_all(&pump.shared, lane_reweigh, &change)
+        finally:
+            free(values)
+
+    def set_picks(self, int index, server_map=None, table=None, table_servers=None):
+        """What a hashing lane picks on: HAProxy's map (a list of server indexes, ``hash % len``), or a
+        ring ``Table`` with the lane server index of each of its servers.  None: no server (the lane
+        gives its clients to Python)."""
+        cdef Pump pump = self.pump
+        cdef LaneChange change
+        cdef int32_t *new_map = NULL
+        cdef int32_t *new_servers = NULL
+        cdef Table new_table = table
+        cdef uint32_t i, nservers
+        cdef int k
+        if not 0 <= index < <int>self.count:
+            raise IndexError(index)
+        nservers = pump.lane_copies[index].nservers
+        if server_map:
+            for i in range(len(server_map)):
+                if not 0 <= server_map[i] < nservers:
+                    raise ValueError("a map names the lane's servers by index")
+        if new_table is not None:
+            # A worker may read the previous table until it takes this one (within a wake-up);
+            # changes come at the pace of health checks and operators, so a few kept suffice.
+            kept = self._tables.setdefault(index, [])
+            kept.append(new_table)
+            if len(kept) > 4:
+                del kept[:len(kept) - 4]
+        for k in range(pump.nworkers):
+            # Each worker frees the arrays it replaces: every copy gets arrays of its own.
+            new_map = NULL
+            new_servers = NULL
+            if server_map:
+                new_map = <int32_t *>malloc(len(server_map) * sizeof(int32_t))
+                if new_map == NULL:
+                    raise MemoryError()
+                for i in range(len(server_map)):
+                    new_map[i] = server_map[i]
+            if new_table is not None:
+                new_servers = <int32_t *>malloc(max(len(table_servers), 1) * sizeof(int32_t))
+                if new_servers == NULL:
+                    free(new_map)
+                    raise MemoryError()
+                for i in range(len(table_servers)):
+                    new_servers[i] = table_servers[i]
+            change.index = index
+            change.running = pump.shared.running
+            change.map = new_map
+            change.map_len = len(server_map) if server_map else 0
+            change.table = <void *>new_table if new_table is not None else NULL
+            change.table_servers = new_servers
+            command(&pump.workers[k], lane_repick, &change)
+
+    def open_clients(self, int index=-1) -> int:
+        """Clients of one lane (or of every lane) open now."""
+        cdef Lane *copies = self.pump.lane_copies
+        cdef uint32_t i
+        cdef int total = 0
+        if index >= 0:
+            if index >= <int>self.count:
+                raise IndexError(index)
+            return fp_atomic_load_int(&copies[index].open)
+        for i in range(self.count):
+            total += fp_atomic_load_int(&copies[i].open)
+        return total
+
+    def ended(self):
+        """Pairs made by lanes that ended, as a tuple indexed by EndReason."""
+        cdef Shared *sh = &self.pump.shared
+        cdef int i
+        return tuple([fp_atomic_load(&sh.lane_ended[i]) for i in range(END_REASONS)])
+
+    @property
+    def accept_errors(self) -> int:
+        """Accepts of lanes that failed for lack of descriptors or memory (each followed by a rest)."""
+        return fp_atomic_load(&self.pump.shared.accept_errors)
+
+    @property
+    def maxconn(self) -> int:
+        """The global connection limit lanes respect (0: none); Python's own clients count against it
+        through ``open_delta``."""
+        return self.pump.shared.maxconn
+
+    @maxconn.setter
+    def maxconn(self, int value):
+        self.pump.shared.maxconn = value
+
+    @property
+    def open_total(self) -> int:
+        """Client connections open now: the lanes' and those Python declared with ``open_delta``."""
+        return fp_atomic_load_int(&self.pump.shared.open_total)
+
+    def open_delta(self, int delta):
+        """Python opened (+1) or closed (-1) a client connection of its own."""
+        fp_atomic_add_int(&self.pump.shared.open_total, delta)

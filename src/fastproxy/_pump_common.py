@@ -1,4 +1,4 @@
-"""What both pumps share and report with: ``EndReason``, ``Counter``, ``COUNTER_FIELDS``.
+"""What both pumps share and report with: ``EndReason``, ``Counter``, ``COUNTER_FIELDS``, the callbacks.
 
 Defined apart so that the Python twin (``_pump_py.py``) and the public face (``pump.py``, which
 re-exports them and is where everybody else imports them from) need not import each other, as
@@ -9,6 +9,7 @@ multidict keeps the twins' shared pieces in ``_abc.py``.  The compiled pump mirr
 from __future__ import annotations
 
 import enum
+from typing import Callable
 
 
 class EndReason(enum.IntEnum):
@@ -40,3 +41,11 @@ class Counter(enum.IntEnum):
 # Eight 8-byte slots for seven fields: a block is one 64-byte cache line, so the worker threads bumping
 # different blocks (a frontend's, a server's) never contend for one line.  The eighth slot is spare.
 COUNTER_FIELDS = 8
+
+
+# The pump's reports, one callback each (see fastproxy.pump.PumpProtocol.drain_ended).
+OnPairEnded = Callable[[int, int, int, int], None]  # tag, reason, bytes_in, bytes_out
+OnConnectFailed = Callable[[int, int, int], None]  # tag, error, client_fd
+OnLaneHandBack = Callable[[int, int, int, int], None]  # frontend_block, server_block, client_fd, error
+# frontend_block, server_block, reason, bytes_in, bytes_out, peer, duration_ms, connect_ms
+OnLaneEnded = Callable[[int, int, int, int, int, bytes, int, int], None]

@@ -15,10 +15,11 @@ from __future__ import annotations
 import asyncio
 import errno
 import socket
-from typing import Callable, Optional
+from typing import Optional
 
 from . import _linux
-from ._pump_common import COUNTER_FIELDS, Counter, EndReason
+from ._pump_common import (COUNTER_FIELDS, Counter, EndReason, OnConnectFailed, OnLaneEnded, OnLaneHandBack,
+                           OnPairEnded)
 
 
 class _Side(asyncio.Protocol):
@@ -161,13 +162,17 @@ class PyPump:
 
     def __init__(self, *, threads: int = 1, bufsize: int = 16384, pipesize: Optional[int] = None,
                  maxpipes: int = 0, splice: bool = True, counter_blocks: int = 64,
-                 on_end: Optional[Callable[..., None]] = None) -> None:
+                 on_pair_ended: Optional[OnPairEnded] = None,
+                 on_connect_failed: Optional[OnConnectFailed] = None,
+                 on_lane_hand_back: Optional[OnLaneHandBack] = None,
+                 on_lane_ended: Optional[OnLaneEnded] = None) -> None:
         if threads < 1:
             raise ValueError("threads must be at least 1")
         if bufsize < 1024:
             raise ValueError("bufsize must be at least 1024 bytes")
         self.bufsize = bufsize
-        self._on_end = on_end
+        self._on_pair_ended = on_pair_ended
+        self._on_connect_failed = on_connect_failed  # (the lanes' callbacks are accepted, never called)
         self._counter_blocks = counter_blocks
         self._counters = [0] * (max(counter_blocks, 1) * COUNTER_FIELDS)
         self._pairs: set[_PyPair] = set()
@@ -178,6 +183,7 @@ class PyPump:
         self.loop: asyncio.AbstractEventLoop
 
     notify_fd = None
+    lanes = None  # no lanes: every connection goes through Python
     threads = 1
     pipes_in_use = 0
 
@@ -241,11 +247,11 @@ class PyPump:
             error = await self._connected(server_sock, connect_timeout)
             if error:
                 server_sock.close()
-                client_sock.detach()  # the client is Python's again
+                client_fd = client_sock.detach()  # the client is Python's again
                 pair.ended = True
                 self._pairs.discard(pair)
-                if self._on_end is not None:
-                    self.loop.call_soon(self._on_end, pair.tag, int(EndReason.CONNECT_FAILED), 0, 0, error)
+                if self._on_connect_failed is not None:
+                    self.loop.call_soon(self._on_connect_failed, pair.tag, error, client_fd)
                 return
         if pair.ended:  # cut while connecting
             client_sock.close()
@@ -278,9 +284,9 @@ class PyPump:
         elif reason in (EndReason.CLIENT_TIMEOUT, EndReason.SERVER_TIMEOUT):
             self.count(pair.frontend_block, Counter.TIMEOUTS, 1)
             self.count(pair.server_block, Counter.TIMEOUTS, 1)
-        if self._on_end is not None:
+        if self._on_pair_ended is not None:
             # Reported from the loop, never from inside the pump's own call stack, as the compiled one does.
-            self.loop.call_soon(self._on_end, pair.tag, int(reason), pair.bytes_in, pair.bytes_out, 0)
+            self.loop.call_soon(self._on_pair_ended, pair.tag, int(reason), pair.bytes_in, pair.bytes_out)
 
     def _scan_timeouts(self) -> None:
         now = self.loop.time()

@@ -264,18 +264,22 @@ class Dispatcher:
             session.finished()
             raise
 
-    def pair_ended(self, tag: int, reason: int, bytes_in: int, bytes_out: int, error: int) -> None:
-        """The pump's report on one of Python's pairs: it ended, or its connect failed (the client
-        descriptor is Python's again)."""
+    def pair_connect_failed(self, tag: int, error: int, client_fd: int) -> None:
+        """The pump's report on one of Python's pairs: its connect failed, and the client descriptor
+        (``client_fd``, the one lent) is Python's again."""
         session = self.pairs.pop(tag, None)
         if session is None:
             return
-        if reason == EndReason.CONNECT_FAILED:
-            session.fd, session.lent_fd = session.lent_fd, -1
-            if self.state.stopping:
-                session.close()
-            else:
-                self.connect_failed(session, error)
+        session.fd, session.lent_fd = client_fd, -1
+        if self.state.stopping:
+            session.close()
+        else:
+            self.connect_failed(session, error)
+
+    def pair_ended(self, tag: int, reason: int, bytes_in: int, bytes_out: int) -> None:
+        """The pump's report on one of Python's pairs: it ended."""
+        session = self.pairs.pop(tag, None)
+        if session is None:
             return
         self.ended_by[EndReason(reason)] += 1
         backend, slot = session.backend, session.slot

@@ -83,14 +83,10 @@ class Engine:
             block += len(backend.servers)
         default_fullconn(cfg, backends)
 
-        self.pump = self.pump_class(threads=g.nbthread, bufsize=g.bufsize, pipesize=g.pipesize,
-                                    maxpipes=g.maxpipes or 0, splice=g.splice, counter_blocks=block,
-                                    on_end=self._pump_reported)
-        state = self.state = Runtime(cfg, loop, self.pump)
+        state = self.state = Runtime(cfg, loop, None)  # its pump comes once what it reports to exists
         state.backends = backends
         self.health = HealthMonitor(loop, spread=g.spread_checks, changed=self._health_changed,
                                     established=self._established)
-        self.servers = ServerStates(loop, self.health, cut_sessions=self.pump.cut_server)
         self._by_check: dict[ServerCheck, ServerRuntime] = {}
         for backend_runtime in backends.values():
             be = backend_runtime.model
@@ -107,9 +103,15 @@ class Engine:
         self.dispatcher = Dispatcher(state, director=self.director, error_handler=self.error_handler,
                                      observe_error=self._observe_error)
         self.lane_binding = Lanes(state, self.dispatcher, self.admission)
+        self.pump = state.pump = self.pump_class(
+            threads=g.nbthread, bufsize=g.bufsize, pipesize=g.pipesize, maxpipes=g.maxpipes or 0,
+            splice=g.splice, counter_blocks=block, on_pair_ended=self.dispatcher.pair_ended,
+            on_connect_failed=self.dispatcher.pair_connect_failed,
+            on_lane_hand_back=self.lane_binding.adopt, on_lane_ended=self.lane_binding.pair_ended)
+        self.servers = ServerStates(loop, self.health, cut_sessions=self.pump.cut_server)
         self.pump.start(loop)
-        if hasattr(self.pump, "add_lane"):
-            self.pump.maxconn = g.maxconn or 0
+        if self.pump.lanes is not None:
+            self.pump.lanes.maxconn = g.maxconn or 0
         for backend_runtime in backends.values():
             backend_runtime.balancer.on_change.append(
                 functools.partial(self.dispatcher.servers_changed, backend_runtime))
@@ -194,17 +196,6 @@ class Engine:
                 runtime.log.close()
 
     # --- wiring -----------------------------------------------------------------------------------
-
-    def _pump_reported(self, tag: int, reason: int, bytes_in: int, bytes_out: int, error: int = 0,
-                       client_fd: int = -1, frontend_block: int = -1, server_block: int = -1,
-                       peer: Optional[bytes] = None, duration_ms: int = 0, connect_ms: int = 0) -> None:
-        if peer is not None:  # a lane's pair ended: only its log line is Python's
-            self.lane_binding.pair_ended(frontend_block, server_block, reason, bytes_in, bytes_out, peer,
-                                         duration_ms, connect_ms)
-        elif client_fd >= 0:  # a client a lane gives back
-            self.lane_binding.adopt(frontend_block, server_block, client_fd, error)
-        else:
-            self.dispatcher.pair_ended(tag, reason, bytes_in, bytes_out, error)
 
     def _health_changed(self, check: ServerCheck, result: Optional[CheckResult]) -> None:
         self.servers.health_changed(self._by_check[check], result)

@@ -24,7 +24,7 @@ from . import _linux, logs, tcplog
 from .config import model
 from .dispatch import Dispatcher
 from .limits import AdmissionControl
-from .pump import Counter, EndReason
+from .pump import Counter, EndReason, LaneSpec
 from .runtime import BackendRuntime, FrontendRuntime, PairTimeouts, Runtime
 from .server import LaneListener, tune_listener
 from .session import Session
@@ -40,7 +40,7 @@ def lane_backend(state: Runtime, frontend: FrontendRuntime, *, hooks: bool) -> O
     """The backend a lane of ``frontend`` would dial, or None when the frontend needs Python per
     connection (``hooks``: a director, an error handler or a handler of the user's own)."""
     fe = frontend.model
-    if (not has_lanes(state.pump) or hooks or state.config.global_.maxconnrate
+    if (state.pump.lanes is None or hooks or state.config.global_.maxconnrate
             or frontend.router is not None
             or (fe.log and not fe.tcplog and not lane_log_sinks(frontend.log))
             or fe.rate_limit_sessions or fe.lanes is False):
@@ -56,11 +56,6 @@ def lane_backend(state: Runtime, frontend: FrontendRuntime, *, hooks: bool) -> O
                 or server.send_proxy_v2 or server.slowstart or not server.port):
             return None
     return backend
-
-
-def has_lanes(pump: Any) -> bool:
-    """Whether this data plane can run lanes (the compiled pump; not its Python twin)."""
-    return hasattr(pump, "add_lane")
 
 
 def lane_hashing(backend: model.Backend) -> Any:
@@ -82,7 +77,7 @@ def lane_weights(backend: BackendRuntime) -> list[int]:
 
 
 def lane_log_sinks(proxy_log: Optional[logs.ProxyLog]) -> Optional[list[tuple]]:
-    """Where a lane may write its log lines itself, as ``Pump.add_lane`` takes them: the targets
+    """Where a lane may write its log lines itself, as ``LaneSpec.log_sinks`` takes them: the targets
     that are stdout/stderr or UDP (connected), in rfc3164, raw or short format, without sampling.
     None when some target needs Python (a UNIX socket by path, rfc5424, ``sample``), or when there is
     no target (lines then go to fastproxy's logger)."""
@@ -126,7 +121,7 @@ class Lanes:
 
     def add(self, sock: socket.socket, frontend: FrontendRuntime, backend: BackendRuntime) -> LaneListener:
         """Let the pump accept on ``sock`` for ``frontend``, dialing ``backend``."""
-        state, pump = self.state, self.state.pump
+        state, lanes = self.state, self.state.pump.lanes
         balancer = backend.balancer
         servers = [(server.raw_address, server.block, weight)
                    for server, weight in zip(backend.servers, lane_weights(backend))]
@@ -136,34 +131,31 @@ class Lanes:
         timeouts = PairTimeouts.for_route(fe, backend.model)
         try:
             tune_listener(sock, fe.client_keepalive)  # accepted clients inherit the options
-            index = pump.add_lane(
-                sock.fileno(), frontend_block=frontend.block, servers=servers,
-                client_timeout=timeouts.client, server_timeout=timeouts.server,
-                client_fin_timeout=timeouts.client_fin, server_fin_timeout=timeouts.server_fin,
-                connect_timeout=timeouts.connect,
+            index = lanes.add(LaneSpec(
+                sock.fileno(), frontend_block=frontend.block, servers=servers, timeouts=timeouts,
                 client_tcp=None, server_tcp=tcp_options(backend.model.server_keepalive),
                 maxconn=fe.maxconn or 0, hashing=hashing, hash_seed=balancer.seed,
                 log_ends=fe.log and fe.tcplog and sinks != [], log_sinks=sinks, log_frontend=fe.name,
                 log_servers=[f"{backend.name}/{slot.name}" for slot in balancer.slots],
-                log_dontlognull=fe.dontlognull, log_connect=fe.log and not fe.tcplog)
+                log_dontlognull=fe.dontlognull, log_connect=fe.log and not fe.tcplog))
         except BaseException:
             sock.close()
             raise
-        lane = LaneListener(sock, pump, index)
+        lane = LaneListener(sock, state.pump, index)
         state.lane_listeners.append(lane)
 
         # Weight and state changes (health, the runtime API) reach the lane at once.
         def changed() -> None:
             if hashing is None:
-                pump.set_lane_weights(index, lane_weights(backend))
+                lanes.set_weights(index, lane_weights(backend))
             elif hashing == "map":
-                pump.set_lane_picks(index, server_map=balancer.hash_map)
+                lanes.set_picks(index, server_map=balancer.hash_map)
             elif balancer.ring is None:  # only the first backup is left: Python picks it
-                pump.set_lane_picks(index)
+                lanes.set_picks(index)
             else:
                 table = balancer.ring.table  # the compiled ring's C table: looked up without the GIL
-                pump.set_lane_picks(index, table=table,
-                                    table_servers=[balancer.slot(name).index for name in table.names])
+                lanes.set_picks(index, table=table,
+                                table_servers=[balancer.slot(name).index for name in table.names])
         if hashing is not None:
             changed()
         balancer.on_change.append(changed)
@@ -175,7 +167,7 @@ class Lanes:
         """Lanes rest after EMFILE on their own; say so once, as the Python listener does."""
         while not self.state.stopping:
             await asyncio.sleep(1.0)
-            errors = self.state.pump.accept_errors
+            errors = self.state.pump.lanes.accept_errors
             if errors and not self._accept_errors_seen:
                 log.error("accept: out of file descriptors or memory; pausing accepts for 100 ms at a time")
             self._accept_errors_seen = errors
@@ -231,7 +223,7 @@ class Lanes:
         """Lane pairs that ended, by reason."""
         counts: collections.Counter[EndReason] = collections.Counter()
         if self.state.lane_listeners:
-            for reason, value in enumerate(self.state.pump.lane_ended()):
+            for reason, value in enumerate(self.state.pump.lanes.ended()):
                 if value:
                     counts[EndReason(reason)] += value
         return counts

@@ -57,7 +57,7 @@ class AdmissionControl:
         state = self.state
         state.python_current += 1
         if state.lane_listeners:  # the pump counts every open connection against the global maxconn
-            state.pump.open_delta(1)
+            state.pump.lanes.open_delta(1)
         frontend.current += 1
         state.pump.add_counter(frontend.block, Counter.CONN_CUR, 1)
         state.pump.add_counter(frontend.block, Counter.CONN_TOTAL, 1)
@@ -72,14 +72,14 @@ class AdmissionControl:
         state.python_current += 1
         frontend.current += 1
         state.pump.add_counter(frontend.block, Counter.CONN_CUR, 1)
-        state.pump.open_delta(1)
+        state.pump.lanes.open_delta(1)
 
     def closed(self, frontend: FrontendRuntime) -> None:
         """A connection Python held has ended: a slot is free again."""
         state = self.state
         state.python_current -= 1
         if state.lane_listeners:
-            state.pump.open_delta(-1)
+            state.pump.lanes.open_delta(-1)
         frontend.current -= 1
         state.pump.add_counter(frontend.block, Counter.CONN_CUR, -1)
         if state.stopping:

@@ -5,19 +5,65 @@ pure-Python twin ``PyPump`` (``_pump_py.py``) otherwise, or with FASTPROXY_NO_EX
 satisfy ``PumpProtocol``: they take a connected (client, server) pair of descriptors with ``add_pair``
 and from then on own them: they move bytes both ways, pass half-closes and resets on, apply the idle
 and half-closed timeouts, close both sockets, and report the end.  What happens before a pair exists
-(accepting, balancing, dialing, retrying) is the engine's, except on lanes, which only the compiled
-pump has.  tests/test_pump.py is the contract as tests, run on both.
+(accepting, balancing, dialing, retrying) is the engine's, except on lanes (``Pump.lanes``, described
+by a ``LaneSpec``), which only the compiled pump has: the twin's ``lanes`` is None.
+tests/test_pump.py is the contract as tests, run on both.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Optional, Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Optional, Protocol, Sequence
 
 from ._impl import load_extension
-from ._pump_common import COUNTER_FIELDS, Counter, EndReason
+from ._pump_common import (COUNTER_FIELDS, Counter, EndReason, OnConnectFailed, OnLaneEnded, OnLaneHandBack,
+                           OnPairEnded)
 from ._pump_py import PyPump
 
-__all__ = ["COMPILED", "COUNTER_FIELDS", "CPump", "Counter", "EndReason", "Pump", "PumpProtocol", "PyPump"]
+__all__ = ["COMPILED", "COUNTER_FIELDS", "CPump", "Counter", "EndReason", "LaneSpec", "OnConnectFailed",
+           "OnLaneEnded", "OnLaneHandBack", "OnPairEnded", "Pump", "PumpProtocol", "PyPump", "Timeouts"]
+
+
+
+class Timeouts(Protocol):
+    """The timeouts of a pair, in seconds (None or 0: none); ``runtime.PairTimeouts`` is one."""
+
+    @property
+    def client(self) -> Optional[float]: ...
+    @property
+    def server(self) -> Optional[float]: ...
+    @property
+    def client_fin(self) -> Optional[float]: ...
+    @property
+    def server_fin(self) -> Optional[float]: ...
+    @property
+    def connect(self) -> Optional[float]: ...
+
+
+@dataclass(frozen=True)
+class LaneSpec:
+    """One lane, as ``Pump.lanes.add`` takes it: a listener the compiled pump accepts on itself, the
+    servers it dials, how it picks them, and where it logs."""
+
+    listen_fd: int  # stays open, and the caller's, until ``lanes.remove`` returns
+    frontend_block: int
+    servers: Sequence[tuple[bytes, int, int]]  # (raw sockaddr, counter block, weight), in balancer order
+    timeouts: Timeouts  # of the pairs it makes
+    client_tcp: Optional[tuple[int, int, int, int]] = None  # keepalive, idle, interval, count; None:
+    #                                                         what the accepted sockets inherit
+    server_tcp: tuple[int, int, int, int] = (1, 0, 0, 0)
+    maxconn: int = 0  # clients of this lane open at once (0: no limit of its own)
+    hashing: Optional[str] = None  # None: smooth weighted round robin; "map" or "table": the client
+    #                                address hashed, on what ``lanes.set_picks`` gives
+    hash_seed: int = 0
+    log_ends: bool = False  # a tcplog line per ended pair (option tcplog)
+    log_connect: bool = False  # HAProxy's "Connect from" line at each accept (log without tcplog)
+    log_sinks: Optional[Sequence[tuple[int, bool, int, int, bytes]]] = None  # where the lane writes
+    #   its lines itself: (fd, stream, format 0 rfc3164 / 1 raw / 2 short, length, b"<PRI>"); None:
+    #   each ended pair is reported to ``on_lane_ended`` instead
+    log_frontend: str = ""
+    log_servers: Sequence[str] = ()  # "backend/server", one per server
+    log_dontlognull: bool = False
 
 
 class PumpProtocol(Protocol):
@@ -26,10 +72,18 @@ class PumpProtocol(Protocol):
     Built with keyword arguments only: ``threads`` (worker threads; the twin has one loop),
     ``bufsize`` (bytes a direction may hold in user space, at least 1024), ``pipesize`` (bytes of a
     splice pipe, None: 64 KiB), ``maxpipes`` (0: no limit), ``splice`` (False: recv/send only),
-    ``counter_blocks`` (how many blocks ``counters`` has) and ``on_end`` (see ``drain_ended``).
-    Descriptors handed over must be non-blocking stream sockets; the pump closes them (except a
-    client given back after a failed connect).  Timeouts are in seconds, None or 0 for none.
+    ``counter_blocks`` (how many blocks ``counters`` has) and the callbacks of ``drain_ended``:
+    ``on_pair_ended``, ``on_connect_failed``, ``on_lane_hand_back``, ``on_lane_ended`` (the last two
+    are lanes', which the twin has not).  Descriptors handed over must be non-blocking stream
+    sockets; the pump closes them (except a client given back after a failed connect).  Timeouts are
+    in seconds, None or 0 for none.
     """
+
+    @property
+    def lanes(self) -> Any:
+        """The compiled pump's ``Lanes`` (add, remove, set_weights, set_picks, open_clients, ended,
+        accept_errors, maxconn, open_total, open_delta), or None: no lanes in this pump."""
+        ...
 
     @property
     def notify_fd(self) -> Optional[int]:
@@ -95,9 +149,17 @@ class PumpProtocol(Protocol):
         ...
 
     def drain_ended(self) -> int:
-        """Report what ended since the last call to ``on_end(tag, reason, bytes_in, bytes_out,
-        error)``; returns how many (the twin reports from its loop and returns 0).  The compiled
-        pump's lanes add arguments: see ``Pump.add_lane``."""
+        """Report what ended since the last call, each to its callback; returns how many (the twin
+        reports from its loop as things end, and returns 0).
+
+        ``on_pair_ended(tag, reason, bytes_in, bytes_out)``: a pair Python handed over ended (any
+        reason but CONNECT_FAILED).  ``on_connect_failed(tag, error, client_fd)``: its connect failed
+        (``error`` the errno); ``client_fd``, the descriptor Python handed over, is Python's again.
+        ``on_lane_hand_back(frontend_block, server_block, client_fd, error)``: a client a lane could
+        not place (the connect to ``server_block`` failed, or -1: no server to pick), Python's now.
+        ``on_lane_ended(frontend_block, server_block, reason, bytes_in, bytes_out, peer, duration_ms,
+        connect_ms)``: a lane's pair ended, for a log line the lane does not write itself.
+        """
         ...
 
     def counters(self, block: int) -> tuple[int, ...]:

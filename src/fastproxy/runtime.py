@@ -198,7 +198,7 @@ class Runtime:
     @property
     def current(self) -> int:
         """Client connections open now, whoever accepted them."""
-        return self.python_current + (self.pump.lane_open() if self.lane_listeners else 0)
+        return self.python_current + (self.pump.lanes.open_clients() if self.lane_listeners else 0)
 
     @property
     def tasks(self) -> set[asyncio.Future]:

@@ -258,6 +258,6 @@ class LaneListener:
             return
         self._closed = True
         try:
-            self.pump.remove_lane(self.index)
+            self.pump.lanes.remove(self.index)
         finally:
             self.sock.close()

@@ -68,8 +68,8 @@ cdef void lane_pair_ended(Worker *w, Pair *p, int reason) noexcept nogil:
     lane_closed(w, lane, p.frontend_block)
     fp_atomic_add(&w.shared.lane_ended[reason], 1)
     if p.log_end and not lane.nlog_sinks:
-        push_record(w.shared, p.tag, reason, 0, p.c2s.bytes, p.s2c.bytes, p.frontend_block,
-                    p.server_block, -1, p, w.now_ms)
+        push_record(w.shared, REC_LANE_ENDED, p.tag, reason, 0, p.c2s.bytes, p.s2c.bytes,
+                    p.frontend_block, p.server_block, -1, p, w.now_ms)
 
 
 cdef LaneServer *lane_pick(Lane *lane) noexcept nogil:
@@ -133,7 +133,8 @@ cdef inline bint is_v4_mapped(const unsigned char *a) noexcept nogil:
 cdef void lane_hand_back(Worker *w, Lane *lane, int fd, uint64_t tag, int32_t server_block,
                          int error) noexcept nogil:
     lane_closed(w, lane, lane.frontend_block)
-    push_record(w.shared, tag, END_CONNECT_FAILED, error, 0, 0, lane.frontend_block, server_block, fd, NULL, 0)
+    push_record(w.shared, REC_LANE_HAND_BACK, tag, END_CONNECT_FAILED, error, 0, 0, lane.frontend_block,
+                server_block, fd, NULL, 0)
 
 
 cdef void lane_accept(Worker *w, uint32_t index) noexcept nogil:

@@ -1,7 +1,7 @@
 # Included by _pump.pyx: one pair of sockets, from registration to its end: the connect in progress,
 # moving bytes both ways (recv/send through the worker's scratch buffer, or splice through a pipe),
 # and the end (resets passed on as resets, counters, the record for Python).  Lanes reach in only
-# through lane_pair_ended and lane_closed (lanes.pxi) and lane_log (lanelog.pxi).
+# through lane_pair_ended, lane_hand_back and lane_closed (lanes.pxi), and lane_log (lanelog.pxi).
 
 # --- the end of a pair ---------------------------------------------------------------------------------
 
@@ -32,7 +32,7 @@ cdef void end_pair(Worker *w, int32_t slot, int reason) noexcept nogil:
     if p.lane >= 0:
         lane_pair_ended(w, p, reason)
     else:
-        push_ended(sh, p, reason, 0)
+        push_pair_record(sh, p, REC_PAIR_ENDED, reason, 0)
     p.active = 0
     w.free_slots[w.free_len] = slot
     w.free_len += 1
@@ -50,8 +50,9 @@ cdef void connect_failed(Worker *w, int32_t slot, int error) noexcept nogil:
     epoll_ctl(w.epfd, EPOLL_CTL_DEL, p.client.fd, NULL)
     close(p.server.fd)
     if p.lane >= 0:
-        lane_closed(w, &w.lanes[p.lane], p.frontend_block)
-    push_ended(w.shared, p, END_CONNECT_FAILED, error)
+        lane_hand_back(w, &w.lanes[p.lane], p.client.fd, p.tag, p.server_block, error)
+    else:
+        push_pair_record(w.shared, p, REC_CONNECT_FAILED, END_CONNECT_FAILED, error)
     p.active = 0
     w.free_slots[w.free_len] = slot
     w.free_len += 1
@@ -305,8 +306,8 @@ cdef bint register_pair(Worker *w, NewPair *np) noexcept nogil:
             if np.lane >= 0:
                 lane_closed(w, &w.lanes[np.lane], np.frontend_block)
             else:
-                push_record(w.shared, np.tag, END_ERROR, 0, 0, 0, np.frontend_block, np.server_block,
-                            -1, NULL, 0)
+                push_record(w.shared, REC_PAIR_ENDED, np.tag, END_ERROR, 0, 0, 0, np.frontend_block,
+                            np.server_block, -1, NULL, 0)
             return False
         slot = <int32_t>w.high
         w.high += 1

@@ -1,9 +1,10 @@
 # Included by _pump.pyx: the queue of ended records towards Python (Shared.ended under ended_lock,
 # announced on notify_fd when it stops being empty), read by Pump.drain_ended.
 
-cdef void push_record(Shared *sh, uint64_t tag, int reason, int error, uint64_t bytes_in,
+cdef void push_record(Shared *sh, int kind, uint64_t tag, int reason, int error, uint64_t bytes_in,
                       uint64_t bytes_out, int32_t frontend_block, int32_t server_block,
                       int32_t client_fd, Pair *logged, uint64_t now_ms) noexcept nogil:
+    """Queue one record of ``kind`` (RecordKind); ``logged``: the lane pair whose log fields it carries."""
     cdef uint64_t one = 1
     cdef bint was_empty
     cdef Ended *grown
@@ -19,6 +20,7 @@ cdef void push_record(Shared *sh, uint64_t tag, int reason, int error, uint64_t 
         sh.ended_cap = sh.ended_cap * 2 + 64
     was_empty = sh.ended_len == 0
     record = &sh.ended[sh.ended_len]
+    record.kind = kind
     record.tag = tag
     record.bytes_in = bytes_in
     record.bytes_out = bytes_out
@@ -27,7 +29,6 @@ cdef void push_record(Shared *sh, uint64_t tag, int reason, int error, uint64_t 
     record.frontend_block = frontend_block
     record.server_block = server_block
     record.client_fd = client_fd
-    record.logged = logged != NULL
     if logged != NULL:
         memcpy(record.peer, logged.peer, 28)
         record.duration_ms = now_ms - logged.accepted_ms
@@ -38,6 +39,7 @@ cdef void push_record(Shared *sh, uint64_t tag, int reason, int error, uint64_t 
         write(sh.notify_fd, &one, sizeof(one))
 
 
-cdef inline void push_ended(Shared *sh, Pair *p, int reason, int error) noexcept nogil:
-    push_record(sh, p.tag, reason, error, p.c2s.bytes, p.s2c.bytes, p.frontend_block, p.server_block,
-                p.client.fd if reason == END_CONNECT_FAILED and p.lane >= 0 else -1, NULL, 0)
+cdef inline void push_pair_record(Shared *sh, Pair *p, int kind, int reason, int error) noexcept nogil:
+    """The record of a pair Python handed over (the client descriptor goes with a failed connect)."""
+    push_record(sh, kind, p.tag, reason, error, p.c2s.bytes, p.s2c.bytes, p.frontend_block, p.server_block,
+                p.client.fd if kind == REC_CONNECT_FAILED else -1, NULL, 0)
