@@ -1,11 +1,11 @@
 # Included by _pump.pyx: the log lines a lane writes itself (HAProxy's tcplog and "Connect from" lines,
 # in rfc3164, raw or short framing, to connected UDP sockets or stdout/stderr), so that a logging
-# frontend needs no Python per connection.  The same text as fastproxy's Python log path: the tests
-# match both against one pattern.
+# frontend needs no Python per connection.  The same text as tcplog.py writes for Python's sessions
+# (and logs.py frames): the tests match both against one pattern.
 
 cdef const char *MONTHS[12]
 MONTHS[:] = [b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec"]
-cdef const char *TERMINATIONS[END_REASONS]  # HAProxy's termination state, by end reason (as engine.py)
+cdef const char *TERMINATIONS[END_REASONS]  # HAProxy's termination state by end reason, as tcplog.TERMINATION
 TERMINATIONS[:] = [b"--", b"CD", b"SD", b"cD", b"sD", b"PD", b"KD", b"SC", b"DD"]
 
 
@@ -74,7 +74,7 @@ cdef void lane_log_connect(Lane *lane, int fd, const uint8_t *peer) noexcept nog
 
 cdef void lane_log(Worker *w, Lane *lane, Pair *p, int reason) noexcept nogil:
     """HAProxy's tcplog line of a lane's pair, written to the lane's log sinks from here: no Python
-    per connection.  Same format as engine._tcplog (the tests match both against one pattern)."""
+    per connection.  Same format as tcplog.tcplog_line (the tests match both against one pattern)."""
     cdef Shared *sh = w.shared
     cdef char message[768]
     cdef char host[64]

@@ -3,15 +3,15 @@
 
 # --- lanes: accepting, balancing and dialing in the pump ----------------------------------------------
 #
-# A lane is a listener whose frontend needs no Python per connection (the engine decides which: no
-# rules, hooks, queues, rate limits or PROXY headers; round robin, or a hash of the source).  Every
-# worker polls it, on a copy of its own (EPOLLEXCLUSIVE wakes one per connection): it accepts a batch,
+# A lane is a listener whose frontend needs no Python per connection (lanes.lane_backend decides
+# which: no rules, hooks, queues, rate limits or PROXY headers; round robin, or a hash of the source).
+# Every worker polls it, on a copy of its own (EPOLLEXCLUSIVE wakes one per connection): it accepts a batch,
 # tunes each client, picks a server (smooth weighted round robin over the weights Python sets, 0 for a
 # server out of picks, or the client's address hashed on the map or ring table Python sets), starts
 # the connect and registers the pair on the least loaded worker, all without the GIL.  Its log lines
 # are written here (lanelog.pxi) or reported to Python in one record per pair.  What needs Python goes
-# back to it as CONNECT_FAILED with the client descriptor: a refused connect (retries, redispatch), no
-# server to pick (backups, <NOSRV>).  Limits (the lane's maxconn, the global one over lanes and
+# back to it with the client descriptor (on_lane_hand_back): a refused connect (retries, redispatch),
+# no server to pick (backups, <NOSRV>).  Limits (the lane's maxconn, the global one over lanes and
 # Python) are kept with atomic counts; a lane at a limit stops being polled, and the kernel backlog
 # holds the clients, as HAProxy does.
 
