@@ -40,7 +40,7 @@ def _echo_with_name(name: str):
 
 async def start_echo_backends() -> list[tuple[str, asyncio.AbstractServer, int]]:
     """The two echo backends, listening on ephemeral ports of 127.0.0.1."""
-    backends = []
+    backends: list[tuple[str, asyncio.AbstractServer, int]] = []
     for name in BACKEND_NAMES:
         server = await asyncio.start_server(_echo_with_name(name), DEFAULT_HOST, 0)
         backends.append((name, server, server.sockets[0].getsockname()[1]))

@@ -86,7 +86,11 @@ async def wait_readable(fd: int, timeout: float) -> bool:
         return False
     loop = asyncio.get_running_loop()
     readable = loop.create_future()
-    loop.add_reader(fd, lambda: readable.done() or readable.set_result(None))
+
+    def ready() -> None:
+        if not readable.done():
+            readable.set_result(None)
+    loop.add_reader(fd, ready)
     try:
         await asyncio.wait_for(readable, timeout)
         return True
