@@ -45,6 +45,35 @@ include "dataplane/lanelog.pxi"
 
 # --- the Python face -----------------------------------------------------------------------------------
 
+def tcplog_line(str client_host, int port, double accepted, str frontend, str server, int connect_ms,
+                  long long duration_ms, long long bytes_out, str termination, int active,
+                  long long frontend_current, long long backend_current, long long server_current):
+    """The tcplog line the lanes write, from the C formatter (``accepted``: epoch seconds): the tests
+    hold it to tcplog.tcplog_line byte for byte."""
+    cdef char out[768]
+    cdef uint64_t wall_ms = <uint64_t>(accepted * 1000 + 1e-3)
+    cdef bytes host_b = client_host.encode(), frontend_b = frontend.encode(), server_b = server.encode()
+    cdef bytes termination_b = termination.encode()
+    cdef int n = format_tcplog(out, sizeof(out), host_b, port, wall_ms, frontend_b, server_b, connect_ms,
+                               duration_ms, bytes_out, termination_b, active, frontend_current,
+                               backend_current, server_current)
+    return out[:n].decode()
+
+
+def connect_line(str client_host, int port, str local_host, int local_port, str frontend):
+    """The ``Connect from`` line the lanes write, from the C formatter (for the tests)."""
+    cdef char out[512]
+    cdef bytes host_b = client_host.encode(), local_b = local_host.encode(), frontend_b = frontend.encode()
+    cdef int n = format_connect(out, sizeof(out), host_b, port, local_b, local_port, frontend_b)
+    return out[:n].decode()
+
+
+def termination_states():
+    """The C table of HAProxy's termination states, by end reason (for the tests)."""
+    cdef int i
+    return [(<bytes>TERMINATIONS[i]).decode() for i in range(<int>END_REASONS)]
+
+
 cdef inline uint32_t to_ms(object seconds) except? 0:
     if seconds is None or seconds <= 0:
         return 0

@@ -1,7 +1,8 @@
 # Included by _pump.pyx: the log lines a lane writes itself (HAProxy's tcplog and "Connect from" lines,
 # in rfc3164, raw or short framing, to connected UDP sockets or stdout/stderr), so that a logging
 # frontend needs no Python per connection.  The same text as tcplog.py writes for Python's sessions
-# (and logs.py frames): the tests match both against one pattern.
+# (and logs.py frames): the tests hold the C formatters to tcplog.py byte for byte through
+# _pump.tcplog_line / connect_line / termination_states.
 
 cdef const char *MONTHS[12]
 MONTHS[:] = [b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec"]
@@ -67,21 +68,45 @@ cdef void lane_log_connect(Lane *lane, int fd, const uint8_t *peer) noexcept nog
     local_host[0] = 0
     if fp_getsockname(fd, local, &local_len) == 0:
         local_port = format_address(local, local_host, sizeof(local_host))
-    if snprintf(message, sizeof(message), b"Connect from %s:%u to %s:%u (%s/TCP)", host, port, local_host,
-                local_port, lane.log_frontend) >= 0:
+    if format_connect(message, sizeof(message), host, port, local_host, local_port, lane.log_frontend) >= 0:
         send_log_line(lane, message)
+
+
+cdef int format_connect(char *out, size_t size, const char *host, uint32_t port, const char *local_host,
+                        uint32_t local_port, const char *frontend) noexcept nogil:
+    """HAProxy's ``Connect from`` line, as tcplog.connect_line writes it."""
+    return snprintf(out, size, b"Connect from %s:%u to %s:%u (%s/TCP)", host, port, local_host, local_port,
+                    frontend)
+
+
+cdef int format_tcplog(char *out, size_t size, const char *host, uint32_t port, uint64_t wall_ms,
+                       const char *frontend, const char *server, uint32_t connect_ms, uint64_t elapsed_ms,
+                       uint64_t bytes_out, const char *termination, int active, uint64_t frontend_current,
+                       uint64_t backend_current, uint64_t server_current) noexcept nogil:
+    """HAProxy's tcplog line into ``out``, as tcplog.tcplog_line writes it (``wall_ms``: the accept
+    time, epoch milliseconds; ``server``: "backend/server").  The tests hold the two to the same bytes
+    through ``_pump.tcplog_line``."""
+    cdef time_t seconds = <time_t>(wall_ms // 1000)
+    cdef tm accepted
+    localtime_r(&seconds, &accepted)
+    return snprintf(out, size,
+                    b"%s:%u [%02d/%s/%04d:%02d:%02d:%02d.%03u] %s %s 0/%u/%llu %llu %s %d/%llu/%llu/%llu/0 0/0",
+                    host, port, accepted.tm_mday, MONTHS[accepted.tm_mon], accepted.tm_year + 1900,
+                    accepted.tm_hour, accepted.tm_min, accepted.tm_sec, <uint32_t>(wall_ms % 1000),
+                    frontend, server, connect_ms, <unsigned long long>elapsed_ms,
+                    <unsigned long long>bytes_out, termination, active,
+                    <unsigned long long>frontend_current, <unsigned long long>backend_current,
+                    <unsigned long long>server_current)
 
 
 cdef void lane_log(Worker *w, Lane *lane, Pair *p, int reason) noexcept nogil:
     """HAProxy's tcplog line of a lane's pair, written to the lane's log sinks from here: no Python
-    per connection.  Same format as tcplog.tcplog_line (the tests match both against one pattern)."""
+    per connection."""
     cdef Shared *sh = w.shared
     cdef char message[768]
     cdef char host[64]
     cdef const char *server_name = b"-"
     cdef timespec now
-    cdef time_t seconds
-    cdef tm accepted
     cdef uint64_t elapsed_ms, wall_ms, backend_current = 0
     cdef uint32_t i, port
     if lane.log_dontlognull and p.c2s.bytes == 0:
@@ -94,15 +119,10 @@ cdef void lane_log(Worker *w, Lane *lane, Pair *p, int reason) noexcept nogil:
     elapsed_ms = w.now_ms - p.accepted_ms
     clock_gettime(CLOCK_REALTIME, &now)
     wall_ms = <uint64_t>now.tv_sec * 1000 + <uint64_t>now.tv_nsec // 1000000 - elapsed_ms
-    seconds = <time_t>(wall_ms // 1000)
-    localtime_r(&seconds, &accepted)
-    if snprintf(message, sizeof(message),
-                b"%s:%u [%02d/%s/%04d:%02d:%02d:%02d.%03u] %s %s 0/%u/%llu %llu %s %d/%llu/%llu/%llu/0 0/0",
-                host, port, accepted.tm_mday, MONTHS[accepted.tm_mon], accepted.tm_year + 1900,
-                accepted.tm_hour, accepted.tm_min, accepted.tm_sec, <uint32_t>(wall_ms % 1000),
-                lane.log_frontend, server_name, p.connect_ms, <unsigned long long>elapsed_ms,
-                <unsigned long long>p.s2c.bytes, TERMINATIONS[reason], fp_atomic_load_int(&sh.open_total),
-                <unsigned long long>fp_atomic_load(&sh.counters[p.frontend_block * CNT_FIELDS + CNT_CONN_CUR]),
-                <unsigned long long>backend_current,
-                <unsigned long long>fp_atomic_load(&sh.counters[p.server_block * CNT_FIELDS + CNT_CONN_CUR])) >= 0:
+    if format_tcplog(message, sizeof(message), host, port, wall_ms, lane.log_frontend, server_name,
+                     p.connect_ms, elapsed_ms, p.s2c.bytes, TERMINATIONS[reason],
+                     fp_atomic_load_int(&sh.open_total),
+                     fp_atomic_load(&sh.counters[p.frontend_block * CNT_FIELDS + CNT_CONN_CUR]),
+                     backend_current,
+                     fp_atomic_load(&sh.counters[p.server_block * CNT_FIELDS + CNT_CONN_CUR])) >= 0:
         send_log_line(lane, message)
