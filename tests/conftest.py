@@ -7,7 +7,8 @@ The compiled runs carry the ``c_extension`` marker; ``--implementation=python`` 
 half.  A compiled module that fails to import makes its tests fail, not skip, unless
 FASTPROXY_NO_EXTENSIONS asks for Python only.
 
-A test written as ``async def`` runs on a fresh uvloop loop, bounded in time (``ASYNC_TIMEOUT``).
+A test written as ``async def`` runs on a fresh uvloop loop, bounded in time (``ASYNC_TIMEOUT``, or a
+little less than pytest-timeout's ``@pytest.mark.timeout(N)`` where a test needs longer).
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from fastproxy import pump as pump_module
 from fastproxy import ring as ring_module
 from fastproxy._impl import NO_EXTENSIONS
 
-ASYNC_TIMEOUT = 120.0  # seconds an async test may take
+ASYNC_TIMEOUT = 120.0  # seconds an async test may take, unless it says otherwise with @pytest.mark.timeout
+ASYNC_MARGIN = 5.0  # seconds by which an async test's own bound precedes pytest-timeout's alarm
 c_extension = pytest.mark.c_extension
 
 
@@ -105,6 +107,19 @@ def implementation_env(implementation: Implementation) -> dict[str, str]:
     return implementation.env  # a fresh copy of os.environ: a test may change it
 
 
+def async_timeout(item: pytest.Item) -> float:
+    """The bound of an async test: ``ASYNC_TIMEOUT``, or what its ``@pytest.mark.timeout(N)`` says.
+
+    pytest-timeout's alarm for the same N counts from the test's setup and stops the process's main
+    thread wherever it is; the asyncio bound cancels the test a little earlier, so that its ``finally``
+    blocks and ``async with`` exits run (listeners closed, the engine stopped) before the next test."""
+    marker = item.get_closest_marker("timeout")
+    if marker is None:
+        return ASYNC_TIMEOUT
+    seconds = marker.args[0] if marker.args else marker.kwargs["timeout"]
+    return max(float(seconds) - ASYNC_MARGIN, 1.0)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Optional[bool]:
     """Run ``async def`` tests on a fresh uvloop loop, bounded in time."""
@@ -112,15 +127,8 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Optional[bool]:
         return None
     names = pyfuncitem._fixtureinfo.argnames
     kwargs = {name: pyfuncitem.funcargs[name] for name in names}
-    run(pyfuncitem.obj(**kwargs), ASYNC_TIMEOUT)
+    uvloop.run(asyncio.wait_for(pyfuncitem.obj(**kwargs), async_timeout(pyfuncitem)))
     return True
-
-
-def run(coro: Any, timeout: float = ASYNC_TIMEOUT) -> Any:
-    """Run a coroutine on a fresh uvloop loop, bounded in time."""
-    async def bounded() -> Any:
-        return await asyncio.wait_for(coro, timeout)
-    return uvloop.run(bounded())
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -14,7 +14,6 @@ import textwrap
 import fastproxy
 from fastproxy import Backend, Bind, Config, Engine, Frontend, Server, Timeouts
 
-from .conftest import run
 from .support import connect, echo, recv_all, start_backend
 
 TEXT = """
@@ -63,23 +62,20 @@ def test_the_reader_and_the_api_build_the_same_model():
     assert frontend.timeouts.client == timeouts_fe.client
 
 
-def test_an_api_built_configuration_runs_from_asyncio(pump_class):
-    async def main():
-        backend, port = await start_backend(echo)
-        cfg = Config()
-        cfg.backends["app"] = Backend("app", servers=[Server("a1", "127.0.0.1", port)])
-        cfg.frontends["web"] = Frontend("web", binds=[Bind("127.0.0.1", 0)], default_backend="app")
-        engine = Engine(cfg, pump_class=pump_class)
-        await engine.start()
-        sock = await connect(engine.listening_addresses()[0])
-        await asyncio.get_running_loop().sock_sendall(sock, b"api")
-        sock.shutdown(socket.SHUT_WR)
-        assert await recv_all(sock) == b"api"
-        sock.close()
-        await engine.stop()
-        backend.close()
-
-    run(main())
+async def test_an_api_built_configuration_runs_from_asyncio(pump_class):
+    backend, port = await start_backend(echo)
+    cfg = Config()
+    cfg.backends["app"] = Backend("app", servers=[Server("a1", "127.0.0.1", port)])
+    cfg.frontends["web"] = Frontend("web", binds=[Bind("127.0.0.1", 0)], default_backend="app")
+    engine = Engine(cfg, pump_class=pump_class)
+    await engine.start()
+    sock = await connect(engine.listening_addresses()[0])
+    await asyncio.get_running_loop().sock_sendall(sock, b"api")
+    sock.shutdown(socket.SHUT_WR)
+    assert await recv_all(sock) == b"api"
+    sock.close()
+    await engine.stop()
+    backend.close()
 
 
 def test_a_half_built_install_says_mixed_and_which_extension_fell_back():
@@ -95,7 +91,8 @@ def test_a_half_built_install_says_mixed_and_which_extension_fell_back():
         print(fastproxy.implementation(), sorted(fastproxy.extensions().items()))
     """)
     env = {k: v for k, v in os.environ.items() if k != "FASTPROXY_NO_EXTENSIONS"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env=env).stdout
     if importlib.util.find_spec("fastproxy._ring") is None:  # an install built without extensions
         assert out.strip() == "python [('pump', 'python'), ('ring', 'python')]"
     else:

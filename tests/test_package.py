@@ -45,8 +45,9 @@ def test_built_wheel_installs_and_proxies(tmp_path):
     # not: its site directories go in a .pth (``system_site_packages`` would see the base interpreter's,
     # without what an active venv installed).  The venv's own site-packages, where the wheel goes, stays
     # first on the path.
-    inner_site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                                capture_output=True, text=True, check=True).stdout.strip()
+    purelib = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    inner_site = subprocess.run([str(python), "-c", purelib], capture_output=True, text=True,
+                                check=True).stdout.strip()
     outer_sites = [p for p in sys.path if p.endswith(("site-packages", "dist-packages")) and os.path.isdir(p)]
     pathlib.Path(inner_site, "outer-environment.pth").write_text("".join(p + "\n" for p in outer_sites))
     subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall",
