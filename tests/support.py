@@ -27,6 +27,17 @@ async def start_backend(handler: Callable, host: str = "127.0.0.1") -> tuple[asy
     return server, server.sockets[0].getsockname()[1]
 
 
+@contextlib.asynccontextmanager
+async def serving(handler: Callable, host: str = "127.0.0.1") -> AsyncIterator[int]:
+    """A backend serving connections with ``handler`` for the length of the block: its port.  It stops
+    listening when the block ends, however it ends (an assertion that fails leaks no listener)."""
+    server, port = await start_backend(handler, host)
+    try:
+        yield port
+    finally:
+        server.close()
+
+
 class RawBackend:
     """A listener whose connections are served as plain non-blocking sockets (no transports)."""
 
@@ -53,9 +64,14 @@ class RawBackend:
         self.sock.close()
 
 
-async def start_raw_backend(serve: Callable[[socket.socket], Any]) -> tuple[RawBackend, int]:
+@contextlib.asynccontextmanager
+async def serving_raw(serve: Callable[[socket.socket], Any]) -> AsyncIterator[int]:
+    """A ``RawBackend`` for the length of the block: its port."""
     backend = RawBackend(serve)
-    return backend, backend.sock.getsockname()[1]
+    try:
+        yield backend.sock.getsockname()[1]
+    finally:
+        backend.close()
 
 
 async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -189,7 +205,8 @@ async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0, interv
 
 class NamedBackends:
     """Servers on 127.0.0.1 that send their name, then close (or, with ``hold``, keep the connection
-    open until the client closes it).  ``accepted`` counts connections per name, ``open`` those open."""
+    open until the client closes it).  ``accepted`` counts connections per name, ``open`` those open.
+    ``async with NamedBackends(names) as backends`` listens for the length of the block."""
 
     def __init__(self, names: list[str], *, hold: bool = False) -> None:
         self.names = names
@@ -223,6 +240,16 @@ class NamedBackends:
     def close(self) -> None:
         for server in self.servers:
             server.close()
+
+    async def __aenter__(self) -> "NamedBackends":
+        try:
+            return await self.start()
+        except BaseException:
+            self.close()  # the listeners started before the one that failed
+            raise
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 def source_address(i: int) -> str:

@@ -14,7 +14,7 @@ import textwrap
 import fastproxy
 from fastproxy import Backend, Bind, Config, Engine, Frontend, Server, Timeouts
 
-from .support import connect, echo, recv_all, start_backend
+from .support import connect, echo, recv_all, serving
 
 TEXT = """
 defaults
@@ -63,19 +63,20 @@ def test_the_reader_and_the_api_build_the_same_model():
 
 
 async def test_an_api_built_configuration_runs_from_asyncio(pump_class):
-    backend, port = await start_backend(echo)
-    cfg = Config()
-    cfg.backends["app"] = Backend("app", servers=[Server("a1", "127.0.0.1", port)])
-    cfg.frontends["web"] = Frontend("web", binds=[Bind("127.0.0.1", 0)], default_backend="app")
-    engine = Engine(cfg, pump_class=pump_class)
-    await engine.start()
-    sock = await connect(engine.listening_addresses()[0])
-    await asyncio.get_running_loop().sock_sendall(sock, b"api")
-    sock.shutdown(socket.SHUT_WR)
-    assert await recv_all(sock) == b"api"
-    sock.close()
-    await engine.stop()
-    backend.close()
+    async with serving(echo) as port:
+        cfg = Config()
+        cfg.backends["app"] = Backend("app", servers=[Server("a1", "127.0.0.1", port)])
+        cfg.frontends["web"] = Frontend("web", binds=[Bind("127.0.0.1", 0)], default_backend="app")
+        engine = Engine(cfg, pump_class=pump_class)
+        await engine.start()
+        try:
+            sock = await connect(engine.listening_addresses()[0])
+            await asyncio.get_running_loop().sock_sendall(sock, b"api")
+            sock.shutdown(socket.SHUT_WR)
+            assert await recv_all(sock) == b"api"
+            sock.close()
+        finally:
+            await engine.stop()
 
 
 def test_a_half_built_install_says_mixed_and_which_extension_fell_back():

@@ -73,13 +73,12 @@ async def test_shares_follow_weights_over_10000_connections(pump_class, case):
     weights = [1, 2, 3]
     hashed = algorithm in ("source", "hash")
 
-    backends = await NamedBackends(["a", "b", "c"]).start()
-    cfg = weighted_config(backends.ports, weights, algorithm, sample, hash_type, draws=draws)
-    async with running(cfg, pump_class) as engine:
-        address = engine.listening_addresses()[0]
-        seen = await count_shares(address, CONNECTIONS, source_address if hashed else None)
-        await wait_until(lambda: sum(backends.accepted.values()) == CONNECTIONS)
-    backends.close()
+    async with NamedBackends(["a", "b", "c"]) as backends:
+        cfg = weighted_config(backends.ports, weights, algorithm, sample, hash_type, draws=draws)
+        async with running(cfg, pump_class) as engine:
+            address = engine.listening_addresses()[0]
+            seen = await count_shares(address, CONNECTIONS, source_address if hashed else None)
+            await wait_until(lambda: sum(backends.accepted.values()) == CONNECTIONS)
     assert seen == backends.accepted  # every client reached the server that named itself
     total = sum(weights)
     for name, weight in zip(backends.names, weights):
@@ -90,18 +89,17 @@ async def test_shares_follow_weights_over_10000_connections(pump_class, case):
 
 @pytest.mark.parametrize("hash_type", ["map-based", "consistent", "maglev"])
 async def test_source_is_sticky_per_client_address(pump_class, hash_type):
-    backends = await NamedBackends(["a", "b", "c"]).start()
-    cfg = weighted_config(backends.ports, [1, 1, 1], "source", None, hash_type)
-    async with running(cfg, pump_class) as engine:
-        address = engine.listening_addresses()[0]
-        chosen: dict[str, set[str]] = collections.defaultdict(set)
-        for round_ in range(5):
-            for i in range(40):
-                source = source_address(i * 7919)  # spread over several /16s and /24s
-                sock, name = await open_client(address, source)
-                sock.close()
-                chosen[source].add(name)
-    backends.close()
+    async with NamedBackends(["a", "b", "c"]) as backends:
+        cfg = weighted_config(backends.ports, [1, 1, 1], "source", None, hash_type)
+        async with running(cfg, pump_class) as engine:
+            address = engine.listening_addresses()[0]
+            chosen: dict[str, set[str]] = collections.defaultdict(set)
+            for round_ in range(5):
+                for i in range(40):
+                    source = source_address(i * 7919)  # spread over several /16s and /24s
+                    sock, name = await open_client(address, source)
+                    sock.close()
+                    chosen[source].add(name)
     assert all(len(names) == 1 for names in chosen.values()), chosen
     assert len({next(iter(names)) for names in chosen.values()}) == 3  # and it is not all one server
 
@@ -117,74 +115,70 @@ async def hold_connections(address: tuple, count: int) -> list[socket.socket]:
 
 @pytest.mark.parametrize("weights", [[1, 1, 1], [1, 2, 3]])
 async def test_leastconn_evens_out_long_lived_connections_by_weight(pump_class, weights):
-    backends = await NamedBackends(["a", "b", "c"], hold=True).start()
-    cfg = weighted_config(backends.ports, weights, "leastconn")
-    async with running(cfg, pump_class) as engine:
-        address = engine.listening_addresses()[0]
-        socks = await hold_connections(address, 10 * sum(weights))
-        await wait_until(lambda: sum(backends.open.values()) == len(socks))
-        assert [backends.open[n] for n in backends.names] == [10 * w for w in weights]
-        for sock in socks:
-            sock.close()
-        await wait_until(lambda: sum(backends.open.values()) == 0)
-    backends.close()
+    async with NamedBackends(["a", "b", "c"], hold=True) as backends:
+        cfg = weighted_config(backends.ports, weights, "leastconn")
+        async with running(cfg, pump_class) as engine:
+            address = engine.listening_addresses()[0]
+            socks = await hold_connections(address, 10 * sum(weights))
+            await wait_until(lambda: sum(backends.open.values()) == len(socks))
+            assert [backends.open[n] for n in backends.names] == [10 * w for w in weights]
+            for sock in socks:
+                sock.close()
+            await wait_until(lambda: sum(backends.open.values()) == 0)
 
 
 async def test_leastconn_sends_new_connections_where_connections_ended(pump_class):
-    backends = await NamedBackends(["a", "b"], hold=True).start()
-    cfg = weighted_config(backends.ports, [1, 1], "leastconn")
-    async with running(cfg, pump_class) as engine:
-        address = engine.listening_addresses()[0]
-        held = []
-        for _ in range(20):
-            held.append(await open_client(address))
-        await wait_until(lambda: backends.open == {"a": 10, "b": 10})
-        on_b = [sock for sock, name in held if name == "b"]
-        for sock in on_b[:6]:
-            sock.close()
-        await wait_until(lambda: backends.open["b"] == 4)
-        more = [await open_client(address) for _ in range(6)]
-        assert [name for _, name in more] == ["b"] * 6
-        for sock, _ in held + more:
-            sock.close()
-        await wait_until(lambda: sum(backends.open.values()) == 0)
-    backends.close()
+    async with NamedBackends(["a", "b"], hold=True) as backends:
+        cfg = weighted_config(backends.ports, [1, 1], "leastconn")
+        async with running(cfg, pump_class) as engine:
+            address = engine.listening_addresses()[0]
+            held = []
+            for _ in range(20):
+                held.append(await open_client(address))
+            await wait_until(lambda: backends.open == {"a": 10, "b": 10})
+            on_b = [sock for sock, name in held if name == "b"]
+            for sock in on_b[:6]:
+                sock.close()
+            await wait_until(lambda: backends.open["b"] == 4)
+            more = [await open_client(address) for _ in range(6)]
+            assert [name for _, name in more] == ["b"] * 6
+            for sock, _ in held + more:
+                sock.close()
+            await wait_until(lambda: sum(backends.open.values()) == 0)
 
 
 async def test_random_two_choices_even_out_long_lived_connections(pump_class):
     names = ["a", "b", "c", "d"]
-    backends = await NamedBackends(names, hold=True).start()
-    cfg = weighted_config(backends.ports, [1] * 4, "random", draws=2)
-    async with running(cfg, pump_class) as engine:
-        socks = await hold_connections(engine.listening_addresses()[0], 200)
-        await wait_until(lambda: sum(backends.open.values()) == 200)
-        loads = [backends.open[n] for n in names]
-        # One random choice would spread 200 connections with a spread of ~+-3 sd = +-18;
-        # the better of two keeps every server within a few connections of 50.
-        assert max(loads) - min(loads) <= 6, loads
-        for sock in socks:
-            sock.close()
-        await wait_until(lambda: sum(backends.open.values()) == 0)
-    backends.close()
+    async with NamedBackends(names, hold=True) as backends:
+        cfg = weighted_config(backends.ports, [1] * 4, "random", draws=2)
+        async with running(cfg, pump_class) as engine:
+            socks = await hold_connections(engine.listening_addresses()[0], 200)
+            await wait_until(lambda: sum(backends.open.values()) == 200)
+            loads = [backends.open[n] for n in names]
+            # One random choice would spread 200 connections with a spread of ~+-3 sd = +-18;
+            # the better of two keeps every server within a few connections of 50.
+            assert max(loads) - min(loads) <= 6, loads
+            for sock in socks:
+                sock.close()
+            await wait_until(lambda: sum(backends.open.values()) == 0)
 
 
 async def test_first_fills_servers_in_id_order_up_to_their_maxconn(pump_class):
     names = ["a", "b", "c"]
-    backends = await NamedBackends(names, hold=True).start()
-    cfg = weighted_config(backends.ports, [1, 1, 1], "first", maxconn=3)
-    # ids decide the order, not the declaration order: c first, then a, then b.
-    for server, server_id in zip(cfg.backends["be"].servers, [2, 3, 1]):
-        server.id = server_id
-    async with running(cfg, pump_class) as engine:
-        address = engine.listening_addresses()[0]
-        held = [await open_client(address) for _ in range(7)]
-        assert [name for _, name in held] == ["c"] * 3 + ["a"] * 3 + ["b"]
-        # A slot freed on the first server is used before the later ones.
-        held[0][0].close()
-        await wait_until(lambda: backends.open["c"] == 2)
-        sock, name = await open_client(address)
-        assert name == "c"
-        for s, _ in held[1:] + [(sock, name)]:
-            s.close()
-        await wait_until(lambda: sum(backends.open.values()) == 0)
-    backends.close()
+    async with NamedBackends(names, hold=True) as backends:
+        cfg = weighted_config(backends.ports, [1, 1, 1], "first", maxconn=3)
+        # ids decide the order, not the declaration order: c first, then a, then b.
+        for server, server_id in zip(cfg.backends["be"].servers, [2, 3, 1]):
+            server.id = server_id
+        async with running(cfg, pump_class) as engine:
+            address = engine.listening_addresses()[0]
+            held = [await open_client(address) for _ in range(7)]
+            assert [name for _, name in held] == ["c"] * 3 + ["a"] * 3 + ["b"]
+            # A slot freed on the first server is used before the later ones.
+            held[0][0].close()
+            await wait_until(lambda: backends.open["c"] == 2)
+            sock, name = await open_client(address)
+            assert name == "c"
+            for s, _ in held[1:] + [(sock, name)]:
+                s.close()
+            await wait_until(lambda: sum(backends.open.values()) == 0)

@@ -435,28 +435,30 @@ async def test_a_flapping_backend_follows_its_checks_and_clients_never_notice(pu
     # listener that closes resets the connections queued in it, for HAProxy as for fastproxy: those
     # are established connections, which no retry can take back.)
     health = await Flappable.started()
-    with echo_processes(2) as (_, ports):
-        cfg = checked(ports, inter=0.1, rise=1, fall=1)
-        cfg.backends["be"].servers[0].check_port = health.port
-        async with running(cfg, pump_class) as engine:
-            address = engine.listening_addresses()[0]
-            loaded = asyncio.ensure_future(load(address))
-            states = []
-            for cycle in range(3):
-                health.down()
-                await state_within(engine, "s1", ServerState.DOWN, 0.1 + SLACK)
-                states.append("DOWN")
-                await asyncio.sleep(0.2)
-                await health.up()
-                await state_within(engine, "s1", ServerState.UP, 0.1 + SLACK)
-                states.append("UP")
-                await asyncio.sleep(0.2)
-            failures = await loaded
-            health.down()
-            assert states == ["DOWN", "UP"] * 3
-            assert server_stats(engine, "s1")["down_transitions"] == 3
-            s1, s2 = (served(engine, name) for name in ("s1", "s2"))
-            assert s1 and s2 > s1  # s1 served while up, and s2 alone while s1 was down
+    try:
+        with echo_processes(2) as (_, ports):
+            cfg = checked(ports, inter=0.1, rise=1, fall=1)
+            cfg.backends["be"].servers[0].check_port = health.port
+            async with running(cfg, pump_class) as engine:
+                address = engine.listening_addresses()[0]
+                loaded = asyncio.ensure_future(load(address))
+                states = []
+                for cycle in range(3):
+                    health.down()
+                    await state_within(engine, "s1", ServerState.DOWN, 0.1 + SLACK)
+                    states.append("DOWN")
+                    await asyncio.sleep(0.2)
+                    await health.up()
+                    await state_within(engine, "s1", ServerState.UP, 0.1 + SLACK)
+                    states.append("UP")
+                    await asyncio.sleep(0.2)
+                failures = await loaded
+                assert states == ["DOWN", "UP"] * 3
+                assert server_stats(engine, "s1")["down_transitions"] == 3
+                s1, s2 = (served(engine, name) for name in ("s1", "s2"))
+                assert s1 and s2 > s1  # s1 served while up, and s2 alone while s1 was down
+    finally:
+        health.down()
     assert failures == 0
 
 
@@ -499,51 +501,55 @@ async def test_established_connections_of_a_server_marked_down_are_cut_with_shut
 
 async def test_backups_take_over_when_every_active_server_is_down_and_hand_back(pump_class):
     primary = await Flappable.started()
-    with echo_processes(1) as (_, ports):
-        cfg = checked([primary.port, ports[0]], inter=0.1, rise=1, fall=1,
-                      server_fields=dict(on_marked_up="shutdown-backup-sessions"))
-        cfg.backends["be"].servers[1].backup = True
-        async with running(cfg, pump_class) as engine:
-            address = engine.listening_addresses()[0]
-            assert await load(address, 100) == 0
-            assert served(engine, "s2") == 0  # the backup takes nothing while s1 is up
-            primary.down()
-            await state_within(engine, "s1", ServerState.DOWN, 0.1 + SLACK)
-            assert await load(address, 100) == 0
-            assert served(engine, "s2") == 100
-            held = await connect(address)  # on the backup
-            await asyncio.get_running_loop().sock_sendall(held, b"x")
-            assert await recv_exactly(held, 1) == b"x"
-            await primary.up()
-            await state_within(engine, "s1", ServerState.UP, 0.1 + SLACK)
-            await assert_cut(held)  # on-marked-up shutdown-backup-sessions
-            before = served(engine, "s1")
-            assert await load(address, 100) == 0
-            assert served(engine, "s1") - before == 100
-            primary.down()
+    try:
+        with echo_processes(1) as (_, ports):
+            cfg = checked([primary.port, ports[0]], inter=0.1, rise=1, fall=1,
+                          server_fields=dict(on_marked_up="shutdown-backup-sessions"))
+            cfg.backends["be"].servers[1].backup = True
+            async with running(cfg, pump_class) as engine:
+                address = engine.listening_addresses()[0]
+                assert await load(address, 100) == 0
+                assert served(engine, "s2") == 0  # the backup takes nothing while s1 is up
+                primary.down()
+                await state_within(engine, "s1", ServerState.DOWN, 0.1 + SLACK)
+                assert await load(address, 100) == 0
+                assert served(engine, "s2") == 100
+                held = await connect(address)  # on the backup
+                await asyncio.get_running_loop().sock_sendall(held, b"x")
+                assert await recv_exactly(held, 1) == b"x"
+                await primary.up()
+                await state_within(engine, "s1", ServerState.UP, 0.1 + SLACK)
+                await assert_cut(held)  # on-marked-up shutdown-backup-sessions
+                before = served(engine, "s1")
+                assert await load(address, 100) == 0
+                assert served(engine, "s1") - before == 100
+    finally:
+        primary.down()
 
 
 async def test_maintenance_stops_checks_and_leaving_it_checks_at_once(pump_class):
     backend = await Flappable.started()
-    with echo_processes(1) as (_, ports):
-        cfg = checked([backend.port, ports[0]], inter=0.2, rise=2, fall=2)
-        async with running(cfg, pump_class) as engine:
-            await asyncio.sleep(0.5)
-            engine.set_server_state("be", "s1", "MAINT")
-            backend.down()  # a check would fail now, but none runs in maintenance
-            await asyncio.sleep(0.6)
-            stats = server_stats(engine, "s1")
-            assert stats["state"] == "MAINT" and stats["check_status"] == "L4OK"
-            engine.set_server_state("be", "s1", "UP")
-            # Up on leaving maintenance, checked at once: down at the first failure.
-            took = await state_within(engine, "s1", ServerState.DOWN, SLACK)
-            assert server_stats(engine, "s1")["check_status"] == "L4CON"
-            engine.set_server_state("be", "s1", "DRAIN")
-            await backend.up()
-            await asyncio.sleep(2 * 0.2 + SLACK)  # checks go on while draining: healthy again,
-            assert server_stats(engine, "s1")["health"] == "2/2 UP"
-            assert engine.backends["be"].balancer.slot("s1").state is ServerState.DRAIN  # still draining
-            backend.down()
+    try:
+        with echo_processes(1) as (_, ports):
+            cfg = checked([backend.port, ports[0]], inter=0.2, rise=2, fall=2)
+            async with running(cfg, pump_class) as engine:
+                await asyncio.sleep(0.5)
+                engine.set_server_state("be", "s1", "MAINT")
+                backend.down()  # a check would fail now, but none runs in maintenance
+                await asyncio.sleep(0.6)
+                stats = server_stats(engine, "s1")
+                assert stats["state"] == "MAINT" and stats["check_status"] == "L4OK"
+                engine.set_server_state("be", "s1", "UP")
+                # Up on leaving maintenance, checked at once: down at the first failure.
+                took = await state_within(engine, "s1", ServerState.DOWN, SLACK)
+                assert server_stats(engine, "s1")["check_status"] == "L4CON"
+                engine.set_server_state("be", "s1", "DRAIN")
+                await backend.up()
+                await asyncio.sleep(2 * 0.2 + SLACK)  # checks go on while draining: healthy again,
+                assert server_stats(engine, "s1")["health"] == "2/2 UP"
+                assert engine.backends["be"].balancer.slot("s1").state is ServerState.DRAIN  # still draining
+    finally:
+        backend.down()
     assert took < SLACK
 
 

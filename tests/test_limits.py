@@ -97,96 +97,92 @@ def close_all(clients) -> None:
 # --- queues -------------------------------------------------------------------------------------------
 
 async def test_clients_over_maxconn_wait_in_the_queue_and_are_served_in_order(pump_class):
-    backends = await NamedBackends(["a"], hold=True).start()
-    async with running(limited_config(backends, maxconn=2), pump_class) as engine:
-        clients = await clients_in_order(engine, 6)
-        assert await served_by(clients[:2]) == ["a", "a"]
-        await settle()
-        assert served(clients) == ["a", "a"] + ["waiting"] * 4
-        stats = engine.stats()
-        assert stats["backends"]["be"]["queue_cur"] == 4  # every server full: the backend's queue
-        assert stats["servers"]["be/a"]["queue_cur"] == 0
-        for done in range(4):  # each connection that ends lets the oldest waiting one in
-            clients[done][0].close()
-            await asyncio.wait_for(clients[done + 2][1], 5)
+    async with NamedBackends(["a"], hold=True) as backends:
+        async with running(limited_config(backends, maxconn=2), pump_class) as engine:
+            clients = await clients_in_order(engine, 6)
+            assert await served_by(clients[:2]) == ["a", "a"]
             await settle()
-            assert served(clients)[done + 3:] == ["waiting"] * (3 - done)
-            assert backends.open["a"] == 2
-        stats = engine.stats()["backends"]["be"]
-        assert (stats["queue_cur"], stats["queue_max"], stats["queue_expired"]) == (0, 4, 0)
-        close_all(clients)
-        await wait_until(lambda: backends.open["a"] == 0)
-    backends.close()
+            assert served(clients) == ["a", "a"] + ["waiting"] * 4
+            stats = engine.stats()
+            assert stats["backends"]["be"]["queue_cur"] == 4  # every server full: the backend's queue
+            assert stats["servers"]["be/a"]["queue_cur"] == 0
+            for done in range(4):  # each connection that ends lets the oldest waiting one in
+                clients[done][0].close()
+                await asyncio.wait_for(clients[done + 2][1], 5)
+                await settle()
+                assert served(clients)[done + 3:] == ["waiting"] * (3 - done)
+                assert backends.open["a"] == 2
+            stats = engine.stats()["backends"]["be"]
+            assert (stats["queue_cur"], stats["queue_max"], stats["queue_expired"]) == (0, 4, 0)
+            close_all(clients)
+            await wait_until(lambda: backends.open["a"] == 0)
 
 
 async def test_a_hashed_client_waits_for_its_server_and_maxqueue_sends_the_overflow_elsewhere(pump_class):
-    backends = await NamedBackends(["x", "y"], hold=True).start()
-    # Every client is 127.0.0.1: the hash sends them all to the same server.
-    cfg = limited_config(backends, "source", maxconn=1, maxqueue=1)
-    async with running(cfg, pump_class) as engine:
-        clients = await clients_in_order(engine, 1)
-        mine = await asyncio.wait_for(clients[0][1], 5)
-        other = "y" if mine == "x" else "x"
-        await clients_in_order(engine, 4, clients)
-        await settle()
-        # 2nd: waits in its server's queue; 3rd: that queue is full, the other server takes it;
-        # 4th: both full, it waits in the other server's queue; 5th: every queue full, the backend's.
-        assert served(clients) == [mine, "waiting", other, "waiting", "waiting"]
-        stats = engine.stats()
-        assert [stats["servers"][f"be/{name}"]["queue_cur"] for name in (mine, other)] == [1, 1]
-        assert stats["backends"]["be"]["queue_cur"] == 1
-        clients[0][0].close()  # the hashed server serves its own queue's client, older than the 5th
-        assert await asyncio.wait_for(clients[1][1], 5) == mine
-        await settle()
-        assert served(clients)[3:] == ["waiting", "waiting"]
-        clients[2][0].close()
-        assert await asyncio.wait_for(clients[3][1], 5) == other
-        clients[1][0].close()
-        assert await asyncio.wait_for(clients[4][1], 5) == mine
-        close_all(clients)
-        await wait_until(lambda: sum(backends.open.values()) == 0)
-    backends.close()
+    async with NamedBackends(["x", "y"], hold=True) as backends:
+        # Every client is 127.0.0.1: the hash sends them all to the same server.
+        cfg = limited_config(backends, "source", maxconn=1, maxqueue=1)
+        async with running(cfg, pump_class) as engine:
+            clients = await clients_in_order(engine, 1)
+            mine = await asyncio.wait_for(clients[0][1], 5)
+            other = "y" if mine == "x" else "x"
+            await clients_in_order(engine, 4, clients)
+            await settle()
+            # 2nd: waits in its server's queue; 3rd: that queue is full, the other server takes it;
+            # 4th: both full, it waits in the other server's queue; 5th: every queue full, the backend's.
+            assert served(clients) == [mine, "waiting", other, "waiting", "waiting"]
+            stats = engine.stats()
+            assert [stats["servers"][f"be/{name}"]["queue_cur"] for name in (mine, other)] == [1, 1]
+            assert stats["backends"]["be"]["queue_cur"] == 1
+            clients[0][0].close()  # the hashed server serves its own queue's client, older than the 5th
+            assert await asyncio.wait_for(clients[1][1], 5) == mine
+            await settle()
+            assert served(clients)[3:] == ["waiting", "waiting"]
+            clients[2][0].close()
+            assert await asyncio.wait_for(clients[3][1], 5) == other
+            clients[1][0].close()
+            assert await asyncio.wait_for(clients[4][1], 5) == mine
+            close_all(clients)
+            await wait_until(lambda: sum(backends.open.values()) == 0)
 
 
 @pytest.mark.parametrize("timeouts", [{"queue": 0.3, "connect": 5.0}, {"connect": 0.3}],
                          ids=["timeout-queue", "falls-back-to-timeout-connect"])
 async def test_a_client_queued_longer_than_timeout_queue_is_closed_and_counted(pump_class, timeouts, caplog):
     with caplog.at_level(logging.INFO, logger="fastproxy"):
-        backends = await NamedBackends(["a"], hold=True).start()
-        cfg = limited_config(backends, timeouts_be=timeouts, maxconn=1)
-        cfg.frontends["fe"].log = cfg.frontends["fe"].tcplog = True
-        async with running(cfg, pump_class) as engine:
-            clients = await clients_in_order(engine, 2)
-            started = time.monotonic()
-            assert await asyncio.wait_for(clients[1][1], 5) is None  # closed, never served
-            assert 0.25 <= time.monotonic() - started < 2.0
-            assert served(clients)[0] == "a"  # the served one goes on
-            stats = engine.stats()
-            assert stats["backends"]["be"]["queue_expired"] == 1
-            assert stats["frontends"]["fe"]["connect_errors"] == 1
-            assert engine.current == 1
-            close_all(clients)
-        backends.close()
+        async with NamedBackends(["a"], hold=True) as backends:
+            cfg = limited_config(backends, timeouts_be=timeouts, maxconn=1)
+            cfg.frontends["fe"].log = cfg.frontends["fe"].tcplog = True
+            async with running(cfg, pump_class) as engine:
+                clients = await clients_in_order(engine, 2)
+                started = time.monotonic()
+                assert await asyncio.wait_for(clients[1][1], 5) is None  # closed, never served
+                assert 0.25 <= time.monotonic() - started < 2.0
+                assert served(clients)[0] == "a"  # the served one goes on
+                stats = engine.stats()
+                assert stats["backends"]["be"]["queue_expired"] == 1
+                assert stats["frontends"]["fe"]["connect_errors"] == 1
+                assert engine.current == 1
+                close_all(clients)
     assert [r for r in caplog.records if " sQ " in r.getMessage()]  # HAProxy's termination state
 
 
 async def test_minconn_grows_to_maxconn_as_the_backend_fills_up_to_fullconn(pump_class):
-    backends = await NamedBackends(["a"], hold=True).start()
-    cfg = limited_config(backends, backend={"fullconn": 12}, minconn=2, maxconn=6)
-    async with running(cfg, pump_class) as engine:
-        clients = await clients_in_order(engine, 6)
-        # 6 connections on the backend: max(minconn, maxconn * 6 / fullconn) = 3 served.
-        await wait_until(lambda: backends.open["a"] == 3)
-        await settle()
-        assert backends.open["a"] == 3 and engine.stats()["backends"]["be"]["queue_cur"] == 3
-        await clients_in_order(engine, 6, clients)
-        # 12 = fullconn: the full maxconn of 6.
-        await wait_until(lambda: backends.open["a"] == 6)
-        await settle()
-        assert backends.open["a"] == 6 and engine.stats()["backends"]["be"]["queue_cur"] == 6
-        close_all(clients)
-        await wait_until(lambda: backends.open["a"] == 0)
-    backends.close()
+    async with NamedBackends(["a"], hold=True) as backends:
+        cfg = limited_config(backends, backend={"fullconn": 12}, minconn=2, maxconn=6)
+        async with running(cfg, pump_class) as engine:
+            clients = await clients_in_order(engine, 6)
+            # 6 connections on the backend: max(minconn, maxconn * 6 / fullconn) = 3 served.
+            await wait_until(lambda: backends.open["a"] == 3)
+            await settle()
+            assert backends.open["a"] == 3 and engine.stats()["backends"]["be"]["queue_cur"] == 3
+            await clients_in_order(engine, 6, clients)
+            # 12 = fullconn: the full maxconn of 6.
+            await wait_until(lambda: backends.open["a"] == 6)
+            await settle()
+            assert backends.open["a"] == 6 and engine.stats()["backends"]["be"]["queue_cur"] == 6
+            close_all(clients)
+            await wait_until(lambda: backends.open["a"] == 0)
 
 
 async def test_fullconn_defaults_to_a_tenth_of_the_frontends_maxconn():
@@ -200,17 +196,16 @@ async def test_fullconn_defaults_to_a_tenth_of_the_frontends_maxconn():
 
 
 async def test_first_fills_each_server_to_its_maxconn_then_queues(pump_class):
-    backends = await NamedBackends(["a", "b"], hold=True).start()
-    async with running(limited_config(backends, "first", maxconn=2), pump_class) as engine:
-        clients = await clients_in_order(engine, 5)
-        await served_by(clients[:4])
-        await settle()
-        assert served(clients) == ["a", "a", "b", "b", "waiting"]
-        clients[3][0].close()  # the server whose connection ended takes the waiting one
-        assert await asyncio.wait_for(clients[4][1], 5) == "b"
-        close_all(clients)
-        await wait_until(lambda: sum(backends.open.values()) == 0)
-    backends.close()
+    async with NamedBackends(["a", "b"], hold=True) as backends:
+        async with running(limited_config(backends, "first", maxconn=2), pump_class) as engine:
+            clients = await clients_in_order(engine, 5)
+            await served_by(clients[:4])
+            await settle()
+            assert served(clients) == ["a", "a", "b", "b", "waiting"]
+            clients[3][0].close()  # the server whose connection ended takes the waiting one
+            assert await asyncio.wait_for(clients[4][1], 5) == "b"
+            close_all(clients)
+            await wait_until(lambda: sum(backends.open.values()) == 0)
 
 
 # --- rates --------------------------------------------------------------------------------------------
@@ -231,29 +226,27 @@ async def served_times(address: tuple, count: int, deadline: float) -> list[floa
 
 
 async def test_rate_limit_sessions_spreads_accepts_and_refuses_none(pump_class):
-    backends = await NamedBackends(["a"], hold=True).start()
-    cfg = limited_config(backends)
-    cfg.frontends["fe"].rate_limit_sessions = 20
-    async with running(cfg, pump_class) as engine:
-        times = await served_times(engine.listening_addresses()[0], 45, deadline=8.0)
-    # A sliding second: a burst of 20 at once, then 20 per second.
-    assert sum(1 for t in times if t < 1.5) <= 20 * 1.5 + 5
-    assert sum(1 for t in times if t < 0.9) <= 20 + 2
-    assert len(times) == 45 and times[-1] < 4.0
-    backends.close()
+    async with NamedBackends(["a"], hold=True) as backends:
+        cfg = limited_config(backends)
+        cfg.frontends["fe"].rate_limit_sessions = 20
+        async with running(cfg, pump_class) as engine:
+            times = await served_times(engine.listening_addresses()[0], 45, deadline=8.0)
+        # A sliding second: a burst of 20 at once, then 20 per second.
+        assert sum(1 for t in times if t < 1.5) <= 20 * 1.5 + 5
+        assert sum(1 for t in times if t < 0.9) <= 20 + 2
+        assert len(times) == 45 and times[-1] < 4.0
 
 
 async def test_maxconnrate_limits_every_frontend_together(pump_class):
-    backends = await NamedBackends(["a"], hold=True).start()
-    cfg = limited_config(backends, global_={"maxconnrate": 20})
-    cfg.frontends["fe2"] = model.Frontend("fe2", binds=[model.Bind("127.0.0.1", 0)], default_backend="be")
-    async with running(cfg, pump_class) as engine:
-        first, second = engine.listening_addresses("fe")[0], engine.listening_addresses("fe2")[0]
-        times = await asyncio.gather(served_times(first, 15, 8.0), served_times(second, 15, 8.0))
-    merged = sorted(times[0] + times[1])
-    assert sum(1 for t in merged if t < 0.9) <= 20 + 2
-    assert len(merged) == 30 and merged[-1] < 3.0
-    backends.close()
+    async with NamedBackends(["a"], hold=True) as backends:
+        cfg = limited_config(backends, global_={"maxconnrate": 20})
+        cfg.frontends["fe2"] = model.Frontend("fe2", binds=[model.Bind("127.0.0.1", 0)], default_backend="be")
+        async with running(cfg, pump_class) as engine:
+            first, second = engine.listening_addresses("fe")[0], engine.listening_addresses("fe2")[0]
+            times = await asyncio.gather(served_times(first, 15, 8.0), served_times(second, 15, 8.0))
+        merged = sorted(times[0] + times[1])
+        assert sum(1 for t in merged if t < 0.9) <= 20 + 2
+        assert len(merged) == 30 and merged[-1] < 3.0
 
 
 # --- running out of descriptors ----------------------------------------------------------------------
@@ -356,115 +349,110 @@ async def names_of(engine: Engine, count: int) -> set[str]:
 
 async def test_a_backup_takes_over_when_every_active_is_down_and_gives_back_when_one_returns(pump_class):
     names = ["a1", "a2", "b1", "b2"]
-    backends = await NamedBackends(names, hold=True).start()
-    cfg = backup_config(backends.ports, names, {"b1", "b2"})
-    async with running(cfg, pump_class) as engine:
-        assert await names_of(engine, 8) == {"a1", "a2"}
-        held, _ = await waiting_client(engine.listening_addresses()[0])
-        await wait_until(lambda: backends.open["a1"] + backends.open["a2"] == 1)
-        engine.set_server_state("be", "a1", ServerState.DOWN)
-        engine.set_server_state("be", "a2", "maint")
-        assert await names_of(engine, 8) == {"b1"}  # the first backup only
-        assert backends.open["a1"] + backends.open["a2"] == 1  # established ones go on
-        engine.set_server_state("be", "a2", ServerState.UP)
-        assert await names_of(engine, 8) == {"a2"}
-        held.close()
-    backends.close()
+    async with NamedBackends(names, hold=True) as backends:
+        cfg = backup_config(backends.ports, names, {"b1", "b2"})
+        async with running(cfg, pump_class) as engine:
+            assert await names_of(engine, 8) == {"a1", "a2"}
+            held, _ = await waiting_client(engine.listening_addresses()[0])
+            await wait_until(lambda: backends.open["a1"] + backends.open["a2"] == 1)
+            engine.set_server_state("be", "a1", ServerState.DOWN)
+            engine.set_server_state("be", "a2", "maint")
+            assert await names_of(engine, 8) == {"b1"}  # the first backup only
+            assert backends.open["a1"] + backends.open["a2"] == 1  # established ones go on
+            engine.set_server_state("be", "a2", ServerState.UP)
+            assert await names_of(engine, 8) == {"a2"}
+            held.close()
 
 
 async def test_allbackups_uses_every_backup_and_disabled_servers_get_nothing(pump_class):
     names = ["a1", "off", "b1", "b2"]
-    backends = await NamedBackends(names, hold=True).start()
-    cfg = backup_config(backends.ports, names, {"b1", "b2"}, allbackups=True)
-    cfg.backends["be"].servers[1].disabled = True
-    async with running(cfg, pump_class) as engine:
-        assert engine.stats()["servers"]["be/off"]["state"] == "MAINT"
-        assert await names_of(engine, 8) == {"a1"}
-        engine.set_server_state("be", "a1", ServerState.DOWN)
-        assert await names_of(engine, 8) == {"b1", "b2"}
-    assert backends.accepted["off"] == 0
-    backends.close()
+    async with NamedBackends(names, hold=True) as backends:
+        cfg = backup_config(backends.ports, names, {"b1", "b2"}, allbackups=True)
+        cfg.backends["be"].servers[1].disabled = True
+        async with running(cfg, pump_class) as engine:
+            assert engine.stats()["servers"]["be/off"]["state"] == "MAINT"
+            assert await names_of(engine, 8) == {"a1"}
+            engine.set_server_state("be", "a1", ServerState.DOWN)
+            assert await names_of(engine, 8) == {"b1", "b2"}
+        assert backends.accepted["off"] == 0
 
 
 @pytest.mark.parametrize("state", [ServerState.DRAIN, ServerState.MAINT])
 async def test_drain_and_maintenance_take_no_new_connections_and_keep_established_ones(pump_class, state):
-    backends = await NamedBackends(["a", "b"], hold=True).start()
-    async with running(limited_config(backends), pump_class) as engine:
-        address = engine.listening_addresses()[0]
-        held = [await waiting_client(address) for _ in range(2)]
-        assert {await task for _, task in held} == {"a", "b"}
-        engine.set_server_state("be", "a", state)
-        assert await names_of(engine, 6) == {"b"}
-        assert backends.open["a"] == 1  # the established connection goes on
-        engine.set_server_state("be", "a", ServerState.UP)
-        assert await names_of(engine, 6) == {"a", "b"}
-        close_all(held)
-    backends.close()
+    async with NamedBackends(["a", "b"], hold=True) as backends:
+        async with running(limited_config(backends), pump_class) as engine:
+            address = engine.listening_addresses()[0]
+            held = [await waiting_client(address) for _ in range(2)]
+            assert {await task for _, task in held} == {"a", "b"}
+            engine.set_server_state("be", "a", state)
+            assert await names_of(engine, 6) == {"b"}
+            assert backends.open["a"] == 1  # the established connection goes on
+            engine.set_server_state("be", "a", ServerState.UP)
+            assert await names_of(engine, 6) == {"a", "b"}
+            close_all(held)
 
 
 async def test_a_server_out_of_picks_gets_no_queued_client_until_it_is_back(pump_class):
-    backends = await NamedBackends(["a", "b"], hold=True).start()
-    async with running(limited_config(backends, maxconn=1), pump_class) as engine:
-        clients = await clients_in_order(engine, 3)
-        holder_of_a = (await served_by(clients[:2])).index("a")
-        engine.set_server_state("be", "a", ServerState.DRAIN)
-        clients[holder_of_a][0].close()
-        await wait_until(lambda: backends.open["a"] == 0)
-        await settle()
-        assert served(clients)[2] == "waiting"  # a has a free slot, but drains
-        engine.set_server_state("be", "a", ServerState.UP)  # back: it takes from the queue
-        assert await asyncio.wait_for(clients[2][1], 5) == "a"
-        close_all(clients)
-    backends.close()
+    async with NamedBackends(["a", "b"], hold=True) as backends:
+        async with running(limited_config(backends, maxconn=1), pump_class) as engine:
+            clients = await clients_in_order(engine, 3)
+            holder_of_a = (await served_by(clients[:2])).index("a")
+            engine.set_server_state("be", "a", ServerState.DRAIN)
+            clients[holder_of_a][0].close()
+            await wait_until(lambda: backends.open["a"] == 0)
+            await settle()
+            assert served(clients)[2] == "waiting"  # a has a free slot, but drains
+            engine.set_server_state("be", "a", ServerState.UP)  # back: it takes from the queue
+            assert await asyncio.wait_for(clients[2][1], 5) == "a"
+            close_all(clients)
 
 
 async def test_a_backup_coming_into_use_serves_the_backend_queue(pump_class):
     names = ["a", "b"]
-    backends = await NamedBackends(names, hold=True).start()
-    cfg = backup_config(backends.ports, names, {"b"})
-    cfg.backends["be"].servers[0].maxconn = 1
-    async with running(cfg, pump_class) as engine:
-        clients = await clients_in_order(engine, 2)
-        assert await served_by(clients[:1]) == ["a"]
-        await settle()
-        assert served(clients) == ["a", "waiting"]
-        engine.set_server_state("be", "a", ServerState.MAINT)
-        assert await asyncio.wait_for(clients[1][1], 5) == "b"
-        close_all(clients)
-    backends.close()
+    async with NamedBackends(names, hold=True) as backends:
+        cfg = backup_config(backends.ports, names, {"b"})
+        cfg.backends["be"].servers[0].maxconn = 1
+        async with running(cfg, pump_class) as engine:
+            clients = await clients_in_order(engine, 2)
+            assert await served_by(clients[:1]) == ["a"]
+            await settle()
+            assert served(clients) == ["a", "waiting"]
+            engine.set_server_state("be", "a", ServerState.MAINT)
+            assert await asyncio.wait_for(clients[1][1], 5) == "b"
+            close_all(clients)
 
 
 @pytest.mark.parametrize("redispatch", [True, False])
 async def test_clients_queued_for_a_server_taken_out_are_rebalanced_with_redispatch_only(pump_class,
                                                                                          redispatch):
-    backends = await NamedBackends(["x", "y"], hold=True).start()
-    cfg = limited_config(backends, "source", backend={"redispatch": redispatch}, maxconn=1)
-    async with running(cfg, pump_class) as engine:
-        clients = await clients_in_order(engine, 2)
-        mine = await asyncio.wait_for(clients[0][1], 5)
-        other = "y" if mine == "x" else "x"
-        engine.set_server_state("be", mine, ServerState.MAINT)
-        await settle()
-        if redispatch:
-            assert await asyncio.wait_for(clients[1][1], 5) == other
-        else:  # it waits for its server
-            assert served(clients)[1] == "waiting"
-            assert engine.stats()["servers"][f"be/{mine}"]["queue_cur"] == 1
-            engine.set_server_state("be", mine, ServerState.UP)
-            clients[0][0].close()
-            assert await asyncio.wait_for(clients[1][1], 5) == mine
-        close_all(clients)
-    backends.close()
+    async with NamedBackends(["x", "y"], hold=True) as backends:
+        cfg = limited_config(backends, "source", backend={"redispatch": redispatch}, maxconn=1)
+        async with running(cfg, pump_class) as engine:
+            clients = await clients_in_order(engine, 2)
+            mine = await asyncio.wait_for(clients[0][1], 5)
+            other = "y" if mine == "x" else "x"
+            engine.set_server_state("be", mine, ServerState.MAINT)
+            await settle()
+            if redispatch:
+                assert await asyncio.wait_for(clients[1][1], 5) == other
+            else:  # it waits for its server
+                assert served(clients)[1] == "waiting"
+                assert engine.stats()["servers"][f"be/{mine}"]["queue_cur"] == 1
+                engine.set_server_state("be", mine, ServerState.UP)
+                clients[0][0].close()
+                assert await asyncio.wait_for(clients[1][1], 5) == mine
+            close_all(clients)
 
 
 async def test_stop_closes_the_clients_still_queued(pump_class):
-    backends = await NamedBackends(["a"], hold=True).start()
-    engine = Engine(limited_config(backends, maxconn=1), pump_class=pump_class)
-    await engine.start()
-    clients = await clients_in_order(engine, 3)
-    await engine.stop(grace=0.2)
-    assert served(clients)[0] == "a"
-    assert [await asyncio.wait_for(task, 5) for _, task in clients[1:]] == [None, None]
-    assert engine.backends["be"].queues.waiting == 0
-    close_all(clients)
-    backends.close()
+    async with NamedBackends(["a"], hold=True) as backends:
+        engine = Engine(limited_config(backends, maxconn=1), pump_class=pump_class)
+        await engine.start()
+        try:
+            clients = await clients_in_order(engine, 3)
+        finally:
+            await engine.stop(grace=0.2)
+        assert served(clients)[0] == "a"
+        assert [await asyncio.wait_for(task, 5) for _, task in clients[1:]] == [None, None]
+        assert engine.backends["be"].queues.waiting == 0
+        close_all(clients)

@@ -6,6 +6,7 @@ Every test runs against both data planes (the ``pump_class`` fixture).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import hashlib
 import random
@@ -19,7 +20,7 @@ from fastproxy.pump import Counter, EndReason, PyPump
 from fastproxy.server import Connection
 
 from .support import (config, connect, echo, echo_process, open_fds, recv_all, recv_exactly, reset, running,
-                      start_backend, start_raw_backend, wait_until)
+                      serving, serving_raw, wait_until)
 
 # --- integrity ----------------------------------------------------------------------------------------
 
@@ -78,16 +79,15 @@ async def test_integrity_of_256_mib_each_way_over_50_connections(pump_class):
         await wait_until(lambda: seed in received_by_backend)
         assert received_by_backend[seed] == (hashlib.sha256(up).hexdigest(), per_connection)
 
-    backend, port = await start_raw_backend(source_and_sink)
-    async with running(config([port], global_={"pipesize": 1 << 20}), pump_class) as engine:
-        address = engine.listening_addresses()[0]
-        await asyncio.gather(*(client(address, seed) for seed in range(1, CONNECTIONS + 1)))
-        await wait_until(lambda: engine.pump.active == 0)
-        stats = engine.stats()["frontends"]["fe"]
-        assert stats["bytes_in"] == CONNECTIONS * (per_connection + 8)
-        assert stats["bytes_out"] == CONNECTIONS * per_connection
-        assert engine.ended_by[EndReason.CLOSED] == CONNECTIONS
-    backend.close()
+    async with serving_raw(source_and_sink) as port:
+        async with running(config([port], global_={"pipesize": 1 << 20}), pump_class) as engine:
+            address = engine.listening_addresses()[0]
+            await asyncio.gather(*(client(address, seed) for seed in range(1, CONNECTIONS + 1)))
+            await wait_until(lambda: engine.pump.active == 0)
+            stats = engine.stats()["frontends"]["fe"]
+            assert stats["bytes_in"] == CONNECTIONS * (per_connection + 8)
+            assert stats["bytes_out"] == CONNECTIONS * per_connection
+            assert engine.ended_by[EndReason.CLOSED] == CONNECTIONS
 
 
 # --- half-close and reset -------------------------------------------------------------------------------
@@ -102,15 +102,13 @@ async def test_client_half_close_keeps_the_response_flowing(pump_class):
         await writer.drain()
         writer.close()
 
-    backend, port = await start_backend(respond_after_eof)
-    async with running(config([port]), pump_class) as engine:
+    async with serving(respond_after_eof) as port, running(config([port]), pump_class) as engine:
         sock = await connect(engine.listening_addresses()[0])
         await asyncio.get_running_loop().sock_sendall(sock, b"ping")
         sock.shutdown(socket.SHUT_WR)
         assert await recv_all(sock) == b"ping" + answer
         sock.close()
         await wait_until(lambda: engine.ended_by[EndReason.CLOSED] == 1)
-    backend.close()
 
 
 async def test_server_half_close_keeps_the_request_flowing(pump_class):
@@ -124,8 +122,7 @@ async def test_server_half_close_keeps_the_request_flowing(pump_class):
         await received.put(await reader.read())
         writer.close()
 
-    backend, port = await start_backend(greet_then_listen)
-    async with running(config([port]), pump_class) as engine:
+    async with serving(greet_then_listen) as port, running(config([port]), pump_class) as engine:
         sock = await connect(engine.listening_addresses()[0])
         assert await recv_all(sock) == b"hello"  # EOF seen while our direction is open
         payload = b"x" * 1_000_000
@@ -134,7 +131,6 @@ async def test_server_half_close_keeps_the_request_flowing(pump_class):
         assert await asyncio.wait_for(received.get(), 10) == payload
         sock.close()
         await wait_until(lambda: engine.ended_by[EndReason.CLOSED] == 1)
-    backend.close()
 
 
 async def test_client_reset_reaches_the_backend_as_a_reset(pump_class):
@@ -149,8 +145,7 @@ async def test_client_reset_reaches_the_backend_as_a_reset(pump_class):
             await outcome.put(("reset", b""))
         writer.close()
 
-    backend, port = await start_backend(wait_for_data)
-    async with running(config([port]), pump_class) as engine:
+    async with serving(wait_for_data) as port, running(config([port]), pump_class) as engine:
         sock = await connect(engine.listening_addresses()[0])
         await asyncio.get_running_loop().sock_sendall(sock, b"x")
         await wait_until(lambda: engine.stats()["frontends"]["fe"]["bytes_in"] == 1)
@@ -158,7 +153,6 @@ async def test_client_reset_reaches_the_backend_as_a_reset(pump_class):
         assert (await asyncio.wait_for(outcome.get(), 10))[0] == "reset"
         await wait_until(lambda: engine.ended_by[EndReason.CLIENT_RESET] == 1)
         assert engine.stats()["frontends"]["fe"]["resets"] == 1
-    backend.close()
 
 
 async def test_server_reset_reaches_the_client_as_a_reset(pump_class):
@@ -168,8 +162,7 @@ async def test_server_reset_reaches_the_client_as_a_reset(pump_class):
                                                    struct.pack("ii", 1, 0))
         writer.transport.abort()
 
-    backend, port = await start_backend(reset_after_first_bytes)
-    async with running(config([port]), pump_class) as engine:
+    async with serving(reset_after_first_bytes) as port, running(config([port]), pump_class) as engine:
         sock = await connect(engine.listening_addresses()[0])
         await asyncio.get_running_loop().sock_sendall(sock, b"x")
         with pytest.raises(ConnectionResetError):
@@ -177,7 +170,6 @@ async def test_server_reset_reaches_the_client_as_a_reset(pump_class):
         sock.close()
         await wait_until(lambda: engine.ended_by[EndReason.SERVER_RESET] == 1)
         assert engine.stats()["servers"]["be/s1"]["resets"] == 1
-    backend.close()
 
 
 # --- connect failures -------------------------------------------------------------------------------------
@@ -204,41 +196,35 @@ async def test_connect_refused_closes_the_client_and_counts_the_error(pump_class
 
 async def test_connect_timeout_closes_the_client_and_counts_the_error(pump_class):
     # A listener whose accept queue is full drops SYNs: a connect to it never completes.
-    black_hole = socket.socket()
-    black_hole.bind(("127.0.0.1", 0))
-    black_hole.listen(0)
-    fillers = []
-    for _ in range(3):
-        filler = socket.socket()
-        filler.setblocking(False)
-        filler.connect_ex(black_hole.getsockname())
-        fillers.append(filler)
-    await asyncio.sleep(0.2)
-    cfg = config([black_hole.getsockname()[1]], backend={"retries": 0}, timeouts_be={"connect": 0.3})
-    async with running(cfg, pump_class) as engine:
-        sock = await connect(engine.listening_addresses()[0])
-        started = time.monotonic()
-        assert await recv_all(sock) == b""
-        elapsed = time.monotonic() - started
-        sock.close()
-        assert 0.25 <= elapsed < 3.0
-        assert engine.stats()["servers"]["be/s1"]["connect_errors"] == 1
-    for filler in fillers:
-        filler.close()
-    black_hole.close()
+    with socket.socket() as black_hole, contextlib.ExitStack() as fillers:
+        black_hole.bind(("127.0.0.1", 0))
+        black_hole.listen(0)
+        for _ in range(3):
+            filler = fillers.enter_context(socket.socket())
+            filler.setblocking(False)
+            filler.connect_ex(black_hole.getsockname())
+        await asyncio.sleep(0.2)
+        cfg = config([black_hole.getsockname()[1]], backend={"retries": 0}, timeouts_be={"connect": 0.3})
+        async with running(cfg, pump_class) as engine:
+            sock = await connect(engine.listening_addresses()[0])
+            started = time.monotonic()
+            assert await recv_all(sock) == b""
+            elapsed = time.monotonic() - started
+            sock.close()
+            assert 0.25 <= elapsed < 3.0
+            assert engine.stats()["servers"]["be/s1"]["connect_errors"] == 1
 
 
 async def test_retries_with_redispatch_reach_a_live_server(pump_class):
-    backend, port = await start_backend(echo)
-    cfg = config([unused_port(), port], backend={"retries": 1, "redispatch": True})
-    async with running(cfg, pump_class) as engine:
-        for _ in range(4):
-            sock = await connect(engine.listening_addresses()[0])
-            await asyncio.get_running_loop().sock_sendall(sock, b"hi")
-            sock.shutdown(socket.SHUT_WR)
-            assert await recv_all(sock) == b"hi"
-            sock.close()
-    backend.close()
+    async with serving(echo) as port:
+        cfg = config([unused_port(), port], backend={"retries": 1, "redispatch": True})
+        async with running(cfg, pump_class) as engine:
+            for _ in range(4):
+                sock = await connect(engine.listening_addresses()[0])
+                await asyncio.get_running_loop().sock_sendall(sock, b"hi")
+                sock.shutdown(socket.SHUT_WR)
+                assert await recv_all(sock) == b"hi"
+                sock.close()
 
 
 # --- timeouts -----------------------------------------------------------------------------------------------
@@ -269,30 +255,28 @@ async def time_until_closed(engine, prepare=None) -> float:
     ("server", {"client": 30}, {"server": 0.3}, EndReason.SERVER_TIMEOUT),
 ])
 async def test_idle_timeout_closes_the_pair(pump_class, side, timeouts_fe, timeouts_be, reason):
-    backend, port = await start_backend(idle_backend)
-    cfg = config([port], timeouts_fe=timeouts_fe, timeouts_be=timeouts_be)
-    async with running(cfg, pump_class) as engine:
-        elapsed = await time_until_closed(engine)
-        assert 0.25 <= elapsed < 2.0, elapsed
-        await wait_until(lambda: engine.ended_by[reason] == 1)
-        assert engine.stats()["frontends"]["fe"]["timeouts"] == 1
-    backend.close()
+    async with serving(idle_backend) as port:
+        cfg = config([port], timeouts_fe=timeouts_fe, timeouts_be=timeouts_be)
+        async with running(cfg, pump_class) as engine:
+            elapsed = await time_until_closed(engine)
+            assert 0.25 <= elapsed < 2.0, elapsed
+            await wait_until(lambda: engine.ended_by[reason] == 1)
+            assert engine.stats()["frontends"]["fe"]["timeouts"] == 1
 
 
 async def test_tunnel_timeout_supersedes_client_and_server_timeouts(pump_class):
-    backend, port = await start_backend(echo)
-    cfg = config([port], timeouts_fe={"client": 0.2}, timeouts_be={"server": 0.2, "tunnel": 1.0})
-    async with running(cfg, pump_class) as engine:
-        sock = await connect(engine.listening_addresses()[0])
-        loop = asyncio.get_running_loop()
-        await asyncio.sleep(0.6)  # idle longer than client and server timeouts
-        await loop.sock_sendall(sock, b"still here")
-        assert await recv_exactly(sock, 10) == b"still here"
-        started = time.monotonic()
-        assert await recv_all(sock) == b""  # the tunnel timeout ends it
-        assert 0.9 <= time.monotonic() - started < 3.0
-        sock.close()
-    backend.close()
+    async with serving(echo) as port:
+        cfg = config([port], timeouts_fe={"client": 0.2}, timeouts_be={"server": 0.2, "tunnel": 1.0})
+        async with running(cfg, pump_class) as engine:
+            sock = await connect(engine.listening_addresses()[0])
+            loop = asyncio.get_running_loop()
+            await asyncio.sleep(0.6)  # idle longer than client and server timeouts
+            await loop.sock_sendall(sock, b"still here")
+            assert await recv_exactly(sock, 10) == b"still here"
+            started = time.monotonic()
+            assert await recv_all(sock) == b""  # the tunnel timeout ends it
+            assert 0.9 <= time.monotonic() - started < 3.0
+            sock.close()
 
 
 async def hold_open(reader, writer):
@@ -312,21 +296,20 @@ async def half_close_then_hold(reader, writer):
 ])
 async def test_fin_timeout_applies_once_a_side_half_closed(pump_class, who_half_closes, timeouts_fe,
                                                            timeouts_be, reason):
-    backend, port = await start_backend(hold_open if who_half_closes == "client" else half_close_then_hold)
-    cfg = config([port], timeouts_fe=timeouts_fe, timeouts_be=timeouts_be)
-    async with running(cfg, pump_class) as engine:
-        sock = await connect(engine.listening_addresses()[0])
-        loop = asyncio.get_running_loop()
-        if who_half_closes == "client":
-            sock.shutdown(socket.SHUT_WR)
-        else:
-            assert await loop.sock_recv(sock, 10) == b""  # the backend's FIN, passed on
-        started = time.monotonic()
-        await wait_until(lambda: engine.ended_by[reason] == 1, timeout=5)
-        assert 0.2 <= time.monotonic() - started < 2.0
-        assert await recv_all(sock) == b""  # and the client's socket was closed
-        sock.close()
-    backend.close()
+    async with serving(hold_open if who_half_closes == "client" else half_close_then_hold) as port:
+        cfg = config([port], timeouts_fe=timeouts_fe, timeouts_be=timeouts_be)
+        async with running(cfg, pump_class) as engine:
+            sock = await connect(engine.listening_addresses()[0])
+            loop = asyncio.get_running_loop()
+            if who_half_closes == "client":
+                sock.shutdown(socket.SHUT_WR)
+            else:
+                assert await loop.sock_recv(sock, 10) == b""  # the backend's FIN, passed on
+            started = time.monotonic()
+            await wait_until(lambda: engine.ended_by[reason] == 1, timeout=5)
+            assert 0.2 <= time.monotonic() - started < 2.0
+            assert await recv_all(sock) == b""  # and the client's socket was closed
+            sock.close()
 
 
 # --- scale and resources ----------------------------------------------------------------------------------
@@ -355,57 +338,55 @@ async def test_5000_concurrent_connections(pump_class):
 
 
 async def test_no_descriptor_is_left_open_once_every_connection_ended(pump_class):
-    backend, port = await start_backend(echo)
-    cfg = config([port, unused_port()], backend={"retries": 0}, timeouts_fe={"client": 0.2})
-    engine_cm = running(cfg, pump_class)
-    engine = await engine_cm.__aenter__()
-    try:
-        address = engine.listening_addresses()[0]
-        loop = asyncio.get_running_loop()
-        gc.collect()  # sockets of earlier tests waiting for the collector are not ours to count
-        await asyncio.sleep(0.1)
-        baseline = open_fds()
-        for i in range(40):
-            sock = await connect(address)
-            kind = i % 4
-            if kind == 0:  # a normal exchange (or a refused server: every other pick)
-                await loop.sock_sendall(sock, b"abc")
-                sock.shutdown(socket.SHUT_WR)
-                await recv_all(sock)
-                sock.close()
-            elif kind == 1:  # the client resets
-                await loop.sock_sendall(sock, b"abc")
-                reset(sock)
-            elif kind == 2:  # left idle until the client timeout
-                await recv_all(sock)
-                sock.close()
-            else:  # the client closes at once
-                sock.close()
-        await wait_until(lambda: engine.current == 0 and engine.pump.active == 0, timeout=10)
-        await asyncio.sleep(0.2)  # the backend closes its side
-        assert open_fds() == baseline
-    finally:
-        await engine_cm.__aexit__(None, None, None)
-    backend.close()
+    async with serving(echo) as port:
+        cfg = config([port, unused_port()], backend={"retries": 0}, timeouts_fe={"client": 0.2})
+        engine_cm = running(cfg, pump_class)
+        engine = await engine_cm.__aenter__()
+        try:
+            address = engine.listening_addresses()[0]
+            loop = asyncio.get_running_loop()
+            gc.collect()  # sockets of earlier tests waiting for the collector are not ours to count
+            await asyncio.sleep(0.1)
+            baseline = open_fds()
+            for i in range(40):
+                sock = await connect(address)
+                kind = i % 4
+                if kind == 0:  # a normal exchange (or a refused server: every other pick)
+                    await loop.sock_sendall(sock, b"abc")
+                    sock.shutdown(socket.SHUT_WR)
+                    await recv_all(sock)
+                    sock.close()
+                elif kind == 1:  # the client resets
+                    await loop.sock_sendall(sock, b"abc")
+                    reset(sock)
+                elif kind == 2:  # left idle until the client timeout
+                    await recv_all(sock)
+                    sock.close()
+                else:  # the client closes at once
+                    sock.close()
+            await wait_until(lambda: engine.current == 0 and engine.pump.active == 0, timeout=10)
+            await asyncio.sleep(0.2)  # the backend closes its side
+            assert open_fds() == baseline
+        finally:
+            await engine_cm.__aexit__(None, None, None)
 
 
 # --- listeners, hooks and handlers -----------------------------------------------------------------------
 
 async def test_ipv6_listener_and_several_binds(pump_class):
-    backend, port = await start_backend(echo)
-    cfg = config([port], bind_host="::1")
-    from fastproxy.config import model
-    cfg.frontends["fe"].binds.append(model.Bind("127.0.0.1", 0))
-    async with running(cfg, pump_class) as engine:
-        addresses = engine.listening_addresses()
-        assert len(addresses) == 2
-        for address in addresses:
-            sock = await connect(address)
-            await asyncio.get_running_loop().sock_sendall(sock, b"v6?")
-            sock.shutdown(socket.SHUT_WR)
-            assert await recv_all(sock) == b"v6?"
-            sock.close()
-    backend.close()
+    async with serving(echo) as port:
+        cfg = config([port], bind_host="::1")
+        from fastproxy.config import model
+        cfg.frontends["fe"].binds.append(model.Bind("127.0.0.1", 0))
+        async with running(cfg, pump_class) as engine:
+            addresses = engine.listening_addresses()
+            assert len(addresses) == 2
+            for address in addresses:
+                sock = await connect(address)
+                await asyncio.get_running_loop().sock_sendall(sock, b"v6?")
+                sock.shutdown(socket.SHUT_WR)
+                assert await recv_all(sock) == b"v6?"
+                sock.close()
 
 
 def named_backend(name: bytes):
@@ -418,22 +399,19 @@ def named_backend(name: bytes):
 
 
 async def test_director_hook_chooses_the_server(pump_class):
-    one, port1 = await start_backend(named_backend(b"one"))
-    two, port2 = await start_backend(named_backend(b"two"))
-    seen = []
+    async with serving(named_backend(b"one")) as port1, serving(named_backend(b"two")) as port2:
+        seen = []
 
-    def director(conn: Connection, backend):
-        seen.append(conn.peername[0])
-        return backend.model.server("s2")
+        def director(conn: Connection, backend):
+            seen.append(conn.peername[0])
+            return backend.model.server("s2")
 
-    async with running(config([port1, port2]), pump_class, director=director) as engine:
-        for _ in range(3):
-            sock = await connect(engine.listening_addresses()[0])
-            assert await recv_all(sock) == b"two"
-            sock.close()
-    assert seen == ["127.0.0.1"] * 3
-    one.close()
-    two.close()
+        async with running(config([port1, port2]), pump_class, director=director) as engine:
+            for _ in range(3):
+                sock = await connect(engine.listening_addresses()[0])
+                assert await recv_all(sock) == b"two"
+                sock.close()
+        assert seen == ["127.0.0.1"] * 3
 
 
 async def test_error_handler_hook_decides_what_the_client_sees(pump_class):
@@ -466,26 +444,22 @@ async def test_a_user_handler_serves_connections_and_the_server_closes_them(pump
 
 
 async def test_round_robin_spreads_connections_over_servers(pump_class):
-    one, port1 = await start_backend(named_backend(b"one"))
-    two, port2 = await start_backend(named_backend(b"two"))
-    async with running(config([port1, port2]), pump_class) as engine:
-        answers = []
-        for _ in range(6):
-            sock = await connect(engine.listening_addresses()[0])
-            answers.append(await recv_all(sock))
-            sock.close()
-        assert answers.count(b"one") == 3 and answers.count(b"two") == 3
-        await wait_until(lambda: engine.pump.active == 0)
-        stats = engine.stats()["servers"]
-        assert stats["be/s1"]["conn_total"] == 3 and stats["be/s2"]["conn_total"] == 3
-        assert stats["be/s1"][Counter.BYTES_OUT.name.lower()] == 9
-    one.close()
-    two.close()
+    async with serving(named_backend(b"one")) as port1, serving(named_backend(b"two")) as port2:
+        async with running(config([port1, port2]), pump_class) as engine:
+            answers = []
+            for _ in range(6):
+                sock = await connect(engine.listening_addresses()[0])
+                answers.append(await recv_all(sock))
+                sock.close()
+            assert answers.count(b"one") == 3 and answers.count(b"two") == 3
+            await wait_until(lambda: engine.pump.active == 0)
+            stats = engine.stats()["servers"]
+            assert stats["be/s1"]["conn_total"] == 3 and stats["be/s2"]["conn_total"] == 3
+            assert stats["be/s1"][Counter.BYTES_OUT.name.lower()] == 9
 
 
 async def test_per_connection_counters_are_readable_while_the_pair_lives(pump_class):
-    backend, port = await start_backend(echo)
-    async with running(config([port]), pump_class) as engine:
+    async with serving(echo) as port, running(config([port]), pump_class) as engine:
         sock = await connect(engine.listening_addresses()[0])
         loop = asyncio.get_running_loop()
         await loop.sock_sendall(sock, b"z" * 1000)
@@ -493,7 +467,6 @@ async def test_per_connection_counters_are_readable_while_the_pair_lives(pump_cl
         await wait_until(lambda: [c[1:] for c in engine.pump.connections()] == [(1000, 1000, False)])
         sock.close()
         await wait_until(lambda: engine.pump.connections() == [])
-    backend.close()
 
 
 async def test_several_pump_threads_carry_connections_correctly(pump_class):
@@ -507,12 +480,10 @@ async def test_several_pump_threads_carry_connections_correctly(pump_class):
         sock.close()
         assert received == payload
 
-    backend, port = await start_backend(echo)
-    async with running(config([port], global_={"nbthread": 2}), pump_class) as engine:
+    async with serving(echo) as port, running(config([port], global_={"nbthread": 2}), pump_class) as engine:
         assert engine.pump.threads == (2 if pump_class.__name__ == "Pump" else 1)
         address = engine.listening_addresses()[0]
         await asyncio.gather(*(client(address, i) for i in range(20)))
-    backend.close()
 
 
 def _socket_options_of_peer(peer: tuple) -> tuple:
@@ -542,17 +513,16 @@ def _socket_options_of_peer(peer: tuple) -> tuple:
 async def test_both_sides_get_nodelay_and_the_configured_keepalive(pump_class, rules):
     from fastproxy.config.model import KeepAlive, TcpRequestRule
 
-    backend, port = await start_backend(echo)
-    cfg = config([port], frontend={"client_keepalive": KeepAlive(True, 33.0, 7.0, 4)},
-                 backend={"server_keepalive": KeepAlive(True, 44.0, 9.0, 5)})
-    if rules:  # a frontend with rules takes the Python path, a plain one may run on a lane
-        cfg.frontends["fe"].tcp_request_rules.append(TcpRequestRule("connection", "accept"))
-    async with running(cfg, pump_class) as engine:
-        assert bool(engine.lanes) == (pump_class is not PyPump and not rules)
-        sock = await connect(engine.listening_addresses()[0])
-        await asyncio.get_running_loop().sock_sendall(sock, b"hello")
-        assert await recv_exactly(sock, 5) == b"hello"
-        assert _socket_options_of_peer(sock.getsockname()) == (True, True, 33, 7, 4)
-        assert _socket_options_of_peer(("127.0.0.1", port)) == (True, True, 44, 9, 5)
-        sock.close()
-    backend.close()
+    async with serving(echo) as port:
+        cfg = config([port], frontend={"client_keepalive": KeepAlive(True, 33.0, 7.0, 4)},
+                     backend={"server_keepalive": KeepAlive(True, 44.0, 9.0, 5)})
+        if rules:  # a frontend with rules takes the Python path, a plain one may run on a lane
+            cfg.frontends["fe"].tcp_request_rules.append(TcpRequestRule("connection", "accept"))
+        async with running(cfg, pump_class) as engine:
+            assert bool(engine.lanes) == (pump_class is not PyPump and not rules)
+            sock = await connect(engine.listening_addresses()[0])
+            await asyncio.get_running_loop().sock_sendall(sock, b"hello")
+            assert await recv_exactly(sock, 5) == b"hello"
+            assert _socket_options_of_peer(sock.getsockname()) == (True, True, 33, 7, 4)
+            assert _socket_options_of_peer(("127.0.0.1", port)) == (True, True, 44, 9, 5)
+            sock.close()

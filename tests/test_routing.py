@@ -4,6 +4,7 @@ passthrough with real TLS clients and backends.  Configurations are read from HA
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import ssl
 import subprocess
@@ -13,7 +14,7 @@ import pytest
 
 from fastproxy.config import parse_text
 
-from .support import connect, recv_all, running, start_backend, wait_until
+from .support import connect, recv_all, running, serving, wait_until
 
 
 def free_port() -> int:
@@ -67,26 +68,24 @@ backend net
 
 
 async def test_acl_on_source_address_picks_the_backend_and_rejects(pump_class):
-    servers = {}
-    for name in ("one", "two", "net"):
-        servers[name] = await start_backend(named_backend(name.encode()))
-    cfg = parse_text(ACL_CONFIG.format(port=free_port(), **{n: port for n, (_, port) in servers.items()}))
-    async with running(cfg, pump_class) as engine:
-        address = engine.listening_addresses()[0]
-        for source, expected in [("127.0.0.1", b"one"), ("127.0.0.2", b"two"), ("127.0.1.7", b"net"),
-                                 ("127.0.0.3", b"one")]:
-            sock = await connect_from(source, address)
-            assert await recv_all(sock) == expected, source
+    async with contextlib.AsyncExitStack() as backends:
+        ports = {name: await backends.enter_async_context(serving(named_backend(name.encode())))
+                 for name in ("one", "two", "net")}
+        cfg = parse_text(ACL_CONFIG.format(port=free_port(), **ports))
+        async with running(cfg, pump_class) as engine:
+            address = engine.listening_addresses()[0]
+            for source, expected in [("127.0.0.1", b"one"), ("127.0.0.2", b"two"), ("127.0.1.7", b"net"),
+                                     ("127.0.0.3", b"one")]:
+                sock = await connect_from(source, address)
+                assert await recv_all(sock) == expected, source
+                sock.close()
+            sock = await connect_from("127.0.0.4", address)
+            try:
+                assert await recv_all(sock) == b""  # rejected: closed without reaching a backend
+            except ConnectionResetError:
+                pass
             sock.close()
-        sock = await connect_from("127.0.0.4", address)
-        try:
-            assert await recv_all(sock) == b""  # rejected: closed without reaching a backend
-        except ConnectionResetError:
-            pass
-        sock.close()
-        await wait_until(lambda: engine.frontends["fe"].denied == 1)
-    for server, _ in servers.values():
-        server.close()
+            await wait_until(lambda: engine.frontends["fe"].denied == 1)
 
 
 # --- SNI routing ------------------------------------------------------------------------------------
@@ -106,7 +105,9 @@ def certificates(tmp_path_factory):
     return made
 
 
-def tls_backend(name: str, certificates):
+@contextlib.asynccontextmanager
+async def tls_backend(name: str, certificates):
+    """A TLS server for ``name`` for the length of the block: its port."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(*certificates[name])
 
@@ -119,10 +120,11 @@ def tls_backend(name: str, certificates):
             pass
         writer.close()
 
-    async def start():
-        server = await asyncio.start_server(handler, "127.0.0.1", 0, ssl=context)
-        return server, server.sockets[0].getsockname()[1]
-    return start()
+    server = await asyncio.start_server(handler, "127.0.0.1", 0, ssl=context)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
 
 
 SNI_CONFIG = """
@@ -161,37 +163,34 @@ async def tls_exchange(address: tuple, server_name: str, certificates) -> str:
 
 
 async def test_sni_routes_each_name_to_its_backend_and_tls_completes(pump_class, certificates):
-    a, a_port = await tls_backend("a.example", certificates)
-    b, b_port = await tls_backend("b.example", certificates)
-    fallback, fallback_port = await start_backend(named_backend(b"fallback"))
-    cfg = parse_text(SNI_CONFIG.format(port=free_port(), delay="5s", a=a_port, b=b_port,
-                                       fallback=fallback_port))
-    async with running(cfg, pump_class) as engine:
-        address = engine.listening_addresses()[0]
-        assert await tls_exchange(address, "a.example", certificates) == "served by a.example"
-        assert await tls_exchange(address, "b.example", certificates) == "served by b.example"
-        assert await tls_exchange(address, "a.example", certificates) == "served by a.example"
-    for server in (a, b, fallback):
-        server.close()
+    async with (tls_backend("a.example", certificates) as a_port,
+                tls_backend("b.example", certificates) as b_port,
+                serving(named_backend(b"fallback")) as fallback_port):
+        cfg = parse_text(SNI_CONFIG.format(port=free_port(), delay="5s", a=a_port, b=b_port,
+                                           fallback=fallback_port))
+        async with running(cfg, pump_class) as engine:
+            address = engine.listening_addresses()[0]
+            assert await tls_exchange(address, "a.example", certificates) == "served by a.example"
+            assert await tls_exchange(address, "b.example", certificates) == "served by b.example"
+            assert await tls_exchange(address, "a.example", certificates) == "served by a.example"
 
 
 async def test_a_client_without_client_hello_falls_to_the_default_backend_after_the_delay(pump_class):
-    fallback, fallback_port = await start_backend(named_backend(b"fallback"))
-    cfg = parse_text(SNI_CONFIG.format(port=free_port(), delay="300ms", a=1, b=1, fallback=fallback_port))
-    async with running(cfg, pump_class) as engine:
-        sock = await connect(engine.listening_addresses()[0])
-        started = time.monotonic()
-        assert await recv_all(sock) == b"fallback"
-        assert 0.25 <= time.monotonic() - started < 3
-        sock.close()
-        # Plain text that is not TLS is decided at once, without waiting for the delay.
-        sock = await connect(engine.listening_addresses()[0])
-        await asyncio.get_running_loop().sock_sendall(sock, b"GET / HTTP/1.0\r\n\r\n")
-        started = time.monotonic()
-        assert await recv_all(sock) == b"fallback"
-        assert time.monotonic() - started < 0.25
-        sock.close()
-    fallback.close()
+    async with serving(named_backend(b"fallback")) as fallback_port:
+        cfg = parse_text(SNI_CONFIG.format(port=free_port(), delay="300ms", a=1, b=1, fallback=fallback_port))
+        async with running(cfg, pump_class) as engine:
+            sock = await connect(engine.listening_addresses()[0])
+            started = time.monotonic()
+            assert await recv_all(sock) == b"fallback"
+            assert 0.25 <= time.monotonic() - started < 3
+            sock.close()
+            # Plain text that is not TLS is decided at once, without waiting for the delay.
+            sock = await connect(engine.listening_addresses()[0])
+            await asyncio.get_running_loop().sock_sendall(sock, b"GET / HTTP/1.0\r\n\r\n")
+            started = time.monotonic()
+            assert await recv_all(sock) == b"fallback"
+            assert time.monotonic() - started < 0.25
+            sock.close()
 
 
 # --- PROXY protocol ---------------------------------------------------------------------------------
@@ -219,16 +218,15 @@ async def test_send_proxy_gives_the_server_the_client_address_first(pump_class, 
         writer.write_eof()
         writer.close()
 
-    backend, backend_port = await start_backend(tell_what_the_header_says)
-    port = free_port()
-    cfg = parse_text(SEND_PROXY_CONFIG.format(port=port, backend=backend_port, option=option))
-    async with running(cfg, pump_class) as engine:
-        sock = await connect_from("127.0.0.5", engine.listening_addresses()[0])
-        await asyncio.get_running_loop().sock_sendall(sock, b"hello")
-        version = "2" if option.endswith("v2") else "1"
-        assert await recv_all(sock) == f"{version} 127.0.0.5 {port} hello".encode()
-        sock.close()
-    backend.close()
+    async with serving(tell_what_the_header_says) as backend_port:
+        port = free_port()
+        cfg = parse_text(SEND_PROXY_CONFIG.format(port=port, backend=backend_port, option=option))
+        async with running(cfg, pump_class) as engine:
+            sock = await connect_from("127.0.0.5", engine.listening_addresses()[0])
+            await asyncio.get_running_loop().sock_sendall(sock, b"hello")
+            version = "2" if option.endswith("v2") else "1"
+            assert await recv_all(sock) == f"{version} 127.0.0.5 {port} hello".encode()
+            sock.close()
 
 
 ACCEPT_PROXY_CONFIG = """
@@ -254,28 +252,25 @@ async def test_accept_proxy_takes_the_client_address_from_the_header(pump_class)
             writer.close()
         return handler
 
-    special, special_port = await start_backend(echo_as(b"special"))
-    plain, plain_port = await start_backend(echo_as(b"plain"))
-    cfg = parse_text(ACCEPT_PROXY_CONFIG.format(port=free_port(), special=special_port, plain=plain_port))
-    async with running(cfg, pump_class) as engine:
-        address = engine.listening_addresses()[0]
-        loop = asyncio.get_running_loop()
-        cases = [(encode_v1(("127.9.9.9", 1234), ("127.0.0.1", 80)), b"special:data"),
-                 (encode_v2(("127.9.9.9", 1234), ("127.0.0.1", 80)), b"special:data"),
-                 (encode_v2(("127.8.8.8", 1234), ("127.0.0.1", 80)), b"plain:data")]
-        for header, expected in cases:
+    async with serving(echo_as(b"special")) as special_port, serving(echo_as(b"plain")) as plain_port:
+        cfg = parse_text(ACCEPT_PROXY_CONFIG.format(port=free_port(), special=special_port, plain=plain_port))
+        async with running(cfg, pump_class) as engine:
+            address = engine.listening_addresses()[0]
+            loop = asyncio.get_running_loop()
+            cases = [(encode_v1(("127.9.9.9", 1234), ("127.0.0.1", 80)), b"special:data"),
+                     (encode_v2(("127.9.9.9", 1234), ("127.0.0.1", 80)), b"special:data"),
+                     (encode_v2(("127.8.8.8", 1234), ("127.0.0.1", 80)), b"plain:data")]
+            for header, expected in cases:
+                sock = await connect(address)
+                await loop.sock_sendall(sock, header + b"data")
+                assert await recv_all(sock) == expected
+                sock.close()
+            # No header: the connection is closed without reaching a backend.
             sock = await connect(address)
-            await loop.sock_sendall(sock, header + b"data")
-            assert await recv_all(sock) == expected
+            await loop.sock_sendall(sock, b"GET / HTTP/1.0\r\n\r\n")
+            try:  # closed with the client's bytes unread: the kernel may turn the FIN into a reset
+                assert await recv_all(sock) == b""
+            except ConnectionResetError:
+                pass
             sock.close()
-        # No header: the connection is closed without reaching a backend.
-        sock = await connect(address)
-        await loop.sock_sendall(sock, b"GET / HTTP/1.0\r\n\r\n")
-        try:  # closed with the client's bytes unread: the kernel may turn the FIN into a reset
-            assert await recv_all(sock) == b""
-        except ConnectionResetError:
-            pass
-        sock.close()
-        assert engine.stats()["servers"]["plain/s1"]["conn_total"] == 1
-    special.close()
-    plain.close()
+            assert engine.stats()["servers"]["plain/s1"]["conn_total"] == 1
