@@ -7,6 +7,9 @@ The compiled runs carry the ``c_extension`` marker; ``--implementation=python`` 
 half.  A compiled module that fails to import makes its tests fail, not skip, unless
 FASTPROXY_NO_EXTENSIONS asks for Python only.
 
+The sans-IO half of the suite lives in ``tests/unit`` and carries the ``unit`` marker (``pytest tests/unit``
+or ``pytest -m unit``); ``tests/integration`` runs real sockets, processes and the engine.
+
 A test written as ``async def`` runs on a fresh uvloop loop, bounded in time (``ASYNC_TIMEOUT``, or a
 little less than pytest-timeout's ``@pytest.mark.timeout(N)`` where a test needs longer).
 """
@@ -17,6 +20,7 @@ import asyncio
 import dataclasses
 import inspect
 import os
+import pathlib
 import resource
 from typing import Any, Optional
 
@@ -29,6 +33,7 @@ from fastproxy._impl import NO_EXTENSIONS
 
 ASYNC_TIMEOUT = 120.0  # seconds an async test may take, unless it says otherwise with @pytest.mark.timeout
 ASYNC_MARGIN = 5.0  # seconds by which an async test's own bound precedes pytest-timeout's alarm
+UNIT = pathlib.Path(__file__).parent / "unit"  # sans-IO tests: no socket, no engine started
 c_extension = pytest.mark.c_extension
 
 
@@ -77,6 +82,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "c_extension: the test runs the compiled extensions")
+    config.addinivalue_line("markers", "unit: a sans-IO test of tests/unit (no socket, no engine started)")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if UNIT in item.path.parents:
+            item.add_marker(pytest.mark.unit)
+    items.sort(key=lambda item: UNIT not in item.path.parents)  # the fast half first (a stable sort)
 
 
 def _implementations(config: pytest.Config) -> list[str]:

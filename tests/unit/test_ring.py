@@ -26,7 +26,7 @@ from fastproxy import ring
 from fastproxy._impl import NO_EXTENSIONS
 from fastproxy.ring import EmptyRingError
 
-from .support import slots
+from ..support import slots
 
 MASK = (1 << 64) - 1
 

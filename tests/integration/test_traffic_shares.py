@@ -15,7 +15,7 @@ import pytest
 
 from fastproxy.config import model
 
-from .support import NamedBackends, config, open_client, running, source_address, wait_until
+from ..support import NamedBackends, config, open_client, running, source_address, wait_until
 
 CONNECTIONS = 10_000  # per algorithm, as issue 3 asks
 IN_FLIGHT = 64  # client connections open at once while counting shares

@@ -14,7 +14,7 @@ from fastproxy import ring
 from fastproxy.balance import Balancer, PickKey, ServerState
 from fastproxy.config.model import Backend, Balance, Sample, Server
 
-from .support import IMPLEMENTATIONS, slots
+from ..support import IMPLEMENTATIONS, slots
 
 RING_CONFIGS = {  # (algorithm, hash-type) of the algorithms that use a ring
     "random": ("random", "map-based"),

@@ -22,7 +22,7 @@ from fastproxy.config.haproxy import split_words
 from fastproxy.config.model import Location, Sample
 from fastproxy.errors import ConfigError
 
-CONFIGS = Path(__file__).parent / "configs"
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 VALID = sorted((CONFIGS / "valid").glob("*.cfg"))
 BROKEN = sorted((CONFIGS / "broken").glob("*.cfg"))
 HAPROXY = shutil.which("haproxy")

@@ -19,8 +19,8 @@ import pytest
 from fastproxy.pump import Counter, EndReason, PyPump
 from fastproxy.server import Connection
 
-from .support import (config, connect, echo, echo_process, open_fds, recv_all, recv_exactly, reset, running,
-                      serving, serving_raw, wait_until)
+from ..support import (config, connect, echo, echo_process, open_fds, recv_all, recv_exactly, reset, running,
+                       serving, serving_raw, wait_until)
 
 # --- integrity ----------------------------------------------------------------------------------------
 

@@ -23,7 +23,8 @@ from fastproxy.balance import ServerState
 from fastproxy.config import model
 from fastproxy.engine import Engine
 
-from .support import NamedBackends, config, echo_process, free_port, running, stop, wait_listening, wait_until
+from ..support import (NamedBackends, config, echo_process, free_port, running, stop, wait_listening,
+                       wait_until)
 
 
 async def waiting_client(address: tuple) -> tuple[socket.socket, asyncio.Task]:

@@ -14,7 +14,7 @@ import textwrap
 import fastproxy
 from fastproxy import Backend, Bind, Config, Engine, Frontend, Server, Timeouts
 
-from .support import connect, echo, recv_all, serving
+from ..support import connect, echo, recv_all, serving
 
 TEXT = """
 defaults

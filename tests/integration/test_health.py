@@ -21,8 +21,8 @@ from fastproxy.config.model import TcpCheckRule
 from fastproxy.health import CheckResult, ServerHealth, run_check
 from fastproxy.pump import EndReason
 
-from .support import (ECHO_PROCESS, config, connect, echo, recv_all, recv_exactly, running, start_backend,
-                      wait_until)
+from ..support import (ECHO_PROCESS, config, connect, echo, recv_all, recv_exactly, running, start_backend,
+                       wait_until)
 
 SLACK = 1.0  # seconds of scheduling slack on a shared 2-core machine
 LOAD = 10_000  # client connections made during each failure

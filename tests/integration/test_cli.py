@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from .support import DEFAULT_ADDRESS, exchange_line, free_port, start_fastproxy, stop, wait_listening
+from ..support import DEFAULT_ADDRESS, exchange_line, free_port, start_fastproxy, stop, wait_listening
 
 def test_version_names_the_active_implementation(implementation_env):
     out = subprocess.run([sys.executable, "-m", "fastproxy", "version"], env=implementation_env,

@@ -3,7 +3,7 @@ is only recorded.
 
 A field the reader fills and nothing outside ``config/`` reads is a keyword read and then silently
 dropped (``bind ... maxconn`` and ``hash-type ... <function>`` were).  Reads are found by type with mypy
-(``tests/mypy_model_reads.py``), not by name: ``server.maxconn`` is no read of ``Bind.maxconn``.
+(``tests/unit/mypy_model_reads.py``), not by name: ``server.maxconn`` is no read of ``Bind.maxconn``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from fastproxy.config import model
 
 import mypy  # noqa: F401  (the model's readers are found with mypy: in the test extra)
 
-SOURCE = Path(__file__).resolve().parents[1] / "src" / "fastproxy"
+SOURCE = Path(__file__).resolve().parents[2] / "src" / "fastproxy"
 PLUGIN = Path(__file__).resolve().parent / "mypy_model_reads.py"
 
 # Fields nothing outside config/ reads, and why that is right.  Fields of type Location (where a

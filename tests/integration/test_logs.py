@@ -13,7 +13,7 @@ from fastproxy.config import parse_text
 from fastproxy.config.model import Location, LogTarget
 from fastproxy.pump import CPump
 
-from .support import connect, echo, recv_exactly, running, serving, wait_until
+from ..support import connect, echo, recv_exactly, running, serving, wait_until
 
 CONFIG = """\
 global

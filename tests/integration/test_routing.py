@@ -14,7 +14,7 @@ import pytest
 
 from fastproxy.config import parse_text
 
-from .support import connect, recv_all, running, serving, wait_until
+from ..support import connect, recv_all, running, serving, wait_until
 
 
 def free_port() -> int:

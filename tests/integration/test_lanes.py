@@ -15,7 +15,7 @@ from fastproxy.balance import PickKey, ServerState
 from fastproxy.config.model import Balance
 from fastproxy.pump import CPump, EndReason
 
-from .support import (
+from ..support import (
     NamedBackends, config, connect, echo, open_client, recv_all, recv_exactly, running, source_address,
     serving, wait_until,
 )

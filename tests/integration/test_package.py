@@ -12,10 +12,10 @@ import subprocess
 import sys
 import venv
 
-from .support import DEFAULT_ADDRESS, exchange_line, wait_listening
+from ..support import DEFAULT_ADDRESS, exchange_line, wait_listening
 
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def test_built_wheel_installs_and_proxies(tmp_path):

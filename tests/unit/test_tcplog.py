@@ -1,7 +1,7 @@
 """HAProxy's log lines, sans-IO (``tcplog.py``): golden lines from fixed inputs.
 
 The lines are HAProxy 2.6's (doc/configuration.txt 8.2.2 "TCP log format", and the state-change texts
-of src/server.c); the pump's C copy for lanes is held to the same lines in tests/test_logs.py."""
+of src/server.c); the pump's C copy for lanes is held to the same lines in tests/integration/test_logs.py."""
 
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ from fastproxy import _linux
 from fastproxy._impl import NO_EXTENSIONS
 from fastproxy.pump import Counter, CPump, EndReason, LaneSpec, PumpProtocol, PyPump
 
-from .support import recv_all, recv_exactly, reset, wait_until
+from ..support import recv_all, recv_exactly, reset, wait_until
 
 FRONTEND = 0  # counter blocks the tests use
 SERVER = 1
