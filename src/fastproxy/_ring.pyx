@@ -177,27 +177,19 @@ def xxh64_digest(data, uint64_t seed=0):
 
 # --- keys -----------------------------------------------------------------------------------------
 
-cdef object _ring_api = None
-
-
-cdef object _api():
-    """fastproxy.ring, for what both twins share: validation, error messages, the exception class."""
-    global _ring_api
-    if _ring_api is None:
-        from fastproxy import ring
-        _ring_api = ring
-    return _ring_api
+# What both twins share (validation, messages, the exception): fastproxy._ring_common, imported once.
+from fastproxy import _ring_common as _common
 
 
 cdef object _empty():
-    return _api()._empty()
+    return _common._empty()
 
 
 cdef uint64_t _int_bits(object key) except? 0:
     try:
         return <uint64_t>key
     except OverflowError:
-        return <uint64_t>(_api()._int_bits(key))
+        return <uint64_t>(_common._int_bits(key))
 
 
 cdef uint64_t _key_hash(object key, uint64_t seed) except? 0:
@@ -212,7 +204,7 @@ cdef uint64_t _key_hash(object key, uint64_t seed) except? 0:
         return xxh64(<const unsigned char *>data, length, seed)
     if PyLong_Check(key):
         return _xxh64_u64(_int_bits(key), seed)
-    converted = _api()._key_bytes(key)
+    converted = _common._key_bytes(key)
     return xxh64(<const unsigned char *>PyBytes_AS_STRING(converted), PyBytes_GET_SIZE(converted), seed)
 
 
@@ -578,12 +570,11 @@ cdef class HashRing:
 
     def __init__(self, weights, algorithm="ketama", *, points_per_weight=160, table_size=65537,
                  seed=0):
-        api = _api()
-        api._check_options(algorithm, points_per_weight, table_size, seed)
+        _common._check_options(algorithm, points_per_weight, table_size, seed)
         weights = dict(weights)
         for name, weight in weights.items():
-            api._check_weight(name, weight)
-        api._check_points(weights, algorithm, points_per_weight)
+            _common._check_weight(name, weight)
+        _common._check_points(weights, algorithm, points_per_weight)
         self.algorithm = algorithm
         self.points_per_weight = points_per_weight
         self.table_size = table_size
@@ -643,7 +634,7 @@ cdef class HashRing:
                     refs[i].length = -1
                     refs[i].hash = _xxh64_u64(_int_bits(key), table.seed)
                 else:
-                    converted = _api()._key_bytes(key)
+                    converted = _common._key_bytes(key)
                     if keep is None:
                         keep = []
                     keep.append(converted)
@@ -667,10 +658,9 @@ cdef class HashRing:
         """The server for ``key`` under bounded loads: the first one along the key's walk whose load
         (``loads[name]``, missing names count 0) is under its weighted share of ``factor`` percent of
         the in-flight total plus this one (HAProxy's ``hash-balance-factor``)."""
-        api = _api()
-        api._check_factor(factor)
+        _common._check_factor(factor)
         cdef Table table = self.table
-        cdef list values = api._load_list(table.names, loads)
+        cdef list values = _common._load_list(table.names, loads)
         cdef uint64_t h = _key_hash(key, table.seed)
         cdef uint32_t *array = <uint32_t *>malloc((table.count or 1) * sizeof(uint32_t))
         cdef uint64_t in_flight = 0
@@ -728,12 +718,11 @@ cdef class HashRing:
 
     def add(self, name, weight=1):
         """Add a server, or change its weight if it is already in the ring."""
-        api = _api()
-        api._check_weight(name, weight)
+        _common._check_weight(name, weight)
         with self._lock:
             weights = dict(self._weights)
             weights[name] = weight
-            api._check_points(weights, self.algorithm, self.points_per_weight)
+            _common._check_points(weights, self.algorithm, self.points_per_weight)
             table = self._build(weights)
             self._weights, self.table = weights, table
 

@@ -41,27 +41,17 @@ import threading
 from collections.abc import Iterable, Iterator, Mapping
 
 from ._impl import load_extension
-from .errors import FastproxyError
+from ._ring_common import (  # noqa: F401  (re-exported: the ring's public names)
+    ALGORITHMS, MAX_POINTS, MAX_TABLE_SIZE, MAX_WEIGHT, EmptyRingError, Key, _check_factor, _check_options,
+    _check_points, _check_weight, _empty, _int_bits, _key_bytes, _load_list,
+)
 
 __all__ = [
     "COMPILED", "CHashRing", "EmptyRingError", "HashRing", "PyHashRing",
     "bounded_eligible", "py_xxh64", "xxh64",
 ]
 
-Key = bytes | bytearray | memoryview | str | int
 
-ALGORITHMS = ("ketama", "maglev")
-MAX_POINTS = 1 << 26  # ketama points in one table (12 bytes each, plus the index)
-MAX_TABLE_SIZE = 1 << 26  # maglev entries (4 bytes each)
-MAX_WEIGHT = (1 << 32) - 1
-
-
-class EmptyRingError(FastproxyError, LookupError):
-    """A lookup on a ring with no server of positive weight."""
-
-
-def _empty() -> EmptyRingError:
-    return EmptyRingError("the hash ring has no server with a positive weight to map keys to")
 
 
 # --- XXH64, from the specification (https://github.com/Cyan4973/xxHash/blob/dev/doc/xxhash_spec.md) ---
@@ -140,28 +130,6 @@ def _xxh64_u64(value: int, seed: int) -> int:
     return _avalanche((_rotl(h, 27) * _P1 + _P4) & _MASK)
 
 
-_INT_MIN = -(1 << 63)
-
-
-def _key_bytes(key: Key) -> bytes:
-    """The bytes a key is hashed as: bytes as they are, str as UTF-8, int as 8 little-endian bytes."""
-    if isinstance(key, bytes):
-        return key
-    if isinstance(key, str):
-        return key.encode("utf-8")
-    if isinstance(key, int):
-        return _int_bits(key).to_bytes(8, "little")
-    if isinstance(key, (bytearray, memoryview)):
-        return bytes(key)
-    raise TypeError(f"ring keys are bytes, str or int, not {type(key).__name__}")
-
-
-def _int_bits(key: int) -> int:
-    if not _INT_MIN <= key <= _MASK:
-        raise OverflowError("integer keys must fit in 64 bits (-2**63 <= key < 2**64)")
-    return key & _MASK
-
-
 def _key_hash(key: Key, seed: int) -> int:
     if isinstance(key, int):
         return _xxh64_u64(_int_bits(key), seed)
@@ -169,44 +137,6 @@ def _key_hash(key: Key, seed: int) -> int:
 
 
 # --- validation, shared by both implementations ---------------------------------------------------
-
-def _check_options(algorithm: str, points_per_weight: int, table_size: int, seed: int) -> None:
-    if algorithm not in ALGORITHMS:
-        raise ValueError(f"unknown ring algorithm {algorithm!r}: expected 'ketama' or 'maglev'")
-    if not isinstance(points_per_weight, int) or not 1 <= points_per_weight <= MAX_POINTS:
-        raise ValueError(f"points_per_weight must be an integer from 1 to {MAX_POINTS}")
-    if not isinstance(table_size, int) or not 1 <= table_size <= MAX_TABLE_SIZE:
-        raise ValueError(f"table_size must be an integer from 1 to {MAX_TABLE_SIZE} (65537 by default; "
-                         f"use at least 100 times the total weight), got {table_size!r}")
-    if not isinstance(seed, int) or not 0 <= seed <= _MASK:
-        raise ValueError("seed must be an integer from 0 to 2**64 - 1")
-
-
-def _check_weight(name: object, weight: object) -> None:
-    if not isinstance(name, str):
-        raise TypeError(f"server names are str, not {type(name).__name__}")
-    if not isinstance(weight, int) or isinstance(weight, bool) or not 0 <= weight <= MAX_WEIGHT:
-        raise ValueError(f"the weight of {name!r} must be an integer from 0 to {MAX_WEIGHT}, got {weight!r}")
-
-
-def _check_points(weights: Mapping[str, int], algorithm: str, points_per_weight: int) -> None:
-    if algorithm == "ketama" and sum(weights.values()) * points_per_weight > MAX_POINTS:
-        raise ValueError(f"a ketama ring is limited to {MAX_POINTS} points: lower the weights or "
-                         "points_per_weight")
-
-
-def _check_factor(factor: object) -> None:
-    if not isinstance(factor, int) or not 100 <= factor < (1 << 32):
-        raise ValueError(f"the balance factor is a percentage of at least 100, got {factor!r}")
-
-
-def _load_list(names: tuple[str, ...], loads: Mapping[str, int]) -> list[int]:
-    values = [loads.get(name, 0) for name in names]
-    for name, value in zip(names, values):
-        if not isinstance(value, int) or not 0 <= value < (1 << 32):
-            raise ValueError(f"the load of {name!r} must be an integer from 0 to 2**32 - 1, got {value!r}")
-    return values
-
 
 def bounded_eligible(load: int, weight: int, cumulative: int, total_weight: int, in_flight: int,
                      factor: int) -> bool:
