@@ -375,7 +375,7 @@ async def test_a_connect_that_does_not_complete_in_time_fails_with_etimedout(pum
             await wait_until(lambda: pump.connections() == [(4, 0, 0, True)])  # still connecting
             ended = await books.end_of(4, timeout=5)
             assert (ended.reason, ended.error) == (EndReason.CONNECT_FAILED, errno.ETIMEDOUT)
-            assert ended.at - began >= 0.3
+            assert ended.at - began >= 0.3 - 0.005  # less a loop tick: uvloop's timers are in whole ms
             assert ended.client_fd == client_fd
             os.close(client_fd)
             client.close()

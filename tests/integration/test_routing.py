@@ -14,15 +14,7 @@ import pytest
 
 from fastproxy.config import parse_text
 
-from ..support import connect, recv_all, running, serving, wait_until
-
-
-def free_port() -> int:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return port
+from ..support import connect, free_port, recv_all, running, serving, wait_until
 
 
 def named_backend(name: bytes):

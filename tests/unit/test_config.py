@@ -1150,3 +1150,9 @@ def test_mutations_of_the_corpus_only_ever_raise_configerror(text):
         return
     for frontend in config.frontends.values():
         assert all(1 <= b.port <= 65535 for b in frontend.binds)
+
+
+def test_a_log_line_whose_settings_take_every_word_names_no_facility_and_is_an_error():
+    # Found by the corpus mutation test: it raised IndexError instead of a ConfigError.
+    assert errors_of("global\n    log stdout format raw\n") == [
+        "2: 'log': expects <address> and <facility> as arguments"]

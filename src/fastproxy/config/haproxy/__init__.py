@@ -15,7 +15,7 @@ The reader does no network I/O: host names in ``bind`` and ``server`` lines are 
 resolved by the engine when it starts (HAProxy resolves them while parsing).  The only files it
 opens are the configuration files themselves and ACL pattern files (``-f``).
 
-Where it deliberately differs from HAProxy 2.6 (``tests/test_config.py`` checks the corpus against
+Where it deliberately differs from HAProxy 2.6 (``tests/unit/test_config.py`` checks the corpus against
 ``haproxy -c`` and lists each case): numbers are checked (HAProxy's ``atoi`` reads ``weight x`` as 0)
 and sizes take ``k``/``m``/``g``; ``hash-type maglev`` is ours; ``mode http``, UNIX sockets,
 ``transparent`` binds, servers at the client's destination address (no address, ``0.0.0.0``), port

@@ -111,6 +111,8 @@ def _log_target(line: _Line, args: list[str]) -> LogTarget:
         else:
             settings["sample"] = _log_sample(value)
         i += 2
+    if i >= len(args):  # settings took every word: ``log stdout format raw`` names no facility
+        raise _Invalid("expects <address> and <facility> as arguments")
     facility, levels = args[i], args[i + 1:]
     if facility not in logs.FACILITIES:
         raise _Invalid(f"unknown log facility '{facility}'")
