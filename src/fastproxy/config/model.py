@@ -310,7 +310,7 @@ class Global:
     maxconnrate: Optional[int] = None
     nbthread: int = 1
     bufsize: int = 16384  # tune.bufsize
-    pipesize: Optional[int] = None  # tune.pipesize; None: the system's default pipe size
+    pipesize: Optional[int] = None  # tune.pipesize; None: 1 MiB (pump.default_pipesize)
     maxpipes: Optional[int] = None
     splice: bool = True  # False with "nosplice"
     pidfile: Optional[str] = None
