@@ -9,6 +9,7 @@ multidict keeps the twins' shared pieces in ``_abc.py``.  The compiled pump mirr
 from __future__ import annotations
 
 import enum
+import os
 from typing import Callable
 
 
@@ -67,3 +68,12 @@ def default_pipesize() -> int:
     except (OSError, ValueError):
         return DEFAULT_PIPESIZE
     return max(min(DEFAULT_PIPESIZE, limit), 4096)
+
+
+def default_threads() -> int:
+    """Pump threads when ``nbthread`` is unset: one per CPU the process may run on (its affinity mask),
+    HAProxy 2.6's rule, so that a file without ``nbthread`` gets the same parallelism from both."""
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except (AttributeError, OSError):
+        return max(os.cpu_count() or 1, 1)

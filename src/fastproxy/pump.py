@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any, Optional, Protocol, Sequence
 
 from ._impl import load_extension
 from ._pump_common import (COUNTER_FIELDS, DEFAULT_PIPESIZE, Counter, EndReason, OnConnectFailed, OnLaneEnded,
-                           OnLaneHandBack, OnPairEnded, default_pipesize)
+                           OnLaneHandBack, OnPairEnded, default_pipesize, default_threads)
 from ._pump_py import PyPump
 
 __all__ = ["COMPILED", "COUNTER_FIELDS", "CPump", "Counter", "DEFAULT_PIPESIZE", "EndReason", "LaneSpec",
            "OnConnectFailed", "OnLaneEnded", "OnLaneHandBack", "OnPairEnded", "Pump", "PumpProtocol", "PyPump",
-           "Timeouts", "default_pipesize"]
+           "Timeouts", "default_pipesize", "default_threads"]
 
 
 
