@@ -8,7 +8,7 @@ import os
 from fastproxy.config import model
 from fastproxy.pump import DEFAULT_PIPESIZE, default_pipesize, default_threads
 
-from .support import config, running, start_backend, echo
+from ..support import config, running, start_backend, echo
 
 
 def test_default_threads_is_the_size_of_the_affinity_mask():
