@@ -1,12 +1,16 @@
 """Side-by-side benchmark: a direct connection, HAProxy and fastproxy, in one run, with one config.
 
-    python3 bench/run.py [--quick] [--rounds N] [--only bulk,latency,rps,cps,memory] [--out FILE]
+    python3 bench/run.py [--quick] [--rounds N] [--only bulk,latency,rps,cps,memory]
+                         [--variants default,1thread,tuned,twin] [--out FILE] [--chart FILE.png]
 
-Every scenario runs its targets in turn (direct, haproxy, fastproxy), ``--rounds`` times interleaved,
-and reports the median of each and the ratio fastproxy / HAProxy; the machine is small and shared, so
-only ratios measured side by side mean anything.  Both proxies read the same HAProxy-format file
-(``nbthread 1`` unless ``--nbthread``, ``option splice-auto``); the two copies differ only in the
-bind port.
+Every scenario runs its targets in turn, ``--rounds`` times interleaved, and reports the median of
+each, the proxy's CPU time per unit of work (per GB moved, per 1,000 requests or connections, from
+/proc/PID/stat) and ratios; the machine is small and shared, so only ratios measured side by side mean
+anything.  The targets: ``direct``; ``haproxy`` and ``fastproxy`` on the file a user writes (no
+``tune.*``, no ``nbthread``: each proxy's defaults); with ``--variants``, the same two with
+``nbthread 1`` (``1thread``), fastproxy with ``tune.pipesize 1048576`` (``tuned``) and fastproxy's
+pure-Python data plane, FASTPROXY_NO_EXTENSIONS=1 (``twin``).  Every copy of the file differs only in
+the bind port and those lines.
 
 Backends: iperf3 (bulk, both directions), sockperf (TCP ping-pong latency, every process pinned to one
 CPU), nginx (wrk keep-alive requests/s and ``Connection: close`` connections/s), a sink that accepts and
@@ -37,14 +41,38 @@ import time
 from typing import Callable, Iterator
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-TARGETS = ("direct", "haproxy", "fastproxy")
+
+
+class Variant:
+    """A proxy target: which program, with which global lines added to the shared file."""
+
+    def __init__(self, name: str, program: str, lines: tuple[str, ...] = ()) -> None:
+        self.name, self.program, self.lines = name, program, lines
+
+
+# What a user gets from an unchanged file, then the rows --variants adds.  Ratios pair them up below.
+VARIANTS = {
+    "default": (Variant("haproxy", "haproxy"), Variant("fastproxy", "fastproxy")),
+    "1thread": (Variant("haproxy nbthread 1", "haproxy", ("nbthread 1",)),
+                Variant("fastproxy nbthread 1", "fastproxy", ("nbthread 1",))),
+    "tuned": (Variant("fastproxy tune.pipesize 1m", "fastproxy", ("tune.pipesize 1048576",)),),
+    "twin": (Variant("fastproxy twin", "twin"),),
+}
+RATIOS = (("fp/haproxy", "fastproxy", "haproxy"),
+          ("fp/haproxy nbthread 1", "fastproxy nbthread 1", "haproxy nbthread 1"),
+          ("compiled/twin", "fastproxy", "fastproxy twin"))
+SELECTED: list[Variant] = []  # set by main from --variants
+EXTRA_LINES: tuple[str, ...] = ()  # --pipesize / --nbthread: lines every proxy gets
+
+
+def targets() -> tuple[str, ...]:
+    return ("direct", *(v.name for v in SELECTED))
+
 
 CONFIG = """\
 global
-    nbthread {nbthread}
     maxconn {maxconn}
-    tune.pipesize {pipesize}
-{log_global}
+{extra}{log_global}
 defaults
     mode tcp
     option splice-auto{log_defaults}
@@ -194,26 +222,42 @@ class Processes:
 
 @contextlib.contextmanager
 def proxies(procs: Processes, workdir: pathlib.Path, backend: int, *, maxconn: int,
-            pipesize: int, nbthread: int = 1, cpus: set[int] | None = None) -> Iterator[dict[str, int]]:
-    """HAProxy and fastproxy in front of ``backend``; yields the port of each target."""
-    ports = {"direct": backend, "haproxy": free_port(), "fastproxy": free_port()}
+            cpus: set[int] | None = None, only: tuple[str, ...] | None = None) -> Iterator[dict]:
+    """Every selected proxy (or those named in ``only``) in front of ``backend``; yields the port of each
+    target and, under "pids", the pid of each proxy."""
+    ports: dict = {"direct": backend, "pids": {}}
     started = []
-    for name in ("haproxy", "fastproxy"):
-        cfg = workdir / f"{name}-{backend}.cfg"
-        cfg.write_text(CONFIG.format(port=ports[name], backend=backend, maxconn=maxconn, pipesize=pipesize,
-                                     nbthread=nbthread, **log_lines()))
-        if name == "haproxy":
-            args = ["haproxy", "-db", "-f", str(cfg)]
-        else:
-            args = [sys.executable, "-m", "fastproxy", "run", "-q", "-f", str(cfg)]
-        proc = procs.start(args, cpus=cpus, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_listening(ports[name], proc)
-        started.append(proc)
     try:
-        yield ports | {"pids": {"haproxy": started[0].pid, "fastproxy": started[1].pid}}  # type: ignore
+        for variant in SELECTED:
+            if only is not None and variant.name not in only:
+                continue
+            port = free_port()
+            cfg = workdir / f"{variant.name.replace(' ', '-')}-{backend}.cfg"
+            extra = "".join(f"    {line}\n" for line in (*EXTRA_LINES, *variant.lines))
+            cfg.write_text(CONFIG.format(port=port, backend=backend, maxconn=maxconn, extra=extra, **log_lines()))
+            env = dict(os.environ)
+            if variant.program == "haproxy":
+                args = ["haproxy", "-db", "-f", str(cfg)]
+            else:
+                args = [sys.executable, "-m", "fastproxy", "run", "-q", "-f", str(cfg)]
+                if variant.program == "twin":
+                    env["FASTPROXY_NO_EXTENSIONS"] = "1"
+            proc = procs.start(args, cpus=cpus, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+            started.append(proc)
+            wait_listening(port, proc)
+            ports[variant.name] = port
+            ports["pids"][variant.name] = proc.pid
+        yield ports
     finally:
         for proc in started:
             procs.stop(proc)
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of every thread of ``pid``, in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 WARMUP_CONNECTIONS = 20
@@ -226,15 +270,24 @@ def run(args: list[str], timeout: float, cpus: set[int] | None = None) -> str:
 
 # --- scenarios: each returns {target: [values per round]} --------------------------------------------
 
-def interleave(rounds: int, ports: dict, measure: Callable[[int], float]) -> dict[str, list[float]]:
-    results: dict[str, list[float]] = {t: [] for t in TARGETS}
+def interleave(rounds: int, ports: dict, measure: Callable[[int], tuple[float, float]],
+               cpu_metric: str | None = None, cpu_scale: float = 1.0) -> dict:
+    """``measure(port)`` gives (figure, units of work done); with ``cpu_metric``, the proxy's CPU time
+    per unit (times ``cpu_scale``) is recorded beside the figure, under that name."""
+    names = [t for t in targets() if t in ports]
+    results: dict[str, list[float]] = {t: [] for t in names}
+    cpu: dict[str, list[float]] = {t: [] for t in names if t != "direct"}
     for _ in range(rounds):
-        for target in TARGETS:
-            value = measure(ports[target])
+        for target in names:
+            pid = ports["pids"].get(target)
+            before = cpu_seconds(pid) if pid else 0.0
+            value, units = measure(ports[target])
             if not value > 0:  # a tool that failed quietly must not pass for a measurement
                 raise RuntimeError(f"{target}: measured {value}")
             results[target].append(value)
-    return results
+            if pid and cpu_metric:
+                cpu[target].append((cpu_seconds(pid) - before) / units * cpu_scale)
+    return {"values": results, "cpu_metric": cpu_metric, "cpu": cpu} if cpu_metric else {"values": results}
 
 
 def bulk(procs: Processes, workdir: pathlib.Path, opts) -> dict:
@@ -243,13 +296,15 @@ def bulk(procs: Processes, workdir: pathlib.Path, opts) -> dict:
     wait_listening(port, server)
     out = {}
     try:
-        with proxies(procs, workdir, port, maxconn=4000, pipesize=opts.pipesize, nbthread=opts.nbthread) as ports:
+        with proxies(procs, workdir, port, maxconn=4000) as ports:
             for direction, extra in (("client->server", []), ("server->client", ["-R"])):
-                def measure(p: int) -> float:
+                def measure(p: int) -> tuple[float, float]:
                     report = json.loads(run(["iperf3", "-c", "127.0.0.1", "-p", str(p), "-t",
                                              str(opts.seconds), "-J", *extra], timeout=opts.seconds + 30))
-                    return report["end"]["sum_received"]["bits_per_second"] / 1e9
-                out[f"bulk {direction} (Gbit/s)"] = interleave(opts.rounds, ports, measure)
+                    received = report["end"]["sum_received"]
+                    return received["bits_per_second"] / 1e9, received["bytes"] / 1e9
+                out[f"bulk {direction} (Gbit/s)"] = interleave(opts.rounds, ports, measure,
+                                                               f"proxy CPU per GB, {direction} (s)")
     finally:
         procs.stop(server)
     return out
@@ -270,11 +325,11 @@ def latency(procs: Processes, workdir: pathlib.Path, opts) -> dict:
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_listening(port, server)
     try:
-        with proxies(procs, workdir, port, maxconn=4000, pipesize=opts.pipesize, nbthread=opts.nbthread, cpus=cpus) as ports:
-            def measure(p: int) -> float:
+        with proxies(procs, workdir, port, maxconn=4000, cpus=cpus) as ports:
+            def measure(p: int) -> tuple[float, float]:
                 text = run(["sockperf", "pp", "--tcp", "-i", "127.0.0.1", "-p", str(p), "-t",
                             str(opts.seconds)], timeout=opts.seconds + 30, cpus=cpus)
-                return float(re.search(r"percentile 50\.000 =\s*([\d.]+)", text).group(1))  # type: ignore[union-attr]
+                return float(re.search(r"percentile 50\.000 =\s*([\d.]+)", text).group(1)), 1  # type: ignore[union-attr]
             return {"latency, half round trip, median (us)": interleave(opts.rounds, ports, measure)}
     finally:
         procs.stop(server)
@@ -291,14 +346,15 @@ def start_nginx(procs: Processes, workdir: pathlib.Path) -> tuple[subprocess.Pop
     return proc, port
 
 
-def wrk(opts, headers: list[str]) -> Callable[[int], float]:
-    def measure(p: int) -> float:
+def wrk(opts, headers: list[str]) -> Callable[[int], tuple[float, float]]:
+    def measure(p: int) -> tuple[float, float]:
         text = run(["wrk", "-t1", "-c50", f"-d{opts.seconds}s", *headers, f"http://127.0.0.1:{p}/"],
                    timeout=opts.seconds + 30)
         errors = re.search(r"Socket errors: (.*)", text)
         if errors and "connect 0, read 0, write 0, timeout 0" not in errors.group(1):
             raise RuntimeError(f"wrk saw errors through port {p}: {errors.group(1)}")
-        return float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))  # type: ignore[union-attr]
+        done = int(re.search(r"(\d+) requests in", text).group(1))  # type: ignore[union-attr]
+        return float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1)), done  # type: ignore[union-attr]
     return measure
 
 
@@ -306,12 +362,14 @@ def requests(procs: Processes, workdir: pathlib.Path, opts) -> dict:
     nginx, port = start_nginx(procs, workdir)
     out = {}
     try:
-        with proxies(procs, workdir, port, maxconn=4000, pipesize=opts.pipesize, nbthread=opts.nbthread) as ports:
+        with proxies(procs, workdir, port, maxconn=4000) as ports:
             if "rps" in opts.only:
-                out["keep-alive requests/s"] = interleave(opts.rounds, ports, wrk(opts, []))
+                out["keep-alive requests/s"] = interleave(opts.rounds, ports, wrk(opts, []),
+                                                          "proxy CPU per 1,000 keep-alive requests (ms)", 1e6)
             if "cps" in opts.only:
                 out["new connections/s (Connection: close)"] = interleave(
-                    opts.rounds, ports, wrk(opts, ["-H", "Connection: close"]))
+                    opts.rounds, ports, wrk(opts, ["-H", "Connection: close"]),
+                    "proxy CPU per 1,000 connections (ms)", 1e6)
     finally:
         procs.stop(nginx)
     return out
@@ -401,11 +459,11 @@ def memory(procs: Processes, workdir: pathlib.Path, opts) -> dict:
     sink = procs.start([sys.executable, "-c", SINK], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     port = int(sink.stdout.readline())  # type: ignore[union-attr]
     count = opts.idle
-    out: dict[str, list[float]] = {"haproxy": [], "fastproxy": []}
+    out: dict[str, list[float]] = {"haproxy": [], "fastproxy": []}  # the default files only
     try:
         for _ in range(opts.rounds):
             # HAProxy wants about 2.5 descriptors per maxconn from its limit: keep maxconn where it starts.
-            with proxies(procs, workdir, port, maxconn=count + 100, pipesize=opts.pipesize, nbthread=opts.nbthread) as ports:
+            with proxies(procs, workdir, port, maxconn=count + 100, only=("haproxy", "fastproxy")) as ports:
                 for target in ("haproxy", "fastproxy"):
                     pid = ports["pids"][target]
                     close_clients(procs, open_clients(procs, ports[target], WARMUP_CONNECTIONS))
@@ -430,64 +488,120 @@ def memory(procs: Processes, workdir: pathlib.Path, opts) -> dict:
     finally:
         sink.stdin.close()  # type: ignore[union-attr]
         procs.stop(sink)
-    return {f"memory per idle connection, {count} open (bytes)": out}
+    return {f"memory per idle connection, {count} open (bytes)": {"values": out}}
 
 
 # --- report --------------------------------------------------------------------------------------------
 
-LOWER_IS_BETTER = ("latency", "memory")
+LOWER_IS_BETTER = ("latency", "memory", "proxy CPU")
 
 
 def summarize(results: dict) -> list[dict]:
+    """One row per figure (and per CPU figure): the median of each target and the ratios of RATIOS.
+    For latency the ratios compare the latency each proxy adds to the direct one."""
     rows = []
-    for metric, values in results.items():
-        med = {t: statistics.median(v) for t, v in values.items()}
-        row = {"metric": metric, **{t: round(m, 2) for t, m in med.items()}}
-        if metric.startswith("latency"):
-            added_h, added_f = med["haproxy"] - med["direct"], med["fastproxy"] - med["direct"]
-            row["added haproxy"], row["added fastproxy"] = round(added_h, 2), round(added_f, 2)
-            row["ratio"] = round(added_f / added_h, 2) if added_h > 0 else None
-        else:
-            row["ratio"] = round(med["fastproxy"] / med["haproxy"], 2)
-        rows.append(row)
+    for metric, measured in results.items():
+        figures = [(metric, measured["values"])]
+        if measured.get("cpu_metric"):
+            figures.append((measured["cpu_metric"], measured["cpu"]))
+        for name, values in figures:
+            med = {t: statistics.median(v) for t, v in values.items() if v}
+            row: dict = {"metric": name, **{t: round(m, 3 if name.startswith("proxy CPU per GB") else 2)
+                                            for t, m in med.items()}}
+            if name.startswith("latency") and "direct" in med:
+                base = med["direct"]
+                added = {t: m - base for t, m in med.items() if t != "direct"}
+                row["added"] = {t: round(a, 2) for t, a in added.items()}
+                med = added
+            row["ratios"] = {label: round(med[a] / med[b], 2)
+                             for label, a, b in RATIOS if a in med and b in med and med[b] > 0}
+            rows.append(row)
     return rows
 
 
 def print_table(rows: list[dict]) -> None:
-    print(f"\n{'metric':48} {'direct':>10} {'haproxy':>10} {'fastproxy':>10} {'fp/haproxy':>11}")
+    names = [t for t in targets() if any(t in row for row in rows)]
+    labels = [label for label, _, _ in RATIOS if any(label in row["ratios"] for row in rows)]
+    widths = [max(len(n), 7) + 2 for n in names + labels]
+    print("\n" + f"{'metric':46}" + "".join(f"{n:>{w}}" for n, w in zip(names + labels, widths)))
     for row in rows:
-        ratio = row["ratio"]
-        note = " (added latency)" if "added haproxy" in row else ""
-        print(f"{row['metric']:48} {row.get('direct', '-'):>10} {row['haproxy']:>10} {row['fastproxy']:>10} "
-              f"{ratio if ratio is not None else '-':>11}{note}")
-        if "added haproxy" in row:
-            print(f"{'  added to the direct latency (us)':48} {'':>10} {row['added haproxy']:>10} "
-                  f"{row['added fastproxy']:>10}")
+        cells = [row.get(n, "-") for n in names] + [row["ratios"].get(lb, "-") for lb in labels]
+        print(f"{row['metric'][:46]:46}" + "".join(f"{c:>{w}}" for c, w in zip(cells, widths)))
+        if "added" in row:
+            cells = [row["added"].get(n, "-") for n in names]
+            print(f"{'  added to the direct latency (us)':46}" + "".join(f"{c:>{w}}" for c, w in zip(cells, widths)))
+
+
+def draw_chart(rows: list[dict], path: str) -> None:
+    """The table as bar charts, one panel per figure, one bar per target; each panel's title says
+    whether higher or lower is better and gives the fp/haproxy ratio."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    names = [t for t in targets() if any(t in row for row in rows)]
+    colors = {"direct": "#999999", "haproxy": "#1f77b4", "haproxy nbthread 1": "#9ecae1",
+              "fastproxy": "#d62728", "fastproxy nbthread 1": "#fc9272",
+              "fastproxy tune.pipesize 1m": "#ff7f0e", "fastproxy twin": "#2ca02c"}
+    panels = [row for row in rows]
+    columns = 3
+    lines = (len(panels) + columns - 1) // columns
+    fig, axes = plt.subplots(lines, columns, figsize=(6 * columns, 3.6 * lines), squeeze=False)
+    for ax, row in zip(axes.flat, panels):
+        shown = [n for n in names if n in row]
+        values = [row["added"][n] if "added" in row and n != "direct" else row[n] for n in shown]
+        bars = ax.bar(range(len(shown)), values, color=[colors.get(n, "#555555") for n in shown])
+        ax.bar_label(bars, fmt="%.3g", fontsize=7)
+        ax.set_xticks(range(len(shown)), [n.replace("fastproxy", "fp").replace(" ", "\n", 1) for n in shown],
+                      fontsize=7)
+        better = "lower" if row["metric"].startswith(LOWER_IS_BETTER) else "higher"
+        ratio = row["ratios"].get("fp/haproxy")
+        title = row["metric"] + (" (added)" if "added" in row else "")
+        ax.set_title(f"{title}\n{better} is better" + (f"; fp/haproxy {ratio}" if ratio is not None else ""),
+                     fontsize=8)
+        ax.tick_params(axis="y", labelsize=7)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 def main() -> int:
+    global SELECTED, EXTRA_LINES
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=5, help="duration of each timed run")
     parser.add_argument("--quick", action="store_true", help="1 round of 2 s runs, 1000 idle connections")
     parser.add_argument("--only", default="bulk,latency,rps,cps,memory")
+    parser.add_argument("--variants", default="default,1thread,tuned,twin",
+                        help="targets beside direct: default (both proxies on an unchanged file), 1thread "
+                             "(both with nbthread 1), tuned (fastproxy with tune.pipesize 1048576), twin "
+                             "(fastproxy's Python data plane)")
     parser.add_argument("--idle", type=int, default=7000,
                         help="idle connections for the memory scenario: with a descriptor limit of 20000, "
                              "HAProxy starts with maxconn up to about 7700")
     parser.add_argument("--latency-cpu", type=int, default=0,
                         help="the CPU that the latency scenario pins every process to")
-    parser.add_argument("--pipesize", type=int, default=1048576, help="tune.pipesize in the shared config")
-    parser.add_argument("--nbthread", type=int, default=1, help="nbthread in the shared config")
+    parser.add_argument("--pipesize", type=int, default=0, help="tune.pipesize for every proxy (0: not set)")
+    parser.add_argument("--nbthread", type=int, default=0, help="nbthread for every proxy (0: not set)")
     parser.add_argument("--log", action="store_true",
                         help="both proxies log every connection (option tcplog) to a UDP syslog sink")
     parser.add_argument("--out", help="write the results as JSON here")
+    parser.add_argument("--chart", help="draw the table as a bar chart into this PNG (needs matplotlib)")
     opts = parser.parse_args()
     if opts.quick:
         opts.rounds, opts.seconds, opts.idle = 1, 2, 1000
     opts.only = set(opts.only.split(","))
+    variants = opts.variants.split(",")
+    if "default" not in variants or not set(variants) <= set(VARIANTS):
+        parser.error(f"--variants: 'default' and any of {', '.join(VARIANTS)}")
+    SELECTED = [v for name in VARIANTS if name in variants for v in VARIANTS[name]]
+    EXTRA_LINES = tuple(([f"nbthread {opts.nbthread}"] if opts.nbthread else [])
+                        + ([f"tune.pipesize {opts.pipesize}"] if opts.pipesize else []))
     for tool in ("haproxy", "iperf3", "sockperf", "nginx", "wrk") + (("gdb",) if "memory" in opts.only else ()):
         if shutil.which(tool) is None:
             parser.error(f"{tool} is not installed")
+    if opts.chart:
+        import matplotlib  # noqa: F401  (fail now rather than after the run)
     raise_fd_limit()
     started = time.time()
     load = os.getloadavg()
@@ -512,17 +626,20 @@ def main() -> int:
             procs.stop_all()
     rows = summarize(results)
     print_table(rows)
+    if opts.chart:
+        draw_chart(rows, opts.chart)
     report = {
         "command": " ".join([sys.executable, *sys.argv]),
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "seconds": round(time.time() - started),
         "load_average_at_start": load,
         "nproc": os.cpu_count(),
+        "affinity": len(os.sched_getaffinity(0)),
         "kernel": platform.release(),
         "haproxy": run(["haproxy", "-v"], 10).splitlines()[0],
         "fastproxy": run([sys.executable, "-m", "fastproxy", "version"], 10).strip(),
-        "rounds": opts.rounds, "run_seconds": opts.seconds, "pipesize": opts.pipesize,
-        "nbthread": opts.nbthread, "log": opts.log,
+        "rounds": opts.rounds, "run_seconds": opts.seconds, "extra_lines": list(EXTRA_LINES),
+        "variants": {v.name: list(v.lines) for v in SELECTED}, "log": opts.log,
         "idle_connections": opts.idle, "latency_cpu": opts.latency_cpu,
         "summary": rows, "raw": results,
     }

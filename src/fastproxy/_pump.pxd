@@ -65,6 +65,7 @@ cdef struct Side:
     uint8_t readable
     uint8_t writable
     uint8_t hup
+    uint8_t fin             # the peer's FIN is queued (EPOLLRDHUP without EPOLLERR): a short read reached it
     uint64_t seen_ms
 
 

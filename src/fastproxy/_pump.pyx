@@ -9,7 +9,7 @@ ended pairs through an eventfd that its event loop watches, and reads the counte
 Bytes move through recv/send with a worker-wide scratch buffer, so an idle pair holds no buffer at all;
 a per-direction buffer is taken from a pool only while the destination will not take what was read.
 A read that fills the scratch buffer switches the direction to splice() through a pipe (HAProxy's
-splice-auto), pooled and sized by tune.pipesize.  In flight per direction: at most one buffer or one
+splice-auto), pooled and sized by tune.pipesize (unset: 1 MiB, see _pump_common.default_pipesize).  In flight per direction: at most one buffer or one
 pipe, never more: the rest waits in the kernel, which is the backpressure.
 
 This file is the Python face (``Pump``); the C-level code is one extension built from the files it
@@ -32,6 +32,8 @@ from fastproxy._ring cimport Table, xxh64
 import os
 import threading
 import time
+
+from fastproxy._pump_common import default_pipesize
 
 
 include "dataplane/base.pxi"
@@ -121,7 +123,7 @@ cdef class Pump:
         self._on_lane_ended = on_lane_ended
         self._threads = []
         self.shared.bufsize = <uint32_t>bufsize
-        self.shared.pipesize = <uint32_t>(pipesize or 65536)
+        self.shared.pipesize = <uint32_t>(pipesize or default_pipesize())
         self.shared.maxpipes = maxpipes
         self.shared.pipes_in_use = 0
         self.shared.splice_enabled = splice

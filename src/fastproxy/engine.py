@@ -24,7 +24,7 @@ from .balance import ServerState
 from .lanes import Lanes, lane_backend
 from .limits import AdmissionControl
 from .proxy import TCPProxy
-from .pump import Counter, EndReason, Pump
+from .pump import Counter, EndReason, Pump, default_threads
 from .runtime import BackendRuntime, FrontendRuntime, Runtime, ServerRuntime
 from .server import Handler, LaneListener, Listener, open_listener
 from .servers import ServerStates
@@ -104,7 +104,7 @@ class Engine:
                                      observe_error=self._observe_error)
         self.lane_binding = Lanes(state, self.dispatcher, self.admission)
         self.pump = state.pump = self.pump_class(
-            threads=g.nbthread, bufsize=g.bufsize, pipesize=g.pipesize, maxpipes=g.maxpipes or 0,
+            threads=g.nbthread or default_threads(), bufsize=g.bufsize, pipesize=g.pipesize, maxpipes=g.maxpipes or 0,
             splice=g.splice, counter_blocks=block, on_pair_ended=self.dispatcher.pair_ended,
             on_connect_failed=self.dispatcher.pair_connect_failed,
             on_lane_hand_back=self.lane_binding.adopt, on_lane_ended=self.lane_binding.pair_ended)
@@ -214,6 +214,12 @@ class Engine:
         established connections go on in every state, unless ``on-marked-down shutdown-sessions``."""
         runtime = self.state.backends[backend]
         self.servers.set_state(runtime.servers[runtime.balancer.slot(server).index], state)
+
+    @property
+    def pump_threads(self) -> int:
+        """Threads that pump pairs: ``nbthread``, or one per CPU of the affinity mask when unset (the
+        Python twin has one event loop whatever the file says)."""
+        return self.pump.threads
 
     def listening_addresses(self, frontend: Optional[str] = None) -> list[tuple]:
         """Where the listeners listen (useful with port 0)."""

@@ -61,7 +61,7 @@ async def serve(cfg: Optional[model.Config], pidfile: Optional[str], grace: Opti
               file=sys.stderr, flush=True)
     for address in engine.listening_addresses():
         log.info("listening on %s:%s (%s data plane, %d pump thread(s))", address[0], address[1],
-                 implementation(), cfg.global_.nbthread)
+                 implementation(), engine.pump_threads)
 
     await stopping.wait()
     log.info("stopping: listeners closed, %d connection(s) to finish", engine.current)

@@ -308,9 +308,9 @@ class Global:
 
     maxconn: Optional[int] = None
     maxconnrate: Optional[int] = None
-    nbthread: int = 1
+    nbthread: Optional[int] = None  # None: one pump thread per CPU the process may use (pump.default_threads)
     bufsize: int = 16384  # tune.bufsize
-    pipesize: Optional[int] = None  # tune.pipesize; None: the system's default pipe size
+    pipesize: Optional[int] = None  # tune.pipesize; None: 1 MiB (pump.default_pipesize)
     maxpipes: Optional[int] = None
     splice: bool = True  # False with "nosplice"
     pidfile: Optional[str] = None

@@ -193,9 +193,14 @@ cdef int pump_direction(Worker *w, Pair *p, Direction *d, Direction *other, Side
             # A full read means a stream: from now on this direction goes through a pipe.
             if sh.splice_enabled:
                 d.splicing = 1
+        elif src.fin:
+            # The FIN was queued before this read (RDHUP says so only once every byte before it is),
+            # and a short read stops only at the end of the queue: it took the FIN too, so the read
+            # that would return 0 is a syscall for nothing (one per direction per connection).
+            d.eof = 1
         elif not src.hup:
-            # A short read drained the socket; epoll says when more comes (unless a FIN is pending,
-            # which only a read that returns 0 can consume).
+            # A short read drained the socket; epoll says when more comes (unless a FIN or an error
+            # is pending, which only another read can consume).
             src.readable = 0
         m = send(d.dst, w.scratch, <size_t>n, MSG_NOSIGNAL | MSG_DONTWAIT)
         if m < 0:

@@ -208,6 +208,8 @@ cdef void run_worker(Worker *w) noexcept nogil:
                 side.readable = 1
             if flags & (EPOLLRDHUP | EPOLLHUP | EPOLLERR):
                 side.hup = 1
+                if flags & EPOLLRDHUP and not flags & EPOLLERR:
+                    side.fin = 1
             if flags & (EPOLLOUT | EPOLLHUP | EPOLLERR):
                 side.writable = 1
             progress(w, slot)
