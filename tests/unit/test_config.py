@@ -298,7 +298,7 @@ def test_global_keywords_haproxy_knows_are_warnings():
 def test_global_defaults_when_nothing_is_set():
     g = parse(PROLOGUE).global_
     assert (g.maxconn, g.nbthread, g.bufsize, g.pipesize, g.splice, g.hard_stop_after) == (
-        None, 1, 16384, None, True, None)
+        None, None, 16384, None, True, None)  # nbthread None: one pump thread per CPU, as HAProxy 2.6
 
 
 def test_several_global_sections_add_up():
