@@ -21,8 +21,8 @@ from ._pump_common import (COUNTER_FIELDS, DEFAULT_PIPESIZE, Counter, EndReason,
 from ._pump_py import PyPump
 
 __all__ = ["COMPILED", "COUNTER_FIELDS", "CPump", "Counter", "DEFAULT_PIPESIZE", "EndReason", "LaneSpec",
-           "OnConnectFailed", "OnLaneEnded", "OnLaneHandBack", "OnPairEnded", "Pump", "PumpProtocol", "PyPump",
-           "Timeouts", "default_pipesize", "default_threads"]
+           "OnConnectFailed", "OnLaneEnded", "OnLaneHandBack", "OnPairEnded", "Pump", "PumpProtocol",
+           "PyPump", "Timeouts", "default_pipesize", "default_threads"]
 
 
 
@@ -72,7 +72,8 @@ class PumpProtocol(Protocol):
 
     Built with keyword arguments only: ``threads`` (worker threads; the twin has one loop),
     ``bufsize`` (bytes a direction may hold in user space, at least 1024), ``pipesize`` (bytes of a
-    splice pipe, None: ``default_pipesize()``, 1 MiB), ``maxpipes`` (0: no limit), ``splice`` (False: recv/send only),
+    splice pipe, None: ``default_pipesize()``, 1 MiB), ``maxpipes`` (0: no limit), ``splice`` (False:
+    recv/send only),
     ``counter_blocks`` (how many blocks ``counters`` has) and the callbacks of ``drain_ended``:
     ``on_pair_ended``, ``on_connect_failed``, ``on_lane_hand_back``, ``on_lane_ended`` (the last two
     are lanes', which the twin has not).  Descriptors handed over must be non-blocking stream
