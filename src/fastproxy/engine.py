@@ -105,8 +105,8 @@ class Engine:
         self.lane_binding = Lanes(state, self.dispatcher, self.admission)
         self.pump = state.pump = self.pump_class(
             threads=g.nbthread or default_threads(), bufsize=g.bufsize, pipesize=g.pipesize,
-            maxpipes=g.maxpipes or 0, splice=g.splice, counter_blocks=block, on_pair_ended=self.dispatcher.pair_ended,
-            on_connect_failed=self.dispatcher.pair_connect_failed,
+            maxpipes=g.maxpipes or 0, splice=g.splice, counter_blocks=block,
+            on_pair_ended=self.dispatcher.pair_ended, on_connect_failed=self.dispatcher.pair_connect_failed,
             on_lane_hand_back=self.lane_binding.adopt, on_lane_ended=self.lane_binding.pair_ended)
         self.servers = ServerStates(loop, self.health, cut_sessions=self.pump.cut_server)
         self.pump.start(loop)
