@@ -4,8 +4,9 @@
 concern (``servers.ServerStates``, ``health.HealthMonitor``, ``limits.AdmissionControl``,
 ``dispatch.Dispatcher``, ``lanes.Lanes``) and wires them to one another with narrow callables, then
 opens the listeners of every frontend (a lane where the pump can serve it alone, else a Python
-listener feeding the TCP proxy or the user's handler).  ``stop`` closes in order: listeners first,
-then established connections end on their own or are cut after the grace period.  ``stats`` reads
+listener feeding the TCP proxy or the user's handler), and the runtime API on the ``stats socket``
+lines (``runtime_api``).  ``stop`` closes in order: listeners first, then established connections
+end on their own or are cut after the grace period.  ``stats`` reads
 the books.  No other module imports this one.
 """
 
@@ -26,6 +27,8 @@ from .limits import AdmissionControl
 from .proxy import TCPProxy
 from .pump import Counter, EndReason, Pump, default_threads
 from .runtime import BackendRuntime, FrontendRuntime, Runtime, ServerRuntime
+from .runtime_api import RuntimeApi
+from .runtime_commands import COMMANDS, Operations
 from .server import Handler, LaneListener, Listener, open_listener
 from .servers import ServerStates
 from .session import Director, ErrorHandler
@@ -68,6 +71,7 @@ class Engine:
         self.admission: AdmissionControl
         self.dispatcher: Dispatcher
         self.lane_binding: Lanes
+        self.runtime_api: Optional[RuntimeApi] = None  # the stats sockets, when configured
 
     # --- lifecycle --------------------------------------------------------------------------------
 
@@ -124,6 +128,14 @@ class Engine:
         for listener in state.listeners():
             listener.resume()
         self.health.start()
+        if g.stats_sockets:
+            operations = Operations(state, self.servers, self.pump)
+            self.runtime_api = RuntimeApi(g, COMMANDS, operations, tick=operations.sample)
+            try:
+                await self.runtime_api.start()
+            except BaseException:
+                await self.stop(0)
+                raise
 
     def _listen(self) -> None:
         state, cfg = self.state, self.config
@@ -161,6 +173,8 @@ class Engine:
             return
         state.stopping = True
         self._close_listeners()
+        if self.runtime_api is not None:
+            await self.runtime_api.stop()
         self.health.stop()
         self.servers.stop()
         self.admission.stop()

@@ -336,6 +336,8 @@ class ServerCheck:
         self.paused = server.disabled  # in maintenance: no probes
         self.health = ServerHealth(server.rise, server.fall, server.inter, server.fastinter,
                                    server.downinter)
+        if server.disabled:  # as HAProxy: down until out of maintenance, then up (and checked at once)
+            self.health.health = 0
         self.last: Optional[CheckResult] = None
         self.timer: Optional[asyncio.TimerHandle] = None
         self.due = 0.0  # when the timer fires (loop time)
@@ -449,7 +451,8 @@ class HealthMonitor:
             if check.health.passed():
                 self.changed(check, result)
         else:
-            check.failed_checks += 1
+            if check.health.health > 0:  # HAProxy counts the failures of a server not yet down
+                check.failed_checks += 1
             if check.health.failed():
                 check.went_down += 1
                 self.changed(check, result)
@@ -494,6 +497,19 @@ class HealthMonitor:
         check.paused = False
         check.health.health = max(check.health.health, check.health.rise)
         if check.active:
+            self._schedule(check, 0.0)
+
+    def enable_checks(self, check: ServerCheck, enabled: bool) -> None:
+        """The runtime API's ``enable|disable health``: a server configured with ``check`` is probed
+        again (at once) or no more; its health counter stays."""
+        if not check.server.check:
+            return
+        check.active = enabled
+        if not enabled:
+            if check.timer is not None:
+                check.timer.cancel()
+                check.timer = None
+        elif not check.paused and check.timer is None and check.task is None:
             self._schedule(check, 0.0)
 
     def set_down(self, check: ServerCheck) -> None:

@@ -14,6 +14,7 @@ import asyncio
 import enum
 import logging
 import socket
+import time
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -75,7 +76,8 @@ class ServerRuntime:
     """One server while it runs: where it is, its counter block, its balancer slot, its check, and
     its administrative state (written by ``servers.ServerStates`` only)."""
 
-    __slots__ = ("backend", "slot", "block", "family", "address", "raw_address", "admin", "check")
+    __slots__ = ("backend", "slot", "block", "family", "address", "raw_address", "admin", "check",
+                 "last_change", "down_time", "stopped", "admin_changed", "seen_total", "seen_at", "nolb")
 
     def __init__(self, backend: "BackendRuntime", slot: ServerSlot, block: int) -> None:
         server = slot.server
@@ -91,6 +93,15 @@ class ServerRuntime:
         self.raw_address = _linux.sockaddr(self.address)  # ready for the dialer
         self.admin = AdminState.MAINT if server.disabled else AdminState.READY
         self.check: ServerCheck  # set by the engine once the health monitor exists
+        # The stats of its state (HAProxy's last_change and down_time), kept by servers.ServerStates
+        # on the event loop's clock: when it last changed, the time spent stopped (DOWN or MAINT)
+        # before the current spell, whether it is stopped now, whether an operator changed it.
+        self.last_change = time.monotonic()
+        self.down_time = 0.0
+        self.stopped = server.disabled
+        self.admin_changed = False
+        self.seen_total, self.seen_at = 0, 0.0  # stats: the connection total last read, and when
+        self.nolb = False  # ``set server ... health stopping``: up, but no new connections
 
     @property
     def name(self) -> str:
@@ -132,6 +143,11 @@ class BackendRuntime:
                                     interval=keepalive.interval, count=keepalive.count)
         self.servers = [ServerRuntime(self, slot, first_block + slot.index) for slot in self.balancer.slots]
         self.blocks = [server.block for server in self.servers]
+        # The stats of its state, kept by servers.ServerStates: when it last went down (no usable
+        # server left) or back up, how often it went down, the time spent down before now.
+        self.last_change = time.monotonic()
+        self.down_time = 0.0
+        self.went_down = 0
         # Whether picking needs the address the client connected to (one more syscall per connection).
         self.needs_destination = self.balancer.needs_destination
 

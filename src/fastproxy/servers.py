@@ -46,6 +46,8 @@ class HealthControl(Protocol):
 
     def set_down(self, check: Any) -> None: ...
 
+    def enable_checks(self, check: Any, enabled: bool) -> None: ...
+
 
 def usable_counts(backend: BackendRuntime) -> tuple[int, int]:
     """Usable active and backup servers of a backend."""
@@ -74,6 +76,7 @@ class ServerStates:
         check or ``UP`` brings it back)."""
         if isinstance(state, str):
             state = ServerState(state.upper())
+        server.admin_changed = True
         check = server.check
         was_up = self.serving(server)
         if state is ServerState.MAINT:
@@ -98,6 +101,36 @@ class ServerStates:
             self.health.set_down(check)
         self._apply(server, was_up, None)
 
+    def set_ready(self, server: ServerRuntime) -> None:
+        """The runtime API's ``set server ... state ready``: out of DRAIN or MAINT, health as it is
+        (out of MAINT a checked server starts up and is checked at once, as HAProxy does)."""
+        if server.admin is AdminState.READY:
+            return
+        server.admin_changed = True
+        was_up = self.serving(server)
+        leaving_maintenance = server.admin is AdminState.MAINT
+        server.admin = AdminState.READY
+        if leaving_maintenance:
+            self.health.leave_maintenance(server.check)
+        self._apply(server, was_up, None)
+
+    def set_health(self, server: ServerRuntime, health: str) -> None:
+        """The runtime API's ``set server ... health``: ``up`` (checks count from the top again),
+        ``stopping`` (up, but no new connections: HAProxy's NOLB) or ``down`` (until checks bring it
+        back).  The administrative state stays as it is."""
+        if health not in ("up", "stopping", "down"):
+            raise ValueError(f"health is 'up', 'stopping' or 'down', got {health!r}")
+        was_up = self.serving(server)
+        counter = server.check.health
+        counter.health = 0 if health == "down" else counter.top
+        server.nolb = health == "stopping"
+        self._apply(server, was_up, None)
+
+    def set_checks(self, server: ServerRuntime, enabled: bool) -> None:
+        """The runtime API's ``enable|disable health``: checks of a server that has them stop or start
+        again; its health stays as the last checks left it."""
+        self.health.enable_checks(server.check, enabled)
+
     def health_changed(self, server: ServerRuntime, result: Any) -> None:
         """A check (or an observed error) took a server up or down (its counter has flipped)."""
         # A ready server was serving iff it is not up now.
@@ -114,7 +147,7 @@ class ServerStates:
 
     @staticmethod
     def serving(server: ServerRuntime) -> bool:
-        return server.admin is AdminState.READY and server.check.health.up
+        return server.admin is AdminState.READY and server.check.health.up and not server.nolb
 
     @staticmethod
     def state_of(server: ServerRuntime) -> ServerState:
@@ -123,7 +156,7 @@ class ServerStates:
             return ServerState.MAINT
         if not server.check.health.up:
             return ServerState.DOWN
-        if server.admin is AdminState.DRAIN:
+        if server.admin is AdminState.DRAIN or server.nolb:
             return ServerState.DRAIN
         return ServerState.UP
 
@@ -134,7 +167,10 @@ class ServerStates:
         up = state is ServerState.UP
         if not up:
             self._end_ramp(server)
+        previous, serving_before = slot.state, sum(usable_counts(backend))
         backend.balancer.set_state(slot.name, state)
+        if state is not previous:
+            self._book_change(server, state, serving_before)
         if up == was_up and state is not ServerState.MAINT:
             return
         config = slot.server
@@ -151,6 +187,23 @@ class ServerStates:
                         self.cut_sessions(other.block)
             if config.slowstart and backend.balancer.ramps and not self.stopping:
                 self._ramp(server, self.clock.time())
+
+    def _book_change(self, server: ServerRuntime, state: ServerState, serving_before: int) -> None:
+        """Keep the times the stats show (HAProxy's last_change, down_time, down_trans): of the
+        server, and of its backend when its last usable server left or the first came back."""
+        now = self.clock.time()
+        if server.stopped:
+            server.down_time += now - server.last_change
+        server.stopped = state in (ServerState.DOWN, ServerState.MAINT)
+        server.last_change = now
+        backend = server.backend
+        serving = sum(usable_counts(backend))
+        if serving_before and not serving:
+            backend.went_down += 1
+            backend.last_change = now
+        elif serving and not serving_before:
+            backend.down_time += now - backend.last_change
+            backend.last_change = now
 
     def _ramp(self, server: ServerRuntime, started: float) -> None:
         """HAProxy's slowstart: the weight (and maxconn) of a server back up grows from one step to

@@ -275,7 +275,7 @@ def test_global_keywords_are_recorded():
     assert g.pidfile == "/run/fastproxy.pid"
     assert [(t.address, t.facility, t.level, t.format) for t in g.log_targets] == [
         ("127.0.0.1:514", 16, 6, "rfc3164"), ("stdout", 17, 7, "raw")]
-    assert g.stats_sockets == ["/run/haproxy.sock mode 660 level admin"]
+    assert [(s.path, s.mode, s.level) for s in g.stats_sockets] == [("/run/haproxy.sock", 0o660, "admin")]
     assert g.stats_timeout == 120.0
     assert g.daemon is True
     assert (g.user, g.group, g.chroot, g.hard_stop_after) == ("nobody", "nogroup", "/var/empty", 60.0)

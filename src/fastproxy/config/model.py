@@ -218,6 +218,7 @@ class Backend:
     redispatch: bool = False
     server_keepalive: KeepAlive = field(default_factory=KeepAlive)
     fullconn: Optional[int] = None
+    id: Optional[int] = None  # HAProxy's proxy id (``id``), shown by the stats; None: numbered in order
     options: dict[str, Any] = field(default_factory=dict)  # recorded, not acted on: splice-*, description...
     location: Location = field(default_factory=Location)
     allbackups: bool = False  # ``option allbackups``: use every backup server at once, not the first
@@ -293,6 +294,7 @@ class Frontend:
     log: bool = False
     tcplog: bool = False
     dontlognull: bool = False
+    id: Optional[int] = None  # HAProxy's proxy id (``id``), shown by the stats; None: numbered in order
     options: dict[str, Any] = field(default_factory=dict)  # recorded, not acted on: splice-*, description...
     location: Location = field(default_factory=Location)
     log_targets: list[LogTarget] = field(default_factory=list)  # in effect (``log global`` expanded)
@@ -300,6 +302,35 @@ class Frontend:
     # connection through Python); None or True let it run on one whenever it qualifies.
     lanes: Optional[bool] = None
     default_backend_location: Optional[Location] = None  # its ``default_backend`` line, for messages
+
+
+@dataclass
+class StatsSocket:
+    """One ``stats socket`` of ``global``: where the runtime API listens, and who may do what.
+
+    ``path`` for a UNIX socket, else ``host``/``port`` (``family`` from an ``ipv4@``/``ipv6@``
+    prefix).  ``mode``/``uid``/``gid`` apply to the socket file (``user``/``group`` names are turned
+    into ``uid``/``gid`` when read).  ``expose_fd_listeners`` is recorded for seamless reloads."""
+
+    path: Optional[str] = None
+    host: str = ""
+    port: int = 0
+    family: Optional[str] = None
+    level: str = "operator"  # "user" | "operator" | "admin"
+    mode: Optional[int] = None  # permission bits of the socket file
+    uid: Optional[int] = None
+    gid: Optional[int] = None
+    expose_fd_listeners: bool = False
+    location: Location = field(default_factory=Location)
+
+    @property
+    def address(self) -> str:
+        """As ``show cli sockets`` writes it: ``unix@/path``, ``ipv4@1.2.3.4:80``, ``ipv6@[::1]:80``."""
+        if self.path is not None:
+            return f"unix@{self.path}"
+        if ":" in self.host:
+            return f"ipv6@[{self.host}]:{self.port}"
+        return f"ipv4@{self.host}:{self.port}"
 
 
 @dataclass
@@ -317,8 +348,9 @@ class Global:
     daemon: bool = False
     hard_stop_after: Optional[float] = None
     log_targets: list[LogTarget] = field(default_factory=list)  # what ``log global`` in a proxy stands for
-    stats_sockets: list[str] = field(default_factory=list)
-    stats_timeout: Optional[float] = None
+    stats_sockets: list[StatsSocket] = field(default_factory=list)
+    stats_timeout: float = 10.0  # idle time after which the runtime API closes a connection
+    stats_maxconn: int = 10  # runtime API connections at once, over all its sockets
     user: Optional[str] = None
     group: Optional[str] = None
     uid: Optional[int] = None  # ``uid``/``gid``: numeric ids; ``user``/``group`` names win when both are set

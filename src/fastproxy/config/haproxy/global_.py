@@ -12,7 +12,8 @@ import re
 from typing import Any, Optional
 
 from ... import logs
-from ..model import Global, LogTarget
+from ..model import Global, LogTarget, StatsSocket
+from .binds import BIND_OPTIONS
 from .lexer import _Invalid
 from .registry import GlobalHandler, _Line, _names
 from .values import _check_host, _integer, _leading, _none, _one, _port, _size, _split_address, _time
@@ -164,17 +165,88 @@ def _global_stats(line: _Line, g: Global, args: list[str]) -> None:
         raise _Invalid("expects 'socket', 'timeout', 'maxconn' or 'bind-process'")
     sub, rest = args[0], args[1:]
     if sub == "socket":
-        if not rest:
-            raise _Invalid("expects an address (a path or [family@]ip:port) and optional settings",
-                           "stats socket")
-        g.stats_sockets.append(" ".join(rest))
-        line.warn("recorded, but fastproxy does not serve HAProxy's stats socket", "stats socket")
+        g.stats_sockets.append(_stats_socket(line, rest))
     elif sub == "timeout":
-        g.stats_timeout = _time(_leading(line, rest, 1, "a time such as 10s")[0])
-    elif sub in ("maxconn", "bind-process"):
+        timeout = _time(_leading(line, rest, 1, "a time such as 10s")[0])
+        if not timeout:
+            raise _Invalid("expects a positive value")
+        g.stats_timeout = timeout
+    elif sub == "maxconn":
+        g.stats_maxconn = _integer(_leading(line, rest, 1, "a positive integer")[0], "a positive integer", 1)
+    elif sub == "bind-process":
         line.warn("not supported by fastproxy; ignored", f"stats {sub}")
     else:
         raise _Invalid(f"'stats' supports 'socket', 'timeout', 'maxconn' and 'bind-process' (got '{sub}')")
+
+
+_STATS_LEVELS = ("user", "operator", "admin")
+
+
+def _stats_socket(line: _Line, args: list[str]) -> StatsSocket:
+    """``stats socket <path>|[ipv4@|ipv6@]<addr:port> [settings]``: the settings are ``bind``'s; those
+    of the runtime API are read, the others warned about and ignored."""
+    if not args:
+        raise _Invalid("expects an address or a path to a UNIX socket")
+    target, options = args[0], args[1:]
+    if target.startswith("unix@"):
+        target = target[len("unix@"):]
+        socket_ = StatsSocket(path=target, location=line.location)
+    elif target.startswith("/"):
+        socket_ = StatsSocket(path=target, location=line.location)
+    else:
+        address = _split_address(target)
+        if not address.port_text:
+            raise _Invalid(f"missing port specification in '{target}'")
+        socket_ = StatsSocket(host=_check_host(address, target), port=_port(address.port_text, target),
+                              family=address.family, location=line.location)
+    i = 0
+    while i < len(options):
+        name = options[i]
+        count = BIND_OPTIONS.get(name)
+        if count is None:
+            raise _Invalid(f"unknown keyword '{name}'")
+        values = options[i + 1:i + 1 + count]
+        if len(values) < count:
+            raise _Invalid(f"'{name}' expects an argument")
+        i += 1 + count
+        _stats_socket_option(line, socket_, name, values)
+    return socket_
+
+
+def _stats_socket_option(line: _Line, socket_: StatsSocket, name: str, values: list[str]) -> None:
+    value = values[0] if values else ""
+    if name == "level":
+        if value not in _STATS_LEVELS:
+            raise _Invalid(f"'level' only supports 'user', 'operator', and 'admin' (got '{value}')")
+        socket_.level = value
+    elif name == "mode":
+        if not re.fullmatch(r"[0-7]+", value):
+            raise _Invalid(f"'mode' : missing or invalid mode '{value}' (octal integer expected)")
+        socket_.mode = int(value, 8)
+    elif name in ("uid", "gid"):
+        setattr(socket_, name, _integer(value, f"a numeric {name}", 0))
+    elif name in ("user", "group"):
+        try:
+            if name == "user":
+                socket_.uid = pwd.getpwnam(value).pw_uid
+            else:
+                socket_.gid = grp.getgrnam(value).gr_gid
+        except KeyError:
+            raise _Invalid(f"'{name}' : unknown {name} name '{value}'") from None
+    elif name == "expose-fd":
+        if value != "listeners":
+            raise _Invalid(f"'expose-fd' only supports 'listeners' (got '{value}')")
+        socket_.expose_fd_listeners = True
+        line.warn("recorded: fastproxy does not hand its listeners over on reload yet",
+                  "stats socket expose-fd")
+    elif name == "severity-output":
+        if value not in ("none", "number", "string"):
+            raise _Invalid(f"'severity-output' only supports 'none', 'number', and 'string' (got '{value}')")
+        if value != "none":
+            line.warn("not supported by fastproxy; answers carry no severity", "stats socket severity-output")
+    else:
+        line.warn(f"setting '{name}' is not supported on fastproxy's stats socket; ignored",
+                  f"stats socket {name}")
 
 
 def _global_numeric_id(option: str) -> GlobalHandler:

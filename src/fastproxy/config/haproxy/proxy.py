@@ -315,7 +315,7 @@ def _description(line: _Line, proxy: _Proxy, args: list[str]) -> None:
 
 @_keyword("id", in_defaults="no")
 def _id(line: _Line, proxy: _Proxy, args: list[str]) -> None:
-    proxy.options["id"] = _integer(_one(args, "a numeric id"), "a numeric id above 0", 1)
+    proxy.id = _integer(_one(args, "a numeric id"), "a numeric id above 0", 1)
 
 
 @_post_check(FE)

@@ -321,7 +321,8 @@ class _Reader:
         return Backend(name=proxy.name, servers=servers, mode=proxy.mode, balance=proxy.balance,
                        timeouts=timeouts, retries=proxy.retries, redispatch=proxy.redispatch,
                        server_keepalive=proxy.server_keepalive, fullconn=proxy.fullconn,
-                       options=dict(proxy.options), location=proxy.location, allbackups=proxy.allbackups,
+                       id=proxy.id, options=dict(proxy.options), location=proxy.location,
+                       allbackups=proxy.allbackups,
                        tcp_check=proxy.tcp_check, tcp_check_rules=rules,
                        log_targets=list(proxy.log_targets))
 
@@ -361,8 +362,8 @@ class _Reader:
             inspect_delay=proxy.inspect_delay, timeouts=timeouts, maxconn=proxy.maxconn,
             rate_limit_sessions=proxy.rate_limit_sessions, client_keepalive=proxy.client_keepalive,
             log=bool(proxy.log_targets), tcplog=proxy.tcplog, dontlognull=proxy.dontlognull,
-            options=dict(proxy.options), location=proxy.location, log_targets=list(proxy.log_targets),
-            default_backend_location=proxy.default_backend_location)
+            id=proxy.id, options=dict(proxy.options), location=proxy.location,
+            log_targets=list(proxy.log_targets), default_backend_location=proxy.default_backend_location)
 
     def _check_modes(self, frontends: Mapping[str, Frontend], backends: Mapping[str, Backend]) -> None:
         """``mode http`` is an error on any proxy that carries traffic: fastproxy is layer 4 only."""

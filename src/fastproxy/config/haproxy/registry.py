@@ -90,6 +90,7 @@ class _Proxy:
     inspect_delay: Optional[float] = None
     default_backend: Optional[str] = None
     default_backend_location: Optional[Location] = None
+    id: Optional[int] = None
     options: dict = field(default_factory=dict)
     default_server: Server = field(default_factory=lambda: Server(name="", host="", port=0))
     acls: dict[str, list[Acl]] = field(default_factory=dict)

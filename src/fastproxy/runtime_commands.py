@@ -1,0 +1,452 @@
+"""The runtime API's commands (HAProxy 2.6's, management.txt §9.3), each at HAProxy's level and with
+its answers, errors included, word for word.
+
+``COMMANDS`` is the table ``runtime_api.CliSession`` dispatches on; each handler takes the session
+and the request's words and returns the answer.  Handlers read and change the running configuration
+only through ``Operations``: server states through ``servers.ServerStates`` (which tells the balancer,
+whose ``on_change`` reaches the lanes at once), weights through the balancer, sessions through the
+pump; statistics are computed by ``stats`` from the pump's counters when asked.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from . import stats
+from .runtime import AdminState, Runtime, ServerRuntime
+from .runtime_api import ADMIN, LEVEL_NAMES, OPERATOR, USER, CliSession, Command, CommandError, usage_message
+from .servers import ServerStates
+
+
+@dataclass
+class Operations:
+    """What the commands act on: the running configuration and the owners of its state."""
+
+    state: Runtime
+    servers: ServerStates
+    pump: Any
+    version: str = field(default_factory=lambda: _version())
+    started: float = 0.0  # event loop time at start
+    started_wall: float = field(default_factory=time.time)
+    sampler: stats.Sampler = field(default_factory=stats.Sampler)
+    cleared: dict[int, tuple[int, ...]] = field(default_factory=dict)  # ``clear counters all``
+    proxies: list[stats.Proxy] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.proxies:
+            self.proxies = stats.number_proxies(self.state)
+        if not self.started:
+            self.started = self.now()
+
+    def now(self) -> float:
+        return self.state.loop.time()
+
+    def view(self, session: CliSession) -> stats.StatsView:
+        return stats.StatsView(self.state, self.pump.counters, self.now(),
+                               show_addresses=session.level >= OPERATOR, sampler=self.sampler,
+                               cleared=self.cleared)
+
+    def sample(self) -> None:
+        """Read every row's counts for the rates and maxima (the runtime API calls it every second)."""
+        self.sampler.take(self.now(), stats.readings(self.state, self.pump.counters))
+
+    def proxy(self, name: str) -> Optional[stats.Proxy]:
+        return next((proxy for proxy in self.proxies if proxy.name == name), None)
+
+    def backend_proxy(self, name: str) -> Optional[stats.Proxy]:
+        return next((proxy for proxy in self.proxies if proxy.name == name and proxy.backend is not None),
+                    None)
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("fastproxy")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _ops(session: CliSession) -> Operations:
+    return session.operations
+
+
+# --- the session's own commands --------------------------------------------------------------------
+
+def _help(session: CliSession, args: list[str]) -> str:
+    return usage_message(session.commands, args, is_help=True)
+
+
+def _prompt(session: CliSession, args: list[str]) -> str:
+    session.interactive = not session.interactive
+    return ""
+
+
+def _quit(session: CliSession, args: list[str]) -> str:
+    session.closed = True
+    return ""
+
+
+def _lower_level(level: int):
+    def handler(session: CliSession, args: list[str]) -> str:
+        if len(args) > 1 and args[1] == "-":
+            session.no_newline = True
+        session.require(level)
+        session.level = level
+        return ""
+    return handler
+
+
+def _show_cli_level(session: CliSession, args: list[str]) -> str:
+    return LEVEL_NAMES.get(session.level, "unknown") + "\n"
+
+
+def _show_cli_sockets(session: CliSession, args: list[str]) -> str:
+    lines = ["# socket lvl processes\n"]
+    for config in _ops(session).state.config.global_.stats_sockets:
+        lines.append(f"{config.address} {config.level} all\n")
+    return "".join(lines)
+
+
+def _show_version(session: CliSession, args: list[str]) -> str:
+    return f"{_ops(session).version}\n"
+
+
+def _set_timeout(session: CliSession, args: list[str]) -> str:
+    if len(args) < 3 or args[2] != "cli":
+        raise CommandError("'set timeout' only supports 'cli'.\n")
+    if len(args) < 4:
+        raise CommandError("Expects an integer value.\n")
+    match = re.fullmatch(r"([0-9]+)(us|ms|s|m|h|d)?", args[3])
+    if not match:
+        raise CommandError("Invalid timeout value.\n")
+    scale = {"us": 1e-6, "ms": 1e-3, None: 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match[2]]
+    seconds = int(match[1]) * scale
+    if seconds < 1:
+        raise CommandError("Invalid timeout value.\n")
+    session.timeout = seconds
+    return ""
+
+
+# --- statistics --------------------------------------------------------------------------------------
+
+def _show_info(session: CliSession, args: list[str]) -> str:
+    ops = _ops(session)
+    values = stats.info(ops.state, ops.pump.counters, version=ops.version, started=ops.started,
+                        started_wall=ops.started_wall, now=ops.now(),
+                        listeners=len(ops.state.listeners()) + len(ops.state.config.global_.stats_sockets),
+                        pipes_in_use=getattr(ops.pump, "pipes_in_use", 0))
+    if "json" in args[2:]:
+        return json.dumps([{"field": {"pos": i, "name": name}, "processNum": 1,
+                            "value": _json_value(values[name])}
+                           for i, name in enumerate(stats.INFO_FIELDS)], indent=None) + "\n"
+    return stats.info_text(values)[:-1]  # the empty line is the prompt's
+
+
+def _json_value(value: Any) -> dict[str, Any]:
+    if isinstance(value, int):
+        return {"type": "u32" if 0 <= value < 2**32 else "s64", "value": value}
+    return {"type": "str", "value": "" if value is None else str(value)}
+
+
+def _show_stat(session: CliSession, args: list[str]) -> str:
+    ops = _ops(session)
+    proxy_id, types, server_id = -1, -1, -1
+    rest = args[2:]
+    if len(rest) >= 3:
+        proxy = ops.proxy(rest[0])
+        proxy_id = proxy.uuid if proxy is not None else _atoi(rest[0])
+        if not proxy_id:
+            raise CommandError("No such proxy.\n")
+        types, server_id = _atoi(rest[1]), _atoi(rest[2])
+        rest = rest[3:]
+    hide_down, hide_maint = "up" in rest, "no-maint" in rest
+    view = ops.view(session)
+    rows = stats.rows(view, ops.proxies, proxy_id=proxy_id, types=types, server_id=server_id)
+    if hide_down or hide_maint:
+        rows = _filtered(ops, rows, hide_down=hide_down, hide_maint=hide_maint)
+    if "json" in rest:
+        return json.dumps([[{"objType": _OBJ_TYPES[row["type"] or 0], "proxyId": row["iid"], "id": row["sid"],
+                             "field": {"pos": i, "name": name}, "processNum": 1,
+                             "value": _json_value(row[name])}
+                            for i, name in enumerate(stats.FIELDS) if row[name] is not None]
+                           for row in rows]) + "\n"
+    if "typed" in rest:
+        return "".join(_typed(row) for row in rows)
+    return stats.csv(rows)[:-1]
+
+
+_OBJ_TYPES = {stats.TYPE_FRONTEND: "Frontend", stats.TYPE_BACKEND: "Backend", stats.TYPE_SERVER: "Server"}
+_TYPED_LETTERS = {stats.TYPE_FRONTEND: "F", stats.TYPE_BACKEND: "B", stats.TYPE_SERVER: "S"}
+
+
+def _typed(row: dict[str, Any]) -> str:
+    letter = _TYPED_LETTERS[row["type"]]
+    lines = []
+    for i, name in enumerate(stats.FIELDS):
+        value = row[name]
+        if value is None:
+            continue
+        kind = "str" if isinstance(value, str) else "u64" if name in _U64 else "u32"
+        tags = _TAGS.get(name, "")
+        lines.append(f"{letter}.{row['iid']}.{row['sid']}.{i}.{name}.1:{tags}:{kind}:{value}\n")
+    return "".join(lines) + "\n"
+
+
+_U64 = frozenset("stot bin bout dreq dresp ereq econ eresp wretr wredis chkfail chkdown lbtot hanafail "
+                 "cli_abrt srv_abrt comp_in comp_out comp_byp comp_rsp conn_tot intercepted dcon dses "
+                 "wrew connect reuse cache_lookups cache_hits eint check_duration req_tot".split())
+# Origin, nature and scope letters of HAProxy's typed output, for the fields TCP rows carry.
+_TAGS = {"pxname": "KNS", "svname": "KNS", "mode": "CGS", "status": "SGP", "pid": "KGP", "iid": "KGS",
+         "sid": "KGS", "type": "CGS", "addr": "CGS", "algo": "CGS", "check_status": "MOP",
+         "check_desc": "MOP", "last_chk": "MOP", "check_rise": "CGS", "check_fall": "CGS",
+         "check_health": "CGS", "slim": "CLP", "smax": "MMP", "qmax": "MMP", "rate_max": "MMP",
+         "conn_rate_max": "MMP", "weight": "MAP", "uweight": "MAP", "lastchg": "MaP", "lastsess": "MaP",
+         "check_duration": "MDP", "qlimit": "CGS", "act": "SGP", "bck": "SGP"}
+
+
+def _filtered(ops: Operations, rows: list[dict[str, Any]], *, hide_down: bool,
+              hide_maint: bool) -> list[dict[str, Any]]:
+    """``show stat up`` / ``no-maint``: servers down (or in maintenance) left out, and the backends'
+    status followed by (servers not stopped/servers)."""
+    servers = {(proxy.uuid, server.slot.id): server for proxy in ops.proxies if proxy.backend is not None
+               for server in proxy.backend.servers}
+    result = []
+    for row in rows:
+        if row["type"] == stats.TYPE_SERVER:
+            server = servers[(row["iid"], row["sid"])]
+            if server.admin is AdminState.MAINT and (hide_maint or hide_down):
+                continue
+            if hide_down and not server.check.health.up:
+                continue
+        elif row["type"] == stats.TYPE_BACKEND:
+            proxy = next(p for p in ops.proxies if p.uuid == row["iid"])
+            members = proxy.backend.servers if proxy.backend is not None else []
+            up = sum(1 for s in members if s.check.health.up and s.admin is not AdminState.MAINT)
+            row = dict(row, status=f"{row['status']} ({up}/{len(members)})")
+        result.append(row)
+    return result
+
+
+def _atoi(text: str) -> int:
+    match = re.match(r"\s*([-+]?[0-9]+)", text)
+    return int(match[1]) if match else 0
+
+
+def _show_backend(session: CliSession, args: list[str]) -> str:
+    return "# name\n" + "".join(f"{proxy.name}\n" for proxy in _ops(session).proxies
+                                if proxy.backend is not None)
+
+
+def _show_servers_state(session: CliSession, args: list[str]) -> str:
+    ops = _ops(session)
+    proxies = ops.proxies
+    if len(args) > 3 and args[3]:
+        proxy = ops.backend_proxy(args[3])
+        if proxy is None:
+            raise CommandError("Can't find backend.\n")
+        proxies = [proxy]
+    return stats.servers_state(proxies, ops.now())[:-1]
+
+
+def _clear_counters(session: CliSession, args: list[str]) -> str:
+    session.require(OPERATOR)
+    everything = len(args) > 2 and args[2] == "all"
+    if everything:
+        session.require(ADMIN)
+    ops = _ops(session)
+    ops.sampler.clear()
+    for queue in _all_queues(ops):
+        queue.max = queue.length
+    if everything:
+        state = ops.state
+        blocks = [fe.block for fe in state.frontends.values()] + list(state.servers)
+        for block in blocks:
+            ops.cleared[block] = tuple(ops.pump.counters(block))
+        for server in state.servers.values():
+            server.check.failed_checks = 0
+            server.check.went_down = 0
+        for backend in state.backends.values():
+            backend.went_down = 0
+    return ""
+
+
+def _all_queues(ops: Operations) -> list[Any]:
+    queues = []
+    for backend in ops.state.backends.values():
+        queues.append(backend.queues.backend)
+        queues.extend(backend.queues.servers)
+    return queues
+
+
+# --- servers -----------------------------------------------------------------------------------------
+
+def _find_server(session: CliSession, text: str) -> ServerRuntime:
+    """cli.c's cli_find_server(): ``backend/server``, with HAProxy's three errors."""
+    if not text or "/" not in text:
+        raise CommandError("Require 'backend/server'.\n")
+    backend_name, _, server_name = text.partition("/")
+    proxy = _ops(session).backend_proxy(backend_name)
+    if proxy is None or proxy.backend is None:
+        raise CommandError("No such backend.\n")
+    for server in proxy.backend.servers:
+        if server.slot.name == server_name:
+            return server
+    raise CommandError("No such server.\n")
+
+
+def _get_weight(session: CliSession, args: list[str]) -> str:
+    server = _find_server(session, args[2] if len(args) > 2 else "")
+    return f"{server.slot.user_weight} (initial {server.slot.server.weight})\n"
+
+
+def _change_weight(server: ServerRuntime, text: str) -> Optional[str]:
+    """server.c's server_parse_weight_change_request(): None, or HAProxy's message (two of which end
+    without a newline, as HAProxy writes them)."""
+    if not text:
+        return "Require <weight> or <weight%>.\n"
+    match = re.match(r"\s*([-+]?[0-9]+)", text)
+    if not match:
+        return "Empty weight string empty or preceded by garbage"
+    weight, end = int(match[1]), text[match.end():]
+    initial = server.slot.server.weight
+    if end == "%":
+        if weight < 0:
+            return "Relative weight must be positive.\n"
+        weight = min(initial * min(weight, 25600) // 100, 256)
+    elif weight < 0 or weight > 256:
+        return "Absolute weight can only be between 0 and 256 inclusive.\n"
+    elif end:
+        return "Trailing garbage in weight string"
+    try:
+        server.backend.balancer.set_weight(server.slot.name, weight)
+    except ValueError as exc:
+        return f"{exc}\n"
+    return None
+
+
+def _set_weight(session: CliSession, args: list[str]) -> str:
+    session.require(ADMIN)
+    server = _find_server(session, args[2] if len(args) > 2 else "")
+    message = _change_weight(server, args[3] if len(args) > 3 else "")
+    if message is not None:
+        raise CommandError(message)
+    return ""
+
+
+_SET_SERVER_USAGE = ("usage: set server <backend>/<server> addr | agent | agent-addr | agent-port | "
+                     "agent-send | check-addr | check-port | fqdn | health | ssl | state | weight\n")
+_NOT_SUPPORTED = ("addr", "agent", "agent-addr", "agent-port", "agent-send", "check-addr", "check-port",
+                  "fqdn", "ssl")
+
+
+def _set_server(session: CliSession, args: list[str]) -> str:
+    session.require(ADMIN)
+    server = _find_server(session, args[2] if len(args) > 2 else "")
+    what = args[3] if len(args) > 3 else ""
+    value = args[4] if len(args) > 4 else ""
+    ops = _ops(session)
+    if what == "weight":
+        message = _change_weight(server, value)
+        if message is not None:
+            raise CommandError(message)
+    elif what == "state":
+        states = {"ready": "UP", "drain": "DRAIN", "maint": "MAINT"}
+        if value not in states:
+            raise CommandError("'set server <srv> state' expects 'ready', 'drain' and 'maint'.\n")
+        _set_admin(ops, server, states[value])
+    elif what == "health":
+        if value not in ("up", "stopping", "down"):
+            raise CommandError("'set server <srv> health' expects 'up', 'stopping', or 'down'.\n")
+        ops.servers.set_health(server, value)
+    elif what in _NOT_SUPPORTED:
+        raise CommandError(f"'set server <srv> {what}' is not supported by fastproxy.\n")
+    else:
+        raise CommandError(_SET_SERVER_USAGE)
+    return ""
+
+
+def _set_admin(ops: Operations, server: ServerRuntime, state: str) -> None:
+    """ready / drain / maint: what ``set server ... state`` sets, the health left as it is."""
+    if state == "UP":
+        ops.servers.set_ready(server)
+    else:
+        ops.servers.set_state(server, state)
+
+
+def _enable_server(enable: bool):
+    def handler(session: CliSession, args: list[str]) -> str:
+        session.require(ADMIN)
+        server = _find_server(session, args[2] if len(args) > 2 else "")
+        _set_admin(_ops(session), server, "UP" if enable else "MAINT")
+        return ""
+    return handler
+
+
+def _enable_health(enable: bool):
+    def handler(session: CliSession, args: list[str]) -> str:
+        session.require(ADMIN)
+        server = _find_server(session, args[2] if len(args) > 2 else "")
+        _ops(session).servers.set_checks(server, enable)
+        return ""
+    return handler
+
+
+def _shutdown_sessions(session: CliSession, args: list[str]) -> str:
+    session.require(ADMIN)
+    server = _find_server(session, args[3] if len(args) > 3 else "")
+    _ops(session).pump.cut_server(server.block)
+    return ""
+
+
+def _command(words: str, usage: Optional[str], handler: Any) -> Command:
+    return Command(tuple(words.split()), usage, handler)
+
+
+# In HAProxy's registration order (which breaks ties between equally close suggestions).
+COMMANDS: tuple[Command, ...] = (
+    _command("help", None, _help),
+    _command("prompt", None, _prompt),
+    _command("quit", None, _quit),
+    _command("set timeout", "set timeout [cli] <delay>               : change a timeout setting",
+             _set_timeout),
+    _command("show cli sockets", "show cli sockets                        : dump list of cli sockets",
+             _show_cli_sockets),
+    _command("show cli level", "show cli level                          : display the level of the "
+             "current CLI session", _show_cli_level),
+    _command("show version", "show version                            : show version of the current "
+             "process", _show_version),
+    _command("operator", "operator                                : lower the level of the current CLI "
+             "session to operator", _lower_level(OPERATOR)),
+    _command("user", "user                                    : lower the level of the current CLI "
+             "session to user", _lower_level(USER)),
+    _command("clear counters", "clear counters [all]                    : clear max statistics counters "
+             "(or all counters)", _clear_counters),
+    _command("show info", "show info [desc|json|typed|float]*      : report information about the "
+             "running process", _show_info),
+    _command("show stat", "show stat [desc|json|no-maint|typed|up]*: report counters for each proxy and "
+             "server", _show_stat),
+    _command("show servers state", "show servers state [<backend>]          : dump volatile server "
+             "information (all or for a single backend)", _show_servers_state),
+    _command("show backend", "show backend                            : list backends in the current "
+             "running config", _show_backend),
+    _command("disable health", "disable health                          : disable health checks",
+             _enable_health(False)),
+    _command("disable server", "disable server (DEPRECATED)             : disable a server for "
+             "maintenance (use 'set server' instead)", _enable_server(False)),
+    _command("enable health", "enable health                           : enable health checks",
+             _enable_health(True)),
+    _command("enable server", "enable server  (DEPRECATED)             : enable a disabled server (use "
+             "'set server' instead)", _enable_server(True)),
+    _command("get weight", "get weight <bk>/<srv>                   : report a server's current weight",
+             _get_weight),
+    _command("set server", "set server <bk>/<srv> [opts]            : change a server's state, weight, "
+             "address or ssl", _set_server),
+    _command("set weight", "set weight <bk>/<srv>  (DEPRECATED)     : change a server's weight (use "
+             "'set server' instead)", _set_weight),
+    _command("shutdown sessions server", "shutdown sessions server <bk>/<srv>     : kill sessions on a "
+             "server", _shutdown_sessions),
+)

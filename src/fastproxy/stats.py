@@ -1,0 +1,524 @@
+"""HAProxy's statistics, computed from a running configuration: ``show stat``, ``show info`` and
+``show servers state`` as HAProxy 2.6 writes them (doc/management.txt §9.1, src/stats.c).
+
+Sans-IO: the functions here read the runtime objects (``runtime.FrontendRuntime``, ``BackendRuntime``,
+``ServerRuntime``) and the pump's counter blocks through a ``counters(block)`` callable, at the moment
+they are asked, and return rows of fields; nothing is counted per connection for them.  A field is
+``None`` where HAProxy leaves it empty (it does not apply to that kind of row, or to TCP, or fastproxy
+does not measure it), else an ``int`` or a ``str``.  ``csv`` and ``typed`` turn rows into text.
+
+Ids follow HAProxy: proxies are numbered in declaration order from 2 (1 is the stats socket's own
+frontend), skipping the ids given with ``id``; a ``listen`` is one proxy, a frontend row and a backend
+row of the same id.  Servers keep their ``id`` or the next free one (``balance.ServerSlot.id``).
+
+What fastproxy does not measure reads 0 where HAProxy would count (queue and connect times, rates,
+aborts); ``smax``/``qmax`` are the highest values seen when read (the pump keeps no maximum).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Optional, Sequence
+
+from .pump import Counter
+from .runtime import AdminState, BackendRuntime, FrontendRuntime, Runtime, ServerRuntime
+
+Value = Optional[Any]  # None (empty), int or str
+Counters = Callable[[int], Sequence[int]]
+
+# HAProxy 2.6's 103 static columns (stats-t.h ST_F_*), in order.
+FIELDS: tuple[str, ...] = (
+    "pxname", "svname", "qcur", "qmax", "scur", "smax", "slim", "stot", "bin", "bout", "dreq", "dresp",
+    "ereq", "econ", "eresp", "wretr", "wredis", "status", "weight", "act", "bck", "chkfail", "chkdown",
+    "lastchg", "downtime", "qlimit", "pid", "iid", "sid", "throttle", "lbtot", "tracked", "type", "rate",
+    "rate_lim", "rate_max", "check_status", "check_code", "check_duration", "hrsp_1xx", "hrsp_2xx",
+    "hrsp_3xx", "hrsp_4xx", "hrsp_5xx", "hrsp_other", "hanafail", "req_rate", "req_rate_max", "req_tot",
+    "cli_abrt", "srv_abrt", "comp_in", "comp_out", "comp_byp", "comp_rsp", "lastsess", "last_chk",
+    "last_agt", "qtime", "ctime", "rtime", "ttime", "agent_status", "agent_code", "agent_duration",
+    "check_desc", "agent_desc", "check_rise", "check_fall", "check_health", "agent_rise", "agent_fall",
+    "agent_health", "addr", "cookie", "mode", "algo", "conn_rate", "conn_rate_max", "conn_tot",
+    "intercepted", "dcon", "dses", "wrew", "connect", "reuse", "cache_lookups", "cache_hits", "srv_icur",
+    "src_ilim", "qtime_max", "ctime_max", "rtime_max", "ttime_max", "eint", "idle_conn_cur",
+    "safe_conn_cur", "used_conn_cur", "need_conn_est", "uweight", "agg_server_status",
+    "agg_server_check_status", "agg_check_status",
+)
+# The columns of the stats modules HAProxy 2.6 is built with (ssl, h2, h1), after a "-" column; a
+# module's columns are zeros on the rows of the kinds it counts (ssl: servers too), empty elsewhere.
+SSL_FIELDS = ("ssl_sess", "ssl_reused_sess", "ssl_failed_handshake")
+H2_FIELDS = (
+    "h2_headers_rcvd", "h2_data_rcvd", "h2_settings_rcvd", "h2_rst_stream_rcvd", "h2_goaway_rcvd",
+    "h2_detected_conn_protocol_errors", "h2_detected_strm_protocol_errors", "h2_rst_stream_resp",
+    "h2_goaway_resp", "h2_open_connections", "h2_backend_open_streams", "h2_total_connections",
+    "h2_backend_total_streams")
+H1_FIELDS = ("h1_open_connections", "h1_open_streams", "h1_total_connections", "h1_total_streams",
+             "h1_bytes_in", "h1_bytes_out", "h1_spliced_bytes_in", "h1_spliced_bytes_out")
+MODULE_FIELDS = SSL_FIELDS + H2_FIELDS + H1_FIELDS
+HEADER = "# " + ",".join(FIELDS + ("-",) + MODULE_FIELDS) + ",\n"
+
+TYPE_FRONTEND, TYPE_BACKEND, TYPE_SERVER = 0, 1, 2
+FIRST_PROXY_ID = 2  # 1 goes to the stats socket's frontend (HAProxy's "GLOBAL")
+
+# check.c's check statuses as HAProxy numbers them (show servers state's srv_check_status).
+CHECK_STATUS_CODES = {"INI": 1, "HANA": 4, "SOCKERR": 5, "L4OK": 6, "L4TOUT": 7, "L4CON": 8, "L6OK": 9,
+                      "L6TOUT": 10, "L6RSP": 11, "L7TOUT": 12, "L7RSP": 13, "L7OK": 15, "L7OKC": 16,
+                      "L7STS": 17}
+_L57DATA = ("L7OK", "L7OKC", "L7STS")  # statuses at or above HCHK_STATUS_L57DATA carry a code
+
+
+@dataclass
+class Proxy:
+    """One HAProxy proxy: a frontend, a backend, or both (``listen``), with its id."""
+
+    name: str
+    uuid: int
+    frontend: Optional[FrontendRuntime] = None
+    backend: Optional[BackendRuntime] = None
+
+
+def number_proxies(state: Runtime) -> list[Proxy]:
+    """The proxies in declaration order, with HAProxy's ids (see the module docstring)."""
+    files = {name: index for index, name in enumerate(state.config.files)}
+    found: dict[tuple, Proxy] = {}
+    for runtime in list(state.frontends.values()) + list(state.backends.values()):
+        where = runtime.model.location
+        key = (files.get(where.file, len(files)), where.line, runtime.name)
+        proxy = found.setdefault(key, Proxy(runtime.name, 0))
+        if isinstance(runtime, FrontendRuntime):
+            proxy.frontend = runtime
+        else:
+            proxy.backend = runtime
+    proxies = [found[key] for key in sorted(found)]
+    explicit = {proxy: _configured_id(proxy) for proxy in proxies}
+    taken = {uuid for uuid in explicit.values() if uuid}
+    next_id = FIRST_PROXY_ID
+    for proxy in proxies:  # HAProxy: every proxy moves the next id on, one with an id of its own too
+        if explicit[proxy]:
+            proxy.uuid = explicit[proxy]
+            next_id += 1
+            continue
+        while next_id in taken:
+            next_id += 1
+        proxy.uuid = next_id
+        taken.add(next_id)
+        next_id += 1
+    return proxies
+
+
+def _configured_id(proxy: Proxy) -> int:
+    for runtime in (proxy.frontend, proxy.backend):
+        if runtime is not None and runtime.model.id:
+            return runtime.model.id
+    return 0
+
+
+Proxy.__hash__ = object.__hash__  # type: ignore[assignment]  # dataclass eq: identity is enough here
+
+
+class Sampler:
+    """The current connections and the connection totals of every row, read once a second (a few
+    dozen counter reads, never per connection): the highest counts seen (``smax``), the rate over the
+    last second (``rate``, ``conn_rate``, HAProxy's freq_ctr interpolated between two readings) and
+    its highest value (``rate_max``).  Keys are ``("fe", name)``, ``("sv", block)``, ``("be", name)``."""
+
+    def __init__(self) -> None:
+        self._last: dict[tuple, tuple[float, int]] = {}
+        self._before: dict[tuple, tuple[float, int]] = {}
+        self.max_current: dict[tuple, int] = {}
+        self.max_rate: dict[tuple, int] = {}
+
+    def take(self, now: float, readings: dict[tuple, tuple[int, int]]) -> None:
+        for key, (current, total) in readings.items():
+            rate = self.rate(key, now, total)
+            if key in self._last:
+                self._before[key] = self._last[key]
+            self._last[key] = (now, total)
+            self.max_current[key] = max(self.max_current.get(key, 0), current)
+            self.max_rate[key] = max(self.max_rate.get(key, 0), rate)
+
+    def rate(self, key: tuple, now: float, total: int) -> int:
+        """Connections in the second before ``now``: ``total`` less the total one second earlier,
+        interpolated between the two readings around that time."""
+        last, before = self._last.get(key), self._before.get(key)
+        if last is None:
+            return 0
+        then = now - 1.0
+        if then >= last[0] or before is None:  # what came since a reading over a second old (or the only one)
+            base = float(last[1])
+        elif then <= before[0]:
+            base = float(before[1])
+        else:
+            share = (then - before[0]) / (last[0] - before[0])
+            base = before[1] + (last[1] - before[1]) * share
+        return max(int(round(total - base)), 0)
+
+    def highest(self, key: tuple, current: int) -> int:
+        return max(self.max_current.get(key, 0), current)
+
+    def highest_rate(self, key: tuple, rate: int) -> int:
+        return max(self.max_rate.get(key, 0), rate)
+
+    def clear(self) -> None:
+        """``clear counters``: the maxima start over."""
+        self.max_current.clear()
+        self.max_rate.clear()
+
+
+def readings(state: Runtime, counts: Callable[[int], Sequence[int]]) -> dict[tuple, tuple[int, int]]:
+    """(current connections, connection total) of every frontend, server and backend, for ``Sampler``."""
+    result: dict[tuple, tuple[int, int]] = {}
+    for fe in state.frontends.values():
+        c = counts(fe.block)
+        result[("fe", fe.name)] = (c[Counter.CONN_CUR], c[Counter.CONN_TOTAL])
+    for be in state.backends.values():
+        current = total = 0
+        for server in be.servers:
+            c = counts(server.block)
+            result[("sv", server.block)] = (c[Counter.CONN_CUR], c[Counter.CONN_TOTAL])
+            current, total = current + c[Counter.CONN_CUR], total + c[Counter.CONN_TOTAL]
+        result[("be", be.name)] = (current, total)
+    return result
+
+
+@dataclass
+class StatsView:
+    """What the rows are computed from: the running configuration, the counters, the clock."""
+
+    state: Runtime
+    counters: Counters
+    now: float  # on the clock of ServerRuntime.last_change (the event loop's)
+    show_addresses: bool = True  # HAProxy shows addr and algo from level operator on
+    sampler: Sampler = field(default_factory=Sampler)
+    cleared: dict[int, tuple[int, ...]] = field(default_factory=dict)  # block -> counters at clear time
+
+    def counts(self, block: int) -> tuple[int, ...]:
+        values = tuple(self.counters(block))
+        base = self.cleared.get(block)
+        if base is None:
+            return values
+        # CONN_CUR is a gauge: it is never cleared.
+        return tuple(v if i == Counter.CONN_CUR else max(v - b, 0)
+                     for i, (v, b) in enumerate(zip(values, base)))
+
+
+def _blank() -> dict[str, Value]:
+    return dict.fromkeys(FIELDS)
+
+
+def _age(now: float, since: float) -> int:
+    return max(int(now - since), 0)
+
+
+def _rates(view: "StatsView", key: tuple, current: int, total: int) -> tuple[int, int, int]:
+    """(smax, rate, rate_max) of a row from the sampler and what the counters say now."""
+    sampler = view.sampler
+    rate = sampler.rate(key, view.now, total)
+    return sampler.highest(key, current), rate, sampler.highest_rate(key, rate)
+
+
+def frontend_row(view: StatsView, proxy: Proxy) -> dict[str, Value]:
+    runtime = proxy.frontend
+    assert runtime is not None
+    fe = runtime.model
+    c = view.counts(runtime.block)
+    raw = view.counters(runtime.block)
+    smax, rate, rate_max = _rates(view, ("fe", runtime.name), raw[Counter.CONN_CUR], raw[Counter.CONN_TOTAL])
+    row = _blank()
+    row.update(
+        pxname=proxy.name, svname="FRONTEND", scur=c[Counter.CONN_CUR], smax=smax,
+        slim=fe.maxconn or view.state.config.global_.maxconn, stot=c[Counter.CONN_TOTAL],
+        bin=c[Counter.BYTES_IN], bout=c[Counter.BYTES_OUT], dreq=0, dresp=0, ereq=0,
+        status="STOP" if view.state.stopping else "OPEN", pid=1, iid=proxy.uuid, sid=0, type=TYPE_FRONTEND,
+        rate=rate, rate_lim=fe.rate_limit_sessions or 0, rate_max=rate_max, req_rate=0, req_rate_max=0,
+        req_tot=0, comp_in=0, comp_out=0, comp_byp=0, comp_rsp=0, mode="tcp", conn_rate=rate,
+        conn_rate_max=rate_max, conn_tot=c[Counter.CONN_TOTAL] + runtime.denied, dcon=runtime.denied,
+        dses=0, wrew=0, eint=0)
+    return row
+
+
+def server_status(server: ServerRuntime) -> str:
+    """The ``status`` column of a server (stats.c's srv_hlt_st)."""
+    check = server.check
+    health = check.health
+    if server.admin is AdminState.MAINT:
+        return "MAINT"
+    checked = check.active
+    if health.up:
+        going_down = checked and health.health < health.top
+        if server.admin is AdminState.DRAIN:
+            return f"DRAIN {health.health - health.rise + 1}/{health.fall}" if going_down else "DRAIN"
+        if going_down:
+            return f"UP {health.health - health.rise + 1}/{health.fall}"
+        return "UP" if checked else "no check"
+    if checked and health.health:
+        return f"DOWN {health.health}/{health.rise}"
+    return "DOWN"
+
+
+def effective_weight(server: ServerRuntime) -> int:
+    """The weight the balancer gives the server now, in the configuration's unit (0 in DRAIN)."""
+    slot = server.slot
+    if server.admin is AdminState.DRAIN:
+        return 0
+    scale = server.backend.balancer.weight_scale
+    return (slot.weight + scale - 1) // scale
+
+
+def server_row(view: StatsView, proxy: Proxy, server: ServerRuntime) -> dict[str, Value]:
+    slot, check, conf = server.slot, server.check, server.slot.server
+    c = view.counts(server.block)
+    queue = server.backend.queues.servers[slot.index]
+    raw = view.counters(server.block)
+    smax, rate, rate_max = _rates(view, ("sv", server.block), raw[Counter.CONN_CUR], raw[Counter.CONN_TOTAL])
+    row = _blank()
+    checked = check.active
+    row.update(
+        pxname=proxy.name, svname=slot.name, qcur=queue.length,
+        qmax=max(queue.max, queue.length), scur=c[Counter.CONN_CUR], smax=smax,
+        slim=slot.maxconn or None, stot=c[Counter.CONN_TOTAL], bin=c[Counter.BYTES_IN],
+        bout=c[Counter.BYTES_OUT], dresp=0, econ=c[Counter.CONNECT_ERRORS], eresp=0, wretr=0, wredis=0,
+        status=server_status(server), weight=effective_weight(server), act=0 if slot.backup else 1,
+        bck=1 if slot.backup else 0, lastchg=_age(view.now, server.last_change),
+        qlimit=conf.maxqueue or None, pid=1, iid=proxy.uuid, sid=slot.id, lbtot=c[Counter.CONN_TOTAL],
+        type=TYPE_SERVER, rate=rate, rate_max=rate_max, cli_abrt=0, srv_abrt=0,
+        lastsess=_last_session(view, server, c), qtime=0, ctime=0, rtime=0, ttime=0, mode="tcp",
+        wrew=0, connect=c[Counter.CONN_TOTAL] + c[Counter.CONNECT_ERRORS], reuse=0, srv_icur=0,
+        qtime_max=0, ctime_max=0, rtime_max=0, ttime_max=0, eint=0, idle_conn_cur=0, safe_conn_cur=0,
+        used_conn_cur=c[Counter.CONN_CUR], need_conn_est=0, uweight=slot.user_weight)
+    if slot.ramp is not None and server.admin is not AdminState.DRAIN:
+        row["throttle"] = max(1, int(slot.ramp * 100))
+    if checked:
+        row.update(chkfail=check.failed_checks, chkdown=check.went_down,
+                   downtime=int(server_downtime(server, view.now)))
+    if checked and not check.paused:
+        last = check.last
+        status = last.status if last is not None else "INI"
+        row["check_status"] = ("* " if check.task is not None else "") + status
+        if status in _L57DATA:
+            row["check_code"] = 0
+        if last is not None:
+            row["check_duration"] = round(last.duration * 1000)
+        row.update(check_desc=last.description if last is not None else "Initializing",
+                   last_chk=last.info if last is not None else "", check_rise=check.health.rise,
+                   check_fall=check.health.fall, check_health=check.health.health)
+    if conf.observe:
+        row["hanafail"] = 0
+    if view.show_addresses:
+        host, port = server.address
+        row["addr"] = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return row
+
+
+def _last_session(view: StatsView, server: ServerRuntime, c: Sequence[int]) -> int:
+    """Seconds since the server's last connection, -1 for none: the pump keeps no time, so this is
+    when the reader first saw the current total (a second's precision when read every second)."""
+    total = c[Counter.CONN_TOTAL]
+    if not total:
+        return -1
+    if server.seen_total != total:
+        server.seen_total, server.seen_at = total, view.now
+    return _age(view.now, server.seen_at)
+
+
+def server_downtime(server: ServerRuntime, now: float) -> float:
+    """HAProxy's srv_downtime(): the time spent stopped (DOWN or MAINT), the current spell included."""
+    if server.stopped:
+        return server.down_time + now - server.last_change
+    return server.down_time
+
+
+def backend_weights(backend: BackendRuntime) -> tuple[int, int, int, int]:
+    """(total effective weight, total user weight, usable active, usable backup) as HAProxy's lbprm:
+    the active servers' when one is usable, else the backups' (the first one's without allbackups)."""
+    scale = backend.balancer.weight_scale
+    usable = [s for s in backend.servers if s.slot.usable and s.admin is not AdminState.DRAIN]
+    active = [s for s in usable if not s.slot.backup]
+    backups = [s for s in usable if s.slot.backup]
+    first_backup = sorted(backups, key=lambda s: s.slot.id)[:1]
+    group = active or (backups if backend.balancer.all_backups else first_backup)
+    weight = sum((s.slot.weight + scale - 1) // scale for s in group)
+    return weight, sum(s.slot.user_weight for s in group), len(active), len(backups)
+
+
+def backend_row(view: StatsView, proxy: Proxy) -> dict[str, Value]:
+    backend = proxy.backend
+    assert backend is not None
+    per_server = [view.counts(server.block) for server in backend.servers]
+
+    def total(index: int) -> int:
+        return sum(c[index] for c in per_server)
+
+    queue = backend.queues.backend
+    raw = [view.counters(server.block) for server in backend.servers]
+    smax, rate, rate_max = _rates(view, ("be", backend.name), sum(c[Counter.CONN_CUR] for c in raw),
+                                  sum(c[Counter.CONN_TOTAL] for c in raw))
+    weight, user_weight, active, backups = backend_weights(backend)
+    up = weight > 0 or not backend.servers
+    row = _blank()
+    row.update(
+        pxname=proxy.name, svname="BACKEND", qcur=queue.length,
+        qmax=max(queue.max, queue.length), scur=total(Counter.CONN_CUR), smax=smax,
+        slim=backend.balancer.fullconn or None, stot=total(Counter.CONN_TOTAL), bin=total(Counter.BYTES_IN),
+        bout=total(Counter.BYTES_OUT), dreq=0, dresp=0, econ=total(Counter.CONNECT_ERRORS), eresp=0,
+        wretr=0, wredis=0, status="UP" if up else "DOWN", weight=weight, act=active, bck=backups,
+        chkdown=backend.went_down, lastchg=_age(view.now, backend.last_change), pid=1, iid=proxy.uuid,
+        sid=0, lbtot=total(Counter.CONN_TOTAL), type=TYPE_BACKEND, rate=rate, rate_max=rate_max, cli_abrt=0,
+        srv_abrt=0, comp_in=0, comp_out=0, comp_byp=0, comp_rsp=0,
+        lastsess=min((v for v in (_last_session(view, s, c) for s, c in zip(backend.servers, per_server))
+                      if v >= 0), default=-1),
+        qtime=0, ctime=0, rtime=0, ttime=0, mode="tcp", wrew=0,
+        connect=total(Counter.CONN_TOTAL) + total(Counter.CONNECT_ERRORS), reuse=0, qtime_max=0,
+        ctime_max=0, rtime_max=0, ttime_max=0, eint=0, uweight=user_weight, agg_server_status=0,
+        agg_server_check_status=0, agg_check_status=0)
+    if backend.servers:
+        row["downtime"] = int(backend.down_time + (view.now - backend.last_change if not up else 0))
+    if view.show_addresses:
+        row["algo"] = backend.model.balance.algorithm
+    return row
+
+
+def rows(view: StatsView, proxies: Iterable[Proxy], *, proxy_id: int = -1, types: int = -1,
+         server_id: int = -1) -> list[dict[str, Value]]:
+    """Every row of ``show stat``, in HAProxy's order: per proxy its frontend, its servers, its backend.
+    ``proxy_id``, ``types`` (1 frontends, 2 backends, 4 servers, summed) and ``server_id`` select as
+    ``show stat <iid> <type> <sid>`` does (-1: all)."""
+    result = []
+    for proxy in proxies:
+        if proxy_id != -1 and proxy.uuid != proxy_id:
+            continue
+        if proxy.frontend is not None and types & 1:
+            result.append(frontend_row(view, proxy))
+        if proxy.backend is not None:
+            if types & 4:
+                for server in proxy.backend.servers:
+                    if server_id == -1 or server.slot.id == server_id:
+                        result.append(server_row(view, proxy, server))
+            if types & 2:
+                result.append(backend_row(view, proxy))
+    return result
+
+
+def _module_values(row: dict[str, Value]) -> list[str]:
+    if row["type"] == TYPE_SERVER:  # the ssl module counts servers; h1 and h2 only proxies
+        return ["0"] * len(SSL_FIELDS) + [""] * (len(H2_FIELDS) + len(H1_FIELDS))
+    return ["0"] * len(MODULE_FIELDS)
+
+
+def _text(value: Value) -> str:
+    return "" if value is None else str(value)
+
+
+def csv_line(row: dict[str, Value]) -> str:
+    """One CSV line as HAProxy writes it (each field followed by a comma).  Text fields are written
+    as they are: HAProxy quotes none of them in CSV."""
+    values = [_text(row[name]) for name in FIELDS] + ["-"] + _module_values(row)
+    return ",".join(values) + ",\n"
+
+
+def csv(rows_: Iterable[dict[str, Value]]) -> str:
+    """``show stat``: the header, one line per row, and HAProxy's empty line at the end."""
+    return HEADER + "".join(csv_line(row) for row in rows_) + "\n"
+
+
+# --- show info ---------------------------------------------------------------------------------------
+
+# HAProxy 2.6's show info keys, in order (stats-t.h INF_*).
+INFO_FIELDS: tuple[str, ...] = (
+    "Name", "Version", "Release_date", "Nbthread", "Nbproc", "Process_num", "Pid", "Uptime", "Uptime_sec",
+    "Memmax_MB", "PoolAlloc_MB", "PoolUsed_MB", "PoolFailed", "Ulimit-n", "Maxsock", "Maxconn",
+    "Hard_maxconn", "CurrConns", "CumConns", "CumReq", "MaxSslConns", "CurrSslConns", "CumSslConns",
+    "Maxpipes", "PipesUsed", "PipesFree", "ConnRate", "ConnRateLimit", "MaxConnRate", "SessRate",
+    "SessRateLimit", "MaxSessRate", "SslRate", "SslRateLimit", "MaxSslRate", "SslFrontendKeyRate",
+    "SslFrontendMaxKeyRate", "SslFrontendSessionReuse_pct", "SslBackendKeyRate", "SslBackendMaxKeyRate",
+    "SslCacheLookups", "SslCacheMisses", "CompressBpsIn", "CompressBpsOut", "CompressBpsRateLim", "Tasks",
+    "Run_queue", "Idle_pct", "node", "Stopping", "Jobs", "Unstoppable Jobs", "Listeners", "ActivePeers",
+    "ConnectedPeers", "DroppedLogs", "BusyPolling", "FailedResolutions", "TotalBytesOut",
+    "TotalSplicdedBytesOut", "BytesOutRate", "DebugCommandsIssued", "CumRecvLogs", "Build info",
+    "Memmax_bytes", "PoolAlloc_bytes", "PoolUsed_bytes", "Start_time_sec", "Tainted",
+)
+
+
+def uptime_text(seconds: int) -> str:
+    """HAProxy's ``Uptime``: ``0d 0h01m31s``."""
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{days}d {hours}h{minutes:02d}m{secs:02d}s"
+
+
+def info(state: Runtime, counters: Counters, *, version: str, started: float, started_wall: float,
+         now: float, listeners: int, pipes_in_use: int = 0) -> dict[str, Value]:
+    """``show info``'s values: fastproxy's where it has them, HAProxy's zeros elsewhere."""
+    g = state.config.global_
+    fe_blocks = [fe.block for fe in state.frontends.values()]
+    cum_conns = sum(counters(block)[Counter.CONN_TOTAL] for block in fe_blocks)
+    bytes_out = sum(counters(block)[Counter.BYTES_OUT] for block in fe_blocks)
+    try:
+        import resource
+        nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, ValueError):
+        nofile = 0
+    uptime = max(int(now - started), 0)
+    values: dict[str, Value] = dict.fromkeys(INFO_FIELDS, 0)
+    values.update({
+        "Name": "fastproxy", "Version": version, "Release_date": "", "Nbthread": g.nbthread, "Nbproc": 1,
+        "Process_num": 1, "Pid": os.getpid(), "Uptime": uptime_text(uptime), "Uptime_sec": uptime,
+        "Ulimit-n": nofile, "Maxsock": nofile, "Maxconn": g.maxconn or 0, "Hard_maxconn": g.maxconn or 0,
+        "CurrConns": state.current, "CumConns": cum_conns, "Maxpipes": g.maxpipes or 0,
+        "PipesUsed": pipes_in_use, "ConnRateLimit": g.maxconnrate or 0, "Idle_pct": 100,
+        "node": os.uname().nodename, "Stopping": int(state.stopping), "Jobs": state.current + listeners,
+        "Listeners": listeners, "TotalBytesOut": bytes_out, "Build info": version,
+        "Start_time_sec": int(started_wall), "Tainted": 0,
+    })
+    return values
+
+
+def info_text(values: dict[str, Value]) -> str:
+    return "".join(f"{name}: {_text(values[name])}\n" for name in INFO_FIELDS) + "\n"
+
+
+# --- show servers state ------------------------------------------------------------------------------
+
+SERVERS_STATE_HEADER = (
+    "# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight "
+    "srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state "
+    "srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord srv_use_ssl "
+    "srv_check_port srv_check_addr srv_agent_addr srv_agent_port\n")
+
+# server-t.h: SRV_ST_STOPPED 0, RUNNING 2; SRV_ADMF_FMAINT 0x01, CMAINT 0x04, FDRAIN 0x08;
+# check-t.h: CHK_ST_CONFIGURED 0x02, ENABLED 0x04, PAUSED 0x08; CHK_RES_FAILED 2, PASSED 3.
+
+
+def server_state_line(proxy: Proxy, server: ServerRuntime, now: float) -> str:
+    slot, check, conf = server.slot, server.check, server.slot.server
+    stopped = not check.health.up or server.admin is AdminState.MAINT
+    op_state = 0 if stopped else 2
+    admin = 0
+    if server.admin is AdminState.MAINT:
+        admin = 0x05 if conf.disabled and not server.admin_changed else 0x01
+    elif server.admin is AdminState.DRAIN:
+        admin = 0x08
+    last = check.last
+    status = CHECK_STATUS_CODES.get(last.status, 0) if last is not None else 1
+    result = 0 if last is None else (3 if last.passed else 2)
+    check_state = 0
+    if conf.check:
+        check_state = 0x02 | 0x04 | (0x08 if check.paused else 0)
+    host, port = server.address
+    check_port = conf.check_port or 0
+    return (f"{proxy.uuid} {proxy.name} {slot.id} {slot.name} {host} {op_state} {admin} {slot.user_weight} "
+            f"{conf.weight} {_age(now, server.last_change)} {status} {result} {check.health.health} "
+            f"{check_state} 0 {int(bool(_configured_id(proxy)))} {int(conf.id is not None)} - {port} - 0 "
+            f"{check_port} {conf.check_addr or '-'} - 0\n")
+
+
+def servers_state(proxies: Iterable[Proxy], now: float) -> str:
+    """``show servers state``: format version 1, one line per server of the given backends."""
+    lines = [server_state_line(proxy, server, now) for proxy in proxies if proxy.backend is not None
+             for server in proxy.backend.servers]
+    return "1\n" + SERVERS_STATE_HEADER + "".join(lines) + "\n"
+
+
+def wall_clock() -> float:
+    return time.time()
