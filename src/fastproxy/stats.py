@@ -462,7 +462,8 @@ def info(state: Runtime, counters: Counters, *, version: str, started: float, st
     uptime = max(int(now - started), 0)
     values: dict[str, Value] = dict.fromkeys(INFO_FIELDS, 0)
     values.update({
-        "Name": "fastproxy", "Version": version, "Release_date": "", "Nbthread": g.nbthread, "Nbproc": 1,
+        # "HAProxy" is how the tools written for HAProxy's socket recognize it (haproxyadmin checks).
+        "Name": "HAProxy", "Version": version, "Release_date": "", "Nbthread": g.nbthread, "Nbproc": 1,
         "Process_num": 1, "Pid": os.getpid(), "Uptime": uptime_text(uptime), "Uptime_sec": uptime,
         "Ulimit-n": nofile, "Maxsock": nofile, "Maxconn": g.maxconn or 0, "Hard_maxconn": g.maxconn or 0,
         "CurrConns": state.current, "CumConns": cum_conns, "Maxpipes": g.maxpipes or 0,

@@ -1,0 +1,366 @@
+"""The stats socket on real sockets: the engine serves HAProxy's runtime API on the ``stats socket``
+lines of its configuration, and the tools written for HAProxy drive it unchanged (socat, the
+haproxyadmin and haproxy-cli libraries).  Where haproxy 2.6 is installed, the same file runs through
+both under the same traffic and ``show stat`` is compared: the header byte for byte, every column
+that does not depend on timing value for value; the usage texts are compared with haproxy's too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from fastproxy.config import load
+from fastproxy.runtime_api import Command, split_request, usage_message
+
+from .support import echo, free_port, running, serving
+
+HAPROXY = shutil.which("haproxy")
+SOCAT = shutil.which("socat")
+needs_haproxy = pytest.mark.skipif(HAPROXY is None or SOCAT is None, reason="haproxy or socat not installed")
+
+# Columns that depend on when they are read (ages, rates, durations), on concurrency fastproxy samples
+# once a second (smax), or that it does not measure (total session times, idle-pool estimates).
+TIMING = {"smax", "lastchg", "downtime", "check_duration", "rate", "rate_max", "conn_rate", "conn_rate_max",
+          "lastsess", "qtime", "ctime", "rtime", "ttime", "qtime_max", "ctime_max", "rtime_max", "ttime_max",
+          "need_conn_est"}
+
+
+def write_config(tmp_path: Path, servers: tuple[int, ...] = (), *,
+                 extra_global: str = "") -> tuple[Path, dict]:
+    """The configuration both run: ``servers`` are the ports of s1, s2 and s3 (free ports by default)."""
+    ports = {name: free_port() for name in ("fe", "ls", "s1", "s2", "s3", "dead")}
+    ports.update(zip(("s1", "s2", "s3"), servers))
+    path = tmp_path / "haproxy.cfg"
+    path.write_text(f"""\
+global
+    maxconn 1000
+    stats socket {tmp_path}/admin.sock level admin mode 600
+    stats socket ipv4@127.0.0.1:{free_port()} level user
+    stats timeout 5s
+{extra_global}
+defaults
+    mode tcp
+    timeout connect 2s
+    timeout client 10s
+    timeout server 10s
+frontend fe
+    bind 127.0.0.1:{ports['fe']}
+    default_backend be
+backend be
+    balance roundrobin
+    server s1 127.0.0.1:{ports['s1']} check inter 200ms
+    server s2 127.0.0.1:{ports['s2']} weight 3
+    server s3 127.0.0.1:{ports['s3']} check disabled
+    server s4 127.0.0.1:{ports['dead']} check inter 200ms
+listen ls
+    bind 127.0.0.1:{ports['ls']}
+    server a 127.0.0.1:{ports['s1']}
+""")
+    return path, ports
+
+
+async def ask(path: str | tuple, request: str, *, timeout: float = 10.0) -> str:
+    """One request on a new connection, as ``echo <request> | socat - UNIX-CONNECT:<path>`` sends it."""
+    if isinstance(path, tuple):
+        reader, writer = await asyncio.open_connection(*path)
+    else:
+        reader, writer = await asyncio.open_unix_connection(path)
+    writer.write(request.encode() + b"\n")
+    data = await asyncio.wait_for(reader.read(-1), timeout)
+    writer.close()
+    return data.decode()
+
+
+async def socat(path: Path, request: str) -> str:
+    proc = await asyncio.create_subprocess_exec(SOCAT, "-", f"UNIX-CONNECT:{path}", stdin=subprocess.PIPE,
+                                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    out, _ = await asyncio.wait_for(proc.communicate(request.encode() + b"\n"), 10)
+    return out.decode()
+
+
+async def traffic(port: int, connections: int, size: int) -> None:
+    for _ in range(connections):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"x" * size)
+        received = 0
+        while received < size:
+            data = await asyncio.wait_for(reader.read(1 << 16), 5)
+            assert data, "the proxy closed a connection it should have served"
+            received += len(data)
+        writer.close()
+        await writer.wait_closed()
+
+
+async def until_closed(reader: asyncio.StreamReader) -> bytes:
+    """What arrives until the connection ends, by a FIN or a reset (HAProxy resets one it leaves
+    with unread bytes, as the kernel does)."""
+    data = b""
+    try:
+        while chunk := await asyncio.wait_for(reader.read(1 << 16), 5):
+            data += chunk
+    except ConnectionResetError:
+        pass
+    return data
+
+
+def table(csv_text: str) -> dict[tuple[str, str], dict[str, str]]:
+    lines = csv_text.splitlines()
+    names = lines[0][2:].split(",")
+    rows = [line.split(",") for line in lines[1:] if line]
+    return {(row[0], row[1]): dict(zip(names, row)) for row in rows}
+
+
+async def until_status(path: Path, row: tuple[str, str], status: str) -> None:
+    for _ in range(100):
+        if table(await ask(str(path), "show stat")).get(row, {}).get("status") == status:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{row} never became {status}")
+
+
+async def haproxy_answers(cfg: Path, sock: Path, ports: dict, requests: list[str]) -> dict[str, str]:
+    proc = await asyncio.create_subprocess_exec(HAPROXY, "-db", "-f", str(cfg),
+                                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            if sock.exists():
+                break
+            await asyncio.sleep(0.05)
+        await until_status(sock, ("be", "s4"), "DOWN")
+        await traffic(ports["fe"], 8, 1000)
+        await traffic(ports["ls"], 3, 500)
+        await asyncio.sleep(0.2)
+        return {request: await socat(sock, request) for request in requests}
+    finally:
+        proc.terminate()
+        await proc.wait()
+
+
+async def fastproxy_answers(cfg: Path, sock: Path, ports: dict, pump_class, requests: list[str]) -> dict:
+    async with running(load([str(cfg)]), pump_class):
+        await until_status(sock, ("be", "s4"), "DOWN")
+        await traffic(ports["fe"], 8, 1000)
+        await traffic(ports["ls"], 3, 500)
+        await asyncio.sleep(0.2)
+        return {request: await socat(sock, request) for request in requests}
+
+
+@needs_haproxy
+@pytest.mark.timeout(60)
+async def test_show_stat_agrees_with_haproxy_on_the_same_file_and_traffic(tmp_path, pump_class):
+    async with serving(echo) as s1, serving(echo) as s2, serving(echo) as s3:
+        cfg, ports = write_config(tmp_path, (s1, s2, s3))
+        sock = tmp_path / "admin.sock"
+        requests = ["show stat", "show servers state", "show backend", "get weight be/s2"]
+        theirs = await haproxy_answers(cfg, sock, ports, requests)
+        ours = await fastproxy_answers(cfg, sock, ports, pump_class, requests)
+    assert ours["show stat"].splitlines()[0] == theirs["show stat"].splitlines()[0]
+    mine, haproxy = table(ours["show stat"]), table(theirs["show stat"])
+    assert list(mine) == list(haproxy)
+    for row, fields in haproxy.items():
+        # "* " marks a check under way when read: timing too.
+        differ = {name: (mine[row][name], value) for name, value in fields.items()
+                  if name not in TIMING and mine[row][name].removeprefix("* ") != value.removeprefix("* ")}
+        assert not differ, (row, differ)
+    assert mine[("fe", "FRONTEND")]["stot"] == "8" and mine[("be", "s2")]["bin"] == "6000"
+    assert ours["show backend"] == theirs["show backend"] == "# name\nbe\nls\n\n"
+    assert ours["get weight be/s2"] == theirs["get weight be/s2"] == "3 (initial 3)\n\n"
+
+    def without_ages(text: str) -> list[list[str]]:
+        return [line.split()[:9] + line.split()[10:] for line in text.splitlines()]
+    assert without_ages(ours["show servers state"]) == without_ages(theirs["show servers state"])
+
+
+HAPROXY_TEXTS = ["foo bar", "zzzzzzzzzzzzzzzz", "help servers", "show\\;cli level", "help show",
+                 "set srever", "shw stat", "show stats", "get wieght be/s1", "clear", "disable",
+                 "show servers", "enable srv",
+                 "set server be/s2", "set server be/s2 state foo", "set server be/s2 health foo",
+                 "set weight be/s2 300", "set weight be/s2 x", "set weight be/s2", "get weight be",
+                 "get weight nob/s1", "get weight be/nos", "show servers state nosuch", "show stat x y z",
+                 "operator -;show cli level", "prompt\nshow cli level\nquit", "user;operator"]
+
+
+@needs_haproxy
+@pytest.mark.timeout(60)
+async def test_answers_and_usage_texts_are_haproxys(tmp_path, pump_class):
+    """The same requests to both: the same answers.  The usage texts of unknown requests are also
+    computed over haproxy's own command table (read from its ``help``), which checks the fuzzy match
+    itself, whatever commands fastproxy has."""
+    async with serving(echo) as s1, serving(echo) as s2, serving(echo) as s3:
+        cfg, ports = write_config(tmp_path, (s1, s2, s3))
+        sock = tmp_path / "admin.sock"
+        requests = HAPROXY_TEXTS[15:] + ["help"] + HAPROXY_TEXTS[:15]
+        theirs = await haproxy_answers(cfg, sock, ports, requests)
+        ours = await fastproxy_answers(cfg, sock, ports, pump_class, requests)
+    for request in HAPROXY_TEXTS[15:]:
+        assert ours[request] == theirs[request], request
+    # fastproxy's help is haproxy's, less the commands it does not have.
+    their_help = theirs["help"].splitlines()
+    assert [line for line in their_help if line in ours["help"].splitlines()] == ours["help"].splitlines()
+    commands = [Command(("help",), None, lambda s, a: ""), Command(("prompt",), None, lambda s, a: ""),
+                Command(("quit",), None, lambda s, a: "")]
+    for line in their_help[1:-4]:
+        usage = line[2:]
+        head = re.split(r" : |\]:", usage)[0].split()
+        words = tuple(word for word in head[:next((i for i, w in enumerate(head) if w[0] in "[<{(@"),
+                                                   len(head))])
+        commands.append(Command(words, usage, lambda s, a: ""))
+    for request in HAPROXY_TEXTS[:15]:
+        args = split_request(request.encode())
+        computed = usage_message(commands, args, is_help=args[:1] == ["help"]) + "\n"
+        if request.startswith(("set server", "help servers", "enable srv")) and computed != theirs[request]:
+            continue  # answered by a command, not a usage text
+        assert computed == theirs[request], request
+
+
+async def test_a_server_drained_through_the_socket_gets_no_new_connection(tmp_path, pump_class):
+    async with serving(echo) as s1, serving(echo) as s2, serving(echo) as s3:
+        cfg, ports = write_config(tmp_path, (s1, s2, s3))
+        sock = str(tmp_path / "admin.sock")
+        async with running(load([str(cfg)]), pump_class):
+            await until_status(tmp_path / "admin.sock", ("be", "s4"), "DOWN")
+            assert await ask(sock, "set server be/s2 state drain") == "\n"
+            await traffic(ports["fe"], 6, 10)
+            rows = table(await ask(sock, "show stat"))
+            assert (rows[("be", "s2")]["status"], rows[("be", "s2")]["stot"]) == ("DRAIN", "0")
+            assert (rows[("be", "s1")]["stot"], rows[("be", "s2")]["weight"]) == ("6", "0")
+            assert await ask(sock, "set server be/s2 state ready") == "\n"
+            await traffic(ports["fe"], 4, 10)
+            assert table(await ask(sock, "show stat"))[("be", "s2")]["stot"] == "3"
+            assert await ask(sock, "set weight be/s2 0") == "\n"
+            assert await ask(sock, "get weight be/s2") == "0 (initial 3)\n\n"
+            await traffic(ports["fe"], 2, 10)
+            assert table(await ask(sock, "show stat"))[("be", "s1")]["stot"] == "9"
+
+
+async def test_haproxyadmin_lists_servers_reads_stats_and_drains(tmp_path, pump_class):
+    haproxyadmin = pytest.importorskip("haproxyadmin")
+    from haproxyadmin import haproxy
+    async with serving(echo) as s1, serving(echo) as s2, serving(echo) as s3:
+        cfg, ports = write_config(tmp_path, (s1, s2, s3))
+        async with running(load([str(cfg)]), pump_class):
+            await traffic(ports["fe"], 2, 100)
+
+            def drive() -> tuple:
+                hap = haproxy.HAProxy(socket_file=str(tmp_path / "admin.sock"))
+                names = sorted(server.name for server in hap.servers(backend="be"))
+                server = hap.server("s2", backend="be")[0]
+                drained = server.setstate(haproxyadmin.STATE_DRAIN)
+                return (names, [b.name for b in hap.backends()], hap.maxconn, drained, server.status,
+                        server.weight, hap.frontend("fe").metric("stot"))
+            names, backends, maxconn, drained, status, weight, stot = await asyncio.to_thread(drive)
+    assert names == ["s1", "s2", "s3", "s4"] and backends == ["be", "ls"] and maxconn == 1000
+    assert (drained, status, int(weight), int(stot)) == (True, "DRAIN", 0, 2)
+
+
+async def test_haproxy_cli_lists_backends_and_servers_and_sets_states(tmp_path, pump_class):
+    conn = pytest.importorskip("haproxy.conn")
+    cmds = pytest.importorskip("haproxy.cmds")
+    async with serving(echo) as s1, serving(echo) as s2, serving(echo) as s3:
+        cfg, ports = write_config(tmp_path, (s1, s2, s3))
+        async with running(load([str(cfg)]), pump_class):
+            path = str(tmp_path / "admin.sock")
+
+            def drive() -> tuple:
+                def send(command):
+                    return conn.HaPConn(path).sendCmd(command, objectify=True)
+                backends = send(cmds.showBackends())
+                maint = send(cmds.setServerState(backend="be", server="s1", value="maint"))
+                servers = send(cmds.listServers(backend="be"))
+                weight = send(cmds.getWeight(backend="be", server="s2"))
+                return backends, maint, servers, weight
+            backends, maint, servers, weight = await asyncio.to_thread(drive)
+    assert backends == ["be", "ls"] and maint == "\n" and weight.startswith("3 (initial 3)")
+    assert servers[0].startswith("Name: s1 Status: MAINT Weight: 1 bIn: 0 bOut: 0")
+
+
+async def test_stats_maxconn_closes_connections_past_it(tmp_path, pump_class):
+    cfg, _ = write_config(tmp_path, extra_global="    stats maxconn 2")
+    sock = str(tmp_path / "admin.sock")
+    async with running(load([str(cfg)]), pump_class):
+        held = [await asyncio.open_unix_connection(sock) for _ in range(2)]
+        for reader, writer in held:
+            writer.write(b"prompt\n")
+            assert await reader.readexactly(3) == b"\n> "
+        reader, writer = await asyncio.open_unix_connection(sock)
+        assert await asyncio.wait_for(reader.read(-1), 5) == b""  # refused: closed at once
+        writer.close()
+        held[0][1].write(b"quit\n")
+        assert await asyncio.wait_for(held[0][0].read(-1), 5) == b""
+        await asyncio.sleep(0.05)
+        assert await ask(sock, "show cli level") == "admin\n\n"
+        held[1][1].close()
+
+
+async def test_stats_timeout_closes_an_idle_connection(tmp_path, pump_class):
+    cfg, _ = write_config(tmp_path)
+    cfg.write_text(cfg.read_text().replace("stats timeout 5s", "stats timeout 300ms"))
+    sock = str(tmp_path / "admin.sock")
+    async with running(load([str(cfg)]), pump_class):
+        reader, writer = await asyncio.open_unix_connection(sock)
+        writer.write(b"prompt\n")
+        assert await reader.readexactly(3) == b"\n> "
+        started = asyncio.get_running_loop().time()
+        assert await asyncio.wait_for(reader.read(-1), 5) == b""
+        assert 0.2 < asyncio.get_running_loop().time() - started < 2
+        writer.close()
+
+
+async def test_bad_clients_disturb_neither_other_clients_nor_traffic(tmp_path, pump_class):
+    async with serving(echo) as s1, serving(echo) as s2, serving(echo) as s3:
+        cfg, ports = write_config(tmp_path, (s1, s2, s3))
+        sock = str(tmp_path / "admin.sock")
+        async with running(load([str(cfg)]), pump_class):
+            silent = await asyncio.open_unix_connection(sock)  # never sends a newline
+            silent[1].write(b"show stat")
+            flood = await asyncio.open_unix_connection(sock)  # a 1 MiB line
+            flood[1].write(b"a" * (1 << 20))
+            garbage = await asyncio.open_unix_connection(sock)
+            garbage[1].write(bytes(b for b in range(256) if b not in b"\n;") * 4 + b"\n")
+            assert await ask(sock, "show cli level") == "admin\n\n"
+            await traffic(ports["fe"], 3, 1000)
+            assert await until_closed(flood[0]) == b""  # closed unanswered (reset: its data is unread)
+            assert (await until_closed(garbage[0])).startswith(b"Unknown command")
+            for _, writer in (silent, flood, garbage):
+                writer.close()
+
+
+async def test_a_tcp_socket_serves_at_its_level(tmp_path, pump_class):
+    cfg, _ = write_config(tmp_path)
+    port = int(re.search(r"ipv4@127.0.0.1:(\d+)", cfg.read_text())[1])
+    async with running(load([str(cfg)]), pump_class):
+        assert await ask(("127.0.0.1", port), "show cli level") == "user\n\n"
+        assert await ask(("127.0.0.1", port), "set weight be/s2 1") == "Permission denied\n\n"
+        assert (await ask(("127.0.0.1", port), "show stat")).startswith("# pxname,svname,")
+        assert (await ask(str(tmp_path / "admin.sock"), "show cli sockets")) == (
+            f"# socket lvl processes\nunix@{tmp_path}/admin.sock admin all\n"
+            f"ipv4@127.0.0.1:{port} user all\n\n")
+
+
+async def test_the_unix_socket_has_its_mode_and_is_removed_at_stop(tmp_path, pump_class):
+    cfg, _ = write_config(tmp_path)
+    path = tmp_path / "admin.sock"
+    path.write_text("a stale socket of a former run")
+    async with running(load([str(cfg)]), pump_class):
+        assert stat.S_ISSOCK(path.stat().st_mode) and stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert not path.exists()
+
+
+async def test_show_info_reports_the_process(tmp_path, pump_class):
+    async with serving(echo) as s1, serving(echo) as s2, serving(echo) as s3:
+        cfg, ports = write_config(tmp_path, (s1, s2, s3))
+        async with running(load([str(cfg)]), pump_class):
+            await traffic(ports["fe"], 2, 10)
+            info = dict(line.split(": ", 1) for line in
+                        (await ask(str(tmp_path / "admin.sock"), "show info")).splitlines() if line)
+    assert info["Name"] == "HAProxy" and info["Pid"] == str(os.getpid()) and info["Maxconn"] == "1000"
+    assert info["CumConns"] == "2" and info["Uptime"].startswith("0d 0h00m")
+
