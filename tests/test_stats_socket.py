@@ -159,7 +159,7 @@ async def test_show_stat_agrees_with_haproxy_on_the_same_file_and_traffic(tmp_pa
     async with serving(echo) as s1, serving(echo) as s2, serving(echo) as s3:
         cfg, ports = write_config(tmp_path, (s1, s2, s3))
         sock = tmp_path / "admin.sock"
-        requests = ["show stat", "show servers state", "show backend", "get weight be/s2"]
+        requests = ["show stat", "show servers state", "show backend", "get weight be/s2", "show stat typed"]
         theirs = await haproxy_answers(cfg, sock, ports, requests)
         ours = await fastproxy_answers(cfg, sock, ports, pump_class, requests)
     assert ours["show stat"].splitlines()[0] == theirs["show stat"].splitlines()[0]
@@ -173,6 +173,10 @@ async def test_show_stat_agrees_with_haproxy_on_the_same_file_and_traffic(tmp_pa
     assert mine[("fe", "FRONTEND")]["stot"] == "8" and mine[("be", "s2")]["bin"] == "6000"
     assert ours["show backend"] == theirs["show backend"] == "# name\nbe\nls\n\n"
     assert ours["get weight be/s2"] == theirs["get weight be/s2"] == "3 (initial 3)\n\n"
+
+    def typed_fields(text: str) -> list[str]:  # the field, its tags and its type: all but the value
+        return [line.rsplit(":", 1)[0] for line in text.splitlines()]
+    assert typed_fields(ours["show stat typed"]) == typed_fields(theirs["show stat typed"])
 
     def without_ages(text: str) -> list[list[str]]:
         return [line.split()[:9] + line.split()[10:] for line in text.splitlines()]

@@ -175,37 +175,11 @@ def _show_stat(session: CliSession, args: list[str]) -> str:
                             for i, name in enumerate(stats.FIELDS) if row[name] is not None]
                            for row in rows]) + "\n"
     if "typed" in rest:
-        return "".join(_typed(row) for row in rows)
+        return stats.typed(rows)
     return stats.csv(rows)[:-1]
 
 
 _OBJ_TYPES = {stats.TYPE_FRONTEND: "Frontend", stats.TYPE_BACKEND: "Backend", stats.TYPE_SERVER: "Server"}
-_TYPED_LETTERS = {stats.TYPE_FRONTEND: "F", stats.TYPE_BACKEND: "B", stats.TYPE_SERVER: "S"}
-
-
-def _typed(row: dict[str, Any]) -> str:
-    letter = _TYPED_LETTERS[row["type"]]
-    lines = []
-    for i, name in enumerate(stats.FIELDS):
-        value = row[name]
-        if value is None:
-            continue
-        kind = "str" if isinstance(value, str) else "u64" if name in _U64 else "u32"
-        tags = _TAGS.get(name, "")
-        lines.append(f"{letter}.{row['iid']}.{row['sid']}.{i}.{name}.1:{tags}:{kind}:{value}\n")
-    return "".join(lines) + "\n"
-
-
-_U64 = frozenset("stot bin bout dreq dresp ereq econ eresp wretr wredis chkfail chkdown lbtot hanafail "
-                 "cli_abrt srv_abrt comp_in comp_out comp_byp comp_rsp conn_tot intercepted dcon dses "
-                 "wrew connect reuse cache_lookups cache_hits eint check_duration req_tot".split())
-# Origin, nature and scope letters of HAProxy's typed output, for the fields TCP rows carry.
-_TAGS = {"pxname": "KNS", "svname": "KNS", "mode": "CGS", "status": "SGP", "pid": "KGP", "iid": "KGS",
-         "sid": "KGS", "type": "CGS", "addr": "CGS", "algo": "CGS", "check_status": "MOP",
-         "check_desc": "MOP", "last_chk": "MOP", "check_rise": "CGS", "check_fall": "CGS",
-         "check_health": "CGS", "slim": "CLP", "smax": "MMP", "qmax": "MMP", "rate_max": "MMP",
-         "conn_rate_max": "MMP", "weight": "MAP", "uweight": "MAP", "lastchg": "MaP", "lastsess": "MaP",
-         "check_duration": "MDP", "qlimit": "CGS", "act": "SGP", "bck": "SGP"}
 
 
 def _filtered(ops: Operations, rows: list[dict[str, Any]], *, hide_down: bool,

@@ -421,6 +421,86 @@ def csv(rows_: Iterable[dict[str, Value]]) -> str:
     return HEADER + "".join(csv_line(row) for row in rows_) + "\n"
 
 
+# --- show stat typed ---------------------------------------------------------------------------------
+
+# The origin, nature and scope letters and the type of each field in HAProxy 2.6's typed output, per
+# kind of row (F frontend, B backend, S server): as haproxy 2.6.12 writes them, for every field a TCP
+# row carries.
+_TYPED = {
+    "F": (
+        "pxname=KNS:str svname=KNS:str scur=MGP:u32 smax=MMP:u32 slim=CLP:u32 stot=MCP:u64 bin=MCP:u64 "
+        "bout=MCP:u64 dreq=MCP:u64 dresp=MCP:u64 ereq=MCP:u64 status=SGP:str pid=KGP:u32 iid=KGS:u32 "
+        "sid=KGS:u32 type=CGS:u32 rate=MRP:u32 rate_lim=CLP:u32 rate_max=MMP:u32 req_rate=MRP:u32 "
+        "req_rate_max=MMP:u32 req_tot=MCP:u64 comp_in=MCP:u64 comp_out=MCP:u64 comp_byp=MCP:u64 "
+        "comp_rsp=MCP:u64 mode=CGS:str conn_rate=MRP:u32 conn_rate_max=MMP:u32 conn_tot=MCP:u64 "
+        "dcon=MCP:u64 dses=MCP:u64 wrew=MCP:u64 eint=MCP:u64 ssl_sess=MCP:u64 ssl_reused_sess=MCP:u64 "
+        "ssl_failed_handshake=MCP:u64 h2_headers_rcvd=MCP:u64 h2_data_rcvd=MCP:u64 "
+        "h2_settings_rcvd=MCP:u64 h2_rst_stream_rcvd=MCP:u64 h2_goaway_rcvd=MCP:u64 "
+        "h2_detected_conn_protocol_errors=MCP:u64 h2_detected_strm_protocol_errors=MCP:u64 "
+        "h2_rst_stream_resp=MCP:u64 h2_goaway_resp=MCP:u64 h2_open_connections=MGP:u64 "
+        "h2_backend_open_streams=MGP:u64 h2_total_connections=MCP:u64 h2_backend_total_streams=MCP:u64 "
+        "h1_open_connections=MGP:u64 h1_open_streams=MGP:u64 h1_total_connections=MCP:u64 "
+        "h1_total_streams=MCP:u64 h1_bytes_in=MCP:u64 h1_bytes_out=MCP:u64 h1_spliced_bytes_in=MCP:u64 "
+        "h1_spliced_bytes_out=MCP:u64 "),
+    "B": (
+        "pxname=KNS:str svname=KNS:str qcur=MGP:u32 qmax=MMP:u32 scur=MGP:u32 smax=MMP:u32 slim=CLP:u32 "
+        "stot=MCP:u64 bin=MCP:u64 bout=MCP:u64 dreq=MCP:u64 dresp=MCP:u64 econ=MCP:u64 eresp=MCP:u64 "
+        "wretr=MCP:u64 wredis=MCP:u64 status=SGP:str weight=MaP:u32 act=MGP:u32 bck=MGP:u32 "
+        "chkdown=MCP:u64 lastchg=MAP:u32 downtime=MCP:u32 pid=KGP:u32 iid=KGS:u32 sid=KGS:u32 "
+        "lbtot=MCP:u64 type=CGS:u32 rate=MGP:u32 rate_max=MGP:u32 cli_abrt=MCP:u64 srv_abrt=MCP:u64 "
+        "comp_in=MCP:u64 comp_out=MCP:u64 comp_byp=MCP:u64 comp_rsp=MCP:u64 lastsess=MAP:s32 "
+        "qtime=MaP:u32 ctime=MaP:u32 rtime=MaP:u32 ttime=MaP:u32 mode=CGS:str algo=CGS:str wrew=MCP:u64 "
+        "connect=MCP:u64 reuse=MCP:u64 qtime_max=MMP:u32 ctime_max=MMP:u32 rtime_max=MMP:u32 "
+        "ttime_max=MMP:u32 eint=MCP:u64 uweight=MaP:u32 agg_server_status=MGP:u32 "
+        "agg_server_check_status=MGP:u32 agg_check_status=MGP:u32 ssl_sess=MCP:u64 "
+        "ssl_reused_sess=MCP:u64 ssl_failed_handshake=MCP:u64 h2_headers_rcvd=MCP:u64 "
+        "h2_data_rcvd=MCP:u64 h2_settings_rcvd=MCP:u64 h2_rst_stream_rcvd=MCP:u64 h2_goaway_rcvd=MCP:u64 "
+        "h2_detected_conn_protocol_errors=MCP:u64 h2_detected_strm_protocol_errors=MCP:u64 "
+        "h2_rst_stream_resp=MCP:u64 h2_goaway_resp=MCP:u64 h2_open_connections=MGP:u64 "
+        "h2_backend_open_streams=MGP:u64 h2_total_connections=MCP:u64 h2_backend_total_streams=MCP:u64 "
+        "h1_open_connections=MGP:u64 h1_open_streams=MGP:u64 h1_total_connections=MCP:u64 "
+        "h1_total_streams=MCP:u64 h1_bytes_in=MCP:u64 h1_bytes_out=MCP:u64 h1_spliced_bytes_in=MCP:u64 "
+        "h1_spliced_bytes_out=MCP:u64 cookie=CNS:str "),
+    "S": (
+        "pxname=KNS:str svname=KNS:str qcur=MGP:u32 qmax=MMP:u32 scur=MGP:u32 smax=MMP:u32 stot=MCP:u64 "
+        "bin=MCP:u64 bout=MCP:u64 dresp=MCP:u64 econ=MCP:u64 eresp=MCP:u64 wretr=MCP:u64 wredis=MCP:u64 "
+        "status=SGP:str weight=MaP:u32 act=SGP:u32 bck=SGP:u32 chkfail=MCP:u64 chkdown=MCP:u64 "
+        "lastchg=MAP:u32 downtime=MCP:u32 pid=KGP:u32 iid=KGS:u32 sid=KGS:u32 lbtot=MCP:u64 type=CGS:u32 "
+        "rate=MRP:u32 rate_max=MMP:u32 check_status=MOP:str check_duration=MDP:u64 cli_abrt=MCP:u64 "
+        "srv_abrt=MCP:u64 lastsess=MAP:s32 last_chk=MOP:str qtime=MaP:u32 ctime=MaP:u32 rtime=MaP:u32 "
+        "ttime=MaP:u32 check_desc=MOP:str check_rise=CGS:u32 check_fall=CGS:u32 check_health=CGS:u32 "
+        "addr=CGS:str mode=CGS:str wrew=MCP:u64 connect=MCP:u64 reuse=MCP:u64 srv_icur=MGP:u32 "
+        "qtime_max=MMP:u32 ctime_max=MMP:u32 rtime_max=MMP:u32 ttime_max=MMP:u32 eint=MCP:u64 "
+        "idle_conn_cur=MGP:u32 safe_conn_cur=MGP:u32 used_conn_cur=MGP:u32 need_conn_est=MGP:u32 "
+        "uweight=MaP:u32 ssl_sess=MCP:u64 ssl_reused_sess=MCP:u64 ssl_failed_handshake=MCP:u64 "
+        "slim=CLP:u32 qlimit=CGS:u32 throttle=MaP:u32 check_code=MOP:u32 tracked=CNS:str cookie=CNS:str "
+        "src_ilim=CLP:u32 hanafail=MCP:u64 "),
+}
+TYPED_TAGS = {kind: dict(item.split("=") for item in text.split()) for kind, text in _TYPED.items()}
+_KINDS = {TYPE_FRONTEND: "F", TYPE_BACKEND: "B", TYPE_SERVER: "S"}
+
+
+def typed(rows_: Iterable[dict[str, Value]]) -> str:
+    """``show stat typed``: one ``<kind>.<iid>.<sid>.<pos>.<name>.1:<tags>:<type>:<value>`` line per
+    field that is not empty, module fields included."""
+    out = []
+    for row in rows_:
+        kind = _KINDS[row["type"] or 0]
+        tags = TYPED_TAGS[kind]
+        values = [(name, row[name]) for name in FIELDS]
+        modules = _module_values(row)
+        values += [(name, int(value)) for name, value in zip(MODULE_FIELDS, modules) if value != ""]
+        prefix = f"{kind}.{row['iid']}.{row['sid']}"
+        for position, (name, value) in enumerate(values):
+            if value is None:
+                continue
+            if name in MODULE_FIELDS:
+                position = len(FIELDS) + MODULE_FIELDS.index(name)
+            kind_tags = tags.get(name, "MGP:str" if isinstance(value, str) else "MGP:u32")
+            out.append(f"{prefix}.{position}.{name}.1:{kind_tags}:{value}\n")
+    return "".join(out)
+
+
 # --- show info ---------------------------------------------------------------------------------------
 
 # HAProxy 2.6's show info keys, in order (stats-t.h INF_*).
