@@ -8,6 +8,7 @@ that does not depend on timing value for value; the usage texts are compared wit
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import shutil
@@ -159,7 +160,8 @@ async def test_show_stat_agrees_with_haproxy_on_the_same_file_and_traffic(tmp_pa
     async with serving(echo) as s1, serving(echo) as s2, serving(echo) as s3:
         cfg, ports = write_config(tmp_path, (s1, s2, s3))
         sock = tmp_path / "admin.sock"
-        requests = ["show stat", "show servers state", "show backend", "get weight be/s2", "show stat typed"]
+        requests = ["show stat", "show servers state", "show backend", "get weight be/s2", "show stat typed",
+                    "show stat json", "show info typed", "show info json"]
         theirs = await haproxy_answers(cfg, sock, ports, requests)
         ours = await fastproxy_answers(cfg, sock, ports, pump_class, requests)
     assert ours["show stat"].splitlines()[0] == theirs["show stat"].splitlines()[0]
@@ -177,6 +179,16 @@ async def test_show_stat_agrees_with_haproxy_on_the_same_file_and_traffic(tmp_pa
     def typed_fields(text: str) -> list[str]:  # the field, its tags and its type: all but the value
         return [line.rsplit(":", 1)[0] for line in text.splitlines()]
     assert typed_fields(ours["show stat typed"]) == typed_fields(theirs["show stat typed"])
+    assert typed_fields(ours["show info typed"]) == typed_fields(theirs["show info typed"])
+
+    def json_fields(text: str) -> list:  # every object but the value's value
+        doc = json.loads(text)
+        fields = [field for row in doc for field in row] if doc and isinstance(doc[0], list) else doc
+        return [{key: value if key != "value" else value["type"] for key, value in field.items()}
+                for field in fields]
+    for request in ("show stat json", "show info json"):
+        assert json_fields(ours[request]) == json_fields(theirs[request]), request
+        assert ours[request].endswith("}]\n\n") or ours[request].endswith("}]]\n\n")
 
     def without_ages(text: str) -> list[list[str]]:
         return [line.split()[:9] + line.split()[10:] for line in text.splitlines()]

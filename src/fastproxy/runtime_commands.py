@@ -11,7 +11,6 @@ pump; statistics are computed by ``stats`` from the pump's counters when asked.
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import re
 import time
 from dataclasses import dataclass, field
@@ -138,18 +137,12 @@ def _show_info(session: CliSession, args: list[str]) -> str:
     values = stats.info(ops.state, ops.pump.counters, version=ops.version, started=ops.started,
                         started_wall=ops.started_wall, now=ops.now(),
                         listeners=len(ops.state.listeners()) + len(ops.state.config.global_.stats_sockets),
-                        pipes_in_use=getattr(ops.pump, "pipes_in_use", 0))
+                        pipes_in_use=getattr(ops.pump, "pipes_in_use", 0), sampler=ops.sampler)
     if "json" in args[2:]:
-        return json.dumps([{"field": {"pos": i, "name": name}, "processNum": 1,
-                            "value": _json_value(values[name])}
-                           for i, name in enumerate(stats.INFO_FIELDS)], indent=None) + "\n"
+        return stats.info_json(values)
+    if "typed" in args[2:]:
+        return stats.info_typed(values)
     return stats.info_text(values)[:-1]  # the empty line is the prompt's
-
-
-def _json_value(value: Any) -> dict[str, Any]:
-    if isinstance(value, int):
-        return {"type": "u32" if 0 <= value < 2**32 else "s64", "value": value}
-    return {"type": "str", "value": "" if value is None else str(value)}
 
 
 def _show_stat(session: CliSession, args: list[str]) -> str:
@@ -169,17 +162,10 @@ def _show_stat(session: CliSession, args: list[str]) -> str:
     if hide_down or hide_maint:
         rows = _filtered(ops, rows, hide_down=hide_down, hide_maint=hide_maint)
     if "json" in rest:
-        return json.dumps([[{"objType": _OBJ_TYPES[row["type"] or 0], "proxyId": row["iid"], "id": row["sid"],
-                             "field": {"pos": i, "name": name}, "processNum": 1,
-                             "value": _json_value(row[name])}
-                            for i, name in enumerate(stats.FIELDS) if row[name] is not None]
-                           for row in rows]) + "\n"
+        return stats.json_stat(rows)
     if "typed" in rest:
         return stats.typed(rows)
     return stats.csv(rows)[:-1]
-
-
-_OBJ_TYPES = {stats.TYPE_FRONTEND: "Frontend", stats.TYPE_BACKEND: "Backend", stats.TYPE_SERVER: "Server"}
 
 
 def _filtered(ops: Operations, rows: list[dict[str, Any]], *, hide_down: bool,

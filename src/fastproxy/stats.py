@@ -17,6 +17,7 @@ aborts); ``smax``/``qmax`` are the highest values seen when read (the pump keeps
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -168,9 +169,12 @@ class Sampler:
 def readings(state: Runtime, counts: Callable[[int], Sequence[int]]) -> dict[tuple, tuple[int, int]]:
     """(current connections, connection total) of every frontend, server and backend, for ``Sampler``."""
     result: dict[tuple, tuple[int, int]] = {}
+    current = total = 0
     for fe in state.frontends.values():
         c = counts(fe.block)
         result[("fe", fe.name)] = (c[Counter.CONN_CUR], c[Counter.CONN_TOTAL])
+        current, total = current + c[Counter.CONN_CUR], total + c[Counter.CONN_TOTAL]
+    result[("process", "")] = (current, total)  # show info's ConnRate and MaxConnRate
     for be in state.backends.values():
         current = total = 0
         for server in be.servers:
@@ -480,43 +484,76 @@ TYPED_TAGS = {kind: dict(item.split("=") for item in text.split()) for kind, tex
 _KINDS = {TYPE_FRONTEND: "F", TYPE_BACKEND: "B", TYPE_SERVER: "S"}
 
 
+_ORIGINS = {"M": "Metric", "S": "Status", "K": "Key", "C": "Config", "P": "Product"}
+_NATURES = {"G": "Gauge", "L": "Limit", "M": "Max", "R": "Rate", "C": "Counter", "D": "Duration", "a": "Avg",
+            "A": "Age", "T": "Time", "N": "Name", "O": "Output"}
+_SCOPES = {"P": "Process", "S": "Service", "s": "System", "C": "Cluster"}
+
+
+def _json_field(position: int, name: str, tags_and_type: str, value: Value) -> dict[str, Any]:
+    tags, kind = tags_and_type.split(":")
+    return {"field": {"pos": position, "name": name}, "processNum": 1,
+            "tags": {"origin": _ORIGINS[tags[0]], "nature": _NATURES[tags[1]], "scope": _SCOPES[tags[2]]},
+            "value": {"type": kind, "value": str(value) if kind == "str" else value}}
+
+
+def _typed_fields(row: dict[str, Value]) -> list[tuple[int, str, str, Value]]:
+    """(position, name, tags:type, value) of every field of a row that is not empty."""
+    tags = TYPED_TAGS[_KINDS[row["type"] or 0]]
+    fields = [(i, name, row[name]) for i, name in enumerate(FIELDS) if row[name] is not None]
+    fields += [(len(FIELDS) + i, name, int(value))
+               for i, (name, value) in enumerate(zip(MODULE_FIELDS, _module_values(row))) if value != ""]
+    return [(i, name, tags.get(name, "MGS:str" if isinstance(value, str) else "MGP:u32"), value)
+            for i, name, value in fields]
+
+
 def typed(rows_: Iterable[dict[str, Value]]) -> str:
     """``show stat typed``: one ``<kind>.<iid>.<sid>.<pos>.<name>.1:<tags>:<type>:<value>`` line per
     field that is not empty, module fields included."""
     out = []
     for row in rows_:
-        kind = _KINDS[row["type"] or 0]
-        tags = TYPED_TAGS[kind]
-        values = [(name, row[name]) for name in FIELDS]
-        modules = _module_values(row)
-        values += [(name, int(value)) for name, value in zip(MODULE_FIELDS, modules) if value != ""]
-        prefix = f"{kind}.{row['iid']}.{row['sid']}"
-        for position, (name, value) in enumerate(values):
-            if value is None:
-                continue
-            if name in MODULE_FIELDS:
-                position = len(FIELDS) + MODULE_FIELDS.index(name)
-            kind_tags = tags.get(name, "MGP:str" if isinstance(value, str) else "MGP:u32")
-            out.append(f"{prefix}.{position}.{name}.1:{kind_tags}:{value}\n")
+        prefix = f"{_KINDS[row['type'] or 0]}.{row['iid']}.{row['sid']}"
+        out += [f"{prefix}.{i}.{name}.1:{tags}:{value}\n" for i, name, tags, value in _typed_fields(row)]
     return "".join(out)
+
+
+def json_stat(rows_: Iterable[dict[str, Value]]) -> str:
+    """``show stat json``: a list per row of HAProxy's field objects, compact, on one line."""
+    kinds = {TYPE_FRONTEND: "Frontend", TYPE_BACKEND: "Backend", TYPE_SERVER: "Server"}
+    doc = [[{"objType": kinds[row["type"] or 0], "proxyId": row["iid"], "id": row["sid"],
+             **_json_field(i, name, tags, value)} for i, name, tags, value in _typed_fields(row)]
+           for row in rows_]
+    return json.dumps(doc, separators=(",", ":")) + "\n"
 
 
 # --- show info ---------------------------------------------------------------------------------------
 
-# HAProxy 2.6's show info keys, in order (stats-t.h INF_*).
-INFO_FIELDS: tuple[str, ...] = (
-    "Name", "Version", "Release_date", "Nbthread", "Nbproc", "Process_num", "Pid", "Uptime", "Uptime_sec",
-    "Memmax_MB", "PoolAlloc_MB", "PoolUsed_MB", "PoolFailed", "Ulimit-n", "Maxsock", "Maxconn",
-    "Hard_maxconn", "CurrConns", "CumConns", "CumReq", "MaxSslConns", "CurrSslConns", "CumSslConns",
-    "Maxpipes", "PipesUsed", "PipesFree", "ConnRate", "ConnRateLimit", "MaxConnRate", "SessRate",
-    "SessRateLimit", "MaxSessRate", "SslRate", "SslRateLimit", "MaxSslRate", "SslFrontendKeyRate",
-    "SslFrontendMaxKeyRate", "SslFrontendSessionReuse_pct", "SslBackendKeyRate", "SslBackendMaxKeyRate",
-    "SslCacheLookups", "SslCacheMisses", "CompressBpsIn", "CompressBpsOut", "CompressBpsRateLim", "Tasks",
-    "Run_queue", "Idle_pct", "node", "Stopping", "Jobs", "Unstoppable Jobs", "Listeners", "ActivePeers",
-    "ConnectedPeers", "DroppedLogs", "BusyPolling", "FailedResolutions", "TotalBytesOut",
-    "TotalSplicdedBytesOut", "BytesOutRate", "DebugCommandsIssued", "CumRecvLogs", "Build info",
-    "Memmax_bytes", "PoolAlloc_bytes", "PoolUsed_bytes", "Start_time_sec", "Tainted",
-)
+# HAProxy 2.6's show info fields, in order (stats-t.h INF_*): position, name ("_" for a blank), and the
+# tags and type of the typed output, as haproxy 2.6.12 writes them (its zlib and description fields,
+# absent there, are absent here too).
+_INFO = (
+    "0=Name=POS:str 1=Version=POS:str 2=Release_date=POS:str 3=Nbthread=CGS:u32 4=Nbproc=CGS:u32 "
+    "5=Process_num=KGP:u32 6=Pid=SGP:u32 7=Uptime=MDP:str 8=Uptime_sec=MDP:u32 9=Memmax_MB=CLP:u32 "
+    "10=PoolAlloc_MB=MGP:u32 11=PoolUsed_MB=MGP:u32 12=PoolFailed=MCP:u32 13=Ulimit-n=CLP:u32 "
+    "14=Maxsock=CLP:u32 15=Maxconn=CLP:u32 16=Hard_maxconn=CLP:u32 17=CurrConns=MGP:u32 "
+    "18=CumConns=MCP:u32 19=CumReq=MCP:u32 20=MaxSslConns=MMP:u32 21=CurrSslConns=MGP:u32 "
+    "22=CumSslConns=MCP:u32 23=Maxpipes=CLP:u32 24=PipesUsed=MGP:u32 25=PipesFree=MGP:u32 "
+    "26=ConnRate=MRP:u32 27=ConnRateLimit=CLP:u32 28=MaxConnRate=MMP:u32 29=SessRate=MRP:u32 "
+    "30=SessRateLimit=CLP:u32 31=MaxSessRate=MRP:u32 32=SslRate=MRP:u32 33=SslRateLimit=CLP:u32 "
+    "34=MaxSslRate=MMP:u32 35=SslFrontendKeyRate=MGP:u32 36=SslFrontendMaxKeyRate=MMP:u32 "
+    "37=SslFrontendSessionReuse_pct=MGP:u32 38=SslBackendKeyRate=MRP:u32 "
+    "39=SslBackendMaxKeyRate=MMP:u32 40=SslCacheLookups=MCP:u32 41=SslCacheMisses=MCP:u32 "
+    "42=CompressBpsIn=MRP:u32 43=CompressBpsOut=MRP:u32 44=CompressBpsRateLim=CLP:u32 "
+    "47=Tasks=MGP:u32 48=Run_queue=MGP:u32 49=Idle_pct=MaP:u32 50=node=COS:str 52=Stopping=MGP:u32 "
+    "53=Jobs=MGP:u32 54=Unstoppable_Jobs=MGP:u32 55=Listeners=MGP:u32 56=ActivePeers=MGP:u32 "
+    "57=ConnectedPeers=MGP:u32 58=DroppedLogs=MGP:u32 59=BusyPolling=MGP:u32 "
+    "60=FailedResolutions=MGP:u32 61=TotalBytesOut=MGP:u64 62=TotalSplicdedBytesOut=MGP:u64 "
+    "63=BytesOutRate=MRP:u64 64=DebugCommandsIssued=MGP:u32 65=CumRecvLogs=MCP:u32 "
+    "66=Build_info=POS:str 67=Memmax_bytes=CLP:u32 68=PoolAlloc_bytes=MGP:u64 "
+    "69=PoolUsed_bytes=MGP:u64 70=Start_time_sec=MDP:u32 71=Tainted=SGP:str ")
+INFO_ENTRIES = [(int(pos), name.replace("_", " ") if name in ("Unstoppable_Jobs", "Build_info") else name,
+                 tags) for pos, name, tags in (item.split("=") for item in _INFO.split())]
+INFO_FIELDS: tuple[str, ...] = tuple(name for _, name, _ in INFO_ENTRIES)
 
 
 def uptime_text(seconds: int) -> str:
@@ -528,7 +565,8 @@ def uptime_text(seconds: int) -> str:
 
 
 def info(state: Runtime, counters: Counters, *, version: str, started: float, started_wall: float,
-         now: float, listeners: int, pipes_in_use: int = 0) -> dict[str, Value]:
+         now: float, listeners: int, pipes_in_use: int = 0,
+         sampler: Optional[Sampler] = None) -> dict[str, Value]:
     """``show info``'s values: fastproxy's where it has them, HAProxy's zeros elsewhere."""
     g = state.config.global_
     fe_blocks = [fe.block for fe in state.frontends.values()]
@@ -540,6 +578,8 @@ def info(state: Runtime, counters: Counters, *, version: str, started: float, st
     except (ImportError, ValueError):
         nofile = 0
     uptime = max(int(now - started), 0)
+    rate = sampler.rate(("process", ""), now, cum_conns) if sampler is not None else 0
+    max_rate = sampler.highest_rate(("process", ""), rate) if sampler is not None else 0
     values: dict[str, Value] = dict.fromkeys(INFO_FIELDS, 0)
     values.update({
         # "HAProxy" is how the tools written for HAProxy's socket recognize it (haproxyadmin checks).
@@ -547,7 +587,8 @@ def info(state: Runtime, counters: Counters, *, version: str, started: float, st
         "Process_num": 1, "Pid": os.getpid(), "Uptime": uptime_text(uptime), "Uptime_sec": uptime,
         "Ulimit-n": nofile, "Maxsock": nofile, "Maxconn": g.maxconn or 0, "Hard_maxconn": g.maxconn or 0,
         "CurrConns": state.current, "CumConns": cum_conns, "Maxpipes": g.maxpipes or 0,
-        "PipesUsed": pipes_in_use, "ConnRateLimit": g.maxconnrate or 0, "Idle_pct": 100,
+        "PipesUsed": pipes_in_use, "ConnRate": rate, "ConnRateLimit": g.maxconnrate or 0,
+        "MaxConnRate": max_rate, "SessRate": rate, "MaxSessRate": max_rate, "Idle_pct": 100,
         "node": os.uname().nodename, "Stopping": int(state.stopping), "Jobs": state.current + listeners,
         "Listeners": listeners, "TotalBytesOut": bytes_out, "Build info": version,
         "Start_time_sec": int(started_wall), "Tainted": 0,
@@ -557,6 +598,16 @@ def info(state: Runtime, counters: Counters, *, version: str, started: float, st
 
 def info_text(values: dict[str, Value]) -> str:
     return "".join(f"{name}: {_text(values[name])}\n" for name in INFO_FIELDS) + "\n"
+
+
+def info_typed(values: dict[str, Value]) -> str:
+    """``show info typed``: ``<pos>.<name>.1:<tags>:<type>:<value>`` per field."""
+    return "".join(f"{pos}.{name}.1:{tags}:{_text(values[name])}\n" for pos, name, tags in INFO_ENTRIES)
+
+
+def info_json(values: dict[str, Value]) -> str:
+    doc = [_json_field(pos, name, tags, values[name]) for pos, name, tags in INFO_ENTRIES]
+    return json.dumps(doc, separators=(",", ":")) + "\n"
 
 
 # --- show servers state ------------------------------------------------------------------------------
