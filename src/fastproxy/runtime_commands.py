@@ -137,7 +137,8 @@ def _show_info(session: CliSession, args: list[str]) -> str:
     values = stats.info(ops.state, ops.pump.counters, version=ops.version, started=ops.started,
                         started_wall=ops.started_wall, now=ops.now(),
                         listeners=len(ops.state.listeners()) + len(ops.state.config.global_.stats_sockets),
-                        pipes_in_use=getattr(ops.pump, "pipes_in_use", 0), sampler=ops.sampler)
+                        threads=ops.pump.threads, pipes_in_use=getattr(ops.pump, "pipes_in_use", 0),
+                        sampler=ops.sampler)
     if "json" in args[2:]:
         return stats.info_json(values)
     if "typed" in args[2:]:

@@ -565,7 +565,7 @@ def uptime_text(seconds: int) -> str:
 
 
 def info(state: Runtime, counters: Counters, *, version: str, started: float, started_wall: float,
-         now: float, listeners: int, pipes_in_use: int = 0,
+         now: float, listeners: int, threads: int = 1, pipes_in_use: int = 0,
          sampler: Optional[Sampler] = None) -> dict[str, Value]:
     """``show info``'s values: fastproxy's where it has them, HAProxy's zeros elsewhere."""
     g = state.config.global_
@@ -583,7 +583,7 @@ def info(state: Runtime, counters: Counters, *, version: str, started: float, st
     values: dict[str, Value] = dict.fromkeys(INFO_FIELDS, 0)
     values.update({
         # "HAProxy" is how the tools written for HAProxy's socket recognize it (haproxyadmin checks).
-        "Name": "HAProxy", "Version": version, "Release_date": "", "Nbthread": g.nbthread, "Nbproc": 1,
+        "Name": "HAProxy", "Version": version, "Release_date": "", "Nbthread": threads, "Nbproc": 1,
         "Process_num": 1, "Pid": os.getpid(), "Uptime": uptime_text(uptime), "Uptime_sec": uptime,
         "Ulimit-n": nofile, "Maxsock": nofile, "Maxconn": g.maxconn or 0, "Hard_maxconn": g.maxconn or 0,
         "CurrConns": state.current, "CumConns": cum_conns, "Maxpipes": g.maxpipes or 0,

@@ -21,7 +21,7 @@ import pytest
 from fastproxy.config import load
 from fastproxy.runtime_api import Command, split_request, usage_message
 
-from .support import echo, free_port, running, serving
+from ..support import echo, free_port, running, serving
 
 HAPROXY = shutil.which("haproxy")
 SOCAT = shutil.which("socat")
@@ -43,6 +43,7 @@ def write_config(tmp_path: Path, servers: tuple[int, ...] = (), *,
     path.write_text(f"""\
 global
     maxconn 1000
+    nbthread 1
     stats socket {tmp_path}/admin.sock level admin mode 600
     stats socket ipv4@127.0.0.1:{free_port()} level user
     stats timeout 5s
