@@ -381,3 +381,53 @@ async def test_show_info_reports_the_process(tmp_path, pump_class):
     assert info["Name"] == "HAProxy" and info["Pid"] == str(os.getpid()) and info["Maxconn"] == "1000"
     assert info["CumConns"] == "2" and info["Uptime"].startswith("0d 0h00m")
 
+
+
+async def test_shutdown_sessions_cuts_a_servers_connections_and_others_go_on(tmp_path, pump_class):
+    async with serving(echo) as s1, serving(echo) as s2, serving(echo) as s3:
+        cfg, ports = write_config(tmp_path, (s1, s2, s3))
+        sock = str(tmp_path / "admin.sock")
+        async with running(load([str(cfg)]), pump_class):
+            on_a = await asyncio.open_connection("127.0.0.1", ports["ls"])  # ls has one server: a
+            on_a[1].write(b"ping")
+            assert await asyncio.wait_for(on_a[0].readexactly(4), 5) == b"ping"
+            assert await ask(sock, "shutdown sessions server ls/a") == "\n"
+            assert await until_closed(on_a[0]) == b""
+            await traffic(ports["ls"], 1, 10)  # new connections still go to it
+            assert await ask(sock, "shutdown sessions server ls/nosuch") == "No such server.\n\n"
+
+
+async def test_health_set_down_and_checks_disabled_through_the_socket(tmp_path, pump_class):
+    async with serving(echo) as s1, serving(echo) as s2, serving(echo) as s3:
+        cfg, ports = write_config(tmp_path, (s1, s2, s3))
+        sock = str(tmp_path / "admin.sock")
+        async with running(load([str(cfg)]), pump_class):
+            await until_status(tmp_path / "admin.sock", ("be", "s4"), "DOWN")
+            await until_status(tmp_path / "admin.sock", ("be", "s1"), "UP")
+            assert await ask(sock, "disable health be/s1") == "\n"
+            row = table(await ask(sock, "show stat"))[("be", "s1")]
+            assert (row["status"], row["check_status"], row["chkfail"]) == ("no check", "", "")
+            assert await ask(sock, "set server be/s1 health down") == "\n"
+            assert table(await ask(sock, "show stat"))[("be", "s1")]["status"] == "DOWN"
+            await traffic(ports["fe"], 3, 10)  # all to s2: s1 is down and no check brings it back
+            rows = table(await ask(sock, "show stat"))
+            assert (rows[("be", "s1")]["stot"], rows[("be", "s2")]["stot"]) == ("0", "3")
+            assert await ask(sock, "enable health be/s1") == "\n"
+            await until_status(tmp_path / "admin.sock", ("be", "s1"), "UP")
+
+
+async def test_clear_counters_all_starts_the_counts_over(tmp_path, pump_class):
+    async with serving(echo) as s1, serving(echo) as s2, serving(echo) as s3:
+        cfg, ports = write_config(tmp_path, (s1, s2, s3))
+        sock = str(tmp_path / "admin.sock")
+        async with running(load([str(cfg)]), pump_class):
+            await traffic(ports["ls"], 2, 100)
+            assert table(await ask(sock, "show stat"))[("ls", "FRONTEND")]["stot"] == "2"
+            assert await ask(sock, "clear counters") == "\n"  # the maxima only
+            assert table(await ask(sock, "show stat"))[("ls", "FRONTEND")]["stot"] == "2"
+            assert await ask(sock, "clear counters all") == "\n"
+            rows = table(await ask(sock, "show stat"))
+            assert [rows[row][field] for row in (("ls", "FRONTEND"), ("ls", "a"), ("ls", "BACKEND"))
+                    for field in ("stot", "bin")] == ["0"] * 6
+            await traffic(ports["ls"], 1, 100)
+            assert table(await ask(sock, "show stat"))[("ls", "a")]["bout"] == "100"
