@@ -11,8 +11,10 @@ Ids follow HAProxy: proxies are numbered in declaration order from 2 (1 is the s
 frontend), skipping the ids given with ``id``; a ``listen`` is one proxy, a frontend row and a backend
 row of the same id.  Servers keep their ``id`` or the next free one (``balance.ServerSlot.id``).
 
-What fastproxy does not measure reads 0 where HAProxy would count (queue and connect times, rates,
-aborts); ``smax``/``qmax`` are the highest values seen when read (the pump keeps no maximum).
+What fastproxy does not measure reads 0 where HAProxy would count (queue, connect and session times,
+aborts, HTTP).  The pump keeps no maximum and no rate: ``Sampler`` reads the counters once a second
+for ``smax``, ``rate``, ``rate_max`` and ``conn_rate`` (a burst shorter than a second may not show in
+``smax``); ``qmax`` is the queues' own maximum.
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ CHECK_STATUS_CODES = {"INI": 1, "HANA": 4, "SOCKERR": 5, "L4OK": 6, "L4TOUT": 7,
 _L57DATA = ("L7OK", "L7OKC", "L7STS")  # statuses at or above HCHK_STATUS_L57DATA carry a code
 
 
-@dataclass
+@dataclass(eq=False)
 class Proxy:
     """One HAProxy proxy: a frontend, a backend, or both (``listen``), with its id."""
 
@@ -112,9 +114,6 @@ def _configured_id(proxy: Proxy) -> int:
         if runtime is not None and runtime.model.id:
             return runtime.model.id
     return 0
-
-
-Proxy.__hash__ = object.__hash__  # type: ignore[assignment]  # dataclass eq: identity is enough here
 
 
 class Sampler:
