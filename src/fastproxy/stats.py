@@ -247,6 +247,9 @@ def server_status(server: ServerRuntime) -> str:
     if server.admin is AdminState.MAINT:
         return "MAINT"
     checked = check.active
+    if health.up and server.nolb:  # ``set server ... health stopping``
+        return "NOLB" if not checked or health.health == health.top else \
+            f"NOLB {health.health - health.rise + 1}/{health.fall}"
     if health.up:
         going_down = checked and health.health < health.top
         if server.admin is AdminState.DRAIN:

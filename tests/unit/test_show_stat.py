@@ -212,6 +212,8 @@ def test_status_words_follow_the_server_state():
     r.servers.set_ready(s1)
     r.servers.set_state(s2, "DRAIN")
     assert status(s2) == "DRAIN"
+    r.servers.set_health(s2, "stopping")
+    assert status(s2) == "NOLB"
     r.servers.set_health(s2, "down")
     assert status(s2) == "DOWN"
     r.servers.set_state(s2, "MAINT")
