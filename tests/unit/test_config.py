@@ -203,6 +203,103 @@ def test_locations_name_the_file_and_line():
     assert config.frontends["www"].binds[0].location == Location("x.cfg", 17)
 
 
+# Lines whose expansion is compared with what haproxy's own `.notice` prints for them (one word each).
+_EXPANSIONS = [
+    '"a=${UNSET-def}"', '"e=<${EMPTY-def}>"', '"s=${SET-def}"', '"u=${UNSET-}"', '"b=${UNSET-a b}"',
+    '"l=${UNSET-$SET}"', '"n=${UNSET-${SET}}"', '"c=${UNSET-a}b}"', '"r=$SET-x"', '"d=${SET}${SET}"',
+    '"f=${.FILE} l=${.LINE}"', '"v=${UNSET[*]-d}"', "'q=${SET-x}'", '"t=$SET.$SET_X"', '${SET}',
+    '"m=${.LINE-x}"',
+]
+_ENVIRONMENT = {"SET": "hello", "EMPTY": "", "LIST": "p q"}
+
+
+@pytest.mark.skipif(HAPROXY is None, reason="haproxy is not installed")
+def test_environment_variables_expand_as_haproxy_expands_them(tmp_path):
+    # HAProxy 2.6.12 misreads ${SET-default} on a file's first line only (a stale buffer): comment first.
+    text = "# expansions\n" + "".join(f".notice {line}\n" for line in _EXPANSIONS)
+    (tmp_path / "x.cfg").write_text(text)
+    result = subprocess.run([HAPROXY, "-c", "-f", "x.cfg"], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=30, check=False, env={**_ENVIRONMENT, "PATH": os.environ["PATH"]})
+    theirs = dict(re.findall(r"\[x\.cfg:(\d+)\]: '(.*)'\.$", result.stderr + result.stdout, re.M))
+    for number, line in enumerate(_EXPANSIONS, start=2):
+        words = split_words(f".notice {line}", _ENVIRONMENT, {".FILE": "x.cfg", ".LINE": str(number)})
+        assert words[1:] == [theirs[str(number)]], line
+
+
+_CONDITIONS = [
+    'defined(SET) && defined(NOPE)', 'defined(SET) || defined(NOPE)', 'streq(a b,a b)',
+    'streq("a b","a b")', 'streq("$LIST","p q")', 'streq(ab , ab)', 'streq( ab,ab)', '"1"', '0x10',
+    '010', '00', '!!1', '! 0', "streq('a(b','a(b')", 'strneq("${SET-z}" , "q")', '(1 || 0) && !0',
+    '1 && (0 || 0)', 'version_atleast(2.6.0)', 'version_before(2.7)', 'version_atleast(2.7-dev0)', '',
+    'defined(EMPTY)', 'streq("",)',
+]
+
+
+@pytest.mark.skipif(HAPROXY is None, reason="haproxy is not installed")
+def test_conditions_are_evaluated_as_haproxy_evaluates_them(tmp_path):
+    text = "# conditions\n" + "".join(f".if {condition}\n.notice \"{index} true\"\n.else\n"
+                                       f".notice \"{index} false\"\n.endif\n"
+                                       for index, condition in enumerate(_CONDITIONS))
+    (tmp_path / "x.cfg").write_text(text)
+    result = subprocess.run([HAPROXY, "-c", "-f", "x.cfg"], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=30, check=False, env={**_ENVIRONMENT, "PATH": os.environ["PATH"]})
+    theirs = dict(re.findall(r"'(\d+) (true|false)'", result.stderr + result.stdout))
+    assert len(theirs) == len(_CONDITIONS), result.stderr
+    ours = parse_text(text, environ=_ENVIRONMENT)
+    assert [f"{w.message}" for w in ours.warnings if w.keyword == ".notice"] == []  # notices are not warnings
+    from fastproxy.config.haproxy.conditions import _evaluate_condition
+    for index, condition in enumerate(_CONDITIONS):
+        words = split_words(f".if {condition}", _ENVIRONMENT)
+        chosen = _evaluate_condition(" ".join(words[1:]), _ENVIRONMENT)
+        assert ("true" if chosen else "false") == theirs[str(index)], condition
+
+
+@pytest.mark.parametrize("condition, message", [
+    ("streq(a,b,c)", "expected ')' before ',c)' in argument 2 of predicate 'streq'"),
+    ("streq(a)", "missing arguments (got 1/2), type 'string' expected in argument 2 of predicate 'streq'"),
+    ("p q", "unparsable conditional expression 'p q'"),
+    ("1 x", "unexpected character 'x' at the end of conditional expression '1 x'"),
+    ("(1", "expected ')' after conditional expression"),
+])
+def test_malformed_conditions_are_errors_worded_as_haproxy_words_them(condition, message):
+    assert any(message in error for error in errors_of(f".if {condition}\n.endif\n"))
+
+
+def test_environment_variables_expand_in_unquoted_addresses_as_in_haproxy():
+    config = parse(PROLOGUE + """
+        listen app
+            bind ${ADDR}:${PORT}
+            bind $ADDR:8081,${NOPE}:8082
+            server s1 ${ADDR}:${SPORT} check addr ${CHECK}
+            server s2 ${SERVER}
+    """, environ={"ADDR": "127.0.0.2", "PORT": "8080", "SPORT": "9000", "CHECK": "127.0.0.9",
+                  "SERVER": "127.0.0.3:9001"})
+    binds = [(b.host, b.port) for b in config.frontends["app"].binds]
+    assert binds == [("127.0.0.2", 8080), ("127.0.0.2", 8081), ("0.0.0.0", 8082)]
+    s1, s2 = config.backends["app"].servers
+    assert (s1.host, s1.port, s1.check_addr) == ("127.0.0.2", 9000, "127.0.0.9")
+    assert (s2.host, s2.port) == ("127.0.0.3", 9001)
+    # No defaults in addresses: "-8083}" stays, and is a port offset to HAProxy.
+    assert errors_of(PROLOGUE + "listen a\n bind 127.0.0.1:${P-8083}\n") == [
+        "7: 'bind': port offset not permitted here in '127.0.0.1:-8083}'"]
+
+
+def test_pseudo_variables_name_the_file_line_and_section():
+    config = parse(PROLOGUE + 'backend be\n description "${.FILE}:${.LINE} in ${.SECTION}"\n')
+    assert config.backends["be"].options["description"] == "t.cfg:7 in be"
+
+
+def test_a_file_whose_last_line_has_no_line_feed_is_refused_as_haproxy_refuses_it(tmp_path):
+    path = tmp_path / "cut.cfg"
+    path.write_text(PROLOGUE + "listen a\n  bind 127.0.0.1:8080\n  server s 127.0.0.1:9999")
+    with pytest.raises(ConfigError) as info:
+        load([str(path)])
+    assert [str(e).replace(str(path), "cut.cfg") for e in info.value.errors] == [
+        "cut.cfg:8: Missing LF on last line, file might have been truncated at position 26."]
+    path.write_text(PROLOGUE + "listen a\n  bind 127.0.0.1:8080\n  server s 127.0.0.1:9999\n")
+    assert load([str(path)]).backends["a"].servers[0].port == 9999
+
+
 # --- the corpus --------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("path", VALID, ids=lambda p: p.name)
@@ -705,7 +802,7 @@ def test_conditional_directive_errors():
     assert errors_of(".if\n.endif\n.else\n.endif\n.foo\n.if bogus(\n") == [
         "3: '.else': lone '.else' with no matching '.if'.",
         "5: '.foo': unknown directive '.foo'",
-        "6: '.if': unparsable term 'bogus' in the condition 'bogus('",
+        "6: '.if': unparsable conditional expression 'bogus('",
         "6: '.if': non-terminated '.if' block (missing '.endif' at end of file)"]
     assert errors_of(".if 1\n.else x\n.endif y\n") == [
         "2: '.else': Unexpected argument 'x' for '.else'.",
@@ -1156,3 +1253,14 @@ def test_a_log_line_whose_settings_take_every_word_names_no_facility_and_is_an_e
     # Found by the corpus mutation test: it raised IndexError instead of a ConfigError.
     assert errors_of("global\n    log stdout format raw\n") == [
         "2: 'log': expects <address> and <facility> as arguments"]
+
+
+def test_environment_corpus_file_reads_defaults_pseudo_variables_and_conditions():
+    config = load_corpus("environment.cfg")
+    assert config.global_.maxconn == 2000
+    postgres = config.frontends["postgres"]
+    assert [(b.host, b.port) for b in postgres.binds] == [("127.0.0.1", 15432), ("0.0.0.0", 15433),
+                                                          ("0.0.0.0", 15434)]
+    assert postgres.options["description"].startswith("postgres at ") and \
+        postgres.options["description"].endswith("environment.cfg:13")
+    assert [(s.name, s.port) for s in config.backends["postgres"].servers] == [("pg1", 5432), ("pg2", 5433)]

@@ -1,10 +1,12 @@
 """The HAProxy configuration reader: TCP-mode ``haproxy.cfg`` files into the one ``Config`` model.
 
 It reads what HAProxy 2.6 reads, the way it reads it: words split as HAProxy's ``parse_line`` does
-(quotes, backslash escapes, ``"${VAR}"`` expansion), ``.if``/``.endif`` blocks, then one section at a
-time with a table of keyword handlers per section kind.  ``defaults`` sections are folded into the
-proxies that follow them (or name them with ``from``), so the model holds effective values; a
-``listen`` becomes a frontend and a backend of the same name.
+(quotes, backslash escapes, ``"${VAR}"``, ``"${VAR-default}"``, ``"${VAR[*]}"`` and the ``${.FILE}``,
+``${.LINE}``, ``${.SECTION}`` pseudo-variables; ``$VAR`` and ``${VAR}`` unquoted in addresses, as
+``str2sa_range`` expands them), ``.if``/``.endif`` blocks, a file without a final line feed refused,
+then one section at a time with a table of keyword handlers per section kind.  ``defaults`` sections
+are folded into the proxies that follow them (or name them with ``from``), so the model holds
+effective values; a ``listen`` becomes a frontend and a backend of the same name.
 
 Every problem is collected with its ``file:line`` and keyword: errors end in one ``ConfigError`` that
 carries them all, warnings go to ``Config.warnings``.  Keywords HAProxy knows but fastproxy does not

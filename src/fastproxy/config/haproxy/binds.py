@@ -8,7 +8,7 @@ from __future__ import annotations
 
 
 from ..model import Bind
-from .lexer import _Invalid
+from .lexer import _Invalid, env_expand
 from .registry import FE, _Line, _Proxy, _keyword
 from .values import _bind_addresses, _integer
 
@@ -31,7 +31,7 @@ def _bind(line: _Line, proxy: _Proxy, args: list[str]) -> None:
             raise _Invalid(f"'{name}' expects an argument in 'bind {args[0]}'")
         i += count
         _bind_option(line, settings, name, values)
-    for family, host, port in _bind_addresses(args[0]):
+    for family, host, port in _bind_addresses(env_expand(args[0], line.reader.environ)):
         bind = Bind(host=host, port=port, family=family, location=line.location, **settings)
         proxy.binds.append(bind)
 

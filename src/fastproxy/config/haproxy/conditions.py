@@ -12,59 +12,111 @@ from dataclasses import dataclass
 
 from .lexer import _Invalid
 
-HAPROXY_VERSION = (2, 6)  # the HAProxy whose grammar this reader follows (for .if version_atleast())
+HAPROXY_VERSION = (2, 6, 12)  # the HAProxy whose grammar this reader follows (for .if version_atleast())
 
 
 def _evaluate_condition(text: str, environ: Mapping[str, str]) -> bool:
-    """HAProxy 2.6's ``.if`` expressions: predicates, integers, ``! && || ( )``."""
-    tokens = re.findall(r"\s*(\|\||&&|!|\(|\)|[A-Za-z_]+\([^)]*\)|[^\s()!&|]+)", text)
-    if "".join(t.strip() for t in tokens) != re.sub(r"\s+", "", text):
-        raise _Invalid(f"cannot parse the condition '{text}'")
-    position = 0
+    """HAProxy 2.6's ``.if`` expressions (cfgcond.c): predicates, integers, ``! && || ( )``.
 
-    def term() -> bool:
-        nonlocal position
-        if position >= len(tokens):
-            raise _Invalid(f"missing term in the condition '{text}'")
-        token = tokens[position].strip()
-        position += 1
-        if token == "!":
-            return not term()
-        if token == "(":
-            value = expression()
-            if position >= len(tokens) or tokens[position].strip() != ")":
-                raise _Invalid(f"missing ')' in the condition '{text}'")
-            position += 1
-            return value
-        call = re.fullmatch(r"([A-Za-z_]+)\(([^)]*)\)", token)
-        if call:
-            return _predicate(call[1], [a.strip() for a in call[2].split(",")] if call[2] else [], environ)
-        if re.fullmatch(r"-?[0-9]+", token):
-            return int(token) != 0
-        raise _Invalid(f"unparsable term '{token}' in the condition '{text}'")
-
-    def conjunction() -> bool:
-        nonlocal position
-        value = term()
-        while position < len(tokens) and tokens[position].strip() == "&&":
-            position += 1
-            value = term() and value
-        return value
-
-    def expression() -> bool:
-        nonlocal position
-        value = conjunction()
-        while position < len(tokens) and tokens[position].strip() == "||":
-            position += 1
-            value = conjunction() or value
-        return value
-
-    if not tokens:
-        return False
-    result = expression()
-    if position != len(tokens):
-        raise _Invalid(f"unexpected '{tokens[position].strip()}' in the condition '{text}'")
+    ``text`` is the directive's words joined by spaces, as HAProxy passes them, so quotes are already
+    gone: ``streq("a b","a b")`` arrives as ``streq(a b,a b)``.  Predicate arguments end at ``,`` or
+    ``)`` and keep their blanks, as HAProxy's ``make_arg_list`` reads them.
+    """
+    if not text:
+        return False  # an empty condition is false
+    parser = _ConditionParser(text, environ)
+    result = parser.expression()
+    parser.skip_blanks()
+    if parser.position < len(text):
+        raise _Invalid(f"unexpected character '{text[parser.position]}' at the end of conditional "
+                       f"expression '{text}'")
     return result
+
+
+_INTEGER = re.compile(r"[ \t]*[+-]?(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)")
+_PREDICATE_ARITY = {"defined": 1, "feature": 1, "streq": 2, "strneq": 2, "version_atleast": 1,
+                    "version_before": 1}
+
+
+class _ConditionParser:
+    """Recursive descent over one condition, as cfgcond.c: OR of ANDs of (negated) terms."""
+
+    def __init__(self, text: str, environ: Mapping[str, str]) -> None:
+        self.text, self.environ, self.position = text, environ, 0
+
+    def skip_blanks(self) -> None:
+        while self.position < len(self.text) and self.text[self.position] in " \t":
+            self.position += 1
+
+    def expression(self) -> bool:
+        value = self.conjunction()
+        self.skip_blanks()
+        if self.text.startswith("||", self.position):
+            self.position += 2
+            self.skip_blanks()
+            return self.expression() or value
+        return value
+
+    def conjunction(self) -> bool:
+        value = self.term()
+        self.skip_blanks()
+        if self.text.startswith("&&", self.position):
+            self.position += 2
+            self.skip_blanks()
+            return self.conjunction() and value
+        return value
+
+    def term(self) -> bool:
+        self.skip_blanks()
+        if self.position >= len(self.text):
+            raise _Invalid(f"unparsable conditional expression '{self.text}'")
+        negated = False
+        while self.text.startswith("!", self.position):
+            negated = not negated
+            self.position += 1
+            self.skip_blanks()
+        return self.positive_term() != negated
+
+    def positive_term(self) -> bool:
+        rest = self.text[self.position:]
+        number = _INTEGER.match(rest)
+        if number:
+            self.position += number.end()
+            digits = number[1]  # strtol(.., 0): hexadecimal, octal or decimal
+            base = 16 if digits[:2] in ("0x", "0X") else 8 if digits.startswith("0") else 10
+            return int(digits[2:] if base == 16 else digits, base) != 0
+        if rest.startswith("("):
+            self.position += 1
+            self.skip_blanks()
+            value = self.expression()
+            self.skip_blanks()
+            if not self.text.startswith(")", self.position):
+                raise _Invalid(f"expected ')' after conditional expression '{rest}'")
+            self.position += 1
+            return value
+        name = re.match(r"[^ (]*", rest)[0]  # type: ignore[index]
+        if name not in _PREDICATE_ARITY:
+            raise _Invalid(f"unparsable conditional expression '{rest}'")
+        self.position += len(name)
+        return _predicate(name, self.arguments(name), self.environ)
+
+    def arguments(self, name: str) -> list[str]:
+        wanted = _PREDICATE_ARITY[name]
+        args: list[str] = []
+        if self.text.startswith("(", self.position):
+            close = self.text.find(")", self.position)
+            if close < 0:
+                raise _Invalid(f"expected ')' before '{self.text[self.position + 1:]}' in argument "
+                               f"{wanted} of predicate '{name}' used in conditional expression")
+            args = self.text[self.position + 1:close].split(",")
+            self.position = close + 1
+        if len(args) < wanted:
+            raise _Invalid(f"missing arguments (got {len(args)}/{wanted}), type 'string' expected in "
+                           f"argument {len(args) + 1} of predicate '{name}' used in conditional expression")
+        if len(args) > wanted:
+            raise _Invalid(f"expected ')' before ',{','.join(args[wanted:])})' in argument {wanted} of "
+                           f"predicate '{name}' used in conditional expression")
+        return args
 
 
 @dataclass
@@ -77,14 +129,12 @@ class _Block:
 
 
 def _version(text: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in re.findall(r"[0-9]+", text))
+    """A version's numbers, padded with zeros as HAProxy pads missing components."""
+    numbers = tuple(int(part) for part in re.findall(r"[0-9]+", text))
+    return (numbers + (0,) * len(HAPROXY_VERSION))[:max(len(numbers), len(HAPROXY_VERSION))]
 
 
 def _predicate(name: str, args: list[str], environ: Mapping[str, str]) -> bool:
-    def unquote(text: str) -> str:
-        return text[1:-1] if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"" else text
-
-    args = [unquote(arg) for arg in args]
     if name == "defined" and len(args) == 1:
         return args[0] in environ
     if name == "feature" and len(args) == 1:

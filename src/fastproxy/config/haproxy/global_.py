@@ -14,7 +14,7 @@ from typing import Any, Optional
 from ... import logs
 from ..model import Global, LogTarget, StatsSocket
 from .binds import BIND_OPTIONS
-from .lexer import _Invalid
+from .lexer import _Invalid, env_expand
 from .registry import GlobalHandler, _Line, _names
 from .values import _check_host, _integer, _leading, _none, _one, _port, _size, _split_address, _time
 
@@ -98,6 +98,7 @@ def _log_target(line: _Line, args: list[str]) -> LogTarget:
     """``<target> [len n] [format f] [sample r:s] <facility> [<level> [<minlevel>]]``, checked and read."""
     if len(args) < 2:
         raise _Invalid("expects <address> and <facility> as arguments")
+    args = [env_expand(args[0], line.reader.environ), *args[1:]]
     _check_log_address(args[0])
     settings: dict[str, Any] = {}
     i = 1
@@ -187,7 +188,7 @@ def _stats_socket(line: _Line, args: list[str]) -> StatsSocket:
     of the runtime API are read, the others warned about and ignored."""
     if not args:
         raise _Invalid("expects an address or a path to a UNIX socket")
-    target, options = args[0], args[1:]
+    target, options = env_expand(args[0], line.reader.environ), args[1:]
     if target.startswith("unix@"):
         target = target[len("unix@"):]
         socket_ = StatsSocket(path=target, location=line.location)

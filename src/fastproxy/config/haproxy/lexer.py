@@ -1,4 +1,5 @@
-"""Words of a configuration line, as HAProxy 2.6's ``parse_line`` (tools.c) splits them.
+"""Words of a configuration line, as HAProxy 2.6's ``parse_line`` (tools.c) splits them, and the
+expansion of environment variables in addresses (tools.c ``env_expand``, which ``str2sa_range`` applies).
 
 Quotes, backslash escapes and ``"${VAR}"`` expansion turn one raw line into its words; nothing here knows
 what a keyword means.  ``_Invalid`` is the one exception every part of the reader raises for a problem on
@@ -27,15 +28,18 @@ _ESCAPES = {" ": " ", "\\": "\\", "#": "#", "'": "'", '"': '"', "$": "$", "r": "
 _VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-def split_words(line: str, environ: Mapping[str, str]) -> list[str]:
+def split_words(line: str, environ: Mapping[str, str],
+                pseudo: Optional[Mapping[str, str]] = None) -> list[str]:
     """Split one configuration line into words, as HAProxy 2.6's ``parse_line`` does.
 
     Blanks separate words and ``#`` starts a comment, except inside quotes or after a backslash.
     Single quotes keep everything literally.  Outside them, ``\\ \\\\ \\# \\' \\" \\$`` stand for the
     character, ``\\r \\n \\t \\xHH`` for the control character, and any other backslash stays as is.
-    Inside double quotes only, ``$NAME`` and ``${NAME}`` expand from ``environ`` (unset: empty), and
-    ``"${NAME[*]}"`` expands to one word per blank-separated part of the value.  An empty word (``""``)
-    ends the line's arguments, as it does for HAProxy's keyword parsers.
+    Inside double quotes only, ``$NAME`` and ``${NAME}`` expand from ``environ`` (unset: empty),
+    ``${NAME-default}`` gives ``default`` (taken literally, up to the first ``}``) when ``NAME`` is not
+    set at all (set but empty stays empty), ``"${NAME[*]}"`` expands to one word per blank-separated part
+    of the value, and the pseudo-variables ``.FILE``, ``.LINE`` and ``.SECTION`` come from ``pseudo``.
+    An empty word (``""``) ends the line's arguments, as it does for HAProxy's keyword parsers.
     """
     words: list[str] = []
     current: list[str] = []
@@ -86,7 +90,7 @@ def split_words(line: str, environ: Mapping[str, str]) -> list[str]:
             i += 1
             continue
         if c == "$" and quote == '"':
-            i = _expand_variable(line, i, environ, words, current)
+            i = _expand_variable(line, i, environ, pseudo or {}, words, current)
             continue
         current.append(c)
         i += 1
@@ -101,23 +105,39 @@ def split_words(line: str, environ: Mapping[str, str]) -> list[str]:
     return words
 
 
-def _expand_variable(line: str, i: int, environ: Mapping[str, str], words: list[str],
-                     current: list[str]) -> int:
+_PSEUDO_VARIABLES = (".FILE", ".LINE", ".SECTION")
+
+
+def _expand_variable(line: str, i: int, environ: Mapping[str, str], pseudo: Mapping[str, str],
+                     words: list[str], current: list[str]) -> int:
     """Expand the variable at ``line[i] == '$'`` into ``current`` (and ``words``); the next index."""
     braced = line[i + 1:i + 2] == "{"
     start = i + 2 if braced else i + 1
-    match = _VARIABLE.match(line, start)
-    if not match:
-        raise _Invalid(f"forbidden first char in environment variable name at column {start + 1}")
-    end = match.end()
+    name = next((p for p in _PSEUDO_VARIABLES if line.startswith(p, start)
+                 and not _VARIABLE_CHARACTER.match(line, start + len(p))), None)
+    if name is None:
+        match = _VARIABLE.match(line, start)
+        if not match:
+            raise _Invalid(f"forbidden first char in environment variable name at column {start + 1}")
+        name = match.group()
+    end = start + len(name)
     split = False
+    value: Optional[str] = pseudo.get(name, "") if name.startswith(".") else environ.get(name)
     if braced:
         if line.startswith("[*]", end):
             split, end = True, end + 3
+        if line[end:end + 1] == "-":
+            # HAProxy 2.6: a default for a variable that is not set at all, read up to the first '}'.
+            close = line.find("}", end)
+            if close < 0:
+                raise _Invalid(f"unmatched brace in environment variable name at column {start}")
+            if value is None:
+                value = line[end + 1:close]
+            end = close
         if line[end:end + 1] != "}":
             raise _Invalid(f"unmatched brace in environment variable name at column {start}")
         end += 1
-    value = environ.get(match.group(), "")
+    value = value or ""
     if not split:
         current.append(value)
         return end
@@ -128,3 +148,24 @@ def _expand_variable(line: str, i: int, environ: Mapping[str, str], words: list[
             current.clear()
         current.append(part)
     return end
+
+
+_VARIABLE_CHARACTER = re.compile(r"[A-Za-z0-9_]")
+_ADDRESS_VARIABLE_NAME = re.compile(r"[A-Za-z0-9_]*")
+
+
+def env_expand(text: str, environ: Mapping[str, str]) -> str:
+    """Environment variables in an address, as HAProxy's ``env_expand`` reads them for ``str2sa_range``
+    (so ``bind ${ADDR}:${PORT}`` works unquoted): ``$NAME`` or ``${NAME}``, unset ones empty.  No
+    default values there: in ``${NAME-x}`` the ``-x}`` stays, as in HAProxy."""
+    parts: list[str] = []
+    i = 0
+    while (dollar := text.find("$", i)) >= 0:
+        parts.append(text[i:dollar])
+        braced = text.startswith("{", dollar + 1)
+        start = dollar + 2 if braced else dollar + 1
+        end = _ADDRESS_VARIABLE_NAME.match(text, start).end()  # type: ignore[union-attr]
+        parts.append(environ.get(text[start:end], ""))
+        i = end + 1 if braced and text.startswith("}", end) else end
+    parts.append(text[i:])
+    return "".join(parts)

@@ -53,6 +53,9 @@ from .registry import (
 )
 from .values import _check_name
 
+_SECTION_KEYWORDS = frozenset({"global", *PROXY_SECTIONS, *IGNORED_SECTIONS})
+
+
 class _Reader:
     """Reads files one after the other into one configuration; ``finish()`` builds the Config."""
 
@@ -85,11 +88,19 @@ class _Reader:
         except OSError as exc:
             self.error(Location(path, 0), None, f"cannot open configuration file: {exc.strerror}")
             return
+        last_line = text.rsplit("\n", 1)[-1]
+        if last_line:
+            # A file cut short (a full disk, a copy interrupted) must not run half-read: HAProxy 2.6
+            # refuses it, and so do we (strings given to parse_text are not files, and need no LF).
+            self.error(Location(path, text.count("\n") + 1), None, "Missing LF on last line, file might "
+                       f"have been truncated at position {len(last_line) + 1}.")
+            text = text[:len(text) - len(last_line)]
         self.read_text(text, path)
 
     def read_text(self, text: str, filename: str) -> None:
         self.files.append(filename)
         section: Optional[object] = None  # Global, _Proxy, a skipped section's name, or None
+        section_label = ""  # what ${.SECTION} expands to: the section's name, or its kind
         blocks: list[_Block] = []  # the .if blocks open at this line
         lines = text.split("\n")  # only "\n" ends a line, as for HAProxy (not "\f", "\x85"...)
         for number, raw in enumerate(lines, start=1):
@@ -97,8 +108,9 @@ class _Reader:
             if "\0" in raw:
                 self.error(Location(filename, number), None, "NUL character in the line")
                 continue
+            pseudo = {".FILE": filename, ".LINE": str(number), ".SECTION": section_label}
             try:
-                words = split_words(raw, self.environ)
+                words = split_words(raw, self.environ, pseudo)
             except _Invalid as exc:
                 self.error(Location(filename, number), raw.split(None, 1)[0], exc.message)
                 continue
@@ -111,6 +123,8 @@ class _Reader:
             if not all(block.active for block in blocks):
                 continue
             line = _Line(self, filename, number, words)
+            if words[0] in _SECTION_KEYWORDS:
+                section_label = words[1] if len(words) > 1 and words[1] != "from" else words[0]
             try:
                 section = self._line(line, section)
             except _Invalid as exc:

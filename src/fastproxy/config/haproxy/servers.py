@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Optional
 
 from ..model import Server
-from .lexer import _Invalid
+from .lexer import _Invalid, env_expand
 from .registry import BE, _Line, _Proxy, _keyword
 from .values import _check_host, _check_name, _integer, _server_address, _split_address, _time
 
@@ -125,6 +125,9 @@ SERVER_IGNORED: dict[str, int] = {
 }
 
 
+_ADDRESS_SETTINGS = frozenset({"addr", "source", "socks4", "agent-addr"})
+
+
 def _apply_server_options(line: _Line, server: Server, options: list[str], *, is_default: bool) -> None:
     i = 0
     while i < len(options):
@@ -140,6 +143,8 @@ def _apply_server_options(line: _Line, server: Server, options: list[str], *, is
         if len(values) < count:
             raise _Invalid(f"'{name}' expects an argument")
         i += count
+        if name in _ADDRESS_SETTINGS:  # read by str2sa_range in HAProxy, which expands variables
+            values = [env_expand(values[0], line.reader.environ)]
         if is_default and name == "id":
             raise _Invalid("'id' option is not accepted in default-server sections")
         if handler is None:
@@ -170,7 +175,7 @@ def _add_named_server(line: _Line, proxy: _Proxy, name: str, address: str, optio
         if other.name == name:
             raise _Invalid(f"another server named '{name}' was already defined at {other.location}, "
                            "please use distinct names")
-    family, host, port = _server_address(address)
+    family, host, port = _server_address(env_expand(address, line.reader.environ))
     server = dataclasses.replace(proxy.default_server, name=name, host=host, port=port, family=family,
                                  location=line.location)
     _apply_server_options(line, server, options, is_default=False)

@@ -195,6 +195,8 @@ def _bind_addresses(text: str) -> list[tuple[Optional[str], str, int]]:
         host = _check_host(address, item)
         if not address.port_text:
             raise _Invalid(f"missing port specification in '{item}'")
+        if address.port_text[0] in "+-":
+            raise _Invalid(f"port offset not permitted here in '{item}'")
         low_text, _, high_text = address.port_text.partition("-")
         low = _port(low_text, item)
         high = _port(high_text, item) if high_text else low
