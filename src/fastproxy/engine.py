@@ -4,9 +4,10 @@
 concern (``servers.ServerStates``, ``health.HealthMonitor``, ``limits.AdmissionControl``,
 ``dispatch.Dispatcher``, ``lanes.Lanes``) and wires them to one another with narrow callables, then
 opens the listeners of every frontend (a lane where the pump can serve it alone, else a Python
-listener feeding the TCP proxy or the user's handler), and the runtime API on the ``stats socket``
-lines (``runtime_api``).  ``stop`` closes in order: listeners first, then established connections
-end on their own or are cut after the grace period.  ``stats`` reads
+listener feeding the TCP proxy or the user's handler), the runtime API on the ``stats socket``
+lines (``runtime_api``) and the HTTP stats listeners of the ``mode http`` stats proxies
+(``stats_http``), both over one ``operations.Operations``.  ``stop`` closes in order: listeners
+first, then established connections end on their own or are cut after the grace period.  ``stats`` reads
 the books.  No other module imports this one.
 """
 
@@ -28,10 +29,12 @@ from .proxy import TCPProxy
 from .pump import Counter, EndReason, Pump, default_threads
 from .runtime import BackendRuntime, FrontendRuntime, Runtime, ServerRuntime
 from .runtime_api import RuntimeApi
-from .runtime_commands import COMMANDS, Operations
+from .operations import Operations
+from .runtime_commands import COMMANDS
 from .server import Handler, LaneListener, Listener, open_listener
 from .servers import ServerStates
 from .session import Director, ErrorHandler
+from .stats_http import StatsListener
 
 DEFAULT_GRACE = 10.0  # seconds established connections get on stop, without hard-stop-after
 
@@ -72,6 +75,8 @@ class Engine:
         self.dispatcher: Dispatcher
         self.lane_binding: Lanes
         self.runtime_api: Optional[RuntimeApi] = None  # the stats sockets, when configured
+        self.operations: Optional[Operations] = None  # what the stats socket and listeners act on
+        self.stats_listeners: dict[str, StatsListener] = {}  # ``mode http`` stats proxies, by name
 
     # --- lifecycle --------------------------------------------------------------------------------
 
@@ -128,11 +133,18 @@ class Engine:
         for listener in state.listeners():
             listener.resume()
         self.health.start()
-        if g.stats_sockets:
-            operations = Operations(state, self.servers, self.pump)
-            self.runtime_api = RuntimeApi(g, COMMANDS, operations, tick=operations.sample)
+        stats_pages = [frontend for frontend in cfg.frontends.values() if frontend.stats is not None]
+        if g.stats_sockets or stats_pages:
+            # One sampler (rates, maxima, the page's history) for the socket and the pages alike.
+            operations = self.operations = Operations(state, self.servers, self.pump)
+            operations.start_sampling()
             try:
-                await self.runtime_api.start()
+                if g.stats_sockets:
+                    self.runtime_api = RuntimeApi(g, COMMANDS, operations)
+                    await self.runtime_api.start()
+                for frontend in stats_pages:
+                    stats_listener = self.stats_listeners[frontend.name] = StatsListener(frontend, operations)
+                    await stats_listener.start()
             except BaseException:
                 await self.stop(0)
                 raise
@@ -146,6 +158,8 @@ class Engine:
             runtime = FrontendRuntime(frontend, index, handler, cfg.backends)
             state.frontends[frontend.name] = runtime
             state.frontend_blocks[runtime.block] = runtime
+            if frontend.stats is not None:
+                continue  # a stats listener, served over HTTP by stats_http once the proxy runs
             lane_to = lane_backend(state, runtime, hooks=hooks or own_handler is not None)
             for bind in frontend.binds:
                 sock = open_listener(bind, backlog=frontend.maxconn or socket.SOMAXCONN)
@@ -173,6 +187,10 @@ class Engine:
             return
         state.stopping = True
         self._close_listeners()
+        for stats_listener in self.stats_listeners.values():
+            await stats_listener.stop()
+        if self.operations is not None:
+            self.operations.stop_sampling()
         if self.runtime_api is not None:
             await self.runtime_api.stop()
         self.health.stop()
@@ -236,9 +254,11 @@ class Engine:
         return self.pump.threads
 
     def listening_addresses(self, frontend: Optional[str] = None) -> list[tuple]:
-        """Where the listeners listen (useful with port 0)."""
+        """Where the listeners listen (useful with port 0), the stats listeners' too."""
         return [listener.address for runtime in self.state.frontends.values()
-                if frontend in (None, runtime.name) for listener in runtime.listeners]
+                if frontend in (None, runtime.name) for listener in runtime.listeners] + \
+            [address for name, stats_listener in self.stats_listeners.items() if frontend in (None, name)
+             for address in stats_listener.addresses]
 
     @property
     def backends(self) -> dict[str, BackendRuntime]:

@@ -3,70 +3,22 @@ its answers, errors included, word for word.
 
 ``COMMANDS`` is the table ``runtime_api.CliSession`` dispatches on; each handler takes the session
 and the request's words and returns the answer.  Handlers read and change the running configuration
-only through ``Operations``: server states through ``servers.ServerStates`` (which tells the balancer,
-whose ``on_change`` reaches the lanes at once), weights through the balancer, sessions through the
-pump; statistics are computed by ``stats`` from the pump's counters when asked.
+only through ``operations.Operations``: server states through ``servers.ServerStates`` (which tells
+the balancer, whose ``on_change`` reaches the lanes at once), weights through the balancer, sessions
+through the pump; statistics are computed by ``stats`` from the pump's counters when asked.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
 import re
-import time
-from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from . import stats
-from .runtime import AdminState, Runtime, ServerRuntime
+from .operations import Operations
+from .runtime import ServerRuntime
 from .runtime_api import ADMIN, LEVEL_NAMES, OPERATOR, USER, CliSession, Command, CommandError, usage_message
-from .servers import ServerStates
 
-
-@dataclass
-class Operations:
-    """What the commands act on: the running configuration and the owners of its state."""
-
-    state: Runtime
-    servers: ServerStates
-    pump: Any
-    version: str = field(default_factory=lambda: _version())
-    started: float = 0.0  # event loop time at start
-    started_wall: float = field(default_factory=time.time)
-    sampler: stats.Sampler = field(default_factory=stats.Sampler)
-    cleared: dict[int, tuple[int, ...]] = field(default_factory=dict)  # ``clear counters all``
-    proxies: list[stats.Proxy] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        if not self.proxies:
-            self.proxies = stats.number_proxies(self.state)
-        if not self.started:
-            self.started = self.now()
-
-    def now(self) -> float:
-        return self.state.loop.time()
-
-    def view(self, session: CliSession) -> stats.StatsView:
-        return stats.StatsView(self.state, self.pump.counters, self.now(),
-                               show_addresses=session.level >= OPERATOR, sampler=self.sampler,
-                               cleared=self.cleared)
-
-    def sample(self) -> None:
-        """Read every row's counts for the rates and maxima (the runtime API calls it every second)."""
-        self.sampler.take(self.now(), stats.readings(self.state, self.pump.counters))
-
-    def proxy(self, name: str) -> Optional[stats.Proxy]:
-        return next((proxy for proxy in self.proxies if proxy.name == name), None)
-
-    def backend_proxy(self, name: str) -> Optional[stats.Proxy]:
-        return next((proxy for proxy in self.proxies if proxy.name == name and proxy.backend is not None),
-                    None)
-
-
-def _version() -> str:
-    try:
-        return importlib.metadata.version("fastproxy")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
+__all__ = ["COMMANDS", "Operations"]  # Operations lives in ``operations``, shared with the stats page
 
 
 def _ops(session: CliSession) -> Operations:
@@ -133,12 +85,7 @@ def _set_timeout(session: CliSession, args: list[str]) -> str:
 # --- statistics --------------------------------------------------------------------------------------
 
 def _show_info(session: CliSession, args: list[str]) -> str:
-    ops = _ops(session)
-    values = stats.info(ops.state, ops.pump.counters, version=ops.version, started=ops.started,
-                        started_wall=ops.started_wall, now=ops.now(),
-                        listeners=len(ops.state.listeners()) + len(ops.state.config.global_.stats_sockets),
-                        threads=ops.pump.threads, pipes_in_use=getattr(ops.pump, "pipes_in_use", 0),
-                        sampler=ops.sampler)
+    values = _ops(session).info()
     if "json" in args[2:]:
         return stats.info_json(values)
     if "typed" in args[2:]:
@@ -158,38 +105,15 @@ def _show_stat(session: CliSession, args: list[str]) -> str:
         types, server_id = _atoi(rest[1]), _atoi(rest[2])
         rest = rest[3:]
     hide_down, hide_maint = "up" in rest, "no-maint" in rest
-    view = ops.view(session)
+    view = ops.stats_view(show_addresses=session.level >= OPERATOR)
     rows = stats.rows(view, ops.proxies, proxy_id=proxy_id, types=types, server_id=server_id)
     if hide_down or hide_maint:
-        rows = _filtered(ops, rows, hide_down=hide_down, hide_maint=hide_maint)
+        rows = stats.hide_servers(rows, ops.proxies, down=hide_down, maint=hide_maint)
     if "json" in rest:
         return stats.json_stat(rows)
     if "typed" in rest:
         return stats.typed(rows)
     return stats.csv(rows)[:-1]
-
-
-def _filtered(ops: Operations, rows: list[dict[str, Any]], *, hide_down: bool,
-              hide_maint: bool) -> list[dict[str, Any]]:
-    """``show stat up`` / ``no-maint``: servers down (or in maintenance) left out, and the backends'
-    status followed by (servers not stopped/servers)."""
-    servers = {(proxy.uuid, server.slot.id): server for proxy in ops.proxies if proxy.backend is not None
-               for server in proxy.backend.servers}
-    result = []
-    for row in rows:
-        if row["type"] == stats.TYPE_SERVER:
-            server = servers[(row["iid"], row["sid"])]
-            if server.admin is AdminState.MAINT and (hide_maint or hide_down):
-                continue
-            if hide_down and not server.check.health.up:
-                continue
-        elif row["type"] == stats.TYPE_BACKEND:
-            proxy = next(p for p in ops.proxies if p.uuid == row["iid"])
-            members = proxy.backend.servers if proxy.backend is not None else []
-            up = sum(1 for s in members if s.check.health.up and s.admin is not AdminState.MAINT)
-            row = dict(row, status=f"{row['status']} ({up}/{len(members)})")
-        result.append(row)
-    return result
 
 
 def _atoi(text: str) -> int:
@@ -331,11 +255,7 @@ def _set_server(session: CliSession, args: list[str]) -> str:
 
 
 def _set_admin(ops: Operations, server: ServerRuntime, state: str) -> None:
-    """ready / drain / maint: what ``set server ... state`` sets, the health left as it is."""
-    if state == "UP":
-        ops.servers.set_ready(server)
-    else:
-        ops.servers.set_state(server, state)
+    ops.set_admin(server, state)
 
 
 def _enable_server(enable: bool):

@@ -234,10 +234,17 @@ def frontend_row(view: StatsView, proxy: Proxy) -> dict[str, Value]:
         bin=c[Counter.BYTES_IN], bout=c[Counter.BYTES_OUT], dreq=0, dresp=0, ereq=0,
         status="STOP" if view.state.stopping else "OPEN", pid=1, iid=proxy.uuid, sid=0, type=TYPE_FRONTEND,
         rate=rate, rate_lim=fe.rate_limit_sessions or 0, rate_max=rate_max, req_rate=0, req_rate_max=0,
-        req_tot=0, comp_in=0, comp_out=0, comp_byp=0, comp_rsp=0, mode="tcp", conn_rate=rate,
+        req_tot=0, comp_in=0, comp_out=0, comp_byp=0, comp_rsp=0, mode=fe.mode, conn_rate=rate,
         conn_rate_max=rate_max, conn_tot=c[Counter.CONN_TOTAL] + runtime.denied, dcon=runtime.denied,
         dses=0, wrew=0, eint=0)
+    if fe.mode == "http":  # a stats listener: HAProxy's HTTP counters, at 0
+        row.update(dict.fromkeys(HTTP_FIELDS + ("intercepted",), 0))
     return row
+
+
+# The HTTP columns a ``mode http`` proxy (a stats listener) carries, 0 where fastproxy serves no HTTP.
+HTTP_FIELDS = ("hrsp_1xx", "hrsp_2xx", "hrsp_3xx", "hrsp_4xx", "hrsp_5xx", "hrsp_other", "cache_lookups",
+               "cache_hits")
 
 
 def server_status(server: ServerRuntime) -> str:
@@ -373,10 +380,12 @@ def backend_row(view: StatsView, proxy: Proxy) -> dict[str, Value]:
         srv_abrt=0, comp_in=0, comp_out=0, comp_byp=0, comp_rsp=0,
         lastsess=min((v for v in (_last_session(view, s, c) for s, c in zip(backend.servers, per_server))
                       if v >= 0), default=-1),
-        qtime=0, ctime=0, rtime=0, ttime=0, mode="tcp", wrew=0,
+        qtime=0, ctime=0, rtime=0, ttime=0, mode=backend.model.mode, wrew=0,
         connect=total(Counter.CONN_TOTAL) + total(Counter.CONNECT_ERRORS), reuse=0, qtime_max=0,
         ctime_max=0, rtime_max=0, ttime_max=0, eint=0, uweight=user_weight, agg_server_status=0,
         agg_server_check_status=0, agg_check_status=0)
+    if backend.model.mode == "http":
+        row.update(dict.fromkeys(HTTP_FIELDS + ("req_tot",), 0))
     if backend.servers:
         row["downtime"] = int(backend.down_time + (view.now - backend.last_change if not up else 0))
     if view.show_addresses:
@@ -402,6 +411,31 @@ def rows(view: StatsView, proxies: Iterable[Proxy], *, proxy_id: int = -1, types
                         result.append(server_row(view, proxy, server))
             if types & 2:
                 result.append(backend_row(view, proxy))
+    return result
+
+
+def hide_servers(rows_: Iterable[dict[str, Value]], proxies: Sequence[Proxy], *, down: bool,
+                 maint: bool) -> list[dict[str, Value]]:
+    """``show stat up`` / ``no-maint`` (and the page's ``;up``, ``;no-maint``): servers down (or in
+    maintenance) left out, and the backends' status followed by (servers not stopped/servers)."""
+    servers: dict[tuple[Any, Any], ServerRuntime] = {
+        (proxy.uuid, server.slot.id): server for proxy in proxies if proxy.backend is not None
+        for server in proxy.backend.servers}
+    by_id: dict[Any, Proxy] = {proxy.uuid: proxy for proxy in proxies}
+    result = []
+    for row in rows_:
+        if row["type"] == TYPE_SERVER:
+            server = servers[(row["iid"], row["sid"])]
+            if server.admin is AdminState.MAINT and (maint or down):
+                continue
+            if down and not server.check.health.up:
+                continue
+        elif row["type"] == TYPE_BACKEND:
+            backend = by_id[row["iid"]].backend
+            members = backend.servers if backend is not None else []
+            up = sum(1 for s in members if s.check.health.up and s.admin is not AdminState.MAINT)
+            row = dict(row, status=f"{row['status']} ({up}/{len(members)})")
+        result.append(row)
     return result
 
 
@@ -447,7 +481,9 @@ _TYPED = {
         "h2_backend_open_streams=MGP:u64 h2_total_connections=MCP:u64 h2_backend_total_streams=MCP:u64 "
         "h1_open_connections=MGP:u64 h1_open_streams=MGP:u64 h1_total_connections=MCP:u64 "
         "h1_total_streams=MCP:u64 h1_bytes_in=MCP:u64 h1_bytes_out=MCP:u64 h1_spliced_bytes_in=MCP:u64 "
-        "h1_spliced_bytes_out=MCP:u64 "),
+        "h1_spliced_bytes_out=MCP:u64 hrsp_1xx=MCP:u64 hrsp_2xx=MCP:u64 hrsp_3xx=MCP:u64 hrsp_4xx=MCP:u64 "
+        "hrsp_5xx=MCP:u64 hrsp_other=MCP:u64 intercepted=MCP:u64 cache_lookups=MCP:u64 "
+        "cache_hits=MCP:u64 "),
     "B": (
         "pxname=KNS:str svname=KNS:str qcur=MGP:u32 qmax=MMP:u32 scur=MGP:u32 smax=MMP:u32 slim=CLP:u32 "
         "stot=MCP:u64 bin=MCP:u64 bout=MCP:u64 dreq=MCP:u64 dresp=MCP:u64 econ=MCP:u64 eresp=MCP:u64 "
@@ -466,7 +502,9 @@ _TYPED = {
         "h2_backend_open_streams=MGP:u64 h2_total_connections=MCP:u64 h2_backend_total_streams=MCP:u64 "
         "h1_open_connections=MGP:u64 h1_open_streams=MGP:u64 h1_total_connections=MCP:u64 "
         "h1_total_streams=MCP:u64 h1_bytes_in=MCP:u64 h1_bytes_out=MCP:u64 h1_spliced_bytes_in=MCP:u64 "
-        "h1_spliced_bytes_out=MCP:u64 cookie=CNS:str "),
+        "h1_spliced_bytes_out=MCP:u64 cookie=CNS:str hrsp_1xx=MCP:u64 hrsp_2xx=MCP:u64 hrsp_3xx=MCP:u64 "
+        "hrsp_4xx=MCP:u64 hrsp_5xx=MCP:u64 hrsp_other=MCP:u64 req_tot=MCP:u64 cache_lookups=MCP:u64 "
+        "cache_hits=MCP:u64 "),
     "S": (
         "pxname=KNS:str svname=KNS:str qcur=MGP:u32 qmax=MMP:u32 scur=MGP:u32 smax=MMP:u32 stot=MCP:u64 "
         "bin=MCP:u64 bout=MCP:u64 dresp=MCP:u64 econ=MCP:u64 eresp=MCP:u64 wretr=MCP:u64 wredis=MCP:u64 "

@@ -35,9 +35,9 @@ TIMING = {"smax", "lastchg", "downtime", "check_duration", "rate", "rate_max", "
 
 
 def write_config(tmp_path: Path, servers: tuple[int, ...] = (), *,
-                 extra_global: str = "") -> tuple[Path, dict]:
+                 extra_global: str = "", extra: str = "") -> tuple[Path, dict]:
     """The configuration both run: ``servers`` are the ports of s1, s2 and s3 (free ports by default)."""
-    ports = {name: free_port() for name in ("fe", "ls", "s1", "s2", "s3", "dead")}
+    ports = {name: free_port() for name in ("fe", "ls", "s1", "s2", "s3", "dead", "stats")}
     ports.update(zip(("s1", "s2", "s3"), servers))
     path = tmp_path / "haproxy.cfg"
     path.write_text(f"""\
@@ -65,8 +65,19 @@ backend be
 listen ls
     bind 127.0.0.1:{ports['ls']}
     server a 127.0.0.1:{ports['s1']}
-""")
+{extra.format(**ports)}""")
     return path, ports
+
+
+# A stats listener as real files have one: HAProxy lists it as a FRONTEND and a BACKEND row (mode http).
+STATS_LISTEN = """\
+listen stats
+    mode http
+    bind 127.0.0.1:{stats}
+    stats enable
+    stats uri /
+    stats auth admin:secret
+"""
 
 
 async def ask(path: str | tuple, request: str, *, timeout: float = 10.0) -> str:
@@ -159,7 +170,7 @@ async def fastproxy_answers(cfg: Path, sock: Path, ports: dict, pump_class, requ
 @pytest.mark.timeout(60)
 async def test_show_stat_agrees_with_haproxy_on_the_same_file_and_traffic(tmp_path, pump_class):
     async with serving(echo) as s1, serving(echo) as s2, serving(echo) as s3:
-        cfg, ports = write_config(tmp_path, (s1, s2, s3))
+        cfg, ports = write_config(tmp_path, (s1, s2, s3), extra=STATS_LISTEN)
         sock = tmp_path / "admin.sock"
         requests = ["show stat", "show servers state", "show backend", "get weight be/s2", "show stat typed",
                     "show stat json", "show info typed", "show info json"]
@@ -174,7 +185,8 @@ async def test_show_stat_agrees_with_haproxy_on_the_same_file_and_traffic(tmp_pa
                   if name not in TIMING and mine[row][name].removeprefix("* ") != value.removeprefix("* ")}
         assert not differ, (row, differ)
     assert mine[("fe", "FRONTEND")]["stot"] == "8" and mine[("be", "s2")]["bin"] == "6000"
-    assert ours["show backend"] == theirs["show backend"] == "# name\nbe\nls\n\n"
+    assert ours["show backend"] == theirs["show backend"] == "# name\nbe\nls\nstats\n\n"
+    assert mine[("stats", "FRONTEND")]["mode"] == mine[("stats", "BACKEND")]["mode"] == "http"
     assert ours["get weight be/s2"] == theirs["get weight be/s2"] == "3 (initial 3)\n\n"
 
     def typed_fields(text: str) -> list[str]:  # the field, its tags and its type: all but the value

@@ -733,18 +733,72 @@ def test_keywords_out_of_their_proxy_kind_are_ignored_with_haproxy_warnings():
         "6: 'option allbackups': 'allbackups' ignored because frontend 'fe' has no backend capability."]
 
 
+LAYER4_ONLY = ("fastproxy is a layer-4 proxy and carries 'mode tcp' traffic only (a 'mode http' proxy may "
+               "only serve statistics: 'stats', 'monitor-uri', the Prometheus exporter)")
+
+
 def test_mode_http_on_a_proxy_carrying_traffic_is_an_error_and_elsewhere_a_warning():
     config = parse(PROLOGUE + "backend unused\n mode http\n")
     assert warnings_of(config) == ["7: 'mode': backend 'unused' is in 'mode http' but carries no traffic"]
-    assert errors_of(PROLOGUE + "listen web\n mode http\n bind :80\n") == [
-        ("7: 'mode': listen 'web' is in 'mode http': fastproxy is a layer-4 proxy and carries 'mode tcp' "
-        "traffic only")]
+    assert errors_of(PROLOGUE + "listen web\n mode http\n bind :80\n server s1 127.0.0.1:81\n") == [
+        f"7: 'mode': listen 'web' is in 'mode http': {LAYER4_ONLY}"]
+    assert errors_of(PROLOGUE + "frontend web\n mode http\n bind :80\n default_backend app\n"
+                     "backend app\n server s1 127.0.0.1:81\n") == [
+        f"7: 'mode': frontend 'web' is in 'mode http': {LAYER4_ONLY}"]
 
 
 def test_mode_http_inherited_from_defaults_is_reported_at_the_defaults_line():
-    assert errors_of("defaults\n mode http\nfrontend fe\n bind :80\n") == [
-        ("2: 'mode': frontend 'fe' is in 'mode http': fastproxy is a layer-4 proxy and carries 'mode tcp' "
-        "traffic only")]
+    assert errors_of("defaults\n mode http\nfrontend fe\n bind :80\n default_backend be\n"
+                     "backend be\n server s1 127.0.0.1:81\n") == [
+        f"2: 'mode': frontend 'fe' is in 'mode http': {LAYER4_ONLY}",
+        f"2: 'mode': backend 'be' is in 'mode http': {LAYER4_ONLY}"]
+
+
+def test_a_mode_http_listener_serving_statistics_only_is_a_stats_page():
+    config = parse(PROLOGUE + "listen stats\n mode http\n bind 127.0.0.1:80\n stats enable\n"
+                   " stats uri /st\n stats auth a:b\n stats admin if LOCALHOST\n monitor-uri /up\n")
+    page = config.frontends["stats"].stats
+    assert (page.uri, page.monitor_uri) == ("/st", "/up")
+    assert [(u.user, u.password) for u in page.auth] == [("a", "b")]
+    assert page.admin is not None and config.backends["stats"].servers == []
+    assert config.frontends["stats"].mode == config.backends["stats"].mode == "http"
+
+
+def test_stats_enable_alone_serves_haproxys_default_uri_and_a_proxys_stats_lines_start_afresh():
+    config = parse(PROLOGUE.replace("mode tcp", "mode http") + " stats enable\n stats auth d:d\n"
+                   "listen inherits\n bind 127.0.0.1:80\nlisten own\n bind 127.0.0.1:81\n stats realm R\n")
+    assert config.frontends["inherits"].stats.uri == "/haproxy?stats"
+    assert [u.user for u in config.frontends["inherits"].stats.auth] == ["d"]
+    own = config.frontends["own"].stats
+    assert (own.uri, own.realm, own.auth) == ("/haproxy?stats", "R", [])
+
+
+def test_stats_lines_on_a_tcp_proxy_are_warned_about():
+    config = parse(PROLOGUE + "listen tcp\n bind 127.0.0.1:80\n server s1 127.0.0.1:81\n stats enable\n")
+    assert warnings_of(config) == [
+        "9: 'stats': listen 'tcp' is in 'mode tcp': the stats page, monitor-uri and exporter are served by "
+        "'mode http' proxies only; ignored"]
+    assert config.frontends["tcp"].stats is None
+
+
+def test_stats_admin_conditions_fastproxy_cannot_evaluate_are_errors():
+    assert errors_of(PROLOGUE + "listen st\n mode http\n bind :80\n stats admin if { req.ssl_sni x }\n") == [
+        "9: 'stats admin': 'stats admin' conditions are evaluated on HTTP requests: a condition reading the "
+        "TLS ClientHello cannot be evaluated by fastproxy"]
+    errors = errors_of(PROLOGUE + "listen st\n mode http\n bind :80\n stats admin if METH_POST\n")
+    assert errors[0].startswith("9: 'stats admin': error detected while parsing the 'if' condition : "
+                                "predefined ACL 'METH_POST'")
+
+
+def test_http_access_rules_on_a_stats_listener_are_errors_and_other_http_rules_warnings():
+    text = PROLOGUE + ("listen st\n mode http\n bind :80\n stats enable\n"
+                       " http-request deny unless LOCALHOST\n http-request set-header X y\n"
+                       " option forwardfor\n")
+    assert errors_of(text) == [
+        "10: 'http-request': this rule decides who gets an answer, and fastproxy does not evaluate HTTP "
+        "rules: remove it, or protect the page with 'stats auth' and 'stats admin'"]
+    config = parse(text.replace(" http-request deny unless LOCALHOST\n", ""))
+    assert [w.split(":")[0] for w in warnings_of(config)] == ["10", "11"]
 
 
 def test_disabled_frontends_do_not_listen():

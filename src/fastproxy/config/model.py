@@ -275,6 +275,58 @@ class TcpRequestRule:
     location: Location = field(default_factory=Location)
 
 
+@dataclass(frozen=True)
+class StatsUser:
+    """One ``stats auth <user>:<password>`` account of a stats page (the password in clear, as
+    HAProxy's ``stats auth`` takes it)."""
+
+    user: str
+    password: str
+
+
+@dataclass(frozen=True)
+class PrometheusRoute:
+    """``http-request use-service prometheus-exporter if { path <path> }``: which requests of a stats
+    listener get the Prometheus exporter.  ``prefix`` for ``path_beg`` (or ``path -m beg``)."""
+
+    path: str
+    prefix: bool = False
+    location: Location = field(default_factory=Location)
+
+    def matches(self, path: str) -> bool:
+        return path.startswith(self.path) if self.prefix else path == self.path
+
+
+@dataclass
+class StatsPage:
+    """What a ``mode http`` proxy whose only job is statistics serves on its ``bind`` lines (HAProxy's
+    ``stats`` keywords, ``monitor-uri`` and the Prometheus exporter service).
+
+    ``uri`` is the page's prefix (``stats uri``; ``stats enable`` alone gives HAProxy's default,
+    ``/haproxy?stats``), ``None`` when the proxy serves no page (only ``monitor-uri`` or the exporter).
+    ``refresh`` in seconds; ``auth`` empty means no authentication; ``admin`` is the ``stats admin``
+    condition (over the proxy's ``acls``), ``None`` for no admin rule.  ``show_node`` and
+    ``show_desc``: ``None`` when not shown, ``""`` for the host name / the global description.
+    ``scope``: the proxy names shown, every proxy when empty (``.`` names the stats proxy itself)."""
+
+    uri: Optional[str] = None
+    refresh: Optional[float] = None
+    realm: Optional[str] = None
+    auth: list[StatsUser] = field(default_factory=list)
+    admin: Optional[Condition] = None
+    hide_version: bool = False
+    show_legends: bool = False
+    show_node: Optional[str] = None
+    show_desc: Optional[str] = None
+    scope: list[str] = field(default_factory=list)
+    monitor_uri: Optional[str] = None
+    prometheus: list[PrometheusRoute] = field(default_factory=list)
+    location: Location = field(default_factory=Location)
+
+
+DEFAULT_STATS_URI = "/haproxy?stats"  # HAProxy's STATS_DEFAULT_URI
+
+
 @dataclass
 class Frontend:
     """A ``frontend`` (or the frontend half of a ``listen``)."""
@@ -302,6 +354,9 @@ class Frontend:
     # connection through Python); None or True let it run on one whenever it qualifies.
     lanes: Optional[bool] = None
     default_backend_location: Optional[Location] = None  # its ``default_backend`` line, for messages
+    # A ``mode http`` frontend that only serves statistics: its page, monitor-uri and exporter (served
+    # by ``stats_http`` on the binds, never by the TCP proxy).  None for every traffic frontend.
+    stats: Optional[StatsPage] = None
 
 
 @dataclass

@@ -28,12 +28,14 @@ from ..model import (
     Frontend,
     Global,
     Location,
+    StatsPage,
     Timeouts,
     Warning_,
 )
 # The keyword families register their keywords and post-parse checks when imported.
 from . import binds as _binds, options as _options, proxy as _proxy, servers as _servers  # noqa: F401
 from . import tcpcheck as _tcpcheck  # noqa: F401
+from .httpstats import stats_page
 from .conditions import _Block, _evaluate_condition
 from .global_ import GLOBAL_IGNORED, GLOBAL_KEYWORDS
 from .lexer import _Invalid, split_words
@@ -369,6 +371,9 @@ class _Reader:
         binds = [dataclasses.replace(bind, backlog=bind.backlog or proxy.backlog) for bind in proxy.binds]
         timeouts = Timeouts(**{name: getattr(proxy.timeouts, name) for name in _FE_TIMEOUTS})
         self._post_checks(FE, proxy)
+        stats = None
+        if proxy.mode == "http":
+            stats = stats_page(self, proxy) or StatsPage(location=proxy.location)  # else: 503 everywhere
         return Frontend(
             name=proxy.name, binds=binds, mode=proxy.mode, default_backend=default_backend,
             use_backends=list(proxy.use_backends), acls=proxy.acls,
@@ -377,24 +382,34 @@ class _Reader:
             rate_limit_sessions=proxy.rate_limit_sessions, client_keepalive=proxy.client_keepalive,
             log=bool(proxy.log_targets), tcplog=proxy.tcplog, dontlognull=proxy.dontlognull,
             id=proxy.id, options=dict(proxy.options), location=proxy.location,
-            log_targets=list(proxy.log_targets), default_backend_location=proxy.default_backend_location)
+            log_targets=list(proxy.log_targets), default_backend_location=proxy.default_backend_location,
+            stats=stats)
 
     def _check_modes(self, frontends: Mapping[str, Frontend], backends: Mapping[str, Backend]) -> None:
-        """``mode http`` is an error on any proxy that carries traffic: fastproxy is layer 4 only."""
+        """``mode http`` is an error on any proxy that carries traffic, fastproxy being layer 4 only; a
+        ``mode http`` frontend that only serves statistics (no servers, no other backend) is served by
+        the stats listener, and a ``mode http`` proxy that carries nothing is a warning."""
         used: set[str] = set()
         for frontend in frontends.values():
             if frontend.binds:
+                names = {use.backend for use in frontend.use_backends}
                 if frontend.default_backend:
-                    used.add(frontend.default_backend)
-                used.update(use.backend for use in frontend.use_backends)
+                    names.add(frontend.default_backend)
+                if frontend.mode == "http":
+                    names.discard(frontend.name)  # a ``listen stats``: its own backend half, no server
+                used |= names
         for proxy in self.proxies:
             if proxy.mode != "http":
                 continue
-            carries = (proxy.caps & FE and proxy.name in frontends and frontends[proxy.name].binds) or \
-                      (proxy.caps & BE and proxy.name in used)
+            own = frontends.get(proxy.name) if proxy.caps & FE else None
+            listens = own is not None and bool(own.binds)
+            routes = listens and bool({use.backend for use in proxy.use_backends} |
+                                      {proxy.default_backend} - {None, proxy.name})
+            carries = routes or (proxy.caps & BE and (proxy.name in used or (listens and proxy.servers)))
             location = proxy.mode_location or proxy.location
             if carries:
                 self.error(location, "mode", f"{proxy.describe()} is in 'mode http': fastproxy is a "
-                           "layer-4 proxy and carries 'mode tcp' traffic only")
-            else:
+                           "layer-4 proxy and carries 'mode tcp' traffic only (a 'mode http' proxy may "
+                           "only serve statistics: 'stats', 'monitor-uri', the Prometheus exporter)")
+            elif not listens:
                 self.warn(location, "mode", f"{proxy.describe()} is in 'mode http' but carries no traffic")

@@ -28,6 +28,7 @@ from ..model import (
     Location,
     LogTarget,
     Server,
+    StatsPage,
     TcpCheckRule,
     TcpRequestRule,
     Timeouts,
@@ -99,6 +100,11 @@ class _Proxy:
     binds: list[Bind] = field(default_factory=list)
     servers: list[Server] = field(default_factory=list)
     disabled: bool = False
+    stats: Optional[StatsPage] = None  # the ``stats`` lines in effect (a defaults section's too)
+    monitor: Optional[StatsPage] = None  # ``monitor-uri`` and the exporter's ``use-service`` routes
+    stats_location: Optional[Location] = None  # the section's own first line of those
+    own_stats: bool = False  # the section wrote a ``stats`` line (its page no longer the defaults')
+    http_access_rules: list[Location] = field(default_factory=list)  # ``http-request deny|auth|...``
     referenced: bool = False  # a defaults section named by some "from"
     used_implicitly: bool = False  # a defaults section some proxy used for following it
 
@@ -115,6 +121,7 @@ class _Proxy:
         child = copy.deepcopy(self)
         child.kind, child.name, child.location = kind, name, location
         child.binds, child.servers, child.use_backends = [], [], []
+        child.stats_location, child.http_access_rules, child.own_stats = None, [], False
         child.disabled = child.referenced = child.used_implicitly = False
         child.own_tcp_check_rules = False  # kept until the section writes a tcp-check rule of its own
         return child
@@ -207,10 +214,10 @@ def _names(text: str) -> frozenset[str]:
 PROXY_IGNORED = _names("""
     bind-process capture compression cookie declare dynamic-cookie-key email-alert errorfile errorfiles
     errorloc errorloc302 errorloc303 external-check filter force-persist grace http-after-response
-    http-check http-error http-request http-response http-reuse http-send-name-header ignore-persist
+    http-check http-error http-response http-reuse http-send-name-header ignore-persist
     load-server-state-from-file log-format log-format-sd log-tag max-keep-alive-queue
-    max-session-srv-conns monitor monitor-uri persist redirect retry-on server-state-file-name source
-    stats stick stick-table tcp-response unique-id-format unique-id-header use-fcgi-app
+    max-session-srv-conns monitor persist redirect retry-on server-state-file-name source
+    stick stick-table tcp-response unique-id-format unique-id-header use-fcgi-app
     use-server
 """)
 
