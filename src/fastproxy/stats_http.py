@@ -5,7 +5,7 @@ when a page is asked for, as the runtime API does.
 This module only wires HTTP to the sans-IO parts: ``stats_page`` decides what a request gets (routes,
 credentials, the admin rule, the form, the HTML), ``stats`` computes the rows and the CSV (the same
 text as ``show stat``), ``operations.Operations`` holds the sampler, the history and the actions on
-servers, and the Prometheus exporter's text comes from ``promex`` when it is installed.  The HTTP
+servers, and the Prometheus exporter's text comes from ``promex``.  The HTTP
 protocol itself is aiohttp's; nothing here parses HTTP.
 """
 
@@ -19,7 +19,7 @@ from typing import Any, Optional
 from aiohttp import web
 
 from . import acl as acls
-from . import stats, stats_page
+from . import promex, stats, stats_page
 from .config import model
 from .operations import Operations
 from .server import open_listener
@@ -89,7 +89,7 @@ class StatsListener:
         if where.kind == "monitor":
             return _html(stats_page.SERVICE_READY)
         if where.kind == "prometheus":
-            return self._metrics()
+            return self._metrics(request)
         if where.kind == "unavailable" or where.page is None:
             return _html(stats_page.UNAVAILABLE, status=503)
         if not stats_page.authorized(page, request.headers.get("Authorization")):
@@ -164,14 +164,16 @@ class StatsListener:
                                          rows=self._rows(request), info=self.operations.info(), admin=admin)
         return web.Response(text=stats_page.html(context), content_type="text/html", headers=headers)
 
-    def _metrics(self) -> web.Response:
+    def _metrics(self, request: web.BaseRequest) -> web.Response:
+        """The Prometheus exporter (``promex``) over the same rows as ``show stat``, with its query
+        options (``?scope=...``, ``no-maint``)."""
         try:
-            from . import promex  # type: ignore[attr-defined]
-        except ImportError:  # the reader refuses the exporter's line until promex is installed
-            return _html(stats_page.UNAVAILABLE, status=503)
+            options = promex.query_options(request.query.items())
+        except ValueError as exc:
+            return web.Response(status=400, text=f"{exc}\n", headers={"Cache-Control": "no-cache"})
         ops = self.operations
         rows = stats.rows(ops.stats_view(show_addresses=True), ops.proxies)
-        body = promex.exposition(ops.info(), rows)
+        body = promex.exposition(ops.info(), rows, **options)
         return web.Response(body=body, headers={"Content-Type": promex.CONTENT_TYPE,
                                                 "Cache-Control": "no-cache"})
 

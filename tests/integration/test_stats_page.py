@@ -58,6 +58,7 @@ listen stats
     acl local src 127.0.0.1
     stats admin if local {{ src 127.0.0.1 }}
     monitor-uri /healthz
+    http-request use-service prometheus-exporter if {{ path /metrics }}
 {page}""")
     return path
 
@@ -216,3 +217,14 @@ async def test_a_stats_listener_without_a_stats_socket_samples_the_rates(tmp_pat
             await asyncio.sleep(1.2)
             rows = table((await get(f"http://127.0.0.1:{ports['stats']}/stats;csv", headers=ADMIN))[2])
             assert rows[("other", "FRONTEND")]["conn_rate_max"] == "3"
+
+
+async def test_the_exporter_is_served_on_its_path_without_the_pages_credentials(tmp_path, ports, pump_class):
+    async with serving(echo) as s1:
+        ports.update(s1=s1)
+        async with running(load([str(write_config(tmp_path, ports))]), pump_class):
+            await traffic(ports["other"], 2, 100)
+            status, headers, body = await get(f"http://127.0.0.1:{ports['stats']}/metrics")
+            assert status == 200 and headers["Content-Type"].startswith("text/plain; version=0.0.4")
+            assert 'haproxy_frontend_connections_total{proxy="other"} 2.0' in body
+            assert "haproxy_server_status" in body and "haproxy_process_" in body

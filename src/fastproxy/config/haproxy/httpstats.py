@@ -149,8 +149,6 @@ def _http_request(line: _Line, proxy: _Proxy, args: list[str]) -> None:
             raise _Invalid(f"error detected in {proxy.describe()} while parsing 'http-request use-service' "
                            f"rule : '{service}' unknown service name.")
         route = _prometheus_route(line, args[2:])
-        raise _Invalid("the Prometheus exporter is not yet served by fastproxy (coming with "
-                       "fastproxy.promex); remove the line for now")
         page = proxy.monitor or StatsPage(location=line.location)
         page.prometheus.append(route)
         proxy.monitor = page
