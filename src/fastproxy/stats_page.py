@@ -76,7 +76,7 @@ def route(page: StatsPage, uri: str) -> Route:
     path = uri.split("?", 1)[0]
     if page.monitor_uri is not None and uri == page.monitor_uri:
         return Route("monitor")
-    if any(rule.matches(path) for rule in page.prometheus):
+    if any(path.startswith(rule.path) if rule.prefix else path == rule.path for rule in page.prometheus):
         return Route("prometheus")
     if page.uri is None or not uri.startswith(page.uri):
         return Route("unavailable")

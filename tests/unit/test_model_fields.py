@@ -29,8 +29,6 @@ PLUGIN = Path(__file__).resolve().parent / "mypy_model_reads.py"
 # because something now reads it must leave the list too (the second test says so).
 RECORDED_ONLY = {
     "Acl.name": "ACLs are looked up by their key in Frontend.acls; the name is for messages",
-    "Backend.mode": "the reader refuses 'mode http' where it carries traffic; the runtime is TCP only",
-    "Frontend.mode": "the reader refuses 'mode http' where it carries traffic; the runtime is TCP only",
     "Backend.options": "values recorded and not acted on (splice-*, description, "
                        "redispatch-interval, which the reader warns about)",
     "Frontend.options": "values recorded and not acted on (splice-*, description)",

@@ -293,9 +293,6 @@ class PrometheusRoute:
     prefix: bool = False
     location: Location = field(default_factory=Location)
 
-    def matches(self, path: str) -> bool:
-        return path.startswith(self.path) if self.prefix else path == self.path
-
 
 @dataclass
 class StatsPage:
