@@ -308,11 +308,17 @@ GLOBAL_KEYWORDS: dict[str, GlobalHandler] = {
     "nbproc": _global_removed("nbproc is not supported any more since HAProxy 2.5 (use nbthread)"),
 }
 
+# The global keywords HAProxy 2.6 takes with "no" (cfgparse-global.c), all ignored by fastproxy; and
+# "no log", which forgets the global log targets.
+GLOBAL_NEGATABLE = frozenset({"busy-polling", "set-dumpable", "strict-limits", "insecure-fork-wanted",
+                              "numa-cpu-mapping"})
+
 # Global keywords HAProxy 2.6 knows that fastproxy ignores (with a warning).
 GLOBAL_IGNORED = _names("""
-    ca-base crt-base busy-polling close-spread-time cpu-map default-path description
+    ca-base crt-base busy-polling close-spread-time cluster-secret cpu-map default-path description
     expose-experimental-directives external-check fd-hard-limit grace h1-accept-payload-with-any-method
-    h1-case-adjust h1-case-adjust-file h2-workaround-bogus-websocket-clients insecure-fork-wanted
+    h1-case-adjust h1-case-adjust-file h2-workaround-bogus-websocket-clients httpclient.resolvers.id
+    httpclient.resolvers.prefer httpclient.ssl.ca-file httpclient.ssl.verify insecure-fork-wanted
     insecure-setuid-wanted issuers-chain-path localpeer log-send-hostname log-tag lua-load
     lua-load-per-thread lua-prepend-path master-worker max-spread-checks maxcompcpuusage maxcomprate
     maxsessrate maxsslconn maxsslrate maxzlibmem mworker-max-reloads no-memory-trimming node noepoll
@@ -333,7 +339,8 @@ GLOBAL_IGNORED = _names("""
     tune.rcvbuf.server tune.recv_enough tune.runqueue-depth tune.sched.low-latency tune.sndbuf.client
     tune.sndbuf.server tune.ssl.cachesize tune.ssl.capture-buffer-size tune.ssl.capture-cipherlist-size
     tune.ssl.default-dh-param tune.ssl.force-private-cache tune.ssl.hard-maxrecord tune.ssl.keylog
-    tune.ssl.lifetime tune.ssl.maxrecord tune.ssl.ssl-ctx-cache-size tune.vars.global-max-size
+    tune.ssl.lifetime tune.ssl.maxrecord tune.ssl.ssl-ctx-cache-size tune.vars.check-max-size
+    tune.vars.global-max-size
     tune.vars.proc-max-size tune.vars.reqres-max-size tune.vars.sess-max-size tune.vars.txn-max-size
     tune.zlib.memlevel tune.zlib.windowsize
 """)
