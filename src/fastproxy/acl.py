@@ -30,7 +30,7 @@ from functools import partial
 from typing import Any, Optional, Union
 
 from . import samples
-from .config.model import Acl, Condition, Frontend, Location, Sample
+from .config.model import Acl, Backend, Condition, Frontend, Location, Sample
 from .errors import ConfigError
 
 __all__ = ["SNI_FETCHES", "AclError", "ConnInfo", "Router", "evaluate", "parse_acl", "parse_condition"]
@@ -469,6 +469,16 @@ class Router:
         return cls(connection_rules=rules["connection"], session_rules=rules["session"],
                    content_rules=rules["content"], switching=switching,
                    default_backend=frontend.default_backend, needs_sni=needs_sni)
+
+    @classmethod
+    def for_backend(cls, backend: Backend) -> Router:
+        """A backend's ``tcp-request content`` rules (it has no other rule and picks no backend)."""
+        rules = [_Rule(rule.action == "accept", compile_condition(rule.condition, backend.acls))
+                 for rule in backend.tcp_request_rules]
+        needs_sni = any(condition_uses(rule.condition, backend.acls, SNI_FETCHES)
+                        for rule in backend.tcp_request_rules)
+        return cls(connection_rules=[], session_rules=[], content_rules=rules, switching=[],
+                   default_backend=None, needs_sni=needs_sni)
 
     def accept_connection(self, info: ConnInfo) -> bool:
         """``tcp-request connection`` then ``tcp-request session`` rules: the first match of each set

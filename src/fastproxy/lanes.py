@@ -46,7 +46,7 @@ def lane_backend(state: Runtime, frontend: FrontendRuntime, *, hooks: bool) -> O
             or fe.rate_limit_sessions or fe.lanes is False):
         return None
     backend = state.backends.get(fe.default_backend or "")
-    if backend is None or backend.needs_destination:
+    if backend is None or backend.needs_destination or backend.router is not None:
         return None
     be = backend.model
     if lane_hashing(be) is False or be.fullconn:

@@ -162,8 +162,7 @@ class TCPProxy:
         if router is None:  # no rule at all: the default backend
             self._go(session, frontend.model.default_backend)
             return
-        info = ConnInfo(src=session.peername[0], src_port=session.peername[1],
-                        dst=session.sockname[0], dst_port=session.sockname[1])
+        info = self._info(session)
         if not router.accept_connection(info):  # tcp-request connection reject
             self._deny(session)
             return
@@ -174,18 +173,49 @@ class TCPProxy:
         if not router.accept_content(info):
             self._deny(session)
             return
-        self._go(session, router.backend_for(info))
+        self._go(session, router.backend_for(info), info)
+
+    @staticmethod
+    def _info(session: Session) -> ConnInfo:
+        return ConnInfo(src=session.peername[0], src_port=session.peername[1],
+                        dst=session.sockname[0], dst_port=session.sockname[1])
 
     def _deny(self, session: Session) -> None:
         session.close()
         session.frontend.denied += 1
 
-    def _go(self, session: Session, backend_name: Optional[str]) -> None:
+    def _go(self, session: Session, backend_name: Optional[str], info: Optional[ConnInfo] = None) -> None:
         backend = self.state.backends.get(backend_name) if backend_name else None
         if backend is None:  # no backend for this connection: HAProxy closes it
             session.close()
             return
         session.backend = backend
+        # A listen's rules ran as its frontend's; a backend's own run now, before a server is chosen.
+        if backend.router is not None and backend.name != session.frontend.name:
+            info = info or self._info(session)
+            if backend.inspect_delay and not info.ssl_hello_seen:
+                self.state.background(asyncio.ensure_future(self._inspect_in_backend(session, info)))
+                return
+            if not backend.router.accept_content(info):
+                self._deny_in_backend(session)
+                return
+        self.dispatcher.choose_and_dial(session)
+
+    def _deny_in_backend(self, session: Session) -> None:
+        session.close()
+        assert session.backend is not None
+        session.backend.denied += 1
+
+    async def _inspect_in_backend(self, session: Session, info: ConnInfo) -> None:
+        """The backend's ``tcp-request inspect-delay``: wait for the first bytes the frontend did not."""
+        backend = session.backend
+        assert backend is not None and backend.router is not None
+        seen = await self._peeked(session, info, backend.inspect_delay)
+        if seen is None:
+            return
+        if not backend.router.accept_content(seen):
+            self._deny_in_backend(session)
+            return
         self.dispatcher.choose_and_dial(session)
 
     async def _inspect_then_route(self, session: Session, info: ConnInfo) -> None:
@@ -193,22 +223,30 @@ class TCPProxy:
         consuming it, then apply the content rules and route on what was seen (HAProxy's
         ``req.ssl_sni`` / ``req_ssl_hello_type``).  A client that sends nothing usable within the delay
         is routed on what is known: the content rules and ACLs see no SNI."""
+        seen = await self._peeked(session, info, session.frontend.model.inspect_delay or 0.0)
+        if seen is None:
+            return
+        router = session.frontend.router
+        assert router is not None
+        if not router.accept_content(seen):  # tcp-request content reject
+            self._deny(session)
+            return
+        self._go(session, router.backend_for(seen), seen)
+
+    async def _peeked(self, session: Session, info: ConnInfo, delay: float) -> Optional[ConnInfo]:
+        """``info`` with what the client sent within ``delay`` seconds (left in its receive queue);
+        None when the session ended meanwhile (closed here)."""
         try:
-            hello = await peek_client_hello(session.fd, session.frontend.model.inspect_delay or 0.0)
+            hello = await peek_client_hello(session.fd, delay)
         except asyncio.CancelledError:
             session.close()
             raise
         except OSError:
             session.close()
-            return
+            return None
         if hello is not None:
             info = dataclasses.replace(info, ssl_hello_seen=True, hello_type=hello.hello_type,
                                        sni=hello.server_name)
             if hello.server_name is not None:
                 session.context["sni"] = hello.server_name
-        router = session.frontend.router
-        assert router is not None
-        if not router.accept_content(info):  # tcp-request content reject
-            self._deny(session)
-            return
-        self._go(session, router.backend_for(info))
+        return info

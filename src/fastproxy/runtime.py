@@ -150,6 +150,10 @@ class BackendRuntime:
         self.went_down = 0
         # Whether picking needs the address the client connected to (one more syscall per connection).
         self.needs_destination = self.balancer.needs_destination
+        # ``tcp-request content`` rules run after the backend is chosen, before the server is.
+        self.router: Optional[Router] = Router.for_backend(backend) if backend.tcp_request_rules else None
+        self.inspect_delay = backend.inspect_delay or 0.0
+        self.denied = 0  # connections refused by its tcp-request content rules
 
     def raw_address_of(self, slot: ServerSlot, session: Any) -> bytes:
         """The raw sockaddr to dial ``slot`` for ``session``: only a server without a port looks at

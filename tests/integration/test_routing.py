@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import socket
 import ssl
 import subprocess
@@ -266,3 +267,96 @@ async def test_accept_proxy_takes_the_client_address_from_the_header(pump_class)
                 pass
             sock.close()
             assert engine.stats()["servers"]["plain/s1"]["conn_total"] == 1
+
+
+# --- the same file on fastproxy and on the real haproxy ---------------------------------------------
+
+HAPROXY = shutil.which("haproxy")
+
+
+@contextlib.contextmanager
+def haproxy_running(text: str, address: tuple, tmp_path):
+    """The real haproxy on the configuration ``text``, listening on ``address``, for the block."""
+    path = tmp_path / "haproxy.cfg"
+    path.write_text(text)
+    proc = subprocess.Popen([HAPROXY, "-db", "-f", str(path)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(address, timeout=1).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"haproxy did not start: {proc.communicate()[0]}") from None
+                time.sleep(0.05)
+        yield proc
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+async def answers(address: tuple, clients: list[tuple[str, bytes]]) -> list[bytes]:
+    """What each client (a source address and its first bytes) reads back: b"" when it was refused."""
+    replies = []
+    for source, first in clients:
+        sock = await connect_from(source, address)
+        try:
+            if first:
+                await asyncio.get_running_loop().sock_sendall(sock, first)
+            replies.append(await recv_all(sock))
+        except ConnectionResetError:
+            replies.append(b"")
+        finally:
+            sock.close()
+    return replies
+
+
+def both_ways(pump_class, text: str, ports: dict, tmp_path, clients: list[tuple[str, bytes]]) -> list[bytes]:
+    """Run ``clients`` through fastproxy and through haproxy on the same file: the same answers."""
+    async def through_fastproxy(text: str) -> list[bytes]:
+        async with running(parse_text(text), pump_class) as engine:
+            return await answers(engine.listening_addresses()[0], clients)
+
+    async def through_haproxy(text: str, address: tuple) -> list[bytes]:
+        with haproxy_running(text, address, tmp_path):
+            return await answers(address, clients)
+
+    ours = asyncio.run(through_fastproxy(text.format(port=free_port(), **ports)))
+    port = free_port()
+    theirs = asyncio.run(through_haproxy(text.format(port=port, **ports), ("127.0.0.1", port)))
+    assert ours == theirs
+    return ours
+
+
+BACKEND_RULES = """
+defaults
+    mode tcp
+    timeout connect 2s
+    timeout client 5s
+    timeout server 5s
+frontend fe
+    bind 127.0.0.1:{port}
+    use_backend filtered if {{ src 127.0.0.2 127.0.0.3 }}
+    default_backend open
+backend filtered
+    acl trusted src 127.0.0.2
+    tcp-request content reject unless trusted
+    server s1 127.0.0.1:{filtered}
+backend open
+    tcp-request content accept if {{ src 127.0.0.3 }}
+    server s1 127.0.0.1:{open}
+"""
+
+
+@pytest.mark.skipif(HAPROXY is None, reason="haproxy is not installed")
+def test_tcp_request_content_rules_in_a_backend_filter_after_it_is_chosen_as_in_haproxy(pump_class, tmp_path):
+    async def main() -> list[bytes]:
+        async with contextlib.AsyncExitStack() as stack:
+            ports = {name: await stack.enter_async_context(serving(named_backend(name.encode())))
+                     for name in ("filtered", "open")}
+            clients = [("127.0.0.1", b""), ("127.0.0.2", b""), ("127.0.0.3", b""), ("127.0.0.4", b"")]
+            return await asyncio.to_thread(both_ways, pump_class, BACKEND_RULES, ports, tmp_path, clients)
+
+    assert asyncio.run(main()) == [b"open", b"filtered", b"", b"open"]

@@ -43,7 +43,6 @@ HAPROXY_DIFFERS: dict[str, dict[int, str]] = {
         17: "HAProxy resolves host names in ACLs; fastproxy's ACLs are sans-IO",
         18: "dynamic use_backend needs sample expressions fastproxy does not evaluate",
         19: "a rule fastproxy cannot evaluate would route differently if ignored",
-        22: "fastproxy evaluates tcp-request rules in frontends only, and refuses rather than ignore",
         23: "HAProxy reads 'retries x' as 0",
         24: "HAProxy reads 'fullconn -5' with atol()",
         25: "HAProxy reads 'weight x' as 0",
@@ -495,10 +494,62 @@ def test_acls_and_tcp_request_rules_are_allowed_in_named_defaults_only():
         frontend fe from named
             bind :1
     """)
-    assert config.frontends["fe"].tcp_request_rules[0].action == "reject"
-    assert "local" in config.frontends["fe"].acls
+    fe = config.frontends["fe"]
+    assert fe.tcp_request_rules[0].action == "reject"
+    from fastproxy.acl import ConnInfo, evaluate
+    local, remote = ConnInfo("127.0.0.1", 1000, "127.0.0.1", 1), ConnInfo("10.0.0.1", 1000, "127.0.0.1", 1)
+    condition = fe.tcp_request_rules[0].condition
+    assert (evaluate(condition, fe.acls, local), evaluate(condition, fe.acls, remote)) == (False, True)
     assert errors_of("defaults\n acl local src 127.0.0.1\n") == [
         "2: 'acl': 'acl' not allowed in anonymous 'defaults' section."]
+
+
+def test_a_section_does_not_see_the_acls_of_its_defaults_as_in_haproxy():
+    assert errors_of(PROLOGUE + """defaults named
+        acl local src 127.0.0.1
+        frontend fe from named
+        bind :1
+        tcp-request content reject if local
+    """) == ["10: 'tcp-request content': error detected while parsing the 'if' condition : no such ACL : "
+             "'local'."]
+    # An ACL of the same name in the section is its own: the defaults' rule keeps its own ACL.
+    config = parse("""
+        defaults named
+            acl local src 127.0.0.1
+            tcp-request content reject if !local
+        backend be from named
+            acl local src 10.0.0.0/8
+            tcp-request content accept if local
+    """)
+    be = config.backends["be"]
+    from fastproxy.acl import ConnInfo, evaluate
+    inherited, own = be.tcp_request_rules
+    remote = ConnInfo("10.0.0.1", 1000, "127.0.0.1", 1)
+    assert evaluate(inherited.condition, be.acls, remote) and evaluate(own.condition, be.acls, remote)
+
+
+@pytest.mark.parametrize("sections, error", [
+    ("listen li from base\n bind :1\n", "9: 'listen': a listen section cannot inherit from a defaults "
+     "section defining TCP/HTTP rules."),
+    ("defaults two from base\n", "9: 'defaults': a defaults section cannot inherit from a defaults "
+     "section defining TCP/HTTP rules (defaults section at t.cfg:6)."),
+    ("frontend fe from base\n bind :1\nbackend be\n", "11: 'backend': frontends and backends cannot "
+     "inherit from the same defaults section if it defines TCP/HTTP rules (defaults section at t.cfg:6)."),
+])
+def test_what_may_not_inherit_from_a_defaults_section_with_rules(sections, error):
+    defaults = "defaults base\n mode tcp\n tcp-request content reject\n"
+    assert errors_of(PROLOGUE + defaults + sections) == [error]
+
+
+def test_a_backend_cannot_inherit_tcp_request_connection_or_session_rules():
+    for phase in ("connection", "session"):
+        text = PROLOGUE + f"defaults base\n tcp-request {phase} reject\nbackend be from base\n"
+        assert errors_of(text) == [
+            "8: 'backend': a backend section cannot inherit from a defaults section defining "
+            "'tcp-request connection' or 'tcp-request session' rules (defaults section at t.cfg:6)."]
+    # http-request rules count too, though fastproxy ignores them.
+    assert errors_of(PROLOGUE + "defaults base\n http-request deny\nlisten li from base\n") == [
+        "8: 'listen': a listen section cannot inherit from a defaults section defining TCP/HTTP rules."]
 
 
 # --- bind --------------------------------------------------------------------------------------------
@@ -887,10 +938,16 @@ def test_conditional_expressions(condition, chosen):
     assert list(config.backends) == [chosen]
 
 
-def test_tcp_request_rules_in_backends_are_refused_rather_than_ignored():
-    assert errors_of(PROLOGUE + "backend be\n tcp-request content reject\n") == [
-        ("7: 'tcp-request content': tcp-request rules in a backend are not supported by fastproxy (it "
-        "evaluates them in frontends only); move the rule to the frontend")]
+def test_tcp_request_content_rules_in_backends_are_read_and_other_phases_refused_as_in_haproxy():
+    be = parse(PROLOGUE + "backend be\n acl bad src 10.0.0.0/8\n tcp-request inspect-delay 2s\n"
+                          " tcp-request content reject if bad\n").backends["be"]
+    assert [(r.phase, r.action) for r in be.tcp_request_rules] == [("content", "reject")]
+    assert be.inspect_delay == 2.0 and list(be.acls) == ["bad"]
+    text = PROLOGUE + "backend be\n tcp-request connection reject\n tcp-request session reject\n"
+    assert errors_of(text) == [
+        "7: 'tcp-request connection': tcp-request connection is not allowed because backend 'be' is not a "
+        "frontend",
+        "8: 'tcp-request session': tcp-request session is not allowed because backend 'be' is not a frontend"]
 
 
 def test_unsupported_tcp_request_actions_are_warnings_and_silent_drop_rejects():

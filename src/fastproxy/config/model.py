@@ -225,6 +225,11 @@ class Backend:
     tcp_check: bool = False  # ``option tcp-check``: checks run ``tcp_check_rules`` (none: a connect)
     tcp_check_rules: list[TcpCheckRule] = field(default_factory=list)
     log_targets: list[LogTarget] = field(default_factory=list)  # where server state changes go
+    # ``tcp-request content`` rules of the backend: run once the backend is chosen, before a server is
+    # (HAProxy's AN_REQ_INSPECT_BE), waiting up to its own ``tcp-request inspect-delay``.
+    tcp_request_rules: list[TcpRequestRule] = field(default_factory=list)
+    acls: dict[str, list[Acl]] = field(default_factory=dict)
+    inspect_delay: Optional[float] = None
 
     def server(self, name: str) -> Server:
         for server in self.servers:

@@ -101,6 +101,11 @@ def _condition(condition: Optional[Condition], named: Mapping[str, Sequence[Acl]
 def _backend(backend: Backend) -> Iterator[ConfigError]:
     yield from _balance(backend)
     yield from _check_ports(backend)
+    for rule in backend.tcp_request_rules:
+        if rule.phase != "content":
+            yield _error(rule.location, "tcp-request", f"tcp-request {rule.phase} is not allowed because "
+                         f"backend '{backend.name}' is not a frontend")
+        yield from _condition(rule.condition, backend.acls, rule.location, "tcp-request")
 
 
 def _balance(backend: Backend) -> Iterator[ConfigError]:

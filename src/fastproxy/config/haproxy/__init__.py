@@ -21,11 +21,11 @@ Where it deliberately differs from HAProxy 2.6 (``tests/unit/test_config.py`` ch
 ``haproxy -c`` and lists each case): numbers are checked (HAProxy's ``atoi`` reads ``weight x`` as 0)
 and sizes take ``k``/``m``/``g``; ``hash-type maglev`` is ours; ``mode http``, UNIX sockets,
 ``transparent`` binds, servers at the client's destination address (no address, ``0.0.0.0``), port
-offsets, dynamic ``use_backend``, criteria other than the layer-4 ones and ``tcp-request`` rules in
-backends are errors rather than silently routing differently (so is ``observe layer7``, which needs
-HTTP); ``tcp-check`` rules built from log-format strings or check variables are skipped with a warning,
-and their regular expressions are Python's; user/group names, host names in ACLs and the arguments of
-keywords fastproxy ignores (``stick-table``, ``capture``, skipped sections...) are not checked.
+offsets, dynamic ``use_backend`` and criteria other than the layer-4 ones are errors rather than
+silently routing differently (so is ``observe layer7``, which needs HTTP); ``tcp-check`` rules built
+from log-format strings or check variables are skipped with a warning, and their regular expressions are
+Python's; user/group names, host names in ACLs and the arguments of keywords fastproxy ignores (``stick-
+table``, ``capture``, skipped sections...) are not checked.
 A server without a port gets port 0: the engine uses the client's destination port.
 
 The package follows HAProxy's own split: ``lexer`` (tools.c ``parse_line``), ``values`` (times, sizes,

@@ -232,18 +232,13 @@ def _acl(line: _Line, proxy: _Proxy, args: list[str]) -> None:
 def _tcp_request(line: _Line, proxy: _Proxy, args: list[str]) -> None:
     phase = args[0] if args else ""
     if phase == "inspect-delay":
-        delay = _time(_leading(line, args[1:], 1, "a delay such as 5s")[0])
-        if not proxy.caps & FE:
-            line.warn("ignored: fastproxy inspects content in frontends only")
-            return
-        proxy.inspect_delay = delay
+        proxy.inspect_delay = _time(_leading(line, args[1:], 1, "a delay such as 5s")[0])
         return
     if phase not in ("connection", "session", "content"):
         raise _Invalid("expects 'inspect-delay', 'connection', 'session' or 'content' "
                        f"(got '{phase}')")
-    if not proxy.caps & FE:
-        raise _Invalid("tcp-request rules in a backend are not supported by fastproxy (it evaluates "
-                       "them in frontends only); move the rule to the frontend")
+    if not proxy.caps & FE and phase != "content":
+        raise _Invalid(f"tcp-request {phase} is not allowed because {proxy.describe()} is not a frontend")
     action = args[1] if len(args) > 1 else ""
     rest = args[2:]
     _warn_rule_order(line, proxy, phase)

@@ -37,7 +37,7 @@ from . import binds as _binds, options as _options, proxy as _proxy, servers as 
 from . import tcpcheck as _tcpcheck  # noqa: F401
 from .httpstats import stats_page
 from .conditions import _Block, _evaluate_condition
-from .global_ import GLOBAL_IGNORED, GLOBAL_KEYWORDS
+from .global_ import GLOBAL_IGNORED, GLOBAL_KEYWORDS, GLOBAL_NEGATABLE
 from .lexer import _Invalid, split_words
 from .registry import (
     _BE_TIMEOUTS,
@@ -56,6 +56,9 @@ from .registry import (
 from .values import _check_name
 
 _SECTION_KEYWORDS = frozenset({"global", *PROXY_SECTIONS, *IGNORED_SECTIONS})
+# The rule sets HAProxy counts when it checks what a section may inherit from its defaults.
+_RULE_KEYWORDS = frozenset({"tcp-request", "tcp-response", "http-request", "http-response",
+                            "http-after-response"})
 
 
 class _Reader:
@@ -216,6 +219,17 @@ class _Reader:
         return section
 
     def _global_line(self, line: _Line, g: Global, keyword: str, args: list[str]) -> None:
+        if keyword in ("no", "default"):
+            if args[:1] == ["log"] and keyword == "no":
+                if len(args) > 1:
+                    raise _Invalid("log : 'no log' does not expect arguments", "log")
+                g.log_targets = []
+            elif args[:1] and args[0] in GLOBAL_NEGATABLE:
+                line.warn("not supported by fastproxy; ignored", args[0])
+            else:
+                raise _Invalid("negation/default currently supported only for options, log, busy-polling, "
+                               "set-dumpable, strict-limits, insecure-fork-wanted and numa-cpu-mapping.")
+            return
         handler = GLOBAL_KEYWORDS.get(keyword)
         if handler is not None:
             handler(line, g, args)
@@ -262,6 +276,8 @@ class _Reader:
             parent.referenced = True
         else:
             parent.used_implicitly = True
+        if parent.rule_keywords:
+            self._inherit_rules(line, kind, parent)
         proxy = parent.derive(kind, name, line.location)
         if kind == "defaults":
             self.defaults = proxy
@@ -276,7 +292,30 @@ class _Reader:
         self.proxies.append(proxy)
         return proxy
 
+    def _inherit_rules(self, line: _Line, kind: str, parent: _Proxy) -> None:
+        """HAProxy 2.6's checks on inheriting from a defaults section that holds TCP/HTTP rules: the
+        rules run in the proxy that inherits them, so they must make sense in exactly one kind."""
+        where = f"(defaults section at {parent.location})"
+        message = None
+        if kind == "defaults":
+            message = ("a defaults section cannot inherit from a defaults section defining TCP/HTTP rules "
+                       f"{where}.")
+        elif kind == "listen":
+            message = "a listen section cannot inherit from a defaults section defining TCP/HTTP rules."
+        elif kind == "backend" and parent.rule_keywords & {"tcp-request connection", "tcp-request session"}:
+            message = ("a backend section cannot inherit from a defaults section defining "
+                       f"'tcp-request connection' or 'tcp-request session' rules {where}.")
+        else:
+            parent.inherited_by |= FE if kind == "frontend" else BE
+            if parent.inherited_by == FE | BE:
+                message = ("frontends and backends cannot inherit from the same defaults section if it "
+                           f"defines TCP/HTTP rules {where}.")
+        if message:
+            self.error(line.location, kind, message)
+
     def _proxy_line(self, line: _Line, proxy: _Proxy, keyword: str, args: list[str]) -> None:
+        if proxy.is_defaults and keyword in _RULE_KEYWORDS and args[:1] != ["inspect-delay"]:
+            proxy.rule_keywords.add(f"{keyword} {args[0]}" if args else keyword)
         spec = PROXY_KEYWORDS.get(keyword)
         if spec is None:
             if keyword in PROXY_IGNORED:
@@ -340,7 +379,9 @@ class _Reader:
                        id=proxy.id, options=dict(proxy.options), location=proxy.location,
                        allbackups=proxy.allbackups,
                        tcp_check=proxy.tcp_check, tcp_check_rules=rules,
-                       log_targets=list(proxy.log_targets))
+                       log_targets=list(proxy.log_targets), acls=proxy.acls,
+                       tcp_request_rules=[r for r in proxy.tcp_request_rules if r.phase == "content"],
+                       inspect_delay=proxy.inspect_delay)
 
     def _post_checks(self, half: int, proxy: _Proxy) -> None:
         for check in POST_CHECKS[half]:

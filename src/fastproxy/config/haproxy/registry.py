@@ -107,6 +107,11 @@ class _Proxy:
     http_access_rules: list[Location] = field(default_factory=list)  # ``http-request deny|auth|...``
     referenced: bool = False  # a defaults section named by some "from"
     used_implicitly: bool = False  # a defaults section some proxy used for following it
+    # TCP/HTTP rules written in this section (tcp-request, tcp-response, http-request...; fastproxy
+    # ignores some of them, HAProxy's inheritance rules count them all), and the frontend- and
+    # backend-capable proxies inheriting from it: HAProxy's rules for defaults with rules.
+    rule_keywords: set[str] = field(default_factory=set)
+    inherited_by: int = 0
 
     @property
     def caps(self) -> int:
@@ -124,10 +129,25 @@ class _Proxy:
         child.stats_location, child.http_access_rules, child.own_stats = None, [], False
         child.disabled = child.referenced = child.used_implicitly = False
         child.own_tcp_check_rules = False  # kept until the section writes a tcp-check rule of its own
+        child.rule_keywords, child.inherited_by = set(), 0
+        # A section does not see the ACLs of its defaults (HAProxy: "no such ACL"); the defaults' own
+        # rules still evaluate them, under names no section can write ('/' is not allowed in names).
+        hidden = {name: f"{self.location}/{name}" for name in self.acls}
+        child.acls = {hidden[name]: acls for name, acls in child.acls.items()}
+        for rule in child.tcp_request_rules:
+            rule.condition = _renamed(rule.condition, hidden)
         return child
 
     def describe(self) -> str:
         return f"{self.kind} '{self.name}'" if self.name or not self.is_defaults else "anonymous 'defaults'"
+
+
+def _renamed(condition: Optional[Condition], names: dict[str, str]) -> Optional[Condition]:
+    if condition is None:
+        return None
+    groups = tuple(tuple((negated, names.get(term, term) if isinstance(term, str) else term)
+                         for negated, term in group) for group in condition.groups)
+    return Condition(negate=condition.negate, groups=groups)
 
 
 # --- one line as handlers see it ---------------------------------------------------------------------
@@ -212,7 +232,8 @@ def _names(text: str) -> frozenset[str]:
 
 # Proxy keywords HAProxy 2.6 knows that fastproxy ignores with a warning (the proxy still runs).
 PROXY_IGNORED = _names("""
-    bind-process capture compression cookie declare dynamic-cookie-key email-alert errorfile errorfiles
+    bind-process capture compression cookie declare dynamic-cookie-key email-alert error-log-format
+    errorfile errorfiles
     errorloc errorloc302 errorloc303 external-check filter force-persist grace http-after-response
     http-check http-error http-response http-reuse http-send-name-header ignore-persist
     load-server-state-from-file log-format log-format-sd log-tag max-keep-alive-queue
