@@ -16,11 +16,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
+import logging
 import socket
 from typing import Any, Optional
 
 from .config import model, validate
 from .dispatch import Dispatcher
+from . import logs, tcplog
 from .health import CheckResult, HealthMonitor, ServerCheck
 from .balance import ServerState
 from .lanes import Lanes, lane_backend
@@ -28,6 +30,7 @@ from .limits import AdmissionControl
 from .proxy import TCPProxy
 from .pump import Counter, EndReason, Pump, default_threads
 from .runtime import BackendRuntime, FrontendRuntime, Runtime, ServerRuntime
+from . import stats
 from .runtime_api import RuntimeApi
 from .operations import Operations
 from .runtime_commands import COMMANDS
@@ -37,6 +40,8 @@ from .session import Director, ErrorHandler
 from .stats_http import StatsListener
 
 DEFAULT_GRACE = 10.0  # seconds established connections get on stop, without hard-stop-after
+
+log = logging.getLogger("fastproxy")
 
 
 def default_fullconn(config: model.Config, backends: dict[str, BackendRuntime]) -> None:
@@ -95,7 +100,7 @@ class Engine:
         state = self.state = Runtime(cfg, loop, None)  # its pump comes once what it reports to exists
         state.backends = backends
         self.health = HealthMonitor(loop, spread=g.spread_checks, changed=self._health_changed,
-                                    established=self._established)
+                                    established=self._established, counted=self._check_counted)
         self._by_check: dict[ServerCheck, ServerRuntime] = {}
         for backend_runtime in backends.values():
             be = backend_runtime.model
@@ -103,9 +108,13 @@ class Engine:
             for server in backend_runtime.servers:
                 state.servers[server.block] = server
                 family, address = server.check_target()
+                state_header = functools.partial(stats.server_state_header, server, self._current) \
+                    if be.http_send_state and be.tcp_check and be.check_kind == "http" else None
                 server.check = ServerCheck(server.name, server.slot.server, family, address, rules,
                                            connect_timeout=be.timeouts.connect,
-                                           check_timeout=be.timeouts.check)
+                                           check_timeout=be.timeouts.check,
+                                           kind=be.check_kind if be.tcp_check else "tcp",
+                                           disable_on_404=be.http_disable_on_404, state_header=state_header)
                 self._by_check[server.check] = server
                 self.health.add(server.check)
         self.admission = AdmissionControl(state)
@@ -230,7 +239,23 @@ class Engine:
     # --- wiring -----------------------------------------------------------------------------------
 
     def _health_changed(self, check: ServerCheck, result: Optional[CheckResult]) -> None:
-        self.servers.health_changed(self._by_check[check], result)
+        server = self._by_check[check]
+        # With log-health-checks the check's line gave the reason: HAProxy's state line omits it.
+        self.servers.health_changed(server, None if server.backend.model.log_health_checks else result)
+
+    def _check_counted(self, check: ServerCheck, result: CheckResult) -> None:
+        server = self._by_check[check]
+        if not server.backend.model.log_health_checks:
+            return
+        slot = server.slot
+        message = tcplog.check_log_message(check.health, result, backend=server.backend.name,
+                                           server=slot.name, backup=slot.backup,
+                                           draining=slot.user_weight == 0)
+        log.warning("%s", message)
+        server.backend.write_log(logs.NOTICE, message)
+
+    def _current(self, server: ServerRuntime) -> int:
+        return self.pump.counters(server.block)[Counter.CONN_CUR]
 
     def _established(self, check: ServerCheck) -> int:
         return self.pump.counters(self._by_check[check].block)[Counter.CONN_TOTAL]

@@ -25,11 +25,12 @@ import os
 import random
 import re
 import socket
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
 from . import _linux
-from .config.model import Server, TcpCheckRule
+from .config.model import HttpCheckRequest, Server, TcpCheckRule
 
 log = logging.getLogger("fastproxy")
 
@@ -54,13 +55,23 @@ READ_BUFFER = 16384  # what HAProxy reads at most per expect (tune.bufsize): a f
 _IMPLICIT_CONNECT = TcpCheckRule("connect")
 
 
+_L57DATA = frozenset({"L7OK", "L7OKC", "L7STS"})  # statuses at or above HAProxy's L57DATA carry a code
+
+
 @dataclass
 class CheckResult:
-    """How one probe ended: a status of ``STATUSES``, detail, and how long it took (seconds)."""
+    """How one probe ended: a status of ``STATUSES``, detail, how long it took (seconds), and the
+    code an answer gave (an HTTP status, a MySQL error...; 0 when none, as HAProxy)."""
 
     status: str
     info: str = ""
     duration: float = 0.0
+    code: int = 0
+
+    @property
+    def has_code(self) -> bool:
+        """HAProxy shows ``code`` for the statuses of an answer that was read (L7OK, L7OKC, L7STS)."""
+        return self.status in _L57DATA
 
     @property
     def passed(self) -> bool:
@@ -126,24 +137,35 @@ class ServerHealth:
 
 # --- one probe ---------------------------------------------------------------------------------------
 
+@dataclass
+class ProbeContext:
+    """What a probe knows of its server and backend beyond the rules: the check kind (``CHECK_KINDS``
+    of the model: it decides the wording), whether the server is up (``disable-on-404`` only drains
+    a server that is up), and the ``X-Haproxy-Server-State`` value of ``http-check send-state``."""
+
+    kind: str = "tcp"
+    server_up: bool = True
+    disable_on_404: bool = False
+    state_header: Optional[Callable[[], str]] = None
+
+
 async def run_check(family: int, address: tuple, rules: Sequence[TcpCheckRule], *,
                     connect_timeout: Optional[float], read_timeout: Optional[float],
-                    total_timeout: Optional[float]) -> CheckResult:
+                    total_timeout: Optional[float], context: Optional[ProbeContext] = None) -> CheckResult:
     """Run one check against ``address``: the rules in order (an implicit connect first when the
     first rule is not one; no rules is a connect alone).  ``connect_timeout`` bounds each connect,
     ``read_timeout`` what follows a connect, ``total_timeout`` the whole probe (HAProxy's ``inter``
     when ``timeout check`` is unset).  Never raises for what the server does."""
     loop = asyncio.get_running_loop()
     started = loop.time()
-    probe = _Probe(family, address, rules, connect_timeout, read_timeout)
+    probe = _Probe(family, address, rules, connect_timeout, read_timeout, context or ProbeContext())
     try:
         if total_timeout:
             result = await asyncio.wait_for(probe.run(), total_timeout)
         else:
             result = await probe.run()
     except asyncio.TimeoutError:
-        result = CheckResult("L7TOUT" if probe.connected else "L4TOUT",
-                             probe.timeout_info() if probe.connected else "")
+        result = probe.timeout_result()
     except OSError as exc:  # a local failure: socket(), descriptors
         result = CheckResult("SOCKERR", exc.strerror or str(exc))
     finally:
@@ -154,12 +176,17 @@ async def run_check(family: int, address: tuple, rules: Sequence[TcpCheckRule], 
 
 class _Probe:
     def __init__(self, family: int, address: tuple, rules: Sequence[TcpCheckRule],
-                 connect_timeout: Optional[float], read_timeout: Optional[float]) -> None:
+                 connect_timeout: Optional[float], read_timeout: Optional[float],
+                 context: ProbeContext) -> None:
         self.family, self.address = family, address
+        self.context = context
+        self.tcp = context.kind == "tcp"  # HAProxy names steps in the descriptions of tcp-checks only
+        self.explicit_rules = bool(rules)
         rules = list(rules) or [_IMPLICIT_CONNECT]
         if rules[0].action != "connect":
             rules.insert(0, _IMPLICIT_CONNECT)
         self.rules = rules
+        self.code = 0
         self.connect_timeout, self.read_timeout = connect_timeout, read_timeout
         self.sock: Optional[socket.socket] = None
         self.linger = False
@@ -184,11 +211,13 @@ class _Probe:
                 continue
             if failure is not None:
                 return failure
+        done = "(tcp-check)" if self.tcp and self.explicit_rules else ""
         if last.action == "expect":
-            return CheckResult(last.ok_status or "L7OK", "(tcp-check)")
+            info = _format(last.on_success, self.buffer) if last.on_success else done
+            return CheckResult(last.ok_status or "L7OK", info, code=self.code)
         if last.action == "connect":
-            return CheckResult("L4OK", "" if last is _IMPLICIT_CONNECT else "(tcp-check)")
-        return CheckResult("L7OK", "(tcp-check)")
+            return CheckResult("L4OK", done)
+        return CheckResult("L7OK", done)
 
     async def _connect(self, loop: asyncio.AbstractEventLoop, rule: TcpCheckRule) -> Optional[CheckResult]:
         self.close()
@@ -206,10 +235,9 @@ class _Probe:
         try:
             await asyncio.wait_for(loop.sock_connect(self.sock, (host, port)), self.connect_timeout)
         except asyncio.TimeoutError:
-            return CheckResult("L4TOUT", f"at step {self.step} of tcp-check (connect)"
-                               if len(self.rules) > 1 else "")
+            return CheckResult("L4TOUT", self._where(rule))
         except OSError as exc:
-            return CheckResult("L4CON", _strerror(exc))
+            return CheckResult("L4CON", _strerror(exc) + self._where(rule))
         self.connected = True
         self.deadline = loop.time() + self.read_timeout if self.read_timeout else None
         return None
@@ -222,27 +250,70 @@ class _Probe:
     async def _send(self, loop: asyncio.AbstractEventLoop, rule: TcpCheckRule) -> Optional[CheckResult]:
         assert self.sock is not None
         self.buffer.clear()  # as HAProxy: a send starts a new exchange
+        data = rule.data
+        if rule.http is not None:
+            state = self.context.state_header() if self.context.state_header else None
+            data = http_request(rule.http, state)
+        elif rule.data is SSL3_HELLO:
+            data = ssl3_client_hello()
         try:
-            await asyncio.wait_for(loop.sock_sendall(self.sock, rule.data), self._remaining(loop))
+            await asyncio.wait_for(loop.sock_sendall(self.sock, data), self._remaining(loop))
         except asyncio.TimeoutError:
-            return CheckResult("L7TOUT", f"at step {self.step} of tcp-check (send)")
+            return CheckResult("L7TOUT", self._where(rule))
         except OSError as exc:
-            return CheckResult("SOCKERR", f"{_strerror(exc)} at step {self.step} of tcp-check (send)")
+            return CheckResult("SOCKERR", _strerror(exc) + self._where(rule))
         return None
+
+    @property
+    def step_id(self) -> int:
+        """HAProxy's step number: the rule's rank among the configured ones (an implicit connect is
+        not one)."""
+        return self.step - (self.rules[0] is _IMPLICIT_CONNECT)
+
+    def _where(self, rule: TcpCheckRule) -> str:
+        """HAProxy's `` at step 2 of tcp-check (connect port 1) comment: '...'`` of a tcp-check's
+        connection errors and timeouts (chk_report_conn_err()); other check kinds say nothing."""
+        if not self.tcp or not self.explicit_rules:
+            return ""
+        if rule is _IMPLICIT_CONNECT:
+            return " at initial connection step of tcp-check"
+        text = f" at step {self.step_id} of tcp-check"
+        if rule.action == "connect":
+            text += f" (connect port {rule.port})" if rule.port else " (connect)"
+        elif rule.action == "expect":
+            text += f" ({_EXPECT_NAMES.get(rule.match, 'expect ' + rule.match)}"
+            if rule.match == "string":
+                text += f" '{rule.pattern.decode('latin-1')}'"
+            elif rule.match == "binary":
+                text += f" '{rule.pattern.hex().upper()}'"
+            text += ")"
+        elif rule.action == "send":
+            text += " (send)"
+        if rule.comment:
+            text += f" comment: '{rule.comment}'"
+        return text
 
     async def _expect(self, loop: asyncio.AbstractEventLoop, rule: TcpCheckRule) -> Optional[CheckResult]:
         assert self.sock is not None
         self.expecting = rule
+        evaluate = self._evaluate_http if rule.match in _HTTP_MATCHES else (
+            self._evaluate_custom if rule.match == "custom" else None)
         while True:
-            verdict = self._evaluate(rule)
-            if verdict is not None:
-                self.expecting = None
-                return None if verdict else self._mismatch(rule)
+            if evaluate is not None:
+                outcome = evaluate(rule)
+                if outcome is not _WAIT:
+                    self.expecting = None
+                    return outcome  # type: ignore[return-value]
+            else:
+                verdict = self._evaluate(rule)
+                if verdict is not None:
+                    self.expecting = None
+                    return self._matched(rule) if verdict else self._mismatch(rule)
             try:
                 data = await asyncio.wait_for(loop.sock_recv(self.sock, READ_BUFFER - len(self.buffer)),
                                               self._remaining(loop))
             except asyncio.TimeoutError:
-                return CheckResult(rule.tout_status or "L7TOUT", self.timeout_info())
+                return self.timeout_result()
             except OSError:
                 data = b""  # a reset: nothing more will come, judge what arrived
             if data:
@@ -264,7 +335,20 @@ class _Probe:
             return None
         return matched != rule.negate
 
+    def _matched(self, rule: TcpCheckRule) -> Optional[CheckResult]:
+        """A match goes on to the next rule; the code of the answer is kept (``status-code``)."""
+        if rule.status_code is not None:
+            self.code = _payload_code(self.buffer, rule.status_code)
+        return None
+
     def _mismatch(self, rule: TcpCheckRule) -> CheckResult:
+        if rule.status_code is not None:
+            self.code = _payload_code(self.buffer, rule.status_code)
+        status = rule.error_status or "L7RSP"
+        if rule.on_error is not None:  # a protocol check's own words (or a comment alone)
+            return CheckResult(status, _format(rule.on_error, self.buffer) + _comment(rule), code=self.code)
+        if not self.tcp:
+            return CheckResult(status, _comment(rule).lstrip(), code=self.code)
         what = "matched unwanted content" if rule.negate else "did not match content"
         pattern = rule.pattern
         if rule.match == "string":
@@ -273,13 +357,72 @@ class _Probe:
             shown = " (binary)"
         else:
             shown = f" (regex '{pattern}')"
-        return CheckResult(rule.error_status or "L7RSP", f"TCPCHK {what}{shown} at step {self.step}")
+        return CheckResult(status, f"TCPCHK {what}{shown} at step {self.step_id}{_comment(rule)}",
+                           code=self.code)
 
-    def timeout_info(self) -> str:
+    def timeout_result(self) -> CheckResult:
+        """How a probe that ran out of time ends: at layer 4 before the connect, else at layer 7 (or
+        the expect's ``tout-status``), described as chk_report_conn_err() does."""
+        if not self.connected:
+            return CheckResult("L4TOUT", self._where(self.rules[min(self.step, len(self.rules)) - 1])
+                               if self.step else "")
         rule = self.expecting
         if rule is None:
-            return ""
-        return f"at step {self.step} of tcp-check (expect {rule.match})"
+            return CheckResult("L7TOUT", "")
+        return CheckResult(rule.tout_status or "L7TOUT", self._where(rule))
+
+    # --- HTTP and the custom parsers ---
+
+    def _evaluate_http(self, rule: TcpCheckRule) -> Any:
+        """HAProxy's tcpcheck_eval_expect_http(): _WAIT, None (go on) or the probe's result."""
+        final = self.closed or len(self.buffer) >= READ_BUFFER
+        try:
+            response = parse_http_response(bytes(self.buffer), final)
+        except ValueError:
+            return CheckResult(rule.error_status or "L7RSP", "")
+        if response is None:
+            if final:
+                return CheckResult(rule.error_status or "L7RSP", "")
+            return _WAIT
+        self.code = response.status
+        if self.context.disable_on_404 and self.context.server_up and response.status == 404:
+            return CheckResult("L7OKC", "", code=404)
+        if rule.match in ("status", "rstatus"):
+            if rule.match == "status":
+                matched = any(low <= response.status <= high for low, high in rule.pattern)
+            else:
+                matched = _regex(rule).search(str(response.status).encode()) is not None
+            failure = CheckResult(rule.error_status or "L7STS", response.reason + _comment(rule),
+                                  code=response.status)
+        else:
+            if not response.complete and not final:
+                return _WAIT
+            if not response.body:
+                return CheckResult(rule.error_status or "L7RSP",
+                                   "HTTP content check could not find a response body" + _comment(rule),
+                                   code=response.status)
+            if rule.match == "body":
+                matched = rule.pattern in response.body
+            else:
+                matched = _regex(rule).search(response.body) is not None
+            failure = CheckResult(rule.error_status or "L7RSP", ("HTTP check matched unwanted content"
+                                  if rule.negate else "HTTP content check did not match") + _comment(rule),
+                                  code=response.status)
+        return None if matched != rule.negate else failure
+
+    def _evaluate_custom(self, rule: TcpCheckRule) -> Any:
+        final = self.closed or len(self.buffer) >= READ_BUFFER
+        outcome = CUSTOM_EXPECTS[rule.pattern](bytes(self.buffer), final)
+        if outcome is _WAIT or outcome is None:
+            return outcome
+        status, info, code = outcome
+        self.code = code
+        last = rule is self.rules[-1]
+        if status in PASSING and not last:
+            return None
+        if status in PASSING:
+            status = rule.ok_status or status
+        return CheckResult(status, info + _comment(rule) if status not in PASSING else info, code=code)
 
     def close(self) -> None:
         sock, self.sock = self.sock, None
@@ -294,6 +437,24 @@ class _Probe:
 
 
 _REGEX_CACHE: dict[tuple[str, str], Any] = {}
+_HTTP_MATCHES = ("status", "rstatus", "body", "rbody")
+_EXPECT_NAMES = {"string": "expect string", "binary": "expect binary", "rstring": "expect regex",
+                 "rbinary": "expect binary regex", "custom": "expect custom function",
+                 "status": "expect HTTP status codes", "rstatus": "expect HTTP status regex",
+                 "body": "expect HTTP body content", "rbody": "expect HTTP body regex"}
+_WAIT = object()  # an expect that needs more data
+
+
+def _comment(rule: TcpCheckRule) -> str:
+    return f" comment: {rule.comment}" if rule.comment else ""
+
+
+def _regex(rule: TcpCheckRule) -> Any:
+    key = ("bytes", rule.pattern)
+    regex = _REGEX_CACHE.get(key)
+    if regex is None:
+        regex = _REGEX_CACHE[key] = re.compile(rule.pattern.encode("latin-1"))
+    return regex
 
 
 def _matches(rule: TcpCheckRule, data: bytes) -> bool:
@@ -312,10 +473,141 @@ def _matches(rule: TcpCheckRule, data: bytes) -> bool:
     return regex.search(data.hex().upper()) is not None
 
 
+# --- the bytes of the check kinds ------------------------------------------------------------------
+
+SSL3_HELLO = b"<ssl3 client hello>"  # a send rule's data standing for ssl3_client_hello()
+
+
+def ssl3_client_hello(now: Optional[float] = None) -> bytes:
+    """The SSLv3 CLIENT HELLO of ``option ssl-hello-chk``, as HAProxy 2.6 sends it: the time in its
+    first four random bytes, then ``HAPROXYSSLCHK\nHAPROXYSSLCHK\n``, 39 RSA/DH cipher suites."""
+    ciphers = list(range(0x01, 0x1C)) + list(range(0x2F, 0x3B))
+    stamp = int(time.time() if now is None else now) & 0xFFFFFFFF
+    body = (b"\x03\x00" + stamp.to_bytes(4, "big") + b"HAPROXYSSLCHK\nHAPROXYSSLCHK\n" + b"\x00"
+            + (2 * len(ciphers)).to_bytes(2, "big") + b"".join(c.to_bytes(2, "big") for c in ciphers)
+            + b"\x01\x00")
+    handshake = b"\x01" + len(body).to_bytes(3, "big") + body
+    return b"\x16\x03\x00" + len(handshake).to_bytes(2, "big") + handshake
+
+
+def http_request(request: HttpCheckRequest, state: Optional[str] = None) -> bytes:
+    """The bytes of an HTTP check's request as HAProxy's H1 mux writes them: header names in lower
+    case, ``x-haproxy-server-state`` after the configured headers, ``content-length`` with a body,
+    ``connection: close`` for HTTP/1.1."""
+    lines = [f"{request.method} {request.uri} {request.version}"]
+    lines += [f"{name.lower()}: {value}" for name, value in request.headers]
+    if state is not None:
+        lines.append(f"x-haproxy-server-state: {state}")
+    if request.body:
+        lines.append(f"content-length: {len(request.body)}")
+    if request.version.upper() == "HTTP/1.1":
+        lines.append("connection: close")
+    return "\r\n".join(lines).encode("latin-1", "replace") + b"\r\n\r\n" + request.body
+
+
+@dataclass
+class HttpResponse:
+    status: int
+    reason: str
+    body: bytes
+    complete: bool  # the whole body is in (by content-length, chunks, or the server's close)
+
+
+_STATUS_LINE = re.compile(rb"HTTP/1\.[0-9] ([0-9]{3})(?: ([^\r\n]*))?\r?\n")
+
+
+def parse_http_response(data: bytes, final: bool) -> Optional[HttpResponse]:
+    """An HTTP/1.x response from its first bytes: None while the headers are not all in, ValueError
+    for what is not HTTP.  ``final``: nothing more will come (the server closed, or the buffer is
+    full), so what arrived of the body is the body."""
+    end = data.find(b"\r\n\r\n")
+    head_end = end + 4
+    if end < 0:
+        end = data.find(b"\n\n")
+        head_end = end + 2
+    if end < 0:
+        complete_line = b"\n" in data or len(data) >= 12
+        if not _STATUS_LINE.match(data) and complete_line and not data.startswith(b"HTTP/1."):
+            raise ValueError("not an HTTP response")
+        return None
+    status_line = _STATUS_LINE.match(data)
+    if status_line is None:
+        raise ValueError("not an HTTP response")
+    status, reason = int(status_line[1]), (status_line[2] or b"").decode("latin-1").strip()
+    headers: dict[str, str] = {}
+    for raw in data[status_line.end():end].split(b"\n"):
+        if not raw.rstrip(b"\r"):
+            continue
+        name, colon, value = raw.rstrip(b"\r").partition(b":")
+        if not colon:
+            raise ValueError("malformed header")
+        headers[name.strip().lower().decode("latin-1")] = value.strip().decode("latin-1")
+    rest = data[head_end:]
+    if status < 200 or status in (204, 304):
+        return HttpResponse(status, reason, b"", True)
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        body, complete = _dechunk(rest)
+        return HttpResponse(status, reason, body, complete)
+    if "content-length" in headers:
+        try:
+            length = int(headers["content-length"])
+        except ValueError:
+            raise ValueError("bad content-length") from None
+        return HttpResponse(status, reason, rest[:length], len(rest) >= length)
+    return HttpResponse(status, reason, rest, final)
+
+
+def _dechunk(data: bytes) -> tuple[bytes, bool]:
+    body = bytearray()
+    while True:
+        line_end = data.find(b"\r\n")
+        if line_end < 0:
+            return bytes(body), False
+        try:
+            size = int(data[:line_end].split(b";")[0], 16)
+        except ValueError:
+            raise ValueError("bad chunk size") from None
+        if size == 0:
+            return bytes(body), True
+        chunk = data[line_end + 2:line_end + 2 + size]
+        body += chunk
+        if len(chunk) < size:
+            return bytes(body), False
+        data = data[line_end + 4 + size:]
+
+
+_PAYLOAD = re.compile(r"%\[res\.payload\(([0-9]+),([0-9]+)\)((?:,[a-z_]+(?:\('[^']*'\))?)*)\]")
+
+
+def _format(template: str, data: bytes | bytearray) -> str:
+    """The texts of HAProxy's protocol checks (``on-error``/``on-success``): literal text and
+    ``%[res.payload(<offset>,<length>)]`` with the ``cut_crlf`` and ``ltrim('<c>')`` converters."""
+    def expand(match: Any) -> str:
+        offset, length = int(match[1]), int(match[2])
+        value = data[offset:offset + length] if length else data[offset:]
+        for converter in filter(None, match[3].split(",")):
+            if converter == "cut_crlf":
+                value = re.split(rb"[\r\n]", value, maxsplit=1)[0]
+            elif converter.startswith("ltrim("):
+                value = value.lstrip(converter[7:-2].encode("latin-1"))
+        return value.decode("latin-1")
+    return _PAYLOAD.sub(expand, template)
+
+
+def _payload_code(data: bytes | bytearray, where: tuple[int, int]) -> int:
+    """``status-code "res.payload(<offset>,<length>)"``: the answer's digits as the check's code."""
+    text = data[where[0]:where[0] + where[1]]
+    return int(text) if text.isdigit() else 0
+
+
 def _strerror(exc: OSError) -> str:
     if exc.errno:
         return os.strerror(exc.errno)
     return str(exc) or type(exc).__name__
+
+
+CustomExpect = Callable[[bytes, bool], Any]  # (data, final) -> _WAIT | None | (status, info, code)
+CUSTOM_EXPECTS: dict[str, CustomExpect] = {}
 
 
 # --- the monitor of an engine ---------------------------------------------------------------------------
@@ -327,10 +619,13 @@ class ServerCheck:
 
     def __init__(self, name: str, server: Server, family: int, address: tuple,
                  rules: Sequence[TcpCheckRule], *, connect_timeout: Optional[float] = None,
-                 check_timeout: Optional[float] = None) -> None:
+                 check_timeout: Optional[float] = None, kind: str = "tcp", disable_on_404: bool = False,
+                 state_header: Optional[Callable[[], str]] = None) -> None:
         self.name = name  # backend/server
         self.server = server
         self.family, self.address, self.rules = family, address, rules
+        self.kind, self.disable_on_404, self.state_header = kind, disable_on_404, state_header
+        self.stopping = False  # a check passed conditionally (HTTP 404 with disable-on-404): NOLB
         self.connect_timeout, self.check_timeout = connect_timeout, check_timeout
         self.active = server.check  # probes run (unless paused)
         self.paused = server.disabled  # in maintenance: no probes
@@ -355,11 +650,13 @@ class HealthMonitor:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, *, spread: int = 0,
                  changed: Callable[[ServerCheck, Optional[CheckResult]], None],
-                 established: Callable[[ServerCheck], int]) -> None:
+                 established: Callable[[ServerCheck], int],
+                 counted: Optional[Callable[[ServerCheck, CheckResult], None]] = None) -> None:
         self.loop = loop
         self.spread = spread
         self.changed = changed
         self.established = established
+        self.counted = counted  # a result that moved the health counter or changed the status
         self.checks: dict[str, ServerCheck] = {}
         self._stopped = False
 
@@ -430,8 +727,9 @@ class HealthMonitor:
         else:  # without timeout check, inter bounds the whole probe
             connect, read, total = None, None, inter
         try:
+            context = ProbeContext(check.kind, check.health.up, check.disable_on_404, check.state_header)
             result = await run_check(check.family, check.address, check.rules, connect_timeout=connect,
-                                     read_timeout=read, total_timeout=total)
+                                     read_timeout=read, total_timeout=total, context=context)
         except Exception as exc:  # a bug must not stop this server's checks for good
             log.exception("check of %s failed", check.name)
             result = CheckResult("SOCKERR", f"{type(exc).__name__}: {exc}")
@@ -446,9 +744,20 @@ class HealthMonitor:
 
     def report(self, check: ServerCheck, result: CheckResult) -> None:
         """Count a probe's result (or a simulated one); tell the engine when the server flips."""
-        check.last = result
+        previous, check.last = check.last, result
+        before = check.health.health
+        self._count(check, result)
+        if self.counted is not None and (check.health.health != before or previous is None
+                                         or previous.status != result.status):
+            self.counted(check, result)
+
+    def _count(self, check: ServerCheck, result: CheckResult) -> None:
         if result.passed:
-            if check.health.passed():
+            # A conditional pass (L7OKC) drains a server that is up; a full one ends that.
+            stopping = result.status == "L7OKC"
+            flipped = check.health.passed()
+            changed, check.stopping = check.stopping != stopping, stopping
+            if flipped or (changed and check.health.up):
                 self.changed(check, result)
         else:
             if check.health.health > 0:  # HAProxy counts the failures of a server not yet down
@@ -523,4 +832,5 @@ class HealthMonitor:
             self.leave_maintenance(check)
         else:
             check.health.health = check.health.top
+
 

@@ -132,9 +132,16 @@ class ServerStates:
         self.health.enable_checks(server.check, enabled)
 
     def health_changed(self, server: ServerRuntime, result: Any) -> None:
-        """A check (or an observed error) took a server up or down (its counter has flipped)."""
-        # A ready server was serving iff it is not up now.
-        was_up = server.admin is AdminState.READY and not server.check.health.up
+        """A check (or an observed error) took a server up or down (its counter has flipped), or
+        into or out of NOLB (a conditional pass: an HTTP 404 with ``disable-on-404``)."""
+        was_up = server.slot.state is ServerState.UP
+        stopping = bool(getattr(server.check, "stopping", False))
+        if stopping != server.nolb and server.check.health.up:
+            server.nolb = stopping
+            if stopping and was_up:
+                self._apply(server, was_up, result)
+                self._log_stopping(server, result)
+                return
         self._apply(server, was_up, result)
 
     def stop(self) -> None:
@@ -230,6 +237,15 @@ class ServerStates:
         self.write_log(backend, logs.NOTICE if maintenance else logs.ALERT, tcplog.server_down_message(
             backend.name, slot.name, backup=slot.backup, maintenance=maintenance, result=result,
             active=active, backups=backups, sessions=slot.current, queued=slot.queued))
+        if not active and not backups:
+            self.write_log(backend, logs.EMERG, tcplog.no_server_message(backend.name))
+
+    def _log_stopping(self, server: ServerRuntime, result: Any) -> None:
+        backend, slot = server.backend, server.slot
+        active, backups = usable_counts(backend)
+        self.write_log(backend, logs.NOTICE, tcplog.server_stopping_message(
+            backend.name, slot.name, backup=slot.backup, result=result, active=active, backups=backups,
+            queued=backend.queues.waiting))
         if not active and not backups:
             self.write_log(backend, logs.EMERG, tcplog.no_server_message(backend.name))
 

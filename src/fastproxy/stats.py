@@ -269,6 +269,30 @@ def server_status(server: ServerRuntime) -> str:
     return "DOWN"
 
 
+def server_state_header(server: ServerRuntime, current: Callable[[ServerRuntime], int]) -> str:
+    """The ``X-Haproxy-Server-State`` value of ``http-check send-state`` (check.c's
+    httpchk_build_status_header()): health as the check sees it, address, name, node, weight over the
+    backend's total, sessions of the server over the backend's, the server's queue.  ``current``
+    gives a server's established connections (the pump's books)."""
+    check, health = server.check, server.check.health
+    if not check.active:
+        text = "no check"
+    elif health.up:
+        stopping = "NOLB" if server.nolb else "UP"
+        text = stopping if health.health == health.top else \
+            f"{stopping} {health.health - health.rise + 1}/{health.fall}"
+    else:
+        text = f"DOWN {health.health}/{health.rise}" if health.health else "DOWN"
+    backend = server.backend
+    total_weight = sum(effective_weight(other) for other in backend.servers
+                       if other.slot.usable and other.slot.backup == server.slot.backup)
+    host, port = server.address
+    queue = backend.queues.servers[server.slot.index].length
+    return (f"{text}; address={host}; port={port}; name={backend.name}/{server.slot.name}; "
+            f"node={os.uname().nodename}; weight={effective_weight(server)}/{total_weight}; "
+            f"scur={current(server)}/{sum(current(other) for other in backend.servers)}; qcur={queue}")
+
+
 def effective_weight(server: ServerRuntime) -> int:
     """The weight the balancer gives the server now, in the configuration's unit (0 in DRAIN)."""
     slot = server.slot
@@ -309,7 +333,7 @@ def server_row(view: StatsView, proxy: Proxy, server: ServerRuntime) -> dict[str
         status = last.status if last is not None else "INI"
         row["check_status"] = ("* " if check.task is not None else "") + status
         if status in _L57DATA:
-            row["check_code"] = 0
+            row["check_code"] = last.code if last is not None else 0
         if last is not None:
             row["check_duration"] = round(last.duration * 1000)
         row.update(check_desc=last.description if last is not None else "Initializing",

@@ -68,8 +68,10 @@ def check_reason(result: Any) -> str:
     if result is None:
         return ""
     text = f", reason: {result.description}"
+    if getattr(result, "has_code", False):
+        text += f", code: {result.code}"
     if result.info:
-        text += f', info: "{result.info}"'
+        text += f', info: "{ascii_encoded(result.info)}"'
     return text + f", check duration: {round(result.duration * 1000)}ms"
 
 
@@ -77,9 +79,19 @@ def server_down_message(backend: str, server: str, *, backup: bool, maintenance:
                         active: int, backups: int, sessions: int, queued: int) -> str:
     """``Server be/s1 is DOWN, reason: ... 1 active and 0 backup servers left. ...``"""
     reason = "is going DOWN for maintenance" if maintenance else "is DOWN" + check_reason(result)
+    on_backup = " Running on backup." if backups and not active else ""
     return (f"{'Backup Server' if backup else 'Server'} {backend}/{server} {reason}. "
-            f"{active} active and {backups} backup servers left. {sessions} sessions active, "
-            f"{queued} remaining in queue.")
+            f"{active} active and {backups} backup servers left.{on_backup} {sessions} sessions active, "
+            f"0 requeued, {queued} remaining in queue.")
+
+
+def server_stopping_message(backend: str, server: str, *, backup: bool, result: Any, active: int,
+                            backups: int, queued: int) -> str:
+    """``Server be/s1 is stopping, reason: ...``: a conditional pass drained it (NOLB)."""
+    who = f"{'Backup Server' if backup else 'Server'} {backend}/{server}"
+    return (f"{who} is stopping{check_reason(result)}. "
+            f"{active} active and {backups} backup servers online. 0 sessions requeued, {queued} total "
+            "in queue.")
 
 
 def server_up_message(backend: str, server: str, *, backup: bool, result: Any, active: int, backups: int,
@@ -89,5 +101,26 @@ def server_up_message(backend: str, server: str, *, backup: bool, result: Any, a
             f"{active} active and {backups} backup servers online. {queued} total in queue.")
 
 
+def ascii_encoded(text: str) -> str:
+    """HAProxy's chunk_asciiencode() of a check description in a log line: control characters, the
+    double quote and bytes above 0x7E as ``\\xHH``."""
+    return "".join(c if " " <= c < "\x7f" and c != '"' else f"\\x{ord(c) & 0xFF:02x}" for c in text)
+
+
 def no_server_message(backend: str) -> str:
     return f"backend {backend} has no server available!"
+
+
+def check_log_message(health: Any, result: Any, *, backend: str, server: str, backup: bool,
+                      draining: bool) -> str:
+    """``option log-health-checks``: HAProxy's line for a check result that counted
+    (set_server_check_status()): ``Health check for server be/s1 failed, reason: ..., status: 0/2
+    DOWN`` (``health``: the server's ``health.ServerHealth`` after the result)."""
+    outcome = "conditionally succeeded" if result.status == "L7OKC" else (
+        "succeeded" if result.passed else "failed")
+    if health.up:
+        status = f"{health.health - health.rise + 1}/{health.fall} {'DRAIN' if draining else 'UP'}"
+    else:
+        status = f"{health.health}/{health.rise} DOWN"
+    return (f"Health check for {'backup ' if backup else ''}server {backend}/{server} {outcome}"
+            f"{check_reason(result)}, status: {status}.")

@@ -187,7 +187,7 @@ async def test_server_state_changes_go_to_the_backends_log_targets_at_haproxys_l
         # local0 is facility 16: alert 16*8+1, emerg 16*8+0, notice 16*8+5.
         assert down.startswith("<129>") and down.endswith(
             "Server fe/s1 is DOWN. 0 active and 0 backup servers left. 0 sessions active, "
-            "0 remaining in queue.")
+            "0 requeued, 0 remaining in queue.")
         assert empty.startswith("<128>") and empty.endswith("backend fe has no server available!")
         assert up.startswith("<133>") and up.endswith(
             "Server fe/s1 is UP. 1 active and 0 backup servers online. 0 total in queue.")

@@ -29,6 +29,8 @@ HAPROXY = shutil.which("haproxy")
 
 # Where fastproxy deliberately differs from `haproxy -c` on the corpus: file -> {line: why}.
 HAPROXY_DIFFERS: dict[str, dict[int, str]] = {
+    "http_checks.cfg": {32: "log-format check requests would send what fastproxy cannot evaluate",
+                        35: "fastproxy's checks speak HTTP/1.x only"},
     "maglev.cfg": {11: "'hash-type maglev' is fastproxy's extension"},
     "mode_http.cfg": {7: "HAProxy proxies HTTP; fastproxy is layer 4 only",
                       11: "HAProxy proxies HTTP; fastproxy is layer 4 only"},
@@ -764,8 +766,9 @@ def test_option_redispatch_interval_is_recorded():
 def test_options_fastproxy_lacks_are_warnings_and_httplog_falls_back_to_tcplog():
     config = load_corpus("warned.cfg")
     assert config.frontends["fe"].tcplog is True
-    assert "28: 'option httpchk': 'httpchk' health checks are not implemented by fastproxy; its checks " \
-           "are TCP connects or 'tcp-check' sequences (option tcp-check)" in warnings_of(config)
+    assert not any("httpchk" in warning for warning in warnings_of(config))  # HTTP checks run
+    assert (config.backends["be"].check_kind, config.backends["be"].tcp_check_rules[0].http.method) == (
+        "http", "GET")
 
 
 def test_unknown_options_are_errors():
@@ -1168,11 +1171,14 @@ def test_tcp_check_rules_without_option_tcp_check_are_ignored_with_a_warning():
 
 def test_a_later_check_option_replaces_option_tcp_check_as_in_haproxy():
     config = parse(PROLOGUE + "backend be\n option tcp-check\n option httpchk GET /\n tcp-check connect\n")
-    assert (config.backends["be"].tcp_check, config.backends["be"].tcp_check_rules) == (False, [])
-    assert warnings_of(config)[0] == (
-        "8: 'option httpchk': 'httpchk' health checks are not implemented by fastproxy; its checks are "
-        "TCP connects or 'tcp-check' sequences (option tcp-check)")
-    assert parse(PROLOGUE + "backend be\n option httpchk\n option tcp-check\n").backends["be"].tcp_check
+    be = config.backends["be"]
+    assert (be.tcp_check, be.check_kind, [rule.action for rule in be.tcp_check_rules]) == (
+        True, "http", ["send", "expect"])
+    assert warnings_of(config) == [
+        "9: 'tcp-check': backend 'be' uses tcp-check rules without 'option tcp-check', so the rules are "
+        "ignored."]
+    be = parse(PROLOGUE + "backend be\n option httpchk\n option tcp-check\n").backends["be"]
+    assert (be.tcp_check, be.check_kind, be.tcp_check_rules) == (True, "tcp", [])
 
 
 def test_tcp_check_in_a_frontend_is_ignored_with_a_warning_but_still_checked():

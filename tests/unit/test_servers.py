@@ -113,7 +113,7 @@ def test_fall_failed_checks_take_a_healthy_server_down_with_haproxys_line():
     assert h.state("s1") is ServerState.DOWN
     assert h.lines == [(logs.ALERT, "Server be/s1 is DOWN, reason: Layer4 connection problem, info: "
                                     '"Connection refused", check duration: 2ms. 1 active and 0 backup '
-                                    "servers left. 0 sessions active, 0 remaining in queue.")]
+                                    "servers left. 0 sessions active, 0 requeued, 0 remaining in queue.")]
 
 
 def test_the_last_server_down_says_the_backend_has_none_left():
@@ -139,7 +139,7 @@ def test_maintenance_wins_over_health_and_pauses_the_checks():
     assert h.state("s1") is ServerState.MAINT and h.server("s1").admin is AdminState.MAINT
     assert h.server("s1").check.paused
     assert h.lines == [(logs.NOTICE, "Server be/s1 is going DOWN for maintenance. 1 active and 0 backup "
-                                     "servers left. 0 sessions active, 0 remaining in queue.")]
+                                     "servers left. 0 sessions active, 0 requeued, 0 remaining in queue.")]
     h.pass_("s1", 5)  # a probe that was under way: the server stays in maintenance
     assert h.state("s1") is ServerState.MAINT
 

@@ -56,12 +56,12 @@ def test_server_state_lines_are_haproxys():
     assert tcplog.server_down_message("be", "s1", backup=False, maintenance=False, result=result, active=0,
                                       backups=1, sessions=4, queued=2) == (
         "Server be/s1 is DOWN, reason: Layer7 invalid response, info: \"TCPCHK did not match content 'PONG' "
-        "at step 2\", check duration: 4ms. 0 active and 1 backup servers left. 4 sessions active, "
-        "2 remaining in queue.")
+        "at step 2\", check duration: 4ms. 0 active and 1 backup servers left. Running on backup. "
+        "4 sessions active, 0 requeued, 2 remaining in queue.")
     assert tcplog.server_down_message("be", "b1", backup=True, maintenance=True, result=None, active=1,
                                       backups=0, sessions=0, queued=0) == (
         "Backup Server be/b1 is going DOWN for maintenance. 1 active and 0 backup servers left. "
-        "0 sessions active, 0 remaining in queue.")
+        "0 sessions active, 0 requeued, 0 remaining in queue.")
     assert tcplog.server_up_message("be", "s1", backup=False, result=CheckResult("L4OK", "", 0.0), active=2,
                                     backups=0, queued=0) == (
         "Server be/s1 is UP, reason: Layer4 check passed, check duration: 0ms. 2 active and 0 backup "

@@ -142,6 +142,18 @@ class Server:
 
 
 @dataclass
+class HttpCheckRequest:
+    """The HTTP/1.x request of an HTTP check (``option httpchk``, ``http-check send``): HAProxy writes
+    header names in lower case, ``connection: close`` for HTTP/1.1, ``content-length`` with a body."""
+
+    method: str = "OPTIONS"
+    uri: str = "/"
+    version: str = "HTTP/1.0"
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes = b""
+
+
+@dataclass
 class TcpCheckRule:
     """One ``tcp-check`` rule of a backend's check sequence (``option tcp-check``).
 
@@ -152,6 +164,13 @@ class TcpCheckRule:
     ``!``; ``min_recv``: bytes to wait for before matching, -1 for "until it matches or the server
     closes"; ``ok_status``/``error_status``/``tout_status``: the status names reported instead of
     L7OK/L7RSP/L7TOUT).
+
+    The check kinds HAProxy builds from rules (``option httpchk``, ``redis-check``...) add: ``http``,
+    the request of an HTTP ``send``; HTTP ``expect`` matches ``status`` (``pattern``: ``(low, high)``
+    ranges), ``rstatus``, ``body`` and ``rbody``; ``custom`` (``pattern`` names one of
+    ``health.CUSTOM_EXPECTS``: the MySQL, LDAP and agent parsers); ``on_error``/``on_success``, the
+    text of the check's description (``%[res.payload(<offset>,<length>)...]`` as HAProxy writes them),
+    and ``status_code``, the part of the answer that gives the check's code.
     """
 
     action: str
@@ -168,7 +187,13 @@ class TcpCheckRule:
     tout_status: Optional[str] = None
     comment: Optional[str] = None
     location: Location = field(default_factory=Location)
+    http: Optional[HttpCheckRequest] = None
+    on_error: Optional[str] = None
+    on_success: Optional[str] = None
+    status_code: Optional[tuple[int, int]] = None  # (offset, length) of the code in the answer
 
+
+CHECK_KINDS = ("tcp", "http", "mysql", "pgsql", "redis", "smtp", "ldap", "ssl3")
 
 BALANCE_ALGORITHMS = ("roundrobin", "static-rr", "leastconn", "first", "source", "random", "hash")
 HASH_TYPES = ("map-based", "consistent", "maglev")  # maglev is fastproxy's
@@ -224,6 +249,12 @@ class Backend:
     allbackups: bool = False  # ``option allbackups``: use every backup server at once, not the first
     tcp_check: bool = False  # ``option tcp-check``: checks run ``tcp_check_rules`` (none: a connect)
     tcp_check_rules: list[TcpCheckRule] = field(default_factory=list)
+    # Which of HAProxy's check kinds the rules implement (``CHECK_KINDS``): ``option tcp-check`` is
+    # "tcp", ``option httpchk`` "http"...  It decides the wording of the check descriptions.
+    check_kind: str = "tcp"
+    http_send_state: bool = False  # ``http-check send-state``: the X-Haproxy-Server-State header
+    http_disable_on_404: bool = False  # ``http-check disable-on-404``: a 404 drains the server
+    log_health_checks: bool = False  # ``option log-health-checks``: a line per check result that counts
     log_targets: list[LogTarget] = field(default_factory=list)  # where server state changes go
     # ``tcp-request content`` rules of the backend: run once the backend is chosen, before a server is
     # (HAProxy's AN_REQ_INSPECT_BE), waiting up to its own ``tcp-request inspect-delay``.

@@ -32,7 +32,8 @@ The package follows HAProxy's own split: ``lexer`` (tools.c ``parse_line``), ``v
 addresses: ``str2sa_range``), ``conditions`` (cfgcond.c), ``registry`` (keyword tables and post-parse
 checks), ``reader`` (cfgparse.c: sections, ``defaults``, building the model) and one module per keyword
 family: ``global_`` (cfgparse-global.c), ``proxy`` (cfgparse-listen.c), ``binds``, ``servers``
-(server.c), ``options``, ``tcpcheck`` (tcpcheck.c).
+(server.c), ``options``, ``tcpcheck`` (tcpcheck.c's ``tcp-check`` rules) and ``checks`` (the check
+kinds tcpcheck.c builds from rules: ``option httpchk`` and ``http-check``).
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Optional
 
+from .checks import httpchk_option
 from .lexer import _Invalid
 from .registry import BE, FE, ProxyHandler, _Line, _Proxy, _keyword, _names
 from .values import _integer, _leading, _none, _time
@@ -78,6 +79,11 @@ def _httplog(line: _Line, proxy: _Proxy, enabled: bool, args: list[str]) -> None
         proxy.tcplog = enabled
 
 
+def _tcp_check_option(line: _Line, proxy: _Proxy, enabled: bool, args: list[str]) -> None:
+    _none(args)
+    proxy.tcp_check, proxy.check_kind = True, "tcp"
+
+
 def _other_check_option(line: _Line, proxy: _Proxy, enabled: bool, args: list[str]) -> None:
     """``option httpchk``, ``mysql-check``...: not implemented, but they replace ``option tcp-check``
     as in HAProxy, where the last check option of a proxy is the one in effect."""
@@ -113,12 +119,14 @@ OPTIONS: dict[str, _Option] = {
         disable-h2-upgrade dontlog-normal h1-case-adjust-bogus-client
         h1-case-adjust-bogus-server http-buffer-request http-ignore-probes http-keep-alive http-no-delay
         http-pretend-keepalive http-server-close http-use-proxy-header httpclose idle-close-on-response
-        independent-streams log-health-checks log-separate-errors logasap nolinger persist prefer-last-server
+        independent-streams log-separate-errors logasap nolinger persist prefer-last-server
         socket-stats tcp-smart-accept tcp-smart-connect transparent
     """)},
-    "tcp-check": _Option(_flag("tcp_check"), BE, negatable=False),
+    "tcp-check": _Option(_tcp_check_option, BE, negatable=False),
+    "httpchk": _Option(httpchk_option, BE, negatable=False),
+    "log-health-checks": _Option(_flag("log_health_checks"), BE),
     **{name: _Option(_other_check_option, BE, negatable=False) for name in _names("""
-        external-check httpchk ldap-check mysql-check pgsql-check redis-check smtpchk spop-check
+        external-check ldap-check mysql-check pgsql-check redis-check smtpchk spop-check
         ssl-hello-chk
     """)},
 }
@@ -127,7 +135,7 @@ OPTIONS: dict[str, _Option] = {
 # Options HAProxy checks for arguments even where it ignores them (the check options take some).
 _NO_ARGUMENT_HANDLERS = {option.handler for name, option in OPTIONS.items()
                          if name not in ("redispatch", "http_proxy")
-                         and option.handler is not _other_check_option}
+                         and option.handler not in (_other_check_option, httpchk_option)}
 
 
 @_keyword("option")

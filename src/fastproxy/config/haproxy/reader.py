@@ -34,7 +34,7 @@ from ..model import (
 )
 # The keyword families register their keywords and post-parse checks when imported.
 from . import binds as _binds, options as _options, proxy as _proxy, servers as _servers  # noqa: F401
-from . import tcpcheck as _tcpcheck  # noqa: F401
+from . import checks as _checks, tcpcheck as _tcpcheck  # noqa: F401
 from .httpstats import stats_page
 from .conditions import _Block, _evaluate_condition
 from .global_ import GLOBAL_IGNORED, GLOBAL_KEYWORDS, GLOBAL_NEGATABLE
@@ -372,13 +372,16 @@ class _Reader:
         if proxy.kind == "backend" and not (proxy.timeouts.connect and proxy.timeouts.server):
             self._missing_timeouts(proxy)
         self._post_checks(BE, proxy)
-        rules = list(proxy.tcp_check_rules)
+        rules = _checks.check_rules(proxy)
         return Backend(name=proxy.name, servers=servers, mode=proxy.mode, balance=proxy.balance,
                        timeouts=timeouts, retries=proxy.retries, redispatch=proxy.redispatch,
                        server_keepalive=proxy.server_keepalive, fullconn=proxy.fullconn,
                        id=proxy.id, options=dict(proxy.options), location=proxy.location,
                        allbackups=proxy.allbackups,
-                       tcp_check=proxy.tcp_check, tcp_check_rules=rules,
+                       tcp_check=proxy.tcp_check, tcp_check_rules=rules, check_kind=proxy.check_kind,
+                       http_send_state=proxy.http_send_state,
+                       http_disable_on_404=proxy.http_disable_on_404,
+                       log_health_checks=proxy.log_health_checks,
                        log_targets=list(proxy.log_targets), acls=proxy.acls,
                        tcp_request_rules=[r for r in proxy.tcp_request_rules if r.phase == "content"],
                        inspect_delay=proxy.inspect_delay)

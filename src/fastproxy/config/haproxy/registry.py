@@ -87,6 +87,14 @@ class _Proxy:
     tcp_check_rules: list[TcpCheckRule] = field(default_factory=list)
     tcp_check_location: Optional[Location] = None  # the first ``tcp-check`` line of the rules in effect
     own_tcp_check_rules: bool = False  # False while the rules are the defaults section's
+    check_kind: str = "tcp"  # the kind of the last check option (model.CHECK_KINDS), when tcp_check
+    protocol_check_rules: list[TcpCheckRule] = field(default_factory=list)  # mysql-check, redis-check...
+    http_check_rules: list[TcpCheckRule] = field(default_factory=list)  # ``http-check`` and the option's
+    own_http_check_rules: bool = False
+    http_option_request: bool = False  # the first request of http_check_rules is ``option httpchk``'s
+    http_send_state: bool = False
+    http_disable_on_404: bool = False
+    log_health_checks: bool = False
     rate_limit_sessions: Optional[int] = None
     inspect_delay: Optional[float] = None
     default_backend: Optional[str] = None
@@ -129,6 +137,7 @@ class _Proxy:
         child.stats_location, child.http_access_rules, child.own_stats = None, [], False
         child.disabled = child.referenced = child.used_implicitly = False
         child.own_tcp_check_rules = False  # kept until the section writes a tcp-check rule of its own
+        child.own_http_check_rules = False
         child.rule_keywords, child.inherited_by = set(), 0
         # A section does not see the ACLs of its defaults (HAProxy: "no such ACL"); the defaults' own
         # rules still evaluate them, under names no section can write ('/' is not allowed in names).
@@ -171,7 +180,7 @@ class _Line:
         self.reader.warn(self.location, keyword or self.keyword, message)
 
 
-_TWO_WORD_KEYWORDS = {"option", "timeout", "tcp-request", "tcp-response", "tcp-check", "stats",
+_TWO_WORD_KEYWORDS = {"option", "timeout", "tcp-request", "tcp-response", "tcp-check", "http-check", "stats",
                       "rate-limit", "http-request", "http-response", "http-after-response", "stick",
                       "monitor"}
 
@@ -235,7 +244,7 @@ PROXY_IGNORED = _names("""
     bind-process capture compression cookie declare dynamic-cookie-key email-alert error-log-format
     errorfile errorfiles
     errorloc errorloc302 errorloc303 external-check filter force-persist grace http-after-response
-    http-check http-error http-response http-reuse http-send-name-header ignore-persist
+    http-error http-response http-reuse http-send-name-header ignore-persist
     load-server-state-from-file log-format log-format-sd log-tag max-keep-alive-queue
     max-session-srv-conns monitor persist redirect retry-on server-state-file-name source
     stick stick-table tcp-response unique-id-format unique-id-header use-fcgi-app

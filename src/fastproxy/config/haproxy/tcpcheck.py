@@ -224,7 +224,7 @@ _TCP_CHECK_ACTIONS: dict[str, TcpCheckParser] = {
 @_post_check(BE)
 def _rules_without_option(reader: ReaderView, proxy: _Proxy) -> None:
     """Rules written without ``option tcp-check`` in effect are not run: HAProxy warns and drops them."""
-    if proxy.tcp_check_location is not None and not proxy.tcp_check:
+    if proxy.tcp_check_location is not None and not (proxy.tcp_check and proxy.check_kind == "tcp"):
         reader.warn(proxy.tcp_check_location, "tcp-check", f"{proxy.describe()} uses tcp-check rules "
                     "without 'option tcp-check', so the rules are ignored.")
         proxy.tcp_check_rules = []

@@ -1,0 +1,276 @@
+"""The check kinds HAProxy builds out of tcp-check rules (tcpcheck.c): ``option httpchk`` with the
+``http-check`` rules, and ``option mysql-check``, ``pgsql-check``, ``redis-check``, ``smtpchk``,
+``ldap-check`` and ``ssl-hello-chk``, each its ruleset of HAProxy 2.6 with the same bytes on the wire.
+
+The last check option of a proxy is the one in effect (``option tcp-check`` included): each sets
+``_Proxy.check_kind``; ``check_rules`` gives the model the rules of the kind in effect.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Optional
+
+from ..model import HttpCheckRequest, TcpCheckRule
+from .lexer import _Invalid
+from .registry import BE, _Line, _Proxy, _keyword
+from .tcpcheck import (_TCP_CHECK_VARIABLE_ACTION, _tcp_check_comment, _tcp_check_connect,
+                       _tcp_check_expect_setting, _wire_bytes)
+from .values import _none
+
+# --- option httpchk and http-check ------------------------------------------------------------------
+
+_LOG_FORMAT = re.compile(r"%[\[{A-Za-z]")  # what makes an HAProxy word a log-format string
+
+
+def httpchk_option(line: _Line, proxy: _Proxy, enabled: bool, args: list[str]) -> None:
+    """``option httpchk [<method>] [<uri>] [<version>]``: one argument is the URI, two the method and
+    URI; headers and a body hidden after ``\\r\\n`` in the version are deprecated but read."""
+    if len(args) > 3:
+        raise _Invalid(f"'option httpchk' cannot handle unexpected argument '{args[3]}'.")
+    request = HttpCheckRequest()
+    given: set[str] = set()
+    if len(args) == 1:
+        request.uri = args[0]
+        given.add("uri")
+    elif len(args) >= 2:
+        request.method, request.uri = args[0], args[1]
+        given |= {"method", "uri"}
+    if len(args) == 3:
+        version, headers, body = args[2], "", None
+        if "\r\n\r\n" in version:
+            version, body = version.split("\r\n\r\n", 1)
+        if "\r\n" in version:
+            version, headers = version.split("\r\n", 1)
+        if headers or body is not None:
+            line.warn("'option httpchk' : hiding headers or body at the end of the version string is "
+                      "deprecated. Please, consider to use 'http-check send' directive instead.")
+        request.version = version
+        given.add("version")
+        for header in filter(None, headers.split("\r\n")):
+            name, colon, value = header.partition(":")
+            if not colon or not name.strip():
+                raise _Invalid(f"'option httpchk' : unable to parse the request '{header}'.")
+            request.headers.append((name.strip(), _literal(value.strip(), "header value")))
+        if body:
+            request.body = _wire_bytes(body)
+            given.add("body")
+        if request.headers:
+            given.add("headers")
+    _check_request(request)
+    proxy.tcp_check, proxy.check_kind = True, "http"
+    rule = TcpCheckRule(action="send", http=request, location=line.location)
+    rules = _own_http_rules(proxy, line)
+    # As HAProxy's tcpcheck_add_http_rule(): the option's request merges with the first explicit
+    # ``http-check send`` (the option's fields win), else it is the first request sent.
+    first = next((r for r in rules if r.action != "connect"), None)
+    if first is not None and first.http is not None and not proxy.http_option_request:
+        _overwrite(first.http, request, given)
+        return
+    if first is not None and proxy.http_option_request:
+        rules.remove(first)
+    rules.insert(1 if rules and rules[0].action == "connect" else 0, rule)
+    proxy.http_option_request = True
+
+
+def _own_http_rules(proxy: _Proxy, line: _Line) -> list[TcpCheckRule]:
+    """The section's ``http-check`` rules: its first line replaces what ``defaults`` gave."""
+    if not proxy.own_http_check_rules:
+        proxy.http_check_rules, proxy.http_option_request = [], False
+        proxy.own_http_check_rules = True
+    return proxy.http_check_rules
+
+
+def _overwrite(old: HttpCheckRequest, new: HttpCheckRequest, given: set[str]) -> None:
+    for name in ("method", "uri", "version", "headers", "body"):
+        if name in given:
+            setattr(old, name, getattr(new, name))
+
+
+def _literal(text: str, what: str) -> str:
+    """A word HAProxy reads as a log-format string: only literal text is supported."""
+    if _LOG_FORMAT.search(text):
+        raise _Invalid(f"log-format {what} '{text}' is not supported by fastproxy (write the literal "
+                       "text; '%%' stands for '%')")
+    return text.replace("%%", "%")
+
+
+def _check_request(request: HttpCheckRequest) -> None:
+    if not re.fullmatch(r"HTTP/1\.[01]", request.version, re.IGNORECASE):
+        raise _Invalid(f"fastproxy sends HTTP/1.0 or HTTP/1.1 checks, not '{request.version}'")
+    if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", request.method):
+        raise _Invalid(f"invalid HTTP method '{request.method}'")
+
+
+@_keyword("http-check", caps=BE)
+def _http_check(line: _Line, proxy: _Proxy, args: list[str]) -> None:
+    action = args[0] if args else ""
+    if action in ("disable-on-404", "send-state"):
+        _none(args[1:])
+        setattr(proxy, "http_disable_on_404" if action == "disable-on-404" else "http_send_state", True)
+        return
+    rule: Optional[TcpCheckRule]
+    if action == "connect":
+        rule = _tcp_check_connect(line, action, args[1:])
+    elif action == "send":
+        rule = _http_check_send(args[1:])
+    elif action == "expect":
+        rule = _http_check_expect(line, args[1:])
+    elif action == "comment":
+        _tcp_check_comment(line, action, args[1:])
+        rule = None
+    elif _TCP_CHECK_VARIABLE_ACTION.fullmatch(action):
+        line.warn("check variables are not supported by fastproxy; this rule is skipped")
+        rule = None
+    else:
+        raise _Invalid("'http-check' only supports 'disable-on-404', 'send-state', 'comment', 'connect', "
+                       "'send', 'expect', 'set-var(*)', 'set-var-fmt(*)', 'unset-var(*)'. but got "
+                       f"'{action}'")
+    rules = _own_http_rules(proxy, line)
+    if rule is None:
+        return
+    rule.location = line.location
+    _add_http_rule(proxy, rules, rule)
+
+
+def _add_http_rule(proxy: _Proxy, rules: list[TcpCheckRule], rule: TcpCheckRule) -> None:
+    """HAProxy's order checks (tcpcheck_add_http_rule()); a ``send`` merges into the option's request."""
+    if not (proxy.tcp_check and proxy.check_kind == "http"):
+        rules.append(rule)  # HAProxy checks the order once ``option httpchk`` uses the rules
+        return
+    last = rules[-1] if rules else None
+    step = len(rules) + 1 - proxy.http_option_request  # the option's request is no step of its own
+    option_last = last is not None and last.http is not None and proxy.http_option_request and \
+        last is next((r for r in rules if r.action != "connect"), None)
+    if last is not None and not option_last:
+        if rule.action == "send" and last.action != "connect":
+            raise _Invalid(f"unable to add http-check send rule at step {step} (missing connect rule).")
+        if rule.action == "expect" and last.action not in ("send", "expect"):
+            raise _Invalid(f"unable to add http-check expect rule at step {step} (missing send rule).")
+        if rule.action == "connect" and last.action != "expect":
+            raise _Invalid(f"unable to add http-check connect rule at step {step} (missing expect rule).")
+    if rule.action == "send" and proxy.http_option_request:
+        first = next(r for r in rules if r.action != "connect")
+        assert first.http is not None and rule.http is not None
+        given = {name for name in ("method", "uri", "version", "headers", "body")
+                 if getattr(rule.http, name) != getattr(HttpCheckRequest(), name)}
+        _overwrite(first.http, rule.http, given)
+        rules.remove(first)
+        proxy.http_option_request = False
+        rule = first
+    rules.append(rule)
+
+
+def _http_check_send(args: list[str]) -> TcpCheckRule:
+    request = HttpCheckRequest()
+    settings = {"meth": 1, "uri": 1, "uri-lf": 1, "ver": 1, "hdr": 2, "body": 1, "body-lf": 1, "comment": 1}
+    rule = TcpCheckRule(action="send", http=request)
+    i = 0
+    while i < len(args):
+        name = args[i]
+        count = settings.get(name)
+        if count is None:
+            raise _Invalid("'send' only supports 'comment', 'meth', 'uri', 'uri-lf', 'ver', 'hdr', 'body' or "
+                           f"'body-lf' but got '{name}' as argument.")
+        values = args[i + 1:i + 1 + count]
+        if len(values) < count:
+            raise _Invalid(f"'{name}' expects {'<name> and <value>' if count == 2 else 'an argument'}.")
+        if name == "meth":
+            request.method = values[0]
+        elif name in ("uri", "uri-lf"):
+            request.uri = _literal(values[0], "URI") if name == "uri-lf" else values[0]
+        elif name == "ver":
+            request.version = values[0]
+        elif name == "hdr":
+            request.headers.append((values[0], _literal(values[1], "header value")))
+        elif name in ("body", "body-lf"):
+            request.body = _wire_bytes(_literal(values[0], "body") if name == "body-lf" else values[0])
+        else:
+            rule.comment = values[0]
+        i += 1 + count
+    _check_request(request)
+    return rule
+
+
+_HTTP_MATCHES = {"status": "status", "rstatus": "rstatus", "string": "body", "rstring": "rbody"}
+_HTTP_UNSUPPORTED = ("hdr", "fhdr", "string-lf")
+
+
+def _http_check_expect(line: _Line, args: list[str]) -> TcpCheckRule:
+    rule = TcpCheckRule(action="expect")
+    match: Optional[str] = None
+    pattern = ""
+    i = 0
+    while i < len(args):
+        word, negated_here = args[i], False
+        while word.startswith("!"):
+            rule.negate, negated_here, word = not rule.negate, True, word[1:]
+            if not word:
+                i += 1
+                word = args[i] if i < len(args) else ""
+        if word in _HTTP_MATCHES or word in _HTTP_UNSUPPORTED:
+            if match is not None:
+                raise _Invalid(f"only one pattern expected (got '{match}' and '{word}')")
+            if i + 1 >= len(args):
+                raise _Invalid(f"'{word}' expects a <pattern> as argument")
+            if word in _HTTP_UNSUPPORTED:
+                raise _Invalid(f"'http-check expect {word}' is not supported by fastproxy (use 'status', "
+                               "'rstatus', 'string' or 'rstring')")
+            match, pattern = word, args[i + 1]
+        elif word in ("min-recv", "comment", "ok-status", "error-status", "tout-status", "on-success",
+                      "on-error", "status-code"):
+            if negated_here:
+                raise _Invalid(f"[!] not supported with '{word}'")
+            if i + 1 >= len(args):
+                raise _Invalid(f"'{word}' expects an argument")
+            _tcp_check_expect_setting(line, rule, word, args[i + 1])
+        else:
+            raise _Invalid("only supports 'min-recv', 'comment', 'ok-status', 'error-status', 'tout-status', "
+                           "'on-success', 'on-error', 'status-code', '!' followed by 'status', 'rstatus', "
+                           f"'hdr', 'fhdr', 'string', 'rstring', 'string-lf' but got '{word}' as argument")
+        i += 2
+    if match is None:
+        raise _Invalid("expects at least a matching pattern as arguments")
+    rule.match = _HTTP_MATCHES[match]
+    if match == "status":
+        rule.pattern = _status_codes(pattern)
+    elif match == "string":
+        rule.pattern = _wire_bytes(pattern)
+    else:
+        try:
+            re.compile(pattern)
+        except (re.error, OverflowError, RecursionError) as exc:
+            raise _Invalid(f"regex '{pattern}' is invalid ({exc})") from None
+        rule.pattern = pattern
+    return rule
+
+
+def _status_codes(text: str) -> tuple[tuple[int, int], ...]:
+    """``200``, ``200-399``, ``200,302``: HAProxy's list of codes and ranges."""
+    ranges = []
+    for part in text.split(","):
+        match = re.fullmatch(r"([0-9]+)(?:-([0-9]+))?", part.strip())
+        if not match:
+            raise _Invalid(f"invalid HTTP status code or range '{part}' (expects 'NNN' or 'NNN-MMM')")
+        low = int(match[1])
+        ranges.append((low, int(match[2]) if match[2] else low))
+    return tuple(ranges)
+
+
+DEFAULT_HTTP_EXPECT = TcpCheckRule(action="expect", match="status", pattern=((200, 399),))
+
+
+def check_rules(proxy: _Proxy) -> list[TcpCheckRule]:
+    """The rules of the check kind in effect (HAProxy's check_proxy_tcpcheck() completes HTTP ones:
+    the default request when none is sent, a ``status 200-399`` expect after a last ``send``)."""
+    if proxy.check_kind == "tcp":
+        return list(proxy.tcp_check_rules)
+    if proxy.check_kind != "http":
+        return list(proxy.protocol_check_rules)
+    rules = list(proxy.http_check_rules)
+    if not any(rule.action == "send" for rule in rules):
+        rules.insert(1 if rules and rules[0].action == "connect" else 0,
+                     TcpCheckRule(action="send", http=HttpCheckRequest()))
+    if rules[-1].action == "send":
+        rules.append(DEFAULT_HTTP_EXPECT)
+    return rules

@@ -1,0 +1,98 @@
+"""The check kinds as data (``config/haproxy/checks.py``, the bytes and parsers of ``health``): what the
+reader makes of ``option httpchk`` and ``http-check`` lines, the request bytes HAProxy 2.6 sends, and
+the HTTP response parser.  The live comparisons with haproxy are in tests/integration/test_protocol_checks.py.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from fastproxy.config import parse_text
+from fastproxy.config.model import HttpCheckRequest
+from fastproxy.health import CheckResult, http_request, parse_http_response, ssl3_client_hello
+from fastproxy import tcplog
+
+PROLOGUE = "defaults\n mode tcp\n timeout connect 1s\n timeout client 1s\n timeout server 1s\n"
+
+
+def backend(text: str):
+    return parse_text(PROLOGUE + "backend be\n" + text + " server s1 127.0.0.1:80 check\n").backends["be"]
+
+
+def requests(text: str) -> list:
+    return [(r.http.method, r.http.uri, r.http.version, r.http.headers, r.http.body)
+            for r in backend(text).tcp_check_rules if r.action == "send"]
+
+
+def test_option_httpchk_alone_sends_options_and_expects_2xx_or_3xx():
+    be = backend(" option httpchk\n")
+    assert (be.tcp_check, be.check_kind) == (True, "http")
+    assert [rule.action for rule in be.tcp_check_rules] == ["send", "expect"]
+    assert be.tcp_check_rules[1].pattern == ((200, 399),)
+    assert requests(" option httpchk\n") == [("OPTIONS", "/", "HTTP/1.0", [], b"")]
+    assert requests(" option httpchk /health\n") == [("OPTIONS", "/health", "HTTP/1.0", [], b"")]
+
+
+def test_http_check_send_merges_with_the_option_request_in_either_order_as_haproxy():
+    after = " option httpchk GET /a\n http-check send ver HTTP/1.1 hdr Host h\n"
+    before = " http-check send ver HTTP/1.1 hdr Host h\n option httpchk GET /a\n"
+    for text in (after, before):
+        assert requests(text) == [("GET", "/a", "HTTP/1.1", [("Host", "h")], b"")], text
+
+
+def test_the_deprecated_headers_in_the_version_are_read_with_haproxys_warning():
+    config = parse_text(PROLOGUE + "backend be\n option httpchk GET / HTTP/1.1\\r\\nHost:\\ www\n"
+                        " server s1 127.0.0.1:80 check\n")
+    request = config.backends["be"].tcp_check_rules[0].http
+    assert (request.version, request.headers) == ("HTTP/1.1", [("Host", "www")])
+    assert any("hiding headers or body at the end of the version string is deprecated" in str(w)
+               for w in config.warnings)
+
+
+def test_a_later_option_replaces_the_check_kind_and_http_check_rules_wait_for_their_option():
+    assert backend(" option httpchk\n option tcp-check\n").check_kind == "tcp"
+    be = backend(" http-check expect status 200\n")
+    assert not be.tcp_check  # no option httpchk: a plain connect, as HAProxy
+    assert backend(" http-check send-state\n http-check disable-on-404\n option httpchk\n").http_send_state
+
+
+def test_http_requests_are_written_as_haproxys_h1_mux_writes_them():
+    assert http_request(HttpCheckRequest()) == b"OPTIONS / HTTP/1.0\r\n\r\n"
+    request = HttpCheckRequest("POST", "/p", "HTTP/1.1", [("Host", "h"), ("X-A", "b")], b"abc")
+    assert http_request(request, "UP") == (b"POST /p HTTP/1.1\r\nhost: h\r\nx-a: b\r\n"
+                                           b"x-haproxy-server-state: UP\r\ncontent-length: 3\r\n"
+                                           b"connection: close\r\n\r\nabc")
+
+
+@pytest.mark.parametrize("data, final, expected", [
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", False, (200, "OK", b"ok", True)),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nok", False, (200, "OK", b"ok", False)),
+    (b"HTTP/1.0 503 Service Unavailable\r\n\r\ndown", True, (503, "Service Unavailable", b"down", True)),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n", False,
+     (200, "OK", b"ok", True)),
+    (b"HTTP/1.1 204\r\n\r\n", False, (204, "", b"", True)),
+])
+def test_http_responses_are_parsed_for_status_reason_and_body(data, final, expected):
+    response = parse_http_response(data, final)
+    assert (response.status, response.reason, response.body, response.complete) == expected
+
+
+def test_a_partial_response_waits_and_garbage_is_invalid():
+    assert parse_http_response(b"HTTP/1.1 200 OK\r\nContent-", False) is None
+    with pytest.raises(ValueError):
+        parse_http_response(b"hello\r\n", False)
+
+
+def test_the_ssl3_hello_is_haproxys_with_the_time_in_its_random():
+    hello = ssl3_client_hello(0x6B0F667E)
+    assert hello[:11] == bytes.fromhex("16030000790100007503 00".replace(" ", ""))
+    assert hello[11:15] == bytes.fromhex("6B0F667E")
+    assert hello[15:43] == b"HAPROXYSSLCHK\nHAPROXYSSLCHK\n" and hello[43:46] == b"\x00\x00\x4e"
+    assert len(hello) == 5 + 0x79
+
+
+def test_check_reasons_carry_the_code_of_an_answer_as_haproxy():
+    assert tcplog.check_reason(CheckResult("L7STS", "Service Unavailable", 0.001, 503)) == (
+        ', reason: Layer7 wrong status, code: 503, info: "Service Unavailable", check duration: 1ms')
+    assert tcplog.check_reason(CheckResult("L7RSP", 'a "b"', 0.0)) == (
+        ', reason: Layer7 invalid response, info: "a \\x22b\\x22", check duration: 0ms')
