@@ -108,6 +108,17 @@ def sockaddr(address: tuple) -> bytes:
             + socket.inet_pton(socket.AF_INET, host) + bytes(8))
 
 
+def sockname(fd: int) -> Optional[tuple]:
+    """The local address of a socket descriptor, None if it has none (the descriptor stays open)."""
+    sock = socket.socket(fileno=fd)
+    try:
+        return sock.getsockname()
+    except OSError:
+        return None
+    finally:
+        sock.detach()
+
+
 def peer_address(peer: Peer) -> tuple:
     """``(host, port)`` (or the 4-tuple of IPv6) of a peer as an accept returned it."""
     if isinstance(peer, tuple):

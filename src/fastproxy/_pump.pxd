@@ -153,6 +153,12 @@ cdef struct LogSink:
     char pri[8]             # "<PRI>" of rfc3164, "<severity>" of short
 
 
+# The addresses a lane's log-format reads besides the client's: one getsockname() per line each.
+cdef enum LogNeeds:
+    LOG_NEEDS_FRONTEND = 1  # %fi %fp
+    LOG_NEEDS_BACKEND = 2   # %bi %bp
+
+
 # A server a lane can dial, in the lane's smooth weighted round robin.
 cdef struct LaneServer:
     uint8_t addr[28]        # a raw sockaddr_in or sockaddr_in6
@@ -162,7 +168,7 @@ cdef struct LaneServer:
     int32_t weight          # effective weight; 0: out of picks
     int32_t pending_weight  # set by Python under the worker lock, applied by the worker
     int64_t current         # smooth weighted round robin state
-    char log_name[96]       # "backend/server" for the lane's own tcplog lines
+    char log_name[96]       # the server's name, for the lane's own log lines (%s)
 
 
 # A listener whose connections the pump accepts, balances and dials itself (no Python per connection).
@@ -183,6 +189,9 @@ cdef struct Lane:
     uint8_t log_connect     # HAProxy's "Connect from" line at each accept (``log`` without tcplog)
     int log_pid
     char log_frontend[64]
+    uint8_t *log_program    # the log-format as logformat.lane_program compiles it (shared like log_sinks)
+    uint32_t log_program_len
+    uint8_t log_needs       # LogNeeds: the addresses the format reads (a getsockname each)
     int client_tcp[4]       # keepalive, idle, interval, count
     int server_tcp[4]
     int open                # clients of this lane open now (atomic)

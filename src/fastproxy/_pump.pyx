@@ -24,7 +24,7 @@ from libc.errno cimport EAGAIN, EINTR, ETIMEDOUT, errno
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from libc.stdlib cimport calloc, free, malloc, realloc
-from libc.string cimport memcpy, memset
+from libc.string cimport memcpy, memset, strlen
 
 from fastproxy.includes.system cimport *
 from fastproxy._ring cimport Table, xxh64
@@ -47,19 +47,38 @@ include "dataplane/lanelog.pxi"
 
 # --- the Python face -----------------------------------------------------------------------------------
 
-def tcplog_line(str client_host, int port, double accepted, str frontend, str server, int connect_ms,
-                  long long duration_ms, long long bytes_out, str termination, int active,
-                  long long frontend_current, long long backend_current, long long server_current):
-    """The tcplog line the lanes write, from the C formatter (``accepted``: epoch seconds): the tests
-    hold it to tcplog.tcplog_line byte for byte."""
-    cdef char out[768]
-    cdef uint64_t wall_ms = <uint64_t>(accepted * 1000 + 1e-3)
-    cdef bytes host_b = client_host.encode(), frontend_b = frontend.encode(), server_b = server.encode()
-    cdef bytes termination_b = termination.encode()
-    cdef int n = format_tcplog(out, sizeof(out), host_b, port, wall_ms, frontend_b, server_b, connect_ms,
-                               duration_ms, bytes_out, termination_b, active, frontend_current,
-                               backend_current, server_current)
+def log_line(bytes program, dict values):
+    """A line of a lane's log-format program (``logformat.lane_program``) from the C formatter the
+    lanes run, over ``values`` (``client``, ``frontend``, ``backend``, ``server``: raw sockaddrs or
+    None; ``accepted``: epoch seconds; the counts by their ``LogValues`` names): the tests hold it to
+    logformat.render byte for byte."""
+    cdef char out[1024]
+    cdef LogValues v
+    cdef bytes termination = values.get("termination", "--").encode()
+    cdef bytes server_name = values["server_name"].encode() if values.get("server_name") else None
+    memset(&v, 0, sizeof(LogValues))
+    set_address(v.client, values.get("client"))
+    set_address(v.frontend, values.get("frontend"))
+    set_address(v.backend, values.get("backend"))
+    set_address(v.server, values.get("server"))
+    v.accepted_ms = <uint64_t>(values.get("accepted", 0.0) * 1000 + 1e-3)
+    v.connect_ms = values.get("connect_ms", -1)
+    v.total_ms = values.get("total_ms", 0)
+    v.bytes_in, v.bytes_out = values.get("bytes_in", 0), values.get("bytes_out", 0)
+    v.termination = termination
+    if server_name is not None:
+        v.server_name = server_name
+    v.active = values.get("active", 0)
+    v.frontend_current = values.get("frontend_current", 0)
+    v.backend_current = values.get("backend_current", 0)
+    v.server_current = values.get("server_current", 0)
+    cdef size_t n = format_log(out, sizeof(out), program, len(program), &v)
     return out[:n].decode()
+
+
+cdef void set_address(uint8_t *field, object address):
+    if address:
+        memcpy(field, <char *>address, min(len(address), 28))
 
 
 def connect_line(str client_host, int port, str local_host, int local_port, str frontend):
@@ -415,6 +434,7 @@ cdef class Pump:
                     free(lane.servers)
                     if j == 0:
                         free(lane.log_sinks)  # the copies share the first one's
+                        free(lane.log_program)
                     free(lane.map)
                     free(lane.pending_map)
                     free(lane.table_servers)
@@ -516,6 +536,17 @@ cdef class Lanes:
                 if i < lane.nservers:
                     name = server_name.encode()[:95]
                     memcpy(lane.servers[i].log_name, <char *>name, len(name))
+            if spec.log_ends:
+                program = spec.log_program or b""
+                lane.log_program = <uint8_t *>malloc(max(len(program), 1))
+                if lane.log_program == NULL:
+                    free(lane.servers)
+                    free(lane.log_sinks)
+                    lane.servers, lane.log_sinks = NULL, NULL
+                    raise MemoryError()
+                memcpy(lane.log_program, <char *>program, len(program))
+                lane.log_program_len = len(program)
+                lane.log_needs = spec.log_needs
         lane.open_count = &lane.open
         lane.state = LANE_NEW
         # Every worker accepts on the lane, with a copy of its own (its round robin, its pause state);

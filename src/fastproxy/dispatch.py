@@ -24,7 +24,8 @@ import socket
 import time
 from typing import Callable, Optional
 
-from . import _linux, tcplog
+from . import _linux, logformat, tcplog
+from .acl import ConnInfo
 from .balance import ServerSlot
 from .config import model
 from .errors import NoServerAvailable, ProxyError, QueueTimeout, UpstreamConnectError
@@ -222,6 +223,10 @@ class Dispatcher:
         except OSError as exc:  # refused at once, or out of descriptors: this connection's failure only
             self.connect_failed(session, exc.errno or errno.EINVAL)
             return
+        session.server_address = address
+        log_format = session.frontend.log_format
+        if log_format is not None and logformat.needs(log_format, logformat.BACKEND_ADDRESS):
+            session.backend_address = _linux.sockname(server_fd)  # bound by connect() already
         prefix = None
         if slot is not None and (slot.server.send_proxy or slot.server.send_proxy_v2):
             prefix = proxy_header(session, v2=slot.server.send_proxy_v2)
@@ -245,6 +250,10 @@ class Dispatcher:
         server_block = backend.blocks[slot.index] if slot is not None else -1
         self.pairs[tag] = session
         timeouts = self.timeouts(session.frontend, backend)
+        log_format = session.frontend.log_format
+        if log_format is not None and logformat.needs(log_format, logformat.FRONTEND_ADDRESS
+                                                      + (logformat.Alias.SAMPLE,)):
+            session.sockname  # noqa: B018 -- read while the client is open: the line reads it at the end
         client_fd = session.lent_fd = session.fd  # the pump's now, until it gives it back
         session.fd = -1
         try:
@@ -289,8 +298,7 @@ class Dispatcher:
                 self.serve_queues(backend, slot)
         fe = session.frontend.model
         if fe.log and fe.tcplog and not (fe.dontlognull and bytes_in == 0):
-            session.frontend.traffic_log(self.tcplog_line(session, tcplog.TERMINATION[EndReason(reason)],
-                                                          bytes_out))
+            self.log_session(session, tcplog.TERMINATION[EndReason(reason)], bytes_in, bytes_out)
         session.finished()
 
     # --- failures -----------------------------------------------------------------------------------
@@ -328,7 +336,7 @@ class Dispatcher:
         self.state.pump.add_counter(frontend.block, Counter.CONNECT_ERRORS, 1)
         if frontend.model.log and frontend.model.tcplog:
             termination = tcplog.QUEUE_TIMEOUT if isinstance(exc, QueueTimeout) else tcplog.CONNECT_FAILED
-            frontend.traffic_log(self.tcplog_line(session, termination, 0))
+            self.log_session(session, termination, 0, 0, connected=False)
         if self.error_handler is None or session.fd < 0:
             session.close()
             return
@@ -353,17 +361,33 @@ class Dispatcher:
 
     # --- the log line -------------------------------------------------------------------------------
 
-    def tcplog_line(self, session: Session, termination: str, bytes_out: int) -> str:
-        """HAProxy's tcplog line of a Python session.  The connect completes in the pump, unseen by
-        Python: %Tc is reported as 0 once the pair was established (HAProxy gives milliseconds)."""
+    def log_session(self, session: Session, termination: str, bytes_in: int, bytes_out: int, *,
+                    connected: bool = True) -> None:
+        """The log line of a Python session (its frontend's log-format, tcplog's by default).  The
+        connect completes in the pump, unseen by Python: %Tc is reported as 0 once the pair was
+        established (HAProxy gives milliseconds)."""
+        frontend = session.frontend
+        assert frontend.log_format is not None
         elapsed = time.monotonic() - session.started
-        accepted, duration_ms = time.time() - elapsed, int(elapsed * 1000)
         backend, slot = session.backend, session.slot
-        return tcplog.tcplog_line(
-            client=tcplog.address_text(session.peername), accepted=accepted, duration_ms=duration_ms,
-            frontend=session.frontend.name, backend=backend.name if backend else session.frontend.name,
-            server=slot.name if slot else "<NOSRV>", connect_ms=0 if slot is not None else -1,
-            bytes_out=bytes_out, termination=termination, active=self.state.current,
-            frontend_current=session.frontend.current,
+        server = session.server_address if connected else None
+        self.state.log_count += 1
+        frontend.traffic_log(frontend.log_format.render(logformat.LogRecord(
+            client=session.peername, frontend_address=session._sockname or None,
+            backend_address=session.backend_address if connected else None,
+            server_address=_linux.peer_address(server) if server else None,
+            accepted=time.time() - elapsed, frontend=frontend.name,
+            backend=backend.name if backend else frontend.name, server=slot.name if slot else None,
+            bytes_in=bytes_in, bytes_out=bytes_out, connect_ms=0 if connected and slot is not None else -1,
+            total_ms=int(elapsed * 1000), termination=termination, active=self.state.current,
+            frontend_current=frontend.current,
             backend_current=sum(s.current for s in backend.balancer.slots) if backend is not None else 0,
-            server_current=slot.current if slot is not None else 0, retries=max(session.attempt - 1, 0))
+            server_current=slot.current if slot is not None else 0, retries=max(session.attempt - 1, 0),
+            pid=self.state.pid, hostname=self.state.hostname, counter=session.number,
+            log_count=self.state.log_count - 1, connection=session.info or _connection(session))))
+
+
+def _connection(session: Session) -> ConnInfo:
+    """What log-format samples read of a session no rule looked at."""
+    src, dst = session.peername, session._sockname
+    return ConnInfo(src=src[0], src_port=src[1], dst=dst[0] if dst else "", dst_port=dst[1] if dst else 0)

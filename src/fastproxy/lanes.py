@@ -20,11 +20,11 @@ import socket
 import time
 from typing import Any, Optional
 
-from . import _linux, logs, tcplog
+from . import _linux, logformat, logs, tcplog
 from .config import model
 from .dispatch import Dispatcher
 from .limits import AdmissionControl
-from .pump import Counter, EndReason, LaneSpec
+from .pump import LOG_NEEDS_BACKEND, LOG_NEEDS_FRONTEND, Counter, EndReason, LaneSpec
 from .runtime import BackendRuntime, FrontendRuntime, PairTimeouts, Runtime
 from .server import LaneListener, tune_listener
 from .session import Session
@@ -43,6 +43,7 @@ def lane_backend(state: Runtime, frontend: FrontendRuntime, *, hooks: bool) -> O
     if (state.pump.lanes is None or hooks or state.config.global_.maxconnrate
             or frontend.router is not None
             or (fe.log and not fe.tcplog and not lane_log_sinks(frontend.log))
+            or (fe.log and not lane_can_log(frontend))
             or fe.rate_limit_sessions or fe.lanes is False):
         return None
     backend = state.backends.get(fe.default_backend or "")
@@ -56,6 +57,36 @@ def lane_backend(state: Runtime, frontend: FrontendRuntime, *, hooks: bool) -> O
                 or server.send_proxy_v2 or server.slowstart or not server.port):
             return None
     return backend
+
+
+def lane_can_log(frontend: FrontendRuntime) -> bool:
+    """Whether a lane can give the frontend's log lines: the pump runs the log-format itself (where it
+    writes the lines), or reports each ended pair with what the line needs (the addresses of the
+    connections excepted: they are closed by then)."""
+    fmt = frontend.log_format
+    if fmt is None:
+        return True
+    if logformat.lane_program(fmt, logformat.LogRecord()) is None:
+        return False
+    return bool(lane_log_sinks(frontend.log)) or not logformat.needs(
+        fmt, logformat.FRONTEND_ADDRESS + logformat.BACKEND_ADDRESS)
+
+
+def log_needs(fmt: Optional[logformat.Format]) -> int:
+    """The ``LaneSpec.log_needs`` of a format: the addresses the pump must read for its lines."""
+    if fmt is None:
+        return 0
+    return ((LOG_NEEDS_FRONTEND if logformat.needs(fmt, logformat.FRONTEND_ADDRESS) else 0)
+            | (LOG_NEEDS_BACKEND if logformat.needs(fmt, logformat.BACKEND_ADDRESS) else 0))
+
+
+def lane_log_program(frontend: FrontendRuntime, backend: BackendRuntime, pid: int, hostname: str) -> bytes:
+    """The frontend's log-format as the pump runs it for a lane dialing ``backend``."""
+    assert frontend.log_format is not None
+    program = logformat.lane_program(frontend.log_format, logformat.LogRecord(
+        frontend=frontend.name, backend=backend.name, pid=pid, hostname=hostname))
+    assert program is not None
+    return program
 
 
 def lane_hashing(backend: model.Backend) -> Any:
@@ -136,8 +167,10 @@ class Lanes:
                 client_tcp=None, server_tcp=tcp_options(backend.model.server_keepalive),
                 maxconn=fe.maxconn or 0, hashing=hashing, hash_seed=balancer.seed,
                 log_ends=fe.log and fe.tcplog and sinks != [], log_sinks=sinks, log_frontend=fe.name,
-                log_servers=[f"{backend.name}/{slot.name}" for slot in balancer.slots],
-                log_dontlognull=fe.dontlognull, log_connect=fe.log and not fe.tcplog))
+                log_servers=[slot.name for slot in balancer.slots], log_dontlognull=fe.dontlognull,
+                log_connect=fe.log and not fe.tcplog,
+                log_program=lane_log_program(frontend, backend, state.pid, state.hostname)
+                if fe.log and fe.tcplog else None, log_needs=log_needs(frontend.log_format)))
         except BaseException:
             sock.close()
             raise
@@ -201,7 +234,7 @@ class Lanes:
 
     def pair_ended(self, frontend_block: int, server_block: int, reason: int, bytes_in: int,
                    bytes_out: int, peer: bytes, duration_ms: int, connect_ms: int) -> None:
-        """The tcplog line of a pair a lane made, for targets the pump does not write: the counts
+        """The log line of a pair a lane made, for targets the pump does not write: the counts
         come from the pump's books."""
         frontend = self.state.frontend_blocks.get(frontend_block)
         server = self.state.servers.get(server_block)
@@ -209,15 +242,18 @@ class Lanes:
             return
         backend = server.backend
         counts = self.state.pump.counters
-        host, port = _linux.peer_address(peer)[:2]
-        accepted = time.time() - duration_ms / 1000
-        frontend.traffic_log(tcplog.tcplog_line(
-            client=f"{host}:{port}", accepted=accepted, duration_ms=duration_ms, frontend=frontend.name,
-            backend=backend.name, server=server.slot.name, connect_ms=connect_ms, bytes_out=bytes_out,
-            termination=tcplog.TERMINATION[EndReason(reason)], active=self.state.current,
+        assert frontend.log_format is not None
+        self.state.log_count += 1
+        frontend.traffic_log(frontend.log_format.render(logformat.LogRecord(
+            client=_linux.peer_address(peer), server_address=server.address,
+            accepted=time.time() - duration_ms / 1000, frontend=frontend.name, backend=backend.name,
+            server=server.slot.name, bytes_in=bytes_in, bytes_out=bytes_out, connect_ms=connect_ms,
+            total_ms=duration_ms, termination=tcplog.TERMINATION[EndReason(reason)],
+            active=self.state.current,
             frontend_current=counts(frontend_block)[Counter.CONN_CUR],
             backend_current=sum(counts(block)[Counter.CONN_CUR] for block in backend.blocks),
-            server_current=counts(server_block)[Counter.CONN_CUR], retries=0))
+            server_current=counts(server_block)[Counter.CONN_CUR], pid=self.state.pid,
+            hostname=self.state.hostname)))
 
     def ended_by(self) -> collections.Counter[EndReason]:
         """Lane pairs that ended, by reason."""

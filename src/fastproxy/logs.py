@@ -83,10 +83,11 @@ class _Sender:
             if self.counter != first:
                 return
         severity = max(severity, target.minlevel)
-        data = _format(target, severity, message, hostname, pid)[:target.length]
+        # As HAProxy, every message ends with a line feed, within the target's ``len``.
+        data = _format(target, severity, message, hostname, pid)[:target.length - 1].rstrip(b"\n") + b"\n"
         try:
             if self.fd >= 0:
-                os.write(self.fd, data.rstrip(b"\n") + b"\n")
+                os.write(self.fd, data)
             elif self.connected:
                 self.sock.send(data)  # type: ignore[union-attr]
             else:

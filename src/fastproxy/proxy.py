@@ -163,6 +163,7 @@ class TCPProxy:
             self._go(session, frontend.model.default_backend)
             return
         info = self._info(session)
+        session.info = info
         if not router.accept_connection(info):  # tcp-request connection reject
             self._deny(session)
             return

@@ -63,8 +63,13 @@ class LaneSpec:
     #   its lines itself: (fd, stream, format 0 rfc3164 / 1 raw / 2 short, length, b"<PRI>"); None:
     #   each ended pair is reported to ``on_lane_ended`` instead
     log_frontend: str = ""
-    log_servers: Sequence[str] = ()  # "backend/server", one per server
+    log_servers: Sequence[str] = ()  # the servers' names, one per server (%s)
     log_dontlognull: bool = False
+    log_program: Optional[bytes] = None  # the log line's format, as ``logformat.lane_program`` makes it
+    log_needs: int = 0  # LOG_NEEDS_FRONTEND | LOG_NEEDS_BACKEND: the addresses the format reads
+
+
+LOG_NEEDS_FRONTEND, LOG_NEEDS_BACKEND = 1, 2  # as LogNeeds in _pump.pxd
 
 
 class PumpProtocol(Protocol):

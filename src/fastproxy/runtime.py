@@ -13,12 +13,13 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import os
 import socket
 import time
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from . import _linux, logs
+from . import _linux, logformat, logs
 from .acl import Router
 from .balance import Balancer, ServerSlot
 from .config import model
@@ -183,6 +184,11 @@ class FrontendRuntime:
         self.denied = 0  # connections refused by tcp-request rules
         self.session_rate = FreqCounter()  # for ``rate-limit sessions``
         self.log = logs.ProxyLog(frontend.name, frontend.log_targets) if frontend.log_targets else None
+        # The line of each session, compiled once: HAProxy's tcplog unless ``log-format`` says otherwise.
+        self.log_format: Optional[logformat.Format] = None
+        if frontend.tcplog:
+            self.log_format = logformat.compile(frontend.log_format) if frontend.log_format \
+                else logformat.TCP_LOG
         # A frontend with rules gets a router; one without goes straight to its default backend.
         has_rules = bool(frontend.use_backends or frontend.tcp_request_rules)
         self.router: Optional[Router] = Router.for_frontend(frontend, backends) if has_rules else None
@@ -203,6 +209,9 @@ class Runtime:
 
     def __init__(self, config: model.Config, loop: asyncio.AbstractEventLoop, pump: Any) -> None:
         self.config = config
+        self.pid = os.getpid()  # %pid and %H of log lines
+        self.hostname = socket.gethostname()
+        self.log_count = 0  # traffic log lines written by Python (%lc)
         self.loop = loop
         self.pump = pump
         self.frontends: dict[str, FrontendRuntime] = {}

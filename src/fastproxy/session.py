@@ -8,6 +8,7 @@ plain data: ``dispatch.Dispatcher`` moves it along its path, ``proxy.TCPProxy`` 
 
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 import time
@@ -36,7 +37,10 @@ class Session:
     """
 
     __slots__ = ("fd", "lent_fd", "_peer", "_peername", "_sockname", "frontend", "backend", "slot",
-                 "attempt", "excluded", "started", "context", "_finished")
+                 "attempt", "excluded", "started", "context", "_finished", "number", "server_address",
+                 "backend_address", "info")
+
+    numbers = itertools.count()  # HAProxy's stream numbers (%rt): in the order sessions begin
 
     def __init__(self, fd: int, peer: _linux.Peer, frontend: "FrontendRuntime", sockname: Any = None,
                  finished: Optional[Callable[[], None]] = None) -> None:
@@ -53,6 +57,10 @@ class Session:
         self.started = time.monotonic()
         self.context: dict[str, Any] = {}
         self._finished = finished
+        self.number = next(Session.numbers)
+        self.server_address: Optional[bytes] = None  # the raw sockaddr last dialed, for the log line
+        self.backend_address: Optional[tuple] = None  # the proxy's end of that connection (%bi %bp)
+        self.info: Any = None  # the connection as rules saw it (acl.ConnInfo), for log-format samples
 
     @property
     def peername(self) -> Any:

@@ -1,6 +1,7 @@
 """HAProxy's log lines of a TCP proxy, sans-IO: pure functions over plain data.
 
-The traffic lines (``option tcplog``, and the ``Connect from`` line of a frontend that logs without it),
+The traffic lines (``option tcplog``, HAProxy's predefined format of ``logformat``, and the ``Connect
+from`` line of a frontend that logs without it),
 HAProxy's two-letter termination states, and the messages of server state changes (``Server be/s1 is
 DOWN, reason: ...``).  Nothing here sends anything or reads a clock: callers pass the times, and
 ``FrontendRuntime.traffic_log`` / ``BackendRuntime.write_log`` (with ``logs.py`` framing the syslog
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import logs
+from . import logformat
 from .pump import EndReason
 
 # HAProxy's termination state of a TCP session, by how the pump ended it.
@@ -37,22 +38,10 @@ def address_text(address: Any) -> str:
     return str(address)
 
 
-def accept_stamp(accepted: float) -> str:
-    """HAProxy's ``%t``: the accept date, ``01/Dec/2026:21:59:36.123`` in local time."""
-    total_ms = int(accepted * 1000 + 1e-3)  # a microsecond more: 0.123 s is not 0.12299999 s
-    second, ms = divmod(total_ms, 1000)
-    return logs.second_stamp("%d/%b/%Y:%H:%M:%S", second) + f".{ms:03d}"
-
-
-def tcplog_line(*, client: str, accepted: float, duration_ms: int, frontend: str, backend: str,
-                server: str, connect_ms: int, bytes_out: int, termination: str, active: int,
-                frontend_current: int, backend_current: int, server_current: int, retries: int) -> str:
+def tcplog_line(record: logformat.LogRecord) -> str:
     """HAProxy's ``option tcplog`` line: ``%ci:%cp [%t] %ft %b/%s %Tw/%Tc/%Tt %B %ts
-    %ac/%fc/%bc/%sc/%rc %sq/%bq`` (``accepted``: epoch seconds; ``connect_ms`` -1 when no server was
-    reached)."""
-    return (f"{client} [{accept_stamp(accepted)}] {frontend} {backend}/{server} 0/{connect_ms}/{duration_ms} "
-            f"{bytes_out} {termination} {active}/{frontend_current}/{backend_current}/{server_current}/"
-            f"{retries} 0/0")
+    %ac/%fc/%bc/%sc/%rc %sq/%bq`` (``logformat.TCP_LOG_FORMAT``)."""
+    return logformat.TCP_LOG.render(record)
 
 
 def connect_line(client: str, local: Any, frontend: str) -> str:

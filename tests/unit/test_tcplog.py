@@ -12,6 +12,7 @@ import pytest
 
 from fastproxy import tcplog
 from fastproxy.health import CheckResult
+from fastproxy.logformat import LogRecord
 from fastproxy.pump import EndReason
 
 # 2026-12-01 21:59:36.123 UTC
@@ -28,16 +29,18 @@ def utc(monkeypatch):
 
 
 def test_the_tcplog_line_is_haproxys(utc):
-    line = tcplog.tcplog_line(client="127.0.0.1:40312", accepted=ACCEPTED, duration_ms=1503, frontend="fe",
-                              backend="be", server="s1", connect_ms=0, bytes_out=4096, termination="--",
-                              active=3, frontend_current=2, backend_current=1, server_current=1, retries=0)
+    line = tcplog.tcplog_line(LogRecord(
+        client=("127.0.0.1", 40312), accepted=ACCEPTED, total_ms=1503, frontend="fe", backend="be",
+        server="s1", connect_ms=0, bytes_out=4096, termination="--", active=3, frontend_current=2,
+        backend_current=1, server_current=1, retries=0))
     assert line == ("127.0.0.1:40312 [01/Dec/2026:21:59:36.123] fe be/s1 0/0/1503 4096 -- 3/2/1/1/0 0/0")
 
 
 def test_a_connection_that_reached_no_server_logs_nosrv_and_minus_one(utc):
-    line = tcplog.tcplog_line(client="::1:5", accepted=ACCEPTED, duration_ms=0, frontend="fe", backend="fe",
-                              server="<NOSRV>", connect_ms=-1, bytes_out=0, termination=tcplog.CONNECT_FAILED,
-                              active=1, frontend_current=1, backend_current=0, server_current=0, retries=3)
+    line = tcplog.tcplog_line(LogRecord(
+        client=("::1", 5, 0, 0), accepted=ACCEPTED, total_ms=0, frontend="fe", backend="fe", server=None,
+        connect_ms=-1, bytes_out=0, termination=tcplog.CONNECT_FAILED, active=1, frontend_current=1,
+        backend_current=0, server_current=0, retries=3))
     assert line == "::1:5 [01/Dec/2026:21:59:36.123] fe fe/<NOSRV> 0/-1/0 0 SC 1/1/0/0/3 0/0"
 
 

@@ -377,7 +377,8 @@ class Frontend:
     rate_limit_sessions: Optional[int] = None
     client_keepalive: KeepAlive = field(default_factory=KeepAlive)
     log: bool = False
-    tcplog: bool = False
+    tcplog: bool = False  # a line per session (``option tcplog`` or ``log-format``), not one per accept
+    log_format: Optional[str] = None  # ``log-format``; None with ``tcplog``: HAProxy's tcplog format
     dontlognull: bool = False
     id: Optional[int] = None  # HAProxy's proxy id (``id``), shown by the stats; None: numbered in order
     options: dict[str, Any] = field(default_factory=dict)  # recorded, not acted on: splice-*, description...

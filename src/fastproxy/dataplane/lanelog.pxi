@@ -47,13 +47,13 @@ cdef void send_log_line(Lane *lane, const char *message) noexcept nogil:
             continue
         if <uint32_t>m >= sizeof(line) - 1:
             m = sizeof(line) - 2
-        if <uint32_t>m > sink.length:
-            m = sink.length
+        if sink.length and <uint32_t>m > sink.length - 1:
+            m = sink.length - 1
+        line[m] = 10  # as HAProxy, every message ends with a line feed, within the sink's length
         if sink.stream:
-            line[m] = 10  # a newline ends each line on a stream
             write(sink.fd, line, m + 1)
         else:
-            send(sink.fd, line, m, MSG_DONTWAIT | MSG_NOSIGNAL)  # a full buffer drops it, as HAProxy
+            send(sink.fd, line, m + 1, MSG_DONTWAIT | MSG_NOSIGNAL)  # a full buffer drops it, as HAProxy
 
 
 cdef void lane_log_connect(Lane *lane, int fd, const uint8_t *peer) noexcept nogil:
@@ -79,50 +79,282 @@ cdef int format_connect(char *out, size_t size, const char *host, uint32_t port,
                     frontend)
 
 
-cdef int format_tcplog(char *out, size_t size, const char *host, uint32_t port, uint64_t wall_ms,
-                       const char *frontend, const char *server, uint32_t connect_ms, uint64_t elapsed_ms,
-                       uint64_t bytes_out, const char *termination, int active, uint64_t frontend_current,
-                       uint64_t backend_current, uint64_t server_current) noexcept nogil:
-    """HAProxy's tcplog line into ``out``, as tcplog.tcplog_line writes it (``wall_ms``: the accept
-    time, epoch milliseconds; ``server``: "backend/server").  The tests hold the two to the same bytes
-    through ``_pump.tcplog_line``."""
-    cdef time_t seconds = <time_t>(wall_ms // 1000)
-    cdef tm accepted
-    localtime_r(&seconds, &accepted)
-    return snprintf(out, size,
-                    b"%s:%u [%02d/%s/%04d:%02d:%02d:%02d.%03u] %s %s 0/%u/%llu %llu %s %d/%llu/%llu/%llu/0 0/0",
-                    host, port, accepted.tm_mday, MONTHS[accepted.tm_mon], accepted.tm_year + 1900,
-                    accepted.tm_hour, accepted.tm_min, accepted.tm_sec, <uint32_t>(wall_ms % 1000),
-                    frontend, server, connect_ms, <unsigned long long>elapsed_ms,
-                    <unsigned long long>bytes_out, termination, active,
-                    <unsigned long long>frontend_current, <unsigned long long>backend_current,
-                    <unsigned long long>server_current)
+# --- log-format: the program logformat.lane_program compiles, run for each ended pair ----------------
+
+# The opcodes (logformat.Alias below FRONTEND) and options (logformat.QUOTE, HEXA, ESCAPE).
+cdef enum:
+    LF_TEXT = 0
+    LF_CLIENT_IP = 1
+    LF_CLIENT_PORT = 2
+    LF_FRONTEND_IP = 3
+    LF_FRONTEND_PORT = 4
+    LF_BACKEND_IP = 5
+    LF_BACKEND_PORT = 6
+    LF_SERVER_IP = 7
+    LF_SERVER_PORT = 8
+    LF_DATE = 9
+    LF_DATE_GMT = 10
+    LF_DATE_LOCAL = 11
+    LF_TIMESTAMP = 12
+    LF_MS = 13
+    LF_SERVER = 14
+    LF_BYTES = 15
+    LF_BYTES_UP = 16
+    LF_TC = 17
+    LF_TT = 18
+    LF_TD = 19
+    LF_TU = 20
+    LF_TERMSTATE = 21
+    LF_TERMSTATE_CK = 22
+    LF_ACTCONN = 23
+    LF_FECONN = 24
+    LF_BECONN = 25
+    LF_SRVCONN = 26
+    LF_QUOTE = 1
+    LF_HEXA = 2
+    LF_ESCAPE = 4
+
+
+# What one line is made of (addresses: raw sockaddrs, family 0 where there is none).
+cdef struct LogValues:
+    uint8_t client[28]
+    uint8_t frontend[28]
+    uint8_t backend[28]
+    uint8_t server[28]
+    uint64_t accepted_ms    # wall clock, epoch milliseconds
+    int64_t connect_ms      # -1: no server connection established
+    int64_t total_ms
+    uint64_t bytes_in
+    uint64_t bytes_out
+    const char *termination
+    const char *server_name
+    int64_t active
+    int64_t frontend_current
+    int64_t backend_current
+    int64_t server_current
+
+
+cdef struct LogOut:
+    char *buf
+    size_t len
+    size_t size             # the line never grows past size - 1 bytes: the rest is cut, as HAProxy cuts
+
+
+cdef inline void out_bytes(LogOut *o, const char *text, size_t n) noexcept nogil:
+    if o.len + n >= o.size:
+        n = o.size - 1 - o.len
+    memcpy(o.buf + o.len, text, n)
+    o.len += n
+
+
+cdef inline void out_char(LogOut *o, char c) noexcept nogil:
+    if o.len + 1 < o.size:
+        o.buf[o.len] = c
+        o.len += 1
+
+
+cdef void out_text(LogOut *o, const char *text, uint8_t options) noexcept nogil:
+    """HAProxy's lf_text: ``-`` for nothing (``""`` quoted), ``"`` ``\`` ``]`` escaped with +E."""
+    cdef size_t i = 0
+    if options & LF_QUOTE:
+        out_char(o, 34)
+    if text == NULL or text[0] == 0:
+        if not options & LF_QUOTE:
+            out_char(o, 45)
+    elif options & LF_ESCAPE:
+        while text[i] != 0:
+            if text[i] == 34 or text[i] == 92 or text[i] == 93:
+                out_char(o, 92)
+            out_char(o, text[i])
+            i += 1
+    else:
+        out_bytes(o, text, strlen(text))
+    if options & LF_QUOTE:
+        out_char(o, 34)
+
+
+cdef void out_format(LogOut *o, const char *fmt, long long value) noexcept nogil:
+    cdef char number[32]
+    cdef int n = snprintf(number, sizeof(number), fmt, value)
+    if n > 0:
+        out_bytes(o, number, <size_t>n)
+
+
+cdef inline void out_number(LogOut *o, uint8_t options, const char *hexa, const char *decimal,
+                            long long value) noexcept nogil:
+    if options & LF_HEXA:
+        out_format(o, hexa, value)
+    else:
+        out_format(o, decimal, value)
+
+
+cdef void out_ip(LogOut *o, const uint8_t *address, uint8_t options) noexcept nogil:
+    cdef char host[64]
+    cdef uint16_t family = address[0] | (address[1] << 8)
+    cdef int i
+    if family != AF_INET and family != AF_INET6:
+        out_text(o, NULL, options)
+    elif options & LF_HEXA:
+        if family == AF_INET:
+            for i in range(4):
+                out_format(o, b"%02llX", address[4 + i])
+        else:
+            for i in range(16):
+                out_format(o, b"%02llX", address[8 + i])
+    else:
+        format_address(address, host, sizeof(host))
+        out_text(o, host, options)
+
+
+cdef void out_port(LogOut *o, const uint8_t *address, uint8_t options) noexcept nogil:
+    cdef uint16_t family = address[0] | (address[1] << 8)
+    if family != AF_INET and family != AF_INET6:
+        out_text(o, NULL, options)
+    else:
+        out_number(o, options, b"%04llX", b"%lld", (address[2] << 8) | address[3])
+
+
+cdef void out_date(LogOut *o, const tm *when) noexcept nogil:
+    cdef char text[40]
+    cdef int n = snprintf(text, sizeof(text), b"%02d/%s/%04d:%02d:%02d:%02d", when.tm_mday,
+                          MONTHS[when.tm_mon], when.tm_year + 1900, when.tm_hour, when.tm_min, when.tm_sec)
+    if n > 0:
+        out_bytes(o, text, <size_t>n)
+
+
+cdef size_t format_log(char *buf, size_t size, const uint8_t *program, uint32_t length,
+                       const LogValues *v) noexcept nogil:
+    """Run a lane's log-format program over one pair's values into ``buf``; returns the length (the
+    text is not NUL-terminated).  logformat.render is the Python twin: the tests hold the two to the
+    same bytes through ``_pump.format_log``."""
+    cdef LogOut o
+    cdef uint32_t at = 0, n
+    cdef uint8_t op, options
+    cdef time_t seconds = <time_t>(v.accepted_ms // 1000)
+    cdef tm when
+    cdef long offset
+    cdef int64_t data
+    o.buf, o.len, o.size = buf, 0, size
+    if size == 0:
+        return 0
+    while at + 4 <= length:
+        op, options = program[at], program[at + 1]
+        n = program[at + 2] | (program[at + 3] << 8)
+        at += 4
+        if op == LF_TEXT:
+            if at + n > length:
+                break
+            out_bytes(&o, <const char *>&program[at], n)
+            at += n
+        elif op == LF_CLIENT_IP:
+            out_ip(&o, v.client, options)
+        elif op == LF_CLIENT_PORT:
+            out_port(&o, v.client, options)
+        elif op == LF_FRONTEND_IP:
+            out_ip(&o, v.frontend, options)
+        elif op == LF_FRONTEND_PORT:
+            out_port(&o, v.frontend, options)
+        elif op == LF_BACKEND_IP:
+            out_ip(&o, v.backend, options)
+        elif op == LF_BACKEND_PORT:
+            out_port(&o, v.backend, options)
+        elif op == LF_SERVER_IP:
+            out_ip(&o, v.server, options)
+        elif op == LF_SERVER_PORT:
+            out_port(&o, v.server, options)
+        elif op == LF_DATE:
+            localtime_r(&seconds, &when)
+            out_date(&o, &when)
+            out_format(&o, b".%03lld", v.accepted_ms % 1000)
+        elif op == LF_DATE_GMT:
+            gmtime_r(&seconds, &when)
+            out_date(&o, &when)
+            out_bytes(&o, b" +0000", 6)
+        elif op == LF_DATE_LOCAL:
+            localtime_r(&seconds, &when)
+            out_date(&o, &when)
+            offset = when.tm_gmtoff // 60
+            out_char(&o, 32)
+            out_char(&o, 45 if offset < 0 else 43)
+            if offset < 0:
+                offset = -offset
+            out_format(&o, b"%02lld", offset // 60)
+            out_format(&o, b"%02lld", offset % 60)
+        elif op == LF_TIMESTAMP:
+            out_number(&o, options, b"%04llX", b"%lld", v.accepted_ms // 1000)
+        elif op == LF_MS:
+            out_number(&o, options, b"%02llX", b"%03lld", v.accepted_ms % 1000)
+        elif op == LF_SERVER:
+            if v.server_name != NULL:
+                out_text(&o, v.server_name, options)
+            else:
+                out_text(&o, b"<NOSRV>", options)
+        elif op == LF_BYTES:
+            out_format(&o, b"%llu", v.bytes_out)
+        elif op == LF_BYTES_UP:
+            out_format(&o, b"%llu", v.bytes_in)
+        elif op == LF_TC:
+            out_format(&o, b"%lld", v.connect_ms)
+        elif op == LF_TT or op == LF_TU:
+            out_format(&o, b"%lld", v.total_ms)
+        elif op == LF_TD:
+            data = v.total_ms - v.connect_ms if v.connect_ms >= 0 else -1  # no queue, no handshake on a lane
+            out_format(&o, b"%lld", data)
+        elif op == LF_TERMSTATE or op == LF_TERMSTATE_CK:
+            out_bytes(&o, v.termination, 2)
+            if op == LF_TERMSTATE_CK:
+                out_bytes(&o, b"--", 2)
+        elif op == LF_ACTCONN:
+            out_format(&o, b"%lld", v.active)
+        elif op == LF_FECONN:
+            out_format(&o, b"%lld", v.frontend_current)
+        elif op == LF_BECONN:
+            out_format(&o, b"%lld", v.backend_current)
+        elif op == LF_SRVCONN:
+            out_format(&o, b"%lld", v.server_current)
+    return o.len
 
 
 cdef void lane_log(Worker *w, Lane *lane, Pair *p, int reason) noexcept nogil:
-    """HAProxy's tcplog line of a lane's pair, written to the lane's log sinks from here: no Python
-    per connection."""
+    """The log line of a lane's pair (its log-format, tcplog's by default), written to the lane's log
+    sinks from here, before the pair's counts drop: no Python per connection."""
     cdef Shared *sh = w.shared
-    cdef char message[768]
-    cdef char host[64]
-    cdef const char *server_name = b"-"
+    cdef char message[1024]
     cdef timespec now
-    cdef uint64_t elapsed_ms, wall_ms, backend_current = 0
-    cdef uint32_t i, port
+    cdef LogValues v
+    cdef socklen_t length
+    cdef uint32_t i
+    cdef size_t n
     if lane.log_dontlognull and p.c2s.bytes == 0:
         return
-    port = format_address(p.peer, host, sizeof(host))
+    memset(&v, 0, sizeof(LogValues))
+    memcpy(v.client, p.peer, 28)
+    length = 28
+    if lane.log_needs & LOG_NEEDS_FRONTEND and fp_getsockname(p.client.fd, v.frontend, &length) != 0:
+        v.frontend[0] = v.frontend[1] = 0
+    length = 28
+    if lane.log_needs & LOG_NEEDS_BACKEND and fp_getsockname(p.server.fd, v.backend, &length) != 0:
+        v.backend[0] = v.backend[1] = 0
     for i in range(lane.nservers):
         if lane.servers[i].block == p.server_block:
-            server_name = lane.servers[i].log_name
-        backend_current += fp_atomic_load(&sh.counters[lane.servers[i].block * CNT_FIELDS + CNT_CONN_CUR])
-    elapsed_ms = w.now_ms - p.accepted_ms
+            v.server_name = lane.servers[i].log_name
+            memcpy(v.server, lane.servers[i].addr, lane.servers[i].addrlen)
+        v.backend_current += fp_atomic_load(&sh.counters[lane.servers[i].block * CNT_FIELDS + CNT_CONN_CUR])
+    v.total_ms = w.now_ms - p.accepted_ms
+    v.connect_ms = p.connect_ms
     clock_gettime(CLOCK_REALTIME, &now)
-    wall_ms = <uint64_t>now.tv_sec * 1000 + <uint64_t>now.tv_nsec // 1000000 - elapsed_ms
-    if format_tcplog(message, sizeof(message), host, port, wall_ms, lane.log_frontend, server_name,
-                     p.connect_ms, elapsed_ms, p.s2c.bytes, TERMINATIONS[reason],
-                     fp_atomic_load_int(&sh.open_total),
-                     fp_atomic_load(&sh.counters[p.frontend_block * CNT_FIELDS + CNT_CONN_CUR]),
-                     backend_current,
-                     fp_atomic_load(&sh.counters[p.server_block * CNT_FIELDS + CNT_CONN_CUR])) >= 0:
-        send_log_line(lane, message)
+    v.accepted_ms = <uint64_t>now.tv_sec * 1000 + <uint64_t>now.tv_nsec // 1000000 - <uint64_t>v.total_ms
+    v.bytes_in, v.bytes_out = p.c2s.bytes, p.s2c.bytes
+    v.termination = TERMINATIONS[reason]
+    v.active = fp_atomic_load_int(&sh.open_total)
+    v.frontend_current = fp_atomic_load(&sh.counters[p.frontend_block * CNT_FIELDS + CNT_CONN_CUR])
+    v.server_current = fp_atomic_load(&sh.counters[p.server_block * CNT_FIELDS + CNT_CONN_CUR])
+    # As HAProxy's line: the session still counts for the process and the frontend, its server
+    # connection no longer does for the server and the backend.
+    if v.server_current > 0:
+        v.server_current -= 1
+    if v.backend_current > 0:
+        v.backend_current -= 1
+    n = format_log(message, sizeof(message) - 1, lane.log_program, lane.log_program_len, &v)
+    message[n] = 0
+    send_log_line(lane, message)

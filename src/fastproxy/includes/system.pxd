@@ -103,7 +103,9 @@ cdef extern from "<time.h>" nogil:
         int tm_mday
         int tm_mon
         int tm_year
+        long tm_gmtoff
     tm *localtime_r(const time_t *timep, tm *result)
+    tm *gmtime_r(const time_t *timep, tm *result)
 
 
 cdef extern from "<arpa/inet.h>" nogil:

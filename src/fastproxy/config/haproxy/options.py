@@ -71,12 +71,14 @@ def _tcplog(line: _Line, proxy: _Proxy, enabled: bool, args: list[str]) -> None:
         line.warn(f"{proxy.describe()} : 'option tcplog' directive is ignored in backends.")
         return
     proxy.tcplog = enabled
+    proxy.log_format = proxy.log_format_location = None  # the predefined format replaces a log-format
 
 
 def _httplog(line: _Line, proxy: _Proxy, enabled: bool, args: list[str]) -> None:
     line.warn("needs 'mode http'; falling back to 'option tcplog' as HAProxy does in TCP mode")
     if proxy.caps & FE:
         proxy.tcplog = enabled
+        proxy.log_format = proxy.log_format_location = None
 
 
 def _tcp_check_option(line: _Line, proxy: _Proxy, enabled: bool, args: list[str]) -> None:

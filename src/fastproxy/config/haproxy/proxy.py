@@ -11,7 +11,7 @@ import re
 from typing import Optional
 
 from ... import acl as acls
-from ... import samples
+from ... import logformat, samples
 from ..model import BALANCE_ALGORITHMS, HASH_TYPES, Sample, TcpRequestRule, UseBackend
 from .global_ import _log_target
 from .lexer import _Invalid
@@ -187,6 +187,19 @@ def _log(line: _Line, proxy: _Proxy, args: list[str]) -> None:
     proxy.log_targets.append(_log_target(line, args))
 
 
+@_keyword("log-format", caps=FE)
+def _log_format(line: _Line, proxy: _Proxy, args: list[str]) -> None:
+    """Checked once the section is read (``_check_log_format``): what it may hold depends on the mode."""
+    if not args:
+        raise _Invalid("log-format expects an argument.")
+    if len(args) > 1:
+        raise _Invalid("log-format expects only one argument, don't forget to escape spaces!")
+    if proxy.kind == "defaults" and proxy.tcplog and proxy.log_format is None:
+        line.warn("'log-format' overrides previous 'option tcplog' in 'defaults' section.")
+    proxy.tcplog = True
+    proxy.log_format, proxy.log_format_location = args[0], line.location
+
+
 @_keyword("default_backend", caps=FE)
 def _default_backend(line: _Line, proxy: _Proxy, args: list[str]) -> None:
     proxy.default_backend = _one(args, "a backend name")
@@ -311,6 +324,21 @@ def _description(line: _Line, proxy: _Proxy, args: list[str]) -> None:
 @_keyword("id", in_defaults="no")
 def _id(line: _Line, proxy: _Proxy, args: list[str]) -> None:
     proxy.id = _integer(_one(args, "a numeric id"), "a numeric id above 0", 1)
+
+
+@_post_check(FE)
+def _check_log_format(reader: ReaderView, proxy: _Proxy) -> None:
+    """HAProxy compiles a ``log-format`` once the proxy's mode is known, and reports it at its line."""
+    if proxy.log_format is None:
+        return
+    location = proxy.log_format_location or proxy.location
+    try:
+        fmt = logformat.compile(proxy.log_format, http=proxy.mode == "http")
+    except logformat.LogFormatError as exc:
+        reader.error(location, "log-format", f"failed to parse log-format : {exc}.")
+        return
+    for warning in fmt.warnings:
+        reader.warn(location, "log-format", warning)
 
 
 @_post_check(FE)

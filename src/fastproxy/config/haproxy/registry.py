@@ -81,6 +81,8 @@ class _Proxy:
     server_keepalive: KeepAlive = field(default_factory=KeepAlive)
     log_targets: list[LogTarget] = field(default_factory=list)
     tcplog: bool = False
+    log_format: Optional[str] = None  # ``log-format``; None with ``tcplog``: the tcplog format
+    log_format_location: Optional[Location] = None
     dontlognull: bool = False
     allbackups: bool = False
     tcp_check: bool = False  # ``option tcp-check`` in effect (the last check option set)
@@ -245,7 +247,7 @@ PROXY_IGNORED = _names("""
     errorfile errorfiles
     errorloc errorloc302 errorloc303 external-check filter force-persist grace http-after-response
     http-error http-response http-reuse http-send-name-header ignore-persist
-    load-server-state-from-file log-format log-format-sd log-tag max-keep-alive-queue
+    load-server-state-from-file log-format-sd log-tag max-keep-alive-queue
     max-session-srv-conns monitor persist redirect retry-on server-state-file-name source
     stick stick-table tcp-response unique-id-format unique-id-header use-fcgi-app
     use-server
