@@ -224,8 +224,7 @@ class Dispatcher:
             self.connect_failed(session, exc.errno or errno.EINVAL)
             return
         session.server_address = address
-        log_format = session.frontend.log_format
-        if log_format is not None and logformat.needs(log_format, logformat.BACKEND_ADDRESS):
+        if session.frontend.log_reads(logformat.BACKEND_ADDRESS):
             session.backend_address = _linux.sockname(server_fd)  # bound by connect() already
         prefix = None
         if slot is not None and (slot.server.send_proxy or slot.server.send_proxy_v2):
@@ -250,9 +249,7 @@ class Dispatcher:
         server_block = backend.blocks[slot.index] if slot is not None else -1
         self.pairs[tag] = session
         timeouts = self.timeouts(session.frontend, backend)
-        log_format = session.frontend.log_format
-        if log_format is not None and logformat.needs(log_format, logformat.FRONTEND_ADDRESS
-                                                      + (logformat.Alias.SAMPLE,)):
+        if session.frontend.log_reads(logformat.FRONTEND_ADDRESS + (logformat.Alias.SAMPLE,)):
             session.sockname  # noqa: B018 -- read while the client is open: the line reads it at the end
         client_fd = session.lent_fd = session.fd  # the pump's now, until it gives it back
         session.fd = -1
@@ -372,7 +369,7 @@ class Dispatcher:
         backend, slot = session.backend, session.slot
         server = session.server_address if connected else None
         self.state.log_count += 1
-        frontend.traffic_log(frontend.log_format.render(logformat.LogRecord(
+        record = logformat.LogRecord(
             client=session.peername, frontend_address=session._sockname or None,
             backend_address=session.backend_address if connected else None,
             server_address=_linux.peer_address(server) if server else None,
@@ -384,7 +381,10 @@ class Dispatcher:
             backend_current=sum(s.current for s in backend.balancer.slots) if backend is not None else 0,
             server_current=slot.current if slot is not None else 0, retries=max(session.attempt - 1, 0),
             pid=self.state.pid, hostname=self.state.hostname, counter=session.number,
-            log_count=self.state.log_count - 1, connection=session.info or _connection(session))))
+            log_count=self.state.log_count - 1, connection=session.info or _connection(session))
+        if frontend.unique_id is not None:
+            record.unique_id = frontend.unique_id.render(record)
+        frontend.traffic_log(frontend.log_format.render(record))
 
 
 def _connection(session: Session) -> ConnInfo:

@@ -66,7 +66,8 @@ def lane_can_log(frontend: FrontendRuntime) -> bool:
     fmt = frontend.log_format
     if fmt is None:
         return True
-    if logformat.lane_program(fmt, logformat.LogRecord()) is None:
+    if logformat.lane_program(fmt, logformat.LogRecord()) is None or (
+            fmt.uses_unique_id and frontend.unique_id is not None):
         return False
     return bool(lane_log_sinks(frontend.log)) or not logformat.needs(
         fmt, logformat.FRONTEND_ADDRESS + logformat.BACKEND_ADDRESS)

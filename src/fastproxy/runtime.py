@@ -189,12 +189,19 @@ class FrontendRuntime:
         if frontend.tcplog:
             self.log_format = logformat.compile(frontend.log_format) if frontend.log_format \
                 else logformat.TCP_LOG
+        self.unique_id: Optional[logformat.Format] = logformat.compile(frontend.unique_id_format) \
+            if frontend.unique_id_format else None
         # A frontend with rules gets a router; one without goes straight to its default backend.
         has_rules = bool(frontend.use_backends or frontend.tcp_request_rules)
         self.router: Optional[Router] = Router.for_frontend(frontend, backends) if has_rules else None
         # Content rules and SNI routing wait for the first bytes, as long as inspect-delay allows.
         self.inspects = bool(self.router is not None and frontend.inspect_delay and (
             self.router.needs_sni or any(r.phase == "content" for r in frontend.tcp_request_rules)))
+
+    def log_reads(self, aliases: tuple[logformat.Alias, ...]) -> bool:
+        """Whether the session's log line (its format, or the unique id it writes) reads any of these."""
+        return any(fmt is not None and logformat.needs(fmt, aliases)
+                   for fmt in (self.log_format, self.unique_id))
 
     def traffic_log(self, message: str) -> None:
         """One traffic log line, to the frontend's ``log`` targets (to stderr for a model without)."""

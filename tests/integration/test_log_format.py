@@ -51,6 +51,12 @@ frontend python
     log-format "{python_format}"
     default_backend be
 
+frontend uid
+    bind 127.0.0.1:{uid}
+    unique-id-format "%{{+X}}o%ci:%fp"
+    log-format "%ID|%{{+Q}}ID|%ci"
+    default_backend be
+
 backend be
     server s1 127.0.0.1:{server}
 """
@@ -60,6 +66,9 @@ MASKS = [
     (re.compile(r"\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4}"), "DATE"),
     (re.compile(r"\|\d{10}\|\d+\|"), "|SECONDS|PID|"),
 ]
+
+
+FRONTENDS = ("lane", "python", "uid")
 
 
 def masked(line: str, ports: dict[str, int]) -> str:
@@ -88,24 +97,25 @@ async def lines(sink: socket.socket, count: int) -> list[str]:
 
 def source_ports(line: str) -> dict[str, int]:
     """%bp: the proxy's source port toward the server, the 6th field of the lane format."""
-    return {"source": int(line.split("|")[5])} if "|" in line and line.split("|")[5].isdigit() else {}
+    fields = line.split("|")
+    return {"source": int(fields[5])} if len(fields) > 5 and fields[5].isdigit() else {}
 
 
 async def run_both(tmp_path: Path, pump_class, server: int) -> tuple[list[str], list[str], bool]:
     sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sink.bind(("127.0.0.1", 0))
     sink.setblocking(False)
-    ports = {"lane": free_port(), "python": free_port(), "server": server}
+    ports = {"lane": free_port(), "python": free_port(), "uid": free_port(), "server": server}
     path = tmp_path / "log-format.cfg"
     path.write_text(CONFIG.format(sink=sink.getsockname()[1], lane_format=LANE_FORMAT.replace('"', '\\"'),
                                   python_format=PYTHON_FORMAT, **ports))
-    names = {"lane": ports["lane"], "python": ports["python"], "server": server}
+    names = dict(ports)
     try:
         ours = []
         async with running(load([str(path)]), pump_class) as engine:
             on_lane = any(isinstance(listener, LaneListener)
                           for listener in engine.state.frontends["lane"].listeners)
-            for frontend in ("lane", "python"):
+            for frontend in FRONTENDS:
                 kernel = await exchange(ports[frontend])
                 [line] = await lines(sink, 1)
                 ours.append(masked(line, {**names, **kernel, **source_ports(line)}))
@@ -114,7 +124,7 @@ async def run_both(tmp_path: Path, pump_class, server: int) -> tuple[list[str], 
                                                     stderr=asyncio.subprocess.DEVNULL)
         theirs = []
         try:
-            for frontend in ("lane", "python"):
+            for frontend in FRONTENDS:
                 for _ in range(100):
                     try:
                         kernel = await exchange(ports[frontend])
@@ -139,8 +149,9 @@ async def test_log_format_lines_are_haproxys_on_lanes_and_through_python(tmp_pat
     assert on_lane == (pump_class is CPump)  # the C formatter is what the compiled pump ran
     assert ours == theirs
     assert all(line.endswith("\n") for line in ours)  # HAProxy ends each datagram with a line feed
-    lane_line, python_line = (line.rstrip("\n") for line in ours)
+    lane_line, python_line, uid_line = (line.rstrip("\n") for line in ours)
     assert lane_line.endswith('|lane|lane|be|s1|5|5|0|0|--|----|1|1|0|0|0|0|0|-|0|"be"|7F000001|LANE||-|""|%|'
                               'DATE|DATE|SECONDS|PID|vm|"be" s1'.replace("vm", socket.gethostname()))
     # +Q quotes no termination state, in HAProxy as here.
     assert python_line.endswith('127.0.0.1|python|127.0.0.1|python|127.0.0.1|server|be/s1|5|5|--|1/1/0/0/0')
+    assert uid_line.endswith('7F000001:UID|"7F000001:UID"|127.0.0.1')  # unique-id-format, at its options

@@ -86,7 +86,9 @@ async def datagrams(sock: socket.socket, count: int, timeout: float = 5.0) -> li
     loop = asyncio.get_running_loop()
     got = []
     for _ in range(count):
-        got.append((await asyncio.wait_for(loop.sock_recv(sock, 4096), timeout)).decode())
+        line = (await asyncio.wait_for(loop.sock_recv(sock, 4096), timeout)).decode()
+        assert line.endswith("\n")  # as HAProxy's, every message ends with a line feed
+        got.append(line[:-1])
     return got
 
 

@@ -200,6 +200,28 @@ def _log_format(line: _Line, proxy: _Proxy, args: list[str]) -> None:
     proxy.log_format, proxy.log_format_location = args[0], line.location
 
 
+@_keyword("unique-id-format", caps=FE)
+def _unique_id_format(line: _Line, proxy: _Proxy, args: list[str]) -> None:
+    """What ``%ID`` writes: a format of its own, rendered for each session's log line."""
+    if len(args) != 1:
+        raise _Invalid("unique-id-format expects an argument." if not args else
+                       "unique-id-format expects only one argument, don't forget to escape spaces!")
+    proxy.unique_id_format, proxy.unique_id_format_location = args[0], line.location
+
+
+@_keyword("error-log-format", caps=FE)
+def _error_log_format(line: _Line, proxy: _Proxy, args: list[str]) -> None:
+    if len(args) != 1:
+        raise _Invalid("error-log-format expects an argument." if not args else
+                       "error-log-format expects only one argument, don't forget to escape spaces!")
+    try:
+        logformat.compile(args[0], http=proxy.mode == "http")
+    except logformat.LogFormatError as exc:
+        raise _Invalid(f"failed to parse error-log-format : {exc}.") from None
+    line.warn("fastproxy terminates no TLS and logs no connection-level error apart from its sessions' "
+              "lines; ignored")
+
+
 @_keyword("default_backend", caps=FE)
 def _default_backend(line: _Line, proxy: _Proxy, args: list[str]) -> None:
     proxy.default_backend = _one(args, "a backend name")
@@ -328,17 +350,21 @@ def _id(line: _Line, proxy: _Proxy, args: list[str]) -> None:
 
 @_post_check(FE)
 def _check_log_format(reader: ReaderView, proxy: _Proxy) -> None:
-    """HAProxy compiles a ``log-format`` once the proxy's mode is known, and reports it at its line."""
-    if proxy.log_format is None:
-        return
-    location = proxy.log_format_location or proxy.location
-    try:
-        fmt = logformat.compile(proxy.log_format, http=proxy.mode == "http")
-    except logformat.LogFormatError as exc:
-        reader.error(location, "log-format", f"failed to parse log-format : {exc}.")
-        return
-    for warning in fmt.warnings:
-        reader.warn(location, "log-format", warning)
+    """HAProxy compiles a ``log-format`` (and ``unique-id-format``) once the proxy's mode is known, and
+    reports it at its line."""
+    for keyword, what, text, location in (
+            ("log-format", "log-format", proxy.log_format, proxy.log_format_location),
+            ("unique-id-format", "unique-id", proxy.unique_id_format, proxy.unique_id_format_location)):
+        if text is None:
+            continue
+        location = location or proxy.location
+        try:
+            fmt = logformat.compile(text, http=proxy.mode == "http")
+        except logformat.LogFormatError as exc:
+            reader.error(location, keyword, f"failed to parse {what} : {exc}.")
+            continue
+        for warning in fmt.warnings:
+            reader.warn(location, keyword, warning)
 
 
 @_post_check(FE)

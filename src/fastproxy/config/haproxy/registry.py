@@ -83,6 +83,8 @@ class _Proxy:
     tcplog: bool = False
     log_format: Optional[str] = None  # ``log-format``; None with ``tcplog``: the tcplog format
     log_format_location: Optional[Location] = None
+    unique_id_format: Optional[str] = None  # ``unique-id-format``: what %ID writes
+    unique_id_format_location: Optional[Location] = None
     dontlognull: bool = False
     allbackups: bool = False
     tcp_check: bool = False  # ``option tcp-check`` in effect (the last check option set)
@@ -249,7 +251,7 @@ PROXY_IGNORED = _names("""
     http-error http-response http-reuse http-send-name-header ignore-persist
     load-server-state-from-file log-format-sd log-tag max-keep-alive-queue
     max-session-srv-conns monitor persist redirect retry-on server-state-file-name source
-    stick stick-table tcp-response unique-id-format unique-id-header use-fcgi-app
+    stick stick-table tcp-response unique-id-header use-fcgi-app
     use-server
 """)
 
