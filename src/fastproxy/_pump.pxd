@@ -198,6 +198,10 @@ cdef struct Lane:
     int maxconn             # 0: no limit of its own
     LaneServer *servers
     uint32_t nservers
+    # With several workers, one round robin for all of them, as HAProxy's threads share one: the
+    # positions (one per server) and their lock, the first copy's, shared by the others; NULL with one.
+    int64_t *pick_current
+    pthread_mutex_t *pick_lock
     # How the lane picks: smooth weighted round robin, or the client address hashed on HAProxy's map
     # (hash % length, ``map`` of server indexes) or on a ring's table (``table``: a fastproxy._ring
     # Table the Pump holds a reference to; ``table_servers``: table index -> lane server index).

@@ -435,6 +435,10 @@ cdef class Pump:
                     if j == 0:
                         free(lane.log_sinks)  # the copies share the first one's
                         free(lane.log_program)
+                        free(lane.pick_current)
+                        if lane.pick_lock != NULL:
+                            pthread_mutex_destroy(lane.pick_lock)
+                            free(lane.pick_lock)
                     free(lane.map)
                     free(lane.pending_map)
                     free(lane.table_servers)
@@ -547,6 +551,15 @@ cdef class Lanes:
                 memcpy(lane.log_program, <char *>program, len(program))
                 lane.log_program_len = len(program)
                 lane.log_needs = spec.log_needs
+        if pump.nworkers > 1 and lane.hash_kind == LANE_WRR:
+            lane.pick_current = <int64_t *>calloc(max(lane.nservers, 1), sizeof(int64_t))
+            lane.pick_lock = <pthread_mutex_t *>malloc(sizeof(pthread_mutex_t))
+            if lane.pick_current == NULL or lane.pick_lock == NULL:
+                free(lane.pick_current)
+                free(lane.pick_lock)
+                lane.pick_current, lane.pick_lock = NULL, NULL
+                raise MemoryError()
+            pthread_mutex_init(lane.pick_lock, NULL)
         lane.open_count = &lane.open
         lane.state = LANE_NEW
         # Every worker accepts on the lane, with a copy of its own (its round robin, its pause state);

@@ -104,6 +104,22 @@ async def test_state_and_weight_changes_reach_the_lane_at_once(pump_class):
         assert await names(3) == ["a"] * 3
 
 
+async def test_the_pump_threads_share_one_round_robin(pump_class):
+    """HAProxy's threads pick from one round robin: whichever thread accepts, sequential clients go
+    a, b, a, b... (with a position per thread, two threads in turn would each start at a)."""
+    async with NamedBackends(["a", "b"]) as backends:
+        cfg = config(backends.ports)
+        cfg.global_.nbthread = 2
+        async with running(cfg, pump_class) as engine:
+            address = engine.listening_addresses()[0]
+            seen = []
+            for _ in range(24):
+                sock, name = await open_client(address)
+                sock.close()
+                seen.append(name)
+    assert all(first != second for first, second in zip(seen, seen[1:])), seen
+
+
 async def test_with_no_active_server_left_the_client_goes_to_a_backup_or_is_closed(pump_class):
     async with NamedBackends(["active", "spare"]) as backends:
         cfg = config(backends.ports)

@@ -74,22 +74,35 @@ cdef void lane_pair_ended(Worker *w, Pair *p, int reason) noexcept nogil:
 
 cdef LaneServer *lane_pick(Lane *lane) noexcept nogil:
     """Smooth weighted round robin (nginx's): every weighted server gains its weight, the richest is
-    picked and pays the total.  Over a cycle, each server gets exactly its weight's share."""
-    cdef LaneServer *best = NULL
-    cdef LaneServer *server
+    picked and pays the total.  Over a cycle, each server gets exactly its weight's share; with several
+    workers the positions are shared (under the lane's pick lock), so the cycle is the lane's, not each
+    worker's."""
+    cdef int64_t *current
     cdef int64_t total = 0
+    cdef int32_t best = -1
     cdef uint32_t i
+    if lane.pick_lock != NULL:
+        pthread_mutex_lock(lane.pick_lock)
     for i in range(lane.nservers):
-        server = &lane.servers[i]
-        if server.weight <= 0:
+        if lane.servers[i].weight <= 0:
             continue
-        server.current += server.weight
-        total += server.weight
-        if best == NULL or server.current > best.current:
-            best = server
-    if best != NULL:
-        best.current -= total
-    return best
+        current = &lane.pick_current[i] if lane.pick_current != NULL else &lane.servers[i].current
+        current[0] += lane.servers[i].weight
+        total += lane.servers[i].weight
+        if best < 0 or current[0] > pick_position(lane, best):
+            best = i
+    if best >= 0:
+        if lane.pick_current != NULL:
+            lane.pick_current[best] -= total
+        else:
+            lane.servers[best].current -= total
+    if lane.pick_lock != NULL:
+        pthread_mutex_unlock(lane.pick_lock)
+    return &lane.servers[best] if best >= 0 else NULL
+
+
+cdef inline int64_t pick_position(Lane *lane, int32_t i) noexcept nogil:
+    return lane.pick_current[i] if lane.pick_current != NULL else lane.servers[i].current
 
 
 cdef LaneServer *lane_pick_hashed(Lane *lane, const uint8_t *addr) noexcept nogil:
@@ -261,9 +274,15 @@ cdef void take_lane_commands(Worker *w) noexcept nogil:
             fp_atomic_store_int(&lane.state, LANE_OFF)
         if lane.weights_dirty:
             lane.weights_dirty = 0
+            if lane.pick_lock != NULL:
+                pthread_mutex_lock(lane.pick_lock)
             for k in range(lane.nservers):
                 lane.servers[k].weight = lane.servers[k].pending_weight
                 lane.servers[k].current = 0
+                if lane.pick_current != NULL:
+                    lane.pick_current[k] = 0
+            if lane.pick_lock != NULL:
+                pthread_mutex_unlock(lane.pick_lock)
         if lane.picks_dirty:
             lane.picks_dirty = 0
             swap_picks(lane)
