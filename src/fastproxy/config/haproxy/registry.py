@@ -245,8 +245,7 @@ def _names(text: str) -> frozenset[str]:
 
 # Proxy keywords HAProxy 2.6 knows that fastproxy ignores with a warning (the proxy still runs).
 PROXY_IGNORED = _names("""
-    bind-process capture compression cookie declare dynamic-cookie-key email-alert error-log-format
-    errorfile errorfiles
+    bind-process capture compression cookie declare dynamic-cookie-key email-alert errorfile errorfiles
     errorloc errorloc302 errorloc303 external-check filter force-persist grace http-after-response
     http-error http-response http-reuse http-send-name-header ignore-persist
     load-server-state-from-file log-format-sd log-tag max-keep-alive-queue
