@@ -384,7 +384,7 @@ class Dispatcher:
             log_count=self.state.log_count - 1, connection=session.info or _connection(session))
         if frontend.unique_id is not None:
             record.unique_id = frontend.unique_id.render(record)
-        frontend.traffic_log(frontend.log_format.render(record))
+        frontend.traffic_log(frontend.log_format.render(record), record)
 
 
 def _connection(session: Session) -> ConnInfo:

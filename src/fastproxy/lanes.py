@@ -245,7 +245,7 @@ class Lanes:
         counts = self.state.pump.counters
         assert frontend.log_format is not None
         self.state.log_count += 1
-        frontend.traffic_log(frontend.log_format.render(logformat.LogRecord(
+        record = logformat.LogRecord(
             client=_linux.peer_address(peer), server_address=server.address,
             accepted=time.time() - duration_ms / 1000, frontend=frontend.name, backend=backend.name,
             server=server.slot.name, bytes_in=bytes_in, bytes_out=bytes_out, connect_ms=connect_ms,
@@ -254,7 +254,8 @@ class Lanes:
             frontend_current=counts(frontend_block)[Counter.CONN_CUR],
             backend_current=sum(counts(block)[Counter.CONN_CUR] for block in backend.blocks),
             server_current=counts(server_block)[Counter.CONN_CUR], pid=self.state.pid,
-            hostname=self.state.hostname)))
+            hostname=self.state.hostname)
+        frontend.traffic_log(frontend.log_format.render(record), record)
 
     def ended_by(self) -> collections.Counter[EndReason]:
         """Lane pairs that ended, by reason."""

@@ -75,7 +75,7 @@ class _Sender:
             self.connected = True
         self.sock.setblocking(False)
 
-    def send(self, severity: int, message: str, hostname: str, pid: int) -> None:
+    def send(self, severity: int, message: str, hostname: str, pid: int, sd: str = "-") -> None:
         target = self.target
         if target.sample is not None:
             first, size = target.sample
@@ -84,7 +84,7 @@ class _Sender:
                 return
         severity = max(severity, target.minlevel)
         # As HAProxy, every message ends with a line feed, within the target's ``len``.
-        data = _format(target, severity, message, hostname, pid)[:target.length - 1].rstrip(b"\n") + b"\n"
+        data = _format(target, severity, message, hostname, pid, sd)[:target.length - 1].rstrip(b"\n") + b"\n"
         try:
             if self.fd >= 0:
                 os.write(self.fd, data)
@@ -101,7 +101,7 @@ class _Sender:
             self.sock.close()
 
 
-def _format(target: LogTarget, severity: int, message: str, hostname: str, pid: int) -> bytes:
+def _format(target: LogTarget, severity: int, message: str, hostname: str, pid: int, sd: str = "-") -> bytes:
     priority = target.facility * 8 + severity
     if target.format == "raw":
         return message.encode()
@@ -112,7 +112,8 @@ def _format(target: LogTarget, severity: int, message: str, hostname: str, pid: 
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(now)) + f".{int(now % 1 * 1e6):06d}"
         offset = time.strftime("%z", time.localtime(now))
         stamp += f"{offset[:3]}:{offset[3:]}"
-        return f"<{priority}>1 {stamp} {hostname} fastproxy {pid} - - {message}".encode()
+        # As HAProxy without ``log-send-hostname``: no host name ("-").
+        return f"<{priority}>1 {stamp} - fastproxy {pid} - {sd} {message}".encode()
     # rfc3164 (HAProxy's default, without the host name unless log-send-hostname)
     return f"<{priority}>{second_stamp('%b %e %H:%M:%S', time.time())} fastproxy[{pid}]: {message}".encode()
 
@@ -152,11 +153,12 @@ class ProxyLog:
     def __bool__(self) -> bool:
         return bool(self.senders)
 
-    def send(self, severity: int, message: str) -> None:
+    def send(self, severity: int, message: str, sd: str = "-") -> None:
+        """``sd``: the structured data of ``rfc5424`` targets (``log-format-sd``)."""
         pid = self.pid
         for sender in self.senders:
             if severity <= sender.target.level:
-                sender.send(severity, message, self.hostname, pid)
+                sender.send(severity, message, self.hostname, pid, sd)
 
     def close(self) -> None:
         for sender in self.senders:

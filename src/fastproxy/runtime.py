@@ -191,6 +191,8 @@ class FrontendRuntime:
                 else logformat.TCP_LOG
         self.unique_id: Optional[logformat.Format] = logformat.compile(frontend.unique_id_format) \
             if frontend.unique_id_format else None
+        self.log_format_sd: Optional[logformat.Format] = logformat.compile(frontend.log_format_sd) \
+            if frontend.log_format_sd else None
         # A frontend with rules gets a router; one without goes straight to its default backend.
         has_rules = bool(frontend.use_backends or frontend.tcp_request_rules)
         self.router: Optional[Router] = Router.for_frontend(frontend, backends) if has_rules else None
@@ -203,10 +205,12 @@ class FrontendRuntime:
         return any(fmt is not None and logformat.needs(fmt, aliases)
                    for fmt in (self.log_format, self.unique_id))
 
-    def traffic_log(self, message: str) -> None:
-        """One traffic log line, to the frontend's ``log`` targets (to stderr for a model without)."""
+    def traffic_log(self, message: str, record: Optional[logformat.LogRecord] = None) -> None:
+        """One traffic log line, to the frontend's ``log`` targets (to stderr for a model without);
+        ``record``: the session's, for the structured data of ``rfc5424`` targets."""
         if self.log is not None:
-            self.log.send(logs.INFO, message)
+            sd = self.log_format_sd.render(record) if self.log_format_sd is not None and record else "-"
+            self.log.send(logs.INFO, message, sd)
         else:
             log.info("%s", message)
 

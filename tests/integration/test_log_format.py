@@ -57,18 +57,27 @@ frontend uid
     log-format "%ID|%{{+Q}}ID|%ci"
     default_backend be
 
+frontend sd
+    bind 127.0.0.1:{sd}
+    log 127.0.0.1:{sink} format rfc5424 local0
+    log-format "%ci %b"
+    log-format-sd "[x@1 a=\\"%ci\\" b=\\"%{{+E}}b\\"]"
+    default_backend be
+
 backend be
     server s1 127.0.0.1:{server}
 """
 
 MASKS = [
     (re.compile(r"^<134>\w{3} [ \d]\d \d\d:\d\d:\d\d \w+\[\d+\]: "), "<134>DATE PROXY[PID]: "),
+    (re.compile(r"^<134>1 \S+ - \w+ \d+ - "), "<134>1 DATE - PROXY PID - "),  # rfc5424
     (re.compile(r"\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4}"), "DATE"),
     (re.compile(r"\|\d{10}\|\d+\|"), "|SECONDS|PID|"),
 ]
 
 
-FRONTENDS = ("lane", "python", "uid")
+FRONTENDS = ("lane", "python", "uid", "sd")
+LINES = {"lane": 1, "python": 1, "uid": 1, "sd": 2}  # sd logs to the global target and to its own
 
 
 def masked(line: str, ports: dict[str, int]) -> str:
@@ -105,7 +114,7 @@ async def run_both(tmp_path: Path, pump_class, server: int) -> tuple[list[str], 
     sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sink.bind(("127.0.0.1", 0))
     sink.setblocking(False)
-    ports = {"lane": free_port(), "python": free_port(), "uid": free_port(), "server": server}
+    ports = {**{name: free_port() for name in FRONTENDS}, "server": server}
     path = tmp_path / "log-format.cfg"
     path.write_text(CONFIG.format(sink=sink.getsockname()[1], lane_format=LANE_FORMAT.replace('"', '\\"'),
                                   python_format=PYTHON_FORMAT, **ports))
@@ -117,8 +126,8 @@ async def run_both(tmp_path: Path, pump_class, server: int) -> tuple[list[str], 
                           for listener in engine.state.frontends["lane"].listeners)
             for frontend in FRONTENDS:
                 kernel = await exchange(ports[frontend])
-                [line] = await lines(sink, 1)
-                ours.append(masked(line, {**names, **kernel, **source_ports(line)}))
+                for line in sorted(await lines(sink, LINES[frontend])):
+                    ours.append(masked(line, {**names, **kernel, **source_ports(line)}))
         proc = await asyncio.create_subprocess_exec(HAPROXY, "-db", "-f", str(path),
                                                     stdout=asyncio.subprocess.DEVNULL,
                                                     stderr=asyncio.subprocess.DEVNULL)
@@ -131,8 +140,8 @@ async def run_both(tmp_path: Path, pump_class, server: int) -> tuple[list[str], 
                         break
                     except ConnectionRefusedError:
                         await asyncio.sleep(0.05)
-                [line] = await lines(sink, 1)
-                theirs.append(masked(line, {**names, **kernel, **source_ports(line)}))
+                for line in sorted(await lines(sink, LINES[frontend])):
+                    theirs.append(masked(line, {**names, **kernel, **source_ports(line)}))
         finally:
             proc.terminate()
             await proc.wait()
@@ -149,9 +158,10 @@ async def test_log_format_lines_are_haproxys_on_lanes_and_through_python(tmp_pat
     assert on_lane == (pump_class is CPump)  # the C formatter is what the compiled pump ran
     assert ours == theirs
     assert all(line.endswith("\n") for line in ours)  # HAProxy ends each datagram with a line feed
-    lane_line, python_line, uid_line = (line.rstrip("\n") for line in ours)
+    lane_line, python_line, uid_line, sd_line, _ = (line.rstrip("\n") for line in ours)
     assert lane_line.endswith('|lane|lane|be|s1|5|5|0|0|--|----|1|1|0|0|0|0|0|-|0|"be"|7F000001|LANE||-|""|%|'
                               'DATE|DATE|SECONDS|PID|vm|"be" s1'.replace("vm", socket.gethostname()))
     # +Q quotes no termination state, in HAProxy as here.
     assert python_line.endswith('127.0.0.1|python|127.0.0.1|python|127.0.0.1|server|be/s1|5|5|--|1/1/0/0/0')
     assert uid_line.endswith('7F000001:UID|"7F000001:UID"|127.0.0.1')  # unique-id-format, at its options
+    assert sd_line == '<134>1 DATE - PROXY PID - [x@1 a="127.0.0.1" b="be"] 127.0.0.1 be'  # log-format-sd

@@ -380,6 +380,7 @@ class Frontend:
     tcplog: bool = False  # a line per session (``option tcplog`` or ``log-format``), not one per accept
     log_format: Optional[str] = None  # ``log-format``; None with ``tcplog``: HAProxy's tcplog format
     unique_id_format: Optional[str] = None  # what %ID writes (``unique-id-format``); None: "-"
+    log_format_sd: Optional[str] = None  # the structured data of ``rfc5424`` lines; None: "-"
     dontlognull: bool = False
     id: Optional[int] = None  # HAProxy's proxy id (``id``), shown by the stats; None: numbered in order
     options: dict[str, Any] = field(default_factory=dict)  # recorded, not acted on: splice-*, description...

@@ -209,6 +209,15 @@ def _unique_id_format(line: _Line, proxy: _Proxy, args: list[str]) -> None:
     proxy.unique_id_format, proxy.unique_id_format_location = args[0], line.location
 
 
+@_keyword("log-format-sd", caps=FE)
+def _log_format_sd(line: _Line, proxy: _Proxy, args: list[str]) -> None:
+    """The structured-data part of the ``rfc5424`` lines (compiled with the log-format)."""
+    if len(args) != 1:
+        raise _Invalid("log-format-sd expects an argument." if not args else
+                       "log-format-sd expects only one argument, don't forget to escape spaces!")
+    proxy.log_format_sd, proxy.log_format_sd_location = args[0], line.location
+
+
 @_keyword("error-log-format", caps=FE)
 def _error_log_format(line: _Line, proxy: _Proxy, args: list[str]) -> None:
     if len(args) != 1:
@@ -354,7 +363,8 @@ def _check_log_format(reader: ReaderView, proxy: _Proxy) -> None:
     reports it at its line."""
     for keyword, what, text, location in (
             ("log-format", "log-format", proxy.log_format, proxy.log_format_location),
-            ("unique-id-format", "unique-id", proxy.unique_id_format, proxy.unique_id_format_location)):
+            ("unique-id-format", "unique-id", proxy.unique_id_format, proxy.unique_id_format_location),
+            ("log-format-sd", "log-format-sd", proxy.log_format_sd, proxy.log_format_sd_location)):
         if text is None:
             continue
         location = location or proxy.location

@@ -84,6 +84,8 @@ class _Proxy:
     log_format: Optional[str] = None  # ``log-format``; None with ``tcplog``: the tcplog format
     log_format_location: Optional[Location] = None
     unique_id_format: Optional[str] = None  # ``unique-id-format``: what %ID writes
+    log_format_sd: Optional[str] = None  # ``log-format-sd``: the structured data of rfc5424 lines
+    log_format_sd_location: Optional[Location] = None
     unique_id_format_location: Optional[Location] = None
     dontlognull: bool = False
     allbackups: bool = False
@@ -248,7 +250,7 @@ PROXY_IGNORED = _names("""
     bind-process capture compression cookie declare dynamic-cookie-key email-alert errorfile errorfiles
     errorloc errorloc302 errorloc303 external-check filter force-persist grace http-after-response
     http-error http-response http-reuse http-send-name-header ignore-persist
-    load-server-state-from-file log-format-sd log-tag max-keep-alive-queue
+    load-server-state-from-file log-tag max-keep-alive-queue
     max-session-srv-conns monitor persist redirect retry-on server-state-file-name source
     stick stick-table tcp-response unique-id-header use-fcgi-app
     use-server
