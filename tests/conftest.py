@@ -16,6 +16,8 @@ little less than pytest-timeout's ``@pytest.mark.timeout(N)`` where a test needs
 
 from __future__ import annotations
 
+import time
+
 import asyncio
 import dataclasses
 import inspect
@@ -154,3 +156,13 @@ def enough_descriptors():
     except (ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     yield
+
+
+@pytest.fixture
+def utc(monkeypatch):
+    """The local time zone is UTC for the test (log lines stamp local time)."""
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()

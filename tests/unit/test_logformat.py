@@ -6,7 +6,6 @@ compared line for line on live traffic in tests/integration/test_log_format.py).
 from __future__ import annotations
 
 import calendar
-import time
 
 import pytest
 
@@ -15,15 +14,6 @@ from fastproxy.acl import ConnInfo
 from fastproxy.logformat import Alias, LogFormatError, LogRecord
 
 ACCEPTED = calendar.timegm((2026, 12, 2, 0, 29, 38, 0, 0, 0)) + 0.190
-
-
-@pytest.fixture
-def utc(monkeypatch):
-    monkeypatch.setenv("TZ", "UTC")
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
 
 
 RECORD = LogRecord(

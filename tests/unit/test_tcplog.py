@@ -6,9 +6,7 @@ of src/server.c); the pump's C copy for lanes is held to the same lines in tests
 from __future__ import annotations
 
 import calendar
-import time
 
-import pytest
 
 from fastproxy import tcplog
 from fastproxy.health import CheckResult
@@ -17,15 +15,6 @@ from fastproxy.pump import EndReason
 
 # 2026-12-01 21:59:36.123 UTC
 ACCEPTED = calendar.timegm((2026, 12, 1, 21, 59, 36, 0, 0, 0)) + 0.123
-
-
-@pytest.fixture
-def utc(monkeypatch):
-    monkeypatch.setenv("TZ", "UTC")
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
 
 
 def test_the_tcplog_line_is_haproxys(utc):

@@ -187,44 +187,44 @@ def _log(line: _Line, proxy: _Proxy, args: list[str]) -> None:
     proxy.log_targets.append(_log_target(line, args))
 
 
+def _format_argument(line: _Line, args: list[str]) -> str:
+    """The one argument of a format keyword (``log-format``...), with HAProxy's messages."""
+    if not args:
+        raise _Invalid(f"{line.keyword} expects an argument.")
+    if len(args) > 1:
+        raise _Invalid(f"{line.keyword} expects only one argument, don't forget to escape spaces!")
+    return args[0]
+
+
+# The format keywords are compiled once the section is read (``_check_log_format``): what they may
+# hold depends on the proxy's mode.
+
 @_keyword("log-format", caps=FE)
 def _log_format(line: _Line, proxy: _Proxy, args: list[str]) -> None:
-    """Checked once the section is read (``_check_log_format``): what it may hold depends on the mode."""
-    if not args:
-        raise _Invalid("log-format expects an argument.")
-    if len(args) > 1:
-        raise _Invalid("log-format expects only one argument, don't forget to escape spaces!")
+    text = _format_argument(line, args)
     if proxy.kind == "defaults" and proxy.tcplog and proxy.log_format is None:
         line.warn("'log-format' overrides previous 'option tcplog' in 'defaults' section.")
     proxy.tcplog = True
-    proxy.log_format, proxy.log_format_location = args[0], line.location
+    proxy.log_format, proxy.log_format_location = text, line.location
 
 
 @_keyword("unique-id-format", caps=FE)
 def _unique_id_format(line: _Line, proxy: _Proxy, args: list[str]) -> None:
     """What ``%ID`` writes: a format of its own, rendered for each session's log line."""
-    if len(args) != 1:
-        raise _Invalid("unique-id-format expects an argument." if not args else
-                       "unique-id-format expects only one argument, don't forget to escape spaces!")
-    proxy.unique_id_format, proxy.unique_id_format_location = args[0], line.location
+    proxy.unique_id_format, proxy.unique_id_format_location = _format_argument(line, args), line.location
 
 
 @_keyword("log-format-sd", caps=FE)
 def _log_format_sd(line: _Line, proxy: _Proxy, args: list[str]) -> None:
-    """The structured-data part of the ``rfc5424`` lines (compiled with the log-format)."""
-    if len(args) != 1:
-        raise _Invalid("log-format-sd expects an argument." if not args else
-                       "log-format-sd expects only one argument, don't forget to escape spaces!")
-    proxy.log_format_sd, proxy.log_format_sd_location = args[0], line.location
+    """The structured-data part of the ``rfc5424`` lines."""
+    proxy.log_format_sd, proxy.log_format_sd_location = _format_argument(line, args), line.location
 
 
 @_keyword("error-log-format", caps=FE)
 def _error_log_format(line: _Line, proxy: _Proxy, args: list[str]) -> None:
-    if len(args) != 1:
-        raise _Invalid("error-log-format expects an argument." if not args else
-                       "error-log-format expects only one argument, don't forget to escape spaces!")
+    text = _format_argument(line, args)
     try:
-        logformat.compile(args[0], http=proxy.mode == "http")
+        logformat.compile(text, http=proxy.mode == "http")
     except logformat.LogFormatError as exc:
         raise _Invalid(f"failed to parse error-log-format : {exc}.") from None
     line.warn("fastproxy terminates no TLS and logs no connection-level error apart from its sessions' "
