@@ -294,10 +294,10 @@ def server_state_header(server: ServerRuntime, current: Callable[[ServerRuntime]
 
 
 def effective_weight(server: ServerRuntime) -> int:
-    """The weight the balancer gives the server now, in the configuration's unit (0 in DRAIN)."""
+    """The server's effective weight in the configuration's unit.  A drained server keeps it, as
+    HAProxy's cur_eweight (its ``show stat`` and exporter say 3 for a drained weight 3): the backend's
+    total leaves it out instead (``backend_weights``)."""
     slot = server.slot
-    if server.admin is AdminState.DRAIN:
-        return 0
     scale = server.backend.balancer.weight_scale
     return (slot.weight + scale - 1) // scale
 

@@ -260,7 +260,8 @@ async def test_a_server_drained_through_the_socket_gets_no_new_connection(tmp_pa
             await traffic(ports["fe"], 6, 10)
             rows = table(await ask(sock, "show stat"))
             assert (rows[("be", "s2")]["status"], rows[("be", "s2")]["stot"]) == ("DRAIN", "0")
-            assert (rows[("be", "s1")]["stot"], rows[("be", "s2")]["weight"]) == ("6", "0")
+            assert (rows[("be", "s1")]["stot"], rows[("be", "s2")]["weight"]) == ("6", "3")  # as haproxy's
+            assert rows[("be", "BACKEND")]["weight"] == "1"  # s1's: s4 is down, s2 drained
             assert await ask(sock, "set server be/s2 state ready") == "\n"
             await traffic(ports["fe"], 4, 10)
             assert table(await ask(sock, "show stat"))[("be", "s2")]["stot"] == "3"
@@ -287,7 +288,7 @@ async def test_haproxyadmin_lists_servers_reads_stats_and_drains(tmp_path, pump_
                         server.weight, hap.frontend("fe").metric("stot"))
             names, backends, maxconn, drained, status, weight, stot = await asyncio.to_thread(drive)
     assert names == ["s1", "s2", "s3", "s4"] and backends == ["be", "ls"] and maxconn == 1000
-    assert (drained, status, int(weight), int(stot)) == (True, "DRAIN", 0, 2)
+    assert (drained, status, int(weight), int(stot)) == (True, "DRAIN", 3, 2)  # weight: as haproxy keeps it
 
 
 async def test_haproxy_cli_lists_backends_and_servers_and_sets_states(tmp_path, pump_class):

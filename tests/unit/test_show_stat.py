@@ -220,11 +220,12 @@ def test_status_words_follow_the_server_state():
     assert status(s2) == "MAINT"
 
 
-def test_a_drained_server_weighs_0_and_its_user_weight_stays():
+def test_a_drained_server_keeps_its_weights_and_the_backend_leaves_it_out():
+    """As haproxy 2.6.12: ``set server be/s2 state drain`` leaves s2's weight column at 3."""
     r = Running()
     r.servers.set_state(r.server("be/s2"), "DRAIN")
     row = stats.server_row(r.view(), stats.number_proxies(r.state)[1], r.server("be/s2"))
-    assert (row["weight"], row["uweight"]) == (0, 3)
+    assert (row["status"], row["weight"], row["uweight"]) == ("DRAIN", 3, 3)
     backend = stats.backend_row(r.view(), stats.number_proxies(r.state)[1])
     assert (backend["weight"], backend["act"], backend["status"]) == (2, 2, "UP")
 
