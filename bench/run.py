@@ -1,16 +1,19 @@
 """Side-by-side benchmark: a direct connection, HAProxy and fastproxy, in one run, with one config.
 
     python3 bench/run.py [--quick] [--rounds N] [--only bulk,latency,rps,cps,memory]
-                         [--variants default,1thread,tuned,twin] [--out FILE] [--chart FILE.png]
+                         [--variants default,1thread,tuned,twin,scraped] [--out FILE] [--chart FILE.png]
 
 Every scenario runs its targets in turn, ``--rounds`` times interleaved, and reports the median of
 each, the proxy's CPU time per unit of work (per GB moved, per 1,000 requests or connections, from
 /proc/PID/stat) and ratios; the machine is small and shared, so only ratios measured side by side mean
 anything.  The targets: ``direct``; ``haproxy`` and ``fastproxy`` on the file a user writes (no
 ``tune.*``, no ``nbthread``: each proxy's defaults); with ``--variants``, the same two with
-``nbthread 1`` (``1thread``), fastproxy with ``tune.pipesize 1048576`` (``tuned``) and fastproxy's
-pure-Python data plane, FASTPROXY_NO_EXTENSIONS=1 (``twin``).  Every copy of the file differs only in
-the bind port and those lines.
+``nbthread 1`` (``1thread``), fastproxy with ``tune.pipesize 1048576`` (``tuned``), fastproxy's
+pure-Python data plane, FASTPROXY_NO_EXTENSIONS=1 (``twin``), and the two proxies with a ``stats
+socket`` and a ``mode http`` stats listener serving ``prometheus-exporter``, both read every second
+while they are measured (``scraped``: ``show info`` and ``show stat`` on the socket, ``GET /metrics``
+on the listener, by a bounded loop in this process).  Every copy of the file differs only in the bind
+port and those lines.
 
 Backends: iperf3 (bulk, both directions), sockperf (TCP ping-pong latency, every process pinned to one
 CPU), nginx (wrk keep-alive requests/s and ``Connection: close`` connections/s), a sink that accepts and
@@ -44,10 +47,11 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 class Variant:
-    """A proxy target: which program, with which global lines added to the shared file."""
+    """A proxy target: which program, with which global lines added to the shared file; ``scraped``
+    adds a stats socket and a Prometheus listener that a ``Scraper`` reads every second."""
 
-    def __init__(self, name: str, program: str, lines: tuple[str, ...] = ()) -> None:
-        self.name, self.program, self.lines = name, program, lines
+    def __init__(self, name: str, program: str, lines: tuple[str, ...] = (), scraped: bool = False) -> None:
+        self.name, self.program, self.lines, self.scraped = name, program, lines, scraped
 
 
 # What a user gets from an unchanged file, then the rows --variants adds.  Ratios pair them up below.
@@ -57,10 +61,14 @@ VARIANTS = {
                 Variant("fastproxy nbthread 1", "fastproxy", ("nbthread 1",))),
     "tuned": (Variant("fastproxy tune.pipesize 1m", "fastproxy", ("tune.pipesize 1048576",)),),
     "twin": (Variant("fastproxy twin", "twin"),),
+    "scraped": (Variant("haproxy scraped", "haproxy", scraped=True),
+                Variant("fastproxy scraped", "fastproxy", scraped=True)),
 }
 RATIOS = (("fp/haproxy", "fastproxy", "haproxy"),
           ("fp/haproxy nbthread 1", "fastproxy nbthread 1", "haproxy nbthread 1"),
-          ("compiled/twin", "fastproxy", "fastproxy twin"))
+          ("compiled/twin", "fastproxy", "fastproxy twin"),
+          ("fp/haproxy scraped", "fastproxy scraped", "haproxy scraped"),
+          ("fp scraped/fp", "fastproxy scraped", "fastproxy"))
 SELECTED: list[Variant] = []  # set by main from --variants
 EXTRA_LINES: tuple[str, ...] = ()  # --pipesize / --nbthread: lines every proxy gets
 
@@ -84,6 +92,75 @@ listen bench
     bind 127.0.0.1:{port}
     server s1 127.0.0.1:{backend}
 """
+
+# What ``scraped`` adds: a stats socket (global) and HAProxy's exporter on a stats listener.
+STATS_SOCKET = "stats socket {path} level admin"
+METRICS_LISTENER = """
+listen stats
+    mode http
+    bind 127.0.0.1:{port}
+    timeout client 10s
+    http-request use-service prometheus-exporter if {{ path /metrics }}
+"""
+MAX_SCRAPES = 3600  # a scraper's bound: an hour of scrapes, whatever happens to the run
+
+
+class Scraper:
+    """Reads a proxy's statistics every second, as a monitoring system would, until ``stop`` (or
+    MAX_SCRAPES): ``show info`` and ``show stat`` on the stats socket, ``GET /metrics``.  Each read must
+    answer in full; failures are counted and reported, never retried in a loop."""
+
+    def __init__(self, name: str, socket_path: pathlib.Path, metrics_port: int) -> None:
+        import threading
+        self.name, self.socket_path, self.metrics_port = name, socket_path, metrics_port
+        self.scrapes, self.failures, self.seconds = 0, 0, 0.0
+        self.last_error = ""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"scraper {name}", daemon=True)
+        self._thread.start()
+
+    def _ask(self, request: str) -> bytes:
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(5)
+            sock.connect(str(self.socket_path))
+            sock.sendall(request.encode() + b"\n")
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+            return data
+
+    def scrape(self) -> None:
+        import urllib.request
+        info, stat = self._ask("show info"), self._ask("show stat")
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            metrics = answer.read()
+        complete = (b"Uptime_sec" in info and stat.startswith(b"# pxname")
+                    and b"haproxy_server_sessions" in metrics)
+        if not complete:
+            raise RuntimeError("an incomplete answer")
+
+    def _run(self) -> None:
+        for _ in range(MAX_SCRAPES):
+            started = time.monotonic()
+            try:
+                self.scrape()
+                self.scrapes += 1
+            except Exception as exc:  # counted and reported: a proxy that fails its scrapes is a finding
+                self.failures += 1
+                self.last_error = repr(exc)
+            self.seconds += time.monotonic() - started
+            if self._stop.wait(max(0.0, 1.0 - (time.monotonic() - started))):
+                return
+
+    def stop(self) -> dict:
+        self._stop.set()
+        self._thread.join(10)
+        return {"scrapes": self.scrapes, "failures": self.failures, "last_error": self.last_error,
+                "mean_scrape_ms": round(self.seconds / max(self.scrapes + self.failures, 1) * 1000, 2)}
+
+
+SCRAPES: dict[str, list[dict]] = {}  # variant -> what each of its scrapers saw, for the report
 
 # A UDP syslog sink that reads and drops what both proxies log (with --log).
 LOG_SINK = r"""
@@ -227,14 +304,22 @@ def proxies(procs: Processes, workdir: pathlib.Path, backend: int, *, maxconn: i
     target and, under "pids", the pid of each proxy."""
     ports: dict = {"direct": backend, "pids": {}}
     started = []
+    scrapers: list[Scraper] = []
     try:
         for variant in SELECTED:
             if only is not None and variant.name not in only:
                 continue
             port = free_port()
-            cfg = workdir / f"{variant.name.replace(' ', '-')}-{backend}.cfg"
-            extra = "".join(f"    {line}\n" for line in (*EXTRA_LINES, *variant.lines))
-            cfg.write_text(CONFIG.format(port=port, backend=backend, maxconn=maxconn, extra=extra, **log_lines()))
+            name = f"{variant.name.replace(' ', '-')}-{backend}"
+            cfg = workdir / f"{name}.cfg"
+            lines, sections = (*EXTRA_LINES, *variant.lines), ""
+            socket_path, metrics_port = workdir / f"{name}.sock", free_port()
+            if variant.scraped:
+                lines += (STATS_SOCKET.format(path=socket_path),)
+                sections = METRICS_LISTENER.format(port=metrics_port)
+            extra = "".join(f"    {line}\n" for line in lines)
+            text = CONFIG.format(port=port, backend=backend, maxconn=maxconn, extra=extra, **log_lines())
+            cfg.write_text(text + sections)
             env = dict(os.environ)
             if variant.program == "haproxy":
                 args = ["haproxy", "-db", "-f", str(cfg)]
@@ -245,10 +330,15 @@ def proxies(procs: Processes, workdir: pathlib.Path, backend: int, *, maxconn: i
             proc = procs.start(args, cpus=cpus, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
             started.append(proc)
             wait_listening(port, proc)
+            if variant.scraped:
+                wait_listening(metrics_port, proc)
+                scrapers.append(Scraper(variant.name, socket_path, metrics_port))
             ports[variant.name] = port
             ports["pids"][variant.name] = proc.pid
         yield ports
     finally:
+        for scraper in scrapers:
+            SCRAPES.setdefault(scraper.name, []).append(scraper.stop())
         for proc in started:
             procs.stop(proc)
 
@@ -575,7 +665,8 @@ def main() -> int:
     parser.add_argument("--variants", default="default,1thread,tuned,twin",
                         help="targets beside direct: default (both proxies on an unchanged file), 1thread "
                              "(both with nbthread 1), tuned (fastproxy with tune.pipesize 1048576), twin "
-                             "(fastproxy's Python data plane)")
+                             "(fastproxy's Python data plane), scraped (both with a stats socket and a "
+                             "Prometheus listener, read every second)")
     parser.add_argument("--idle", type=int, default=7000,
                         help="idle connections for the memory scenario: with a descriptor limit of 20000, "
                              "HAProxy starts with maxconn up to about 7700")
@@ -626,6 +717,10 @@ def main() -> int:
             procs.stop_all()
     rows = summarize(results)
     print_table(rows)
+    for name, runs in SCRAPES.items():
+        scrapes, failures = sum(r["scrapes"] for r in runs), sum(r["failures"] for r in runs)
+        mean = statistics.mean(r["mean_scrape_ms"] for r in runs)
+        print(f"{name}: {scrapes} scrapes, {failures} failed, {mean:.1f} ms each on average")
     if opts.chart:
         draw_chart(rows, opts.chart)
     report = {
@@ -641,7 +736,7 @@ def main() -> int:
         "rounds": opts.rounds, "run_seconds": opts.seconds, "extra_lines": list(EXTRA_LINES),
         "variants": {v.name: list(v.lines) for v in SELECTED}, "log": opts.log,
         "idle_connections": opts.idle, "latency_cpu": opts.latency_cpu,
-        "summary": rows, "raw": results,
+        "summary": rows, "raw": results, "scrapes": SCRAPES,
     }
     if opts.out:
         pathlib.Path(opts.out).parent.mkdir(parents=True, exist_ok=True)
