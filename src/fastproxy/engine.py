@@ -143,9 +143,9 @@ class Engine:
             listener.resume()
         self.health.start()
         stats_pages = [frontend for frontend in cfg.frontends.values() if frontend.stats is not None]
+        operations = self.operations = Operations(state, self.servers, self.pump)  # also for metrics()
         if g.stats_sockets or stats_pages:
             # One sampler (rates, maxima, the page's history) for the socket and the pages alike.
-            operations = self.operations = Operations(state, self.servers, self.pump)
             operations.start_sampling()
             try:
                 if g.stats_sockets:
@@ -315,6 +315,13 @@ class Engine:
     def ended_by(self) -> collections.Counter[EndReason]:
         """Pairs that ended, by reason: Python's and the lanes'."""
         return self.dispatcher.ended_by + self.lane_binding.ended_by()
+
+    def metrics(self, **options: Any) -> bytes:
+        """HAProxy's Prometheus exposition of the running proxy (``promex``; options ``scopes``,
+        ``no_maint``), what a ``prometheus-exporter`` stats listener serves.  Without a stats socket
+        or listener nothing samples the counters once a second, so the maxima and rates read 0."""
+        assert self.operations is not None, "Engine.metrics() on an engine not started"
+        return self.operations.metrics(**options)
 
     def stats(self) -> dict[str, Any]:
         """Counters of every frontend and server, read live from the pump."""

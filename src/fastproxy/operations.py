@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from . import stats
+from . import promex, stats
 from .pump import Counter
 from .runtime import Runtime, ServerRuntime
 from .servers import ServerStates
@@ -85,6 +85,12 @@ class Operations:
                           started_wall=self.started_wall, now=self.now(), listeners=listeners,
                           threads=self.pump.threads, pipes_in_use=getattr(self.pump, "pipes_in_use", 0),
                           sampler=self.sampler)
+
+    def metrics(self, **options: Any) -> bytes:
+        """The Prometheus exposition now (``promex.exposition``, options ``scopes`` and ``no_maint``):
+        show info's values and every row of show stat, read from the counters at this moment."""
+        rows = stats.rows(self.stats_view(show_addresses=True), self.proxies)
+        return promex.exposition(self.info(), rows, **options)
 
     def sample(self) -> None:
         """Read every row's counts for the rates, the maxima and the page's history."""

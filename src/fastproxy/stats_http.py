@@ -171,11 +171,8 @@ class StatsListener:
             options = promex.query_options(request.query.items())
         except ValueError as exc:
             return web.Response(status=400, text=f"{exc}\n", headers={"Cache-Control": "no-cache"})
-        ops = self.operations
-        rows = stats.rows(ops.stats_view(show_addresses=True), ops.proxies)
-        body = promex.exposition(ops.info(), rows, **options)
-        return web.Response(body=body, headers={"Content-Type": promex.CONTENT_TYPE,
-                                                "Cache-Control": "no-cache"})
+        return web.Response(body=self.operations.metrics(**options),
+                            headers={"Content-Type": promex.CONTENT_TYPE, "Cache-Control": "no-cache"})
 
 
 def _html(text: str, status: int = 200) -> web.Response:
