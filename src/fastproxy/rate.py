@@ -1,9 +1,12 @@
-"""Event rates over a sliding second: HAProxy's ``freq_ctr``, sans-IO (the caller passes the time).
+"""Event rates over a sliding period: HAProxy's ``freq_ctr``, sans-IO (the caller passes the time).
 
-A counter keeps the events of the current one-second period and the count of the previous period; the
-rate is the current count plus the previous count weighted by the part of the previous period still
-inside the sliding second.  ``rate-limit sessions`` and ``maxconnrate`` accept a connection while that
-rate is under the limit (``remain``), and otherwise wait until it drops below (``delay``).
+A counter keeps the events of the current period and the count of the previous period; the rate is the
+current count plus the previous count weighted by the part of the previous period still inside the
+sliding window.  The period is one second unless the caller says otherwise (``period``, in seconds:
+HAProxy's ``freq_ctr_period``, which stick tables use for ``conn_rate(10s)`` and the like; the counter
+does not keep it, so that a table of a million counters does not store it a million times).
+``rate-limit sessions`` and ``maxconnrate`` accept a connection while that rate is under the limit
+(``remain``), and otherwise wait until it drops below (``delay``).
 """
 
 from __future__ import annotations
@@ -21,24 +24,28 @@ class FreqCounter:
         self.current = 0  # events in the current period
         self.previous = 0  # events in the period before
 
-    def _rotate(self, now: float) -> None:
+    def _rotate(self, now: float, period: float) -> None:
         elapsed = now - self.start
-        if elapsed < 1.0:
+        if elapsed < period:
             return
-        if elapsed < 2.0:
-            self.previous, self.start = self.current, self.start + 1.0
+        if elapsed < 2.0 * period:
+            self.previous, self.start = self.current, self.start + period
         else:  # a whole period without events: the window starts afresh
             self.previous, self.start = 0, now
         self.current = 0
 
-    def add(self, now: float, count: int = 1) -> None:
-        self._rotate(now)
+    def add(self, now: float, count: int = 1, period: float = 1.0) -> None:
+        self._rotate(now, period)
         self.current += count
 
-    def rate(self, now: float) -> float:
-        """Events over the second before ``now``, as HAProxy estimates them."""
-        self._rotate(now)
-        return self.current + self.previous * (1.0 - (now - self.start))
+    def rate(self, now: float, period: float = 1.0) -> float:
+        """Events over the period before ``now``, as HAProxy estimates them."""
+        self._rotate(now, period)
+        return self.current + self.previous * (1.0 - (now - self.start) / period)
+
+    def set(self, now: float, count: int) -> None:
+        """The rate is ``count`` from now on, with nothing before (``set table ... data.conn_rate``)."""
+        self.start, self.current, self.previous = now, count, 0
 
     def remain(self, now: float, limit: int) -> int:
         """How many more events the ``limit`` allows now (0 when it is reached)."""
