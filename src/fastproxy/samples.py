@@ -12,6 +12,12 @@ Fetches: ``src``, ``dst`` (addresses, as text), ``src_port``, ``dst_port`` (inte
 ``req.ssl_sni`` / ``req_ssl_sni`` (the TLS ClientHello's server name), ``req.ssl_hello_type`` /
 ``req_ssl_hello_type`` (its handshake type), ``always_true``, ``always_false``.  Converters: ``lower``,
 ``upper``, on strings.  A fetch without a value for the connection (no SNI) gives None.
+
+Stick counter fetches (HAProxy's ``sc_*``, ``sc0_*``..``sc2_*``, ``src_*``, ``table_cnt``,
+``table_avl``) read stick tables: the entry a ``track-sc<n>`` rule tracks for the connection
+(``sc_conn_cur(<n>[,<table>])``, ``sc0_conn_cur([<table>])``), the entry of the client's address
+(``src_conn_rate([<table>])``), or a table's fill.  Their values come from the ``counters`` attribute of
+the connection (``tracking.Tracker``), which this module only calls: no counters, no value.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ class Fetch:
     hashable: bool = False  # ``balance hash`` may hash it
     client_hello: bool = False  # read from the TLS ClientHello: a rule needs ``inspect-delay`` to see it
     destination: bool = False  # the address the client connected to: one more syscall per connection
+    counter: Optional[tuple[str, str]] = None  # a stick counter fetch: (scope, value), see COUNTER_VALUES
 
 
 @dataclass(frozen=True)
@@ -72,6 +79,40 @@ FETCHES: dict[str, Fetch] = _fetches(
     (("always_true",), Fetch("always_true", BOOL, None, True)),
     (("always_false",), Fetch("always_false", BOOL, None, False)),
 )
+
+# The values stick counter fetches give: the data type they read (or change), and how.  ``read``: the
+# stored value; ``inc``/``clr``: count one / reset, giving the value before a reset and after a count;
+# ``kbytes``: a byte count in KiB; ``tracked``/``trackers``: whether the counter is tracked, and by how
+# many connections its entry is.
+COUNTER_VALUES: dict[str, tuple[str, str]] = {
+    "conn_cur": ("conn_cur", "read"), "conn_cnt": ("conn_cnt", "read"), "conn_rate": ("conn_rate", "read"),
+    "sess_cnt": ("sess_cnt", "read"), "sess_rate": ("sess_rate", "read"),
+    "get_gpc0": ("gpc0", "read"), "get_gpc1": ("gpc1", "read"), "get_gpt0": ("gpt0", "read"),
+    "gpc0_rate": ("gpc0_rate", "read"), "gpc1_rate": ("gpc1_rate", "read"),
+    "inc_gpc0": ("gpc0", "inc"), "inc_gpc1": ("gpc1", "inc"),
+    "clr_gpc0": ("gpc0", "clr"), "clr_gpc1": ("gpc1", "clr"),
+    "bytes_in_rate": ("bytes_in_rate", "read"), "bytes_out_rate": ("bytes_out_rate", "read"),
+    "kbytes_in": ("bytes_in_cnt", "kbytes"), "kbytes_out": ("bytes_out_cnt", "kbytes"),
+    "tracked": ("", "tracked"), "trackers": ("", "trackers"),
+}
+_COUNTER_SCOPES = ("sc", "sc0", "sc1", "sc2", "src")
+MAX_TRACKED = 3  # HAProxy's MAX_SESS_STKCTR
+
+
+def _counter_fetches() -> dict[str, Fetch]:
+    fetches = {}
+    for scope in _COUNTER_SCOPES:
+        for value, (_, how) in COUNTER_VALUES.items():
+            if scope == "src" and how in ("tracked", "trackers"):
+                continue
+            name = f"{scope}_{value}"
+            fetches[name] = Fetch(name, BOOL if how == "tracked" else INT, None, counter=(scope, value))
+    for value in ("cnt", "avl"):
+        fetches[f"table_{value}"] = Fetch(f"table_{value}", INT, None, counter=("table", value))
+    return fetches
+
+
+FETCHES.update(_counter_fetches())
 
 CONVERTERS: dict[str, Converter] = {
     "lower": Converter("lower", STR, STR, str.lower),
@@ -102,12 +143,55 @@ def split(text: str) -> Sample:
     return Sample(match[1] + (match[2] or ""), tuple(part.strip() for part in match[3].split(",")[1:]))
 
 
+def fetch_of(text: str) -> tuple[Fetch, list[str]]:
+    """The fetch a sample's fetch text names, and its arguments (``sc_conn_cur(0,t)`` -> the fetch,
+    ``["0", "t"]``), raising SampleError for one fastproxy does not know or arguments it does not take."""
+    fetch = FETCHES.get(text)
+    if fetch is not None:
+        return fetch, []
+    name, _, rest = text.partition("(")
+    fetch = FETCHES.get(name)
+    if fetch is None or fetch.counter is None or not rest.endswith(")"):
+        plain = sorted(n for n, f in FETCHES.items() if f.counter is None)
+        raise SampleError(f"fetch method '{text}' is not supported by fastproxy (layer-4 criteria: "
+                          f"{', '.join(plain)}, and the stick counters sc_*, sc0_*, sc1_*, sc2_*, src_*, "
+                          "table_cnt, table_avl)")
+    return fetch, [arg.strip() for arg in rest[:-1].split(",")] if rest[:-1].strip() else []
+
+
+def counter_arguments(fetch: Fetch, args: list[str]) -> tuple[Optional[int], Optional[str]]:
+    """A stick counter fetch's (counter number, table name) from its arguments, checked as HAProxy does:
+    ``sc_*`` take the number then maybe a table, the others maybe a table."""
+    assert fetch.counter is not None
+    scope = fetch.counter[0]
+    number: Optional[int] = int(scope[2]) if scope in ("sc0", "sc1", "sc2") else None
+    if scope == "sc":
+        if not args:
+            raise SampleError(f"fetch method '{fetch.name}' : expected type 'integer' at position 1, but "
+                              "got nothing")
+        if not args[0].isdigit() or int(args[0]) >= MAX_TRACKED:
+            raise SampleError(f"fetch method '{fetch.name}': the stick counter number '{args[0]}' is not "
+                              f"one of 0 to {MAX_TRACKED - 1}")
+        number, args = int(args[0]), args[1:]
+    if len(args) > 1:
+        raise SampleError(f"fetch method '{fetch.name}' : expected ')' before ',{','.join(args[1:])})'")
+    return number, args[0] if args else None
+
+
+def table_of(sample: Sample) -> Optional[tuple[str, Optional[str]]]:
+    """For a stick counter fetch, (its name, the table it names or None for the proxy's own); None
+    for other fetches."""
+    fetch, args = fetch_of(sample.fetch)
+    if fetch.counter is None:
+        return None
+    return fetch.name, counter_arguments(fetch, args)[1]
+
+
 def check(sample: Sample) -> None:
     """Raise SampleError unless fastproxy can evaluate ``sample`` (for models built through the API)."""
-    fetch = FETCHES.get(sample.fetch)
-    if fetch is None:
-        raise SampleError(f"fetch method '{sample.fetch}' is not supported by fastproxy (layer-4 criteria: "
-                          f"{', '.join(sorted(FETCHES))})")
+    fetch, args = fetch_of(sample.fetch)
+    if fetch.counter is not None:
+        counter_arguments(fetch, args)
     kind = fetch.type
     for name in sample.converters:
         converter = CONVERTERS.get(name)
@@ -130,7 +214,7 @@ def check_hashable(sample: Sample) -> None:
 
 def type_of(sample: Sample) -> str:
     """The type of a checked sample's value, after its converters."""
-    kind = FETCHES[sample.fetch].type
+    kind = fetch_of(sample.fetch)[0].type
     for name in sample.converters:
         kind = CONVERTERS[name].output
     return kind
@@ -141,8 +225,16 @@ def reader(sample: Sample) -> Callable[[Any], Any]:
 
     Built once per rule or backend, called per connection: the converters are bound here.
     """
-    fetch = FETCHES[sample.fetch]
+    fetch, args = fetch_of(sample.fetch)
     steps = [CONVERTERS[name].apply for name in sample.converters]
+    if fetch.counter is not None:
+        scope, value = fetch.counter
+        number, table = counter_arguments(fetch, args)
+
+        def count(conn: Any) -> Any:
+            counters = getattr(conn, "counters", None)
+            return None if counters is None else counters.fetch(scope, value, number, table, conn)
+        return count
     if fetch.attribute is None:
         constant = fetch.value
         return lambda conn: constant

@@ -37,6 +37,7 @@ RECORDED_ONLY = {
     "Bind.name": "HAProxy names listeners in its stats (socket-stats rows), which fastproxy does not show",
     "Global.log_targets": "'log global' copies them into the proxies' log_targets, which the runtime reads",
     "StatsSocket.expose_fd_listeners": "recorded for seamless reloads, which fastproxy has not yet (warned)",
+    "StickTable.peers": "warned by the reader: fastproxy does not synchronise tables with peers",
     "Warning_.keyword": "the reader's output, printed through str(warning)",
     "Warning_.message": "the reader's output, printed through str(warning)",
 }

@@ -230,6 +230,42 @@ class Balance:
     seed: int = 0
 
 
+@dataclass(frozen=True)
+class StickStore:
+    """One data type a stick table stores (``store conn_rate(10s)``): its name and, for a rate, its
+    period in seconds (``fastproxy.sticktables.DATA_TYPES`` lists them)."""
+
+    name: str
+    period: Optional[float] = None
+
+
+@dataclass
+class StickTable:
+    """``stick-table type <type> [len <n>] size <n> [expire <t>] [nopurge] [peers <name>] [store ...]``:
+    a table named after the proxy declaring it (``fastproxy.sticktables`` runs it)."""
+
+    name: str
+    type: str  # ip | ipv6 | integer | string | binary
+    size: int
+    length: Optional[int] = None  # of string and binary keys; None: 32
+    expire: Optional[float] = None  # None: entries never expire
+    nopurge: bool = False  # a full table refuses new keys instead of evicting the oldest
+    peers: Optional[str] = None  # recorded: fastproxy does not synchronise tables with peers (warned)
+    store: tuple[StickStore, ...] = ()
+    location: Location = field(default_factory=Location)
+
+
+@dataclass
+class StickRule:
+    """``stick on|match|store-request <sample> [table <t>] [if|unless <cond>]`` of a backend."""
+
+    kind: str  # "on" (match, then store) | "match" | "store-request"
+    sample: Sample
+    table: Optional[str] = None  # None: the backend's own table
+    condition: Optional[Condition] = None
+    location: Location = field(default_factory=Location)
+
+
 @dataclass
 class Backend:
     """A ``backend`` (or the backend half of a ``listen``)."""
@@ -261,6 +297,12 @@ class Backend:
     tcp_request_rules: list[TcpRequestRule] = field(default_factory=list)
     acls: dict[str, list[Acl]] = field(default_factory=dict)
     inspect_delay: Optional[float] = None
+    # Persistence: the stick rules in order, ``option persist`` (a stuck client goes to its server even
+    # when it is down) and the ``force-persist`` conditions (the same, for the clients they match, even
+    # to a server in maintenance).  Their conditions name ``acls``.
+    stick_rules: list[StickRule] = field(default_factory=list)
+    persist: bool = False
+    force_persist: list[Condition] = field(default_factory=list)
 
     def server(self, name: str) -> Server:
         for server in self.servers:
@@ -303,12 +345,21 @@ class UseBackend:
 
 @dataclass
 class TcpRequestRule:
-    """``tcp-request connection|content accept|reject [if|unless cond]``."""
+    """``tcp-request connection|session|content <action> [if|unless cond]``.
 
-    phase: str  # "connection" | "content"
-    action: str  # "accept" | "reject"
+    Actions: ``accept`` and ``reject`` end the rule set; ``track-sc<n> <sample> [table <t>]`` tracks
+    the sample's entry in a stick table as counter ``n`` (``counter``, ``sample``, ``table``: None for
+    the frontend's own table), ``sc-inc-gpc0(<n>)`` / ``sc-inc-gpc1(<n>)`` count one in the tracked
+    entry, ``sc-set-gpt0(<n>) <value>`` writes ``value`` there; these go on to the next rule."""
+
+    phase: str  # "connection" | "session" | "content"
+    action: str  # "accept" | "reject" | "track-sc" | "sc-inc-gpc0" | "sc-inc-gpc1" | "sc-set-gpt0"
     condition: Optional[Condition] = None
     location: Location = field(default_factory=Location)
+    counter: int = 0
+    sample: Optional[Sample] = None
+    table: Optional[str] = None
+    value: int = 0
 
 
 @dataclass(frozen=True)
@@ -469,5 +520,6 @@ class Config:
     global_: Global = field(default_factory=Global)
     frontends: dict[str, Frontend] = field(default_factory=dict)
     backends: dict[str, Backend] = field(default_factory=dict)
+    stick_tables: dict[str, StickTable] = field(default_factory=dict)  # by name (their proxy's)
     warnings: list[Warning_] = field(default_factory=list)
     files: tuple[str, ...] = ()

@@ -48,6 +48,7 @@ def problems(config: Config) -> list[ConfigError]:
         found += _frontend(frontend, config.backends)
     for backend in config.backends.values():
         found += _backend(backend)
+    found += _tables(config)
     return found
 
 
@@ -154,3 +155,49 @@ def _check_ports(backend: Backend) -> Iterator[ConfigError]:
             continue
         reported.add(line)
         yield _error(server.location, "server", f"server '{backend.name}/{server.name}': {problem}")
+
+
+# --- stick tables -------------------------------------------------------------------------------------
+
+def _tables(config: Config) -> Iterator[ConfigError]:
+    """The tables that rules and fetches name exist (a rule without ``table`` uses its proxy's own)."""
+    tables = config.stick_tables
+    for backend in config.backends.values():
+        for rule in backend.stick_rules:
+            name = rule.table or backend.name
+            if name not in tables:
+                yield _error(rule.location, "stick", f"Proxy '{backend.name}': unable to find stick-table "
+                             f"'{name}'.")
+            yield from _condition(rule.condition, backend.acls, rule.location, "stick")
+        for condition in backend.force_persist:
+            yield from _condition(condition, backend.acls, backend.location, "force-persist")
+    for frontend in config.frontends.values():
+        for request_rule in frontend.tcp_request_rules:
+            if request_rule.action == "track-sc":
+                name = request_rule.table or frontend.name
+                if name not in tables:
+                    yield _error(request_rule.location, "tcp-request", f"Proxy '{frontend.name}': unable to "
+                                 f"find table '{name}' referenced by track-sc{request_rule.counter}.")
+        acl_lines = [acl for lines in frontend.acls.values() for acl in lines]
+        conditions = [rule.condition for rule in frontend.tcp_request_rules]
+        conditions += [use.condition for use in frontend.use_backends]
+        acl_lines += [term for condition in conditions if condition is not None
+                      for group in condition.groups for _, term in group if isinstance(term, Acl)]
+        for acl in acl_lines:
+            yield from _fetch_table(acl, frontend.name, tables)
+
+
+def _fetch_table(acl: Acl, proxy: str, tables: Mapping[str, object]) -> Iterator[ConfigError]:
+    try:
+        found = samples.table_of(acl.criterion)
+    except samples.SampleError:
+        return  # reported with the ACL
+    if found is None:
+        return
+    fetch, table = found
+    if table is None and fetch.startswith(("sc_", "sc0_", "sc1_", "sc2_")):
+        return  # the table of the tracked entry
+    name = table or proxy
+    if name not in tables:
+        yield _error(acl.location, "acl", f"unable to find table '{name}' referenced in arg 1 of ACL keyword "
+                     f"'{fetch}' in proxy '{proxy}'.")

@@ -110,6 +110,7 @@ OPTIONS: dict[str, _Option] = {
     "tcplog": _Option(_tcplog, negatable=False),
     "dontlognull": _Option(_flag("dontlognull"), FE),
     "allbackups": _Option(_flag("allbackups"), BE),
+    "persist": _Option(_flag("persist"), BE),
     "httplog": _Option(_httplog, negatable=False),
     "httpslog": _Option(_httplog, negatable=False),
     "forwardfor": _Option(None, negatable=False),
@@ -121,7 +122,7 @@ OPTIONS: dict[str, _Option] = {
         disable-h2-upgrade dontlog-normal h1-case-adjust-bogus-client
         h1-case-adjust-bogus-server http-buffer-request http-ignore-probes http-keep-alive http-no-delay
         http-pretend-keepalive http-server-close http-use-proxy-header httpclose idle-close-on-response
-        independent-streams log-separate-errors logasap nolinger persist prefer-last-server
+        independent-streams log-separate-errors logasap nolinger prefer-last-server
         socket-stats tcp-smart-accept tcp-smart-connect transparent
     """)},
     "tcp-check": _Option(_tcp_check_option, BE, negatable=False),

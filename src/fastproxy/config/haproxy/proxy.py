@@ -301,11 +301,69 @@ def _tcp_request(line: _Line, proxy: _Proxy, args: list[str]) -> None:
                           f"'tcp-request {phase}' rules: that part will never match")
         proxy.tcp_request_rules.append(TcpRequestRule(phase=phase, action=action, condition=condition,
                                                       location=line.location))
+    elif _counter_action(action) is not None:
+        proxy.tcp_request_rules.append(_counter_rule(line, proxy, phase, action, rest))
     elif _known_tcp_request_action(action):
         line.warn(f"action '{action}' is not supported by fastproxy; rule ignored")
     else:
         raise _Invalid(f"'tcp-request {phase}' expects 'accept', 'reject' or another HAProxy action "
                        f"(got '{action}')")
+
+
+_COUNTER_ACTIONS = ("sc-inc-gpc0", "sc-inc-gpc1", "sc-set-gpt0")
+MAX_TRACKED = 3  # HAProxy's MAX_SESS_STKCTR: track-sc0, track-sc1, track-sc2
+
+
+def _counter_action(action: str) -> Optional[tuple[str, int]]:
+    """``track-sc1`` -> ("track-sc", 1), ``sc-inc-gpc0(2)`` -> ("sc-inc-gpc0", 2); None for others."""
+    match = re.fullmatch(r"track-sc([0-9]+)", action)
+    if match:
+        counter = int(match[1])
+        if counter >= MAX_TRACKED:
+            raise _Invalid(f"{counter} track-sc number exceeding {MAX_TRACKED - 1} (MAX_SESS_STKCTR-1) value")
+        return "track-sc", counter
+    match = re.fullmatch(r"(sc-inc-gpc[01]|sc-set-gpt0)(?:\(([0-9]+)\))?", action)
+    if match:
+        counter = int(match[2] or 0)
+        if counter >= MAX_TRACKED:
+            raise _Invalid(f"invalid stick table track ID. The max allowed ID is {MAX_TRACKED - 1}")
+        return match[1], counter
+    return None
+
+
+def _counter_rule(line: _Line, proxy: _Proxy, phase: str, action: str, rest: list[str]) -> TcpRequestRule:
+    """``track-sc<n> <sample> [table <t>]``, ``sc-inc-gpc0(<n>)``, ``sc-set-gpt0(<n>) <value>``, each
+    with an optional condition."""
+    found = _counter_action(action)
+    assert found is not None
+    kind, counter = found
+    sample, table, value = None, None, 0
+    if kind == "track-sc":
+        if not rest or rest[0] in ("if", "unless"):
+            raise _Invalid("missing fetch method")
+        try:
+            sample = samples.parse(rest[0])
+        except samples.SampleError as exc:
+            raise _Invalid(exc.message) from None
+        rest = rest[1:]
+        if rest[:1] == ["table"]:
+            if len(rest) < 2:
+                raise _Invalid("missing table name")
+            table, rest = rest[1], rest[2:]
+    elif kind == "sc-set-gpt0":
+        if not rest or rest[0] in ("if", "unless"):
+            raise _Invalid("expects a value to set")
+        if not re.fullmatch(r"-?[0-9]+", rest[0]):
+            raise _Invalid(f"'{rest[0]}': fastproxy sets gpt0 to an integer only (no sample expression)")
+        value, rest = int(rest[0]), rest[1:]
+    condition = None
+    if rest:
+        if rest[0] not in ("if", "unless"):
+            raise _Invalid(f"'tcp-request {phase} {action}' only accepts 'if' or 'unless', in "
+                           f"{proxy.describe()} (got '{rest[0]}')")
+        condition = line.reader.condition(line, proxy, rest)
+    return TcpRequestRule(phase=phase, action=kind, condition=condition, location=line.location,
+                          counter=counter, sample=sample, table=table, value=value)
 
 
 _PHASE_ORDER = {"connection": 0, "session": 1, "content": 2}

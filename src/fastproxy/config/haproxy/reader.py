@@ -34,7 +34,7 @@ from ..model import (
 )
 # The keyword families register their keywords and post-parse checks when imported.
 from . import binds as _binds, options as _options, proxy as _proxy, servers as _servers  # noqa: F401
-from . import checks as _checks, tcpcheck as _tcpcheck  # noqa: F401
+from . import checks as _checks, sticks as _sticks, tcpcheck as _tcpcheck  # noqa: F401
 from .httpstats import stats_page
 from .conditions import _Block, _evaluate_condition
 from .global_ import GLOBAL_IGNORED, GLOBAL_KEYWORDS, GLOBAL_NEGATABLE
@@ -351,7 +351,8 @@ class _Reader:
                 if frontend is not None:
                     frontends[proxy.name] = frontend
         self._check_modes(frontends, backends)
-        config = Config(global_=self.global_, frontends=frontends, backends=backends,
+        tables = {proxy.name: proxy.stick_table for proxy in self.proxies if proxy.stick_table is not None}
+        config = Config(global_=self.global_, frontends=frontends, backends=backends, stick_tables=tables,
                         warnings=self.warnings, files=tuple(self.files))
         self.errors += validate.problems(config)
         order = {name: index for index, name in enumerate(self.files)}
@@ -384,7 +385,8 @@ class _Reader:
                        log_health_checks=proxy.log_health_checks,
                        log_targets=list(proxy.log_targets), acls=proxy.acls,
                        tcp_request_rules=[r for r in proxy.tcp_request_rules if r.phase == "content"],
-                       inspect_delay=proxy.inspect_delay)
+                       inspect_delay=proxy.inspect_delay, stick_rules=list(proxy.stick_rules),
+                       persist=proxy.persist, force_persist=list(proxy.force_persist))
 
     def _post_checks(self, half: int, proxy: _Proxy) -> None:
         for check in POST_CHECKS[half]:

@@ -29,6 +29,8 @@ from ..model import (
     LogTarget,
     Server,
     StatsPage,
+    StickRule,
+    StickTable,
     TcpCheckRule,
     TcpRequestRule,
     Timeouts,
@@ -113,6 +115,10 @@ class _Proxy:
     use_backends: list[UseBackend] = field(default_factory=list)
     binds: list[Bind] = field(default_factory=list)
     servers: list[Server] = field(default_factory=list)
+    stick_table: Optional[StickTable] = None
+    stick_rules: list[StickRule] = field(default_factory=list)
+    persist: bool = False  # ``option persist``
+    force_persist: list[Condition] = field(default_factory=list)
     disabled: bool = False
     stats: Optional[StatsPage] = None  # the ``stats`` lines in effect (a defaults section's too)
     monitor: Optional[StatsPage] = None  # ``monitor-uri`` and the exporter's ``use-service`` routes
@@ -248,11 +254,11 @@ def _names(text: str) -> frozenset[str]:
 # Proxy keywords HAProxy 2.6 knows that fastproxy ignores with a warning (the proxy still runs).
 PROXY_IGNORED = _names("""
     bind-process capture compression cookie declare dynamic-cookie-key email-alert errorfile errorfiles
-    errorloc errorloc302 errorloc303 external-check filter force-persist grace http-after-response
+    errorloc errorloc302 errorloc303 external-check filter grace http-after-response
     http-error http-response http-reuse http-send-name-header ignore-persist
     load-server-state-from-file log-tag max-keep-alive-queue
     max-session-srv-conns monitor persist redirect retry-on server-state-file-name source
-    stick stick-table tcp-response unique-id-header use-fcgi-app
+    tcp-response unique-id-header use-fcgi-app
     use-server
 """)
 

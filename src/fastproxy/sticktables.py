@@ -1,0 +1,427 @@
+"""Stick tables (HAProxy's ``stick_table.c``), sans-IO: keys, their stored data, expiry and the size limit.
+
+A ``StickTable`` is one ``stick-table`` line at run time: entries keyed by an address, an integer, a
+string or bytes (``type ip|ipv6|integer|string|binary``), each holding the data types the line stores
+(``store gpc0,conn_rate(10s)...``, ``DATA_TYPES``) and, for persistence, the server it sticks to.  Time
+comes from an injected clock (seconds), so that expiry and rates are tested on a fake one.
+
+As in HAProxy:
+
+- An entry expires ``expire`` after it was last touched (created, matched, stored, tracked, released
+  by the last connection tracking it), unless a connection still tracks it (``use`` > 0).  Without
+  ``expire`` it never does.
+- When the table is full, a new key first evicts the least recently touched entries no connection
+  tracks (HAProxy trashes ``size / 256 + 1`` at once); with ``nopurge`` a full table refuses new keys.
+- Rates are HAProxy's sliding-window ``freq_ctr`` over the period written (``rate.FreqCounter``), read
+  as integers; counters are unsigned and wrap as HAProxy's 32-bit ones (64-bit for byte counts).
+
+What uses a table is elsewhere: ``persistence`` (``stick on|match|store-request``), ``tracking``
+(``track-sc*``, the ``sc_*``/``src_*`` fetches) and the runtime API (``show|clear|set table``, whose
+line format, ``dump``, is here).  This module opens no socket and reads no file.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Optional, Union
+
+from .config import model
+from .rate import FreqCounter
+
+__all__ = ["DATA_TYPES", "KEY_TYPES", "DataType", "Entry", "StickTable", "StickTableError", "parse_store",
+           "tables_for"]
+
+Key = Union[int, str, bytes]
+
+
+class StickTableError(ValueError):
+    """A table, a key or a data type that cannot be used; the message is HAProxy's where it has one."""
+
+
+@dataclass(frozen=True)
+class DataType:
+    """One type of data an entry may store (HAProxy's ``stktable_data_types``)."""
+
+    name: str
+    kind: str  # "sint" (server_id), "uint" (32-bit counter), "ull" (64-bit counter), "rate", "name"
+    layer7: bool = False  # counts HTTP requests: stays 0 at layer 4
+
+
+# In HAProxy's order (``enum STKTABLE_DT``), which is the order ``show table`` writes them in.
+DATA_TYPES: dict[str, DataType] = {t.name: t for t in (
+    DataType("server_id", "sint"),
+    DataType("gpt0", "uint"),
+    DataType("gpc0", "uint"),
+    DataType("gpc0_rate", "rate"),
+    DataType("conn_cnt", "uint"),
+    DataType("conn_rate", "rate"),
+    DataType("conn_cur", "uint"),
+    DataType("sess_cnt", "uint"),
+    DataType("sess_rate", "rate"),
+    DataType("http_req_cnt", "uint", layer7=True),
+    DataType("http_req_rate", "rate", layer7=True),
+    DataType("http_err_cnt", "uint", layer7=True),
+    DataType("http_err_rate", "rate", layer7=True),
+    DataType("bytes_in_cnt", "ull"),
+    DataType("bytes_in_rate", "rate"),
+    DataType("bytes_out_cnt", "ull"),
+    DataType("bytes_out_rate", "rate"),
+    DataType("gpc1", "uint"),
+    DataType("gpc1_rate", "rate"),
+    DataType("server_key", "name"),
+    DataType("http_fail_cnt", "uint", layer7=True),
+    DataType("http_fail_rate", "rate", layer7=True),
+)}
+_ORDER = {name: index for index, name in enumerate(DATA_TYPES)}
+_WRAP = {"uint": 1 << 32, "ull": 1 << 64}
+
+KEY_TYPES = ("ip", "ipv6", "integer", "string", "binary")
+DEFAULT_KEY_LENGTH = 32  # of ``string`` and ``binary`` keys without ``len``
+
+
+def parse_store(text: str, parse_time: Callable[[str], float]) -> list[model.StickStore]:
+    """The data types of one ``store`` argument (``conn_cur,conn_rate(10s)``), with their periods."""
+    stores = []
+    for item in _split_store(text):
+        match = re.fullmatch(r"([a-z0-9_]+)(?:\((.*)\))?", item)
+        name = match[1] if match else item
+        data_type = DATA_TYPES.get(name)
+        if data_type is None:
+            raise StickTableError(f"unknown store option '{name}'.")
+        period = None
+        if data_type.kind == "rate":
+            if not match or match[2] is None:
+                raise StickTableError(f"missing argument to store option '{name}'.")
+            try:
+                period = parse_time(match[2])
+            except ValueError:
+                period = 0.0
+            if period <= 0:
+                raise StickTableError(f"error when processing store option '{name}'.")
+        elif match and match[2] is not None:
+            raise StickTableError(f"unexpected argument to store option '{name}'.")
+        stores.append(model.StickStore(name, period))
+    return stores
+
+
+def _split_store(text: str) -> list[str]:
+    """``a,b(1s),c``: commas outside parentheses separate the types."""
+    items, depth, current = [], 0, ""
+    for char in text:
+        if char == "," and depth == 0:
+            items.append(current)
+            current = ""
+            continue
+        depth += char == "("
+        depth -= char == ")"
+        current += char
+    items.append(current)
+    return [item for item in items if item]
+
+
+class Entry:
+    """One key of a table and what it stores (read and change it through its table)."""
+
+    __slots__ = ("key", "values", "expire", "use")
+
+    def __init__(self, key: Key, values: list[Any]) -> None:
+        self.key = key
+        self.values = values  # by the table's column, ints or FreqCounters; the server name a str
+        self.expire = 0.0  # when it expires, on the table's clock (0: never)
+        self.use = 0  # connections tracking it now: it does not expire nor get evicted meanwhile
+
+
+class StickTable:
+    """One stick table while it runs."""
+
+    def __init__(self, spec: model.StickTable, *, clock: Callable[[], float] = time.monotonic,
+                 sticks: bool = False) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.type = spec.type
+        self.size = spec.size
+        self.expire = spec.expire
+        self.nopurge = spec.nopurge
+        self.clock = clock
+        self.key_length = spec.length or DEFAULT_KEY_LENGTH
+        stored = {store.name: store.period for store in spec.store}
+        if sticks:  # persistence rules use the table: it stores the server, as HAProxy makes it
+            stored.setdefault("server_id", None)
+            stored.setdefault("server_key", None)
+        self.columns = sorted(stored, key=_ORDER.__getitem__)
+        self.column = {name: index for index, name in enumerate(self.columns)}
+        self.periods = [stored[name] or 1.0 for name in self.columns]
+        self._rate_columns = [i for i, name in enumerate(self.columns) if DATA_TYPES[name].kind == "rate"]
+        self._entries: OrderedDict[Key, Entry] = OrderedDict()  # least recently touched first
+
+    # --- the table ---------------------------------------------------------------------------------
+
+    @property
+    def used(self) -> int:
+        self._purge_expired()
+        return len(self._entries)
+
+    @property
+    def available(self) -> int:
+        return self.size - self.used
+
+    def stores(self, name: str) -> bool:
+        return name in self.column
+
+    def __iter__(self) -> Iterator[Entry]:
+        """The entries in key order, as ``show table`` lists them."""
+        self._purge_expired()
+        return iter(sorted(self._entries.values(), key=lambda entry: entry.key))
+
+    # --- keys ------------------------------------------------------------------------------------
+
+    def key_of(self, value: Any, sample_type: str) -> Optional[Key]:
+        """The key a sample's value gives in this table (HAProxy's casts to the table's type), or None
+        when it has none (an IPv6 address in an ``ip`` table, a string that is no number...)."""
+        if value is None:
+            return None
+        kind = self.type
+        if sample_type == "ip":
+            address = _address(value)
+            if address is None:
+                return None
+            if kind in ("ip", "integer"):
+                v4 = _ipv4(address)
+                return int(v4) if v4 is not None else None
+            if kind == "ipv6":
+                return int(_ipv6(address))
+            if kind == "string":
+                return self._string(str(value))
+            return self._binary(address.packed)
+        if sample_type in ("int", "bool"):
+            number = int(value)
+            if kind == "ip":
+                return number & 0xFFFFFFFF
+            if kind == "ipv6":
+                return None
+            if kind == "integer":
+                return number & 0xFFFFFFFF
+            if kind == "string":
+                return self._string(str(number))
+            return self._binary((number & (1 << 64) - 1).to_bytes(8, "big"))
+        text = str(value)
+        if kind == "string":
+            return self._string(text)
+        if kind == "binary":
+            return self._binary(text.encode("utf-8", "surrogateescape"))
+        if kind == "integer":
+            match = re.match(r"\s*[-+]?[0-9]+", text)
+            return int(match[0]) & 0xFFFFFFFF if match else None
+        return self.parse_key(text, strict=False)
+
+    def parse_key(self, text: str, *, strict: bool = True) -> Optional[Key]:
+        """A key as the runtime API writes it (``key 10.0.0.1``); None when it is not one.  Binary
+        keys cannot be written there (HAProxy refuses them too: ``strict`` raises)."""
+        kind = self.type
+        if kind in ("ip", "ipv6"):
+            address = _address(text)
+            if address is None or (kind == "ip" and address.version != 4) or (
+                    kind == "ipv6" and address.version != 6):
+                return None
+            return int(address)
+        if kind == "integer":
+            if not re.fullmatch(r"[-+]?[0-9]+", text):
+                return None
+            return int(text) & 0xFFFFFFFF
+        if kind == "string":
+            return self._string(text)
+        if strict:
+            raise StickTableError("Inserting keys into tables of type other than ip, ipv6, string and "
+                                  "integer is not supported")
+        return None
+
+    def key_text(self, key: Key) -> str:
+        """A key as ``show table`` writes it."""
+        if self.type == "ip":
+            return str(ipaddress.IPv4Address(key))
+        if self.type == "ipv6":
+            return str(ipaddress.IPv6Address(key))
+        if isinstance(key, bytes):
+            return key.hex().upper()
+        return str(key)
+
+    def _string(self, text: str) -> str:
+        return text[:self.key_length]
+
+    def _binary(self, data: bytes) -> bytes:
+        return data[:self.key_length].ljust(self.key_length, b"\0")
+
+    # --- entries ---------------------------------------------------------------------------------
+
+    def lookup(self, key: Key) -> Optional[Entry]:
+        """The key's entry, or None (expired entries are gone first)."""
+        self._purge_expired()
+        return self._entries.get(key)
+
+    def get(self, key: Key) -> Optional[Entry]:
+        """The key's entry, created when absent (HAProxy's ``stktable_get_entry``); None when the
+        table is full and may not evict (``nopurge``, or every entry in use)."""
+        entry = self.lookup(key)
+        if entry is None and self._make_room():
+            entry = self._insert(key)
+        return entry
+
+    def store(self, key: Key) -> Optional[Entry]:
+        """The entry a ``stick store`` writes to: room is made *before* the key is looked up, as
+        HAProxy allocates the new entry first (``stksess_new``), so that a full ``nopurge`` table
+        refuses to store even a key it holds, and a full purging one evicts its oldest entry, maybe
+        that very key, to write it anew.  None when refused."""
+        self._purge_expired()
+        if not self._make_room():
+            return None
+        return self._entries.get(key) or self._insert(key)
+
+    def remove(self, key: Key) -> bool:
+        """Forget the key unless a connection tracks it (``clear table``); whether it went."""
+        entry = self.lookup(key)
+        if entry is None or entry.use:
+            return False
+        del self._entries[key]
+        return True
+
+    def touch(self, entry: Entry) -> None:
+        """The entry was used: its expiry starts again, and it is the last one to evict."""
+        if self.expire:
+            entry.expire = self.clock() + self.expire
+        if entry.key in self._entries:
+            self._entries.move_to_end(entry.key)
+
+    def hold(self, entry: Entry) -> None:
+        """A connection tracks the entry from now on."""
+        entry.use += 1
+
+    def release(self, entry: Entry) -> None:
+        """A connection that tracked the entry ended (HAProxy touches it then)."""
+        entry.use = max(entry.use - 1, 0)
+        self.touch(entry)
+
+    def _insert(self, key: Key) -> Entry:
+        rates = self._rate_columns
+        values: list[Any] = [FreqCounter() if i in rates else 0 for i in range(len(self.columns))]
+        if "server_key" in self.column:
+            values[self.column["server_key"]] = ""
+        entry = Entry(key, values)
+        self._entries[key] = entry
+        self.touch(entry)
+        return entry
+
+    def _make_room(self) -> bool:
+        if len(self._entries) < self.size:
+            return True
+        if self.nopurge:
+            return False
+        batch = (self.size >> 8) + 1
+        for key in [k for k, entry in self._entries.items() if not entry.use][:batch]:
+            del self._entries[key]
+        return len(self._entries) < self.size
+
+    def _purge_expired(self) -> None:
+        if not self.expire or not self._entries:
+            return
+        now = self.clock()
+        entries = self._entries
+        for _ in range(len(entries)):
+            entry = next(iter(entries.values()))
+            if entry.expire > now:
+                return
+            if entry.use:  # tracked: it expires once released and not touched again
+                entries.move_to_end(entry.key)
+            else:
+                del entries[entry.key]
+
+    # --- data ------------------------------------------------------------------------------------
+
+    def read(self, entry: Entry, name: str) -> Any:
+        """The value of a stored data type (rates as HAProxy reads them: whole events per period);
+        None when the table does not store it."""
+        index = self.column.get(name)
+        if index is None:
+            return None
+        value = entry.values[index]
+        if isinstance(value, FreqCounter):
+            return int(value.rate(self.clock(), self.periods[index]))
+        return value
+
+    def add(self, entry: Entry, name: str, count: int = 1) -> None:
+        """Count ``count`` events in a counter or a rate (nothing if the table does not store it)."""
+        index = self.column.get(name)
+        if index is None:
+            return
+        value = entry.values[index]
+        if isinstance(value, FreqCounter):
+            value.add(self.clock(), count, self.periods[index])
+        else:
+            entry.values[index] = (value + count) % _WRAP[DATA_TYPES[name].kind]
+
+    def set(self, entry: Entry, name: str, value: Any) -> None:
+        """Write a value (``set table``, ``sc-set-gpt0``, the server a persistence rule stores)."""
+        index = self.column.get(name)
+        if index is None:
+            return
+        kind = DATA_TYPES[name].kind
+        current = entry.values[index]
+        if isinstance(current, FreqCounter):
+            current.set(self.clock(), int(value) % (1 << 32))
+        elif kind in _WRAP:
+            entry.values[index] = int(value) % _WRAP[kind]
+        elif kind == "sint":
+            entry.values[index] = (int(value) + (1 << 31)) % (1 << 32) - (1 << 31)
+        else:
+            entry.values[index] = value
+
+    # --- the runtime API's line -------------------------------------------------------------------
+
+    def header(self) -> str:
+        """``show table``'s line about the table itself."""
+        return f"# table: {self.name}, type: {self.type}, size:{self.size}, used:{self.used}"
+
+    def dump(self, entry: Entry) -> str:
+        """``show table <t>``'s line of one entry: where it is (HAProxy prints the address of its
+        struct; fastproxy the object's id), its key, use, expiry in ms, then each stored type."""
+        now = self.clock()
+        exp = max(round((entry.expire - now) * 1000), 0) if self.expire else 0
+        words = [f"0x{id(entry):x}: key={self.key_text(entry.key)} use={entry.use} exp={exp}"]
+        for index, name in enumerate(self.columns):
+            value = self.read(entry, name)
+            if DATA_TYPES[name].kind == "rate":
+                words.append(f"{name}({int(self.periods[index] * 1000)})={value}")
+            else:
+                words.append(f"{name}={value}")
+        return " ".join(words)
+
+
+def _address(value: Any) -> Optional[Union[ipaddress.IPv4Address, ipaddress.IPv6Address]]:
+    try:
+        return ipaddress.ip_address(str(value).split("%", 1)[0])
+    except ValueError:
+        return None
+
+
+def _ipv4(address: Union[ipaddress.IPv4Address, ipaddress.IPv6Address]) -> Optional[ipaddress.IPv4Address]:
+    if isinstance(address, ipaddress.IPv4Address):
+        return address
+    return address.ipv4_mapped
+
+
+def _ipv6(address: Union[ipaddress.IPv4Address, ipaddress.IPv6Address]) -> ipaddress.IPv6Address:
+    if isinstance(address, ipaddress.IPv6Address):
+        return address
+    return ipaddress.IPv6Address(f"::ffff:{address}")
+
+
+def tables_for(config: model.Config, clock: Callable[[], float] = time.monotonic) -> dict[str, StickTable]:
+    """The tables of a configuration, by name; those persistence rules use store the server too."""
+    sticking = {rule.table or backend.name for backend in config.backends.values()
+                for rule in backend.stick_rules}
+    return {name: StickTable(spec, clock=clock, sticks=name in sticking)
+            for name, spec in config.stick_tables.items()}
