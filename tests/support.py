@@ -6,6 +6,7 @@ import asyncio
 import collections
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import struct
@@ -218,11 +219,23 @@ class NamedBackends:
 
     async def start(self) -> "NamedBackends":
         for name in self.names:
-            server = await asyncio.start_server(
-                lambda r, w, name=name: self._serve(name, r, w), "127.0.0.1", 0, backlog=1024)
+            server = await self._listen(name, 0)
             self.servers.append(server)
             self.ports.append(server.sockets[0].getsockname()[1])
         return self
+
+    def _listen(self, name: str, port: int) -> Any:
+        return asyncio.start_server(lambda r, w, name=name: self._serve(name, r, w), "127.0.0.1", port,
+                                    backlog=1024, reuse_address=True)
+
+    def stop_server(self, name: str) -> None:
+        """``name`` stops listening (connections to it are refused) until ``restart_server``."""
+        self.servers[self.names.index(name)].close()
+
+    async def restart_server(self, name: str) -> None:
+        """``name`` listens again, on its port."""
+        index = self.names.index(name)
+        self.servers[index] = await self._listen(name, self.ports[index])
 
     async def _serve(self, name: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.accepted[name] += 1
@@ -273,6 +286,25 @@ async def open_client(address: tuple, source: str | None = None) -> tuple[socket
             raise EOFError(f"the proxy closed after {line!r}")
         line += data
     return sock, line.decode().strip()
+
+
+# --- the reference: haproxy on the same file ------------------------------------------------------
+
+@contextlib.asynccontextmanager
+async def haproxy_running(cfg: str, stats_socket: str) -> AsyncIterator[None]:
+    """The real haproxy (``-db``) on ``cfg`` until the block ends, once its ``stats socket`` exists."""
+    proc = await asyncio.create_subprocess_exec(shutil.which("haproxy") or "haproxy", "-db", "-f", cfg,
+                                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            if os.path.exists(stats_socket) or proc.returncode is not None:
+                break
+            await asyncio.sleep(0.05)
+        yield
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+        await proc.wait()
 
 
 # --- fastproxy as a process -------------------------------------------------------------------------

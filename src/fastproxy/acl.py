@@ -30,7 +30,7 @@ from functools import partial
 from typing import Any, Optional, Union
 
 from . import samples
-from .config.model import Acl, Backend, Condition, Frontend, Location, Sample
+from .config.model import Acl, Backend, Condition, Frontend, Location, Sample, TcpRequestRule
 from .errors import ConfigError
 
 __all__ = ["SNI_FETCHES", "AclError", "ConnInfo", "Router", "evaluate", "parse_acl", "parse_condition"]
@@ -54,6 +54,7 @@ class ConnInfo:
     sni: Optional[str] = None
     hello_type: Optional[int] = None  # the TLS handshake type of the first record: 1 for a ClientHello
     ssl_hello_seen: bool = False  # the engine has looked at the first TLS record (within inspect-delay)
+    counters: Any = None  # the connection's stick counters (``tracking.Tracker``), read by sc_*/src_*
 
 
 # --- samples ------------------------------------------------------------------------------------------
@@ -435,6 +436,30 @@ def evaluate(condition: Optional[Condition], acls: Mapping[str, Sequence[Acl]], 
 class _Rule:
     accept: bool
     matches: CompiledCondition
+    run: Optional[Callable[[ConnInfo], None]] = None  # an action that goes on to the next rule (track-sc...)
+
+
+def _rule_action(rule: TcpRequestRule, proxy: str,
+                 tables: Mapping[str, Any]) -> Optional[Callable[[ConnInfo], None]]:
+    """What a ``tcp-request`` rule other than accept/reject does to the connection's stick counters
+    (``proxy``: the name of the proxy holding the rule, whose table is the default)."""
+    number = rule.counter
+    if rule.action == "track-sc":
+        table = tables[rule.table or proxy]
+        assert rule.sample is not None
+        read, kind, phase = samples.reader(rule.sample), samples.type_of(rule.sample), rule.phase
+
+        def track(info: ConnInfo) -> None:
+            if info.counters is not None:
+                info.counters.track(number, table, table.key_of(read(info), kind), phase)
+        return track
+    if rule.action in ("sc-inc-gpc0", "sc-inc-gpc1"):
+        which = int(rule.action[-1])
+        return lambda info: info.counters.increment_gpc(number, which) if info.counters is not None else None
+    if rule.action == "sc-set-gpt0":
+        value = rule.value
+        return lambda info: info.counters.set_gpt0(number, value) if info.counters is not None else None
+    return None
 
 
 class Router:
@@ -451,15 +476,17 @@ class Router:
         self.needs_sni = needs_sni
 
     @classmethod
-    def for_frontend(cls, frontend: Frontend, backends: Mapping[str, Any]) -> Router:
+    def for_frontend(cls, frontend: Frontend, backends: Mapping[str, Any],
+                     tables: Optional[Mapping[str, Any]] = None) -> Router:
         """Compile a frontend's rules.  The frontend is one ``config.validate`` has passed: its rules
-        name ACLs and backends that exist."""
+        name ACLs, backends and stick tables (``sticktables.StickTable`` by name) that exist."""
         acls = frontend.acls
         rules: dict[str, list[_Rule]] = {"connection": [], "session": [], "content": []}
         needs_sni = False
         for rule in frontend.tcp_request_rules:
             matches = compile_condition(rule.condition, acls)
-            rules[rule.phase].append(_Rule(rule.action == "accept", matches))
+            run = _rule_action(rule, frontend.name, tables or {})
+            rules[rule.phase].append(_Rule(rule.action == "accept", matches, run))
             if rule.phase == "content":
                 needs_sni |= condition_uses(rule.condition, acls, SNI_FETCHES)
         switching = []
@@ -471,9 +498,10 @@ class Router:
                    default_backend=frontend.default_backend, needs_sni=needs_sni)
 
     @classmethod
-    def for_backend(cls, backend: Backend) -> Router:
+    def for_backend(cls, backend: Backend, tables: Optional[Mapping[str, Any]] = None) -> Router:
         """A backend's ``tcp-request content`` rules (it has no other rule and picks no backend)."""
-        rules = [_Rule(rule.action == "accept", compile_condition(rule.condition, backend.acls))
+        rules = [_Rule(rule.action == "accept", compile_condition(rule.condition, backend.acls),
+                       _rule_action(rule, backend.name, tables or {}))
                  for rule in backend.tcp_request_rules]
         needs_sni = any(condition_uses(rule.condition, backend.acls, SNI_FETCHES)
                         for rule in backend.tcp_request_rules)
@@ -481,9 +509,13 @@ class Router:
                    default_backend=None, needs_sni=needs_sni)
 
     def accept_connection(self, info: ConnInfo) -> bool:
-        """``tcp-request connection`` then ``tcp-request session`` rules: the first match of each set
-        decides for that set; no match accepts."""
-        return _first_match(self._connection_rules, info) and _first_match(self._session_rules, info)
+        """``tcp-request connection`` then ``tcp-request session`` rules: the first accept or reject
+        that matches decides for its set (the actions before it ran); no match accepts.  Once both
+        sets accept, the connection is a session for the stick counters tracked so far."""
+        accepted = _first_match(self._connection_rules, info) and _first_match(self._session_rules, info)
+        if accepted and info.counters is not None:
+            info.counters.session_started()
+        return accepted
 
     def accept_content(self, info: ConnInfo) -> bool:
         """``tcp-request content`` rules, once the engine has inspected the first bytes."""
@@ -500,5 +532,7 @@ class Router:
 def _first_match(rules: Sequence[_Rule], info: ConnInfo) -> bool:
     for rule in rules:
         if rule.matches(info):
-            return rule.accept
+            if rule.run is None:
+                return rule.accept
+            rule.run(info)
     return True

@@ -33,7 +33,7 @@ from .pump import Counter, EndReason
 from .queues import Pending
 from .runtime import BackendRuntime, FrontendRuntime, PairTimeouts, Runtime
 from .server import Connection
-from .session import Director, ErrorHandler, Session, Target, pick_key, proxy_header
+from .session import Director, ErrorHandler, Session, Target, conn_info, pick_key, proxy_header
 
 log = logging.getLogger("fastproxy")
 
@@ -89,6 +89,9 @@ class Dispatcher:
         backend = session.backend
         assert backend is not None
         slot: Optional[ServerSlot]
+        if target is None and backend.persistence is not None and session.stick_pending is None:
+            # The stick tables first, once per session (a redispatch does not look again).
+            target, session.stick_pending = backend.persistence.lookup(conn_info(session))
         if target is None:
             balancer = backend.balancer
             if balancer.queued:  # those waiting get the slots that freed up before a newcomer does
@@ -218,6 +221,8 @@ class Dispatcher:
         session.slot = slot
         if slot is not None:
             backend.balancer.connection_started(slot)
+            if session.stick_pending:
+                backend.persistence.store(session.stick_pending, slot)  # type: ignore[union-attr]
         try:
             server_fd, in_progress = backend.dialer.dial(address)
         except OSError as exc:  # refused at once, or out of descriptors: this connection's failure only
@@ -288,6 +293,8 @@ class Dispatcher:
         if session is None:
             return
         self.ended_by[EndReason(reason)] += 1
+        if session.tracker is not None:
+            session.tracker.ended(bytes_in, bytes_out)
         backend, slot = session.backend, session.slot
         if slot is not None and backend is not None:
             backend.balancer.connection_ended(slot)

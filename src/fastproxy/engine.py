@@ -20,6 +20,7 @@ import logging
 import socket
 from typing import Any, Optional
 
+from .acl import Router
 from .config import model, validate
 from .dispatch import Dispatcher
 from . import logs, tcplog
@@ -27,6 +28,7 @@ from .health import CheckResult, HealthMonitor, ServerCheck
 from .balance import ServerState
 from .lanes import Lanes, lane_backend
 from .limits import AdmissionControl
+from .persistence import Persistence
 from .proxy import TCPProxy
 from .pump import Counter, EndReason, Pump, default_threads
 from .runtime import BackendRuntime, FrontendRuntime, Runtime, ServerRuntime
@@ -99,6 +101,12 @@ class Engine:
 
         state = self.state = Runtime(cfg, loop, None)  # its pump comes once what it reports to exists
         state.backends = backends
+        for backend_runtime in backends.values():  # what needs the stick tables, now they exist
+            be = backend_runtime.model
+            if be.stick_rules:
+                backend_runtime.persistence = Persistence(be, state.tables, backend_runtime.balancer)
+            if be.tcp_request_rules and state.tables:
+                backend_runtime.router = Router.for_backend(be, state.tables)
         self.health = HealthMonitor(loop, spread=g.spread_checks, changed=self._health_changed,
                                     established=self._established, counted=self._check_counted)
         self._by_check: dict[ServerCheck, ServerRuntime] = {}
@@ -164,7 +172,7 @@ class Engine:
         for index, frontend in enumerate(cfg.frontends.values()):
             own_handler = self.handlers.get(frontend.name)
             handler = own_handler or TCPProxy(state, self.dispatcher)
-            runtime = FrontendRuntime(frontend, index, handler, cfg.backends)
+            runtime = FrontendRuntime(frontend, index, handler, cfg.backends, state.tables)
             state.frontends[frontend.name] = runtime
             state.frontend_blocks[runtime.block] = runtime
             if frontend.stats is not None:

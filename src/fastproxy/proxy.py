@@ -24,6 +24,7 @@ from .runtime import FrontendRuntime, Runtime
 from .server import Connection
 from .session import Director, ErrorHandler, Session, Target
 from .sni import ClientHelloResult, HelloStatus, parse_client_hello
+from .tracking import Tracker
 
 __all__ = ["Director", "ErrorHandler", "Session", "Target", "TCPProxy", "default_error_handler"]
 
@@ -159,6 +160,8 @@ class TCPProxy:
             frontend.traffic_log(tcplog.connect_line(tcplog.address_text(session.peername), session.sockname,
                                                      frontend.name))
         router = frontend.router
+        if frontend.tables:  # rules (the frontend's, the backend's) may track or read stick counters
+            session.tracker = Tracker(frontend.tables, frontend.name)
         if router is None:  # no rule at all: the default backend
             self._go(session, frontend.model.default_backend)
             return
@@ -179,7 +182,7 @@ class TCPProxy:
     @staticmethod
     def _info(session: Session) -> ConnInfo:
         return ConnInfo(src=session.peername[0], src_port=session.peername[1],
-                        dst=session.sockname[0], dst_port=session.sockname[1])
+                        dst=session.sockname[0], dst_port=session.sockname[1], counters=session.tracker)
 
     def _deny(self, session: Session) -> None:
         session.close()

@@ -25,7 +25,9 @@ from .balance import Balancer, ServerSlot
 from .config import model
 from .errors import ConfigError
 from .queues import Queues
+from .persistence import Persistence
 from .rate import FreqCounter
+from .sticktables import StickTable, tables_for
 
 from .health import ServerCheck
 from .server import Handler, LaneListener, ListenerLike
@@ -155,6 +157,7 @@ class BackendRuntime:
         self.router: Optional[Router] = Router.for_backend(backend) if backend.tcp_request_rules else None
         self.inspect_delay = backend.inspect_delay or 0.0
         self.denied = 0  # connections refused by its tcp-request content rules
+        self.persistence: Optional[Persistence] = None  # its stick rules, once the tables exist
 
     def raw_address_of(self, slot: ServerSlot, session: Any) -> bytes:
         """The raw sockaddr to dial ``slot`` for ``session``: only a server without a port looks at
@@ -174,7 +177,7 @@ class FrontendRuntime:
     """A frontend while it runs: its listeners, counts, router and log."""
 
     def __init__(self, frontend: model.Frontend, block: int, handler: Handler,
-                 backends: dict[str, model.Backend]) -> None:
+                 backends: dict[str, model.Backend], tables: Optional[dict[str, StickTable]] = None) -> None:
         self.model = frontend
         self.name = frontend.name
         self.block = block
@@ -195,7 +198,8 @@ class FrontendRuntime:
             if frontend.log_format_sd else None
         # A frontend with rules gets a router; one without goes straight to its default backend.
         has_rules = bool(frontend.use_backends or frontend.tcp_request_rules)
-        self.router: Optional[Router] = Router.for_frontend(frontend, backends) if has_rules else None
+        self.router: Optional[Router] = Router.for_frontend(frontend, backends, tables) if has_rules else None
+        self.tables = tables or {}  # its rules' stick counters (a Tracker per connection) read these
         # Content rules and SNI routing wait for the first bytes, as long as inspect-delay allows.
         self.inspects = bool(self.router is not None and frontend.inspect_delay and (
             self.router.needs_sni or any(r.phase == "content" for r in frontend.tcp_request_rules)))
@@ -229,6 +233,7 @@ class Runtime:
         self.backends: dict[str, BackendRuntime] = {}
         self.servers: dict[int, ServerRuntime] = {}  # by counter block
         self.frontend_blocks: dict[int, FrontendRuntime] = {}  # by counter block
+        self.tables = tables_for(config)  # the stick tables, by name
         self.python_current = 0  # client connections Python accepted (or took from a lane), not yet ended
         self.lane_listeners: list[LaneListener] = []  # where the pump accepts itself
         self.stopping = False

@@ -15,6 +15,7 @@ import time
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Optional, Union
 
 from . import _linux, proxyproto
+from .acl import ConnInfo
 from .balance import PickKey, ServerSlot
 from .config import model
 
@@ -38,7 +39,8 @@ class Session:
 
     __slots__ = ("fd", "lent_fd", "_peer", "_peername", "_sockname", "frontend", "backend", "slot",
                  "attempt", "excluded", "started", "context", "_finished", "number", "server_address",
-                 "backend_address", "info")
+                 "backend_address", "info", "tracker",
+                 "stick_pending")
 
     numbers = itertools.count()  # HAProxy's stream numbers (%rt): in the order sessions begin
 
@@ -61,6 +63,8 @@ class Session:
         self.server_address: Optional[bytes] = None  # the raw sockaddr last dialed, for the log line
         self.backend_address: Optional[tuple] = None  # the proxy's end of that connection (%bi %bp)
         self.info: Any = None  # the connection as rules saw it (acl.ConnInfo), for log-format samples
+        self.tracker: Any = None  # its stick counters (``tracking.Tracker``), when its rules may use them
+        self.stick_pending: Any = None  # where persistence stores its server; None: tables not consulted yet
 
     @property
     def peername(self) -> Any:
@@ -83,6 +87,9 @@ class Session:
         self._peername, self._sockname = src, dst
 
     def finished(self) -> None:
+        tracker, self.tracker = self.tracker, None
+        if tracker is not None:
+            tracker.release()
         callback, self._finished = self._finished, None
         if callback is not None:
             callback()
@@ -102,6 +109,16 @@ def proxy_header(session: Session, *, v2: bool) -> bytes:
         return proxyproto.encode_v2(command="LOCAL") if v2 else proxyproto.encode_v1_unknown()
     src, dst = (peer[0], peer[1]), (local[0], local[1])
     return proxyproto.encode_v2(src, dst) if v2 else proxyproto.encode_v1(src, dst)
+
+
+def conn_info(session: Session) -> ConnInfo:
+    """What stick rules and their conditions may look at for this session, in a backend."""
+    peer, local = session.peername, session.sockname
+    src, src_port = (peer[0], peer[1]) if isinstance(peer, tuple) else ("", 0)
+    dst, dst_port = (local[0], local[1]) if isinstance(local, tuple) else ("", 0)
+    sni = session.context.get("sni")
+    return ConnInfo(src=src, src_port=src_port, dst=dst, dst_port=dst_port, sni=sni,
+                    ssl_hello_seen=sni is not None, counters=session.tracker)
 
 
 def pick_key(session: Session) -> PickKey:

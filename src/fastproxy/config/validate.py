@@ -171,13 +171,15 @@ def _tables(config: Config) -> Iterator[ConfigError]:
             yield from _condition(rule.condition, backend.acls, rule.location, "stick")
         for condition in backend.force_persist:
             yield from _condition(condition, backend.acls, backend.location, "force-persist")
-    for frontend in config.frontends.values():
-        for request_rule in frontend.tcp_request_rules:
+    proxies: list[Frontend | Backend] = [*config.frontends.values(), *config.backends.values()]
+    for proxy in proxies:
+        for request_rule in proxy.tcp_request_rules:
             if request_rule.action == "track-sc":
-                name = request_rule.table or frontend.name
+                name = request_rule.table or proxy.name
                 if name not in tables:
-                    yield _error(request_rule.location, "tcp-request", f"Proxy '{frontend.name}': unable to "
+                    yield _error(request_rule.location, "tcp-request", f"Proxy '{proxy.name}': unable to "
                                  f"find table '{name}' referenced by track-sc{request_rule.counter}.")
+    for frontend in config.frontends.values():
         acl_lines = [acl for lines in frontend.acls.values() for acl in lines]
         conditions = [rule.condition for rule in frontend.tcp_request_rules]
         conditions += [use.condition for use in frontend.use_backends]
