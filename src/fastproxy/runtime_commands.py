@@ -13,10 +13,11 @@ from __future__ import annotations
 import re
 from typing import Any, Optional
 
-from . import stats
+from . import stats, sticktables
 from .operations import Operations
 from .runtime import ServerRuntime
 from .runtime_api import ADMIN, LEVEL_NAMES, OPERATOR, USER, CliSession, Command, CommandError, usage_message
+from .sticktables import StickTable
 
 __all__ = ["COMMANDS", "Operations"]  # Operations lives in ``operations``, shared with the stats page
 
@@ -283,6 +284,142 @@ def _shutdown_sessions(session: CliSession, args: list[str]) -> str:
     return ""
 
 
+# --- stick tables (show|clear|set table, as HAProxy 2.6's stick_table.c answers them) ---------------
+
+_TABLE_OPERATORS = {"eq": lambda a, b: a == b, "ne": lambda a, b: a != b, "le": lambda a, b: a <= b,
+                    "ge": lambda a, b: a >= b, "lt": lambda a, b: a < b, "gt": lambda a, b: a > b}
+_TABLE_FILTERS = 4  # HAProxy's STKTABLE_FILTER_LEN
+_KEY_ACTIONS = {"show": "Showing keys from", "clear": "Removing keys from", "set": "Inserting keys into"}
+
+
+def _tables_in_order(ops: Operations) -> list[StickTable]:
+    """As HAProxy lists them: the last declared first."""
+    return list(reversed(list(ops.state.tables.values())))
+
+
+def _table_filters(table: StickTable, args: list[str]) -> list[tuple[str, Any, int]]:
+    """``data.<type> <op> <value>`` filters from ``args[3]`` on, checked as HAProxy does."""
+    filters = []
+    i = 0
+    for i in range(_TABLE_FILTERS):
+        first = 3 + 3 * i
+        if i > 0 and not _arg(args, first):
+            break
+        name = _arg(args, first)[5:]
+        if name not in sticktables.DATA_TYPES:
+            raise CommandError(f"Filter entry #{i + 1}: Unknown data type\n")
+        if not table.stores(name):
+            raise CommandError(f"Filter entry #{i + 1}: Data type not stored in this table\n")
+        operator = _TABLE_OPERATORS.get(_arg(args, first + 1))
+        if operator is None:
+            raise CommandError(f"Filter entry #{i + 1}: Require and operator among \"eq\", \"ne\", \"le\", "
+                               "\"ge\", \"lt\", \"gt\"\n")
+        value = _arg(args, first + 2)
+        if not re.fullmatch(r"-?[0-9]+", value):
+            raise CommandError(f"Filter entry #{i + 1}: Require a valid integer value to compare against\n")
+        filters.append((name, operator, int(value)))
+    else:
+        i = _TABLE_FILTERS
+    if _arg(args, 3 + 3 * i):
+        raise CommandError(f"Detected extra data in filter, {3 + 3 * i + 1}th word of input, after "
+                           f"'{args[2 + 3 * i]}'\n")
+    return filters
+
+
+def _arg(args: list[str], index: int) -> str:
+    return args[index] if index < len(args) else ""
+
+
+def _table_key(table: StickTable, action: str, args: list[str]) -> Any:
+    text = _arg(args, 4)
+    if not text:
+        raise CommandError("Key value expected\n")
+    if table.type == "binary":
+        raise CommandError(f"{_KEY_ACTIONS[action]} tables of type other than ip, ipv6, string and integer "
+                           "is not supported\n")
+    key = table.parse_key(text)
+    if key is None:
+        raise CommandError("Invalid key\n")
+    return key
+
+
+def _matching(table: StickTable, filters: list[tuple[str, Any, int]]) -> list[sticktables.Entry]:
+    return [entry for entry in table
+            if all(operator(table.read(entry, name), value) for name, operator, value in filters)]
+
+
+def _table_request(action: str):
+    def handler(session: CliSession, args: list[str]) -> str:
+        ops = _ops(session)
+        name = _arg(args, 2)
+        if not name:
+            if action == "show":
+                return "".join(f"{table.header()}\n" for table in _tables_in_order(ops))
+            if action == "clear":
+                raise CommandError("Required arguments: <table> \"data.<store_data_type>\" <operator> "
+                                   "<value> or <table> key <key>\n")
+            raise CommandError("Required arguments: <table> key <key> [data.<store_data_type> <value>]*\n")
+        table = ops.state.tables.get(name)
+        if table is None:
+            raise CommandError("No such table\n")
+        if action == "set":
+            session.require(OPERATOR)
+        selector = _arg(args, 3)
+        if selector == "key":
+            return _table_entry(session, table, action, args)
+        if action == "set":
+            if selector:
+                raise CommandError("\"data.<type>\" followed by a value expected\n")
+            return ""
+        if selector.startswith("data."):
+            entries = _matching(table, _table_filters(table, args))
+        elif selector:
+            if action == "show":
+                raise CommandError("Optional argument only supports \"data.<store_data_type>\" <operator> "
+                                   "<value> and key <key>\n")
+            raise CommandError("Required arguments: <table> \"data.<store_data_type>\" <operator> <value> "
+                               "or <table> key <key>\n")
+        else:
+            entries = list(table)
+        if action == "clear":
+            for entry in entries:
+                table.remove(entry.key)
+            return ""
+        return "".join([f"{table.header()}\n"] + [f"{table.dump(entry)}\n" for entry in entries])
+    return handler
+
+
+def _table_entry(session: CliSession, table: StickTable, action: str, args: list[str]) -> str:
+    """``show|clear|set table <t> key <k> ...``: one entry."""
+    key = _table_key(table, action, args)
+    if action == "show":
+        entry = table.lookup(key)
+        return f"{table.header()}\n{table.dump(entry)}\n" if entry is not None else ""
+    if action == "clear":
+        table.remove(key)
+        return ""
+    entry = table.get(key)
+    if entry is None:
+        raise CommandError("Unable to allocate a new entry\n")
+    try:
+        for index in range(5, len(args), 2):
+            word = args[index]
+            if not word.startswith("data."):
+                raise CommandError("\"data.<type>\" followed by a value expected\n")
+            data = word[5:]
+            if data not in sticktables.DATA_TYPES:
+                raise CommandError("Unknown data type\n")
+            if not table.stores(data) or sticktables.DATA_TYPES[data].kind == "name":
+                raise CommandError("Data type not stored in this table\n")
+            value = _arg(args, index + 1)
+            if not re.fullmatch(r"[-+]?[0-9]+", value):
+                raise CommandError("Require a valid integer value to store\n")
+            table.set(entry, data, int(value))
+    finally:
+        table.touch(entry)
+    return ""
+
+
 def _command(words: str, usage: Optional[str], handler: Any) -> Command:
     return Command(tuple(words.split()), usage, handler)
 
@@ -330,4 +467,11 @@ COMMANDS: tuple[Command, ...] = (
              "'set server' instead)", _set_weight),
     _command("shutdown sessions server", "shutdown sessions server <bk>/<srv>     : kill sessions on a "
              "server", _shutdown_sessions),
+    # stick tables
+    _command("show table", "show table <table> [<filter>]*          : report table usage stats or dump this "
+             "table's contents (filter: data/key)", _table_request("show")),
+    _command("clear table", "clear table <table> [<filter>]*         : remove an entry from a table (filter: "
+             "data/key)", _table_request("clear")),
+    _command("set table", "set table <table> key <k> [data.* <v>]* : update or create a table entry's data",
+             _table_request("set")),
 )
