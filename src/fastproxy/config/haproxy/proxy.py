@@ -310,7 +310,6 @@ def _tcp_request(line: _Line, proxy: _Proxy, args: list[str]) -> None:
                        f"(got '{action}')")
 
 
-_COUNTER_ACTIONS = ("sc-inc-gpc0", "sc-inc-gpc1", "sc-set-gpt0")
 MAX_TRACKED = 3  # HAProxy's MAX_SESS_STKCTR: track-sc0, track-sc1, track-sc2
 
 
