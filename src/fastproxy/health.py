@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
 from . import _linux
-from .config.model import HttpCheckRequest, Server, TcpCheckRule
+from .config.model import SSL3_HELLO, HttpCheckRequest, Server, TcpCheckRule
 
 log = logging.getLogger("fastproxy")
 
@@ -67,6 +67,10 @@ class CheckResult:
     info: str = ""
     duration: float = 0.0
     code: int = 0
+
+    def __post_init__(self) -> None:
+        # HAProxy copies a description into a 128-byte C string (HCHK_DESC_LEN): to its first NUL.
+        self.info = self.info.split("\0", 1)[0][:127]
 
     @property
     def has_code(self) -> bool:
@@ -304,6 +308,8 @@ class _Probe:
                 if outcome is not _WAIT:
                     self.expecting = None
                     return outcome  # type: ignore[return-value]
+            elif self.closed and not self.buffer:
+                return self._empty(rule)
             else:
                 verdict = self._evaluate(rule)
                 if verdict is not None:
@@ -320,6 +326,11 @@ class _Probe:
                 self.buffer += data
             else:
                 self.closed = True
+
+    def _empty(self, rule: TcpCheckRule) -> CheckResult:
+        """The server closed without a byte (tcpcheck_eval_expect())."""
+        return CheckResult(rule.error_status or "L7RSP",
+                           f"TCPCHK got an empty response at step {self.step_id}{_comment(rule)}")
 
     def _evaluate(self, rule: TcpCheckRule) -> Optional[bool]:
         """True: go on; False: the check fails; None: wait for more data (HAProxy's
@@ -420,9 +431,9 @@ class _Probe:
         last = rule is self.rules[-1]
         if status in PASSING and not last:
             return None
-        if status in PASSING:
-            status = rule.ok_status or status
-        return CheckResult(status, info + _comment(rule) if status not in PASSING else info, code=code)
+        if status in PASSING:  # HAProxy 2.6 keeps no description of a custom expect that passed
+            return CheckResult(rule.ok_status or status, "", code=code)
+        return CheckResult(status, info + _comment(rule), code=code)
 
     def close(self) -> None:
         sock, self.sock = self.sock, None
@@ -474,9 +485,6 @@ def _matches(rule: TcpCheckRule, data: bytes) -> bool:
 
 
 # --- the bytes of the check kinds ------------------------------------------------------------------
-
-SSL3_HELLO = b"<ssl3 client hello>"  # a send rule's data standing for ssl3_client_hello()
-
 
 def ssl3_client_hello(now: Optional[float] = None) -> bytes:
     """The SSLv3 CLIENT HELLO of ``option ssl-hello-chk``, as HAProxy 2.6 sends it: the time in its
@@ -834,3 +842,45 @@ class HealthMonitor:
             check.health.health = check.health.top
 
 
+
+
+# --- the custom expects of the protocol checks (tcpcheck.c's tcpcheck_*_expect_*()) ------------------
+
+def _mysql_packet(data: bytes, final: bool, offset: int) -> Any:
+    """A MySQL packet at ``offset``: an ERR packet (0xFF) is L7STS with its error code and message,
+    anything else passes with the server's version (the handshake's NUL-terminated string at 5)."""
+    if len(data) < offset + 4:
+        return _WAIT if not final else ("L7RSP", "", 0)
+    length = int.from_bytes(data[offset:offset + 3], "little")
+    if len(data) < offset + length + 4:
+        return _WAIT if not final else ("L7RSP", "", 0)
+    if data[offset + 4] == 0xFF:
+        code = int.from_bytes(data[offset + 5:offset + 7], "little")
+        return ("L7STS", data[offset + 7:].split(b"\x00", 1)[0].decode("latin-1"), code)
+    return ("L7OK", data[5:].split(b"\x00", 1)[0].decode("latin-1"), 0)
+
+
+def _mysql_handshake(data: bytes, final: bool) -> Any:
+    return _mysql_packet(data, final, 0)
+
+
+def _mysql_ok(data: bytes, final: bool) -> Any:
+    return _mysql_packet(data, final, 4 + int.from_bytes(data[0:3], "little"))
+
+
+def _ldap_bind(data: bytes, final: bool) -> Any:
+    """An LDAPv3 bindResponse (RFC 4511 4.2.2): its resultCode is the check's code, 0 passes."""
+    not_ldap = ("L7RSP", "Not LDAPv3 protocol", 0)
+    size = data[1] & 0x7F if data[1] & 0x80 else 0
+    if size > 2 or data[2 + size:6 + size] != b"\x02\x01\x01\x61":
+        return not_ldap
+    size += data[size + 6] & 0x7F if data[size + 6] & 0x80 else 0
+    if size > 4 or data[7 + size:9 + size] != b"\x0a\x01" or len(data) <= size + 9:
+        return not_ldap
+    code = data[size + 9]
+    if code:
+        return ("L7STS", "See RFC: http://tools.ietf.org/html/rfc4511#section-4.1.9", code)
+    return ("L7OK", "Success", 0)
+
+
+CUSTOM_EXPECTS.update({"mysql-handshake": _mysql_handshake, "mysql-ok": _mysql_ok, "ldap-bind": _ldap_bind})

@@ -12,6 +12,9 @@ import asyncio
 import logging
 import re
 import shutil
+import socket
+import ssl
+import subprocess
 from pathlib import Path
 from typing import Any, Callable
 
@@ -20,7 +23,7 @@ import pytest
 from fastproxy.balance import ServerState
 from fastproxy.config import load
 
-from ..support import NamedBackends, free_port, open_client, running, serving, wait_until
+from ..support import NamedBackends, free_port, open_client, running, serving, serving_raw, wait_until
 from .test_stats_socket import ask, table
 
 HAPROXY = shutil.which("haproxy")
@@ -36,24 +39,30 @@ class Agent:
     sent on connect, before reading (MySQL, SMTP)."""
 
     def __init__(self, answer: Any = b"", *, greeting: bytes = b"",
-                 complete: Callable[[bytes], bool] = lambda data: b"\r\n\r\n" in data) -> None:
+                 complete: Callable[[bytes], bool] = lambda data: b"\r\n\r\n" in data,
+                 then: tuple[bytes, ...] = ()) -> None:
         self.answer, self.greeting, self.complete = answer, greeting, complete
+        self.then = then  # answers to the requests after the first (SMTP's QUIT)
         self.received: list[bytes] = []
 
     async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             if self.greeting:
                 writer.write(self.greeting)
-            data = b""
-            while not self.complete(data):
-                chunk = await asyncio.wait_for(reader.read(65536), 5)
-                if not chunk:
-                    break
-                data += chunk
-            self.received.append(data)
-            answer = self.answer(data) if callable(self.answer) else self.answer
-            writer.write(answer)
-            await writer.drain()
+            for exchange in range(1 + len(self.then)):
+                data = b""
+                while not self.complete(data):
+                    chunk = await asyncio.wait_for(reader.read(65536), 5)
+                    if not chunk:
+                        break
+                    data += chunk
+                if exchange:
+                    self.received[-1] += data
+                else:
+                    self.received.append(data)
+                answer = self.answer(data) if callable(self.answer) else self.answer
+                writer.write(self.then[exchange - 1] if exchange else answer)
+                await writer.drain()
         except (OSError, asyncio.TimeoutError):
             pass
         finally:
@@ -261,4 +270,158 @@ async def test_http_checks_agree_with_haproxy(tmp_path, pump_class, caplog, case
     fields = ("status", "check_status", "check_code", "last_chk", "check_desc")
     assert {name: ours[name].removeprefix("* ") for name in fields} == {
         name: theirs[name].removeprefix("* ") for name in fields}
+    assert state_lines(our_output) == state_lines(their_output)
+
+
+# --- the protocol checks: each agent answering rightly, then wrongly --------------------------------
+
+MYSQL_GREETING = (lambda body: len(body).to_bytes(3, "little") + b"\x00" + body)(
+    b"\x0a8.0.36\x00" + b"\x08\x00\x00\x00" + b"abcdefgh\x00" + b"\xff\xf7\x21\x02\x00\xff\xc1\x15"
+    + bytes(10) + b"ijklmnopqrst\x00" + b"caching_sha2_password\x00")
+MYSQL_OK = b"\x07\x00\x00\x02\x00\x00\x00\x02\x00\x00\x00"
+MYSQL_DENIED = (lambda body: len(body).to_bytes(3, "little") + b"\x02" + body)(
+    b"\xff\x15\x04#28000Access denied for user 'haproxy'@'localhost'")
+PG_OK = b"R\x00\x00\x00\x08\x00\x00\x00\x00"
+PG_ERROR = (lambda fields: b"E" + (4 + len(fields)).to_bytes(4, "big") + fields)(
+    b"SFATAL\x00VFATAL\x00C28000\x00Mrole \"pgu\" does not exist\x00\x00")
+LDAP_SUCCESS = bytes.fromhex("300c02010161070a010004000400")
+LDAP_INVALID_CREDENTIALS = bytes.fromhex("300c02010161070a013104000400")
+
+
+def ends_with(suffix: bytes) -> Callable[[bytes], bool]:
+    return lambda data: data.endswith(suffix)
+
+
+def pg_startup_read(data: bytes) -> bool:
+    return len(data) >= 4 and len(data) >= int.from_bytes(data[:4], "big")
+
+
+PROTOCOLS = {  # case: (check lines, agent, its right answer, its wrong answer)
+    "redis": ("option redis-check", dict(complete=ends_with(b"PING\r\n")), b"+PONG\r\n",
+              b"-ERR loading the dataset in memory\r\n"),
+    "pgsql": ("option pgsql-check user pgu", dict(complete=pg_startup_read), PG_OK, PG_ERROR),
+    "mysql": ("option mysql-check", dict(complete=lambda data: True), b"",
+              MYSQL_DENIED),
+    "mysql user": ("option mysql-check user haproxy", dict(greeting=MYSQL_GREETING,
+                   complete=ends_with(b"\x01\x00\x00\x00\x01")), MYSQL_OK, MYSQL_DENIED),
+    "smtp": ("option smtpchk EHLO checker.example.com",
+             dict(greeting=b"220 mail.example.com ESMTP ready\r\n", complete=ends_with(b"\r\n"),
+                  then=(b"221 mail.example.com closing\r\n",)),
+             b"250-mail.example.com hello\r\n250 SIZE 1000\r\n", b"550 go away\r\n"),
+    "smtp banner": ("option smtpchk", dict(greeting=b"554 no service here\r\n", complete=ends_with(b"\r\n"),
+                    then=(b"221 closing\r\n",)), b"250 ok\r\n", b"250 ok\r\n"),
+    "ldap": ("option ldap-check", dict(complete=lambda data: len(data) >= 14), LDAP_SUCCESS,
+             LDAP_INVALID_CREDENTIALS),
+}
+
+
+def protocol_agent(case: str, right: bool) -> Agent:
+    checks, settings, good, bad = PROTOCOLS[case]
+    settings = dict(settings)
+    if case == "smtp banner":  # a banner answering 554, rightly to a 220 one
+        if right:
+            settings["greeting"] = b"220 ready\r\n"
+        return Agent(good, **settings)
+    if case == "mysql":  # without a user, the greeting is the whole exchange: right, or an ERR packet
+        settings["greeting"] = MYSQL_GREETING if right else MYSQL_DENIED
+        return Agent(b"", **settings)
+    if not right:
+        # An answer HAProxy needs no more bytes to judge: it closes (a wrong SMTP reply on a connection
+        # left open waits for more, as in HAProxy, until the check times out).
+        settings.pop("then", None)
+    return Agent(good if right else bad, **settings)
+
+
+def settled(row: dict) -> bool:
+    status = row.get("check_status", "").removeprefix("* ")
+    return status not in ("", "INI") and (row["status"] == "DOWN" or status in ("L7OK", "L6OK"))
+
+
+@needs_haproxy
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("right", [True, False], ids=["right", "wrong"])
+@pytest.mark.parametrize("case", list(PROTOCOLS))
+async def test_protocol_checks_agree_with_haproxy(tmp_path, pump_class, caplog, case, right):
+    agent = protocol_agent(case, right)
+    async with serving(agent) as agent_port, serving(agent) as traffic_port:
+        cfg = write_config(tmp_path, PROTOCOLS[case][0], agent_port, traffic_port, socket="admin.sock")
+        sock = tmp_path / "admin.sock"
+        theirs, their_output = await haproxy_stat(cfg, sock, settled)
+        their_bytes, agent.received = agent.received, []
+        ours, our_output = await fastproxy_stat(cfg, sock, pump_class, settled, caplog)
+    assert agent.received[0] == their_bytes[0]
+    fields = ("status", "check_status", "check_code", "last_chk", "check_desc")
+    assert {name: ours[name].removeprefix("* ") for name in fields} == {
+        name: theirs[name].removeprefix("* ") for name in fields}
+    assert ours["status"] == ("UP" if right else "DOWN")
+    assert state_lines(our_output) == state_lines(their_output)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("case", list(PROTOCOLS))
+async def test_a_protocol_check_follows_its_agent_and_traffic_follows_the_state(tmp_path, pump_class, case):
+    right, wrong = protocol_agent(case, True), protocol_agent(case, False)
+    current = {"agent": right}
+
+    async def switch(reader, writer):
+        await current["agent"](reader, writer)
+    async with NamedBackends(["s1", "s2"]) as names, serving(switch) as agent_port:
+        cfg = checked_config(tmp_path, PROTOCOLS[case][0], agent_port, names)
+        async with running(load([str(cfg)]), pump_class) as engine:
+            await wait_until(lambda: check_of(engine)["check_status"] == "L7OK", timeout=INTER + SLACK)
+            assert await shares(engine) == {"s1", "s2"}
+            current["agent"] = wrong
+            took = await state_within(engine, ServerState.DOWN, INTER * FALL + SLACK)
+            assert took < INTER * FALL + SLACK
+            assert await shares(engine) == {"s2"}
+            current["agent"] = right
+            await state_within(engine, ServerState.UP, INTER * RISE + SLACK)
+            assert await shares(engine) == {"s1", "s2"}
+
+
+# --- ssl-hello-chk: a real TLS server (Python's ssl over OpenSSL) and a plain one -----------------
+
+@pytest.fixture(scope="module")
+def tls_context(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("tls")
+    key, cert = directory / "key.pem", directory / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
+                    "-days", "1", "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+def tls_server(context: ssl.SSLContext) -> Callable:
+    """OpenSSL's answer to a hello, from a blocking handshake in a thread: it refuses HAProxy's SSLv3
+    hello with an alert (a record of type 0x15), which is all ssl-hello-chk looks for."""
+    def handshake(conn: socket.socket) -> None:
+        conn.setblocking(True)
+        conn.settimeout(5)
+        try:
+            context.wrap_socket(conn, server_side=True).close()
+        except (ssl.SSLError, OSError):
+            conn.close()
+
+    async def serve(conn: socket.socket) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, handshake, conn)
+    return serve
+
+
+@needs_haproxy
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("tls", [True, False], ids=["tls", "plain"])
+async def test_ssl_hello_chk_tells_a_tls_server_from_a_plain_one_as_haproxy(tmp_path, pump_class, caplog,
+                                                                             tls_context, tls):
+    plain = Agent(b"220 not TLS\r\n", complete=lambda data: len(data) >= 5)
+    async with (serving_raw(tls_server(tls_context)) if tls else serving(plain)) as port:
+        cfg = write_config(tmp_path, "option ssl-hello-chk", port, port, socket="admin.sock")
+        sock = tmp_path / "admin.sock"
+        theirs, their_output = await haproxy_stat(cfg, sock, settled)
+        ours, our_output = await fastproxy_stat(cfg, sock, pump_class, settled, caplog)
+    fields = ("status", "check_status", "check_code", "last_chk", "check_desc")
+    assert {name: ours[name].removeprefix("* ") for name in fields} == {
+        name: theirs[name].removeprefix("* ") for name in fields}
+    assert (ours["status"], ours["check_status"].removeprefix("* ")) == (
+        ("UP", "L6OK") if tls else ("DOWN", "L6RSP"))
     assert state_lines(our_output) == state_lines(their_output)

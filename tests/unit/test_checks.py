@@ -96,3 +96,23 @@ def test_check_reasons_carry_the_code_of_an_answer_as_haproxy():
         ', reason: Layer7 wrong status, code: 503, info: "Service Unavailable", check duration: 1ms')
     assert tcplog.check_reason(CheckResult("L7RSP", 'a "b"', 0.0)) == (
         ', reason: Layer7 invalid response, info: "a \\x22b\\x22", check duration: 0ms')
+
+
+def test_protocol_options_build_haproxys_rulesets_and_the_last_check_option_wins():
+    be = backend(" option httpchk\n option redis-check\n")
+    assert (be.check_kind, [rule.action for rule in be.tcp_check_rules]) == ("redis", ["send", "expect"])
+    assert be.tcp_check_rules[0].data == b"*1\r\n$4\r\nPING\r\n"
+    assert backend(" option redis-check\n option httpchk\n").check_kind == "http"
+    pre41 = backend(" option mysql-check user haproxy pre-41\n").tcp_check_rules[1].data
+    # HAProxy's example packet of a 4.0 login, then COM_QUIT
+    assert pre41 == b"\x0e\x00\x00\x01\x00\x80\x00\x00\x01haproxy\x00\x00\x01\x00\x00\x00\x01"
+    startup = backend(" option pgsql-check user pgu\n").tcp_check_rules[1].data
+    assert startup == b"\x00\x00\x00\x12\x00\x03\x00\x00user\x00pgu\x00\x00"
+    smtp = [rule.data for rule in backend(" option smtpchk EHLO mx.example\n").tcp_check_rules
+            if rule.action == "send"]
+    assert smtp == [b"EHLO mx.example\r\n", b"QUIT\r\n"]
+
+
+def test_tls_checks_are_refused_rather_than_run_in_plain_text():
+    with pytest.raises(Exception, match="'check-ssl' asks for health checks over TLS"):
+        backend(" option httpchk\n server s0 127.0.0.1:443 check check-ssl verify none\n")

@@ -32,6 +32,8 @@ HAPROXY_DIFFERS: dict[str, dict[int, str]] = {
     "http_checks.cfg": {32: "log-format check requests would send what fastproxy cannot evaluate",
                         35: "fastproxy's checks speak HTTP/1.x only"},
     "maglev.cfg": {11: "'hash-type maglev' is fastproxy's extension"},
+    "protocol_checks.cfg": {19: "fastproxy does no TLS checks: a plain one of a TLS port decides wrongly",
+                            20: "fastproxy does no TLS checks: a plain one of a TLS port decides wrongly"},
     "mode_http.cfg": {7: "HAProxy proxies HTTP; fastproxy is layer 4 only",
                       11: "HAProxy proxies HTTP; fastproxy is layer 4 only"},
     "sections.cfg": {23: "HAProxy stops reading at the fatal 'from nosuch' of line 22; we read on"},

@@ -193,6 +193,10 @@ class TcpCheckRule:
     status_code: Optional[tuple[int, int]] = None  # (offset, length) of the code in the answer
 
 
+# The data of the send rule of ``option ssl-hello-chk``: HAProxy's SSLv3 CLIENT HELLO, built when sent
+# (its random bytes start with the time; ``health.ssl3_client_hello``).
+SSL3_HELLO = b"<ssl3 client hello>"
+
 CHECK_KINDS = ("tcp", "http", "mysql", "pgsql", "redis", "smtp", "ldap", "ssl3")
 
 BALANCE_ALGORITHMS = ("roundrobin", "static-rr", "leastconn", "first", "source", "random", "hash")

@@ -8,10 +8,12 @@ The last check option of a proxy is the one in effect (``option tcp-check`` incl
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from typing import Optional
+from collections.abc import Callable
+from typing import Any, Optional
 
-from ..model import HttpCheckRequest, TcpCheckRule
+from ..model import SSL3_HELLO, HttpCheckRequest, TcpCheckRule
 from .lexer import _Invalid
 from .registry import BE, _Line, _Proxy, _keyword
 from .tcpcheck import (_TCP_CHECK_VARIABLE_ACTION, _tcp_check_comment, _tcp_check_connect,
@@ -274,3 +276,119 @@ def check_rules(proxy: _Proxy) -> list[TcpCheckRule]:
     if rules[-1].action == "send":
         rules.append(DEFAULT_HTTP_EXPECT)
     return rules
+
+
+# --- the protocol checks: HAProxy 2.6's rulesets, rule for rule -----------------------------------
+
+def _expect(match: str, pattern: Any, **settings: Any) -> TcpCheckRule:
+    return TcpCheckRule(action="expect", match=match, pattern=pattern, **settings)
+
+
+_LINGER = TcpCheckRule(action="connect", linger=True)  # "tcp-check connect default linger"
+_CODE = (0, 3)  # status-code "res.payload(0,3)"
+_REPLY = "%[res.payload(4,0),ltrim(' '),cut_crlf]"
+
+
+def _redis_rules(args: list[str]) -> list[TcpCheckRule]:
+    _no_arguments(args)
+    return [TcpCheckRule(action="send", data=b"*1\r\n$4\r\nPING\r\n"),
+            _expect("string", b"+PONG\r\n", error_status="L7STS", on_error="%[res.payload(0,0),cut_crlf]",
+                    on_success="Redis server is ok")]
+
+
+def _ldap_rules(args: list[str]) -> list[TcpCheckRule]:
+    _no_arguments(args)
+    return [TcpCheckRule(action="send", data=bytes.fromhex("300C020101600702010304008000")),
+            _expect("rbinary", "^30", min_recv=14, on_error="Not LDAPv3 protocol"),
+            _expect("custom", "ldap-bind")]
+
+
+def _ssl3_rules(args: list[str]) -> list[TcpCheckRule]:
+    _no_arguments(args)
+    return [TcpCheckRule(action="send", data=SSL3_HELLO),
+            _expect("rbinary", "^1[56]", min_recv=5, ok_status="L6OK", error_status="L6RSP",
+                    tout_status="L6TOUT")]
+
+
+def _smtp_rules(args: list[str]) -> list[TcpCheckRule]:
+    if len(args) > 2:
+        raise _Invalid(f"'option smtpchk' cannot handle unexpected argument '{args[2]}'.")
+    command = f"{args[0]} {args[1]}" if len(args) == 2 and args[0] in ("EHLO", "HELO") else "HELO localhost"
+    return [_LINGER,
+            _expect("rstring", "^[0-9]{3}[ \r]", min_recv=4, error_status="L7RSP",
+                    on_error="%[res.payload(0,0),cut_crlf]"),
+            _expect("rstring", "^2[0-9]{2}[ \r]", min_recv=4, error_status="L7STS", on_error=_REPLY,
+                    status_code=_CODE),
+            TcpCheckRule(action="send", data=_wire_bytes(command) + b"\r\n"),
+            _expect("rstring", "^2[0-9]{2}[- \r]", error_status="L7STS", on_error=_REPLY, status_code=_CODE),
+            TcpCheckRule(action="send", data=b"QUIT\r\n"),  # HAProxy 2.6 says goodbye
+            _expect("rstring", "^2[0-9]{2}[- \r]", min_recv=4, error_status="L7STS", on_error=_REPLY,
+                    on_success=_REPLY, status_code=_CODE)]
+
+
+def _pgsql_rules(args: list[str]) -> list[TcpCheckRule]:
+    if len(args) < 2:
+        raise _Invalid("'option pgsql-check' expects 'user <username>' as argument.")
+    if args[0] != "user":
+        raise _Invalid("'option pgsql-check' only supports optional values: 'user'.")
+    if len(args) > 2:
+        raise _Invalid(f"'option pgsql-check' cannot handle unexpected argument '{args[2]}'.")
+    user = _wire_bytes(args[1])
+    startup = (15 + len(user)).to_bytes(4, "big") + b"\x00\x03\x00\x00user\x00" + user + b"\x00\x00"
+    return [_LINGER, TcpCheckRule(action="send", data=startup),
+            _expect("rstring", "^E", negate=True, min_recv=5, error_status="L7RSP",
+                    on_error="%[res.payload(6,0)]"),
+            _expect("rbinary", "^52000000(08|0A|0C)000000(00|02|03|04|05|06)", min_recv=9,
+                    error_status="L7STS", on_success="PostgreSQL server is ok",
+                    on_error="PostgreSQL unknown error")]
+
+
+def _mysql_rules(args: list[str]) -> list[TcpCheckRule]:
+    if len(args) > 3:
+        raise _Invalid(f"'option mysql-check' cannot handle unexpected argument '{args[3]}'.")
+    if not args:
+        return [_LINGER, _expect("custom", "mysql-handshake")]
+    if args[0] != "user":
+        raise _Invalid(f"'option mysql-check' only supports optional values: 'user' (got '{args[0]}').")
+    if len(args) < 2:
+        raise _Invalid("'option mysql-check user' expects <username> as argument.")
+    user = _wire_bytes(args[1])
+    if len(args) < 3 or args[2] == "post-41":  # HAProxy 2.6 sends the 4.1 packet unless told pre-41
+        body = b"\x00\x82\x00\x00" + b"\x00\x80\x00\x01" + b"\x21" + bytes(23)
+    elif args[2] == "pre-41":
+        body = b"\x00\x80" + b"\x00\x00\x01"
+    else:
+        raise _Invalid(f"keyword 'user' only supports 'post-41' and 'pre-41' (got '{args[2]}').")
+    body += user + b"\x00\x00"
+    login = len(body).to_bytes(3, "little") + b"\x01" + body + b"\x01\x00\x00\x00\x01"  # then COM_QUIT
+    return [_LINGER, TcpCheckRule(action="send", data=login), _expect("custom", "mysql-handshake"),
+            _expect("custom", "mysql-ok")]
+
+
+def _no_arguments(args: list[str]) -> None:
+    if args:
+        raise _Invalid(f"cannot handle unexpected argument '{args[0]}'.")
+
+
+PROTOCOL_CHECKS: dict[str, tuple[str, Callable[[list[str]], list[TcpCheckRule]]]] = {
+    "redis-check": ("redis", _redis_rules),
+    "ldap-check": ("ldap", _ldap_rules),
+    "ssl-hello-chk": ("ssl3", _ssl3_rules),
+    "smtpchk": ("smtp", _smtp_rules),
+    "pgsql-check": ("pgsql", _pgsql_rules),
+    "mysql-check": ("mysql", _mysql_rules),
+}
+
+
+def protocol_check_option(line: _Line, proxy: _Proxy, enabled: bool, args: list[str]) -> None:
+    """``option redis-check``, ``mysql-check [user <name> [post-41|pre-41]]``...: the kind's ruleset."""
+    name = line.words[1]
+    kind, rules = PROTOCOL_CHECKS[name]
+    try:
+        built = rules(args)
+    except _Invalid as exc:
+        message = exc.message
+        raise _Invalid(message if message.startswith(("'", "keyword")) else f"'option {name}' {message}") \
+            from None
+    proxy.tcp_check, proxy.check_kind = True, kind
+    proxy.protocol_check_rules = [dataclasses.replace(rule, location=line.location) for rule in built]

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Optional
 
-from .checks import httpchk_option
+from .checks import PROTOCOL_CHECKS, httpchk_option, protocol_check_option
 from .lexer import _Invalid
 from .registry import BE, FE, ProxyHandler, _Line, _Proxy, _keyword, _names
 from .values import _integer, _leading, _none, _time
@@ -128,17 +128,16 @@ OPTIONS: dict[str, _Option] = {
     "tcp-check": _Option(_tcp_check_option, BE, negatable=False),
     "httpchk": _Option(httpchk_option, BE, negatable=False),
     "log-health-checks": _Option(_flag("log_health_checks"), BE),
-    **{name: _Option(_other_check_option, BE, negatable=False) for name in _names("""
-        external-check ldap-check mysql-check pgsql-check redis-check smtpchk spop-check
-        ssl-hello-chk
-    """)},
+    **{name: _Option(protocol_check_option, BE, negatable=False) for name in PROTOCOL_CHECKS},
+    **{name: _Option(_other_check_option, BE, negatable=False) for name in ("external-check", "spop-check")},
 }
 
 
 # Options HAProxy checks for arguments even where it ignores them (the check options take some).
 _NO_ARGUMENT_HANDLERS = {option.handler for name, option in OPTIONS.items()
                          if name not in ("redispatch", "http_proxy")
-                         and option.handler not in (_other_check_option, httpchk_option)}
+                         and option.handler not in (_other_check_option, httpchk_option,
+                                                    protocol_check_option)}
 
 
 @_keyword("option")

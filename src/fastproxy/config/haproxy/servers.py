@@ -67,6 +67,12 @@ def _server_choice(option: str, attribute: str, choices: tuple[str, ...]) -> Ser
     return handler
 
 
+def _no_tls_checks(server: Server, values: list[str]) -> None:
+    raise _Invalid("'check-ssl' asks for health checks over TLS, which fastproxy does not do: its checks "
+                   "speak plain TCP, so they would fail (or pass on another service); check a plain port "
+                   "with 'port', or use 'option ssl-hello-chk' to see that TLS answers")
+
+
 def _server_addr(server: Server, values: list[str]) -> None:
     address = _split_address(values[0])
     if address.port_text:
@@ -80,6 +86,7 @@ SERVER_OPTIONS: dict[str, tuple[int, ServerHandler]] = {
     "maxqueue": (1, _server_int("maxqueue", "a queue length for 'maxqueue'", 0)),
     "minconn": (1, _server_int("minconn", "a number of connections for 'minconn'", 0)),
     "check": (0, _server_flag("check", True)),
+    "check-ssl": (0, _no_tls_checks),
     "no-check": (0, _server_flag("check", False)),
     "inter": (1, _server_time("inter")),
     "fastinter": (1, _server_time("fastinter")),
@@ -110,7 +117,7 @@ SERVER_OPTIONS: dict[str, tuple[int, ServerHandler]] = {
 SERVER_IGNORED: dict[str, int] = {
     "agent-addr": 1, "agent-check": 0, "agent-inter": 1, "agent-port": 1, "agent-send": 1,
     "allow-0rtt": 0, "alpn": 1, "ca-file": 1, "check-alpn": 1, "check-proto": 1, "check-send-proxy": 0,
-    "check-sni": 1, "check-ssl": 0, "check-via-socks4": 0, "ciphers": 1, "ciphersuites": 1, "cookie": 1,
+    "check-sni": 1, "check-via-socks4": 0, "ciphers": 1, "ciphersuites": 1, "cookie": 1,
     "crl-file": 1, "crt": 1, "force-sslv3": 0, "force-tlsv10": 0, "force-tlsv11": 0,
     "force-tlsv12": 0, "force-tlsv13": 0, "init-addr": 1, "log-proto": 1, "max-reuse": 1, "namespace": 1,
     "no-agent-check": 0, "no-check-send-proxy": 0, "no-check-ssl": 0, "no-send-proxy-v2-ssl": 0,

@@ -75,6 +75,9 @@ def _tcp_check_connect(line: _Line, action: str, args: list[str]) -> TcpCheckRul
             rule.linger = True
         elif name == "comment":
             rule.comment = value
+        elif name == "ssl":
+            raise _Invalid("'ssl' asks for a check over TLS, which fastproxy does not do: its checks speak "
+                           "plain TCP")
         elif name != "default":  # "default": the server's check settings, which is what fastproxy uses
             line.warn(f"connect setting '{name}' is not supported by fastproxy; ignored",
                       f"tcp-check connect {name}")
