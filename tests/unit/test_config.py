@@ -1383,3 +1383,17 @@ def test_environment_corpus_file_reads_defaults_pseudo_variables_and_conditions(
     assert postgres.options["description"].startswith("postgres at ") and \
         postgres.options["description"].endswith("environment.cfg:13")
     assert [(s.name, s.port) for s in config.backends["postgres"].servers] == [("pg1", 5432), ("pg2", 5433)]
+
+
+def test_dispatch_sends_every_connection_to_its_address_without_balance_as_haproxy():
+    config = parse(PROLOGUE + "listen li\n bind :1\n dispatch 127.0.0.1:9000\n server s 127.0.0.1:9001\n")
+    assert [(s.name, s.port) for s in config.backends["li"].servers] == [("dispatch", 9000)]
+    config = parse(PROLOGUE + "listen li\n bind :1\n balance leastconn\n dispatch 127.0.0.1:9000\n"
+                   " server s 127.0.0.1:9001\n")
+    assert [s.name for s in config.backends["li"].servers] == ["s"]
+    assert "dispatch address of proxy 'li' will be ignored in balance mode." in warnings_of(config)[-1]
+    assert errors_of(PROLOGUE + "listen li\n bind :1\n dispatch 127.0.0.1\n") == [
+        "8: 'dispatch': missing port specification in '127.0.0.1'"]
+    assert errors_of(PROLOGUE + "backend be\n option transparent\n") == [
+        "6: 'backend': backend 'be' has 'option transparent' and no server: HAProxy then connects to the "
+        "client's original destination, which fastproxy does not do"]

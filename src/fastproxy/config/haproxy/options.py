@@ -123,11 +123,12 @@ OPTIONS: dict[str, _Option] = {
         h1-case-adjust-bogus-server http-buffer-request http-ignore-probes http-keep-alive http-no-delay
         http-pretend-keepalive http-server-close http-use-proxy-header httpclose idle-close-on-response
         independent-streams log-separate-errors logasap nolinger prefer-last-server
-        socket-stats tcp-smart-accept tcp-smart-connect transparent
+        socket-stats tcp-smart-accept tcp-smart-connect
     """)},
     "tcp-check": _Option(_tcp_check_option, BE, negatable=False),
     "httpchk": _Option(httpchk_option, BE, negatable=False),
     "log-health-checks": _Option(_flag("log_health_checks"), BE),
+    "transparent": _Option(_recorded, BE),  # refused where it would route: a backend without servers
     **{name: _Option(protocol_check_option, BE, negatable=False) for name in PROTOCOL_CHECKS},
     **{name: _Option(_other_check_option, BE, negatable=False) for name in ("external-check", "spop-check")},
 }

@@ -142,6 +142,7 @@ def _balance(line: _Line, proxy: _Proxy, args: list[str]) -> None:
     if rest:
         line.warn(f"extra argument '{rest[0]}' ignored (HAProxy ignores it too)")
     proxy.balance.algorithm, proxy.balance.sample, proxy.balance.draws = algorithm, sample, draws
+    proxy.balance_set = True
 
 
 _HASH_FUNCTIONS = {"sdbm", "djb2", "crc32", "wt6"}

@@ -366,6 +366,20 @@ class _Reader:
     def _backend(self, proxy: _Proxy) -> Backend:
         timeouts = Timeouts(**{name: getattr(proxy.timeouts, name) for name in _BE_TIMEOUTS})
         servers = proxy.servers
+        if proxy.dispatch is not None:
+            if proxy.balance_set:
+                self.warn(proxy.dispatch.location, "dispatch", f"dispatch address of proxy '{proxy.name}' "
+                          "will be ignored in balance mode.")
+            else:  # without 'balance', HAProxy sends every connection to the dispatch address
+                if servers:
+                    self.warn(proxy.dispatch.location, "dispatch", f"{proxy.describe()} sends every "
+                              "connection to its dispatch address, as HAProxy does without 'balance': its "
+                              "servers take no traffic")
+                servers = [proxy.dispatch]
+        elif proxy.options.get("transparent") and not servers:
+            self.error(proxy.location, proxy.kind, f"{proxy.describe()} has 'option transparent' and no "
+                       "server: HAProxy then connects to the client's original destination, which "
+                       "fastproxy does not do")
         if proxy.disabled:
             self.warn(proxy.location, proxy.kind, f"{proxy.describe()} is disabled: its servers take "
                       "no traffic")

@@ -132,6 +132,8 @@ class _Proxy:
     # backend-capable proxies inheriting from it: HAProxy's rules for defaults with rules.
     rule_keywords: set[str] = field(default_factory=set)
     inherited_by: int = 0
+    balance_set: bool = False  # a ``balance`` line applies (here or in the defaults): ``dispatch`` is ignored
+    dispatch: Optional[Server] = None  # ``dispatch <addr>``, as the server it stands for
 
     @property
     def caps(self) -> int:

@@ -216,4 +216,13 @@ def _default_server(line: _Line, proxy: _Proxy, args: list[str]) -> None:
 
 @_keyword("dispatch", caps=BE, in_defaults="no")
 def _dispatch(line: _Line, proxy: _Proxy, args: list[str]) -> None:
-    raise _Invalid("'dispatch' is not supported by fastproxy; declare a 'server' instead")
+    """``dispatch <addr>:<port>``: HAProxy's oldest way to name the one place a backend without a
+    ``balance`` sends every connection to; the reader turns it into that backend's only server."""
+    if not args:
+        raise _Invalid("expects <addr:port> as argument.")
+    text = env_expand(args[0], line.reader.environ)
+    address = _split_address(text)
+    if not address.port_text:
+        raise _Invalid(f"missing port specification in '{text}'")
+    family, host, port = _server_address(text)
+    proxy.dispatch = Server(name="dispatch", host=host, port=port, family=family, location=line.location)
