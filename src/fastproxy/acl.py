@@ -7,21 +7,27 @@ engine builds one ``Router`` per frontend to decide, for each connection, whethe
 (``tcp-request connection|session|content`` rules) and which backend takes it (``use_backend``,
 ``default_backend``).
 
-Supported criteria are the samples of ``fastproxy.samples`` (fetches ``src``, ``dst``, ``src_port``,
-``dst_port``, ``req.ssl_sni`` / ``req_ssl_sni``, ``req.ssl_hello_type`` / ``req_ssl_hello_type``,
-``always_true``, ``always_false``; string ones may carry the ``lower``/``upper`` converters).  Flags: ``-i``,
-``-m <method>`` (``str beg end sub reg dom len found bool int ip``), ``-n``, ``-u <id>``, ``--``
-(``-f <file>`` is read by the configuration reader, which passes the values in).  Integer patterns
-take ``a:b`` ranges and the ``eq ge gt le lt`` operators; IP patterns take addresses and networks
-(``/len`` or dotted masks), IPv4 and IPv6, matching IPv4-mapped IPv6 addresses as HAProxy does.
+Supported criteria are the samples of ``fastproxy.samples`` (the layer-4 addresses and ports, the
+TLS ClientHello, the client's first bytes: ``req.payload``, ``req.len``, ``req.proto_http``...) with
+their converters.  Flags: ``-i``, ``-m <method>`` (``str beg end sub reg dom len found bool int ip
+bin``), ``-n``, ``-u <id>``, ``--`` (``-f <file>`` is read by the configuration reader, which passes the
+values in).  Integer patterns take ``a:b`` ranges and the ``eq ge gt le lt`` operators (``req.ssl_ver``
+dotted versions such as ``3.1``); IP patterns take addresses and networks (``/len`` or dotted masks),
+IPv4 and IPv6, matching IPv4-mapped IPv6 addresses as HAProxy does; ``-m bin`` patterns are hex.
+HAProxy's predefined ACLs that mean something on a TCP stream are known (``TRUE``, ``FALSE``,
+``LOCALHOST``, ``HTTP``, ``HTTP_1.0``.., ``METH_*``, ``HTTP_URL_*``, ``RDP_COOKIE``, ``REQ_CONTENT``,
+``WAIT_END``); ``HTTP_CONTENT`` (a header's value) is refused.
 
-Evaluation is two-valued: a fetch without a value (no SNI, say) makes its ACL false, and ``!`` makes it
-true.  HAProxy's third value ("missing, wait for more data") is the engine's business: it peeks the
-TLS ClientHello within ``inspect_delay`` before calling ``accept_content`` and ``backend_for``.
+Evaluation is three-valued as HAProxy's (acl_exec_cond): an ACL passes, fails, or misses when its
+sample is not there yet or may still change (``req.len``, a ClientHello cut short) while more bytes
+may come (the connection's ``final`` is false).  ``Router.accept_content`` answers None then, and the
+engine peeks again until the rules decide or ``tcp-request inspect-delay`` is over; ``!`` keeps a miss
+a miss.  ``use_backend`` rules are evaluated once the content rules decided, on what arrived, as final.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -33,7 +39,8 @@ from . import samples
 from .config.model import Acl, Backend, Condition, Frontend, Location, Sample, TcpRequestRule
 from .errors import ConfigError
 
-__all__ = ["SNI_FETCHES", "AclError", "ConnInfo", "Router", "evaluate", "parse_acl", "parse_condition"]
+__all__ = ["CONTENT_FETCHES", "FAIL", "MISS", "PASS", "AclError", "ConnInfo", "Router",
+           "evaluate", "parse_acl", "parse_condition"]
 
 
 class AclError(ConfigError, ValueError):
@@ -53,7 +60,12 @@ class ConnInfo:
     dst_port: int
     sni: Optional[str] = None
     hello_type: Optional[int] = None  # the TLS handshake type of the first record: 1 for a ClientHello
-    ssl_hello_seen: bool = False  # the engine has looked at the first TLS record (within inspect-delay)
+    ssl_hello_seen: bool = False  # the engine has looked at the client's first bytes (within inspect-delay)
+    request: bytes = b""  # the bytes the client sent so far (peeked: still in its receive queue)
+    final: bool = True  # no more bytes will be waited for: samples are final (HAProxy's SMP_OPT_FINAL)
+    hello_pending: bool = False  # ``request`` is the start of a ClientHello not whole yet
+    alpn: tuple[str, ...] = ()  # the ClientHello's ALPN protocol names, in its order
+    hello_extensions: Optional[tuple[int, ...]] = None  # the ClientHello's extension types
     counters: Any = None  # the connection's stick counters (``tracking.Tracker``), read by sc_*/src_*
 
 
@@ -73,20 +85,47 @@ def _address(text: Optional[str]) -> Optional[Address]:
         return None
 
 
-SNI_FETCHES = samples.CLIENT_HELLO
-"""Fetches that read the TLS ClientHello: a rule using one makes the engine peek within inspect-delay."""
+CONTENT_FETCHES = samples.CONTENT
+"""Fetches that read what the client sends: a rule using one makes the engine peek within inspect-delay."""
 
-# HAProxy's predefined ACLs that make sense at layer 4; the others (HTTP, METH_GET...) are refused.
+# HAProxy's predefined ACLs (its acl.c default_acl_list), each a fetch and its patterns.
 PREDEFINED: dict[str, tuple[Sample, tuple[str, ...]]] = {
     "TRUE": (Sample("always_true"), ()),
     "FALSE": (Sample("always_false"), ()),
     "LOCALHOST": (Sample("src"), ("127.0.0.1/8", "::1")),
+    "HTTP": (Sample("req.proto_http"), ()),
+    "HTTP_1.0": (Sample("req.ver"), ("1.0",)),
+    "HTTP_1.1": (Sample("req.ver"), ("1.1",)),
+    "HTTP_2.0": (Sample("req.ver"), ("2.0",)),
+    "HTTP_3.0": (Sample("req.ver"), ("3.0",)),
+    "METH_CONNECT": (Sample("method"), ("CONNECT",)),
+    "METH_DELETE": (Sample("method"), ("DELETE",)),
+    "METH_GET": (Sample("method"), ("GET", "HEAD")),
+    "METH_HEAD": (Sample("method"), ("HEAD",)),
+    "METH_OPTIONS": (Sample("method"), ("OPTIONS",)),
+    "METH_POST": (Sample("method"), ("POST",)),
+    "METH_PUT": (Sample("method"), ("PUT",)),
+    "METH_TRACE": (Sample("method"), ("TRACE",)),
+    "HTTP_URL_ABS": (Sample("url"), ("-m", "reg", "^[^/:]*://")),
+    "HTTP_URL_SLASH": (Sample("url"), ("-m", "beg", "/")),
+    "HTTP_URL_STAR": (Sample("url"), ("*",)),
+    "RDP_COOKIE": (Sample("req.rdp_cookie_cnt"), ("gt", "0")),
+    "REQ_CONTENT": (Sample("req.len"), ("gt", "0")),
+    "WAIT_END": (Sample("wait_end"), ()),
 }
-_PREDEFINED_UNSUPPORTED = frozenset({
-    "HTTP", "HTTP_1.0", "HTTP_1.1", "HTTP_2.0", "HTTP_3.0", "HTTP_CONTENT", "HTTP_URL_ABS", "HTTP_URL_SLASH",
-    "HTTP_URL_STAR", "METH_CONNECT", "METH_DELETE", "METH_GET", "METH_HEAD", "METH_OPTIONS", "METH_POST",
-    "METH_PUT", "METH_TRACE", "RDP_COOKIE", "REQ_CONTENT", "WAIT_END",
-})
+# Predefined ACLs reading what fastproxy does not parse; ignoring one would change routing.
+_PREDEFINED_UNSUPPORTED = {
+    "HTTP_CONTENT": "it reads the request's Content-Length header, which fastproxy does not parse",
+}
+
+
+def predefined(name: str, location: Optional[Location] = None) -> Acl:
+    """HAProxy's predefined ACL ``name`` (one of PREDEFINED) as an ``Acl``."""
+    criterion, words = PREDEFINED[name]
+    flags: tuple[str, ...] = ()
+    if words[:1] == ("-m",):
+        flags, words = words[:2], words[2:]
+    return Acl(name=name, criterion=criterion, values=words, flags=flags, location=location or Location())
 
 
 def _sample_type(sample: Sample) -> str:
@@ -100,13 +139,17 @@ def _sample_type(sample: Sample) -> str:
 
 # --- parsing ------------------------------------------------------------------------------------------
 
-_METHODS = {"str", "beg", "end", "sub", "reg", "dom", "len", "found", "bool", "int", "ip"}
+_BIN = samples.BIN
+_METHODS = {"str", "beg", "end", "sub", "reg", "dom", "len", "found", "bool", "int", "ip", "bin"}
 _METHODS_BY_KIND = {
     _IP: {"ip", "found", "str", "beg", "end", "sub", "reg", "dom", "len"},
     _INT: {"int", "found", "bool", "str", "beg", "end", "sub", "reg", "dom", "len"},
-    _STR: {"str", "beg", "end", "sub", "reg", "dom", "len", "found"},
+    _STR: {"str", "beg", "end", "sub", "reg", "dom", "len", "found", "bin"},
+    _BIN: {"bin", "str", "beg", "end", "sub", "reg", "dom", "len", "found"},
     _BOOL: {"bool", "found"},
 }
+# Fetches whose integer patterns, with their default method, are dotted versions (``3.1``).
+_DOTTED_VERSIONS = frozenset({"req.ssl_ver", "req_ssl_ver"})
 _FLAGS_WITH_ARGUMENT = {"-m", "-u", "-f", "-M"}
 
 
@@ -186,6 +229,10 @@ def _method_of(acl: Acl, kind: str) -> str:
 # --- compiled tests -----------------------------------------------------------------------------------
 
 Test = Callable[[ConnInfo], bool]
+# HAProxy's three results (enum acl_test_res), valued so that AND is ``&`` and OR is ``|``.
+FAIL, MISS, PASS = 0, 1, 3
+Verdict = Callable[[ConnInfo], int]
+_NEGATION = {FAIL: PASS, MISS: MISS, PASS: FAIL}
 _INT_OPERATORS = {"eq", "ge", "gt", "le", "lt"}
 _DOMAIN_DELIMITERS = "/?.:"
 
@@ -218,6 +265,36 @@ def _integer(text: str, value: str) -> int:
     if not re.fullmatch(r"-?[0-9]+", text):
         raise AclError(f"'{value}' is not a number.")
     return int(text)
+
+
+def _dotted_versions(values: Sequence[str]) -> list[str]:
+    """``req.ssl_ver`` patterns: ``major.minor`` versions as the fetch's integers (pat_parse_dotted_ver)."""
+    converted = []
+    for value in values:
+        if value in _INT_OPERATORS:
+            converted.append(value)
+            continue
+        bounds = []
+        for bound in value.split(":") if ":" in value else [value]:
+            match = re.fullmatch(r"([0-9]+)(?:\.([0-9]+))?", bound)
+            if bound and match is None:
+                raise AclError(f"'{value}' is not a dotted number.")
+            bounds.append(str((int(match[1]) << 16) + int(match[2] or 0)) if match else "")
+        converted.append(":".join(bounds))
+    return converted
+
+
+def _hex_patterns(values: Sequence[str]) -> set[bytes]:
+    """``-m bin`` patterns: hex digits, two per byte (HAProxy's parse_binary)."""
+    patterns = set()
+    for value in values:
+        if len(value) % 2:
+            raise AclError(f"'{value}' : an even number of hex digit is expected.")
+        try:
+            patterns.add(bytes.fromhex(value))
+        except ValueError:
+            raise AclError(f"'{value}' is not a valid hexadecimal binary string.") from None
+    return patterns
 
 
 def _networks(values: Sequence[str]) -> list[Union[ipaddress.IPv4Network, ipaddress.IPv6Network]]:
@@ -278,6 +355,12 @@ def _in_ranges(number: int, ranges: Sequence[tuple[Optional[int], Optional[int]]
 
 def compile_acl(acl: Acl) -> Test:
     """A function telling whether ``acl`` matches a connection; raises AclError if it cannot be built."""
+    verdict = compile_acl_verdict(acl)
+    return lambda info: verdict(info) == PASS
+
+
+def compile_acl_verdict(acl: Acl) -> Verdict:
+    """``acl``'s three-valued test of a connection (PASS, FAIL, or MISS while its sample may change)."""
     kind = _sample_type(acl.criterion)
     flags = list(acl.flags)
     method = _method_of(acl, kind)
@@ -288,35 +371,48 @@ def compile_acl(acl: Acl) -> Test:
                        f"(a {kind} sample) in fastproxy")
     ignore_case = "-i" in flags
     values = acl.values
+    if method == "int" and "-m" not in flags and acl.criterion.fetch in _DOTTED_VERSIONS:
+        values = tuple(_dotted_versions(values))
 
-    read = samples.reader(acl.criterion)
-    if kind == _IP:  # addresses are matched as ipaddress objects
-        def read(info: ConnInfo, _read: Callable[[ConnInfo], Any] = read) -> Any:
-            return _address(_read(info))
-
+    evaluate = samples.evaluator(acl.criterion)
+    matches: Callable[[Any], bool]
     if method == "found":
-        return lambda info: read(info) is not None
-    if method == "bool":
-        return lambda info: bool(read(info))
-    sample_test = _sample_test(method, values, ignore_case)
+        matches = lambda value: True  # noqa: E731 (a value is all it takes)
+    elif method == "bool":
+        matches = bool
+    else:
+        matches = _sample_test(method, values, ignore_case)
+    if kind == _IP:  # addresses are matched as ipaddress objects
+        value_matches = matches
 
-    def test(info: ConnInfo) -> bool:
-        sample = read(info)
-        return sample is not None and sample_test(sample)
+        def matches(value: Any) -> bool:
+            address = _address(value)
+            return address is not None and value_matches(address)
 
-    return test
+    def verdict(info: ConnInfo) -> int:
+        value, more = evaluate(info)
+        if value is not None:
+            # A fetch giving several values (req.ssl_alpn) matches when one does.
+            if any(map(matches, value)) if isinstance(value, tuple) else matches(value):
+                return PASS
+        return MISS if more else FAIL
+
+    return verdict
 
 
 def _sample_test(method: str, values: Sequence[str], ignore_case: bool) -> Callable[[Any], bool]:
-    """The test of one sample value (an address, an integer or a string) against the patterns."""
+    """The test of one sample value (an address, an integer, a string or bytes) against the patterns."""
     if method == "ip":
         networks = _networks(values)
         return partial(_address_matches, networks=networks)
     if method == "int":
         ranges = _int_patterns(values)
         return partial(_in_ranges, ranges=ranges)
+    if method == "bin":  # the exact bytes of a hex pattern (pat_match_bin)
+        wanted = _hex_patterns(values)
+        return lambda value: (value if isinstance(value, bytes) else str(value).encode()) in wanted
     string_test = _string_test(method, values, ignore_case)
-    return lambda value: string_test(str(value))
+    return lambda value: string_test(value.decode("latin-1") if isinstance(value, bytes) else str(value))
 
 
 # --- conditions ---------------------------------------------------------------------------------------
@@ -366,10 +462,10 @@ def parse_condition(words: Sequence[str], acls: Mapping[str, Sequence[Acl]], *,
         elif word in acls:
             term = word
         elif word in PREDEFINED:
-            criterion, values = PREDEFINED[word]
-            term = Acl(name=word, criterion=criterion, values=values, location=location or Location())
+            term = predefined(word, location)
         elif word in _PREDEFINED_UNSUPPORTED:
-            raise AclError(f"predefined ACL '{word}' is not supported by fastproxy (layer 4 only)")
+            raise AclError(f"predefined ACL '{word}' is not supported by fastproxy: "
+                           f"{_PREDEFINED_UNSUPPORTED[word]}")
         else:
             raise AclError(f"no such ACL : '{word}'.")
         if current is None:
@@ -400,29 +496,50 @@ CompiledCondition = Callable[[ConnInfo], bool]
 
 
 def compile_condition(condition: Optional[Condition], acls: Mapping[str, Sequence[Acl]]) -> CompiledCondition:
-    """A function over ConnInfo: groups are OR-ed, terms AND-ed, a named ACL ORs its lines."""
+    """A function over ConnInfo: groups are OR-ed, terms AND-ed, a named ACL ORs its lines; a sample
+    still missing counts as no match."""
+    verdict = compile_verdict(condition, acls)
+    return lambda info: verdict(info) == PASS
+
+
+def compile_verdict(condition: Optional[Condition], acls: Mapping[str, Sequence[Acl]]) -> Verdict:
+    """The three-valued ``compile_condition`` (HAProxy's acl_exec_cond): MISS while a sample the
+    outcome depends on may still change; ``unless`` and ``!`` keep a MISS."""
     if condition is None:
-        return lambda info: True
-    groups: list[list[tuple[bool, list[Test]]]] = []
+        return lambda info: PASS
+    groups: list[list[tuple[bool, list[Verdict]]]] = []
     for group in condition.groups:
         terms = []
         for negated, term in group:
             if isinstance(term, str):
                 if term not in acls:
                     raise AclError(f"no such ACL : '{term}'.")
-                tests = [compile_acl(acl) for acl in acls[term]]
+                tests = [compile_acl_verdict(acl) for acl in acls[term]]
             else:
-                tests = [compile_acl(term)]
+                tests = [compile_acl_verdict(term)]
             terms.append((negated, tests))
         groups.append(terms)
     negate = condition.negate
 
-    def matches(info: ConnInfo) -> bool:
-        result = any(all(any(test(info) for test in tests) != negated for negated, tests in group)
-                     for group in groups)
-        return result != negate
+    def verdict(info: ConnInfo) -> int:
+        result = FAIL
+        for group in groups:
+            suite = PASS
+            for negated, tests in group:
+                term = FAIL
+                for test in tests:
+                    term |= test(info)
+                    if term == PASS:
+                        break
+                suite &= _NEGATION[term] if negated else term
+                if suite == FAIL:
+                    break
+            result |= suite
+            if result == PASS:
+                break
+        return _NEGATION[result] if negate else result
 
-    return matches
+    return verdict
 
 
 def evaluate(condition: Optional[Condition], acls: Mapping[str, Sequence[Acl]], info: ConnInfo) -> bool:
@@ -435,7 +552,7 @@ def evaluate(condition: Optional[Condition], acls: Mapping[str, Sequence[Acl]], 
 @dataclass(frozen=True)
 class _Rule:
     accept: bool
-    matches: CompiledCondition
+    matches: Verdict
     run: Optional[Callable[[ConnInfo], None]] = None  # an action that goes on to the next rule (track-sc...)
 
 
@@ -467,13 +584,13 @@ class Router:
 
     def __init__(self, *, connection_rules: Sequence[_Rule], session_rules: Sequence[_Rule],
                  content_rules: Sequence[_Rule], switching: Sequence[tuple[str, CompiledCondition]],
-                 default_backend: Optional[str], needs_sni: bool) -> None:
+                 default_backend: Optional[str], reads_content: bool) -> None:
         self._connection_rules = list(connection_rules)
         self._session_rules = list(session_rules)
         self._content_rules = list(content_rules)
         self._switching = list(switching)
         self.default_backend = default_backend
-        self.needs_sni = needs_sni
+        self.reads_content = reads_content
 
     @classmethod
     def for_frontend(cls, frontend: Frontend, backends: Mapping[str, Any],
@@ -482,56 +599,70 @@ class Router:
         name ACLs, backends and stick tables (``sticktables.StickTable`` by name) that exist."""
         acls = frontend.acls
         rules: dict[str, list[_Rule]] = {"connection": [], "session": [], "content": []}
-        needs_sni = False
+        reads_content = False
         for rule in frontend.tcp_request_rules:
-            matches = compile_condition(rule.condition, acls)
+            matches = compile_verdict(rule.condition, acls)
             run = _rule_action(rule, frontend.name, tables or {})
             rules[rule.phase].append(_Rule(rule.action == "accept", matches, run))
             if rule.phase == "content":
-                needs_sni |= condition_uses(rule.condition, acls, SNI_FETCHES)
+                reads_content |= condition_uses(rule.condition, acls, CONTENT_FETCHES)
         switching = []
         for use in frontend.use_backends:
             switching.append((use.backend, compile_condition(use.condition, acls)))
-            needs_sni |= condition_uses(use.condition, acls, SNI_FETCHES)
+            reads_content |= condition_uses(use.condition, acls, CONTENT_FETCHES)
         return cls(connection_rules=rules["connection"], session_rules=rules["session"],
                    content_rules=rules["content"], switching=switching,
-                   default_backend=frontend.default_backend, needs_sni=needs_sni)
+                   default_backend=frontend.default_backend, reads_content=reads_content)
 
     @classmethod
     def for_backend(cls, backend: Backend, tables: Optional[Mapping[str, Any]] = None) -> Router:
         """A backend's ``tcp-request content`` rules (it has no other rule and picks no backend)."""
-        rules = [_Rule(rule.action == "accept", compile_condition(rule.condition, backend.acls),
+        rules = [_Rule(rule.action == "accept", compile_verdict(rule.condition, backend.acls),
                        _rule_action(rule, backend.name, tables or {}))
                  for rule in backend.tcp_request_rules]
-        needs_sni = any(condition_uses(rule.condition, backend.acls, SNI_FETCHES)
+        reads_content = any(condition_uses(rule.condition, backend.acls, CONTENT_FETCHES)
                         for rule in backend.tcp_request_rules)
         return cls(connection_rules=[], session_rules=[], content_rules=rules, switching=[],
-                   default_backend=None, needs_sni=needs_sni)
+                   default_backend=None, reads_content=reads_content)
 
     def accept_connection(self, info: ConnInfo) -> bool:
         """``tcp-request connection`` then ``tcp-request session`` rules: the first accept or reject
         that matches decides for its set (the actions before it ran); no match accepts.  Once both
         sets accept, the connection is a session for the stick counters tracked so far."""
-        accepted = _first_match(self._connection_rules, info) and _first_match(self._session_rules, info)
+        final = info if info.final else dataclasses.replace(info, final=True)
+        accepted = bool(_first_match(self._connection_rules, final)
+                        and _first_match(self._session_rules, final))
         if accepted and info.counters is not None:
             info.counters.session_started()
         return accepted
 
-    def accept_content(self, info: ConnInfo) -> bool:
-        """``tcp-request content`` rules, once the engine has inspected the first bytes."""
+    @property
+    def has_content_rules(self) -> bool:
+        return bool(self._content_rules)
+
+    def accept_content(self, info: ConnInfo) -> Optional[bool]:
+        """``tcp-request content`` rules on what the client sent so far: accept or not, or None to
+        wait for more bytes (a rule's condition misses a sample that may still come, while
+        ``info.final`` is false), as HAProxy's tcp_inspect_request."""
         return _first_match(self._content_rules, info)
 
     def backend_for(self, info: ConnInfo) -> Optional[str]:
-        """The first ``use_backend`` whose condition matches, else ``default_backend`` (maybe None)."""
+        """The first ``use_backend`` whose condition matches, else ``default_backend`` (maybe None).
+        Evaluated as final, on what arrived (HAProxy's process_switching_rules)."""
+        if not info.final:
+            info = dataclasses.replace(info, final=True)
         for backend, matches in self._switching:
             if matches(info):
                 return backend
         return self.default_backend
 
 
-def _first_match(rules: Sequence[_Rule], info: ConnInfo) -> bool:
+def _first_match(rules: Sequence[_Rule], info: ConnInfo) -> Optional[bool]:
     for rule in rules:
-        if rule.matches(info):
+        verdict = rule.matches(info)
+        if verdict == MISS:  # wait for more bytes (the actions before it ran: they run once)
+            return None
+        if verdict == PASS:
             if rule.run is None:
                 return rule.accept
             rule.run(info)

@@ -5,8 +5,9 @@ Service logic is kept apart from proxy logic by two hooks in the spirit of Go's
 an ``error_handler`` that decides what a client sees when no upstream could be reached (both run in
 ``dispatch.Dispatcher``).  ``TCPProxy`` takes each accepted descriptor (``accept``, the fast entry,
 or ``serve_tcp``, the generic one), reads a PROXY header first for ``accept-proxy`` binds, applies the
-frontend's ``tcp-request`` rules and ``use_backend`` routing (waiting for a TLS ClientHello, without
-consuming it, when rules look at SNI), and hands the session to the dispatcher with its backend.
+frontend's ``tcp-request`` rules and ``use_backend`` routing (peeking at what the client sends, without
+consuming it, when rules read it: ``tcp-request content`` rules wait for more while they miss a sample,
+within ``tcp-request inspect-delay``), and hands the session to the dispatcher with its backend.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import asyncio
 import dataclasses
 import logging
 import socket
-from typing import Callable, Optional
+from typing import Callable, Optional, TypeVar
 
 from . import _linux, proxyproto, tcplog
 from .acl import ConnInfo
@@ -23,7 +24,7 @@ from .dispatch import Dispatcher, default_error_handler
 from .runtime import FrontendRuntime, Runtime
 from .server import Connection
 from .session import Director, ErrorHandler, Session, Target
-from .sni import ClientHelloResult, HelloStatus, parse_client_hello
+from .sni import HelloStatus, parse_client_hello
 from .tracking import Tracker
 
 __all__ = ["Director", "ErrorHandler", "Session", "Target", "TCPProxy", "default_error_handler"]
@@ -31,6 +32,9 @@ __all__ = ["Director", "ErrorHandler", "Session", "Target", "TCPProxy", "default
 log = logging.getLogger("fastproxy")
 
 PEEK_SIZE = 16384 + 5  # a whole TLS record: a ClientHello is almost always in the first one
+PEEK_POLL = 0.005  # seconds between peeks while bytes wait unread (the socket stays readable meanwhile)
+TCP_CLOSE_WAIT = 8  # tcpi_state once the client has shut its side down
+_Decision = TypeVar("_Decision")
 
 
 async def peek_until(fd: int, timeout: float, parse: Callable[[bytes], Optional[object]]) -> Optional[object]:
@@ -61,24 +65,11 @@ async def peek_until(fd: int, timeout: float, parse: Callable[[bytes], Optional[
 INCOMPLETE = object()  # what a ``peek_until`` parser returns to wait for more bytes
 
 
-def _hello_or_incomplete(data: bytes) -> Optional[object]:
-    result = parse_client_hello(data)
-    if result.status is HelloStatus.OK:
-        return result
-    return INCOMPLETE if result.status is HelloStatus.INCOMPLETE else None
-
-
 def _header_or_incomplete(data: bytes) -> Optional[object]:
     header = proxyproto.parse(data)
     if header.status is proxyproto.ProxyStatus.OK:
         return header
     return INCOMPLETE if header.status is not proxyproto.ProxyStatus.INVALID else None
-
-
-async def peek_client_hello(fd: int, delay: float) -> Optional[ClientHelloResult]:
-    """The ClientHello waiting in ``fd``'s receive queue, left there; None if none was complete
-    within ``delay`` seconds (or the bytes are not TLS)."""
-    return await peek_until(fd, delay, _hello_or_incomplete)  # type: ignore[return-value]
 
 
 async def wait_readable(fd: int, timeout: float) -> bool:
@@ -180,6 +171,66 @@ class TCPProxy:
         self._go(session, router.backend_for(info), info)
 
     @staticmethod
+    def _client_closed(sock: socket.socket) -> bool:
+        """Whether the client sent its FIN (its bytes may still wait unread): no more will come."""
+        try:
+            return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] == TCP_CLOSE_WAIT
+        except OSError:
+            return False
+
+    async def _inspect(self, session: Session, info: ConnInfo, delay: float,
+                       decide: Callable[[ConnInfo], Optional[_Decision]],
+                       ) -> Optional[tuple[ConnInfo, _Decision]]:
+        """Peek at what the client sends (left in its receive queue) until ``decide`` answers for
+        ``info`` with those bytes; after ``delay`` seconds, when the client closed or the buffer is full,
+        the bytes are final and ``decide`` must answer (HAProxy's SMP_OPT_FINAL).  None when the session
+        ended meanwhile (closed here)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + delay
+        sock = socket.socket(fileno=session.fd)
+        seen = -1
+        try:
+            while True:
+                try:
+                    data = sock.recv(PEEK_SIZE, socket.MSG_PEEK)
+                    closed = not data or self._client_closed(sock)
+                except (BlockingIOError, InterruptedError):
+                    data, closed = b"", False
+                final = closed or len(data) >= PEEK_SIZE or loop.time() >= deadline
+                if len(data) != seen or final:
+                    seen = len(data)
+                    current = self._with_request(info, data, final)
+                    decision = decide(current)
+                    if decision is not None:
+                        return current, decision
+                    assert not final, "a decision on final bytes"
+                remaining = deadline - loop.time()
+                if data:
+                    await asyncio.sleep(min(PEEK_POLL, max(remaining, 0.0)))
+                else:
+                    await wait_readable(session.fd, remaining)
+        except asyncio.CancelledError:
+            session.close()
+            raise
+        except OSError:
+            session.close()
+            return None
+        finally:
+            sock.detach()
+
+    @staticmethod
+    def _with_request(info: ConnInfo, data: bytes, final: bool) -> ConnInfo:
+        """``info`` with the client's first bytes, and the ClientHello they hold (once whole)."""
+        hello = parse_client_hello(data)
+        if hello.status is HelloStatus.OK:
+            return dataclasses.replace(info, ssl_hello_seen=True, request=data, final=final,
+                                       hello_pending=False, sni=hello.server_name,
+                                       hello_type=hello.hello_type, alpn=hello.alpn,
+                                       hello_extensions=hello.extensions)
+        return dataclasses.replace(info, ssl_hello_seen=True, request=data, final=final,
+                                   hello_pending=hello.status is HelloStatus.INCOMPLETE)
+
+    @staticmethod
     def _info(session: Session) -> ConnInfo:
         return ConnInfo(src=session.peername[0], src_port=session.peername[1],
                         dst=session.sockname[0], dst_port=session.sockname[1], counters=session.tracker)
@@ -197,7 +248,7 @@ class TCPProxy:
         # A listen's rules ran as its frontend's; a backend's own run now, before a server is chosen.
         if backend.router is not None and backend.name != session.frontend.name:
             info = info or self._info(session)
-            if backend.inspect_delay and not info.ssl_hello_seen:
+            if backend.router.reads_content:
                 self.state.background(asyncio.ensure_future(self._inspect_in_backend(session, info)))
                 return
             if not backend.router.accept_content(info):
@@ -211,46 +262,33 @@ class TCPProxy:
         session.backend.denied += 1
 
     async def _inspect_in_backend(self, session: Session, info: ConnInfo) -> None:
-        """The backend's ``tcp-request inspect-delay``: wait for the first bytes the frontend did not."""
+        """The backend's content rules on what the client sends, waiting for more within the backend's
+        own ``tcp-request inspect-delay`` while they miss a sample (HAProxy's AN_REQ_INSPECT_BE)."""
         backend = session.backend
         assert backend is not None and backend.router is not None
-        seen = await self._peeked(session, info, backend.inspect_delay)
-        if seen is None:
+        inspected = await self._inspect(session, info, backend.inspect_delay, backend.router.accept_content)
+        if inspected is None:
             return
-        if not backend.router.accept_content(seen):
+        if not inspected[1]:
             self._deny_in_backend(session)
             return
         self.dispatcher.choose_and_dial(session)
 
     async def _inspect_then_route(self, session: Session, info: ConnInfo) -> None:
-        """Wait (at most ``tcp-request inspect-delay``) for the client's TLS ClientHello, without
-        consuming it, then apply the content rules and route on what was seen (HAProxy's
-        ``req.ssl_sni`` / ``req_ssl_hello_type``).  A client that sends nothing usable within the delay
-        is routed on what is known: the content rules and ACLs see no SNI."""
-        seen = await self._peeked(session, info, session.frontend.model.inspect_delay or 0.0)
-        if seen is None:
-            return
-        router = session.frontend.router
+        """The content rules on what the client sends, without consuming it: they wait for more bytes
+        while a condition misses a sample (``req.ssl_sni`` of a ClientHello cut short, ``req.len``,
+        ``WAIT_END``...), at most ``tcp-request inspect-delay``, then decide on what came.  Then
+        ``use_backend`` routes on what arrived."""
+        frontend = session.frontend
+        router = frontend.router
         assert router is not None
-        if not router.accept_content(seen):  # tcp-request content reject
+        inspected = await self._inspect(session, info, frontend.inspect_delay, router.accept_content)
+        if inspected is None:
+            return
+        seen, accepted = inspected
+        if seen.sni is not None:
+            session.context["sni"] = seen.sni
+        if not accepted:  # tcp-request content reject
             self._deny(session)
             return
         self._go(session, router.backend_for(seen), seen)
-
-    async def _peeked(self, session: Session, info: ConnInfo, delay: float) -> Optional[ConnInfo]:
-        """``info`` with what the client sent within ``delay`` seconds (left in its receive queue);
-        None when the session ended meanwhile (closed here)."""
-        try:
-            hello = await peek_client_hello(session.fd, delay)
-        except asyncio.CancelledError:
-            session.close()
-            raise
-        except OSError:
-            session.close()
-            return None
-        if hello is not None:
-            info = dataclasses.replace(info, ssl_hello_seen=True, hello_type=hello.hello_type,
-                                       sni=hello.server_name)
-            if hello.server_name is not None:
-                session.context["sni"] = hello.server_name
-        return info

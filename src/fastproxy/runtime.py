@@ -200,9 +200,12 @@ class FrontendRuntime:
         has_rules = bool(frontend.use_backends or frontend.tcp_request_rules)
         self.router: Optional[Router] = Router.for_frontend(frontend, backends, tables) if has_rules else None
         self.tables = tables or {}  # its rules' stick counters (a Tracker per connection) read these
-        # Content rules and SNI routing wait for the first bytes, as long as inspect-delay allows.
-        self.inspects = bool(self.router is not None and frontend.inspect_delay and (
-            self.router.needs_sni or any(r.phase == "content" for r in frontend.tcp_request_rules)))
+        # Rules reading what the client sends peek at it: content rules wait for it as long as
+        # inspect-delay allows, and use_backend sees what arrived when they decided (HAProxy's analysers:
+        # without content rules nothing waits, and use_backend sees what came with the connection).
+        self.inspects = bool(self.router is not None and self.router.reads_content)
+        self.inspect_delay = (frontend.inspect_delay or 0.0) if self.router is not None and \
+            self.router.has_content_rules else 0.0
 
     def log_reads(self, aliases: tuple[logformat.Alias, ...]) -> bool:
         """Whether the session's log line (its format, or the unique id it writes) reads any of these."""

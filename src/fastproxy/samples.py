@@ -1,17 +1,29 @@
 """Layer-4 samples (HAProxy's sample.c): the one table of the fetches and converters fastproxy evaluates.
 
 A sample expression is a fetch followed by converters applied to its value in turn
-(``req.ssl_sni,lower``).  This module parses and checks expressions into the model's ``Sample`` and
-evaluates them over a description of one connection: any object with the attributes the fetches read
-(``src``, ``src_port``, ``dst``, ``dst_port``, ``sni``, ``hello_type``), such as ``acl.ConnInfo`` and
-``balance.PickKey``.  What a value is then used for is the caller's business: ACLs match it against
-patterns (``acl.py``), ``balance hash`` hashes its bytes (``balance.py``), the reader checks expressions
-as it reads them.  Sans-IO: no socket, no file.
+(``req.ssl_sni,lower``, ``req.payload(0,3),hex``).  This module parses and checks expressions into the
+model's ``Sample`` and evaluates them over a description of one connection: any object with the
+attributes the fetches read (``src``, ``src_port``, ``dst``, ``dst_port``, ``sni``, ``hello_type``, and
+for content fetches ``request``, the bytes the client sent so far, ``hello_pending`` and ``final``), such
+as ``acl.ConnInfo`` and ``balance.PickKey``.  What a value is then used for is the caller's business:
+ACLs match it against patterns (``acl.py``), ``balance hash`` hashes its bytes (``balance.py``), the
+reader checks expressions as it reads them.  Sans-IO: no socket, no file.
 
 Fetches: ``src``, ``dst`` (addresses, as text), ``src_port``, ``dst_port`` (integers),
 ``req.ssl_sni`` / ``req_ssl_sni`` (the TLS ClientHello's server name), ``req.ssl_hello_type`` /
-``req_ssl_hello_type`` (its handshake type), ``always_true``, ``always_false``.  Converters: ``lower``,
-``upper``, on strings.  A fetch without a value for the connection (no SNI) gives None.
+``req_ssl_hello_type`` (its handshake type), ``always_true``, ``always_false``, and the content fetches
+reading the client's first bytes (HAProxy's payload.c, see ``fastproxy.payload``): ``req.len`` /
+``req_len``, ``req.payload(<offset>,<length>)`` / ``payload``, ``req.payload_lv(<offset1>,<length>[,
+<offset2>])`` / ``payload_lv``, ``req.proto_http`` / ``req_proto_http``, ``method``, ``url``, ``req.ver``
+(the request line of an HTTP/1.x request on the TCP stream), ``req.ssl_ver`` / ``req_ssl_ver``,
+``req.ssl_alpn``, ``req.ssl_ec_ext``, ``req.rdp_cookie([<name>])`` / ``rdp_cookie`` /
+``req_rdp_cookie``, ``req.rdp_cookie_cnt([<name>])`` / ``rdp_cookie_cnt`` / ``req_rdp_cookie_cnt``
+and ``wait_end``.  Converters: ``lower``, ``upper``, ``hex``, ``bytes(<offset>[,<length>])``,
+``length``.
+
+Evaluation gives a value (None when the connection has none) and whether more bytes from the client
+may still give one or change it (HAProxy's ``SMP_F_MAY_CHANGE``): ``evaluator`` gives both, for ACLs
+deciding whether to wait; ``reader`` the value alone.
 
 Stick counter fetches (HAProxy's ``sc_*``, ``sc0_*``..``sc2_*``, ``src_*``, ``table_cnt``,
 ``table_avl``) read stick tables: the entry a ``track-sc<n>`` rule tracks for the connection
@@ -22,23 +34,33 @@ the connection (``tracking.Tracker``), which this module only calls: no counters
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from . import payload
 from .config.model import Sample
 from .errors import ConfigError
+from .payload import Read
 
-__all__ = ["CONVERTERS", "FETCHES", "Converter", "Fetch", "Sample", "SampleError", "check",
-           "check_hashable", "parse", "reader", "split", "type_of"]
+__all__ = ["CONTENT", "CONVERTERS", "FETCHES", "Converter", "Fetch", "Read", "Sample", "SampleError",
+           "check", "check_hashable", "evaluator", "fetch_of", "parse", "reader", "split", "type_of"]
 
 # The types of sample values (HAProxy's SMP_T_*): what a fetch gives and a converter takes.
-IP, INT, STR, BOOL = "ip", "int", "str", "bool"
+IP, INT, STR, BOOL, BIN = "ip", "int", "str", "bool", "bin"
+
+# Argument types of fetches and converters (HAProxy's ARGT_*): a non-negative integer, a signed
+# offset kept as written ("+2"), a string.
+UINT, OFFSET, TEXT = "unsigned integer", "offset", "string"
 
 
 class SampleError(ConfigError, ValueError):
     """A sample expression fastproxy cannot evaluate; the message says what it can."""
+
+
+# How a fetch reads one connection: ``conn`` and the fetch's checked arguments -> a value and whether
+# more client bytes may change it.
+FetchRead = Callable[[Any, tuple[Any, ...]], Read]
 
 
 @dataclass(frozen=True)
@@ -47,24 +69,83 @@ class Fetch:
 
     name: str
     type: str
-    attribute: Optional[str]  # the connection attribute it reads; None: the constant ``value``
+    attribute: Optional[str]  # the connection attribute it reads; None: ``read``, or the constant ``value``
     value: Any = None
     hashable: bool = False  # ``balance hash`` may hash it
     client_hello: bool = False  # read from the TLS ClientHello: a rule needs ``inspect-delay`` to see it
     destination: bool = False  # the address the client connected to: one more syscall per connection
     counter: Optional[tuple[str, str]] = None  # a stick counter fetch: (scope, value), see COUNTER_VALUES
+    read: Optional[FetchRead] = None  # a content fetch: reads the client's first bytes (``request``)
+    arguments: tuple[str, ...] = ()  # the types of its arguments; the first ``required`` are mandatory
+    required: int = 0
+
+    @property
+    def content(self) -> bool:
+        """Whether it reads what the client sends: a rule using it waits within ``inspect-delay``."""
+        return self.client_hello or self.read is not None
 
 
 @dataclass(frozen=True)
 class Converter:
     name: str
-    input: str
+    inputs: frozenset[str]
     output: str
-    apply: Callable[[Any], Any]
+    apply: Callable[..., Any]  # (value, *arguments) -> value
+    arguments: tuple[str, ...] = ()
+    required: int = 0
 
 
 def _fetches(*fetches: tuple[tuple[str, ...], Fetch]) -> dict[str, Fetch]:
     return {name: fetch for names, fetch in fetches for name in names}
+
+
+def _request(conn: Any) -> bytes:
+    return getattr(conn, "request", b"")
+
+
+def _content(name: str, kind: str, parse: Callable[..., Read], arguments: tuple[str, ...] = (),
+             required: int = 0) -> Fetch:
+    """A fetch of the client's first bytes through a ``fastproxy.payload`` parser."""
+    return Fetch(name, kind, None, read=lambda conn, args: parse(_request(conn), *args),
+                 arguments=arguments, required=required)
+
+
+def _http(part: str) -> FetchRead:
+    """``req.proto_http``, ``method``, ``url``, ``req.ver``: the request line of a whole HTTP request."""
+    def read(conn: Any, args: tuple[Any, ...]) -> Read:
+        request, more = payload.http_request(_request(conn))
+        if part == "proto":
+            return Read(True, False) if request is not None else Read(None, more)
+        return Read(getattr(request, part) if request is not None else None, more)
+    return read
+
+
+def _hello(attribute: str) -> FetchRead:
+    """A ClientHello field: the engine parses the hello once (``sni``, ``hello_type``...), and says
+    while it is incomplete (``hello_pending``)."""
+    def read(conn: Any, args: tuple[Any, ...]) -> Read:
+        value = getattr(conn, attribute, None)
+        return Read(None if value == () else value, getattr(conn, "hello_pending", False))
+    return read
+
+
+def _hello_has(extension: int) -> FetchRead:
+    def read(conn: Any, args: tuple[Any, ...]) -> Read:
+        extensions = getattr(conn, "hello_extensions", None)
+        if extensions is None:
+            return Read(None, getattr(conn, "hello_pending", False))
+        return Read(True if extension in extensions else None, False)
+    return read
+
+
+def _wait_end(conn: Any, args: tuple[Any, ...]) -> Read:
+    """``wait_end``: true once no more bytes will be waited for, never before."""
+    return Read(True, False) if getattr(conn, "final", True) else payload.TOO_SHORT
+
+
+def _rdp_cookie_count(conn: Any, args: tuple[Any, ...]) -> Read:
+    value, more = payload.rdp_cookie(_request(conn), *args)
+    return payload.TOO_SHORT if more else Read(0 if value is None else 1, False)
 
 
 FETCHES: dict[str, Fetch] = _fetches(
@@ -73,11 +154,28 @@ FETCHES: dict[str, Fetch] = _fetches(
     (("src_port",), Fetch("src_port", INT, "src_port", hashable=True)),
     (("dst_port",), Fetch("dst_port", INT, "dst_port", hashable=True, destination=True)),
     # HAProxy 2.6 still knows the older underscore names beside the dotted ones.
-    (("req.ssl_sni", "req_ssl_sni"), Fetch("req.ssl_sni", STR, "sni", hashable=True, client_hello=True)),
+    (("req.ssl_sni", "req_ssl_sni"), Fetch("req.ssl_sni", STR, None, hashable=True, client_hello=True,
+                                           read=_hello("sni"))),
     (("req.ssl_hello_type", "req_ssl_hello_type"),
-     Fetch("req.ssl_hello_type", INT, "hello_type", client_hello=True)),
+     Fetch("req.ssl_hello_type", INT, None, client_hello=True, read=_hello("hello_type"))),
+    (("req.ssl_alpn",), Fetch("req.ssl_alpn", STR, None, client_hello=True, read=_hello("alpn"))),
+    (("req.ssl_ec_ext",), Fetch("req.ssl_ec_ext", BOOL, None, client_hello=True, read=_hello_has(10))),
     (("always_true",), Fetch("always_true", BOOL, None, True)),
     (("always_false",), Fetch("always_false", BOOL, None, False)),
+    (("req.len", "req_len"), _content("req.len", INT, payload.request_length)),
+    (("req.payload", "payload"), _content("req.payload", BIN, payload.payload, (UINT, UINT), 2)),
+    (("req.payload_lv", "payload_lv"),
+     _content("req.payload_lv", BIN, payload.payload_lv, (UINT, UINT, OFFSET), 2)),
+    (("req.ssl_ver", "req_ssl_ver"), _content("req.ssl_ver", INT, payload.ssl_version)),
+    (("req.rdp_cookie", "req_rdp_cookie", "rdp_cookie"),
+     _content("req.rdp_cookie", STR, payload.rdp_cookie, (TEXT,))),
+    (("req.rdp_cookie_cnt", "req_rdp_cookie_cnt", "rdp_cookie_cnt"),
+     Fetch("req.rdp_cookie_cnt", INT, None, read=_rdp_cookie_count, arguments=(TEXT,))),
+    (("req.proto_http", "req_proto_http"), Fetch("req.proto_http", BOOL, None, read=_http("proto"))),
+    (("method",), Fetch("method", STR, None, read=_http("method"))),
+    (("url",), Fetch("url", STR, None, read=_http("url"))),
+    (("req.ver", "req_ver"), Fetch("req.ver", STR, None, read=_http("version"))),
+    (("wait_end",), Fetch("wait_end", BOOL, None, read=_wait_end)),
 )
 
 # The values stick counter fetches give: the data type they read (or change), and how.  ``read``: the
@@ -114,18 +212,36 @@ def _counter_fetches() -> dict[str, Fetch]:
 
 FETCHES.update(_counter_fetches())
 
+
+def _text(value: Any) -> str:
+    return value.decode("latin-1") if isinstance(value, bytes) else value
+
+
+def _binary(value: Any) -> bytes:
+    return value.encode("latin-1", "replace") if isinstance(value, str) else value
+
+
+def _bytes(value: Any, offset: int, length: Optional[int] = None) -> Optional[bytes]:
+    """HAProxy's ``bytes(<offset>[,<length>])``: no value when the offset is past the end."""
+    data = _binary(value)
+    if offset >= len(data):
+        return None
+    return data[offset:] if not length else data[offset:offset + length]
+
+
+_STRINGS = frozenset({STR, BIN})
 CONVERTERS: dict[str, Converter] = {
-    "lower": Converter("lower", STR, STR, str.lower),
-    "upper": Converter("upper", STR, STR, str.upper),
+    "lower": Converter("lower", _STRINGS, STR, lambda value: _text(value).lower()),
+    "upper": Converter("upper", _STRINGS, STR, lambda value: _text(value).upper()),
+    "hex": Converter("hex", _STRINGS, STR, lambda value: _binary(value).hex().upper()),
+    "bytes": Converter("bytes", _STRINGS, BIN, _bytes, (UINT, UINT), 1),
+    "length": Converter("length", _STRINGS, INT, lambda value: len(_binary(value))),
 }
 
 HASHABLE = frozenset(name for name, fetch in FETCHES.items() if fetch.hashable)
 CLIENT_HELLO = frozenset(name for name, fetch in FETCHES.items() if fetch.client_hello)
-
-
-# A fetch (its parenthesised arguments kept in its name, so that a message names what was written:
-# fastproxy's fetches take none) and comma-separated converters.
-_EXPRESSION = re.compile(r"([^,(]*)(\([^)]*\))?((?:,[^,]*)*)")
+CONTENT = frozenset(name for name, fetch in FETCHES.items() if fetch.content)
+"""Fetches reading the client's first bytes: a rule using one waits for them within inspect-delay."""
 
 
 def parse(text: str) -> Sample:
@@ -136,30 +252,85 @@ def parse(text: str) -> Sample:
 
 
 def split(text: str) -> Sample:
-    """The fetch and converters of an expression, not checked against the tables."""
-    match = _EXPRESSION.fullmatch(text)
-    if not match:
+    """The fetch and converters of an expression (each with its parenthesised arguments), not checked
+    against the tables."""
+    parts, depth, start = [], 0, 0
+    for i, char in enumerate(text):
+        if char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+            if depth < 0:
+                raise SampleError(f"cannot parse the criterion '{text}'")
+        elif char == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    if depth or not parts[0] or any(")" in part and not part.endswith(")") for part in parts):
         raise SampleError(f"cannot parse the criterion '{text}'")
-    return Sample(match[1] + (match[2] or ""), tuple(part.strip() for part in match[3].split(",")[1:]))
+    return Sample(parts[0], tuple(part.strip() for part in parts[1:]))
 
 
-def fetch_of(text: str) -> tuple[Fetch, list[str]]:
-    """The fetch a sample's fetch text names, and its arguments (``sc_conn_cur(0,t)`` -> the fetch,
-    ``["0", "t"]``), raising SampleError for one fastproxy does not know or arguments it does not take."""
-    fetch = FETCHES.get(text)
-    if fetch is not None:
-        return fetch, []
-    name, _, rest = text.partition("(")
+def _call(text: str) -> tuple[str, Optional[list[str]]]:
+    """``"name(a,b)"`` -> ``("name", ["a", "b"])``; ``"name"`` -> ``("name", None)``."""
+    name, paren, rest = text.partition("(")
+    if not paren:
+        return text, None
+    inner = rest[:-1]
+    return name, [arg.strip() for arg in inner.split(",")] if inner.strip() else []
+
+
+def _arguments(what: str, given: Optional[list[str]], kinds: Sequence[str], required: int) -> tuple[Any, ...]:
+    """Arguments checked against their types, as HAProxy's make_arg_list checks them."""
+    given = given or []
+    if len(given) < required:
+        raise SampleError(f"{what} : missing arguments (got {len(given)}/{required}), type "
+                          f"'{'integer' if kinds[len(given)] != TEXT else 'string'}' expected")
+    if len(given) > len(kinds):
+        raise SampleError(f"{what} : end of arguments expected at position {len(kinds) + 1}, but got "
+                          f"'{','.join(given[len(kinds):])}'")
+    values: list[Any] = []
+    for position, (kind, argument) in enumerate(zip(kinds, given), 1):
+        if kind == TEXT:
+            values.append(argument)
+        elif kind == OFFSET:
+            if not argument.lstrip("+-").isdigit():
+                raise SampleError(f"{what} : payload offset2 is not a number")
+            values.append(argument)
+        elif not argument.isdigit():
+            raise SampleError(f"{what} : failed to parse '{argument}' as type 'integer' at position "
+                              f"{position}")
+        else:
+            values.append(int(argument))
+    return tuple(values)
+
+
+def fetch_of(text: str) -> tuple[Fetch, tuple[Any, ...]]:
+    """The fetch a sample's fetch text names and its checked arguments (``req.payload(0,3)`` -> the
+    fetch, ``(0, 3)``), raising SampleError for one fastproxy does not know or arguments it does not
+    take."""
+    name, given = _call(text)
     fetch = FETCHES.get(name)
-    if fetch is None or fetch.counter is None or not rest.endswith(")"):
-        plain = sorted(n for n, f in FETCHES.items() if f.counter is None)
+    if fetch is None or (given is not None and not fetch.arguments and fetch.counter is None):
+        plain = sorted({fetch.name for fetch in FETCHES.values() if fetch.counter is None})
         raise SampleError(f"fetch method '{text}' is not supported by fastproxy (layer-4 criteria: "
                           f"{', '.join(plain)}, and the stick counters sc_*, sc0_*, sc1_*, sc2_*, src_*, "
                           "table_cnt, table_avl)")
-    return fetch, [arg.strip() for arg in rest[:-1].split(",")] if rest[:-1].strip() else []
+    if fetch.counter is not None:  # checked by counter_arguments
+        return fetch, tuple(given or ())
+    return fetch, _arguments(f"fetch method '{name}'", given, fetch.arguments, fetch.required)
 
 
-def counter_arguments(fetch: Fetch, args: list[str]) -> tuple[Optional[int], Optional[str]]:
+def converter_of(text: str) -> tuple[Converter, tuple[Any, ...]]:
+    name, given = _call(text)
+    converter = CONVERTERS.get(name)
+    if converter is None or (given is not None and not converter.arguments):
+        raise SampleError(f"converter '{name}' is not supported by fastproxy "
+                          f"(only {', '.join(repr(c) for c in CONVERTERS)})")
+    return converter, _arguments(f"converter '{name}'", given, converter.arguments, converter.required)
+
+
+def counter_arguments(fetch: Fetch, args: Sequence[str]) -> tuple[Optional[int], Optional[str]]:
     """A stick counter fetch's (counter number, table name) from its arguments, checked as HAProxy does:
     ``sc_*`` take the number then maybe a table, the others maybe a table."""
     assert fetch.counter is not None
@@ -193,14 +364,12 @@ def check(sample: Sample) -> None:
     if fetch.counter is not None:
         counter_arguments(fetch, args)
     kind = fetch.type
-    for name in sample.converters:
-        converter = CONVERTERS.get(name)
-        if converter is None:
-            raise SampleError(f"converter '{name}' is not supported by fastproxy "
-                              f"(only {' and '.join(repr(c) for c in CONVERTERS)})")
-        if kind != converter.input:
-            what = "strings" if converter.input == STR else f"{converter.input} samples"
-            raise SampleError(f"converter '{name}' applies to {what}, and '{sample.fetch}' is not one")
+    for text in sample.converters:
+        converter, _ = converter_of(text)
+        if kind not in converter.inputs:
+            what = "strings" if STR in converter.inputs else f"{'/'.join(converter.inputs)} samples"
+            raise SampleError(f"converter '{converter.name}' applies to {what}, and '{sample.fetch}' is not "
+                              "one")
         kind = converter.output
 
 
@@ -215,37 +384,69 @@ def check_hashable(sample: Sample) -> None:
 def type_of(sample: Sample) -> str:
     """The type of a checked sample's value, after its converters."""
     kind = fetch_of(sample.fetch)[0].type
-    for name in sample.converters:
-        kind = CONVERTERS[name].output
+    for text in sample.converters:
+        kind = converter_of(text)[0].output
     return kind
+
+
+def _fetch_reader(fetch: Fetch, args: tuple[Any, ...]) -> FetchRead:
+    """How ``fetch`` reads a connection, whatever it reads: stick counters, the client's bytes, an
+    attribute, or a constant."""
+    if fetch.counter is not None:
+        scope, value = fetch.counter
+        number, table = counter_arguments(fetch, args)
+
+        def count(conn: Any, args: tuple[Any, ...]) -> Read:
+            counters = getattr(conn, "counters", None)
+            found = None if counters is None else counters.fetch(scope, value, number, table, conn)
+            return Read(found, False)
+        return count
+    if fetch.read is not None:
+        return fetch.read
+    if fetch.attribute is not None:
+        attribute = fetch.attribute
+        return lambda conn, args: Read(getattr(conn, attribute), False)
+    constant = Read(fetch.value, False)
+    return lambda conn, args: constant
+
+
+def evaluator(sample: Sample) -> Callable[[Any], Read]:
+    """A function giving, for one connection, the value of a checked ``sample`` (None when it has
+    none) and whether more bytes may still change it: never once the connection's ``final`` is true
+    (no more waiting).  Built once per rule or backend, called per connection."""
+    fetch, args = fetch_of(sample.fetch)
+    steps = [(converter.apply, cargs) for converter, cargs in map(converter_of, sample.converters)]
+    fetch_read = _fetch_reader(fetch, args)
+
+    def convert(value: Any) -> Any:
+        for apply, cargs in steps:
+            value = apply(value, *cargs)
+            if value is None:
+                break
+        return value
+
+    def evaluate(conn: Any) -> Read:
+        value, more = fetch_read(conn, args)
+        if value is not None and steps:
+            value = tuple(v for v in map(convert, value) if v is not None) or None \
+                if isinstance(value, tuple) else convert(value)
+        return Read(value, more and not getattr(conn, "final", True))
+    return evaluate
 
 
 def reader(sample: Sample) -> Callable[[Any], Any]:
     """A function giving the value of a checked ``sample`` for one connection (None when it has none).
 
-    Built once per rule or backend, called per connection: the converters are bound here.
+    Built once per rule or backend, called per connection: the converters are bound here.  A fetch
+    giving several values (``req.ssl_alpn``, a tuple for ``evaluator``) gives its first.
     """
-    fetch, args = fetch_of(sample.fetch)
-    steps = [CONVERTERS[name].apply for name in sample.converters]
-    if fetch.counter is not None:
-        scope, value = fetch.counter
-        number, table = counter_arguments(fetch, args)
-
-        def count(conn: Any) -> Any:
-            counters = getattr(conn, "counters", None)
-            return None if counters is None else counters.fetch(scope, value, number, table, conn)
-        return count
-    if fetch.attribute is None:
-        constant = fetch.value
-        return lambda conn: constant
-    attribute = fetch.attribute
-    if not steps:
+    fetch = fetch_of(sample.fetch)[0]
+    if fetch.attribute is not None and not sample.converters:
+        attribute = fetch.attribute
         return lambda conn: getattr(conn, attribute)
+    evaluate = evaluator(sample)
 
     def read(conn: Any) -> Any:
-        value = getattr(conn, attribute)
-        if value is not None:
-            for step in steps:
-                value = step(value)
-        return value
+        value = evaluate(conn).value
+        return value[0] if isinstance(value, tuple) else value
     return read

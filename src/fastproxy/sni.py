@@ -41,6 +41,7 @@ class ClientHelloResult:
     client_version: Optional[int] = None
     alpn: tuple[str, ...] = ()
     supported_versions: tuple[int, ...] = ()
+    extensions: tuple[int, ...] = ()  # the types of its extensions, in their order
     needed: int = 0  # with INCOMPLETE: the total length needed to go on, when known
 
 
@@ -147,7 +148,7 @@ def _client_hello(body: bytes, record_version: int) -> ClientHelloResult:
         server_name: Optional[str] = None
         alpn: tuple[str, ...] = ()
         versions: tuple[int, ...] = ()
-        seen: set[int] = set()
+        seen: dict[int, None] = {}  # ordered
         if r.left:
             extensions = r.vector(2)
             if r.left:
@@ -157,7 +158,7 @@ def _client_hello(body: bytes, record_version: int) -> ClientHelloResult:
                 ext = extensions.vector(2)
                 if ext_type in seen:
                     return MALFORMED  # RFC 8446 4.2: at most one extension of each type
-                seen.add(ext_type)
+                seen[ext_type] = None
                 if ext_type == EXT_SERVER_NAME:
                     server_name = _server_name(ext)
                 elif ext_type == EXT_ALPN:
@@ -168,7 +169,7 @@ def _client_hello(body: bytes, record_version: int) -> ClientHelloResult:
         return MALFORMED
     return ClientHelloResult(HelloStatus.OK, server_name=server_name, hello_type=HANDSHAKE_CLIENT_HELLO,
                              record_version=record_version, client_version=client_version, alpn=alpn,
-                             supported_versions=versions)
+                             supported_versions=versions, extensions=tuple(seen))
 
 
 def _server_name(ext: _Reader) -> Optional[str]:

@@ -10,6 +10,7 @@ import socket
 import ssl
 import subprocess
 import time
+from typing import Union
 
 import pytest
 
@@ -297,14 +298,21 @@ def haproxy_running(text: str, address: tuple, tmp_path):
         proc.wait(timeout=10)
 
 
-async def answers(address: tuple, clients: list[tuple[str, bytes]]) -> list[bytes]:
-    """What each client (a source address and its first bytes) reads back: b"" when it was refused."""
+Sends = Union[bytes, list[Union[bytes, float]]]  # what a client sends: bytes, or chunks and pauses (s)
+
+
+async def answers(address: tuple, clients: list[tuple[str, Sends]]) -> list[bytes]:
+    """What each client (a source address and its first bytes, or its chunks of bytes and pauses in
+    seconds) reads back: b"" when it was refused."""
     replies = []
     for source, first in clients:
         sock = await connect_from(source, address)
         try:
-            if first:
-                await asyncio.get_running_loop().sock_sendall(sock, first)
+            for part in first if isinstance(first, list) else [first]:
+                if isinstance(part, float):
+                    await asyncio.sleep(part)
+                elif part:
+                    await asyncio.get_running_loop().sock_sendall(sock, part)
             replies.append(await recv_all(sock))
         except ConnectionResetError:
             replies.append(b"")
@@ -313,7 +321,7 @@ async def answers(address: tuple, clients: list[tuple[str, bytes]]) -> list[byte
     return replies
 
 
-def both_ways(pump_class, text: str, ports: dict, tmp_path, clients: list[tuple[str, bytes]]) -> list[bytes]:
+def both_ways(pump_class, text: str, ports: dict, tmp_path, clients: list[tuple[str, Sends]]) -> list[bytes]:
     """Run ``clients`` through fastproxy and through haproxy on the same file: the same answers."""
     async def through_fastproxy(text: str) -> list[bytes]:
         async with running(parse_text(text), pump_class) as engine:
@@ -360,3 +368,136 @@ def test_tcp_request_content_rules_in_a_backend_filter_after_it_is_chosen_as_in_
             return await asyncio.to_thread(both_ways, pump_class, BACKEND_RULES, ports, tmp_path, clients)
 
     assert asyncio.run(main()) == [b"open", b"filtered", b"", b"open"]
+
+
+# --- content inspection: one port split by protocol -------------------------------------------------
+
+PROTOCOL_SPLIT = """
+defaults
+    mode tcp
+    timeout connect 2s
+    timeout client 5s
+    timeout server 5s
+frontend mux
+    bind 127.0.0.1:{port}
+    tcp-request inspect-delay 500ms
+    acl tls req.payload(0,3) -m bin 160301 160303
+    acl h2 req.ssl_alpn h2
+    tcp-request content accept if tls
+    tcp-request content accept if HTTP
+    tcp-request content accept if RDP_COOKIE
+    use_backend tls_h2 if tls h2
+    use_backend tls if tls
+    use_backend http11 if HTTP_1.1 METH_GET
+    use_backend http if HTTP
+    use_backend rdp if {{ req.rdp_cookie(mstshash),lower -m str bob }}
+    default_backend ssh
+backend tls_h2
+    server s1 127.0.0.1:{tls_h2}
+backend tls
+    server s1 127.0.0.1:{tls}
+backend http11
+    server s1 127.0.0.1:{http11}
+backend http
+    server s1 127.0.0.1:{http}
+backend rdp
+    server s1 127.0.0.1:{rdp}
+backend ssh
+    server s1 127.0.0.1:{ssh}
+"""
+
+
+def client_hello(alpn: Union[list[str], None] = None) -> bytes:
+    """The ClientHello a real TLS client (Python's ssl) sends first."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    if alpn:
+        context.set_alpn_protocols(alpn)
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = context.wrap_bio(incoming, outgoing, server_hostname="a.example")
+    with contextlib.suppress(ssl.SSLWantReadError):
+        tls.do_handshake()
+    return outgoing.read()
+
+
+def rdp_request(cookie: bytes) -> bytes:
+    """An RDP connection request (TPKT, X.224) carrying ``Cookie: <cookie>``, as mstsc sends it."""
+    body = b"Cookie: " + cookie + b"\r\n" + bytes.fromhex("0100080003000000")
+    x224 = bytes([6 + len(body), 0xE0, 0, 0, 0, 0, 0]) + body
+    return bytes([3, 0]) + (4 + len(x224)).to_bytes(2, "big") + x224
+
+
+@pytest.mark.skipif(HAPROXY is None, reason="haproxy is not installed")
+def test_one_port_split_by_protocol_routes_each_client_as_haproxy(pump_class, tmp_path):
+    hello = client_hello(["h2", "http/1.1"])
+    clients: list[tuple[str, Sends]] = [
+        ("127.0.0.1", hello),                                            # TLS offering h2
+        ("127.0.0.1", client_hello()),                                   # TLS without ALPN
+        ("127.0.0.1", [hello[:3], 0.15, hello[3:]]),                    # decided on the first 3 bytes
+        ("127.0.0.1", [b"GET / HT", 0.15, b"TP/1.1\r\nHost: x\r\n\r\n"]),  # waits for the headers
+        ("127.0.0.1", b"POST /form HTTP/1.0\r\n\r\n"),
+        ("127.0.0.1", rdp_request(b"mstshash=Bob")),
+        ("127.0.0.1", rdp_request(b"msts=bob")),                        # another cookie: not that one
+        ("127.0.0.1", b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n"),           # a client that speaks first
+        ("127.0.0.1", b""),                                              # SSH: waits for the banner
+    ]
+
+    async def main() -> list[bytes]:
+        async with contextlib.AsyncExitStack() as stack:
+            names = ("tls_h2", "tls", "http11", "http", "rdp", "ssh")
+            ports = {name: await stack.enter_async_context(serving(named_backend(name.encode())))
+                     for name in names}
+            return await asyncio.to_thread(both_ways, pump_class, PROTOCOL_SPLIT, ports, tmp_path, clients)
+
+    assert asyncio.run(main()) == [b"tls_h2", b"tls", b"tls", b"http11", b"http", b"rdp", b"ssh", b"ssh",
+                                   b"ssh"]
+
+
+WAITING_RULES = """
+defaults
+    mode tcp
+    timeout connect 2s
+    timeout client 5s
+    timeout server 5s
+frontend fe
+    bind 127.0.0.1:{port}
+    tcp-request inspect-delay 400ms
+    tcp-request content accept if {{ src 127.0.0.2 }} WAIT_END
+    tcp-request content accept if REQ_CONTENT !{{ src 127.0.0.2 }}
+    tcp-request content reject
+    default_backend one
+backend one
+    server s1 127.0.0.1:{one}
+"""
+
+
+@pytest.mark.skipif(HAPROXY is None, reason="haproxy is not installed")
+def test_req_content_accepts_on_the_first_byte_and_wait_end_waits_the_whole_delay_as_haproxy(
+        pump_class, tmp_path):
+    async def timed(address: tuple, source: str, first: bytes) -> tuple[bytes, float]:
+        started = time.monotonic()
+        (reply,) = await answers(address, [(source, first)])
+        return reply, time.monotonic() - started
+
+    async def main() -> list[tuple[bytes, float]]:
+        async with serving(named_backend(b"one")) as one:
+            cases = [("127.0.0.1", b"x"), ("127.0.0.1", b""), ("127.0.0.2", b"x")]
+            results = []
+            cfg = parse_text(WAITING_RULES.format(port=free_port(), one=one))
+            async with running(cfg, pump_class) as engine:
+                for source, first in cases:
+                    results.append(await timed(engine.listening_addresses()[0], source, first))
+            port = free_port()
+            with haproxy_running(WAITING_RULES.format(port=port, one=one), ("127.0.0.1", port), tmp_path):
+                for source, first in cases:
+                    results.append(await timed(("127.0.0.1", port), source, first))
+            return results
+
+    results = asyncio.run(main())
+    for offset in (0, 3):  # fastproxy's three clients, then haproxy's
+        (sent, sent_time), (silent, silent_time), (waiting, waiting_time) = results[offset:offset + 3]
+        assert (sent, silent, waiting) == (b"one", b"", b"one")
+        assert sent_time < 0.3  # accepted on its first byte
+        assert silent_time >= 0.35  # rejected once the delay is over
+        assert waiting_time >= 0.35  # WAIT_END: accepted once the delay is over, bytes or not

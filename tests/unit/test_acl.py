@@ -216,7 +216,8 @@ def test_conditions(condition, info, expected):
     ("if internal and tls", "no such ACL : 'and'."),
     ("if { src 1.2.3.4", "missing closing '}' in condition."),
     ("if {src 1.2.3.4}", "no such ACL : '{src'."),
-    ("if HTTP", "predefined ACL 'HTTP' is not supported by fastproxy"),
+    ("if HTTP_CONTENT", "predefined ACL 'HTTP_CONTENT' is not supported by fastproxy: it reads the "
+                        "request's Content-Length header"),
     ("when internal", "conditions start with 'if' or 'unless'"),
 ])
 def test_bad_conditions_are_rejected(condition, message):
@@ -297,9 +298,9 @@ def test_backend_for_takes_the_first_matching_use_backend_else_the_default(route
     assert router.backend_for(conn(sni=None)) == "web"
 
 
-def test_needs_sni_when_a_content_rule_or_use_backend_reads_the_clienthello(config, router):
-    assert router.needs_sni is True
-    assert Router.for_frontend(config.frontends["plain"], config.backends).needs_sni is False
+def test_reads_content_when_a_content_rule_or_use_backend_reads_the_clienthello(config, router):
+    assert router.reads_content is True
+    assert Router.for_frontend(config.frontends["plain"], config.backends).reads_content is False
 
 
 def test_a_frontend_without_rules_accepts_everything_and_may_have_no_backend(config):

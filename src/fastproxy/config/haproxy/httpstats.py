@@ -53,9 +53,10 @@ def _stats(line: _Line, proxy: _Proxy, args: list[str]) -> None:
             acls.compile_condition(condition, proxy.acls)  # what it cannot evaluate is refused here
         except acls.AclError as exc:
             raise _Invalid(f"error detected while parsing a 'stats admin' rule : {exc}") from None
-        if acls.condition_uses(condition, proxy.acls, acls.SNI_FETCHES):
+        if acls.condition_uses(condition, proxy.acls, acls.CONTENT_FETCHES):
             raise _Invalid("'stats admin' conditions are evaluated on HTTP requests: a condition "
-                           "reading the TLS ClientHello cannot be evaluated by fastproxy")
+                           "reading the client's bytes (the TLS ClientHello, req.payload, the request "
+                           "line...) cannot be evaluated by fastproxy")
         page = _page(line, proxy)
         if page.admin is not None:
             line.warn("fastproxy keeps one 'stats admin' rule per proxy: this one replaces the previous")

@@ -297,9 +297,10 @@ def _tcp_request(line: _Line, proxy: _Proxy, args: list[str]) -> None:
                 raise _Invalid(f"expects 'if' or 'unless' after '{action}' (got '{rest[0]}')")
             condition = line.reader.condition(line, proxy, rest)
             if phase in ("connection", "session") and acls.condition_uses(condition, proxy.acls,
-                                                                          acls.SNI_FETCHES):
-                line.warn(f"this condition reads the TLS ClientHello, which is not available to "
-                          f"'tcp-request {phase}' rules: that part will never match")
+                                                                          acls.CONTENT_FETCHES):
+                line.warn(f"this condition reads what the client sends (the TLS ClientHello, its first "
+                          f"bytes), which is not available to 'tcp-request {phase}' rules: that part will "
+                          "never match")
         proxy.tcp_request_rules.append(TcpRequestRule(phase=phase, action=action, condition=condition,
                                                       location=line.location))
     elif _counter_action(action) is not None:
@@ -437,11 +438,16 @@ def _check_log_format(reader: ReaderView, proxy: _Proxy) -> None:
 
 @_post_check(FE)
 def _check_inspection(reader: ReaderView, proxy: _Proxy) -> None:
-    """Rules reading the ClientHello only see it if the engine waits for it (inspect-delay)."""
-    conditions = [rule.condition for rule in proxy.tcp_request_rules if rule.phase == "content"]
-    conditions += [use.condition for use in proxy.use_backends]
-    if proxy.inspect_delay is None and any(acls.condition_uses(condition, proxy.acls, acls.SNI_FETCHES)
-                                           for condition in conditions):
-        reader.warn(proxy.location, proxy.kind, f"{proxy.describe()} has rules reading the TLS "
-                  "ClientHello but no 'tcp-request inspect-delay': they only see what arrived with "
-                  "the connection, as in HAProxy (usually nothing)")
+    """Rules reading what the client sends only see it if a content rule waits for it (inspect-delay)."""
+    content = [rule.condition for rule in proxy.tcp_request_rules if rule.phase == "content"]
+    conditions = content + [use.condition for use in proxy.use_backends]
+    if not any(acls.condition_uses(condition, proxy.acls, acls.CONTENT_FETCHES) for condition in conditions):
+        return
+    if proxy.inspect_delay is None:
+        reader.warn(proxy.location, proxy.kind, f"{proxy.describe()} has rules reading what the client "
+                    "sends but no 'tcp-request inspect-delay': they only see what arrived with the "
+                    "connection, as in HAProxy (usually nothing)")
+    elif not content:
+        reader.warn(proxy.location, proxy.kind, f"{proxy.describe()} has 'use_backend' rules reading what "
+                    "the client sends but no 'tcp-request content' rule to wait for it: as in HAProxy, "
+                    "they only see what arrived with the connection (usually nothing)")
