@@ -312,8 +312,9 @@ async def haproxy_running(cfg: str, stats_socket: str) -> AsyncIterator[None]:
 DEFAULT_ADDRESS = ("127.0.0.1", 8080)
 
 
-def start_fastproxy(args: list[str], env: dict) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "fastproxy", *args], env=env,
+def start_fastproxy(args: list[str], env: dict, pass_fds: tuple[int, ...] = ()) -> subprocess.Popen:
+    """``fastproxy <args>`` as a child process (inheriting the descriptors ``pass_fds``)."""
+    return subprocess.Popen([sys.executable, "-m", "fastproxy", *args], env=env, pass_fds=pass_fds,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

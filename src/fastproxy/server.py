@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import os
 import socket
 from typing import Any, Callable, Optional, Protocol
 
@@ -95,6 +96,8 @@ class ListenerLike(Protocol):
 
 def open_listener(bind: model.Bind, *, backlog: int) -> socket.socket:
     """A bound, listening, non-blocking socket for ``bind``."""
+    if bind.fd is not None:
+        return _inherited_listener(bind, backlog=backlog)
     host = bind.host
     family = {"ipv4": socket.AF_INET, "ipv6": socket.AF_INET6}.get(bind.family or "", socket.AF_UNSPEC)
     if host in ("", "*"):
@@ -112,6 +115,25 @@ def open_listener(bind: model.Bind, *, backlog: int) -> socket.socket:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 1)
         sock.bind(address)
         sock.listen(bind.backlog or backlog)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _inherited_listener(bind: model.Bind, *, backlog: int) -> socket.socket:
+    """``bind fd@<n>``: the socket the process was handed, listening (HAProxy listens on one that is
+    only bound).  A copy of the descriptor: closing the listener leaves the inherited one open."""
+    assert bind.fd is not None
+    sock = socket.socket(fileno=os.dup(bind.fd))
+    try:
+        if sock.family not in (socket.AF_INET, socket.AF_INET6) or sock.type != socket.SOCK_STREAM:
+            raise OSError(f"file descriptor {bind.fd} is not a TCP socket")
+        if not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+            sock.listen(bind.backlog or backlog)
+        if bind.defer_accept:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 1)
         sock.setblocking(False)
     except BaseException:
         sock.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import selectors
 import signal
 import socket
 import subprocess
@@ -150,6 +151,63 @@ def test_run_with_a_haproxy_file_proxies_and_writes_its_pidfile(implementation_e
         backend.close()
     assert proc.returncode == 0
     assert not pidfile.exists()  # removed on a clean stop
+
+
+INHERITED = """
+defaults
+    mode tcp
+    timeout connect 2s
+    timeout client 5s
+    timeout server 5s
+frontend fe
+    bind fd@{fd}
+    default_backend be
+backend be
+    server e1 127.0.0.1:{backend}
+"""
+
+
+def stderr_until(proc: subprocess.Popen, text: str, timeout: float = 30.0) -> str:
+    """The child's standard error up to the line holding ``text``."""
+    seen = ""
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as selector:
+        selector.register(proc.stderr, selectors.EVENT_READ)
+        while text not in seen:
+            if not selector.select(deadline - time.monotonic()):
+                raise AssertionError(f"no {text!r} in time: {seen}")
+            # os.read, not readline: a line left in readline's buffer would be hidden from select
+            chunk = os.read(proc.stderr.fileno(), 4096)
+            if not chunk:
+                raise AssertionError(f"fastproxy exited: {seen}")
+            seen += chunk.decode(errors="replace")
+    return seen
+
+
+@pytest.mark.parametrize("listening", [True, False], ids=["listening", "bound"])
+def test_a_socket_handed_over_as_fd_n_is_the_frontend_listener(implementation_env, tmp_path, listening):
+    """``bind fd@<n>``, as systemd's socket activation hands a listener over: the child listens on the
+    socket it inherited (on one only bound, it starts listening), and closing it leaves ours alone."""
+    backend = EchoThread()
+    handed = socket.socket()
+    handed.bind(("127.0.0.1", 0))
+    if listening:
+        handed.listen()
+    address = handed.getsockname()
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text(INHERITED.format(fd=handed.fileno(), backend=backend.port))
+    proc = start_fastproxy(["run", "-f", str(cfg)], implementation_env, pass_fds=(handed.fileno(),))
+    handed.close()  # the child's copy is the only one left
+    try:
+        # A listening socket takes connections before the child runs: wait for it to say it listens.
+        assert f"listening on {address[0]}:{address[1]}" in stderr_until(proc, "listening on")
+        for i in range(3):
+            with socket.create_connection(address, timeout=5) as sock:
+                assert exchange_line(sock, b"through fd %d\n" % i) == b"through fd %d\n" % i
+    finally:
+        stop(proc)
+        backend.close()
+    assert proc.returncode == 0, proc.stderr.read()
 
 
 def test_check_accepts_a_valid_file(tmp_path):

@@ -99,6 +99,7 @@ class Bind:
     defer_accept: bool = False
     location: Location = field(default_factory=Location)
     family: Optional[str] = None  # "ipv4" | "ipv6" from an ipv4@/ipv6@ (tcp4@/tcp6@) prefix; None: any
+    fd: Optional[int] = None  # ``fd@<n>``: an inherited socket (host and port unused), listening or not
 
 
 @dataclass

@@ -6,6 +6,8 @@ fastproxy does not act on are skipped with a warning rather than misread.
 
 from __future__ import annotations
 
+import os
+import socket
 
 from ..model import Bind
 from .lexer import _Invalid, env_expand
@@ -31,9 +33,37 @@ def _bind(line: _Line, proxy: _Proxy, args: list[str]) -> None:
             raise _Invalid(f"'{name}' expects an argument in 'bind {args[0]}'")
         i += count
         _bind_option(line, settings, name, values)
-    for family, host, port in _bind_addresses(env_expand(args[0], line.reader.environ)):
+    text = env_expand(args[0], line.reader.environ)
+    if text.startswith(_INHERITED_PREFIXES):
+        prefix, _, number = text.partition("@")
+        fd = _inherited_socket(number, text)
+        if prefix == "sockpair":
+            raise _Invalid(f"'{text}': a socket pair handing accepted connections over is not supported by "
+                           "fastproxy; hand the listening socket itself over with 'fd@<n>'")
+        proxy.binds.append(Bind(host="", port=0, fd=fd, location=line.location, **settings))
+        return
+    for family, host, port in _bind_addresses(text):
         bind = Bind(host=host, port=port, family=family, location=line.location, **settings)
         proxy.binds.append(bind)
+
+
+_INHERITED_PREFIXES = ("fd@", "sockpair@")
+
+
+def _inherited_socket(number: str, text: str) -> int:
+    """The descriptor of ``fd@<n>``, checked as HAProxy checks it when it reads the line: a TCP socket
+    this process holds (systemd's socket activation and test harnesses hand listeners over so)."""
+    if not number.isdigit():
+        raise _Invalid(f"file descriptor '{number}' is not a valid integer in '{text}'")
+    fd = int(number)
+    try:
+        sock = socket.socket(fileno=os.dup(fd))
+    except OSError as exc:
+        raise _Invalid(f"cannot use file descriptor '{fd}' : {os.strerror(exc.errno or 0)}.") from None
+    with sock:
+        if sock.family not in (socket.AF_INET, socket.AF_INET6) or sock.type != socket.SOCK_STREAM:
+            raise _Invalid(f"file descriptor '{fd}' is not a TCP socket: fastproxy listens on TCP only")
+    return fd
 
 
 def _bind_option(line: _Line, settings: dict, name: str, values: list[str]) -> None:
