@@ -23,6 +23,7 @@ from . import promex, stats
 from .pump import Counter
 from .runtime import Runtime, ServerRuntime
 from .servers import ServerStates
+from .sticktables import StickTable
 
 log = logging.getLogger("fastproxy")
 
@@ -86,11 +87,15 @@ class Operations:
                           threads=self.pump.threads, pipes_in_use=getattr(self.pump, "pipes_in_use", 0),
                           sampler=self.sampler)
 
+    def tables(self) -> list[StickTable]:
+        """The stick tables as HAProxy lists them (``show table``, the exporter): the last declared first."""
+        return list(reversed(list(self.state.tables.values())))
+
     def metrics(self, **options: Any) -> bytes:
         """The Prometheus exposition now (``promex.exposition``, options ``scopes`` and ``no_maint``):
-        show info's values and every row of show stat, read from the counters at this moment."""
+        show info's values, every row of show stat and the stick tables, read at this moment."""
         rows = stats.rows(self.stats_view(show_addresses=True), self.proxies)
-        return promex.exposition(self.info(), rows, **options)
+        return promex.exposition(self.info(), rows, tables=self.tables(), **options)
 
     def sample(self) -> None:
         """Read every row's counts for the rates, the maxima and the page's history."""

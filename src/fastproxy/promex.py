@@ -1,11 +1,13 @@
 """HAProxy's Prometheus exporter (``http-request use-service prometheus-exporter``, HAProxy 2.6's
-addons/promex): the ``haproxy_process_*``, ``haproxy_frontend_*``, ``haproxy_backend_*`` and
-``haproxy_server_*`` metrics with HAProxy's names, HELP texts, types and labels (``proxy``, ``server``,
-``state`` for the state sets, ``version`` on ``build_info``), as haproxy 2.6.12 writes them.
+addons/promex): the ``haproxy_process_*``, ``haproxy_frontend_*``, ``haproxy_backend_*``,
+``haproxy_server_*`` and ``haproxy_sticktable_*`` metrics with HAProxy's names, HELP texts, types and
+labels (``proxy``, ``server``, ``state`` for the state sets, ``version`` on ``build_info``, ``name`` and
+``type`` of a stick table), as haproxy 2.6.12 writes them.
 
 Sans-IO: ``StatsCollector`` is a ``prometheus_client`` custom collector over ``show info``'s values
-(``stats.info``) and ``show stat``'s rows (``stats.rows``), read when Prometheus scrapes (``read`` is
-called by ``collect``); ``exposition`` renders them in the text format.  Every metric is the field
+(``stats.info``), ``show stat``'s rows (``stats.rows``) and the stick tables (their ``size`` and
+``used``, as ``show table`` reads them), read when Prometheus scrapes (``collect`` calls ``read``);
+``exposition`` renders them in the text format.  Every metric is the field
 ``show stat`` or ``show info`` already computes, so the two cannot disagree and nothing is counted for
 the metrics; only HAProxy's conventions are applied on the way: an empty field is ``NaN``; milliseconds
 become seconds where promex divides (the session and check times); ``status`` and ``check_status``
@@ -13,7 +15,8 @@ become state sets (one sample per state, 1 on the current one); the backends' ``
 count their servers' states (``show stat`` has 0 there, as HAProxy's has).  A server's
 ``check_status``, ``check_code`` are written only while its checks run (not paused by maintenance),
 ``check_duration_seconds`` once a check ended, as HAProxy does (fastproxy's ``show stat`` has no check
-duration for a paused server, so neither has this: HAProxy keeps the last one).
+duration for a paused server, so neither has this: HAProxy keeps the last one; for the same reason a
+server in maintenance counts in no state of ``agg_check_status``, where HAProxy counts its last one).
 
 Left out, because they are about HTTP or DNS, which a layer-4 proxy does not do (HAProxy itself writes
 the HTTP ones only for ``mode http`` proxies):
@@ -33,7 +36,7 @@ dashboards and alerts written for HAProxy find every series they query.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Protocol, Sequence
 
 from prometheus_client.exposition import generate_latest
 from prometheus_client.metrics_core import Metric
@@ -46,8 +49,23 @@ Info = Mapping[str, Any]  # ``stats.info``: show info's names -> values
 # The text format prometheus_client's ``generate_latest`` writes (HAProxy's exporter serves the same).
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
+
+
+class Table(Protocol):
+    """What the exporter reads of a stick table (``sticktables.StickTable`` is one)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def used(self) -> int: ...
+
+
 # HAProxy's ``?scope=`` values for the sections written here.
-SCOPES = frozenset({"global", "frontend", "backend", "server"})
+SCOPES = frozenset({"global", "frontend", "backend", "server", "sticktable"})
 
 # --- haproxy_process_*: (show info field, metric name, type, HELP), in HAProxy's order -------------
 PROCESS: tuple[tuple[str, str, str, str], ...] = (
@@ -316,8 +334,10 @@ class StatsCollector:
     ``scopes`` and ``no_maint`` are HAProxy's ``?scope=`` and ``?no-maint``."""
 
     def __init__(self, read: Callable[[], tuple[Info, Sequence[Row]]], *,
+                 tables: Callable[[], Sequence[Table]] = lambda: (),
                  scopes: Iterable[str] = SCOPES, no_maint: bool = False) -> None:
         self.read = read
+        self.tables = tables
         self.scopes = frozenset(scopes)
         self.no_maint = no_maint
 
@@ -333,6 +353,8 @@ class StatsCollector:
             if kind == TYPE_SERVER and self.no_maint:
                 chosen = [row for row in chosen if server_state(row) != "MAINT"]
             yield from proxy_metrics(section, letter, chosen, rows)
+        if "sticktable" in self.scopes:
+            yield from table_metrics(self.tables())
 
 
 def _family(name: str, kind: str, help_text: str) -> tuple[Metric, str]:
@@ -406,11 +428,25 @@ def _samples(section: str, field: str, row: Row,
         yield {}, _number(row[field])
 
 
-def exposition(info: Info, rows: Sequence[Row], *, scopes: Iterable[str] = SCOPES,
-               no_maint: bool = False) -> bytes:
+def table_metrics(tables: Sequence[Table]) -> Iterator[Metric]:
+    """``haproxy_sticktable_size`` and ``_used`` of every table (in HAProxy's order, the last declared
+    first); a table of size 0 is left out, as HAProxy does."""
+    for field, help_text in (("size", "Stick table size."),
+                             ("used", "Number of entries used in this stick table.")):
+        family = Metric(f"haproxy_sticktable_{field}", help_text, "gauge")
+        for table in tables:
+            if table.size:
+                family.add_sample(family.name, {"name": table.name, "type": table.type},
+                                  float(getattr(table, field)))
+        if family.samples:
+            yield family
+
+
+def exposition(info: Info, rows: Sequence[Row], *, tables: Sequence[Table] = (),
+               scopes: Iterable[str] = SCOPES, no_maint: bool = False) -> bytes:
     """The metrics in Prometheus's text format (serve it with ``CONTENT_TYPE``)."""
-    return generate_latest(StatsCollector(lambda: (info, rows), scopes=scopes,  # type: ignore[arg-type]
-                                          no_maint=no_maint))
+    collector = StatsCollector(lambda: (info, rows), tables=lambda: tables, scopes=scopes, no_maint=no_maint)
+    return generate_latest(collector)  # type: ignore[arg-type]
 
 
 def query_options(pairs: Iterable[tuple[str, str]]) -> dict[str, Any]:
@@ -428,8 +464,8 @@ def query_options(pairs: Iterable[tuple[str, str]]) -> dict[str, Any]:
                 scopes |= SCOPES
             elif value in SCOPES:
                 scopes.add(value)
-            elif value in ("listener", "sticktable"):
-                continue  # HAProxy's sections that fastproxy has nothing in
+            elif value == "listener":
+                continue  # a section of later HAProxy versions (2.6.12 answers it with nothing)
             else:
                 raise ValueError(f"unknown scope {value!r}")
         elif key == "no-maint":

@@ -292,11 +292,6 @@ _TABLE_FILTERS = 4  # HAProxy's STKTABLE_FILTER_LEN
 _KEY_ACTIONS = {"show": "Showing keys from", "clear": "Removing keys from", "set": "Inserting keys into"}
 
 
-def _tables_in_order(ops: Operations) -> list[StickTable]:
-    """As HAProxy lists them: the last declared first."""
-    return list(reversed(list(ops.state.tables.values())))
-
-
 def _table_filters(table: StickTable, args: list[str]) -> list[tuple[str, Any, int]]:
     """``data.<type> <op> <value>`` filters from ``args[3]`` on, checked as HAProxy does."""
     filters = []
@@ -354,7 +349,7 @@ def _table_request(action: str):
         name = _arg(args, 2)
         if not name:
             if action == "show":
-                return "".join(f"{table.header()}\n" for table in _tables_in_order(ops))
+                return "".join(f"{table.header()}\n" for table in ops.tables())
             if action == "clear":
                 raise CommandError("Required arguments: <table> \"data.<store_data_type>\" <operator> "
                                    "<value> or <table> key <key>\n")

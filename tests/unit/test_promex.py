@@ -214,3 +214,27 @@ def test_every_field_read_is_a_show_stat_or_show_info_field():
     assert {field for field, *_ in promex.PROXY} <= set(stats.FIELDS)
     assert {field for field, *_ in promex.PROCESS} <= set(stats.INFO_FIELDS)
     assert promex.CONTENT_TYPE.startswith("text/plain; version=0.0.4")
+
+
+def test_stick_tables_give_their_size_and_entries_last_declared_first():
+    from fastproxy import sticktables
+    from fastproxy.config import parse_text
+
+    config = parse_text("defaults\n    mode tcp\nbackend first\n    stick-table type ip size 1k\n"
+                        "backend second\n    stick-table type string len 32 size 200\n"
+                        "backend none\n    server s 127.0.0.1:1\n", filename="t.cfg")
+    tables = sticktables.tables_for(config)
+    first = tables["first"]
+    for address in ("10.0.0.1", "10.0.0.2"):
+        first.store(first.parse_key(address))
+    in_order = list(reversed(list(tables.values())))  # as Operations.tables() gives them
+    text = promex.exposition({}, [], tables=in_order, scopes={"sticktable"}).decode()
+    assert text == (
+        "# HELP haproxy_sticktable_size Stick table size.\n# TYPE haproxy_sticktable_size gauge\n"
+        'haproxy_sticktable_size{name="second",type="string"} 200.0\n'
+        'haproxy_sticktable_size{name="first",type="ip"} 1024.0\n'
+        "# HELP haproxy_sticktable_used Number of entries used in this stick table.\n"
+        "# TYPE haproxy_sticktable_used gauge\n"
+        'haproxy_sticktable_used{name="second",type="string"} 0.0\n'
+        'haproxy_sticktable_used{name="first",type="ip"} 2.0\n')
+    assert promex.exposition({}, [], tables=in_order, scopes={"server"}) == b""
