@@ -312,10 +312,41 @@ async def haproxy_running(cfg: str, stats_socket: str) -> AsyncIterator[None]:
 DEFAULT_ADDRESS = ("127.0.0.1", 8080)
 
 
-def start_fastproxy(args: list[str], env: dict, pass_fds: tuple[int, ...] = ()) -> subprocess.Popen:
-    """``fastproxy <args>`` as a child process (inheriting the descriptors ``pass_fds``)."""
+def start_fastproxy(args: list[str], env: dict, pass_fds: tuple[int, ...] = (), *,
+                    stderr: Any = subprocess.PIPE) -> subprocess.Popen:
+    """``fastproxy <args>`` as a child process (inheriting the descriptors ``pass_fds``); ``stderr``
+    may be a file to read while it runs."""
     return subprocess.Popen([sys.executable, "-m", "fastproxy", *args], env=env, pass_fds=pass_fds,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=stderr, text=True)
+
+
+def children(pid: int) -> list[int]:
+    """The processes ``pid`` started that are still running (or not yet reaped)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(child) for child in f.read().split()]
+    except FileNotFoundError:
+        return []
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
+    """Poll ``predicate`` (every 20 ms, for at most ``timeout`` s) until it returns something true."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"{what}: not met within {timeout} s")
 
 
 def wait_listening(address: tuple, proc: subprocess.Popen, timeout: float = 15.0) -> None:

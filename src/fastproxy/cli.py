@@ -1,9 +1,11 @@
 """The command line: ``fastproxy run | check | version`` (argument parsing; ``service.py`` runs).
 
 ``run`` and ``check`` read HAProxy-format files with ``-f`` (several, files or directories, in order),
-as ``haproxy -f`` and ``haproxy -c -f`` do.  ``run`` stays in the foreground and logs to stderr;
-SIGTERM and SIGINT stop it cleanly: listeners close first, established connections get the grace
-period (``hard-stop-after``, 10 s by default) and are then cut, and the process exits 0.
+as ``haproxy -f`` and ``haproxy -c -f`` do.  ``run`` stays in the foreground (``-D``: in the
+background once serving) and logs to stderr; SIGTERM, SIGINT and SIGUSR1 stop it cleanly: listeners
+close first, established connections get the grace period (``hard-stop-after``, 10 s by default) and
+are then cut, and the process exits 0.  ``run -W`` is master-worker mode (``master.py``): SIGUSR2 or
+SIGHUP to the master reloads the files without closing the listeners.
 """
 
 from __future__ import annotations
@@ -34,21 +36,42 @@ def _report_warnings(cfg: model.Config) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     cfg: Optional[model.Config] = None
+    worker = args.worker_link is not None
     if args.files:
         try:
             cfg = _load(args.files)
         except ConfigError as exc:
             print(f"[ALERT] configuration errors:\n{exc}", file=sys.stderr)
             return 1
-        _report_warnings(cfg)
-        if cfg.global_.daemon:
+        if not worker:  # its master said them already
+            _report_warnings(cfg)
+        if cfg.global_.daemon and not args.daemon:
             print("[NOTICE] 'daemon' is ignored: fastproxy runs in the foreground "
-                  "(use your service manager to run it in the background)", file=sys.stderr)
+                  "(-D runs it in the background)", file=sys.stderr)
+    master_worker = args.master_worker or (cfg is not None and cfg.global_.master_worker)
+    if master_worker and not worker and cfg is None:
+        print("[ALERT] master-worker mode (-W) needs a configuration (-f)", file=sys.stderr)
+        return 1
     import uvloop
 
-    from .service import serve
+    from . import lifecycle, service
 
-    return uvloop.run(serve(cfg, args.pidfile, args.grace))
+    ready = lifecycle.daemonize() if args.daemon and not worker else None
+    if master_worker and not worker:
+        from .master import Master
+
+        assert cfg is not None
+        master = Master(args.files, pidfile=args.pidfile, grace=args.grace, quiet=args.quiet,
+                        detach=args.daemon)
+        return uvloop.run(master.run(cfg, ready))
+    if worker:
+        from .handover import inheriting_opener, parse_inherited
+        from .master import WorkerLink
+
+        return uvloop.run(service.serve(cfg, None, args.grace, ready=ready,
+                                        open_listener=inheriting_opener(parse_inherited(args.inherit)),
+                                        worker=WorkerLink(args.worker_link)))
+    return uvloop.run(service.serve(cfg, args.pidfile, args.grace, ready=ready))
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -87,6 +110,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="on stop, how long established connections may go on before they are cut "
                           "(default: hard-stop-after, else 10)")
     run.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
+    run.add_argument("-W", dest="master_worker", action="store_true",
+                     help="master-worker mode: a master that starts the worker and reloads it on "
+                          "SIGUSR2 or SIGHUP without closing the listeners (as 'master-worker' in global)")
+    run.add_argument("-D", dest="daemon", action="store_true",
+                     help="daemon mode: go to the background once serving (the pidfile has the pid)")
+    # Set by the master on the workers it starts (master.py), not by hand.
+    run.add_argument("--worker-link", type=int, metavar="FD", help=argparse.SUPPRESS)
+    run.add_argument("--inherit", action="append", default=[], metavar="FD=ADDRESS", help=argparse.SUPPRESS)
     run.set_defaults(handler=cmd_run)
 
     check = sub.add_parser("check", help="validate configuration files and exit (like haproxy -c)",

@@ -17,7 +17,6 @@ import asyncio
 import collections
 import functools
 import logging
-import socket
 from typing import Any, Optional
 
 from .acl import Router
@@ -36,7 +35,8 @@ from . import stats
 from .runtime_api import RuntimeApi
 from .operations import Operations
 from .runtime_commands import COMMANDS
-from .server import Handler, LaneListener, Listener, open_listener
+from .handover import Opener, backlog_of, bind_listener
+from .server import Handler, LaneListener, Listener
 from .servers import ServerStates
 from .session import Director, ErrorHandler
 from .stats_http import StatsListener
@@ -68,8 +68,11 @@ class Engine:
 
     def __init__(self, config: model.Config, *, pump_class: Any = None,
                  director: Optional[Director] = None, error_handler: Optional[ErrorHandler] = None,
-                 handlers: Optional[dict[str, Handler]] = None) -> None:
+                 handlers: Optional[dict[str, Handler]] = None,
+                 open_listener: Optional[Opener] = None) -> None:
         self.config = config
+        # How a bind gets its listening socket: bound here, or inherited from a master (handover.py).
+        self.open_listener: Opener = open_listener or bind_listener
         self.pump_class = pump_class or Pump
         self.director = director
         self.error_handler = error_handler
@@ -157,10 +160,11 @@ class Engine:
             operations.start_sampling()
             try:
                 if g.stats_sockets:
-                    self.runtime_api = RuntimeApi(g, COMMANDS, operations)
+                    self.runtime_api = RuntimeApi(g, COMMANDS, operations, open_listener=self.open_listener)
                     await self.runtime_api.start()
                 for frontend in stats_pages:
-                    stats_listener = self.stats_listeners[frontend.name] = StatsListener(frontend, operations)
+                    stats_listener = self.stats_listeners[frontend.name] = StatsListener(
+                        frontend, operations, open_listener=self.open_listener)
                     await stats_listener.start()
             except BaseException:
                 await self.stop(0)
@@ -179,7 +183,7 @@ class Engine:
                 continue  # a stats listener, served over HTTP by stats_http once the proxy runs
             lane_to = lane_backend(state, runtime, hooks=hooks or own_handler is not None)
             for bind in frontend.binds:
-                sock = open_listener(bind, backlog=frontend.maxconn or socket.SOMAXCONN)
+                sock = self.open_listener(bind, backlog_of(frontend))
                 if lane_to is not None and not bind.accept_proxy:
                     runtime.listeners.append(self.lane_binding.add(sock, runtime, lane_to))
                     continue

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
 from .config import model
+from .handover import STATS_BACKLOG, Opener, bind_listener, stats_socket_bind
 
 log = logging.getLogger("fastproxy")
 
@@ -287,15 +288,18 @@ class RuntimeApi:
     """Serves the runtime API on every ``stats socket`` of the configuration."""
 
     def __init__(self, global_: model.Global, commands: Sequence[Command], operations: Any, *,
-                 tick: Optional[Callable[[], None]] = None) -> None:
+                 tick: Optional[Callable[[], None]] = None, open_listener: Optional[Opener] = None) -> None:
         self.global_ = global_
+        self.open_listener: Opener = open_listener or bind_listener  # a TCP socket's (handover.py)
         self.tick = tick  # called every second while serving (the stats' sampler)
         self._ticker: Optional[asyncio.TimerHandle] = None
         self.commands = commands
         self.operations = operations
         self.servers: list[asyncio.AbstractServer] = []
         self.connections: set[asyncio.Task] = set()
-        self._paths: list[str] = []
+        # The socket files this process made, with their inodes: a reload's new worker renames its
+        # own over the same path, which the old one must then leave alone when it stops.
+        self._paths: list[tuple[str, int]] = []
 
     async def start(self) -> None:
         """Open every socket; on a failure none stays open (ConfigError-like OSError with the path)."""
@@ -324,17 +328,9 @@ class RuntimeApi:
 
         if config.path is not None:
             sock = _unix_listener(config)
-            self._paths.append(config.path)
+            self._paths.append((config.path, os.stat(config.path).st_ino))
         else:
-            family = socket.AF_INET6 if config.family == "ipv6" or ":" in config.host else socket.AF_INET
-            sock = socket.socket(family, socket.SOCK_STREAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                sock.bind((config.host, config.port))
-                sock.listen(16)
-            except OSError:
-                sock.close()
-                raise
+            sock = self.open_listener(stats_socket_bind(config), STATS_BACKLOG)
         sock.setblocking(False)
         if config.path is not None:
             return await asyncio.start_unix_server(serve, sock=sock, limit=MAX_REQUEST + 1)
@@ -382,9 +378,10 @@ class RuntimeApi:
         for server in self.servers:
             await server.wait_closed()
         self.servers.clear()
-        for path in self._paths:
+        for path, inode in self._paths:
             try:
-                os.unlink(path)
+                if os.stat(path).st_ino == inode:
+                    os.unlink(path)
             except OSError:
                 pass
         self._paths.clear()
@@ -408,7 +405,7 @@ def _unix_listener(config: model.StatsSocket) -> socket.socket:
         if config.uid is not None or config.gid is not None:
             os.chown(temporary, -1 if config.uid is None else config.uid,
                      -1 if config.gid is None else config.gid)
-        sock.listen(16)
+        sock.listen(STATS_BACKLOG)
         os.rename(temporary, path)
     except OSError:
         sock.close()

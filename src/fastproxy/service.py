@@ -3,8 +3,10 @@
 
 ``serve`` starts the engine on a configuration (or on the embedded default with its echo backends),
 writes the pidfile, then drops privileges (``chroot``, ``user``/``group``) once the listeners are
-bound, runs until SIGINT or SIGTERM, and stops with the grace period.  ``cli.py`` only parses
-arguments and reads files.
+bound, runs until SIGINT, SIGTERM or SIGUSR1 (HAProxy's soft stop), and stops with the grace period.
+As a master's worker (``master.py``) it listens on the sockets it inherited, writes no pidfile (the
+master's is the one), says ``READY`` on its link once it listens, and soft-stops if the master goes.
+``cli.py`` only parses arguments and reads files.
 """
 
 from __future__ import annotations
@@ -19,15 +21,19 @@ from typing import Optional
 from . import default, implementation, privileges
 from .config import model
 from .engine import Engine
+from .handover import Opener
+from .lifecycle import MasterLink, Ready, notify
 
 log = logging.getLogger("fastproxy")
 
-
-async def serve(cfg: Optional[model.Config], pidfile: Optional[str], grace: Optional[float]) -> int:
-    """Run ``cfg`` (the embedded default for None) until SIGINT or SIGTERM; the exit status."""
+async def serve(cfg: Optional[model.Config], pidfile: Optional[str], grace: Optional[float], *,
+                open_listener: Optional[Opener] = None, worker: Optional[MasterLink] = None,
+                ready: Optional[Ready] = None) -> int:
+    """Run ``cfg`` (the embedded default for None) until SIGINT, SIGTERM or SIGUSR1 (or, as a
+    ``worker``, until its master goes away); the exit status."""
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
         loop.add_signal_handler(signum, stopping.set)
 
     echo_backends = []
@@ -35,7 +41,7 @@ async def serve(cfg: Optional[model.Config], pidfile: Optional[str], grace: Opti
         echo_backends = await default.start_echo_backends()
         cfg = default.default_config([(name, port) for name, _, port in echo_backends])
 
-    engine = Engine(cfg)
+    engine = Engine(cfg, open_listener=open_listener)
     try:
         identity = privileges.identity_of(cfg.global_)
         await engine.start()
@@ -44,7 +50,8 @@ async def serve(cfg: Optional[model.Config], pidfile: Optional[str], grace: Opti
             server.close()
         print(f"[ALERT] cannot start: {exc}", file=sys.stderr)
         return 1
-    pidfile = pidfile or cfg.global_.pidfile
+    if worker is None:
+        pidfile = pidfile or cfg.global_.pidfile
     if pidfile:
         with open(pidfile, "w") as f:
             f.write(f"{os.getpid()}\n")
@@ -62,8 +69,18 @@ async def serve(cfg: Optional[model.Config], pidfile: Optional[str], grace: Opti
     for address in engine.listening_addresses():
         log.info("listening on %s:%s (%s data plane, %d pump thread(s))", address[0], address[1],
                  implementation(), engine.pump_threads)
+    if worker is not None:
+        worker.ready()
+        master_gone = loop.create_task(worker.master_gone())
+        master_gone.add_done_callback(lambda _: stopping.set())
+    if worker is None:
+        notify("READY=1")  # a worker's master speaks for the service
+    if ready is not None:
+        ready()
 
     await stopping.wait()
+    if worker is None:
+        notify("STOPPING=1")
     log.info("stopping: listeners closed, %d connection(s) to finish", engine.current)
     await engine.stop(grace)
     for _, server, _ in echo_backends:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 from typing import Any, Optional
 
 from aiohttp import web
@@ -22,7 +21,7 @@ from . import acl as acls
 from . import promex, stats, stats_page
 from .config import model
 from .operations import Operations
-from .server import open_listener
+from .handover import Opener, backlog_of, bind_listener
 
 log = logging.getLogger("fastproxy")
 
@@ -33,9 +32,11 @@ MAX_FORM = 16384  # bytes of a POSTed form (HAProxy's limit is its buffer: EXCD 
 class StatsListener:
     """Serves one frontend's ``StatsPage`` on its binds: ``await start()``, then ``await stop()``."""
 
-    def __init__(self, frontend: model.Frontend, operations: Operations) -> None:
+    def __init__(self, frontend: model.Frontend, operations: Operations, *,
+                 open_listener: Optional[Opener] = None) -> None:
         assert frontend.stats is not None
         self.frontend = frontend
+        self.open_listener: Opener = open_listener or bind_listener
         self.page: model.StatsPage = frontend.stats
         self.operations = operations
         self.servers: list[asyncio.AbstractServer] = []
@@ -53,7 +54,7 @@ class StatsListener:
                                 keepalive_timeout=self.frontend.timeouts.client or IDLE_TIMEOUT)
         try:
             for bind in self.frontend.binds:
-                sock = open_listener(bind, backlog=self.frontend.maxconn or socket.SOMAXCONN)
+                sock = self.open_listener(bind, backlog_of(self.frontend))
                 try:
                     self.servers.append(await loop.create_server(self._http, sock=sock))
                 except BaseException:

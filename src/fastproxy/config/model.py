@@ -493,6 +493,7 @@ class Global:
     splice: bool = True  # False with "nosplice"
     pidfile: Optional[str] = None
     daemon: bool = False
+    master_worker: bool = False  # run as a master and its worker, as ``-W`` (master.py)
     hard_stop_after: Optional[float] = None
     log_targets: list[LogTarget] = field(default_factory=list)  # what ``log global`` in a proxy stands for
     stats_sockets: list[StatsSocket] = field(default_factory=list)

@@ -64,6 +64,14 @@ def _global_daemon(line: _Line, g: Global, args: list[str]) -> None:
     line.warn("ignored: fastproxy runs in the foreground (use a service manager to daemonize)")
 
 
+def _global_master_worker(line: _Line, g: Global, args: list[str]) -> None:
+    if args and args != ["no-exit-on-failure"]:
+        raise _Invalid(f"'master-worker' only takes 'no-exit-on-failure' (got '{' '.join(args)}')")
+    if args:
+        line.warn("'no-exit-on-failure' ignored: the master exits when its current worker does")
+    g.master_worker = True
+
+
 def _global_hard_stop_after(line: _Line, g: Global, args: list[str]) -> None:
     g.hard_stop_after = _time(_leading(line, args, 1, "a time such as 30s")[0])
 
@@ -300,6 +308,7 @@ GLOBAL_KEYWORDS: dict[str, GlobalHandler] = {
     "gid": _global_numeric_id("gid"),
     "chroot": _global_text("chroot", "a directory"),
     "hard-stop-after": _global_hard_stop_after,
+    "master-worker": _global_master_worker,
     "spread-checks": _global_int("spread_checks", "a percentage of the check interval", 0, 50),
     "setenv": _global_setenv,
     "presetenv": _global_setenv,
@@ -320,7 +329,7 @@ GLOBAL_IGNORED = _names("""
     h1-case-adjust h1-case-adjust-file h2-workaround-bogus-websocket-clients httpclient.resolvers.id
     httpclient.resolvers.prefer httpclient.ssl.ca-file httpclient.ssl.verify insecure-fork-wanted
     insecure-setuid-wanted issuers-chain-path localpeer log-send-hostname log-tag lua-load
-    lua-load-per-thread lua-prepend-path master-worker max-spread-checks maxcompcpuusage maxcomprate
+    lua-load-per-thread lua-prepend-path max-spread-checks maxcompcpuusage maxcomprate
     maxsessrate maxsslconn maxsslrate maxzlibmem mworker-max-reloads no-memory-trimming node noepoll
     noevports nogetaddrinfo nokqueue nopoll noreuseport numa-cpu-mapping pp2-never-send-local
     profiling.tasks quiet server-state-base server-state-file set-dumpable set-var set-var-fmt

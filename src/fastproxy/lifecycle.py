@@ -1,0 +1,60 @@
+"""The process around the service: daemon mode (``-D``) and systemd's notifications, for a single
+process (``service.py``) and a master (``master.py``) alike."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from typing import Callable, Protocol
+
+log = logging.getLogger("fastproxy")
+
+Ready = Callable[[], None]  # called once the process serves (daemon mode lets its parent exit then)
+
+
+def notify(*states: str) -> None:
+    """Tell systemd (``Type=notify``) how the service is: ``READY=1``, ``RELOADING=1``,
+    ``STOPPING=1``.  Nothing without ``NOTIFY_SOCKET``; a failure to send is no failure to serve."""
+    path = os.environ.get("NOTIFY_SOCKET")
+    if not path:
+        return
+    if path.startswith("@"):
+        path = "\0" + path[1:]  # an abstract socket
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.sendto("\n".join(states).encode(), path)
+    except OSError as exc:
+        log.warning("cannot notify %s: %s", os.environ.get("NOTIFY_SOCKET"), exc)
+
+
+def daemonize() -> Ready:
+    """Fork into the background (``-D``), in a session of its own.  The parent exits once the
+    returned callable is called (0), or with 1 if the child exits first.  The child keeps its
+    standard streams until it is ready, so that start-up errors are still seen, then drops them."""
+    read_end, write_end = os.pipe()
+    if os.fork():
+        os.close(write_end)
+        started = os.read(read_end, 1)
+        os._exit(0 if started else 1)
+    os.close(read_end)
+    os.setsid()
+
+    def ready() -> None:
+        os.write(write_end, b"1")
+        os.close(write_end)
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        os.close(devnull)
+    return ready
+
+
+class MasterLink(Protocol):
+    """A worker's tie to its master (``master.WorkerLink``)."""
+
+    def ready(self) -> None:
+        """Tell the master the worker serves."""
+
+    async def master_gone(self) -> None:
+        """Return once the master has gone."""

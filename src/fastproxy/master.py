@@ -1,0 +1,310 @@
+"""Master-worker mode (``fastproxy run -W``, ``master-worker`` in ``global``), as HAProxy 2.6's.
+
+The master reads the configuration, binds its listeners (``handover.ListenerPool``) and starts one
+worker: a ``fastproxy run`` process of its own that inherits the listening sockets and serves the
+traffic.  The master carries no traffic and restarts nothing on its own.
+
+- SIGUSR2 or SIGHUP: reload.  The files are read again; if they are valid, a new worker starts on the
+  same listening sockets (plus any new address), and once it is ready the former worker is told to
+  soft-stop (SIGUSR1: it stops accepting, its connections finish, ``hard-stop-after`` cuts the rest).
+  A broken configuration, or a new worker that cannot start, leaves the running worker serving; the
+  errors are logged with their ``file:line`` and the master stays up.
+- SIGTERM, SIGINT, SIGUSR1: passed to every worker; the master exits once they all have, with the
+  exit status of the current worker.
+- The current worker exiting on its own (a crash): the former ones are stopped too and the master
+  exits with its status (HAProxy's ``exit-on-failure``).
+
+Master and worker are joined by a UNIX socket pair (``--worker-link FD``): the worker writes
+``READY`` on it once it listens, and a worker whose master has gone (the link reads EOF) soft-stops.
+With ``NOTIFY_SOCKET`` set (systemd ``Type=notify``), the master sends ``READY=1``, ``RELOADING=1``
+and ``STOPPING=1`` (``lifecycle.notify``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+from typing import Optional, Sequence
+
+from . import lifecycle
+from .config import model
+from .errors import ConfigError
+from .handover import ListenerPool
+
+log = logging.getLogger("fastproxy")
+
+READY = b"READY\n"
+READY_TIMEOUT = 60.0  # seconds a new worker may take to listen before the reload is given up
+
+
+class WorkerLink:
+    """The worker's end of the socket pair to its master."""
+
+    def __init__(self, fd: int) -> None:
+        self.sock = socket.socket(fileno=fd)
+        self.sock.setblocking(False)
+
+    def ready(self) -> None:
+        self.sock.send(READY)
+
+    async def master_gone(self) -> None:
+        """Returns when the master has exited (or closed the link)."""
+        loop = asyncio.get_running_loop()
+        try:
+            while await loop.sock_recv(self.sock, 64):
+                pass
+        except OSError:
+            pass
+
+
+class Worker:
+    """A worker process as the master sees it."""
+
+    def __init__(self, proc: subprocess.Popen, number: int, link: socket.socket) -> None:
+        self.proc = proc
+        self.pid = proc.pid
+        self.number = number  # 1 for the first worker, +1 per reload (HAProxy's "reloads" count)
+        self.link = link
+        self.exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._pidfd = os.pidfd_open(proc.pid)
+        asyncio.get_running_loop().add_reader(self._pidfd, self._reap)
+
+    def _reap(self) -> None:
+        status = self.proc.poll()
+        if status is None:
+            return
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(self._pidfd)
+        os.close(self._pidfd)
+        self.link.close()
+        if not self.exited.done():
+            self.exited.set_result(status)
+
+    def signal(self, signum: int) -> None:
+        if not self.exited.done():
+            try:
+                os.kill(self.pid, signum)
+            except ProcessLookupError:
+                pass
+
+
+def describe_status(status: int) -> str:
+    """As HAProxy's master writes a worker's end: ``code 0 (Exit)``, ``code 143 (Terminated)``."""
+    if status < 0:
+        name = signal.strsignal(-status) or f"signal {-status}"
+        return f"code {128 - status} ({name})"
+    return f"code {status} (Exit)"
+
+
+class Master:
+    """Runs workers on the configuration read from ``files``, reloading on demand."""
+
+    def __init__(self, files: Sequence[str], *, pidfile: Optional[str], grace: Optional[float],
+                 quiet: bool, detach: bool = False) -> None:
+        self.files = list(files)
+        self.pidfile = pidfile
+        self.grace = grace
+        self.quiet = quiet
+        self.detach = detach  # daemon mode: workers get no terminal
+        self.pool = ListenerPool()
+        self.current: Optional[Worker] = None
+        self.workers: list[Worker] = []  # every live worker, the current one last
+        self.reloads = 0
+        self.stopping = False
+        self._reloading: Optional[asyncio.Task] = None
+        self._pending_reload = False
+        self._changed = asyncio.Event()  # a worker was added: the supervisor waits for it too
+
+    # --- lifecycle --------------------------------------------------------------------------------
+
+    async def run(self, cfg: model.Config, ready: Optional[lifecycle.Ready] = None) -> int:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGUSR2, signal.SIGHUP):
+            loop.add_signal_handler(signum, self.request_reload)
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+            loop.add_signal_handler(signum, self.stop, signum)
+        try:
+            worker = await self._start_worker(cfg)
+        except OSError as exc:
+            print(f"[ALERT] cannot start: {exc}", file=sys.stderr)
+            self.pool.close()
+            return 1
+        if worker is None:
+            self.pool.close()
+            return 1
+        self.current = worker
+        pidfile = self.pidfile or cfg.global_.pidfile
+        if pidfile:
+            with open(pidfile, "w") as f:
+                f.write(f"{os.getpid()}\n")
+        log.info("master %d: worker #%d (%d) serving", os.getpid(), worker.number, worker.pid)
+        lifecycle.notify("READY=1", f"MAINPID={os.getpid()}")
+        if ready is not None:
+            ready()
+        if self._pending_reload:  # asked for while the first worker started
+            self.request_reload()
+        try:
+            status = await self._supervise()
+        finally:
+            self.pool.close()
+            if pidfile:
+                try:
+                    os.unlink(pidfile)
+                except OSError:
+                    pass
+        log.info("master %d: all workers exited, exiting (%d)", os.getpid(), status)
+        return status
+
+    async def _supervise(self) -> int:
+        """Until the current worker exits; then until every other one has."""
+        while True:
+            current = self.current
+            assert current is not None
+            self._changed.clear()
+            changed = asyncio.ensure_future(self._changed.wait())
+            waiting: set[asyncio.Future] = {worker.exited for worker in self.workers} | {changed}
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            changed.cancel()
+            for worker in [w for w in self.workers if w.exited.done()]:
+                self.workers.remove(worker)
+                status = worker.exited.result()
+                if worker is self.current:
+                    if not self.stopping:
+                        log.error("master %d: current worker #%d (%d) exited with %s: stopping the "
+                                  "others", os.getpid(), worker.number, worker.pid, describe_status(status))
+                        self.stop(signal.SIGTERM)
+                    else:
+                        log.info("master %d: current worker #%d (%d) exited with %s", os.getpid(),
+                                 worker.number, worker.pid, describe_status(status))
+                else:
+                    log.info("master %d: former worker #%d (%d) exited with %s", os.getpid(),
+                             worker.number, worker.pid, describe_status(status))
+            if self.current is not None and self.current.exited.done() and not self.workers:
+                if self._reloading is not None:
+                    self._reloading.cancel()
+                status = self.current.exited.result()
+                return status if status >= 0 else 128 - status
+
+    def stop(self, signum: int) -> None:
+        """Pass ``signum`` to every worker; the master exits once they have all exited."""
+        if not self.stopping:
+            log.info("master %d: %s: stopping the workers", os.getpid(), signal.Signals(signum).name)
+            lifecycle.notify("STOPPING=1")
+        self.stopping = True
+        for worker in self.workers:
+            worker.signal(signum)
+
+    # --- reloads ----------------------------------------------------------------------------------
+
+    def request_reload(self) -> None:
+        if self.stopping:
+            return
+        if self.current is None:
+            self._pending_reload = True
+            return
+        if self._reloading is not None and not self._reloading.done():
+            self._pending_reload = True  # one more once this one ends, with the files as they are then
+            return
+        self._reloading = asyncio.get_running_loop().create_task(self.reload())
+
+    async def reload(self) -> bool:
+        """Start a worker on the files as they are now and soft-stop the former one: True if done."""
+        while True:
+            self._pending_reload = False
+            lifecycle.notify("RELOADING=1")
+            done = await self._reload_once()
+            lifecycle.notify("READY=1")
+            if not self._pending_reload or self.stopping:
+                return done
+
+    async def _reload_once(self) -> bool:
+        former = self.current
+        assert former is not None
+        log.info("master %d: reloading %s", os.getpid(), " ".join(self.files))
+        try:
+            cfg = _load(self.files)
+        except ConfigError as exc:
+            print(f"[ALERT] reload: configuration errors (worker #{former.number} ({former.pid}) goes "
+                  f"on serving):\n{exc}", file=sys.stderr, flush=True)
+            return False
+        for warning in cfg.warnings:
+            print(f"[WARNING] {warning}", file=sys.stderr)
+        try:
+            worker = await self._start_worker(cfg)
+        except OSError as exc:
+            print(f"[ALERT] reload: cannot listen: {exc} (worker #{former.number} ({former.pid}) goes "
+                  "on serving)", file=sys.stderr, flush=True)
+            return False
+        if worker is None:
+            print(f"[ALERT] reload: the new worker did not start (worker #{former.number} "
+                  f"({former.pid}) goes on serving)", file=sys.stderr, flush=True)
+            return False
+        if self.stopping:  # stopped while the new worker started
+            worker.signal(signal.SIGTERM)
+            return False
+        self.current = worker
+        former.signal(signal.SIGUSR1)
+        log.info("master %d: worker #%d (%d) serving, former worker #%d (%d) soft-stopping",
+                 os.getpid(), worker.number, worker.pid, former.number, former.pid)
+        return True
+
+    async def _start_worker(self, cfg: model.Config) -> Optional[Worker]:
+        """A worker on ``cfg``'s listeners, once it is ready; None if it exited first (its errors
+        are on stderr), the sockets opened for it closed again.  OSError if a bind fails."""
+        loop = asyncio.get_running_loop()
+        sockets, opened = self.pool.open_for(cfg)
+        keys_in_use = set(sockets)
+        ours, theirs = socket.socketpair()
+        args = [sys.executable, "-m", "fastproxy", "run", "--worker-link", str(theirs.fileno())]
+        for path in self.files:
+            args += ["-f", path]
+        for key, sock in sockets.items():
+            args += ["--inherit", f"{sock.fileno()}={key}"]
+        if self.grace is not None:
+            args += ["--grace", str(self.grace)]
+        if self.quiet:
+            args.append("-q")
+        output = subprocess.DEVNULL if self.detach else None
+        try:
+            proc = subprocess.Popen(args, pass_fds=[theirs.fileno(), *(s.fileno() for s in sockets.values())],
+                                    stdin=subprocess.DEVNULL, stdout=output, stderr=output)
+        except BaseException:
+            ours.close()
+            self.pool.close(opened)
+            raise
+        finally:
+            theirs.close()
+        self.reloads += 1
+        worker = Worker(proc, self.reloads, ours)
+        self.workers.append(worker)
+        ours.setblocking(False)
+        self._changed.set()
+        answer, timed_out = b"", False
+        try:
+            answer = await asyncio.wait_for(loop.sock_recv(ours, len(READY)), READY_TIMEOUT)
+        except asyncio.TimeoutError:
+            timed_out = True
+        except OSError:
+            pass
+        if answer != READY:
+            worker.signal(signal.SIGKILL if timed_out else signal.SIGTERM)
+            await worker.exited
+            if worker in self.workers:  # unless the supervisor saw it go first
+                self.workers.remove(worker)
+            self.pool.close(opened)
+            return None
+        # Sockets the configuration no longer names close here; the former worker keeps its copies
+        # until it stops accepting.
+        self.pool.keep_only(keys_in_use)
+        return worker
+
+
+def _load(files: Sequence[str]) -> model.Config:
+    from .config import load
+
+    return load(files)

@@ -1,0 +1,356 @@
+"""Master-worker mode as a real process: ``fastproxy run -W``, reloads on SIGUSR2/SIGHUP, the
+listening sockets kept across them, soft stops, broken reloads, daemon mode, systemd notifications.
+
+Every wait is bounded and waits for something (a log line, a listener, a process gone), not a delay.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from ..support import alive, children, echo_process, exchange_line, free_port, start_fastproxy, stop, wait_for
+
+CONFIG = """\
+global
+    nbthread 1
+{global_extra}
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+
+listen echo
+{binds}
+{listen_extra}
+    server e1 127.0.0.1:{backend}
+"""
+
+# Keeps the frontend on the Python path (rules), instead of a lane the pump accepts on.
+PYTHON_PATH = "    tcp-request connection accept if { src 127.0.0.0/8 }"
+
+
+def write_config(path: Path, backend: int, ports: list[int], *, global_extra: str = "",
+                 listen_extra: str = "") -> None:
+    binds = "\n".join(f"    bind 127.0.0.1:{port}" for port in ports)
+    path.write_text(CONFIG.format(backend=backend, binds=binds, global_extra=global_extra,
+                                  listen_extra=listen_extra))
+
+
+class Master:
+    """A ``fastproxy run -W`` process, its stderr in a file read as it runs."""
+
+    def __init__(self, tmp_path: Path, env: dict, cfg: Path, *args: str) -> None:
+        self.log_path = tmp_path / "stderr.log"
+        self.log_file = open(self.log_path, "w")
+        self.proc = start_fastproxy(["run", *args, "-f", str(cfg)], env, stderr=self.log_file)
+        self.pid = self.proc.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def wait_log(self, text: str, count: int = 1, timeout: float = 30.0) -> None:
+        wait_for(lambda: self.log().count(text) >= count or self.proc.poll() is not None, timeout, text)
+        assert self.log().count(text) >= count, f"{text!r} not logged:\n{self.log()}"
+
+    def workers(self) -> list[int]:
+        return children(self.pid)
+
+    def reload(self, number: int, signum: int = signal.SIGUSR2) -> None:
+        """Reload, and wait until worker #number serves."""
+        os.kill(self.pid, signum)
+        self.wait_serving(number)
+
+    def wait_serving(self, number: int = 1) -> None:
+        """Until the master says worker #number serves (the listeners accept before: they are the
+        master's)."""
+        serving = re.compile(rf"worker #{number} \(\d+\) serving")
+        wait_for(lambda: serving.search(self.log()) or self.proc.poll() is not None, 30,
+                 f"worker #{number} serving")
+        assert serving.search(self.log()), self.log()
+
+    def close(self) -> None:
+        stop(self.proc)
+        self.log_file.close()
+
+
+@pytest.fixture
+def backend():
+    with echo_process() as port:
+        yield port
+
+
+def roundtrip(port: int, line: bytes = b"ping\n") -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        return exchange_line(sock, line)
+
+
+@pytest.mark.parametrize("how", ["-W", "master-worker"])
+def test_the_master_starts_one_worker_holds_the_pidfile_and_stops_with_it(implementation_env, tmp_path,
+                                                                         backend, how):
+    port, pidfile, cfg = free_port(), tmp_path / "fastproxy.pid", tmp_path / "haproxy.cfg"
+    write_config(cfg, backend, [port], global_extra="    master-worker" if how == "master-worker" else "")
+    master = Master(tmp_path, implementation_env, cfg, *(["-W"] if how == "-W" else []), "-p", str(pidfile))
+    try:
+        master.wait_serving()
+        assert roundtrip(port) == b"ping\n"
+        wait_for(pidfile.exists, 10, "pidfile")
+        assert pidfile.read_text().strip() == str(master.pid)
+        workers = master.workers()
+        assert len(workers) == 1
+        master.proc.send_signal(signal.SIGTERM)
+        assert master.proc.wait(timeout=20) == 0
+        assert not alive(workers[0])
+        assert not pidfile.exists()
+        assert "all workers exited" in master.log()
+    finally:
+        master.close()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGUSR2, signal.SIGHUP], ids=["SIGUSR2", "SIGHUP"])
+def test_a_reload_starts_a_worker_on_the_new_file_and_the_former_one_finishes_its_connections(
+        implementation_env, tmp_path, backend, signum):
+    port, added, cfg = free_port(), free_port(), tmp_path / "haproxy.cfg"
+    write_config(cfg, backend, [port])
+    master = Master(tmp_path, implementation_env, cfg, "-W")
+    try:
+        master.wait_serving()
+        [first] = master.workers()
+        established = socket.create_connection(("127.0.0.1", port), timeout=5)
+        assert exchange_line(established, b"before\n") == b"before\n"
+
+        write_config(cfg, backend, [port, added])  # the new file listens on one more address
+        master.reload(2, signum)
+        assert roundtrip(added) == b"ping\n" and roundtrip(port) == b"ping\n"
+        # The former worker stopped accepting but still serves its connection...
+        assert alive(first)
+        assert exchange_line(established, b"during\n") == b"during\n"
+        # ...and exits once it has ended.
+        established.close()
+        wait_for(lambda: not alive(first), 15, "the former worker exits")
+        master.wait_log(f"former worker #1 ({first}) exited with code 0")
+        assert len(master.workers()) == 1 and master.proc.poll() is None
+        assert roundtrip(port) == b"ping\n"
+    finally:
+        master.close()
+    assert master.proc.returncode == 0
+
+
+def test_hard_stop_after_cuts_the_former_workers_connections(implementation_env, tmp_path, backend):
+    port, cfg = free_port(), tmp_path / "haproxy.cfg"
+    write_config(cfg, backend, [port], global_extra="    hard-stop-after 1s")
+    master = Master(tmp_path, implementation_env, cfg, "-W")
+    try:
+        master.wait_serving()
+        [first] = master.workers()
+        established = socket.create_connection(("127.0.0.1", port), timeout=5)
+        assert exchange_line(established, b"before\n") == b"before\n"
+        master.reload(2)
+        started = time.monotonic()
+        wait_for(lambda: not alive(first), 15, "the former worker is cut")
+        assert time.monotonic() - started >= 0.5
+        established.settimeout(5)
+        try:
+            assert established.recv(100) == b""
+        except ConnectionResetError:
+            pass
+        established.close()
+        assert roundtrip(port) == b"ping\n"
+    finally:
+        master.close()
+
+
+def test_a_broken_configuration_leaves_the_worker_serving(implementation_env, tmp_path, backend):
+    port, cfg = free_port(), tmp_path / "haproxy.cfg"
+    write_config(cfg, backend, [port])
+    master = Master(tmp_path, implementation_env, cfg, "-W")
+    try:
+        master.wait_serving()
+        [worker] = master.workers()
+        write_config(cfg, backend, [port], listen_extra="    balance no-such-algorithm")
+        os.kill(master.pid, signal.SIGUSR2)
+        master.wait_log("[ALERT] reload: configuration errors")
+        bad_line = cfg.read_text().splitlines().index("    balance no-such-algorithm") + 1
+        assert f"{cfg}:{bad_line}" in master.log()  # file:line of the bad line
+        # An address the master cannot bind is a failed reload too.
+        taken = socket.socket()
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        write_config(cfg, backend, [port, taken.getsockname()[1]])
+        os.kill(master.pid, signal.SIGHUP)
+        master.wait_log("[ALERT] reload: cannot listen")
+        taken.close()
+        assert master.workers() == [worker]
+        assert master.proc.poll() is None
+        assert roundtrip(port) == b"ping\n"
+        # Fixed, it reloads.
+        write_config(cfg, backend, [port])
+        master.reload(2)
+        wait_for(lambda: not alive(worker), 15, "the former worker exits")
+        assert roundtrip(port) == b"ping\n"
+    finally:
+        master.close()
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("path", ["lane", "python"])
+def test_no_connection_is_refused_or_reset_across_reloads(implementation_env, tmp_path, backend, path):
+    """Clients connect in a bounded loop while the master reloads five times: every exchange
+    completes, none is refused or reset (the workers share the master's listening sockets)."""
+    port, cfg = free_port(), tmp_path / "haproxy.cfg"
+    write_config(cfg, backend, [port], listen_extra=PYTHON_PATH if path == "python" else "")
+    master = Master(tmp_path, implementation_env, cfg, "-W")
+    outcomes: dict[str, int] = {"complete": 0, "refused": 0, "reset": 0, "truncated": 0, "timeout": 0}
+    lock = threading.Lock()
+    done = threading.Event()
+    deadline = time.monotonic() + 120  # bounded in time, whatever happens
+
+    def client(index: int) -> None:
+        for n in range(20000):  # and bounded in count
+            if done.is_set() or time.monotonic() > deadline:
+                return
+            line = b"%d-%d %s\n" % (index, n, b"x" * 100)
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                    outcome = "complete" if exchange_line(sock, line) == line else "truncated"
+            except ConnectionRefusedError:
+                outcome = "refused"
+            except ConnectionResetError:
+                outcome = "reset"
+            except socket.timeout:
+                outcome = "timeout"
+            with lock:
+                outcomes[outcome] += 1
+
+    try:
+        master.wait_serving()
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(3)]
+        for thread in threads:
+            thread.start()
+        try:
+            for number in range(2, 7):
+                before = outcomes["complete"]
+                master.reload(number)
+                wait_for(lambda: outcomes["complete"] > before + 20, 30, "traffic after the reload")
+        finally:
+            done.set()
+            for thread in threads:
+                thread.join(30)
+        wait_for(lambda: len(master.workers()) == 1, 20, "the former workers exit")
+    finally:
+        master.close()
+    failed = {key: value for key, value in outcomes.items() if key != "complete" and value}
+    assert not failed, f"{failed} of {sum(outcomes.values())} connections"
+    assert outcomes["complete"] > 100
+
+
+def test_the_master_exits_when_its_worker_dies(implementation_env, tmp_path, backend):
+    port, cfg = free_port(), tmp_path / "haproxy.cfg"
+    write_config(cfg, backend, [port])
+    master = Master(tmp_path, implementation_env, cfg, "-W")
+    try:
+        master.wait_serving()
+        [worker] = master.workers()
+        os.kill(worker, signal.SIGKILL)
+        assert master.proc.wait(timeout=20) == 128 + signal.SIGKILL
+        assert "current worker #1" in master.log() and "exited with code 137" in master.log()
+    finally:
+        master.close()
+
+
+def test_a_worker_whose_master_is_gone_soft_stops(implementation_env, tmp_path, backend):
+    port, cfg = free_port(), tmp_path / "haproxy.cfg"
+    write_config(cfg, backend, [port])
+    master = Master(tmp_path, implementation_env, cfg, "-W")
+    try:
+        master.wait_serving()
+        [worker] = master.workers()
+        master.proc.kill()
+        master.proc.wait(timeout=10)
+        wait_for(lambda: not alive(worker), 20, "the orphaned worker exits")
+    finally:
+        master.close()
+
+
+def test_daemon_mode_goes_to_the_background_once_serving(implementation_env, tmp_path, backend):
+    port, pidfile, cfg = free_port(), tmp_path / "fastproxy.pid", tmp_path / "haproxy.cfg"
+    write_config(cfg, backend, [port])
+    launcher = start_fastproxy(["run", "-W", "-D", "-p", str(pidfile), "-f", str(cfg)], implementation_env)
+    daemon = None
+    try:
+        assert launcher.wait(timeout=30) == 0  # only once the worker serves
+        daemon = int(pidfile.read_text())
+        assert daemon != launcher.pid and alive(daemon)
+        assert roundtrip(port) == b"ping\n"
+        os.kill(daemon, signal.SIGUSR2)
+        [first] = children(daemon)
+        wait_for(lambda: not alive(first), 30, "the former worker exits")
+        assert roundtrip(port) == b"ping\n"
+        os.kill(daemon, signal.SIGTERM)
+        wait_for(lambda: not alive(daemon), 20, "the daemon exits")
+        daemon = None
+    finally:
+        if daemon is not None and alive(daemon):
+            os.kill(daemon, signal.SIGKILL)
+        stop(launcher)
+
+
+def test_systemd_is_told_ready_reloading_and_stopping(implementation_env, tmp_path, backend):
+    port, cfg = free_port(), tmp_path / "haproxy.cfg"
+    write_config(cfg, backend, [port])
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
+    notify.settimeout(30)
+    env = dict(implementation_env, NOTIFY_SOCKET=str(tmp_path / "notify"))
+    master = Master(tmp_path, env, cfg, "-W")
+    try:
+        assert notify.recv(4096).split(b"\n")[0] == b"READY=1"
+        master.reload(2)
+        assert notify.recv(4096) == b"RELOADING=1"
+        assert notify.recv(4096) == b"READY=1"
+        master.proc.send_signal(signal.SIGTERM)
+        assert notify.recv(4096) == b"STOPPING=1"
+        assert master.proc.wait(timeout=20) == 0
+    finally:
+        master.close()
+        notify.close()
+
+
+def show_info_pid(address: "str | tuple[str, int]") -> int:
+    family = socket.AF_UNIX if isinstance(address, str) else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.settimeout(10)
+        sock.connect(address)
+        sock.sendall(b"show info\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return int(answer.decode().split("\nPid: ", 1)[1].split("\n", 1)[0])
+
+
+def test_the_stats_sockets_pass_to_the_new_worker(tmp_path, backend):
+    """A UNIX stats socket is renamed over by the new worker and left alone by the former one; a TCP
+    one is the master's, as the frontends' listeners are."""
+    port, stats_port, cfg = free_port(), free_port(), tmp_path / "haproxy.cfg"
+    unix = str(tmp_path / "stats.sock")
+    stats = f"    stats socket {unix} level admin\n    stats socket ipv4@127.0.0.1:{stats_port} level admin"
+    write_config(cfg, backend, [port], global_extra=stats)
+    master = Master(tmp_path, dict(os.environ), cfg, "-W")
+    try:
+        master.wait_serving()
+        [first] = master.workers()
+        assert show_info_pid(unix) == show_info_pid(("127.0.0.1", stats_port)) == first
+        master.reload(2)
+        wait_for(lambda: not alive(first), 15, "the former worker exits")
+        [second] = master.workers()
+        assert show_info_pid(unix) == show_info_pid(("127.0.0.1", stats_port)) == second
+    finally:
+        master.close()
