@@ -23,7 +23,7 @@ from .acl import Router
 from .config import model, validate
 from .dispatch import Dispatcher
 from . import logs, tcplog
-from .health import CheckResult, HealthMonitor, ServerCheck
+from .health import AgentReply, CheckResult, HealthMonitor, ServerCheck, ServerHealth
 from .balance import ServerState
 from .lanes import Lanes, lane_backend
 from .limits import AdmissionControl
@@ -111,7 +111,8 @@ class Engine:
             if be.tcp_request_rules and state.tables:
                 backend_runtime.router = Router.for_backend(be, state.tables)
         self.health = HealthMonitor(loop, spread=g.spread_checks, changed=self._health_changed,
-                                    established=self._established, counted=self._check_counted)
+                                    established=self._established, counted=self._check_counted,
+                                    agent_replied=self._agent_replied)
         self._by_check: dict[ServerCheck, ServerRuntime] = {}
         for backend_runtime in backends.values():
             be = backend_runtime.model
@@ -128,6 +129,19 @@ class Engine:
                                            disable_on_404=be.http_disable_on_404, state_header=state_header)
                 self._by_check[server.check] = server
                 self.health.add(server.check)
+                model_server = server.slot.server
+                if model_server.agent_check:
+                    agent_family, agent_address = server.agent_target()
+                    text = model_server.agent_send
+                    send = [model.TcpCheckRule("send", data=text.encode("latin-1", "replace"))
+                            ] if text else []
+                    server.agent = ServerCheck(
+                        f"{server.name} (agent)", model_server, agent_family, agent_address,
+                        [*send, model.TcpCheckRule("expect", match="custom", pattern="agent")],
+                        connect_timeout=be.timeouts.connect, check_timeout=be.timeouts.check, kind="agent",
+                        health=ServerHealth(1, 1, model_server.agent_inter))
+                    self._by_check[server.agent] = server
+                    self.health.add(server.agent)
         self.admission = AdmissionControl(state)
         self.dispatcher = Dispatcher(state, director=self.director, error_handler=self.error_handler,
                                      observe_error=self._observe_error)
@@ -254,6 +268,9 @@ class Engine:
         server = self._by_check[check]
         # With log-health-checks the check's line gave the reason: HAProxy's state line omits it.
         self.servers.health_changed(server, None if server.backend.model.log_health_checks else result)
+
+    def _agent_replied(self, check: ServerCheck, reply: AgentReply) -> Optional[str]:
+        return self.servers.agent_reply(self._by_check[check], reply)
 
     def _check_counted(self, check: ServerCheck, result: CheckResult) -> None:
         server = self._by_check[check]

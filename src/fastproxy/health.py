@@ -49,6 +49,8 @@ STATUSES = {
     "L7RSP": "Layer7 invalid response",
     "L7STS": "Layer7 wrong status",
     "SOCKERR": "Socket error",
+    "CHECKED": "No status change",
+    "INI": "Initializing",
     "HANA": "Health analyze",
 }
 PASSING = frozenset({"L4OK", "L6OK", "L7OK", "L7OKC"})
@@ -68,6 +70,7 @@ class CheckResult:
     info: str = ""
     duration: float = 0.0
     code: int = 0
+    reply: Optional["AgentReply"] = None  # what an agent said, for the server's state to follow
 
     def __post_init__(self) -> None:
         # HAProxy copies a description into a 128-byte C string (HCHK_DESC_LEN): to its first NUL.
@@ -212,6 +215,7 @@ class _Probe:
             rules.insert(0, _IMPLICIT_CONNECT)
         self.rules = rules
         self.code = 0
+        self.note = ""  # what an expect that saw the end of the data had to say, for its timeout
         self.connect_timeout, self.read_timeout = connect_timeout, read_timeout
         self.sock: Optional[socket.socket] = None
         self.linger = False
@@ -327,6 +331,10 @@ class _Probe:
         while True:
             if evaluate is not None:
                 outcome = evaluate(rule)
+                if outcome is _STALL:  # nothing more will come, yet HAProxy waits for its timeout
+                    remaining = self._remaining(loop)
+                    await asyncio.sleep(remaining if remaining is not None else 3600.0)
+                    return self.timeout_result()
                 if outcome is not _WAIT:
                     self.expecting = None
                     return outcome  # type: ignore[return-value]
@@ -405,7 +413,7 @@ class _Probe:
         rule = self.expecting
         if rule is None:
             return CheckResult("L7TOUT", "")
-        return CheckResult(rule.tout_status or "L7TOUT", self._where(rule))
+        return CheckResult(rule.tout_status or "L7TOUT", self.note or self._where(rule))
 
     # --- HTTP and the custom parsers ---
 
@@ -448,6 +456,15 @@ class _Probe:
 
     def _evaluate_custom(self, rule: TcpCheckRule) -> Any:
         final = self.closed or len(self.buffer) >= READ_BUFFER
+        if rule.pattern == "agent":
+            end = re.search(rb"[\r\n\0]", self.buffer)
+            if end is None:  # HAProxy 2.6 waits for the end of the line, until the check times out
+                if final:
+                    self.note = "Ignoring incomplete line from agent"
+                    return _STALL
+                return _WAIT
+            reply = parse_agent_reply(self.buffer[:end.start()].decode("latin-1"))
+            return CheckResult(reply.status, "", reply=reply)
         outcome = CUSTOM_EXPECTS[rule.pattern](bytes(self.buffer), final)
         if outcome is _WAIT or outcome is None:
             return outcome
@@ -479,6 +496,7 @@ _EXPECT_NAMES = {"string": "expect string", "binary": "expect binary", "rstring"
                  "status": "expect HTTP status codes", "rstatus": "expect HTTP status regex",
                  "body": "expect HTTP body content", "rbody": "expect HTTP body regex"}
 _WAIT = object()  # an expect that needs more data
+_STALL = object()  # an expect that needs more data after the server closed: it times out
 
 
 def _comment(rule: TcpCheckRule) -> str:
@@ -653,18 +671,20 @@ class ServerCheck:
     def __init__(self, name: str, server: Server, family: int, address: tuple,
                  rules: Sequence[TcpCheckRule], *, connect_timeout: Optional[float] = None,
                  check_timeout: Optional[float] = None, kind: str = "tcp", disable_on_404: bool = False,
-                 state_header: Optional[Callable[[], str]] = None) -> None:
+                 state_header: Optional[Callable[[], str]] = None,
+                 health: Optional[ServerHealth] = None) -> None:
         self.name = name  # backend/server
         self.server = server
         self.family, self.address, self.rules = family, address, rules
         self.kind, self.disable_on_404, self.state_header = kind, disable_on_404, state_header
         self.stopping = False  # a check passed conditionally (HTTP 404 with disable-on-404): NOLB
         self.connect_timeout, self.check_timeout = connect_timeout, check_timeout
-        self.active = server.check  # probes run (unless paused)
-        self.paused = server.disabled  # in maintenance: no probes
-        self.health = ServerHealth(server.rise, server.fall, server.inter, server.fastinter,
-                                   server.downinter)
-        if server.disabled:  # as HAProxy: down until out of maintenance, then up (and checked at once)
+        self.active = server.check or kind == "agent"  # probes run (unless paused)
+        self.paused = server.disabled and kind != "agent"  # in maintenance: no probes (the agent goes on)
+        self.health = health or ServerHealth(server.rise, server.fall, server.inter, server.fastinter,
+                                             server.downinter)
+        # As HAProxy: down until out of maintenance, then up (and checked at once).
+        if server.disabled and kind != "agent":
             self.health.health = 0
         self.last: Optional[CheckResult] = None
         self.timer: Optional[asyncio.TimerHandle] = None
@@ -684,12 +704,14 @@ class HealthMonitor:
     def __init__(self, loop: asyncio.AbstractEventLoop, *, spread: int = 0,
                  changed: Callable[[ServerCheck, Optional[CheckResult]], None],
                  established: Callable[[ServerCheck], int],
-                 counted: Optional[Callable[[ServerCheck, CheckResult], None]] = None) -> None:
+                 counted: Optional[Callable[[ServerCheck, CheckResult], None]] = None,
+                 agent_replied: Optional[Callable[[ServerCheck, AgentReply], Optional[str]]] = None) -> None:
         self.loop = loop
         self.spread = spread
         self.changed = changed
         self.established = established
         self.counted = counted  # a result that moved the health counter or changed the status
+        self.agent_replied = agent_replied  # applies an agent's words; the first warning, if any
         self.checks: dict[str, ServerCheck] = {}
         self._stopped = False
 
@@ -777,12 +799,29 @@ class HealthMonitor:
 
     def report(self, check: ServerCheck, result: CheckResult) -> None:
         """Count a probe's result (or a simulated one); tell the engine when the server flips."""
+        if check.kind == "agent":
+            self._agent_report(check, result)
+            return
         previous, check.last = check.last, result
         before = check.health.health
         self._count(check, result)
         if self.counted is not None and (check.health.health != before or previous is None
                                          or previous.status != result.status):
             self.counted(check, result)
+
+    def _agent_report(self, check: ServerCheck, result: CheckResult) -> None:
+        """An agent's answer: administration, weight and maxconn first, then its health word (up:
+        at once up, down/stopped/fail: at once down).  Not reaching the agent changes nothing."""
+        health, was_up = check.health, check.health.up
+        reply = result.reply
+        if reply is not None:
+            warning = self.agent_replied(check, reply) if self.agent_replied is not None else None
+            result.info = reply.describe(warning)
+            if reply.health is not None:
+                health.health = health.top if reply.health.lower() == "up" else 0
+        check.last = result
+        if health.up != was_up:
+            self.changed(check, result)
 
     def _count(self, check: ServerCheck, result: CheckResult) -> None:
         if result.passed:
@@ -867,6 +906,62 @@ class HealthMonitor:
             check.health.health = check.health.top
 
 
+
+
+# --- agent checks ------------------------------------------------------------------------------------
+
+@dataclass
+class AgentReply:
+    """An agent's line (tcpcheck_agent_expect_reply()): words among ``up``, ``down``, ``stopped``,
+    ``fail`` (health), ``ready``, ``drain``, ``maint`` (administration), ``<n>%`` (weight),
+    ``maxconn:<n>``, in any order (the last of a kind wins), then ``#`` and a description."""
+
+    health: Optional[str] = None
+    admin: Optional[str] = None
+    weight: Optional[str] = None
+    maxconn: Optional[str] = None
+    error: Optional[str] = None  # the first word it did not know
+    description: str = ""
+
+    @property
+    def status(self) -> str:
+        if self.health is None:
+            return "CHECKED"
+        return "L7OK" if self.health.lower() == "up" else "L7STS"
+
+    def describe(self, warning: Optional[str]) -> str:
+        """The check's description, as HAProxy words it (``via agent : down (the reason)``)."""
+        if self.health is not None:
+            message = self.description
+            if not message or self.health.lower() == "up":
+                message = self.error or warning or message
+            return f"via agent : {self.health}" + (f" ({message})" if message else "")
+        if self.error:
+            return f"agent reports an error : {self.error}"
+        if warning:
+            return f"agent warns : {warning}"
+        return ""
+
+
+def parse_agent_reply(line: str) -> AgentReply:
+    reply = AgentReply()
+    words, _, description = line.partition("#")
+    reply.description = description.lstrip(" \t").rstrip(" \n")
+    for word in re.split(r"[ \t,]+", words):
+        lower = word.lower()
+        if not word:
+            continue
+        if lower in ("up", "down", "stopped", "fail"):
+            reply.health = word
+        elif lower in ("ready", "drain", "maint"):
+            reply.admin = lower
+        elif word[0].isdigit() and "%" in word:
+            reply.weight = word
+        elif lower.startswith("maxconn:"):
+            reply.maxconn = word[len("maxconn:"):]
+        elif reply.error is None:
+            reply.error = word
+    return reply
 
 
 # --- the custom expects of the protocol checks (tcpcheck.c's tcpcheck_*_expect_*()) ------------------

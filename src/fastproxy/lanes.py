@@ -53,7 +53,7 @@ def lane_backend(state: Runtime, frontend: FrontendRuntime, *, hooks: bool) -> O
     if lane_hashing(be) is False or be.fullconn or be.stick_rules:
         return None
     for server in be.servers:
-        if (server.maxconn or server.minconn or server.maxqueue or server.send_proxy
+        if (server.maxconn or server.minconn or server.maxqueue or server.agent_check or server.send_proxy
                 or server.send_proxy_v2 or server.slowstart or not server.port):
             return None
     return backend

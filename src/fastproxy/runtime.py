@@ -79,7 +79,7 @@ class ServerRuntime:
     """One server while it runs: where it is, its counter block, its balancer slot, its check, and
     its administrative state (written by ``servers.ServerStates`` only)."""
 
-    __slots__ = ("backend", "slot", "block", "family", "address", "raw_address", "admin", "check",
+    __slots__ = ("backend", "slot", "block", "family", "address", "raw_address", "admin", "check", "agent",
                  "last_change", "down_time", "stopped", "admin_changed", "seen_total", "seen_at", "nolb")
 
     def __init__(self, backend: "BackendRuntime", slot: ServerSlot, block: int) -> None:
@@ -96,6 +96,7 @@ class ServerRuntime:
         self.raw_address = _linux.sockaddr(self.address)  # ready for the dialer
         self.admin = AdminState.MAINT if server.disabled else AdminState.READY
         self.check: ServerCheck  # set by the engine once the health monitor exists
+        self.agent: Optional[ServerCheck] = None  # the agent check (``agent-check``), when configured
         # The stats of its state (HAProxy's last_change and down_time), kept by servers.ServerStates
         # on the event loop's clock: when it last changed, the time spent stopped (DOWN or MAINT)
         # before the current spell, whether it is stopped now, whether an operator changed it.
@@ -122,6 +123,21 @@ class ServerRuntime:
                                   f"'{server.check_addr}': {exc}", file=server.location.file,
                                   line=server.location.line, keyword="addr") from None
         return family, (host, server.check_port or port)
+
+    def agent_target(self) -> tuple[int, tuple]:
+        """Where the agent check connects: ``agent-addr``, else ``addr``, else the server; on
+        ``agent-port``."""
+        server = self.slot.server
+        family, (host, _) = self.family, self.address
+        named = server.agent_addr or server.check_addr
+        if named:
+            try:
+                family, (host, _) = resolve(named, 0)
+            except OSError as exc:
+                raise ConfigError(f"server '{server.name}': cannot resolve agent address '{named}': {exc}",
+                                  file=server.location.file, line=server.location.line,
+                                  keyword="agent-addr") from None
+        return family, (host, server.agent_port or 0)
 
     def address_for(self, sockname: Any) -> tuple:
         """The address to dial for a client that connected to ``sockname``: a server without a port

@@ -16,6 +16,7 @@ from typing import Any, Optional
 from . import stats, sticktables
 from .operations import Operations
 from .runtime import ServerRuntime
+from .servers import change_weight
 from .runtime_api import ADMIN, LEVEL_NAMES, OPERATOR, USER, CliSession, Command, CommandError, usage_message
 from .sticktables import StickTable
 
@@ -189,35 +190,10 @@ def _get_weight(session: CliSession, args: list[str]) -> str:
     return f"{server.slot.user_weight} (initial {server.slot.server.weight})\n"
 
 
-def _change_weight(server: ServerRuntime, text: str) -> Optional[str]:
-    """server.c's server_parse_weight_change_request(): None, or HAProxy's message (two of which end
-    without a newline, as HAProxy writes them)."""
-    if not text:
-        return "Require <weight> or <weight%>.\n"
-    match = re.match(r"\s*([-+]?[0-9]+)", text)
-    if not match:
-        return "Empty weight string empty or preceded by garbage"
-    weight, end = int(match[1]), text[match.end():]
-    initial = server.slot.server.weight
-    if end == "%":
-        if weight < 0:
-            return "Relative weight must be positive.\n"
-        weight = min(initial * min(weight, 25600) // 100, 256)
-    elif weight < 0 or weight > 256:
-        return "Absolute weight can only be between 0 and 256 inclusive.\n"
-    elif end:
-        return "Trailing garbage in weight string"
-    try:
-        server.backend.balancer.set_weight(server.slot.name, weight)
-    except ValueError as exc:
-        return f"{exc}\n"
-    return None
-
-
 def _set_weight(session: CliSession, args: list[str]) -> str:
     session.require(ADMIN)
     server = _find_server(session, args[2] if len(args) > 2 else "")
-    message = _change_weight(server, args[3] if len(args) > 3 else "")
+    message = change_weight(server, args[3] if len(args) > 3 else "")
     if message is not None:
         raise CommandError(message)
     return ""
@@ -236,7 +212,7 @@ def _set_server(session: CliSession, args: list[str]) -> str:
     value = args[4] if len(args) > 4 else ""
     ops = _ops(session)
     if what == "weight":
-        message = _change_weight(server, value)
+        message = change_weight(server, value)
         if message is not None:
             raise CommandError(message)
     elif what == "state":

@@ -18,6 +18,7 @@ is tested without a socket or a sleep.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any, Callable, Optional, Protocol
 
 from . import logs, tcplog
@@ -144,6 +145,24 @@ class ServerStates:
                 return
         self._apply(server, was_up, result)
 
+    def agent_reply(self, server: ServerRuntime, reply: Any) -> Optional[str]:
+        """An agent's words (``health.AgentReply``), as tcpcheck_agent_expect_reply() applies them:
+        the administrative state, then the weight, then the maxconn; the first warning, if any (its
+        health word is the health monitor's, which reports the flip to ``health_changed``)."""
+        warning = None
+        if reply.admin == "drain":
+            self.set_state(server, ServerState.DRAIN)
+        elif reply.admin == "maint":
+            self.set_state(server, ServerState.MAINT)
+        elif reply.admin == "ready":
+            self.set_ready(server)
+        if reply.weight is not None:
+            warning = change_weight(server, reply.weight)
+        if reply.maxconn is not None:
+            message = change_maxconn(server, reply.maxconn)
+            warning = warning or message
+        return warning.rstrip("\n") if warning else None
+
     def stop(self) -> None:
         self.stopping = True
         for timer in self._ramps.values():
@@ -153,15 +172,20 @@ class ServerStates:
     # --- the rules ---
 
     @staticmethod
-    def serving(server: ServerRuntime) -> bool:
-        return server.admin is AdminState.READY and server.check.health.up and not server.nolb
+    def healthy(server: ServerRuntime) -> bool:
+        """Its check and its agent (when it has one) both say up (HAProxy's check_notify_success())."""
+        return server.check.health.up and (server.agent is None or server.agent.health.up)
 
-    @staticmethod
-    def state_of(server: ServerRuntime) -> ServerState:
+    @classmethod
+    def serving(cls, server: ServerRuntime) -> bool:
+        return server.admin is AdminState.READY and cls.healthy(server) and not server.nolb
+
+    @classmethod
+    def state_of(cls, server: ServerRuntime) -> ServerState:
         """Administration times health: what the balancer sees."""
         if server.admin is AdminState.MAINT:
             return ServerState.MAINT
-        if not server.check.health.up:
+        if not cls.healthy(server):
             return ServerState.DOWN
         if server.admin is AdminState.DRAIN or server.nolb:
             return ServerState.DRAIN
@@ -255,6 +279,45 @@ class ServerStates:
         self.write_log(backend, logs.NOTICE, tcplog.server_up_message(
             backend.name, slot.name, backup=slot.backup, result=result, active=active, backups=backups,
             queued=backend.queues.waiting))
+
+
+def change_weight(server: ServerRuntime, text: str) -> Optional[str]:
+    """server.c's server_parse_weight_change_request(): None, or HAProxy's message (two of which end
+    without a newline, as HAProxy writes them).  ``set weight``, ``set server ... weight`` and agents."""
+    if not text:
+        return "Require <weight> or <weight%>.\n"
+    match = re.match(r"\s*([-+]?[0-9]+)", text)
+    if not match:
+        return "Empty weight string empty or preceded by garbage"
+    weight, end = int(match[1]), text[match.end():]
+    initial = server.slot.server.weight
+    if end == "%":
+        if weight < 0:
+            return "Relative weight must be positive.\n"
+        weight = min(initial * min(weight, 25600) // 100, 256)
+    elif weight < 0 or weight > 256:
+        return "Absolute weight can only be between 0 and 256 inclusive.\n"
+    elif end:
+        return "Trailing garbage in weight string"
+    try:
+        server.backend.balancer.set_weight(server.slot.name, weight)
+    except ValueError as exc:
+        return f"{exc}\n"
+    return None
+
+
+def change_maxconn(server: ServerRuntime, text: str) -> Optional[str]:
+    """server.c's server_parse_maxconn_change_request() (an agent's ``maxconn:<n>``)."""
+    match = re.match(r"\s*([-+]?[0-9]+)", text)
+    if not match:
+        return "maxconn string empty"
+    if text[match.end():]:
+        return "Trailing garbage in maxconn string"
+    slot = server.slot
+    if slot.maxconn == slot.minconn:
+        slot.minconn = int(match[1])
+    slot.maxconn = int(match[1])
+    return None
 
 
 def state_log(backend: BackendRuntime, severity: int, message: str) -> None:

@@ -253,6 +253,8 @@ def server_status(server: ServerRuntime) -> str:
     health = check.health
     if server.admin is AdminState.MAINT:
         return "MAINT"
+    if server.agent is not None and not server.agent.health.up:
+        return "DOWN (agent)"
     checked = check.active
     if health.up and server.nolb:  # ``set server ... health stopping``
         return "NOLB" if not checked or health.health == health.top else \
@@ -260,7 +262,9 @@ def server_status(server: ServerRuntime) -> str:
     if health.up:
         going_down = checked and health.health < health.top
         if server.admin is AdminState.DRAIN:
-            return f"DRAIN {health.health - health.rise + 1}/{health.fall}" if going_down else "DRAIN"
+            if going_down:
+                return f"DRAIN {health.health - health.rise + 1}/{health.fall}"
+            return "DRAIN (agent)" if server.agent is not None else "DRAIN"
         if going_down:
             return f"UP {health.health - health.rise + 1}/{health.fall}"
         return "UP" if checked else "no check"
@@ -339,6 +343,18 @@ def server_row(view: StatsView, proxy: Proxy, server: ServerRuntime) -> dict[str
         row.update(check_desc=last.description if last is not None else "Initializing",
                    last_chk=last.info if last is not None else "", check_rise=check.health.rise,
                    check_fall=check.health.fall, check_health=check.health.health)
+    agent = server.agent
+    if agent is not None:
+        last = agent.last
+        status = last.status if last is not None else "INI"
+        row["agent_status"] = ("* " if agent.task is not None else "") + status
+        if last is not None and last.has_code:
+            row["agent_code"] = last.code
+        if last is not None:
+            row["agent_duration"] = round(last.duration * 1000)
+        row.update(agent_desc=last.description if last is not None else "Initializing",
+                   last_agt=last.info if last is not None else "", agent_rise=agent.health.rise,
+                   agent_fall=agent.health.fall, agent_health=agent.health.health)
     if conf.observe:
         row["hanafail"] = 0
     if view.show_addresses:

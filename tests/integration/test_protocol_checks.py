@@ -425,3 +425,104 @@ async def test_ssl_hello_chk_tells_a_tls_server_from_a_plain_one_as_haproxy(tmp_
     assert (ours["status"], ours["check_status"].removeprefix("* ")) == (
         ("UP", "L6OK") if tls else ("DOWN", "L6RSP"))
     assert state_lines(our_output) == state_lines(their_output)
+
+
+# --- agent checks -----------------------------------------------------------------------------------
+
+def agent_config(tmp_path: Path, agent_port: int, traffic_port: int, *, socket: str = "admin.sock",
+                 extra: str = "", second: int = 0) -> Path:
+    cfg = tmp_path / "agent.cfg"
+    stats = f"global\n    stats socket {tmp_path / socket} level admin\n" if socket else ""
+    other = f"    server s2 127.0.0.1:{second}\n" if second else ""
+    cfg.write_text(f"""{stats}defaults
+    mode tcp
+    timeout connect 2s
+    timeout client 5s
+    timeout server 5s
+    timeout check 2s
+listen fe
+    bind 127.0.0.1:{free_port()}
+    balance roundrobin
+    server s1 127.0.0.1:{traffic_port} weight 10 agent-check agent-port {agent_port} agent-inter 200 {extra}
+{other}""")
+    return cfg
+
+
+AGENT_FIELDS = ("status", "weight", "slim", "agent_status", "agent_code", "last_agt", "agent_desc",
+                "agent_rise", "agent_fall", "agent_health", "check_status")
+
+
+async def agent_rows(run: Callable, sock: Path) -> dict:
+    """Run (haproxy or fastproxy) until the agent answered twice; s1's agent columns."""
+    async def row() -> dict:
+        try:
+            return table(await ask(str(sock), "show stat")).get(("fe", "s1"), {})
+        except UnicodeDecodeError:  # haproxy's last_agt after some answers holds stray bytes: again
+            return {}
+
+    async def read() -> dict:
+        found: dict = {}
+        for _ in range(200):
+            if sock.exists():
+                found = await row()
+                if found.get("agent_status", "").removeprefix("* ") not in ("", "INI"):
+                    await asyncio.sleep(0.5)  # a second answer: what it says has settled
+                    for _ in range(20):
+                        if settled := await row():
+                            return settled
+                        await asyncio.sleep(0.05)
+            await asyncio.sleep(0.05)
+        return found
+    return await run(read)
+
+
+@needs_haproxy
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("line", ["up", "down", "drain", "maint", "50%", "up 30% maxconn:7", "stopped",
+                                  "fail # disk full", "ready", "DOWN,drain", "up bogus", "75%x",
+                                  "no newline"])
+async def test_agent_answers_are_applied_as_haproxy_applies_them(tmp_path, pump_class, line):
+    agent = Agent((line + "\n").encode() if line != "no newline" else b"up", complete=lambda data: True)
+    async with serving(agent) as agent_port, serving(agent) as traffic_port:
+        cfg = agent_config(tmp_path, agent_port, traffic_port)
+        sock = tmp_path / "admin.sock"
+
+        async def haproxy(read: Callable) -> dict:
+            proc = await asyncio.create_subprocess_exec(HAPROXY, "-db", "-f", str(cfg),
+                                                        stdout=asyncio.subprocess.DEVNULL,
+                                                        stderr=asyncio.subprocess.DEVNULL)
+            try:
+                return await read()
+            finally:
+                proc.terminate()
+                await proc.wait()
+
+        async def fastproxy(read: Callable) -> dict:
+            async with running(load([str(cfg)]), pump_class):
+                return await read()
+        theirs = await agent_rows(haproxy, sock)
+        ours = await agent_rows(fastproxy, sock)
+    mine = {name: ours[name].removeprefix("* ") for name in AGENT_FIELDS}
+    assert mine == {name: theirs[name].removeprefix("* ") for name in AGENT_FIELDS}
+
+
+@pytest.mark.timeout(60)
+async def test_traffic_follows_what_the_agent_says(tmp_path, pump_class):
+    agent = Agent(b"up\n", complete=lambda data: True)
+    async with NamedBackends(["s1", "s2"]) as names, serving(agent) as agent_port:
+        cfg = agent_config(tmp_path, agent_port, names.ports[0], socket="", second=names.ports[1])
+        async with running(load([str(cfg)]), pump_class) as engine:
+            slot = engine.backends["fe"].balancer.slot("s1")
+            agents = [server.agent for server in engine.state.servers.values() if server.agent is not None]
+            await wait_until(lambda: agents[0].last is not None and agents[0].last.status == "L7OK",
+                             timeout=SLACK)
+            assert await shares(engine) == {"s1", "s2"}
+            for answer, state, reached in ((b"down # maintenance\n", ServerState.DOWN, {"s2"}),
+                                           (b"up\n", ServerState.UP, {"s1", "s2"}),
+                                           (b"drain\n", ServerState.DRAIN, {"s2"}),
+                                           (b"ready 0%\n", ServerState.UP, {"s2"}),
+                                           (b"100%\n", ServerState.UP, {"s1", "s2"})):
+                agent.answer = answer
+                await wait_until(lambda: slot.state is state and (slot.user_weight == 0) == (
+                    answer == b"ready 0%\n"), timeout=0.2 + SLACK)
+                assert await shares(engine) == reached, answer

@@ -116,3 +116,17 @@ def test_protocol_options_build_haproxys_rulesets_and_the_last_check_option_wins
 def test_tls_checks_are_refused_rather_than_run_in_plain_text():
     with pytest.raises(Exception, match="'check-ssl' asks for health checks over TLS"):
         backend(" option httpchk\n server s0 127.0.0.1:443 check check-ssl verify none\n")
+
+
+def test_agent_replies_are_read_word_by_word_as_haproxy():
+    from fastproxy.health import parse_agent_reply
+    reply = parse_agent_reply("up 75%, maxconn:30 drain # all good ")
+    assert (reply.health, reply.admin, reply.weight, reply.maxconn, reply.description) == (
+        "up", "drain", "75%", "30", "all good")
+    assert (reply.status, reply.describe(None)) == ("L7OK", "via agent : up (all good)")
+    down = parse_agent_reply("DOWN#disk full")
+    assert (down.status, down.describe(None)) == ("L7STS", "via agent : DOWN (disk full)")
+    odd = parse_agent_reply("bogus 50%")
+    assert (odd.status, odd.describe(None)) == ("CHECKED", "agent reports an error : bogus")
+    assert parse_agent_reply("50%").describe("Trailing garbage in weight string") == (
+        "agent warns : Trailing garbage in weight string")

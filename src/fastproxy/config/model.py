@@ -136,6 +136,14 @@ class Server:
     on_error: str = "fail-check"  # fastinter | fail-check | sudden-death | mark-down
     on_marked_down: Optional[str] = None  # "shutdown-sessions"
     on_marked_up: Optional[str] = None  # "shutdown-backup-sessions"
+    # HAProxy's agent check: a line read from ``agent_addr`` (else ``addr``, else the server's address)
+    # on ``agent_port`` every ``agent_inter``, after sending ``agent_send``; it sets the server's
+    # health, administrative state, weight and maxconn.
+    agent_check: bool = False
+    agent_port: Optional[int] = None
+    agent_inter: float = 2.0
+    agent_send: Optional[str] = None
+    agent_addr: Optional[str] = None
 
     @property
     def address(self) -> tuple[str, int]:

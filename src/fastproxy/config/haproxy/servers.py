@@ -73,6 +73,13 @@ def _no_tls_checks(server: Server, values: list[str]) -> None:
                    "with 'port', or use 'option ssl-hello-chk' to see that TLS answers")
 
 
+def _agent_addr(server: Server, values: list[str]) -> None:
+    address = _split_address(values[0])
+    if address.port_text:
+        raise _Invalid(f"parsing agent-addr failed. Check if '{values[0]}' is correct address.")
+    server.agent_addr = _check_host(address, values[0])
+
+
 def _server_addr(server: Server, values: list[str]) -> None:
     address = _split_address(values[0])
     if address.port_text:
@@ -87,6 +94,12 @@ SERVER_OPTIONS: dict[str, tuple[int, ServerHandler]] = {
     "minconn": (1, _server_int("minconn", "a number of connections for 'minconn'", 0)),
     "check": (0, _server_flag("check", True)),
     "check-ssl": (0, _no_tls_checks),
+    "agent-check": (0, _server_flag("agent_check", True)),
+    "no-agent-check": (0, _server_flag("agent_check", False)),
+    "agent-port": (1, _server_int("agent_port", "a port for 'agent-port'", 1, 65535)),
+    "agent-inter": (1, _server_time("agent_inter")),
+    "agent-send": (1, lambda server, values: setattr(server, "agent_send", values[0])),
+    "agent-addr": (1, _agent_addr),
     "no-check": (0, _server_flag("check", False)),
     "inter": (1, _server_time("inter")),
     "fastinter": (1, _server_time("fastinter")),
@@ -115,12 +128,11 @@ SERVER_OPTIONS: dict[str, tuple[int, ServerHandler]] = {
 
 # HAProxy 2.6's other server settings and their argument counts (from ``haproxy -dKcfg``): warnings.
 SERVER_IGNORED: dict[str, int] = {
-    "agent-addr": 1, "agent-check": 0, "agent-inter": 1, "agent-port": 1, "agent-send": 1,
     "allow-0rtt": 0, "alpn": 1, "ca-file": 1, "check-alpn": 1, "check-proto": 1, "check-send-proxy": 0,
     "check-sni": 1, "check-via-socks4": 0, "ciphers": 1, "ciphersuites": 1, "cookie": 1,
     "crl-file": 1, "crt": 1, "force-sslv3": 0, "force-tlsv10": 0, "force-tlsv11": 0,
     "force-tlsv12": 0, "force-tlsv13": 0, "init-addr": 1, "log-proto": 1, "max-reuse": 1, "namespace": 1,
-    "no-agent-check": 0, "no-check-send-proxy": 0, "no-check-ssl": 0, "no-send-proxy-v2-ssl": 0,
+    "no-check-send-proxy": 0, "no-check-ssl": 0, "no-send-proxy-v2-ssl": 0,
     "no-send-proxy-v2-ssl-cn": 0, "no-ssl": 0, "no-ssl-reuse": 0, "no-sslv3": 0, "no-tfo": 0,
     "no-tls-tickets": 0, "no-tlsv10": 0, "no-tlsv11": 0, "no-tlsv12": 0, "no-tlsv13": 0, "non-stick": 0,
     "npn": 1, "pool-low-conn": 1, "pool-max-conn": 1, "pool-purge-delay": 1, "proto": 1,
@@ -186,6 +198,8 @@ def _add_named_server(line: _Line, proxy: _Proxy, name: str, address: str, optio
     server = dataclasses.replace(proxy.default_server, name=name, host=host, port=port, family=family,
                                  location=line.location)
     _apply_server_options(line, server, options, is_default=False)
+    if server.agent_check and not server.agent_port:
+        raise _Invalid(f"server {name} does not have agent port. Agent check has been disabled.")
     if server.id is not None:
         for other in proxy.servers:
             if other.id == server.id:
