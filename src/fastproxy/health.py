@@ -804,10 +804,13 @@ class HealthMonitor:
             return
         previous, check.last = check.last, result
         before = check.health.health
-        self._count(check, result)
+        flipped = self._count(check, result)
+        # HAProxy writes the check's line (log-health-checks) before the state change it causes.
         if self.counted is not None and (check.health.health != before or previous is None
                                          or previous.status != result.status):
             self.counted(check, result)
+        if flipped:
+            self.changed(check, result)
 
     def _agent_report(self, check: ServerCheck, result: CheckResult) -> None:
         """An agent's answer: administration, weight and maxconn first, then its health word (up:
@@ -823,20 +826,22 @@ class HealthMonitor:
         if health.up != was_up:
             self.changed(check, result)
 
-    def _count(self, check: ServerCheck, result: CheckResult) -> None:
+    def _count(self, check: ServerCheck, result: CheckResult) -> bool:
+        """Move the counter; True when the server flipped (or its NOLB changed)."""
         if result.passed:
             # A conditional pass (L7OKC) drains a server that is up; a full one ends that.
             stopping = result.status == "L7OKC"
             flipped = check.health.passed()
             changed, check.stopping = check.stopping != stopping, stopping
             if flipped or (changed and check.health.up):
-                self.changed(check, result)
+                return True
         else:
             if check.health.health > 0:  # HAProxy counts the failures of a server not yet down
                 check.failed_checks += 1
             if check.health.failed():
                 check.went_down += 1
-                self.changed(check, result)
+                return True
+        return False
 
     def observe_error(self, check: ServerCheck) -> None:
         """A connect to the server failed in traffic (``observe layer4``).  Errors count in a row:

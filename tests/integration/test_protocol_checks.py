@@ -209,7 +209,10 @@ async def haproxy_stat(cfg: Path, sock: Path, until: Callable[[dict], bool]) -> 
         row: dict = {}
         for _ in range(200):
             if sock.exists():
-                row = table(await ask(str(sock), "show stat")).get(("fe", "s1"), {})
+                try:
+                    row = table(await ask(str(sock), "show stat")).get(("fe", "s1"), {})
+                except (ConnectionRefusedError, UnicodeDecodeError):  # bound, not yet listening
+                    row = {}
                 if until(row):
                     break
             await asyncio.sleep(0.05)
@@ -526,3 +529,26 @@ async def test_traffic_follows_what_the_agent_says(tmp_path, pump_class):
                 await wait_until(lambda: slot.state is state and (slot.user_weight == 0) == (
                     answer == b"ready 0%\n"), timeout=0.2 + SLACK)
                 assert await shares(engine) == reached, answer
+
+
+@needs_haproxy
+@pytest.mark.timeout(120)
+async def test_log_health_checks_writes_haproxys_line_per_check_that_counts(tmp_path, pump_class, caplog):
+    agent = Agent(http(503, "Service Unavailable"))
+    async with serving(agent) as agent_port, serving(agent) as traffic_port:
+        cfg = write_config(tmp_path, "option httpchk\n    option log-health-checks", agent_port, traffic_port,
+                           socket="admin.sock")
+        sock = tmp_path / "admin.sock"
+        down = lambda row: bool(row) and row["status"] == "DOWN"  # noqa: E731
+        _, their_output = await haproxy_stat(cfg, sock, down)
+        _, our_output = await fastproxy_stat(cfg, sock, pump_class, down, caplog)
+
+    def lines(output: str) -> list[str]:
+        wanted = [line[line.index("Health check for "):] if "Health check for " in line else
+                  line[line.index("Server "):] for line in output.splitlines()
+                  if "Health check for " in line or "Server fe/s1 is" in line]
+        return [re.sub(r"check duration: \d+ms", "check duration: Nms", line) for line in wanted]
+    ours, theirs = lines(our_output), lines(their_output)
+    assert ours[:2] == theirs[:2] and len(ours) >= 2, (ours, theirs)
+    assert ours[0] == ('Health check for server fe/s1 failed, reason: Layer7 wrong status, code: 503, '
+                       'info: "Service Unavailable", check duration: Nms, status: 0/2 DOWN.')
