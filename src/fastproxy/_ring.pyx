@@ -710,6 +710,20 @@ cdef class HashRing:
             scale = float(table.size)
         return {name: count / scale for name, count in zip(table.names, owned)}
 
+    def digest(self):
+        """XXH64 of the table itself (``fastproxy.ring.table_bytes``, the same bytes as the twin's):
+        equal on two rings exactly when they route every key alike."""
+        cdef Table table = self.table
+        cdef bytes body = b""
+        # Point is a packed (le64, le32) and entries le32 on the little-endian machines fastproxy runs
+        # on, so the table's memory is already table_bytes' body.
+        if table.algorithm == KETAMA and table.npoints:
+            body = (<char *>table.points)[:table.npoints * sizeof(Point)]
+        elif table.algorithm == MAGLEV and table.entries != NULL:
+            body = (<char *>table.entries)[:table.size * sizeof(uint32_t)]
+        head = _common.table_head(table.names, [table.weights[i] for i in range(table.count)], self.algorithm)
+        return xxh64_digest(head + body)
+
     # --- membership ---
 
     @property

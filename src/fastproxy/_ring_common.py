@@ -5,7 +5,8 @@ that the compiled ring imports it at load time instead of reaching back into ``f
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import struct
+from collections.abc import Iterable, Mapping
 
 from .errors import FastproxyError
 
@@ -86,3 +87,11 @@ def _load_list(names: tuple[str, ...], loads: Mapping[str, int]) -> list[int]:
         if not isinstance(value, int) or not 0 <= value < (1 << 32):
             raise ValueError(f"the load of {name!r} must be an integer from 0 to 2**32 - 1, got {value!r}")
     return values
+
+
+def table_head(names: Iterable[str], weights: Iterable[int], algorithm: str) -> bytes:
+    """The first part of a ring's digested bytes (``ring.table_bytes``): each server in name order
+    (its UTF-8 name, a NUL, its weight as le32), then the algorithm's name."""
+    parts = [name.encode("utf-8") + b"\0" + struct.pack("<I", weight) for name, weight in zip(names, weights)]
+    parts.append(algorithm.encode("ascii"))
+    return b"".join(parts)

@@ -43,12 +43,12 @@ from collections.abc import Iterable, Iterator, Mapping
 from ._impl import load_extension
 from ._ring_common import (  # noqa: F401  (re-exported: the ring's public names)
     ALGORITHMS, MAX_POINTS, MAX_TABLE_SIZE, MAX_WEIGHT, EmptyRingError, Key, _check_factor, _check_options,
-    _check_points, _check_weight, _empty, _int_bits, _key_bytes, _load_list,
+    _check_points, _check_weight, _empty, _int_bits, _key_bytes, _load_list, table_head,
 )
 
 __all__ = [
     "COMPILED", "CHashRing", "EmptyRingError", "HashRing", "PyHashRing",
-    "bounded_eligible", "py_xxh64", "xxh64",
+    "bounded_eligible", "py_xxh64", "table_bytes", "xxh64",
 ]
 
 
@@ -316,6 +316,18 @@ def _fill_maglev(size: int, weights: list[int], offsets: list[int], skips: list[
         iteration += 1
 
 
+def table_bytes(names: Iterable[str], weights: Iterable[int], algorithm: str, positions: Iterable[int],
+                owners: Iterable[int], entries: Iterable[int]) -> bytes:
+    """The canonical bytes a ring's digest is taken of, the same for both implementations:
+    ``table_head`` (servers, weights, algorithm), then the table: ketama's points in order (position
+    le64, server index le32), Maglev's entries (le32)."""
+    head = table_head(names, weights, algorithm)
+    if algorithm == "ketama":
+        return head + b"".join(struct.pack("<QI", point, owner) for point, owner in zip(positions, owners))
+    entries = list(entries)
+    return head + struct.pack(f"<{len(entries)}I", *entries)
+
+
 def _entry_start(entry: int, size: int) -> int:
     """The first walk position that lands on ``entry``: ceil(entry * 2**32 / size)."""
     return -(-(entry << 32) // size)
@@ -405,6 +417,12 @@ class PyHashRing:
         """The fraction of the hash space each server owns (of the circle for ketama, of the table
         entries for maglev)."""
         return self.table.shares()
+
+    def digest(self) -> int:
+        """XXH64 of the table itself (see ``table_bytes``): equal on two rings exactly when they
+        route every key alike, whatever the order their servers were added in."""
+        return py_xxh64(table_bytes(self.table.names, self.table.weights, self.algorithm,
+                                    self.table.positions, self.table.owners, self.table.entries))
 
     # --- membership ---
 

@@ -11,6 +11,7 @@ import bisect
 import itertools
 import json
 import os
+import struct
 import subprocess
 import sys
 import time
@@ -157,6 +158,7 @@ def options(algorithm, points_per_weight=16, table_size=1009, seed=0):
 def assert_same_ring(a, b):
     assert list(a) == list(b)
     assert a.shares() == b.shares()
+    assert a.digest() == b.digest()
     if any(a.weights.values()):
         assert a.lookup_many(SAMPLE) == b.lookup_many(SAMPLE)
 
@@ -259,6 +261,36 @@ def test_the_table_is_the_same_for_any_insertion_order(ring_class, weights, algo
         grown.remove("transient")
         grown.add(name, weight)
     assert_same_ring(grown, reference)
+
+
+def model_digest(model):
+    """The digest as specified (ring.table_bytes), computed from the reference model with xxhash."""
+    head = b"".join(name.encode("utf-8") + b"\0" + struct.pack("<I", weight)
+                    for name, weight in zip(model.names, model.weights)) + model.algorithm.encode()
+    if model.algorithm == "ketama":
+        body = b"".join(struct.pack("<QI", p, o) for p, o in zip(model.positions, model.sequence))
+    else:
+        body = struct.pack(f"<{len(model.sequence)}I", *model.sequence)
+    return xxhash.xxh64_intdigest(head + body)
+
+
+@settings(max_examples=40, deadline=None)
+@given(weight_maps, algorithms, seeds)
+def test_the_digest_is_the_table_s_as_specified(ring_class, weights, algorithm, seed):
+    r = ring_class(weights, **options(algorithm, seed=seed))
+    assert r.digest() == model_digest(Model(weights, algorithm, 16, 1009, seed))
+
+
+@pytest.mark.parametrize("algorithm", ["ketama", "maglev"])
+def test_the_digest_changes_with_any_change_of_membership(ring_class, algorithm):
+    r = ring_class({"a": 1, "b": 1, "c": 2}, **options(algorithm))
+    seen = {r.digest()}
+    for change in (lambda: r.add("d", 1), lambda: r.add("a", 2), lambda: r.remove("b")):
+        change()
+        seen.add(r.digest())
+    assert len(seen) == 4
+    r.remove("d"), r.add("a", 1), r.add("b", 1)
+    assert r.digest() == ring_class({"a": 1, "b": 1, "c": 2}, **options(algorithm)).digest()
 
 
 _SUBPROCESS = """
