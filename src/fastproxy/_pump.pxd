@@ -19,6 +19,7 @@ cdef enum EndReason:
     END_SERVER_DOWN = 8     # cut because its server was marked down (on-marked-down shutdown-sessions)
     END_REASONS = 9
     MAX_CUT_SERVERS = 64    # server cuts one worker can have pending at once
+    MAX_CUT_PAIRS = 64      # single pairs (``shutdown session``) one worker can have pending at once
 
 
 # Fields of one counter block (a frontend's or a server's); the same as fastproxy.pump.Counter.
@@ -31,6 +32,21 @@ cdef enum CounterField:
     CNT_RESETS = 5
     CNT_TIMEOUTS = 6
     CNT_FIELDS = 8          # 8 x 8 bytes: one block per 64-byte cache line (the counters are aligned)
+
+
+# The session times of one block (a server's or a backend's), in milliseconds, as HAProxy keeps its
+# qtime/ctime/ttime: sliding sums over the last TIME_WINDOW connections and maxima, folded at pair end.
+# The same as fastproxy.pump.Time.
+cdef enum:  # TimeField (anonymous: its names index arrays)
+    TM_QUEUE_SUM = 0        # accept -> dial (the queue, for Python's pairs)
+    TM_CONNECT_SUM = 1      # dial -> established
+    TM_TOTAL_SUM = 2        # accept -> end
+    TM_QUEUE_MAX = 3
+    TM_CONNECT_MAX = 4
+    TM_TOTAL_MAX = 5
+    TM_SAMPLES = 6          # pairs folded so far, counted up to TIME_WINDOW + 1
+    TM_FIELDS = 8           # 8 x 4 bytes: half a cache line
+    TIME_WINDOW = 1024      # HAProxy's TIME_STATS_SAMPLES
 
 
 # The timeouts of a pair, in milliseconds (0: none), as Python or a lane sets them.
@@ -80,12 +96,14 @@ cdef struct Pair:
     PairTimeouts timeouts
     int32_t frontend_block
     int32_t server_block
+    int32_t backend_block   # where its session times are folded too (-1: none)
     int32_t lane            # the lane that accepted the client, or -1 for a pair Python handed over
     uint64_t tag
-    # For a lane that logs (option tcplog): what the log line needs once the pair ends.
-    uint8_t log_end
-    uint8_t peer[28]        # the client's raw sockaddr
-    uint64_t accepted_ms
+    uint8_t log_end         # a lane that logs (option tcplog) writes or reports its line at the end
+    uint8_t peer[28]        # a lane's client, as a raw sockaddr (Python knows its own clients)
+    # Session times (show stat's qtime/ctime/ttime, the log line's %Tc and %Tt), on the worker clock:
+    uint64_t accepted_ms    # when the client was accepted
+    uint64_t dialed_ms      # when the connect started
     uint32_t connect_ms     # how long the connect took
 
 
@@ -99,11 +117,13 @@ cdef struct NewPair:
     PairTimeouts timeouts
     int32_t frontend_block
     int32_t server_block
+    int32_t backend_block
     int32_t lane
     uint64_t tag
     uint8_t log_end
     uint8_t peer[28]
     uint64_t accepted_ms
+    uint64_t dialed_ms
 
 
 # What an Ended record tells Python, each kind to its own callback (Pump.drain_ended).
@@ -177,9 +197,11 @@ cdef struct Lane:
     int *open_count         # clients of the lane open now, over every worker (the first copy's ``open``)
     int state               # LaneState
     uint8_t paused          # not polled: at a connection limit, or resting after EMFILE
+    uint8_t disabled        # ``disable frontend``: not polled until enabled again (set by Python)
     uint8_t weights_dirty
     uint64_t resume_at_ms   # after EMFILE/ENFILE: when to try again
     int32_t frontend_block
+    int32_t backend_block   # where the session times of its pairs are folded too
     PairTimeouts timeouts   # of the pairs it makes
     uint8_t tune_clients    # set client_tcp on each client (else the listener's options are inherited)
     uint8_t log_ends        # report each pair that ends to Python, for its log line (option tcplog)
@@ -217,6 +239,9 @@ cdef struct Lane:
     uint32_t pending_map_len
     void *pending_table
     int32_t *pending_table_servers
+    uint8_t servers_dirty   # a new server list (``Lanes.set_servers``), taken before weights and picks
+    LaneServer *pending_servers
+    uint32_t pending_nservers
 
 
 cdef struct Shared:
@@ -228,6 +253,7 @@ cdef struct Shared:
     int pipes_in_use
     uint8_t splice_enabled
     uint64_t *counters
+    uint32_t *times         # TM_FIELDS per counter block
     int32_t counter_blocks
     pthread_mutex_t ended_lock
     Ended *ended
@@ -254,6 +280,8 @@ cdef struct Worker:
     uint8_t stop_requested
     int32_t cut_servers[MAX_CUT_SERVERS]  # server counter blocks whose pairs must end (SERVER_DOWN)
     uint32_t cut_servers_len
+    uint64_t cut_pairs[MAX_CUT_PAIRS]     # tags of pairs that must end (SHUTDOWN)
+    uint32_t cut_pairs_len
     # Owned by the worker thread alone:
     Pair *pairs
     uint32_t capacity
@@ -290,6 +318,7 @@ cdef class Lanes:
     cdef Pump pump
     cdef uint32_t count        # lanes added so far (indexes 0..count-1)
     cdef object _tables        # lane index -> the ring tables a lane may still read (kept alive here)
+    cdef object _server_counts  # lane index -> how many servers Python last gave it
 
 
 cdef class Pump:

@@ -33,7 +33,7 @@ import os
 import threading
 import time
 
-from fastproxy._pump_common import default_pipesize
+from fastproxy._pump_common import PairInfo, default_pipesize
 
 
 include "dataplane/base.pxi"
@@ -118,6 +118,7 @@ cdef class Pump:
         self.workers = NULL
         self.nworkers = 0
         self.shared.counters = NULL
+        self.shared.times = NULL
         self.shared.ended = NULL
         self.shared.notify_fd = -1
         self._started = False
@@ -153,11 +154,12 @@ cdef class Pump:
             self.shared.counters = NULL
         else:
             memset(self.shared.counters, 0, max(counter_blocks, 1) * CNT_FIELDS * sizeof(uint64_t))
+        self.shared.times = <uint32_t *>calloc(max(counter_blocks, 1) * TM_FIELDS, sizeof(uint32_t))
         pthread_mutex_init(&self.shared.ended_lock, NULL)
         self.shared.ended_len = 0
         self.shared.ended_cap = 0
         self.shared.notify_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)
-        if self.shared.counters == NULL or self.shared.notify_fd < 0:
+        if self.shared.counters == NULL or self.shared.times == NULL or self.shared.notify_fd < 0:
             raise OSError(errno, "cannot set up the pump")
         self.workers = <Worker *>calloc(threads, sizeof(Worker))
         self.lane_copies = <Lane *>calloc(MAX_LANES * threads, sizeof(Lane))  # a copy per worker
@@ -223,7 +225,7 @@ cdef class Pump:
     def add_pair(self, int client_fd, int server_fd, *, client_timeout=None, server_timeout=None,
                  client_fin_timeout=None, server_fin_timeout=None, int frontend_block=-1,
                  int server_block=-1, unsigned long long tag=0, bint connecting=False,
-                 connect_timeout=None, bytes prefix=None):
+                 connect_timeout=None, bytes prefix=None, int backend_block=-1, double waited=0.0):
         """Hand a pair over: from now on the pump owns both descriptors and closes them.
 
         With ``connecting``, the server socket has a non-blocking connect in progress: the pump waits
@@ -231,6 +233,8 @@ cdef class Pump:
         CONNECT_FAILED with the errno, leaving the client descriptor open and Python's again.
         ``prefix`` (at most bufsize bytes) is sent to the server before anything from the client.
         Timeouts are in seconds (None or 0: none).  ``tag`` comes back with the ended record.
+        ``waited``: seconds since the client was accepted (the queue included), for its session times,
+        folded at the end into the server's and the backend's blocks (see ``times``).
         """
         cdef NewPair np
         cdef int i, k, best = -1, best_active = 0, active
@@ -253,6 +257,10 @@ cdef class Pump:
                 best = k
                 best_active = active
         self._next_worker = (best + 1) % self.nworkers
+        memset(&np, 0, sizeof(NewPair))
+        np.dialed_ms = monotonic_ms()
+        np.accepted_ms = np.dialed_ms - min(<uint64_t>(max(waited, 0.0) * 1000.0), np.dialed_ms)
+        np.backend_block = backend_block
         np.client_fd = client_fd
         np.server_fd = server_fd
         set_timeouts(&np.timeouts, client_timeout, server_timeout, client_fin_timeout, server_fin_timeout,
@@ -273,12 +281,17 @@ cdef class Pump:
     def cut(self):
         """End every established pair now (reason SHUTDOWN); the pump keeps running."""
         if self.shared.running:
-            request_all(&self.shared, True, False, -1)
+            request_all(&self.shared, True, False, -1, 0)
+
+    def cut_pair(self, unsigned long long tag):
+        """End the pair of ``tag`` (reason SHUTDOWN), wherever it is; nothing if there is none."""
+        if self.shared.running and tag:
+            request_all(&self.shared, False, False, -1, tag)
 
     def cut_server(self, int block):
         """End every pair of the server counted in ``block`` (reason SERVER_DOWN), in every worker."""
         if self.shared.running and block >= 0:
-            request_all(&self.shared, False, False, block)
+            request_all(&self.shared, False, False, block, 0)
 
     def stop(self):
         """End every pair, stop the workers and report what ended.  Idempotent."""
@@ -287,7 +300,7 @@ cdef class Pump:
         self._stopped = True
         self.shared.running = 0  # from now on, lane changes apply at once (no worker to take them)
         if self._started:
-            request_all(&self.shared, True, True, -1)
+            request_all(&self.shared, True, True, -1, 0)
             for thread in self._threads:
                 thread.join()
             if self._loop is not None:
@@ -331,6 +344,53 @@ cdef class Pump:
             finally:
                 pthread_mutex_unlock(&w.lock)
         return result
+
+    def pairs(self):
+        """Every pair now, as ``PairInfo`` records, read live under each worker's lock (as
+        ``connections``): for ``show sess``, never on the data path."""
+        cdef int i
+        cdef uint32_t slot
+        cdef Worker *w
+        cdef Pair *p
+        cdef uint64_t now = monotonic_ms()
+        cdef int64_t client_left, server_left
+        result = []
+        for i in range(self.nworkers):
+            w = &self.workers[i]
+            pthread_mutex_lock(&w.lock)
+            try:
+                for slot in range(w.high):
+                    p = &w.pairs[slot]
+                    if not p.active:
+                        continue
+                    client_left, server_left = pair_expiries(p, now)
+                    result.append(PairInfo(
+                        p.tag, i, p.frontend_block, p.backend_block, p.server_block, p.client.fd,
+                        p.server.fd, p.c2s.bytes, p.s2c.bytes, bool(p.connecting),
+                        elapsed_ms(now, p.accepted_ms), client_left, server_left,
+                        p.c2s.buf_len + p.c2s.pipe_len, p.s2c.buf_len + p.s2c.pipe_len,
+                        PyBytes_FromStringAndSize(<char *>p.peer, 28) if p.lane >= 0 else b""))
+            finally:
+                pthread_mutex_unlock(&w.lock)
+        return result
+
+    def times(self, int block):
+        """The block's session times, a tuple indexed by fastproxy.pump.Time (sums and maxima in
+        milliseconds, as HAProxy keeps them)."""
+        if not 0 <= block < self.shared.counter_blocks:
+            raise IndexError(block)
+        cdef uint32_t *base = &self.shared.times[block * TM_FIELDS]
+        cdef int i
+        return tuple([fp_atomic_load_u32(&base[i]) for i in range(<int>TM_FIELDS)])
+
+    def clear_times(self, int block):
+        """Start the block's session times over (``clear counters all``, a block reused)."""
+        if not 0 <= block < self.shared.counter_blocks:
+            raise IndexError(block)
+        cdef uint32_t *base = &self.shared.times[block * TM_FIELDS]
+        cdef int i
+        for i in range(<int>TM_FIELDS):
+            fp_atomic_store_u32(&base[i], 0)
 
     def drain_ended(self):
         """Report what ended since the last call, each kind to its callback; returns how many.
@@ -443,10 +503,12 @@ cdef class Pump:
                     free(lane.pending_map)
                     free(lane.table_servers)
                     free(lane.pending_table_servers)
+                    free(lane.pending_servers)
             free(self.lane_copies)
         if self.shared.notify_fd >= 0:
             close(self.shared.notify_fd)
         free(self.shared.counters)
+        free(self.shared.times)
         free(self.shared.ended)
 
 
@@ -465,6 +527,7 @@ cdef class Lanes:
         self.pump = pump
         self.count = 0
         self._tables = {}
+        self._server_counts = {}
 
     def add(self, spec):
         """Start accepting on ``spec.listen_fd`` (a ``LaneSpec``); returns the lane's index.
@@ -506,6 +569,7 @@ cdef class Lanes:
         lane.nservers = len(servers)
         lane.fd = spec.listen_fd
         lane.frontend_block = spec.frontend_block
+        lane.backend_block = spec.backend_block
         set_timeouts(&lane.timeouts, timeouts.client, timeouts.server, timeouts.client_fin,
                      timeouts.server_fin, timeouts.connect)
         # client_tcp None: the listener carries the options and accepted sockets inherit them.
@@ -577,6 +641,7 @@ cdef class Lanes:
                 raise MemoryError()
             memcpy(copy.servers, lane.servers, max(lane.nservers, 1) * sizeof(LaneServer))
         change.index = self.count
+        self._server_counts[self.count] = len(servers)
         self.count += 1
         command_all(&pump.shared, lanes_grown, &change)
         return self.count - 1
@@ -609,7 +674,7 @@ cdef class Lanes:
         if not 0 <= index < <int>self.count:
             raise IndexError(index)
         weights = list(weights)
-        if len(weights) != pump.lane_copies[index].nservers:
+        if len(weights) != self._server_counts[index]:
             raise ValueError("one weight per server of the lane")
         values = <int32_t *>malloc(max(len(weights), 1) * sizeof(int32_t))
         if values == NULL:
@@ -624,6 +689,45 @@ cdef class Lanes:
         finally:
             free(values)
 
+    def set_servers(self, int index, servers, log_servers=()):
+        """A new server list for the lane, as ``LaneSpec.servers`` (``(raw_sockaddr, counter_block,
+        weight)`` in balancer order) with their log names: servers added, deleted, or at a new
+        address.  New connections use it from the workers' next wake-up; picks and weights given
+        after this call are the new list's (a hashing lane needs new picks with it)."""
+        cdef Pump pump = self.pump
+        cdef LaneChange change
+        cdef LaneServer *array
+        cdef uint32_t i
+        cdef int k
+        cdef bytes address, name
+        if not 0 <= index < <int>self.count:
+            raise IndexError(index)
+        servers = list(servers)
+        log_servers = list(log_servers)
+        for address, _, _ in servers:
+            if len(address) > 28:
+                raise ValueError("a raw sockaddr is at most 28 bytes")
+        for k in range(pump.nworkers):
+            # Each worker frees the array it replaces: every copy gets one of its own.
+            array = <LaneServer *>calloc(max(len(servers), 1), sizeof(LaneServer))
+            if array == NULL:
+                raise MemoryError()
+            for i, (address, block, weight) in enumerate(servers):
+                memcpy(array[i].addr, <char *>address, len(address))
+                array[i].addrlen = len(address)
+                array[i].family = address[0] | (address[1] << 8)
+                array[i].block = block
+                array[i].weight = array[i].pending_weight = weight
+                if i < len(log_servers):
+                    name = log_servers[i].encode()[:95]
+                    memcpy(array[i].log_name, <char *>name, len(name))
+            change.index = index
+            change.running = pump.shared.running
+            change.servers = array
+            change.nservers = len(servers)
+            command(&pump.workers[k], lane_reserve, &change)
+        self._server_counts[index] = len(servers)
+
     def set_picks(self, int index, server_map=None, table=None, table_servers=None):
         """What a hashing lane picks on: HAProxy's map (a list of server indexes, ``hash % len``), or a
         ring ``Table`` with the lane server index of each of its servers.  None: no server (the lane
@@ -637,7 +741,7 @@ cdef class Lanes:
         cdef int k
         if not 0 <= index < <int>self.count:
             raise IndexError(index)
-        nservers = pump.lane_copies[index].nservers
+        nservers = self._server_counts[index]
         if server_map:
             for i in range(len(server_map)):
                 if not 0 <= server_map[i] < nservers:
@@ -673,6 +777,33 @@ cdef class Lanes:
             change.table = <void *>new_table if new_table is not None else NULL
             change.table_servers = new_servers
             command(&pump.workers[k], lane_repick, &change)
+
+    def set_enabled(self, int index, bint enabled):
+        """``enable|disable frontend``: a disabled lane accepts nobody (its clients wait in the
+        backlog) until enabled again; its pairs go on."""
+        cdef Pump pump = self.pump
+        cdef int k
+        if not 0 <= index < <int>self.count:
+            raise IndexError(index)
+        for k in range(pump.nworkers):
+            # A byte each worker reads at its next accept or resume check (within LANE_RECHECK_MS).
+            pump.workers[k].lanes[index].disabled = not enabled
+        if enabled and pump.shared.running:
+            for k in range(pump.nworkers):  # each worker looks at its paused lanes once woken
+                command(&pump.workers[k], lanes_recheck, NULL)
+
+    def set_maxconn(self, int index, int maxconn):
+        """``set maxconn frontend``: the lane's own limit of open clients (0: none), from its next
+        accept; a lane paused at its former limit resumes if the new one has room."""
+        cdef Pump pump = self.pump
+        cdef int k
+        if not 0 <= index < <int>self.count:
+            raise IndexError(index)
+        for k in range(pump.nworkers):
+            pump.workers[k].lanes[index].maxconn = max(maxconn, 0)  # an int each worker reads
+        if pump.shared.running:
+            for k in range(pump.nworkers):
+                command(&pump.workers[k], lanes_recheck, NULL)
 
     def open_clients(self, int index=-1) -> int:
         """Clients of one lane (or of every lane) open now."""

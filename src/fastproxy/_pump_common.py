@@ -1,16 +1,17 @@
-"""What both pumps share and report with: ``EndReason``, ``Counter``, ``COUNTER_FIELDS``, the callbacks.
+"""What both pumps share and report with: ``EndReason``, ``Counter``, ``COUNTER_FIELDS``, ``Time``,
+``PairInfo``, the callbacks, and the rule the session times are folded by (``fold_times``).
 
 Defined apart so that the Python twin (``_pump_py.py``) and the public face (``pump.py``, which
 re-exports them and is where everybody else imports them from) need not import each other, as
 multidict keeps the twins' shared pieces in ``_abc.py``.  The compiled pump mirrors these numbers in
-``_pump.pxd`` (``EndReason``, ``CounterField``).
+``_pump.pxd`` (``EndReason``, ``CounterField``, ``TimeField``; ``fold_times`` is dataplane/base.pxi's).
 """
 
 from __future__ import annotations
 
 import enum
 import os
-from typing import Callable
+from typing import Callable, NamedTuple
 
 
 class EndReason(enum.IntEnum):
@@ -42,6 +43,64 @@ class Counter(enum.IntEnum):
 # Eight 8-byte slots for seven fields: a block is one 64-byte cache line, so the worker threads bumping
 # different blocks (a frontend's, a server's) never contend for one line.  The eighth slot is spare.
 COUNTER_FIELDS = 8
+
+
+class Time(enum.IntEnum):
+    """Fields of a block's session times, as returned by ``Pump.times(block)``: HAProxy's sliding
+    sums (milliseconds) over the last ``TIME_WINDOW`` pairs and the maxima (show stat's qtime, ctime,
+    ttime and their ``_max``), folded when an established pair ends."""
+
+    QUEUE_SUM = 0  # accept -> dial: the queue, on Python's path
+    CONNECT_SUM = 1  # dial -> established
+    TOTAL_SUM = 2  # accept -> end
+    QUEUE_MAX = 3
+    CONNECT_MAX = 4
+    TOTAL_MAX = 5
+    SAMPLES = 6  # pairs folded so far, counted up to TIME_WINDOW + 1
+
+
+TIME_FIELDS = 8
+TIME_WINDOW = 1024  # HAProxy's TIME_STATS_SAMPLES
+_U32 = 0xFFFFFFFF
+
+
+def fold_times(times: list[int], start: int, queue: int, connect: int, total: int) -> None:
+    """Fold one ended pair's times (ms) into ``times[start:start + TIME_FIELDS]``, as HAProxy's
+    stream_update_time_stats(): without decay until more than ``TIME_WINDOW`` pairs were seen, then
+    each sample takes its average share's place (freq_ctr.h's swrate_add_dynamic); 32-bit, as there.
+    The compiled pump does the same in C (dataplane/base.pxi)."""
+    seen = times[start + Time.SAMPLES]
+    if seen <= TIME_WINDOW:
+        seen += 1
+        times[start + Time.SAMPLES] = seen
+    window = TIME_WINDOW if seen > TIME_WINDOW else 0
+    for field, value in ((Time.QUEUE_SUM, queue), (Time.CONNECT_SUM, connect), (Time.TOTAL_SUM, total)):
+        value = min(max(value, 0), _U32)
+        old = times[start + field]
+        times[start + field] = (old - ((old + window - 1) // window if window else 0) + value) & _U32
+        maximum = start + field + Time.QUEUE_MAX
+        times[maximum] = max(times[maximum], value)
+
+
+class PairInfo(NamedTuple):
+    """One pair as ``Pump.pairs()`` reads it (for ``show sess``)."""
+
+    tag: int
+    worker: int
+    frontend_block: int
+    backend_block: int
+    server_block: int
+    client_fd: int
+    server_fd: int
+    bytes_in: int
+    bytes_out: int
+    connecting: bool
+    age_ms: int  # since the client was accepted
+    client_expires_ms: int  # before the client side's timeout; -1: none
+    server_expires_ms: int  # before the server side's (the connect timeout while connecting); -1: none
+    pending_in: int  # bytes read from the client, not yet written to the server
+    pending_out: int
+    peer: bytes  # a lane's client as a raw sockaddr; b"": a pair Python handed over (Python knows it)
 
 
 # The pump's reports, one callback each (see fastproxy.pump.PumpProtocol.drain_ended).

@@ -18,8 +18,8 @@ import socket
 from typing import Optional
 
 from . import _linux
-from ._pump_common import (COUNTER_FIELDS, Counter, EndReason, OnConnectFailed, OnLaneEnded, OnLaneHandBack,
-                           OnPairEnded)
+from ._pump_common import (COUNTER_FIELDS, TIME_FIELDS, Counter, EndReason, OnConnectFailed, OnLaneEnded,
+                           OnLaneHandBack, OnPairEnded, PairInfo, fold_times)
 
 
 class _Side(asyncio.Protocol):
@@ -76,16 +76,22 @@ class _Side(asyncio.Protocol):
 class _PyPair:
     __slots__ = (
         "pump", "tag", "client", "server", "bytes_in", "bytes_out", "ended", "timeouts",
-        "frontend_block", "server_block", "established",
+        "frontend_block", "server_block", "established", "backend_block", "fds", "accepted", "dialed",
+        "connect_time", "connect_timeout",
     )
 
     def __init__(self, pump: "PyPump", tag: int, timeouts: tuple, frontend_block: int,
-                 server_block: int) -> None:
+                 server_block: int, backend_block: int = -1) -> None:
         self.pump = pump
         self.tag = tag
         self.timeouts = timeouts  # client, server, client_fin, server_fin; seconds, 0 for none
         self.frontend_block = frontend_block
         self.server_block = server_block
+        self.backend_block = backend_block
+        self.fds = (-1, -1)  # client, server
+        self.accepted = self.dialed = 0.0  # loop times: the client's accept, the connect's start
+        self.connect_time = 0.0
+        self.connect_timeout = 0.0
         self.client = _Side(self, True)
         self.server = _Side(self, False)
         self.client.peer = self.server
@@ -175,6 +181,7 @@ class PyPump:
         self._on_connect_failed = on_connect_failed  # (the lanes' callbacks are accepted, never called)
         self._counter_blocks = counter_blocks
         self._counters = [0] * (max(counter_blocks, 1) * COUNTER_FIELDS)
+        self._times = [0] * (max(counter_blocks, 1) * TIME_FIELDS)
         self._pairs: set[_PyPair] = set()
         self._started = False
         self._stopped = False
@@ -198,7 +205,8 @@ class PyPump:
                  server_timeout: Optional[float] = None, client_fin_timeout: Optional[float] = None,
                  server_fin_timeout: Optional[float] = None, frontend_block: int = -1,
                  server_block: int = -1, tag: int = 0, connecting: bool = False,
-                 connect_timeout: Optional[float] = None, prefix: Optional[bytes] = None) -> int:
+                 connect_timeout: Optional[float] = None, prefix: Optional[bytes] = None,
+                 backend_block: int = -1, waited: float = 0.0) -> int:
         if not self._started or self._stopped:
             raise RuntimeError("pump is not running")
         if prefix and len(prefix) > self.bufsize:
@@ -211,7 +219,11 @@ class PyPump:
             if self._scan_handle is not None:
                 self._scan_handle.cancel()
             self._scan_handle = self.loop.call_later(self._scan_interval, self._scan_timeouts)
-        pair = _PyPair(self, tag, timeouts, frontend_block, server_block)
+        pair = _PyPair(self, tag, timeouts, frontend_block, server_block, backend_block)
+        pair.fds = (client_fd, server_fd)
+        pair.dialed = self.loop.time()
+        pair.accepted = pair.dialed - max(waited, 0.0)
+        pair.connect_timeout = connect_timeout or 0.0
         if prefix:
             pair.client.early.append(prefix)  # written to the server first, as it connects
             pair.bytes_in += len(prefix)
@@ -262,6 +274,7 @@ class PyPump:
         pair.established = True
         now = self.loop.time()
         pair.client.seen = pair.server.seen = now
+        pair.connect_time = now - pair.dialed
         try:
             await self.loop.connect_accepted_socket(lambda: pair.client, client_sock)
             await self.loop.connect_accepted_socket(lambda: pair.server, server_sock)
@@ -278,6 +291,11 @@ class PyPump:
         self._pairs.discard(pair)
         if pair.established:
             self.count(pair.server_block, Counter.CONN_CUR, -1)
+            queue = _ms(pair.dialed - pair.accepted)
+            connect, total = _ms(pair.connect_time), _ms(self.loop.time() - pair.accepted)
+            for block in (pair.server_block, pair.backend_block):
+                if 0 <= block < self._counter_blocks:
+                    fold_times(self._times, block * TIME_FIELDS, queue, connect, total)
         if reason in (EndReason.CLIENT_RESET, EndReason.SERVER_RESET):
             self.count(pair.frontend_block, Counter.RESETS, 1)
             self.count(pair.server_block, Counter.RESETS, 1)
@@ -308,6 +326,12 @@ class PyPump:
         for pair in list(self._pairs):
             pair.end(EndReason.SHUTDOWN)
 
+    def cut_pair(self, tag: int) -> None:
+        """End the pair of ``tag`` (reason SHUTDOWN), if there is one."""
+        for pair in list(self._pairs):
+            if pair.tag == tag and tag:
+                pair.end(EndReason.SHUTDOWN)
+
     def cut_server(self, block: int) -> None:
         """End every pair of the server counted in ``block`` (reason SERVER_DOWN)."""
         for pair in list(self._pairs):
@@ -334,6 +358,28 @@ class PyPump:
     def connections(self) -> list[tuple[int, int, int, bool]]:
         return [(p.tag, p.bytes_in, p.bytes_out, not p.established) for p in self._pairs]
 
+    def pairs(self) -> list[PairInfo]:
+        now = self.loop.time()
+        return [self._info(pair, now) for pair in self._pairs]
+
+    def _info(self, pair: _PyPair, now: float) -> PairInfo:
+        client_left = server_left = -1
+        if not pair.established:
+            if pair.connect_timeout:
+                server_left = max(_ms(pair.connect_timeout - (now - pair.dialed)), 0)
+        else:
+            client_limit, server_limit, client_fin, server_fin = pair.timeouts
+            if pair.client.eof or pair.server.eof:
+                client_limit, server_limit = client_fin or client_limit, server_fin or server_limit
+            if client_limit:
+                client_left = max(_ms(client_limit - (now - pair.client.seen)), 0)
+            if server_limit:
+                server_left = max(_ms(server_limit - (now - pair.server.seen)), 0)
+        pending = [_buffered(side.peer) + sum(map(len, side.early)) for side in (pair.client, pair.server)]
+        return PairInfo(pair.tag, 0, pair.frontend_block, pair.backend_block, pair.server_block, pair.fds[0],
+                        pair.fds[1], pair.bytes_in, pair.bytes_out, not pair.established,
+                        _ms(now - pair.accepted), client_left, server_left, pending[0], pending[1], b"")
+
     def drain_ended(self) -> int:
         return 0
 
@@ -351,3 +397,23 @@ class PyPump:
         if not 0 <= block < self._counter_blocks or not 0 <= field < COUNTER_FIELDS:
             raise IndexError((block, field))
         self._counters[block * COUNTER_FIELDS + field] += delta
+
+    def times(self, block: int) -> tuple[int, ...]:
+        if not 0 <= block < self._counter_blocks:
+            raise IndexError(block)
+        return tuple(self._times[block * TIME_FIELDS:(block + 1) * TIME_FIELDS])
+
+    def clear_times(self, block: int) -> None:
+        if not 0 <= block < self._counter_blocks:
+            raise IndexError(block)
+        self._times[block * TIME_FIELDS:(block + 1) * TIME_FIELDS] = [0] * TIME_FIELDS
+
+
+def _ms(seconds: float) -> int:
+    return max(int(seconds * 1000), 0)
+
+
+def _buffered(side: _Side) -> int:
+    """Bytes written to ``side``'s transport and not yet sent."""
+    transport = side.transport
+    return transport.get_write_buffer_size() if transport is not None and not transport.is_closing() else 0

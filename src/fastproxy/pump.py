@@ -16,14 +16,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional, Protocol, Sequence
 
 from ._impl import load_extension
-from ._pump_common import (COUNTER_FIELDS, DEFAULT_PIPESIZE, Counter, EndReason, OnConnectFailed, OnLaneEnded,
-                           OnLaneHandBack, OnPairEnded, default_pipesize, default_threads)
+from ._pump_common import (COUNTER_FIELDS, DEFAULT_PIPESIZE, TIME_FIELDS, TIME_WINDOW, Counter, EndReason,
+                           OnConnectFailed, OnLaneEnded, OnLaneHandBack, OnPairEnded, PairInfo, Time,
+                           default_pipesize, default_threads)
 from ._pump_py import PyPump
 
 __all__ = ["COMPILED", "COUNTER_FIELDS", "CPump", "Counter", "DEFAULT_PIPESIZE", "EndReason", "LaneSpec",
-           "OnConnectFailed", "OnLaneEnded", "OnLaneHandBack", "OnPairEnded", "Pump", "PumpProtocol",
-           "PyPump", "Timeouts", "default_pipesize", "default_threads"]
-
+           "OnConnectFailed", "OnLaneEnded", "OnLaneHandBack", "OnPairEnded", "PairInfo", "Pump",
+           "PumpProtocol", "PyPump", "TIME_FIELDS", "TIME_WINDOW", "Time", "Timeouts", "default_pipesize",
+           "default_threads"]
 
 
 class Timeouts(Protocol):
@@ -67,6 +68,7 @@ class LaneSpec:
     log_dontlognull: bool = False
     log_program: Optional[bytes] = None  # the log line's format, as ``logformat.lane_program`` makes it
     log_needs: int = 0  # LOG_NEEDS_FRONTEND | LOG_NEEDS_BACKEND: the addresses the format reads
+    backend_block: int = -1  # where the session times of its pairs are folded besides each server's
 
 
 LOG_NEEDS_FRONTEND, LOG_NEEDS_BACKEND = 1, 2  # as LogNeeds in _pump.pxd
@@ -126,7 +128,8 @@ class PumpProtocol(Protocol):
                  server_timeout: Optional[float] = None, client_fin_timeout: Optional[float] = None,
                  server_fin_timeout: Optional[float] = None, frontend_block: int = -1,
                  server_block: int = -1, tag: int = 0, connecting: bool = False,
-                 connect_timeout: Optional[float] = None, prefix: Optional[bytes] = None) -> int:
+                 connect_timeout: Optional[float] = None, prefix: Optional[bytes] = None,
+                 backend_block: int = -1, waited: float = 0.0) -> int:
         """Hand a pair over; returns the worker that took it.
 
         The ``*_fin_timeout`` replaces the side's idle timeout once either direction is half-closed.
@@ -135,7 +138,10 @@ class PumpProtocol(Protocol):
         descriptor is left open and Python's again, and the end is CONNECT_FAILED with the errno.
         ``prefix`` (at most ``bufsize`` bytes) goes to the server before anything of the client's.
         Bytes are counted in both blocks (-1: none); the server block also counts the connection
-        (CONN_CUR, CONN_TOTAL) once established.  RuntimeError when the pump is not running.
+        (CONN_CUR, CONN_TOTAL) once established.  When an established pair ends, its session times
+        (``waited``: seconds from the client's accept to this call, the queue included; the connect;
+        the whole) are folded into the server block's and ``backend_block``'s ``times``.
+        RuntimeError when the pump is not running.
         """
         ...
 
@@ -147,12 +153,20 @@ class PumpProtocol(Protocol):
         """End every pair counted in server ``block`` (SERVER_DOWN), connecting ones too."""
         ...
 
+    def cut_pair(self, tag: int) -> None:
+        """End the pair of ``tag`` (SHUTDOWN), a lane's too; nothing when there is none."""
+        ...
+
     def stop(self) -> None:
         """End every pair (SHUTDOWN), stop pumping and report what ended.  Idempotent."""
         ...
 
     def connections(self) -> list[tuple[int, int, int, bool]]:
         """Every pair now, as ``(tag, bytes_in, bytes_out, connecting)``."""
+        ...
+
+    def pairs(self) -> list[PairInfo]:
+        """Every pair now, lanes' included, with what ``show sess`` shows of it."""
         ...
 
     def drain_ended(self) -> int:
@@ -175,6 +189,14 @@ class PumpProtocol(Protocol):
 
     def add_counter(self, block: int, field: int, delta: int) -> None:
         """Add ``delta`` (may be negative) to one counter: what Python counts itself."""
+        ...
+
+    def times(self, block: int) -> tuple[int, ...]:
+        """The block's ``TIME_FIELDS`` session times, indexed by ``Time``; IndexError outside."""
+        ...
+
+    def clear_times(self, block: int) -> None:
+        """Start the block's session times over."""
         ...
 
 

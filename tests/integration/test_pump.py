@@ -22,7 +22,7 @@ import pytest
 
 from fastproxy import _linux
 from fastproxy._impl import NO_EXTENSIONS
-from fastproxy.pump import Counter, CPump, EndReason, LaneSpec, PumpProtocol, PyPump
+from fastproxy.pump import Counter, CPump, EndReason, LaneSpec, PumpProtocol, PyPump, Time
 
 from ..support import recv_all, recv_exactly, reset, wait_until
 
@@ -591,3 +591,94 @@ async def test_a_lane_hands_back_a_client_it_has_no_server_for():
             client.close()
             lanes.remove(index)
         sock.close()
+
+
+# --- the pairs as show sess reads them, cutting one, session times ----------------------------------------
+
+BACKEND = 3
+
+
+async def test_pairs_describe_each_pair_and_cut_pair_ends_only_that_one(pump_class):
+    with listener() as lst:
+        async with started(pump_class) as (pump, books):
+            first = wire(pump, lst, tag=7, backend_block=BACKEND, client_timeout=30, server_timeout=20,
+                         waited=1.5)
+            second = wire(pump, lst, tag=8)
+            await exchange(first.client, first.server, b"x" * 100)
+            await exchange(first.server, first.client, b"y" * 40)
+            await wait_until(lambda: len(pump.pairs()) == 2 and not any(p.connecting for p in pump.pairs()))
+            info = next(p for p in pump.pairs() if p.tag == 7)
+            assert (info.frontend_block, info.backend_block, info.server_block) == (FRONTEND, BACKEND, SERVER)
+            assert (info.bytes_in, info.bytes_out, info.pending_in, info.pending_out) == (100, 40, 0, 0)
+            assert info.client_fd >= 0 and info.server_fd >= 0 and info.client_fd != info.server_fd
+            assert 1500 <= info.age_ms < 5000  # since the accept: ``waited`` before the hand-over
+            assert 25_000 < info.client_expires_ms <= 30_000 and 15_000 < info.server_expires_ms <= 20_000
+            assert next(p for p in pump.pairs() if p.tag == 8).client_expires_ms == -1  # no timeout
+            pump.cut_pair(7)
+            assert (await books.end_of(7)).reason is EndReason.SHUTDOWN
+            assert await recv_all(first.client) == b""
+            await exchange(second.client, second.server, b"still here")
+            assert [p.tag for p in pump.pairs()] == [8]
+            pump.cut_pair(12345)  # no such pair: nothing happens
+            await exchange(second.server, second.client, b"and here")
+            first.close()
+            second.close()
+
+
+async def test_a_pair_connecting_shows_its_connect_timeout(pump_class):
+    with listener() as lst:
+        async with started(pump_class) as (pump, books):
+            client, proxy_client = lst.pair()
+            # A connect that never completes: a listener whose backlog is full drops the SYN.
+            with socket.socket() as full:
+                full.bind(("127.0.0.1", 0))
+                full.listen(0)
+                fillers = [start_connect(full.getsockname()[1]) for _ in range(4)]
+                await asyncio.sleep(0.1)
+                hanging = start_connect(full.getsockname()[1])
+                pump.add_pair(proxy_client.detach(), hanging.detach(), tag=3, connecting=True,
+                              connect_timeout=10, frontend_block=FRONTEND, server_block=SERVER)
+                await wait_until(lambda: len(pump.pairs()) == 1)
+                info = pump.pairs()[0]
+                assert info.connecting and 5_000 < info.server_expires_ms <= 10_000
+                pump.cut_pair(3)
+                await books.end_of(3)
+                for sock in fillers:
+                    sock.close()
+            client.close()
+
+
+async def test_an_ended_pair_folds_its_times_into_the_server_and_backend_blocks(pump_class):
+    with listener() as lst:
+        async with started(pump_class) as (pump, books):
+            pair = wire(pump, lst, tag=1, backend_block=BACKEND, waited=0.25)
+            await exchange(pair.client, pair.server, b"x")
+            await asyncio.sleep(0.2)
+            pair.close()
+            await books.end_of(1)
+            await wait_until(lambda: pump.times(BACKEND)[Time.SAMPLES] == 1)
+            for block in (SERVER, BACKEND):
+                times = pump.times(block)
+                assert times[Time.SAMPLES] == 1
+                assert 240 <= times[Time.QUEUE_SUM] == times[Time.QUEUE_MAX] <= 300  # ``waited``
+                assert times[Time.CONNECT_SUM] == times[Time.CONNECT_MAX] < 100  # already connected
+                assert 440 <= times[Time.TOTAL_SUM] == times[Time.TOTAL_MAX] < 2000  # waited + life
+            assert sum(pump.times(FRONTEND)) == 0  # a frontend has no session times
+            pump.clear_times(SERVER)
+            assert sum(pump.times(SERVER)) == 0 and pump.times(BACKEND)[Time.SAMPLES] == 1
+            with pytest.raises(IndexError):
+                pump.times(4)
+
+
+async def test_a_pair_that_never_connected_has_no_session_times(pump_class):
+    with listener() as lst:
+        async with started(pump_class) as (pump, books):
+            client, proxy_client = lst.pair()
+            refused = start_connect(closed_port())
+            pump.add_pair(proxy_client.detach(), refused.detach(), tag=2, connecting=True,
+                          frontend_block=FRONTEND, server_block=SERVER, backend_block=BACKEND)
+            ended = await books.end_of(2)
+            assert ended.reason is EndReason.CONNECT_FAILED
+            os.close(ended.client_fd)
+            assert sum(pump.times(SERVER)) == sum(pump.times(BACKEND)) == 0
+            client.close()

@@ -37,3 +37,32 @@ cdef inline void count(Shared *sh, int32_t block, int field, uint64_t value) noe
 cdef inline void count_sub(Shared *sh, int32_t block, int field, uint64_t value) noexcept nogil:
     if 0 <= block < sh.counter_blocks:
         fp_atomic_sub(&sh.counters[block * CNT_FIELDS + field], value)
+
+
+cdef inline uint32_t elapsed_ms(uint64_t now, uint64_t since) noexcept nogil:
+    """Milliseconds from ``since`` to ``now`` (0 if another worker's clock was a tick ahead)."""
+    if now <= since:
+        return 0
+    return <uint32_t>(now - since) if now - since < 0xFFFFFFFFULL else 0xFFFFFFFFU
+
+
+cdef void fold_times(Shared *sh, int32_t block, uint32_t queue, uint32_t connect,
+                     uint32_t total) noexcept nogil:
+    """Fold one ended pair's session times into a block's, as HAProxy's stream_update_time_stats():
+    the sums add without decay until the block has seen more than TIME_WINDOW pairs, then each
+    sample replaces its average share (swrate_add_dynamic); maxima keep the largest."""
+    cdef uint32_t *t
+    cdef uint32_t seen, window
+    if not 0 <= block < sh.counter_blocks:
+        return
+    t = &sh.times[block * TM_FIELDS]
+    seen = fp_atomic_load_u32(&t[TM_SAMPLES])
+    if seen <= TIME_WINDOW:
+        seen = fp_atomic_add_u32(&t[TM_SAMPLES], 1)
+    window = TIME_WINDOW if seen > TIME_WINDOW else 0
+    fp_swrate_add(&t[TM_QUEUE_SUM], window, queue)
+    fp_swrate_add(&t[TM_CONNECT_SUM], window, connect)
+    fp_swrate_add(&t[TM_TOTAL_SUM], window, total)
+    fp_atomic_max_u32(&t[TM_QUEUE_MAX], queue)
+    fp_atomic_max_u32(&t[TM_CONNECT_MAX], connect)
+    fp_atomic_max_u32(&t[TM_TOTAL_MAX], total)

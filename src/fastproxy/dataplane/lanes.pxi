@@ -16,6 +16,8 @@
 # holds the clients, as HAProxy does.
 
 cdef inline bint lane_full(Shared *sh, Lane *lane) noexcept nogil:
+    if lane.disabled:  # as full: paused, its clients wait in the backlog (HAProxy's paused listener)
+        return True
     if lane.maxconn and fp_atomic_load_int(lane.open_count) >= lane.maxconn:
         return True
     return sh.maxconn and fp_atomic_load_int(&sh.open_total) >= sh.maxconn
@@ -218,12 +220,12 @@ cdef void lane_accept(Worker *w, uint32_t index) noexcept nogil:
         np.timeouts = lane.timeouts
         np.frontend_block = lane.frontend_block
         np.server_block = server.block
+        np.backend_block = lane.backend_block
         np.lane = <int32_t>index
         np.tag = tag
-        if lane.log_ends:
-            np.log_end = 1
-            memcpy(np.peer, address, 28)
-            np.accepted_ms = w.now_ms
+        np.log_end = lane.log_ends
+        memcpy(np.peer, address, 28)  # for its log line and ``show sess``
+        np.accepted_ms = np.dialed_ms = w.now_ms
         target = lightest_worker(w) if sh.nworkers > 1 else w
         if target != w and hand_over(target, &np):
             continue
@@ -272,6 +274,9 @@ cdef void take_lane_commands(Worker *w) noexcept nogil:
                 epoll_ctl(w.epfd, EPOLL_CTL_DEL, lane.fd, NULL)
             lane.paused = 0
             fp_atomic_store_int(&lane.state, LANE_OFF)
+        if lane.servers_dirty:
+            lane.servers_dirty = 0
+            swap_servers(lane)
         if lane.weights_dirty:
             lane.weights_dirty = 0
             if lane.pick_lock != NULL:
@@ -286,6 +291,15 @@ cdef void take_lane_commands(Worker *w) noexcept nogil:
         if lane.picks_dirty:
             lane.picks_dirty = 0
             swap_picks(lane)
+
+
+cdef void swap_servers(Lane *lane) noexcept nogil:
+    """Take the server list Python set (its weights with it); the old array is freed here."""
+    free(lane.servers)
+    lane.servers = lane.pending_servers
+    lane.nservers = lane.pending_nservers
+    lane.pending_servers = NULL
+    lane.pending_nservers = 0
 
 
 cdef void swap_picks(Lane *lane) noexcept nogil:
@@ -307,10 +321,18 @@ cdef struct LaneChange:
     uint32_t index
     uint8_t running         # the worker loops run: let them take the change (else it applies here)
     const int32_t *weights  # lane_reweigh: one per server
+    LaneServer *servers     # lane_reserve: owned by the worker's copy from then on
+    uint32_t nservers
     int32_t *map            # lane_repick: owned by the worker's copy from then on
     uint32_t map_len
     void *table
     int32_t *table_servers
+
+
+cdef int lanes_recheck(Worker *w, void *arg) noexcept nogil:
+    """Command: look again at the paused lanes (one was enabled)."""
+    w.lanes_paused = 1
+    return WAKE
 
 
 cdef int lanes_grown(Worker *w, void *arg) noexcept nogil:
@@ -338,13 +360,34 @@ cdef int lane_reweigh(Worker *w, void *arg) noexcept nogil:
     cdef LaneChange *change = <LaneChange *>arg
     cdef Lane *lane = &w.lanes[change.index]
     cdef uint32_t i
-    for i in range(lane.nservers):
-        lane.servers[i].pending_weight = change.weights[i]
-        if not change.running:
-            lane.servers[i].weight = change.weights[i]
+    cdef LaneServer *servers = lane.servers
+    cdef uint32_t nservers = lane.nservers
+    if lane.pending_servers != NULL:  # a new list is on its way: the weights are its
+        servers = lane.pending_servers
+        nservers = lane.pending_nservers
+    for i in range(nservers):
+        servers[i].pending_weight = change.weights[i]
+        if servers != lane.servers or not change.running:  # not in use yet: set it now
+            servers[i].weight = change.weights[i]
     if not change.running:
         return QUIET
     lane.weights_dirty = 1
+    w.lane_commands = 1
+    return WAKE
+
+
+cdef int lane_reserve(Worker *w, void *arg) noexcept nogil:
+    """Command: a new server list for the lane (servers added, deleted or moved), taken by the
+    worker's next wake-up; the array becomes the worker's."""
+    cdef LaneChange *change = <LaneChange *>arg
+    cdef Lane *lane = &w.lanes[change.index]
+    free(lane.pending_servers)
+    lane.pending_servers = change.servers
+    lane.pending_nservers = change.nservers
+    if not change.running:
+        swap_servers(lane)
+        return QUIET
+    lane.servers_dirty = 1
     w.lane_commands = 1
     return WAKE
 

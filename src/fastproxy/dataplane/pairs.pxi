@@ -8,6 +8,7 @@
 cdef void end_pair(Worker *w, int32_t slot, int reason) noexcept nogil:
     cdef Pair *p = &w.pairs[slot]
     cdef Shared *sh = w.shared
+    cdef uint32_t queue, total
     if not p.active:
         return
     if p.log_end and w.lanes[p.lane].nlog_sinks:  # before its counts drop: its line counts it, as HAProxy's
@@ -21,8 +22,13 @@ cdef void end_pair(Worker *w, int32_t slot, int reason) noexcept nogil:
     close(p.server.fd)
     release_direction(w, &p.c2s)
     release_direction(w, &p.s2c)
-    if not p.connecting and 0 <= p.server_block < sh.counter_blocks:
-        fp_atomic_sub(&sh.counters[p.server_block * CNT_FIELDS + CNT_CONN_CUR], 1)
+    if not p.connecting:
+        count_sub(sh, p.server_block, CNT_CONN_CUR, 1)
+        # Only an established pair has session times (HAProxy skips a stream that never connected).
+        queue = elapsed_ms(p.dialed_ms, p.accepted_ms)
+        total = elapsed_ms(w.now_ms, p.accepted_ms)
+        fold_times(sh, p.server_block, queue, p.connect_ms, total)
+        fold_times(sh, p.backend_block, queue, p.connect_ms, total)
     if reason == END_CLIENT_RESET or reason == END_SERVER_RESET:
         count(sh, p.frontend_block, CNT_RESETS, 1)
         count(sh, p.server_block, CNT_RESETS, 1)
@@ -74,8 +80,7 @@ cdef bint connect_done(Worker *w, int32_t slot) noexcept nogil:
         return False
     p.connecting = 0
     p.client.seen_ms = p.server.seen_ms = w.now_ms
-    if p.log_end:
-        p.connect_ms = <uint32_t>(w.now_ms - p.accepted_ms)
+    p.connect_ms = elapsed_ms(w.now_ms, p.dialed_ms)
     count_established(w.shared, p)
     return True
 
@@ -323,11 +328,13 @@ cdef bint register_pair(Worker *w, NewPair *np) noexcept nogil:
     p.tag = np.tag
     p.lane = np.lane
     p.log_end = np.log_end
-    if np.log_end:
+    if np.lane >= 0:
         memcpy(p.peer, np.peer, 28)
-        p.accepted_ms = np.accepted_ms
+    p.accepted_ms = np.accepted_ms
+    p.dialed_ms = np.dialed_ms
     p.frontend_block = np.frontend_block
     p.server_block = np.server_block
+    p.backend_block = np.backend_block
     p.timeouts = np.timeouts
     p.client.fd = np.client_fd
     p.server.fd = np.server_fd

@@ -62,11 +62,12 @@ cdef inline bint hand_over(Worker *w, NewPair *np) noexcept nogil:
     return command(w, queue_pair, np) != REFUSED
 
 
-# What Pump.cut, stop and cut_server ask of every worker.
+# What Pump.cut, stop, cut_server and cut_pair ask of every worker.
 cdef struct Requests:
     uint8_t cut             # end every pair (SHUTDOWN)
     uint8_t stop            # and leave the loop
     int32_t server_block    # end this server's pairs (SERVER_DOWN); -1: none
+    uint64_t tag            # end the pair of this tag (SHUTDOWN); 0: none (no pair has tag 0)
 
 
 cdef int take_requests(Worker *w, void *arg) noexcept nogil:
@@ -82,14 +83,20 @@ cdef int take_requests(Worker *w, void *arg) noexcept nogil:
             w.cut_servers_len += 1
         # else: 64 servers already waiting for this worker; the rest of this one's pairs end on their
         # own (their server is down: resets or timeouts), unrelated clients are not cut.
+    if r.tag:
+        if w.cut_pairs_len == MAX_CUT_PAIRS:
+            return QUIET  # an operator's burst beyond 64 within one wake-up: the rest wait for another
+        w.cut_pairs[w.cut_pairs_len] = r.tag
+        w.cut_pairs_len += 1
     return WAKE
 
 
-cdef void request_all(Shared *sh, bint cut, bint stop, int32_t server_block) noexcept nogil:
+cdef void request_all(Shared *sh, bint cut, bint stop, int32_t server_block, uint64_t tag) noexcept nogil:
     cdef Requests r
     r.cut = cut
     r.stop = stop
     r.server_block = server_block
+    r.tag = tag
     command_all(sh, take_requests, &r)
 
 
@@ -105,8 +112,9 @@ cdef void end_all(Worker *w, int reason) noexcept nogil:
 cdef bint take_commands(Worker *w) noexcept nogil:
     """Take what others left under the lock (pairs, lane changes, cuts); True when the worker must stop."""
     cdef uint64_t value
-    cdef uint32_t i, cut_servers
+    cdef uint32_t i, cut_servers, cut_pairs
     cdef int32_t blocks[MAX_CUT_SERVERS]
+    cdef uint64_t tags[MAX_CUT_PAIRS]
     cdef bint cut, stop
     read(w.wake_fd, &value, sizeof(value))
     pthread_mutex_lock(&w.lock)
@@ -124,12 +132,31 @@ cdef bint take_commands(Worker *w) noexcept nogil:
     for i in range(cut_servers):
         blocks[i] = w.cut_servers[i]
     w.cut_servers_len = 0
+    cut_pairs = w.cut_pairs_len
+    for i in range(cut_pairs):
+        tags[i] = w.cut_pairs[i]
+    w.cut_pairs_len = 0
     pthread_mutex_unlock(&w.lock)
     if cut or stop:
         end_all(w, END_SHUTDOWN)
-    elif cut_servers:
+        return stop
+    if cut_servers:
         end_servers(w, blocks, cut_servers)
+    if cut_pairs:
+        end_tagged(w, tags, cut_pairs)
     return stop
+
+
+cdef void end_tagged(Worker *w, uint64_t *tags, uint32_t count) noexcept nogil:
+    """End the pairs of the given tags, if this worker has them (``shutdown session``)."""
+    cdef uint32_t slot, k
+    for slot in range(w.high):
+        if not w.pairs[slot].active:
+            continue
+        for k in range(count):
+            if w.pairs[slot].tag == tags[k]:
+                end_pair(w, <int32_t>slot, END_SHUTDOWN)
+                break
 
 
 cdef void end_servers(Worker *w, int32_t *blocks, uint32_t count) noexcept nogil:
@@ -145,11 +172,41 @@ cdef void end_servers(Worker *w, int32_t *blocks, uint32_t count) noexcept nogil
                 break
 
 
+cdef inline uint32_t client_limit_of(Pair *p) noexcept nogil:
+    """The client side's idle limit now: ``client-fin`` once a direction is half-closed, if set."""
+    if (p.c2s.eof or p.s2c.eof) and p.timeouts.client_fin:
+        return p.timeouts.client_fin
+    return p.timeouts.client
+
+
+cdef inline uint32_t server_limit_of(Pair *p) noexcept nogil:
+    if (p.c2s.eof or p.s2c.eof) and p.timeouts.server_fin:
+        return p.timeouts.server_fin
+    return p.timeouts.server
+
+
+cdef (int64_t, int64_t) pair_expiries(Pair *p, uint64_t now) noexcept nogil:
+    """Milliseconds before the client side's and the server side's timeout (-1: none), for show sess;
+    while connecting, the server side's is the connect timeout."""
+    cdef int64_t client_left = -1, server_left = -1
+    cdef uint32_t limit
+    if p.connecting:
+        if p.timeouts.connect:
+            server_left = max(<int64_t>p.timeouts.connect - <int64_t>elapsed_ms(now, p.client.seen_ms), 0)
+        return client_left, server_left
+    limit = client_limit_of(p)
+    if limit:
+        client_left = max(<int64_t>limit - <int64_t>elapsed_ms(now, p.client.seen_ms), 0)
+    limit = server_limit_of(p)
+    if limit:
+        server_left = max(<int64_t>limit - <int64_t>elapsed_ms(now, p.server.seen_ms), 0)
+    return client_left, server_left
+
+
 cdef void scan_timeouts(Worker *w) noexcept nogil:
     cdef uint32_t slot
     cdef Pair *p
     cdef uint32_t client_limit, server_limit
-    cdef bint half_closed
     for slot in range(w.high):
         p = &w.pairs[slot]
         if not p.active:
@@ -158,13 +215,8 @@ cdef void scan_timeouts(Worker *w) noexcept nogil:
             if p.timeouts.connect and w.now_ms - p.client.seen_ms >= p.timeouts.connect:
                 connect_failed(w, <int32_t>slot, ETIMEDOUT)
             continue
-        half_closed = p.c2s.eof or p.s2c.eof
-        client_limit = p.timeouts.client
-        server_limit = p.timeouts.server
-        if half_closed and p.timeouts.client_fin:
-            client_limit = p.timeouts.client_fin
-        if half_closed and p.timeouts.server_fin:
-            server_limit = p.timeouts.server_fin
+        client_limit = client_limit_of(p)
+        server_limit = server_limit_of(p)
         if client_limit and w.now_ms - p.client.seen_ms >= client_limit:
             end_pair(w, <int32_t>slot, END_CLIENT_TIMEOUT)
         elif server_limit and w.now_ms - p.server.seen_ms >= server_limit:

@@ -34,6 +34,30 @@ static inline int fp_atomic_load_int(int *p) { return __atomic_load_n(p, __ATOMI
 static inline void fp_atomic_store_int(int *p, int v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
 static inline int fp_atomic_acquire_int(int *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
 
+/* Session times (HAProxy's qtime/ctime/ttime) as HAProxy keeps them: 32-bit sliding sums and maxima
+   that several pump threads fold into at once, so each update is a compare-and-swap loop. */
+static inline uint32_t fp_atomic_load_u32(uint32_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+static inline uint32_t fp_atomic_add_u32(uint32_t *p, uint32_t v)
+{
+    return __atomic_add_fetch(p, v, __ATOMIC_RELAXED);
+}
+static inline void fp_atomic_store_u32(uint32_t *p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
+static inline void fp_atomic_max_u32(uint32_t *p, uint32_t v)
+{
+    uint32_t old = __atomic_load_n(p, __ATOMIC_RELAXED);
+    while (old < v && !__atomic_compare_exchange_n(p, &old, v, 1, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+        ;
+}
+/* freq_ctr.h's swrate_add_dynamic(): the sum over a window of n samples loses its average share and
+   gains v; with n == 0 (fewer samples than the window so far) it only gains v. */
+static inline void fp_swrate_add(uint32_t *sum, uint32_t n, uint32_t v)
+{
+    uint32_t old = __atomic_load_n(sum, __ATOMIC_RELAXED), new_sum;
+    do {
+        new_sum = old - (n ? (old + n - 1) / n : 0) + v;
+    } while (!__atomic_compare_exchange_n(sum, &old, new_sum, 1, __ATOMIC_RELAXED, __ATOMIC_RELAXED));
+}
+
 /* --- socket options --------------------------------------------------------------------------------- */
 
 /* Every per-connection option in one call (one crossing from Python instead of six).  A negative
