@@ -210,6 +210,15 @@ class Balancer:
         slot.user_weight = weight
         self._apply_weight(slot)
 
+    def set_maxconn(self, name: str, maxconn: int) -> None:
+        """``set maxconn server``: the server's maxconn from now on (0 or less: none), as HAProxy's
+        server_parse_maxconn_change_request(): a minconn that was the maxconn follows it."""
+        slot = self.slot(name)
+        slot.maxconn = max(maxconn, 0)
+        if slot.minconn >= slot.maxconn:
+            slot.minconn = 0
+        self._changed(slot)  # those waiting may fit now
+
     @property
     def ramps(self) -> bool:
         """Whether slowstart ramps apply here (dynamic algorithms only, as HAProxy)."""

@@ -263,7 +263,8 @@ class Dispatcher:
                 client_fd, server_fd, client_timeout=timeouts.client, server_timeout=timeouts.server,
                 client_fin_timeout=timeouts.client_fin, server_fin_timeout=timeouts.server_fin,
                 frontend_block=session.frontend.block, server_block=server_block, tag=tag,
-                connecting=connecting, connect_timeout=timeouts.connect, prefix=prefix)
+                connecting=connecting, connect_timeout=timeouts.connect, prefix=prefix,
+                backend_block=backend.block, waited=time.monotonic() - session.started)
         except Exception:
             self.pairs.pop(tag, None)
             session.lent_fd = -1

@@ -42,6 +42,7 @@ from .session import Director, ErrorHandler
 from .stats_http import StatsListener
 
 DEFAULT_GRACE = 10.0  # seconds established connections get on stop, without hard-stop-after
+SPARE_BLOCKS = 1024  # counter blocks kept for servers added at run time (``add server``): 96 bytes each
 
 log = logging.getLogger("fastproxy")
 
@@ -100,6 +101,9 @@ class Engine:
         for backend in cfg.backends.values():
             backends[backend.name] = BackendRuntime(backend, block)
             block += len(backend.servers)
+        for backend_runtime in backends.values():  # a block of its own: the backend's session times
+            backend_runtime.block = block
+            block += 1
         default_fullconn(cfg, backends)
 
         state = self.state = Runtime(cfg, loop, None)  # its pump comes once what it reports to exists
@@ -110,6 +114,8 @@ class Engine:
                 backend_runtime.persistence = Persistence(be, state.tables, backend_runtime.balancer)
             if be.tcp_request_rules and state.tables:
                 backend_runtime.router = Router.for_backend(be, state.tables)
+        state.spare_blocks = list(range(block + SPARE_BLOCKS - 1, block - 1, -1))  # popped lowest first
+        block += SPARE_BLOCKS
         self.health = HealthMonitor(loop, spread=g.spread_checks, changed=self._health_changed,
                                     established=self._established, counted=self._check_counted,
                                     agent_replied=self._agent_replied)
@@ -168,7 +174,8 @@ class Engine:
             listener.resume()
         self.health.start()
         stats_pages = [frontend for frontend in cfg.frontends.values() if frontend.stats is not None]
-        operations = self.operations = Operations(state, self.servers, self.pump)  # also for metrics()
+        operations = self.operations = Operations(state, self.servers, self.pump,  # also for metrics()
+                                                  pairs=self.dispatcher.pairs, admission=self.admission)
         if g.stats_sockets or stats_pages:
             # One sampler (rates, maxima, the page's history) for the socket and the pages alike.
             operations.start_sampling()

@@ -171,12 +171,14 @@ class Lanes:
                 log_servers=[slot.name for slot in balancer.slots], log_dontlognull=fe.dontlognull,
                 log_connect=fe.log and not fe.tcplog,
                 log_program=lane_log_program(frontend, backend, state.pid, state.hostname)
-                if fe.log and fe.tcplog else None, log_needs=log_needs(frontend.log_format)))
+                if fe.log and fe.tcplog else None, log_needs=log_needs(frontend.log_format),
+                backend_block=backend.block))
         except BaseException:
             sock.close()
             raise
         lane = LaneListener(sock, state.pump, index)
         state.lane_listeners.append(lane)
+        backend.lanes += 1
 
         # Weight and state changes (health, the runtime API) reach the lane at once.
         def changed() -> None:
@@ -193,6 +195,15 @@ class Lanes:
         if hashing is not None:
             changed()
         balancer.on_change.append(changed)
+
+        # A server at a new address (``set server ... addr``): the lane dials it there from now on.
+        def moved() -> None:
+            lanes.set_servers(index, [(server.raw_address, server.block, weight) for server, weight
+                                      in zip(backend.servers, lane_weights(backend))],
+                              [slot.name for slot in balancer.slots])
+            if hashing is not None:
+                changed()
+        backend.servers_moved.append(moved)
         if len(state.lane_listeners) == 1:
             state.background(asyncio.ensure_future(self._watch()))
         return lane

@@ -35,14 +35,14 @@ class AdmissionControl:
     def admit(self, frontend: FrontendRuntime) -> int:
         """How many connections ``frontend`` may accept now; at 0 its listeners (or all) pause."""
         room = 1 << 30
-        limit = self.state.config.global_.maxconn
+        limit = self.state.maxconn
         if limit:
             room = limit - self.state.current
             if room <= 0:
                 self._pause_all()
                 return 0
-        if frontend.model.maxconn:
-            frontend_room = frontend.model.maxconn - frontend.current
+        if frontend.maxconn:
+            frontend_room = frontend.maxconn - frontend.current
             if frontend_room <= 0:
                 for listener in frontend.listeners:
                     listener.pause()
@@ -87,17 +87,25 @@ class AdmissionControl:
                 state.idle.set()
             return
         # Listeners paused by a limit accept once more.
-        limit = state.config.global_.maxconn
+        limit = state.maxconn
         if self._paused_for_maxconn and (not limit or state.current < limit):
             self._paused_for_maxconn = False
             for runtime in state.frontends.values():
-                if not runtime.model.maxconn or runtime.current < runtime.model.maxconn:
+                if not runtime.maxconn or runtime.current < runtime.maxconn:
                     for listener in runtime.listeners:
                         listener.resume()
-        elif frontend.model.maxconn and frontend.current < frontend.model.maxconn:
+        elif frontend.maxconn and frontend.current < frontend.maxconn:
             if not self._paused_for_maxconn:
                 for listener in frontend.listeners:
                     listener.resume()
+
+    def limits_changed(self) -> None:
+        """``set maxconn global|frontend``: listeners paused at a former limit look again (each asks
+        ``admit`` before accepting, so one still at a limit pauses again)."""
+        self._paused_for_maxconn = False
+        for runtime in self.state.frontends.values():
+            for listener in runtime.listeners:
+                listener.resume()
 
     def stop(self) -> None:
         for timer in self._rate_timers.values():

@@ -63,6 +63,9 @@ class Operations:
     history: History = field(default_factory=History)
     cleared: dict[int, tuple[int, ...]] = field(default_factory=dict)  # ``clear counters all``
     proxies: list[stats.Proxy] = field(default_factory=list)
+    pairs: dict[int, Any] = field(default_factory=dict)  # Python's sessions in the pump, by tag
+    cli_sessions: dict[int, Any] = field(default_factory=dict)  # the runtime API's, by ident (show sess)
+    admission: Any = None  # limits.AdmissionControl: told when a maxconn changes
 
     def __post_init__(self) -> None:
         if not self.proxies:
@@ -76,7 +79,7 @@ class Operations:
 
     def stats_view(self, *, show_addresses: bool) -> stats.StatsView:
         return stats.StatsView(self.state, self.pump.counters, self.now(), show_addresses=show_addresses,
-                               sampler=self.sampler, cleared=self.cleared)
+                               sampler=self.sampler, cleared=self.cleared, times=self.pump.times)
 
     def info(self) -> dict[str, stats.Value]:
         """``show info``'s values now."""

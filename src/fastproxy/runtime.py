@@ -162,6 +162,9 @@ class BackendRuntime:
                                     interval=keepalive.interval, count=keepalive.count)
         self.servers = [ServerRuntime(self, slot, first_block + slot.index) for slot in self.balancer.slots]
         self.blocks = [server.block for server in self.servers]
+        self.block = -1  # its own counter block, where its pairs' session times are folded (the engine's)
+        self.lanes = 0  # lanes that dial it (they cannot enforce a server's maxconn)
+        self.servers_moved: list[Any] = []  # told when a server's address changes (the lanes' lists)
         # The stats of its state, kept by servers.ServerStates: when it last went down (no usable
         # server left) or back up, how often it went down, the time spent down before now.
         self.last_change = time.monotonic()
@@ -201,6 +204,9 @@ class FrontendRuntime:
         self.listeners: list[ListenerLike] = []
         self.current = 0
         self.denied = 0  # connections refused by tcp-request rules
+        self.state = "OPEN"  # OPEN, PAUSED (``disable frontend``), STOP (``shutdown frontend``)
+        self.maxconn = frontend.maxconn or 0  # 0: none; ``set maxconn frontend`` changes it
+        self.maxconn_set = False  # by ``set maxconn frontend`` (show stat then shows it as it is)
         self.session_rate = FreqCounter()  # for ``rate-limit sessions``
         self.log = logs.ProxyLog(frontend.name, frontend.log_targets) if frontend.log_targets else None
         # The line of each session, compiled once: HAProxy's tcplog unless ``log-format`` says otherwise.
@@ -255,6 +261,8 @@ class Runtime:
         self.tables = tables_for(config)  # the stick tables, by name
         self.python_current = 0  # client connections Python accepted (or took from a lane), not yet ended
         self.lane_listeners: list[LaneListener] = []  # where the pump accepts itself
+        self.spare_blocks: list[int] = []  # counter blocks free for servers added at run time
+        self.maxconn = config.global_.maxconn or 0  # the global one (0: none); ``set maxconn global``
         self.stopping = False
         self.idle = asyncio.Event()  # set when the last connection ends while stopping
         self._tasks: set[asyncio.Future] = set()

@@ -23,6 +23,7 @@ import asyncio
 import logging
 import os
 import socket
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
@@ -39,6 +40,7 @@ MAX_ARGS = 64  # cli.c MAX_CLI_ARGS
 PREFIX_WORDS = 5  # cli.c CLI_PREFIX_KW_NB: the words of a command's keyword
 MAX_MATCHES = 5  # cli.c CLI_MAX_MATCHES: close commands proposed for an unknown one
 PERMISSION_DENIED = "Permission denied\n"
+CLI_IDENT = 1 << 61  # ``show sess`` ids of the API's own connections (a pair's tag never has this bit)
 ALWAYS_LISTED = (
     "  help [<command>]                        : list matching or all commands\n"
     "  prompt                                  : toggle interactive mode with prompt\n"
@@ -203,9 +205,20 @@ class CliSession:
         self.socket = socket_config
         self.interactive = False
         self.no_newline = False  # ``operator -`` / ``user -``: no empty line after this answer
+        self.experimental = False  # ``experimental-mode on``
         self.closed = False
         self.timeout: Optional[float] = None  # set by ``set timeout cli``
         self._buffer = bytearray()
+        # What ``show sess`` shows of it, set by whoever serves the connection (RuntimeApi).
+        self.ident = 0
+        self.started = 0.0  # time.time() of the accept
+        self.proto, self.source, self.fd = "unix_stream", "unix:1", -1
+        self.abort: Callable[[], None] = lambda: None  # ``shutdown session``: cut the connection now
+        self.expires_at: Optional[float] = None  # time.monotonic() when ``stats timeout`` ends it
+
+    def timeout_left(self) -> Optional[float]:
+        """Seconds before the idle timeout ends the connection (None: unknown)."""
+        return None if self.expires_at is None else max(self.expires_at - time.monotonic(), 0.0)
 
     def receive(self, data: bytes) -> bytes:
         """Handle what arrived; the answers, in order.  Requests after ``quit`` or after the last
@@ -300,6 +313,10 @@ class RuntimeApi:
         # The socket files this process made, with their inodes: a reload's new worker renames its
         # own over the same path, which the old one must then leave alone when it stops.
         self._paths: list[tuple[str, int]] = []
+        self.sessions: dict[int, CliSession] = {}  # the connections being served, by ident
+        self._next_ident = 1
+        if operations is not None and hasattr(operations, "cli_sessions"):
+            operations.cli_sessions = self.sessions
 
     async def start(self) -> None:
         """Open every socket; on a failure none stays open (ConfigError-like OSError with the path)."""
@@ -338,12 +355,16 @@ class RuntimeApi:
 
     async def _serve(self, config: model.StatsSocket, reader: asyncio.StreamReader,
                      writer: asyncio.StreamWriter) -> None:
+        session: Optional[CliSession] = None
         try:
             if len(self.connections) > self.global_.stats_maxconn:
                 return  # past ``stats maxconn``: closed at once, as HAProxy's full listener refuses
             session = CliSession(self.commands, LEVELS[config.level], self.operations, config)
+            self._describe(session, config, writer)
+            self.sessions[session.ident] = session
             while not session.closed:
                 timeout = session.timeout or self.global_.stats_timeout
+                session.expires_at = time.monotonic() + timeout if timeout else None
                 try:
                     data = await asyncio.wait_for(reader.read(65536), timeout)
                 except asyncio.TimeoutError:
@@ -363,7 +384,21 @@ class RuntimeApi:
         except Exception:  # a bug in a command must not take the API down
             log.exception("runtime API session failed")
         finally:
+            if session is not None:
+                self.sessions.pop(session.ident, None)
             writer.close()
+
+    def _describe(self, session: CliSession, config: model.StatsSocket, writer: asyncio.StreamWriter) -> None:
+        session.ident = CLI_IDENT | self._next_ident
+        self._next_ident += 1
+        session.started = time.time()
+        session.fd = _fd_of(writer)
+        session.source = f"unix:{self.global_.stats_sockets.index(config) + 1}"
+        if config.path is None:
+            peer = writer.get_extra_info("peername")
+            session.proto = "tcpv6" if peer and ":" in peer[0] else "tcpv4"
+            session.source = f"{peer[0]}:{peer[1]}" if peer else "?"
+        session.abort = writer.transport.abort
 
     async def stop(self) -> None:
         if self._ticker is not None:
@@ -385,6 +420,11 @@ class RuntimeApi:
             except OSError:
                 pass
         self._paths.clear()
+
+
+def _fd_of(writer: asyncio.StreamWriter) -> int:
+    sock = writer.get_extra_info("socket")
+    return sock.fileno() if sock is not None else -1
 
 
 def _unix_listener(config: model.StatsSocket) -> socket.socket:

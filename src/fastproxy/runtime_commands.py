@@ -11,12 +11,15 @@ through the pump; statistics are computed by ``stats`` from the pump's counters 
 from __future__ import annotations
 
 import re
+import socket
+import time
 from typing import Any, Optional
 
-from . import stats, sticktables
+from . import _linux, stats, sticktables, streams
 from .operations import Operations
 from .runtime import ServerRuntime
 from .servers import change_weight
+from .server import LaneListener
 from .runtime_api import ADMIN, LEVEL_NAMES, OPERATOR, USER, CliSession, Command, CommandError, usage_message
 from .sticktables import StickTable
 
@@ -153,6 +156,8 @@ def _clear_counters(session: CliSession, args: list[str]) -> str:
         blocks = [fe.block for fe in state.frontends.values()] + list(state.servers)
         for block in blocks:
             ops.cleared[block] = tuple(ops.pump.counters(block))
+        for block in list(state.servers) + [backend.block for backend in state.backends.values()]:
+            ops.pump.clear_times(block)
         for server in state.servers.values():
             server.check.failed_checks = 0
             server.check.went_down = 0
@@ -167,6 +172,100 @@ def _all_queues(ops: Operations) -> list[Any]:
         queues.append(backend.queues.backend)
         queues.extend(backend.queues.servers)
     return queues
+
+
+# --- sessions ----------------------------------------------------------------------------------------
+
+def _streams(ops: Operations) -> list[streams.Stream]:
+    """Every connection now: the pump's pairs (lanes' included) and the runtime API's own, oldest
+    first, as HAProxy lists its streams."""
+    state, now = ops.state, time.time()
+    backends_by_block = {backend.block: backend for backend in state.backends.values()}
+    found = []
+    for info in ops.pump.pairs():
+        session = ops.pairs.get(info.tag)
+        server = state.servers.get(info.server_block)
+        frontend = state.frontend_blocks.get(info.frontend_block)
+        backend = server.backend if server is not None else backends_by_block.get(info.backend_block)
+        if session is not None:
+            backend = session.backend or backend
+            peer = session.peername
+        else:
+            peer = _linux.peer_address(info.peer) if info.peer else ("", 0)
+        host, port = (peer[0], peer[1]) if isinstance(peer, tuple) else (str(peer), 0)
+        frontend_proxy = ops.proxy(frontend.name) if frontend is not None else None
+        backend_proxy = ops.backend_proxy(backend.name) if backend is not None else None
+        found.append(streams.Stream(
+            ident=info.tag, proto="tcpv6" if ":" in host else "tcpv4", source=f"{host}:{port}",
+            frontend=frontend.name if frontend is not None else "?",
+            backend=backend.name if backend is not None else None,
+            server=server.slot.name if server is not None else None,
+            accepted=now - info.age_ms / 1000, client_fd=info.client_fd, server_fd=info.server_fd,
+            connecting=info.connecting, client_expires_ms=info.client_expires_ms,
+            server_expires_ms=info.server_expires_ms, pending_in=info.pending_in,
+            pending_out=info.pending_out, bytes_in=info.bytes_in, bytes_out=info.bytes_out,
+            frontend_id=frontend_proxy.uuid if frontend_proxy is not None else 0,
+            backend_id=backend_proxy.uuid if backend_proxy is not None else -1,
+            server_id=server.slot.id if server is not None else -1,
+            server_address=_address_text(server.address) if server is not None else "",
+            retries=max(session.attempt - 1, 0) if session is not None else 0))
+    for cli in ops.cli_sessions.values():
+        left = cli.timeout_left()
+        expires = int(left * 1000) if left is not None else -1
+        found.append(streams.Stream(ident=cli.ident, proto=cli.proto, source=cli.source, frontend="GLOBAL",
+                                    backend=None, server=None, accepted=cli.started, client_fd=cli.fd,
+                                    client_expires_ms=expires))
+    found.sort(key=lambda stream: stream.accepted)
+    return found
+
+
+def _address_text(address: tuple) -> str:
+    host, port = address[0], address[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _show_sess(session: CliSession, args: list[str]) -> str:
+    """stream.c's cli_parse_show_sess(): every connection in one line each, or one (``show sess
+    <id>``) or all (``show sess all``) in the long form."""
+    session.require(OPERATOR)
+    ops, now = _ops(session), time.time()
+    target = args[2] if len(args) > 2 else ""
+    found = _streams(ops)
+    if target == "all":
+        return "".join(streams.long_form(stream, now) for stream in found)
+    ident = _strtoul(target)
+    if ident:
+        stream = next((stream for stream in found if stream.ident == ident), None)
+        return streams.long_form(stream, now) if stream is not None else "Session not found.\n"
+    return "".join(streams.short_line(stream, now) for stream in found)
+
+
+def _shutdown_session(session: CliSession, args: list[str]) -> str:
+    """stream.c's cli_parse_shutdown_session(): the connection ends as HAProxy's killed ones (KD)."""
+    session.require(ADMIN)
+    ident = _strtoul(args[2] if len(args) > 2 else "")
+    if not ident:
+        raise CommandError("Session pointer expected (use 'show sess').\n")
+    ops = _ops(session)
+    cli = ops.cli_sessions.get(ident)
+    if cli is not None:
+        cli.abort()
+        return ""
+    if not any(info.tag == ident for info in ops.pump.pairs()):
+        raise CommandError("No such session (use 'show sess').\n")
+    ops.pump.cut_pair(ident)
+    return ""
+
+
+def _strtoul(text: str) -> int:
+    """C's strtoul(text, NULL, 0): the leading number in base 16 (0x), 8 (0) or 10, else 0."""
+    match = re.match(r"\s*[+]?(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)", text)
+    if not match:
+        return 0
+    number = match[1]
+    if number[:2].lower() == "0x":
+        return int(number, 16)
+    return int(number, 8) if number.startswith("0") else int(number)
 
 
 # --- servers -----------------------------------------------------------------------------------------
@@ -199,9 +298,173 @@ def _set_weight(session: CliSession, args: list[str]) -> str:
     return ""
 
 
+# --- frontends ---------------------------------------------------------------------------------------
+
+def _find_frontend(session: CliSession, args: list[str]) -> Any:
+    """proxy.c's cli_find_frontend(): the frontend named by the request's third word."""
+    session.require(ADMIN)
+    name = args[2] if len(args) > 2 else ""
+    if not name:
+        raise CommandError("A frontend name is expected.\n")
+    frontend = _ops(session).state.frontends.get(name)
+    if frontend is None:
+        raise CommandError("No such frontend.\n")
+    return frontend
+
+
+def _enable_frontend(enable: bool):
+    """proxy.c's cli_parse_enable_frontend() / cli_parse_disable_frontend(): accepting pauses (clients
+    wait in the backlog) or resumes; established connections go on."""
+    def handler(session: CliSession, args: list[str]) -> str:
+        frontend = _find_frontend(session, args)
+        verb = "enable" if enable else "disable"
+        if frontend.state == "STOP":
+            raise CommandError(f"Frontend was previously shut down, cannot {verb}.\n")
+        if frontend.state == ("OPEN" if enable else "PAUSED"):
+            raise CommandError(f"All sockets are already {verb}d.\n")
+        frontend.state = "OPEN" if enable else "PAUSED"
+        for listener in frontend.listeners:
+            listener.set_enabled(enable)
+        return ""
+    return handler
+
+
+def _shutdown_frontend(session: CliSession, args: list[str]) -> str:
+    """proxy.c's cli_parse_shutdown_frontend(): its listeners close for good; its connections go on."""
+    frontend = _find_frontend(session, args)
+    if frontend.state == "STOP":
+        raise CommandError("Frontend was already shut down.\n")
+    frontend.state = "STOP"
+    for listener in frontend.listeners:
+        listener.close()
+    return ""
+
+
+def _experimental_mode(session: CliSession, args: list[str]) -> str:
+    """cli.c's cli_parse_expert_experimental_mode(): fastproxy has no experimental commands, so the
+    mode only says what it is (``experimental-mode on; add server ...`` works as in HAProxy)."""
+    session.require(ADMIN)
+    if len(args) < 2 or not args[1]:
+        return f"experimental-mode is {'ON' if session.experimental else 'OFF'}\n"
+    session.experimental = args[1] == "on"
+    return ""
+
+
+# --- limits ------------------------------------------------------------------------------------------
+
+def _set_maxconn_server(session: CliSession, args: list[str]) -> str:
+    """server.c's cli_parse_set_maxconn_server() (its message without a newline, as HAProxy's)."""
+    session.require(ADMIN)
+    server = _find_server(session, args[3] if len(args) > 3 else "")
+    text = args[4] if len(args) > 4 else ""
+    if not text:
+        raise CommandError("Require <maxconn>.\n")
+    match = re.match(r"\s*([-+]?[0-9]+)", text)
+    if not match:
+        raise CommandError("maxconn string empty or preceded by garbage")
+    if text[match.end():]:
+        raise CommandError("Trailing garbage in maxconn string")
+    if server.backend.lanes:
+        # A lane dials without Python and cannot hold a server to a limit: refused, not ignored.
+        raise CommandError("fastproxy: a server's maxconn cannot change on a backend served by lanes "
+                           "(give the frontend a rule or 'maxconn' on the server in the file).\n")
+    server.backend.balancer.set_maxconn(server.slot.name, int(match[1]))
+    return ""
+
+
+def _set_maxconn_frontend(session: CliSession, args: list[str]) -> str:
+    """proxy.c's cli_parse_set_maxconn_frontend()."""
+    session.require(ADMIN)
+    name = args[3] if len(args) > 3 else ""
+    if not name:
+        raise CommandError("A frontend name is expected.\n")
+    frontend = _ops(session).state.frontends.get(name)
+    if frontend is None:
+        raise CommandError("No such frontend.\n")
+    if len(args) < 5 or not args[4]:
+        raise CommandError("Integer value expected.\n")
+    value = _atoi(args[4])
+    if value < 0:
+        raise CommandError("Value out of range.\n")
+    frontend.maxconn, frontend.maxconn_set = value, True
+    for listener in frontend.listeners:
+        if isinstance(listener, LaneListener):
+            _ops(session).pump.lanes.set_maxconn(listener.index, value)
+    _limits_changed(_ops(session))
+    return ""
+
+
+def _set_maxconn_global(session: CliSession, args: list[str]) -> str:
+    """cli.c's cli_parse_set_maxconn_global(): 0 or less is the hard limit (the file's maxconn)."""
+    session.require(ADMIN)
+    if len(args) < 4 or not args[3]:
+        raise CommandError("Expects an integer value.\n")
+    ops = _ops(session)
+    hard = ops.state.config.global_.maxconn or 0
+    value = _atoi(args[3])
+    if hard and value > hard:
+        raise CommandError("Value out of range.\n")
+    ops.state.maxconn = value if value > 0 else hard
+    if ops.pump.lanes is not None:
+        ops.pump.lanes.maxconn = ops.state.maxconn
+    _limits_changed(ops)
+    return ""
+
+
+def _limits_changed(ops: Operations) -> None:
+    if ops.admission is not None:
+        ops.admission.limits_changed()
+
+
+# --- set server ... addr -----------------------------------------------------------------------------
+
+def _set_address(ops: Operations, server: ServerRuntime, addr: str, port: Optional[str]) -> str:
+    """server.c's srv_update_addr_port(): the server's new address (and port), HAProxy's report of
+    what changed.  New connections go there at once, lanes' included; a check without an ``addr`` or
+    ``port`` of its own follows the server, as HAProxy's."""
+    host, current_port = server.address[0], server.address[1]
+    new_host, new_port, family = host, current_port, server.family
+    changed = False
+    try:
+        packed = socket.inet_pton(socket.AF_INET6 if ":" in addr else socket.AF_INET, addr)
+    except OSError:
+        return f"Invalid addr '{addr}' by 'stats socket command'\n"
+    new_family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    current = socket.inet_pton(server.family, host)
+    if (new_family, packed) == (server.family, current):
+        message = "no need to change the addr"
+    else:
+        new_host, family, changed = addr, new_family, True
+        message = f"IP changed from '{host}' to '{addr}'"
+    if port is not None:
+        message += ", "
+        match = re.fullmatch(r"[-+]?[0-9]+", port)
+        if not match or int(port.lstrip("+-")) > 65535:
+            message += f"problem converting port '{port}' to an int"
+        elif port[0] in "+-":
+            if not server.slot.server.check_port:
+                message += ("can't change <port> to port map because it is incompatible with current "
+                            "health check port configuration (use 'port' statement from the 'server' "
+                            "directive.")
+            else:  # fastproxy refuses port offsets in the file too: routing would differ
+                message += "port offsets are not supported by fastproxy"
+        elif int(port) != current_port:
+            message += f"port changed from '{current_port}' to '{int(port)}'"
+            new_port, changed = int(port), True
+        else:
+            message += "no need to change the port"
+    if changed:
+        server.family, server.address = family, (new_host, new_port)
+        server.raw_address = _linux.sockaddr(server.address)
+        server.check.family, server.check.address = server.check_target()
+        for moved in server.backend.servers_moved:
+            moved()
+    return message + " by 'stats socket command'\n"
+
+
 _SET_SERVER_USAGE = ("usage: set server <backend>/<server> addr | agent | agent-addr | agent-port | "
                      "agent-send | check-addr | check-port | fqdn | health | ssl | state | weight\n")
-_NOT_SUPPORTED = ("addr", "agent", "agent-addr", "agent-port", "agent-send", "check-addr", "check-port",
+_NOT_SUPPORTED = ("agent", "agent-addr", "agent-port", "agent-send", "check-addr", "check-port",
                   "fqdn", "ssl")
 
 
@@ -211,6 +474,11 @@ def _set_server(session: CliSession, args: list[str]) -> str:
     what = args[3] if len(args) > 3 else ""
     value = args[4] if len(args) > 4 else ""
     ops = _ops(session)
+    if what == "addr":
+        if not value:
+            raise CommandError("set server <b>/<s> addr requires an address and optionally a port.\n")
+        port = (args[6] if len(args) > 6 else "") if len(args) > 5 and args[5] == "port" else None
+        return _set_address(ops, server, value, port)
     if what == "weight":
         message = change_weight(server, value)
         if message is not None:
@@ -436,6 +704,23 @@ COMMANDS: tuple[Command, ...] = (
              "address or ssl", _set_server),
     _command("set weight", "set weight <bk>/<srv>  (DEPRECATED)     : change a server's weight (use "
              "'set server' instead)", _set_weight),
+    _command("experimental-mode", None, _experimental_mode),
+    _command("disable frontend", "disable frontend <frontend>             : temporarily disable specific "
+             "frontend", _enable_frontend(False)),
+    _command("enable frontend", "enable frontend <frontend>              : re-enable specific frontend",
+             _enable_frontend(True)),
+    _command("shutdown frontend", "shutdown frontend <frontend>            : stop a specific frontend",
+             _shutdown_frontend),
+    _command("set maxconn frontend", "set maxconn frontend <frontend> <value> : change a frontend's "
+             "maxconn setting", _set_maxconn_frontend),
+    _command("set maxconn global", "set maxconn global <value>              : change the per-process "
+             "maxconn setting", _set_maxconn_global),
+    _command("set maxconn server", "set maxconn server <bk>/<srv>           : change a server's maxconn "
+             "setting", _set_maxconn_server),
+    _command("show sess", "show sess [id]                          : report the list of current sessions "
+             "or dump this exact session", _show_sess),
+    _command("shutdown session", "shutdown session [id]                   : kill a specific session",
+             _shutdown_session),
     _command("shutdown sessions server", "shutdown sessions server <bk>/<srv>     : kill sessions on a "
              "server", _shutdown_sessions),
     # stick tables

@@ -91,6 +91,8 @@ class ListenerLike(Protocol):
 
     def pause(self) -> None: ...
 
+    def set_enabled(self, enabled: bool) -> None: ...
+
     def close(self) -> None: ...
 
 
@@ -168,6 +170,7 @@ class Listener:
         self._fast = fast
         self._reading = False
         self._closed = False
+        self._disabled = False  # ``disable frontend``: limits may not resume it
         self._emfile_logged = False
         tune_listener(sock, frontend.client_keepalive)
         self._acceptor = _linux.Acceptor(sock, ACCEPT_BATCH, inherited=True)
@@ -178,7 +181,7 @@ class Listener:
         return self.sock.getsockname()
 
     def resume(self) -> None:
-        if not self._reading and not self._closed:
+        if not self._reading and not self._closed and not self._disabled:
             self._reading = True
             self.loop.add_reader(self.sock.fileno(), self._accept_ready)
 
@@ -186,6 +189,15 @@ class Listener:
         if self._reading:
             self._reading = False
             self.loop.remove_reader(self.sock.fileno())
+
+    def set_enabled(self, enabled: bool) -> None:
+        """``enable|disable frontend``: a disabled listener accepts nobody (clients wait in the
+        backlog) until enabled again, whatever the limits say."""
+        self._disabled = not enabled
+        if enabled:
+            self.resume()
+        else:
+            self.pause()
 
     def close(self) -> None:
         """Stop accepting and close the listening socket; established connections go on."""
@@ -273,6 +285,10 @@ class LaneListener:
 
     def pause(self) -> None:
         pass
+
+    def set_enabled(self, enabled: bool) -> None:
+        if not self._closed:
+            self.pump.lanes.set_enabled(self.index, enabled)
 
     def close(self) -> None:
         """The pump lets go of the listener first: only then may its descriptor be closed."""

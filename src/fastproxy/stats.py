@@ -11,10 +11,13 @@ Ids follow HAProxy: proxies are numbered in declaration order from 2 (1 is the s
 frontend), skipping the ids given with ``id``; a ``listen`` is one proxy, a frontend row and a backend
 row of the same id.  Servers keep their ``id`` or the next free one (``balance.ServerSlot.id``).
 
-What fastproxy does not measure reads 0 where HAProxy would count (queue, connect and session times,
-aborts, HTTP).  The pump keeps no maximum and no rate: ``Sampler`` reads the counters once a second
-for ``smax``, ``rate``, ``rate_max`` and ``conn_rate`` (a burst shorter than a second may not show in
-``smax``); ``qmax`` is the queues' own maximum.
+What fastproxy does not measure reads 0 where HAProxy would count (aborts, HTTP).  The session
+times (``qtime``, ``ctime``, ``ttime`` and their maxima) are the pump's (``Pump.times``): HAProxy's
+sliding sums over the last 1024 connections, read as HAProxy 2.6.12 reads them (``swrate_avg`` over
+the connections balanced so far, at most 1024); ``rtime`` is 0 in TCP mode, as HAProxy's.  The
+pump keeps no maximum and no rate: ``Sampler`` reads the counters once a second for ``smax``,
+``rate``, ``rate_max`` and ``conn_rate`` (a burst shorter than a second may not show in ``smax``);
+``qmax`` is the queues' own maximum.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Optional, Sequence
 
-from .pump import Counter
+from .pump import TIME_FIELDS, TIME_WINDOW, Counter, Time
 from .runtime import AdminState, BackendRuntime, FrontendRuntime, Runtime, ServerRuntime
 
 Value = Optional[Any]  # None (empty), int or str
@@ -194,6 +197,7 @@ class StatsView:
     show_addresses: bool = True  # HAProxy shows addr and algo from level operator on
     sampler: Sampler = field(default_factory=Sampler)
     cleared: dict[int, tuple[int, ...]] = field(default_factory=dict)  # block -> counters at clear time
+    times: Optional[Counters] = None  # the pump's session times of a block (None: all read 0)
 
     def counts(self, block: int) -> tuple[int, ...]:
         values = tuple(self.counters(block))
@@ -203,6 +207,20 @@ class StatsView:
         # CONN_CUR is a gauge: it is never cleared.
         return tuple(v if i == Counter.CONN_CUR else max(v - b, 0)
                      for i, (v, b) in enumerate(zip(values, base)))
+
+
+def session_times(view: StatsView, block: int, balanced: int) -> dict[str, Value]:
+    """qtime, ctime, rtime, ttime and their maxima of a server's or backend's block, as HAProxy
+    2.6.12's stats_fill_sv_stats() reads them: ``swrate_avg(sum, n)``, ``n`` the connections balanced
+    to it (``balanced``, lbtot) up to TIME_STATS_SAMPLES."""
+    t = tuple(view.times(block)) if view.times is not None and block >= 0 else (0,) * TIME_FIELDS
+    window = min(balanced, TIME_WINDOW)
+
+    def average(total: int) -> int:
+        return (total + window - 1) // window if window else 0
+    return {"qtime": average(t[Time.QUEUE_SUM]), "ctime": average(t[Time.CONNECT_SUM]), "rtime": 0,
+            "ttime": average(t[Time.TOTAL_SUM]), "qtime_max": t[Time.QUEUE_MAX],
+            "ctime_max": t[Time.CONNECT_MAX], "rtime_max": 0, "ttime_max": t[Time.TOTAL_MAX]}
 
 
 def _blank() -> dict[str, Value]:
@@ -230,9 +248,11 @@ def frontend_row(view: StatsView, proxy: Proxy) -> dict[str, Value]:
     row = _blank()
     row.update(
         pxname=proxy.name, svname="FRONTEND", scur=c[Counter.CONN_CUR], smax=smax,
-        slim=fe.maxconn or view.state.config.global_.maxconn, stot=c[Counter.CONN_TOTAL],
+        slim=runtime.maxconn if runtime.maxconn_set else fe.maxconn or view.state.maxconn,
+        stot=c[Counter.CONN_TOTAL],
         bin=c[Counter.BYTES_IN], bout=c[Counter.BYTES_OUT], dreq=0, dresp=0, ereq=0,
-        status="STOP" if view.state.stopping else "OPEN", pid=1, iid=proxy.uuid, sid=0, type=TYPE_FRONTEND,
+        status="STOP" if view.state.stopping else runtime.state,
+        pid=1, iid=proxy.uuid, sid=0, type=TYPE_FRONTEND,
         rate=rate, rate_lim=fe.rate_limit_sessions or 0, rate_max=rate_max, req_rate=0, req_rate_max=0,
         req_tot=0, comp_in=0, comp_out=0, comp_byp=0, comp_rsp=0, mode=fe.mode, conn_rate=rate,
         conn_rate_max=rate_max, conn_tot=c[Counter.CONN_TOTAL] + runtime.denied, dcon=runtime.denied,
@@ -327,6 +347,7 @@ def server_row(view: StatsView, proxy: Proxy, server: ServerRuntime) -> dict[str
         wrew=0, connect=c[Counter.CONN_TOTAL] + c[Counter.CONNECT_ERRORS], reuse=0, srv_icur=0,
         qtime_max=0, ctime_max=0, rtime_max=0, ttime_max=0, eint=0, idle_conn_cur=0, safe_conn_cur=0,
         used_conn_cur=c[Counter.CONN_CUR], need_conn_est=0, uweight=slot.user_weight)
+    row.update(session_times(view, server.block, raw[Counter.CONN_TOTAL]))
     if slot.ramp is not None and server.admin is not AdminState.DRAIN:
         row["throttle"] = max(1, int(slot.ramp * 100))
     if checked:
@@ -424,6 +445,7 @@ def backend_row(view: StatsView, proxy: Proxy) -> dict[str, Value]:
         connect=total(Counter.CONN_TOTAL) + total(Counter.CONNECT_ERRORS), reuse=0, qtime_max=0,
         ctime_max=0, rtime_max=0, ttime_max=0, eint=0, uweight=user_weight, agg_server_status=0,
         agg_server_check_status=0, agg_check_status=0)
+    row.update(session_times(view, backend.block, sum(c[Counter.CONN_TOTAL] for c in raw)))
     if backend.model.mode == "http":
         row.update(dict.fromkeys(HTTP_FIELDS + ("req_tot",), 0))
     if backend.servers:
@@ -665,7 +687,7 @@ def info(state: Runtime, counters: Counters, *, version: str, started: float, st
         # "HAProxy" is how the tools written for HAProxy's socket recognize it (haproxyadmin checks).
         "Name": "HAProxy", "Version": version, "Release_date": "", "Nbthread": threads, "Nbproc": 1,
         "Process_num": 1, "Pid": os.getpid(), "Uptime": uptime_text(uptime), "Uptime_sec": uptime,
-        "Ulimit-n": nofile, "Maxsock": nofile, "Maxconn": g.maxconn or 0, "Hard_maxconn": g.maxconn or 0,
+        "Ulimit-n": nofile, "Maxsock": nofile, "Maxconn": state.maxconn, "Hard_maxconn": g.maxconn or 0,
         "CurrConns": state.current, "CumConns": cum_conns, "Maxpipes": g.maxpipes or 0,
         "PipesUsed": pipes_in_use, "ConnRate": rate, "ConnRateLimit": g.maxconnrate or 0,
         "MaxConnRate": max_rate, "SessRate": rate, "MaxSessRate": max_rate, "Idle_pct": 100,

@@ -8,6 +8,7 @@ that does not depend on timing value for value; the usage texts are compared wit
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -21,7 +22,7 @@ import pytest
 from fastproxy.config import load
 from fastproxy.runtime_api import Command, split_request, usage_message
 
-from ..support import echo, free_port, running, serving
+from ..support import NamedBackends, echo, free_port, open_client, running, serving, wait_until
 
 HAPROXY = shutil.which("haproxy")
 SOCAT = shutil.which("socat")
@@ -444,3 +445,316 @@ async def test_clear_counters_all_starts_the_counts_over(tmp_path, pump_class):
                     for field in ("stot", "bin")] == ["0"] * 6
             await traffic(ports["ls"], 1, 100)
             assert table(await ask(sock, "show stat"))[("ls", "a")]["bout"] == "100"
+
+
+# --- show sess, shutdown session, session times ---------------------------------------------------------
+
+NO_SUCH_SESSION = ("show sess 0xdeadbeef", "shutdown session 0xdeadbeef", "shutdown session",
+                   "shutdown session zz")
+
+
+def sess_fields(line: str) -> list[tuple[str, str]]:
+    """A ``show sess`` line as (key, value) pairs, in order (``rq[...]`` and ``rp[...]`` as one each)."""
+    fields = []
+    for word in line.split(": ", 1)[1].split():
+        key, _, value = word.partition("=")
+        fields.append((word.split("[")[0], word) if "[" in key else (key, value))
+    return fields
+
+
+async def held_session_answers(cfg: Path, sock: Path, ports: dict, run) -> dict[str, object]:
+    """With one client connected through ``fe`` (and one byte echoed), ``show sess`` and the answers to
+    ``shutdown session`` on its id and on ids that are not there; then whether the client was cut."""
+    async with run:
+        for _ in range(100):
+            if sock.exists():
+                break
+            await asyncio.sleep(0.05)
+        reader, writer = await asyncio.open_connection("127.0.0.1", ports["fe"])
+        writer.write(b"x")
+        assert await asyncio.wait_for(reader.readexactly(1), 5) == b"x"
+        listing = await socat(sock, "show sess")
+        proxied = next(line for line in listing.splitlines() if " fe=fe " in line)
+        ident = proxied.split(":")[0]
+        answers: dict[str, object] = {"listing": listing, "proxied": proxied,
+                                      "client": writer.get_extra_info("sockname")}
+        for request in NO_SUCH_SESSION:
+            answers[request] = await socat(sock, request)
+        answers["detail"] = await socat(sock, f"show sess {ident}")
+        answers["shutdown"] = await socat(sock, f"shutdown session {ident}")
+        answers["cut"] = await until_closed(reader) == b""
+        writer.close()
+        return answers
+
+
+@contextlib.asynccontextmanager
+async def haproxy_running(cfg: Path):
+    proc = await asyncio.create_subprocess_exec(HAPROXY, "-db", "-f", str(cfg), stdout=subprocess.DEVNULL,
+                                                stderr=subprocess.DEVNULL)
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        await proc.wait()
+
+
+@needs_haproxy
+@pytest.mark.timeout(60)
+async def test_show_sess_and_shutdown_session_answer_as_haproxys(tmp_path, pump_class):
+    async with serving(echo) as s1, serving(echo) as s2, serving(echo) as s3:
+        cfg, ports = write_config(tmp_path, (s1, s2, s3))
+        sock = tmp_path / "admin.sock"
+        theirs = await held_session_answers(cfg, sock, ports, haproxy_running(cfg))
+        ours = await held_session_answers(cfg, sock, ports, running(load([str(cfg)]), pump_class))
+    for request in NO_SUCH_SESSION:
+        assert ours[request] == theirs[request], request
+    assert ours["shutdown"] == theirs["shutdown"] == "\n" and ours["cut"] and theirs["cut"]
+    mine, haproxy = sess_fields(ours["proxied"]), sess_fields(theirs["proxied"])
+    assert [key for key, _ in mine] == [key for key, _ in haproxy]
+    same = ("proto", "fe", "be", "ts", "epoch", "cpu", "lat", "rc", "c_exp")
+    assert [value for key, value in mine if key in same] == [value for key, value in haproxy if key in same]
+    client = ours["client"]
+    assert dict(mine)["src"] == f"{client[0]}:{client[1]}" and dict(mine)["srv"] in ("s1", "s2")
+    assert dict(mine)["age"] in ("0s", "1s") and dict(mine)["rq"].startswith("rq[f=0h,i=0,an=00h,rx=")
+    # The runtime API's own connection is listed too, as haproxy's CLI stream is.
+    for listing in (ours["listing"], theirs["listing"]):
+        assert any(" fe=GLOBAL be=<NONE> srv=<none> " in line and "proto=unix_stream src=unix:1" in line
+                   for line in listing.splitlines())
+    assert ours["detail"].splitlines()[0].split("]", 1)[1].split()[1:] == \
+        theirs["detail"].splitlines()[0].split("]", 1)[1].split()[1:2] + [f"source={client[0]}:{client[1]}"]
+    for text in (ours["detail"], theirs["detail"]):
+        assert "  frontend=fe (id=2 mode=tcp)" in text and " total=1)\n" in text
+
+
+async def test_show_sess_is_for_operators_and_shutdown_session_for_admins(tmp_path, pump_class):
+    cfg, _ = write_config(tmp_path)
+    port = int(re.search(r"ipv4@127.0.0.1:(\d+)", cfg.read_text())[1])
+    async with running(load([str(cfg)]), pump_class):
+        assert await ask(("127.0.0.1", port), "show sess") == "Permission denied\n\n"
+        assert await ask(str(tmp_path / "admin.sock"), "operator;shutdown session 0x1") == \
+            "\nPermission denied\n\n"
+        assert "fe=GLOBAL" in await ask(str(tmp_path / "admin.sock"), "operator;show sess")
+
+
+async def session_times(cfg: Path, sock: Path, ports: dict, run) -> dict[tuple[str, str], dict[str, str]]:
+    """Connections of about 150 ms through ``fe``, then show stat."""
+    async with run:
+        for _ in range(100):
+            if sock.exists():
+                break
+            await asyncio.sleep(0.05)
+        for _ in range(4):
+            reader, writer = await asyncio.open_connection("127.0.0.1", ports["fe"])
+            writer.write(b"x")
+            await asyncio.wait_for(reader.readexactly(1), 5)
+            await asyncio.sleep(0.15)
+            writer.close()
+            await until_closed(reader)
+        await asyncio.sleep(0.2)
+        return table(await socat(sock, "show stat"))
+
+
+@needs_haproxy
+@pytest.mark.timeout(60)
+async def test_session_times_read_as_haproxys_on_the_same_traffic(tmp_path, pump_class):
+    async with serving(echo) as s1, serving(echo) as s2, serving(echo) as s3:
+        cfg, ports = write_config(tmp_path, (s1, s2, s3))
+        sock = tmp_path / "admin.sock"
+        theirs = await session_times(cfg, sock, ports, haproxy_running(cfg))
+        ours = await session_times(cfg, sock, ports, running(load([str(cfg)]), pump_class))
+    for rows in (ours, theirs):
+        for row in (("be", "s1"), ("be", "s2"), ("be", "BACKEND")):
+            fields = {name: int(rows[row][name]) for name in ("qtime", "ctime", "rtime", "ttime", "qtime_max",
+                                                               "ctime_max", "rtime_max", "ttime_max")}
+            # Averages over the connections so far (up to 1024): connections of 150 ms on loopback.
+            assert fields["rtime"] == fields["rtime_max"] == 0, (row, fields)
+            assert fields["qtime"] <= fields["qtime_max"] < 50 and fields["ctime"] <= fields["ctime_max"] < 50
+            assert 140 <= fields["ttime"] <= fields["ttime_max"] < 1500, (row, fields)
+        assert rows[("be", "s2")]["ttime"] == rows[("be", "BACKEND")]["ttime"] or \
+            abs(int(rows[("be", "s2")]["ttime"]) - int(rows[("be", "BACKEND")]["ttime"])) < 20
+    assert ours[("be", "s3")]["ttime"] == theirs[("be", "s3")]["ttime"] == "0"  # in maintenance: none
+
+
+# --- frontends and experimental-mode --------------------------------------------------------------------
+
+async def served(port: int, timeout: float) -> bool:
+    """Whether a client of ``port`` gets its byte echoed within ``timeout`` (False: it waits in the
+    backlog, or is refused)."""
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    except ConnectionRefusedError:
+        return False
+    try:
+        writer.write(b"x")
+        return await asyncio.wait_for(reader.readexactly(1), timeout) == b"x"
+    except (asyncio.TimeoutError, asyncio.IncompleteReadError, ConnectionError):
+        return False
+    finally:
+        writer.close()
+
+
+async def test_a_disabled_frontend_accepts_nobody_until_enabled_and_a_shut_one_for_good(tmp_path, pump_class):
+    async with serving(echo) as s1, serving(echo) as s2, serving(echo) as s3:
+        cfg, ports = write_config(tmp_path, (s1, s2, s3))
+        sock = str(tmp_path / "admin.sock")
+        async with running(load([str(cfg)]), pump_class):
+            held = await asyncio.open_connection("127.0.0.1", ports["fe"])
+            held[1].write(b"a")
+            assert await asyncio.wait_for(held[0].readexactly(1), 5) == b"a"
+            assert await ask(sock, "disable frontend fe") == "\n"
+            assert await ask(sock, "disable frontend fe") == "All sockets are already disabled.\n\n"
+            assert table(await ask(sock, "show stat"))[("fe", "FRONTEND")]["status"] == "PAUSED"
+            assert not await served(ports["fe"], 0.5)  # waits in the backlog
+            held[1].write(b"b")  # established connections go on
+            assert await asyncio.wait_for(held[0].readexactly(1), 5) == b"b"
+            waiting = asyncio.ensure_future(served(ports["fe"], 5))
+            await asyncio.sleep(0.2)
+            assert await ask(sock, "enable frontend fe") == "\n"
+            assert await waiting  # the client from the backlog is served once enabled
+            assert await ask(sock, "enable frontend fe") == "All sockets are already enabled.\n\n"
+            assert await ask(sock, "shutdown frontend fe") == "\n"
+            assert not await served(ports["fe"], 0.5)
+            assert table(await ask(sock, "show stat"))[("fe", "FRONTEND")]["status"] == "STOP"
+            assert await ask(sock, "shutdown frontend fe") == "Frontend was already shut down.\n\n"
+            assert await ask(sock, "enable frontend fe") == \
+                "Frontend was previously shut down, cannot enable.\n\n"
+            assert await served(ports["ls"], 5)  # the other frontends go on
+            held[1].close()
+
+
+@needs_haproxy
+@pytest.mark.timeout(60)
+async def test_frontend_and_experimental_mode_texts_are_haproxys(tmp_path, pump_class):
+    async with serving(echo) as s1, serving(echo) as s2, serving(echo) as s3:
+        cfg, ports = write_config(tmp_path, (s1, s2, s3))
+        sock = tmp_path / "admin.sock"
+        requests = ["disable frontend", "disable frontend nosuch", "disable frontend be", "enable frontend",
+                    "shutdown frontend", "shutdown frontend nosuch", "experimental-mode",
+                    "experimental-mode on;experimental-mode;experimental-mode off;experimental-mode",
+                    "experimental-mode on; show cli level", "operator;experimental-mode on",
+                    "operator;disable frontend fe"]
+        theirs = await haproxy_answers(cfg, sock, ports, requests)
+        ours = await fastproxy_answers(cfg, sock, ports, pump_class, requests)
+    for request in requests:
+        assert ours[request] == theirs[request], request
+
+
+# --- set server addr, set maxconn -----------------------------------------------------------------------
+
+ADDRESS_AND_LIMIT_TEXTS = [
+    "set server be/s1 addr", "set server be/s1 addr 127.0.0.2", "set server be/s1 addr 127.0.0.1 port {s2}",
+    "set server be/s1 addr 127.0.0.1 port {s1}", "set server be/s1 addr 127.0.0.1 port x",
+    "set server be/s1 addr foo", "set server be/s1 addr ::1", "set server be/s1 addr 127.0.0.1 port",
+    "set server be/s1 addr 127.0.0.1 port +5", "set server be/s1 addr 127.0.0.1 {s2}",
+    "set server be/s1 addr 127.0.0.1 port {s1}", "show servers state be",
+    "set maxconn server", "set maxconn server be/s1", "set maxconn server be/s1 x",
+    "set maxconn server be/s1 5z", "set maxconn frontend", "set maxconn frontend nosuch 10",
+    "set maxconn frontend fe", "set maxconn frontend fe -1", "set maxconn frontend be 10",
+    "set maxconn frontend fe 20", "set maxconn global", "set maxconn global 5000", "set maxconn global 500",
+    "show info", "set maxconn", "operator;set maxconn global 10", "show stat"]
+
+
+@needs_haproxy
+@pytest.mark.timeout(60)
+async def test_set_server_addr_and_set_maxconn_answer_as_haproxys(tmp_path, pump_class):
+    async with serving(echo) as s1, serving(echo) as s2, serving(echo) as s3:
+        cfg, ports = write_config(tmp_path, (s1, s2, s3))
+        sock = tmp_path / "admin.sock"
+        requests = [text.format(s1=s1, s2=s2) for text in ADDRESS_AND_LIMIT_TEXTS]
+        theirs = await haproxy_answers(cfg, sock, ports, requests)
+        ours = await fastproxy_answers(cfg, sock, ports, pump_class, requests)
+    for request in requests:
+        if request.startswith("show"):
+            continue
+        assert ours[request] == theirs[request], request
+
+    def info(text: str) -> dict[str, str]:
+        return dict(line.split(": ", 1) for line in text.splitlines() if ": " in line)
+    assert info(ours["show info"])["Maxconn"] == info(theirs["show info"])["Maxconn"] == "500"
+    assert info(ours["show info"])["Hard_maxconn"] == "1000"
+    mine, haproxy = table(ours["show stat"]), table(theirs["show stat"])
+    assert mine[("fe", "FRONTEND")]["slim"] == haproxy[("fe", "FRONTEND")]["slim"] == "20"
+    assert mine[("be", "s1")]["addr"] == haproxy[("be", "s1")]["addr"] == f"127.0.0.1:{s1}"
+    state = [line.split()[:5] for line in ours["show servers state be"].splitlines()[2:] if line]
+    assert state == [line.split()[:5] for line in theirs["show servers state be"].splitlines()[2:] if line]
+
+
+async def test_a_server_moved_through_the_socket_gets_new_connections_at_its_new_address(tmp_path,
+                                                                                         pump_class):
+    async with NamedBackends(["old", "new"]) as backends:
+        old, new = backends.ports
+        cfg = tmp_path / "haproxy.cfg"
+        fe = free_port()
+        cfg.write_text(f"global\n    stats socket {tmp_path}/admin.sock level admin\n    nbthread 2\n"
+                       "defaults\n    mode tcp\n    timeout connect 2s\n    timeout client 10s\n"
+                       f"    timeout server 10s\nfrontend fe\n    bind 127.0.0.1:{fe}\n"
+                       "    default_backend be\n"
+                       f"backend be\n    server s1 127.0.0.1:{old} check inter 100ms\n")
+        sock = str(tmp_path / "admin.sock")
+        async with running(load([str(cfg)]), pump_class) as engine:
+            held, name = await open_client(("127.0.0.1", fe))
+            assert name == "old"
+            assert await ask(sock, f"set server be/s1 addr 127.0.0.1 port {new}") == \
+                (f"no need to change the addr, port changed from '{old}' to '{new}' by 'stats socket "
+                 "command'\n\n")
+            for _ in range(6):  # on every worker's copy of the lane
+                client, name = await open_client(("127.0.0.1", fe))
+                client.close()
+                assert name == "new"
+            assert table(await ask(sock, "show stat"))[("be", "s1")]["addr"] == f"127.0.0.1:{new}"
+            assert engine.backends["be"].servers[0].check.address == ("127.0.0.1", new)  # checks follow
+            held.close()
+
+
+def limited_config(tmp_path: Path, port: int, server_port: int, *, rules: bool) -> Path:
+    cfg = tmp_path / "haproxy.cfg"
+    rule = "    tcp-request connection accept if { src 127.0.0.0/8 }\n" if rules else ""
+    cfg.write_text(f"global\n    stats socket {tmp_path}/admin.sock level admin\n    maxconn 100\n"
+                   "defaults\n    mode tcp\n    timeout connect 2s\n    timeout client 10s\n"
+                   f"    timeout server 10s\n    timeout queue 10s\nfrontend fe\n    bind 127.0.0.1:{port}\n"
+                   f"{rule}    default_backend be\nbackend be\n    server s1 127.0.0.1:{server_port}\n")
+    return cfg
+
+
+@pytest.mark.parametrize("rules", [False, True], ids=["lane", "python"])
+async def test_maxconn_set_through_the_socket_holds_new_clients_until_raised(tmp_path, pump_class, rules):
+    async with NamedBackends(["s1"], hold=True) as backends:
+        port = free_port()
+        sock = str(tmp_path / "admin.sock")
+        async with running(load([str(limited_config(tmp_path, port, backends.ports[0], rules=rules))]),
+                           pump_class):
+            for limit in ("set maxconn frontend fe 1", "set maxconn global 1"):
+                assert await ask(sock, limit) == "\n"
+                first, _ = await open_client(("127.0.0.1", port))
+                waiting = asyncio.ensure_future(open_client(("127.0.0.1", port)))
+                await asyncio.sleep(0.3)
+                assert not waiting.done()  # in the backlog
+                assert await ask(sock, limit.replace(" 1", " 0")) == "\n"  # none (global: the file's)
+                second, _ = await asyncio.wait_for(waiting, 5)
+                first.close()
+                second.close()
+                await wait_until(lambda: backends.open["s1"] == 0)
+
+
+async def test_a_servers_maxconn_set_through_the_socket_queues_on_the_python_path(tmp_path, pump_class):
+    async with NamedBackends(["s1"], hold=True) as backends:
+        port = free_port()
+        sock = str(tmp_path / "admin.sock")
+        async with running(load([str(limited_config(tmp_path, port, backends.ports[0], rules=True))]),
+                           pump_class):
+            assert await ask(sock, "set maxconn server be/s1 1") == "\n"
+            assert table(await ask(sock, "show stat"))[("be", "s1")]["slim"] == "1"
+            first, _ = await open_client(("127.0.0.1", port))
+            waiting = asyncio.ensure_future(open_client(("127.0.0.1", port)))
+            await asyncio.sleep(0.3)
+            rows = table(await ask(sock, "show stat"))
+            assert not waiting.done(), waiting
+            assert (rows[("be", "s1")]["qcur"], rows[("be", "BACKEND")]["qcur"]) == ("0", "1")
+            assert await ask(sock, "set maxconn server be/s1 0") == "\n"  # no limit: the queue is served
+            second, _ = await asyncio.wait_for(waiting, 5)
+            first.close()
+            second.close()
+        async with running(load([str(limited_config(tmp_path, port, backends.ports[0], rules=False))]),
+                           pump_class) as engine:
+            if engine.lanes:  # a lane cannot hold a server to a limit: refused, not ignored
+                assert (await ask(sock, "set maxconn server be/s1 1")).startswith("fastproxy: a server's")
