@@ -83,6 +83,7 @@ class ServerSlot:
     id: int = 0  # HAProxy's server id: the configured ``id``, else the next free one in declaration order
     user_weight: int = 0  # the weight as configured or set at run time (HAProxy's uweight)
     ramp: float | None = None  # during a slowstart: the share of the weight (and maxconn) given now
+    deleted: bool = False  # ``del server``: out of every list, its index kept so that none moves
 
     @property
     def name(self) -> str:
@@ -209,6 +210,40 @@ class Balancer:
                              "'100%'.")
         slot.user_weight = weight
         self._apply_weight(slot)
+
+    def add_server(self, server: model.Server) -> ServerSlot:
+        """``add server``: a new server at the end (its index after every other, deleted ones
+        included), in MAINT, with its ``id`` or the lowest one free, as HAProxy gives it."""
+        if server.name in self._by_name:
+            raise ValueError(f"a server named {server.name!r} exists already")
+        taken = {slot.id for slot in self.slots if not slot.deleted}
+        server_id = server.id if server.id is not None else next(i for i in range(1, len(taken) + 2)
+                                                                 if i not in taken)
+        slot = ServerSlot(server=server, index=len(self.slots), weight=server.weight * self.weight_scale,
+                          user_weight=server.weight, state=ServerState.MAINT, id=server_id,
+                          maxconn=max(server.maxconn, server.minconn))
+        slot.minconn = server.minconn if server.minconn < slot.maxconn else 0
+        self.slots.append(slot)
+        self._by_name[slot.name] = slot
+        self._by_id = sorted((s for s in self.slots if not s.deleted), key=lambda s: s.id)
+        self._algorithm.slot_added(slot)
+        return slot  # the caller announces it (``changed``) once the rest of its runtime exists
+
+    def delete_server(self, name: str) -> ServerSlot:
+        """``del server``: a server in MAINT (out of every pick already) leaves for good; its name
+        and id are free again."""
+        slot = self.slot(name)
+        if slot.state is not ServerState.MAINT:
+            raise ValueError("only a server in maintenance can be deleted")
+        slot.deleted = True
+        del self._by_name[name]
+        self._by_id = [s for s in self._by_id if s is not slot]
+        self._changed(slot)
+        return slot
+
+    def changed(self, slot: ServerSlot) -> None:
+        """Tell the algorithm and ``on_change`` that ``slot`` changed (after ``add_server``)."""
+        self._changed(slot)
 
     def set_maxconn(self, name: str, maxconn: int) -> None:
         """``set maxconn server``: the server's maxconn from now on (0 or less: none), as HAProxy's
@@ -368,6 +403,9 @@ class _Algorithm:
     def load_changed(self, slot: ServerSlot) -> None:
         """A connection to ``slot`` started or ended."""
 
+    def slot_added(self, slot: ServerSlot) -> None:
+        """A server was added (``add server``), in MAINT: room for its state."""
+
     def current_ring(self) -> Any:
         return None
 
@@ -379,6 +417,9 @@ class _RoundRobin(_Algorithm):
     def __init__(self, balancer: Balancer) -> None:
         super().__init__(balancer)
         self.scores = [0] * len(balancer.slots)
+
+    def slot_added(self, slot: ServerSlot) -> None:
+        self.scores.append(0)
 
     def pick(self, key: PickKey, avoid: AbstractSet[int]) -> ServerSlot | None:
         balancer, scores = self.balancer, self.scores
@@ -444,6 +485,10 @@ class _LeastConn(_Algorithm):
         super().__init__(balancer)
         self.clock = len(balancer.slots)
         self.moved = list(range(len(balancer.slots)))  # when each server last changed load
+
+    def slot_added(self, slot: ServerSlot) -> None:
+        self.clock += 1
+        self.moved.append(self.clock)
 
     def load_changed(self, slot: ServerSlot) -> None:
         self.clock += 1
@@ -581,6 +626,7 @@ class _Hashed(_Algorithm):
         assert sample is not None
         self.sample = _sample(sample)
         self.fallback = _RoundRobin(balancer)
+        self.slot_added = self.fallback.slot_added  # type: ignore[method-assign]
 
     def pick(self, key: PickKey, avoid: AbstractSet[int]) -> ServerSlot | None:
         data = self.sample(key)

@@ -175,7 +175,8 @@ class Engine:
         self.health.start()
         stats_pages = [frontend for frontend in cfg.frontends.values() if frontend.stats is not None]
         operations = self.operations = Operations(state, self.servers, self.pump,  # also for metrics()
-                                                  pairs=self.dispatcher.pairs, admission=self.admission)
+                                                  pairs=self.dispatcher.pairs, admission=self.admission,
+                                                  add_server=self.add_server, delete_server=self.delete_server)
         if g.stats_sockets or stats_pages:
             # One sampler (rates, maxima, the page's history) for the socket and the pages alike.
             operations.start_sampling()
@@ -298,6 +299,51 @@ class Engine:
 
     def _observe_error(self, server_block: int) -> None:
         self.health.observe_error(self.state.servers[server_block].check)
+
+    # --- servers added and deleted at run time (``add server``, ``del server``) ------------------------
+
+    def add_server(self, backend: BackendRuntime, server: model.Server) -> ServerRuntime:
+        """A server added to ``backend`` while it runs, in maintenance (HAProxy's dynamic server):
+        a counter block of the spares, its check, its queue, and the lanes' server lists, before the
+        balancer announces it.  ValueError (or ConfigError: no address) and nothing changed."""
+        state = self.state
+        if not state.spare_blocks:
+            raise ValueError("no room left for servers added at run time")
+        slot = backend.balancer.add_server(server)
+        try:
+            runtime = ServerRuntime(backend, slot, state.spare_blocks[-1])
+        except BaseException:
+            backend.balancer.slots.pop()
+            del backend.balancer._by_name[slot.name]
+            raise
+        state.spare_blocks.pop()
+        runtime.admin_changed = True  # in maintenance by the runtime API, not by the file
+        runtime.dynamic = True
+        family, address = runtime.check_target()
+        be = backend.model
+        runtime.check = ServerCheck(runtime.name, server, family, address,
+                                    be.tcp_check_rules if be.tcp_check else (),
+                                    connect_timeout=be.timeouts.connect, check_timeout=be.timeouts.check)
+        self._by_check[runtime.check] = runtime
+        self.health.add(runtime.check)
+        backend.servers.append(runtime)
+        backend.blocks.append(runtime.block)
+        backend.queues.server_added()
+        state.servers[runtime.block] = runtime
+        for moved in backend.servers_moved:  # the lanes' lists grow first: their weights follow
+            moved()
+        backend.balancer.changed(slot)
+        return runtime
+
+    def delete_server(self, server: ServerRuntime) -> None:
+        """``del server``: a server in maintenance without connections leaves every list; its block
+        is not given again (its counts stay in its backend's totals)."""
+        backend = server.backend
+        backend.balancer.delete_server(server.slot.name)
+        check = self.health.checks.pop(server.check.name, None)
+        if check is not None and check.timer is not None:
+            check.timer.cancel()
+            check.timer = None
 
     # --- the operator's interface -----------------------------------------------------------------
 

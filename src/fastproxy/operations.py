@@ -66,6 +66,8 @@ class Operations:
     pairs: dict[int, Any] = field(default_factory=dict)  # Python's sessions in the pump, by tag
     cli_sessions: dict[int, Any] = field(default_factory=dict)  # the runtime API's, by ident (show sess)
     admission: Any = None  # limits.AdmissionControl: told when a maxconn changes
+    add_server: Any = None  # the engine's: (backend runtime, model.Server) -> ServerRuntime
+    delete_server: Any = None  # the engine's: (ServerRuntime) -> None
 
     def __post_init__(self) -> None:
         if not self.proxies:

@@ -65,6 +65,10 @@ class Queues:
         """Connections waiting in any queue of the backend."""
         return self.balancer.queued
 
+    def server_added(self) -> None:
+        """A server was added at the end of the balancer's: its queue."""
+        self.servers.append(_Queue())
+
     def queue_of(self, slot: Optional[ServerSlot]) -> _Queue:
         return self.backend if slot is None else self.servers[slot.index]
 

@@ -80,7 +80,8 @@ class ServerRuntime:
     its administrative state (written by ``servers.ServerStates`` only)."""
 
     __slots__ = ("backend", "slot", "block", "family", "address", "raw_address", "admin", "check", "agent",
-                 "last_change", "down_time", "stopped", "admin_changed", "seen_total", "seen_at", "nolb")
+                 "last_change", "down_time", "stopped", "admin_changed", "seen_total", "seen_at", "nolb",
+                 "dynamic")
 
     def __init__(self, backend: "BackendRuntime", slot: ServerSlot, block: int) -> None:
         server = slot.server
@@ -106,6 +107,7 @@ class ServerRuntime:
         self.admin_changed = False
         self.seen_total, self.seen_at = 0, 0.0  # stats: the connection total last read, and when
         self.nolb = False  # ``set server ... health stopping``: up, but no new connections
+        self.dynamic = False  # added at run time (``add server``)
 
     @property
     def name(self) -> str:
@@ -177,6 +179,11 @@ class BackendRuntime:
         self.inspect_delay = backend.inspect_delay or 0.0
         self.denied = 0  # connections refused by its tcp-request content rules
         self.persistence: Optional[Persistence] = None  # its stick rules, once the tables exist
+
+    @property
+    def live_servers(self) -> list["ServerRuntime"]:
+        """Its servers but the deleted ones (``del server``), for what lists them."""
+        return [server for server in self.servers if not server.slot.deleted]
 
     def raw_address_of(self, slot: ServerSlot, session: Any) -> bytes:
         """The raw sockaddr to dial ``slot`` for ``session``: only a server without a port looks at

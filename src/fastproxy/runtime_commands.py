@@ -17,7 +17,10 @@ from typing import Any, Optional
 
 from . import _linux, stats, sticktables, streams
 from .operations import Operations
-from .runtime import ServerRuntime
+from .config.haproxy.servers import runtime_server
+from .errors import FastproxyError
+from .pump import Counter
+from .runtime import AdminState, ServerRuntime
 from .servers import change_weight
 from .server import LaneListener
 from .runtime_api import ADMIN, LEVEL_NAMES, OPERATOR, USER, CliSession, Command, CommandError, usage_message
@@ -279,7 +282,7 @@ def _find_server(session: CliSession, text: str) -> ServerRuntime:
     if proxy is None or proxy.backend is None:
         raise CommandError("No such backend.\n")
     for server in proxy.backend.servers:
-        if server.slot.name == server_name:
+        if server.slot.name == server_name and not server.slot.deleted:
             return server
     raise CommandError("No such server.\n")
 
@@ -460,6 +463,76 @@ def _set_address(ops: Operations, server: ServerRuntime, addr: str, port: Option
         for moved in server.backend.servers_moved:
             moved()
     return message + " by 'stats socket command'\n"
+
+
+# --- add server, del server ----------------------------------------------------------------------
+
+# What a lane cannot do for a server (lanes.lane_backend keeps such backends off the lanes at start).
+_NOT_ON_LANES = ("maxconn", "minconn", "maxqueue", "send_proxy", "send_proxy_v2", "slowstart")
+
+
+def _backend_and_name(session: CliSession, text: str) -> tuple[Any, str]:
+    """server.c's parsing of ``<backend>/<server>`` for add and del server (messages without a
+    newline where HAProxy writes none)."""
+    backend_name, _, name = text.partition("/")
+    if not backend_name or not name:
+        raise CommandError("Require 'backend/server'.")
+    proxy = _ops(session).backend_proxy(backend_name)
+    if proxy is None or proxy.backend is None:
+        raise CommandError("No such backend.")
+    return proxy.backend, name
+
+
+def _add_server(session: CliSession, args: list[str]) -> str:
+    """server.c's cli_parse_add_server(): a new server of a backend with a dynamic algorithm, in
+    maintenance until ``set server ... state ready``, with a fresh id."""
+    session.require(ADMIN)
+    ops = _ops(session)
+    backend, name = _backend_and_name(session, args[2] if len(args) > 2 else "")
+    balance = backend.model.balance
+    if balance.algorithm == "static-rr" or (balance.algorithm in ("source", "hash")
+                                            and balance.hash_type == "map-based"):
+        raise CommandError("Backend must use a dynamic load balancing to support dynamic servers.")
+    if len(args) < 4 or not args[3]:
+        raise CommandError("'server' expects <name> and <addr>[:<port>] as arguments.\n")
+    try:
+        server = runtime_server(name, args[3], args[4:])
+    except ValueError as exc:
+        raise CommandError(f"{exc}\n") from None
+    if any(s.slot.name == name and not s.slot.deleted for s in backend.servers):
+        raise CommandError("Already exists a server with the same name in backend.\n")
+    if server.id is not None and any(s.slot.id == server.id and not s.slot.deleted for s in backend.servers):
+        raise CommandError(f"custom id {server.id} already used.\n")
+    if backend.lanes and (not server.port or any(getattr(server, kw) for kw in _NOT_ON_LANES)):
+        # Refused rather than ignored: the backend's lanes dial without Python.
+        raise CommandError("fastproxy: this server needs Python per connection (maxconn, minconn, "
+                           "maxqueue, send-proxy, slowstart or no port), which its backend's lanes "
+                           "cannot give.\n")
+    if ops.add_server is None:
+        raise CommandError("fastproxy: servers cannot be added here.\n")
+    try:
+        ops.add_server(backend, server)
+    except (ValueError, FastproxyError) as exc:
+        raise CommandError(f"{exc}\n") from None
+    return "New server registered.\n"
+
+
+def _del_server(session: CliSession, args: list[str]) -> str:
+    """server.c's cli_parse_delete_server(): only a server in maintenance without connections (one a
+    ``track`` points to could not be, but fastproxy refuses ``track``)."""
+    session.require(ADMIN)
+    ops = _ops(session)
+    backend, name = _backend_and_name(session, args[2] if len(args) > 2 else "")
+    server = next((s for s in backend.servers if s.slot.name == name and not s.slot.deleted), None)
+    if server is None:
+        raise CommandError("No such server.")
+    if server.admin is not AdminState.MAINT:
+        raise CommandError("Only servers in maintenance mode can be deleted.")
+    counts = ops.pump.counters(server.block)
+    if counts[Counter.CONN_CUR] or server.slot.current or server.slot.queued:
+        raise CommandError("Server still has connections attached to it, cannot remove it.")
+    ops.delete_server(server)
+    return "Server deleted."
 
 
 _SET_SERVER_USAGE = ("usage: set server <backend>/<server> addr | agent | agent-addr | agent-port | "
@@ -711,6 +784,10 @@ COMMANDS: tuple[Command, ...] = (
              _enable_frontend(True)),
     _command("shutdown frontend", "shutdown frontend <frontend>            : stop a specific frontend",
              _shutdown_frontend),
+    _command("add server", "add server <bk>/<srv>                   : create a new server",
+             _add_server),
+    _command("del server", "del server <bk>/<srv>                   : remove a dynamically added server",
+             _del_server),
     _command("set maxconn frontend", "set maxconn frontend <frontend> <value> : change a frontend's "
              "maxconn setting", _set_maxconn_frontend),
     _command("set maxconn global", "set maxconn global <value>              : change the per-process "

@@ -468,7 +468,7 @@ def rows(view: StatsView, proxies: Iterable[Proxy], *, proxy_id: int = -1, types
             result.append(frontend_row(view, proxy))
         if proxy.backend is not None:
             if types & 4:
-                for server in proxy.backend.servers:
+                for server in proxy.backend.live_servers:
                     if server_id == -1 or server.slot.id == server_id:
                         result.append(server_row(view, proxy, server))
             if types & 2:
@@ -482,7 +482,7 @@ def hide_servers(rows_: Iterable[dict[str, Value]], proxies: Sequence[Proxy], *,
     maintenance) left out, and the backends' status followed by (servers not stopped/servers)."""
     servers: dict[tuple[Any, Any], ServerRuntime] = {
         (proxy.uuid, server.slot.id): server for proxy in proxies if proxy.backend is not None
-        for server in proxy.backend.servers}
+        for server in proxy.backend.live_servers}
     by_id: dict[Any, Proxy] = {proxy.uuid: proxy for proxy in proxies}
     result = []
     for row in rows_:
@@ -494,7 +494,7 @@ def hide_servers(rows_: Iterable[dict[str, Value]], proxies: Sequence[Proxy], *,
                 continue
         elif row["type"] == TYPE_BACKEND:
             backend = by_id[row["iid"]].backend
-            members = backend.servers if backend is not None else []
+            members = backend.live_servers if backend is not None else []
             up = sum(1 for s in members if s.check.health.up and s.admin is not AdminState.MAINT)
             row = dict(row, status=f"{row['status']} ({up}/{len(members)})")
         result.append(row)
@@ -750,7 +750,7 @@ def server_state_line(proxy: Proxy, server: ServerRuntime, now: float) -> str:
 def servers_state(proxies: Iterable[Proxy], now: float) -> str:
     """``show servers state``: format version 1, one line per server of the given backends."""
     lines = [server_state_line(proxy, server, now) for proxy in proxies if proxy.backend is not None
-             for server in proxy.backend.servers]
+             for server in proxy.backend.live_servers]
     return "1\n" + SERVERS_STATE_HEADER + "".join(lines) + "\n"
 
 

@@ -758,3 +758,93 @@ async def test_a_servers_maxconn_set_through_the_socket_queues_on_the_python_pat
                            pump_class) as engine:
             if engine.lanes:  # a lane cannot hold a server to a limit: refused, not ignored
                 assert (await ask(sock, "set maxconn server be/s1 1")).startswith("fastproxy: a server's")
+
+
+# --- add server, del server -----------------------------------------------------------------------------
+
+def dynamic_config(tmp_path: Path, port: int, first: int, *, extra: str = "") -> Path:
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text(f"global\n    stats socket {tmp_path}/admin.sock level admin\n    nbthread 2\n"
+                   "defaults\n    mode tcp\n    timeout connect 2s\n    timeout client 10s\n"
+                   f"    timeout server 10s\nfrontend fe\n    bind 127.0.0.1:{port}\n    default_backend be\n"
+                   f"backend be\n    server s1 127.0.0.1:{first}\n"
+                   f"backend bsrr\n    balance static-rr\n    server s1 127.0.0.1:{first}\n"
+                   f"backend bsrc\n    balance source\n    server s1 127.0.0.1:{first}\n"
+                   f"backend bcons\n    balance source\n    hash-type consistent\n"
+                   f"    server s1 127.0.0.1:{first}\n"
+                   f"backend bchk\n    server s1 127.0.0.1:{first} check\n{extra}")
+    return cfg
+
+
+DYNAMIC_TEXTS = [
+    "add server bsrr/s9 127.0.0.1:{second}", "add server bsrc/s9 127.0.0.1:{second}", "add server be",
+    "add server be/", "add server nosuch/s1 1.2.3.4", "add server be/s2",
+    "add server be/s2 127.0.0.1:{second} bogus",
+    "add server be/s1 127.0.0.1:{second}", "add server be/s2 127.0.0.1:{second} weight 3",
+    "add server be/s2 127.0.0.1:{second}", "add server bcons/s2 127.0.0.1:{second}", "show servers state",
+    "del server be/s2", "set server be/s2 state ready", "del server be/s2", "del server be",
+    "del server nosuch/x",
+    "del server be/nosuch", "set server be/s2 state maint", "del server be/s2", "del server be/s2",
+    "set server bchk/s1 state maint", "del server bchk/s1", "add server be/s3 127.0.0.1:{second}",
+    "show servers state be"]
+
+
+@needs_haproxy
+@pytest.mark.timeout(60)
+async def test_add_and_del_server_answer_as_haproxys(tmp_path, pump_class):
+    async with serving(echo) as first, serving(echo) as second:
+        port = free_port()
+        cfg = dynamic_config(tmp_path, port, first)
+        sock = tmp_path / "admin.sock"
+        requests = [text.format(second=second) for text in DYNAMIC_TEXTS]
+
+        async def answers(run) -> dict[str, str]:
+            async with run:
+                for _ in range(100):
+                    if sock.exists():
+                        break
+                    await asyncio.sleep(0.05)
+                return {request: await socat(sock, request) for request in requests}
+        theirs = await answers(haproxy_running(cfg))
+        ours = await answers(running(load([str(cfg)]), pump_class))
+    for request in requests:
+        if request.startswith("show"):
+            continue
+        assert ours[request] == theirs[request], request
+
+    def state(text: str) -> list[list[str]]:  # id, name, address, op and admin states, weights; port
+        return [line.split()[:9] + line.split()[18:19] for line in text.splitlines()[2:] if line]
+    assert state(ours["show servers state"]) == state(theirs["show servers state"])
+    assert state(ours["show servers state be"]) == state(theirs["show servers state be"])
+
+
+async def test_an_added_server_reaches_the_lanes_once_ready_and_a_deleted_one_vanishes(tmp_path, pump_class):
+    async with NamedBackends(["a", "b"]) as backends:
+        port = free_port()
+        cfg = dynamic_config(tmp_path, port, backends.ports[0])
+        sock = str(tmp_path / "admin.sock")
+
+        async def names(count: int) -> list[str]:
+            seen = []
+            for _ in range(count):
+                client, name = await open_client(("127.0.0.1", port))
+                client.close()
+                seen.append(name)
+            return seen
+        async with running(load([str(cfg)]), pump_class):
+            assert await ask(sock, f"experimental-mode on; add server be/s2 127.0.0.1:{backends.ports[1]} "
+                                   "weight 3") == "\nNew server registered.\n\n"
+            assert set(await names(4)) == {"a"}  # in maintenance until set ready
+            row = table(await ask(sock, "show stat"))[("be", "s2")]
+            assert (row["status"], row["sid"], row["weight"]) == ("MAINT", "2", "3")
+            assert await ask(sock, "set server be/s2 state ready") == "\n"
+            seen = await names(40)
+            assert 24 <= seen.count("b") <= 36, seen.count("b")  # its weight's share, over two threads
+            assert table(await ask(sock, "show stat"))[("be", "s2")]["stot"] == str(seen.count("b"))
+            assert await ask(sock, "set server be/s2 state maint") == "\n"
+            assert await ask(sock, "del server be/s2") == "Server deleted.\n"
+            assert set(await names(4)) == {"a"}
+            rows = table(await ask(sock, "show stat"))
+            assert ("be", "s2") not in rows and rows[("be", "BACKEND")]["stot"] == "48"  # its counts stay
+            assert "s2" not in await ask(sock, "show servers state be")
+            assert await ask(sock, "get weight be/s2") == "No such server.\n\n"

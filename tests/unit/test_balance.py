@@ -479,3 +479,42 @@ def test_connection_counts_are_kept():
     balancer.connection_started(slot)
     balancer.connection_ended(slot)
     assert (slot.current, slot.total, balancer.in_flight) == (1, 2, 1)
+
+
+# --- servers added and deleted at run time (add server, del server) ----------------------------------
+
+DYNAMIC_CONFIGS = [name for name, (algorithm, hash_type) in ALL_CONFIGS.items()  # HAProxy's dynamic ones
+                   if algorithm != "static-rr" and not (algorithm == "source" and hash_type == "map-based")]
+
+
+@pytest.mark.parametrize("config", DYNAMIC_CONFIGS)
+def test_an_added_server_starts_in_maintenance_and_takes_its_share_once_up(config, ring_class):
+    balancer = make(config, (1, 1), ring=ring_class)
+    changes = []
+    balancer.on_change.append(lambda: changes.append(1))
+    slot = balancer.add_server(Server(name="new", host="127.0.0.1", port=9100, weight=2))
+    assert (slot.index, slot.id, slot.state) == (2, 3, ServerState.MAINT) and not changes  # announced later
+    balancer.changed(slot)
+    assert changes and "new" not in set(picks(balancer, 50))
+    balancer.set_state("new", ServerState.UP)
+    if config == "first":  # the lowest id with room: the others first
+        assert balancer.pool[-1] is slot
+    else:
+        assert picks(balancer, 400).count("new") > 100
+
+
+@pytest.mark.parametrize("config", DYNAMIC_CONFIGS)
+def test_a_deleted_server_leaves_its_name_and_id_free_and_no_index_moves(config, ring_class):
+    balancer = make(config, (1, 1, 1), ring=ring_class)
+    with pytest.raises(ValueError):
+        balancer.delete_server("s1")  # not in maintenance
+    balancer.set_state("s1", ServerState.MAINT)
+    deleted = balancer.delete_server("s1")
+    assert deleted.deleted and [slot.index for slot in balancer.slots] == [0, 1, 2]
+    again = balancer.add_server(Server(name="s1", host="127.0.0.1", port=9200))
+    assert (again.index, again.id) == (3, 2)  # the lowest id free, as HAProxy gives it
+    balancer.changed(again)
+    balancer.set_state("s1", ServerState.UP)
+    assert balancer.slot("s1") is again and again in balancer.pool
+    if config != "first":
+        assert set(picks(balancer, 300)) == {"s0", "s1", "s2"}

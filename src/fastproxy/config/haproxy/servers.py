@@ -240,3 +240,37 @@ def _dispatch(line: _Line, proxy: _Proxy, args: list[str]) -> None:
         raise _Invalid(f"missing port specification in '{text}'")
     family, host, port = _server_address(text)
     proxy.dispatch = Server(name="dispatch", host=host, port=port, family=family, location=line.location)
+
+
+class _RuntimeReader:
+    """The little of a reader ``runtime_server`` needs: the environment, and the warnings, which at
+    run time are refusals (a keyword fastproxy would not act on is never silently ignored)."""
+
+    def __init__(self) -> None:
+        import os
+        self.environ = dict(os.environ)
+        self.ignored: list[str] = []
+
+    def warn(self, location: object, keyword: Optional[str], message: str) -> None:
+        self.ignored.append((keyword or "").split()[-1])
+
+
+def runtime_server(name: str, address: str, options: list[str]) -> Server:
+    """``add server <backend>/<name> <address> [options]``: a server from the runtime API's words, read
+    with the keywords of a ``server`` line as HAProxy 2.6's cli_parse_add_server() does (without the
+    ``default-server`` settings, which dynamic servers do not take), in maintenance.  ValueError with
+    HAProxy's message (``unknown keyword 'x'.``), or fastproxy's for a keyword it does not act on."""
+    from ..model import Location
+    reader = _RuntimeReader()
+    line = _Line(reader, "stats socket", 0, ["server", name, address, *options])  # type: ignore[arg-type]
+    try:
+        _check_name("server", name)
+        family, host, port = _server_address(env_expand(address, reader.environ))
+        server = Server(name=name, host=host, port=port, family=family, location=Location("stats socket", 0))
+        _apply_server_options(line, server, options, is_default=False)
+    except _Invalid as exc:
+        raise ValueError(f"{exc.message}.") from None
+    if reader.ignored:
+        raise ValueError(f"'{reader.ignored[0]}' is not supported by fastproxy on a server added at run "
+                         "time.")
+    return dataclasses.replace(server, disabled=True)
