@@ -36,7 +36,7 @@ from .runtime_api import RuntimeApi
 from .operations import Operations
 from .runtime_commands import COMMANDS
 from .handover import Opener, backlog_of, bind_listener
-from .server import Handler, LaneListener, Listener
+from .server import Handler, LaneListener, Listener, listen_backlog
 from .servers import ServerStates
 from .session import Director, ErrorHandler
 from .stats_http import StatsListener
@@ -207,7 +207,8 @@ class Engine:
             for bind in frontend.binds:
                 sock = self.open_listener(bind, backlog_of(frontend))
                 if lane_to is not None and not bind.accept_proxy:
-                    runtime.listeners.append(self.lane_binding.add(sock, runtime, lane_to))
+                    runtime.listeners.append(self.lane_binding.add(sock, runtime, lane_to,
+                                                                   backlog=listen_backlog(bind, frontend)))
                     continue
                 closed = functools.partial(self.admission.closed, runtime)
                 fast = None

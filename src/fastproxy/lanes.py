@@ -151,7 +151,8 @@ class Lanes:
         self.admission = admission
         self._accept_errors_seen = 0
 
-    def add(self, sock: socket.socket, frontend: FrontendRuntime, backend: BackendRuntime) -> LaneListener:
+    def add(self, sock: socket.socket, frontend: FrontendRuntime, backend: BackendRuntime, *,
+            backlog: int = socket.SOMAXCONN) -> LaneListener:
         """Let the pump accept on ``sock`` for ``frontend``, dialing ``backend``."""
         state, lanes = self.state, self.state.pump.lanes
         balancer = backend.balancer
@@ -176,7 +177,7 @@ class Lanes:
         except BaseException:
             sock.close()
             raise
-        lane = LaneListener(sock, state.pump, index)
+        lane = LaneListener(sock, state.pump, index, backlog)
         state.lane_listeners.append(lane)
         backend.lanes += 1
 

@@ -143,6 +143,20 @@ def _inherited_listener(bind: model.Bind, *, backlog: int) -> socket.socket:
     return sock
 
 
+def listen_backlog(bind: model.Bind, frontend: model.Frontend) -> int:
+    """The backlog a listener of ``bind`` listens with: its own, else the frontend's maxconn."""
+    return bind.backlog or frontend.maxconn or socket.SOMAXCONN
+
+
+def pause_listening(sock: socket.socket) -> None:
+    """HAProxy's tcp_pause_listener(): the socket stops listening (new clients are refused, those in
+    the backlog reset) but keeps its address, for ``listen`` to resume."""
+    try:
+        sock.shutdown(socket.SHUT_RD)
+    except OSError:
+        pass
+
+
 def tune_listener(sock: socket.socket, keepalive: model.KeepAlive) -> None:
     """TCP_NODELAY and the frontend's keepalive on the listening socket: Linux copies them to every
     socket it accepts, which spares each connection its own setsockopt calls."""
@@ -191,13 +205,17 @@ class Listener:
             self.loop.remove_reader(self.sock.fileno())
 
     def set_enabled(self, enabled: bool) -> None:
-        """``enable|disable frontend``: a disabled listener accepts nobody (clients wait in the
-        backlog) until enabled again, whatever the limits say."""
+        """``enable|disable frontend``: a disabled listener stops listening (clients are refused, as
+        HAProxy's paused listeners refuse them) until enabled again, whatever the limits say."""
+        if self._closed or enabled != self._disabled:
+            return
         self._disabled = not enabled
         if enabled:
+            self.sock.listen(listen_backlog(self.bind, self.frontend))
             self.resume()
         else:
             self.pause()
+            pause_listening(self.sock)
 
     def close(self) -> None:
         """Stop accepting and close the listening socket; established connections go on."""
@@ -269,10 +287,12 @@ class LaneListener:
     """A listening socket whose connections the pump accepts, balances and dials itself (a lane, see
     ``_pump.pyx``): no Python runs per connection.  Limits are the pump's, so pause/resume do nothing."""
 
-    def __init__(self, sock: socket.socket, pump: Any, index: int) -> None:
+    def __init__(self, sock: socket.socket, pump: Any, index: int, backlog: int = socket.SOMAXCONN) -> None:
         self.sock = sock
         self.pump = pump
         self.index = index
+        self.backlog = backlog  # to listen again after ``disable frontend``
+        self._disabled = False
         self.tasks: set[asyncio.Task] = set()
         self._closed = False
 
@@ -287,8 +307,17 @@ class LaneListener:
         pass
 
     def set_enabled(self, enabled: bool) -> None:
-        if not self._closed:
-            self.pump.lanes.set_enabled(self.index, enabled)
+        """As ``Listener.set_enabled``; the workers stop polling it first (a refused listener would
+        wake them), and poll it again once it listens."""
+        if self._closed or enabled != self._disabled:
+            return
+        self._disabled = not enabled
+        if enabled:
+            self.sock.listen(self.backlog)
+            self.pump.lanes.set_enabled(self.index, True)
+        else:
+            self.pump.lanes.set_enabled(self.index, False)
+            pause_listening(self.sock)
 
     def close(self) -> None:
         """The pump lets go of the listener first: only then may its descriptor be closed."""

@@ -83,7 +83,7 @@ def test_an_unknown_request_gets_the_closest_commands():
 def test_an_empty_request_gets_every_command():
     answer = session().receive(b"\n").decode()
     assert answer.startswith("Unknown command. Please enter one of the following commands only:\n"
-                             "  clear counters [all]  ")
+                             "  add server <bk>/<srv>  ")
     assert answer.endswith("  quit                                    : disconnect\n\n")
 
 
