@@ -319,6 +319,7 @@ cdef class Lanes:
     cdef uint32_t count        # lanes added so far (indexes 0..count-1)
     cdef object _tables        # lane index -> the ring tables a lane may still read (kept alive here)
     cdef object _server_counts  # lane index -> how many servers Python last gave it
+    cdef object _capacities    # lane index -> how many servers its shared round robin has room for
 
 
 cdef class Pump:

@@ -528,6 +528,7 @@ cdef class Lanes:
         self.count = 0
         self._tables = {}
         self._server_counts = {}
+        self._capacities = {}
 
     def add(self, spec):
         """Start accepting on ``spec.listen_fd`` (a ``LaneSpec``); returns the lane's index.
@@ -616,7 +617,9 @@ cdef class Lanes:
                 lane.log_program_len = len(program)
                 lane.log_needs = spec.log_needs
         if pump.nworkers > 1 and lane.hash_kind == LANE_WRR:
-            lane.pick_current = <int64_t *>calloc(max(lane.nservers, 1), sizeof(int64_t))
+            # Room for servers added at run time (``set_servers``): the positions are shared, so they
+            # are not reallocated under the workers.
+            lane.pick_current = <int64_t *>calloc(lane.nservers + LANE_SPARE_SERVERS, sizeof(int64_t))
             lane.pick_lock = <pthread_mutex_t *>malloc(sizeof(pthread_mutex_t))
             if lane.pick_current == NULL or lane.pick_lock == NULL:
                 free(lane.pick_current)
@@ -642,6 +645,7 @@ cdef class Lanes:
             memcpy(copy.servers, lane.servers, max(lane.nservers, 1) * sizeof(LaneServer))
         change.index = self.count
         self._server_counts[self.count] = len(servers)
+        self._capacities[self.count] = len(servers) + LANE_SPARE_SERVERS
         self.count += 1
         command_all(&pump.shared, lanes_grown, &change)
         return self.count - 1
@@ -704,6 +708,8 @@ cdef class Lanes:
             raise IndexError(index)
         servers = list(servers)
         log_servers = list(log_servers)
+        if pump.lane_copies[index].pick_current != NULL and len(servers) > self._capacities[index]:
+            raise ValueError(f"a lane has room for {self._capacities[index]} servers")
         for address, _, _ in servers:
             if len(address) > 28:
                 raise ValueError("a raw sockaddr is at most 28 bytes")

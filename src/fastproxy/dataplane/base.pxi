@@ -10,6 +10,7 @@ cdef enum:
     READ_BUDGET = 16        # reads per direction per turn before other pairs get theirs
     POOL_KEEP = 64          # free buffers and pipes a worker keeps for reuse
     INITIAL_SLOTS = 256
+    LANE_SPARE_SERVERS = 1024  # servers a lane's shared round robin has room for beyond its first ones
 
 cdef enum Progress:
     P_WAIT = 0              # blocked on the kernel: epoll calls back
