@@ -176,7 +176,8 @@ class Engine:
         stats_pages = [frontend for frontend in cfg.frontends.values() if frontend.stats is not None]
         operations = self.operations = Operations(state, self.servers, self.pump,  # also for metrics()
                                                   pairs=self.dispatcher.pairs, admission=self.admission,
-                                                  add_server=self.add_server, delete_server=self.delete_server)
+                                                  add_server=self.add_server,
+                                                  delete_server=self.delete_server)
         if g.stats_sockets or stats_pages:
             # One sampler (rates, maxima, the page's history) for the socket and the pages alike.
             operations.start_sampling()
