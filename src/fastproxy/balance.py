@@ -107,6 +107,7 @@ class PickKey:
     dst: str = ""
     dst_port: int = 0
     sni: str | None = None
+    request: bytes = b""  # what the client sent first, when rules peeked at it (``balance rdp-cookie``)
 
 
 _NO_AVOID: frozenset[int] = frozenset()
@@ -161,7 +162,7 @@ class Balancer:
         self._algorithm = _make_algorithm(self)
         # Whether picks need the address the client connected to (one more syscall per connection).
         sample = hashed_sample(backend.balance)
-        self.needs_destination = sample is not None and samples.FETCHES[sample.fetch].destination
+        self.needs_destination = sample is not None and samples.fetch_of(sample.fetch)[0].destination
         self.on_change: list[Callable[[], None]] = []  # told after every change of weight or state
         self._refresh()
 

@@ -18,18 +18,20 @@ from __future__ import annotations
 import asyncio
 import collections
 import errno
+import ipaddress
 import logging
 import os
 import socket
 import time
 from typing import Callable, Optional
 
-from . import _linux, logformat, tcplog
+from . import _linux, logformat, payload, tcplog
 from .acl import ConnInfo
 from .balance import ServerSlot
 from .config import model
 from .errors import NoServerAvailable, ProxyError, QueueTimeout, UpstreamConnectError
 from .pump import Counter, EndReason
+from .persistence import STOPPED
 from .queues import Pending
 from .runtime import BackendRuntime, FrontendRuntime, PairTimeouts, Runtime
 from .server import Connection
@@ -92,6 +94,8 @@ class Dispatcher:
         if target is None and backend.persistence is not None and session.stick_pending is None:
             # The stick tables first, once per session (a redispatch does not look again).
             target, session.stick_pending = backend.persistence.lookup(conn_info(session))
+        if target is None and backend.model.persist_rdp_cookie is not None and not session.excluded:
+            target = rdp_persisted(backend, session)
         if target is None:
             balancer = backend.balancer
             if balancer.queued:  # those waiting get the slots that freed up before a newcomer does
@@ -393,6 +397,28 @@ class Dispatcher:
         if frontend.unique_id is not None:
             record.unique_id = frontend.unique_id.render(record)
         frontend.traffic_log(frontend.log_format.render(record), record)
+
+
+def rdp_persisted(backend: BackendRuntime, session: Session) -> Optional[ServerSlot]:
+    """``persist rdp-cookie``: the server the client's RDP cookie names, if it may take the client (up,
+    or any state with ``option persist``), as HAProxy's tcp_persist_rdp_cookie.  A session broker writes
+    the cookie ``msts=<IPv4 address>.<port>.0000``, both numbers as the little-endian integers of the
+    address's bytes in network order; servers are matched by the address they are written with."""
+    info = session.info
+    name = backend.model.persist_rdp_cookie
+    assert name is not None
+    value, _ = payload.rdp_cookie(info.request if info is not None else b"", name)
+    parts = value.split(".") if value else []
+    if len(parts) < 2 or not parts[0].isdigit() or not parts[1].isdigit() or int(parts[0]) >= 1 << 32:
+        return None
+    address = str(ipaddress.IPv4Address(int(parts[0]).to_bytes(4, "little")))
+    swapped = int(parts[1]) & 0xFFFF
+    port = ((swapped & 0xFF) << 8) | (swapped >> 8)
+    for slot in backend.balancer.slots:
+        if slot.server.host == address and slot.server.port == port and (
+                slot.state not in STOPPED or backend.model.persist):
+            return slot
+    return None
 
 
 def _connection(session: Session) -> ConnInfo:

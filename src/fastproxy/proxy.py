@@ -269,6 +269,7 @@ class TCPProxy:
         inspected = await self._inspect(session, info, backend.inspect_delay, backend.router.accept_content)
         if inspected is None:
             return
+        session.info = inspected[0]
         if not inspected[1]:
             self._deny_in_backend(session)
             return
@@ -286,6 +287,7 @@ class TCPProxy:
         if inspected is None:
             return
         seen, accepted = inspected
+        session.info = seen  # what log-format samples and the balancer read
         if seen.sni is not None:
             session.context["sni"] = seen.sni
         if not accepted:  # tcp-request content reject

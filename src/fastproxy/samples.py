@@ -168,7 +168,8 @@ FETCHES: dict[str, Fetch] = _fetches(
      _content("req.payload_lv", BIN, payload.payload_lv, (UINT, UINT, OFFSET), 2)),
     (("req.ssl_ver", "req_ssl_ver"), _content("req.ssl_ver", INT, payload.ssl_version)),
     (("req.rdp_cookie", "req_rdp_cookie", "rdp_cookie"),
-     _content("req.rdp_cookie", STR, payload.rdp_cookie, (TEXT,))),
+     Fetch("req.rdp_cookie", STR, None, hashable=True, arguments=(TEXT,),
+           read=lambda conn, args: payload.rdp_cookie(_request(conn), *args))),
     (("req.rdp_cookie_cnt", "req_rdp_cookie_cnt", "rdp_cookie_cnt"),
      Fetch("req.rdp_cookie_cnt", INT, None, read=_rdp_cookie_count, arguments=(TEXT,))),
     (("req.proto_http", "req_proto_http"), Fetch("req.proto_http", BOOL, None, read=_http("proto"))),
@@ -375,9 +376,10 @@ def check(sample: Sample) -> None:
 
 def check_hashable(sample: Sample) -> None:
     """``check``, and that ``balance hash`` can hash the sample."""
-    fetch = FETCHES.get(sample.fetch)
+    fetch = FETCHES.get(sample.fetch.partition("(")[0])
     if fetch is None or not fetch.hashable:
-        raise SampleError(f"fastproxy hashes on the layer-4 samples {', '.join(sorted(HASHABLE))} only")
+        names = sorted({FETCHES[name].name for name in HASHABLE})
+        raise SampleError(f"fastproxy hashes on the layer-4 samples {', '.join(names)} only")
     check(sample)
 
 

@@ -129,4 +129,5 @@ def pick_key(session: Session) -> PickKey:
     if session.backend is not None and session.backend.needs_destination:
         local = session.sockname
         dst_port = local[1] if isinstance(local, tuple) else 0
-    return PickKey(src=src, src_port=src_port, dst_port=dst_port, sni=session.context.get("sni"))
+    return PickKey(src=src, src_port=src_port, dst_port=dst_port, sni=session.context.get("sni"),
+                   request=session.info.request if session.info is not None else b"")

@@ -501,3 +501,103 @@ def test_req_content_accepts_on_the_first_byte_and_wait_end_waits_the_whole_dela
         assert sent_time < 0.3  # accepted on its first byte
         assert silent_time >= 0.35  # rejected once the delay is over
         assert waiting_time >= 0.35  # WAIT_END: accepted once the delay is over, bytes or not
+
+
+RDP_FARM = """
+defaults
+    mode tcp
+    timeout connect 2s
+    timeout client 5s
+    timeout server 5s
+listen rdp
+    bind 127.0.0.1:{port}
+    tcp-request inspect-delay 2s
+    tcp-request content accept if RDP_COOKIE
+    balance rdp-cookie
+    server ts1 127.0.0.1:{ts1}
+    server ts2 127.0.0.1:{ts2}
+    server ts3 127.0.0.1:{ts3}
+"""
+
+
+@pytest.mark.skipif(HAPROXY is None, reason="haproxy is not installed")
+def test_balance_rdp_cookie_sends_a_user_back_to_the_same_server_and_others_round_robin_as_haproxy(
+        pump_class, tmp_path):
+    """Which server a cookie hashes to differs (fastproxy hashes with XXH64), not the behaviour: every
+    connection of a user lands where its first did, and clients without a cookie take turns."""
+    users = [b"alice", b"bob", b"carol", b"dave"]
+    clients: list[tuple[str, Sends]] = [("127.0.0.1", rdp_request(b"mstshash=" + user)) for user in users * 3]
+    clients += [("127.0.0.1", b"\x03\x00\x00\x13" + bytes(15))] * 3  # a request without a cookie
+
+    async def main() -> tuple[list[bytes], list[bytes]]:
+        async with contextlib.AsyncExitStack() as stack:
+            ports = {name: await stack.enter_async_context(serving(named_backend(name.encode())))
+                     for name in ("ts1", "ts2", "ts3")}
+            return await asyncio.to_thread(both_ways_apart, pump_class, RDP_FARM, ports, tmp_path, clients)
+
+    for replies in asyncio.run(main()):  # fastproxy's, then haproxy's
+        by_user = [replies[i::len(users)][:3] for i in range(len(users))]
+        assert all(len(set(servers)) == 1 and servers[0] for servers in by_user)
+        assert sorted(replies[-3:]) == [b"ts1", b"ts2", b"ts3"]
+
+
+def both_ways_apart(pump_class, text: str, ports: dict, tmp_path,
+                    clients: list[tuple[str, Sends]]) -> tuple[list[bytes], list[bytes]]:
+    """``clients`` through fastproxy, then through haproxy, on the same file: both answers."""
+    async def through_fastproxy() -> list[bytes]:
+        async with running(parse_text(text.format(port=free_port(), **ports)), pump_class) as engine:
+            return await answers(engine.listening_addresses()[0], clients)
+
+    async def through_haproxy(port: int) -> list[bytes]:
+        with haproxy_running(text.format(port=port, **ports), ("127.0.0.1", port), tmp_path):
+            return await answers(("127.0.0.1", port), clients)
+
+    return asyncio.run(through_fastproxy()), asyncio.run(through_haproxy(free_port()))
+
+
+RDP_BROKER = """
+defaults
+    mode tcp
+    timeout connect 2s
+    timeout client 5s
+    timeout server 5s
+listen rdp
+    bind 127.0.0.1:{port}
+    tcp-request inspect-delay 2s
+    tcp-request content accept if RDP_COOKIE
+    persist rdp-cookie
+    balance roundrobin
+    server ts1 127.0.0.1:{ts1}
+    server ts2 127.0.0.1:{ts2}
+    server ts3 127.0.0.1:{ts3}
+"""
+
+
+def broker_cookie(port: int, host: str = "127.0.0.1") -> bytes:
+    """The ``msts`` cookie a session broker writes for a server: its address and port as the
+    little-endian integers of their bytes in network order."""
+    address = int.from_bytes(socket.inet_aton(host), "little")
+    return b"msts=%d.%d.0000" % (address, int.from_bytes(port.to_bytes(2, "big"), "little"))
+
+
+@pytest.mark.skipif(HAPROXY is None, reason="haproxy is not installed")
+def test_persist_rdp_cookie_sends_a_client_to_the_server_its_broker_cookie_names_as_haproxy(
+        pump_class, tmp_path):
+    async def main() -> tuple[list[bytes], list[bytes]]:
+        async with contextlib.AsyncExitStack() as stack:
+            ports = {name: await stack.enter_async_context(serving(named_backend(name.encode())))
+                     for name in ("ts1", "ts2", "ts3")}
+            clients: list[tuple[str, Sends]] = [
+                ("127.0.0.1", rdp_request(broker_cookie(ports["ts3"]))),
+                ("127.0.0.1", rdp_request(broker_cookie(ports["ts3"]))),
+                ("127.0.0.1", rdp_request(broker_cookie(ports["ts2"]))),
+                ("127.0.0.1", rdp_request(broker_cookie(1))),  # names no server: round robin
+                ("127.0.0.1", rdp_request(b"mstshash=bob")),  # no broker cookie: round robin
+            ]
+            return await asyncio.to_thread(both_ways_apart, pump_class, RDP_BROKER, ports, tmp_path, clients)
+
+    # Where the round robin stands after persisted clients differs (haproxy 2.6.12 sends the next two
+    # to ts2 and ts3, fastproxy to ts1 and ts2): only the persisted clients are compared.
+    for replies in asyncio.run(main()):  # fastproxy's, then haproxy's
+        assert replies[:3] == [b"ts3", b"ts3", b"ts2"]
+        assert len(set(replies[3:])) == 2 and all(replies[3:])  # round robin: two turns, two servers

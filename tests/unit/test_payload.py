@@ -164,3 +164,11 @@ backend other
 def test_http_content_is_refused_with_its_reason():
     with pytest.raises(AclError, match="reads the request's Content-Length header"):
         parse_condition(["if", "HTTP_CONTENT"], {})
+
+
+def test_balance_rdp_cookie_hashes_the_named_cookie_mstshash_by_default():
+    backends = parse_text("backend a\n balance rdp-cookie\n server s 127.0.0.1:1\n"
+                          "backend b\n balance rdp-cookie(user)\n server s 127.0.0.1:1\n").backends
+    assert (backends["a"].balance.algorithm, backends["a"].balance.sample) == (
+        "hash", Sample("req.rdp_cookie(mstshash)"))
+    assert backends["b"].balance.sample == Sample("req.rdp_cookie(user)")

@@ -40,7 +40,8 @@ def test_the_same_sample_reads_an_acl_connection_and_a_balancer_key():
 
 
 def test_only_the_layer_4_address_and_sni_samples_can_be_hashed():
-    assert samples.HASHABLE == {"src", "dst", "src_port", "dst_port", "req.ssl_sni", "req_ssl_sni"}
+    assert samples.HASHABLE == {"src", "dst", "src_port", "dst_port", "req.ssl_sni", "req_ssl_sni",
+                                "req.rdp_cookie", "req_rdp_cookie", "rdp_cookie"}
     with pytest.raises(samples.SampleError, match="fastproxy hashes on the layer-4 samples"):
         samples.check_hashable(Sample("req.ssl_hello_type"))
 

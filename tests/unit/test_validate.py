@@ -78,8 +78,8 @@ def test_conditions_must_name_acls_of_the_frontend_and_acls_must_compile():
     (model.Balance("hash", sample=model.Sample("src", ("lower",))),
      "'balance hash src,lower': converter 'lower' applies to strings, and 'src' is not one"),
     (model.Balance("hash", sample=model.Sample("req.ssl_hello_type")),
-     "'balance hash req.ssl_hello_type': fastproxy hashes on the layer-4 samples dst, dst_port, req.ssl_sni, "
-     "req_ssl_sni, src, src_port only"),
+     "'balance hash req.ssl_hello_type': fastproxy hashes on the layer-4 samples dst, dst_port, "
+     "req.rdp_cookie, req.ssl_sni, src, src_port only"),
     (model.Balance("random", draws=0), "balance random : number of draws must be at least 1."),
     (model.Balance("source", hash_type="consistent", hash_balance_factor=50),
      "'hash-balance-factor' must be 0 or greater than 100."),

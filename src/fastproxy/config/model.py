@@ -316,6 +316,8 @@ class Backend:
     stick_rules: list[StickRule] = field(default_factory=list)
     persist: bool = False
     force_persist: list[Condition] = field(default_factory=list)
+    # ``persist rdp-cookie[(<name>)]``: the server the client's RDP cookie names (``msts`` by default).
+    persist_rdp_cookie: Optional[str] = None
 
     def server(self, name: str) -> Server:
         for server in self.servers:

@@ -104,7 +104,7 @@ for _old, _new in (("contimeout", "timeout connect"), ("clitimeout", "timeout cl
     _keyword(_old)(_removed_timeout(_new))
 
 
-_BALANCE_LAYER7 = ("uri", "url_param", "hdr(", "rdp-cookie")
+_BALANCE_LAYER7 = ("uri", "url_param", "hdr(")
 
 
 @_keyword("balance", caps=BE)
@@ -131,6 +131,10 @@ def _balance(line: _Line, proxy: _Proxy, args: list[str]) -> None:
         except samples.SampleError as exc:
             raise _Invalid(f"'balance hash {expression}': {exc.message}") from None
         rest = []
+    elif rdp := re.fullmatch(r"rdp-cookie(?:\((.*)\))?", algorithm):
+        # HAProxy hashes the RDP cookie (mstshash unless named), round robin without one: the hash
+        # of that sample.  The cookie is only there once a content rule waited for it.
+        algorithm, sample = "hash", Sample(f"req.rdp_cookie({rdp[1] or 'mstshash'})")
     elif algorithm.startswith(_BALANCE_LAYER7):
         line.warn(f"'{algorithm}' needs layer 7 (or RDP cookies), which fastproxy does not read; "
                   "falling back to roundrobin as HAProxy does in TCP mode")

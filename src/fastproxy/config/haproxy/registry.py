@@ -119,6 +119,7 @@ class _Proxy:
     stick_rules: list[StickRule] = field(default_factory=list)
     persist: bool = False  # ``option persist``
     force_persist: list[Condition] = field(default_factory=list)
+    persist_rdp_cookie: Optional[str] = None  # ``persist rdp-cookie[(<name>)]``
     disabled: bool = False
     stats: Optional[StatsPage] = None  # the ``stats`` lines in effect (a defaults section's too)
     monitor: Optional[StatsPage] = None  # ``monitor-uri`` and the exporter's ``use-service`` routes
@@ -259,7 +260,7 @@ PROXY_IGNORED = _names("""
     errorloc errorloc302 errorloc303 external-check filter grace http-after-response
     http-error http-response http-reuse http-send-name-header ignore-persist
     load-server-state-from-file log-tag max-keep-alive-queue
-    max-session-srv-conns monitor persist redirect retry-on server-state-file-name source
+    max-session-srv-conns monitor redirect retry-on server-state-file-name source
     tcp-response unique-id-header use-fcgi-app
     use-server
 """)

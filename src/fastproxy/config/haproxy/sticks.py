@@ -8,6 +8,8 @@ may name a table declared further down.
 
 from __future__ import annotations
 
+import re
+
 from ... import samples
 from ...sticktables import KEY_TYPES, StickTableError, parse_store
 from ..model import StickRule, StickTable
@@ -123,3 +125,15 @@ def _force_persist(line: _Line, proxy: _Proxy, args: list[str]) -> None:
     if not args or args[0] not in ("if", "unless") or len(args) < 2:
         raise _Invalid("'force-persist' requires either 'if' or 'unless' followed by a condition.")
     proxy.force_persist.append(line.reader.condition(line, proxy, args))
+
+
+@_keyword("persist", caps=BE)
+def _persist(line: _Line, proxy: _Proxy, args: list[str]) -> None:
+    """``persist rdp-cookie[(<name>)]``: a client whose RDP cookie (``msts`` unless named) names one of
+    the backend's servers goes to it (``dispatch.rdp_persisted``)."""
+    if not args:
+        raise _Invalid("missing persist method.")
+    method = re.fullmatch(r"rdp-cookie(?:\((.*)\))?", args[0])
+    if method is None:
+        raise _Invalid("unknown persist method.")
+    proxy.persist_rdp_cookie = method[1] or "msts"
