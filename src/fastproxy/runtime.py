@@ -199,6 +199,24 @@ class BackendRuntime:
             self.log.send(severity, message)
 
 
+class HttpCounts:
+    """A stats listener's requests, counted by ``stats_http`` as it answers them (in Python: this is off
+    the data path; its connections and bytes go to the frontend's counter block, as a TCP frontend's
+    do), for the HTTP columns HAProxy fills on the stats proxy's FRONTEND and BACKEND rows."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.intercepted = 0  # answered by the listener itself: the page, monitor-uri, the exporter
+        self.unserved = 0  # what no page answers: HAProxy passes it to the proxy's backend, without server
+        self.responses = [0] * 6  # by status: 1xx, 2xx, 3xx, 4xx, 5xx, other (hrsp_*)
+
+    def count(self, status: int, *, intercepted: bool) -> None:
+        self.requests += 1
+        self.intercepted += intercepted
+        self.unserved += not intercepted
+        self.responses[status // 100 - 1 if 100 <= status < 600 else 5] += 1
+
+
 class FrontendRuntime:
     """A frontend while it runs: its listeners, counts, router and log."""
 
@@ -214,6 +232,7 @@ class FrontendRuntime:
         self.state = "OPEN"  # OPEN, PAUSED (``disable frontend``), STOP (``shutdown frontend``)
         self.maxconn = frontend.maxconn or 0  # 0: none; ``set maxconn frontend`` changes it
         self.maxconn_set = False  # by ``set maxconn frontend`` (show stat then shows it as it is)
+        self.http = HttpCounts() if frontend.mode == "http" else None  # a stats listener's requests
         self.session_rate = FreqCounter()  # for ``rate-limit sessions``
         self.log = logs.ProxyLog(frontend.name, frontend.log_targets) if frontend.log_targets else None
         # The line of each session, compiled once: HAProxy's tcplog unless ``log-format`` says otherwise.

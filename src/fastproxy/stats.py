@@ -177,6 +177,9 @@ def readings(state: Runtime, counts: Callable[[int], Sequence[int]]) -> dict[tup
         result[("fe", fe.name)] = (c[Counter.CONN_CUR], c[Counter.CONN_TOTAL])
         current, total = current + c[Counter.CONN_CUR], total + c[Counter.CONN_TOTAL]
     result[("process", "")] = (current, total)  # show info's ConnRate and MaxConnRate
+    for fe in state.frontends.values():
+        if fe.http is not None:  # a stats listener's request rate (req_rate)
+            result[("req", fe.name)] = (0, fe.http.requests)
     for be in state.backends.values():
         current = total = 0
         for server in be.servers:
@@ -257,14 +260,24 @@ def frontend_row(view: StatsView, proxy: Proxy) -> dict[str, Value]:
         req_tot=0, comp_in=0, comp_out=0, comp_byp=0, comp_rsp=0, mode=fe.mode, conn_rate=rate,
         conn_rate_max=rate_max, conn_tot=c[Counter.CONN_TOTAL] + runtime.denied, dcon=runtime.denied,
         dses=0, wrew=0, eint=0)
-    if fe.mode == "http":  # a stats listener: HAProxy's HTTP counters, at 0
+    if fe.mode == "http":  # a stats listener: HAProxy's HTTP counters, its own requests'
         row.update(dict.fromkeys(HTTP_FIELDS + ("intercepted",), 0))
+        if runtime.http is not None:
+            requests = runtime.http.requests
+            _, req_rate, req_rate_max = _rates(view, ("req", runtime.name), 0, requests)
+            row.update(zip(RESPONSE_FIELDS, runtime.http.responses), req_tot=requests, req_rate=req_rate,
+                       req_rate_max=req_rate_max, intercepted=runtime.http.intercepted)
+            # The h1 module's columns: its connections, requests and bytes on the wire (bin and bout
+            # are the same bytes here; HAProxy's count its internal messages' sizes instead).
+            row.update(h1_open_connections=c[Counter.CONN_CUR], h1_total_connections=c[Counter.CONN_TOTAL],
+                       h1_total_streams=requests, h1_bytes_in=c[Counter.BYTES_IN],
+                       h1_bytes_out=c[Counter.BYTES_OUT])
     return row
 
 
 # The HTTP columns a ``mode http`` proxy (a stats listener) carries, 0 where fastproxy serves no HTTP.
-HTTP_FIELDS = ("hrsp_1xx", "hrsp_2xx", "hrsp_3xx", "hrsp_4xx", "hrsp_5xx", "hrsp_other", "cache_lookups",
-               "cache_hits")
+RESPONSE_FIELDS = ("hrsp_1xx", "hrsp_2xx", "hrsp_3xx", "hrsp_4xx", "hrsp_5xx", "hrsp_other")
+HTTP_FIELDS = RESPONSE_FIELDS + ("cache_lookups", "cache_hits")
 
 
 def server_status(server: ServerRuntime) -> str:
@@ -448,6 +461,13 @@ def backend_row(view: StatsView, proxy: Proxy) -> dict[str, Value]:
     row.update(session_times(view, backend.block, sum(c[Counter.CONN_TOTAL] for c in raw)))
     if backend.model.mode == "http":
         row.update(dict.fromkeys(HTTP_FIELDS + ("req_tot",), 0))
+        http = proxy.frontend.http if proxy.frontend is not None else None
+        if http is not None and proxy.frontend is not None:
+            # As HAProxy's stats proxy: its backend carries every byte of the listener's, and the
+            # requests no page answered, each a session without a server (a connection error, a 503).
+            c = view.counts(proxy.frontend.block)
+            row.update(bin=c[Counter.BYTES_IN], bout=c[Counter.BYTES_OUT], stot=http.unserved,
+                       req_tot=http.unserved, econ=http.unserved, hrsp_5xx=http.unserved)
     if backend.servers:
         row["downtime"] = int(backend.down_time + (view.now - backend.last_change if not up else 0))
     if view.show_addresses:
@@ -504,7 +524,7 @@ def hide_servers(rows_: Iterable[dict[str, Value]], proxies: Sequence[Proxy], *,
 def _module_values(row: dict[str, Value]) -> list[str]:
     if row["type"] == TYPE_SERVER:  # the ssl module counts servers; h1 and h2 only proxies
         return ["0"] * len(SSL_FIELDS) + [""] * (len(H2_FIELDS) + len(H1_FIELDS))
-    return ["0"] * len(MODULE_FIELDS)
+    return [_text(row.get(name, 0)) for name in MODULE_FIELDS]  # what a row counts, zeros elsewhere
 
 
 def _text(value: Value) -> str:
@@ -631,8 +651,8 @@ def json_stat(rows_: Iterable[dict[str, Value]]) -> str:
 # --- show info ---------------------------------------------------------------------------------------
 
 # HAProxy 2.6's show info fields, in order (stats-t.h INF_*): position, name ("_" for a blank), and the
-# tags and type of the typed output, as haproxy 2.6.12 writes them (its zlib and description fields,
-# absent there, are absent here too).
+# tags and type of the typed output, as haproxy 2.6.12 writes them (its zlib fields, absent there, are
+# absent here too; description is there when the global section sets one).
 _INFO = (
     "0=Name=POS:str 1=Version=POS:str 2=Release_date=POS:str 3=Nbthread=CGS:u32 4=Nbproc=CGS:u32 "
     "5=Process_num=KGP:u32 6=Pid=SGP:u32 7=Uptime=MDP:str 8=Uptime_sec=MDP:u32 9=Memmax_MB=CLP:u32 "
@@ -646,7 +666,8 @@ _INFO = (
     "37=SslFrontendSessionReuse_pct=MGP:u32 38=SslBackendKeyRate=MRP:u32 "
     "39=SslBackendMaxKeyRate=MMP:u32 40=SslCacheLookups=MCP:u32 41=SslCacheMisses=MCP:u32 "
     "42=CompressBpsIn=MRP:u32 43=CompressBpsOut=MRP:u32 44=CompressBpsRateLim=CLP:u32 "
-    "47=Tasks=MGP:u32 48=Run_queue=MGP:u32 49=Idle_pct=MaP:u32 50=node=COS:str 52=Stopping=MGP:u32 "
+    "47=Tasks=MGP:u32 48=Run_queue=MGP:u32 49=Idle_pct=MaP:u32 50=node=COS:str 51=description=COS:str "
+    "52=Stopping=MGP:u32 "
     "53=Jobs=MGP:u32 54=Unstoppable_Jobs=MGP:u32 55=Listeners=MGP:u32 56=ActivePeers=MGP:u32 "
     "57=ConnectedPeers=MGP:u32 58=DroppedLogs=MGP:u32 59=BusyPolling=MGP:u32 "
     "60=FailedResolutions=MGP:u32 61=TotalBytesOut=MGP:u64 62=TotalSplicdedBytesOut=MGP:u64 "
@@ -691,7 +712,8 @@ def info(state: Runtime, counters: Counters, *, version: str, started: float, st
         "CurrConns": state.current, "CumConns": cum_conns, "Maxpipes": g.maxpipes or 0,
         "PipesUsed": pipes_in_use, "ConnRate": rate, "ConnRateLimit": g.maxconnrate or 0,
         "MaxConnRate": max_rate, "SessRate": rate, "MaxSessRate": max_rate, "Idle_pct": 100,
-        "node": os.uname().nodename, "Stopping": int(state.stopping), "Jobs": state.current + listeners,
+        "node": g.node or os.uname().nodename, "description": g.description,
+        "Stopping": int(state.stopping), "Jobs": state.current + listeners,
         "Listeners": listeners, "TotalBytesOut": bytes_out, "Build info": version,
         "Start_time_sec": int(started_wall), "Tainted": 0,
     })
@@ -699,16 +721,21 @@ def info(state: Runtime, counters: Counters, *, version: str, started: float, st
 
 
 def info_text(values: dict[str, Value]) -> str:
-    return "".join(f"{name}: {_text(values[name])}\n" for name in INFO_FIELDS) + "\n"
+    return "".join(f"{name}: {_text(values[name])}\n" for name in INFO_FIELDS if values[name] is not None) \
+        + "\n"
 
 
+# A field without a value (``description`` unless the global section sets one) is left out, as HAProxy
+# leaves it out of every format.
 def info_typed(values: dict[str, Value]) -> str:
     """``show info typed``: ``<pos>.<name>.1:<tags>:<type>:<value>`` per field."""
-    return "".join(f"{pos}.{name}.1:{tags}:{_text(values[name])}\n" for pos, name, tags in INFO_ENTRIES)
+    return "".join(f"{pos}.{name}.1:{tags}:{_text(values[name])}\n" for pos, name, tags in INFO_ENTRIES
+                   if values[name] is not None)
 
 
 def info_json(values: dict[str, Value]) -> str:
-    doc = [_json_field(pos, name, tags, values[name]) for pos, name, tags in INFO_ENTRIES]
+    doc = [_json_field(pos, name, tags, values[name]) for pos, name, tags in INFO_ENTRIES
+           if values[name] is not None]
     return json.dumps(doc, separators=(",", ":")) + "\n"
 
 

@@ -13,15 +13,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any, Optional
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 
 from . import acl as acls
 from . import promex, stats, stats_page
 from .config import model
 from .operations import Operations
 from .handover import Opener, backlog_of, bind_listener
+from .pump import Counter
+from .runtime import FrontendRuntime
 
 log = logging.getLogger("fastproxy")
 
@@ -50,8 +54,8 @@ class StatsListener:
     async def start(self) -> None:
         """Listen on every bind; on a failure none stays open."""
         loop = asyncio.get_running_loop()
-        self._http = web.Server(self._handle, loop=loop,
-                                keepalive_timeout=self.frontend.timeouts.client or IDLE_TIMEOUT)
+        self._http = _CountingServer(self._handle, self._count_connection, loop=loop,
+                                     keepalive_timeout=self.frontend.timeouts.client or IDLE_TIMEOUT)
         try:
             for bind in self.frontend.binds:
                 sock = self.open_listener(bind, backlog_of(self.frontend))
@@ -73,20 +77,48 @@ class StatsListener:
             await server.wait_closed()
         self.servers.clear()
 
+    # --- the listener's own traffic, counted as HAProxy counts its stats proxy's ---
+
+    @property
+    def _runtime(self) -> FrontendRuntime:
+        return self.operations.state.frontends[self.frontend.name]
+
+    def _count_connection(self, opened: bool) -> None:
+        pump, block = self.operations.pump, self._runtime.block
+        pump.add_counter(block, Counter.CONN_CUR, 1 if opened else -1)
+        if opened:
+            pump.add_counter(block, Counter.CONN_TOTAL, 1)
+
+    def _count_request(self, request: web.BaseRequest, response: web.StreamResponse,
+                       intercepted: bool) -> None:
+        runtime = self._runtime
+        assert runtime.http is not None
+        runtime.http.count(response.status, intercepted=intercepted)
+        pump = self.operations.pump
+        pump.add_counter(runtime.block, Counter.BYTES_IN, _request_size(request))
+        pump.add_counter(runtime.block, Counter.BYTES_OUT, request.writer.output_size)
+
     # --- requests ---
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        where = stats_page.route(self.page, request.raw_path)
         try:
-            return await self._answer(request)
+            response = await self._answer(request, where)
         except (ConnectionError, asyncio.CancelledError):
             raise
         except Exception:  # a bug on the page must not take the listener down
             log.exception("stats listener %s: request failed", self.frontend.name)
-            return web.Response(status=500, text="500 Internal Server Error\n")
+            response = web.Response(status=500, text="500 Internal Server Error\n")
+        # Written here rather than by aiohttp after this returns, so that its bytes are counted.
+        try:
+            await response.prepare(request)
+            await response.write_eof()
+        finally:
+            self._count_request(request, response, intercepted=where.kind != "unavailable")
+        return response
 
-    async def _answer(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def _answer(self, request: web.BaseRequest, where: stats_page.Route) -> web.StreamResponse:
         page = self.page
-        where = stats_page.route(page, request.raw_path)
         if where.kind == "monitor":
             return _html(stats_page.SERVICE_READY)
         if where.kind == "prometheus":
@@ -152,6 +184,12 @@ class StatsListener:
         if request.format == "csv":
             return web.Response(text=stats.csv(self._rows(request)), content_type="text/plain",
                                 headers=headers)
+        if request.format == "typed":  # show stat typed, show stat json: the same texts as the socket's
+            return web.Response(text=stats.typed(self._rows(request)), content_type="text/plain",
+                                headers=headers)
+        if request.format == "json":
+            return web.Response(text=stats.json_stat(self._rows(request)), content_type="application/json",
+                                headers=headers)
         if request.format == "history":
             ops = self.operations
             series = {f"{kind}/{proxy.name}": ops.history.series((kind, proxy.name))
@@ -161,8 +199,10 @@ class StatsListener:
             return web.Response(text=stats_page.history_json(series), content_type="application/json",
                                 headers={"Cache-Control": "no-cache"})
         assert self.page.uri is not None
+        info = self.operations.info()
         context = stats_page.PageContext(page=self.page, request=request, uri=self.page.uri,
-                                         rows=self._rows(request), info=self.operations.info(), admin=admin)
+                                         rows=self._rows(request), info=info, admin=admin,
+                                         node=str(info["node"]), description=str(info["description"] or ""))
         return web.Response(text=stats_page.html(context), content_type="text/html", headers=headers)
 
     def _metrics(self, request: web.BaseRequest) -> web.Response:
@@ -174,6 +214,33 @@ class StatsListener:
             return web.Response(status=400, text=f"{exc}\n", headers={"Cache-Control": "no-cache"})
         return web.Response(body=self.operations.metrics(**options),
                             headers={"Content-Type": promex.CONTENT_TYPE, "Cache-Control": "no-cache"})
+
+
+class _CountingServer(web.Server):
+    """aiohttp's server, telling ``counted(opened)`` of each connection it opens and closes."""
+
+    def __init__(self, handler: Any, counted: Callable[[bool], None], **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self._counted = counted
+        self._open: set[RequestHandler] = set()
+
+    def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
+        super().connection_made(handler, transport)
+        self._open.add(handler)
+        self._counted(True)
+
+    def connection_lost(self, handler: RequestHandler, exc: Optional[BaseException] = None) -> None:
+        super().connection_lost(handler, exc)
+        if handler in self._open:
+            self._open.discard(handler)
+            self._counted(False)
+
+
+def _request_size(request: web.BaseRequest) -> int:
+    """The bytes of a request as it came on the wire: its request line, headers and body."""
+    line = len(request.method) + len(request.raw_path) + len("  HTTP/1.1\r\n")
+    headers = sum(len(name) + len(value) + 4 for name, value in request.raw_headers) + 2
+    return line + headers + (request.content_length or 0)
 
 
 def _html(text: str, status: int = 200) -> web.Response:

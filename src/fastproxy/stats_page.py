@@ -1,16 +1,16 @@
 """The stats page, sans-IO: what a stats listener answers to one HTTP request, as HAProxy 2.6's
 (src/stats.c ``stats_dump_html_*``, src/http_ana.c ``http_handle_stats``), computed from plain data.
 
-``route`` reads a request's URI against a ``StatsPage``: the ``monitor-uri``, the exporter's paths,
-the page under its ``stats uri`` prefix with HAProxy's options after it (``;csv``, ``;norefresh``,
-``;up``, ``;no-maint``, ``;st=<code>``, ``scope=<text>``, and fastproxy's ``;history``, the JSON the
-charts read), or nothing (HAProxy's 503).  ``authorized`` checks Basic credentials against ``stats
-auth``; ``admin_allowed`` evaluates ``stats admin`` over the client's addresses.  ``parse_admin_form``
-reads the page's POST as HAProxy does (``b``, ``action``, ``s`` repeated) and ``apply_admin`` returns
-the ``;st=`` code the redirect carries.  ``html`` writes the page from ``stats.rows`` and
-``stats.info``: a table per proxy (frontend, servers, backend), servers coloured by state with HAProxy's
-classes, the admin form, and a live chart per frontend and backend drawn by inline script from the
-history (no external asset).  The aiohttp wiring is ``stats_http``'s.
+``route`` reads a request's URI against a ``StatsPage``: the ``monitor-uri``, the exporter's paths, the
+page under its ``stats uri`` prefix with HAProxy's options after it (``;csv``, ``;typed``, ``;json``,
+``;norefresh``, ``;up``, ``;no-maint``, ``;st=<code>``, ``scope=<text>``, and fastproxy's ``;history``,
+the JSON the charts read), or nothing (HAProxy's 503). ``authorized`` checks Basic credentials against
+``stats auth``; ``admin_allowed`` evaluates ``stats admin`` over the client's addresses.
+``parse_admin_form`` reads the page's POST as HAProxy does (``b``, ``action``, ``s`` repeated) and
+``apply_admin`` returns the ``;st=`` code the redirect carries. ``html`` writes the page from
+``stats.rows`` and ``stats.info``: a table per proxy (frontend, servers, backend), servers coloured by
+state with HAProxy's classes, the admin form, and a live chart per frontend and backend drawn by inline
+script from the history (no external asset). The aiohttp wiring is ``stats_http``'s.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ UNAVAILABLE = ("<html><body><h1>503 Service Unavailable</h1>\nNo server is avail
 class PageRequest:
     """What the URI asks of the page (the options HAProxy reads after the ``stats uri`` prefix)."""
 
-    format: str = "html"  # "html" | "csv" | "history"
+    format: str = "html"  # "html" | "csv" | "typed" | "json" | "history"
     hide_down: bool = False  # ;up
     hide_maint: bool = False  # ;no-maint
     no_refresh: bool = False  # ;norefresh
@@ -89,7 +89,9 @@ def route(page: StatsPage, uri: str) -> Route:
     match = re.search(r"scope=([^&;]*)", rest)
     if match:
         scope = match[1][:SCOPE_MAX]
-    fmt = "history" if ";history" in rest else "csv" if ";csv" in rest else "html"
+    # HAProxy tests ;csv, then ;typed, then ;json (its ;json-schema is not served here).
+    fmt = "history" if ";history" in rest else "csv" if ";csv" in rest else "typed" if ";typed" in rest \
+        else "json" if ";json" in rest and ";json-schema" not in rest else "html"
     return Route("page", PageRequest(format=fmt, hide_down=";up" in rest, hide_maint=";no-maint" in rest,
                                      no_refresh=";norefresh" in rest, status=status, scope=scope))
 
@@ -314,7 +316,8 @@ class PageContext:
     rows: list[Row]
     info: dict[str, stats.Value]
     admin: bool
-    node: str = field(default_factory=lambda: os.uname().nodename)
+    node: str = field(default_factory=lambda: os.uname().nodename)  # the global ``node``, or the host's
+    description: str = ""  # the global ``description``
 
 
 def html(ctx: PageContext) -> str:
@@ -346,7 +349,8 @@ def _summary(ctx: PageContext, node: str) -> str:
         out.append(f'<h1>fastproxy version {_e(info["Version"])} (HAProxy 2.6 compatible)</h1>\n')
     else:
         out.append("<h1>Statistics Report</h1>\n")
-    desc = f": {_e(page.show_desc)}" if page.show_desc else ""
+    shown_desc = page.show_desc or ctx.description if page.show_desc is not None else ""
+    desc = f": {_e(shown_desc)}" if shown_desc else ""
     on_node = f" on {_e(node)}" if page.show_node is not None else ""
     pid = f" for pid {_e(info['Pid'])}" if not page.hide_version else ""
     out.append(f"<h2>Statistics Report{pid}{on_node}{desc}</h2>\n")

@@ -1099,6 +1099,14 @@ def test_rules_reading_the_clienthello_without_inspect_delay_are_a_warning():
     assert any("no 'tcp-request inspect-delay'" in w for w in warnings_of(config))
 
 
+def test_node_and_description_are_read_for_show_info_and_the_page():
+    config = parse("global\n node edge-1.rack4\n description Edge   proxy,  rack 4\n")
+    assert (config.global_.node, config.global_.description) == ("edge-1.rack4", "Edge proxy, rack 4")
+    assert parse("global\n").global_.node is None
+    assert "requires valid node name" in errors_of("global\n node a/b\n")[0]
+    assert "expects a string argument" in errors_of("global\n description\n")[0]
+
+
 def test_only_newlines_end_lines_and_crlf_files_read_the_same():
     assert parse("global\r\n nbthread 2\r\n").global_.nbthread == 2
     assert errors_of("global\n description a\x0cb\n maxconn x\n") == [

@@ -94,3 +94,10 @@ def test_scope_limits_the_proxies_by_name_and_by_the_pages_text():
     assert not stats_page.in_scope(page, everything, "db", "stats")
     assert stats_page.in_scope(StatsPage(uri="/"), stats_page.PageRequest(scope="PP"), "app", "stats")
     assert not stats_page.in_scope(StatsPage(uri="/"), stats_page.PageRequest(scope="x"), "app", "stats")
+
+
+def test_typed_and_json_are_served_under_the_uri_as_haproxy_serves_them():
+    assert stats_page.route(PAGE, "/stats;json").page.format == "json"
+    assert stats_page.route(PAGE, "/stats;typed;norefresh").page.format == "typed"
+    assert stats_page.route(PAGE, "/stats;json-schema").page.format == "html"  # not served: the page
+    assert stats_page.route(PAGE, "/stats;csv;json").page.format == "csv"  # HAProxy's order

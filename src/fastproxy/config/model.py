@@ -502,6 +502,8 @@ class Global:
     maxpipes: Optional[int] = None
     splice: bool = True  # False with "nosplice"
     pidfile: Optional[str] = None
+    node: Optional[str] = None  # show info's node and the page's ``stats show-node``; None: the host name
+    description: Optional[str] = None  # show info's description and the page's ``stats show-desc``
     daemon: bool = False
     master_worker: bool = False  # run as a master and its worker, as ``-W`` (master.py)
     hard_stop_after: Optional[float] = None

@@ -40,6 +40,20 @@ def _global_text(attribute: str, what: str) -> GlobalHandler:
     return handler
 
 
+def _global_node(line: _Line, g: Global, args: list[str]) -> None:
+    if len(args) != 1 or not re.fullmatch(r"[A-Za-z0-9_.-]+", args[0], re.ASCII):
+        raise _Invalid("requires valid node name - non-empty string with digits(0-9), letters(A-Z, a-z), "
+                       "dot(.), hyphen(-) or underscode(_).")
+    g.node = args[0]
+
+
+def _global_description(line: _Line, g: Global, args: list[str]) -> None:
+    """``description <text>``: every word, joined by one space, as cfgparse-global.c joins them."""
+    if not args:
+        raise _Invalid("expects a string argument.")
+    g.description = " ".join(args)
+
+
 def _global_account(attribute: str, database: str) -> GlobalHandler:
     """``user`` / ``group``: the name must exist here, as HAProxy checks when it reads the line."""
     def handler(line: _Line, g: Global, args: list[str]) -> None:
@@ -299,6 +313,8 @@ GLOBAL_KEYWORDS: dict[str, GlobalHandler] = {
     "maxpipes": _global_int("maxpipes", "a number of pipes", 0),
     "nosplice": _global_nosplice,
     "pidfile": _global_text("pidfile", "a file name"),
+    "node": _global_node,
+    "description": _global_description,
     "log": _global_log,
     "stats": _global_stats,
     "daemon": _global_daemon,
@@ -324,13 +340,13 @@ GLOBAL_NEGATABLE = frozenset({"busy-polling", "set-dumpable", "strict-limits", "
 
 # Global keywords HAProxy 2.6 knows that fastproxy ignores (with a warning).
 GLOBAL_IGNORED = _names("""
-    ca-base crt-base busy-polling close-spread-time cluster-secret cpu-map default-path description
+    ca-base crt-base busy-polling close-spread-time cluster-secret cpu-map default-path
     expose-experimental-directives external-check fd-hard-limit grace h1-accept-payload-with-any-method
     h1-case-adjust h1-case-adjust-file h2-workaround-bogus-websocket-clients httpclient.resolvers.id
     httpclient.resolvers.prefer httpclient.ssl.ca-file httpclient.ssl.verify insecure-fork-wanted
     insecure-setuid-wanted issuers-chain-path localpeer log-send-hostname log-tag lua-load
     lua-load-per-thread lua-prepend-path max-spread-checks maxcompcpuusage maxcomprate
-    maxsessrate maxsslconn maxsslrate maxzlibmem mworker-max-reloads no-memory-trimming node noepoll
+    maxsessrate maxsslconn maxsslrate maxzlibmem mworker-max-reloads no-memory-trimming noepoll
     noevports nogetaddrinfo nokqueue nopoll noreuseport numa-cpu-mapping pp2-never-send-local
     profiling.tasks quiet server-state-base server-state-file set-dumpable set-var set-var-fmt
     ssl-default-bind-ciphers ssl-default-bind-ciphersuites ssl-default-bind-curves

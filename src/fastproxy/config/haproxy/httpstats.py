@@ -94,9 +94,8 @@ def _stats(line: _Line, proxy: _Proxy, args: list[str]) -> None:
                            "letters(A-Z, a-z), hyphen(-) or underscode(_).")
         _page(line, proxy).show_node = value
     elif sub == "show-desc":
-        if not rest:
+        if not rest and line.reader.global_.description is None:  # shown once the global one is set
             line.warn("'show-desc' requires a parameter or 'desc' to be set in the global section.")
-            return
         _page(line, proxy).show_desc = " ".join(rest)
     elif sub in ("http-request", "show-modules"):
         if sub == "http-request" and proxy.is_defaults:
