@@ -721,8 +721,16 @@ def info(state: Runtime, counters: Counters, *, version: str, started: float, st
 
 
 def info_text(values: dict[str, Value]) -> str:
-    return "".join(f"{name}: {_text(values[name])}\n" for name in INFO_FIELDS if values[name] is not None) \
-        + "\n"
+    return "".join(f"{name}: {_quoted(_text(values[name]))}\n" for name in INFO_FIELDS
+                   if values[name] is not None) + "\n"
+
+
+def _quoted(text: str) -> str:
+    """HAProxy's csv_enc() as show info applies it to a text: quoted (inner quotes doubled) where it
+    holds a comma, a quote or a line break (a ``description`` may)."""
+    if not any(c in text for c in ',"\r\n'):
+        return text
+    return '"' + text.replace('"', '""') + '"'
 
 
 # A field without a value (``description`` unless the global section sets one) is left out, as HAProxy

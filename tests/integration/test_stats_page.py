@@ -241,9 +241,9 @@ async def test_json_and_typed_are_show_stats_and_the_page_names_the_node(tmp_pat
         socket_json = json.loads(await ask(str(tmp_path / "admin.sock"), "show stat json"))
         page_json = json.loads(body)
 
-        def names(doc: list) -> list:  # addresses and algorithms: on the page with show-legends only
-            return [[(f["objType"], f["proxyId"], f["id"], f["field"]["name"]) for f in row
-                     if f["field"]["name"] not in ("addr", "algo")] for row in doc]
+        def names(doc: list) -> list:  # each row's identity and its name fields (the checks' move on)
+            return [[(f["objType"], f["proxyId"], f["id"], f["field"]["name"], f["value"]["value"])
+                     for f in row if f["field"]["name"] in ("pxname", "svname")] for row in doc]
         assert names(page_json) == names(socket_json)
         status, headers, typed = await get(f"{base};typed", headers=ADMIN)
         assert headers["Content-Type"].startswith("text/plain")

@@ -241,7 +241,7 @@ async def test_show_stat_agrees_with_haproxy_on_the_same_file_and_traffic(tmp_pa
         return [line.rsplit(":", 1)[0] for line in text.splitlines()]
     assert typed_fields(ours["show stat typed"]) == typed_fields(theirs["show stat typed"])
     assert typed_fields(ours["show info typed"]) == typed_fields(theirs["show info typed"])
-    for line in ("node: edge-1", "description: Edge proxy, rack 4"):
+    for line in ("node: edge-1", 'description: "Edge proxy, rack 4"'):  # quoted for its comma
         assert line in theirs["show info"].splitlines() and line in ours["show info"].splitlines()
 
     def json_fields(text: str) -> list:  # every object but the value's value
