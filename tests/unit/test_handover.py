@@ -31,3 +31,20 @@ def test_master_worker_in_global():
     assert cfg.global_.master_worker and "no-exit-on-failure" in str(cfg.warnings[0])
     with pytest.raises(ConfigError, match="only takes 'no-exit-on-failure'"):
         parse_text("global\n    master-worker sometimes\n")
+
+
+def test_the_systemd_unit_runs_the_master_and_reloads_it_with_sigusr2():
+    import shlex
+    from pathlib import Path
+
+    from fastproxy.cli import build_parser
+
+    unit = (Path(__file__).resolve().parents[2] / "contrib" / "fastproxy.service").read_text()
+    settings = [line.split("=", 1) for line in unit.splitlines() if "=" in line and not line.startswith("#")]
+    values = {key: value for key, value in settings if key != "ExecReload"}
+    assert values["Type"] == "notify" and values["KillMode"] == "mixed"
+    assert [value for key, value in settings if key == "ExecReload"][-1] == "/bin/kill -USR2 $MAINPID"
+    start = shlex.split(values["ExecStart"])
+    args = build_parser().parse_args(start[1:])
+    assert args.command == "run" and args.master_worker and args.files == ["$CONFIG"]
+    assert build_parser().parse_args(shlex.split(values["ExecStartPre"])[1:]).command == "check"
