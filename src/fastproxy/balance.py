@@ -40,11 +40,12 @@ not per pick, and swapped in whole (``fastproxy.ring``: the compiled build relea
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import math
 import random
 import socket
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
@@ -164,6 +165,8 @@ class Balancer:
         sample = hashed_sample(backend.balance)
         self.needs_destination = sample is not None and samples.fetch_of(sample.fetch)[0].destination
         self.on_change: list[Callable[[], None]] = []  # told after every change of weight or state
+        self._batched: dict[int, ServerSlot] | None = None  # inside ``batch()``: the changed servers
+        self.rebuilds = 0  # changes the algorithm was told of (a ``batch()`` counts once)
         self._refresh()
 
     # --- the engine's interface ---
@@ -348,8 +351,33 @@ class Balancer:
             return slot
         return avoided
 
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Many changes, one rebuild: inside, changes are only recorded; on leaving, the algorithm
+        sees them all at once (a hash ring is rebuilt once, not once per server), then the pool, then
+        ``on_change``.  Picks made inside see the state from before (the fleet applies a burst of
+        etcd changes in one batch)."""
+        if self._batched is not None:  # nested: the outer batch applies
+            yield
+            return
+        self._batched = {}
+        try:
+            yield
+        finally:
+            changed, self._batched = self._batched, None
+            if changed:
+                self._algorithm.servers_changed(list(changed.values()))
+                self.rebuilds += 1
+                self._refresh()
+                for callback in self.on_change:
+                    callback()
+
     def _changed(self, slot: ServerSlot) -> None:
+        if self._batched is not None:
+            self._batched[slot.index] = slot
+            return
         self._algorithm.server_changed(slot)
+        self.rebuilds += 1
         self._refresh()
         for callback in self.on_change:
             callback()
@@ -406,6 +434,11 @@ class _Algorithm:
 
     def slot_added(self, slot: ServerSlot) -> None:
         """A server was added (``add server``), in MAINT: room for its state."""
+
+    def servers_changed(self, slots: list[ServerSlot]) -> None:
+        """Several servers changed at once (``Balancer.batch``)."""
+        for slot in slots:
+            self.server_changed(slot)
 
     def current_ring(self) -> Any:
         return None
@@ -556,6 +589,25 @@ class _GroupRings:
             return weight
         return -(-self.balancer.points_per_weight * weight // self.divisor)
 
+    def servers_changed(self, slots: list[ServerSlot]) -> None:
+        """Several servers at once: each group's ring rebuilt once, from its members, and swapped in
+        (``balancer.ring`` is read again by whoever is told of the change)."""
+        changed = set()
+        for slot in slots:
+            members = self.members[slot.backup]
+            weight = self.ring_weight(slot.weight) if slot.usable else None
+            if members.get(slot.name) != weight:
+                changed.add(slot.backup)
+                if weight is None:
+                    members.pop(slot.name, None)
+                else:
+                    members[slot.name] = weight
+        balancer = self.balancer
+        for backup in changed:
+            self.rings[backup] = balancer.ring_class(self.members[backup], self.algorithm,
+                                                     points_per_weight=1, table_size=balancer.table_size,
+                                                     seed=balancer.seed)
+
     def server_changed(self, slot: ServerSlot) -> None:
         members, ring = self.members[slot.backup], self.rings[slot.backup]
         if slot.usable:
@@ -598,6 +650,7 @@ class _Random(_Algorithm):
         self.draws = balancer.backend.balance.draws or RANDOM_DRAWS
         self.rings = _GroupRings(balancer, "ketama")
         self.server_changed = self.rings.server_changed  # type: ignore[method-assign]
+        self.servers_changed = self.rings.servers_changed  # type: ignore[method-assign]
         self.current_ring = self.rings.current  # type: ignore[method-assign]
 
     def pick(self, key: PickKey, avoid: AbstractSet[int]) -> ServerSlot | None:
@@ -667,6 +720,7 @@ class _RingHash(_Hashed):
         self.rings = _GroupRings(balancer, "maglev" if balancer.backend.balance.hash_type == "maglev"
                                  else "ketama")
         self.server_changed = self.rings.server_changed  # type: ignore[method-assign]
+        self.servers_changed = self.rings.servers_changed  # type: ignore[method-assign]
         self.current_ring = self.rings.current  # type: ignore[method-assign]
 
     def pick_hashed(self, data: bytes, avoid: AbstractSet[int]) -> ServerSlot | None:

@@ -518,3 +518,30 @@ def test_a_deleted_server_leaves_its_name_and_id_free_and_no_index_moves(config,
     assert balancer.slot("s1") is again and again in balancer.pool
     if config != "first":
         assert set(picks(balancer, 300)) == {"s0", "s1", "s2"}
+
+
+# --- batches (the fleet applies a burst of etcd changes in one) -------------------------------------
+
+@pytest.mark.parametrize("config", sorted(ALL_CONFIGS))
+def test_a_batch_of_changes_rebuilds_once_and_ends_where_one_by_one_does(config, ring_class):
+    one_by_one, batched = make(config, (1,) * 8, ring=ring_class), make(config, (1,) * 8, ring=ring_class)
+    told = []
+    batched.on_change.append(lambda: told.append(batched.pool_group))
+
+    def change(balancer):
+        for i in range(8):
+            if i % 3 == 0:
+                balancer.set_state(f"s{i}", ServerState.DRAIN)
+            elif not balancer._algorithm.static:
+                balancer.set_weight(f"s{i}", 1 + i % 4)
+
+    change(one_by_one)
+    before = batched.rebuilds
+    with batched.batch():
+        change(batched)
+        assert not told  # nothing announced inside: picks see the state from before
+    assert batched.rebuilds - before == 1 and len(told) == 1
+    assert [s.name for s in batched.pool] == [s.name for s in one_by_one.pool]
+    assert picks(batched, 300) == picks(one_by_one, 300)
+    if batched.ring is not None:
+        assert batched.ring.digest() == one_by_one.ring.digest()
