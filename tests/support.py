@@ -402,3 +402,68 @@ def slots(weights, rank, in_flight, factor):
     count = (weight * per_weight + (cumulative + weight) * remainder // total_weight
              - cumulative * remainder // total_weight)
     return count or 1
+
+
+# --- a real etcd ---------------------------------------------------------------------------------------
+
+class Etcd:
+    """A real etcd (Debian's ``etcd-server``) on free loopback ports with a temporary data directory,
+    started and stopped by its own pid.  ``kill()`` stops it at once (SIGKILL, as a crash), ``start()``
+    brings it back on the same ports and data."""
+
+    def __init__(self, data_dir: str) -> None:
+        self.data_dir = data_dir
+        self.port, self.peer_port = free_port(), free_port()
+        self.endpoint = f"127.0.0.1:{self.port}"
+        self.proc: Optional[subprocess.Popen] = None
+
+    def start(self, timeout: float = 20.0) -> None:
+        url, peer = f"http://127.0.0.1:{self.port}", f"http://127.0.0.1:{self.peer_port}"
+        log_path = f"{self.data_dir}.log"  # a file, not a pipe nobody reads while etcd runs
+        with open(log_path, "a") as log_file:
+            self.proc = subprocess.Popen(
+                ["etcd", "--name", "test", "--data-dir", self.data_dir, "--listen-client-urls", url,
+                 "--advertise-client-urls", url, "--listen-peer-urls", peer,
+                 "--initial-advertise-peer-urls", peer, "--initial-cluster", f"test={peer}",
+                 "--log-level", "error"],
+                stdout=subprocess.DEVNULL, stderr=log_file)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                with open(log_path) as log_file:
+                    raise AssertionError(f"etcd exited early: {log_file.read()[-2000:]}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                    sock.sendall(b"GET /health HTTP/1.0\r\n\r\n")
+                    if b'"health":"true"' in sock.recv(4096).replace(b" ", b""):
+                        return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError("etcd did not become healthy in time")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+@contextlib.contextmanager
+def etcd_server(data_dir: str) -> Iterator[Etcd]:
+    etcd = Etcd(data_dir)
+    etcd.start()
+    try:
+        yield etcd
+    finally:
+        etcd.stop()

@@ -1,4 +1,4 @@
-"""The command line: ``fastproxy run | check | version`` (argument parsing; ``service.py`` runs).
+"""The command line: ``fastproxy run | check | fleet | version`` (argument parsing; ``service.py`` runs).
 
 ``run`` and ``check`` read HAProxy-format files with ``-f`` (several, files or directories, in order),
 as ``haproxy -f`` and ``haproxy -c -f`` do.  ``run`` stays in the foreground (``-D``: in the
@@ -52,6 +52,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     if master_worker and not worker and cfg is None:
         print("[ALERT] master-worker mode (-W) needs a configuration (-f)", file=sys.stderr)
         return 1
+    if master_worker and args.fleet:
+        print("[ALERT] --fleet is not yet supported in master-worker mode (-W)", file=sys.stderr)
+        return 1
+    fleet = None
+    if args.fleet:
+        from . import fleet as fleet_module
+
+        try:
+            fleet = fleet_module.FleetSettings(
+                endpoints=tuple(fleet_module.parse_endpoint(e) for e in args.etcd or ["127.0.0.1:2379"]),
+                backends=tuple(args.fleet), root=args.etcd_prefix)
+        except fleet_module.FleetError as exc:
+            print(f"[ALERT] {exc}", file=sys.stderr)
+            return 1
     import uvloop
 
     from . import lifecycle, service
@@ -71,7 +85,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return uvloop.run(service.serve(cfg, None, args.grace, ready=ready,
                                         open_listener=inheriting_opener(parse_inherited(args.inherit)),
                                         worker=WorkerLink(args.worker_link)))
-    return uvloop.run(service.serve(cfg, args.pidfile, args.grace, ready=ready))
+    return uvloop.run(service.serve(cfg, args.pidfile, args.grace, ready=ready, fleet=fleet))
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -83,6 +97,58 @@ def cmd_check(args: argparse.Namespace) -> int:
     _report_warnings(cfg)
     print("Configuration file is valid")
     return 0
+
+
+def cmd_fleet(args: argparse.Namespace) -> int:
+    """``fastproxy fleet list|put|drain|remove|instances``: the fleet's keys in etcd, for operators."""
+    import asyncio
+
+    from . import fleet
+
+    try:
+        endpoint = fleet.parse_endpoint(args.etcd)
+        root = args.etcd_prefix
+        if args.action == "instances":
+            for name, fields in asyncio.run(fleet.list_instances(endpoint, root)):
+                print(f"{name} version {fields.get('version', '?')} pid {fields.get('pid', '?')} "
+                      f"backends {','.join(fields.get('backends', []))}")
+            return 0
+        if args.backend is None:
+            print("[ALERT] fastproxy fleet " + args.action + ": a backend is required", file=sys.stderr)
+            return 2
+        if args.action == "list":
+            for member in asyncio.run(fleet.list_members(endpoint, root, args.backend)):
+                print(f"{member.name} {member.address}:{member.port} weight {member.weight} {member.state}")
+            return 0
+        if args.server is None:
+            print(f"[ALERT] fastproxy fleet {args.action}: a server name is required", file=sys.stderr)
+            return 2
+        if args.action == "put":
+            if args.address is None:
+                print("[ALERT] fastproxy fleet put: ADDRESS:PORT is required", file=sys.stderr)
+                return 2
+            host, port = fleet.parse_endpoint(args.address)
+            member = fleet.Member(args.server, host, port, args.weight, args.state)
+            asyncio.run(fleet.put_member(endpoint, root, args.backend, member))
+            return 0
+        if args.action == "drain":
+            found = asyncio.run(fleet.get_member(endpoint, root, args.backend, args.server))
+            if found is None:
+                print(f"[ALERT] no server {args.server} in the fleet's {args.backend}", file=sys.stderr)
+                return 1
+            drained = fleet.Member(found.name, found.address, found.port, found.weight, "drain")
+            asyncio.run(fleet.put_member(endpoint, root, args.backend, drained))
+            return 0
+        if not asyncio.run(fleet.remove_member(endpoint, root, args.backend, args.server)):
+            print(f"[ALERT] no server {args.server} in the fleet's {args.backend}", file=sys.stderr)
+            return 1
+        return 0
+    except fleet.FleetError as exc:
+        print(f"[ALERT] {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - etcd unreachable, whatever the client raised
+        print(f"[ALERT] etcd at {args.etcd}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
 
 
 def cmd_version(args: argparse.Namespace) -> int:
@@ -118,7 +184,27 @@ def build_parser() -> argparse.ArgumentParser:
     # Set by the master on the workers it starts (master.py), not by hand.
     run.add_argument("--worker-link", type=int, metavar="FD", help=argparse.SUPPRESS)
     run.add_argument("--inherit", action="append", default=[], metavar="FD=ADDRESS", help=argparse.SUPPRESS)
+    run.add_argument("--fleet", action="append", default=[], metavar="BACKEND",
+                     help="take BACKEND's servers from etcd, under <prefix>backends/BACKEND/ (repeatable)")
+    run.add_argument("--etcd", action="append", metavar="HOST:PORT",
+                     help="an etcd endpoint for --fleet (repeatable; default 127.0.0.1:2379)")
+    run.add_argument("--etcd-prefix", default="/fastproxy/", metavar="PREFIX",
+                     help="the fleet's key prefix in etcd (default /fastproxy/)")
     run.set_defaults(handler=cmd_run)
+
+    fleet = sub.add_parser("fleet", help="list and change the fleet's servers in etcd",
+                           description="The servers of fleet backends (run --fleet) in etcd: list them, "
+                                       "put one (added, or changed), drain or remove one; list the "
+                                       "running instances.")
+    fleet.add_argument("action", choices=["list", "put", "drain", "remove", "instances"])
+    fleet.add_argument("backend", nargs="?")
+    fleet.add_argument("server", nargs="?")
+    fleet.add_argument("address", nargs="?", metavar="ADDRESS:PORT")
+    fleet.add_argument("--weight", type=int, default=1)
+    fleet.add_argument("--state", choices=["ready", "drain", "maint"], default="ready")
+    fleet.add_argument("--etcd", default="127.0.0.1:2379", metavar="HOST:PORT")
+    fleet.add_argument("--etcd-prefix", default="/fastproxy/", metavar="PREFIX")
+    fleet.set_defaults(handler=cmd_fleet)
 
     check = sub.add_parser("check", help="validate configuration files and exit (like haproxy -c)",
                            description="Read the files and report every error and warning; exit 0 if "

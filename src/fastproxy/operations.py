@@ -68,6 +68,7 @@ class Operations:
     admission: Any = None  # limits.AdmissionControl: told when a maxconn changes
     add_server: Any = None  # the engine's: (backend runtime, model.Server) -> ServerRuntime
     delete_server: Any = None  # the engine's: (ServerRuntime) -> None
+    fleet: Any = None  # fleet.Fleet, when backends take their servers from etcd (show fleet)
 
     def __post_init__(self) -> None:
         if not self.proxies:

@@ -732,6 +732,28 @@ def _table_entry(session: CliSession, table: StickTable, action: str, args: list
     return ""
 
 
+# --- show fleet (fastproxy's: the fleet's state and each hashed backend's table digest) ---------------
+
+def _show_fleet(session: CliSession, args: list[str]) -> str:
+    """Per backend hashing on a ring, the digest of its table (``HashRing.digest``): instances with
+    the same membership show the same one.  Then, when backends take their servers from etcd, where
+    the fleet is."""
+    ops = _ops(session)
+    lines = ["# backend algorithm servers digest\n"]
+    for proxy in ops.proxies:
+        backend = proxy.backend
+        if backend is None:
+            continue
+        ring = backend.balancer.ring
+        if ring is None:
+            continue
+        lines.append(f"{backend.name} {ring.algorithm} {len(ring)} {ring.digest():016x}\n")
+    if ops.fleet is not None:
+        status = ops.fleet.status()
+        lines.append("# fleet " + " ".join(f"{key} {value}" for key, value in status.items()) + "\n")
+    return "".join(lines)
+
+
 def _command(words: str, usage: Optional[str], handler: Any) -> Command:
     return Command(tuple(words.split()), usage, handler)
 
@@ -807,4 +829,6 @@ COMMANDS: tuple[Command, ...] = (
              "data/key)", _table_request("clear")),
     _command("set table", "set table <table> key <k> [data.* <v>]* : update or create a table entry's data",
              _table_request("set")),
+    _command("show fleet", "show fleet                              : each hashed backend's table "
+             "digest, and the etcd fleet's state", _show_fleet),
 )

@@ -21,16 +21,19 @@ from typing import Optional
 from . import default, implementation, privileges
 from .config import model
 from .engine import Engine
+from .fleet import Fleet, FleetError, FleetSettings
 from .handover import Opener
 from .lifecycle import MasterLink, Ready, notify
 
 log = logging.getLogger("fastproxy")
 
+
 async def serve(cfg: Optional[model.Config], pidfile: Optional[str], grace: Optional[float], *,
                 open_listener: Optional[Opener] = None, worker: Optional[MasterLink] = None,
-                ready: Optional[Ready] = None) -> int:
+                ready: Optional[Ready] = None, fleet: Optional[FleetSettings] = None) -> int:
     """Run ``cfg`` (the embedded default for None) until SIGINT, SIGTERM or SIGUSR1 (or, as a
-    ``worker``, until its master goes away); the exit status."""
+    ``worker``, until its master goes away); the exit status.  With ``fleet``, its backends take
+    their servers from etcd (``fleet.Fleet``)."""
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
@@ -50,6 +53,17 @@ async def serve(cfg: Optional[model.Config], pidfile: Optional[str], grace: Opti
             server.close()
         print(f"[ALERT] cannot start: {exc}", file=sys.stderr)
         return 1
+    running_fleet = None
+    if fleet is not None:
+        try:
+            running_fleet = Fleet(engine.operations, fleet)
+        except FleetError as exc:
+            print(f"[ALERT] cannot start: {exc}", file=sys.stderr)
+            await engine.stop(0)
+            return 1
+        assert engine.operations is not None  # started
+        engine.operations.fleet = running_fleet
+        await running_fleet.start()
     if worker is None:
         pidfile = pidfile or cfg.global_.pidfile
     if pidfile:
@@ -81,6 +95,8 @@ async def serve(cfg: Optional[model.Config], pidfile: Optional[str], grace: Opti
     await stopping.wait()
     if worker is None:
         notify("STOPPING=1")
+    if running_fleet is not None:
+        await running_fleet.stop()
     log.info("stopping: listeners closed, %d connection(s) to finish", engine.current)
     await engine.stop(grace)
     for _, server, _ in echo_backends:
