@@ -385,7 +385,7 @@ class Fleet:
                     await client.put(key, value, lease=lease)
                     while True:
                         await asyncio.sleep(ttl / 3)
-                        response = await client.refresh_lease(lease)
+                        response = await client.refresh_lease(lease.id)
                         if not getattr(response, "TTL", 1):  # expired while etcd was away: again
                             break
             except asyncio.CancelledError:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import subprocess
+import sys
 import time
 from typing import Any, AsyncIterator
 
@@ -18,7 +20,8 @@ from fastproxy.config import model
 from fastproxy.fleet import Fleet, FleetSettings, Member
 from fastproxy.ring import HashRing
 
-from ..support import NamedBackends, config, etcd_server, open_client, running, source_address, wait_until
+from ..support import (NamedBackends, config, etcd_server, free_port, open_client, running, source_address,
+                       start_fastproxy, stop, wait_listening, wait_until)
 
 pytestmark = pytest.mark.timeout(240)  # etcd is Debian's etcd-server, which .ci/run installs
 
@@ -155,6 +158,7 @@ async def test_three_instances_agree_after_every_change(implementation, tmp_path
                     for name, sock in held.items():
                         assert alive(sock) == (name in members), (label, name)
 
+                assert all(engine.operations.fleet.connected for engine in engines)  # leases renewed too
                 # etcd killed: the instances keep routing with what they knew ...
                 etcd.kill()
                 await asyncio.sleep(1.0)
@@ -216,3 +220,74 @@ async def test_a_bad_member_is_reported_and_changes_nothing(implementation, tmp_
                 sock, name = await open_client(engines[0].listening_addresses()[0])
                 sock.close()
                 assert name == "a"
+
+
+def fleet_cli(etcd: Any, *args: str) -> str:
+    result = subprocess.run([sys.executable, "-m", "fastproxy", "fleet", *args, "--etcd", etcd.endpoint],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def runtime_api(port: int, command: str) -> str:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(command.encode() + b"\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    return data.decode()
+
+
+async def test_operators_drive_the_fleet_from_the_command_line(implementation_env, tmp_path):
+    """fastproxy run --fleet on an ordinary HAProxy file, fastproxy fleet put|list|drain|remove|
+    instances, and show fleet on the stats socket."""
+    api, listen = free_port(), free_port()
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text(f"""global
+    stats socket 127.0.0.1:{api} level admin
+defaults
+    mode tcp
+    timeout connect 2s
+    timeout client 10s
+    timeout server 10s
+frontend fe
+    bind 127.0.0.1:{listen}
+    default_backend app
+backend app
+    balance source
+    hash-type consistent
+""")
+    with etcd_server(str(tmp_path / "etcd")) as etcd:
+        async with NamedBackends(["web1", "web2"]) as backends:
+            proc = start_fastproxy(["run", "-f", str(cfg), "--etcd", etcd.endpoint, "--fleet", "app"],
+                                   implementation_env)
+            try:
+                wait_listening(("127.0.0.1", listen), proc)
+                for name, port in zip(backends.names, backends.ports):
+                    fleet_cli(etcd, "put", "app", name, f"127.0.0.1:{port}", "--weight", "2")
+                assert fleet_cli(etcd, "list", "app").splitlines() == [
+                    f"web1 127.0.0.1:{backends.ports[0]} weight 2 ready",
+                    f"web2 127.0.0.1:{backends.ports[1]} weight 2 ready"]
+                want = HashRing({"web1": 320, "web2": 320}, "ketama", points_per_weight=1).digest()
+
+                def shown() -> str:
+                    return runtime_api(api, "show fleet")
+
+                await wait_until(lambda: f"app ketama 2 {want:016x}" in shown(), timeout=5)
+                assert "# fleet instance" in shown() and "etcd connected" in shown()
+                assert [line.split()[0] for line in fleet_cli(etcd, "instances").splitlines()] == [
+                    next(line.split()[3] for line in shown().splitlines() if line.startswith("# fleet"))]
+
+                fleet_cli(etcd, "drain", "app", "web1")
+                await wait_until(lambda: "app ketama 1 " in shown(), timeout=5)
+                names = set()
+                for i in range(20):
+                    sock, name = await open_client(("127.0.0.1", listen), source_address(i))
+                    sock.close()
+                    names.add(name)
+                assert names == {"web2"}
+                fleet_cli(etcd, "remove", "app", "web1")
+                await wait_until(lambda: "web1" not in runtime_api(api, "show servers state app"), timeout=5)
+                assert fleet_cli(etcd, "list", "app").split()[0] == "web2"
+            finally:
+                stop(proc)
