@@ -143,6 +143,10 @@ def test_run_with_a_haproxy_file_proxies_and_writes_its_pidfile(implementation_e
     proc = start_fastproxy(["run", "-f", str(cfg)], implementation_env)
     try:
         wait_listening(("127.0.0.1", port), proc)
+        # The pidfile is written once the listeners are open: a moment after they accept.
+        deadline = time.monotonic() + 10
+        while not pidfile.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
         assert pidfile.read_text().strip() == str(proc.pid)
         with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
             assert exchange_line(sock, b"through the file\n") == b"through the file\n"
