@@ -94,6 +94,8 @@ class Dispatcher:
         if target is None and backend.persistence is not None and session.stick_pending is None:
             # The stick tables first, once per session (a redispatch does not look again).
             target, session.stick_pending = backend.persistence.lookup(conn_info(session))
+        if target is None and backend.server_rules and not session.excluded:
+            target = _ruled_server(backend, session)
         if target is None and backend.model.persist_rdp_cookie is not None and not session.excluded:
             target = rdp_persisted(backend, session)
         if target is None:
@@ -397,6 +399,19 @@ class Dispatcher:
         if frontend.unique_id is not None:
             record.unique_id = frontend.unique_id.render(record)
         frontend.traffic_log(frontend.log_format.render(record), record)
+
+
+def _ruled_server(backend: BackendRuntime, session: Session) -> Optional[ServerSlot]:
+    """The server of the first ``use-server`` rule that matches, if it is not down (or ``option
+    persist``), as HAProxy's server_rules; None lets persistence and the balancer choose."""
+    info = conn_info(session)
+    for name, matches in backend.server_rules:
+        if matches(info):
+            slot = backend.balancer.slot(name)
+            if slot.state not in STOPPED or backend.model.persist:
+                return slot
+            return None
+    return None
 
 
 def rdp_persisted(backend: BackendRuntime, session: Session) -> Optional[ServerSlot]:

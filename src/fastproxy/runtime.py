@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from . import _linux, logformat, logs
-from .acl import Router
+from .acl import Router, compile_condition
 from .balance import Balancer, ServerSlot
 from .config import model
 from .errors import ConfigError
@@ -177,6 +177,9 @@ class BackendRuntime:
         # ``tcp-request content`` rules run after the backend is chosen, before the server is.
         self.router: Optional[Router] = Router.for_backend(backend) if backend.tcp_request_rules else None
         self.inspect_delay = backend.inspect_delay or 0.0
+        # ``use-server`` rules: (server, condition), the first match choosing the server.
+        self.server_rules = [(rule.backend, compile_condition(rule.condition, backend.acls))
+                             for rule in backend.use_servers]
         self.denied = 0  # connections refused by its tcp-request content rules
         self.persistence: Optional[Persistence] = None  # its stick rules, once the tables exist
 

@@ -117,8 +117,9 @@ def conn_info(session: Session) -> ConnInfo:
     src, src_port = (peer[0], peer[1]) if isinstance(peer, tuple) else ("", 0)
     dst, dst_port = (local[0], local[1]) if isinstance(local, tuple) else ("", 0)
     sni = session.context.get("sni")
+    request = session.info.request if session.info is not None else b""
     return ConnInfo(src=src, src_port=src_port, dst=dst, dst_port=dst_port, sni=sni,
-                    ssl_hello_seen=sni is not None, counters=session.tracker)
+                    ssl_hello_seen=sni is not None, counters=session.tracker, request=request)
 
 
 def pick_key(session: Session) -> PickKey:

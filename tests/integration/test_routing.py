@@ -601,3 +601,46 @@ def test_persist_rdp_cookie_sends_a_client_to_the_server_its_broker_cookie_names
     for replies in asyncio.run(main()):  # fastproxy's, then haproxy's
         assert replies[:3] == [b"ts3", b"ts3", b"ts2"]
         assert len(set(replies[3:])) == 2 and all(replies[3:])  # round robin: two turns, two servers
+
+
+USE_SERVER = """
+defaults
+    mode tcp
+    timeout connect 2s
+    timeout client 5s
+    timeout server 5s
+listen tls
+    bind 127.0.0.1:{port}
+    tcp-request inspect-delay 2s
+    tcp-request content accept if {{ req.ssl_hello_type 1 }}
+    use-server s2 if {{ req.ssl_sni -i b.example }}
+    use-server s3 if {{ src 127.0.0.3 }}
+    balance roundrobin
+    server s1 127.0.0.1:{s1}
+    server s2 127.0.0.1:{s2}
+    server s3 127.0.0.1:{s3}
+"""
+
+
+@pytest.mark.skipif(HAPROXY is None, reason="haproxy is not installed")
+def test_use_server_picks_the_server_of_the_first_matching_rule_as_haproxy(pump_class, tmp_path):
+    def hello(name: str) -> bytes:
+        context = ssl.create_default_context()
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = context.wrap_bio(incoming, outgoing, server_hostname=name)
+        with contextlib.suppress(ssl.SSLWantReadError):
+            tls.do_handshake()
+        return outgoing.read()
+
+    clients: list[tuple[str, Sends]] = [
+        ("127.0.0.1", hello("b.example")), ("127.0.0.3", hello("a.example")),
+        ("127.0.0.1", hello("b.example")), ("127.0.0.3", hello("b.example")),  # the first match decides
+    ]
+
+    async def main() -> list[bytes]:
+        async with contextlib.AsyncExitStack() as stack:
+            ports = {name: await stack.enter_async_context(serving(named_backend(name.encode())))
+                     for name in ("s1", "s2", "s3")}
+            return await asyncio.to_thread(both_ways, pump_class, USE_SERVER, ports, tmp_path, clients)
+
+    assert asyncio.run(main()) == [b"s2", b"s3", b"s2", b"s2"]

@@ -9,6 +9,7 @@ from fastproxy import payload
 from fastproxy.acl import (FAIL, MISS, PASS, AclError, ConnInfo, Router, compile_acl_verdict, compile_verdict,
                            parse_acl, parse_condition)
 from fastproxy.config import parse_text
+from fastproxy.errors import ConfigError
 from fastproxy.config.model import Sample
 from fastproxy.samples import SampleError, evaluator, parse, reader
 
@@ -172,3 +173,13 @@ def test_balance_rdp_cookie_hashes_the_named_cookie_mstshash_by_default():
     assert (backends["a"].balance.algorithm, backends["a"].balance.sample) == (
         "hash", Sample("req.rdp_cookie(mstshash)"))
     assert backends["b"].balance.sample == Sample("req.rdp_cookie(user)")
+
+
+def test_use_server_rules_name_a_server_of_their_backend_with_a_condition():
+    with pytest.raises(ConfigError) as info:
+        parse_text("backend be\n use-server nosuch if TRUE\n use-server s\n server s 127.0.0.1:1\n")
+    assert [(error.line, error.message) for error in info.value.errors] == [
+        (2, "backend 'be' : unable to find server 'nosuch' referenced in a 'use-server' rule."),
+        (3, "'use-server' requires either 'if' or 'unless' followed by a condition.")]
+    backend = parse_text("backend be\n use-server s if LOCALHOST\n server s 127.0.0.1:1\n").backends["be"]
+    assert [rule.backend for rule in backend.use_servers] == ["s"]

@@ -318,6 +318,9 @@ class Backend:
     force_persist: list[Condition] = field(default_factory=list)
     # ``persist rdp-cookie[(<name>)]``: the server the client's RDP cookie names (``msts`` by default).
     persist_rdp_cookie: Optional[str] = None
+    # ``use-server <server> if|unless <condition>``: the first that matches picks the server (HAProxy's
+    # server_rules, before persistence and balancing); ``UseBackend`` rules naming a server.
+    use_servers: list[UseBackend] = field(default_factory=list)
 
     def server(self, name: str) -> Server:
         for server in self.servers:

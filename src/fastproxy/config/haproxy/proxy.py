@@ -259,6 +259,24 @@ def _use_backend(line: _Line, proxy: _Proxy, args: list[str]) -> None:
     proxy.use_backends.append(UseBackend(backend=name, condition=condition, location=line.location))
 
 
+@_keyword("use-server", caps=BE, in_defaults="no")
+def _use_server(line: _Line, proxy: _Proxy, args: list[str]) -> None:
+    """``use-server <server> if|unless <condition>``: checked against the servers once the section is read."""
+    if len(args) < 3 or args[1] not in ("if", "unless"):
+        raise _Invalid("'use-server' requires either 'if' or 'unless' followed by a condition.")
+    condition = line.reader.condition(line, proxy, args[1:])
+    proxy.use_servers.append(UseBackend(backend=args[0], condition=condition, location=line.location))
+
+
+@_post_check(BE)
+def _check_use_servers(reader: ReaderView, proxy: _Proxy) -> None:
+    names = {server.name for server in proxy.servers}
+    for rule in proxy.use_servers:
+        if rule.backend not in names:
+            reader.error(rule.location, "use-server", f"{proxy.describe()} : unable to find server "
+                         f"'{rule.backend}' referenced in a 'use-server' rule.")
+
+
 @_keyword("acl", in_defaults="named")
 def _acl(line: _Line, proxy: _Proxy, args: list[str]) -> None:
     if len(args) < 2:

@@ -401,7 +401,7 @@ class _Reader:
                        tcp_request_rules=[r for r in proxy.tcp_request_rules if r.phase == "content"],
                        inspect_delay=proxy.inspect_delay, stick_rules=list(proxy.stick_rules),
                        persist=proxy.persist, force_persist=list(proxy.force_persist),
-                       persist_rdp_cookie=proxy.persist_rdp_cookie)
+                       persist_rdp_cookie=proxy.persist_rdp_cookie, use_servers=list(proxy.use_servers))
 
     def _post_checks(self, half: int, proxy: _Proxy) -> None:
         for check in POST_CHECKS[half]:

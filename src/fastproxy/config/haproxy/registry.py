@@ -120,6 +120,7 @@ class _Proxy:
     persist: bool = False  # ``option persist``
     force_persist: list[Condition] = field(default_factory=list)
     persist_rdp_cookie: Optional[str] = None  # ``persist rdp-cookie[(<name>)]``
+    use_servers: list[UseBackend] = field(default_factory=list)  # ``use-server`` (``backend``: its server)
     disabled: bool = False
     stats: Optional[StatsPage] = None  # the ``stats`` lines in effect (a defaults section's too)
     monitor: Optional[StatsPage] = None  # ``monitor-uri`` and the exporter's ``use-service`` routes
@@ -262,7 +263,7 @@ PROXY_IGNORED = _names("""
     load-server-state-from-file log-tag max-keep-alive-queue
     max-session-srv-conns monitor redirect retry-on server-state-file-name source
     tcp-response unique-id-header use-fcgi-app
-    use-server
+   
 """)
 
 # Sections HAProxy knows that fastproxy skips (their content is not read).
