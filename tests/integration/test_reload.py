@@ -290,8 +290,8 @@ def test_daemon_mode_goes_to_the_background_once_serving(implementation_env, tmp
         daemon = int(pidfile.read_text())
         assert daemon != launcher.pid and alive(daemon)
         assert roundtrip(port) == b"ping\n"
+        [first] = children(daemon)  # read before the reload: the new worker may be up at once
         os.kill(daemon, signal.SIGUSR2)
-        [first] = children(daemon)
         wait_for(lambda: not alive(first), 30, "the former worker exits")
         assert roundtrip(port) == b"ping\n"
         os.kill(daemon, signal.SIGTERM)
