@@ -8,6 +8,7 @@ import contextlib
 import os
 import shutil
 import signal
+import random
 import socket
 import struct
 import subprocess
@@ -383,12 +384,35 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
+_HANDED_OUT: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return port
+    """A loopback port nothing listens on, taken below the kernel's ephemeral range: a port from
+    bind(0) is in that range, where any outgoing connection of the tests may take it before its use."""
+    low = _ephemeral_low()
+    for _ in range(500):
+        port = random.randrange(10000, low)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    with socket.socket() as sock:  # the range is crowded: what the kernel gives
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 # --- the consistent-hash references -----------------------------------------------------------------
