@@ -16,6 +16,7 @@ from typing import Any, Optional
 from ..model import SSL3_HELLO, HttpCheckRequest, TcpCheckRule
 from .lexer import _Invalid
 from .registry import BE, _Line, _Proxy, _keyword
+from .values import _regex
 from .tcpcheck import (_TCP_CHECK_VARIABLE_ACTION, _tcp_check_comment, _tcp_check_connect,
                        _tcp_check_expect_setting, _wire_bytes)
 from .values import _none
@@ -239,11 +240,7 @@ def _http_check_expect(line: _Line, args: list[str]) -> TcpCheckRule:
     elif match == "string":
         rule.pattern = _wire_bytes(pattern)
     else:
-        try:
-            re.compile(pattern)
-        except (re.error, OverflowError, RecursionError) as exc:
-            raise _Invalid(f"regex '{pattern}' is invalid ({exc})") from None
-        rule.pattern = pattern
+        rule.pattern = _regex(pattern)
     return rule
 
 

@@ -14,7 +14,7 @@ from typing import Optional
 from ..model import TcpCheckRule
 from .lexer import _Invalid
 from .registry import BE, ReaderView, _Line, _Proxy, _keyword, _post_check
-from .values import _check_host, _integer, _leading, _port, _split_address
+from .values import _check_host, _integer, _leading, _port, _regex, _split_address
 
 
 TcpCheckParser = Callable[[_Line, str, list[str]], Optional[TcpCheckRule]]
@@ -179,11 +179,7 @@ def _tcp_check_expect(line: _Line, action: str, args: list[str]) -> Optional[Tcp
     elif match == "binary":
         rule.pattern = _hex_bytes(pattern)
     else:
-        try:
-            re.compile(pattern)
-        except (re.error, OverflowError, RecursionError) as exc:
-            raise _Invalid(f"regex '{pattern}' is invalid ({exc})") from None
-        rule.pattern = pattern
+        rule.pattern = _regex(pattern)
     return rule
 
 

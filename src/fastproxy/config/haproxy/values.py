@@ -231,3 +231,12 @@ def _check_name(kind: str, name: str) -> None:
     bad = re.search(r"[^A-Za-z0-9_.:-]", name)
     if bad:
         raise _Invalid(f"character '{bad.group()}' is not permitted in {kind} name '{name}'")
+
+
+def _regex(pattern: str) -> str:
+    """A check's regular expression, refused at its line if Python cannot compile it."""
+    try:
+        re.compile(pattern)
+    except (re.error, OverflowError, RecursionError) as exc:
+        raise _Invalid(f"regex '{pattern}' is invalid ({exc})") from None
+    return pattern
