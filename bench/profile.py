@@ -4,13 +4,14 @@
                              [--scenario bulk|cps|rps]
 
 Each target (``haproxy``; ``compiled``: fastproxy's Cython pump; ``twin``: fastproxy with
-FASTPROXY_NO_EXTENSIONS=1) runs the same HAProxy-format file in turn (``--tune`` adds global lines,
-e.g. ``"tune.pipesize 1048576"``; ``--nbthread`` sets nbthread, unset by default), and one timed
-transfer goes through it while ``perf stat`` counts the proxy's system calls (the syscall
-tracepoints: no hardware counters needed, little overhead) and context switches, and /proc/PID/stat
-gives its CPU time.  ``bulk`` is ``iperf3 -t`` (one stream; ``--reverse`` for server->client),
-``cps`` and ``rps`` are wrk with and without ``Connection: close`` against nginx.  The figures are
-per MiB moved (bulk) or per request (cps, rps).  bench/README.md has the findings.
+FASTPROXY_NO_EXTENSIONS=1; ``ceiling``: bench/splice_ref.c, the smallest splicing proxy, which ignores
+the file) runs the same HAProxy-format file in turn (``--tune`` adds global lines, e.g. ``"tune.pipesize
+1048576"``; ``--nbthread`` sets nbthread, unset by default), and one timed transfer goes through it
+while ``perf stat`` counts the proxy's system calls (the syscall tracepoints: no hardware counters
+needed, little overhead) and context switches, and /proc/PID/stat gives its CPU time. ``bulk`` is
+``iperf3 -t`` (one stream; ``--reverse`` for server->client), ``cps`` and ``rps`` are wrk with and
+without ``Connection: close`` against nginx. The figures are per MiB moved (bulk) or per request (cps,
+rps). bench/README.md has the findings.
 """
 
 from __future__ import annotations
@@ -67,6 +68,8 @@ def start_target(procs: bench.Processes, workdir: pathlib.Path, spec: str, backe
     env = dict(os.environ)
     if target == "haproxy":
         args = ["haproxy", "-db", "-f", str(cfg)]
+    elif target == "ceiling":  # bench/splice_ref.c: what the machine allows (run.py's ``ceiling`` row)
+        args = [str(bench.build_ceiling(workdir)), str(port), str(backend)]
     else:
         args = [sys.executable, "-m", "fastproxy", "run", "-q", "-f", str(cfg)]
         if target == "twin":

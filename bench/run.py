@@ -63,12 +63,15 @@ VARIANTS = {
     "twin": (Variant("fastproxy twin", "twin"),),
     "scraped": (Variant("haproxy scraped", "haproxy", scraped=True),
                 Variant("fastproxy scraped", "fastproxy", scraped=True)),
+    "ceiling": (Variant("C ceiling", "ceiling"),),
 }
 RATIOS = (("fp/haproxy", "fastproxy", "haproxy"),
           ("fp/haproxy nbthread 1", "fastproxy nbthread 1", "haproxy nbthread 1"),
           ("compiled/twin", "fastproxy", "fastproxy twin"),
           ("fp/haproxy scraped", "fastproxy scraped", "haproxy scraped"),
-          ("fp scraped/fp", "fastproxy scraped", "fastproxy"))
+          ("fp scraped/fp", "fastproxy scraped", "fastproxy"),
+          ("ceiling/haproxy", "C ceiling", "haproxy"),
+          ("fp/ceiling", "fastproxy", "C ceiling"))
 SELECTED: list[Variant] = []  # set by main from --variants
 EXTRA_LINES: tuple[str, ...] = ()  # --pipesize / --nbthread: lines every proxy gets
 
@@ -297,6 +300,14 @@ class Processes:
             self.stop(proc)
 
 
+def build_ceiling(workdir: pathlib.Path) -> pathlib.Path:
+    """bench/splice_ref.c, the smallest splicing proxy (the ``ceiling`` row), compiled once per run."""
+    binary = workdir / "splice_ref"
+    if not binary.exists():
+        subprocess.run(["cc", "-O2", "-o", str(binary), str(ROOT / "bench" / "splice_ref.c")], check=True)
+    return binary
+
+
 @contextlib.contextmanager
 def proxies(procs: Processes, workdir: pathlib.Path, backend: int, *, maxconn: int,
             cpus: set[int] | None = None, only: tuple[str, ...] | None = None) -> Iterator[dict]:
@@ -323,6 +334,8 @@ def proxies(procs: Processes, workdir: pathlib.Path, backend: int, *, maxconn: i
             env = dict(os.environ)
             if variant.program == "haproxy":
                 args = ["haproxy", "-db", "-f", str(cfg)]
+            elif variant.program == "ceiling":
+                args = [str(build_ceiling(workdir)), str(port), str(backend)]
             else:
                 args = [sys.executable, "-m", "fastproxy", "run", "-q", "-f", str(cfg)]
                 if variant.program == "twin":
@@ -631,7 +644,7 @@ def draw_chart(rows: list[dict], path: str) -> None:
     names = [t for t in targets() if any(t in row for row in rows)]
     colors = {"direct": "#999999", "haproxy": "#1f77b4", "haproxy nbthread 1": "#9ecae1",
               "fastproxy": "#d62728", "fastproxy nbthread 1": "#fc9272",
-              "fastproxy tune.pipesize 1m": "#ff7f0e", "fastproxy twin": "#2ca02c"}
+              "fastproxy tune.pipesize 1m": "#ff7f0e", "fastproxy twin": "#2ca02c", "C ceiling": "#7f7f7f"}
     panels = [row for row in rows]
     columns = 3
     lines = (len(panels) + columns - 1) // columns
@@ -666,7 +679,8 @@ def main() -> int:
                         help="targets beside direct: default (both proxies on an unchanged file), 1thread "
                              "(both with nbthread 1), tuned (fastproxy with tune.pipesize 1048576), twin "
                              "(fastproxy's Python data plane), scraped (both with a stats socket and a "
-                             "Prometheus listener, read every second)")
+                             "Prometheus listener, read every second), ceiling (bench/splice_ref.c: "
+                             "the smallest C proxy that splices through 1 MiB pipes, what the machine allows)")
     parser.add_argument("--idle", type=int, default=7000,
                         help="idle connections for the memory scenario: with a descriptor limit of 20000, "
                              "HAProxy starts with maxconn up to about 7700")
