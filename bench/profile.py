@@ -68,8 +68,8 @@ def start_target(procs: bench.Processes, workdir: pathlib.Path, spec: str, backe
     env = dict(os.environ)
     if target == "haproxy":
         args = ["haproxy", "-db", "-f", str(cfg)]
-    elif target == "ceiling":  # bench/splice_ref.c: what the machine allows (run.py's ``ceiling`` row)
-        args = [str(bench.build_ceiling(workdir)), str(port), str(backend)]
+    elif target in ("ceiling", "sockmap"):  # bench/splice_ref.c, bench/sockmap_ref.c (run.py's rows)
+        args = [str(bench.build_reference(workdir, target)), str(port), str(backend)]
     else:
         args = [sys.executable, "-m", "fastproxy", "run", "-q", "-f", str(cfg)]
         if target == "twin":

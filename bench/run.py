@@ -44,6 +44,8 @@ import time
 from typing import Callable, Iterator
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from tests.support import free_port  # noqa: E402  (below the ephemeral range: no outgoing connection takes it)
 
 
 class Variant:
@@ -64,6 +66,7 @@ VARIANTS = {
     "scraped": (Variant("haproxy scraped", "haproxy", scraped=True),
                 Variant("fastproxy scraped", "fastproxy", scraped=True)),
     "ceiling": (Variant("C ceiling", "ceiling"),),
+    "sockmap": (Variant("C sockmap", "sockmap"),),
 }
 RATIOS = (("fp/haproxy", "fastproxy", "haproxy"),
           ("fp/haproxy nbthread 1", "fastproxy nbthread 1", "haproxy nbthread 1"),
@@ -71,7 +74,8 @@ RATIOS = (("fp/haproxy", "fastproxy", "haproxy"),
           ("fp/haproxy scraped", "fastproxy scraped", "haproxy scraped"),
           ("fp scraped/fp", "fastproxy scraped", "fastproxy"),
           ("ceiling/haproxy", "C ceiling", "haproxy"),
-          ("fp/ceiling", "fastproxy", "C ceiling"))
+          ("fp/ceiling", "fastproxy", "C ceiling"),
+          ("sockmap/haproxy", "C sockmap", "haproxy"))
 SELECTED: list[Variant] = []  # set by main from --variants
 EXTRA_LINES: tuple[str, ...] = ()  # --pipesize / --nbthread: lines every proxy gets
 
@@ -242,12 +246,6 @@ sys.stdin.read()
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def raise_fd_limit() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -300,11 +298,13 @@ class Processes:
             self.stop(proc)
 
 
-def build_ceiling(workdir: pathlib.Path) -> pathlib.Path:
-    """bench/splice_ref.c, the smallest splicing proxy (the ``ceiling`` row), compiled once per run."""
-    binary = workdir / "splice_ref"
+def build_reference(workdir: pathlib.Path, program: str) -> pathlib.Path:
+    """One of the reference proxies in C, compiled once per run: bench/splice_ref.c (``ceiling``: the
+    smallest splicing proxy) or bench/sockmap_ref.c (``sockmap``: the bytes redirected by BPF)."""
+    source = {"ceiling": "splice_ref", "sockmap": "sockmap_ref"}[program]
+    binary = workdir / source
     if not binary.exists():
-        subprocess.run(["cc", "-O2", "-o", str(binary), str(ROOT / "bench" / "splice_ref.c")], check=True)
+        subprocess.run(["cc", "-O2", "-o", str(binary), str(ROOT / "bench" / f"{source}.c")], check=True)
     return binary
 
 
@@ -334,8 +334,8 @@ def proxies(procs: Processes, workdir: pathlib.Path, backend: int, *, maxconn: i
             env = dict(os.environ)
             if variant.program == "haproxy":
                 args = ["haproxy", "-db", "-f", str(cfg)]
-            elif variant.program == "ceiling":
-                args = [str(build_ceiling(workdir)), str(port), str(backend)]
+            elif variant.program in ("ceiling", "sockmap"):
+                args = [str(build_reference(workdir, variant.program)), str(port), str(backend)]
             else:
                 args = [sys.executable, "-m", "fastproxy", "run", "-q", "-f", str(cfg)]
                 if variant.program == "twin":
@@ -644,7 +644,8 @@ def draw_chart(rows: list[dict], path: str) -> None:
     names = [t for t in targets() if any(t in row for row in rows)]
     colors = {"direct": "#999999", "haproxy": "#1f77b4", "haproxy nbthread 1": "#9ecae1",
               "fastproxy": "#d62728", "fastproxy nbthread 1": "#fc9272",
-              "fastproxy tune.pipesize 1m": "#ff7f0e", "fastproxy twin": "#2ca02c", "C ceiling": "#7f7f7f"}
+              "fastproxy tune.pipesize 1m": "#ff7f0e", "fastproxy twin": "#2ca02c", "C ceiling": "#7f7f7f",
+              "C sockmap": "#bcbd22"}
     panels = [row for row in rows]
     columns = 3
     lines = (len(panels) + columns - 1) // columns
@@ -680,7 +681,8 @@ def main() -> int:
                              "(both with nbthread 1), tuned (fastproxy with tune.pipesize 1048576), twin "
                              "(fastproxy's Python data plane), scraped (both with a stats socket and a "
                              "Prometheus listener, read every second), ceiling (bench/splice_ref.c: "
-                             "the smallest C proxy that splices through 1 MiB pipes, what the machine allows)")
+                             "the smallest C proxy that splices through 1 MiB pipes, what the machine allows), sockmap "
+                             "(bench/sockmap_ref.c: a C proxy whose bytes a BPF sockmap redirects in the kernel)")
     parser.add_argument("--idle", type=int, default=7000,
                         help="idle connections for the memory scenario: with a descriptor limit of 20000, "
                              "HAProxy starts with maxconn up to about 7700")
