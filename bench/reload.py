@@ -65,7 +65,8 @@ async def echo(reader, writer):
         pass
     writer.close()
 async def main():
-    server = await asyncio.start_server(echo, "127.0.0.1", 0, backlog=4096)
+    port = int(sys.argv[1]) if len(sys.argv) > 1 else 0  # a port of its own, or one given (a restart)
+    server = await asyncio.start_server(echo, "127.0.0.1", port, backlog=4096)
     print(server.sockets[0].getsockname()[1], flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
 asyncio.run(main())

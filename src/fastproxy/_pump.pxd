@@ -20,6 +20,7 @@ cdef enum EndReason:
     END_REASONS = 9
     MAX_CUT_SERVERS = 64    # server cuts one worker can have pending at once
     MAX_CUT_PAIRS = 64      # single pairs (``shutdown session``) one worker can have pending at once
+    WHEEL_BUCKETS = 448     # a worker's timer wheel: 256 buckets of 1 ms, then 3 levels of 64
 
 
 # Fields of one counter block (a frontend's or a server's); the same as fastproxy.pump.Counter.
@@ -85,10 +86,13 @@ cdef struct Side:
     uint64_t seen_ms
 
 
+# Laid out so that the timer wheel's fields fill what was padding: 240 bytes, as before them.
 cdef struct Pair:
     uint8_t active
     uint8_t queued
     uint8_t connecting      # the upstream connect is still in progress
+    uint8_t log_end         # a lane that logs (option tcplog) writes or reports its line at the end
+    uint32_t timer_due      # the deadline it is filed for in its worker's timer wheel (low 32 bits, ms)
     Side client
     Side server
     Direction c2s
@@ -98,13 +102,16 @@ cdef struct Pair:
     int32_t server_block
     int32_t backend_block   # where its session times are folded too (-1: none)
     int32_t lane            # the lane that accepted the client, or -1 for a pair Python handed over
+    int32_t timer_next      # the next pair of its wheel bucket (-1: none)
     uint64_t tag
-    uint8_t log_end         # a lane that logs (option tcplog) writes or reports its line at the end
     uint8_t peer[28]        # a lane's client, as a raw sockaddr (Python knows its own clients)
+    int32_t timer_prev      # the previous pair of its wheel bucket (-1: it heads the bucket)
     # Session times (show stat's qtime/ctime/ttime, the log line's %Tc and %Tt), on the worker clock:
     uint64_t accepted_ms    # when the client was accepted
     uint64_t dialed_ms      # when the connect started
     uint32_t connect_ms     # how long the connect took
+    uint16_t timer_bucket   # its bucket in the wheel, while filed
+    uint8_t timer_filed     # filed in the wheel (dataplane/timers.pxi)
 
 
 # A pair handed over by Python, waiting for its worker to register it.
@@ -299,8 +306,12 @@ cdef struct Worker:
     int *pipe_pool
     uint32_t pipe_pool_len
     uint64_t now_ms
-    uint64_t next_scan_ms
-    uint32_t scan_interval_ms
+    # Its pairs' timeouts (dataplane/timers.pxi): bucket heads (pair slots, -1: empty), the next tick
+    # to run, how many pairs are filed, and the earliest time the wheel has work (the epoll timeout).
+    int32_t wheel[WHEEL_BUCKETS]
+    uint64_t wheel_clock
+    uint32_t timers
+    uint64_t timer_next_ms
     uint32_t index          # which worker this is (in lane tags)
     uint8_t exclusive       # several workers poll the lanes' listeners: one is woken per connection
     Lane *lanes             # this worker's copy of the pump's lanes (every worker accepts on them)

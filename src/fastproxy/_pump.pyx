@@ -15,7 +15,7 @@ pipe, never more: the rest waits in the kernel, which is the backpressure.
 This file is the Python face (``Pump``); the C-level code is one extension built from the files it
 includes (uvloop's layout), one concern each: dataplane/pools.pxi (buffers, pipes), records.pxi (the
 ended queue to Python), pairs.pxi (a pair from registration to its end), worker.pxi (the loop and the
-commands others leave for a worker), lanes.pxi (listeners the pump accepts on itself), lanelog.pxi
+commands others leave for a worker), timers.pxi (the timeouts' wheel), lanes.pxi (listeners the pump accepts on itself), lanelog.pxi
 (the log lines lanes write).  Structs are declared in _pump.pxd.  The pure-Python twin is
 fastproxy/_pump_py.py; both keep fastproxy.pump.PumpProtocol and pass tests/test_pump.py.
 """
@@ -41,6 +41,7 @@ include "dataplane/pools.pxi"
 include "dataplane/records.pxi"
 include "dataplane/pairs.pxi"
 include "dataplane/worker.pxi"
+include "dataplane/timers.pxi"
 include "dataplane/lanes.pxi"
 include "dataplane/lanelog.pxi"
 
@@ -178,7 +179,7 @@ cdef class Pump:
             w.scratch = <char *>malloc(bufsize)
             w.buf_pool = <char **>calloc(POOL_KEEP, sizeof(char *))
             w.pipe_pool = <int *>calloc(2 * POOL_KEEP, sizeof(int))
-            w.scan_interval_ms = 1000
+            wheel_init(w)
             w.lanes = &self.lane_copies[i * MAX_LANES]
             w.index = i
             w.exclusive = threads > 1

@@ -15,11 +15,13 @@ from __future__ import annotations
 import asyncio
 import errno
 import socket
+import time
 from typing import Optional
 
 from . import _linux
 from ._pump_common import (COUNTER_FIELDS, TIME_FIELDS, Counter, EndReason, OnConnectFailed, OnLaneEnded,
                            OnLaneHandBack, OnPairEnded, PairInfo, fold_times)
+
 
 
 class _Side(asyncio.Protocol):
@@ -32,7 +34,7 @@ class _Side(asyncio.Protocol):
         self.is_client = is_client
         self.peer: _Side
         self.transport: Optional[asyncio.Transport] = None
-        self.seen = 0.0
+        self.seen = 0.0  # time.monotonic() of its last bytes (see PyPump.arm)
         self.eof = False  # a FIN came from this side
         self.lost = False
         self.early: list[bytes] = []  # read before the peer's transport existed
@@ -77,7 +79,7 @@ class _PyPair:
     __slots__ = (
         "pump", "tag", "client", "server", "bytes_in", "bytes_out", "ended", "timeouts",
         "frontend_block", "server_block", "established", "backend_block", "fds", "accepted", "dialed",
-        "connect_time", "connect_timeout",
+        "connect_time", "connect_timeout", "timer", "timer_due",
     )
 
     def __init__(self, pump: "PyPump", tag: int, timeouts: tuple, frontend_block: int,
@@ -100,6 +102,26 @@ class _PyPair:
         self.bytes_out = 0
         self.ended = False
         self.established = False
+        self.timer: Optional[asyncio.TimerHandle] = None  # one per pair, at its deadline or before
+        self.timer_due = 0.0
+
+    def limits(self) -> tuple[float, float]:
+        """The client side's and the server side's idle limits now (0: none): the fin ones, when set,
+        once a direction is half-closed."""
+        client_limit, server_limit, client_fin, server_fin = self.timeouts
+        if self.client.eof or self.server.eof:
+            return client_fin or client_limit, server_fin or server_limit
+        return client_limit, server_limit
+
+    def due(self) -> Optional[float]:
+        """When the pair's idle timeout falls due on the loop clock as things stand (None: never);
+        a connect in progress has its own (PyPump._connected)."""
+        if not self.established:
+            return None
+        client_limit, server_limit = self.limits()
+        dues = [seen + limit for seen, limit in ((self.client.seen, client_limit),
+                                                 (self.server.seen, server_limit)) if limit]
+        return min(dues) if dues else None
 
     def forward(self, src: _Side, data: bytes) -> None:
         dst = src.peer
@@ -110,8 +132,7 @@ class _PyPair:
             return
         else:
             dst.transport.write(data)
-        now = self.pump.loop.time()
-        src.seen = dst.seen = now
+        src.seen = dst.seen = time.monotonic()
         field = Counter.BYTES_IN if src.is_client else Counter.BYTES_OUT
         if src.is_client:
             self.bytes_in += len(data)
@@ -122,6 +143,7 @@ class _PyPair:
 
     def half_closed(self, src: _Side) -> None:
         src.eof = True
+        self.pump.arm(self)  # a fin timeout may come sooner than the idle one
         dst = src.peer
         if dst.transport is None:
             return  # passed on when the peer's transport is made
@@ -185,8 +207,6 @@ class PyPump:
         self._pairs: set[_PyPair] = set()
         self._started = False
         self._stopped = False
-        self._scan_handle: Optional[asyncio.TimerHandle] = None
-        self._scan_interval = 1.0
         self.loop: asyncio.AbstractEventLoop
 
     notify_fd = None
@@ -199,7 +219,6 @@ class PyPump:
             raise RuntimeError("pump already started")
         self._started = True
         self.loop = loop or asyncio.get_event_loop()
-        self._scan_handle = self.loop.call_later(self._scan_interval, self._scan_timeouts)
 
     def add_pair(self, client_fd: int, server_fd: int, *, client_timeout: Optional[float] = None,
                  server_timeout: Optional[float] = None, client_fin_timeout: Optional[float] = None,
@@ -213,12 +232,6 @@ class PyPump:
             raise ValueError("prefix larger than the buffer size")
         timeouts = tuple(t if t and t > 0 else 0 for t in
                          (client_timeout, server_timeout, client_fin_timeout, server_fin_timeout))
-        shortest = min((t for t in timeouts if t), default=0)
-        if shortest and shortest / 8 < self._scan_interval:
-            self._scan_interval = max(shortest / 8, 0.005)
-            if self._scan_handle is not None:
-                self._scan_handle.cancel()
-            self._scan_handle = self.loop.call_later(self._scan_interval, self._scan_timeouts)
         pair = _PyPair(self, tag, timeouts, frontend_block, server_block, backend_block)
         pair.fds = (client_fd, server_fd)
         pair.dialed = self.loop.time()
@@ -229,7 +242,7 @@ class PyPump:
             pair.bytes_in += len(prefix)
             self.count(frontend_block, Counter.BYTES_IN, len(prefix))
             self.count(server_block, Counter.BYTES_IN, len(prefix))
-        pair.client.seen = pair.server.seen = self.loop.time()
+        pair.client.seen = pair.server.seen = time.monotonic()
         self._pairs.add(pair)
         client_sock = socket.socket(fileno=client_fd)
         server_sock = socket.socket(fileno=server_fd)
@@ -273,8 +286,9 @@ class PyPump:
         self.count(pair.server_block, Counter.CONN_TOTAL, 1)
         pair.established = True
         now = self.loop.time()
-        pair.client.seen = pair.server.seen = now
+        pair.client.seen = pair.server.seen = time.monotonic()
         pair.connect_time = now - pair.dialed
+        self.arm(pair)
         try:
             await self.loop.connect_accepted_socket(lambda: pair.client, client_sock)
             await self.loop.connect_accepted_socket(lambda: pair.server, server_sock)
@@ -289,6 +303,9 @@ class PyPump:
 
     def finished(self, pair: _PyPair, reason: EndReason) -> None:
         self._pairs.discard(pair)
+        if pair.timer is not None:
+            pair.timer.cancel()
+            pair.timer = None
         if pair.established:
             self.count(pair.server_block, Counter.CONN_CUR, -1)
             queue = _ms(pair.dialed - pair.accepted)
@@ -306,21 +323,39 @@ class PyPump:
             # Reported from the loop, never from inside the pump's own call stack, as the compiled one does.
             self.loop.call_soon(self._on_pair_ended, pair.tag, int(reason), pair.bytes_in, pair.bytes_out)
 
-    def _scan_timeouts(self) -> None:
-        now = self.loop.time()
-        for pair in list(self._pairs):
-            if not pair.established:
-                continue  # connecting: the connect timeout applies (see _connected)
-            client_limit, server_limit, client_fin, server_fin = pair.timeouts
-            if pair.client.eof or pair.server.eof:
-                client_limit = client_fin or client_limit
-                server_limit = server_fin or server_limit
-            if client_limit and now - pair.client.seen >= client_limit:
-                pair.end(EndReason.CLIENT_TIMEOUT)
-            elif server_limit and now - pair.server.seen >= server_limit:
-                pair.end(EndReason.SERVER_TIMEOUT)
-        if not self._stopped:
-            self._scan_handle = self.loop.call_later(self._scan_interval, self._scan_timeouts)
+    # Timeouts: one loop timer per pair (asyncio's heap, libuv's under uvloop: O(log n) each), armed
+    # lazily as in the compiled pump's wheel: traffic only moves a deadline later, so it never touches
+    # the timer; when the timer fires the deadline is computed again and the pair ends or waits anew.
+    # Only a deadline that comes closer (a half-close with a shorter fin timeout) re-arms at once.
+    # Deadlines are on time.monotonic(): uvloop's loop.time() is the millisecond its iteration began,
+    # which would date traffic early and end pairs before their time.
+
+    def arm(self, pair: _PyPair) -> None:
+        """Set the pair's timer for its deadline, unless it is set for that deadline or before."""
+        due = pair.due()
+        if pair.ended or due is None:
+            return
+        if pair.timer is not None:
+            if pair.timer_due <= due:
+                return
+            pair.timer.cancel()
+        pair.timer = self.loop.call_later(max(due - time.monotonic(), 0.0), self._expired, pair)
+        pair.timer_due = due
+
+    def _expired(self, pair: _PyPair) -> None:
+        pair.timer = None
+        due = pair.due()
+        if pair.ended or due is None:
+            return
+        now = time.monotonic()
+        if due > now:  # early: libuv rounds its timers to the millisecond
+            self.arm(pair)
+            return
+        client_limit, _ = pair.limits()
+        if client_limit and now - pair.client.seen >= client_limit:
+            pair.end(EndReason.CLIENT_TIMEOUT)
+        else:
+            pair.end(EndReason.SERVER_TIMEOUT)
 
     def cut(self) -> None:
         for pair in list(self._pairs):
@@ -342,8 +377,6 @@ class PyPump:
         if self._stopped:
             return
         self._stopped = True
-        if self._scan_handle is not None:
-            self._scan_handle.cancel()
         self.cut()
 
     @property
@@ -359,22 +392,20 @@ class PyPump:
         return [(p.tag, p.bytes_in, p.bytes_out, not p.established) for p in self._pairs]
 
     def pairs(self) -> list[PairInfo]:
-        now = self.loop.time()
-        return [self._info(pair, now) for pair in self._pairs]
+        now, clock = self.loop.time(), time.monotonic()
+        return [self._info(pair, now, clock) for pair in self._pairs]
 
-    def _info(self, pair: _PyPair, now: float) -> PairInfo:
+    def _info(self, pair: _PyPair, now: float, clock: float) -> PairInfo:
         client_left = server_left = -1
         if not pair.established:
             if pair.connect_timeout:
                 server_left = max(_ms(pair.connect_timeout - (now - pair.dialed)), 0)
         else:
-            client_limit, server_limit, client_fin, server_fin = pair.timeouts
-            if pair.client.eof or pair.server.eof:
-                client_limit, server_limit = client_fin or client_limit, server_fin or server_limit
+            client_limit, server_limit = pair.limits()
             if client_limit:
-                client_left = max(_ms(client_limit - (now - pair.client.seen)), 0)
+                client_left = max(_ms(client_limit - (clock - pair.client.seen)), 0)
             if server_limit:
-                server_left = max(_ms(server_limit - (now - pair.server.seen)), 0)
+                server_left = max(_ms(server_limit - (clock - pair.server.seen)), 0)
         pending = [_buffered(side.peer) + sum(map(len, side.early)) for side in (pair.client, pair.server)]
         return PairInfo(pair.tag, 0, pair.frontend_block, pair.backend_block, pair.server_block, pair.fds[0],
                         pair.fds[1], pair.bytes_in, pair.bytes_out, not pair.established,

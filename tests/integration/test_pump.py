@@ -303,6 +303,38 @@ async def test_traffic_keeps_an_idle_timeout_from_firing(pump_class):
             pair.close()
 
 
+IDLE_PAIRS = 2000  # idle pairs held open beside the timed ones (4 descriptors each in this process)
+
+
+@pytest.mark.timeout(120)
+async def test_timeouts_fall_due_on_time_with_thousands_of_idle_pairs_open(pump_class):
+    # Timeouts of 0.5 to 2 s beside 2,000 pairs idle for a minute: each pair ends close to its own
+    # deadline, however many others are open (a periodic scan over every pair closed 2 s timeouts up
+    # to 2.34 s late).  The bound is loose for a loaded CI machine; bench/flood.py measures the spread.
+    timeouts = [0.5, 1.0, 1.5, 2.0] * 5
+    with listener(backlog=4096) as lst:
+        async with started(pump_class) as (pump, books):
+            idle = [wire(pump, lst, tag=1000 + i, client_timeout=60, server_timeout=60)
+                    for i in range(IDLE_PAIRS)]
+            timed, began = [], {}
+            try:
+                await wait_until(lambda: pump.active == IDLE_PAIRS, timeout=30)
+                for tag, timeout in enumerate(timeouts, start=1):
+                    began[tag] = time.monotonic()
+                    timed.append(wire(pump, lst, tag=tag, client_timeout=timeout, server_timeout=60))
+                await wait_until(lambda: all(tag in books.ended for tag in began), timeout=10)
+                for tag, timeout in enumerate(timeouts, start=1):
+                    ended = books.ended[tag]
+                    assert ended.reason == EndReason.CLIENT_TIMEOUT
+                    took = ended.at - began[tag]
+                    assert timeout - 0.05 <= took <= timeout + 0.3, (timeout, took)
+                assert len(books.ended) == len(timeouts)  # the idle pairs are all still open
+                assert pump.active == IDLE_PAIRS
+            finally:
+                for pair in idle + timed:
+                    pair.close()
+
+
 @pytest.mark.parametrize("side", ["client", "server"])
 async def test_a_fin_timeout_replaces_the_idle_timeout_once_a_direction_is_half_closed(pump_class, side):
     reason = EndReason.CLIENT_TIMEOUT if side == "client" else EndReason.SERVER_TIMEOUT

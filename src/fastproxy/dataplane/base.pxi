@@ -26,7 +26,9 @@ cdef uint64_t LANE_TAG = 1ULL << 62        # tags of pairs a lane made: LANE_TAG
 
 cdef inline uint64_t monotonic_ms() noexcept nogil:
     cdef timespec ts
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts)
+    # The precise clock (vDSO, no syscall): the coarse one moves by jiffies (4 ms at HZ=250), which
+    # would show as timeouts late by as much.
+    clock_gettime(CLOCK_MONOTONIC, &ts)
     return <uint64_t>ts.tv_sec * 1000 + <uint64_t>(ts.tv_nsec // 1000000)
 
 

@@ -11,6 +11,7 @@ cdef void end_pair(Worker *w, int32_t slot, int reason) noexcept nogil:
     cdef uint32_t queue, total
     if not p.active:
         return
+    timer_unfile(w, p)
     if p.log_end and w.lanes[p.lane].nlog_sinks:  # before its counts drop: its line counts it, as HAProxy's
         lane_log(w, &w.lanes[p.lane], p, reason)
     # A reset is passed on as a reset, never as a clean FIN.
@@ -53,6 +54,7 @@ cdef inline void count_established(Shared *sh, Pair *p) noexcept nogil:
 cdef void connect_failed(Worker *w, int32_t slot, int error) noexcept nogil:
     """The upstream could not be reached: close it, and give the client back to Python untouched."""
     cdef Pair *p = &w.pairs[slot]
+    timer_unfile(w, p)
     epoll_ctl(w.epfd, EPOLL_CTL_DEL, p.client.fd, NULL)
     close(p.server.fd)
     if p.lane >= 0:
@@ -269,6 +271,7 @@ cdef void progress(Worker *w, int32_t slot) noexcept nogil:
         return
     if up == P_MORE or down == P_MORE:
         queue_ready(w, slot)
+    timer_update(w, slot)  # a connect done or a half-close may bring its deadline closer
 
 
 # --- registration -------------------------------------------------------------------------------------
@@ -303,8 +306,6 @@ cdef bint register_pair(Worker *w, NewPair *np) noexcept nogil:
     cdef Pair *p
     cdef uint8_t queued
     cdef epoll_event ev
-    cdef uint32_t limits[5]
-    cdef int i
     if w.free_len:
         w.free_len -= 1
         slot = w.free_slots[w.free_len]
@@ -366,15 +367,7 @@ cdef bint register_pair(Worker *w, NewPair *np) noexcept nogil:
     if epoll_ctl(w.epfd, EPOLL_CTL_ADD, np.server_fd, &ev) < 0:
         end_pair(w, slot, END_ERROR)
         return True
-    # Timeouts are checked by a periodic scan whose period follows the shortest timeout seen.
-    limits[0] = np.timeouts.client
-    limits[1] = np.timeouts.server
-    limits[2] = np.timeouts.client_fin
-    limits[3] = np.timeouts.server_fin
-    limits[4] = np.timeouts.connect
-    for i in range(5):
-        if limits[i] and limits[i] // 8 < w.scan_interval_ms:
-            w.scan_interval_ms = max(limits[i] // 8, 5)
+    timer_update(w, slot)
     # Try at once: the client has often sent its first bytes already.
     queue_ready(w, slot)
     return True

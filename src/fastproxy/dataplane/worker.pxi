@@ -1,4 +1,4 @@
-# Included by _pump.pyx: a worker thread's loop (epoll, the ready list, the timeout scan) and the
+# Included by _pump.pyx: a worker thread's loop (epoll, the ready list, the timer wheel's ticks) and the
 # commands others leave for it under its lock: new pairs, cuts, stop, lane changes.
 
 # --- commands: what Python and the other workers ask of a worker ---------------------------------------
@@ -203,26 +203,6 @@ cdef (int64_t, int64_t) pair_expiries(Pair *p, uint64_t now) noexcept nogil:
     return client_left, server_left
 
 
-cdef void scan_timeouts(Worker *w) noexcept nogil:
-    cdef uint32_t slot
-    cdef Pair *p
-    cdef uint32_t client_limit, server_limit
-    for slot in range(w.high):
-        p = &w.pairs[slot]
-        if not p.active:
-            continue
-        if p.connecting:
-            if p.timeouts.connect and w.now_ms - p.client.seen_ms >= p.timeouts.connect:
-                connect_failed(w, <int32_t>slot, ETIMEDOUT)
-            continue
-        client_limit = client_limit_of(p)
-        server_limit = server_limit_of(p)
-        if client_limit and w.now_ms - p.client.seen_ms >= client_limit:
-            end_pair(w, <int32_t>slot, END_CLIENT_TIMEOUT)
-        elif server_limit and w.now_ms - p.server.seen_ms >= server_limit:
-            end_pair(w, <int32_t>slot, END_SERVER_TIMEOUT)
-
-
 cdef void run_worker(Worker *w) noexcept nogil:
     cdef epoll_event events[MAX_EVENTS]
     cdef int n, i, timeout
@@ -234,10 +214,16 @@ cdef void run_worker(Worker *w) noexcept nogil:
     cdef Pair *p
     cdef Side *side
     w.now_ms = monotonic_ms()
-    w.next_scan_ms = w.now_ms + w.scan_interval_ms
+    w.wheel_clock = w.now_ms
     while True:
-        timeout = 0 if w.ready_len else <int>w.scan_interval_ms
-        if w.lanes_paused and timeout > LANE_RECHECK_MS:
+        # Asleep until the next bytes, command or timeout, whatever else is open: nothing to scan.
+        if w.ready_len:
+            timeout = 0
+        elif w.timer_next_ms != NO_TIMER:
+            timeout = <int>min(w.timer_next_ms - w.now_ms, MAX_WAIT_MS) if w.timer_next_ms > w.now_ms else 0
+        else:
+            timeout = -1
+        if w.lanes_paused and (timeout < 0 or timeout > LANE_RECHECK_MS):
             timeout = LANE_RECHECK_MS
         n = epoll_wait(w.epfd, events, MAX_EVENTS, timeout)
         w.now_ms = monotonic_ms()
@@ -278,6 +264,5 @@ cdef void run_worker(Worker *w) noexcept nogil:
                 progress(w, slot)
         if w.lanes_paused:
             lanes_resume(w)
-        if w.now_ms >= w.next_scan_ms:
-            scan_timeouts(w)
-            w.next_scan_ms = w.now_ms + w.scan_interval_ms
+        if w.now_ms >= w.timer_next_ms:
+            run_timers(w)
