@@ -185,21 +185,37 @@ class Acceptor:
         return accepted
 
 
+IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
+
+
+def bind_source(sock: socket.socket, source: tuple[str, int]) -> None:
+    """Bind an outgoing socket to ``source`` (HAProxy's ``source``): without a port the kernel picks it
+    at connect time (IP_BIND_ADDRESS_NO_PORT), so one source address serves every destination."""
+    host, port = source
+    if not port:
+        sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+    else:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+
+
 class Dialer:
     """Starts non-blocking connects with the options of one side (socket, options and connect in one
     call to C when compiled)."""
 
     def __init__(self, *, nodelay: bool = True, keepalive: bool = True, idle: Optional[float] = None,
-                 interval: Optional[float] = None, count: Optional[int] = None) -> None:
+                 interval: Optional[float] = None, count: Optional[int] = None,
+                 source: Optional[tuple[str, int]] = None) -> None:
         self.options = (int(nodelay), int(keepalive), int(idle or 0), int(interval or 0), int(count or 0))
         self.tune: dict[str, Any] = dict(nodelay=nodelay, keepalive=keepalive, idle=idle, interval=interval,
                                          count=count)
+        self.source = source  # ``source <addr>[:<port>]``: bound before the connect
         if COMPILED:
             self._in_progress = ffi.new("int *")
 
     def dial(self, raw_address: bytes) -> tuple[int, bool]:
         """(descriptor, connect still in progress); OSError if it failed at once (refused, EMFILE...)."""
-        if COMPILED:
+        if COMPILED and self.source is None:
             fd = lib.fp_dial(raw_address, len(raw_address), *self.options, self._in_progress)
             if fd < 0:
                 raise OSError(-fd, os.strerror(-fd))
@@ -208,6 +224,8 @@ class Dialer:
         sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
         try:
             tune_socket(sock.fileno(), **self.tune)
+            if self.source is not None:
+                bind_source(sock, self.source)
             result = sock.connect_ex(peer_address(raw_address)[:2])
         except OSError:
             sock.close()

@@ -556,6 +556,10 @@ class _Rule:
     run: Optional[Callable[[ConnInfo], None]] = None  # an action that goes on to the next rule (track-sc...)
 
 
+def EXPECT_PROXY(info: ConnInfo) -> None:
+    """The action of ``expect-proxy layer4``: a mark the router reads (``screen_connection``)."""
+
+
 def _rule_action(rule: TcpRequestRule, proxy: str,
                  tables: Mapping[str, Any]) -> Optional[Callable[[ConnInfo], None]]:
     """What a ``tcp-request`` rule other than accept/reject does to the connection's stick counters
@@ -602,7 +606,8 @@ class Router:
         reads_content = False
         for rule in frontend.tcp_request_rules:
             matches = compile_verdict(rule.condition, acls)
-            run = _rule_action(rule, frontend.name, tables or {})
+            run = EXPECT_PROXY if rule.action == "expect-proxy" else _rule_action(rule, frontend.name,
+                                                                                   tables or {})
             rules[rule.phase].append(_Rule(rule.action == "accept", matches, run))
             if rule.phase == "content":
                 reads_content |= condition_uses(rule.condition, acls, CONTENT_FETCHES)
@@ -629,9 +634,30 @@ class Router:
         """``tcp-request connection`` then ``tcp-request session`` rules: the first accept or reject
         that matches decides for its set (the actions before it ran); no match accepts.  Once both
         sets accept, the connection is a session for the stick counters tracked so far."""
+        return self.screen_connection(info)[0] and self.accept_session(info)
+
+    def screen_connection(self, info: ConnInfo) -> tuple[bool, bool]:
+        """The ``tcp-request connection`` rules alone: (accepted, a PROXY header is expected).  An
+        ``expect-proxy layer4`` that matches goes on to the next rule, as in HAProxy; the header is
+        read once the rules accepted, and the session rules see its addresses."""
         final = info if info.final else dataclasses.replace(info, final=True)
-        accepted = bool(_first_match(self._connection_rules, final)
-                        and _first_match(self._session_rules, final))
+        expect_proxy = False
+        for rule in self._connection_rules:
+            if rule.matches(final) != PASS:
+                continue
+            if rule.run is EXPECT_PROXY:
+                expect_proxy = True
+            elif rule.run is None:
+                return rule.accept, expect_proxy
+            else:
+                rule.run(final)
+        return True, expect_proxy
+
+    def accept_session(self, info: ConnInfo) -> bool:
+        """The ``tcp-request session`` rules; once they accept, the connection is a session for the
+        stick counters tracked so far."""
+        final = info if info.final else dataclasses.replace(info, final=True)
+        accepted = bool(_first_match(self._session_rules, final))
         if accepted and info.counters is not None:
             info.counters.session_started()
         return accepted

@@ -230,7 +230,8 @@ class Dispatcher:
             if session.stick_pending:
                 backend.persistence.store(session.stick_pending, slot)  # type: ignore[union-attr]
         try:
-            server_fd, in_progress = backend.dialer.dial(address)
+            dialer = backend.servers[slot.index].dialer if slot is not None else backend.dialer
+            server_fd, in_progress = dialer.dial(address)
         except OSError as exc:  # refused at once, or out of descriptors: this connection's failure only
             self.connect_failed(session, exc.errno or errno.EINVAL)
             return
@@ -328,7 +329,7 @@ class Dispatcher:
                 self.observe_error(block)
         session.attempt += 1
         retries = backend.model.retries
-        if session.attempt > retries or session.fd < 0:
+        if session.attempt > retries or session.fd < 0 or not backend.model.retry_on_conn_failure:
             kind = CONNECT_ERROR_KIND.get(error, "unreachable")
             self.fail(session, UpstreamConnectError(kind, f"connect failed: {os.strerror(error)}"))
         elif backend.model.redispatch and session.attempt == retries and slot is not None:

@@ -17,13 +17,16 @@ import asyncio
 import collections
 import functools
 import logging
+import ssl
+from collections.abc import Sequence
 from typing import Any, Optional
 
 from .acl import Router
 from .config import model, validate
 from .dispatch import Dispatcher
+from .errors import ConfigError
 from . import logs, tcplog
-from .health import AgentReply, CheckResult, HealthMonitor, ServerCheck, ServerHealth
+from .health import AgentReply, CheckResult, HealthMonitor, ServerCheck, ServerHealth, check_tls_context
 from .balance import ServerState
 from .lanes import Lanes, lane_backend
 from .limits import AdmissionControl
@@ -62,6 +65,19 @@ def default_fullconn(config: model.Config, backends: dict[str, BackendRuntime]) 
     for name, backend in backends.items():
         if not backend.model.fullconn and totals.get(name):
             backend.balancer.fullconn = max((totals[name] + 9) // 10, 1)
+
+
+def _check_tls(server: model.Server, rules: Sequence[model.TcpCheckRule],
+               default_verify: str) -> Optional[ssl.SSLContext]:
+    """The TLS context of a server's checks, when they speak TLS (``check-ssl``, ``tcp-check connect
+    ssl``); a certificate or CA file it cannot read is the server line's error."""
+    if not (server.check and (server.check_ssl or any(rule.ssl for rule in rules))):
+        return None
+    try:
+        return check_tls_context(server, default_verify)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"server '{server.name}': cannot load the TLS files of its checks: {exc}",
+                          file=server.location.file, line=server.location.line, keyword="server") from None
 
 
 class Engine:
@@ -132,9 +148,15 @@ class Engine:
                                            connect_timeout=be.timeouts.connect,
                                            check_timeout=be.timeouts.check,
                                            kind=be.check_kind if be.tcp_check else "tcp",
-                                           disable_on_404=be.http_disable_on_404, state_header=state_header)
+                                           disable_on_404=be.http_disable_on_404, state_header=state_header,
+                                           source=server.slot.server.source or be.source,
+                                           tls=_check_tls(server.slot.server, rules, g.ssl_server_verify),
+                                           tls_default=server.slot.server.check_ssl)
                 self._by_check[server.check] = server
                 self.health.add(server.check)
+                if server.unresolved:  # in maintenance from the start, as a ``disabled`` server
+                    self.health.pause(server.check)
+                    server.check.health.health = 0
                 model_server = server.slot.server
                 if model_server.agent_check:
                     agent_family, agent_address = server.agent_target()
@@ -145,9 +167,20 @@ class Engine:
                         f"{server.name} (agent)", model_server, agent_family, agent_address,
                         [*send, model.TcpCheckRule("expect", match="custom", pattern="agent")],
                         connect_timeout=be.timeouts.connect, check_timeout=be.timeouts.check, kind="agent",
-                        health=ServerHealth(1, 1, model_server.agent_inter))
+                        health=ServerHealth(1, 1, model_server.agent_inter),
+                        source=model_server.source or be.source)
                     self._by_check[server.agent] = server
                     self.health.add(server.agent)
+        for backend_runtime in backends.values():  # ``track``: who follows whom
+            for server in backend_runtime.servers:
+                if server.slot.server.track is None:
+                    continue
+                found = validate.tracked_server(cfg, backend_runtime.model, server.slot.server)
+                if found is not None:
+                    tracked = backends[found[0].name].servers[backends[found[0].name].balancer.slot(
+                        found[1].name).index]
+                    server.tracked = tracked
+                    tracked.trackers.append(server)
         self.admission = AdmissionControl(state)
         self.dispatcher = Dispatcher(state, director=self.director, error_handler=self.error_handler,
                                      observe_error=self._observe_error)
@@ -158,6 +191,9 @@ class Engine:
             on_pair_ended=self.dispatcher.pair_ended, on_connect_failed=self.dispatcher.pair_connect_failed,
             on_lane_hand_back=self.lane_binding.adopt, on_lane_ended=self.lane_binding.pair_ended)
         self.servers = ServerStates(loop, self.health, cut_sessions=self.pump.cut_server)
+        for server in state.servers.values():
+            if server.tracked is not None:
+                self.servers.follow(server)
         self.pump.start(loop)
         if self.pump.lanes is not None:
             self.pump.lanes.maxconn = g.maxconn or 0

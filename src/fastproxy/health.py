@@ -26,6 +26,7 @@ import random
 import re
 import select
 import socket
+import ssl
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
@@ -155,6 +156,13 @@ class ProbeContext:
     server_up: bool = True
     disable_on_404: bool = False
     state_header: Optional[Callable[[], str]] = None
+    source: Optional[tuple[str, int]] = None  # ``source``: the address checks leave from, as traffic
+    # ``check-ssl`` (the server's TLS settings for checks: ``verify``, ``ca-file``, ``crt``): the
+    # context a TLS connect uses, and the ``check-sni`` it sends; None: no TLS unless a ``tcp-check
+    # connect ssl`` rule asks (then with an unverified context).
+    tls: Optional[ssl.SSLContext] = None
+    sni: Optional[str] = None
+    tls_default: bool = False  # the default connect (implicit or ``default``) speaks TLS: check-ssl
 
 
 async def run_check(family: int, address: tuple, rules: Sequence[TcpCheckRule], *,
@@ -218,6 +226,8 @@ class _Probe:
         self.note = ""  # what an expect that saw the end of the data had to say, for its timeout
         self.connect_timeout, self.read_timeout = connect_timeout, read_timeout
         self.sock: Optional[socket.socket] = None
+        self.tls: Optional[ssl.SSLObject] = None  # the TLS session over ``sock``, for a TLS connect
+        self.tls_in, self.tls_out = ssl.MemoryBIO(), ssl.MemoryBIO()
         self.linger = False
         self.connected = False
         self.buffer = bytearray()
@@ -244,8 +254,8 @@ class _Probe:
         if last.action == "expect":
             info = _format(last.on_success, self.buffer) if last.on_success else done
             return CheckResult(last.ok_status or "L7OK", info, code=self.code)
-        if last.action == "connect":
-            return CheckResult("L4OK", done)
+        if last.action == "connect":  # a TLS connect is established at layer 6
+            return CheckResult("L6OK" if self.tls is not None else "L4OK", done)
         return CheckResult("L7OK", done)
 
     async def _connect(self, loop: asyncio.AbstractEventLoop, rule: TcpCheckRule) -> Optional[CheckResult]:
@@ -261,6 +271,8 @@ class _Probe:
         self.buffer.clear()
         self.sock = socket.socket(family, socket.SOCK_STREAM)
         self.sock.setblocking(False)
+        if self.context.source is not None:
+            _linux.bind_source(self.sock, self.context.source)
         try:
             await asyncio.wait_for(loop.sock_connect(self.sock, (host, port)), self.connect_timeout)
         except asyncio.TimeoutError:
@@ -270,7 +282,81 @@ class _Probe:
             return CheckResult("L4CON", _strerror(exc) + self._where(rule))
         self.connected = True
         self.deadline = loop.time() + self.read_timeout if self.read_timeout else None
+        if rule.ssl or (self.context.tls_default and (rule is _IMPLICIT_CONNECT or rule.default)):
+            return await self._handshake(loop, rule)
         return None
+
+    async def _handshake(self, loop: asyncio.AbstractEventLoop, rule: TcpCheckRule) -> Optional[CheckResult]:
+        """The TLS handshake of a TLS connect (``check-ssl``, ``tcp-check connect ssl``), as HAProxy's
+        layer 6: a failure is L6RSP "SSL handshake failure", running out of time L6TOUT."""
+        assert self.sock is not None
+        context = self.context.tls or unverified_tls_context()
+        self.tls_in, self.tls_out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.tls = context.wrap_bio(self.tls_in, self.tls_out, server_hostname=rule.sni or self.context.sni)
+        failure = CheckResult("L6RSP", "SSL handshake failure" + self._where(rule))
+        while True:
+            try:
+                self.tls.do_handshake()
+                done = True
+            except ssl.SSLWantReadError:
+                done = False
+            except (ssl.SSLError, ssl.CertificateError):
+                return failure
+            try:
+                pending = self.tls_out.read()
+                if pending:
+                    await asyncio.wait_for(loop.sock_sendall(self.sock, pending), self._remaining(loop))
+                if done:
+                    return None
+                data = await asyncio.wait_for(loop.sock_recv(self.sock, READ_BUFFER), self._remaining(loop))
+            except asyncio.TimeoutError:
+                late = _received_now(self.sock, READ_BUFFER)
+                if not late:
+                    return CheckResult("L6TOUT", self._where(rule)) if late is None else failure
+                data = late
+            except OSError:
+                return failure
+            if not data:
+                return failure
+            self.tls_in.write(data)
+
+    async def _sendall(self, loop: asyncio.AbstractEventLoop, data: bytes) -> None:
+        assert self.sock is not None
+        if self.tls is not None:
+            self.tls.write(data)
+            data = self.tls_out.read()
+        await asyncio.wait_for(loop.sock_sendall(self.sock, data), self._remaining(loop))
+
+    async def _recv(self, loop: asyncio.AbstractEventLoop, size: int) -> bytes:
+        """What the server sends next (b"" once it closed), decrypted on a TLS connect; TimeoutError
+        past the deadline."""
+        assert self.sock is not None
+        while True:
+            if self.tls is not None:
+                plain = self._decrypted(size)
+                if plain is not None:
+                    return plain
+            try:
+                data = await asyncio.wait_for(loop.sock_recv(self.sock, READ_BUFFER if self.tls else size),
+                                              self._remaining(loop))
+            except asyncio.TimeoutError:
+                late = _received_now(self.sock, READ_BUFFER if self.tls else size)
+                if late is None:
+                    raise
+                data = late
+            if self.tls is None or not data:
+                return data
+            self.tls_in.write(data)
+
+    def _decrypted(self, size: int) -> Optional[bytes]:
+        """Plain bytes the TLS session holds (b"" when it ended), None until more arrive."""
+        assert self.tls is not None
+        try:
+            return self.tls.read(size)
+        except ssl.SSLWantReadError:
+            return None
+        except (ssl.SSLZeroReturnError, ssl.SSLError):
+            return b""
 
     def _remaining(self, loop: asyncio.AbstractEventLoop) -> Optional[float]:
         if self.deadline is None:
@@ -287,7 +373,7 @@ class _Probe:
         elif rule.data is SSL3_HELLO:
             data = ssl3_client_hello()
         try:
-            await asyncio.wait_for(loop.sock_sendall(self.sock, data), self._remaining(loop))
+            await self._sendall(loop, data)
         except asyncio.TimeoutError:
             return CheckResult("L7TOUT", self._where(rule))
         except OSError as exc:
@@ -346,13 +432,9 @@ class _Probe:
                     self.expecting = None
                     return self._matched(rule) if verdict else self._mismatch(rule)
             try:
-                data = await asyncio.wait_for(loop.sock_recv(self.sock, READ_BUFFER - len(self.buffer)),
-                                              self._remaining(loop))
+                data = await self._recv(loop, READ_BUFFER - len(self.buffer))
             except asyncio.TimeoutError:
-                late = _received_now(self.sock, READ_BUFFER - len(self.buffer))
-                if late is None:
-                    return self.timeout_result()
-                data = late
+                return self.timeout_result()
             except OSError:
                 data = b""  # a reset: nothing more will come, judge what arrived
             if data:
@@ -431,7 +513,11 @@ class _Probe:
         self.code = response.status
         if self.context.disable_on_404 and self.context.server_up and response.status == 404:
             return CheckResult("L7OKC", "", code=404)
-        if rule.match in ("status", "rstatus"):
+        if rule.match in ("hdr", "fhdr"):
+            matched = header_matches(response.headers, rule.pattern, full=rule.match == "fhdr")
+            failure = CheckResult(rule.error_status or "L7STS", response.reason + _comment(rule),
+                                  code=response.status)
+        elif rule.match in ("status", "rstatus"):
             if rule.match == "status":
                 matched = any(low <= response.status <= high for low, high in rule.pattern)
             else:
@@ -479,6 +565,7 @@ class _Probe:
 
     def close(self) -> None:
         sock, self.sock = self.sock, None
+        self.tls = None
         if sock is None:
             return
         if not self.linger:  # HAProxy closes checks with a reset unless told ``linger``
@@ -489,12 +576,68 @@ class _Probe:
         sock.close()
 
 
+def unverified_tls_context() -> ssl.SSLContext:
+    """A TLS client context that verifies nothing (HAProxy's ``verify none``)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def check_tls_context(server: Server, default_verify: str = "required") -> ssl.SSLContext:
+    """The TLS context of a server's checks (``check-ssl``): ``verify none`` or ``required`` against
+    ``ca-file`` (the name checked is ``check-sni``, else ``verifyhost``, as HAProxy checks the SNI),
+    ``crt`` as the client certificate; ``default_verify`` (``ssl-server-verify``) for a server without
+    ``verify``.  OSError/ssl.SSLError for files it cannot read."""
+    if (server.verify or default_verify) == "none":
+        context = unverified_tls_context()
+    else:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = bool(server.check_sni or server.verifyhost)
+        if server.ca_file:
+            context.load_verify_locations(server.ca_file)
+    if server.crt:
+        context.load_cert_chain(server.crt)
+    return context
+
+
+def _text_matches(method: str, pattern: str, text: str, *, fold: bool = False) -> bool:
+    """HAProxy's str/beg/end/sub/reg matching of a header name (``fold``: case-insensitive) or value."""
+    if method == "reg":
+        return re.search(pattern, text, re.IGNORECASE if fold else 0) is not None
+    if fold:
+        pattern, text = pattern.lower(), text.lower()
+    if method == "beg":
+        return text.startswith(pattern)
+    if method == "end":
+        return text.endswith(pattern)
+    if method == "sub":
+        return pattern in text
+    return text == pattern
+
+
+def header_matches(headers: Sequence[tuple[str, str]], pattern: Any, *, full: bool) -> bool:
+    """``http-check expect hdr|fhdr``: a header whose name matches (and, with a value pattern, one of
+    its comma-separated values, or its whole value for ``fhdr``, matches) is there."""
+    name_method, name, value_method, value = pattern
+    for header, text in headers:
+        if not _text_matches(name_method, name, header, fold=True):
+            continue
+        if value is None:
+            return True
+        values = [text] if full else [part.strip() for part in text.split(",")]
+        if any(_text_matches(value_method, value, candidate) for candidate in values):
+            return True
+    return False
+
+
 _REGEX_CACHE: dict[tuple[str, str], Any] = {}
-_HTTP_MATCHES = ("status", "rstatus", "body", "rbody")
+_HTTP_MATCHES = ("status", "rstatus", "body", "rbody", "hdr", "fhdr")
 _EXPECT_NAMES = {"string": "expect string", "binary": "expect binary", "rstring": "expect regex",
                  "rbinary": "expect binary regex", "custom": "expect custom function",
                  "status": "expect HTTP status codes", "rstatus": "expect HTTP status regex",
-                 "body": "expect HTTP body content", "rbody": "expect HTTP body regex"}
+                 "body": "expect HTTP body content", "rbody": "expect HTTP body regex",
+                 "hdr": "expect HTTP header pattern", "fhdr": "expect HTTP header pattern"}
 _WAIT = object()  # an expect that needs more data
 _STALL = object()  # an expect that needs more data after the server closed: it times out
 
@@ -562,6 +705,7 @@ class HttpResponse:
     reason: str
     body: bytes
     complete: bool  # the whole body is in (by content-length, chunks, or the server's close)
+    headers: tuple[tuple[str, str], ...] = ()  # (name in lower case, value), every one in order
 
 
 _STATUS_LINE = re.compile(rb"HTTP/1\.[0-9] ([0-9]{3})(?: ([^\r\n]*))?\r?\n")
@@ -585,27 +729,28 @@ def parse_http_response(data: bytes, final: bool) -> Optional[HttpResponse]:
     if status_line is None:
         raise ValueError("not an HTTP response")
     status, reason = int(status_line[1]), (status_line[2] or b"").decode("latin-1").strip()
-    headers: dict[str, str] = {}
+    fields = []
     for raw in data[status_line.end():end].split(b"\n"):
         if not raw.rstrip(b"\r"):
             continue
         name, colon, value = raw.rstrip(b"\r").partition(b":")
         if not colon:
             raise ValueError("malformed header")
-        headers[name.strip().lower().decode("latin-1")] = value.strip().decode("latin-1")
+        fields.append((name.strip().lower().decode("latin-1"), value.strip().decode("latin-1")))
+    headers, listed = dict(fields), tuple(fields)
     rest = data[head_end:]
     if status < 200 or status in (204, 304):
-        return HttpResponse(status, reason, b"", True)
+        return HttpResponse(status, reason, b"", True, listed)
     if "chunked" in headers.get("transfer-encoding", "").lower():
         body, complete = _dechunk(rest)
-        return HttpResponse(status, reason, body, complete)
+        return HttpResponse(status, reason, body, complete, listed)
     if "content-length" in headers:
         try:
             length = int(headers["content-length"])
         except ValueError:
             raise ValueError("bad content-length") from None
-        return HttpResponse(status, reason, rest[:length], len(rest) >= length)
-    return HttpResponse(status, reason, rest, final)
+        return HttpResponse(status, reason, rest[:length], len(rest) >= length, listed)
+    return HttpResponse(status, reason, rest, final, listed)
 
 
 def _dechunk(data: bytes) -> tuple[bytes, bool]:
@@ -672,11 +817,14 @@ class ServerCheck:
                  rules: Sequence[TcpCheckRule], *, connect_timeout: Optional[float] = None,
                  check_timeout: Optional[float] = None, kind: str = "tcp", disable_on_404: bool = False,
                  state_header: Optional[Callable[[], str]] = None,
-                 health: Optional[ServerHealth] = None) -> None:
+                 health: Optional[ServerHealth] = None, source: Optional[tuple[str, int]] = None,
+                 tls: Optional[ssl.SSLContext] = None, tls_default: bool = False) -> None:
         self.name = name  # backend/server
         self.server = server
         self.family, self.address, self.rules = family, address, rules
         self.kind, self.disable_on_404, self.state_header = kind, disable_on_404, state_header
+        self.source = source
+        self.tls, self.tls_default = tls, tls_default  # check-ssl and the server's TLS settings
         self.stopping = False  # a check passed conditionally (HTTP 404 with disable-on-404): NOLB
         self.connect_timeout, self.check_timeout = connect_timeout, check_timeout
         self.active = server.check or kind == "agent"  # probes run (unless paused)
@@ -782,7 +930,8 @@ class HealthMonitor:
         else:  # without timeout check, inter bounds the whole probe
             connect, read, total = None, None, inter
         try:
-            context = ProbeContext(check.kind, check.health.up, check.disable_on_404, check.state_header)
+            context = ProbeContext(check.kind, check.health.up, check.disable_on_404, check.state_header,
+                                   check.source, check.tls, check.server.check_sni, check.tls_default)
             result = await run_check(check.family, check.address, check.rules, connect_timeout=connect,
                                      read_timeout=read, total_timeout=total, context=context)
         except Exception as exc:  # a bug must not stop this server's checks for good

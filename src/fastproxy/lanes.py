@@ -2,7 +2,8 @@
 
 Two parts.  ``lane_backend`` and the helpers beside it decide, sans-IO, whether a frontend can be a
 lane at all (nothing on its path may need Python per connection: rules, hooks, rate limits, queues,
-PROXY headers, stick rules, a balancing algorithm other than round robin or a hash of the source) and
+PROXY headers, stick rules, a ``source`` address to bind, a balancing algorithm other than round robin
+or a hash of the source) and
 with which parameters (weights, hashing, log sinks).  ``Lanes`` binds the lanes of one running
 configuration to the pump: it adds each listener to the pump, pushes every weight and state change of
 the balancer to it at once, says when lanes rest after EMFILE, takes over (``adopt``) the clients a
@@ -50,11 +51,11 @@ def lane_backend(state: Runtime, frontend: FrontendRuntime, *, hooks: bool) -> O
     if backend is None or backend.needs_destination or backend.router is not None:
         return None
     be = backend.model
-    if lane_hashing(be) is False or be.fullconn or be.stick_rules:
+    if lane_hashing(be) is False or be.fullconn or be.stick_rules or be.source:
         return None
     for server in be.servers:
         if (server.maxconn or server.minconn or server.maxqueue or server.agent_check or server.send_proxy
-                or server.send_proxy_v2 or server.slowstart or not server.port):
+                or server.send_proxy_v2 or server.slowstart or not server.port or server.source):
             return None
     return backend
 

@@ -5,9 +5,10 @@ Before the balancer is asked, ``Persistence.lookup`` runs the rules in order ove
 first ``match`` (or ``on``) whose key is in its table and whose server is not stopped (DOWN, MAINT)
 chooses the server, and every rule that stores (``on``, ``store-request``; only the first one per
 table) gets its entry ready.  ``option persist`` and a matching ``force-persist`` condition send the
-client to its server whatever state it is in.  Once a server is dialed, ``Persistence.store`` writes it
-into those entries (``server_id``, ``server_key``), as HAProxy does once the server is connected: so a
-client that the balancer moved (its server went down) sticks to the new server from then on.
+client to its server whatever state it is in (unless an ``ignore-persist`` matched first).  Once a
+server is dialed, ``Persistence.store`` writes it into those entries (``server_id``, ``server_key``),
+as HAProxy does once the server is connected: so a client that the balancer moved (its server went
+down) sticks to the new server from then on; a ``non-stick`` server is never written.
 
 Whether the table may take the entry decides the active/passive idiom (``stick on dst`` in a ``size 1``
 table): a purging table replaces its one entry with the server now used, a ``nopurge`` one keeps the
@@ -58,8 +59,17 @@ class Persistence:
                   samples.reader(rule.sample), samples.type_of(rule.sample),
                   tables[rule.table or backend.name], compile_condition(rule.condition, acls))
             for rule in backend.stick_rules]
-        self._force = [compile_condition(condition, acls) for condition in backend.force_persist]
+        self._persist_rules = [(rule.force, compile_condition(rule.condition, acls))
+                               for rule in backend.persist_rules]
         self._by_id = {slot.id: slot for slot in balancer.slots}
+
+    def forced(self, info: ConnInfo) -> bool:
+        """Whether a ``force-persist`` rule applies: the first persist rule that matches decides,
+        an ``ignore-persist`` one saying no (HAProxy's SF_FORCE_PRST / SF_IGNORE_PRST)."""
+        for force, matches in self._persist_rules:
+            if matches(info):
+                return force
+        return False
 
     def lookup(self, info: ConnInfo) -> tuple[Optional[ServerSlot], Pending]:
         """The server the tables stick the connection to (None: let the balancer choose), and where to
@@ -82,7 +92,7 @@ class Persistence:
                         slot = self._by_id.get(rule.table.read(entry, "server_id"))
                         if slot is not None and slot.state in STOPPED and not self.persist:
                             if forced is None:
-                                forced = any(condition(info) for condition in self._force)
+                                forced = self.forced(info)
                             if not forced:
                                 slot = None
                         chosen = slot
@@ -92,7 +102,10 @@ class Persistence:
         return chosen, pending
 
     def store(self, pending: Pending, slot: ServerSlot) -> None:
-        """The connection goes to ``slot``: its entries say so (unless a full table refuses them)."""
+        """The connection goes to ``slot``: its entries say so (unless a full table refuses them, or
+        the server is ``non-stick``)."""
+        if slot.server.non_stick:
+            return
         for table, key in pending:
             entry = table.store(key)
             if entry is not None:

@@ -106,13 +106,14 @@ class TCPProxy:
         """A freshly accepted, tuned, non-blocking client descriptor: the fast entry."""
         session = Session(fd, peer, frontend, finished=finished)
         if accept_proxy:
-            self.state.background(asyncio.ensure_future(self._read_proxy_header(session)))
+            self.state.background(asyncio.ensure_future(self._read_proxy_header(session, self.start)))
         else:
             self.start(session)
 
-    async def _read_proxy_header(self, session: Session) -> None:
-        """``bind ... accept-proxy``: the client's first bytes are a PROXY header whose addresses stand
-        for the client's own (in ACLs, balancing and logs).  A client that sends no valid header within
+    async def _read_proxy_header(self, session: Session, then: Callable[[Session], None]) -> None:
+        """``bind ... accept-proxy`` (or ``tcp-request connection expect-proxy layer4``): the client's
+        first bytes are a PROXY header whose addresses stand for the client's own (in ACLs, balancing
+        and logs); ``then`` goes on with the session.  A client that sends no valid header within
         ``timeout client`` (5 s when unset) is closed, as HAProxy does."""
         try:
             header = await peek_until(session.fd, session.frontend.model.timeouts.client or 5.0,
@@ -125,7 +126,7 @@ class TCPProxy:
                         sock.detach()
                 if header.command == "PROXY" and header.src and header.dst:
                     session.addresses_from_proxy_header(header.src, header.dst)
-                self.start(session)
+                then(session)
                 return
         except OSError:
             pass
@@ -158,7 +159,24 @@ class TCPProxy:
             return
         info = self._info(session)
         session.info = info
-        if not router.accept_connection(info):  # tcp-request connection reject
+        accepted, expect_proxy = router.screen_connection(info)
+        if not accepted:  # tcp-request connection reject
+            self._deny(session)
+            return
+        if expect_proxy:  # tcp-request connection expect-proxy layer4: the header first
+            self.state.background(asyncio.ensure_future(self._read_proxy_header(session, self._screened)))
+            return
+        self._screened(session, info)
+
+    def _screened(self, session: Session, info: Optional[ConnInfo] = None) -> None:
+        """The connection rules accepted: the session rules (on the PROXY header's addresses, when one
+        was expected), then the content rules and routing."""
+        frontend = session.frontend
+        router = frontend.router
+        assert router is not None
+        if info is None:  # the PROXY header may have changed the addresses
+            info = session.info = self._info(session)
+        if not router.accept_session(info):  # tcp-request session reject
             self._deny(session)
             return
         if frontend.inspects:

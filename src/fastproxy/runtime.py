@@ -21,7 +21,7 @@ from typing import Any, Optional
 
 from . import _linux, logformat, logs
 from .acl import Router, compile_condition
-from .balance import Balancer, ServerSlot
+from .balance import Balancer, ServerSlot, ServerState
 from .config import model
 from .errors import ConfigError
 from .queues import Queues
@@ -43,6 +43,38 @@ def resolve(host: str, port: int, family: Optional[str] = None) -> tuple[int, tu
     infos = socket.getaddrinfo(host, port, FAMILIES[family], socket.SOCK_STREAM)
     resolved_family, _, _, _, address = infos[0]
     return resolved_family, address[:2]
+
+
+def initial_address(server: model.Server) -> Optional[tuple[int, tuple]]:
+    """Where a server is at start, as HAProxy's srv_iterate_initaddr() finds it: an IP address as
+    written, else the ``init-addr`` methods in order (``last``, ``libc`` by default): ``last`` needs a
+    server-state file (fastproxy reads none: it never applies), ``libc`` resolves the name, an IP stands
+    for the server's, ``none`` gives None (the server starts in maintenance).  OSError when every method
+    failed."""
+    port = server.port or 0
+    try:
+        return resolve(server.host, port, server.family) if _is_ip(server.host) else None
+    except OSError:
+        pass
+    failure: Optional[OSError] = None
+    for method in server.init_addr or ("last", "libc"):
+        if method == "last":
+            continue
+        if method == "none":
+            return None
+        try:
+            return resolve(server.host if method == "libc" else method, port, server.family)
+        except OSError as exc:
+            failure = failure or exc
+    raise failure or OSError(f"no address found by 'init-addr {','.join(server.init_addr or ())}'")
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host.split("%", 1)[0])
+    except OSError:
+        return False
+    return True
 
 
 class AdminState(enum.Enum):
@@ -81,7 +113,7 @@ class ServerRuntime:
 
     __slots__ = ("backend", "slot", "block", "family", "address", "raw_address", "admin", "check", "agent",
                  "last_change", "down_time", "stopped", "admin_changed", "seen_total", "seen_at", "nolb",
-                 "dynamic")
+                 "dynamic", "unresolved", "dialer", "tracked", "trackers")
 
     def __init__(self, backend: "BackendRuntime", slot: ServerSlot, block: int) -> None:
         server = slot.server
@@ -89,13 +121,20 @@ class ServerRuntime:
         self.slot = slot
         self.block = block
         try:
-            self.family, self.address = resolve(server.host, server.port or 0, server.family)
+            found = initial_address(server)
         except OSError as exc:
             raise ConfigError(f"server '{server.name}': cannot resolve '{server.host}': {exc}",
                               file=server.location.file, line=server.location.line,
                               keyword="server") from None
+        # ``init-addr none`` and no address: in maintenance (HAProxy's RMAINT) until one is set.
+        self.unresolved = found is None
+        self.family, self.address = found or (socket.AF_INET, ("0.0.0.0", server.port or 0))
         self.raw_address = _linux.sockaddr(self.address)  # ready for the dialer
-        self.admin = AdminState.MAINT if server.disabled else AdminState.READY
+        self.admin = AdminState.MAINT if server.disabled or self.unresolved else AdminState.READY
+        self.dialer = backend.dialer if server.source is None else backend.dialer_from(server.source)
+        # ``track``: the server whose state this one follows, and the servers following this one.
+        self.tracked: Optional[ServerRuntime] = None
+        self.trackers: list[ServerRuntime] = []
         self.check: ServerCheck  # set by the engine once the health monitor exists
         self.agent: Optional[ServerCheck] = None  # the agent check (``agent-check``), when configured
         # The stats of its state (HAProxy's last_change and down_time), kept by servers.ServerStates
@@ -103,7 +142,7 @@ class ServerRuntime:
         # before the current spell, whether it is stopped now, whether an operator changed it.
         self.last_change = time.monotonic()
         self.down_time = 0.0
-        self.stopped = server.disabled
+        self.stopped = server.disabled or self.unresolved
         self.admin_changed = False
         self.seen_total, self.seen_at = 0, 0.0  # stats: the connection total last read, and when
         self.nolb = False  # ``set server ... health stopping``: up, but no new connections
@@ -159,10 +198,11 @@ class BackendRuntime:
         self.log = logs.ProxyLog(backend.name, backend.log_targets) if backend.log_targets else None
         self.serving = False  # free slots are being handed to queued connections
         self.serve_again = False  # a slot freed up meanwhile
-        keepalive = backend.server_keepalive
-        self.dialer = _linux.Dialer(nodelay=True, keepalive=keepalive.enabled, idle=keepalive.idle,
-                                    interval=keepalive.interval, count=keepalive.count)
+        self.dialer = self.dialer_from(backend.source)
         self.servers = [ServerRuntime(self, slot, first_block + slot.index) for slot in self.balancer.slots]
+        for server in self.servers:
+            if server.unresolved:  # its initial state, as ``disabled`` gives the balancer's
+                self.balancer.set_state(server.slot.name, ServerState.MAINT)
         self.blocks = [server.block for server in self.servers]
         self.block = -1  # its own counter block, where its pairs' session times are folded (the engine's)
         self.lanes = 0  # lanes that dial it (they cannot enforce a server's maxconn)
@@ -182,6 +222,13 @@ class BackendRuntime:
                              for rule in backend.use_servers]
         self.denied = 0  # connections refused by its tcp-request content rules
         self.persistence: Optional[Persistence] = None  # its stick rules, once the tables exist
+
+    def dialer_from(self, source: Optional[tuple[str, int]]) -> _linux.Dialer:
+        """A dialer with the backend's keepalive settings, binding ``source`` (None: the kernel's
+        choice) before each connect."""
+        keepalive = self.model.server_keepalive
+        return _linux.Dialer(nodelay=True, keepalive=keepalive.enabled, idle=keepalive.idle,
+                             interval=keepalive.interval, count=keepalive.count, source=source)
 
     @property
     def live_servers(self) -> list["ServerRuntime"]:

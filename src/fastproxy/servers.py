@@ -163,6 +163,11 @@ class ServerStates:
             warning = warning or message
         return warning.rstrip("\n") if warning else None
 
+    def follow(self, server: ServerRuntime) -> None:
+        """At start: a tracking server takes the state of the server it tracks (in maintenance when
+        that one is ``disabled``), without a state-change line."""
+        server.backend.balancer.set_state(server.slot.name, self.state_of(server))
+
     def stop(self) -> None:
         self.stopping = True
         for timer in self._ramps.values():
@@ -171,28 +176,39 @@ class ServerStates:
 
     # --- the rules ---
 
-    @staticmethod
-    def healthy(server: ServerRuntime) -> bool:
-        """Its check and its agent (when it has one) both say up (HAProxy's check_notify_success())."""
+    @classmethod
+    def healthy(cls, server: ServerRuntime) -> bool:
+        """Its check and its agent (when it has one) both say up (HAProxy's check_notify_success());
+        a tracking server is as healthy as the server it tracks."""
+        if server.tracked is not None:
+            return cls.healthy(server.tracked)
         return server.check.health.up and (server.agent is None or server.agent.health.up)
 
     @classmethod
     def serving(cls, server: ServerRuntime) -> bool:
-        return server.admin is AdminState.READY and cls.healthy(server) and not server.nolb
+        return cls.state_of(server) is ServerState.UP
 
     @classmethod
     def state_of(cls, server: ServerRuntime) -> ServerState:
-        """Administration times health: what the balancer sees."""
-        if server.admin is AdminState.MAINT:
+        """Administration times health: what the balancer sees.  A tracking server follows the one it
+        tracks into maintenance and drain too (HAProxy's inherited IMAINT and IDRAIN)."""
+        inherited = cls.state_of(server.tracked) if server.tracked is not None else ServerState.UP
+        if server.admin is AdminState.MAINT or inherited is ServerState.MAINT:
             return ServerState.MAINT
         if not cls.healthy(server):
             return ServerState.DOWN
-        if server.admin is AdminState.DRAIN or server.nolb:
+        if server.admin is AdminState.DRAIN or server.nolb or inherited is ServerState.DRAIN:
             return ServerState.DRAIN
         return ServerState.UP
 
     def _apply(self, server: ServerRuntime, was_up: bool, result: Any) -> None:
-        """Give the balancer the state, and act on a change: log it, cut sessions, start a ramp."""
+        """Give the balancer the state, and act on a change: log it, cut sessions, start a ramp; then
+        the same for the servers tracking this one (``track``), whose state follows."""
+        self._apply_one(server, was_up, result)
+        for tracker in server.trackers:
+            self._apply(tracker, tracker.slot.state is ServerState.UP, tcplog.Via(server.name))
+
+    def _apply_one(self, server: ServerRuntime, was_up: bool, result: Any) -> None:
         state = self.state_of(server)
         backend, slot = server.backend, server.slot
         up = state is ServerState.UP

@@ -281,12 +281,24 @@ HTTP_FIELDS = RESPONSE_FIELDS + ("cache_lookups", "cache_hits")
 
 
 def server_status(server: ServerRuntime) -> str:
-    """The ``status`` column of a server (stats.c's srv_hlt_st)."""
-    check = server.check
+    """The ``status`` column of a server (stats.c's srv_hlt_st): a tracking server shows the checks of
+    the server at the end of its chain (HAProxy's ``ref``), and the maintenance it inherits."""
+    ref = server
+    while ref.tracked is not None:
+        ref = ref.tracked
+    check = ref.check
     health = check.health
     if server.admin is AdminState.MAINT:
-        return "MAINT"
-    if server.agent is not None and not server.agent.health.up:
+        return "MAINT (resolution)" if server.unresolved else "MAINT"
+    admins = []
+    via = server.tracked
+    while via is not None:
+        admins.append(via.admin)
+        via = via.tracked
+    if AdminState.MAINT in admins:
+        assert server.tracked is not None
+        return f"MAINT (via {server.tracked.name})"
+    if ref.agent is not None and not ref.agent.health.up:
         return "DOWN (agent)"
     checked = check.active
     if health.up and server.nolb:  # ``set server ... health stopping``
@@ -294,10 +306,10 @@ def server_status(server: ServerRuntime) -> str:
             f"NOLB {health.health - health.rise + 1}/{health.fall}"
     if health.up:
         going_down = checked and health.health < health.top
-        if server.admin is AdminState.DRAIN:
+        if server.admin is AdminState.DRAIN or AdminState.DRAIN in admins:
             if going_down:
                 return f"DRAIN {health.health - health.rise + 1}/{health.fall}"
-            return "DRAIN (agent)" if server.agent is not None else "DRAIN"
+            return "DRAIN (agent)" if ref.agent is not None else "DRAIN"
         if going_down:
             return f"UP {health.health - health.rise + 1}/{health.fall}"
         return "UP" if checked else "no check"

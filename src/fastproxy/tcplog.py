@@ -11,6 +11,7 @@ hold both to these functions.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from . import logformat
@@ -51,11 +52,21 @@ def connect_line(client: str, local: Any, frontend: str) -> str:
 
 # --- server state changes ------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class Via:
+    """What changed a tracking server's state: the server it tracks (``backend/server``)."""
+
+    name: str
+
+
 def check_reason(result: Any) -> str:
     """HAProxy's ``, reason: ..., info: "...", check duration: Nms`` of a state change caused by a
-    check result (``health.CheckResult``), or "" when none caused it."""
+    check result (``health.CheckResult``), `` via be/s1`` for a tracking server, or "" when none
+    caused it."""
     if result is None:
         return ""
+    if isinstance(result, Via):
+        return f" via {result.name}"
     text = f", reason: {result.description}"
     if getattr(result, "has_code", False):
         text += f", code: {result.code}"

@@ -73,6 +73,9 @@ def http(status: int, reason: str, body: bytes = b"") -> bytes:
     return f"HTTP/1.1 {status} {reason}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
 
 
+STATE_HEADERS = b"HTTP/1.1 200 OK\r\nX-State: ready, up\r\nContent-Length: 0\r\n\r\n"
+
+
 def write_config(tmp_path: Path, checks: str, agent_port: int, traffic_port: int, *, socket: str = "",
                  server_options: str = "") -> Path:
     """A listener with one server, checked through ``port`` on the agent; ``checks`` are the backend's
@@ -252,6 +255,13 @@ CASES = {
     "not http": ("option httpchk", b"hello\r\n"),
     "404": ("option httpchk\n    http-check disable-on-404", http(404, "Not Found")),
     "http/1.1": ("option httpchk HEAD /x HTTP/1.1\\r\\nHost:\\ www", http(200, "OK")),
+    "hdr": ("option httpchk\n    http-check expect hdr name x-state value -m beg read", STATE_HEADERS),
+    "hdr missing": ("option httpchk\n    http-check expect hdr name -m beg x-other", STATE_HEADERS),
+    "hdr value": ("option httpchk\n    http-check expect hdr name X-State value ready,\\ up", STATE_HEADERS),
+    "fhdr": ("option httpchk\n    http-check expect fhdr name x-state value ready,\\ up", STATE_HEADERS),
+    "! hdr": ("option httpchk\n    http-check expect ! hdr name -m reg ^x-st value -m sub eady comment no",
+              STATE_HEADERS),
+    "string-lf": ("option httpchk\n    http-check expect string-lf ok", http(200, "OK", b"ok")),
 }
 
 
@@ -385,13 +395,23 @@ async def test_a_protocol_check_follows_its_agent_and_traffic_follows_the_state(
 # --- ssl-hello-chk: a real TLS server (Python's ssl over OpenSSL) and a plain one -----------------
 
 @pytest.fixture(scope="module")
-def tls_context(tmp_path_factory):
+def tls_files(tmp_path_factory) -> dict[str, Path]:
+    """A self-signed certificate for localhost and its key, and another one (an unrelated CA)."""
     directory = tmp_path_factory.mktemp("tls")
-    key, cert = directory / "key.pem", directory / "cert.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
-                    "-days", "1", "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    files = {}
+    for name in ("server", "other"):
+        key, cert = directory / f"{name}-key.pem", directory / f"{name}.pem"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
+                        "-addext", "subjectAltName=DNS:localhost", "-days", "1", "-keyout", str(key),
+                        "-out", str(cert)], check=True, capture_output=True)
+        files[name], files[f"{name}-key"] = cert, key
+    return files
+
+
+@pytest.fixture(scope="module")
+def tls_context(tls_files):
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
+    context.load_cert_chain(tls_files["server"], tls_files["server-key"])
     return context
 
 
@@ -552,3 +572,47 @@ async def test_log_health_checks_writes_haproxys_line_per_check_that_counts(tmp_
     assert ours[:2] == theirs[:2] and len(ours) >= 2, (ours, theirs)
     assert ours[0] == ('Health check for server fe/s1 failed, reason: Layer7 wrong status, code: 503, '
                        'info: "Service Unavailable", check duration: Nms, status: 0/2 DOWN.')
+
+
+# --- checks over TLS (check-ssl, tcp-check connect ssl): a real TLS server, a plain one -------------
+
+TLS_CASES = {
+    # name: (check lines, server options, the agent speaks TLS, its answer, the state it ends in)
+    "handshake": ("", "check-ssl verify none", True, b"", "UP"),
+    "plain server": ("", "check-ssl verify none", False, b"220 not TLS\r\n", "DOWN"),
+    "verified": ("", "check-ssl verify required ca-file {server} check-sni localhost", True, b"", "UP"),
+    "wrong ca": ("", "check-ssl verify required ca-file {other}", True, b"", "DOWN"),
+    "httpchk": ("option httpchk GET /health", "check-ssl verify none", True, http(200, "OK"), "UP"),
+    "httpchk 503": ("option httpchk GET /health", "check-ssl verify none", True,
+                    http(503, "Service Unavailable"), "DOWN"),
+    "connect ssl": ("option tcp-check\n    tcp-check connect ssl\n    tcp-check send PING\\r\\n\n"
+                    "    tcp-check expect string +PONG", "verify none", True, b"+PONG\r\n", "UP"),
+}
+
+
+@needs_haproxy
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("case", list(TLS_CASES))
+async def test_tls_checks_agree_with_haproxy(tmp_path, pump_class, caplog, tls_context, tls_files, case):
+    checks, options, speaks_tls, answer, state = TLS_CASES[case]
+    agent = Agent(answer, complete=lambda data: b"\r\n\r\n" in data or data.endswith(b"PING\r\n"))
+    server = await asyncio.start_server(agent, "127.0.0.1", 0, ssl=tls_context if speaks_tls else None)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        cfg = write_config(tmp_path, checks, port, port, socket="admin.sock",
+                           server_options=options.format(**{k: str(v) for k, v in tls_files.items()}))
+        sock = tmp_path / "admin.sock"
+        theirs, their_output = await haproxy_stat(cfg, sock, settled_tls)
+        ours, our_output = await fastproxy_stat(cfg, sock, pump_class, settled_tls, caplog)
+    finally:
+        server.close()
+    fields = ("status", "check_status", "check_code", "last_chk", "check_desc")
+    assert {name: ours[name].removeprefix("* ") for name in fields} == {
+        name: theirs[name].removeprefix("* ") for name in fields}
+    assert ours["status"] == state
+    assert state_lines(our_output) == state_lines(their_output)
+
+
+def settled_tls(row: dict) -> bool:
+    status = row.get("check_status", "").removeprefix("* ")
+    return status not in ("", "INI") and (row["status"] == "DOWN" or status in ("L7OK", "L6OK", "L4OK"))

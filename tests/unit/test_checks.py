@@ -113,9 +113,19 @@ def test_protocol_options_build_haproxys_rulesets_and_the_last_check_option_wins
     assert smtp == [b"EHLO mx.example\r\n", b"QUIT\r\n"]
 
 
-def test_tls_checks_are_refused_rather_than_run_in_plain_text():
-    with pytest.raises(Exception, match="'check-ssl' asks for health checks over TLS"):
-        backend(" option httpchk\n server s0 127.0.0.1:443 check check-ssl verify none\n")
+def test_tls_check_settings_are_read_for_the_checks():
+    from fastproxy.config import parse_text
+    config = parse_text(PROLOGUE + "backend be\n option tcp-check\n"
+                        " tcp-check connect port 443 ssl sni a.example\n"
+                        " server s0 127.0.0.1:443 check check-ssl verify required ca-file /ca.pem crt /c.pem"
+                        " check-sni b.example verifyhost c.example\n")
+    backend_model = config.backends["be"]
+    server = backend_model.servers[0]
+    settings = (server.check_ssl, server.verify, server.ca_file, server.crt, server.check_sni,
+                server.verifyhost)
+    assert settings == (True, "required", "/ca.pem", "/c.pem", "b.example", "c.example")
+    connect = backend_model.tcp_check_rules[0]
+    assert (connect.ssl, connect.sni, connect.port) == (True, "a.example", 443)
 
 
 def test_agent_replies_are_read_word_by_word_as_haproxy():
@@ -130,3 +140,32 @@ def test_agent_replies_are_read_word_by_word_as_haproxy():
     assert (odd.status, odd.describe(None)) == ("CHECKED", "agent reports an error : bogus")
     assert parse_agent_reply("50%").describe("Trailing garbage in weight string") == (
         "agent warns : Trailing garbage in weight string")
+
+
+def test_http_check_expect_hdr_and_fhdr_read_name_and_value_patterns():
+    rule = backend(" option httpchk\n http-check expect hdr name -m beg x-st value -m sub eady\n") \
+        .tcp_check_rules[-1]
+    assert (rule.match, rule.pattern) == ("hdr", ("beg", "x-st", "sub", "eady"))
+    rule = backend(" option httpchk\n http-check expect ! fhdr name x-state\n").tcp_check_rules[-1]
+    assert (rule.match, rule.negate, rule.pattern) == ("fhdr", True, ("str", "x-state", None, None))
+    rule = backend(" option httpchk\n http-check expect string-lf ok%%\n").tcp_check_rules[-1]
+    assert (rule.match, rule.pattern) == ("body", b"ok%")
+    with pytest.raises(Exception, match="log-format directives"):
+        backend(" option httpchk\n http-check expect string-lf %[date]\n")
+    with pytest.raises(Exception, match="cannot be used with the regex matching method"):
+        backend(" option httpchk\n http-check expect hdr name-lf -m reg x\n")
+
+
+@pytest.mark.parametrize("pattern, full, matches", [
+    (("str", "x-state", None, None), False, True),
+    (("str", "X-STATE", "str", "up"), False, True),  # names fold case, values are comma lists
+    (("str", "x-state", "str", "ready, up"), False, False),
+    (("str", "x-state", "str", "ready, up"), True, True),  # fhdr: the whole value
+    (("beg", "x-", "end", "dy"), False, True),
+    (("reg", "^x-s", "reg", "^u"), False, True),
+    (("sub", "other", None, None), False, False),
+])
+def test_header_patterns_match_as_haproxys_http_check(pattern, full, matches):
+    from fastproxy.health import header_matches
+    headers = (("content-length", "0"), ("x-state", "ready, up"))
+    assert header_matches(headers, pattern, full=full) is matches

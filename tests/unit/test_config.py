@@ -32,8 +32,14 @@ HAPROXY_DIFFERS: dict[str, dict[int, str]] = {
     "http_checks.cfg": {32: "log-format check requests would send what fastproxy cannot evaluate",
                         35: "fastproxy's checks speak HTTP/1.x only"},
     "maglev.cfg": {11: "'hash-type maglev' is fastproxy's extension"},
-    "protocol_checks.cfg": {19: "fastproxy does no TLS checks: a plain one of a TLS port decides wrongly",
-                            20: "fastproxy does no TLS checks: a plain one of a TLS port decides wrongly"},
+    "routing_keywords.cfg": {
+        10: "switch-mode http needs an HTTP proxy; fastproxy is layer 4 only",
+        11: "set-src: fastproxy does not rewrite addresses, so ACLs, logs and tables would differ",
+        12: "set-dst: fastproxy does not rewrite addresses, so ACLs, logs and tables would differ",
+        17: "usesrc: transparent proxying (foreign source addresses) is not done",
+        18: "tcp-response content rules: the pump relays what servers send without inspecting it",
+        25: "resolvers: fastproxy resolves names once at start (HAProxy fails later: no such section)",
+    },
     "mode_http.cfg": {7: "HAProxy proxies HTTP; fastproxy is layer 4 only",
                       11: "HAProxy proxies HTTP; fastproxy is layer 4 only"},
     "sections.cfg": {23: "HAProxy stops reading at the fatal 'from nosuch' of line 22; we read on"},
@@ -61,6 +67,7 @@ HAPROXY_UNNUMBERED: dict[str, set[int]] = {
     "balance.cfg": {11},  # "backend 'be' [balance.cfg:6]: failed to parse 'balance hash' expression"
     "references.cfg": {9, 10, 11},  # "Proxy 'fe': unable to find required use_backend: 'missing'"
     "servers.cfg": {19, 22, 28},  # checked after parsing, which stops at the fatal errors above
+    "routing_keywords.cfg": {21, 22},  # track is checked after parsing, which stops at the errors above
 }
 
 PROLOGUE = """\
@@ -656,7 +663,7 @@ def test_server_template_declares_numbered_servers():
 
 def test_server_settings_fastproxy_lacks_are_warnings_naming_the_setting():
     config = load_corpus("warned.cfg")
-    assert "29: 'server verify': server setting 'verify' is not supported by fastproxy; ignored" in \
+    assert "29: 'server cookie': server setting 'cookie' is not supported by fastproxy; ignored" in \
         warnings_of(config)
 
 
@@ -1405,3 +1412,94 @@ def test_dispatch_sends_every_connection_to_its_address_without_balance_as_hapro
     assert errors_of(PROLOGUE + "backend be\n option transparent\n") == [
         "6: 'backend': backend 'be' has 'option transparent' and no server: HAProxy then connects to the "
         "client's original destination, which fastproxy does not do"]
+
+
+# --- keywords that change routing: acted on, or refused (never only warned about) -------------------
+
+def test_expect_proxy_is_a_connection_rule_and_other_address_rewrites_are_refused():
+    config = parse(PROLOGUE + "frontend fe\n bind :1\n"
+                   " tcp-request connection expect-proxy layer4 if { src 127.0.0.2 }\n"
+                   " default_backend be\nbackend be\n server s 127.0.0.1:9\n")
+    rule = config.frontends["fe"].tcp_request_rules[0]
+    assert (rule.phase, rule.action, rule.condition is not None) == ("connection", "expect-proxy", True)
+    assert not warnings_of(config)
+    errors = errors_of(PROLOGUE + "frontend fe\n bind :1\n"
+                       " tcp-request connection expect-proxy\n"
+                       " tcp-request content expect-proxy layer4\n"
+                       " tcp-request content use-service prometheus-exporter\n"
+                       " tcp-request content switch-mode http\n"
+                       " tcp-request connection set-src ipv4(10.0.0.1)\n"
+                       " tcp-request content set-dst-port int(80)\n"
+                       " default_backend be\nbackend be\n server s 127.0.0.1:9\n")
+    assert [e.split(":", 1)[0] for e in errors] == ["8", "9", "10", "11", "12", "13"]
+    assert "'tcp-request connection expect-proxy' only supports 'layer4' in frontend 'fe' (got '')" \
+        in errors[0]
+    assert "'expect-proxy layer4' is not allowed in 'tcp-request content' rules in frontend 'fe'" in errors[1]
+    assert "runs no service in a TCP proxy" in errors[2]
+    assert "does not process" in errors[3]
+    assert "logs, ACLs and stick tables would see the real one" in errors[4]
+
+
+def test_track_names_a_checked_server_and_excludes_checks_as_haproxy_does():
+    config = parse(PROLOGUE + "backend be\n server s1 127.0.0.1:9 check\n server s2 127.0.0.1:10 track s1\n"
+                   "backend other\n server t 127.0.0.1:11 track be/s2\n")
+    assert config.backends["be"].servers[1].track == "s1"
+    assert config.backends["other"].servers[0].track == "be/s2"
+    errors = errors_of(PROLOGUE + "backend be\n server s1 127.0.0.1:9 check\n"
+                       " server s2 127.0.0.1:10 track s1 check\n"
+                       " server s3 127.0.0.1:10 track s9\n"
+                       " server s4 127.0.0.1:10 track s5\n"
+                       " server s5 127.0.0.1:10\n"
+                       " server s6 127.0.0.1:10 track nobe/s1\n"
+                       " server s7 127.0.0.1:10 track s8\n"
+                       " server s8 127.0.0.1:10 track s7\n")
+    assert [e.split(":", 1)[0] for e in errors] == ["8", "9", "10", "12", "14"]
+    assert "unable to enable checks and tracking at the same time!" in errors[0]
+    assert "unable to find required server 's9' for tracking." in errors[1]
+    assert "unable to use be/s5 for tracking as it does not have any check nor agent enabled." in errors[2]
+    assert "unable to find required proxy 'nobe' for tracking." in errors[3]
+    assert "unable to track be/s7 as it belongs to a tracking chain looping back to be/s8." in errors[4]
+
+
+def test_server_settings_that_route_are_read_or_refused():
+    config = parse(PROLOGUE + "backend be\n source 127.0.0.2\n"
+                   " server s1 127.0.0.1:9 non-stick init-addr last,libc,none source 127.0.0.3:0\n"
+                   " server s2 127.0.0.1:9 init-addr 10.0.0.1\n")
+    backend = config.backends["be"]
+    s1, s2 = backend.servers
+    assert backend.source == ("127.0.0.2", 0)
+    assert (s1.non_stick, s1.init_addr, s1.source) == (True, ("last", "libc", "none"), ("127.0.0.3", 0))
+    assert s2.init_addr == ("10.0.0.1",)
+    assert not warnings_of(config)
+    errors = errors_of(PROLOGUE + "backend be\n"
+                       " server s1 127.0.0.1:9 init-addr bogus\n"
+                       " server s2 127.0.0.1:9 resolvers dns\n"
+                       " server s3 127.0.0.1:9 source 127.0.0.2 usesrc clientip\n"
+                       " source 127.0.0.2 usesrc client\n"
+                       " source\n")
+    assert [e.split(":", 1)[0] for e in errors] == ["7", "8", "9", "10", "11"]
+    assert "unknown init-addr method 'bogus'" in errors[0]
+    assert "DNS resolution while running" in errors[1]
+    assert "transparent proxying" in errors[2] and "transparent proxying" in errors[3]
+
+
+def test_retry_on_decides_whether_a_failed_connect_is_retried():
+    def backend(line: str):
+        return parse(PROLOGUE + f"backend be\n {line}\n server s 127.0.0.1:9\n").backends["be"]
+    assert backend("retries 3").retry_on_conn_failure
+    assert backend("retry-on conn-failure empty-response").retry_on_conn_failure
+    assert backend("retry-on all-retryable-errors").retry_on_conn_failure
+    assert not backend("retry-on none").retry_on_conn_failure
+    assert not backend("retry-on empty-response 503").retry_on_conn_failure
+    assert errors_of(PROLOGUE + "backend be\n retry-on none conn-failure\n retry-on bogus\n retry-on\n") == [
+        "7: 'retry-on': 'retry-on' 'none' keyworld only usable alone",
+        "8: 'retry-on': 'retry-on': unknown keyword 'bogus'",
+        "9: 'retry-on': 'retry-on' needs at least one keyword to specify when to retry"]
+
+
+def test_tcp_response_content_rules_are_refused_and_persist_rules_kept_in_order():
+    errors = errors_of(PROLOGUE + "backend be\n tcp-response content accept if { src 1.2.3.4 }\n")
+    assert errors[0].startswith("7: 'tcp-response content': fastproxy does not inspect what servers send")
+    config = parse(PROLOGUE + "backend be\n ignore-persist if { src 1.2.3.4 }\n"
+                   " force-persist if { src 1.2.3.0/24 }\n server s 127.0.0.1:9\n")
+    assert [rule.force for rule in config.backends["be"].persist_rules] == [False, True]

@@ -387,6 +387,31 @@ def test_persist_sends_a_stuck_client_to_its_down_server(lines):
     assert visit(persistence, balancer) == "a"
 
 
+@pytest.mark.parametrize("lines, forced", [
+    (" ignore-persist if { dst 10.0.0.9 }\n force-persist if { dst 10.0.0.9 }", False),
+    (" force-persist if { dst 10.0.0.9 }\n ignore-persist if { dst 10.0.0.9 }", True),
+    (" ignore-persist if { dst 10.0.0.1 }\n force-persist if { dst 10.0.0.9 }", True),
+])
+def test_the_first_persist_rule_that_matches_decides_so_an_earlier_ignore_persist_cancels_forcing(
+        lines, forced):
+    persistence, balancer, _ = backend_persistence(
+        " stick-table type ip size 10\n stick on dst\n" + lines, Clock())
+    visit(persistence, balancer)
+    balancer.set_state("a", ServerState.DOWN)
+    assert visit(persistence, balancer) == ("a" if forced else "b")
+
+
+def test_a_non_stick_server_is_never_stored():
+    config = parse_text(PROLOGUE + "backend be\n stick-table type ip size 10\n stick on dst\n"
+                        " server a 127.0.0.1:1 non-stick\n server b 127.0.0.1:2\n")
+    backend = config.backends["be"]
+    tables = sticktables.tables_for(config, Clock())
+    balancer = Balancer(backend)
+    persistence = Persistence(backend, tables, balancer)
+    assert [visit(persistence, balancer) for _ in range(4)] == ["a", "b", "b", "b"]
+    assert [tables["be"].read(e, "server_key") for e in tables["be"]] == ["b"]
+
+
 def test_stick_match_alone_stores_nothing():
     persistence, balancer, t = backend_persistence(" stick-table type ip size 10\n stick match dst", Clock())
     visit(persistence, balancer)

@@ -144,6 +144,22 @@ class Server:
     agent_inter: float = 2.0
     agent_send: Optional[str] = None
     agent_addr: Optional[str] = None
+    # ``track [<backend>/]<server>``: the server's state follows that one's checks (it has none).
+    track: Optional[str] = None
+    non_stick: bool = False  # ``non-stick``: stick rules never store this server
+    # ``init-addr``: how the address is found at start, in order ("last", "libc", "none" or an IP);
+    # None: HAProxy's default, last then libc.  "none" leaves an unresolved server in maintenance.
+    init_addr: Optional[tuple[str, ...]] = None
+    source: Optional[tuple[str, int]] = None  # ``source <addr>[:<port>]``: the address dialed from
+    # Checks over TLS (``check-ssl``): ``verify`` ("none" | "required"; None: ``ssl-server-verify``,
+    # required), ``ca-file`` to verify against, ``crt`` (a PEM with the client certificate and its key),
+    # ``check-sni`` (the name sent, and verified), ``verifyhost`` (the name verified without SNI).
+    check_ssl: bool = False
+    verify: Optional[str] = None
+    ca_file: Optional[str] = None
+    crt: Optional[str] = None
+    check_sni: Optional[str] = None
+    verifyhost: Optional[str] = None
 
     @property
     def address(self) -> tuple[str, int]:
@@ -200,6 +216,9 @@ class TcpCheckRule:
     on_error: Optional[str] = None
     on_success: Optional[str] = None
     status_code: Optional[tuple[int, int]] = None  # (offset, length) of the code in the answer
+    ssl: bool = False  # ``tcp-check connect ssl``: a TLS handshake once connected
+    sni: Optional[str] = None  # ``tcp-check connect sni <name>``
+    default: bool = False  # ``tcp-check connect default``: the server's check settings (check-ssl...)
 
 
 # The data of the send rule of ``option ssl-hello-chk``: HAProxy's SSLv3 CLIENT HELLO, built when sent
@@ -280,6 +299,15 @@ class StickRule:
 
 
 @dataclass
+class PersistRule:
+    """``force-persist|ignore-persist if|unless <condition>`` of a backend."""
+
+    force: bool  # False: ``ignore-persist``
+    condition: Condition
+    location: Location = field(default_factory=Location)
+
+
+@dataclass
 class Backend:
     """A ``backend`` (or the backend half of a ``listen``)."""
 
@@ -289,8 +317,12 @@ class Backend:
     balance: Balance = field(default_factory=Balance)
     timeouts: Timeouts = field(default_factory=Timeouts)
     retries: int = 3
+    # ``retry-on``: whether a failed connect is retried (``conn-failure``, HAProxy's default); the
+    # other causes are for HTTP responses, which HAProxy only retries in ``mode http``.
+    retry_on_conn_failure: bool = True
     redispatch: bool = False
     server_keepalive: KeepAlive = field(default_factory=KeepAlive)
+    source: Optional[tuple[str, int]] = None  # ``source <addr>[:<port>]``: what servers are dialed from
     fullconn: Optional[int] = None
     id: Optional[int] = None  # HAProxy's proxy id (``id``), shown by the stats; None: numbered in order
     options: dict[str, Any] = field(default_factory=dict)  # recorded, not acted on: splice-*, description...
@@ -315,7 +347,10 @@ class Backend:
     # to a server in maintenance).  Their conditions name ``acls``.
     stick_rules: list[StickRule] = field(default_factory=list)
     persist: bool = False
-    force_persist: list[Condition] = field(default_factory=list)
+    # ``force-persist`` and ``ignore-persist`` in order: the first whose condition matches decides
+    # (HAProxy's persist_rules); in TCP mode an ``ignore-persist`` only keeps a later force-persist
+    # from applying, as HAProxy's SF_IGNORE_PRST acts on HTTP cookies alone.
+    persist_rules: list[PersistRule] = field(default_factory=list)
     # ``persist rdp-cookie[(<name>)]``: the server the client's RDP cookie names (``msts`` by default).
     persist_rdp_cookie: Optional[str] = None
     # ``use-server <server> if|unless <condition>``: the first that matches picks the server (HAProxy's
@@ -368,10 +403,13 @@ class TcpRequestRule:
     Actions: ``accept`` and ``reject`` end the rule set; ``track-sc<n> <sample> [table <t>]`` tracks
     the sample's entry in a stick table as counter ``n`` (``counter``, ``sample``, ``table``: None for
     the frontend's own table), ``sc-inc-gpc0(<n>)`` / ``sc-inc-gpc1(<n>)`` count one in the tracked
-    entry, ``sc-set-gpt0(<n>) <value>`` writes ``value`` there; these go on to the next rule."""
+    entry, ``sc-set-gpt0(<n>) <value>`` writes ``value`` there; these go on to the next rule, as
+    ``expect-proxy`` (``layer4``, a connection rule) does: the client's first bytes are then a PROXY
+    header whose addresses stand for the client's own."""
 
     phase: str  # "connection" | "session" | "content"
-    action: str  # "accept" | "reject" | "track-sc" | "sc-inc-gpc0" | "sc-inc-gpc1" | "sc-set-gpt0"
+    # "accept" | "reject" | "track-sc" | "sc-inc-gpc0" | "sc-inc-gpc1" | "sc-set-gpt0" | "expect-proxy"
+    action: str
     condition: Optional[Condition] = None
     location: Location = field(default_factory=Location)
     counter: int = 0
@@ -520,6 +558,7 @@ class Global:
     gid: Optional[int] = None
     chroot: Optional[str] = None
     spread_checks: int = 0  # percent of random spread around each check interval (0 to 50)
+    ssl_server_verify: str = "required"  # ``ssl-server-verify``: a server's ``verify`` when it has none
 
 
 @dataclass

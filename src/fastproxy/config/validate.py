@@ -28,6 +28,7 @@ from .model import (
     Config,
     Frontend,
     Location,
+    Server,
 )
 
 __all__ = ["check", "problems"]
@@ -49,7 +50,76 @@ def problems(config: Config) -> list[ConfigError]:
     for backend in config.backends.values():
         found += _backend(backend)
     found += _tables(config)
+    found += _tracks(config)
+    found += _tls_checks(config)
     return found
+
+
+def _tls_checks(config: Config) -> Iterator[ConfigError]:
+    """HAProxy 2.6 refuses to verify a server's certificate against nothing: a TLS check that verifies
+    (``verify required``, or ``ssl-server-verify`` by default) needs a ``ca-file``."""
+    for backend in config.backends.values():
+        rules = backend.tcp_check_rules if backend.tcp_check else []
+        tls_rules = any(rule.ssl for rule in rules)
+        for server in backend.servers:
+            if not server.check or not (server.check_ssl or tls_rules) or server.ca_file:
+                continue
+            if (server.verify or config.global_.ssl_server_verify) == "required":
+                yield _error(server.location, "server", f"server '{backend.name}/{server.name}': verify is "
+                             "enabled by default but no CA file specified. If you're running on a LAN where "
+                             "you're certain to trust the server's certificate, please set an explicit "
+                             "'verify none' statement on the 'server' line, or use 'ssl-server-verify none' "
+                             "in the global section to disable server-side verifications by default.")
+
+
+def tracked_server(config: Config, backend: Backend, server: Server) -> Optional[tuple[Backend, Server]]:
+    """The server ``server`` (of ``backend``) tracks (``track [<backend>/]<server>``), if it exists."""
+    if server.track is None:
+        return None
+    backend_name, _, name = server.track.rpartition("/")
+    owner = config.backends.get(backend_name) if backend_name else backend
+    if owner is None:
+        return None
+    for candidate in owner.servers:
+        if candidate.name == name:
+            return owner, candidate
+    return None
+
+
+def _tracks(config: Config) -> Iterator[ConfigError]:
+    """HAProxy's srv_apply_track(): the tracked server exists, is checked (or tracks one that is),
+    and no chain of tracking loops back.  Servers are linked in order, as HAProxy does: a loop is
+    found by the server that closes it."""
+    linked: dict[tuple[str, str], tuple[Backend, Server]] = {}
+    for backend in config.backends.values():
+        for server in backend.servers:
+            if server.track is None:
+                continue
+            backend_name, _, name = server.track.rpartition("/")
+            where = f"server '{backend.name}/{server.name}': "
+            if backend_name and backend_name not in config.backends:
+                yield _error(server.location, "track", f"{where}unable to find required proxy "
+                             f"'{backend_name}' for tracking.")
+                continue
+            found = tracked_server(config, backend, server)
+            if found is None:
+                yield _error(server.location, "track", f"{where}unable to find required server '{name}' "
+                             "for tracking.")
+                continue
+            owner, target = found
+            if not (target.check or target.agent_check or target.track):
+                yield _error(server.location, "track", f"{where}unable to use {owner.name}/{target.name} for "
+                             "tracking as it does not have any check nor agent enabled.")
+                continue
+            me = (backend.name, server.name)
+            chain: Optional[tuple[Backend, Server]] = found
+            while chain is not None and (chain[0].name, chain[1].name) != me:
+                chain = linked.get((chain[0].name, chain[1].name))
+            if chain is not None:  # HAProxy names the proxy of the tracked server with this one
+                yield _error(server.location, "track", f"{where}unable to track {owner.name}/{target.name} "
+                             f"as it belongs to a tracking chain looping back to {owner.name}/{server.name}.")
+                continue
+            linked[me] = found
 
 
 def _error(location: Optional[Location], keyword: str, message: str) -> ConfigError:
@@ -169,8 +239,9 @@ def _tables(config: Config) -> Iterator[ConfigError]:
                 yield _error(rule.location, "stick", f"Proxy '{backend.name}': unable to find stick-table "
                              f"'{name}'.")
             yield from _condition(rule.condition, backend.acls, rule.location, "stick")
-        for condition in backend.force_persist:
-            yield from _condition(condition, backend.acls, backend.location, "force-persist")
+        for persist_rule in backend.persist_rules:
+            yield from _condition(persist_rule.condition, backend.acls, persist_rule.location,
+                                  "force-persist" if persist_rule.force else "ignore-persist")
     proxies: list[Frontend | Backend] = [*config.frontends.values(), *config.backends.values()]
     for proxy in proxies:
         for request_rule in proxy.tcp_request_rules:

@@ -195,14 +195,58 @@ def _http_check_send(args: list[str]) -> TcpCheckRule:
     return rule
 
 
-_HTTP_MATCHES = {"status": "status", "rstatus": "rstatus", "string": "body", "rstring": "rbody"}
-_HTTP_UNSUPPORTED = ("hdr", "fhdr", "string-lf")
+_HTTP_MATCHES = {"status": "status", "rstatus": "rstatus", "string": "body", "rstring": "rbody",
+                 "string-lf": "body", "hdr": "hdr", "fhdr": "fhdr"}
+_HEADER_METHODS = ("str", "beg", "end", "sub", "reg")
+
+
+def _literal_format(keyword: str, text: str) -> str:
+    """A log-format argument of a check rule: fastproxy evaluates none in checks, so only one without
+    any ``%`` directive (a constant string) is taken; others are refused (they would match wrongly)."""
+    if "%" in text.replace("%%", ""):
+        raise _Invalid(f"'{keyword}' with log-format directives ('{text}') is not supported by fastproxy: "
+                       "its checks evaluate no sample; write the constant string")
+    return text.replace("%%", "%")
+
+
+def _header_pattern(args: list[str], i: int, keyword: str) -> tuple[Any, int]:
+    """``hdr|fhdr { name | name-lf } [-m <meth>] <name> [{ value | value-lf } [-m <meth>] <value>]``:
+    ((name method, name, value method or None, value or None), the index after it)."""
+    def part(i: int, what: str) -> tuple[str, str, int]:
+        if i >= len(args) or args[i] not in (what, f"{what}-lf"):
+            got = args[i] if i < len(args) else ""
+            raise _Invalid(f"'{keyword}' expects '{what}' or '{what}-lf' (got '{got}')")
+        lf = args[i].endswith("-lf")
+        i += 1
+        method = "str"
+        if i < len(args) and args[i] == "-m":
+            if i + 1 >= len(args) or args[i + 1] not in _HEADER_METHODS:
+                raise _Invalid(f"'{keyword}' : '-m' expects 'str', 'beg', 'end', 'sub' or 'reg' (got "
+                               f"'{args[i + 1] if i + 1 < len(args) else ''}')")
+            method, i = args[i + 1], i + 2
+        if i >= len(args):
+            raise _Invalid(f"'{keyword}' : '{what}' expects a pattern")
+        pattern = args[i]
+        if lf:
+            if method == "reg":
+                raise _Invalid(f"'{keyword}' : '{what}-lf' cannot be used with the regex matching method")
+            pattern = _literal_format(f"{what}-lf", pattern)
+        elif method == "reg":
+            pattern = _regex(pattern)
+        return method, pattern, i + 1
+    name_method, name, i = part(i, "name")
+    value_method: Optional[str] = None
+    value: Optional[str] = None
+    if i < len(args) and args[i] in ("value", "value-lf"):
+        value_method, value, i = part(i, "value")
+    return (name_method, name, value_method, value), i
 
 
 def _http_check_expect(line: _Line, args: list[str]) -> TcpCheckRule:
     rule = TcpCheckRule(action="expect")
     match: Optional[str] = None
     pattern = ""
+    header: Any = None
     i = 0
     while i < len(args):
         word, negated_here = args[i], False
@@ -211,14 +255,15 @@ def _http_check_expect(line: _Line, args: list[str]) -> TcpCheckRule:
             if not word:
                 i += 1
                 word = args[i] if i < len(args) else ""
-        if word in _HTTP_MATCHES or word in _HTTP_UNSUPPORTED:
+        if word in _HTTP_MATCHES:
             if match is not None:
                 raise _Invalid(f"only one pattern expected (got '{match}' and '{word}')")
             if i + 1 >= len(args):
                 raise _Invalid(f"'{word}' expects a <pattern> as argument")
-            if word in _HTTP_UNSUPPORTED:
-                raise _Invalid(f"'http-check expect {word}' is not supported by fastproxy (use 'status', "
-                               "'rstatus', 'string' or 'rstring')")
+            if word in ("hdr", "fhdr"):
+                match = word
+                header, i = _header_pattern(args, i + 1, word)
+                continue
             match, pattern = word, args[i + 1]
         elif word in ("min-recv", "comment", "ok-status", "error-status", "tout-status", "on-success",
                       "on-error", "status-code"):
@@ -237,6 +282,10 @@ def _http_check_expect(line: _Line, args: list[str]) -> TcpCheckRule:
     rule.match = _HTTP_MATCHES[match]
     if match == "status":
         rule.pattern = _status_codes(pattern)
+    elif match in ("hdr", "fhdr"):
+        rule.pattern = header
+    elif match == "string-lf":
+        rule.pattern = _literal_format("string-lf", pattern).encode("latin-1")
     elif match == "string":
         rule.pattern = _wire_bytes(pattern)
     else:

@@ -298,6 +298,14 @@ def _global_resetenv(line: _Line, g: Global, args: list[str]) -> None:
             del environ[name]
 
 
+def _ssl_server_verify(args: list[str]) -> str:
+    """``ssl-server-verify none|required``: what a server's TLS (its checks, for fastproxy) verifies
+    without a ``verify`` of its own."""
+    if len(args) != 1 or args[0] not in ("none", "required"):
+        raise _Invalid("'ssl-server-verify' expects 'none' or 'required' as argument.")
+    return args[0]
+
+
 def _global_removed(message: str) -> GlobalHandler:
     def handler(line: _Line, g: Global, args: list[str]) -> None:
         raise _Invalid(message)
@@ -326,6 +334,7 @@ GLOBAL_KEYWORDS: dict[str, GlobalHandler] = {
     "hard-stop-after": _global_hard_stop_after,
     "master-worker": _global_master_worker,
     "spread-checks": _global_int("spread_checks", "a percentage of the check interval", 0, 50),
+    "ssl-server-verify": lambda line, g, args: setattr(g, "ssl_server_verify", _ssl_server_verify(args)),
     "setenv": _global_setenv,
     "presetenv": _global_setenv,
     "unsetenv": _global_unsetenv,
@@ -352,7 +361,7 @@ GLOBAL_IGNORED = _names("""
     ssl-default-bind-ciphers ssl-default-bind-ciphersuites ssl-default-bind-curves
     ssl-default-bind-options ssl-default-server-ciphers ssl-default-server-ciphersuites
     ssl-default-server-options ssl-dh-param-file ssl-engine ssl-load-extra-del-ext ssl-load-extra-files
-    ssl-mode-async ssl-propquery ssl-provider ssl-provider-path ssl-server-verify ssl-skip-self-issued-ca
+    ssl-mode-async ssl-propquery ssl-provider ssl-provider-path ssl-skip-self-issued-ca
     strict-limits thread-group thread-groups ulimit-n unix-bind zero-warning
     tune.buffers.limit tune.buffers.reserve tune.chksize tune.comp.maxlevel tune.fail-alloc
     tune.fd.edge-triggered tune.h2.header-table-size tune.h2.initial-window-size

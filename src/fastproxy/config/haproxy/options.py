@@ -35,6 +35,14 @@ def _flag(attribute: str) -> OptionHandler:
     return handler
 
 
+def _http_mode_option(line: _Line, proxy: _Proxy, enabled: bool, args: list[str]) -> None:
+    """An option HAProxy 2.6 clears in TCP mode with this warning (``prefer-last-server``: the last
+    server only matters to HTTP keep-alive), so nothing changes where connections go."""
+    _none(args)
+    if enabled:
+        line.warn(f"'option {line.words[1]}' ignored for {proxy.describe()} as it requires HTTP mode.")
+
+
 def _recorded(line: _Line, proxy: _Proxy, enabled: bool, args: list[str]) -> None:
     _none(args)
     proxy.options[line.words[2] if line.words[0] == "no" else line.words[1]] = enabled
@@ -117,12 +125,15 @@ OPTIONS: dict[str, _Option] = {
     "originalto": _Option(None, negatable=False),
     "http-restrict-req-hdr-names": _Option(None, negatable=False),
     "http_proxy": _Option(_removed_option),
+    # HAProxy 2.6 clears it in TCP mode, with this warning (the last server only matters to HTTP
+    # keep-alive): nothing changes where connections go.
+    "prefer-last-server": _Option(_http_mode_option, BE),
     **{name: _Option(None) for name in _names("""
         abortonclose accept-invalid-http-request accept-invalid-http-response checkcache contstats
         disable-h2-upgrade dontlog-normal h1-case-adjust-bogus-client
         h1-case-adjust-bogus-server http-buffer-request http-ignore-probes http-keep-alive http-no-delay
         http-pretend-keepalive http-server-close http-use-proxy-header httpclose idle-close-on-response
-        independent-streams log-separate-errors logasap nolinger prefer-last-server
+        independent-streams log-separate-errors logasap nolinger
         socket-stats tcp-smart-accept tcp-smart-connect
     """)},
     "tcp-check": _Option(_tcp_check_option, BE, negatable=False),

@@ -55,6 +55,25 @@ _keyword("fullconn", caps=BE, hint=" Maybe you want 'maxconn' instead ?")(
 _keyword("retries", caps=BE)(_proxy_int("retries", "a number of retries"))
 
 
+_RETRY_CAUSES = ("conn-failure", "empty-response", "response-timeout", "401", "403", "404", "408", "425",
+                 "500", "501", "502", "503", "504", "0rtt-rejected", "junk-response", "all-retryable-errors")
+
+
+@_keyword("retry-on", caps=BE)
+def _retry_on(line: _Line, proxy: _Proxy, args: list[str]) -> None:
+    """``retry-on <cause>...``: in TCP mode only a failed connect can be retried (HAProxy's L7 retries,
+    the other causes, need ``mode http``), so what counts is whether ``conn-failure`` is among them."""
+    if not args:
+        raise _Invalid("'retry-on' needs at least one keyword to specify when to retry")
+    for i, cause in enumerate(args):
+        if cause == "none":
+            if i != 0 or len(args) > 1:
+                raise _Invalid("'retry-on' 'none' keyworld only usable alone")
+        elif cause not in _RETRY_CAUSES:
+            raise _Invalid(f"'retry-on': unknown keyword '{cause}'")
+    proxy.retry_on_conn_failure = "conn-failure" in args or "all-retryable-errors" in args
+
+
 @_keyword("rate-limit", caps=FE)
 def _rate_limit(line: _Line, proxy: _Proxy, args: list[str]) -> None:
     if not args or args[0] != "sessions":
@@ -327,11 +346,70 @@ def _tcp_request(line: _Line, proxy: _Proxy, args: list[str]) -> None:
                                                       location=line.location))
     elif _counter_action(action) is not None:
         proxy.tcp_request_rules.append(_counter_rule(line, proxy, phase, action, rest))
+    elif action == "expect-proxy":
+        if phase != "connection":
+            raise _Invalid(f"'expect-proxy layer4' is not allowed in 'tcp-request {phase}' rules in "
+                           f"{proxy.describe()}")
+        proxy.tcp_request_rules.append(_expect_proxy_rule(line, proxy, rest))
+    elif action.split("(", 1)[0] in _REFUSED_TCP_REQUEST_ACTIONS:
+        raise _Invalid(f"action '{action}': {_REFUSED_TCP_REQUEST_ACTIONS[action.split('(', 1)[0]]}")
     elif _known_tcp_request_action(action):
         line.warn(f"action '{action}' is not supported by fastproxy; rule ignored")
     else:
         raise _Invalid(f"'tcp-request {phase}' expects 'accept', 'reject' or another HAProxy action "
                        f"(got '{action}')")
+
+
+def _expect_proxy_rule(line: _Line, proxy: _Proxy, rest: list[str]) -> TcpRequestRule:
+    """``tcp-request connection expect-proxy layer4 [if|unless <cond>]``: the client's first bytes
+    are a PROXY header (as on an ``accept-proxy`` bind) when the condition matches; the rules after
+    it, the balancer and the logs see the addresses it gives."""
+    if not rest or rest[0] != "layer4":
+        raise _Invalid(f"'tcp-request connection expect-proxy' only supports 'layer4' in {proxy.describe()} "
+                       f"(got '{rest[0] if rest else ''}')")
+    condition = None
+    if rest[1:]:
+        if rest[1] not in ("if", "unless"):
+            raise _Invalid(f"'tcp-request connection expect-proxy layer4' only accepts 'if' or 'unless', "
+                           f"in {proxy.describe()} (got '{rest[1]}')")
+        condition = line.reader.condition(line, proxy, rest[1:])
+    return TcpRequestRule(phase="connection", action="expect-proxy", condition=condition,
+                          location=line.location)
+
+
+@_keyword("tcp-response", caps=BE, in_defaults="named")
+def _tcp_response(line: _Line, proxy: _Proxy, args: list[str]) -> None:
+    """``tcp-response inspect-delay`` alone changes nothing (a warning); ``tcp-response content`` rules
+    judge what the server sends, which the pump relays without Python: refused, not ignored."""
+    phase = args[0] if args else ""
+    if phase == "inspect-delay":
+        _time(_leading(line, args[1:], 1, "a delay such as 5s")[0])
+        line.warn("fastproxy has no 'tcp-response content' rule for it to delay; ignored")
+        return
+    if phase != "content":
+        raise _Invalid(f"expects 'inspect-delay' or 'content' (got '{phase}')")
+    if not proxy.caps & BE:
+        return  # ignored with HAProxy's warning where there is no backend
+    raise _Invalid("fastproxy does not inspect what servers send (the pump relays it without looking): "
+                   "'tcp-response content' rules would never accept, reject or close anything")
+
+
+# Actions that would change where traffic goes or what the client gets, which fastproxy does not do:
+# refused with the reason (ignoring them would route differently from HAProxy).
+_REFUSED_TCP_REQUEST_ACTIONS = {
+    "use-service": "a service (the Prometheus exporter, Lua, SPOP...) would answer the client in place "
+                   "of a server; fastproxy runs no service in a TCP proxy",
+    "switch-mode": "it turns the stream into HTTP, which fastproxy (a layer-4 proxy) does not process",
+    "set-src": "fastproxy does not rewrite the client's address: logs, ACLs and stick tables would see "
+               "the real one, not the one the rule sets",
+    "set-src-port": "fastproxy does not rewrite the client's port: logs and ACLs would see the real one",
+    "set-dst": "fastproxy does not rewrite the destination address: ACLs and logs would see the real one, "
+               "and a server without address would not be dialed at the one the rule sets",
+    "set-dst-port": "fastproxy does not rewrite the destination port: a server without port would not be "
+                    "dialed at the one the rule sets",
+    "expect-netscaler-cip": "fastproxy does not decode NetScaler client IP headers: the header would be "
+                            "forwarded to the server and the addresses it gives ignored",
+}
 
 
 MAX_TRACKED = 3  # HAProxy's MAX_SESS_STKCTR: track-sc0, track-sc1, track-sc2

@@ -390,6 +390,7 @@ class _Reader:
         rules = _checks.check_rules(proxy)
         return Backend(name=proxy.name, servers=servers, mode=proxy.mode, balance=proxy.balance,
                        timeouts=timeouts, retries=proxy.retries, redispatch=proxy.redispatch,
+                       retry_on_conn_failure=proxy.retry_on_conn_failure, source=proxy.source,
                        server_keepalive=proxy.server_keepalive, fullconn=proxy.fullconn,
                        id=proxy.id, options=dict(proxy.options), location=proxy.location,
                        allbackups=proxy.allbackups,
@@ -400,7 +401,7 @@ class _Reader:
                        log_targets=list(proxy.log_targets), acls=proxy.acls,
                        tcp_request_rules=[r for r in proxy.tcp_request_rules if r.phase == "content"],
                        inspect_delay=proxy.inspect_delay, stick_rules=list(proxy.stick_rules),
-                       persist=proxy.persist, force_persist=list(proxy.force_persist),
+                       persist=proxy.persist, persist_rules=list(proxy.persist_rules),
                        persist_rdp_cookie=proxy.persist_rdp_cookie, use_servers=list(proxy.use_servers))
 
     def _post_checks(self, half: int, proxy: _Proxy) -> None:

@@ -27,6 +27,7 @@ from ..model import (
     KeepAlive,
     Location,
     LogTarget,
+    PersistRule,
     Server,
     StatsPage,
     StickRule,
@@ -77,6 +78,8 @@ class _Proxy:
     backlog: Optional[int] = None
     fullconn: Optional[int] = None
     retries: int = 3
+    retry_on_conn_failure: bool = True
+    source: Optional[tuple[str, int]] = None
     redispatch: bool = False
     balance: Balance = field(default_factory=Balance)
     client_keepalive: KeepAlive = field(default_factory=KeepAlive)
@@ -118,7 +121,7 @@ class _Proxy:
     stick_table: Optional[StickTable] = None
     stick_rules: list[StickRule] = field(default_factory=list)
     persist: bool = False  # ``option persist``
-    force_persist: list[Condition] = field(default_factory=list)
+    persist_rules: list[PersistRule] = field(default_factory=list)  # force-persist, ignore-persist
     persist_rdp_cookie: Optional[str] = None  # ``persist rdp-cookie[(<name>)]``
     use_servers: list[UseBackend] = field(default_factory=list)  # ``use-server`` (``backend``: its server)
     disabled: bool = False
@@ -259,10 +262,10 @@ def _names(text: str) -> frozenset[str]:
 PROXY_IGNORED = _names("""
     bind-process capture compression cookie declare dynamic-cookie-key email-alert errorfile errorfiles
     errorloc errorloc302 errorloc303 external-check filter grace http-after-response
-    http-error http-response http-reuse http-send-name-header ignore-persist
+    http-error http-response http-reuse http-send-name-header
     load-server-state-from-file log-tag max-keep-alive-queue
-    max-session-srv-conns monitor redirect retry-on server-state-file-name source
-    tcp-response unique-id-header use-fcgi-app
+    max-session-srv-conns monitor redirect server-state-file-name
+    unique-id-header use-fcgi-app
    
 """)
 

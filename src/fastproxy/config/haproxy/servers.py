@@ -8,6 +8,7 @@ are warnings.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import re
 from collections.abc import Callable
 from typing import Optional
@@ -67,10 +68,56 @@ def _server_choice(option: str, attribute: str, choices: tuple[str, ...]) -> Ser
     return handler
 
 
-def _no_tls_checks(server: Server, values: list[str]) -> None:
-    raise _Invalid("'check-ssl' asks for health checks over TLS, which fastproxy does not do: its checks "
-                   "speak plain TCP, so they would fail (or pass on another service); check a plain port "
-                   "with 'port', or use 'option ssl-hello-chk' to see that TLS answers")
+def _server_text(attribute: str) -> ServerHandler:
+    def handler(server: Server, values: list[str]) -> None:
+        setattr(server, attribute, values[0])
+    return handler
+
+
+def _track(server: Server, values: list[str]) -> None:
+    """``track [<backend>/]<server>``: checked once every backend is read (``config.validate``)."""
+    server.track = values[0]
+
+
+def _init_addr(server: Server, values: list[str]) -> None:
+    """``init-addr {last | libc | none | <ip>},...``: the methods tried in order at start."""
+    methods = []
+    for method in values[0].split(","):
+        if method not in ("last", "libc", "none"):
+            try:
+                method = str(ipaddress.ip_address(method))
+            except ValueError:
+                raise _Invalid(f"'init-addr' : unknown init-addr method '{method}', supported methods are "
+                               "'libc', 'last', 'none'..") from None
+        methods.append(method)
+    server.init_addr = tuple(methods)
+
+
+def _no_resolvers(server: Server, values: list[str]) -> None:
+    raise _Invalid(f"'resolvers {values[0]}' asks for DNS resolution while running, which fastproxy does "
+                   "not do (it resolves server names once, at start, with the system's resolver): the "
+                   "servers would not follow the DNS; name the addresses, or use 'init-addr'")
+
+
+def _source(server: Server, values: list[str]) -> None:
+    server.source = source_address(values[0])
+
+
+def source_address(text: str) -> tuple[str, int]:
+    """``source <addr>[:<port>]``: the local address (and port, 0 for any) connections are bound to."""
+    address = _split_address(text)
+    host = _check_host(address, text)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise _Invalid(f"invalid source address '{text}' (expects an IP address)") from None
+    port = _integer(address.port_text, "a port", 0, 65535) if address.port_text else 0
+    return host, port
+
+
+def _no_usesrc(server: Server, values: list[str]) -> None:
+    raise _Invalid(f"'usesrc {values[0]}' asks for transparent proxying (connecting from a foreign "
+                   "address), which fastproxy does not do: servers would see the proxy's address")
 
 
 def _agent_addr(server: Server, values: list[str]) -> None:
@@ -93,7 +140,13 @@ SERVER_OPTIONS: dict[str, tuple[int, ServerHandler]] = {
     "maxqueue": (1, _server_int("maxqueue", "a queue length for 'maxqueue'", 0)),
     "minconn": (1, _server_int("minconn", "a number of connections for 'minconn'", 0)),
     "check": (0, _server_flag("check", True)),
-    "check-ssl": (0, _no_tls_checks),
+    "check-ssl": (0, _server_flag("check_ssl", True)),
+    "no-check-ssl": (0, _server_flag("check_ssl", False)),
+    "verify": (1, _server_choice("verify", "verify", ("none", "required"))),
+    "ca-file": (1, _server_text("ca_file")),
+    "crt": (1, _server_text("crt")),
+    "check-sni": (1, _server_text("check_sni")),
+    "verifyhost": (1, _server_text("verifyhost")),
     "agent-check": (0, _server_flag("agent_check", True)),
     "no-agent-check": (0, _server_flag("agent_check", False)),
     "agent-port": (1, _server_int("agent_port", "a port for 'agent-port'", 1, 65535)),
@@ -124,23 +177,30 @@ SERVER_OPTIONS: dict[str, tuple[int, ServerHandler]] = {
                                    ("fastinter", "fail-check", "sudden-death", "mark-down"))),
     "on-marked-down": (1, _server_choice("on-marked-down", "on_marked_down", ("shutdown-sessions",))),
     "on-marked-up": (1, _server_choice("on-marked-up", "on_marked_up", ("shutdown-backup-sessions",))),
+    "track": (1, _track),
+    "non-stick": (0, _server_flag("non_stick", True)),
+    "stick": (0, _server_flag("non_stick", False)),
+    "init-addr": (1, _init_addr),
+    "resolvers": (1, _no_resolvers),
+    "source": (1, _source),
+    "usesrc": (1, _no_usesrc),
 }
 
 # HAProxy 2.6's other server settings and their argument counts (from ``haproxy -dKcfg``): warnings.
 SERVER_IGNORED: dict[str, int] = {
-    "allow-0rtt": 0, "alpn": 1, "ca-file": 1, "check-alpn": 1, "check-proto": 1, "check-send-proxy": 0,
-    "check-sni": 1, "check-via-socks4": 0, "ciphers": 1, "ciphersuites": 1, "cookie": 1,
-    "crl-file": 1, "crt": 1, "force-sslv3": 0, "force-tlsv10": 0, "force-tlsv11": 0,
-    "force-tlsv12": 0, "force-tlsv13": 0, "init-addr": 1, "log-proto": 1, "max-reuse": 1, "namespace": 1,
-    "no-check-send-proxy": 0, "no-check-ssl": 0, "no-send-proxy-v2-ssl": 0,
+    "allow-0rtt": 0, "alpn": 1, "check-alpn": 1, "check-proto": 1, "check-send-proxy": 0,
+    "check-via-socks4": 0, "ciphers": 1, "ciphersuites": 1, "cookie": 1,
+    "crl-file": 1, "force-sslv3": 0, "force-tlsv10": 0, "force-tlsv11": 0,
+    "force-tlsv12": 0, "force-tlsv13": 0, "log-proto": 1, "max-reuse": 1, "namespace": 1,
+    "no-check-send-proxy": 0, "no-send-proxy-v2-ssl": 0,
     "no-send-proxy-v2-ssl-cn": 0, "no-ssl": 0, "no-ssl-reuse": 0, "no-sslv3": 0, "no-tfo": 0,
-    "no-tls-tickets": 0, "no-tlsv10": 0, "no-tlsv11": 0, "no-tlsv12": 0, "no-tlsv13": 0, "non-stick": 0,
+    "no-tls-tickets": 0, "no-tlsv10": 0, "no-tlsv11": 0, "no-tlsv12": 0, "no-tlsv13": 0,
     "npn": 1, "pool-low-conn": 1, "pool-max-conn": 1, "pool-purge-delay": 1, "proto": 1,
     "proxy-v2-options": 1, "redir": 1,
-    "resolve-net": 1, "resolve-opts": 1, "resolve-prefer": 1, "resolvers": 1, "send-proxy-v2-ssl": 0,
-    "send-proxy-v2-ssl-cn": 0, "sni": 1, "socks4": 1, "source": 1, "ssl": 0, "ssl-max-ver": 1,
-    "ssl-min-ver": 1, "ssl-reuse": 0, "stick": 0, "tcp-ut": 1, "tfo": 0, "tls-tickets": 0, "track": 1,
-    "usesrc": 1, "verify": 1, "verifyhost": 1, "ws": 1,
+    "resolve-net": 1, "resolve-opts": 1, "resolve-prefer": 1, "send-proxy-v2-ssl": 0,
+    "send-proxy-v2-ssl-cn": 0, "sni": 1, "socks4": 1, "ssl": 0, "ssl-max-ver": 1,
+    "ssl-min-ver": 1, "ssl-reuse": 0, "tcp-ut": 1, "tfo": 0, "tls-tickets": 0,
+    "ws": 1,
 }
 
 
@@ -198,6 +258,8 @@ def _add_named_server(line: _Line, proxy: _Proxy, name: str, address: str, optio
     server = dataclasses.replace(proxy.default_server, name=name, host=host, port=port, family=family,
                                  location=line.location)
     _apply_server_options(line, server, options, is_default=False)
+    if server.check and server.track:
+        raise _Invalid("unable to enable checks and tracking at the same time!")
     if server.agent_check and not server.agent_port:
         raise _Invalid(f"server {name} does not have agent port. Agent check has been disabled.")
     if server.id is not None:
@@ -242,6 +304,26 @@ def _dispatch(line: _Line, proxy: _Proxy, args: list[str]) -> None:
     proxy.dispatch = Server(name="dispatch", host=host, port=port, family=family, location=line.location)
 
 
+@_keyword("source", caps=BE)
+def _proxy_source(line: _Line, proxy: _Proxy, args: list[str]) -> None:
+    """``source <addr>[:<port>]``: the address the backend's connections (and checks) leave from,
+    unless a server names its own."""
+    if not args:
+        raise _Invalid("'source' expects <addr>[:<port>], and optionally 'usesrc' <addr>, and "
+                       "'interface' <name>.")
+    text = env_expand(args[0], line.reader.environ)
+    address = source_address(text)
+    rest = args[1:]
+    if rest[:1] == ["usesrc"]:
+        _no_usesrc(proxy.default_server, rest[1:2] or [""])
+    if rest[:1] == ["interface"]:
+        raise _Invalid("'source ... interface' binds to a network interface, which fastproxy does not do")
+    if rest:
+        raise _Invalid(f"unexpected '{rest[0]}' after the source address (expects 'usesrc' or "
+                       "'interface')")
+    proxy.source = address
+
+
 class _RuntimeReader:
     """The little of a reader ``runtime_server`` needs: the environment, and the warnings, which at
     run time are refusals (a keyword fastproxy would not act on is never silently ignored)."""
@@ -270,7 +352,10 @@ def runtime_server(name: str, address: str, options: list[str]) -> Server:
         _apply_server_options(line, server, options, is_default=False)
     except _Invalid as exc:
         raise ValueError(f"{exc.message}.") from None
-    if reader.ignored:
-        raise ValueError(f"'{reader.ignored[0]}' is not supported by fastproxy on a server added at run "
-                         "time.")
+    # What a server added at run time would not get wired to: refused, as the ignored keywords are.
+    unwired = [keyword for keyword, value in (("track", server.track), ("check-ssl", server.check_ssl),
+                                              ("init-addr", server.init_addr)) if value]
+    if reader.ignored or unwired:
+        raise ValueError(f"'{(reader.ignored or unwired)[0]}' is not supported by fastproxy on a server "
+                         "added at run time.")
     return dataclasses.replace(server, disabled=True)

@@ -12,7 +12,7 @@ import re
 
 from ... import samples
 from ...sticktables import KEY_TYPES, StickTableError, parse_store
-from ..model import StickRule, StickTable
+from ..model import PersistRule, StickRule, StickTable
 from .lexer import _Invalid
 from .registry import BE, _Line, _Proxy, _keyword
 from .values import _size, parse_time
@@ -121,10 +121,15 @@ def _stick(line: _Line, proxy: _Proxy, args: list[str]) -> None:
 
 
 @_keyword("force-persist", caps=BE, in_defaults="no")
-def _force_persist(line: _Line, proxy: _Proxy, args: list[str]) -> None:
+@_keyword("ignore-persist", caps=BE, in_defaults="no")
+def _persist_rule(line: _Line, proxy: _Proxy, args: list[str]) -> None:
+    """``force-persist|ignore-persist if|unless <condition>``: kept in order, the first that matches
+    decides (``persistence.Persistence``)."""
     if not args or args[0] not in ("if", "unless") or len(args) < 2:
-        raise _Invalid("'force-persist' requires either 'if' or 'unless' followed by a condition.")
-    proxy.force_persist.append(line.reader.condition(line, proxy, args))
+        raise _Invalid(f"'{line.words[0]}' requires either 'if' or 'unless' followed by a condition.")
+    proxy.persist_rules.append(PersistRule(force=line.words[0] == "force-persist",
+                                           condition=line.reader.condition(line, proxy, args),
+                                           location=line.location))
 
 
 @_keyword("persist", caps=BE)

@@ -76,9 +76,12 @@ def _tcp_check_connect(line: _Line, action: str, args: list[str]) -> TcpCheckRul
         elif name == "comment":
             rule.comment = value
         elif name == "ssl":
-            raise _Invalid("'ssl' asks for a check over TLS, which fastproxy does not do: its checks speak "
-                           "plain TCP")
-        elif name != "default":  # "default": the server's check settings, which is what fastproxy uses
+            rule.ssl = True
+        elif name == "sni":
+            rule.sni = value
+        elif name == "default":  # the server's check settings: its port, address, check-ssl
+            rule.default = True
+        else:
             line.warn(f"connect setting '{name}' is not supported by fastproxy; ignored",
                       f"tcp-check connect {name}")
     if rule.port is None:
