@@ -67,11 +67,16 @@ def default_fullconn(config: model.Config, backends: dict[str, BackendRuntime]) 
             backend.balancer.fullconn = max((totals[name] + 9) // 10, 1)
 
 
+def _checks_speak_tls(server: model.Server) -> bool:
+    """HAProxy's rule: ``check-ssl``, or ``ssl`` without a check ``port`` or ``addr`` of its own."""
+    return server.check_ssl or (server.ssl and not server.check_port and not server.check_addr)
+
+
 def _check_tls(server: model.Server, rules: Sequence[model.TcpCheckRule],
                default_verify: str) -> Optional[ssl.SSLContext]:
     """The TLS context of a server's checks, when they speak TLS (``check-ssl``, ``tcp-check connect
     ssl``); a certificate or CA file it cannot read is the server line's error."""
-    if not (server.check and (server.check_ssl or any(rule.ssl for rule in rules))):
+    if not (server.check and (_checks_speak_tls(server) or any(rule.ssl for rule in rules))):
         return None
     try:
         return check_tls_context(server, default_verify)
@@ -151,7 +156,7 @@ class Engine:
                                            disable_on_404=be.http_disable_on_404, state_header=state_header,
                                            source=server.slot.server.source or be.source,
                                            tls=_check_tls(server.slot.server, rules, g.ssl_server_verify),
-                                           tls_default=server.slot.server.check_ssl)
+                                           tls_default=_checks_speak_tls(server.slot.server))
                 self._by_check[server.check] = server
                 self.health.add(server.check)
                 if server.unresolved:  # in maintenance from the start, as a ``disabled`` server

@@ -128,6 +128,9 @@ class ServerRuntime:
                               keyword="server") from None
         # ``init-addr none`` and no address: in maintenance (HAProxy's RMAINT) until one is set.
         self.unresolved = found is None
+        if self.unresolved:
+            log.warning("[%s] : 'server %s/%s' : could not resolve address '%s', disabling server.",
+                        server.location, backend.name, server.name, server.host)
         self.family, self.address = found or (socket.AF_INET, ("0.0.0.0", server.port or 0))
         self.raw_address = _linux.sockaddr(self.address)  # ready for the dialer
         self.admin = AdminState.MAINT if server.disabled or self.unresolved else AdminState.READY

@@ -78,7 +78,9 @@ def check_reason(result: Any) -> str:
 def server_down_message(backend: str, server: str, *, backup: bool, maintenance: bool, result: Any,
                         active: int, backups: int, sessions: int, queued: int) -> str:
     """``Server be/s1 is DOWN, reason: ... 1 active and 0 backup servers left. ...``"""
-    reason = "is going DOWN for maintenance" if maintenance else "is DOWN" + check_reason(result)
+    # A tracking server says which server took it into maintenance too (" via be/s1").
+    reason = ("is going DOWN for maintenance" + (check_reason(result) if isinstance(result, Via) else "")
+              if maintenance else "is DOWN" + check_reason(result))
     on_backup = " Running on backup." if backups and not active else ""
     return (f"{'Backup Server' if backup else 'Server'} {backend}/{server} {reason}. "
             f"{active} active and {backups} backup servers left.{on_backup} {sessions} sessions active, "
@@ -96,9 +98,12 @@ def server_stopping_message(backend: str, server: str, *, backup: bool, result: 
 
 def server_up_message(backend: str, server: str, *, backup: bool, result: Any, active: int, backups: int,
                       queued: int) -> str:
-    """``Server be/s1 is UP, reason: ... 2 active and 0 backup servers online. 0 total in queue.``"""
+    """``Server be/s1 is UP, reason: ... 2 active and 0 backup servers online. 0 sessions requeued, 0
+    total in queue.`` (srv_append_status())."""
+    on_backup = " Running on backup." if backups and not active else ""
     return (f"{'Backup Server' if backup else 'Server'} {backend}/{server} is UP{check_reason(result)}. "
-            f"{active} active and {backups} backup servers online. {queued} total in queue.")
+            f"{active} active and {backups} backup servers online.{on_backup} 0 sessions requeued, "
+            f"{queued} total in queue.")
 
 
 def ascii_encoded(text: str) -> str:

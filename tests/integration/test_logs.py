@@ -192,7 +192,8 @@ async def test_server_state_changes_go_to_the_backends_log_targets_at_haproxys_l
             "0 requeued, 0 remaining in queue.")
         assert empty.startswith("<128>") and empty.endswith("backend fe has no server available!")
         assert up.startswith("<133>") and up.endswith(
-            "Server fe/s1 is UP. 1 active and 0 backup servers online. 0 total in queue.")
+            "Server fe/s1 is UP. 1 active and 0 backup servers online. 0 sessions requeued, 0 total in "
+            "queue.")
 
 
 async def test_tcplog_lines_to_stdout_in_raw_format(pump_class, capfd):

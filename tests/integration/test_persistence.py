@@ -128,3 +128,17 @@ async def test_option_persist_keeps_clients_on_their_failed_server_until_redispa
                                  "    stick-table type ip size 10\n    stick on src\n    option persist\n"
                                  "    option redispatch")
     assert ours == theirs
+
+
+@needs_haproxy
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("ignored, forced_after_down", [("127.0.0.2", False), ("127.0.0.9", True)])
+async def test_an_earlier_ignore_persist_keeps_force_persist_from_forcing_as_haproxy(
+        tmp_path, pump_class, ignored, forced_after_down):
+    theirs, ours = await compare(tmp_path, pump_class,
+                                 "    stick-table type ip size 10\n    stick on src\n"
+                                 f"    ignore-persist if {{ src {ignored} }}\n"
+                                 "    force-persist if { src 127.0.0.0/8 }")
+    assert ours == theirs
+    # The first client's server is down: forced to it (refused, closed), or balanced to the other.
+    assert (theirs[6:8] == ["", ""]) is forced_after_down

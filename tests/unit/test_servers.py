@@ -130,7 +130,8 @@ def test_rise_passed_checks_bring_a_down_server_back_up():
     h.pass_("s1", 1)
     assert h.state("s1") is ServerState.UP
     assert h.lines[-1] == (logs.NOTICE, "Server be/s1 is UP, reason: Layer4 check passed, check duration: "
-                                        "1ms. 2 active and 0 backup servers online. 0 total in queue.")
+                                        "1ms. 2 active and 0 backup servers online. 0 sessions requeued, "
+                                        "0 total in queue.")
 
 
 def test_maintenance_wins_over_health_and_pauses_the_checks():
@@ -231,3 +232,21 @@ def test_stop_cancels_the_ramps_under_way():
     h.pass_("s1", 2)
     h.states.stop()
     assert h.clock.pending == 0
+
+
+def test_a_tracking_server_follows_the_tracked_one_with_haproxys_via_lines():
+    h = Harness(checked("s1"), Server("s2", "127.0.0.1", 9002, track="s1"), Server("s3", "127.0.0.1", 9003))
+    tracked, tracker = h.server("s1"), h.server("s2")
+    tracker.tracked = tracked
+    tracked.trackers.append(tracker)
+    h.fail("s1", 1)
+    assert (h.state("s1"), h.state("s2")) == (ServerState.DOWN, ServerState.DOWN)
+    assert h.lines[1] == (logs.ALERT, "Server be/s2 is DOWN via be/s1. 1 active and 0 backup servers left. "
+                                      "0 sessions active, 0 requeued, 0 remaining in queue.")
+    h.pass_("s1", 2)
+    assert h.lines[-1] == (logs.NOTICE, "Server be/s2 is UP via be/s1. 3 active and 0 backup servers online. "
+                                        "0 sessions requeued, 0 total in queue.")
+    h.states.set_state(tracked, ServerState.MAINT)
+    assert h.state("s2") is ServerState.MAINT
+    assert h.lines[-1][1] == ("Server be/s2 is going DOWN for maintenance via be/s1. 1 active and 0 backup "
+                              "servers left. 0 sessions active, 0 requeued, 0 remaining in queue.")

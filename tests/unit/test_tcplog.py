@@ -57,7 +57,7 @@ def test_server_state_lines_are_haproxys():
     assert tcplog.server_up_message("be", "s1", backup=False, result=CheckResult("L4OK", "", 0.0), active=2,
                                     backups=0, queued=0) == (
         "Server be/s1 is UP, reason: Layer4 check passed, check duration: 0ms. 2 active and 0 backup "
-        "servers online. 0 total in queue.")
+        "servers online. 0 sessions requeued, 0 total in queue.")
     assert tcplog.no_server_message("be") == "backend be has no server available!"
 
 

@@ -155,6 +155,9 @@ class Server:
     # required), ``ca-file`` to verify against, ``crt`` (a PEM with the client certificate and its key),
     # ``check-sni`` (the name sent, and verified), ``verifyhost`` (the name verified without SNI).
     check_ssl: bool = False
+    # ``ssl``: TLS to the server, which fastproxy does not do for traffic (a warning); as in HAProxy
+    # its checks speak TLS when no check ``port`` or ``addr`` is set.
+    ssl: bool = False
     verify: Optional[str] = None
     ca_file: Optional[str] = None
     crt: Optional[str] = None

@@ -62,7 +62,7 @@ def _tls_checks(config: Config) -> Iterator[ConfigError]:
         rules = backend.tcp_check_rules if backend.tcp_check else []
         tls_rules = any(rule.ssl for rule in rules)
         for server in backend.servers:
-            if not server.check or not (server.check_ssl or tls_rules) or server.ca_file:
+            if not (server.ssl or (server.check and (server.check_ssl or tls_rules))) or server.ca_file:
                 continue
             if (server.verify or config.global_.ssl_server_verify) == "required":
                 yield _error(server.location, "server", f"server '{backend.name}/{server.name}': verify is "

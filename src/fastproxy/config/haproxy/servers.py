@@ -16,7 +16,7 @@ from typing import Optional
 from ..model import Server
 from .lexer import _Invalid, env_expand
 from .registry import BE, _Line, _Proxy, _keyword
-from .values import _check_host, _check_name, _integer, _server_address, _split_address, _time
+from .values import _check_host, _check_name, _integer, _ip_address, _server_address, _split_address, _time
 
 
 ServerHandler = Callable[[Server, list[str]], None]
@@ -105,14 +105,8 @@ def _source(server: Server, values: list[str]) -> None:
 
 def source_address(text: str) -> tuple[str, int]:
     """``source <addr>[:<port>]``: the local address (and port, 0 for any) connections are bound to."""
-    address = _split_address(text)
-    host = _check_host(address, text)
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        raise _Invalid(f"invalid source address '{text}' (expects an IP address)") from None
-    port = _integer(address.port_text, "a port", 0, 65535) if address.port_text else 0
-    return host, port
+    host, port = _ip_address(text, "source")
+    return host, _integer(port, "a port", 0, 65535) if port else 0
 
 
 def _no_usesrc(server: Server, values: list[str]) -> None:
@@ -229,6 +223,8 @@ def _apply_server_options(line: _Line, server: Server, options: list[str], *, is
         if handler is None:
             line.warn(f"server setting '{name}' is not supported by fastproxy; ignored",
                       f"{line.words[0]} {name}")
+            if name in ("ssl", "no-ssl"):  # still what decides whether its checks speak TLS
+                server.ssl = name == "ssl"
         else:
             handler(server, values)
 
@@ -354,6 +350,7 @@ def runtime_server(name: str, address: str, options: list[str]) -> Server:
         raise ValueError(f"{exc.message}.") from None
     # What a server added at run time would not get wired to: refused, as the ignored keywords are.
     unwired = [keyword for keyword, value in (("track", server.track), ("check-ssl", server.check_ssl),
+                                              ("ssl", server.ssl),
                                               ("init-addr", server.init_addr)) if value]
     if reader.ignored or unwired:
         raise ValueError(f"'{(reader.ignored or unwired)[0]}' is not supported by fastproxy on a server "

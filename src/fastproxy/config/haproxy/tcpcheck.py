@@ -6,7 +6,6 @@ The rules become the model's ``TcpCheckRule``; running them is ``fastproxy.healt
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Callable, Mapping
 from typing import Optional
@@ -14,7 +13,7 @@ from typing import Optional
 from ..model import TcpCheckRule
 from .lexer import _Invalid
 from .registry import BE, ReaderView, _Line, _Proxy, _keyword, _post_check
-from .values import _check_host, _integer, _leading, _port, _regex, _split_address
+from .values import _integer, _ip_address, _leading, _port, _regex
 
 
 TcpCheckParser = Callable[[_Line, str, list[str]], Optional[TcpCheckRule]]
@@ -91,13 +90,8 @@ def _tcp_check_connect(line: _Line, action: str, args: list[str]) -> TcpCheckRul
 
 def _tcp_check_address(text: str) -> tuple[str, Optional[int]]:
     """``addr <ip>[:port]``: an IP address (HAProxy does not resolve names here)."""
-    address = _split_address(text)
-    host = _check_host(address, text)
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        raise _Invalid(f"'addr' : invalid address: '{host}' in '{text}' (expects an IP address)") from None
-    return host, _port(address.port_text, text) if address.port_text else None
+    host, port = _ip_address(text, "addr")
+    return host, _port(port, text) if port else None
 
 
 def _tcp_check_send(line: _Line, action: str, args: list[str]) -> Optional[TcpCheckRule]:

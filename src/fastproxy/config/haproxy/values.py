@@ -175,6 +175,19 @@ def _inet_aton(host: str, original: str) -> str:
         raise _Invalid(f"invalid address: '{host}' in '{original}'") from None
 
 
+def _ip_address(text: str, keyword: str) -> tuple[str, Optional[str]]:
+    """``<ip>[:<port>]`` where HAProxy takes an address without resolving it (``tcp-check connect
+    addr``, ``source``): the IP and the port as written (None without)."""
+    address = _split_address(text)
+    host = _check_host(address, text)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise _Invalid(f"'{keyword}' : invalid address: '{host}' in '{text}' (expects an IP "
+                       "address)") from None
+    return host, address.port_text
+
+
 def _port(text: str, original: str) -> int:
     if not re.fullmatch(r"[0-9]+", text, re.ASCII):
         bad = next((c for c in text if not c.isdigit()), text[:1])
