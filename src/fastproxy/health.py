@@ -163,6 +163,7 @@ class ProbeContext:
     tls: Optional[ssl.SSLContext] = None
     sni: Optional[str] = None
     tls_default: bool = False  # the default connect (implicit or ``default``) speaks TLS: check-ssl
+    verifyhost: Optional[str] = None  # the name verified when no SNI is sent (``verifyhost``)
 
 
 async def run_check(family: int, address: tuple, rules: Sequence[TcpCheckRule], *,
@@ -292,12 +293,21 @@ class _Probe:
         assert self.sock is not None
         context = self.context.tls or unverified_tls_context()
         self.tls_in, self.tls_out = ssl.MemoryBIO(), ssl.MemoryBIO()
-        self.tls = context.wrap_bio(self.tls_in, self.tls_out, server_hostname=rule.sni or self.context.sni)
+        sni = rule.sni or self.context.sni
+        self.tls = context.wrap_bio(self.tls_in, self.tls_out, server_hostname=sni)
         failure = CheckResult("L6RSP", "SSL handshake failure" + self._where(rule))
+        # As HAProxy's ssl_sock_srv_verifycbk(): a verified certificate must name the SNI sent, else
+        # ``verifyhost``; with neither, any name will do.
+        expected = (sni or self.context.verifyhost) if context.verify_mode == ssl.CERT_REQUIRED else None
         while True:
             try:
                 self.tls.do_handshake()
                 done = True
+                if expected and not certificate_names(self.tls.getpeercert(), expected):
+                    # HAProxy's CO_ER_SSL_MISMATCH_SNI and CO_ER_SSL_MISMATCH
+                    other = "expected" if sni else "configured"
+                    return CheckResult("L6RSP", f"Server presented an SSL certificate different from the "
+                                                f"{other} one" + self._where(rule))
             except ssl.SSLWantReadError:
                 done = False
             except (ssl.SSLError, ssl.CertificateError):
@@ -584,6 +594,23 @@ def unverified_tls_context() -> ssl.SSLContext:
     return context
 
 
+def certificate_names(certificate: Any, name: str) -> bool:
+    """Whether a verified peer certificate (``SSLObject.getpeercert()``) is for ``name``: one of its
+    DNS subject alternative names (else its common name), a leading ``*.`` standing for one label."""
+    wanted = name.lower().rstrip(".")
+    names = [value for kind, value in (certificate or {}).get("subjectAltName", ()) if kind == "DNS"]
+    if not names:
+        names = [value for rdn in (certificate or {}).get("subject", ()) for key, value in rdn
+                 if key == "commonName"]
+    for candidate in names:
+        candidate = candidate.lower().rstrip(".")
+        if candidate == wanted:
+            return True
+        if candidate.startswith("*.") and "." in wanted and wanted.split(".", 1)[1] == candidate[2:]:
+            return True
+    return False
+
+
 def check_tls_context(server: Server, default_verify: str = "required") -> ssl.SSLContext:
     """The TLS context of a server's checks (``check-ssl``): ``verify none`` or ``required`` against
     ``ca-file`` (the name checked is ``check-sni``, else ``verifyhost``, as HAProxy checks the SNI),
@@ -593,7 +620,7 @@ def check_tls_context(server: Server, default_verify: str = "required") -> ssl.S
         context = unverified_tls_context()
     else:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        context.check_hostname = bool(server.check_sni or server.verifyhost)
+        context.check_hostname = False  # the probe checks the name HAProxy checks (the SNI, verifyhost)
         if server.ca_file:
             context.load_verify_locations(server.ca_file)
     if server.crt:
@@ -931,7 +958,8 @@ class HealthMonitor:
             connect, read, total = None, None, inter
         try:
             context = ProbeContext(check.kind, check.health.up, check.disable_on_404, check.state_header,
-                                   check.source, check.tls, check.server.check_sni, check.tls_default)
+                                   check.source, check.tls, check.server.check_sni, check.tls_default,
+                                   check.server.verifyhost)
             result = await run_check(check.family, check.address, check.rules, connect_timeout=connect,
                                      read_timeout=read, total_timeout=total, context=context)
         except Exception as exc:  # a bug must not stop this server's checks for good

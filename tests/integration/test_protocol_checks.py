@@ -577,30 +577,54 @@ async def test_log_health_checks_writes_haproxys_line_per_check_that_counts(tmp_
 # --- checks over TLS (check-ssl, tcp-check connect ssl): a real TLS server, a plain one -------------
 
 TLS_CASES = {
-    # name: (check lines, server options, the agent speaks TLS, its answer, the state it ends in)
-    "handshake": ("", "check-ssl verify none", True, b"", "UP"),
-    "plain server": ("", "check-ssl verify none", False, b"220 not TLS\r\n", "DOWN"),
-    "verified": ("", "check-ssl verify required ca-file {server} check-sni localhost", True, b"", "UP"),
-    "wrong ca": ("", "check-ssl verify required ca-file {other}", True, b"", "DOWN"),
-    "httpchk": ("option httpchk GET /health", "check-ssl verify none", True, http(200, "OK"), "UP"),
-    "httpchk 503": ("option httpchk GET /health", "check-ssl verify none", True,
+    # name: (check lines, server options, what the agent speaks, its answer, the state it ends in)
+    "handshake": ("", "check-ssl verify none", "tls", b"", "UP"),
+    "plain server": ("", "check-ssl verify none", "plain", b"220 not TLS\r\n", "DOWN"),
+    "verified": ("", "check-ssl verify required ca-file {server} check-sni localhost", "tls", b"", "UP"),
+    "wrong ca": ("", "check-ssl verify required ca-file {other}", "tls", b"", "DOWN"),
+    "wrong sni": ("", "check-ssl verify required ca-file {server} check-sni other.example", "tls", b"",
+                  "DOWN"),
+    "verifyhost": ("", "check-ssl verify required ca-file {server} verifyhost localhost", "tls", b"", "UP"),
+    "wrong verifyhost": ("", "check-ssl verify required ca-file {server} verifyhost x.example", "tls", b"",
+                         "DOWN"),
+    "client certificate": ("", "check-ssl verify none crt {client}", "mutual", b"", "UP"),
+    "no client certificate": ("option tcp-check\n    tcp-check connect ssl\n    tcp-check send PING\\r\\n\n"
+                              "    tcp-check expect string +PONG", "verify none", "mutual", b"+PONG\r\n",
+                              "DOWN"),
+    "httpchk": ("option httpchk GET /health", "check-ssl verify none", "tls", http(200, "OK"), "UP"),
+    "httpchk 503": ("option httpchk GET /health", "check-ssl verify none", "tls",
                     http(503, "Service Unavailable"), "DOWN"),
     "connect ssl": ("option tcp-check\n    tcp-check connect ssl\n    tcp-check send PING\\r\\n\n"
-                    "    tcp-check expect string +PONG", "verify none", True, b"+PONG\r\n", "UP"),
+                    "    tcp-check expect string +PONG", "verify none", "tls", b"+PONG\r\n", "UP"),
 }
+
+
+@pytest.fixture(scope="module")
+def mutual_tls_context(tls_files):
+    """A TLS server that wants a client certificate signed by the "other" one (the client's)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tls_files["server"], tls_files["server-key"])
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.load_verify_locations(tls_files["other"])
+    return context
 
 
 @needs_haproxy
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("case", list(TLS_CASES))
-async def test_tls_checks_agree_with_haproxy(tmp_path, pump_class, caplog, tls_context, tls_files, case):
-    checks, options, speaks_tls, answer, state = TLS_CASES[case]
+async def test_tls_checks_agree_with_haproxy(tmp_path, pump_class, caplog, tls_context, mutual_tls_context,
+                                            tls_files, case):
+    checks, options, speaks, answer, state = TLS_CASES[case]
     agent = Agent(answer, complete=lambda data: b"\r\n\r\n" in data or data.endswith(b"PING\r\n"))
-    server = await asyncio.start_server(agent, "127.0.0.1", 0, ssl=tls_context if speaks_tls else None)
+    context = {"tls": tls_context, "mutual": mutual_tls_context, "plain": None}[speaks]
+    server = await asyncio.start_server(agent, "127.0.0.1", 0, ssl=context)
+    client = tmp_path / "client.pem"  # HAProxy's crt: the certificate and its key in one file
+    client.write_bytes(tls_files["other"].read_bytes() + tls_files["other-key"].read_bytes())
+    files = {name: str(path) for name, path in tls_files.items()} | {"client": str(client)}
     try:
         port = server.sockets[0].getsockname()[1]
         cfg = write_config(tmp_path, checks, port, port, socket="admin.sock",
-                           server_options=options.format(**{k: str(v) for k, v in tls_files.items()}))
+                           server_options=options.format(**files))
         sock = tmp_path / "admin.sock"
         theirs, their_output = await haproxy_stat(cfg, sock, settled_tls)
         ours, our_output = await fastproxy_stat(cfg, sock, pump_class, settled_tls, caplog)
