@@ -52,10 +52,8 @@ def initial_address(server: model.Server) -> Optional[tuple[int, tuple]]:
     for the server's, ``none`` gives None (the server starts in maintenance).  OSError when every method
     failed."""
     port = server.port or 0
-    try:
-        return resolve(server.host, port, server.family) if _is_ip(server.host) else None
-    except OSError:
-        pass
+    if _is_ip(server.host):
+        return resolve(server.host, port, server.family)
     failure: Optional[OSError] = None
     for method in server.init_addr or ("last", "libc"):
         if method == "last":

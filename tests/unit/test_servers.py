@@ -250,3 +250,23 @@ def test_a_tracking_server_follows_the_tracked_one_with_haproxys_via_lines():
     assert h.state("s2") is ServerState.MAINT
     assert h.lines[-1][1] == ("Server be/s2 is going DOWN for maintenance via be/s1. 1 active and 0 backup "
                               "servers left. 0 sessions active, 0 requeued, 0 remaining in queue.")
+
+
+@pytest.mark.parametrize("host, init_addr, found", [
+    ("127.0.0.5", ("none",), ("127.0.0.5", 9001)),  # an address as written needs no method
+    ("localhost", None, ("127.0.0.1", 9001)),  # last (no state file: skipped), then libc
+    ("nosuch.invalid", ("last", "libc", "none"), None),  # none: in maintenance
+    ("nosuch.invalid", ("libc", "10.0.0.7"), ("10.0.0.7", 9001)),  # the IP stands for the server's
+])
+def test_init_addr_methods_are_tried_in_order_at_start_as_haproxy(host, init_addr, found):
+    from fastproxy.runtime import initial_address
+    result = initial_address(Server("s1", host, 9001, init_addr=init_addr, family="ipv4"))
+    assert (result[1] if result else None) == found
+
+
+def test_a_server_no_init_addr_method_resolves_is_an_error_at_start():
+    from fastproxy.runtime import initial_address
+    with pytest.raises(OSError):
+        initial_address(Server("s1", "nosuch.invalid", 9001, init_addr=("last", "libc")))
+    h = Harness(checked("s1"), Server("s2", "nosuch.invalid", 9002, init_addr=("none",)))
+    assert h.state("s2") is ServerState.MAINT and h.server("s2").unresolved
