@@ -113,17 +113,19 @@ def test_protocol_options_build_haproxys_rulesets_and_the_last_check_option_wins
     assert smtp == [b"EHLO mx.example\r\n", b"QUIT\r\n"]
 
 
-def test_tls_check_settings_are_read_for_the_checks():
+def test_tls_check_settings_are_read_for_the_checks(tmp_path):
     from fastproxy.config import parse_text
+    (tmp_path / "ca.pem").write_text("")
+    (tmp_path / "c.pem").write_text("")
     config = parse_text(PROLOGUE + "backend be\n option tcp-check\n"
                         " tcp-check connect port 443 ssl sni a.example\n"
-                        " server s0 127.0.0.1:443 check check-ssl verify required ca-file /ca.pem crt /c.pem"
-                        " check-sni b.example verifyhost c.example\n")
+                        f" server s0 127.0.0.1:443 check check-ssl verify required ca-file {tmp_path}/ca.pem"
+                        f" crt {tmp_path}/c.pem check-sni b.example verifyhost c.example\n")
     backend_model = config.backends["be"]
     server = backend_model.servers[0]
     settings = (server.check_ssl, server.verify, server.ca_file, server.crt, server.check_sni,
                 server.verifyhost)
-    assert settings == (True, "required", "/ca.pem", "/c.pem", "b.example", "c.example")
+    assert settings == (True, "required", f"{tmp_path}/ca.pem", f"{tmp_path}/c.pem", "b.example", "c.example")
     connect = backend_model.tcp_check_rules[0]
     assert (connect.ssl, connect.sni, connect.port) == (True, "a.example", 443)
 

@@ -1503,3 +1503,17 @@ def test_tcp_response_content_rules_are_refused_and_persist_rules_kept_in_order(
     config = parse(PROLOGUE + "backend be\n ignore-persist if { src 1.2.3.4 }\n"
                    " force-persist if { src 1.2.3.0/24 }\n server s 127.0.0.1:9\n")
     assert [rule.force for rule in config.backends["be"].persist_rules] == [False, True]
+
+
+def test_tls_files_of_a_server_must_exist_when_read_as_in_haproxy(tmp_path):
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not checked here: loaded at start")
+    config = parse(PROLOGUE + f"backend be\n server s1 127.0.0.1:9 check check-ssl ca-file {ca}\n")
+    assert config.backends["be"].servers[0].ca_file == str(ca)
+    assert errors_of(PROLOGUE + "backend be\n"
+                     " server s1 127.0.0.1:9 check check-ssl ca-file /nonexistent.pem\n"
+                     " server s2 127.0.0.1:9 check check-ssl verify none crt /nonexistent.pem\n") == [
+        "7: 'server': server 'be/s1': Couldn't open the ca-file '/nonexistent.pem' (No such file or "
+        "directory).",
+        "8: 'server': server 'be/s2': unable to stat SSL certificate from file '/nonexistent.pem' : No "
+        "such file or directory."]

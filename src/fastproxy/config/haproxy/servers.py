@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import os
 import re
 from collections.abc import Callable
 from typing import Optional
@@ -256,6 +257,12 @@ def _add_named_server(line: _Line, proxy: _Proxy, name: str, address: str, optio
     _apply_server_options(line, server, options, is_default=False)
     if server.check and server.track:
         raise _Invalid("unable to enable checks and tracking at the same time!")
+    # HAProxy loads a server's TLS files as it reads the line: one that is not there is the line's error.
+    if server.ca_file and not os.path.isfile(server.ca_file):
+        raise _Invalid(f"Couldn't open the ca-file '{server.ca_file}' (No such file or directory).")
+    if server.crt and not os.path.isfile(server.crt):
+        raise _Invalid(f"unable to stat SSL certificate from file '{server.crt}' : No such file or "
+                       "directory.")
     if server.agent_check and not server.agent_port:
         raise _Invalid(f"server {name} does not have agent port. Agent check has been disabled.")
     if server.id is not None:
