@@ -491,3 +491,68 @@ def etcd_server(data_dir: str) -> Iterator[Etcd]:
         yield etcd
     finally:
         etcd.stop()
+
+
+# --- a path that can be partitioned -------------------------------------------------------------------
+
+class PartitionableRelay:
+    """A TCP relay on loopback to ``target`` that a test partitions: ``partition()`` stops carrying
+    bytes both ways while every connection stays open (packets dropped on a path: nothing tells either
+    end), new connections included; ``heal()`` carries what waited and what follows.  Use it as an
+    async context manager; ``address`` is where to connect."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.flowing = asyncio.Event()
+        self.flowing.set()
+        self.server: Optional[asyncio.AbstractServer] = None
+        self.address: tuple[str, int] = ("127.0.0.1", 0)
+        self._tasks: set[asyncio.Task] = set()
+        self._writers: list[asyncio.StreamWriter] = []
+
+    def partition(self) -> None:
+        self.flowing.clear()
+
+    def heal(self) -> None:
+        self.flowing.set()
+
+    async def _connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            upstream_reader, upstream_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.close()
+            return
+        self._writers += [writer, upstream_writer]
+        for source, sink in ((reader, upstream_writer), (upstream_reader, writer)):
+            task = asyncio.ensure_future(self._carry(source, sink))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _carry(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                await self.flowing.wait()
+                data = await source.read(65536)
+                if not data:
+                    break
+                await self.flowing.wait()  # what was read as the partition began waits for the heal too
+                sink.write(data)
+                await sink.drain()
+        except OSError:
+            pass
+        finally:
+            sink.close()
+
+    async def __aenter__(self) -> "PartitionableRelay":
+        self.server = await asyncio.start_server(self._connected, "127.0.0.1", 0)
+        self.address = self.server.sockets[0].getsockname()[:2]
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        for writer in self._writers:
+            writer.close()
+        await self.server.wait_closed()

@@ -580,6 +580,7 @@ cdef class Lanes:
             lane.client_tcp[i] = client_tcp[i] if client_tcp is not None else 0
             lane.server_tcp[i] = server_tcp[i]
         lane.maxconn = spec.maxconn
+        lane.disabled = spec.disabled  # before any worker polls it (the copies below take it too)
         lane.hash_kind = {None: LANE_WRR, "map": LANE_MAP, "table": LANE_TABLE}[spec.hashing]
         lane.hash_seed = spec.hash_seed
         lane.log_ends = spec.log_ends

@@ -27,25 +27,29 @@ The algorithms, as HAProxy's ``balance`` (weights apply wherever HAProxy applies
   for the next one along the ring.
 
 Servers that are DOWN, in MAINT or DRAIN, or of weight 0 are out of new picks at once, and back in at
-once.  Backup servers are used only when no active server is usable: the first one in id order, or
-all of them with ``option allbackups``.  A server at its ``maxconn`` (HAProxy's dynamic one, see
-``minconn`` and ``fullconn``) or with connections waiting in its queue is full: the algorithms that
+once.  A server's place on a ring derives from its identity (``hash_key``, HAProxy 3.0's ``hash-key``):
+its name unset (fastproxy's default), its ``id``, its address (``addr``) or its address and port
+(``addr-port``), never from the order servers were added; servers of one group sharing an identity are
+told apart by their names.  Backup servers are used only when no active server is usable: the first one in
+id order, or all of them with ``option allbackups``.  A server at its ``maxconn`` (HAProxy's dynamic one,
+see ``minconn`` and ``fullconn``) or with connections waiting in its queue is full: the algorithms that
 choose pass it over and pick None when every server is full (the connection then waits in the backend's
-queue, ``fastproxy.queues``), while the hashing ones keep the server the hash chose (the connection
-waits in that server's queue), as HAProxy does.  ``leastconn`` also picks a full server whose queue is
-shorter than its ``maxqueue``.  A server the caller asks to avoid (``exclude``, for a redispatch) is
-used only when no other can be.  Hash tables are rebuilt when a server changes,
-not per pick, and swapped in whole (``fastproxy.ring``: the compiled build releases the GIL).
+queue, ``fastproxy.queues``), while the hashing ones keep the server the hash chose (the connection waits
+in that server's queue), as HAProxy does.  ``leastconn`` also picks a full server whose queue is shorter
+than its ``maxqueue``.  A server the caller asks to avoid (``exclude``, for a redispatch) is used only
+when no other can be.  Hash tables are rebuilt when a server changes, not per pick, and swapped in whole
+(``fastproxy.ring``: the compiled build releases the GIL).
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import enum
 import math
 import random
 import socket
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
@@ -59,6 +63,7 @@ SLOWSTART_SCALE = 16  # HAProxy's BE_WEIGHT_SCALE: steps of a slowstart ramp per
 POINTS_PER_WEIGHT = 160  # consistent-hash points of a server of the backend's common weight
 RANDOM_DRAWS = 2  # HAProxy's default for ``balance random``
 HASHED = ("source", "hash")
+HASH_KEYS = ("id", "addr", "addr-port")  # HAProxy 3.0's ``hash-key`` (None: the server's name)
 
 
 class ServerState(enum.Enum):
@@ -85,6 +90,7 @@ class ServerSlot:
     user_weight: int = 0  # the weight as configured or set at run time (HAProxy's uweight)
     ramp: float | None = None  # during a slowstart: the share of the weight (and maxconn) given now
     deleted: bool = False  # ``del server``: out of every list, its index kept so that none moves
+    address: tuple[str, int] = ("", 0)  # where it is now (``set server ... addr`` moves it): ``hash-key``
 
     @property
     def name(self) -> str:
@@ -121,13 +127,17 @@ class Balancer:
     when built), ``rng`` (a ``random.Random``, for ``random``), ``table_size`` and ``seed`` (the Maglev
     table, and the seed of every hash; the backend's ``balance.table_size`` and ``balance.seed`` when
     not given), ``points_per_weight`` (consistent-ring points of
-    a server of the backend's common weight, see ``_GroupRings``).
+    a server of the backend's common weight, see ``_GroupRings``), ``hash_key`` (what a server's ring
+    positions derive from: None for its name, or one of ``HASH_KEYS``; ``set_hash_key`` changes it).
     """
 
     def __init__(self, backend: model.Backend, *, ring_class: type | None = None,
                  rng: random.Random | None = None, table_size: int | None = None,
-                 seed: int | None = None, points_per_weight: int = POINTS_PER_WEIGHT) -> None:
+                 seed: int | None = None, points_per_weight: int = POINTS_PER_WEIGHT,
+                 hash_key: str | None = None) -> None:
+        _check_hash_key(hash_key)
         self.backend = backend
+        self.hash_key = hash_key
         self.algorithm = backend.balance.algorithm
         # Weights are kept in finer steps where a slowstart may ramp them (dynamic algorithms only,
         # as HAProxy): every weight times SLOWSTART_SCALE, so that a server of weight 1 ramps too.
@@ -135,7 +145,7 @@ class Balancer:
                                                 and not _static_algorithm(backend.balance)) else 1
         self.slots: list[ServerSlot] = [
             ServerSlot(server=s, index=i, weight=s.weight * self.weight_scale, user_weight=s.weight,
-                       state=ServerState.MAINT if s.disabled else ServerState.UP)
+                       state=ServerState.MAINT if s.disabled else ServerState.UP, address=(s.host, s.port))
             for i, s in enumerate(backend.servers)
         ]
         for slot, server_id in zip(self.slots, _server_ids(backend.servers)):
@@ -225,7 +235,7 @@ class Balancer:
                                                                  if i not in taken)
         slot = ServerSlot(server=server, index=len(self.slots), weight=server.weight * self.weight_scale,
                           user_weight=server.weight, state=ServerState.MAINT, id=server_id,
-                          maxconn=max(server.maxconn, server.minconn))
+                          maxconn=max(server.maxconn, server.minconn), address=(server.host, server.port))
         slot.minconn = server.minconn if server.minconn < slot.maxconn else 0
         self.slots.append(slot)
         self._by_name[slot.name] = slot
@@ -248,6 +258,50 @@ class Balancer:
     def changed(self, slot: ServerSlot) -> None:
         """Tell the algorithm and ``on_change`` that ``slot`` changed (after ``add_server``)."""
         self._changed(slot)
+
+    def set_address(self, name: str, host: str, port: int) -> None:
+        """``set server ... addr``: the server is there now; with ``hash-key addr`` or ``addr-port`` its
+        ring positions move with it."""
+        slot = self.slot(name)
+        if slot.address != (host, port):
+            slot.address = (host, port)
+            if self.hash_key in ("addr", "addr-port"):
+                self._changed(slot)
+
+    def set_hash_key(self, hash_key: str | None) -> None:
+        """What every server's ring positions derive from from now on (see ``ring_identity``)."""
+        _check_hash_key(hash_key)
+        if hash_key != self.hash_key:
+            self.hash_key = hash_key
+            with self.batch():
+                for slot in self.slots:
+                    if not slot.deleted:
+                        self._changed(slot)
+
+    def ring_identity(self, slot: ServerSlot) -> str:
+        """What ``slot``'s ring positions derive from (HAProxy 3.0's ``hash-key``): its name (unset), its
+        id, its address, or its address and port, so that instances agree whatever order their servers
+        were added in (``id``: as long as the ids are the same)."""
+        key = self.hash_key
+        if key is None:
+            return slot.name
+        if key == "id":
+            return f"id {slot.id}"
+        host, port = slot.address
+        host = f"[{host}]" if ":" in host else host
+        return host if key == "addr" else f"{host}:{port}"
+
+    def ring_slot(self, identity: str) -> ServerSlot:
+        """The server a ring entry names (``ring.lookup`` and ``table.names`` give identities)."""
+        return self._algorithm.ring_slot(identity)
+
+    def table_digest(self) -> int | None:
+        """What instances compare (``show fleet``, the exporter): ``routing_digest`` of the current ring
+        and its servers' addresses; None without a ring."""
+        ring = self.ring
+        if ring is None:
+            return None
+        return routing_digest(ring, lambda identity: self.ring_slot(identity).address)
 
     def set_maxconn(self, name: str, maxconn: int) -> None:
         """``set maxconn server``: the server's maxconn from now on (0 or less: none), as HAProxy's
@@ -404,6 +458,30 @@ class Balancer:
         self._algorithm.pool_changed()
 
 
+def ring_names(servers: Sequence[tuple[str, str]]) -> list[str]:
+    """The ring name of each ``(identity, server name)``: the identity, or, for servers sharing one,
+    ``"<identity> <server name>"``, the same on every instance whatever the order."""
+    shared = collections.Counter(identity for identity, _ in servers)
+    return [identity if shared[identity] == 1 else f"{identity} {name}" for identity, name in servers]
+
+
+def routing_digest(ring: Any, address_of: Callable[[str], tuple[str, int]]) -> int:
+    """XXH64 of the ring's ``digest()`` (its table, by server identity) and of the address each of its
+    servers is at, in table order: equal on two instances exactly when they send every key to the same
+    address (with ``hash-key id``, the same ids at other addresses make the same ring, not the same
+    routing)."""
+    parts = [ring.digest().to_bytes(8, "little")]
+    for identity in ring:
+        host, port = address_of(identity)
+        parts.append(f"{host} {port}\n".encode())
+    return ring_module.xxh64(b"".join(parts))
+
+
+def _check_hash_key(hash_key: str | None) -> None:
+    if hash_key is not None and hash_key not in HASH_KEYS:
+        raise ValueError(f"hash-key is one of {', '.join(HASH_KEYS)}, got {hash_key!r}")
+
+
 def _static_algorithm(balance: model.Balance) -> bool:
     """HAProxy's static algorithms: weights are laid out once (no slowstart, no free weights)."""
     return balance.algorithm == "static-rr" or (balance.algorithm in HASHED
@@ -442,6 +520,9 @@ class _Algorithm:
 
     def current_ring(self) -> Any:
         return None
+
+    def ring_slot(self, identity: str) -> ServerSlot:
+        raise KeyError(identity)
 
 
 class _RoundRobin(_Algorithm):
@@ -567,6 +648,8 @@ class _GroupRings:
     server ``points_per_weight`` points (160, as libketama), and weights keep their proportions.
     HAProxy gives 16 points per unit of weight, which leaves servers of weight 1 with shares up to
     twice their due; the points of a server do not depend on the others', so consistency is the same.
+
+    A ring names servers by their identity (``Balancer.ring_identity``); ``owners`` maps each back.
     """
 
     def __init__(self, balancer: Balancer, algorithm: str) -> None:
@@ -574,10 +657,10 @@ class _GroupRings:
         self.algorithm = algorithm
         common = math.gcd(*(slot.server.weight for slot in balancer.slots)) or 1
         self.divisor = common * balancer.weight_scale
-        self.members: dict[bool, dict[str, int]] = {False: {}, True: {}}
-        for slot in balancer.slots:
-            if slot.usable:
-                self.members[slot.backup][slot.name] = self.ring_weight(slot.weight)
+        self.members: dict[bool, dict[str, int]] = {}
+        self.owners: dict[bool, dict[str, ServerSlot]] = {}
+        for backup in (False, True):
+            self.members[backup], self.owners[backup] = self.wanted(backup)
         self.rings = {
             backup: balancer.ring_class(members, algorithm, points_per_weight=1,
                                         table_size=balancer.table_size, seed=balancer.seed)
@@ -589,35 +672,47 @@ class _GroupRings:
             return weight
         return -(-self.balancer.points_per_weight * weight // self.divisor)
 
+    def wanted(self, backup: bool) -> tuple[dict[str, int], dict[str, ServerSlot]]:
+        """The ring a group should have: its usable servers by identity, with their ring weights, and
+        the server of each identity.  Servers sharing an identity (``hash-key addr`` and two ports of
+        one host) are told apart by their names, the same on every instance."""
+        balancer = self.balancer
+        slots = [slot for slot in balancer.slots if slot.usable and slot.backup == backup]
+        names = ring_names([(balancer.ring_identity(slot), slot.name) for slot in slots])
+        return ({name: self.ring_weight(slot.weight) for name, slot in zip(names, slots)},
+                dict(zip(names, slots)))
+
     def servers_changed(self, slots: list[ServerSlot]) -> None:
         """Several servers at once: each group's ring rebuilt once, from its members, and swapped in
         (``balancer.ring`` is read again by whoever is told of the change)."""
-        changed = set()
-        for slot in slots:
-            members = self.members[slot.backup]
-            weight = self.ring_weight(slot.weight) if slot.usable else None
-            if members.get(slot.name) != weight:
-                changed.add(slot.backup)
-                if weight is None:
-                    members.pop(slot.name, None)
-                else:
-                    members[slot.name] = weight
         balancer = self.balancer
-        for backup in changed:
-            self.rings[backup] = balancer.ring_class(self.members[backup], self.algorithm,
-                                                     points_per_weight=1, table_size=balancer.table_size,
-                                                     seed=balancer.seed)
+        for backup in {slot.backup for slot in slots}:
+            members, owners = self.wanted(backup)
+            self.owners[backup] = owners
+            if members != self.members[backup]:
+                self.members[backup] = members
+                self.rings[backup] = balancer.ring_class(members, self.algorithm, points_per_weight=1,
+                                                         table_size=balancer.table_size, seed=balancer.seed)
 
     def server_changed(self, slot: ServerSlot) -> None:
-        members, ring = self.members[slot.backup], self.rings[slot.backup]
-        if slot.usable:
-            weight = self.ring_weight(slot.weight)
-            if members.get(slot.name) != weight:
-                members[slot.name] = weight
-                ring.add(slot.name, weight)
-        elif slot.name in members:
-            del members[slot.name]
-            ring.remove(slot.name)
+        """One server: the ring changed in place where only that server's entry differs (the Python
+        ring keeps the other servers' ketama points), else rebuilt."""
+        backup = slot.backup
+        members, owners = self.wanted(backup)
+        current, ring = self.members[backup], self.rings[backup]
+        self.owners[backup] = owners
+        if members == current:
+            return
+        gone = [name for name in current if name not in members]
+        changed = [name for name, weight in members.items() if current.get(name) != weight]
+        if len(gone) + len(changed) == 1:
+            for name in gone:
+                ring.remove(name)
+            for name in changed:
+                ring.add(name, members[name])
+            self.members[backup] = members
+        else:
+            self.servers_changed([slot])
 
     def current(self) -> Any:
         """The ring of the pool's group; None when the pool is the first backup alone (or empty)."""
@@ -626,6 +721,9 @@ class _GroupRings:
             return None
         return self.rings[balancer.pool_group == "backup"]
 
+    def ring_slot(self, identity: str) -> ServerSlot:
+        return self.owners[self.balancer.pool_group == "backup"][identity]
+
     def pick(self, key: Any, avoid: AbstractSet[int]) -> ServerSlot | None:
         """The server for ``key`` (bytes, or an int for a random point): the first along its walk on
         the current ring that is under its bound, full or not, the avoided ones last."""
@@ -633,10 +731,10 @@ class _GroupRings:
         ring = self.current()
         if ring is None:
             return balancer.first_fit(balancer.pool, avoid, full_too=True)
-        by_name = balancer._by_name
+        owners = self.owners[balancer.pool_group == "backup"]
         if not avoid and not balancer.balance_factor:
-            return by_name[ring.lookup(key)]
-        return balancer.first_fit((by_name[name] for name in ring.walk(key)), avoid,
+            return owners[ring.lookup(key)]
+        return balancer.first_fit((owners[name] for name in ring.walk(key)), avoid,
                                   bounded=bool(balancer.balance_factor), full_too=True)
 
 
@@ -652,6 +750,7 @@ class _Random(_Algorithm):
         self.server_changed = self.rings.server_changed  # type: ignore[method-assign]
         self.servers_changed = self.rings.servers_changed  # type: ignore[method-assign]
         self.current_ring = self.rings.current  # type: ignore[method-assign]
+        self.ring_slot = self.rings.ring_slot  # type: ignore[method-assign]
 
     def pick(self, key: PickKey, avoid: AbstractSet[int]) -> ServerSlot | None:
         balancer = self.balancer
@@ -722,6 +821,7 @@ class _RingHash(_Hashed):
         self.server_changed = self.rings.server_changed  # type: ignore[method-assign]
         self.servers_changed = self.rings.servers_changed  # type: ignore[method-assign]
         self.current_ring = self.rings.current  # type: ignore[method-assign]
+        self.ring_slot = self.rings.ring_slot  # type: ignore[method-assign]
 
     def pick_hashed(self, data: bytes, avoid: AbstractSet[int]) -> ServerSlot | None:
         return self.rings.pick(data, avoid)

@@ -5,7 +5,8 @@ as ``haproxy -f`` and ``haproxy -c -f`` do.  ``run`` stays in the foreground (``
 background once serving) and logs to stderr; SIGTERM, SIGINT and SIGUSR1 stop it cleanly: listeners
 close first, established connections get the grace period (``hard-stop-after``, 10 s by default) and
 are then cut, and the process exits 0.  ``run -W`` is master-worker mode (``master.py``): SIGUSR2 or
-SIGHUP to the master reloads the files without closing the listeners.
+SIGHUP to the master reloads the files without closing the listeners (with ``--fleet``, each worker
+runs the fleet and a new one reads etcd again before it serves).
 """
 
 from __future__ import annotations
@@ -52,9 +53,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     if master_worker and not worker and cfg is None:
         print("[ALERT] master-worker mode (-W) needs a configuration (-f)", file=sys.stderr)
         return 1
-    if master_worker and args.fleet:
-        print("[ALERT] --fleet is not yet supported in master-worker mode (-W)", file=sys.stderr)
-        return 1
     fleet = None
     if args.fleet:
         from . import fleet as fleet_module
@@ -62,10 +60,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         try:
             fleet = fleet_module.FleetSettings(
                 endpoints=tuple(fleet_module.parse_endpoint(e) for e in args.etcd or ["127.0.0.1:2379"]),
-                backends=tuple(args.fleet), root=args.etcd_prefix)
+                backends=tuple(args.fleet), root=args.etcd_prefix, hash_key=args.hash_key)
         except fleet_module.FleetError as exc:
             print(f"[ALERT] {exc}", file=sys.stderr)
             return 1
+    elif args.hash_key is not None:
+        print("[ALERT] --hash-key applies to the --fleet backends: name one", file=sys.stderr)
+        return 1
     import uvloop
 
     from . import lifecycle, service
@@ -76,7 +77,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         assert cfg is not None
         master = Master(args.files, pidfile=args.pidfile, grace=args.grace, quiet=args.quiet,
-                        detach=args.daemon)
+                        detach=args.daemon, worker_args=_fleet_arguments(args))
         return uvloop.run(master.run(cfg, ready))
     if worker:
         from .handover import inheriting_opener, parse_inherited
@@ -84,8 +85,21 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         return uvloop.run(service.serve(cfg, None, args.grace, ready=ready,
                                         open_listener=inheriting_opener(parse_inherited(args.inherit)),
-                                        worker=WorkerLink(args.worker_link)))
+                                        worker=WorkerLink(args.worker_link), fleet=fleet))
     return uvloop.run(service.serve(cfg, args.pidfile, args.grace, ready=ready, fleet=fleet))
+
+
+def _fleet_arguments(args: argparse.Namespace) -> list[str]:
+    """The fleet's options again, for a master's workers: each worker runs the fleet (and reads etcd
+    again when a reload starts it)."""
+    if not args.fleet:
+        return []
+    words = [word for backend in args.fleet for word in ("--fleet", backend)]
+    words += [word for endpoint in args.etcd or [] for word in ("--etcd", endpoint)]
+    words += ["--etcd-prefix", args.etcd_prefix]
+    if args.hash_key is not None:
+        words += ["--hash-key", args.hash_key]
+    return words
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -190,6 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="an etcd endpoint for --fleet (repeatable; default 127.0.0.1:2379)")
     run.add_argument("--etcd-prefix", default="/fastproxy/", metavar="PREFIX",
                      help="the fleet's key prefix in etcd (default /fastproxy/)")
+    run.add_argument("--hash-key", choices=["id", "addr", "addr-port"],
+                     help="what the --fleet backends' ring positions derive from, as HAProxy 3.0's "
+                          "hash-key (default: the server's name)")
     run.set_defaults(handler=cmd_run)
 
     fleet = sub.add_parser("fleet", help="list and change the fleet's servers in etcd",

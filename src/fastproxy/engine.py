@@ -112,8 +112,10 @@ class Engine:
 
     # --- lifecycle --------------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Resolve, build and listen; on any failure nothing stays open."""
+    async def start(self, *, accepting: bool = True) -> None:
+        """Resolve, build and listen; on any failure nothing stays open.  With ``accepting`` False the
+        listeners listen (clients wait in the kernel's backlog) but nothing accepts them before
+        ``accept()``: a master's new worker first reads the servers it is to serve (the fleet's)."""
         validate.check(self.config)  # a configuration built through the API is checked as a file is
         loop = asyncio.get_running_loop()
         cfg, g = self.config, self.config.global_
@@ -206,13 +208,14 @@ class Engine:
             backend_runtime.balancer.on_change.append(
                 functools.partial(self.dispatcher.servers_changed, backend_runtime))
         try:
-            self._listen()
+            self._listen(accepting)
         except BaseException:
             self._close_listeners()
             self.pump.stop()
             raise
-        for listener in state.listeners():
-            listener.resume()
+        if accepting:
+            for listener in state.listeners():
+                listener.resume()
         self.health.start()
         stats_pages = [frontend for frontend in cfg.frontends.values() if frontend.stats is not None]
         operations = self.operations = Operations(state, self.servers, self.pump,  # also for metrics()
@@ -234,7 +237,14 @@ class Engine:
                 await self.stop(0)
                 raise
 
-    def _listen(self) -> None:
+    def accept(self) -> None:
+        """Accept clients, after ``start(accepting=False)``."""
+        for listener in self.state.listeners():
+            listener.resume()
+        for lane in self.state.lane_listeners:
+            self.pump.lanes.set_enabled(lane.index, True)
+
+    def _listen(self, accepting: bool) -> None:
         state, cfg = self.state, self.config
         hooks = self.director is not None or self.error_handler is not None
         for index, frontend in enumerate(cfg.frontends.values()):
@@ -250,7 +260,8 @@ class Engine:
                 sock = self.open_listener(bind, backlog_of(frontend))
                 if lane_to is not None and not bind.accept_proxy:
                     runtime.listeners.append(self.lane_binding.add(sock, runtime, lane_to,
-                                                                   backlog=listen_backlog(bind, frontend)))
+                                                                   backlog=listen_backlog(bind, frontend),
+                                                                   accepting=accepting))
                     continue
                 closed = functools.partial(self.admission.closed, runtime)
                 fast = None

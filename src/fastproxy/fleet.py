@@ -9,8 +9,13 @@ haproxy.cfg --etcd HOST:PORT --fleet BACKEND``, never in the HAProxy file, which
 - ``<root>backends/<backend>/<server>``: one server, ``Member`` as JSON
   (``{"address": "10.0.0.1", "port": 80, "weight": 1, "state": "ready"|"drain"|"maint"}``), written by
   deployment tooling or by ``fastproxy fleet put|drain|remove``;
-- ``<root>instances/<instance>``: a running instance (version, pid, backends), under a lease that it
-  keeps alive: ``fastproxy fleet instances`` lists the live ones.
+- ``<root>instances/<instance>``: a running instance (version, pid, backends, hash-key), under a lease
+  that it keeps alive: ``fastproxy fleet instances`` lists the live ones.
+
+``--hash-key id|addr|addr-port`` (HAProxy 3.0's server keyword, which 2.6's ``haproxy -c`` refuses, so
+given here rather than in the file) sets what the fleet backends' ring positions derive from: with
+``addr-port`` a server that comes back under another name or id, at the same address, takes the same
+entries again, whatever order each instance added its servers in.
 
 ``Fleet`` reads the servers once (a range read gives their revision), then watches the prefix (etcd v3
 watch, resumed from the revision after the last one seen when the connection comes back; a full read
@@ -20,7 +25,11 @@ a few times, not a thousand times), each through the runtime API's own commands 
 server ... addr|weight|state``, ``shutdown sessions server`` and ``del server``), so that a change from
 etcd and one from the socket are the same change.  Only a removed server's connections are cut.
 While etcd cannot be reached the instance serves the last membership it knew, logs the loss once and
-the recovery once, and catches up from where it was.
+the recovery once, and catches up from where it was.  A partition that drops packets without closing
+the connection would leave a watch waiting for ever: the watch's own connection is probed every
+``probe_interval`` (a read with the client's timeout), and given up, to be opened again, when the probe
+fails.  The first read is applied at once (``synced`` is set then), so that a master's new worker
+(``run -W``) says it is ready only once it serves the fleet's membership.
 
 The client is ``aetcd`` (asyncio over etcd's gRPC API: watches and leases on the engine's own loop,
 no thread; it runs with current protobuf, where the old ``etcd3`` package does not).
@@ -29,15 +38,17 @@ no thread; it runs with current protobuf, where the old ``etcd3`` package does n
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, AsyncIterator, Optional
 
 from . import __version__
+from .balance import HASH_KEYS
 from .errors import FastproxyError
 from .runtime_api import ADMIN, CliSession, CommandError
 from .runtime_commands import COMMANDS
@@ -49,6 +60,7 @@ __all__ = ["DEFAULT_ROOT", "Fleet", "FleetError", "FleetSettings", "Member", "ba
 log = logging.getLogger("fastproxy")
 
 DEFAULT_ROOT = "/fastproxy/"
+SYNC_TIMEOUT = 10.0  # seconds a master's new worker waits for the fleet's first read before giving up
 STATES = ("ready", "drain", "maint")  # as ``set server ... state`` takes them
 
 
@@ -132,9 +144,16 @@ class FleetSettings:
     backends: tuple[str, ...]
     root: str = DEFAULT_ROOT
     instance: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    hash_key: Optional[str] = None  # HAProxy 3.0's hash-key for the fleet backends (None: names)
     lease_ttl: int = 10  # seconds an instance stays listed after it stopped renewing
     batch_delay: float = 0.05  # changes arriving within this are applied together
     retry_delay: float = 0.5  # between two attempts to reach etcd
+    probe_interval: float = 1.0  # between two reads that check the watch's connection still carries
+    timeout: float = 2.0  # of each call to etcd (a probe that takes longer fails)
+
+    def __post_init__(self) -> None:
+        if self.hash_key is not None and self.hash_key not in HASH_KEYS:
+            raise FleetError(f"--hash-key is one of {', '.join(HASH_KEYS)}, got {self.hash_key!r}")
 
 
 def _client(endpoint: tuple[str, int], timeout: float = 2.0) -> Any:
@@ -163,6 +182,7 @@ class Fleet:
         self.lost = False  # logged as lost, not yet as recovered
         self.batches = 0  # batches applied
         self.changes = 0  # changes applied
+        self.synced = asyncio.Event()  # the first read is applied
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._endpoint = 0
@@ -177,6 +197,8 @@ class Fleet:
                 raise FleetError(f"--fleet {name}: the backend's servers change at run time, which its "
                                  f"static algorithm cannot do (use a dynamic one, or hash-type "
                                  f"consistent|maglev)")
+        for name in settings.backends:
+            operations.backend_proxy(name).backend.balancer.set_hash_key(settings.hash_key)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -202,18 +224,30 @@ class Fleet:
 
     # --- reading etcd ---
 
-    def _next_client(self) -> Any:
+    @contextlib.asynccontextmanager
+    async def _session(self) -> AsyncIterator[Any]:
+        """A client of the next endpoint, closed within the timeout (a partitioned connection would
+        not answer a graceful close)."""
         endpoints = self.settings.endpoints
         endpoint = endpoints[self._endpoint % len(endpoints)]
         self._endpoint += 1
-        return _client(endpoint)
+        client = _client(endpoint, self.settings.timeout)
+        await client.connect()
+        try:
+            yield client
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.close(), self.settings.timeout)
 
     async def _watch(self) -> None:
         while True:
             try:
-                async with self._next_client() as client:
+                async with self._session() as client:
                     if not self.revision:
                         await self._read_all(client)
+                        if not self.synced.is_set():  # the first membership: served at once
+                            self.apply_pending()
+                            self.synced.set()
                     await self._follow(client)
             except asyncio.CancelledError:
                 raise
@@ -238,6 +272,8 @@ class Fleet:
         self._connected()
 
     async def _follow(self, client: Any) -> None:
+        """The changes from the revision after the last one seen, until the connection fails (or its
+        probe does: a partition may drop packets without closing anything)."""
         import aetcd  # type: ignore[import-untyped]
 
         try:
@@ -246,6 +282,23 @@ class Fleet:
             self.revision = 0  # what happened since is gone: read everything again
             return
         self._connected()
+        events = asyncio.ensure_future(self._events(watch))
+        probe = asyncio.ensure_future(self._probe(client))
+        try:
+            done, _ = await asyncio.wait((events, probe), return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()  # the error that ended it, if one did
+        finally:
+            for task in (events, probe):
+                task.cancel()
+            try:
+                await asyncio.wait_for(watch.cancel(), self.settings.timeout)
+            except Exception:  # noqa: BLE001 - the connection is gone already
+                pass
+
+    async def _events(self, watch: Any) -> None:
+        import aetcd  # type: ignore[import-untyped]
+
         try:
             async for event in watch:
                 key = event.kv.key
@@ -259,12 +312,14 @@ class Fleet:
                 if member is not None:
                     self._changed(*member)
         except aetcd.exceptions.RevisionCompactedError:
-            self.revision = 0
-        finally:
-            try:
-                await watch.cancel()
-            except Exception:  # noqa: BLE001 - the connection is gone already
-                pass
+            self.revision = 0  # read everything again, on a new connection
+
+    async def _probe(self, client: Any) -> None:
+        """Returns never; raises once a read on the watch's connection fails or takes too long."""
+        key = f"{instances_prefix(self.settings.root)}{self.settings.instance}".encode()
+        while True:
+            await asyncio.sleep(self.settings.probe_interval)
+            await asyncio.wait_for(client.get(key), self.settings.timeout)
 
     def _key(self, key: bytes) -> Optional[tuple[str, str]]:
         """``(backend, server)`` of a member key of a fleet backend, else None."""
@@ -298,14 +353,15 @@ class Fleet:
         if not self.connected:
             self.connected = True
             if self.lost:
-                log.warning("fleet: etcd reachable again at revision %d, catching up", self.revision)
+                log.warning("fleet: %s: etcd reachable again at revision %d, catching up",
+                            self.settings.instance, self.revision)
                 self.lost = False
 
     def _disconnected(self, exc: BaseException) -> None:
         self.connected = False
         if not self.lost:
-            log.warning("fleet: etcd unreachable (%s): serving the last known membership (revision %d)",
-                        type(exc).__name__ if not str(exc) else exc, self.revision)
+            log.warning("fleet: %s: etcd unreachable (%s): serving the last known membership (revision %d)",
+                        self.settings.instance, type(exc).__name__ if not str(exc) else exc, self.revision)
             self.lost = True
 
     # --- applying ---
@@ -376,22 +432,28 @@ class Fleet:
     async def _register(self) -> None:
         key = f"{instances_prefix(self.settings.root)}{self.settings.instance}".encode()
         value = json.dumps({"version": __version__, "pid": os.getpid(), "started": time.time(),
-                            "backends": list(self.settings.backends)}).encode()
+                            "backends": list(self.settings.backends),
+                            "hash_key": self.settings.hash_key}).encode()
         ttl = self.settings.lease_ttl
         while True:
             try:
-                async with self._next_client() as client:
+                async with self._session() as client:
                     lease = await client.lease(ttl)
-                    await client.put(key, value, lease=lease)
-                    while True:
-                        await asyncio.sleep(ttl / 3)
-                        response = await client.refresh_lease(lease.id)
-                        if not getattr(response, "TTL", 1):  # expired while etcd was away: again
-                            break
+                    try:
+                        await client.put(key, value, lease=lease)
+                        while True:
+                            await asyncio.sleep(ttl / 3)
+                            response = await client.refresh_lease(lease.id)
+                            if not getattr(response, "TTL", 1):  # expired while etcd was away: again
+                                break
+                    except asyncio.CancelledError:  # stopping: off the list now, not in ``ttl``
+                        with contextlib.suppress(Exception):
+                            await asyncio.wait_for(client.revoke_lease(lease.id), self.settings.timeout)
+                        raise
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - etcd unreachable
-                self._disconnected(exc)
+            except Exception as exc:  # noqa: BLE001 - etcd unreachable: the watch says it (once)
+                log.debug("fleet: registering %s: %s", self.settings.instance, exc)
             await asyncio.sleep(self.settings.retry_delay)
 
 

@@ -153,8 +153,9 @@ class Lanes:
         self._accept_errors_seen = 0
 
     def add(self, sock: socket.socket, frontend: FrontendRuntime, backend: BackendRuntime, *,
-            backlog: int = socket.SOMAXCONN) -> LaneListener:
-        """Let the pump accept on ``sock`` for ``frontend``, dialing ``backend``."""
+            backlog: int = socket.SOMAXCONN, accepting: bool = True) -> LaneListener:
+        """Let the pump accept on ``sock`` for ``frontend``, dialing ``backend`` (with ``accepting``
+        False, from ``lanes.set_enabled`` on)."""
         state, lanes = self.state, self.state.pump.lanes
         balancer = backend.balancer
         servers = [(server.raw_address, server.block, weight)
@@ -174,7 +175,7 @@ class Lanes:
                 log_connect=fe.log and not fe.tcplog,
                 log_program=lane_log_program(frontend, backend, state.pid, state.hostname)
                 if fe.log and fe.tcplog else None, log_needs=log_needs(frontend.log_format),
-                backend_block=backend.block))
+                backend_block=backend.block, disabled=not accepting))
         except BaseException:
             sock.close()
             raise
@@ -193,7 +194,7 @@ class Lanes:
             else:
                 table = balancer.ring.table  # the compiled ring's C table: looked up without the GIL
                 lanes.set_picks(index, table=table,
-                                table_servers=[balancer.slot(name).index for name in table.names])
+                                table_servers=[balancer.ring_slot(name).index for name in table.names])
         if hashing is not None:
             changed()
         balancer.on_change.append(changed)

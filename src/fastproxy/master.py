@@ -105,8 +105,9 @@ class Master:
     """Runs workers on the configuration read from ``files``, reloading on demand."""
 
     def __init__(self, files: Sequence[str], *, pidfile: Optional[str], grace: Optional[float],
-                 quiet: bool, detach: bool = False) -> None:
+                 quiet: bool, detach: bool = False, worker_args: Sequence[str] = ()) -> None:
         self.files = list(files)
+        self.worker_args = list(worker_args)  # given to every worker (``--fleet``: each runs the fleet)
         self.pidfile = pidfile
         self.grace = grace
         self.quiet = quiet
@@ -269,6 +270,7 @@ class Master:
             args += ["--grace", str(self.grace)]
         if self.quiet:
             args.append("-q")
+        args += self.worker_args
         output = subprocess.DEVNULL if self.detach else None
         try:
             proc = subprocess.Popen(args, pass_fds=[theirs.fileno(), *(s.fileno() for s in sockets.values())],

@@ -101,7 +101,21 @@ class Operations:
         """The Prometheus exposition now (``promex.exposition``, options ``scopes`` and ``no_maint``):
         show info's values, every row of show stat and the stick tables, read at this moment."""
         rows = stats.rows(self.stats_view(show_addresses=True), self.proxies)
-        return promex.exposition(self.info(), rows, tables=self.tables(), **options)
+        return promex.exposition(self.info(), rows, tables=self.tables(), rings=self.ring_tables(),
+                                 fleet=self.fleet.status() if self.fleet is not None else None, **options)
+
+    def ring_tables(self) -> list[promex.RingTable]:
+        """Each backend hashing on a ring, its table now (``show fleet``, the exporter): instances that
+        route every key alike show the same digest (``balance.routing_digest``)."""
+        found = []
+        for proxy in self.proxies:
+            if proxy.backend is None:
+                continue
+            balancer = proxy.backend.balancer
+            ring, digest = balancer.ring, balancer.table_digest()
+            if ring is not None and digest is not None:
+                found.append(promex.RingTable(proxy.backend.name, ring.algorithm, len(ring), digest))
+        return found
 
     def sample(self) -> None:
         """Read every row's counts for the rates, the maxima and the page's history."""

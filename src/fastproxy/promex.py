@@ -31,11 +31,25 @@ the HTTP ones only for ``mode http`` proxies):
 What HAProxy writes for a TCP proxy although TCP never moves it (``failed_header_rewriting_total``,
 ``connection_reuses_total``, the idle connection gauges) is kept, with ``show stat``'s value (0), so that
 dashboards and alerts written for HAProxy find every series they query.
+
+fastproxy's own families, which HAProxy has no equivalent of, are named ``fastproxy_*`` so that no
+HAProxy dashboard mistakes them for its own (written with the ``backend`` scope, and ``global`` for
+the fleet's):
+
+- ``fastproxy_backend_hash_table_digest{proxy, algorithm, digest}`` 1: per backend hashing on a ring
+  (``hash-type consistent`` or ``maglev``, ``balance random``), the digest of its table and of its
+  servers' addresses (``balance.routing_digest``, 16 hex digits, as ``show fleet`` prints it) as a
+  label.  Instances that send every key to the same address have the same one, so a fleet agrees when
+  ``count by (proxy) (count by (proxy, digest) (fastproxy_backend_hash_table_digest))`` is 1;
+  ``fastproxy_backend_hash_table_servers`` is the count of servers in that table.
+- ``fastproxy_fleet_etcd_connected``, ``_etcd_revision``, ``_batches_total``, ``_changes_total``: where
+  the fleet is (``run --fleet``), as ``show fleet``'s last line says it.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Protocol, Sequence
 
 from prometheus_client.exposition import generate_latest
@@ -62,6 +76,16 @@ class Table(Protocol):
     def size(self) -> int: ...
     @property
     def used(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class RingTable:
+    """One backend's hash table as ``show fleet`` and the exporter show it."""
+
+    backend: str
+    algorithm: str  # the ring's: "ketama" or "maglev"
+    servers: int
+    digest: int  # balance.routing_digest: the table and its servers' addresses
 
 
 # HAProxy's ``?scope=`` values for the sections written here.
@@ -335,9 +359,13 @@ class StatsCollector:
 
     def __init__(self, read: Callable[[], tuple[Info, Sequence[Row]]], *,
                  tables: Callable[[], Sequence[Table]] = lambda: (),
+                 rings: Callable[[], Sequence[RingTable]] = lambda: (),
+                 fleet: Callable[[], Optional[Mapping[str, Any]]] = lambda: None,
                  scopes: Iterable[str] = SCOPES, no_maint: bool = False) -> None:
         self.read = read
         self.tables = tables
+        self.rings = rings
+        self.fleet = fleet
         self.scopes = frozenset(scopes)
         self.no_maint = no_maint
 
@@ -345,6 +373,9 @@ class StatsCollector:
         info, rows = self.read()
         if "global" in self.scopes:
             yield from process_metrics(info)
+            status = self.fleet()
+            if status is not None:
+                yield from fleet_metrics(status)
         for kind in (TYPE_FRONTEND, TYPE_BACKEND, TYPE_SERVER):
             section, letter = _SECTIONS[kind]
             if section not in self.scopes:
@@ -353,6 +384,8 @@ class StatsCollector:
             if kind == TYPE_SERVER and self.no_maint:
                 chosen = [row for row in chosen if server_state(row) != "MAINT"]
             yield from proxy_metrics(section, letter, chosen, rows)
+            if kind == TYPE_BACKEND:
+                yield from ring_metrics(self.rings())
         if "sticktable" in self.scopes:
             yield from table_metrics(self.tables())
 
@@ -442,10 +475,46 @@ def table_metrics(tables: Sequence[Table]) -> Iterator[Metric]:
             yield family
 
 
+def ring_metrics(rings: Sequence[RingTable]) -> Iterator[Metric]:
+    """fastproxy's: each hashed backend's table digest (a label: the value is 1) and its servers."""
+    digests = Metric("fastproxy_backend_hash_table_digest",
+                     "fastproxy: the digest of the backend's hash table and its servers' addresses, in "
+                     "the label 'digest'; equal on every instance that routes every key alike", "gauge")
+    servers = Metric("fastproxy_backend_hash_table_servers",
+                     "fastproxy: the number of servers in the backend's hash table", "gauge")
+    for ring in rings:
+        labels = {"proxy": ring.backend, "algorithm": ring.algorithm}
+        digests.add_sample(digests.name, {**labels, "digest": f"{ring.digest:016x}"}, 1.0)
+        servers.add_sample(servers.name, labels, float(ring.servers))
+    if digests.samples:
+        yield digests
+        yield servers
+
+
+# fastproxy's fleet families: (key of ``Fleet.status()``, metric name, type, HELP).
+FLEET: tuple[tuple[str, str, str, str], ...] = (
+    ("etcd", "etcd_connected", "gauge", "fastproxy: 1 while the fleet's etcd watch is connected"),
+    ("revision", "etcd_revision", "gauge", "fastproxy: the last etcd revision the fleet has seen"),
+    ("batches", "batches_total", "counter", "fastproxy: batches of etcd changes applied since started"),
+    ("changes", "changes_total", "counter", "fastproxy: etcd changes applied since started"),
+)
+
+
+def fleet_metrics(status: Mapping[str, Any]) -> Iterator[Metric]:
+    """``status`` is ``Fleet.status()``: ``etcd`` is "connected" or "unreachable", the others counts."""
+    for key, name, kind, help_text in FLEET:
+        family, sample = _family("fastproxy_fleet_" + name, kind, help_text)
+        value = status[key]
+        family.add_sample(sample, {}, float(value == "connected" if key == "etcd" else value))
+        yield family
+
+
 def exposition(info: Info, rows: Sequence[Row], *, tables: Sequence[Table] = (),
+               rings: Sequence[RingTable] = (), fleet: Optional[Mapping[str, Any]] = None,
                scopes: Iterable[str] = SCOPES, no_maint: bool = False) -> bytes:
     """The metrics in Prometheus's text format (serve it with ``CONTENT_TYPE``)."""
-    collector = StatsCollector(lambda: (info, rows), tables=lambda: tables, scopes=scopes, no_maint=no_maint)
+    collector = StatsCollector(lambda: (info, rows), tables=lambda: tables, rings=lambda: rings,
+                               fleet=lambda: fleet, scopes=scopes, no_maint=no_maint)
     return generate_latest(collector)  # type: ignore[arg-type]
 
 

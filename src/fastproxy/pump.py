@@ -69,6 +69,7 @@ class LaneSpec:
     log_program: Optional[bytes] = None  # the log line's format, as ``logformat.lane_program`` makes it
     log_needs: int = 0  # LOG_NEEDS_FRONTEND | LOG_NEEDS_BACKEND: the addresses the format reads
     backend_block: int = -1  # where the session times of its pairs are folded besides each server's
+    disabled: bool = False  # accepts nobody before ``lanes.set_enabled`` (clients wait in the backlog)
 
 
 LOG_NEEDS_FRONTEND, LOG_NEEDS_BACKEND = 1, 2  # as LogNeeds in _pump.pxd

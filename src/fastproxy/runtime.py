@@ -131,6 +131,7 @@ class ServerRuntime:
                         server.location, backend.name, server.name, server.host)
         self.family, self.address = found or (socket.AF_INET, ("0.0.0.0", server.port or 0))
         self.raw_address = _linux.sockaddr(self.address)  # ready for the dialer
+        backend.balancer.set_address(slot.name, self.address[0], self.address[1])  # resolved: hash-key addr
         self.admin = AdminState.MAINT if server.disabled or self.unresolved else AdminState.READY
         self.dialer = backend.dialer if server.source is None else backend.dialer_from(server.source)
         # ``track``: the server whose state this one follows, and the servers following this one.

@@ -460,6 +460,7 @@ def _set_address(ops: Operations, server: ServerRuntime, addr: str, port: Option
         server.family, server.address = family, (new_host, new_port)
         server.raw_address = _linux.sockaddr(server.address)
         server.check.family, server.check.address = server.check_target()
+        server.backend.balancer.set_address(server.slot.name, new_host, new_port)  # hash-key addr moves
         for moved in server.backend.servers_moved:
             moved()
     return message + " by 'stats socket command'\n"
@@ -735,19 +736,13 @@ def _table_entry(session: CliSession, table: StickTable, action: str, args: list
 # --- show fleet (fastproxy's: the fleet's state and each hashed backend's table digest) ---------------
 
 def _show_fleet(session: CliSession, args: list[str]) -> str:
-    """Per backend hashing on a ring, the digest of its table (``HashRing.digest``): instances with
-    the same membership show the same one.  Then, when backends take their servers from etcd, where
-    the fleet is."""
+    """Per backend hashing on a ring, the digest of its table and its servers' addresses
+    (``balance.routing_digest``): instances that route every key alike show the same one.  Then, when
+    backends take their servers from etcd, where the fleet is."""
     ops = _ops(session)
     lines = ["# backend algorithm servers digest\n"]
-    for proxy in ops.proxies:
-        backend = proxy.backend
-        if backend is None:
-            continue
-        ring = backend.balancer.ring
-        if ring is None:
-            continue
-        lines.append(f"{backend.name} {ring.algorithm} {len(ring)} {ring.digest():016x}\n")
+    for table in ops.ring_tables():
+        lines.append(f"{table.backend} {table.algorithm} {table.servers} {table.digest:016x}\n")
     if ops.fleet is not None:
         status = ops.fleet.status()
         lines.append("# fleet " + " ".join(f"{key} {value}" for key, value in status.items()) + "\n")

@@ -5,7 +5,9 @@
 writes the pidfile, then drops privileges (``chroot``, ``user``/``group``) once the listeners are
 bound, runs until SIGINT, SIGTERM or SIGUSR1 (HAProxy's soft stop), and stops with the grace period.
 As a master's worker (``master.py``) it listens on the sockets it inherited, writes no pidfile (the
-master's is the one), says ``READY`` on its link once it listens, and soft-stops if the master goes.
+master's is the one), says ``READY`` on its link once it listens (and, with a fleet, once the fleet's
+servers are read: a reload's new worker that cannot read them leaves the former one serving), and
+soft-stops if the master goes.
 ``cli.py`` only parses arguments and reads files.
 """
 
@@ -21,7 +23,7 @@ from typing import Optional
 from . import default, implementation, privileges
 from .config import model
 from .engine import Engine
-from .fleet import Fleet, FleetError, FleetSettings
+from .fleet import SYNC_TIMEOUT, Fleet, FleetError, FleetSettings
 from .handover import Opener
 from .lifecycle import MasterLink, Ready, notify
 
@@ -47,7 +49,9 @@ async def serve(cfg: Optional[model.Config], pidfile: Optional[str], grace: Opti
     engine = Engine(cfg, open_listener=open_listener)
     try:
         identity = privileges.identity_of(cfg.global_)
-        await engine.start()
+        # A master's new worker with a fleet accepts once it serves the fleet's servers (the former
+        # worker serves meanwhile): ``engine.accept()`` below.
+        await engine.start(accepting=fleet is None or worker is None)
     except (OSError, privileges.PrivilegeError) as exc:
         for _, server, _ in echo_backends:
             server.close()
@@ -64,6 +68,16 @@ async def serve(cfg: Optional[model.Config], pidfile: Optional[str], grace: Opti
         assert engine.operations is not None  # started
         engine.operations.fleet = running_fleet
         await running_fleet.start()
+        if worker is not None:  # a master's new worker serves the fleet's membership, or not at all
+            try:
+                await asyncio.wait_for(running_fleet.synced.wait(), SYNC_TIMEOUT)
+            except asyncio.TimeoutError:
+                print(f"[ALERT] cannot start: the fleet's servers could not be read from etcd in "
+                      f"{SYNC_TIMEOUT:g} s", file=sys.stderr)
+                await running_fleet.stop()
+                await engine.stop(0)
+                return 1
+            engine.accept()
     if worker is None:
         pidfile = pidfile or cfg.global_.pidfile
     if pidfile:

@@ -545,3 +545,85 @@ def test_a_batch_of_changes_rebuilds_once_and_ends_where_one_by_one_does(config,
     assert picks(batched, 300) == picks(one_by_one, 300)
     if batched.ring is not None:
         assert batched.ring.digest() == one_by_one.ring.digest()
+
+
+# --- hash-key: what ring positions derive from (HAProxy 3.0's) --------------------------------------
+
+def hashed_backend(servers, algorithm="source-maglev"):
+    balance, hash_type = ALL_CONFIGS[algorithm]
+    return make_backend(balance, hash_type=hash_type, servers=servers)
+
+
+def added_in_order(order, names, ids, hash_key, ring_class, algorithm="source-maglev"):
+    """A balancer whose servers (ports 9000 + i) were added at run time in ``order``, with these names and
+    ids, as two instances of a fleet may have added the same servers."""
+    balancer = Balancer(hashed_backend([], algorithm), ring_class=ring_class, table_size=1009,
+                        hash_key=hash_key)
+    for i in order:
+        slot = balancer.add_server(Server(name=names[i], host="10.0.0.1", port=9000 + i, id=ids[i]))
+        balancer.changed(slot)
+        balancer.set_state(names[i], ServerState.UP)
+    return balancer
+
+
+def routes(balancer, count=2000):
+    """The address each of ``count`` clients goes to."""
+    return [balancer.pick(client(i)).address for i in range(count)]
+
+
+@pytest.mark.parametrize("algorithm", ["source-maglev", "source-consistent"])
+def test_hash_key_addr_port_builds_the_same_table_whatever_the_order_names_and_ids(algorithm, ring_class):
+    first = added_in_order(range(6), [f"a{i}" for i in range(6)], [1, 2, 3, 4, 5, 6], "addr-port", ring_class,
+                           algorithm)
+    second = added_in_order(reversed(range(6)), [f"web-{9 - i}" for i in range(6)], [16, 15, 14, 13, 12, 11],
+                            "addr-port", ring_class, algorithm)
+    assert first.ring.digest() == second.ring.digest()  # byte-identical tables
+    assert first.table_digest() == second.table_digest()
+    assert routes(first) == routes(second)
+    # By names (fastproxy's default) or by ids, the same servers make other tables.
+    by_name = [added_in_order(range(6), [f"a{i}" for i in range(6)], [1, 2, 3, 4, 5, 6], None, ring_class,
+                              algorithm),
+               added_in_order(reversed(range(6)), [f"web-{9 - i}" for i in range(6)],
+                              [16, 15, 14, 13, 12, 11], None, ring_class, algorithm)]
+    assert by_name[0].table_digest() != by_name[1].table_digest()
+    by_id = [added_in_order(range(6), ["a", "b", "c", "d", "e", "f"], [1, 2, 3, 4, 5, 6], "id", ring_class),
+             added_in_order(range(6), ["a", "b", "c", "d", "e", "f"], [6, 5, 4, 3, 2, 1], "id", ring_class)]
+    # The same ids make the same ring, but at other addresses: the routing digest tells them apart.
+    assert by_id[0].ring.digest() == by_id[1].ring.digest()
+    assert by_id[0].table_digest() != by_id[1].table_digest()
+    assert routes(by_id[0]) != routes(by_id[1])
+
+
+def test_a_server_back_under_another_name_takes_its_entries_again_with_hash_key_addr_port(ring_class):
+    balancer = added_in_order(range(8), [f"s{i}" for i in range(8)], [None] * 8, "addr-port", ring_class)
+    before, digest = routes(balancer), balancer.table_digest()
+    balancer.set_state("s3", ServerState.MAINT)
+    balancer.delete_server("s3")
+    assert balancer.table_digest() != digest
+    again = balancer.add_server(Server(name="s3-restarted", host="10.0.0.1", port=9003))
+    balancer.changed(again)
+    balancer.set_state("s3-restarted", ServerState.UP)
+    assert balancer.table_digest() == digest and routes(balancer) == before
+
+
+def test_hash_key_addr_tells_servers_of_one_host_apart_by_name(ring_class):
+    balancer = added_in_order(range(3), ["x", "y", "z"], [None] * 3, "addr", ring_class)
+    assert sorted(balancer.ring) == ["10.0.0.1 x", "10.0.0.1 y", "10.0.0.1 z"]
+    assert {slot.name for slot in (balancer.pick(client(i)) for i in range(300))} == {"x", "y", "z"}
+
+
+def test_a_server_moved_at_run_time_moves_its_positions_with_hash_key_addr_port(ring_class):
+    balancer = added_in_order(range(4), ["a", "b", "c", "d"], [None] * 4, "addr-port", ring_class)
+    digest = balancer.table_digest()
+    rebuilds = balancer.rebuilds
+    balancer.set_address("b", "10.0.0.2", 9001)
+    assert balancer.rebuilds == rebuilds + 1 and "10.0.0.2:9001" in set(balancer.ring)
+    assert balancer.table_digest() != digest
+    balancer.set_address("b", "10.0.0.1", 9001)
+    assert balancer.table_digest() == digest
+    balancer.set_hash_key(None)  # by names: a move changes nothing on the ring
+    named = balancer.ring.digest()
+    balancer.set_address("b", "10.0.0.3", 9001)
+    assert balancer.ring.digest() == named and balancer.table_digest() != digest
+    with pytest.raises(ValueError):
+        balancer.set_hash_key("port")

@@ -238,3 +238,27 @@ def test_stick_tables_give_their_size_and_entries_last_declared_first():
         'haproxy_sticktable_used{name="second",type="string"} 0.0\n'
         'haproxy_sticktable_used{name="first",type="ip"} 2.0\n')
     assert promex.exposition({}, [], tables=in_order, scopes={"server"}) == b""
+
+
+def test_each_hashed_backends_table_digest_is_a_fastproxy_family_an_operator_counts():
+    rings = [promex.RingTable("app", "maglev", 12, 0x0123456789ABCDEF),
+             promex.RingTable("db", "ketama", 3, 7)]
+    fleet = {"instance": "i1", "etcd": "connected", "revision": 42, "batches": 5, "changes": 17, "pending": 0}
+    found = families(after_the_reference_traffic(), rings=rings, fleet=fleet)
+    digests = found["fastproxy_backend_hash_table_digest"]
+    assert digests.type == "gauge" and "fastproxy" in digests.documentation
+    assert samples(digests) == {
+        (("algorithm", "maglev"), ("digest", "0123456789abcdef"), ("proxy", "app")): 1.0,
+        (("algorithm", "ketama"), ("digest", "0000000000000007"), ("proxy", "db")): 1.0}
+    assert samples(found["fastproxy_backend_hash_table_servers"]) == {
+        (("algorithm", "maglev"), ("proxy", "app")): 12.0, (("algorithm", "ketama"), ("proxy", "db")): 3.0}
+    assert samples(found["fastproxy_fleet_etcd_connected"]) == {(): 1.0}
+    assert samples(found["fastproxy_fleet_etcd_revision"]) == {(): 42.0}
+    assert found["fastproxy_fleet_changes"].type == "counter"
+    assert samples(found["fastproxy_fleet_changes"]) == {(): 17.0}
+    # Written with the backends (and the fleet with the process), as ?scope= selects them.
+    only_servers = families(after_the_reference_traffic(), rings=rings, fleet=fleet, scopes={"server"})
+    assert not [name for name in only_servers if name.startswith("fastproxy_")]
+    unreachable = families(after_the_reference_traffic(), fleet={**fleet, "etcd": "unreachable"})
+    assert samples(unreachable["fastproxy_fleet_etcd_connected"]) == {(): 0.0}
+    assert "fastproxy_backend_hash_table_digest" not in unreachable  # no hashed backend, no family
