@@ -12,9 +12,11 @@ master-worker mode, and while it runs
 
 and the master gets SIGUSR2 ``--reloads`` times; the next reload comes once the new worker answers
 ``show info`` on the stats socket (its Pid changed).  Every loop is bounded in count and time.  The
-report counts each outcome, the streams intact, and how long each former worker lived after its
-reload (long streams keep it until they end or hard-stop-after cuts them: pairs do not move yet).
-Every process started is stopped by its own pid.
+report counts each outcome, the streams intact, and how long each former worker lived: from its
+reload's SIGUSR2, and from the moment the new worker answered (a watcher thread polls every former
+worker's pid every 5 ms).  fastproxy's former worker hands its established pairs to the new one and
+exits; HAProxy's keeps its connections until they end (or hard-stop-after cuts them).  Every process
+started is stopped by its own pid.
 """
 
 from __future__ import annotations
@@ -213,6 +215,45 @@ class Load:
             thread.join(60)
 
 
+class ExitWatcher:
+    """Former workers' pids, polled until each exits: how long after its reload (and after the new
+    worker answered) it was gone."""
+
+    def __init__(self) -> None:
+        self.watched: dict[int, tuple[float, float]] = {}  # pid -> (SIGUSR2 sent, new worker answered)
+        self.lived: list[tuple[float, float]] = []
+        self.lock = threading.Lock()
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._poll)
+        self.thread.start()
+
+    def watch(self, pid: int, asked: float, served: float) -> None:
+        with self.lock:
+            self.watched[pid] = (asked, served)
+
+    def _poll(self) -> None:
+        for _ in range(100_000_000):  # bounded; ends with ``stop``
+            if self.done.is_set():
+                return
+            with self.lock:
+                for pid, (asked, served) in list(self.watched.items()):
+                    if not alive(pid):
+                        now = time.monotonic()
+                        self.lived.append((now - asked, now - served))
+                        del self.watched[pid]
+            time.sleep(0.005)
+
+    def stop(self, timeout: float) -> None:
+        """Once every watched pid is gone (or ``timeout``)."""
+        wait(lambda: not self.watched, timeout)
+        self.done.set()
+        self.thread.join(10)
+
+
+def median(values: list[float]) -> Optional[float]:
+    return round(sorted(values)[len(values) // 2], 2) if values else None
+
+
 def run_target(name: str, args: argparse.Namespace, backend: int, workdir: Path) -> dict[str, Any]:
     port = free_port()
     stats, pidfile, cfg = str(workdir / f"{name}.sock"), workdir / f"{name}.pid", workdir / f"{name}.cfg"
@@ -230,35 +271,35 @@ def run_target(name: str, args: argparse.Namespace, backend: int, workdir: Path)
             raise SystemExit(f"{name} did not start: see {workdir / (name + '.log')}")
         load = Load(port, args)
         load.start()
-        lingered: list[float] = []
-        former_workers: list[tuple[int, float]] = []
+        watcher = ExitWatcher()
         done = 0
         started = time.monotonic()
-        for _ in range(args.reloads):
-            if time.monotonic() - started > args.max_seconds - 30:
-                break
-            time.sleep(args.pause)
-            os.kill(proc.pid, signal.SIGUSR2)
-            asked = time.monotonic()
-            new = wait(lambda: next_worker(stats, current), 60)
-            if new is None:
-                break
-            former_workers.append((current, asked))
-            current, done = new, done + 1
-            for pid, since in list(former_workers):
-                if not alive(pid):
-                    lingered.append(time.monotonic() - since)
-                    former_workers.remove((pid, since))
-        load.stop()
-        for pid, since in former_workers:
-            if wait(lambda: not alive(pid), 40):
-                lingered.append(time.monotonic() - since)
+        try:
+            for _ in range(args.reloads):
+                if time.monotonic() - started > args.max_seconds - 30:
+                    break
+                time.sleep(args.pause)
+                os.kill(proc.pid, signal.SIGUSR2)
+                asked = time.monotonic()
+                new = wait(lambda: next_worker(stats, current), 60)
+                if new is None:
+                    break
+                watcher.watch(current, asked, time.monotonic())
+                current, done = new, done + 1
+        finally:
+            load.stop()
+            watcher.stop(40)
+        since_reload = [lived for lived, _ in watcher.lived]
+        since_new = [lived for _, lived in watcher.lived]
         result.update(reloads_done=done, seconds=round(time.monotonic() - started, 1), **load.outcomes,
                       streams_intact=load.streams["intact"], streams_broken=load.streams["broken"],
-                      former_worker_lived_max_s=round(max(lingered), 2) if lingered else None,
-                      former_worker_lived_median_s=round(sorted(lingered)[len(lingered) // 2], 2)
-                      if lingered else None,
-                      former_workers_gone_within_1s=sum(1 for value in lingered if value <= 1.0))
+                      former_worker_lived_median_s=median(since_reload),
+                      former_worker_lived_max_s=round(max(since_reload), 2) if since_reload else None,
+                      former_workers_gone_within_1s=sum(1 for value in since_reload if value <= 1.0),
+                      after_new_worker_median_s=median(since_new),
+                      after_new_worker_max_s=round(max(since_new), 2) if since_new else None,
+                      gone_within_1s_of_new_worker=sum(1 for value in since_new if value <= 1.0),
+                      former_workers_still_alive=len(watcher.watched))
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)

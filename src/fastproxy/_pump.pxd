@@ -73,6 +73,7 @@ cdef struct Direction:
     uint8_t splicing
     uint8_t eof
     uint8_t shut
+    uint8_t buf_own         # ``buf`` is an adopted pair's bytes in flight, larger than bufsize: freed, not pooled
     uint64_t bytes
 
 
@@ -131,6 +132,58 @@ cdef struct NewPair:
     uint8_t peer[28]
     uint64_t accepted_ms
     uint64_t dialed_ms
+    # A pair another pump detached (``Pump.adopt``): already established, resumed where it stopped.
+    uint8_t adopted
+    uint8_t carried_flags   # CarriedFlag: the half-closes already seen and passed on
+    char *pending_out       # bytes for the client before any of the server's, or NULL (``prefix``: the server's)
+    uint32_t pending_out_len
+    uint64_t bytes_in
+    uint64_t bytes_out
+    uint32_t client_idle_ms  # since each side was last active: its timeout goes on from there
+    uint32_t server_idle_ms
+    uint32_t connect_ms
+
+
+# The half-closes of a detached pair: a FIN read (EOF) from a side, and passed on (SHUT) to the other.
+cdef enum CarriedFlag:
+    CARRIED_IN_EOF = 1      # the client's FIN was read
+    CARRIED_IN_SHUT = 2     # and passed on to the server
+    CARRIED_OUT_EOF = 4     # the server's FIN was read
+    CARRIED_OUT_SHUT = 8    # and passed on to the client
+
+
+# A pair a worker let go of (``Pump.detach``): its descriptors, still open, and all it takes to resume it.
+cdef struct Detached:
+    int client_fd
+    int server_fd
+    uint64_t tag
+    int32_t frontend_block
+    int32_t server_block
+    int32_t backend_block
+    int32_t lane
+    uint8_t peer[28]
+    PairTimeouts timeouts
+    uint32_t client_idle_ms
+    uint32_t server_idle_ms
+    uint32_t age_ms
+    uint32_t queue_ms
+    uint32_t connect_ms
+    uint64_t bytes_in
+    uint64_t bytes_out
+    uint8_t flags           # CarriedFlag
+    char *pending_in        # read from the client, not yet written to the server (malloc'd), or NULL
+    uint32_t pending_in_len
+    char *pending_out
+    uint32_t pending_out_len
+
+
+# Python's request to a worker to detach the pairs of some tags (filled by the worker, ``done`` last).
+cdef struct DetachRequest:
+    uint64_t *tags
+    uint32_t ntags
+    Detached *out           # room for ntags
+    uint32_t out_len
+    int done
 
 
 # What an Ended record tells Python, each kind to its own callback (Pump.drain_ended).
@@ -289,6 +342,7 @@ cdef struct Worker:
     uint32_t cut_servers_len
     uint64_t cut_pairs[MAX_CUT_PAIRS]     # tags of pairs that must end (SHUTDOWN)
     uint32_t cut_pairs_len
+    DetachRequest *detach   # pairs to let go of (Pump.detach), or NULL
     # Owned by the worker thread alone:
     Pair *pairs
     uint32_t capacity

@@ -16,7 +16,8 @@ This file is the Python face (``Pump``); the C-level code is one extension built
 includes (uvloop's layout), one concern each: dataplane/pools.pxi (buffers, pipes), records.pxi (the
 ended queue to Python), pairs.pxi (a pair from registration to its end), worker.pxi (the loop and the
 commands others leave for a worker), timers.pxi (the timeouts' wheel), lanes.pxi (listeners the pump accepts on itself), lanelog.pxi
-(the log lines lanes write).  Structs are declared in _pump.pxd.  The pure-Python twin is
+(the log lines lanes write), moves.pxi (pairs detached from a pump and adopted by another).  Structs are
+declared in _pump.pxd.  The pure-Python twin is
 fastproxy/_pump_py.py; both keep fastproxy.pump.PumpProtocol and pass tests/test_pump.py.
 """
 
@@ -33,13 +34,14 @@ import os
 import threading
 import time
 
-from fastproxy._pump_common import PairInfo, default_pipesize
+from fastproxy._pump_common import DetachedPair, PairInfo, default_pipesize
 
 
 include "dataplane/base.pxi"
 include "dataplane/pools.pxi"
 include "dataplane/records.pxi"
 include "dataplane/pairs.pxi"
+include "dataplane/moves.pxi"
 include "dataplane/worker.pxi"
 include "dataplane/timers.pxi"
 include "dataplane/lanes.pxi"
@@ -110,6 +112,24 @@ cdef int set_timeouts(PairTimeouts *t, object client, object server, object clie
     t.server_fin = to_ms(server_fin)
     t.connect = to_ms(connect)
     return 0
+
+
+cdef char *copy_in_flight(bytes data, uint32_t bufsize) noexcept:
+    """``data`` in a buffer of the pool's size, or of its own when larger (see Direction.buf_own);
+    NULL for none (or no memory)."""
+    cdef char *copy
+    if not data:
+        return NULL
+    copy = <char *>malloc(max(<uint32_t>len(data), bufsize))
+    if copy != NULL:
+        memcpy(copy, <char *>data, len(data))
+    return copy
+
+
+cdef int ask_detach(Worker *w, void *arg) noexcept nogil:
+    """Command: a DetachRequest for the worker to answer at its next turn."""
+    w.detach = <DetachRequest *>arg
+    return WAKE
 
 
 cdef class Pump:
@@ -276,6 +296,119 @@ cdef class Pump:
         np.prefix_len = len(prefix) if prefix else 0
         if not hand_over(&self.workers[best], &np):
             free(prefix_copy)
+            raise MemoryError()
+        return best
+
+    def detach(self, tags):
+        """Let go of the established pairs of ``tags`` (lanes' too), each at a clean point between two
+        turns of its worker: a list of ``DetachedPair``, whose descriptors are open and the caller's.
+        A pair's bytes in flight come along in it (nothing is half-written); the pump's books drop it
+        as if it had ended, with no report.  Pairs still connecting, unknown or ended are left out."""
+        cdef list wanted = [tag for tag in tags if tag]
+        cdef uint32_t n = len(wanted), i, k
+        cdef int index
+        cdef DetachRequest *requests
+        cdef Detached *d
+        cdef list result = []
+        if n == 0 or not self.shared.running:
+            return result
+        requests = <DetachRequest *>calloc(self.nworkers, sizeof(DetachRequest))
+        if requests == NULL:
+            raise MemoryError()
+        try:
+            for index in range(self.nworkers):
+                requests[index].tags = <uint64_t *>malloc(n * sizeof(uint64_t))
+                requests[index].out = <Detached *>calloc(n, sizeof(Detached))
+                if requests[index].tags == NULL or requests[index].out == NULL:
+                    raise MemoryError()
+                for i in range(n):
+                    requests[index].tags[i] = wanted[i]
+                requests[index].ntags = n
+            for index in range(self.nworkers):
+                command(&self.workers[index], ask_detach, &requests[index])
+            # The workers answer within a turn; a stopped worker never does (nothing then moves).
+            deadline = time.monotonic() + 5.0
+            for index in range(self.nworkers):
+                while not fp_atomic_acquire_int(&requests[index].done):
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("a pump worker did not answer a detach")
+                    time.sleep(0.0002)
+            for index in range(self.nworkers):
+                for k in range(requests[index].out_len):
+                    d = &requests[index].out[k]
+                    result.append(DetachedPair(
+                        d.tag, d.client_fd, d.server_fd, d.frontend_block, d.backend_block, d.server_block,
+                        PyBytes_FromStringAndSize(<char *>d.peer, 28) if d.lane >= 0 else b"",
+                        (d.timeouts.client, d.timeouts.server, d.timeouts.client_fin, d.timeouts.server_fin,
+                         d.timeouts.connect), d.client_idle_ms, d.server_idle_ms, d.age_ms, d.queue_ms,
+                        d.connect_ms, d.bytes_in, d.bytes_out, bool(d.flags & CARRIED_IN_EOF),
+                        bool(d.flags & CARRIED_IN_SHUT), bool(d.flags & CARRIED_OUT_EOF),
+                        bool(d.flags & CARRIED_OUT_SHUT),
+                        PyBytes_FromStringAndSize(d.pending_in, d.pending_in_len) if d.pending_in else b"",
+                        PyBytes_FromStringAndSize(d.pending_out, d.pending_out_len) if d.pending_out else b""))
+        finally:
+            for index in range(self.nworkers):
+                # A request a worker has not answered stays its own (only a stopped worker; it is freed
+                # with nothing else): freeing it here would let it write into freed memory.
+                if requests[index].ntags and not fp_atomic_acquire_int(&requests[index].done):
+                    continue
+                for k in range(requests[index].out_len):
+                    free(requests[index].out[k].pending_in)
+                    free(requests[index].out[k].pending_out)
+                free(requests[index].tags)
+                free(requests[index].out)
+            free(requests)
+        return result
+
+    def adopt(self, pair, *, unsigned long long tag=0):
+        """Take a pair another pump detached (a ``DetachedPair`` whose descriptors and blocks are this
+        pump's): pumped from where it stood, its bytes in flight first, its half-closes, byte counts,
+        idle times and age as they were; ``tag`` names it from now on.  The worker that took it."""
+        cdef NewPair np
+        cdef int i, k, best = -1, best_active = 0, active
+        cdef bytes pending_in = pair.pending_in, pending_out = pair.pending_out
+        cdef uint64_t now = monotonic_ms()
+        if not self.shared.running:
+            raise RuntimeError("pump is not running")
+        memset(&np, 0, sizeof(NewPair))
+        np.prefix = copy_in_flight(pending_in, self.shared.bufsize)
+        np.pending_out = copy_in_flight(pending_out, self.shared.bufsize)
+        if (pending_in and np.prefix == NULL) or (pending_out and np.pending_out == NULL):
+            free(np.prefix)
+            free(np.pending_out)
+            raise MemoryError()
+        np.prefix_len = len(pending_in)
+        np.pending_out_len = len(pending_out)
+        for i in range(self.nworkers):
+            k = (self._next_worker + i) % self.nworkers
+            active = fp_atomic_load_int(&self.workers[k].active)
+            if best < 0 or active < best_active:
+                best = k
+                best_active = active
+        self._next_worker = (best + 1) % self.nworkers
+        np.client_fd = pair.client_fd
+        np.server_fd = pair.server_fd
+        np.timeouts.client, np.timeouts.server, np.timeouts.client_fin, np.timeouts.server_fin, \
+            np.timeouts.connect = pair.timeouts_ms
+        np.frontend_block = pair.frontend_block
+        np.server_block = pair.server_block
+        np.backend_block = pair.backend_block
+        np.tag = tag
+        np.lane = -1
+        np.accepted_ms = now - min(<uint64_t>pair.age_ms, now)
+        np.dialed_ms = min(np.accepted_ms + <uint64_t>pair.queue_ms, now)
+        np.adopted = 1
+        np.carried_flags = ((CARRIED_IN_EOF if pair.in_eof else 0) | (CARRIED_IN_SHUT if pair.in_shut else 0)
+                            | (CARRIED_OUT_EOF if pair.out_eof else 0)
+                            | (CARRIED_OUT_SHUT if pair.out_shut else 0))
+        np.bytes_in = pair.bytes_in
+        np.bytes_out = pair.bytes_out
+        np.client_idle_ms = pair.client_idle_ms
+        np.server_idle_ms = pair.server_idle_ms
+        np.connect_ms = pair.connect_ms
+        if not hand_over(&self.workers[best], &np):
+            free(np.prefix)
+            free(np.pending_out)
             raise MemoryError()
         return best
 

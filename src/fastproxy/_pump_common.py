@@ -103,6 +103,34 @@ class PairInfo(NamedTuple):
     peer: bytes  # a lane's client as a raw sockaddr; b"": a pair Python handed over (Python knows it)
 
 
+class DetachedPair(NamedTuple):
+    """A pair a pump let go of (``Pump.detach``), or one for a pump to take (``Pump.adopt``): its two
+    descriptors, open and the holder's, and where the pair stood (a reload moves it to the new worker).
+    Idle and age times are how long ago, so that they mean the same in another process."""
+
+    tag: int
+    client_fd: int
+    server_fd: int
+    frontend_block: int
+    backend_block: int
+    server_block: int
+    peer: bytes  # a lane's client as a raw sockaddr; b"": a pair Python handed over (Python knows it)
+    timeouts_ms: tuple[int, int, int, int, int]  # client, server, client_fin, server_fin, connect; 0: none
+    client_idle_ms: int  # since the client side was last active (its timeout goes on from there)
+    server_idle_ms: int
+    age_ms: int  # since the client was accepted
+    queue_ms: int  # from the accept to the connect's start
+    connect_ms: int
+    bytes_in: int  # moved so far, client -> server
+    bytes_out: int
+    in_eof: bool  # the client's FIN was read...
+    in_shut: bool  # ...and passed on to the server
+    out_eof: bool
+    out_shut: bool
+    pending_in: bytes  # read from the client, not yet written to the server: written first
+    pending_out: bytes
+
+
 # The pump's reports, one callback each (see fastproxy.pump.PumpProtocol.drain_ended).
 OnPairEnded = Callable[[int, int, int, int], None]  # tag, reason, bytes_in, bytes_out
 OnConnectFailed = Callable[[int, int, int], None]  # tag, error, client_fd

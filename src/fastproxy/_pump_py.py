@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import os
 import socket
 import time
-from typing import Optional
+from typing import Iterable, Optional
 
 from . import _linux
-from ._pump_common import (COUNTER_FIELDS, TIME_FIELDS, Counter, EndReason, OnConnectFailed, OnLaneEnded,
-                           OnLaneHandBack, OnPairEnded, PairInfo, fold_times)
+from ._pump_common import (COUNTER_FIELDS, TIME_FIELDS, Counter, DetachedPair, EndReason, OnConnectFailed,
+                           OnLaneEnded, OnLaneHandBack, OnPairEnded, PairInfo, fold_times)
 
 
 
@@ -248,6 +249,110 @@ class PyPump:
         server_sock = socket.socket(fileno=server_fd)
         self.loop.create_task(self._register(pair, client_sock, server_sock, connecting, connect_timeout))
         return 0
+
+    def detach(self, tags: Iterable[int]) -> list[DetachedPair]:
+        """As the compiled pump's, at the clean point the twin has: a pair moves once neither transport
+        holds bytes to write (their contents cannot be taken out), so both its reads are paused first
+        and a pair not yet clean is left for a next call (its reads resume if none comes)."""
+        wanted = {tag for tag in tags if tag}
+        result: list[DetachedPair] = []
+        now, clock = self.loop.time(), time.monotonic()
+        for pair in list(self._pairs):
+            if pair.tag not in wanted or not pair.established or pair.ended:
+                continue
+            client, server = pair.client.transport, pair.server.transport
+            if (client is None or server is None or pair.client.lost or pair.server.lost
+                    or client.is_closing() or server.is_closing()):
+                continue
+            client.pause_reading()
+            server.pause_reading()
+            if client.get_write_buffer_size() or server.get_write_buffer_size():
+                self.loop.call_later(self.RESUME_AFTER, self._resume_left, pair)
+                continue
+            fds = [os.dup(transport.get_extra_info("socket").fileno()) for transport in (client, server)]
+            connect_timeout = pair.connect_timeout
+            result.append(DetachedPair(
+                pair.tag, fds[0], fds[1], pair.frontend_block, pair.backend_block, pair.server_block, b"",
+                tuple(_ms(t) for t in (*pair.timeouts, connect_timeout)),  # type: ignore[arg-type]
+                _ms(clock - pair.client.seen), _ms(clock - pair.server.seen), _ms(now - pair.accepted),
+                _ms(pair.dialed - pair.accepted), _ms(pair.connect_time), pair.bytes_in, pair.bytes_out,
+                pair.client.eof, pair.client.eof, pair.server.eof, pair.server.eof, b"", b""))
+            pair.ended = True  # silently: it goes on elsewhere
+            self._pairs.discard(pair)
+            if pair.timer is not None:
+                pair.timer.cancel()
+                pair.timer = None
+            self.count(pair.server_block, Counter.CONN_CUR, -1)
+            client.abort()  # closes this process's descriptors only: the duplicates keep the connections
+            server.abort()
+        return result
+
+    RESUME_AFTER = 0.25  # seconds a pair paused for a detach waits for the next call
+
+    def _resume_left(self, pair: _PyPair) -> None:
+        if pair.ended:
+            return
+        for side in (pair.client, pair.server):
+            transport = side.transport
+            if (transport is not None and not side.eof and not transport.is_closing()
+                    and side.peer.transport is not None
+                    and side.peer.transport.get_write_buffer_size() <= self.bufsize):
+                transport.resume_reading()
+
+    def adopt(self, pair: DetachedPair, *, tag: int = 0) -> int:
+        """As the compiled pump's: the pair goes on from where it stood."""
+        if not self._started or self._stopped:
+            raise RuntimeError("pump is not running")
+        client_ms, server_ms, client_fin_ms, server_fin_ms, connect_ms = pair.timeouts_ms
+        seconds = tuple(t / 1000 for t in (client_ms, server_ms, client_fin_ms, server_fin_ms))
+        adopted = _PyPair(self, tag, seconds,
+                          pair.frontend_block, pair.server_block, pair.backend_block)
+        now = self.loop.time()
+        adopted.fds = (pair.client_fd, pair.server_fd)
+        adopted.accepted = now - pair.age_ms / 1000
+        adopted.dialed = adopted.accepted + pair.queue_ms / 1000
+        adopted.connect_time = pair.connect_ms / 1000
+        adopted.connect_timeout = connect_ms / 1000
+        adopted.bytes_in, adopted.bytes_out = pair.bytes_in, pair.bytes_out
+        if pair.pending_in:  # to the server first, as it is registered
+            adopted.client.early.append(pair.pending_in)
+            adopted.bytes_in += len(pair.pending_in)
+            self.count(pair.frontend_block, Counter.BYTES_IN, len(pair.pending_in))
+            self.count(pair.server_block, Counter.BYTES_IN, len(pair.pending_in))
+        adopted.client.eof, adopted.server.eof = pair.in_eof, pair.out_eof
+        self._pairs.add(adopted)
+        self.loop.create_task(self._register_adopted(adopted, pair))
+        return 0
+
+    async def _register_adopted(self, pair: _PyPair, carried: DetachedPair) -> None:
+        client_sock = socket.socket(fileno=carried.client_fd)
+        server_sock = socket.socket(fileno=carried.server_fd)
+        self.count(pair.server_block, Counter.CONN_CUR, 1)  # open here; its former pump counted it as new
+        pair.established = True
+        clock = time.monotonic()
+        pair.client.seen = clock - carried.client_idle_ms / 1000
+        pair.server.seen = clock - carried.server_idle_ms / 1000
+        self.arm(pair)  # its timeouts go on from where they stood
+        try:
+            await self.loop.connect_accepted_socket(lambda: pair.client, client_sock)
+            client = pair.client.transport
+            assert client is not None
+            if carried.pending_out:
+                client.write(carried.pending_out)
+                pair.bytes_out += len(carried.pending_out)
+                self.count(pair.frontend_block, Counter.BYTES_OUT, len(carried.pending_out))
+                self.count(pair.server_block, Counter.BYTES_OUT, len(carried.pending_out))
+            if carried.out_eof and not carried.out_shut:
+                client.write_eof()
+            await self.loop.connect_accepted_socket(lambda: pair.server, server_sock)
+        except (OSError, RuntimeError):
+            client_sock.close()
+            server_sock.close()
+            pair.end(EndReason.ERROR)
+            return
+        if pair.ended:  # cut while registering
+            pair.ended = False
+            pair.end(EndReason.SHUTDOWN)
 
     async def _connected(self, sock: socket.socket, timeout: Optional[float]) -> int:
         """Wait for a connect in progress to end; its errno (0: connected)."""

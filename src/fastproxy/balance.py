@@ -203,9 +203,11 @@ class Balancer:
             avoid = exclude if isinstance(exclude, (set, frozenset)) else frozenset(exclude)
         return self._algorithm.pick(key, avoid)
 
-    def connection_started(self, slot: ServerSlot) -> None:
+    def connection_started(self, slot: ServerSlot, *, new: bool = True) -> None:
+        """A connection to ``slot`` began; ``new`` False: one that began in another worker (a
+        reload moved it here), open now but not counted again."""
         slot.current += 1
-        slot.total += 1
+        slot.total += new
         self.in_flight += 1
         self._algorithm.load_changed(slot)
 

@@ -83,9 +83,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         from .handover import inheriting_opener, parse_inherited
         from .master import WorkerLink
 
+        import socket
+
+        pairs_from = socket.socket(fileno=args.handover_from) if args.handover_from is not None else None
         return uvloop.run(service.serve(cfg, None, args.grace, ready=ready,
                                         open_listener=inheriting_opener(parse_inherited(args.inherit)),
-                                        worker=WorkerLink(args.worker_link), fleet=fleet))
+                                        worker=WorkerLink(args.worker_link), fleet=fleet,
+                                        pairs_from=pairs_from))
     return uvloop.run(service.serve(cfg, args.pidfile, args.grace, ready=ready, fleet=fleet))
 
 
@@ -198,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     # Set by the master on the workers it starts (master.py), not by hand.
     run.add_argument("--worker-link", type=int, metavar="FD", help=argparse.SUPPRESS)
     run.add_argument("--inherit", action="append", default=[], metavar="FD=ADDRESS", help=argparse.SUPPRESS)
+    run.add_argument("--handover-from", type=int, metavar="FD", help=argparse.SUPPRESS)
     run.add_argument("--fleet", action="append", default=[], metavar="BACKEND",
                      help="take BACKEND's servers from etcd, under <prefix>backends/BACKEND/ (repeatable)")
     run.add_argument("--etcd", action="append", metavar="HOST:PORT",

@@ -30,7 +30,7 @@ from .acl import ConnInfo
 from .balance import ServerSlot
 from .config import model
 from .errors import NoServerAvailable, ProxyError, QueueTimeout, UpstreamConnectError
-from .pump import Counter, EndReason
+from .pump import Counter, DetachedPair, EndReason
 from .persistence import STOPPED
 from .queues import Pending
 from .runtime import BackendRuntime, FrontendRuntime, PairTimeouts, Runtime
@@ -312,6 +312,47 @@ class Dispatcher:
         if fe.log and fe.tcplog and not (fe.dontlognull and bytes_in == 0):
             self.log_session(session, tcplog.TERMINATION[EndReason(reason)], bytes_in, bytes_out)
         session.finished()
+
+    # --- pairs that move between workers (a reload) ------------------------------------------------
+
+    def pair_moved(self, tag: int) -> Optional[Session]:
+        """One of Python's pairs left the pump for another worker (``Pump.detach``): its books close
+        as at an end, without a log line (the worker it went to writes it); its session, or None."""
+        session = self.pairs.pop(tag, None)
+        if session is None:
+            return None
+        session.lent_fd = -1
+        backend, slot = session.backend, session.slot
+        if slot is not None and backend is not None:
+            backend.balancer.connection_ended(slot)
+        session.finished()
+        return session
+
+    def adopt(self, session: Session, pair: DetachedPair) -> int:
+        """A pair another worker detached, for ``session`` (its frontend, backend and server those of
+        this worker, its client counted as open): in the pump under a tag of ours, ended as ours."""
+        backend, slot = session.backend, session.slot
+        tag = self._next_tag
+        self._next_tag += 1
+        server_block = backend.blocks[slot.index] if backend is not None and slot is not None else -1
+        if backend is not None and slot is not None:
+            backend.balancer.connection_started(slot, new=False)
+        self.pairs[tag] = session
+        session.lent_fd = pair.client_fd
+        try:
+            self.state.pump.adopt(pair._replace(
+                frontend_block=session.frontend.block, server_block=server_block,
+                backend_block=backend.block if backend is not None else -1), tag=tag)
+        except Exception:
+            self.pairs.pop(tag, None)
+            session.lent_fd = -1
+            os.close(pair.client_fd)
+            os.close(pair.server_fd)
+            if backend is not None and slot is not None:
+                backend.balancer.connection_ended(slot)
+            session.finished()
+            raise
+        return tag
 
     # --- failures -----------------------------------------------------------------------------------
 

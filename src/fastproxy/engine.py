@@ -17,6 +17,7 @@ import asyncio
 import collections
 import functools
 import logging
+import socket
 import ssl
 from collections.abc import Sequence
 from typing import Any, Optional
@@ -38,13 +39,14 @@ from . import stats
 from .runtime_api import RuntimeApi
 from .operations import Operations
 from .runtime_commands import COMMANDS
-from .handover import Opener, backlog_of, bind_listener
+from .handover import Opener, PairReceiver, PairSender, backlog_of, bind_listener
 from .server import Handler, LaneListener, Listener, listen_backlog
 from .servers import ServerStates
 from .session import Director, ErrorHandler
 from .stats_http import StatsListener
 
 DEFAULT_GRACE = 10.0  # seconds established connections get on stop, without hard-stop-after
+MOVE_ROUND = 0.02  # seconds between two rounds of pairs moving to a reload's new worker
 SPARE_BLOCKS = 1024  # counter blocks kept for servers added at run time (``add server``): 96 bytes each
 
 log = logging.getLogger("fastproxy")
@@ -277,8 +279,17 @@ class Engine:
         for listener in self.state.listeners():
             listener.close()
 
-    async def stop(self, grace: Optional[float] = None) -> None:
-        """Close the listeners, let established connections end within ``grace`` seconds, then cut."""
+    def receive_pairs(self, channel: socket.socket) -> PairReceiver:
+        """As a reload's new worker: adopt the pairs the former worker sends on ``channel``."""
+        receiver = PairReceiver(self.state, self.dispatcher, self.admission, channel)
+        receiver.start()
+        return receiver
+
+    async def stop(self, grace: Optional[float] = None, *, hand_over: Optional[socket.socket] = None) -> None:
+        """Close the listeners, let established connections end within ``grace`` seconds, then cut.
+        With ``hand_over`` (a reload's channel to the new worker, ``handover.PairSender``), every
+        established pair the new worker has a route for moves to it meanwhile, in rounds until none
+        is left here."""
         state = self.state
         if state.stopping:
             return
@@ -300,12 +311,31 @@ class Engine:
                 grace = DEFAULT_GRACE
         loop = state.loop
         deadline = loop.time() + grace
+        sender = None
+        if hand_over is not None:
+            sender = PairSender(state, self.dispatcher, self.admission, hand_over)
+            if not sender.open():
+                sender.close()
+                sender = None
+        first_round = True
         while state.current and loop.time() < deadline:
+            if sender is not None:
+                sender.move()
+                if first_round:
+                    log.info("handover: %d connection(s) moved to the new worker, %d left here",
+                             sender.moved, state.current)
+                    first_round = False
+                if not state.current:
+                    break
             state.idle.clear()
+            pause = MOVE_ROUND if sender is not None and not sender.broken else 0.1
             try:
-                await asyncio.wait_for(state.idle.wait(), min(0.1, max(deadline - loop.time(), 0)))
+                await asyncio.wait_for(state.idle.wait(), min(pause, max(deadline - loop.time(), 0)))
             except asyncio.TimeoutError:
                 pass
+        if sender is not None:
+            log.info("handover: %d connection(s) moved to the new worker in all", sender.moved)
+            sender.close()
         # Handlers still running are cancelled; pairs in the pump are cut.
         tasks = set(state.tasks)
         for listener in state.listeners():

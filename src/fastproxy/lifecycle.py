@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from typing import Callable, Protocol
+from typing import Callable, Optional, Protocol
 
 log = logging.getLogger("fastproxy")
 
@@ -56,5 +56,6 @@ class MasterLink(Protocol):
     def ready(self) -> None:
         """Tell the master the worker serves."""
 
-    async def master_gone(self) -> None:
-        """Return once the master has gone."""
+    async def stop_requested(self) -> Optional[socket.socket]:
+        """Return once the worker must stop: the channel its established pairs go through to the
+        new worker of a reload, or None (the master has gone)."""

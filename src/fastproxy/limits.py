@@ -67,12 +67,14 @@ class AdmissionControl:
             frontend.session_rate.add(now)
 
     def adopted(self, frontend: FrontendRuntime) -> None:
-        """A connection a lane accepted (and counted) is Python's from now on."""
+        """A connection accepted (and counted) elsewhere is Python's from now on: a lane's, or one
+        a reload moved from the former worker."""
         state = self.state
         state.python_current += 1
         frontend.current += 1
         state.pump.add_counter(frontend.block, Counter.CONN_CUR, 1)
-        state.pump.lanes.open_delta(1)
+        if state.lane_listeners:
+            state.pump.lanes.open_delta(1)
 
     def closed(self, frontend: FrontendRuntime) -> None:
         """A connection Python held has ended: a slot is free again."""

@@ -6,9 +6,13 @@ traffic.  The master carries no traffic and restarts nothing on its own.
 
 - SIGUSR2 or SIGHUP: reload.  The files are read again; if they are valid, a new worker starts on the
   same listening sockets (plus any new address), and once it is ready the former worker is told to
-  soft-stop (SIGUSR1: it stops accepting, its connections finish, ``hard-stop-after`` cuts the rest).
-  A broken configuration, or a new worker that cannot start, leaves the running worker serving; the
-  errors are logged with their ``file:line`` and the master stays up.
+  stop and hand its established pairs over (``HANDOVER`` on its link, with one end of a UNIX socket
+  pair whose other end the new worker got at its start: ``handover.PairSender``/``PairReceiver``).
+  It stops accepting, sends every pair the new configuration has a route for, and exits once the
+  pairs left (routes removed, ``hard-stop-after`` cuts them) have ended.  A worker the link cannot
+  reach gets SIGUSR1, the soft stop without hand-over.  A broken configuration, or a new worker that
+  cannot start, leaves the running worker serving; the errors are logged with their ``file:line``
+  and the master stays up.
 - SIGTERM, SIGINT, SIGUSR1: passed to every worker; the master exits once they all have, with the
   exit status of the current worker.
 - The current worker exiting on its own (a crash): the former ones are stopped too and the master
@@ -39,6 +43,7 @@ from .handover import ListenerPool
 log = logging.getLogger("fastproxy")
 
 READY = b"READY\n"
+HANDOVER = b"HANDOVER\n"  # master -> former worker, with the channel to the new worker attached
 READY_TIMEOUT = 60.0  # seconds a new worker may take to listen before the reload is given up
 
 
@@ -52,14 +57,31 @@ class WorkerLink:
     def ready(self) -> None:
         self.sock.send(READY)
 
-    async def master_gone(self) -> None:
-        """Returns when the master has exited (or closed the link)."""
+    async def stop_requested(self) -> Optional[socket.socket]:
+        """Returns when the worker must stop: the channel to the new worker when the master asks
+        for a hand-over (a reload), None when the master has exited (or closed the link)."""
         loop = asyncio.get_running_loop()
+        told: asyncio.Future[Optional[socket.socket]] = loop.create_future()
+
+        def readable() -> None:
+            try:
+                data, fds, _, _ = socket.recv_fds(self.sock, 64, 4)
+            except BlockingIOError:
+                return
+            except OSError:
+                data, fds = b"", []
+            channel = None
+            if data.startswith(HANDOVER) and fds:
+                channel = socket.socket(fileno=fds.pop(0))
+            for fd in fds:
+                os.close(fd)
+            if (channel is not None or not data) and not told.done():
+                told.set_result(channel)
+        loop.add_reader(self.sock.fileno(), readable)
         try:
-            while await loop.sock_recv(self.sock, 64):
-                pass
-        except OSError:
-            pass
+            return await told
+        finally:
+            loop.remove_reader(self.sock.fileno())
 
 
 class Worker:
@@ -84,6 +106,16 @@ class Worker:
         self.link.close()
         if not self.exited.done():
             self.exited.set_result(status)
+
+    def hand_over(self, channel: socket.socket) -> bool:
+        """Tell the worker to stop and send its established pairs on ``channel`` (a soft stop that
+        moves them); False if the link would not take it."""
+        if self.exited.done():
+            return False
+        try:
+            return socket.send_fds(self.link, [HANDOVER], [channel.fileno()]) == len(HANDOVER)
+        except OSError:
+            return False
 
     def signal(self, signum: int) -> None:
         if not self.exited.done():
@@ -235,33 +267,47 @@ class Master:
             return False
         for warning in cfg.warnings:
             print(f"[WARNING] {warning}", file=sys.stderr)
+        # The channel the former worker's established pairs go through to the new one (handover.py).
+        ours, theirs = socket.socketpair()
         try:
-            worker = await self._start_worker(cfg)
+            try:
+                worker = await self._start_worker(cfg, theirs)
+            finally:
+                theirs.close()
+            if worker is None:
+                print(f"[ALERT] reload: the new worker did not start (worker #{former.number} "
+                      f"({former.pid}) goes on serving)", file=sys.stderr, flush=True)
+                return False
+            if self.stopping:  # stopped while the new worker started
+                worker.signal(signal.SIGTERM)
+                return False
+            self.current = worker
+            if not former.hand_over(ours):
+                former.signal(signal.SIGUSR1)
         except OSError as exc:
             print(f"[ALERT] reload: cannot listen: {exc} (worker #{former.number} ({former.pid}) goes "
                   "on serving)", file=sys.stderr, flush=True)
             return False
-        if worker is None:
-            print(f"[ALERT] reload: the new worker did not start (worker #{former.number} "
-                  f"({former.pid}) goes on serving)", file=sys.stderr, flush=True)
-            return False
-        if self.stopping:  # stopped while the new worker started
-            worker.signal(signal.SIGTERM)
-            return False
-        self.current = worker
-        former.signal(signal.SIGUSR1)
+        finally:
+            ours.close()
         log.info("master %d: worker #%d (%d) serving, former worker #%d (%d) soft-stopping",
                  os.getpid(), worker.number, worker.pid, former.number, former.pid)
         return True
 
-    async def _start_worker(self, cfg: model.Config) -> Optional[Worker]:
+    async def _start_worker(self, cfg: model.Config,
+                            pairs_from: Optional[socket.socket] = None) -> Optional[Worker]:
         """A worker on ``cfg``'s listeners, once it is ready; None if it exited first (its errors
-        are on stderr), the sockets opened for it closed again.  OSError if a bind fails."""
+        are on stderr), the sockets opened for it closed again.  OSError if a bind fails.  With
+        ``pairs_from``, the worker adopts the pairs the former one sends on that channel."""
         loop = asyncio.get_running_loop()
         sockets, opened = self.pool.open_for(cfg)
         keys_in_use = set(sockets)
         ours, theirs = socket.socketpair()
         args = [sys.executable, "-m", "fastproxy", "run", "--worker-link", str(theirs.fileno())]
+        inherited = [theirs.fileno(), *(s.fileno() for s in sockets.values())]
+        if pairs_from is not None:
+            args += ["--handover-from", str(pairs_from.fileno())]
+            inherited.append(pairs_from.fileno())
         for path in self.files:
             args += ["-f", path]
         for key, sock in sockets.items():
@@ -273,7 +319,7 @@ class Master:
         args += self.worker_args
         output = subprocess.DEVNULL if self.detach else None
         try:
-            proc = subprocess.Popen(args, pass_fds=[theirs.fileno(), *(s.fileno() for s in sockets.values())],
+            proc = subprocess.Popen(args, pass_fds=inherited,
                                     stdin=subprocess.DEVNULL, stdout=output, stderr=output)
         except BaseException:
             ours.close()

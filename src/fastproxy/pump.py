@@ -13,15 +13,16 @@ tests/test_pump.py is the contract as tests, run on both.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Optional, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Optional, Protocol, Sequence
 
 from ._impl import load_extension
-from ._pump_common import (COUNTER_FIELDS, DEFAULT_PIPESIZE, TIME_FIELDS, TIME_WINDOW, Counter, EndReason,
-                           OnConnectFailed, OnLaneEnded, OnLaneHandBack, OnPairEnded, PairInfo, Time,
-                           default_pipesize, default_threads)
+from ._pump_common import (COUNTER_FIELDS, DEFAULT_PIPESIZE, TIME_FIELDS, TIME_WINDOW, Counter, DetachedPair,
+                           EndReason, OnConnectFailed, OnLaneEnded, OnLaneHandBack, OnPairEnded, PairInfo,
+                           Time, default_pipesize, default_threads)
 from ._pump_py import PyPump
 
-__all__ = ["COMPILED", "COUNTER_FIELDS", "CPump", "Counter", "DEFAULT_PIPESIZE", "EndReason", "LaneSpec",
+__all__ = ["COMPILED", "COUNTER_FIELDS", "CPump", "Counter", "DEFAULT_PIPESIZE", "DetachedPair", "EndReason",
+           "LaneSpec",
            "OnConnectFailed", "OnLaneEnded", "OnLaneHandBack", "OnPairEnded", "PairInfo", "Pump",
            "PumpProtocol", "PyPump", "TIME_FIELDS", "TIME_WINDOW", "Time", "Timeouts", "default_pipesize",
            "default_threads"]
@@ -144,6 +145,24 @@ class PumpProtocol(Protocol):
         the whole) are folded into the server block's and ``backend_block``'s ``times``.
         RuntimeError when the pump is not running.
         """
+        ...
+
+    def detach(self, tags: Iterable[int]) -> list[DetachedPair]:
+        """Let go of the established pairs of ``tags`` (lanes' too) at a clean point, without ending
+        them: their descriptors, open and the caller's, and where each stood (``DetachedPair``).
+        Nothing is half-written: the compiled pump copies a pair's bytes in flight (its buffer, or
+        what its pipe holds) into the record; the twin moves a pair only once its transports hold
+        none (it pauses their reads; a pair not clean yet is left for a next call).  The pump's books
+        drop a detached pair as at an end, without a report; pairs connecting, ended or unknown are
+        left out."""
+        ...
+
+    def adopt(self, pair: DetachedPair, *, tag: int = 0) -> int:
+        """Take a pair another pump detached, its descriptors and blocks this pump's (``_replace``
+        them): pumped from where it stood, its bytes in flight written first, its half-closes, byte
+        counts, idle times (its timeouts go on from them) and age as they were; counted as open in
+        its server block, not as a new connection.  ``tag`` names it from now on (its end is
+        reported as a pair of ``add_pair``'s).  The worker that took it."""
         ...
 
     def cut(self) -> None:

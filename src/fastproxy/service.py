@@ -17,6 +17,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import sys
 from typing import Optional
 
@@ -32,10 +33,12 @@ log = logging.getLogger("fastproxy")
 
 async def serve(cfg: Optional[model.Config], pidfile: Optional[str], grace: Optional[float], *,
                 open_listener: Optional[Opener] = None, worker: Optional[MasterLink] = None,
-                ready: Optional[Ready] = None, fleet: Optional[FleetSettings] = None) -> int:
+                ready: Optional[Ready] = None, fleet: Optional[FleetSettings] = None,
+                pairs_from: Optional[socket.socket] = None) -> int:
     """Run ``cfg`` (the embedded default for None) until SIGINT, SIGTERM or SIGUSR1 (or, as a
-    ``worker``, until its master goes away); the exit status.  With ``fleet``, its backends take
-    their servers from etcd (``fleet.Fleet``)."""
+    ``worker``, until its master goes away or asks it to hand its pairs over to a new worker); the
+    exit status.  With ``fleet``, its backends take their servers from etcd (``fleet.Fleet``); with
+    ``pairs_from`` (a reload's new worker), it adopts the former worker's pairs sent on it."""
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
@@ -97,10 +100,17 @@ async def serve(cfg: Optional[model.Config], pidfile: Optional[str], grace: Opti
     for address in engine.listening_addresses():
         log.info("listening on %s:%s (%s data plane, %d pump thread(s))", address[0], address[1],
                  implementation(), engine.pump_threads)
+    if pairs_from is not None:
+        try:
+            engine.receive_pairs(pairs_from)
+        except OSError as exc:  # the master gone already: nothing will come
+            log.warning("handover: cannot take the former worker's pairs: %s", exc)
+            pairs_from.close()
+    told = None
     if worker is not None:
         worker.ready()
-        master_gone = loop.create_task(worker.master_gone())
-        master_gone.add_done_callback(lambda _: stopping.set())
+        told = loop.create_task(worker.stop_requested())
+        told.add_done_callback(lambda _: stopping.set())
     if worker is None:
         notify("READY=1")  # a worker's master speaks for the service
     if ready is not None:
@@ -111,8 +121,15 @@ async def serve(cfg: Optional[model.Config], pidfile: Optional[str], grace: Opti
         notify("STOPPING=1")
     if running_fleet is not None:
         await running_fleet.stop()
-    log.info("stopping: listeners closed, %d connection(s) to finish", engine.current)
-    await engine.stop(grace)
+    hand_over = None
+    if told is not None:
+        if told.done() and not told.cancelled() and told.exception() is None:
+            hand_over = told.result()  # a reload: the pairs go to the new worker
+        else:
+            told.cancel()
+    log.info("stopping: listeners closed, %d connection(s) to %s", engine.current,
+             "hand over or finish" if hand_over is not None else "finish")
+    await engine.stop(grace, hand_over=hand_over)
     for _, server, _ in echo_backends:
         server.close()
     if pidfile:

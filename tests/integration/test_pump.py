@@ -714,3 +714,150 @@ async def test_a_pair_that_never_connected_has_no_session_times(pump_class):
             os.close(ended.client_fd)
             assert sum(pump.times(SERVER)) == sum(pump.times(BACKEND)) == 0
             client.close()
+
+
+# --- pairs that move: detach from one pump, adopt in another (a reload) ----------------------------------
+
+async def detached(pump: Any, tag: int, timeout: float = 5.0) -> Any:
+    """The pair of ``tag`` let go of by ``pump``: asked again until it is at a clean point (the twin
+    moves a pair once its transports hold nothing to write)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = pump.detach([tag])
+        if found:
+            [pair] = found
+            return pair
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"pair {tag} was not detached")
+
+
+def adoptable(pair: Any, **blocks: int) -> Any:
+    return pair._replace(frontend_block=blocks.get("frontend_block", FRONTEND),
+                         server_block=blocks.get("server_block", SERVER), backend_block=-1)
+
+
+async def test_a_stream_detached_mid_way_goes_on_in_the_pump_that_adopts_it_byte_exact(pump_class):
+    """Both directions stream while the pair moves from one pump to another: every byte arrives once,
+    in order; the first pump reports nothing, the second ends the pair with the whole counts."""
+    size = 3 * 1024 * 1024
+    up = random.Random(3).randbytes(size)
+    down = random.Random(4).randbytes(size)
+    loop = asyncio.get_running_loop()
+
+    async def paced(sock: socket.socket, data: bytes) -> None:
+        for start in range(0, len(data), 64 * 1024):
+            await loop.sock_sendall(sock, data[start:start + 64 * 1024])
+            await asyncio.sleep(0.005)
+        sock.shutdown(socket.SHUT_WR)
+
+    with listener() as lst:
+        async with started(pump_class) as (first, first_books), started(pump_class) as (second, books):
+            pair = wire(first, lst, tag=5, client_timeout=30, server_timeout=30)
+            sending = [loop.create_task(paced(pair.client, up)), loop.create_task(paced(pair.server, down))]
+            receiving = [loop.create_task(recv_all(pair.server, timeout=60)),
+                         loop.create_task(recv_all(pair.client, timeout=60))]
+            await asyncio.sleep(0.2)
+            moved = await detached(first, 5)
+            assert first.active == 0 and first.pairs() == []
+            assert 0 < moved.bytes_in < size and 0 < moved.bytes_out < size
+            assert moved.timeouts_ms[:2] == (30_000, 30_000)
+            assert first.counters(SERVER)[Counter.CONN_CUR] == 0
+            second.adopt(adoptable(moved), tag=9)
+            at_server, at_client = await asyncio.gather(*receiving)
+            await asyncio.gather(*sending)
+            assert hashlib.sha256(at_server).digest() == hashlib.sha256(up).digest()
+            assert hashlib.sha256(at_client).digest() == hashlib.sha256(down).digest()
+            ended = await books.end_of(9)
+            assert (ended.reason, ended.bytes_in, ended.bytes_out) == (EndReason.CLOSED, size, size)
+            # Counted as open where it is, as a new connection only where it began.
+            assert second.counters(SERVER)[Counter.CONN_TOTAL] == 0
+            assert second.counters(SERVER)[Counter.CONN_CUR] == 0
+            assert first_books.ended == {}
+            pair.close()
+
+
+async def test_a_half_closed_pair_moves_with_its_half_close(pump_class):
+    with listener() as lst:
+        async with started(pump_class) as (first, _), started(pump_class) as (second, books):
+            pair = wire(first, lst, tag=5)
+            await exchange(pair.client, pair.server, b"request")
+            pair.client.shutdown(socket.SHUT_WR)
+            assert await recv_all(pair.server, timeout=5) == b""  # the FIN was passed on
+            moved = await detached(first, 5)
+            assert (moved.in_eof, moved.in_shut, moved.out_eof, moved.out_shut) == (True, True, False, False)
+            second.adopt(adoptable(moved), tag=6)
+            await exchange(pair.server, pair.client, b"the answer")
+            pair.server.shutdown(socket.SHUT_WR)
+            assert await recv_all(pair.client, timeout=5) == b""
+            ended = await books.end_of(6)
+            assert (ended.reason, ended.bytes_in, ended.bytes_out) == (EndReason.CLOSED, 7, 10)
+            pair.close()
+
+
+async def test_an_adopted_pair_keeps_its_idle_time_and_its_timeout_goes_on_from_it(pump_class):
+    with listener() as lst:
+        async with started(pump_class) as (first, _), started(pump_class) as (second, books):
+            pair = wire(first, lst, tag=5, client_timeout=1.5, server_timeout=30)
+            await exchange(pair.client, pair.server, b"x")
+            await asyncio.sleep(0.6)
+            moved = await detached(first, 5)
+            assert moved.client_idle_ms >= 500
+            adopted_at = time.monotonic()
+            second.adopt(adoptable(moved), tag=6)
+            ended = await books.end_of(6, timeout=5)
+            assert ended.reason is EndReason.CLIENT_TIMEOUT
+            assert ended.at - adopted_at < 1.4  # not a fresh 1.5 s: the idle time came along
+            pair.close()
+
+
+async def test_pairs_connecting_or_unknown_are_not_detached(pump_class):
+    with listener() as lst:
+        async with started(pump_class) as (pump, books):
+            client, proxy_client = lst.pair()
+            # A connect that never completes: a listener whose backlog is full drops the SYN.
+            with socket.socket() as full:
+                full.bind(("127.0.0.1", 0))
+                full.listen(0)
+                fillers = [start_connect(full.getsockname()[1]) for _ in range(4)]
+                await asyncio.sleep(0.1)
+                hanging = start_connect(full.getsockname()[1])
+                pump.add_pair(proxy_client.detach(), hanging.detach(), tag=3, connecting=True,
+                              connect_timeout=10, frontend_block=FRONTEND, server_block=SERVER)
+                await wait_until(lambda: len(pump.pairs()) == 1)
+                assert pump.detach([3, 4]) == []
+                assert pump.detach([]) == []
+                assert [info.tag for info in pump.pairs()] == [3]
+                pump.cut_pair(3)
+                await books.end_of(3)
+                for sock in fillers:
+                    sock.close()
+            client.close()
+
+
+@compiled_only
+@pytest.mark.c_extension
+async def test_the_compiled_pump_detaches_a_pair_with_its_bytes_in_flight():
+    """A server that does not read: the pump holds what it could not write (its buffer or its pipe);
+    the record carries exactly those bytes and the adopting pump writes them first."""
+    size = 8 * 1024 * 1024
+    data = random.Random(5).randbytes(size)
+    loop = asyncio.get_running_loop()
+    with listener() as lst:
+        async with started(CPump) as (first, _), started(CPump) as (second, books):
+            pair = wire(first, lst, tag=5)
+            pair.server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+            sending = loop.create_task(loop.sock_sendall(pair.client, data))
+            await wait_until(lambda: any(info.pending_in for info in first.pairs()), timeout=10)
+            await asyncio.sleep(0.1)
+            moved = await detached(first, 5)
+            assert len(moved.pending_in) > 0 and moved.pending_out == b""
+            second.adopt(adoptable(moved), tag=6)
+            receiving = loop.create_task(recv_all(pair.server, timeout=60))
+            await sending
+            pair.client.shutdown(socket.SHUT_WR)
+            received = await receiving
+            assert hashlib.sha256(received).digest() == hashlib.sha256(data).digest()
+            pair.server.shutdown(socket.SHUT_WR)
+            ended = await books.end_of(6)
+            assert (ended.reason, ended.bytes_in) == (EndReason.CLOSED, size)
+            pair.close()

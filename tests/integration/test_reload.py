@@ -6,6 +6,7 @@ Every wait is bounded and waits for something (a log line, a listener, a process
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import signal
@@ -116,7 +117,7 @@ def test_the_master_starts_one_worker_holds_the_pidfile_and_stops_with_it(implem
 
 
 @pytest.mark.parametrize("signum", [signal.SIGUSR2, signal.SIGHUP], ids=["SIGUSR2", "SIGHUP"])
-def test_a_reload_starts_a_worker_on_the_new_file_and_the_former_one_finishes_its_connections(
+def test_a_reload_starts_a_worker_on_the_new_file_and_the_former_one_hands_its_connections_over(
         implementation_env, tmp_path, backend, signum):
     port, added, cfg = free_port(), free_port(), tmp_path / "haproxy.cfg"
     write_config(cfg, backend, [port])
@@ -130,14 +131,13 @@ def test_a_reload_starts_a_worker_on_the_new_file_and_the_former_one_finishes_it
         write_config(cfg, backend, [port, added])  # the new file listens on one more address
         master.reload(2, signum)
         assert roundtrip(added) == b"ping\n" and roundtrip(port) == b"ping\n"
-        # The former worker stopped accepting but still serves its connection...
-        assert alive(first)
-        assert exchange_line(established, b"during\n") == b"during\n"
-        # ...and exits once it has ended.
-        established.close()
-        wait_for(lambda: not alive(first), 15, "the former worker exits")
+        # The former worker gave its connection to the new one and exited at once...
+        wait_for(lambda: not alive(first), 10, "the former worker exits")
         master.wait_log(f"former worker #1 ({first}) exited with code 0")
+        # ...which serves it on.
+        assert exchange_line(established, b"during\n") == b"during\n"
         assert len(master.workers()) == 1 and master.proc.poll() is None
+        established.close()
         assert roundtrip(port) == b"ping\n"
     finally:
         master.close()
@@ -153,6 +153,8 @@ def test_hard_stop_after_cuts_the_former_workers_connections(implementation_env,
         [first] = master.workers()
         established = socket.create_connection(("127.0.0.1", port), timeout=5)
         assert exchange_line(established, b"before\n") == b"before\n"
+        # The server is renamed: the connection has no route in the new file and stays.
+        cfg.write_text(cfg.read_text().replace("server e1 ", "server e2 "))
         master.reload(2)
         started = time.monotonic()
         wait_for(lambda: not alive(first), 15, "the former worker is cut")
@@ -354,3 +356,161 @@ def test_the_stats_sockets_pass_to_the_new_worker(tmp_path, backend):
         assert show_info_pid(unix) == show_info_pid(("127.0.0.1", stats_port)) == second
     finally:
         master.close()
+
+
+# --- established pairs move to the new worker --------------------------------------------------------
+
+STATS_GLOBAL = "    stats socket {path} level admin"
+
+
+def stats_command(path: str, command: str) -> str:
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(10)
+        sock.connect(path)
+        sock.sendall(command.encode() + b"\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer.decode()
+
+
+class Stream:
+    """A long stream through the proxy: random chunks sent at a steady pace until ``finish``, the echo
+    read back by a thread of its own; SHA-256 of what was sent and of what came back."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        self.port = self.sock.getsockname()[1]
+        self.sent, self.received = hashlib.sha256(), hashlib.sha256()
+        self.sent_bytes = self.received_bytes = 0
+        self.error: list[BaseException] = []
+        self.stopping = threading.Event()
+        self.writer = threading.Thread(target=self._write)
+        self.reader = threading.Thread(target=self._read)
+        self.writer.start()
+        self.reader.start()
+
+    def _write(self) -> None:
+        deadline = time.monotonic() + 120
+        try:
+            for _ in range(100_000):  # bounded in count and in time
+                if self.stopping.is_set() or time.monotonic() > deadline:
+                    break
+                chunk = os.urandom(16 * 1024)
+                self.sock.sendall(chunk)
+                self.sent.update(chunk)
+                self.sent_bytes += len(chunk)
+                time.sleep(0.005)
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError as exc:
+            self.error.append(exc)
+
+    def _read(self) -> None:
+        try:
+            while chunk := self.sock.recv(65536):
+                self.received.update(chunk)
+                self.received_bytes += len(chunk)
+        except OSError as exc:
+            self.error.append(exc)
+
+    def finish(self) -> bool:
+        """Stop sending, read the rest: True if every byte came back, in order, once."""
+        self.stopping.set()
+        self.writer.join(30)
+        self.reader.join(30)
+        self.sock.close()
+        return (not self.error and self.received_bytes == self.sent_bytes > 0
+                and self.received.digest() == self.sent.digest())
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("path", ["lane", "python"])
+def test_a_long_stream_moves_to_each_new_worker_byte_exact(implementation_env, tmp_path, backend, path):
+    """A stream runs across three reloads: each time its pair moves to the new worker (``show sess``
+    on the stats socket, answered by the new worker, lists it) and the former worker exits without
+    waiting for it; what comes back is what was sent, SHA-256 checked."""
+    port, cfg, stats = free_port(), tmp_path / "haproxy.cfg", str(tmp_path / "stats.sock")
+    write_config(cfg, backend, [port], global_extra=STATS_GLOBAL.format(path=stats),
+                 listen_extra=PYTHON_PATH if path == "python" else "")
+    master = Master(tmp_path, implementation_env, cfg, "-W")
+    stream = None
+    try:
+        master.wait_serving()
+        stream = Stream(port)
+        wait_for(lambda: stream.received_bytes > 100_000, 20, "the stream flows")
+        for number in range(2, 5):
+            [former] = master.workers()
+            master.reload(number)
+            wait_for(lambda: not alive(former), 10, f"worker #{number - 1} exits, its stream moved")
+            wait_for(lambda: len(master.workers()) == 1, 10, "the master reaps it")  # a zombie a moment
+            [current] = master.workers()
+            assert show_info_pid(stats) == current
+            assert f"src=127.0.0.1:{stream.port} " in stats_command(stats, "show sess")
+            flowing = stream.received_bytes
+            wait_for(lambda: stream.received_bytes > flowing + 100_000, 20, "the stream flows on")
+        assert "connection(s) moved to the new worker" in master.log()
+        assert stream.finish(), (stream.sent_bytes, stream.received_bytes, stream.error)
+        stream = None
+    finally:
+        if stream is not None:
+            stream.finish()
+        master.close()
+
+
+def test_a_pair_whose_server_was_removed_stays_in_the_former_worker_until_it_ends(
+        implementation_env, tmp_path, backend):
+    port, cfg = free_port(), tmp_path / "haproxy.cfg"
+    write_config(cfg, backend, [port])
+    master = Master(tmp_path, implementation_env, cfg, "-W")
+    try:
+        master.wait_serving()
+        [first] = master.workers()
+        staying = socket.create_connection(("127.0.0.1", port), timeout=5)
+        assert exchange_line(staying, b"before\n") == b"before\n"
+        cfg.write_text(cfg.read_text().replace("server e1 ", "server e2 "))  # e1 is gone
+        master.reload(2)
+        assert roundtrip(port) == b"ping\n"  # new connections: the new worker, on e2
+        # The former worker keeps the pair whose server the new file no longer has, and serves it.
+        time.sleep(1.0)
+        assert alive(first)
+        assert exchange_line(staying, b"during\n") == b"during\n"
+        staying.close()
+        wait_for(lambda: not alive(first), 15, "the former worker exits once its pair ended")
+        assert "0 connection(s) moved to the new worker, 1 left here" in master.log()
+    finally:
+        master.close()
+
+
+def test_handover_frames_carry_their_header_payload_and_sockets_in_order():
+    from fastproxy.handover import FrameReader, send_frame
+
+    ours, theirs = socket.socketpair()
+    carried = [socket.socketpair() for _ in range(3)]
+    try:
+        big = os.urandom(300_000)  # more than a socket buffer: the reader drains as the sender writes
+        sender = threading.Thread(target=lambda: [
+            send_frame(ours, {"n": 0}),
+            send_frame(ours, {"n": 1, "payload": len(big), "fds": 2}, (carried[0][0].fileno(),
+                                                                        carried[1][0].fileno()), big),
+            send_frame(ours, {"n": 2, "payload": 3, "fds": 1}, (carried[2][0].fileno(),), b"end"),
+            ours.shutdown(socket.SHUT_WR)])
+        sender.start()
+        reader = FrameReader(theirs)
+        frames = []
+        while (frame := reader.next()) is not None:
+            frames.append(frame)
+        sender.join(10)
+        assert [(header["n"], len(fds), payload[:3]) for header, fds, payload in frames] == [
+            (0, 0, b""), (1, 2, big[:3]), (2, 1, b"end")]
+        assert frames[1][2] == big
+        # Each descriptor received is the socket that was sent: what goes in one end comes out of its peer.
+        for fd, (_, far) in zip(frames[1][1] + frames[2][1], carried):
+            with socket.socket(fileno=fd) as received:
+                received.sendall(b"x")
+                assert far.recv(1) == b"x"
+    finally:
+        ours.close()
+        theirs.close()
+        for a, b in carried:
+            a.close()
+            b.close()

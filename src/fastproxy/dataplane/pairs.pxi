@@ -140,9 +140,7 @@ cdef int pump_direction(Worker *w, Pair *p, Direction *d, Direction *other, Side
             if d.buf_len:
                 dst.writable = 0
                 return P_WAIT
-            give_buffer(w, d.buf)
-            d.buf = NULL
-            d.buf_off = 0
+            drop_buffer(w, d)
             continue
 
         # 2. Nothing in flight: pass a FIN on, or read more.
@@ -314,6 +312,7 @@ cdef bint register_pair(Worker *w, NewPair *np) noexcept nogil:
             close(np.client_fd)
             close(np.server_fd)
             free(np.prefix)
+            free(np.pending_out)
             if np.lane >= 0:
                 lane_closed(w, &w.lanes[np.lane], np.frontend_block)
             else:
@@ -353,10 +352,13 @@ cdef bint register_pair(Worker *w, NewPair *np) noexcept nogil:
         # The prefix goes first: it is what the client->server buffer holds before any read.
         p.c2s.buf = np.prefix
         p.c2s.buf_len = np.prefix_len
+        p.c2s.buf_own = np.prefix_len > w.shared.bufsize
         np.prefix = NULL
     p.active = 1
     fp_atomic_add_int(&w.active, 1)
-    if not p.connecting:
+    if np.adopted:
+        resume_adopted(w, p, np)  # moves.pxi
+    elif not p.connecting:
         count_established(w.shared, p)
     ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET
     ev.data.u64 = (<uint64_t>slot) << 1

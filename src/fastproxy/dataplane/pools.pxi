@@ -53,9 +53,19 @@ cdef void give_pipe(Worker *w, Direction *d) noexcept nogil:
     d.pipe_len = 0
 
 
+cdef void drop_buffer(Worker *w, Direction *d) noexcept nogil:
+    """The direction's buffer is done with: back to the pool, or freed if it is not of the pool's size."""
+    if d.buf_own:
+        free(d.buf)
+        d.buf_own = 0
+    else:
+        give_buffer(w, d.buf)
+    d.buf = NULL
+    d.buf_off = 0
+    d.buf_len = 0
+
+
 cdef void release_direction(Worker *w, Direction *d) noexcept nogil:
     if d.buf != NULL:
-        give_buffer(w, d.buf)
-        d.buf = NULL
-        d.buf_len = 0
+        drop_buffer(w, d)
     give_pipe(w, d)

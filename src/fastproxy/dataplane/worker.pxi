@@ -116,6 +116,7 @@ cdef bint take_commands(Worker *w) noexcept nogil:
     cdef int32_t blocks[MAX_CUT_SERVERS]
     cdef uint64_t tags[MAX_CUT_PAIRS]
     cdef bint cut, stop
+    cdef DetachRequest *detach
     read(w.wake_fd, &value, sizeof(value))
     pthread_mutex_lock(&w.lock)
     for i in range(w.incoming_len):
@@ -136,7 +137,11 @@ cdef bint take_commands(Worker *w) noexcept nogil:
     for i in range(cut_pairs):
         tags[i] = w.cut_pairs[i]
     w.cut_pairs_len = 0
+    detach = w.detach
+    w.detach = NULL
     pthread_mutex_unlock(&w.lock)
+    if detach != NULL:
+        detach_requested(w, detach)  # moves.pxi
     if cut or stop:
         end_all(w, END_SHUTDOWN)
         return stop
