@@ -402,3 +402,5 @@ cdef class Pump:
     cdef bint _started
     cdef bint _stopped
     cdef int _next_worker
+
+    cdef int _least_loaded(self)

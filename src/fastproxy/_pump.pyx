@@ -258,7 +258,7 @@ cdef class Pump:
         folded at the end into the server's and the backend's blocks (see ``times``).
         """
         cdef NewPair np
-        cdef int i, k, best = -1, best_active = 0, active
+        cdef int best
         cdef char *prefix_copy = NULL
         if not self.shared.running:
             raise RuntimeError("pump is not running")
@@ -270,14 +270,7 @@ cdef class Pump:
             if prefix_copy == NULL:
                 raise MemoryError()
             memcpy(prefix_copy, <char *>prefix, len(prefix))
-        # The least loaded worker takes the pair; ties go round robin.
-        for i in range(self.nworkers):
-            k = (self._next_worker + i) % self.nworkers
-            active = fp_atomic_load_int(&self.workers[k].active)
-            if best < 0 or active < best_active:
-                best = k
-                best_active = active
-        self._next_worker = (best + 1) % self.nworkers
+        best = self._least_loaded()
         memset(&np, 0, sizeof(NewPair))
         np.dialed_ms = monotonic_ms()
         np.accepted_ms = np.dialed_ms - min(<uint64_t>(max(waited, 0.0) * 1000.0), np.dialed_ms)
@@ -365,7 +358,7 @@ cdef class Pump:
         pump's): pumped from where it stood, its bytes in flight first, its half-closes, byte counts,
         idle times and age as they were; ``tag`` names it from now on.  The worker that took it."""
         cdef NewPair np
-        cdef int i, k, best = -1, best_active = 0, active
+        cdef int best
         cdef bytes pending_in = pair.pending_in, pending_out = pair.pending_out
         cdef uint64_t now = monotonic_ms()
         if not self.shared.running:
@@ -379,13 +372,7 @@ cdef class Pump:
             raise MemoryError()
         np.prefix_len = len(pending_in)
         np.pending_out_len = len(pending_out)
-        for i in range(self.nworkers):
-            k = (self._next_worker + i) % self.nworkers
-            active = fp_atomic_load_int(&self.workers[k].active)
-            if best < 0 or active < best_active:
-                best = k
-                best_active = active
-        self._next_worker = (best + 1) % self.nworkers
+        best = self._least_loaded()
         np.client_fd = pair.client_fd
         np.server_fd = pair.server_fd
         np.timeouts.client, np.timeouts.server, np.timeouts.client_fin, np.timeouts.server_fin, \
@@ -410,6 +397,18 @@ cdef class Pump:
             free(np.prefix)
             free(np.pending_out)
             raise MemoryError()
+        return best
+
+    cdef int _least_loaded(self):
+        """The worker a new pair goes to: the least loaded; ties go round robin."""
+        cdef int i, k, best = -1, best_active = 0, active
+        for i in range(self.nworkers):
+            k = (self._next_worker + i) % self.nworkers
+            active = fp_atomic_load_int(&self.workers[k].active)
+            if best < 0 or active < best_active:
+                best = k
+                best_active = active
+        self._next_worker = (best + 1) % self.nworkers
         return best
 
     def cut(self):

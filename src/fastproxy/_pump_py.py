@@ -17,7 +17,7 @@ import errno
 import os
 import socket
 import time
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 from . import _linux
 from ._pump_common import (COUNTER_FIELDS, TIME_FIELDS, Counter, DetachedPair, EndReason, OnConnectFailed,
@@ -333,26 +333,16 @@ class PyPump:
         pair.client.seen = clock - carried.client_idle_ms / 1000
         pair.server.seen = clock - carried.server_idle_ms / 1000
         self.arm(pair)  # its timeouts go on from where they stood
-        try:
-            await self.loop.connect_accepted_socket(lambda: pair.client, client_sock)
-            client = pair.client.transport
-            assert client is not None
-            if carried.pending_out:
+
+        def write_pending_out(client: asyncio.Transport) -> None:
+            if carried.pending_out:  # before anything of the server's
                 client.write(carried.pending_out)
                 pair.bytes_out += len(carried.pending_out)
                 self.count(pair.frontend_block, Counter.BYTES_OUT, len(carried.pending_out))
                 self.count(pair.server_block, Counter.BYTES_OUT, len(carried.pending_out))
             if carried.out_eof and not carried.out_shut:
                 client.write_eof()
-            await self.loop.connect_accepted_socket(lambda: pair.server, server_sock)
-        except (OSError, RuntimeError):
-            client_sock.close()
-            server_sock.close()
-            pair.end(EndReason.ERROR)
-            return
-        if pair.ended:  # cut while registering
-            pair.ended = False
-            pair.end(EndReason.SHUTDOWN)
+        await self._open_transports(pair, client_sock, server_sock, write_pending_out)
 
     async def _connected(self, sock: socket.socket, timeout: Optional[float]) -> int:
         """Wait for a connect in progress to end; its errno (0: connected)."""
@@ -394,8 +384,17 @@ class PyPump:
         pair.client.seen = pair.server.seen = time.monotonic()
         pair.connect_time = now - pair.dialed
         self.arm(pair)
+        await self._open_transports(pair, client_sock, server_sock)
+
+    async def _open_transports(self, pair: _PyPair, client_sock: socket.socket, server_sock: socket.socket,
+                               client_opened: Optional[Callable[[asyncio.Transport], None]] = None) -> None:
+        """Both sides' transports, the client's first (``client_opened`` is called with it before the
+        server's exists); the pair ends if they cannot be made, or was cut meanwhile."""
         try:
             await self.loop.connect_accepted_socket(lambda: pair.client, client_sock)
+            if client_opened is not None:
+                assert pair.client.transport is not None
+                client_opened(pair.client.transport)
             await self.loop.connect_accepted_socket(lambda: pair.server, server_sock)
         except (OSError, RuntimeError):
             client_sock.close()

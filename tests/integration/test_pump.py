@@ -148,6 +148,21 @@ def closed_port() -> int:
         return sock.getsockname()[1]
 
 
+@contextlib.asynccontextmanager
+async def hanging_connect() -> AsyncIterator[socket.socket]:
+    """A connect that never completes: a listener whose backlog is full drops the SYN."""
+    with socket.socket() as full:
+        full.bind(("127.0.0.1", 0))
+        full.listen(0)
+        fillers = [start_connect(full.getsockname()[1]) for _ in range(4)]
+        try:
+            await asyncio.sleep(0.1)
+            yield start_connect(full.getsockname()[1])
+        finally:
+            for sock in fillers:
+                sock.close()
+
+
 def start_connect(port: int) -> socket.socket:
     sock = socket.socket()
     sock.setblocking(False)
@@ -661,13 +676,7 @@ async def test_a_pair_connecting_shows_its_connect_timeout(pump_class):
     with listener() as lst:
         async with started(pump_class) as (pump, books):
             client, proxy_client = lst.pair()
-            # A connect that never completes: a listener whose backlog is full drops the SYN.
-            with socket.socket() as full:
-                full.bind(("127.0.0.1", 0))
-                full.listen(0)
-                fillers = [start_connect(full.getsockname()[1]) for _ in range(4)]
-                await asyncio.sleep(0.1)
-                hanging = start_connect(full.getsockname()[1])
+            async with hanging_connect() as hanging:
                 pump.add_pair(proxy_client.detach(), hanging.detach(), tag=3, connecting=True,
                               connect_timeout=10, frontend_block=FRONTEND, server_block=SERVER)
                 await wait_until(lambda: len(pump.pairs()) == 1)
@@ -675,8 +684,6 @@ async def test_a_pair_connecting_shows_its_connect_timeout(pump_class):
                 assert info.connecting and 5_000 < info.server_expires_ms <= 10_000
                 pump.cut_pair(3)
                 await books.end_of(3)
-                for sock in fillers:
-                    sock.close()
             client.close()
 
 
@@ -814,13 +821,7 @@ async def test_pairs_connecting_or_unknown_are_not_detached(pump_class):
     with listener() as lst:
         async with started(pump_class) as (pump, books):
             client, proxy_client = lst.pair()
-            # A connect that never completes: a listener whose backlog is full drops the SYN.
-            with socket.socket() as full:
-                full.bind(("127.0.0.1", 0))
-                full.listen(0)
-                fillers = [start_connect(full.getsockname()[1]) for _ in range(4)]
-                await asyncio.sleep(0.1)
-                hanging = start_connect(full.getsockname()[1])
+            async with hanging_connect() as hanging:
                 pump.add_pair(proxy_client.detach(), hanging.detach(), tag=3, connecting=True,
                               connect_timeout=10, frontend_block=FRONTEND, server_block=SERVER)
                 await wait_until(lambda: len(pump.pairs()) == 1)
@@ -829,8 +830,6 @@ async def test_pairs_connecting_or_unknown_are_not_detached(pump_class):
                 assert [info.tag for info in pump.pairs()] == [3]
                 pump.cut_pair(3)
                 await books.end_of(3)
-                for sock in fillers:
-                    sock.close()
             client.close()
 
 

@@ -89,6 +89,13 @@ def backend():
         yield port
 
 
+def connected(port: int) -> socket.socket:
+    """A client connection through the proxy, one line echoed already."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    assert exchange_line(sock, b"before\n") == b"before\n"
+    return sock
+
+
 def roundtrip(port: int, line: bytes = b"ping\n") -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         return exchange_line(sock, line)
@@ -125,8 +132,7 @@ def test_a_reload_starts_a_worker_on_the_new_file_and_the_former_one_hands_its_c
     try:
         master.wait_serving()
         [first] = master.workers()
-        established = socket.create_connection(("127.0.0.1", port), timeout=5)
-        assert exchange_line(established, b"before\n") == b"before\n"
+        established = connected(port)
 
         write_config(cfg, backend, [port, added])  # the new file listens on one more address
         master.reload(2, signum)
@@ -151,8 +157,7 @@ def test_hard_stop_after_cuts_the_former_workers_connections(implementation_env,
     try:
         master.wait_serving()
         [first] = master.workers()
-        established = socket.create_connection(("127.0.0.1", port), timeout=5)
-        assert exchange_line(established, b"before\n") == b"before\n"
+        established = connected(port)
         # The server is renamed: the connection has no route in the new file and stays.
         cfg.write_text(cfg.read_text().replace("server e1 ", "server e2 "))
         master.reload(2)
@@ -465,8 +470,7 @@ def test_a_pair_whose_server_was_removed_stays_in_the_former_worker_until_it_end
     try:
         master.wait_serving()
         [first] = master.workers()
-        staying = socket.create_connection(("127.0.0.1", port), timeout=5)
-        assert exchange_line(staying, b"before\n") == b"before\n"
+        staying = connected(port)
         cfg.write_text(cfg.read_text().replace("server e1 ", "server e2 "))  # e1 is gone
         master.reload(2)
         assert roundtrip(port) == b"ping\n"  # new connections: the new worker, on e2
