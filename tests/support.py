@@ -13,6 +13,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 from typing import Any, AsyncIterator, Callable, Iterator, Optional
 
@@ -314,11 +315,11 @@ DEFAULT_ADDRESS = ("127.0.0.1", 8080)
 
 
 def start_fastproxy(args: list[str], env: dict, pass_fds: tuple[int, ...] = (), *,
-                    stderr: Any = subprocess.PIPE) -> subprocess.Popen:
+                    stderr: Any = subprocess.PIPE, umask: int = -1) -> subprocess.Popen:
     """``fastproxy <args>`` as a child process (inheriting the descriptors ``pass_fds``); ``stderr``
-    may be a file to read while it runs."""
+    may be a file to read while it runs; ``umask``, when given, is the child's."""
     return subprocess.Popen([sys.executable, "-m", "fastproxy", *args], env=env, pass_fds=pass_fds,
-                            stdout=subprocess.PIPE, stderr=stderr, text=True)
+                            stdout=subprocess.PIPE, stderr=stderr, text=True, umask=umask)
 
 
 def children(pid: int) -> list[int]:
@@ -363,6 +364,34 @@ def wait_listening(address: tuple, proc: subprocess.Popen, timeout: float = 15.0
     raise AssertionError(f"nothing listens on {address}")
 
 
+class EchoThread:
+    """A blocking echo backend in a thread of the test process."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._echo, args=(conn,), daemon=True).start()
+
+    @staticmethod
+    def _echo(conn: socket.socket) -> None:
+        with conn:
+            while data := conn.recv(65536):
+                conn.sendall(data)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
 def exchange_line(sock: socket.socket, line: bytes) -> bytes:
     sock.sendall(line)
     data = b""
@@ -372,6 +401,31 @@ def exchange_line(sock: socket.socket, line: bytes) -> bytes:
             break
         data += chunk
     return data
+
+
+def fuzzed(examples: int) -> Any:
+    """Hypothesis' settings for a fuzzing property: ``examples`` inputs (times ``FUZZ_SCALE`` from the
+    environment, for a longer run by hand), no per-example deadline (a property checks its own time
+    bound, generous for CI under load), and no complaint about slow or large inputs: they are the point."""
+    from hypothesis import HealthCheck, settings
+    return settings(max_examples=examples * int(os.environ.get("FUZZ_SCALE", "1")), deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                           HealthCheck.function_scoped_fixture])
+
+
+def cli_requests(data: bytes) -> list[bytes]:
+    """The complete requests in what a client of the stats socket sends: cut on LF and unescaped ';'
+    (a backslash escapes the byte after it), as the runtime API cuts them."""
+    requests, start, i = [], 0, 0
+    while i < len(data):
+        if data[i] == 0x5C:
+            i += 2
+            continue
+        if data[i] in (0x0A, 0x3B):
+            requests.append(data[start:i])
+            start = i + 1
+        i += 1
+    return requests
 
 
 def stop(proc: subprocess.Popen) -> None:

@@ -137,7 +137,7 @@ class Engine:
             be = backend_runtime.model
             if be.stick_rules:
                 backend_runtime.persistence = Persistence(be, state.tables, backend_runtime.balancer)
-            if be.tcp_request_rules and state.tables:
+            if be.tcp_request_rules:
                 backend_runtime.router = Router.for_backend(be, state.tables)
         state.spare_blocks = list(range(block + SPARE_BLOCKS - 1, block - 1, -1))  # popped lowest first
         block += SPARE_BLOCKS

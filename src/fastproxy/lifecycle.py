@@ -11,6 +11,18 @@ from typing import Callable, Optional, Protocol
 log = logging.getLogger("fastproxy")
 
 Ready = Callable[[], None]  # called once the process serves (daemon mode lets its parent exit then)
+PIDFILE_MODE = 0o644  # HAProxy's: readable by all, written by its owner only
+
+
+def write_pidfile(path: str) -> None:
+    """Write this process's id to ``path``, mode 0644 whatever the umask (HAProxy's mode: a root
+    started with umask 000 would otherwise leave a world-writable file naming whom to signal)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PIDFILE_MODE)
+    try:
+        os.fchmod(fd, PIDFILE_MODE)  # the umask narrowed it, or the file was there with another mode
+        os.write(fd, f"{os.getpid()}\n".encode())
+    finally:
+        os.close(fd)
 
 
 def notify(*states: str) -> None:

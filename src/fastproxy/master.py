@@ -173,8 +173,7 @@ class Master:
         self.current = worker
         pidfile = self.pidfile or cfg.global_.pidfile
         if pidfile:
-            with open(pidfile, "w") as f:
-                f.write(f"{os.getpid()}\n")
+            lifecycle.write_pidfile(pidfile)
         log.info("master %d: worker #%d (%d) serving", os.getpid(), worker.number, worker.pid)
         lifecycle.notify("READY=1", f"MAINPID={os.getpid()}")
         if ready is not None:

@@ -216,8 +216,9 @@ class BackendRuntime:
         self.went_down = 0
         # Whether picking needs the address the client connected to (one more syscall per connection).
         self.needs_destination = self.balancer.needs_destination
-        # ``tcp-request content`` rules run after the backend is chosen, before the server is.
-        self.router: Optional[Router] = Router.for_backend(backend) if backend.tcp_request_rules else None
+        # ``tcp-request content`` rules run after the backend is chosen, before the server is; built
+        # by the engine once the stick tables exist (track-sc rules count in them).
+        self.router: Optional[Router] = None
         self.inspect_delay = backend.inspect_delay or 0.0
         # ``use-server`` rules: (server, condition), the first match choosing the server.
         self.server_rules = [(rule.backend, compile_condition(rule.condition, backend.acls))

@@ -440,11 +440,12 @@ def _unix_listener(config: model.StatsSocket) -> socket.socket:
         except FileNotFoundError:
             pass
         sock.bind(temporary)
-        if config.mode is not None:
-            os.chmod(temporary, config.mode)
+        # Owner, then mode, as HAProxy's sock_unix_bind_receiver sets them (a chown may clear bits).
         if config.uid is not None or config.gid is not None:
             os.chown(temporary, -1 if config.uid is None else config.uid,
                      -1 if config.gid is None else config.gid)
+        if config.mode is not None:
+            os.chmod(temporary, config.mode)
         sock.listen(STATS_BACKLOG)
         os.rename(temporary, path)
     except OSError:

@@ -26,7 +26,7 @@ from .config import model
 from .engine import Engine
 from .fleet import SYNC_TIMEOUT, Fleet, FleetError, FleetSettings
 from .handover import Opener
-from .lifecycle import MasterLink, Ready, notify
+from .lifecycle import MasterLink, Ready, notify, write_pidfile
 
 log = logging.getLogger("fastproxy")
 
@@ -84,8 +84,7 @@ async def serve(cfg: Optional[model.Config], pidfile: Optional[str], grace: Opti
     if worker is None:
         pidfile = pidfile or cfg.global_.pidfile
     if pidfile:
-        with open(pidfile, "w") as f:
-            f.write(f"{os.getpid()}\n")
+        write_pidfile(pidfile)
     try:
         # Listeners are bound and the pidfile written: now chroot and run as user/group.
         privileges.drop(identity)

@@ -16,7 +16,8 @@ import logging
 from collections.abc import Callable
 from typing import Any, Optional
 
-from aiohttp import web
+from aiohttp import HttpVersion10, web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
 
 from . import acl as acls
@@ -103,7 +104,12 @@ class StatsListener:
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         where = stats_page.route(self.page, request.raw_path)
         try:
-            response = await self._answer(request, where)
+            response: web.StreamResponse
+            if request.version < HttpVersion10:  # a request line without its version: HAProxy's 400
+                response = _html(stats_page.BAD_REQUEST, status=400)
+                response.force_close()
+            else:
+                response = await self._answer(request, where)
         except (ConnectionError, asyncio.CancelledError):
             raise
         except Exception:  # a bug on the page must not take the listener down
@@ -216,6 +222,35 @@ class StatsListener:
                             headers={"Content-Type": promex.CONTENT_TYPE, "Cache-Control": "no-cache"})
 
 
+class _ConnectionHandler(RequestHandler):
+    """aiohttp's connection handler, with two differences.  A client that closes its side once its
+    request is sent (``printf 'GET /stats;csv ...' | nc -N``) still gets its answer, as HAProxy gives
+    it, then the connection ends (aiohttp would drop the request).  A malformed request gets aiohttp's
+    400 and is logged at debug level, not as an error with its traceback: garbage is the client's
+    error, and a flood of it must not flood the log."""
+
+    def log_exception(self, *args: Any, **kwargs: Any) -> None:
+        if isinstance(kwargs.get("exc_info"), HttpProcessingError):
+            self.logger.debug(*args, **kwargs)
+        else:
+            super().log_exception(*args, **kwargs)
+
+    def eof_received(self) -> Optional[bool]:  # type: ignore[override]
+        # From aiohttp's state: a request is in hand once one was read and the handler's loop is not
+        # waiting for the next one (``_waiter``), or one is queued.
+        if not self._messages and (self._waiter is not None or not self._request_count):
+            return None  # no whole request: the connection closes at once (a partial one is dropped)
+        self.close()  # no further request: the connection ends once this one is answered
+        for _, payload in self._messages:
+            payload.feed_eof()  # a body cut short reads as what came, not as a wait for ever
+        asyncio.get_running_loop().call_soon(self._end_body)  # once the request's handler has started
+        return True  # the transport stays open for the answer
+
+    def _end_body(self) -> None:
+        if self._current_request is not None:
+            self._current_request.content.feed_eof()
+
+
 class _CountingServer(web.Server):
     """aiohttp's server, telling ``counted(opened)`` of each connection it opens and closes."""
 
@@ -223,6 +258,9 @@ class _CountingServer(web.Server):
         super().__init__(handler, **kwargs)
         self._counted = counted
         self._open: set[RequestHandler] = set()
+
+    def __call__(self) -> RequestHandler:
+        return _ConnectionHandler(self, loop=self._loop, **self._kwargs)
 
     def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
         super().connection_made(handler, transport)

@@ -40,6 +40,7 @@ SCOPE_MAX = 20  # STAT_SCOPE_TXT_MAXLEN
 UNAUTHORIZED = ("<html><body><h1>401 Unauthorized</h1>\nYou need a valid user and password to access this "
                 "content.\n</body></html>\n")
 SERVICE_READY = "<html><body><h1>200 OK</h1>\nService ready.\n</body></html>\n"
+BAD_REQUEST = "<html><body><h1>400 Bad request</h1>\nYour browser sent an invalid request.\n</body></html>\n"
 UNAVAILABLE = ("<html><body><h1>503 Service Unavailable</h1>\nNo server is available to handle this "
                "request.\n</body></html>\n")
 

@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from ..support import DEFAULT_ADDRESS, exchange_line, free_port, start_fastproxy, stop, wait_listening
+from ..support import (DEFAULT_ADDRESS, EchoThread, exchange_line, free_port, start_fastproxy, stop,
+                       wait_listening)
 
 def test_version_names_the_active_implementation(implementation_env):
     out = subprocess.run([sys.executable, "-m", "fastproxy", "version"], env=implementation_env,
@@ -85,36 +86,6 @@ def test_help_lists_the_commands():
 
 
 # --- with a configuration file ------------------------------------------------------------------------
-
-class EchoThread:
-    """A blocking echo backend in a thread of the test process."""
-
-    def __init__(self) -> None:
-        import threading
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        import threading
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._echo, args=(conn,), daemon=True).start()
-
-    @staticmethod
-    def _echo(conn: socket.socket) -> None:
-        with conn:
-            while data := conn.recv(65536):
-                conn.sendall(data)
-
-    def close(self) -> None:
-        self.sock.close()
-
 
 CONFIG = """\
 global

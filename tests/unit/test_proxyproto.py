@@ -73,3 +73,34 @@ def test_any_bytes_get_an_answer(data):
     assert parse(data).status in ProxyStatus
     assert parse(b"\r\n\r\n\x00\r\nQUIT\n" + data).status in ProxyStatus
     assert parse(b"PROXY " + data).status in ProxyStatus
+
+
+tlvs = st.lists(st.tuples(st.integers(0, 255), st.binary(max_size=40)), max_size=5)
+
+
+@st.composite
+def mutated_headers(draw) -> bytes:
+    """A real v1 or v2 header (with TLVs), a few of its bytes changed, inserted or cut, and the
+    connection's first bytes after it."""
+    src, dst = draw(st.one_of(st.tuples(ipv4, ipv4), st.tuples(ipv6, ipv6), st.tuples(ipv4, ipv6)))
+    header = draw(st.sampled_from([
+        encode_v1((src, 1), (dst, 2)), encode_v1_unknown(),
+        encode_v2((src, draw(port)), (dst, draw(port)), tlvs=draw(tlvs)),
+        encode_v2(command="LOCAL", tlvs=draw(tlvs))]))
+    data = bytearray(header)
+    for _ in range(draw(st.integers(0, 4))):
+        at = draw(st.integers(0, len(data)))
+        data[at:at + draw(st.integers(0, 3))] = draw(st.binary(max_size=3))
+    return bytes(data) + draw(st.binary(max_size=20))
+
+
+@settings(max_examples=400, deadline=None)
+@given(mutated_headers())
+def test_mutated_real_headers_get_an_answer_and_an_accepted_one_fits_the_bytes(data):
+    result = parse(data)
+    assert result.status in ProxyStatus
+    if result.status is ProxyStatus.OK:
+        assert 0 < result.length <= len(data)
+        assert parse(data[:result.length] + b"GET / HTTP/1.1\r\n") == result  # what follows is not header
+    elif result.status is ProxyStatus.INCOMPLETE:
+        assert parse(data[:-1]).status is not ProxyStatus.OK  # no shorter prefix was a whole header

@@ -6,9 +6,14 @@ bad input does.  The answers compared with the real haproxy live in tests/test_s
 from __future__ import annotations
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
-from fastproxy.runtime_api import ADMIN, OPERATOR, USER, CliSession, split_request, usage_message
+from fastproxy.runtime_api import (ADMIN, OPERATOR, USER, CliSession, find_command, split_request,
+                                   usage_message)
 from fastproxy.runtime_commands import COMMANDS
+
+from ..support import cli_requests
 
 
 def session(level: int = ADMIN) -> CliSession:
@@ -144,3 +149,27 @@ def test_set_timeout_cli_sets_the_idle_timeout_of_the_session():
 def test_usage_lists_at_most_five_close_commands_within_two_and_a_half_times_the_best():
     answer = usage_message(COMMANDS, ["get", "wieght"])
     assert answer.splitlines()[1].startswith("  get weight <bk>/<srv>")
+
+
+# --- garbage ------------------------------------------------------------------------------------------
+# Live, on a real process, with every command's real handler: tests/integration/test_garbage_on_the_ports.py.
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=2000))
+def test_any_bytes_split_into_words_without_raising(data):
+    words = split_request(data)
+    assert len(words) <= 64 and all(isinstance(word, str) for word in words)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=1500).filter(lambda data: data.count(b"\n") < 20))
+def test_an_interactive_session_answers_each_garbage_request_with_the_usage_text_and_goes_on(data):
+    requests = cli_requests(data + b" \n")
+    assume(all(find_command(COMMANDS, split_request(request)) is None for request in requests))
+    s = session()
+    assert s.receive(b"prompt\n") == b"\n> "
+    answer = s.receive(data + b" \n")
+    assert not s.closed
+    assert answer.count(b"Unknown command") == len(requests)
+    assert answer.endswith(b"  quit                                    : disconnect\n\n> ")
+    assert s.receive(b"show cli level\n") == b"admin\n\n> "

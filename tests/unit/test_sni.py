@@ -116,3 +116,13 @@ def test_mutated_real_hellos_get_an_answer(changes, cut):
     for index, value in changes:
         data[index] = value
     assert parse_client_hello(bytes(data[:cut])).status in HelloStatus
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, len(REAL_HELLO)), st.binary(max_size=64), st.integers(0, 64), st.binary(max_size=40))
+def test_real_hellos_with_bytes_inserted_or_cut_get_an_answer(at, inserted, cut, after):
+    data = REAL_HELLO[:at] + inserted + REAL_HELLO[at + cut:] + after
+    result = parse_client_hello(data)
+    assert result.status in HelloStatus
+    if result.status is HelloStatus.INCOMPLETE and result.needed:
+        assert result.needed > len(data)  # it asks for more than it had

@@ -12,7 +12,7 @@ import socket
 from ..model import Bind
 from .lexer import _Invalid, env_expand
 from .registry import FE, _Line, _Proxy, _keyword
-from .values import _bind_addresses, _integer
+from .values import _bind_addresses, _integer, decimal, shown
 
 
 @_keyword("bind", caps=FE, in_defaults="no")
@@ -55,9 +55,11 @@ def _inherited_socket(number: str, text: str) -> int:
     this process holds (systemd's socket activation and test harnesses hand listeners over so)."""
     if not number.isdigit():
         raise _Invalid(f"file descriptor '{number}' is not a valid integer in '{text}'")
-    fd = int(number)
+    fd = decimal(number)
     try:
         sock = socket.socket(fileno=os.dup(fd))
+    except OverflowError:  # past a C int: no descriptor of this process
+        raise _Invalid(f"cannot use file descriptor '{shown(number)}' : Bad file descriptor.") from None
     except OSError as exc:
         raise _Invalid(f"cannot use file descriptor '{fd}' : {os.strerror(exc.errno or 0)}.") from None
     with sock:

@@ -16,7 +16,7 @@ from typing import Any, Optional
 from ..model import SSL3_HELLO, HttpCheckRequest, TcpCheckRule
 from .lexer import _Invalid
 from .registry import BE, _Line, _Proxy, _keyword
-from .values import _regex
+from .values import _regex, decimal
 from .tcpcheck import (_TCP_CHECK_VARIABLE_ACTION, _tcp_check_comment, _tcp_check_connect,
                        _tcp_check_expect_setting, _wire_bytes)
 from .values import _none
@@ -300,8 +300,8 @@ def _status_codes(text: str) -> tuple[tuple[int, int], ...]:
         match = re.fullmatch(r"([0-9]+)(?:-([0-9]+))?", part.strip())
         if not match:
             raise _Invalid(f"invalid HTTP status code or range '{part}' (expects 'NNN' or 'NNN-MMM')")
-        low = int(match[1])
-        ranges.append((low, int(match[2]) if match[2] else low))
+        low = decimal(match[1])
+        ranges.append((low, decimal(match[2]) if match[2] else low))
     return tuple(ranges)
 
 

@@ -11,8 +11,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .lexer import _Invalid
+from .values import decimal
 
 HAPROXY_VERSION = (2, 6, 12)  # the HAProxy whose grammar this reader follows (for .if version_atleast())
+
+
+MAX_NESTED_BLOCKS = 100  # HAProxy's MAXNESTEDCONDS: the 100th '.if' open at once is refused
+MAX_RECURSION = 1024  # HAProxy's MAX_CFG_RECURSION: the levels an expression may take (see below)
 
 
 def _evaluate_condition(text: str, environ: Mapping[str, str]) -> bool:
@@ -25,7 +30,10 @@ def _evaluate_condition(text: str, environ: Mapping[str, str]) -> bool:
     if not text:
         return False  # an empty condition is false
     parser = _ConditionParser(text, environ)
-    result = parser.expression()
+    try:
+        result = parser.expression(MAX_RECURSION)
+    except RecursionError:  # not reached within MAX_RECURSION (two frames a parenthesis): a safety net
+        raise _Invalid(f"unparsable conditional expression '{text}' (nested too deeply)") from None
     parser.skip_blanks()
     if parser.position < len(text):
         raise _Invalid(f"unexpected character '{text[parser.position]}' at the end of conditional "
@@ -39,7 +47,13 @@ _PREDICATE_ARITY = {"defined": 1, "feature": 1, "streq": 2, "strneq": 2, "versio
 
 
 class _ConditionParser:
-    """Recursive descent over one condition, as cfgcond.c: OR of ANDs of (negated) terms."""
+    """One condition, as cfgcond.c reads it: an OR of ANDs of (negated) terms.
+
+    cfgcond.c recurses on each ``||``, each ``&&`` and each parenthesis, one level of ``maxdepth``
+    each (three for a parenthesis: expression, sub-expression, term), and refuses an expression once
+    ``MAX_RECURSION`` levels are spent.  The same levels are counted here, but ``&&`` and ``||`` are
+    loops and only a parenthesis recurses (two Python frames), so a long chain or the deepest nesting
+    HAProxy accepts (about 340 parentheses) stays well within Python's recursion limit."""
 
     def __init__(self, text: str, environ: Mapping[str, str]) -> None:
         self.text, self.environ, self.position = text, environ, 0
@@ -48,57 +62,68 @@ class _ConditionParser:
         while self.position < len(self.text) and self.text[self.position] in " \t":
             self.position += 1
 
-    def expression(self) -> bool:
-        value = self.conjunction()
+    def at_end(self) -> bool:
         self.skip_blanks()
-        if self.text.startswith("||", self.position):
+        return self.position >= len(self.text)
+
+    def expression(self, depth: int) -> bool:
+        """``a && b || c``: every term is read (and checked) even when the result is already known."""
+        value = False
+        while True:  # one sub-expression (an AND of terms) a turn, as cfg_parse_cond_expr's recursion
+            if depth <= 0 and not self.at_end():
+                raise _Invalid(f"unparsable conditional expression '{self.text[self.position:]}'")
+            sub_depth, conjunction = depth - 1, True
+            while True:  # as cfg_parse_cond_and's recursion
+                if sub_depth <= 0 and not self.at_end():
+                    raise _Invalid(f"unparsable conditional sub-expression '{self.text[self.position:]}'")
+                conjunction = self.term(sub_depth - 1) and conjunction
+                self.skip_blanks()
+                if not self.text.startswith("&&", self.position):
+                    break
+                self.position += 2
+                self.skip_blanks()
+                sub_depth -= 1
+            value = conjunction or value
+            if not self.text.startswith("||", self.position):
+                return value
             self.position += 2
             self.skip_blanks()
-            return self.expression() or value
-        return value
+            depth -= 1
 
-    def conjunction(self) -> bool:
-        value = self.term()
-        self.skip_blanks()
-        if self.text.startswith("&&", self.position):
-            self.position += 2
-            self.skip_blanks()
-            return self.conjunction() and value
-        return value
-
-    def term(self) -> bool:
+    def term(self, depth: int) -> bool:
         self.skip_blanks()
         if self.position >= len(self.text):
             raise _Invalid(f"unparsable conditional expression '{self.text}'")
+        if depth <= 0:
+            raise _Invalid(f"unparsable conditional expression '{self.text[self.position:]}'")
         negated = False
         while self.text.startswith("!", self.position):
             negated = not negated
             self.position += 1
             self.skip_blanks()
-        return self.positive_term() != negated
-
-    def positive_term(self) -> bool:
         rest = self.text[self.position:]
         number = _INTEGER.match(rest)
         if number:
+            # strtol(.., 0) then "!= 0": only whether a digit is not zero matters, so a number of any
+            # length is read as HAProxy reads it (strtol saturates; Python's int() would refuse it).
             self.position += number.end()
-            digits = number[1]  # strtol(.., 0): hexadecimal, octal or decimal
-            base = 16 if digits[:2] in ("0x", "0X") else 8 if digits.startswith("0") else 10
-            return int(digits[2:] if base == 16 else digits, base) != 0
+            digits = number[1]
+            nonzero = (digits[2:] if digits[:2] in ("0x", "0X") else digits).strip("0") != ""
+            return nonzero != negated
         if rest.startswith("("):
             self.position += 1
             self.skip_blanks()
-            value = self.expression()
+            value = self.expression(depth - 1)
             self.skip_blanks()
             if not self.text.startswith(")", self.position):
                 raise _Invalid(f"expected ')' after conditional expression '{rest}'")
             self.position += 1
-            return value
+            return value != negated
         name = re.match(r"[^ (]*", rest)[0]  # type: ignore[index]
         if name not in _PREDICATE_ARITY:
             raise _Invalid(f"unparsable conditional expression '{rest}'")
         self.position += len(name)
-        return _predicate(name, self.arguments(name), self.environ)
+        return _predicate(name, self.arguments(name), self.environ) != negated
 
     def arguments(self, name: str) -> list[str]:
         wanted = _PREDICATE_ARITY[name]
@@ -130,7 +155,7 @@ class _Block:
 
 def _version(text: str) -> tuple[int, ...]:
     """A version's numbers, padded with zeros as HAProxy pads missing components."""
-    numbers = tuple(int(part) for part in re.findall(r"[0-9]+", text))
+    numbers = tuple(decimal(part) for part in re.findall(r"[0-9]+", text))
     return (numbers + (0,) * len(HAPROXY_VERSION))[:max(len(numbers), len(HAPROXY_VERSION))]
 
 

@@ -16,7 +16,8 @@ from ..model import Global, LogTarget, StatsSocket
 from .binds import BIND_OPTIONS
 from .lexer import _Invalid, env_expand
 from .registry import GlobalHandler, _Line, _names
-from .values import _check_host, _integer, _leading, _none, _one, _port, _size, _split_address, _time
+from .values import (_check_host, _integer, _leading, _none, _one, _port, _size, _split_address, _time,
+                     decimal, shown)
 
 
 def _global_int(attribute: str, what: str, low: int = 0, high: Optional[int] = None) -> GlobalHandler:
@@ -136,7 +137,7 @@ def _log_target(line: _Line, args: list[str]) -> LogTarget:
             settings["sample"] = _log_sample(value)
         i += 2
     if i >= len(args):  # settings took every word: ``log stdout format raw`` names no facility
-        raise _Invalid("expects <address> and <facility> as arguments")
+        raise _Invalid("unknown log facility ''")  # haproxy -c's words: it reads the next, empty, word
     facility, levels = args[i], args[i + 1:]
     if facility not in logs.FACILITIES:
         raise _Invalid(f"unknown log facility '{facility}'")
@@ -153,9 +154,9 @@ def _log_target(line: _Line, args: list[str]) -> LogTarget:
 
 
 def _log_length(text: str) -> int:
-    if not re.fullmatch(r"[0-9]+", text) or not 80 <= int(text) <= 65535:
-        raise _Invalid(f"invalid log length '{text}', must be between 80 and 65535")
-    return int(text)
+    if not re.fullmatch(r"[0-9]+", text) or not 80 <= decimal(text) <= 65535:
+        raise _Invalid(f"invalid log length '{shown(text)}', must be between 80 and 65535")
+    return decimal(text)
 
 
 def _log_sample(text: str) -> tuple[int, int]:
@@ -170,17 +171,17 @@ def _log_sample(text: str) -> tuple[int, int]:
     highest = 0
     for item in ranges:
         match = re.fullmatch(r"([0-9]+)(?:-([0-9]+))?", item)
-        low, high = (int(match[1]), int(match[2] or match[1])) if match else (0, 0)
+        low, high = (decimal(match[1]), decimal(match[2] or match[1])) if match else (0, 0)
         if not match or low < 1 or high < low:
             raise _Invalid(f"wrong sample range '{item}'")
         highest = max(highest, high)
-    if not re.fullmatch(r"[0-9]+", size_text) or int(size_text) < 1:
-        raise _Invalid(f"wrong sample size '{size_text}' for sample range '{ranges_text}'")
-    size = int(size_text)
+    if not re.fullmatch(r"[0-9]+", size_text) or decimal(size_text) < 1:
+        raise _Invalid(f"wrong sample size '{shown(size_text)}' for sample range '{shown(ranges_text)}'")
+    size = decimal(size_text)
     if size < highest:
         raise _Invalid(f"sample size {size} should be greater or equal to {highest} the maximum of the high "
                        "ranges limits")
-    return int(re.split(r"[-,]", ranges[0])[0]), size
+    return decimal(re.split(r"[-,]", ranges[0])[0]), size
 
 
 def _global_stats(line: _Line, g: Global, args: list[str]) -> None:

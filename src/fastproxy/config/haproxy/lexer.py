@@ -46,9 +46,13 @@ def split_words(line: str, environ: Mapping[str, str],
     in_word = False
     quote: Optional[str] = None
     quote_column = 0
-    i, n = 0, len(line)
+    # Leading white space goes first, CRs included (readcfgfile's isspace()); past it a CR ends the line
+    # wherever it is, even within quotes (parse_line), so "a\rb" is an unmatched quote there too.
+    i, n = len(line) - len(line.lstrip(" \t\n\v\f\r")), len(line)
     while i < n:
         c = line[i]
+        if c == "\r":
+            break
         if quote == "'":
             if c == "'":
                 quote = None

@@ -27,7 +27,7 @@ from .registry import (
     _names,
     _post_check,
 )
-from .values import _integer, _leading, _none, _one, _time
+from .values import _integer, _leading, _none, _one, _time, decimal
 
 
 @_keyword("mode")
@@ -419,13 +419,13 @@ def _counter_action(action: str) -> Optional[tuple[str, int]]:
     """``track-sc1`` -> ("track-sc", 1), ``sc-inc-gpc0(2)`` -> ("sc-inc-gpc0", 2); None for others."""
     match = re.fullmatch(r"track-sc([0-9]+)", action)
     if match:
-        counter = int(match[1])
+        counter = decimal(match[1])
         if counter >= MAX_TRACKED:
             raise _Invalid(f"{counter} track-sc number exceeding {MAX_TRACKED - 1} (MAX_SESS_STKCTR-1) value")
         return "track-sc", counter
     match = re.fullmatch(r"(sc-inc-gpc[01]|sc-set-gpt0)(?:\(([0-9]+)\))?", action)
     if match:
-        counter = int(match[2] or 0)
+        counter = decimal(match[2] or "0")
         if counter >= MAX_TRACKED:
             raise _Invalid(f"invalid stick table track ID. The max allowed ID is {MAX_TRACKED - 1}")
         return match[1], counter
@@ -456,7 +456,7 @@ def _counter_rule(line: _Line, proxy: _Proxy, phase: str, action: str, rest: lis
             raise _Invalid("expects a value to set")
         if not re.fullmatch(r"-?[0-9]+", rest[0]):
             raise _Invalid(f"'{rest[0]}': fastproxy sets gpt0 to an integer only (no sample expression)")
-        value, rest = int(rest[0]), rest[1:]
+        value, rest = _integer(rest[0], "an integer value to set"), rest[1:]
     condition = None
     if rest:
         if rest[0] not in ("if", "unless"):
@@ -504,7 +504,7 @@ def _enabled(line: _Line, proxy: _Proxy, args: list[str]) -> None:
     proxy.disabled = False
 
 
-@_keyword("description")
+@_keyword("description", in_defaults="no")
 def _description(line: _Line, proxy: _Proxy, args: list[str]) -> None:
     if not args:
         raise _Invalid("expects a string argument")

@@ -36,7 +36,7 @@ from ..model import (
 from . import binds as _binds, options as _options, proxy as _proxy, servers as _servers  # noqa: F401
 from . import checks as _checks, sticks as _sticks, tcpcheck as _tcpcheck  # noqa: F401
 from .httpstats import stats_page
-from .conditions import _Block, _evaluate_condition
+from .conditions import MAX_NESTED_BLOCKS, _Block, _evaluate_condition
 from .global_ import GLOBAL_IGNORED, GLOBAL_KEYWORDS, GLOBAL_NEGATABLE
 from .lexer import _Invalid, split_words
 from .registry import (
@@ -88,7 +88,8 @@ class _Reader:
 
     def read_file(self, path: str) -> None:
         try:
-            with open(path, encoding="utf-8", errors="surrogateescape") as f:
+            # newline="": only LF ends a line, as HAProxy's fgets() reads it (a lone CR is a blank).
+            with open(path, encoding="utf-8", errors="surrogateescape", newline="") as f:
                 text = f.read()
         except OSError as exc:
             self.error(Location(path, 0), None, f"cannot open configuration file: {exc.strerror}")
@@ -123,9 +124,10 @@ class _Reader:
                 continue
             location = Location(filename, number)
             if words[0].startswith("."):
-                self._directive(location, words, blocks)
+                if not self._directive(location, words, blocks):
+                    return  # HAProxy's ERR_ABORT: nothing more of this file is read
                 continue
-            if not all(block.active for block in blocks):
+            if blocks and not blocks[-1].active:
                 continue
             line = _Line(self, filename, number, words)
             if words[0] in _SECTION_KEYWORDS:
@@ -141,13 +143,21 @@ class _Reader:
             self.error(Location(filename, last), ".if", "non-terminated '.if' block (missing '.endif' at "
                        "end of file)")
 
-    def _directive(self, location: Location, words: list[str], blocks: list[_Block]) -> None:
-        """``.if/.elif/.else/.endif`` and ``.diag/.notice/.warning/.alert``, as HAProxy 2.6 reads them."""
+    def _directive(self, location: Location, words: list[str], blocks: list[_Block]) -> bool:
+        """``.if/.elif/.else/.endif`` and ``.diag/.notice/.warning/.alert``, as HAProxy 2.6 reads them;
+        False when the file must not be read further.
+
+        A block is active only if the blocks around it are (a block opened in a skipped region never
+        is), so the innermost one says whether a line is read: one look per line at any depth."""
         name, text = words[0], " ".join(words[1:])
-        active = all(block.active for block in blocks)
+        active = not blocks or blocks[-1].active
         try:
             if name in (".else", ".endif") and text:
                 self.error(location, name, f"Unexpected argument '{words[1]}' for '{name}'.")
+            if name == ".if" and len(blocks) + 1 >= MAX_NESTED_BLOCKS:
+                # Counted in skipped regions too, and fatal to the rest of the file, as in HAProxy.
+                self.error(location, name, f"too many nested '.if', max is {MAX_NESTED_BLOCKS}.")
+                return False
             if name == ".if":
                 # In a skipped region the condition is not evaluated and no branch is ever taken.
                 blocks.append(_Block(active=False, taken=True))  # what stays if the condition is wrong
@@ -175,6 +185,7 @@ class _Reader:
                 raise _Invalid(f"unknown directive '{name}'")
         except _Invalid as exc:
             self.error(location, name, exc.message)
+        return True
 
     def read_patterns(self, path: str) -> list[str]:
         """An ACL pattern file (``-f``): one pattern per line, blank lines and ``#`` comments skipped."""

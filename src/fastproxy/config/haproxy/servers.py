@@ -17,9 +17,11 @@ from typing import Optional
 from ..model import Server
 from .lexer import _Invalid, env_expand
 from .registry import BE, _Line, _Proxy, _keyword
-from .values import _check_host, _check_name, _integer, _ip_address, _server_address, _split_address, _time
+from .values import (INT_MAX, _check_host, _check_name, _integer, _ip_address, _server_address,
+                     _split_address, _time, decimal, shown)
 
 
+MAX_TEMPLATE_SERVERS = 65536  # a bound on what one line may declare (HAProxy allocates any count it reads)
 ServerHandler = Callable[[Server, list[str]], None]
 
 
@@ -280,10 +282,13 @@ def _server_template(line: _Line, proxy: _Proxy, args: list[str]) -> None:
     prefix, count, address = args[0], args[1], args[2]
     _check_name("server", prefix)
     match = re.fullmatch(r"([0-9]+)(?:-([0-9]+))?", count)
-    low, high = (1, int(match[1])) if match and not match[2] else (
-        (int(match[1]), int(match[2])) if match else (0, 0))
-    if not match or low < 1 or high < low:
-        raise _Invalid(f"Wrong server-template number or range arg '{count}'.")
+    low, high = (1, decimal(match[1])) if match and not match[2] else (
+        (decimal(match[1]), decimal(match[2])) if match else (0, 0))
+    if not match or low < 1 or high < low or high > INT_MAX:  # HAProxy's atoi() turns those negative
+        raise _Invalid(f"Wrong server-template number or range arg '{shown(count)}'.")
+    if high - low >= MAX_TEMPLATE_SERVERS:
+        raise _Invalid(f"'{count}' declares {high - low + 1} servers: fastproxy declares at most "
+                       f"{MAX_TEMPLATE_SERVERS} with one server-template")
     for number in range(low, high + 1):
         _add_server(line, proxy, f"{prefix}{number}", address, args[3:])
 

@@ -15,7 +15,7 @@ from ...sticktables import KEY_TYPES, StickTableError, parse_store
 from ..model import PersistRule, StickRule, StickTable
 from .lexer import _Invalid
 from .registry import BE, _Line, _Proxy, _keyword
-from .values import _size, parse_time
+from .values import _size, decimal, parse_time
 
 
 @_keyword("stick-table", in_defaults="no")
@@ -46,9 +46,9 @@ def _stick_table(line: _Line, proxy: _Proxy, args: list[str]) -> None:
             table_type = value
             i += 2
             if table_type in ("string", "binary") and i < len(args) and args[i] == "len":
-                if i + 1 >= len(args) or not args[i + 1].isdigit() or int(args[i + 1]) < 1:
+                if i + 1 >= len(args) or not args[i + 1].isdigit() or decimal(args[i + 1]) < 1:
                     raise _Invalid(f"stick-table: unknown type '{args[i + 1] if i + 1 < len(args) else ''}'.")
-                length = int(args[i + 1])
+                length = decimal(args[i + 1])
                 i += 2
         elif word == "store":
             try:

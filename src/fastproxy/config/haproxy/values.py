@@ -25,6 +25,23 @@ _TIME_MAX_MS = 2**31 - 1
 _SIZE = re.compile(r"([0-9]+)([kKmMgG]?)", re.ASCII)
 _SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 _INTEGER = re.compile(r"-?[0-9]+", re.ASCII)
+LONG_MAX = 2**63 - 1  # where C's strtol() stops
+INT_MAX = 2**31 - 1  # HAProxy keeps the integers of its keywords in C ints
+
+
+def decimal(digits: str, limit: int = LONG_MAX) -> int:
+    """The value of a string of decimal digits, at most ``limit``, as C's ``strtol`` saturates: a number
+    of any length, where Python's ``int()`` refuses more than 4300 digits (a ValueError)."""
+    significant = digits.lstrip("0")
+    if len(significant) > len(str(limit)):
+        return limit
+    return min(int(significant or "0"), limit)
+
+
+def shown(text: str) -> str:
+    """``text`` for a message: its start and its length when it is long (a number thousands of digits
+    long, a line of a megabyte), so that the message stays readable."""
+    return text if len(text) <= 40 else f"{text[:24]}... ({len(text)} characters)"
 
 
 def parse_time(text: str) -> float:
@@ -35,10 +52,10 @@ def parse_time(text: str) -> float:
     match = _TIME.fullmatch(text)
     if not match:
         raise ValueError(f"expects a time such as 500ms, 5s or 1m (units us, ms, s, m, h, d; "
-                         f"milliseconds by default), got '{text}'")
-    milliseconds = math.ceil(int(match[1]) * _TIME_UNITS_MS[match[2]])
+                         f"milliseconds by default), got '{shown(text)}'")
+    milliseconds = math.ceil(decimal(match[1]) * _TIME_UNITS_MS[match[2]])
     if milliseconds > _TIME_MAX_MS:
-        raise ValueError(f"timer overflow in '{text}' (maximum value is 2147483647 ms or ~24.8 days)")
+        raise ValueError(f"timer overflow in '{shown(text)}' (maximum value is 2147483647 ms or ~24.8 days)")
     return milliseconds / 1000
 
 
@@ -46,21 +63,26 @@ def parse_size(text: str) -> int:
     """``"16k"`` -> 16384: a byte count with an optional ``k``, ``m`` or ``g`` (powers of 1024)."""
     match = _SIZE.fullmatch(text)
     if not match:
-        raise ValueError(f"expects a size in bytes, optionally with a unit k, m or g, got '{text}'")
-    size = int(match[1]) * _SIZE_UNITS[match[2].lower()]
-    if size >= 2**63:
-        raise ValueError(f"size '{text}' is too large")
+        raise ValueError(f"expects a size in bytes, optionally with a unit k, m or g, got '{shown(text)}'")
+    size = decimal(match[1]) * _SIZE_UNITS[match[2].lower()]
+    if size >= LONG_MAX:
+        raise ValueError(f"size '{shown(text)}' is too large")
     return size
 
 
 def _integer(text: str, what: str = "an integer", low: Optional[int] = None,
              high: Optional[int] = None) -> int:
+    """An integer keyword's value, within ``low`` and ``high`` and in any case within a C int."""
     if not _INTEGER.fullmatch(text):
-        raise _Invalid(f"expects {what}, got '{text}'")
-    value = int(text)
+        raise _Invalid(f"expects {what}, got '{shown(text)}'")
+    magnitude = decimal(text.removeprefix("-"))
+    value = -magnitude if text.startswith("-") else magnitude
     if (low is not None and value < low) or (high is not None and value > high):
         bounds = (f"between {low} and {high}" if high is not None else f"at least {low}")
-        raise _Invalid(f"expects {what} ({bounds}), got '{text}'")
+        raise _Invalid(f"expects {what} ({bounds}), got '{shown(text)}'")
+    if not -INT_MAX - 1 <= value <= INT_MAX:
+        # HAProxy's atol() would keep what fits in its C int (9999999999 is 1410065407): refused.
+        raise _Invalid(f"expects {what}, got '{shown(text)}': too large (at most {INT_MAX})")
     return value
 
 
@@ -191,10 +213,10 @@ def _ip_address(text: str, keyword: str) -> tuple[str, Optional[str]]:
 def _port(text: str, original: str) -> int:
     if not re.fullmatch(r"[0-9]+", text, re.ASCII):
         bad = next((c for c in text if not c.isdigit()), text[:1])
-        raise _Invalid(f"invalid character '{bad}' in port number '{text}' in '{original}'")
-    port = int(text)
+        raise _Invalid(f"invalid character '{bad}' in port number '{shown(text)}' in '{shown(original)}'")
+    port = decimal(text)
     if not 1 <= port <= 65535:
-        raise _Invalid(f"invalid port '{text}' (expects 1 to 65535)")
+        raise _Invalid(f"invalid port '{shown(text)}' (expects 1 to 65535)")
     return port
 
 
