@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from . import promex, stats
+from .c_integers import decimal
 from .pump import Counter
 from .runtime import Runtime, ServerRuntime
 from .servers import ServerStates
@@ -181,7 +182,7 @@ class Operations:
     def backend_proxy(self, name: str) -> Optional[stats.Proxy]:
         """A backend by name, or by ``#<id>`` as HAProxy's proxy_be_by_name() also takes it."""
         if name.startswith("#") and name[1:].isdigit():
-            return next((proxy for proxy in self.proxies if proxy.uuid == int(name[1:])
+            return next((proxy for proxy in self.proxies if proxy.uuid == decimal(name[1:])
                          and proxy.backend is not None), None)
         return next((proxy for proxy in self.proxies if proxy.name == name and proxy.backend is not None),
                     None)

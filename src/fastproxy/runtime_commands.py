@@ -18,6 +18,7 @@ from typing import Any, Optional
 from . import _linux, stats, sticktables, streams
 from .operations import Operations
 from .config.haproxy.servers import runtime_server
+from .c_integers import atoi, decimal, signed
 from .errors import FastproxyError
 from .pump import Counter
 from .runtime import AdminState, ServerRuntime
@@ -27,6 +28,8 @@ from .runtime_api import ADMIN, LEVEL_NAMES, OPERATOR, USER, CliSession, Command
 from .sticktables import StickTable
 
 __all__ = ["COMMANDS", "Operations"]  # Operations lives in ``operations``, shared with the stats page
+ULONG_MAX = 2**64 - 1  # where strtoul() stops
+MAX_TIMEOUT = 2147483  # seconds: HAProxy's timers hold 2^31-1 ms
 
 
 def _ops(session: CliSession) -> Operations:
@@ -83,8 +86,8 @@ def _set_timeout(session: CliSession, args: list[str]) -> str:
     if not match:
         raise CommandError("Invalid timeout value.\n")
     scale = {"us": 1e-6, "ms": 1e-3, None: 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match[2]]
-    seconds = int(match[1]) * scale
-    if seconds < 1:
+    seconds = decimal(match[1]) * scale
+    if not 1 <= seconds <= MAX_TIMEOUT:  # HAProxy's parse_time_err() reports an overflow
         raise CommandError("Invalid timeout value.\n")
     session.timeout = seconds
     return ""
@@ -126,7 +129,7 @@ def _show_stat(session: CliSession, args: list[str]) -> str:
 
 def _atoi(text: str) -> int:
     match = re.match(r"\s*([-+]?[0-9]+)", text)
-    return int(match[1]) if match else 0
+    return atoi(match[1]) if match else 0
 
 
 def _show_backend(session: CliSession, args: list[str]) -> str:
@@ -267,8 +270,8 @@ def _strtoul(text: str) -> int:
         return 0
     number = match[1]
     if number[:2].lower() == "0x":
-        return int(number, 16)
-    return int(number, 8) if number.startswith("0") else int(number)
+        return min(int(number, 16), ULONG_MAX)  # (power-of-two bases have no digit limit in Python)
+    return min(int(number, 8), ULONG_MAX) if number.startswith("0") else decimal(number, ULONG_MAX)
 
 
 # --- servers -----------------------------------------------------------------------------------------
@@ -371,7 +374,7 @@ def _set_maxconn_server(session: CliSession, args: list[str]) -> str:
         # A lane dials without Python and cannot hold a server to a limit: refused, not ignored.
         raise CommandError("fastproxy: a server's maxconn cannot change on a backend served by lanes "
                            "(give the frontend a rule or 'maxconn' on the server in the file).\n")
-    server.backend.balancer.set_maxconn(server.slot.name, int(match[1]))
+    server.backend.balancer.set_maxconn(server.slot.name, atoi(match[1]))
     return ""
 
 
@@ -442,7 +445,7 @@ def _set_address(ops: Operations, server: ServerRuntime, addr: str, port: Option
     if port is not None:
         message += ", "
         match = re.fullmatch(r"[-+]?[0-9]+", port)
-        if not match or int(port.lstrip("+-")) > 65535:
+        if not match or decimal(port.lstrip("+-")) > 65535:
             message += f"problem converting port '{port}' to an int"
         elif port[0] in "+-":
             if not server.slot.server.check_port:
@@ -451,9 +454,9 @@ def _set_address(ops: Operations, server: ServerRuntime, addr: str, port: Option
                             "directive.")
             else:  # fastproxy refuses port offsets in the file too: routing would differ
                 message += "port offsets are not supported by fastproxy"
-        elif int(port) != current_port:
-            message += f"port changed from '{current_port}' to '{int(port)}'"
-            new_port, changed = int(port), True
+        elif decimal(port) != current_port:
+            message += f"port changed from '{current_port}' to '{decimal(port)}'"
+            new_port, changed = decimal(port), True
         else:
             message += "no need to change the port"
     if changed:
@@ -630,7 +633,7 @@ def _table_filters(table: StickTable, args: list[str]) -> list[tuple[str, Any, i
         value = _arg(args, first + 2)
         if not re.fullmatch(r"-?[0-9]+", value):
             raise CommandError(f"Filter entry #{i + 1}: Require a valid integer value to compare against\n")
-        filters.append((name, operator, int(value)))
+        filters.append((name, operator, signed(value)))
     else:
         i = _TABLE_FILTERS
     if _arg(args, 3 + 3 * i):
@@ -727,7 +730,7 @@ def _table_entry(session: CliSession, table: StickTable, action: str, args: list
             value = _arg(args, index + 1)
             if not re.fullmatch(r"[-+]?[0-9]+", value):
                 raise CommandError("Require a valid integer value to store\n")
-            table.set(entry, data, int(value))
+            table.set(entry, data, signed(value))
     finally:
         table.touch(entry)
     return ""

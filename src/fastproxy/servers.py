@@ -22,6 +22,7 @@ import re
 from typing import Any, Callable, Optional, Protocol
 
 from . import logs, tcplog
+from .c_integers import atoi, signed
 from .balance import ServerState
 from .runtime import AdminState, BackendRuntime, ServerRuntime
 
@@ -305,7 +306,7 @@ def change_weight(server: ServerRuntime, text: str) -> Optional[str]:
     match = re.match(r"\s*([-+]?[0-9]+)", text)
     if not match:
         return "Empty weight string empty or preceded by garbage"
-    weight, end = int(match[1]), text[match.end():]
+    weight, end = signed(match[1]), text[match.end():]
     initial = server.slot.server.weight
     if end == "%":
         if weight < 0:
@@ -331,8 +332,8 @@ def change_maxconn(server: ServerRuntime, text: str) -> Optional[str]:
         return "Trailing garbage in maxconn string"
     slot = server.slot
     if slot.maxconn == slot.minconn:
-        slot.minconn = int(match[1])
-    slot.maxconn = int(match[1])
+        slot.minconn = atoi(match[1])
+    slot.maxconn = atoi(match[1])
     return None
 
 

@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Optional, Union
 
+from .c_integers import signed
 from .config import model
 from .rate import FreqCounter
 
@@ -216,7 +217,7 @@ class StickTable:
             return self._binary(text.encode("utf-8", "surrogateescape"))
         if kind == "integer":
             match = re.match(r"\s*[-+]?[0-9]+", text)
-            return int(match[0]) & 0xFFFFFFFF if match else None
+            return signed(match[0].strip()) & 0xFFFFFFFF if match else None
         return self.parse_key(text, strict=False)
 
     def parse_key(self, text: str, *, strict: bool = True) -> Optional[Key]:
@@ -232,7 +233,7 @@ class StickTable:
         if kind == "integer":
             if not re.fullmatch(r"[-+]?[0-9]+", text):
                 return None
-            return int(text) & 0xFFFFFFFF
+            return signed(text) & 0xFFFFFFFF
         if kind == "string":
             return self._string(text)
         if strict:

@@ -173,3 +173,4 @@ def test_an_interactive_session_answers_each_garbage_request_with_the_usage_text
     assert answer.count(b"Unknown command") == len(requests)
     assert answer.endswith(b"  quit                                    : disconnect\n\n> ")
     assert s.receive(b"show cli level\n") == b"admin\n\n> "
+

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
+from ...c_integers import INT_MAX, LONG_MAX, decimal
 from .lexer import _Invalid
 
 if TYPE_CHECKING:
@@ -25,19 +26,6 @@ _TIME_MAX_MS = 2**31 - 1
 _SIZE = re.compile(r"([0-9]+)([kKmMgG]?)", re.ASCII)
 _SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 _INTEGER = re.compile(r"-?[0-9]+", re.ASCII)
-LONG_MAX = 2**63 - 1  # where C's strtol() stops
-INT_MAX = 2**31 - 1  # HAProxy keeps the integers of its keywords in C ints
-
-
-def decimal(digits: str, limit: int = LONG_MAX) -> int:
-    """The value of a string of decimal digits, at most ``limit``, as C's ``strtol`` saturates: a number
-    of any length, where Python's ``int()`` refuses more than 4300 digits (a ValueError)."""
-    significant = digits.lstrip("0")
-    if len(significant) > len(str(limit)):
-        return limit
-    return min(int(significant or "0"), limit)
-
-
 def shown(text: str) -> str:
     """``text`` for a message: its start and its length when it is long (a number thousands of digits
     long, a line of a megabyte), so that the message stays readable."""
