@@ -39,7 +39,7 @@ async def _answer(data: bytes) -> bytes:
 def _check_status(answer: bytes) -> None:
     if not answer:
         return
-    if not answer.startswith(b"HTTP/1."):
+    if not answer.startswith(b"HTTP/"):  # (HTTP/0.9 for a request line without its version)
         raise AssertionError(f"not an HTTP answer: {answer[:100]!r}")
     status = int(answer[9:12])
     if status >= 500 and status != 503:

@@ -241,6 +241,7 @@ class _ConnectionHandler(RequestHandler):
         if not self._messages and (self._waiter is not None or not self._request_count):
             return None  # no whole request: the connection closes at once (a partial one is dropped)
         self.close()  # no further request: the connection ends once this one is answered
+        self._lingering_time = 0.0  # nor more of a body: no lingering for its unread rest
         for _, payload in self._messages:
             payload.feed_eof()  # a body cut short reads as what came, not as a wait for ever
         asyncio.get_running_loop().call_soon(self._end_body)  # once the request's handler has started

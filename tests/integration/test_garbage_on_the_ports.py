@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import re
 import socket
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -222,3 +223,17 @@ def test_the_stats_listener_answers_garbage_with_a_4xx_or_a_close_and_serves_the
     # A well-formed request on a new connection is served as ever.
     served = answer_to(proxy, REQUEST)
     assert served.startswith(b"HTTP/1.1 200 ") and b"# pxname,svname," in served, served[:300]
+
+
+@pytest.mark.parametrize("data", [
+    # Found by fuzz/stats_http.py: aiohttp lingered 10 s for the rest of a body the client, having
+    # closed its side, could never send.
+    b"GET /s$tats HTTP/1.1\r\nHost:  x\r\nContent-Length: 22\r\n\r\ns=s1&b=bx\r\n\r\n",
+    b"POST /stats HTTP/1.1\r\nHost: x\r\nAuthorization: " + AUTHORIZATION.encode() +
+    b"\r\nContent-Length: 40\r\n\r\ns=s1&b=be",
+], ids=["unavailable", "post"])
+def test_a_request_whose_body_a_half_close_cuts_short_is_answered_and_closed_at_once(proxy, data):
+    started = time.monotonic()
+    answer = answer_to(proxy, data)
+    assert answer.startswith(b"HTTP/1.1 503 ") or answer.startswith(b"HTTP/1.1 303 "), answer[:100]
+    assert time.monotonic() - started < ANSWER_TIMEOUT / 2

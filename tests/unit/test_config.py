@@ -242,8 +242,8 @@ _CONDITIONS = [
     'defined(EMPTY)', 'streq("",)',
     # Numbers of any length (strtol saturates, int() would refuse them), the deepest nesting accepted.
     "9" * 5000, "0" * 5000, "0x" + "0" * 4500 + "1", "-" + "9" * 5000, "version_atleast(" + "9" * 5000 + ")",
-    "version_before(2." + "9" * 5000 + ")", "(" * 300 + "1" + ")" * 300, "&&".join(["1"] * 400),
-    "||".join(["0"] * 400),
+    "version_before(2." + "9" * 5000 + ")", "(" * 340 + "1" + ")" * 340, "&&".join(["1"] * 1022),
+    "||".join(["0"] * 1022),
 ]
 
 
@@ -272,7 +272,11 @@ def test_conditions_are_evaluated_as_haproxy_evaluates_them(tmp_path):
     ("p q", "unparsable conditional expression 'p q'"),
     ("1 x", "unexpected character 'x' at the end of conditional expression '1 x'"),
     ("(1", "expected ')' after conditional expression"),
-])
+    # Past HAProxy's MAX_CFG_RECURSION (the deepest it accepts are in _CONDITIONS, compared with it).
+    ("(" * 341 + "1" + ")" * 341, "unparsable conditional sub-expression '1)))"),
+    ("&&".join(["1"] * 1100), "unparsable conditional expression '1&&1"),
+    ("||".join(["0"] * 1100), "unparsable conditional expression '0||0"),
+], ids=lambda value: value[:30])
 def test_malformed_conditions_are_errors_worded_as_haproxy_words_them(condition, message):
     assert any(message in error for error in errors_of(f".if {condition}\n.endif\n"))
 
