@@ -10,8 +10,8 @@ differs), behind one echo backend (a process of its own, holding every connectio
   ``--gap`` ms, connect, send 64 bytes, read them back and close: p50/p99/max of that time.  The same
   probes run first with nothing else open (``alone``), on the same proxy process.
 - ``timeout client 2s``: ``--idle`` connections opened, each exchanges one byte and then stays idle; the
-  time from its echo to the close the proxy sends (EOF or reset, as the client sees it): min, p50,
-  p99, max, and how many were not closed within ``timeout + 10 s``.
+  time from just before that byte was sent to the close the proxy sends (EOF or reset, as the client
+  sees it): min, p50, p99, max, and how many were not closed within ``timeout + 10 s``.
 
 With ``--before SRC`` a third target runs fastproxy from another source tree (PYTHONPATH=SRC, its
 extensions built in place), to compare two builds in one run.  Idle connections are held by a separate
@@ -41,7 +41,7 @@ from run import Processes, free_port, wait_listening  # noqa: E402
 CONFIG = """\
 global
     maxconn {maxconn}
-
+{extra}
 defaults
     mode tcp
     maxconn {maxconn}
@@ -56,8 +56,9 @@ listen flood
 
 # Opens COUNT connections to PORT, one byte echoed on each, then holds them idle.  Prints "open N"
 # (N: how many are open); with WATCH seconds, waits for the proxy to close each (a thread on epoll
-# notes the time from each one's echo to its close, from its first moment) and prints them as JSON,
-# else holds them until its standard input closes.
+# notes the time from the moment before each one's byte was sent to its close, from its first
+# moment) and prints them as JSON, else holds them until its standard input closes.  A stall of this
+# process can only make a close look later, never earlier.
 HOLDER = r"""
 import json, resource, select, socket, sys, threading, time
 resource.setrlimit(resource.RLIMIT_NOFILE, (resource.getrlimit(resource.RLIMIT_NOFILE)[1],) * 2)
@@ -85,6 +86,7 @@ if watch:
 for _ in range(count):
     try:
         sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        sent = time.monotonic()  # the proxy saw this client's last bytes after this: never early
         sock.sendall(b"x")
         if sock.recv(1) != b"x":
             raise OSError("no echo")
@@ -93,7 +95,7 @@ for _ in range(count):
         continue
     with lock:
         held[sock.fileno()] = sock
-        echoed[sock.fileno()] = time.monotonic()
+        echoed[sock.fileno()] = sent
         if watch:
             poller.register(sock.fileno(), select.EPOLLIN | select.EPOLLRDHUP)
 print("open", len(held), flush=True)
@@ -165,7 +167,9 @@ def start_proxy(procs: Processes, workdir: pathlib.Path, target: str, backend: i
                 opts) -> tuple[subprocess.Popen, int]:
     port = free_port()
     cfg = workdir / f"{target.replace(' ', '-')}-{port}.cfg"
-    cfg.write_text(CONFIG.format(port=port, backend=backend, client=client, maxconn=maxconn(opts.idle)))
+    extra = f"    nbthread {opts.nbthread}\n" if opts.nbthread else ""
+    cfg.write_text(CONFIG.format(port=port, backend=backend, client=client, maxconn=maxconn(opts.idle),
+                                 extra=extra))
     env = dict(os.environ)
     if target == "haproxy":
         args = ["haproxy", "-db", "-f", str(cfg)]
@@ -258,6 +262,7 @@ def main() -> int:
     parser.add_argument("--gap", type=float, default=10.0, help="milliseconds between two probes")
     parser.add_argument("--rounds", type=int, default=1, help="times each target runs each scenario")
     parser.add_argument("--only", default="latency,timeouts")
+    parser.add_argument("--nbthread", type=int, default=0, help="nbthread for every proxy (0: not set)")
     parser.add_argument("--before", help="a source tree whose fastproxy runs as 'fastproxy before'")
     parser.add_argument("--out", help="write the results as JSON here")
     opts = parser.parse_args()
