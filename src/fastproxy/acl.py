@@ -67,6 +67,9 @@ class ConnInfo:
     alpn: tuple[str, ...] = ()  # the ClientHello's ALPN protocol names, in its order
     hello_extensions: Optional[tuple[int, ...]] = None  # the ClientHello's extension types
     counters: Any = None  # the connection's stick counters (``tracking.Tracker``), read by sc_*/src_*
+    # What ``set-src``/``set-dst`` rules changed ({"src": ..., "dst_port": ...}), for the session to take
+    # on; shared by the copies of one connection's info (None: nobody takes them on).
+    rewritten: Optional[dict] = None
 
 
 # --- samples ------------------------------------------------------------------------------------------
@@ -553,7 +556,8 @@ def evaluate(condition: Optional[Condition], acls: Mapping[str, Sequence[Acl]], 
 class _Rule:
     accept: bool
     matches: Verdict
-    run: Optional[Callable[[ConnInfo], None]] = None  # an action that goes on to the next rule (track-sc...)
+    # An action that goes on to the next rule (track-sc...); ``set-src`` and friends return the change.
+    run: Optional[Callable[[ConnInfo], Any]] = None
 
 
 def EXPECT_PROXY(info: ConnInfo) -> None:
@@ -561,7 +565,7 @@ def EXPECT_PROXY(info: ConnInfo) -> None:
 
 
 def _rule_action(rule: TcpRequestRule, proxy: str,
-                 tables: Mapping[str, Any]) -> Optional[Callable[[ConnInfo], None]]:
+                 tables: Mapping[str, Any]) -> Optional[Callable[[ConnInfo], Any]]:
     """What a ``tcp-request`` rule other than accept/reject does to the connection's stick counters
     (``proxy``: the name of the proxy holding the rule, whose table is the default)."""
     number = rule.counter
@@ -580,7 +584,37 @@ def _rule_action(rule: TcpRequestRule, proxy: str,
     if rule.action == "sc-set-gpt0":
         value = rule.value
         return lambda info: info.counters.set_gpt0(number, value) if info.counters is not None else None
+    if rule.action in _ADDRESS_FIELDS:
+        assert rule.sample is not None
+        field, read = _ADDRESS_FIELDS[rule.action], samples.reader(rule.sample)
+
+        def rewrite(info: ConnInfo) -> Optional[dict]:
+            value = _address_value(read(info), port=field.endswith("port"))
+            if value is None:  # no value, or none of that type: the address stays, as in HAProxy
+                return None
+            change = {field: value}
+            if info.rewritten is not None:
+                info.rewritten.update(change)
+            return change
+        return rewrite
     return None
+
+
+def _address_value(value: Any, *, port: bool) -> Any:
+    """A sample's value as the address (text) or port (int) ``set-src`` and friends set; None when it
+    is none (HAProxy's failed sample cast)."""
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
+    try:
+        if port:
+            number = int(value)
+            return number if 0 <= number <= 65535 else None
+        return str(ipaddress.ip_address(str(value).strip()))
+    except (TypeError, ValueError):
+        return None
+
+
+_ADDRESS_FIELDS = {"set-src": "src", "set-src-port": "src_port", "set-dst": "dst", "set-dst-port": "dst_port"}
 
 
 class Router:
@@ -650,7 +684,7 @@ class Router:
             elif rule.run is None:
                 return rule.accept, expect_proxy
             else:
-                rule.run(final)
+                final = _ran(rule, final)
         return True, expect_proxy
 
     def accept_session(self, info: ConnInfo) -> bool:
@@ -691,5 +725,12 @@ def _first_match(rules: Sequence[_Rule], info: ConnInfo) -> Optional[bool]:
         if verdict == PASS:
             if rule.run is None:
                 return rule.accept
-            rule.run(info)
+            info = _ran(rule, info)
     return True
+
+
+def _ran(rule: _Rule, info: ConnInfo) -> ConnInfo:
+    """Run a rule's action: the connection as the rules after it see it (``set-src`` changes it)."""
+    assert rule.run is not None
+    change = rule.run(info)
+    return dataclasses.replace(info, **change) if isinstance(change, dict) else info

@@ -125,7 +125,7 @@ class TCPProxy:
                     finally:
                         sock.detach()
                 if header.command == "PROXY" and header.src and header.dst:
-                    session.addresses_from_proxy_header(header.src, header.dst)
+                    session.set_addresses(header.src, header.dst)
                 then(session)
                 return
         except OSError:
@@ -163,6 +163,7 @@ class TCPProxy:
         if not accepted:  # tcp-request connection reject
             self._deny(session)
             return
+        info = self._rewritten(session, info)
         if expect_proxy:  # tcp-request connection expect-proxy layer4: the header first
             self.state.background(asyncio.ensure_future(self._read_proxy_header(session, self._screened)))
             return
@@ -179,6 +180,7 @@ class TCPProxy:
         if not router.accept_session(info):  # tcp-request session reject
             self._deny(session)
             return
+        info = self._rewritten(session, info)
         if frontend.inspects:
             self.state.background(asyncio.ensure_future(self._inspect_then_route(session, info)))
             return
@@ -186,7 +188,24 @@ class TCPProxy:
         if not router.accept_content(info):
             self._deny(session)
             return
+        info = self._rewritten(session, info)
         self._go(session, router.backend_for(info), info)
+
+    @staticmethod
+    def _rewritten(session: Session, info: ConnInfo) -> ConnInfo:
+        """What ``set-src``/``set-dst`` rules changed becomes the session's addresses, and the info the
+        next rules see."""
+        changes = info.rewritten
+        if not changes:
+            return info
+        peer, local = session.peername, session.sockname
+        src = (changes.get("src", peer[0]), int(changes.get("src_port", peer[1])))
+        dst = (changes.get("dst", local[0]), int(changes.get("dst_port", local[1])))
+        session.set_addresses(src, dst)
+        changes.clear()
+        session.info = info = dataclasses.replace(info, src=src[0], src_port=src[1], dst=dst[0],
+                                                  dst_port=dst[1], rewritten={})
+        return info
 
     @staticmethod
     def _client_closed(sock: socket.socket) -> bool:
@@ -251,7 +270,8 @@ class TCPProxy:
     @staticmethod
     def _info(session: Session) -> ConnInfo:
         return ConnInfo(src=session.peername[0], src_port=session.peername[1],
-                        dst=session.sockname[0], dst_port=session.sockname[1], counters=session.tracker)
+                        dst=session.sockname[0], dst_port=session.sockname[1], counters=session.tracker,
+                        rewritten={})
 
     def _deny(self, session: Session) -> None:
         session.close()
@@ -272,6 +292,7 @@ class TCPProxy:
             if not backend.router.accept_content(info):
                 self._deny_in_backend(session)
                 return
+            self._rewritten(session, info)
         self.dispatcher.choose_and_dial(session)
 
     def _deny_in_backend(self, session: Session) -> None:
@@ -288,6 +309,7 @@ class TCPProxy:
         if inspected is None:
             return
         session.info = inspected[0]
+        self._rewritten(session, inspected[0])
         if not inspected[1]:
             self._deny_in_backend(session)
             return
@@ -306,6 +328,7 @@ class TCPProxy:
             return
         seen, accepted = inspected
         session.info = seen  # what log-format samples and the balancer read
+        seen = self._rewritten(session, seen)
         if seen.sni is not None:
             session.context["sni"] = seen.sni
         if not accepted:  # tcp-request content reject

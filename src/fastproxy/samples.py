@@ -34,6 +34,7 @@ the connection (``tracking.Tracker``), which this module only calls: no counters
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -78,11 +79,12 @@ class Fetch:
     read: Optional[FetchRead] = None  # a content fetch: reads the client's first bytes (``request``)
     arguments: tuple[str, ...] = ()  # the types of its arguments; the first ``required`` are mandatory
     required: int = 0
+    constant: bool = False  # ``ipv4(<ip>)``, ``int(<n>)``...: its argument, whatever the connection
 
     @property
     def content(self) -> bool:
         """Whether it reads what the client sends: a rule using it waits within ``inspect-delay``."""
-        return self.client_hello or self.read is not None
+        return self.client_hello or (self.read is not None and not self.constant)
 
 
 @dataclass(frozen=True)
@@ -143,6 +145,14 @@ def _wait_end(conn: Any, args: tuple[Any, ...]) -> Read:
     return Read(True, False) if getattr(conn, "final", True) else payload.TOO_SHORT
 
 
+def _constant(kind: str) -> FetchRead:
+    """HAProxy's constant fetches (``ipv4(<ip>)``, ``ipv6(<ip>)``, ``int(<n>)``, ``str(<s>)``): their
+    argument, checked when read (``check``)."""
+    def read(conn: Any, args: tuple[Any, ...]) -> Read:
+        return Read(int(args[0]) if kind == INT else args[0], False)
+    return read
+
+
 def _rdp_cookie_count(conn: Any, args: tuple[Any, ...]) -> Read:
     value, more = payload.rdp_cookie(_request(conn), *args)
     return payload.TOO_SHORT if more else Read(0 if value is None else 1, False)
@@ -177,7 +187,10 @@ FETCHES: dict[str, Fetch] = _fetches(
     (("url",), Fetch("url", STR, None, read=_http("url"))),
     (("req.ver", "req_ver"), Fetch("req.ver", STR, None, read=_http("version"))),
     (("wait_end",), Fetch("wait_end", BOOL, None, read=_wait_end)),
+    *((((name,), Fetch(name, kind, None, read=_constant(kind), arguments=(TEXT,), required=1, constant=True)))
+      for name, kind in (("ipv4", IP), ("ipv6", IP), ("int", INT), ("str", STR))),
 )
+_CONSTANTS = ("ipv4", "ipv6", "int", "str")
 
 # The values stick counter fetches give: the data type they read (or change), and how.  ``read``: the
 # stored value; ``inc``/``clr``: count one / reset, giving the value before a reset and after a count;
@@ -230,6 +243,29 @@ def _bytes(value: Any, offset: int, length: Optional[int] = None) -> Optional[by
     return data[offset:] if not length else data[offset:offset + length]
 
 
+def _ipmask(value: Any, mask4: str, mask6: Optional[str] = None) -> Optional[str]:
+    """HAProxy's ``ipmask(<mask4>[,<mask6>])``: the address with its host bits cleared (a v6 one with
+    ``mask6`` only)."""
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        return None
+    mask = mask4 if address.version == 4 else mask6
+    if mask is None:
+        return None
+    network = ipaddress.ip_network(f"{address}/{mask}", strict=False)
+    return str(network.network_address)
+
+
+def _check_ipmask(mask4: str, mask6: Optional[str] = None) -> None:
+    for mask, version in ((mask4, "0.0.0.0"), (mask6, "::")):
+        if mask is not None:
+            try:
+                ipaddress.ip_network(f"{version}/{mask}")
+            except ValueError:
+                raise SampleError(f"converter 'ipmask' : invalid mask '{mask}'") from None
+
+
 _STRINGS = frozenset({STR, BIN})
 CONVERTERS: dict[str, Converter] = {
     "lower": Converter("lower", _STRINGS, STR, lambda value: _text(value).lower()),
@@ -237,6 +273,7 @@ CONVERTERS: dict[str, Converter] = {
     "hex": Converter("hex", _STRINGS, STR, lambda value: _binary(value).hex().upper()),
     "bytes": Converter("bytes", _STRINGS, BIN, _bytes, (UINT, UINT), 1),
     "length": Converter("length", _STRINGS, INT, lambda value: len(_binary(value))),
+    "ipmask": Converter("ipmask", frozenset({IP}), IP, _ipmask, (TEXT, TEXT), 1),
 }
 
 HASHABLE = frozenset(name for name, fetch in FETCHES.items() if fetch.hashable)
@@ -364,14 +401,31 @@ def check(sample: Sample) -> None:
     fetch, args = fetch_of(sample.fetch)
     if fetch.counter is not None:
         counter_arguments(fetch, args)
+    if fetch.name in _CONSTANTS:
+        _check_constant(fetch.name, args[0])
     kind = fetch.type
     for text in sample.converters:
-        converter, _ = converter_of(text)
+        converter, cargs = converter_of(text)
+        if converter.name == "ipmask":
+            _check_ipmask(*cargs)
         if kind not in converter.inputs:
             what = "strings" if STR in converter.inputs else f"{'/'.join(converter.inputs)} samples"
             raise SampleError(f"converter '{converter.name}' applies to {what}, and '{sample.fetch}' is not "
                               "one")
         kind = converter.output
+
+
+def _check_constant(name: str, text: str) -> None:
+    try:
+        if name == "int":
+            int(text)
+        elif name != "str":
+            if ipaddress.ip_address(text).version != (4 if name == "ipv4" else 6):
+                raise ValueError(text)
+    except ValueError:
+        kind = {"int": "integer", "ipv4": "IPv4 address", "ipv6": "IPv6 address"}[name]
+        raise SampleError(f"fetch method '{name}' : failed to parse '{text}' as type '{kind}' at "
+                          "position 1") from None
 
 
 def check_hashable(sample: Sample) -> None:

@@ -82,8 +82,10 @@ class Session:
                 sock.detach()
         return self._sockname
 
-    def addresses_from_proxy_header(self, src: tuple, dst: tuple) -> None:
-        """``accept-proxy``: the PROXY header's addresses stand for the client's own."""
+    def set_addresses(self, src: tuple, dst: tuple) -> None:
+        """The addresses that stand for the client's own from now on (in rules, balancing, tables,
+        logs, PROXY headers to servers): a PROXY header's (``accept-proxy``, ``expect-proxy``), or
+        what ``set-src``/``set-dst`` rules set."""
         self._peername, self._sockname = src, dst
 
     def finished(self) -> None:

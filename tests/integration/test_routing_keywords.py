@@ -61,6 +61,58 @@ def test_expect_proxy_reads_the_header_of_the_clients_it_matches_as_haproxy(pump
     assert asyncio.run(main()) == [b"special", b"plain", b"", b"", b"plain"]
 
 
+SET_ADDRESSES = PROLOGUE + """
+frontend fe
+    bind 127.0.0.1:{port}
+    tcp-request connection set-src ipv4(127.9.9.9) if {{ src 127.0.0.2 }}
+    tcp-request session set-src src,ipmask(16) if {{ src 127.0.0.3 }}
+    tcp-request content set-dst-port int({other}) if {{ src 127.0.0.4 }}
+    tcp-request content set-src ipv4(127.6.6.6) if {{ src 127.0.0.5 }}
+    use_backend special if {{ src 127.9.9.9 }}
+    use_backend masked if {{ src 127.0.0.0 }}
+    use_backend portless if {{ dst_port {other} }}
+    use_backend proxied if {{ src 127.6.6.6 }}
+    default_backend plain
+backend special
+    server s1 127.0.0.1:{special}
+backend masked
+    server s1 127.0.0.1:{masked}
+backend portless
+    server s1 127.0.0.1
+backend proxied
+    server s1 127.0.0.1:{header} send-proxy
+backend plain
+    server s1 127.0.0.1:{plain}
+"""
+
+
+def header_backend():
+    """A server that answers with the start of the PROXY header it got: the source address."""
+    async def handler(reader, writer):
+        line = await reader.readline()
+        writer.write(b" ".join(line.split()[:3]))
+        writer.write_eof()
+        with contextlib.suppress(ConnectionError):
+            await reader.read()
+        writer.close()
+    return handler
+
+
+@needs_reference
+def test_set_src_and_set_dst_port_route_balance_and_reach_servers_as_haproxy(pump_class, tmp_path):
+    clients: list[tuple[str, Sends]] = [("127.0.0.2", b""), ("127.0.0.3", b""), ("127.0.0.4", b""),
+                                        ("127.0.0.5", b""), ("127.0.0.1", b"")]
+
+    async def main() -> list[bytes]:
+        async with contextlib.AsyncExitStack() as stack:
+            ports = {name: await stack.enter_async_context(serving(named_backend(name.encode())))
+                     for name in ("special", "masked", "other", "plain")}
+            ports["header"] = await stack.enter_async_context(serving(header_backend()))
+            return await asyncio.to_thread(both_ways, pump_class, SET_ADDRESSES, ports, tmp_path, clients)
+
+    assert asyncio.run(main()) == [b"special", b"masked", b"other", b"PROXY TCP4 127.6.6.6", b"plain"]
+
+
 SOURCE = PROLOGUE + """
 frontend fe
     bind 127.0.0.1:{port}

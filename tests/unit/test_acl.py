@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import textwrap
 
 import pytest
@@ -356,3 +357,27 @@ def test_acl_errors_are_config_errors_and_still_value_errors():
         parse_acl("a", ["nosuch_fetch", "x"])
     assert isinstance(info.value, ValueError) and isinstance(info.value, AclError)
     assert str(info.value).startswith("fetch method 'nosuch_fetch' is not supported by fastproxy")
+
+
+def test_set_src_and_set_dst_port_change_what_the_following_rules_see_and_report_the_change():
+    config = parse_text(textwrap.dedent("""\
+        frontend fe
+            bind :80
+            tcp-request connection set-src ipv4(10.9.9.9) if { src 192.0.2.0/24 }
+            tcp-request connection reject if { src 10.9.9.9 } { src_port 1 }
+            tcp-request connection set-src src,ipmask(16) if { src 10.9.9.9 }
+            tcp-request connection set-dst-port str(8443) if { src 10.9.0.0 }
+            tcp-request connection set-src-port str(nope)
+            tcp-request connection accept if { src 10.9.0.0 } { dst_port 8443 }
+            tcp-request connection reject
+        backend be
+            server s 127.0.0.1:1
+        """))
+    router = Router.for_frontend(config.frontends["fe"], config.backends)
+    info = dataclasses.replace(conn(src="192.0.2.10"), rewritten={})
+    assert router.screen_connection(info) == (True, False)
+    # the last value of each set wins; a value of no type (str(nope) as a port) changes nothing
+    assert info.rewritten == {"src": "10.9.0.0", "dst_port": 8443}
+    assert router.screen_connection(dataclasses.replace(conn(src="192.0.2.10", src_port=1),
+                                                        rewritten={})) == (False, False)
+    assert router.screen_connection(conn(src="203.0.113.1")) == (False, False)

@@ -32,8 +32,6 @@ HAPROXY_DIFFERS: dict[str, dict[int, str]] = {
     "maglev.cfg": {11: "'hash-type maglev' is fastproxy's extension"},
     "routing_keywords.cfg": {
         10: "switch-mode http needs an HTTP proxy; fastproxy is layer 4 only",
-        11: "set-src: fastproxy does not rewrite addresses, so ACLs, logs and tables would differ",
-        12: "set-dst: fastproxy does not rewrite addresses, so ACLs, logs and tables would differ",
         17: "usesrc: transparent proxying (foreign source addresses) is not done",
         18: "tcp-response content rules: the pump relays what servers send without inspecting it",
         25: "resolvers: fastproxy resolves names once at start (HAProxy fails later: no such section)",
@@ -1343,7 +1341,7 @@ def test_dispatch_sends_every_connection_to_its_address_without_balance_as_hapro
 
 # --- keywords that change routing: acted on, or refused (never only warned about) -------------------
 
-def test_expect_proxy_is_a_connection_rule_and_other_address_rewrites_are_refused():
+def test_expect_proxy_and_address_rewrites_are_rules_and_services_are_refused():
     config = parse(PROLOGUE + "frontend fe\n bind :1\n"
                    " tcp-request connection expect-proxy layer4 if { src 127.0.0.2 }\n"
                    " default_backend be\nbackend be\n server s 127.0.0.1:9\n")
@@ -1355,8 +1353,8 @@ def test_expect_proxy_is_a_connection_rule_and_other_address_rewrites_are_refuse
                        " tcp-request content expect-proxy layer4\n"
                        " tcp-request content use-service prometheus-exporter\n"
                        " tcp-request content switch-mode http\n"
-                       " tcp-request connection set-src ipv4(10.0.0.1)\n"
-                       " tcp-request content set-dst-port int(80)\n"
+                       " tcp-request connection set-src\n"
+                       " tcp-request content set-dst-port int(x)\n"
                        " default_backend be\nbackend be\n server s 127.0.0.1:9\n")
     assert [e.split(":", 1)[0] for e in errors] == ["8", "9", "10", "11", "12", "13"]
     assert "'tcp-request connection expect-proxy' only supports 'layer4' in frontend 'fe' (got '')" \
@@ -1364,7 +1362,12 @@ def test_expect_proxy_is_a_connection_rule_and_other_address_rewrites_are_refuse
     assert "'expect-proxy layer4' is not allowed in 'tcp-request content' rules in frontend 'fe'" in errors[1]
     assert "runs no service in a TCP proxy" in errors[2]
     assert "does not process" in errors[3]
-    assert "logs, ACLs and stick tables would see the real one" in errors[4]
+    assert errors[4].endswith("missing fetch method")
+    assert "failed to parse 'x' as type 'integer'" in errors[5]
+    config = parse(PROLOGUE + "frontend fe\n bind :1\n tcp-request session set-src src,ipmask(24)\n"
+                   " default_backend be\nbackend be\n server s 127.0.0.1:9\n")
+    rule = config.frontends["fe"].tcp_request_rules[0]
+    assert (rule.action, str(rule.sample)) == ("set-src", "src,ipmask(24)")
 
 
 def test_track_names_a_checked_server_and_excludes_checks_as_haproxy_does():

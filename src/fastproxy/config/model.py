@@ -408,10 +408,12 @@ class TcpRequestRule:
     the frontend's own table), ``sc-inc-gpc0(<n>)`` / ``sc-inc-gpc1(<n>)`` count one in the tracked
     entry, ``sc-set-gpt0(<n>) <value>`` writes ``value`` there; these go on to the next rule, as
     ``expect-proxy`` (``layer4``, a connection rule) does: the client's first bytes are then a PROXY
-    header whose addresses stand for the client's own."""
+    header whose addresses stand for the client's own; ``set-src``, ``set-dst`` and their ``-port``
+    forms change the addresses the following rules, the balancer, the tables and the logs see."""
 
     phase: str  # "connection" | "session" | "content"
     # "accept" | "reject" | "track-sc" | "sc-inc-gpc0" | "sc-inc-gpc1" | "sc-set-gpt0" | "expect-proxy"
+    # | "set-src" | "set-src-port" | "set-dst" | "set-dst-port" (``sample``: the new value)
     action: str
     condition: Optional[Condition] = None
     location: Location = field(default_factory=Location)

@@ -351,6 +351,8 @@ def _tcp_request(line: _Line, proxy: _Proxy, args: list[str]) -> None:
             raise _Invalid(f"'expect-proxy layer4' is not allowed in 'tcp-request {phase}' rules in "
                            f"{proxy.describe()}")
         proxy.tcp_request_rules.append(_expect_proxy_rule(line, proxy, rest))
+    elif action in _ADDRESS_ACTIONS:
+        proxy.tcp_request_rules.append(_address_rule(line, proxy, phase, action, rest))
     elif action.split("(", 1)[0] in _REFUSED_TCP_REQUEST_ACTIONS:
         raise _Invalid(f"action '{action}': {_REFUSED_TCP_REQUEST_ACTIONS[action.split('(', 1)[0]]}")
     elif _known_tcp_request_action(action):
@@ -394,19 +396,36 @@ def _tcp_response(line: _Line, proxy: _Proxy, args: list[str]) -> None:
                    "'tcp-response content' rules would never accept, reject or close anything")
 
 
+_ADDRESS_ACTIONS = ("set-src", "set-dst", "set-src-port", "set-dst-port")
+
+
+def _address_rule(line: _Line, proxy: _Proxy, phase: str, action: str, rest: list[str]) -> TcpRequestRule:
+    """``set-src|set-dst <expr>``, ``set-src-port|set-dst-port <expr>`` [if|unless <cond>]: the address
+    (or port) the rules after it, the balancer, the stick tables and the logs see from then on; a
+    server without port is dialed at the destination port it sets.  A value that is no address (or
+    port) when the rule runs changes nothing, as in HAProxy."""
+    if not rest or rest[0] in ("if", "unless"):
+        raise _Invalid("missing fetch method")
+    try:
+        sample = samples.parse(rest[0])
+    except samples.SampleError as exc:
+        raise _Invalid(exc.message) from None
+    condition = None
+    if rest[1:]:
+        if rest[1] not in ("if", "unless"):
+            raise _Invalid(f"'tcp-request {phase} {action}' only accepts 'if' or 'unless', in "
+                           f"{proxy.describe()} (got '{rest[1]}')")
+        condition = line.reader.condition(line, proxy, rest[1:])
+    return TcpRequestRule(phase=phase, action=action, condition=condition, location=line.location,
+                          sample=sample)
+
+
 # Actions that would change where traffic goes or what the client gets, which fastproxy does not do:
 # refused with the reason (ignoring them would route differently from HAProxy).
 _REFUSED_TCP_REQUEST_ACTIONS = {
     "use-service": "a service (the Prometheus exporter, Lua, SPOP...) would answer the client in place "
                    "of a server; fastproxy runs no service in a TCP proxy",
     "switch-mode": "it turns the stream into HTTP, which fastproxy (a layer-4 proxy) does not process",
-    "set-src": "fastproxy does not rewrite the client's address: logs, ACLs and stick tables would see "
-               "the real one, not the one the rule sets",
-    "set-src-port": "fastproxy does not rewrite the client's port: logs and ACLs would see the real one",
-    "set-dst": "fastproxy does not rewrite the destination address: ACLs and logs would see the real one, "
-               "and a server without address would not be dialed at the one the rule sets",
-    "set-dst-port": "fastproxy does not rewrite the destination port: a server without port would not be "
-                    "dialed at the one the rule sets",
     "expect-netscaler-cip": "fastproxy does not decode NetScaler client IP headers: the header would be "
                             "forwarded to the server and the addresses it gives ignored",
 }
