@@ -1,5 +1,5 @@
 """Keywords that change where traffic goes, on real sockets, each held to the real haproxy 2.6 on the
-same file and the same traffic: ``tcp-request connection expect-proxy``, server ``track``,
+same file and the same traffic: ``tcp-request connection expect-proxy``, ``set-src``/``set-dst``, ``track``,
 ``init-addr``, ``source`` (proxy and server), ``retry-on`` and ``non-stick``.
 """
 
