@@ -69,6 +69,12 @@ def default_fullconn(config: model.Config, backends: dict[str, BackendRuntime]) 
             backend.balancer.fullconn = max((totals[name] + 9) // 10, 1)
 
 
+def _checks_send_proxy(server: model.Server) -> bool:
+    """HAProxy's rule: ``check-send-proxy``, or ``send-proxy(-v2)`` without a check ``port`` or ``addr``."""
+    return server.check_send_proxy or ((server.send_proxy or server.send_proxy_v2)
+                                       and not server.check_port and not server.check_addr)
+
+
 def _checks_speak_tls(server: model.Server) -> bool:
     """HAProxy's rule: ``check-ssl``, or ``ssl`` without a check ``port`` or ``addr`` of its own."""
     return server.check_ssl or (server.ssl and not server.check_port and not server.check_addr)
@@ -160,7 +166,9 @@ class Engine:
                                            disable_on_404=be.http_disable_on_404, state_header=state_header,
                                            source=server.slot.server.source or be.source,
                                            tls=_check_tls(server.slot.server, rules, g.ssl_server_verify),
-                                           tls_default=_checks_speak_tls(server.slot.server))
+                                           tls_default=_checks_speak_tls(server.slot.server),
+                                           proxy_version=2 if server.slot.server.send_proxy_v2 else 1,
+                                           proxy_default=_checks_send_proxy(server.slot.server))
                 self._by_check[server.check] = server
                 self.health.add(server.check)
                 if server.unresolved:  # in maintenance from the start, as a ``disabled`` server

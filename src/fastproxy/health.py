@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
-from . import _linux
+from . import _linux, proxyproto
 from .config.model import SSL3_HELLO, HttpCheckRequest, Server, TcpCheckRule
 
 log = logging.getLogger("fastproxy")
@@ -164,6 +164,10 @@ class ProbeContext:
     sni: Optional[str] = None
     tls_default: bool = False  # the default connect (implicit or ``default``) speaks TLS: check-ssl
     verifyhost: Optional[str] = None  # the name verified when no SNI is sent (``verifyhost``)
+    # The version of the PROXY header a check sends first (the server's: 2 with ``send-proxy-v2``), and
+    # whether the default connect sends it (``check-send-proxy``, a ``send-proxy`` server's own checks).
+    proxy_version: int = 1
+    proxy_default: bool = False
 
 
 async def run_check(family: int, address: tuple, rules: Sequence[TcpCheckRule], *,
@@ -283,6 +287,15 @@ class _Probe:
             return CheckResult("L4CON", _strerror(exc) + self._where(rule))
         self.connected = True
         self.deadline = loop.time() + self.read_timeout if self.read_timeout else None
+        default = rule is _IMPLICIT_CONNECT or rule.default
+        if rule.send_proxy or (self.context.proxy_default and default):
+            # Before any TLS; HAProxy's v1 line names the check's own connection, its v2 header is LOCAL.
+            header = proxyproto.encode_v2(command="LOCAL") if self.context.proxy_version == 2 else \
+                proxyproto.encode_v1(self.sock.getsockname()[:2], (host, port))
+            try:
+                await asyncio.wait_for(loop.sock_sendall(self.sock, header), self._remaining(loop))
+            except (OSError, asyncio.TimeoutError):
+                return CheckResult("L4CON", self._where(rule))
         if rule.ssl or (self.context.tls_default and (rule is _IMPLICIT_CONNECT or rule.default)):
             return await self._handshake(loop, rule)
         return None
@@ -845,13 +858,15 @@ class ServerCheck:
                  check_timeout: Optional[float] = None, kind: str = "tcp", disable_on_404: bool = False,
                  state_header: Optional[Callable[[], str]] = None,
                  health: Optional[ServerHealth] = None, source: Optional[tuple[str, int]] = None,
-                 tls: Optional[ssl.SSLContext] = None, tls_default: bool = False) -> None:
+                 tls: Optional[ssl.SSLContext] = None, tls_default: bool = False,
+                 proxy_version: int = 1, proxy_default: bool = False) -> None:
         self.name = name  # backend/server
         self.server = server
         self.family, self.address, self.rules = family, address, rules
         self.kind, self.disable_on_404, self.state_header = kind, disable_on_404, state_header
         self.source = source
         self.tls, self.tls_default = tls, tls_default  # check-ssl and the server's TLS settings
+        self.proxy_version, self.proxy_default = proxy_version, proxy_default  # check-send-proxy
         self.stopping = False  # a check passed conditionally (HTTP 404 with disable-on-404): NOLB
         self.connect_timeout, self.check_timeout = connect_timeout, check_timeout
         self.active = server.check or kind == "agent"  # probes run (unless paused)
@@ -959,7 +974,7 @@ class HealthMonitor:
         try:
             context = ProbeContext(check.kind, check.health.up, check.disable_on_404, check.state_header,
                                    check.source, check.tls, check.server.check_sni, check.tls_default,
-                                   check.server.verifyhost)
+                                   check.server.verifyhost, check.proxy_version, check.proxy_default)
             result = await run_check(check.family, check.address, check.rules, connect_timeout=connect,
                                      read_timeout=read, total_timeout=total, context=context)
         except Exception as exc:  # a bug must not stop this server's checks for good

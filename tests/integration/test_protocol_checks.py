@@ -596,6 +596,13 @@ TLS_CASES = {
                     http(503, "Service Unavailable"), "DOWN"),
     "connect ssl": ("option tcp-check\n    tcp-check connect ssl\n    tcp-check send PING\\r\\n\n"
                     "    tcp-check expect string +PONG", "verify none", "tls", b"+PONG\r\n", "UP"),
+    # Not TLS, but the same harness: the PROXY header a check sends first, compared byte for byte.
+    "check-send-proxy": ("option httpchk GET /health", "check-send-proxy", "plain", http(200, "OK"), "UP"),
+    "check-send-proxy v2": ("option httpchk GET /health", "check-send-proxy send-proxy-v2", "plain",
+                            http(200, "OK"), "UP"),
+    "connect send-proxy": ("option tcp-check\n    tcp-check connect send-proxy\n"
+                           "    tcp-check send PING\\r\\n\n    tcp-check expect string +PONG", "", "plain",
+                           b"+PONG\r\n", "UP"),
 }
 
 
@@ -615,7 +622,8 @@ def mutual_tls_context(tls_files):
 async def test_tls_checks_agree_with_haproxy(tmp_path, pump_class, caplog, tls_context, mutual_tls_context,
                                             tls_files, case):
     checks, options, speaks, answer, state = TLS_CASES[case]
-    agent = Agent(answer, complete=lambda data: b"\r\n\r\n" in data or data.endswith(b"PING\r\n"))
+    # A whole request: a PROXY v2 header holds "\r\n\r\n" too, so the end of the data decides.
+    agent = Agent(answer, complete=lambda data: data.endswith((b"\r\n\r\n", b"PING\r\n")))
     context = {"tls": tls_context, "mutual": mutual_tls_context, "plain": None}[speaks]
     server = await asyncio.start_server(agent, "127.0.0.1", 0, ssl=context)
     client = tmp_path / "client.pem"  # HAProxy's crt: the certificate and its key in one file
@@ -627,9 +635,13 @@ async def test_tls_checks_agree_with_haproxy(tmp_path, pump_class, caplog, tls_c
                            server_options=options.format(**files))
         sock = tmp_path / "admin.sock"
         theirs, their_output = await haproxy_stat(cfg, sock, settled_tls)
+        their_bytes, agent.received = agent.received, []
         ours, our_output = await fastproxy_stat(cfg, sock, pump_class, settled_tls, caplog)
     finally:
         server.close()
+    def masked(sent: list[bytes]) -> list[bytes]:  # the check's own source port differs, naturally
+        return [re.sub(rb"^(PROXY TCP[46] \S+ \S+ )\d+", rb"\1N", data) for data in sent[:1]]
+    assert masked(agent.received) == masked(their_bytes)  # what the first check sent
     fields = ("status", "check_status", "check_code", "last_chk", "check_desc")
     assert {name: ours[name].removeprefix("* ") for name in fields} == {
         name: theirs[name].removeprefix("* ") for name in fields}

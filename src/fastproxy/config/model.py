@@ -155,6 +155,9 @@ class Server:
     # required), ``ca-file`` to verify against, ``crt`` (a PEM with the client certificate and its key),
     # ``check-sni`` (the name sent, and verified), ``verifyhost`` (the name verified without SNI).
     check_ssl: bool = False
+    # ``check-send-proxy``: checks start with a PROXY header (LOCAL/UNKNOWN, in the server's version),
+    # as those of a ``send-proxy`` server without a check ``port`` or ``addr`` do.
+    check_send_proxy: bool = False
     # ``ssl``: TLS to the server, which fastproxy does not do for traffic (a warning); as in HAProxy
     # its checks speak TLS when no check ``port`` or ``addr`` is set.
     ssl: bool = False
@@ -220,6 +223,7 @@ class TcpCheckRule:
     on_success: Optional[str] = None
     status_code: Optional[tuple[int, int]] = None  # (offset, length) of the code in the answer
     ssl: bool = False  # ``tcp-check connect ssl``: a TLS handshake once connected
+    send_proxy: bool = False  # ``tcp-check connect send-proxy``: a PROXY header first
     sni: Optional[str] = None  # ``tcp-check connect sni <name>``
     default: bool = False  # ``tcp-check connect default``: the server's check settings (check-ssl...)
 

@@ -112,6 +112,11 @@ def source_address(text: str) -> tuple[str, int]:
     return host, _integer(port, "a port", 0, 65535) if port else 0
 
 
+def _no_socks4(server: Server, values: list[str]) -> None:
+    raise _Invalid(f"'socks4 {values[0]}' sends the connections through a SOCKS4 proxy, which fastproxy "
+                   "does not do: they would go straight to the server")
+
+
 def _no_usesrc(server: Server, values: list[str]) -> None:
     raise _Invalid(f"'usesrc {values[0]}' asks for transparent proxying (connecting from a foreign "
                    "address), which fastproxy does not do: servers would see the proxy's address")
@@ -167,6 +172,9 @@ SERVER_OPTIONS: dict[str, tuple[int, ServerHandler]] = {
     "no-send-proxy": (0, _server_flag("send_proxy", False)),
     "send-proxy-v2": (0, _server_flag("send_proxy_v2", True)),
     "no-send-proxy-v2": (0, _server_flag("send_proxy_v2", False)),
+    "check-send-proxy": (0, _server_flag("check_send_proxy", True)),
+    "no-check-send-proxy": (0, _server_flag("check_send_proxy", False)),
+    "socks4": (1, _no_socks4),
     "id": (1, _server_int("id", "a custom id for 'id'", 1)),
     "observe": (1, _server_observe),
     "error-limit": (1, _server_int("error_limit", "a number of errors for 'error-limit'", 1)),
@@ -185,17 +193,17 @@ SERVER_OPTIONS: dict[str, tuple[int, ServerHandler]] = {
 
 # HAProxy 2.6's other server settings and their argument counts (from ``haproxy -dKcfg``): warnings.
 SERVER_IGNORED: dict[str, int] = {
-    "allow-0rtt": 0, "alpn": 1, "check-alpn": 1, "check-proto": 1, "check-send-proxy": 0,
+    "allow-0rtt": 0, "alpn": 1, "check-alpn": 1, "check-proto": 1,
     "check-via-socks4": 0, "ciphers": 1, "ciphersuites": 1, "cookie": 1,
     "crl-file": 1, "force-sslv3": 0, "force-tlsv10": 0, "force-tlsv11": 0,
     "force-tlsv12": 0, "force-tlsv13": 0, "log-proto": 1, "max-reuse": 1, "namespace": 1,
-    "no-check-send-proxy": 0, "no-send-proxy-v2-ssl": 0,
+    "no-send-proxy-v2-ssl": 0,
     "no-send-proxy-v2-ssl-cn": 0, "no-ssl": 0, "no-ssl-reuse": 0, "no-sslv3": 0, "no-tfo": 0,
     "no-tls-tickets": 0, "no-tlsv10": 0, "no-tlsv11": 0, "no-tlsv12": 0, "no-tlsv13": 0,
     "npn": 1, "pool-low-conn": 1, "pool-max-conn": 1, "pool-purge-delay": 1, "proto": 1,
     "proxy-v2-options": 1, "redir": 1,
     "resolve-net": 1, "resolve-opts": 1, "resolve-prefer": 1, "send-proxy-v2-ssl": 0,
-    "send-proxy-v2-ssl-cn": 0, "sni": 1, "socks4": 1, "ssl": 0, "ssl-max-ver": 1,
+    "send-proxy-v2-ssl-cn": 0, "sni": 1, "ssl": 0, "ssl-max-ver": 1,
     "ssl-min-ver": 1, "ssl-reuse": 0, "tcp-ut": 1, "tfo": 0, "tls-tickets": 0,
     "ws": 1,
 }
@@ -363,6 +371,7 @@ def runtime_server(name: str, address: str, options: list[str]) -> Server:
     # What a server added at run time would not get wired to: refused, as the ignored keywords are.
     unwired = [keyword for keyword, value in (("track", server.track), ("check-ssl", server.check_ssl),
                                               ("ssl", server.ssl),
+                                              ("check-send-proxy", server.check_send_proxy),
                                               ("init-addr", server.init_addr)) if value]
     if reader.ignored or unwired:
         raise ValueError(f"'{(reader.ignored or unwired)[0]}' is not supported by fastproxy on a server "

@@ -80,6 +80,8 @@ def _tcp_check_connect(line: _Line, action: str, args: list[str]) -> TcpCheckRul
             rule.sni = value
         elif name == "default":  # the server's check settings: its port, address, check-ssl
             rule.default = True
+        elif name == "send-proxy":
+            rule.send_proxy = True
         else:
             line.warn(f"connect setting '{name}' is not supported by fastproxy; ignored",
                       f"tcp-check connect {name}")
