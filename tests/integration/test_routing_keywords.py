@@ -86,16 +86,26 @@ backend plain
 """
 
 
-def header_backend():
-    """A server that answers with the start of the PROXY header it got: the source address."""
+def replying(answer):
+    """A server that answers what ``await answer(reader, writer)`` gives, then waits for the client to
+    close."""
     async def handler(reader, writer):
-        line = await reader.readline()
-        writer.write(b" ".join(line.split()[:3]))
+        writer.write(await answer(reader, writer))
         writer.write_eof()
         with contextlib.suppress(ConnectionError):
             await reader.read()
         writer.close()
     return handler
+
+
+async def proxy_header_start(reader, writer) -> bytes:
+    """The start of the PROXY header the server got: the source address."""
+    return b" ".join((await reader.readline()).split()[:3])
+
+
+async def peer_address(reader, writer) -> bytes:
+    """The address the connection came from."""
+    return writer.get_extra_info("peername")[0].encode()
 
 
 @needs_reference
@@ -107,7 +117,7 @@ def test_set_src_and_set_dst_port_route_balance_and_reach_servers_as_haproxy(pum
         async with contextlib.AsyncExitStack() as stack:
             ports = {name: await stack.enter_async_context(serving(named_backend(name.encode())))
                      for name in ("special", "masked", "other", "plain")}
-            ports["header"] = await stack.enter_async_context(serving(header_backend()))
+            ports["header"] = await stack.enter_async_context(serving(replying(proxy_header_start)))
             return await asyncio.to_thread(both_ways, pump_class, SET_ADDRESSES, ports, tmp_path, clients)
 
     assert asyncio.run(main()) == [b"special", b"masked", b"other", b"PROXY TCP4 127.6.6.6", b"plain"]
@@ -127,21 +137,10 @@ backend own
 """
 
 
-def peer_backend():
-    """A server that answers with the address the connection came from."""
-    async def handler(reader, writer):
-        writer.write(writer.get_extra_info("peername")[0].encode())
-        writer.write_eof()
-        with contextlib.suppress(ConnectionError):
-            await reader.read()
-        writer.close()
-    return handler
-
-
 @needs_reference
 def test_source_binds_the_connections_to_servers_to_its_address_as_haproxy(pump_class, tmp_path):
     async def main() -> list[bytes]:
-        async with serving(peer_backend()) as peer:
+        async with serving(replying(peer_address)) as peer:
             clients: list[tuple[str, Sends]] = [("127.0.0.1", b""), ("127.0.0.3", b"")]
             return await asyncio.to_thread(both_ways, pump_class, SOURCE, {"peer": peer}, tmp_path, clients)
 

@@ -1172,8 +1172,6 @@ def test_spread_checks_is_a_percentage_from_0_to_50():
 
 def test_tcp_check_features_fastproxy_lacks_are_warnings_and_their_rules_are_skipped():
     assert [w for w in warnings_of(load_corpus("health_checks.cfg")) if "tcp-check" in w] == [
-        "26: 'tcp-check connect send-proxy': connect setting 'send-proxy' is not supported by fastproxy; "
-        "ignored",
         "26: 'tcp-check connect alpn': connect setting 'alpn' is not supported by fastproxy; ignored",
         "30: 'tcp-check expect on-success': expect setting 'on-success' is not used by fastproxy (its check "
         "reports carry no custom message or code); ignored",

@@ -12,7 +12,7 @@ from typing import Optional
 
 from ... import acl as acls
 from ... import logformat, samples
-from ..model import BALANCE_ALGORITHMS, HASH_TYPES, Sample, TcpRequestRule, UseBackend
+from ..model import BALANCE_ALGORITHMS, HASH_TYPES, Condition, Sample, TcpRequestRule, UseBackend
 from .global_ import _log_target
 from .lexer import _Invalid
 from .registry import (
@@ -369,14 +369,18 @@ def _expect_proxy_rule(line: _Line, proxy: _Proxy, rest: list[str]) -> TcpReques
     if not rest or rest[0] != "layer4":
         raise _Invalid(f"'tcp-request connection expect-proxy' only supports 'layer4' in {proxy.describe()} "
                        f"(got '{rest[0] if rest else ''}')")
-    condition = None
-    if rest[1:]:
-        if rest[1] not in ("if", "unless"):
-            raise _Invalid(f"'tcp-request connection expect-proxy layer4' only accepts 'if' or 'unless', "
-                           f"in {proxy.describe()} (got '{rest[1]}')")
-        condition = line.reader.condition(line, proxy, rest[1:])
+    condition = _trailing_condition(line, proxy, "tcp-request connection expect-proxy layer4", rest[1:])
     return TcpRequestRule(phase="connection", action="expect-proxy", condition=condition,
                           location=line.location)
+
+
+def _trailing_condition(line: _Line, proxy: _Proxy, what: str, rest: list[str]) -> Optional[Condition]:
+    """The ``if|unless <condition>`` ending a rule's words, if any."""
+    if not rest:
+        return None
+    if rest[0] not in ("if", "unless"):
+        raise _Invalid(f"'{what}' only accepts 'if' or 'unless', in {proxy.describe()} (got '{rest[0]}')")
+    return line.reader.condition(line, proxy, rest)
 
 
 @_keyword("tcp-response", caps=BE, in_defaults="named")
@@ -410,12 +414,7 @@ def _address_rule(line: _Line, proxy: _Proxy, phase: str, action: str, rest: lis
         sample = samples.parse(rest[0])
     except samples.SampleError as exc:
         raise _Invalid(exc.message) from None
-    condition = None
-    if rest[1:]:
-        if rest[1] not in ("if", "unless"):
-            raise _Invalid(f"'tcp-request {phase} {action}' only accepts 'if' or 'unless', in "
-                           f"{proxy.describe()} (got '{rest[1]}')")
-        condition = line.reader.condition(line, proxy, rest[1:])
+    condition = _trailing_condition(line, proxy, f"tcp-request {phase} {action}", rest[1:])
     return TcpRequestRule(phase=phase, action=action, condition=condition, location=line.location,
                           sample=sample)
 
@@ -476,12 +475,7 @@ def _counter_rule(line: _Line, proxy: _Proxy, phase: str, action: str, rest: lis
         if not re.fullmatch(r"-?[0-9]+", rest[0]):
             raise _Invalid(f"'{rest[0]}': fastproxy sets gpt0 to an integer only (no sample expression)")
         value, rest = _integer(rest[0], "an integer value to set"), rest[1:]
-    condition = None
-    if rest:
-        if rest[0] not in ("if", "unless"):
-            raise _Invalid(f"'tcp-request {phase} {action}' only accepts 'if' or 'unless', in "
-                           f"{proxy.describe()} (got '{rest[0]}')")
-        condition = line.reader.condition(line, proxy, rest)
+    condition = _trailing_condition(line, proxy, f"tcp-request {phase} {action}", rest)
     return TcpRequestRule(phase=phase, action=kind, condition=condition, location=line.location,
                           counter=counter, sample=sample, table=table, value=value)
 
