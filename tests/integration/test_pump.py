@@ -675,19 +675,25 @@ async def test_pairs_describe_each_pair_and_cut_pair_ends_only_that_one(pump_cla
             second.close()
 
 
-async def test_a_pair_connecting_shows_its_connect_timeout(pump_class):
+@contextlib.asynccontextmanager
+async def connecting_pair(pump: Any, books: Books, tag: int) -> AsyncIterator[None]:
+    """A pair of ``tag`` whose connect stays in progress (10 s connect timeout), cut at the end."""
     with listener() as lst:
-        async with started(pump_class) as (pump, books):
-            client, proxy_client = lst.pair()
-            async with hanging_connect() as hanging:
-                pump.add_pair(proxy_client.detach(), hanging.detach(), tag=3, connecting=True,
-                              connect_timeout=10, frontend_block=FRONTEND, server_block=SERVER)
-                await wait_until(lambda: len(pump.pairs()) == 1)
-                info = pump.pairs()[0]
-                assert info.connecting and 5_000 < info.server_expires_ms <= 10_000
-                pump.cut_pair(3)
-                await books.end_of(3)
-            client.close()
+        client, proxy_client = lst.pair()
+        async with hanging_connect() as hanging:
+            pump.add_pair(proxy_client.detach(), hanging.detach(), tag=tag, connecting=True,
+                          connect_timeout=10, frontend_block=FRONTEND, server_block=SERVER)
+            await wait_until(lambda: len(pump.pairs()) == 1)
+            yield
+            pump.cut_pair(tag)
+            await books.end_of(tag)
+        client.close()
+
+
+async def test_a_pair_connecting_shows_its_connect_timeout(pump_class):
+    async with started(pump_class) as (pump, books), connecting_pair(pump, books, 3):
+        info = pump.pairs()[0]
+        assert info.connecting and 5_000 < info.server_expires_ms <= 10_000
 
 
 async def test_an_ended_pair_folds_its_times_into_the_server_and_backend_blocks(pump_class):
@@ -821,19 +827,10 @@ async def test_an_adopted_pair_keeps_its_idle_time_and_its_timeout_goes_on_from_
 
 
 async def test_pairs_connecting_or_unknown_are_not_detached(pump_class):
-    with listener() as lst:
-        async with started(pump_class) as (pump, books):
-            client, proxy_client = lst.pair()
-            async with hanging_connect() as hanging:
-                pump.add_pair(proxy_client.detach(), hanging.detach(), tag=3, connecting=True,
-                              connect_timeout=10, frontend_block=FRONTEND, server_block=SERVER)
-                await wait_until(lambda: len(pump.pairs()) == 1)
-                assert pump.detach([3, 4]) == []
-                assert pump.detach([]) == []
-                assert [info.tag for info in pump.pairs()] == [3]
-                pump.cut_pair(3)
-                await books.end_of(3)
-            client.close()
+    async with started(pump_class) as (pump, books), connecting_pair(pump, books, 3):
+        assert pump.detach([3, 4]) == []
+        assert pump.detach([]) == []
+        assert [info.tag for info in pump.pairs()] == [3]
 
 
 @compiled_only
