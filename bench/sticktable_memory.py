@@ -1,8 +1,12 @@
 """Memory per entry of a stick table of a million entries: fastproxy's (sans-IO ``sticktables``, the
-Python path's table) beside haproxy 2.6's for the same ``stick-table`` line.
+Python path's table, and the compiled pump's, where lanes track clients) beside haproxy 2.6's for the
+same ``stick-table`` line.
 
 fastproxy: the growth of the process's traced allocations (tracemalloc) while a million IPv4 keys are
 tracked as ``track-sc0 src`` would (``get``, then ``conn_cur``/``conn_cnt``/``conn_rate`` counted).
+The pump's table (``Pump.stick_table``, C memory tracemalloc does not see): the growth of the process's
+resident memory (VmRSS) while the same keys are tracked in it, the table made first (its arrays are
+allocated at its size but only resident once written).
 haproxy: the growth of its resident memory (VmRSS) after ``set table`` writes the same keys over the
 stats socket, in batches of ``show``-free pipelined requests.
 
@@ -40,6 +44,21 @@ def fastproxy_bytes_per_entry(entries: int) -> float:
     after = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
     return (after - before) / entries
+
+
+def pump_bytes_per_entry(entries: int) -> float:
+    from fastproxy.pump import CPump
+    config = parse_text(f"backend be\n {LINE}\n")
+    pump = CPump(counter_blocks=1)
+    table = pump.stick_table(config.stick_tables["be"])
+    keys = [(0xFFFF0A000000 + i).to_bytes(16, "big") for i in range(entries)]  # ::ffff:10.x.y.z
+    before = _rss_kib(os.getpid())
+    for key in keys:
+        assert table.counters.track(key)
+        table.counters.untrack(key)
+    after = _rss_kib(os.getpid())
+    assert table.used == entries
+    return (after - before) * 1024 / entries
 
 
 def _rss_kib(pid: int) -> int:
@@ -90,6 +109,7 @@ def main() -> None:
     args = parser.parse_args()
     print(f"{LINE}, {args.entries} entries")
     print(f"fastproxy: {fastproxy_bytes_per_entry(args.entries):.0f} bytes per entry (tracemalloc)")
+    print(f"pump:      {pump_bytes_per_entry(args.entries):.0f} bytes per entry (RSS)")
     if args.haproxy:
         print(f"haproxy:   {haproxy_bytes_per_entry(args.haproxy, args.entries):.0f} bytes per entry (RSS)")
 

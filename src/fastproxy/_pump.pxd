@@ -32,6 +32,7 @@ cdef enum CounterField:
     CNT_CONNECT_ERRORS = 4
     CNT_RESETS = 5
     CNT_TIMEOUTS = 6
+    CNT_DENIED_CONN = 7     # clients a lane's ``tcp-request connection reject`` closed (show stat's dcon)
     CNT_FIELDS = 8          # 8 x 8 bytes: one block per 64-byte cache line (the counters are aligned)
 
 
@@ -113,6 +114,7 @@ cdef struct Pair:
     uint32_t connect_ms     # how long the connect took
     uint16_t timer_bucket   # its bucket in the wheel, while filed
     uint8_t timer_filed     # filed in the wheel (dataplane/timers.pxi)
+    uint8_t tracked         # the stick counters (bit n: track-sc<n>) its lane tracks for the client
 
 
 # A pair handed over by Python, waiting for its worker to register it.
@@ -129,6 +131,7 @@ cdef struct NewPair:
     int32_t lane
     uint64_t tag
     uint8_t log_end
+    uint8_t tracked
     uint8_t peer[28]
     uint64_t accepted_ms
     uint64_t dialed_ms
@@ -239,6 +242,76 @@ cdef enum LogNeeds:
     LOG_NEEDS_BACKEND = 2   # %bi %bp
 
 
+# A stick table the pump keeps itself (dataplane/sticktable.pxi), for the lanes that track clients in
+# it: one per table, shared by every worker under its lock (HAProxy 2.6 has one lock per table too).
+# Entries hold the connection counters of one client address; those no connection tracks expire and,
+# when the table is full, the least recently touched go first (or nothing goes: ``nopurge``).
+cdef struct SourceEntry:
+    uint8_t key[16]         # the client's address as IPv6 (an IPv4 one mapped: ::ffff:a.b.c.d)
+    uint64_t expire_ms      # when it expires while nobody tracks it (0: never)
+    uint64_t rate_start_ms  # conn_rate (HAProxy's freq_ctr): when the current period began
+    uint32_t rate_current   # connections in the current period
+    uint32_t rate_previous  # connections in the period before
+    uint32_t conn_cur
+    uint32_t conn_cnt
+    uint32_t use            # connections tracking it now: it neither expires nor is evicted
+    int32_t chain           # the next entry of its hash bucket, or of the free list (-1: none)
+    int32_t older           # the touch order, least recently touched first (-1: none)
+    int32_t newer
+
+
+cdef struct SourceTable:
+    pthread_mutex_t lock
+    SourceEntry *entries    # ``size`` of them, calloc'ed: pages are only resident once used
+    int32_t *buckets        # heads of the hash chains (-1: empty)
+    uint32_t bucket_mask
+    uint32_t size
+    uint32_t used
+    uint32_t high           # entries[0..high) were handed out at least once
+    int32_t free_list
+    int32_t oldest
+    int32_t newest
+    uint64_t expire_ms      # 0: entries never expire
+    uint64_t period_ms      # of conn_rate
+    uint8_t nopurge
+    uint8_t ipv6            # ``type ipv6``; else ``type ip``: an IPv6 client not IPv4-mapped has no key
+    uint8_t stored          # the data it stores, bits by SourceField (others read as absent)
+
+
+cdef enum SourceField:
+    FIELD_CONN_CUR = 0
+    FIELD_CONN_CNT = 1
+    FIELD_CONN_RATE = 2
+
+
+# A lane's ``tcp-request connection`` rules, as lanes.lane_rules compiles them, run in order at accept.
+cdef enum LaneRuleKind:
+    RULE_TRACK = 0          # track-sc<counter> src [table <t>]
+    RULE_REJECT = 1         # reject if its test holds: a value within [low, high], an address within
+    #                         networks (``negate``: unless, or '!')
+    RULE_ACCEPT = 2         # accept if its test holds: the rules after it do not run
+
+
+cdef enum LaneRuleScope:
+    SCOPE_TRACKED = 0       # sc<counter>_*: the entry the counter tracks (none: the fetch fails)
+    SCOPE_SOURCE = 1        # src_*: the client's entry in ``table``, looked up (none: 0)
+    SCOPE_ADDRESS = 2       # src: the client's address within one of ``networks``
+    SCOPE_ALWAYS = 3        # no condition
+
+
+cdef struct LaneRule:
+    uint8_t kind            # LaneRuleKind
+    uint8_t counter
+    uint8_t scope           # LaneRuleScope
+    uint8_t field           # SourceField
+    uint8_t negate
+    SourceTable *table
+    int64_t low
+    int64_t high
+    uint8_t *networks       # SCOPE_ADDRESS: 17 bytes each, an IPv6 address (IPv4 mapped), its prefix
+    uint32_t nnetworks
+
+
 # A server a lane can dial, in the lane's smooth weighted round robin.
 cdef struct LaneServer:
     uint8_t addr[28]        # a raw sockaddr_in or sockaddr_in6
@@ -302,6 +375,8 @@ cdef struct Lane:
     uint8_t servers_dirty   # a new server list (``Lanes.set_servers``), taken before weights and picks
     LaneServer *pending_servers
     uint32_t pending_nservers
+    LaneRule *rules         # its tcp-request connection rules (shared by the copies; the first frees)
+    uint32_t nrules
 
 
 cdef struct Shared:
@@ -385,6 +460,12 @@ cdef class Lanes:
     cdef object _tables        # lane index -> the ring tables a lane may still read (kept alive here)
     cdef object _server_counts  # lane index -> how many servers Python last gave it
     cdef object _capacities    # lane index -> how many servers its shared round robin has room for
+    cdef object _stick_tables  # the SourceCounters the lanes' rules point into (kept alive here)
+
+
+# A stick table kept by the pump (SourceTable), as Python reads and changes it.
+cdef class SourceCounters:
+    cdef SourceTable *table
 
 
 cdef class Pump:

@@ -15,9 +15,10 @@ pipe, never more: the rest waits in the kernel, which is the backpressure.
 This file is the Python face (``Pump``); the C-level code is one extension built from the files it
 includes (uvloop's layout), one concern each: dataplane/pools.pxi (buffers, pipes), records.pxi (the
 ended queue to Python), pairs.pxi (a pair from registration to its end), worker.pxi (the loop and the
-commands others leave for a worker), timers.pxi (the timeouts' wheel), lanes.pxi (listeners the pump accepts on itself), lanelog.pxi
-(the log lines lanes write), moves.pxi (pairs detached from a pump and adopted by another).  Structs are
-declared in _pump.pxd.  The pure-Python twin is
+commands others leave for a worker), timers.pxi (the timeouts' wheel), sticktable.pxi (the stick
+tables lanes track clients in, and their tcp-request connection rules), lanes.pxi (listeners the pump
+accepts on itself), lanelog.pxi (the log lines lanes write), moves.pxi (pairs detached from a pump and
+adopted by another).  Structs are declared in _pump.pxd.  The pure-Python twin is
 fastproxy/_pump_py.py; both keep fastproxy.pump.PumpProtocol and pass tests/test_pump.py.
 """
 
@@ -25,7 +26,7 @@ from libc.errno cimport EAGAIN, EINTR, ETIMEDOUT, errno
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from libc.stdlib cimport calloc, free, malloc, realloc
-from libc.string cimport memcpy, memset, strlen
+from libc.string cimport memcmp, memcpy, memset, strlen
 
 from fastproxy.includes.system cimport *
 from fastproxy._ring cimport Table, xxh64
@@ -44,6 +45,7 @@ include "dataplane/pairs.pxi"
 include "dataplane/moves.pxi"
 include "dataplane/worker.pxi"
 include "dataplane/timers.pxi"
+include "dataplane/sticktable.pxi"
 include "dataplane/lanes.pxi"
 include "dataplane/lanelog.pxi"
 
@@ -578,6 +580,14 @@ cdef class Pump:
         cdef int i
         return tuple([fp_atomic_load(&base[i]) for i in range(<int>CNT_FIELDS)])
 
+    def stick_table(self, spec):
+        """A stick table (a ``config.model.StickTable`` storing conn_cur, conn_cnt and conn_rate at
+        most, keyed by ip or ipv6) kept here, where lanes track clients in it without Python: a
+        ``sticktables.PumpStickTable``, which the Python path, the runtime API and the exporter use
+        as any other."""
+        from fastproxy.sticktables import PumpStickTable
+        return PumpStickTable(spec, SourceCounters)
+
     def add_counter(self, int block, int field, long long delta):
         """Add ``delta`` (may be negative) to one counter: for what Python counts itself."""
         if not 0 <= block < self.shared.counter_blocks or not 0 <= field < CNT_FIELDS:
@@ -590,6 +600,7 @@ cdef class Pump:
 
     def __dealloc__(self):
         cdef int i, j
+        cdef uint32_t k
         cdef Worker *w
         cdef Lane *lane
         if self._started and not self._stopped:
@@ -637,6 +648,10 @@ cdef class Pump:
                     free(lane.table_servers)
                     free(lane.pending_table_servers)
                     free(lane.pending_servers)
+                    if j == 0:
+                        for k in range(lane.nrules):
+                            free(lane.rules[k].networks)
+                        free(lane.rules)
             free(self.lane_copies)
         if self.shared.notify_fd >= 0:
             close(self.shared.notify_fd)
@@ -662,6 +677,7 @@ cdef class Lanes:
         self._tables = {}
         self._server_counts = {}
         self._capacities = {}
+        self._stick_tables = []
 
     def add(self, spec):
         """Start accepting on ``spec.listen_fd`` (a ``LaneSpec``); returns the lane's index.
@@ -750,6 +766,36 @@ cdef class Lanes:
                 memcpy(lane.log_program, <char *>program, len(program))
                 lane.log_program_len = len(program)
                 lane.log_needs = spec.log_needs
+        rules = list(spec.rules)
+        if rules:
+            lane.rules = <LaneRule *>calloc(len(rules), sizeof(LaneRule))
+            if lane.rules == NULL:
+                free(lane.servers)
+                free(lane.log_sinks)
+                free(lane.log_program)
+                lane.servers, lane.log_sinks, lane.log_program = NULL, NULL, NULL
+                raise MemoryError()
+            for i, rule in enumerate(rules):
+                lane.rules[i].kind = {"track": RULE_TRACK, "reject": RULE_REJECT, "accept": RULE_ACCEPT}[rule.kind]
+                lane.rules[i].counter = rule.counter
+                lane.rules[i].scope = {"sc": SCOPE_TRACKED, "src": SCOPE_SOURCE, "address": SCOPE_ADDRESS,
+                                       "always": SCOPE_ALWAYS}[rule.scope]
+                lane.rules[i].field = SOURCE_FIELDS.index(rule.data) if rule.data else 0
+                lane.rules[i].negate = rule.negate
+                lane.rules[i].low = rule.low
+                lane.rules[i].high = rule.high
+                if rule.table is not None:
+                    lane.rules[i].table = (<SourceCounters?>rule.table).table
+                    self._stick_tables.append(rule.table)
+                lane.nrules = i + 1  # what the rules hold is freed with the lane from here on
+                if rule.networks:
+                    lane.rules[i].networks = <uint8_t *>malloc(17 * len(rule.networks))
+                    if lane.rules[i].networks == NULL:
+                        raise MemoryError()
+                    for k, (network, prefix) in enumerate(rule.networks):
+                        memcpy(lane.rules[i].networks + 17 * k, <char *>network, 16)
+                        lane.rules[i].networks[17 * k + 16] = prefix
+                    lane.rules[i].nnetworks = len(rule.networks)
         if pump.nworkers > 1 and lane.hash_kind == LANE_WRR:
             # Room for servers added at run time (``set_servers``): the positions are shared, so they
             # are not reallocated under the workers.
@@ -987,3 +1033,174 @@ cdef class Lanes:
     def open_delta(self, int delta):
         """Python opened (+1) or closed (-1) a client connection of its own."""
         fp_atomic_add_int(&self.pump.shared.open_total, delta)
+
+
+SOURCE_FIELDS = ("conn_cur", "conn_cnt", "conn_rate")  # SourceField's order
+
+
+cdef tuple source_entry(SourceTable *t, int32_t i, uint64_t now):
+    """An entry as SourceCounters gives it (with the table's lock held)."""
+    cdef SourceEntry *e = &t.entries[i]
+    cdef uint64_t left = 0
+    if t.expire_ms and e.expire_ms > now:
+        left = e.expire_ms - now
+    return (e.conn_cur, e.conn_cnt, source_read(t, i, FIELD_CONN_RATE, now), e.use, left, <size_t>e)
+
+
+cdef int32_t source_lookup(SourceTable *t, bytes key, bint create, uint64_t now) except -2:
+    """The entry of a Python key (with the table's lock held): found, or made with ``create``."""
+    if len(key) != 16:
+        raise ValueError("a key is 16 bytes (an IPv6 address)")
+    if create:
+        return source_get(t, <const uint8_t *><char *>key, now)
+    source_purge(t, now)
+    return source_find(t, <const uint8_t *><char *>key)
+
+
+cdef class SourceCounters:
+    """A stick table the pump keeps (a SourceTable, dataplane/sticktable.pxi): the connection counters
+    of client addresses, which the lanes' workers track at accept and Python reads and changes here,
+    each call under the table's lock.  Keys are the 16 bytes of an IPv6 address (an IPv4 one as
+    ::ffff:a.b.c.d); fields are named by ``SOURCE_FIELDS``.  An entry reads as ``(conn_cur, conn_cnt,
+    conn_rate, use, expires_in_ms, address)``.  ``sticktables.PumpStickTable`` is the StickTable over
+    it."""
+
+    def __cinit__(self, uint32_t size, uint64_t expire_ms, uint64_t period_ms, bint nopurge, bint ipv6,
+                  stored):
+        cdef uint32_t buckets = 1
+        cdef SourceTable *t
+        if size < 1:
+            raise ValueError("a table holds at least one entry")
+        while buckets < size:
+            buckets <<= 1
+        t = self.table = <SourceTable *>calloc(1, sizeof(SourceTable))
+        if t == NULL:
+            raise MemoryError()
+        t.entries = <SourceEntry *>calloc(size, sizeof(SourceEntry))
+        t.buckets = <int32_t *>malloc(buckets * sizeof(int32_t))
+        if t.entries == NULL or t.buckets == NULL:
+            raise MemoryError()
+        memset(t.buckets, 0xFF, buckets * sizeof(int32_t))  # every bucket -1: empty
+        pthread_mutex_init(&t.lock, NULL)
+        t.bucket_mask = buckets - 1
+        t.size = size
+        t.free_list = t.oldest = t.newest = -1
+        t.expire_ms = expire_ms
+        t.period_ms = max(period_ms, 1)
+        t.nopurge = nopurge
+        t.ipv6 = ipv6
+        for name in stored:
+            t.stored |= 1 << SOURCE_FIELDS.index(name)
+
+    def __dealloc__(self):
+        if self.table != NULL:
+            pthread_mutex_destroy(&self.table.lock)
+            free(self.table.entries)
+            free(self.table.buckets)
+            free(self.table)
+
+    @property
+    def size(self) -> int:
+        return self.table.size
+
+    @property
+    def used(self) -> int:
+        """Entries now, expired ones gone first."""
+        cdef SourceTable *t = self.table
+        cdef uint32_t used
+        pthread_mutex_lock(&t.lock)
+        source_purge(t, monotonic_ms())
+        used = t.used
+        pthread_mutex_unlock(&t.lock)
+        return used
+
+    @property
+    def bytes_per_entry(self) -> float:
+        """What the table takes per entry at its size: the entry and its share of the buckets."""
+        return sizeof(SourceEntry) + <double>((self.table.bucket_mask + 1) * sizeof(int32_t)) / self.table.size
+
+    def lookup(self, bytes key, bint create=False):
+        """The key's entry, or None; with ``create``, made when absent (None: the table is full and
+        may not evict)."""
+        cdef SourceTable *t = self.table
+        cdef uint64_t now = monotonic_ms()
+        cdef int32_t i
+        pthread_mutex_lock(&t.lock)
+        try:
+            i = source_lookup(t, key, create, now)
+            return source_entry(t, i, now) if i >= 0 else None
+        finally:
+            pthread_mutex_unlock(&t.lock)
+
+    def entries(self):
+        """Every entry now, as ``(key, entry)``."""
+        cdef SourceTable *t = self.table
+        cdef uint64_t now = monotonic_ms()
+        cdef int32_t i
+        result = []
+        pthread_mutex_lock(&t.lock)
+        try:
+            source_purge(t, now)
+            i = t.oldest
+            while i >= 0:
+                result.append((PyBytes_FromStringAndSize(<char *>t.entries[i].key, 16), source_entry(t, i, now)))
+                i = t.entries[i].newer
+        finally:
+            pthread_mutex_unlock(&t.lock)
+        return result
+
+    def track(self, bytes key) -> bool:
+        """``track-sc<n>`` on the Python path, as the lanes do it (``source_track``)."""
+        if len(key) != 16:
+            raise ValueError("a key is 16 bytes (an IPv6 address)")
+        return source_track(self.table, <const uint8_t *><char *>key, monotonic_ms())
+
+    def untrack(self, bytes key):
+        """The connection that tracked ``key`` ended."""
+        if len(key) != 16:
+            raise ValueError("a key is 16 bytes (an IPv6 address)")
+        source_untrack(self.table, <const uint8_t *><char *>key, monotonic_ms())
+
+    def change(self, bytes key, str how, int field=0, long long value=0):
+        """Change the key's entry, if it is there: ``touch`` it, ``hold`` or ``release`` it (one
+        connection more or less tracks it; a release touches it), ``add`` ``value`` to a field or
+        ``set`` it (a rate set starts a new period with nothing before, as ``set table``).  Whether the
+        entry was there; ``remove`` forgets it unless a connection tracks it."""
+        cdef SourceTable *t = self.table
+        cdef uint64_t now = monotonic_ms()
+        cdef int32_t i
+        cdef SourceEntry *e
+        pthread_mutex_lock(&t.lock)
+        try:
+            i = source_lookup(t, key, False, now)
+            if i < 0:
+                return False
+            e = &t.entries[i]
+            if how == "touch":
+                source_touch(t, i, now)
+            elif how == "hold":
+                e.use += 1
+            elif how == "release":
+                if e.use:
+                    e.use -= 1
+                source_touch(t, i, now)
+            elif how == "add":
+                source_add(t, i, field, value, now)
+            elif how == "set":
+                if field == FIELD_CONN_CUR:
+                    e.conn_cur = <uint32_t>value
+                elif field == FIELD_CONN_CNT:
+                    e.conn_cnt = <uint32_t>value
+                else:
+                    e.rate_start_ms = now
+                    e.rate_current = <uint32_t>value
+                    e.rate_previous = 0
+            elif how == "remove":
+                if e.use:
+                    return False
+                source_delete(t, i)
+            else:
+                raise ValueError(how)
+            return True
+        finally:
+            pthread_mutex_unlock(&t.lock)

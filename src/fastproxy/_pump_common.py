@@ -38,10 +38,11 @@ class Counter(enum.IntEnum):
     CONNECT_ERRORS = 4
     RESETS = 5
     TIMEOUTS = 6
+    DENIED_CONN = 7  # clients ``tcp-request connection reject`` closed (show stat's dcon)
 
 
-# Eight 8-byte slots for seven fields: a block is one 64-byte cache line, so the worker threads bumping
-# different blocks (a frontend's, a server's) never contend for one line.  The eighth slot is spare.
+# Eight 8-byte slots: a block is one 64-byte cache line, so the worker threads bumping different blocks
+# (a frontend's, a server's) never contend for one line.
 COUNTER_FIELDS = 8
 
 

@@ -20,6 +20,8 @@ import time
 from typing import Callable, Iterable, Optional
 
 from . import _linux
+from .config import model
+from .sticktables import StickTable
 from ._pump_common import (COUNTER_FIELDS, TIME_FIELDS, Counter, DetachedPair, EndReason, OnConnectFailed,
                            OnLaneEnded, OnLaneHandBack, OnPairEnded, PairInfo, fold_times)
 
@@ -532,6 +534,10 @@ class PyPump:
         if not 0 <= block < self._counter_blocks or not 0 <= field < COUNTER_FIELDS:
             raise IndexError((block, field))
         self._counters[block * COUNTER_FIELDS + field] += delta
+
+    def stick_table(self, spec: model.StickTable) -> StickTable:
+        """The twin keeps no table itself: the sans-IO one, which its Python path tracks in."""
+        return StickTable(spec)
 
     def times(self, block: int) -> tuple[int, ...]:
         if not 0 <= block < self._counter_blocks:

@@ -240,7 +240,7 @@ _INT_OPERATORS = {"eq", "ge", "gt", "le", "lt"}
 _DOMAIN_DELIMITERS = "/?.:"
 
 
-def _int_patterns(values: Sequence[str]) -> list[tuple[Optional[int], Optional[int]]]:
+def int_patterns(values: Sequence[str]) -> list[tuple[Optional[int], Optional[int]]]:
     """HAProxy's integer patterns: ``n``, ``a:b``, ``a:``, ``:b``, and operators applying to what follows."""
     ranges: list[tuple[Optional[int], Optional[int]]] = []
     operator = "eq"
@@ -300,7 +300,7 @@ def _hex_patterns(values: Sequence[str]) -> set[bytes]:
     return patterns
 
 
-def _networks(values: Sequence[str]) -> list[Union[ipaddress.IPv4Network, ipaddress.IPv6Network]]:
+def parse_networks(values: Sequence[str]) -> list[Union[ipaddress.IPv4Network, ipaddress.IPv6Network]]:
     networks = []
     for value in values:
         try:
@@ -331,7 +331,7 @@ def _string_test(method: str, values: Sequence[str], ignore_case: bool) -> Calla
                 raise AclError(f"regex '{value}' is invalid ({exc}).") from None
         return lambda sample: any(regex.search(sample) for regex in regexes)
     if method == "len":
-        ranges = _int_patterns(values)
+        ranges = int_patterns(values)
         return lambda sample: _in_ranges(len(sample), ranges)
     patterns = [value.lower() for value in values] if ignore_case else list(values)
     fold: Callable[[str], str] = str.lower if ignore_case else (lambda s: s)
@@ -406,10 +406,10 @@ def compile_acl_verdict(acl: Acl) -> Verdict:
 def _sample_test(method: str, values: Sequence[str], ignore_case: bool) -> Callable[[Any], bool]:
     """The test of one sample value (an address, an integer, a string or bytes) against the patterns."""
     if method == "ip":
-        networks = _networks(values)
+        networks = parse_networks(values)
         return partial(_address_matches, networks=networks)
     if method == "int":
-        ranges = _int_patterns(values)
+        ranges = int_patterns(values)
         return partial(_in_ranges, ranges=ranges)
     if method == "bin":  # the exact bytes of a hex pattern (pat_match_bin)
         wanted = _hex_patterns(values)

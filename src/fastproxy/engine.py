@@ -43,6 +43,7 @@ from .handover import Opener, PairReceiver, PairSender, backlog_of, bind_listene
 from .server import Handler, LaneListener, Listener, listen_backlog
 from .servers import ServerStates
 from .session import Director, ErrorHandler
+from .sticktables import pump_can_keep
 from .stats_http import StatsListener
 
 DEFAULT_GRACE = 10.0  # seconds established connections get on stop, without hard-stop-after
@@ -139,12 +140,6 @@ class Engine:
 
         state = self.state = Runtime(cfg, loop, None)  # its pump comes once what it reports to exists
         state.backends = backends
-        for backend_runtime in backends.values():  # what needs the stick tables, now they exist
-            be = backend_runtime.model
-            if be.stick_rules:
-                backend_runtime.persistence = Persistence(be, state.tables, backend_runtime.balancer)
-            if be.tcp_request_rules:
-                backend_runtime.router = Router.for_backend(be, state.tables)
         state.spare_blocks = list(range(block + SPARE_BLOCKS - 1, block - 1, -1))  # popped lowest first
         block += SPARE_BLOCKS
         self.health = HealthMonitor(loop, spread=g.spread_checks, changed=self._health_changed,
@@ -211,6 +206,15 @@ class Engine:
         for server in state.servers.values():
             if server.tracked is not None:
                 self.servers.follow(server)
+        for name, table in list(state.tables.items()):
+            if pump_can_keep(table):  # kept by the pump, where lanes track clients in it
+                state.tables[name] = self.pump.stick_table(table.spec)
+        for backend_runtime in backends.values():  # what needs the stick tables, now they exist
+            be = backend_runtime.model
+            if be.stick_rules:
+                backend_runtime.persistence = Persistence(be, state.tables, backend_runtime.balancer)
+            if be.tcp_request_rules:
+                backend_runtime.router = Router.for_backend(be, state.tables)
         self.pump.start(loop)
         if self.pump.lanes is not None:
             self.pump.lanes.maxconn = g.maxconn or 0

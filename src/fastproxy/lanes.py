@@ -1,10 +1,10 @@
 """Lanes: frontends whose connections the pump accepts, balances and dials itself, without Python.
 
 Two parts.  ``lane_backend`` and the helpers beside it decide, sans-IO, whether a frontend can be a
-lane at all (nothing on its path may need Python per connection: rules, hooks, rate limits, queues,
-PROXY headers, stick rules, a ``source`` address to bind, a balancing algorithm other than round robin
-or a hash of the source) and
-with which parameters (weights, hashing, log sinks).  ``Lanes`` binds the lanes of one running
+lane at all (nothing on its path may need Python per connection: rules other than the flood defence
+``lane_rules`` compiles, hooks, rate limits, queues, PROXY headers, stick rules, a ``source`` address to
+bind, a balancing algorithm other than round robin or a hash of the source) and with which parameters
+(weights, hashing, rules, log sinks).  ``Lanes`` binds the lanes of one running
 configuration to the pump: it adds each listener to the pump, pushes every weight and state change of
 the balancer to it at once, says when lanes rest after EMFILE, takes over (``adopt``) the clients a
 lane could not place (a refused connect to retry or redispatch, no active server left), and writes the
@@ -19,16 +19,19 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Mapping
 from typing import Any, Optional
 
-from . import _linux, logformat, logs, tcplog
+from . import _linux, logformat, logs, samples, tcplog
+from .acl import AclError, int_patterns, parse_networks
 from .config import model
 from .dispatch import Dispatcher
 from .limits import AdmissionControl
-from .pump import LOG_NEEDS_BACKEND, LOG_NEEDS_FRONTEND, Counter, EndReason, LaneSpec
+from .pump import LOG_NEEDS_BACKEND, LOG_NEEDS_FRONTEND, Counter, EndReason, LaneRule, LaneSpec
 from .runtime import BackendRuntime, FrontendRuntime, PairTimeouts, Runtime
 from .server import LaneListener, tune_listener
 from .session import Session
+from .sticktables import PUMP_DATA, PumpStickTable
 
 log = logging.getLogger("fastproxy")
 
@@ -42,7 +45,7 @@ def lane_backend(state: Runtime, frontend: FrontendRuntime, *, hooks: bool) -> O
     connection (``hooks``: a director, an error handler or a handler of the user's own)."""
     fe = frontend.model
     if (state.pump.lanes is None or hooks or state.config.global_.maxconnrate
-            or frontend.router is not None
+            or (frontend.router is not None and lane_rules(fe, state.tables) is None)
             or (fe.log and not fe.tcplog and not lane_log_sinks(frontend.log))
             or (fe.log and not lane_can_log(frontend))
             or fe.rate_limit_sessions or fe.lanes is False):
@@ -58,6 +61,91 @@ def lane_backend(state: Runtime, frontend: FrontendRuntime, *, hooks: bool) -> O
                 or server.send_proxy_v2 or server.slowstart or not server.port or server.source):
             return None
     return backend
+
+
+def lane_rules(frontend: model.Frontend, tables: Mapping[str, Any]) -> Optional[list[LaneRule]]:
+    """The frontend's rules as a lane runs them at accept, or None when they need Python.  A lane runs
+    the common defence against floods: ``tcp-request connection`` rules only, ``track-sc<n> src
+    [table <t>]`` (unconditional, once per counter) in a table the pump keeps
+    (``sticktables.pump_can_keep``), and ``reject`` or ``accept`` without a condition or with one
+    test, maybe negated: a connection counter (``sc<n>_conn_cur``, ``sc_conn_rate(<n>)``,
+    ``src_conn_cnt([<t>])``...) against one integer pattern (``gt 10``, ``ge``, ``lt``, ``le``,
+    ``eq``, ``a:b``), or ``src`` against addresses and networks (a whitelist: ``{ src -f <file> }``).
+    Anything else (another action or fetch, several terms, ``use_backend``) keeps the frontend on the
+    Python path."""
+    if frontend.use_backends:
+        return None
+    rules: list[LaneRule] = []
+    tracked: dict[int, PumpStickTable] = {}
+    for rule in frontend.tcp_request_rules:
+        if rule.phase != "connection":
+            return None
+        if rule.action == "track-sc":
+            table = tables.get(rule.table or frontend.name)
+            if (rule.condition is not None or rule.sample != model.Sample("src") or rule.counter in tracked
+                    or not isinstance(table, PumpStickTable)):
+                return None
+            tracked[rule.counter] = table
+            rules.append(LaneRule("track", rule.counter, table.counters))
+        elif rule.action in ("accept", "reject"):
+            if rule.condition is None:
+                test: Optional[dict[str, Any]] = {}
+            else:
+                test = _lane_test(rule.condition, frontend, tables, tracked)
+            if test is None:
+                return None
+            rules.append(LaneRule(rule.action, **test))
+        else:
+            return None
+    return rules
+
+
+def _lane_test(condition: model.Condition, frontend: model.Frontend, tables: Mapping[str, Any],
+               tracked: dict[int, PumpStickTable]) -> Optional[dict[str, Any]]:
+    """The ``LaneRule`` fields of a condition a lane can test (one term), or None."""
+    if len(condition.groups) != 1 or len(condition.groups[0]) != 1:
+        return None
+    negated, term = condition.groups[0][0]
+    acls = [term] if isinstance(term, model.Acl) else list(frontend.acls.get(term, ()))
+    if len(acls) != 1 or acls[0].criterion.converters or acls[0].flags:
+        return None
+    acl = acls[0]
+    negate = negated != condition.negate
+    if acl.criterion.fetch == "src":
+        try:
+            networks = tuple(_network_prefix(network) for network in parse_networks(acl.values))
+        except AclError:
+            return None
+        return {"scope": "address", "networks": networks, "negate": negate} if networks else None
+    fetch, args = samples.fetch_of(acl.criterion.fetch)
+    if fetch.counter is None or fetch.counter[1] not in PUMP_DATA:
+        return None
+    scope, data = fetch.counter
+    number, table_name = samples.counter_arguments(fetch, args)
+    try:
+        ranges = int_patterns(acl.values)
+    except AclError:
+        return None
+    if len(ranges) != 1:
+        return None
+    low, high = ranges[0]
+    test = {"data": data, "negate": negate, "low": LaneRule.low if low is None else low,
+            "high": LaneRule.high if high is None else high}
+    if scope == "src":
+        table = tables.get(table_name or frontend.name)
+        if not isinstance(table, PumpStickTable):
+            return None
+        return {**test, "scope": "src", "table": table.counters}
+    if table_name is not None or number not in tracked:
+        return None
+    return {**test, "scope": "sc", "counter": number, "table": tracked[number].counters}
+
+
+def _network_prefix(network: Any) -> tuple[bytes, int]:
+    """A network as a lane tests it: its IPv6 address (IPv4 mapped, as clients are) and prefix length."""
+    if network.version == 4:
+        return (0xFFFF00000000 | int(network.network_address)).to_bytes(16, "big"), 96 + network.prefixlen
+    return int(network.network_address).to_bytes(16, "big"), network.prefixlen
 
 
 def lane_can_log(frontend: FrontendRuntime) -> bool:
@@ -175,7 +263,8 @@ class Lanes:
                 log_connect=fe.log and not fe.tcplog,
                 log_program=lane_log_program(frontend, backend, state.pid, state.hostname)
                 if fe.log and fe.tcplog else None, log_needs=log_needs(frontend.log_format),
-                backend_block=backend.block, disabled=not accepting))
+                backend_block=backend.block, disabled=not accepting,
+                rules=lane_rules(fe, state.tables) or ()))
         except BaseException:
             sock.close()
             raise

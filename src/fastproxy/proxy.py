@@ -21,6 +21,7 @@ from typing import Callable, Optional, TypeVar
 from . import _linux, proxyproto, tcplog
 from .acl import ConnInfo
 from .dispatch import Dispatcher, default_error_handler
+from .pump import Counter
 from .runtime import FrontendRuntime, Runtime
 from .server import Connection
 from .session import Director, ErrorHandler, Session, Target
@@ -161,6 +162,8 @@ class TCPProxy:
         session.info = info
         accepted, expect_proxy = router.screen_connection(info)
         if not accepted:  # tcp-request connection reject
+            # Never a session: HAProxy counts it in conn_tot and dcon, not in stot.
+            self.state.pump.add_counter(frontend.block, Counter.CONN_TOTAL, -1)
             self._deny(session)
             return
         info = self._rewritten(session, info)

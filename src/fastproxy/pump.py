@@ -22,7 +22,7 @@ from ._pump_common import (COUNTER_FIELDS, DEFAULT_PIPESIZE, TIME_FIELDS, TIME_W
 from ._pump_py import PyPump
 
 __all__ = ["COMPILED", "COUNTER_FIELDS", "CPump", "Counter", "DEFAULT_PIPESIZE", "DetachedPair", "EndReason",
-           "LaneSpec",
+           "LaneRule", "LaneSpec",
            "OnConnectFailed", "OnLaneEnded", "OnLaneHandBack", "OnPairEnded", "PairInfo", "Pump",
            "PumpProtocol", "PyPump", "TIME_FIELDS", "TIME_WINDOW", "Time", "Timeouts", "default_pipesize",
            "default_threads"]
@@ -41,6 +41,27 @@ class Timeouts(Protocol):
     def server_fin(self) -> Optional[float]: ...
     @property
     def connect(self) -> Optional[float]: ...
+
+
+@dataclass(frozen=True)
+class LaneRule:
+    """One ``tcp-request connection`` rule a lane runs at accept (``lanes.lane_rules`` compiles them):
+    ``track`` (``track-sc<counter> src`` in ``table``), or ``reject`` / ``accept`` (which end the
+    rules) when their test holds, or does not with ``negate``: the ``data`` (conn_cur, conn_cnt or
+    conn_rate) of the entry counter ``counter`` tracks (``scope`` "sc") or of the client's entry in
+    ``table`` (``scope`` "src") within [low, high]; the client's address in one of ``networks``
+    (``scope`` "address": 16-byte IPv6 addresses, IPv4 mapped, with their prefix lengths); always
+    (``scope`` "always").  ``table`` is the ``counters`` of a table the pump keeps."""
+
+    kind: str  # "track" | "reject" | "accept"
+    counter: int = 0
+    table: Any = None
+    scope: str = "always"
+    data: str = ""
+    low: int = -(1 << 63)
+    high: int = (1 << 63) - 1
+    negate: bool = False
+    networks: tuple[tuple[bytes, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -71,6 +92,7 @@ class LaneSpec:
     log_needs: int = 0  # LOG_NEEDS_FRONTEND | LOG_NEEDS_BACKEND: the addresses the format reads
     backend_block: int = -1  # where the session times of its pairs are folded besides each server's
     disabled: bool = False  # accepts nobody before ``lanes.set_enabled`` (clients wait in the backlog)
+    rules: Sequence[LaneRule] = ()  # its tcp-request connection rules, run at accept
 
 
 LOG_NEEDS_FRONTEND, LOG_NEEDS_BACKEND = 1, 2  # as LogNeeds in _pump.pxd
@@ -209,6 +231,12 @@ class PumpProtocol(Protocol):
 
     def add_counter(self, block: int, field: int, delta: int) -> None:
         """Add ``delta`` (may be negative) to one counter: what Python counts itself."""
+        ...
+
+    def stick_table(self, spec: Any) -> Any:
+        """The running table of a ``config.model.StickTable`` that ``sticktables.pump_can_keep``
+        accepts: a ``sticktables.PumpStickTable`` kept by the compiled pump (where lanes track
+        clients in it), a ``sticktables.StickTable`` in the twin; the same surface."""
         ...
 
     def times(self, block: int) -> tuple[int, ...]:

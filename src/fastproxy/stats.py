@@ -258,7 +258,8 @@ def frontend_row(view: StatsView, proxy: Proxy) -> dict[str, Value]:
         pid=1, iid=proxy.uuid, sid=0, type=TYPE_FRONTEND,
         rate=rate, rate_lim=fe.rate_limit_sessions or 0, rate_max=rate_max, req_rate=0, req_rate_max=0,
         req_tot=0, comp_in=0, comp_out=0, comp_byp=0, comp_rsp=0, mode=fe.mode, conn_rate=rate,
-        conn_rate_max=rate_max, conn_tot=c[Counter.CONN_TOTAL] + runtime.denied, dcon=runtime.denied,
+        conn_rate_max=rate_max, conn_tot=c[Counter.CONN_TOTAL] + runtime.denied + c[Counter.DENIED_CONN],
+        dcon=runtime.denied + c[Counter.DENIED_CONN],
         dses=0, wrew=0, eint=0)
     if fe.mode == "http":  # a stats listener: HAProxy's HTTP counters, its own requests'
         row.update(dict.fromkeys(HTTP_FIELDS + ("intercepted",), 0))

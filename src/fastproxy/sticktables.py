@@ -18,6 +18,11 @@ As in HAProxy:
 What uses a table is elsewhere: ``persistence`` (``stick on|match|store-request``), ``tracking``
 (``track-sc*``, the ``sc_*``/``src_*`` fetches) and the runtime API (``show|clear|set table``, whose
 line format, ``dump``, is here).  This module opens no socket and reads no file.
+
+A table storing no more than the connection counters (``PUMP_DATA``) of ip or ipv6 keys, and used by
+no persistence rule, may live in the compiled pump instead (``pump_can_keep``; the pump's
+``stick_table``), where lanes track clients in it without Python: ``PumpStickTable`` is that table
+as everybody else sees it, the same surface over the pump's entries (``_pump.SourceCounters``).
 """
 
 from __future__ import annotations
@@ -34,8 +39,8 @@ from .c_integers import signed
 from .config import model
 from .rate import FreqCounter
 
-__all__ = ["DATA_TYPES", "KEY_TYPES", "DataType", "Entry", "StickTable", "StickTableError", "parse_store",
-           "tables_for"]
+__all__ = ["DATA_TYPES", "KEY_TYPES", "PUMP_DATA", "DataType", "Entry", "PumpStickTable", "StickTable",
+           "StickTableError", "parse_store", "pump_can_keep", "tables_for"]
 
 Key = Union[int, str, bytes]
 
@@ -306,6 +311,25 @@ class StickTable:
         entry.use = max(entry.use - 1, 0)
         self.touch(entry)
 
+    def track(self, key: Key) -> Optional[Entry]:
+        """``track-sc<n>``: the key's entry (created if need be) counts one more connection in
+        conn_cur, conn_cnt and conn_rate and is held by it; None when the table refused the key."""
+        entry = self.get(key)
+        if entry is None:  # the table is full and may not evict
+            return None
+        self.hold(entry)
+        for name in ("conn_cur", "conn_cnt", "conn_rate"):
+            self.add(entry, name)
+        self.touch(entry)
+        return entry
+
+    def untrack(self, entry: Entry) -> None:
+        """The connection that tracked the entry ended: one less in conn_cur, and released."""
+        current = self.read(entry, "conn_cur")
+        if current:
+            self.set(entry, "conn_cur", current - 1)
+        self.release(entry)
+
     def _insert(self, key: Key) -> Entry:
         rates = self._rate_columns
         values: list[Any] = [FreqCounter() if i in rates else 0 for i in range(len(self.columns))]
@@ -399,6 +423,98 @@ class StickTable:
             else:
                 words.append(f"{name}={value}")
         return " ".join(words)
+
+
+PUMP_DATA = ("conn_cur", "conn_cnt", "conn_rate")  # what a table the pump keeps may store, in its order
+
+
+def pump_can_keep(table: StickTable) -> bool:
+    """Whether the compiled pump can keep ``table`` (and lanes track clients in it): ip or ipv6 keys,
+    no data but the connection counters, no server stored by persistence rules."""
+    return table.type in ("ip", "ipv6") and table.size > 0 and set(table.columns) <= set(PUMP_DATA)
+
+
+class PumpStickTable(StickTable):
+    """A stick table whose entries the compiled pump keeps (``Pump.stick_table`` makes it), so that
+    its lanes track clients in it at accept while the Python path, the runtime API and the exporter
+    read and change the very same entries through this surface.  ``Entry`` objects it gives are
+    snapshots naming a key: every read and change goes to the pump's entry of that key, under its
+    lock.  ``counters`` is the pump's ``SourceCounters``; ``counters_class`` builds it."""
+
+    def __init__(self, spec: model.StickTable, counters_class: Callable[..., Any], *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(spec, clock=clock)
+        assert pump_can_keep(self), "a table the pump cannot keep"
+        period = self.periods[self.column["conn_rate"]] if "conn_rate" in self.column else 1.0
+        self.counters = counters_class(self.size, round((self.expire or 0) * 1000), round(period * 1000),
+                                       self.nopurge, self.type == "ipv6", self.columns)
+
+    def _raw(self, key: Key) -> bytes:
+        address = key if self.type == "ipv6" else (0xFFFF << 32) | int(key)
+        return int(address).to_bytes(16, "big")
+
+    def _key(self, raw: bytes) -> int:
+        value = int.from_bytes(raw, "big")
+        return value if self.type == "ipv6" else value & 0xFFFFFFFF
+
+    def _entry(self, key: Key, found: Optional[tuple]) -> Optional[Entry]:
+        if found is None:
+            return None
+        entry = Entry(key, list(found[:3]))
+        entry.use = found[3]
+        entry.expire = self.clock() + found[4] / 1000 if self.expire else 0.0
+        return entry
+
+    @property
+    def used(self) -> int:
+        return int(self.counters.used)
+
+    def __iter__(self) -> Iterator[Entry]:
+        entries = [self._entry(self._key(raw), found) for raw, found in self.counters.entries()]
+        return iter(sorted((entry for entry in entries if entry is not None), key=lambda entry: entry.key))
+
+    def lookup(self, key: Key) -> Optional[Entry]:
+        return self._entry(key, self.counters.lookup(self._raw(key)))
+
+    def get(self, key: Key) -> Optional[Entry]:
+        return self._entry(key, self.counters.lookup(self._raw(key), True))
+
+    def store(self, key: Key) -> Optional[Entry]:
+        raise StickTableError("a table the pump keeps stores no server")
+
+    def remove(self, key: Key) -> bool:
+        return bool(self.counters.change(self._raw(key), "remove"))
+
+    def touch(self, entry: Entry) -> None:
+        self.counters.change(self._raw(entry.key), "touch")
+
+    def hold(self, entry: Entry) -> None:
+        self.counters.change(self._raw(entry.key), "hold")
+
+    def release(self, entry: Entry) -> None:
+        self.counters.change(self._raw(entry.key), "release")
+
+    def track(self, key: Key) -> Optional[Entry]:
+        if not self.counters.track(self._raw(key)):
+            return None
+        return self.lookup(key)
+
+    def untrack(self, entry: Entry) -> None:
+        self.counters.untrack(self._raw(entry.key))
+
+    def read(self, entry: Entry, name: str) -> Any:
+        if name not in self.column:
+            return None
+        found = self.counters.lookup(self._raw(entry.key))
+        return found[PUMP_DATA.index(name)] if found is not None else 0
+
+    def add(self, entry: Entry, name: str, count: int = 1) -> None:
+        if name in self.column:
+            self.counters.change(self._raw(entry.key), "add", PUMP_DATA.index(name), count)
+
+    def set(self, entry: Entry, name: str, value: Any) -> None:
+        if name in self.column:
+            self.counters.change(self._raw(entry.key), "set", PUMP_DATA.index(name), int(value) % (1 << 32))
 
 
 def _address(value: Any) -> Optional[Union[ipaddress.IPv4Address, ipaddress.IPv6Address]]:

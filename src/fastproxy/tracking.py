@@ -42,13 +42,9 @@ class Tracker:
         """``track-sc<number>``: the entry of ``key`` in ``table`` (created if needed) is counted."""
         if self.counters[number] is not None or key is None:
             return
-        entry = table.get(key)
+        entry = table.track(key)
         if entry is None:  # the table is full and may not evict
             return
-        table.hold(entry)
-        for name in ("conn_cur", "conn_cnt", "conn_rate"):
-            table.add(entry, name)
-        table.touch(entry)
         self.counters[number] = (table, entry)
         self.phases[number] = phase
 
@@ -86,10 +82,7 @@ class Tracker:
         for number, tracked in enumerate(self.counters):
             if tracked is not None:
                 table, entry = tracked
-                current = table.read(entry, "conn_cur")
-                if current:
-                    table.set(entry, "conn_cur", current - 1)
-                table.release(entry)
+                table.untrack(entry)
                 self.counters[number] = None
 
     # --- fetches -------------------------------------------------------------------------------------

@@ -517,7 +517,7 @@ async def test_both_sides_get_nodelay_and_the_configured_keepalive(pump_class, r
         cfg = config([port], frontend={"client_keepalive": KeepAlive(True, 33.0, 7.0, 4)},
                      backend={"server_keepalive": KeepAlive(True, 44.0, 9.0, 5)})
         if rules:  # a frontend with rules takes the Python path, a plain one may run on a lane
-            cfg.frontends["fe"].tcp_request_rules.append(TcpRequestRule("connection", "accept"))
+            cfg.frontends["fe"].tcp_request_rules.append(TcpRequestRule("session", "accept"))
         async with running(cfg, pump_class) as engine:
             assert bool(engine.lanes) == (pump_class is not PyPump and not rules)
             sock = await connect(engine.listening_addresses()[0])

@@ -4,10 +4,12 @@
 # --- lanes: accepting, balancing and dialing in the pump ----------------------------------------------
 #
 # A lane is a listener whose frontend needs no Python per connection (lanes.lane_backend decides
-# which: no rules, hooks, queues, rate limits or PROXY headers; round robin, or a hash of the source).
+# which: no rules but the flood defence sticktable.pxi runs, no hooks, queues, rate limits or PROXY
+# headers; round robin, or a hash of the source).
 # Every worker polls it, on a copy of its own (EPOLLEXCLUSIVE wakes one per connection): it accepts a batch,
-# tunes each client, picks a server (smooth weighted round robin over the weights Python sets, 0 for a
-# server out of picks, or the client's address hashed on the map or ring table Python sets), starts
+# tunes each client, runs its tcp-request connection rules (a rejected client is reset at once), picks a
+# server (smooth weighted round robin over the weights Python sets, 0 for a server out of picks, or the
+# client's address hashed on the map or ring table Python sets), starts
 # the connect and registers the pair on the least loaded worker, all without the GIL.  Its log lines
 # are written here (lanelog.pxi) or reported to Python in one record per pair.  What needs Python goes
 # back to it with the client descriptor (on_lane_hand_back): a refused connect (retries, redispatch),
@@ -68,6 +70,7 @@ cdef void lane_pair_ended(Worker *w, Pair *p, int reason) noexcept nogil:
     kept here; a lane that logs through Python gets one record for the line."""
     cdef Lane *lane = &w.lanes[p.lane]
     lane_closed(w, lane, p.frontend_block)
+    lane_untrack(lane, p.peer, p.tracked, w.now_ms)
     fp_atomic_add(&w.shared.lane_ended[reason], 1)
     if p.log_end and not lane.nlog_sinks:
         push_record(w.shared, REC_LANE_ENDED, p.tag, reason, 0, p.c2s.bytes, p.s2c.bytes,
@@ -146,8 +149,11 @@ cdef inline bint is_v4_mapped(const unsigned char *a) noexcept nogil:
 
 
 cdef void lane_hand_back(Worker *w, Lane *lane, int fd, uint64_t tag, int32_t server_block,
-                         int error) noexcept nogil:
+                         int error, const uint8_t *peer, uint8_t tracked) noexcept nogil:
+    # Python takes the client without its stick counters: they let go of it here (its retries and
+    # redispatch are not counted in conn_cur meanwhile).
     lane_closed(w, lane, lane.frontend_block)
+    lane_untrack(lane, peer, tracked, w.now_ms)
     push_record(w.shared, REC_LANE_HAND_BACK, tag, END_CONNECT_FAILED, error, 0, 0, lane.frontend_block,
                 server_block, fd, NULL, 0)
 
@@ -163,6 +169,7 @@ cdef void lane_accept(Worker *w, uint32_t index) noexcept nogil:
     cdef uint8_t connecting
     cdef Worker *target
     cdef uint8_t address[28]
+    cdef uint8_t tracked = 0
     cdef socklen_t address_len
     if lane.state != LANE_ON or lane.paused:
         return
@@ -185,6 +192,13 @@ cdef void lane_accept(Worker *w, uint32_t index) noexcept nogil:
         if lane.tune_clients and fp_tune_tcp(fd, lane.client_tcp) != 0:
             close(fd)  # already reset by the client: its loss only
             continue
+        if lane.nrules and not lane_rules_accept(lane, address, &tracked, w.now_ms):
+            # ``tcp-request connection reject``: closed at once with a reset, before it is a session
+            # (HAProxy's no-linger close), counted in the frontend's denied connections.
+            fp_set_linger0(fd)
+            close(fd)
+            count(sh, lane.frontend_block, CNT_DENIED_CONN, 1)
+            continue
         if lane.log_connect:
             lane_log_connect(lane, fd, address)
         fp_atomic_add_int(lane.open_count, 1)
@@ -198,11 +212,11 @@ cdef void lane_accept(Worker *w, uint32_t index) noexcept nogil:
         else:
             server = lane_pick_hashed(lane, address)
         if server == NULL:
-            lane_hand_back(w, lane, fd, tag, -1, EHOSTUNREACH)
+            lane_hand_back(w, lane, fd, tag, -1, EHOSTUNREACH, address, tracked)
             continue
         server_fd = fp_socket_nb(server.family)
         if server_fd < 0:
-            lane_hand_back(w, lane, fd, tag, server.block, errno)
+            lane_hand_back(w, lane, fd, tag, server.block, errno, address, tracked)
             continue
         fp_tune_tcp(server_fd, lane.server_tcp)
         connecting = 0
@@ -210,7 +224,7 @@ cdef void lane_accept(Worker *w, uint32_t index) noexcept nogil:
             err = errno
             if err != EINPROGRESS:
                 close(server_fd)
-                lane_hand_back(w, lane, fd, tag, server.block, err)
+                lane_hand_back(w, lane, fd, tag, server.block, err, address, tracked)
                 continue
             connecting = 1
         memset(&np, 0, sizeof(NewPair))
@@ -224,6 +238,7 @@ cdef void lane_accept(Worker *w, uint32_t index) noexcept nogil:
         np.lane = <int32_t>index
         np.tag = tag
         np.log_end = lane.log_ends
+        np.tracked = tracked
         memcpy(np.peer, address, 28)  # for its log line and ``show sess``
         np.accepted_ms = np.dialed_ms = w.now_ms
         target = lightest_worker(w) if sh.nworkers > 1 else w

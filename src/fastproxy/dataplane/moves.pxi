@@ -82,6 +82,7 @@ cdef bint detach_pair(Worker *w, int32_t slot, Detached *out) noexcept nogil:
     count_sub(sh, p.server_block, CNT_CONN_CUR, 1)
     if p.lane >= 0:
         lane_closed(w, &w.lanes[p.lane], p.frontend_block)
+        lane_untrack(&w.lanes[p.lane], p.peer, p.tracked, w.now_ms)  # its entries stay with this table
     release_direction(w, &p.c2s)
     release_direction(w, &p.s2c)
     p.active = 0

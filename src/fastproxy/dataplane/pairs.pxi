@@ -1,7 +1,8 @@
 # Included by _pump.pyx: one pair of sockets, from registration to its end: the connect in progress,
 # moving bytes both ways (recv/send through the worker's scratch buffer, or splice through a pipe),
 # and the end (resets passed on as resets, counters, the record for Python).  Lanes reach in only
-# through lane_pair_ended, lane_hand_back and lane_closed (lanes.pxi), and lane_log (lanelog.pxi).
+# through lane_pair_ended, lane_hand_back and lane_closed (lanes.pxi), lane_untrack (sticktable.pxi)
+# and lane_log (lanelog.pxi).
 
 # --- the end of a pair ---------------------------------------------------------------------------------
 
@@ -58,7 +59,7 @@ cdef void connect_failed(Worker *w, int32_t slot, int error) noexcept nogil:
     epoll_ctl(w.epfd, EPOLL_CTL_DEL, p.client.fd, NULL)
     close(p.server.fd)
     if p.lane >= 0:
-        lane_hand_back(w, &w.lanes[p.lane], p.client.fd, p.tag, p.server_block, error)
+        lane_hand_back(w, &w.lanes[p.lane], p.client.fd, p.tag, p.server_block, error, p.peer, p.tracked)
     else:
         push_pair_record(w.shared, p, REC_CONNECT_FAILED, END_CONNECT_FAILED, error)
     p.active = 0
@@ -315,6 +316,7 @@ cdef bint register_pair(Worker *w, NewPair *np) noexcept nogil:
             free(np.pending_out)
             if np.lane >= 0:
                 lane_closed(w, &w.lanes[np.lane], np.frontend_block)
+                lane_untrack(&w.lanes[np.lane], np.peer, np.tracked, w.now_ms)
             else:
                 push_record(w.shared, REC_PAIR_ENDED, np.tag, END_ERROR, 0, 0, 0, np.frontend_block,
                             np.server_block, -1, NULL, 0)
@@ -328,6 +330,7 @@ cdef bint register_pair(Worker *w, NewPair *np) noexcept nogil:
     p.tag = np.tag
     p.lane = np.lane
     p.log_end = np.log_end
+    p.tracked = np.tracked
     if np.lane >= 0:
         memcpy(p.peer, np.peer, 28)
     p.accepted_ms = np.accepted_ms
