@@ -40,7 +40,7 @@ listen bench
 """
 # With --python-path: a tcp-request rule keeps the frontend off the lanes, so that each connection is
 # accepted, routed, dialed and paired by Python (the path of every frontend with rules or hooks).
-RULES = "    acl local src 127.0.0.0/8\n    tcp-request connection accept if local\n"
+RULES = "    acl local src 127.0.0.0/8\n    tcp-request session accept if local\n"
 
 
 def cpu_seconds(pid: int) -> float:

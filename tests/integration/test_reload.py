@@ -36,7 +36,7 @@ listen echo
 """
 
 # Keeps the frontend on the Python path (rules), instead of a lane the pump accepts on.
-PYTHON_PATH = "    tcp-request connection accept if { src 127.0.0.0/8 }"
+PYTHON_PATH = "    tcp-request session accept if { src 127.0.0.0/8 }"
 
 
 def write_config(path: Path, backend: int, ports: list[int], *, global_extra: str = "",

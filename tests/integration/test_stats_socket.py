@@ -757,7 +757,7 @@ async def test_a_server_moved_through_the_socket_gets_new_connections_at_its_new
 
 def limited_config(tmp_path: Path, port: int, server_port: int, *, rules: bool) -> Path:
     cfg = tmp_path / "haproxy.cfg"
-    rule = "    tcp-request connection accept if { src 127.0.0.0/8 }\n" if rules else ""
+    rule = "    tcp-request session accept if { src 127.0.0.0/8 }\n" if rules else ""
     cfg.write_text(f"global\n    stats socket {tmp_path}/admin.sock level admin\n    maxconn 100\n"
                    "defaults\n    mode tcp\n    timeout connect 2s\n    timeout client 10s\n"
                    f"    timeout server 10s\n    timeout queue 10s\nfrontend fe\n    bind 127.0.0.1:{port}\n"
