@@ -31,7 +31,7 @@ import time
 CONFIG = """\
 global
     nbthread {threads}
-    maxconn 20000
+    maxconn 1000
 defaults
     mode tcp
     timeout connect 1s
@@ -104,9 +104,9 @@ def cpu_seconds(pid: int) -> float:
 def wait_listening(port: int, proc: subprocess.Popen) -> None:
     for _ in range(200):
         if proc.poll() is not None:
-            raise RuntimeError(f"the proxy exited ({proc.returncode})")
+            raise RuntimeError(f"{proc.args[:3]} exited ({proc.returncode})")
         try:
-            socket.create_connection(("127.0.0.2", port), timeout=0.5).close()  # counted as one of ten
+            socket.create_connection(("127.0.0.1", port), timeout=0.5, source_address=("127.0.0.2", 0)).close()
             return
         except OSError:
             time.sleep(0.05)
