@@ -139,7 +139,7 @@ def read_until(sock: socket.socket, ending: bytes) -> bytes:
     return data
 
 
-@fuzzed(150)
+@fuzzed(100)
 @given(st.lists(garbage_requests, min_size=1, max_size=4))
 def test_the_stats_socket_answers_garbage_and_serves_the_next_command(proxy, lines):
     with socket.socket(socket.AF_UNIX) as sock:
@@ -212,7 +212,7 @@ def answer_to(proxy: Proxy, data: bytes) -> bytes:
         return answer
 
 
-@fuzzed(150)
+@fuzzed(100)
 @given(garbage_http())
 def test_the_stats_listener_answers_garbage_with_a_4xx_or_a_close_and_serves_the_next_request(proxy, data):
     answer = answer_to(proxy, data)

@@ -94,7 +94,7 @@ def judged_file(scratch: Path, data: bytes) -> Optional[Config]:
 
 # --- text: random, keyword soup, mutated corpus files ---------------------------------------------------
 
-@fuzzed(300)
+@fuzzed(200)
 @given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=400))
 def test_random_text_only_ever_raises_configerror(text):
     judged_text(text)
@@ -146,7 +146,7 @@ def mutated_corpus_file(draw) -> bytes:
     return ("\n".join(lines) + draw(st.sampled_from(["\n", ""]))).encode("utf-8", "surrogateescape")
 
 
-@fuzzed(400)
+@fuzzed(250)
 @given(mutated_corpus_file())
 def test_mutated_corpus_files_load_or_raise_configerror_naming_file_and_line(scratch, data):
     config = judged_file(scratch, data)
@@ -155,7 +155,7 @@ def test_mutated_corpus_files_load_or_raise_configerror_naming_file_and_line(scr
             assert all(1 <= b.port <= 65535 for b in frontend.binds)
 
 
-@fuzzed(150)
+@fuzzed(100)
 @given(st.sampled_from(sorted(_CORPUS)), st.data())
 def test_random_bytes_anywhere_in_a_corpus_file(scratch, path, data):
     original = _CORPUS[path]
@@ -164,7 +164,7 @@ def test_random_bytes_anywhere_in_a_corpus_file(scratch, path, data):
     judged_file(scratch, original[:at] + data.draw(st.binary(max_size=64)) + original[at + cut:])
 
 
-@fuzzed(150)
+@fuzzed(100)
 @given(st.sampled_from([path for path, data in sorted(_CORPUS.items()) if _NUMBER.search(data)]), st.data())
 def test_any_number_of_the_corpus_made_huge(scratch, path, data):
     """Thousands of digits where a number was: a timeout, a port, a weight, an id, a .if condition."""
@@ -178,7 +178,7 @@ def test_any_number_of_the_corpus_made_huge(scratch, path, data):
     judged_file(scratch, mutated)
 
 
-@fuzzed(30)
+@fuzzed(20)
 @given(st.sampled_from(sorted(_CORPUS)), st.data(), st.integers(10_000, 1_000_000),
        st.sampled_from(["x", "9", "é", "(", "\\", '"', " ", "${A}"]))
 def test_very_long_lines(scratch, path, data, length, unit):
@@ -260,7 +260,7 @@ def _summary(config: Config) -> tuple:
              for name, be in config.backends.items()})
 
 
-@fuzzed(40)
+@fuzzed(25)
 @given(st.sampled_from(_CUTTABLE), st.integers(0, 200), st.data())
 def test_a_directory_of_many_files_reads_as_the_file_they_were_cut_from(scratch, path, padding, data):
     """A valid corpus file cut into one file per section, with empty and comment-only files, hidden and
@@ -292,7 +292,7 @@ def test_a_directory_of_many_files_reads_as_the_file_they_were_cut_from(scratch,
     assert len(config.files) == len(texts)
 
 
-@fuzzed(40)
+@fuzzed(25)
 @given(st.lists(st.binary(max_size=100) | mutated_corpus_file(), min_size=1, max_size=60))
 def test_a_directory_of_fuzzed_files_names_the_file_of_each_error(scratch, contents):
     directory = scratch / "fuzzed"
