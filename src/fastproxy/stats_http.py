@@ -55,8 +55,11 @@ class StatsListener:
     async def start(self) -> None:
         """Listen on every bind; on a failure none stays open."""
         loop = asyncio.get_running_loop()
+        # lingering_time=0: once answered, a request's unread body is not waited for (aiohttp's 10 s
+        # lingering held a client that had closed its side, the answer sent, for those 10 s).
         self._http = _CountingServer(self._handle, self._count_connection, loop=loop,
-                                     keepalive_timeout=self.frontend.timeouts.client or IDLE_TIMEOUT)
+                                     keepalive_timeout=self.frontend.timeouts.client or IDLE_TIMEOUT,
+                                     lingering_time=0.0)
         try:
             for bind in self.frontend.binds:
                 sock = self.open_listener(bind, backlog_of(self.frontend))
