@@ -642,11 +642,21 @@ async def test_tls_checks_agree_with_haproxy(tmp_path, pump_class, caplog, tls_c
     def masked(sent: list[bytes]) -> list[bytes]:  # the check's own source port differs, naturally
         return [re.sub(rb"^(PROXY TCP[46] \S+ \S+ )\d+", rb"\1N", data) for data in sent[:1]]
     assert masked(agent.received) == masked(their_bytes)  # what the first check sent
+    assert ours["status"] == theirs["status"] == state
+    if case in RACING_CASES:
+        # The server refuses the handshake with the check's PING unread: whether the check reads its
+        # alert and FIN first (L7RSP, empty response) or its RST (SOCKERR) is the kernel's timing, on
+        # haproxy as here; both are failures of that step.
+        assert {ours["check_status"].removeprefix("* "), theirs["check_status"].removeprefix("* ")} <= {
+            "L7RSP", "SOCKERR"}
+        return
     fields = ("status", "check_status", "check_code", "last_chk", "check_desc")
     assert {name: ours[name].removeprefix("* ") for name in fields} == {
         name: theirs[name].removeprefix("* ") for name in fields}
-    assert ours["status"] == state
     assert state_lines(our_output) == state_lines(their_output)
+
+
+RACING_CASES = {"no client certificate"}
 
 
 def settled_tls(row: dict) -> bool:
