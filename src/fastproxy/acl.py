@@ -29,13 +29,16 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import os
 import re
+import socket
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Optional, Union
 
-from . import samples
+from . import logformat, samples, variables
 from .config.model import Acl, Backend, Condition, Frontend, Location, Sample, TcpRequestRule
 from .errors import ConfigError
 
@@ -70,6 +73,7 @@ class ConnInfo:
     # What ``set-src``/``set-dst`` rules changed ({"src": ..., "dst_port": ...}), for the session to take
     # on; shared by the copies of one connection's info (None: nobody takes them on).
     rewritten: Optional[dict] = None
+    variables: Any = None  # its variables (``variables.Variables``), shared by the copies of its info
 
 
 # --- samples ------------------------------------------------------------------------------------------
@@ -150,6 +154,7 @@ _METHODS_BY_KIND = {
     _STR: {"str", "beg", "end", "sub", "reg", "dom", "len", "found", "bin"},
     _BIN: {"bin", "str", "beg", "end", "sub", "reg", "dom", "len", "found"},
     _BOOL: {"bool", "found"},
+    samples.ANY: _METHODS,
 }
 # Fetches whose integer patterns, with their default method, are dotted versions (``3.1``).
 _DOTTED_VERSIONS = frozenset({"req.ssl_ver", "req_ssl_ver"})
@@ -367,6 +372,9 @@ def compile_acl_verdict(acl: Acl) -> Verdict:
     kind = _sample_type(acl.criterion)
     flags = list(acl.flags)
     method = _method_of(acl, kind)
+    if kind == samples.ANY and "-m" not in flags:
+        raise AclError("matching method must be specified first (using '-m') when using a sample fetch of "
+                       f"this type ('{acl.criterion.fetch.partition('(')[0]}').")
     if method not in _METHODS:
         raise AclError(f"unknown matching method '{method}' when parsing ACL expression.")
     if method not in _METHODS_BY_KIND[kind]:
@@ -385,12 +393,14 @@ def compile_acl_verdict(acl: Acl) -> Verdict:
         matches = bool
     else:
         matches = _sample_test(method, values, ignore_case)
-    if kind == _IP:  # addresses are matched as ipaddress objects
+    if kind in (_IP, samples.ANY) and method == "ip":  # addresses are matched as ipaddress objects
         value_matches = matches
 
         def matches(value: Any) -> bool:
             address = _address(value)
             return address is not None and value_matches(address)
+    if kind == samples.ANY:  # a variable's value, of the type it was stored with: cast for the method
+        matches = _casting(method, matches)
 
     def verdict(info: ConnInfo) -> int:
         value, more = evaluate(info)
@@ -401,6 +411,27 @@ def compile_acl_verdict(acl: Acl) -> Verdict:
         return MISS if more else FAIL
 
     return verdict
+
+
+def _casting(method: str, matches: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    """``matches`` over a value of any type cast as HAProxy casts it for ``method`` (a string that is
+    no integer does not match ``-m int``)."""
+    if method == "int":
+        def as_integer(value: Any) -> bool:
+            if isinstance(value, (bytes, str)):
+                text = value.decode("latin-1") if isinstance(value, bytes) else value
+                if not re.fullmatch(r"\s*[-+]?[0-9]+", text):
+                    return False
+                value = int(text)
+            return matches(int(value))
+        return as_integer
+    if method == "bool":
+        return lambda value: matches(bool(int(value)) if isinstance(value, (bool, int)) else bool(value))
+    if method == "found":
+        return matches
+    if method == "ip":
+        return lambda value: matches(samples.as_text(value))
+    return lambda value: matches(value if isinstance(value, (bytes, str)) else samples.as_text(value))
 
 
 def _sample_test(method: str, values: Sequence[str], ignore_case: bool) -> Callable[[Any], bool]:
@@ -584,6 +615,8 @@ def _rule_action(rule: TcpRequestRule, proxy: str,
     if rule.action == "sc-set-gpt0":
         value = rule.value
         return lambda info: info.counters.set_gpt0(number, value) if info.counters is not None else None
+    if rule.action in ("set-var", "set-var-fmt", "unset-var"):
+        return _variable_action(rule, proxy)
     if rule.action in _ADDRESS_FIELDS:
         assert rule.sample is not None
         field, read = _ADDRESS_FIELDS[rule.action], samples.reader(rule.sample)
@@ -598,6 +631,42 @@ def _rule_action(rule: TcpRequestRule, proxy: str,
             return change
         return rewrite
     return None
+
+
+def _variable_action(rule: TcpRequestRule, proxy: str) -> Callable[[ConnInfo], None]:
+    """``set-var``, ``set-var-fmt``, ``unset-var``: the connection's ``variables`` change (a value
+    that is not there sets nothing, as HAProxy's failed sample)."""
+    assert rule.variable is not None
+    name, phase = variables.parse_name(rule.variable), rule.phase
+    conditions = frozenset(rule.variable_conditions)
+    if rule.action == "unset-var":
+        return lambda info: info.variables.unset(name, phase) if info.variables is not None else None
+    if rule.action == "set-var-fmt":
+        assert rule.log_format is not None
+        fmt, host = logformat.compile(rule.log_format), socket.gethostname()
+
+        def set_formatted(info: ConnInfo) -> None:
+            if info.variables is not None:
+                info.variables.set(name, samples.STR, fmt.render(rule_record(info, proxy, host)), conditions,
+                                   phase)
+        return set_formatted
+    assert rule.sample is not None
+    read, kind = samples.reader(rule.sample), samples.type_of(rule.sample)
+
+    def set_value(info: ConnInfo) -> None:
+        value = read(info)
+        if value is not None and info.variables is not None:
+            info.variables.set(name, variables.sample_type(value) if kind == samples.ANY else kind, value,
+                               conditions, phase)
+    return set_value
+
+
+def rule_record(info: ConnInfo, proxy: str, hostname: str) -> logformat.LogRecord:
+    """What a log-format evaluated by a rule (``set-var-fmt``) knows of the connection: its addresses,
+    the proxy, the samples; the rest is not there yet."""
+    return logformat.LogRecord(client=(info.src, info.src_port), frontend_address=(info.dst, info.dst_port),
+                               accepted=time.time(), frontend=proxy, backend=proxy, pid=os.getpid(),
+                               hostname=hostname, connection=info)
 
 
 def _address_value(value: Any, *, port: bool) -> Any:

@@ -36,6 +36,7 @@ from .queues import Pending
 from .runtime import BackendRuntime, FrontendRuntime, PairTimeouts, Runtime
 from .server import Connection
 from .session import Director, ErrorHandler, Session, Target, conn_info, pick_key, proxy_header
+from .variables import ProcessVariables, Variables
 
 log = logging.getLogger("fastproxy")
 
@@ -263,6 +264,8 @@ class Dispatcher:
         timeouts = self.timeouts(session.frontend, backend)
         if session.frontend.log_reads(logformat.FRONTEND_ADDRESS + (logformat.Alias.SAMPLE,)):
             session.sockname  # noqa: B018 -- read while the client is open: the line reads it at the end
+        if session.variables is not None:  # the server's side begins: the request's variables are gone
+            session.variables.response_started()
         client_fd = session.lent_fd = session.fd  # the pump's now, until it gives it back
         session.fd = -1
         try:
@@ -437,7 +440,8 @@ class Dispatcher:
             backend_current=sum(s.current for s in backend.balancer.slots) if backend is not None else 0,
             server_current=slot.current if slot is not None else 0, retries=max(session.attempt - 1, 0),
             pid=self.state.pid, hostname=self.state.hostname, counter=session.number,
-            log_count=self.state.log_count - 1, connection=session.info or _connection(session))
+            log_count=self.state.log_count - 1,
+            connection=session.info or _connection(session, self.state.variables))
         if frontend.unique_id is not None:
             record.unique_id = frontend.unique_id.render(record)
         frontend.traffic_log(frontend.log_format.render(record), record)
@@ -478,7 +482,8 @@ def rdp_persisted(backend: BackendRuntime, session: Session) -> Optional[ServerS
     return None
 
 
-def _connection(session: Session) -> ConnInfo:
-    """What log-format samples read of a session no rule looked at."""
+def _connection(session: Session, variables: ProcessVariables) -> ConnInfo:
+    """What log-format samples read of a session no rule looked at (the process's variables)."""
     src, dst = session.peername, session._sockname
-    return ConnInfo(src=src[0], src_port=src[1], dst=dst[0] if dst else "", dst_port=dst[1] if dst else 0)
+    return ConnInfo(src=src[0], src_port=src[1], dst=dst[0] if dst else "", dst_port=dst[1] if dst else 0,
+                    variables=session.variables or Variables(variables))

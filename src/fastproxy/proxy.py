@@ -27,6 +27,7 @@ from .server import Connection
 from .session import Director, ErrorHandler, Session, Target
 from .sni import HelloStatus, parse_client_hello
 from .tracking import Tracker
+from .variables import Variables
 
 __all__ = ["Director", "ErrorHandler", "Session", "Target", "TCPProxy", "default_error_handler"]
 
@@ -270,11 +271,12 @@ class TCPProxy:
         return dataclasses.replace(info, ssl_hello_seen=True, request=data, final=final,
                                    hello_pending=hello.status is HelloStatus.INCOMPLETE)
 
-    @staticmethod
-    def _info(session: Session) -> ConnInfo:
+    def _info(self, session: Session) -> ConnInfo:
+        if session.variables is None:
+            session.variables = Variables(self.state.variables)
         return ConnInfo(src=session.peername[0], src_port=session.peername[1],
                         dst=session.sockname[0], dst_port=session.sockname[1], counters=session.tracker,
-                        rewritten={})
+                        rewritten={}, variables=session.variables)
 
     def _deny(self, session: Session) -> None:
         session.close()

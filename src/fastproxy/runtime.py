@@ -28,6 +28,7 @@ from .queues import Queues
 from .persistence import Persistence
 from .rate import FreqCounter
 from .sticktables import StickTable, tables_for
+from .variables import ProcessVariables
 
 from .health import ServerCheck
 from .server import Handler, LaneListener, ListenerLike
@@ -338,6 +339,7 @@ class Runtime:
         self.servers: dict[int, ServerRuntime] = {}  # by counter block
         self.frontend_blocks: dict[int, FrontendRuntime] = {}  # by counter block
         self.tables = tables_for(config)  # the stick tables, by name
+        self.variables = ProcessVariables(config.global_.variables)  # the ``proc.`` ones
         self.python_current = 0  # client connections Python accepted (or took from a lane), not yet ended
         self.lane_listeners: list[LaneListener] = []  # where the pump accepts itself
         self.spare_blocks: list[int] = []  # counter blocks free for servers added at run time

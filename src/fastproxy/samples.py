@@ -17,9 +17,10 @@ reading the client's first bytes (HAProxy's payload.c, see ``fastproxy.payload``
 <offset2>])`` / ``payload_lv``, ``req.proto_http`` / ``req_proto_http``, ``method``, ``url``, ``req.ver``
 (the request line of an HTTP/1.x request on the TCP stream), ``req.ssl_ver`` / ``req_ssl_ver``,
 ``req.ssl_alpn``, ``req.ssl_ec_ext``, ``req.rdp_cookie([<name>])`` / ``rdp_cookie`` /
-``req_rdp_cookie``, ``req.rdp_cookie_cnt([<name>])`` / ``rdp_cookie_cnt`` / ``req_rdp_cookie_cnt``
-and ``wait_end``.  Converters: ``lower``, ``upper``, ``hex``, ``bytes(<offset>[,<length>])``,
-``length``.
+``req_rdp_cookie``, ``req.rdp_cookie_cnt([<name>])`` / ``rdp_cookie_cnt`` / ``req_rdp_cookie_cnt``,
+``wait_end``, and ``var(<name>[,<default>])`` (a variable, ``fastproxy.variables``: the connection's
+``variables``; its value has the type it was stored with, cast by what reads it).  Converters:
+``lower``, ``upper``, ``hex``, ``bytes(<offset>[,<length>])``, ``length``.
 
 Evaluation gives a value (None when the connection has none) and whether more bytes from the client
 may still give one or change it (HAProxy's ``SMP_F_MAY_CHANGE``): ``evaluator`` gives both, for ACLs
@@ -39,7 +40,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from . import payload
+from . import payload, variables
 from .config.model import Sample
 from .errors import ConfigError
 from .payload import Read
@@ -49,10 +50,11 @@ __all__ = ["CONTENT", "CONVERTERS", "FETCHES", "Converter", "Fetch", "Read", "Sa
 
 # The types of sample values (HAProxy's SMP_T_*): what a fetch gives and a converter takes.
 IP, INT, STR, BOOL, BIN = "ip", "int", "str", "bool", "bin"
+ANY = "any"  # a variable's: the type of what was stored (HAProxy's SMP_T_ANY), known per connection
 
 # Argument types of fetches and converters (HAProxy's ARGT_*): a non-negative integer, a signed
 # offset kept as written ("+2"), a string.
-UINT, OFFSET, TEXT = "unsigned integer", "offset", "string"
+UINT, OFFSET, TEXT, VARIABLE = "unsigned integer", "offset", "string", "variable"
 
 
 class SampleError(ConfigError, ValueError):
@@ -153,6 +155,15 @@ def _constant(kind: str) -> FetchRead:
     return read
 
 
+def _variable(conn: Any, args: tuple[Any, ...]) -> Read:
+    """``var(<name>[,<default>])``: the variable's value, else the default as a string, else none."""
+    variables = getattr(conn, "variables", None)
+    found = variables.get(args[0]) if variables is not None else None
+    if found is not None:
+        return Read(found[1], False)
+    return Read(args[1] if len(args) > 1 else None, False)
+
+
 def _rdp_cookie_count(conn: Any, args: tuple[Any, ...]) -> Read:
     value, more = payload.rdp_cookie(_request(conn), *args)
     return payload.TOO_SHORT if more else Read(0 if value is None else 1, False)
@@ -187,6 +198,7 @@ FETCHES: dict[str, Fetch] = _fetches(
     (("url",), Fetch("url", STR, None, read=_http("url"))),
     (("req.ver", "req_ver"), Fetch("req.ver", STR, None, read=_http("version"))),
     (("wait_end",), Fetch("wait_end", BOOL, None, read=_wait_end)),
+    (("var",), Fetch("var", ANY, None, read=_variable, arguments=(VARIABLE, TEXT), required=1)),
     *((((name,), Fetch(name, kind, None, read=_constant(kind), arguments=(TEXT,), required=1, constant=True)))
       for name, kind in (("ipv4", IP), ("ipv6", IP), ("int", INT), ("str", STR))),
 )
@@ -227,12 +239,15 @@ def _counter_fetches() -> dict[str, Fetch]:
 FETCHES.update(_counter_fetches())
 
 
-def _text(value: Any) -> str:
-    return value.decode("latin-1") if isinstance(value, bytes) else value
+def as_text(value: Any) -> str:
+    """A value as a string (a variable's may be of any type: HAProxy casts it)."""
+    if isinstance(value, bytes):
+        return value.decode("latin-1")
+    return str(int(value)) if isinstance(value, (bool, int)) else value
 
 
 def _binary(value: Any) -> bytes:
-    return value.encode("latin-1", "replace") if isinstance(value, str) else value
+    return value if isinstance(value, bytes) else as_text(value).encode("latin-1", "replace")
 
 
 def _bytes(value: Any, offset: int, length: Optional[int] = None) -> Optional[bytes]:
@@ -268,8 +283,8 @@ def _check_ipmask(mask4: str, mask6: Optional[str] = None) -> None:
 
 _STRINGS = frozenset({STR, BIN})
 CONVERTERS: dict[str, Converter] = {
-    "lower": Converter("lower", _STRINGS, STR, lambda value: _text(value).lower()),
-    "upper": Converter("upper", _STRINGS, STR, lambda value: _text(value).upper()),
+    "lower": Converter("lower", _STRINGS, STR, lambda value: as_text(value).lower()),
+    "upper": Converter("upper", _STRINGS, STR, lambda value: as_text(value).upper()),
     "hex": Converter("hex", _STRINGS, STR, lambda value: _binary(value).hex().upper()),
     "bytes": Converter("bytes", _STRINGS, BIN, _bytes, (UINT, UINT), 1),
     "length": Converter("length", _STRINGS, INT, lambda value: len(_binary(value))),
@@ -323,7 +338,7 @@ def _arguments(what: str, given: Optional[list[str]], kinds: Sequence[str], requ
     given = given or []
     if len(given) < required:
         raise SampleError(f"{what} : missing arguments (got {len(given)}/{required}), type "
-                          f"'{'integer' if kinds[len(given)] != TEXT else 'string'}' expected")
+                          f"'{'string' if kinds[len(given)] in (TEXT, VARIABLE) else 'integer'}' expected")
     if len(given) > len(kinds):
         raise SampleError(f"{what} : end of arguments expected at position {len(kinds) + 1}, but got "
                           f"'{','.join(given[len(kinds):])}'")
@@ -331,6 +346,11 @@ def _arguments(what: str, given: Optional[list[str]], kinds: Sequence[str], requ
     for position, (kind, argument) in enumerate(zip(kinds, given), 1):
         if kind == TEXT:
             values.append(argument)
+        elif kind == VARIABLE:
+            try:
+                values.append(variables.parse_name(argument))
+            except variables.VariableError as exc:
+                raise SampleError(f"{what} : {exc}") from None
         elif kind == OFFSET:
             if not argument.lstrip("+-").isdigit():
                 raise SampleError(f"{what} : payload offset2 is not a number")
@@ -356,6 +376,8 @@ def fetch_of(text: str) -> tuple[Fetch, tuple[Any, ...]]:
                           "table_cnt, table_avl)")
     if fetch.counter is not None:  # checked by counter_arguments
         return fetch, tuple(given or ())
+    if fetch.constant and given == []:  # ``str()``: an empty argument, as HAProxy reads it
+        given = [""]
     return fetch, _arguments(f"fetch method '{name}'", given, fetch.arguments, fetch.required)
 
 
@@ -408,7 +430,7 @@ def check(sample: Sample) -> None:
         converter, cargs = converter_of(text)
         if converter.name == "ipmask":
             _check_ipmask(*cargs)
-        if kind not in converter.inputs:
+        if kind not in converter.inputs and kind != ANY:  # a variable's value is cast when read
             what = "strings" if STR in converter.inputs else f"{'/'.join(converter.inputs)} samples"
             raise SampleError(f"converter '{converter.name}' applies to {what}, and '{sample.fetch}' is not "
                               "one")

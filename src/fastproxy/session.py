@@ -40,7 +40,7 @@ class Session:
     __slots__ = ("fd", "lent_fd", "_peer", "_peername", "_sockname", "frontend", "backend", "slot",
                  "attempt", "excluded", "started", "context", "_finished", "number", "server_address",
                  "backend_address", "info", "tracker",
-                 "stick_pending")
+                 "stick_pending", "variables")
 
     numbers = itertools.count()  # HAProxy's stream numbers (%rt): in the order sessions begin
 
@@ -65,6 +65,7 @@ class Session:
         self.info: Any = None  # the connection as rules saw it (acl.ConnInfo), for log-format samples
         self.tracker: Any = None  # its stick counters (``tracking.Tracker``), when its rules may use them
         self.stick_pending: Any = None  # where persistence stores its server; None: tables not consulted yet
+        self.variables: Any = None  # its variables (``variables.Variables``), once a rule or a log reads them
 
     @property
     def peername(self) -> Any:
@@ -121,7 +122,8 @@ def conn_info(session: Session) -> ConnInfo:
     sni = session.context.get("sni")
     request = session.info.request if session.info is not None else b""
     return ConnInfo(src=src, src_port=src_port, dst=dst, dst_port=dst_port, sni=sni,
-                    ssl_hello_seen=sni is not None, counters=session.tracker, request=request)
+                    ssl_hello_seen=sni is not None, counters=session.tracker, request=request,
+                    variables=session.variables)
 
 
 def pick_key(session: Session) -> PickKey:

@@ -413,11 +413,14 @@ class TcpRequestRule:
     entry, ``sc-set-gpt0(<n>) <value>`` writes ``value`` there; these go on to the next rule, as
     ``expect-proxy`` (``layer4``, a connection rule) does: the client's first bytes are then a PROXY
     header whose addresses stand for the client's own; ``set-src``, ``set-dst`` and their ``-port``
-    forms change the addresses the following rules, the balancer, the tables and the logs see."""
+    forms change the addresses the following rules, the balancer, the tables and the logs see;
+    ``set-var``, ``set-var-fmt`` and ``unset-var`` change a variable (``fastproxy.variables``) the
+    following rules, ``use_backend`` and the log line may read with ``var()``."""
 
     phase: str  # "connection" | "session" | "content"
     # "accept" | "reject" | "track-sc" | "sc-inc-gpc0" | "sc-inc-gpc1" | "sc-set-gpt0" | "expect-proxy"
     # | "set-src" | "set-src-port" | "set-dst" | "set-dst-port" (``sample``: the new value)
+    # | "set-var" | "set-var-fmt" | "unset-var"
     action: str
     condition: Optional[Condition] = None
     location: Location = field(default_factory=Location)
@@ -425,6 +428,11 @@ class TcpRequestRule:
     sample: Optional[Sample] = None
     table: Optional[str] = None
     value: int = 0
+    # ``set-var(<variable>[,<cond>...]) <sample>``, ``set-var-fmt(<variable>...) <log_format>``,
+    # ``unset-var(<variable>)``: a scoped name (``txn.x``) and set-var's conditions (``ifnotexists``...)
+    variable: Optional[str] = None
+    variable_conditions: tuple[str, ...] = ()
+    log_format: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -568,6 +576,9 @@ class Global:
     chroot: Optional[str] = None
     spread_checks: int = 0  # percent of random spread around each check interval (0 to 50)
     ssl_server_verify: str = "required"  # ``ssl-server-verify``: a server's ``verify`` when it has none
+    # ``set-var proc.<name> <expr>`` / ``set-var-fmt``: the values the process starts with, by name
+    # without its scope (``x`` -> (type, value)); other ``proc.`` variables start unset.
+    variables: dict[str, tuple[str, Any]] = field(default_factory=dict)
 
 
 @dataclass

@@ -7,11 +7,14 @@ proxies alike.  Keywords HAProxy knows that fastproxy ignores are listed in ``GL
 from __future__ import annotations
 
 import grp
+import os
 import pwd
 import re
+import socket
+import time
 from typing import Any, Optional
 
-from ... import logs
+from ... import acl, logformat, logs, samples, variables
 from ..model import Global, LogTarget, StatsSocket
 from .binds import BIND_OPTIONS
 from .lexer import _Invalid, env_expand
@@ -340,8 +343,49 @@ GLOBAL_KEYWORDS: dict[str, GlobalHandler] = {
     "presetenv": _global_setenv,
     "unsetenv": _global_unsetenv,
     "resetenv": _global_resetenv,
+    "set-var": lambda line, g, args: _global_set_var(line, g, args),
+    "set-var-fmt": lambda line, g, args: _global_set_var(line, g, args),
     "nbproc": _global_removed("nbproc is not supported any more since HAProxy 2.5 (use nbthread)"),
 }
+
+def _global_set_var(line: _Line, g: Global, args: list[str]) -> None:
+    """``set-var proc.<name> <expr>`` / ``set-var-fmt proc.<name> <format>``: evaluated now, from what
+    needs no connection (``int()``, ``str()``, other ``proc.`` variables...), into the value the
+    process starts with."""
+    keyword = line.words[0]
+    if len(args) != 2:
+        raise _Invalid(f"'{keyword}' expects a variable name and "
+                       f"{'a sample expression' if keyword == 'set-var' else 'a format string'}.")
+    try:
+        name = variables.parse_name(args[0])
+    except variables.VariableError as exc:
+        raise _Invalid(f"'{keyword}': {exc}") from None
+    if name.scope != "proc":
+        raise _Invalid(f"'{keyword}': cannot set variable '{args[0]}', only scope 'proc' is permitted in the "
+                       "global section.")
+    proc = variables.ProcessVariables()
+    proc.values = g.variables  # earlier ones are read, this one is written there
+    at_start = acl.ConnInfo(src="", src_port=0, dst="", dst_port=0, variables=variables.Variables(proc))
+    try:
+        if keyword == "set-var":
+            sample = samples.parse(args[1])
+            fetch = samples.fetch_of(sample.fetch)[0]
+            if not fetch.constant and fetch.name != "var":
+                raise _Invalid(f"fetch method '{sample.fetch}' extracts information from the connection, "
+                               "none of which is available here")
+            value = samples.reader(sample)(at_start)
+            if value is not None:
+                kind = samples.type_of(sample)
+                kind = variables.sample_type(value) if kind == samples.ANY else kind
+                at_start.variables.set(name, kind, value)
+        else:
+            fmt = logformat.compile(args[1])
+            record = logformat.LogRecord(accepted=time.time(), pid=os.getpid(), hostname=socket.gethostname(),
+                                         connection=at_start)
+            at_start.variables.set(name, samples.STR, fmt.render(record))
+    except (samples.SampleError, logformat.LogFormatError) as exc:
+        raise _Invalid(f"'{keyword}': {exc}") from None
+
 
 # The global keywords HAProxy 2.6 takes with "no" (cfgparse-global.c), all ignored by fastproxy; and
 # "no log", which forgets the global log targets.
@@ -358,7 +402,7 @@ GLOBAL_IGNORED = _names("""
     lua-load-per-thread lua-prepend-path max-spread-checks maxcompcpuusage maxcomprate
     maxsessrate maxsslconn maxsslrate maxzlibmem mworker-max-reloads no-memory-trimming noepoll
     noevports nogetaddrinfo nokqueue nopoll noreuseport numa-cpu-mapping pp2-never-send-local
-    profiling.tasks quiet server-state-base server-state-file set-dumpable set-var set-var-fmt
+    profiling.tasks quiet server-state-base server-state-file set-dumpable
     ssl-default-bind-ciphers ssl-default-bind-ciphersuites ssl-default-bind-curves
     ssl-default-bind-options ssl-default-server-ciphers ssl-default-server-ciphersuites
     ssl-default-server-options ssl-dh-param-file ssl-engine ssl-load-extra-del-ext ssl-load-extra-files

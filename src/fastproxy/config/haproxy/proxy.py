@@ -11,7 +11,7 @@ import re
 from typing import Optional
 
 from ... import acl as acls
-from ... import logformat, samples
+from ... import logformat, samples, variables
 from ..model import BALANCE_ALGORITHMS, HASH_TYPES, Condition, Sample, TcpRequestRule, UseBackend
 from .global_ import _log_target
 from .lexer import _Invalid
@@ -353,6 +353,8 @@ def _tcp_request(line: _Line, proxy: _Proxy, args: list[str]) -> None:
         proxy.tcp_request_rules.append(_expect_proxy_rule(line, proxy, rest))
     elif action in _ADDRESS_ACTIONS:
         proxy.tcp_request_rules.append(_address_rule(line, proxy, phase, action, rest))
+    elif action.split("(", 1)[0] in _VARIABLE_ACTIONS:
+        proxy.tcp_request_rules.append(_variable_rule(line, proxy, phase, action, rest))
     elif action.split("(", 1)[0] in _REFUSED_TCP_REQUEST_ACTIONS:
         raise _Invalid(f"action '{action}': {_REFUSED_TCP_REQUEST_ACTIONS[action.split('(', 1)[0]]}")
     elif _known_tcp_request_action(action):
@@ -417,6 +419,48 @@ def _address_rule(line: _Line, proxy: _Proxy, phase: str, action: str, rest: lis
     condition = _trailing_condition(line, proxy, f"tcp-request {phase} {action}", rest[1:])
     return TcpRequestRule(phase=phase, action=action, condition=condition, location=line.location,
                           sample=sample)
+
+
+_VARIABLE_ACTIONS = ("set-var", "set-var-fmt", "unset-var")
+
+
+def _variable_rule(line: _Line, proxy: _Proxy, phase: str, action: str, rest: list[str]) -> TcpRequestRule:
+    """``set-var(<name>[,<cond>...]) <expr>``, ``set-var-fmt(<name>[,<cond>...]) <format>``,
+    ``unset-var(<name>)`` [if|unless <cond>]: the variable the following rules, ``use_backend`` and
+    the log line read with ``var()`` (``fastproxy.variables``: its scope says how long it lives)."""
+    kind, paren, inner = action.partition("(")
+    if not paren or not inner.endswith(")"):
+        raise _Invalid(f"invalid variable '{action}'. Expects '{kind}(<var-name>)'")
+    words = [word.strip() for word in inner[:-1].split(",")]
+    try:
+        variables.parse_name(words[0])
+        if kind == "unset-var" and len(words) > 1:
+            raise _Invalid(f"'{kind}' expects only the variable name (got '{','.join(words[1:])}')")
+        conditions = tuple(sorted(variables.parse_conditions(words[1:])))
+    except variables.VariableError as exc:
+        raise _Invalid(str(exc)) from None
+    sample, text = None, None
+    if kind == "set-var":
+        if not rest or rest[0] in ("if", "unless"):
+            raise _Invalid("missing fetch method")
+        try:
+            sample = samples.parse(rest[0])
+        except samples.SampleError as exc:
+            raise _Invalid(exc.message) from None
+        rest = rest[1:]
+    elif kind == "set-var-fmt":
+        if not rest or rest[0] in ("if", "unless"):
+            raise _Invalid(f"'{kind}' expects a log-format string")
+        try:
+            fmt = logformat.compile(rest[0])
+        except logformat.LogFormatError as exc:
+            raise _Invalid(f"failed to parse the format of '{action}' : {exc}.") from None
+        for warning in fmt.warnings:
+            line.warn(warning)
+        text, rest = rest[0], rest[1:]
+    condition = _trailing_condition(line, proxy, f"tcp-request {phase} {kind}", rest)
+    return TcpRequestRule(phase=phase, action=kind, condition=condition, location=line.location,
+                          sample=sample, variable=words[0], variable_conditions=conditions, log_format=text)
 
 
 # Actions that would change where traffic goes or what the client gets, which fastproxy does not do:
