@@ -112,7 +112,7 @@ class ServerRuntime:
 
     __slots__ = ("backend", "slot", "block", "family", "address", "raw_address", "admin", "check", "agent",
                  "last_change", "down_time", "stopped", "admin_changed", "seen_total", "seen_at", "nolb",
-                 "dynamic", "unresolved", "dialer", "tracked", "trackers")
+                 "dynamic", "unresolved", "dialer", "tracked", "trackers", "operational")
 
     def __init__(self, backend: "BackendRuntime", slot: ServerSlot, block: int) -> None:
         server = slot.server
@@ -149,6 +149,9 @@ class ServerRuntime:
         self.admin_changed = False
         self.seen_total, self.seen_at = 0, 0.0  # stats: the connection total last read, and when
         self.nolb = False  # ``set server ... health stopping``: up, but no new connections
+        # HAProxy's operational state, whatever the drain: RUNNING, STOPPING (NOLB) or STOPPED (down, or
+        # in maintenance), as the last state-change line left it (servers.ServerStates).
+        self.operational = "STOPPED" if self.stopped else "RUNNING"
         self.dynamic = False  # added at run time (``add server``)
 
     @property

@@ -80,7 +80,7 @@ class ServerStates:
             state = ServerState(state.upper())
         server.admin_changed = True
         check = server.check
-        was_up = self.serving(server)
+        was_up, admin = self.serving(server), server.admin
         if state is ServerState.MAINT:
             server.admin = AdminState.MAINT
             self.health.pause(check)
@@ -101,7 +101,7 @@ class ServerStates:
                 self.health.leave_maintenance(check)
             server.admin = AdminState.READY
             self.health.set_down(check)
-        self._apply(server, was_up, None)
+        self._apply(server, was_up, None, admin)
 
     def set_ready(self, server: ServerRuntime) -> None:
         """The runtime API's ``set server ... state ready``: out of DRAIN or MAINT, health as it is
@@ -109,12 +109,12 @@ class ServerStates:
         if server.admin is AdminState.READY:
             return
         server.admin_changed = True
-        was_up = self.serving(server)
+        was_up, admin = self.serving(server), server.admin
         leaving_maintenance = server.admin is AdminState.MAINT
         server.admin = AdminState.READY
         if leaving_maintenance:
             self.health.leave_maintenance(server.check)
-        self._apply(server, was_up, None)
+        self._apply(server, was_up, None, admin)
 
     def set_health(self, server: ServerRuntime, health: str) -> None:
         """The runtime API's ``set server ... health``: ``up`` (checks count from the top again),
@@ -126,7 +126,7 @@ class ServerStates:
         counter = server.check.health
         counter.health = 0 if health == "down" else counter.top
         server.nolb = health == "stopping"
-        self._apply(server, was_up, None)
+        self._apply(server, was_up, tcplog.FROM_CLI)
 
     def set_checks(self, server: ServerRuntime, enabled: bool) -> None:
         """The runtime API's ``enable|disable health``: checks of a server that has them stop or start
@@ -140,10 +140,6 @@ class ServerStates:
         stopping = bool(getattr(server.check, "stopping", False))
         if stopping != server.nolb and server.check.health.up:
             server.nolb = stopping
-            if stopping and was_up:
-                self._apply(server, was_up, result)
-                self._log_stopping(server, result)
-                return
         self._apply(server, was_up, result)
 
     def agent_reply(self, server: ServerRuntime, reply: Any) -> Optional[str]:
@@ -168,6 +164,7 @@ class ServerStates:
         """At start: a tracking server takes the state of the server it tracks (in maintenance when
         that one is ``disabled``), without a state-change line."""
         server.backend.balancer.set_state(server.slot.name, self.state_of(server))
+        server.operational = self.operational(server)
 
     def stop(self) -> None:
         self.stopping = True
@@ -202,14 +199,26 @@ class ServerStates:
             return ServerState.DRAIN
         return ServerState.UP
 
-    def _apply(self, server: ServerRuntime, was_up: bool, result: Any) -> None:
+    @classmethod
+    def operational(cls, server: ServerRuntime) -> str:
+        """HAProxy's operational state (whatever the drain): STOPPED (down, or in maintenance),
+        STOPPING (NOLB) or RUNNING."""
+        state = cls.state_of(server)
+        if state in (ServerState.MAINT, ServerState.DOWN):
+            return "STOPPED"
+        return "STOPPING" if server.nolb else "RUNNING"
+
+    def _apply(self, server: ServerRuntime, was_up: bool, result: Any,
+               admin: Optional[AdminState] = None) -> None:
         """Give the balancer the state, and act on a change: log it, cut sessions, start a ramp; then
-        the same for the servers tracking this one (``track``), whose state follows."""
-        self._apply_one(server, was_up, result)
+        the same for the servers tracking this one (``track``), whose state follows.  ``admin``: the
+        administrative state before an operator changed it."""
+        self._apply_one(server, was_up, result, admin)
         for tracker in server.trackers:
             self._apply(tracker, tracker.slot.state is ServerState.UP, tcplog.Via(server.name))
 
-    def _apply_one(self, server: ServerRuntime, was_up: bool, result: Any) -> None:
+    def _apply_one(self, server: ServerRuntime, was_up: bool, result: Any,
+                   admin: Optional[AdminState]) -> None:
         state = self.state_of(server)
         backend, slot = server.backend, server.slot
         up = state is ServerState.UP
@@ -219,16 +228,14 @@ class ServerStates:
         backend.balancer.set_state(slot.name, state)
         if state is not previous:
             self._book_change(server, state, serving_before)
+        self._log_change(server, state, result, admin, serving_before)
         if up == was_up and state is not ServerState.MAINT:
             return
         config = slot.server
         if not up and state is not ServerState.DRAIN:
-            if was_up:
-                self._log_down(server, state, result)
             if config.on_marked_down == "shutdown-sessions":
                 self.cut_sessions(server.block)
         elif up and not was_up:
-            self._log_up(server, result)
             if config.on_marked_up == "shutdown-backup-sessions" and not slot.backup:
                 for other in backend.servers:
                     if other.slot.backup:
@@ -271,31 +278,48 @@ class ServerStates:
         if server.slot.ramp is not None:
             server.backend.balancer.set_ramp(server.slot.name, None)
 
-    def _log_down(self, server: ServerRuntime, state: ServerState, result: Any) -> None:
+    def _log_change(self, server: ServerRuntime, state: ServerState, result: Any, admin: Optional[AdminState],
+                    serving_before: int) -> None:
+        """HAProxy's lines for a change: an administrative one (an operator's, whatever it did to the
+        operational state), else one of the operational state (a check, ``set server ... health``,
+        the server tracked), then "remains in forced drain mode" for a drained server."""
         backend, slot = server.backend, server.slot
-        maintenance = state is ServerState.MAINT
+        before, now = server.operational, self.operational(server)
+        server.operational = now
         active, backups = usable_counts(backend)
-        self.write_log(backend, logs.NOTICE if maintenance else logs.ALERT, tcplog.server_down_message(
-            backend.name, slot.name, backup=slot.backup, maintenance=maintenance, result=result,
-            active=active, backups=backups, sessions=slot.current, queued=slot.queued))
-        if not active and not backups:
+        if admin is not None and admin is not server.admin:
+            running = before == "RUNNING" and admin is AdminState.READY  # HAProxy alerts only then
+            severity = logs.ALERT if server.admin is AdminState.MAINT and running else logs.NOTICE
+            for line in tcplog.admin_messages(
+                    backend.name, slot.name, backup=slot.backup, before=admin.value, after=server.admin.value,
+                    was_stopped=before == "STOPPED", stopped=now == "STOPPED", active=active, backups=backups,
+                    sessions=slot.current, queued=slot.queued, waiting=backend.queues.waiting):
+                self.write_log(backend, severity, line)
+            if serving_before and not active and not backups:
+                self.write_log(backend, logs.EMERG, tcplog.no_server_message(backend.name))
+            return
+        if now == before:
+            return
+        if now == "STOPPED":
+            maintenance = state is ServerState.MAINT  # a tracking server, into its server's maintenance
+            # An alert for a server that was running and not drained, a notice otherwise (haproxy 2.6).
+            stopping = maintenance or before == "STOPPING" or server.admin is AdminState.DRAIN
+            self.write_log(backend, logs.NOTICE if stopping else logs.ALERT, tcplog.server_down_message(
+                backend.name, slot.name, backup=slot.backup, maintenance=maintenance, result=result,
+                active=active, backups=backups, sessions=slot.current, queued=slot.queued))
+        elif now == "STOPPING":
+            self.write_log(backend, logs.NOTICE, tcplog.server_stopping_message(
+                backend.name, slot.name, backup=slot.backup, result=result, active=active, backups=backups,
+                queued=backend.queues.waiting))
+        else:
+            self.write_log(backend, logs.NOTICE, tcplog.server_up_message(
+                backend.name, slot.name, backup=slot.backup, result=result, active=active, backups=backups,
+                queued=backend.queues.waiting))
+        if now != "RUNNING" and not active and not backups:
             self.write_log(backend, logs.EMERG, tcplog.no_server_message(backend.name))
-
-    def _log_stopping(self, server: ServerRuntime, result: Any) -> None:
-        backend, slot = server.backend, server.slot
-        active, backups = usable_counts(backend)
-        self.write_log(backend, logs.NOTICE, tcplog.server_stopping_message(
-            backend.name, slot.name, backup=slot.backup, result=result, active=active, backups=backups,
-            queued=backend.queues.waiting))
-        if not active and not backups:
-            self.write_log(backend, logs.EMERG, tcplog.no_server_message(backend.name))
-
-    def _log_up(self, server: ServerRuntime, result: Any) -> None:
-        backend, slot = server.backend, server.slot
-        active, backups = usable_counts(backend)
-        self.write_log(backend, logs.NOTICE, tcplog.server_up_message(
-            backend.name, slot.name, backup=slot.backup, result=result, active=active, backups=backups,
-            queued=backend.queues.waiting))
+        if server.admin is AdminState.DRAIN:
+            self.write_log(backend, logs.NOTICE, tcplog.drain_remains_message(backend.name, slot.name,
+                                                                              backup=slot.backup))
 
 
 def change_weight(server: ServerRuntime, text: str) -> Optional[str]:

@@ -59,6 +59,13 @@ class Via:
     name: str
 
 
+class FromCli:
+    """What changed a server's health when the runtime API did (``set server ... health``)."""
+
+
+FROM_CLI = FromCli()
+
+
 def check_reason(result: Any) -> str:
     """HAProxy's ``, reason: ..., info: "...", check duration: Nms`` of a state change caused by a
     check result (``health.CheckResult``), `` via be/s1`` for a tracking server, or "" when none
@@ -67,6 +74,8 @@ def check_reason(result: Any) -> str:
         return ""
     if isinstance(result, Via):
         return f" via {result.name}"
+    if isinstance(result, FromCli):
+        return ", changed from CLI"
     text = f", reason: {result.description}"
     if getattr(result, "has_code", False):
         text += f", code: {result.code}"
@@ -75,35 +84,74 @@ def check_reason(result: Any) -> str:
     return text + f", check duration: {round(result.duration * 1000)}ms"
 
 
+def _left(active: int, backups: int, sessions: int, queued: int) -> str:
+    """srv_append_status() of a server that stopped."""
+    on_backup = " Running on backup." if backups and not active else ""
+    return (f"{active} active and {backups} backup servers left.{on_backup} {sessions} sessions active, "
+            f"0 requeued, {queued} remaining in queue.")
+
+
+def _online(active: int, backups: int, queued: int) -> str:
+    """srv_append_status() of a server that runs."""
+    on_backup = " Running on backup." if backups and not active else ""
+    return (f"{active} active and {backups} backup servers online.{on_backup} 0 sessions requeued, "
+            f"{queued} total in queue.")
+
+
+def _who(backend: str, server: str, backup: bool) -> str:
+    return f"{'Backup Server' if backup else 'Server'} {backend}/{server}"
+
+
 def server_down_message(backend: str, server: str, *, backup: bool, maintenance: bool, result: Any,
                         active: int, backups: int, sessions: int, queued: int) -> str:
     """``Server be/s1 is DOWN, reason: ... 1 active and 0 backup servers left. ...``"""
     # A tracking server says which server took it into maintenance too (" via be/s1").
     reason = ("is going DOWN for maintenance" + (check_reason(result) if isinstance(result, Via) else "")
               if maintenance else "is DOWN" + check_reason(result))
-    on_backup = " Running on backup." if backups and not active else ""
-    return (f"{'Backup Server' if backup else 'Server'} {backend}/{server} {reason}. "
-            f"{active} active and {backups} backup servers left.{on_backup} {sessions} sessions active, "
-            f"0 requeued, {queued} remaining in queue.")
+    return f"{_who(backend, server, backup)} {reason}. {_left(active, backups, sessions, queued)}"
+
+
+def admin_messages(backend: str, server: str, *, backup: bool, before: str, after: str, was_stopped: bool,
+                   stopped: bool, active: int, backups: int, sessions: int, queued: int,
+                   waiting: int) -> list[str]:
+    """What HAProxy 2.6 writes when an operator (the runtime API, an agent) moves a server from one
+    administrative state to another (``READY``, ``DRAIN``, ``MAINT``), the server having been stopped
+    (down, or in maintenance) or not before, and being so after: srv_update_status()'s admin lines
+    (``queued``: the server's queue, ``waiting``: the backend's)."""
+    who = _who(backend, server, backup)
+    up = "DOWN" if stopped else "UP"
+    if after == "MAINT":
+        if was_stopped:
+            return [f"{who} was DOWN and now enters maintenance."]
+        return [f"{who} is going DOWN for maintenance. {_left(active, backups, sessions, queued)}"]
+    if before == "MAINT":
+        lines = [f"{who} is {up}/{'DRAIN' if after == 'DRAIN' else 'READY'} (leaving forced maintenance)."]
+        if after == "DRAIN" and stopped != was_stopped:
+            lines.append(f"{who} remains in forced drain mode.")
+        return lines
+    if after == "DRAIN":
+        status = _left(active, backups, sessions, queued) if stopped else _online(active, backups, waiting)
+        return [f"{who} enters drain state. {status}"]
+    return [f"{who} is {up} (leaving forced drain)."]
+
+
+def drain_remains_message(backend: str, server: str, *, backup: bool) -> str:
+    """After a drained server went up or down: it is still drained."""
+    return f"{_who(backend, server, backup)} remains in forced drain mode."
 
 
 def server_stopping_message(backend: str, server: str, *, backup: bool, result: Any, active: int,
                             backups: int, queued: int) -> str:
     """``Server be/s1 is stopping, reason: ...``: a conditional pass drained it (NOLB)."""
-    who = f"{'Backup Server' if backup else 'Server'} {backend}/{server}"
-    return (f"{who} is stopping{check_reason(result)}. "
-            f"{active} active and {backups} backup servers online. 0 sessions requeued, {queued} total "
-            "in queue.")
+    return (f"{_who(backend, server, backup)} is stopping{check_reason(result)}. "
+            f"{_online(active, backups, queued)}")
 
 
 def server_up_message(backend: str, server: str, *, backup: bool, result: Any, active: int, backups: int,
                       queued: int) -> str:
     """``Server be/s1 is UP, reason: ... 2 active and 0 backup servers online. 0 sessions requeued, 0
     total in queue.`` (srv_append_status())."""
-    on_backup = " Running on backup." if backups and not active else ""
-    return (f"{'Backup Server' if backup else 'Server'} {backend}/{server} is UP{check_reason(result)}. "
-            f"{active} active and {backups} backup servers online.{on_backup} 0 sessions requeued, "
-            f"{queued} total in queue.")
+    return f"{_who(backend, server, backup)} is UP{check_reason(result)}. {_online(active, backups, queued)}"
 
 
 def ascii_encoded(text: str) -> str:

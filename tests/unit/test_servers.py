@@ -139,8 +139,9 @@ def test_maintenance_wins_over_health_and_pauses_the_checks():
     h.states.set_state(h.server("s1"), "maint")
     assert h.state("s1") is ServerState.MAINT and h.server("s1").admin is AdminState.MAINT
     assert h.server("s1").check.paused
-    assert h.lines == [(logs.NOTICE, "Server be/s1 is going DOWN for maintenance. 1 active and 0 backup "
-                                     "servers left. 0 sessions active, 0 requeued, 0 remaining in queue.")]
+    # An alert for a server that was running, as haproxy 2.6 (a notice for a drained one).
+    assert h.lines == [(logs.ALERT, "Server be/s1 is going DOWN for maintenance. 1 active and 0 backup "
+                                    "servers left. 0 sessions active, 0 requeued, 0 remaining in queue.")]
     h.pass_("s1", 5)  # a probe that was under way: the server stays in maintenance
     assert h.state("s1") is ServerState.MAINT
 
@@ -156,15 +157,22 @@ def test_out_of_maintenance_a_server_is_up_and_checked_at_once():
     assert h.state("s1") is ServerState.DOWN
 
 
-def test_drain_stops_new_connections_without_a_state_line_and_checks_go_on():
+def test_drain_stops_new_connections_and_checks_go_on_with_haproxys_lines():
     h = Harness(checked("s1"), checked("s2"))
     h.states.set_state(h.server("s1"), ServerState.DRAIN)
     assert h.state("s1") is ServerState.DRAIN and not h.backend.balancer.slot("s1").usable
-    assert not h.lines and not h.server("s1").check.paused
+    assert not h.server("s1").check.paused
+    assert h.lines == [(logs.NOTICE, "Server be/s1 enters drain state. 1 active and 0 backup servers online. "
+                                     "0 sessions requeued, 0 total in queue.")]
     h.fail("s1", 3)
     assert h.state("s1") is ServerState.DOWN
+    down, remains = (line for _, line in h.lines[1:])  # down while drained: said, as haproxy says it
+    assert down.startswith("Server be/s1 is DOWN, reason: Layer4 connection problem")
+    assert remains == "Server be/s1 remains in forced drain mode."
     h.pass_("s1", 2)
     assert h.state("s1") is ServerState.DRAIN  # health back, still drained
+    h.states.set_ready(h.server("s1"))
+    assert h.lines[-1][1] == "Server be/s1 is UP (leaving forced drain)."
 
 
 def test_a_server_disabled_in_the_file_starts_in_maintenance():
