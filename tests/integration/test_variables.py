@@ -19,6 +19,7 @@ from fastproxy.errors import ConfigError
 
 from ..support import free_port, running, serving
 from .test_routing import HAPROXY, answers, named_backend
+from .test_routing_keywords import PROLOGUE
 
 needs_haproxy = pytest.mark.skipif(HAPROXY is None, reason="haproxy is not installed")
 
@@ -31,11 +32,7 @@ VARIABLES = """
 global
     set-var proc.n int(5)
     set-var-fmt proc.m "x%[var(proc.n)]y"
-defaults
-    mode tcp
-    timeout connect 2s
-    timeout client 5s
-    timeout server 5s
+""" + PROLOGUE + """
 frontend fe
     bind 127.0.0.1:{port}
     log 127.0.0.1:{sink} local0
@@ -154,8 +151,7 @@ def test_variables_route_and_log_by_scope_as_haproxy(pump_class, tmp_path):
 
 def test_variables_check_verdicts_are_haproxys(tmp_path):
     """``fastproxy check`` and ``haproxy -c`` on each line: the same verdict."""
-    head = ("defaults\n mode tcp\n timeout client 1s\n timeout server 1s\n timeout connect 1s\n"
-            "frontend f\n bind 127.0.0.1:{port}\n default_backend b\n")
+    head = PROLOGUE + "frontend f\n bind 127.0.0.1:{port}\n default_backend b\n"
     tail = "backend b\n server s 127.0.0.1:1\n"
     cases = {
         " tcp-request connection set-var(txn.x) src\n": True,

@@ -376,6 +376,17 @@ def _expect_proxy_rule(line: _Line, proxy: _Proxy, rest: list[str]) -> TcpReques
                           location=line.location)
 
 
+def _rule_sample(rest: list[str]) -> tuple[Sample, list[str]]:
+    """The sample expression an action takes first (``track-sc0 <expr>``, ``set-var(...) <expr>``...),
+    and the words after it."""
+    if not rest or rest[0] in ("if", "unless"):
+        raise _Invalid("missing fetch method")
+    try:
+        return samples.parse(rest[0]), rest[1:]
+    except samples.SampleError as exc:
+        raise _Invalid(exc.message) from None
+
+
 def _trailing_condition(line: _Line, proxy: _Proxy, what: str, rest: list[str]) -> Optional[Condition]:
     """The ``if|unless <condition>`` ending a rule's words, if any."""
     if not rest:
@@ -410,13 +421,8 @@ def _address_rule(line: _Line, proxy: _Proxy, phase: str, action: str, rest: lis
     (or port) the rules after it, the balancer, the stick tables and the logs see from then on; a
     server without port is dialed at the destination port it sets.  A value that is no address (or
     port) when the rule runs changes nothing, as in HAProxy."""
-    if not rest or rest[0] in ("if", "unless"):
-        raise _Invalid("missing fetch method")
-    try:
-        sample = samples.parse(rest[0])
-    except samples.SampleError as exc:
-        raise _Invalid(exc.message) from None
-    condition = _trailing_condition(line, proxy, f"tcp-request {phase} {action}", rest[1:])
+    sample, rest = _rule_sample(rest)
+    condition = _trailing_condition(line, proxy, f"tcp-request {phase} {action}", rest)
     return TcpRequestRule(phase=phase, action=action, condition=condition, location=line.location,
                           sample=sample)
 
@@ -441,13 +447,7 @@ def _variable_rule(line: _Line, proxy: _Proxy, phase: str, action: str, rest: li
         raise _Invalid(str(exc)) from None
     sample, text = None, None
     if kind == "set-var":
-        if not rest or rest[0] in ("if", "unless"):
-            raise _Invalid("missing fetch method")
-        try:
-            sample = samples.parse(rest[0])
-        except samples.SampleError as exc:
-            raise _Invalid(exc.message) from None
-        rest = rest[1:]
+        sample, rest = _rule_sample(rest)
     elif kind == "set-var-fmt":
         if not rest or rest[0] in ("if", "unless"):
             raise _Invalid(f"'{kind}' expects a log-format string")
@@ -502,13 +502,7 @@ def _counter_rule(line: _Line, proxy: _Proxy, phase: str, action: str, rest: lis
     kind, counter = found
     sample, table, value = None, None, 0
     if kind == "track-sc":
-        if not rest or rest[0] in ("if", "unless"):
-            raise _Invalid("missing fetch method")
-        try:
-            sample = samples.parse(rest[0])
-        except samples.SampleError as exc:
-            raise _Invalid(exc.message) from None
-        rest = rest[1:]
+        sample, rest = _rule_sample(rest)
         if rest[:1] == ["table"]:
             if len(rest) < 2:
                 raise _Invalid("missing table name")
