@@ -18,7 +18,8 @@ import time
 from typing import Any, AsyncIterator, Callable, Iterator, Optional
 
 from fastproxy._impl import NO_EXTENSIONS
-from fastproxy.config import model
+from fastproxy.config import load, model
+from fastproxy.errors import ConfigError
 from fastproxy.engine import Engine
 
 # The implementations of the extensions this run tests (see conftest.Implementation).
@@ -447,6 +448,25 @@ def _ephemeral_low() -> int:
             return int(f.read().split()[0])
     except (OSError, ValueError, IndexError):
         return 32768
+
+
+def assert_verdicts(tmp_path: Any, texts: dict[str, bool]) -> None:
+    """Each configuration text (``{port}`` in it replaced by a free port) is valid or not as said, for
+    fastproxy (what ``fastproxy check`` runs) and for ``haproxy -c`` when it is installed."""
+    haproxy = shutil.which("haproxy")
+    for text, valid in texts.items():
+        path = tmp_path / "check.cfg"
+        path.write_text(text.replace("{port}", str(free_port())))
+        try:
+            load([str(path)])
+            ours = True
+        except ConfigError:
+            ours = False
+        if haproxy is not None:
+            theirs = subprocess.run([haproxy, "-c", "-f", str(path)], capture_output=True,
+                                    check=False).returncode == 0
+            assert theirs == valid, text
+        assert ours == valid, text
 
 
 def free_port() -> int:

@@ -609,12 +609,13 @@ def _rule_action(rule: TcpRequestRule, proxy: str,
             if info.counters is not None:
                 info.counters.track(number, table, table.key_of(read(info), kind), phase)
         return track
-    if rule.action in ("sc-inc-gpc0", "sc-inc-gpc1"):
-        which = int(rule.action[-1])
-        return lambda info: info.counters.increment_gpc(number, which) if info.counters is not None else None
-    if rule.action == "sc-set-gpt0":
-        value = rule.value
-        return lambda info: info.counters.set_gpt0(number, value) if info.counters is not None else None
+    if rule.action in ("sc-inc-gpc0", "sc-inc-gpc1", "sc-inc-gpc"):
+        array = rule.index is not None
+        which = rule.index if rule.index is not None else int(rule.action[-1])
+        return lambda info: info.counters.increment_gpc(number, which, array) if info.counters is not None \
+            else None
+    if rule.action in ("sc-set-gpt0", "sc-set-gpt"):
+        return _set_gpt_action(rule)
     if rule.action in ("set-var", "set-var-fmt", "unset-var"):
         return _variable_action(rule, proxy)
     if rule.action in _ADDRESS_FIELDS:
@@ -631,6 +632,35 @@ def _rule_action(rule: TcpRequestRule, proxy: str,
             return change
         return rewrite
     return None
+
+
+def _set_gpt_action(rule: TcpRequestRule) -> Callable[[ConnInfo], None]:
+    """``sc-set-gpt0(<n>)`` / ``sc-set-gpt(<idx>,<n>)`` with an integer or an expression, whose value is
+    cast to an integer (an address as its 32 bits; nothing set when it cannot be)."""
+    number, array = rule.counter, rule.index is not None
+    which = rule.index or 0
+    read = samples.reader(rule.sample) if rule.sample is not None else None
+    constant = rule.value
+
+    def set_gpt(info: ConnInfo) -> None:
+        if info.counters is None:
+            return
+        value = constant if read is None else _integer_value(read(info))
+        if value is not None:
+            info.counters.set_gpt(number, which, value, array)
+    return set_gpt
+
+
+def _integer_value(value: Any) -> Optional[int]:
+    """A sample's value cast to an integer as HAProxy casts it (None when it cannot be)."""
+    if isinstance(value, (bool, int)):
+        return int(value)
+    text = value.decode("latin-1") if isinstance(value, bytes) else str(value) if value is not None else ""
+    match = re.match(r"\s*[-+]?[0-9]+", text)
+    if match and match.end() == len(text):
+        return int(match[0])
+    address = _address(text)
+    return int(address) if address is not None and address.version == 4 else None
 
 
 def _variable_action(rule: TcpRequestRule, proxy: str) -> Callable[[ConnInfo], None]:

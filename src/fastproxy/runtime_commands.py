@@ -624,7 +624,7 @@ def _table_filters(table: StickTable, args: list[str]) -> list[tuple[str, Any, i
         name = _arg(args, first)[5:]
         if name not in sticktables.DATA_TYPES:
             raise CommandError(f"Filter entry #{i + 1}: Unknown data type\n")
-        if not table.stores(name):
+        if not table.stores_legacy(name):  # an array's elements cannot be named here (HAProxy 2.6)
             raise CommandError(f"Filter entry #{i + 1}: Data type not stored in this table\n")
         operator = _TABLE_OPERATORS.get(_arg(args, first + 1))
         if operator is None:
@@ -725,7 +725,7 @@ def _table_entry(session: CliSession, table: StickTable, action: str, args: list
             data = word[5:]
             if data not in sticktables.DATA_TYPES:
                 raise CommandError("Unknown data type\n")
-            if not table.stores(data) or sticktables.DATA_TYPES[data].kind == "name":
+            if not table.stores_legacy(data) or sticktables.DATA_TYPES[data].kind == "name":
                 raise CommandError("Data type not stored in this table\n")
             value = _arg(args, index + 1)
             if not re.fullmatch(r"[-+]?[0-9]+", value):

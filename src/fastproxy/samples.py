@@ -218,7 +218,11 @@ COUNTER_VALUES: dict[str, tuple[str, str]] = {
     "bytes_in_rate": ("bytes_in_rate", "read"), "bytes_out_rate": ("bytes_out_rate", "read"),
     "kbytes_in": ("bytes_in_cnt", "kbytes"), "kbytes_out": ("bytes_out_cnt", "kbytes"),
     "tracked": ("", "tracked"), "trackers": ("", "trackers"),
+    # HAProxy 2.6's arrays: ``sc_get_gpc(<idx>,<ctr>[,<table>])``, ``src_get_gpc(<idx>[,<table>])``...
+    "get_gpc": ("gpc", "read"), "gpc_rate": ("gpc_rate", "read"), "inc_gpc": ("gpc", "inc"),
+    "clr_gpc": ("gpc", "clr"), "get_gpt": ("gpt", "read"),
 }
+ARRAY_VALUES = frozenset({"get_gpc", "gpc_rate", "inc_gpc", "clr_gpc", "get_gpt"})  # first argument: <idx>
 _COUNTER_SCOPES = ("sc", "sc0", "sc1", "sc2", "src")
 MAX_TRACKED = 3  # HAProxy's MAX_SESS_STKCTR
 
@@ -228,6 +232,8 @@ def _counter_fetches() -> dict[str, Fetch]:
     for scope in _COUNTER_SCOPES:
         for value, (_, how) in COUNTER_VALUES.items():
             if scope == "src" and how in ("tracked", "trackers"):
+                continue
+            if value in ARRAY_VALUES and scope not in ("sc", "src"):
                 continue
             name = f"{scope}_{value}"
             fetches[name] = Fetch(name, BOOL if how == "tracked" else INT, None, counter=(scope, value))
@@ -390,11 +396,29 @@ def converter_of(text: str) -> tuple[Converter, tuple[Any, ...]]:
     return converter, _arguments(f"converter '{name}'", given, converter.arguments, converter.required)
 
 
+def array_index(fetch: Fetch, args: Sequence[str]) -> tuple[Optional[int], Sequence[str]]:
+    """An array fetch's ``<idx>`` (``sc_get_gpc(<idx>,...)``) and the arguments after it; (None, args)
+    for the other fetches."""
+    assert fetch.counter is not None
+    if fetch.counter[1] not in ARRAY_VALUES:
+        return None, args
+    if args and not args[0].isdigit():
+        raise SampleError(f"fetch method '{fetch.name}' : failed to parse '{args[0]}' as type 'integer' at "
+                          "position 1")
+    if len(args) < 2:  # src_*: the table is not optional here (haproxy 2.6)
+        expected = "table" if fetch.counter[0] == "src" else "integer"
+        raise SampleError(f"fetch method '{fetch.name}' : missing arguments (got {len(args)}/2), type "
+                          f"'{expected}' expected")
+    return int(args[0]), args[1:]
+
+
 def counter_arguments(fetch: Fetch, args: Sequence[str]) -> tuple[Optional[int], Optional[str]]:
     """A stick counter fetch's (counter number, table name) from its arguments, checked as HAProxy does:
-    ``sc_*`` take the number then maybe a table, the others maybe a table."""
+    ``sc_*`` take the number then maybe a table, the others maybe a table (an array fetch takes its
+    index first, ``array_index``)."""
     assert fetch.counter is not None
     scope = fetch.counter[0]
+    args = array_index(fetch, args)[1]
     number: Optional[int] = int(scope[2]) if scope in ("sc0", "sc1", "sc2") else None
     if scope == "sc":
         if not args:
@@ -473,10 +497,11 @@ def _fetch_reader(fetch: Fetch, args: tuple[Any, ...]) -> FetchRead:
     if fetch.counter is not None:
         scope, value = fetch.counter
         number, table = counter_arguments(fetch, args)
+        index = array_index(fetch, args)[0]
 
         def count(conn: Any, args: tuple[Any, ...]) -> Read:
             counters = getattr(conn, "counters", None)
-            found = None if counters is None else counters.fetch(scope, value, number, table, conn)
+            found = None if counters is None else counters.fetch(scope, value, number, table, conn, index)
             return Read(found, False)
         return count
     if fetch.read is not None:

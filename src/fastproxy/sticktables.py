@@ -39,8 +39,9 @@ from .c_integers import signed
 from .config import model
 from .rate import FreqCounter
 
-__all__ = ["DATA_TYPES", "KEY_TYPES", "PUMP_DATA", "DataType", "Entry", "PumpStickTable", "StickTable",
-           "StickTableError", "parse_store", "pump_can_keep", "tables_for"]
+__all__ = ["ARRAYS", "DATA_TYPES", "KEY_TYPES", "PUMP_DATA", "DataType", "Entry", "PumpStickTable",
+           "StickTable", "StickTableError", "check_stores", "element", "parse_store", "pump_can_keep",
+           "tables_for"]
 
 Key = Union[int, str, bytes]
 
@@ -86,6 +87,38 @@ DATA_TYPES: dict[str, DataType] = {t.name: t for t in (
 _ORDER = {name: index for index, name in enumerate(DATA_TYPES)}
 _WRAP = {"uint": 1 << 32, "ull": 1 << 64}
 
+# HAProxy 2.6's arrays (``store gpt(2),gpc(3),gpc_rate(2,10s)``), after the others in its order: their
+# elements are columns named as show table writes them (gpt0, gpc1, gpc1_rate...), and stand for the
+# legacy types of the same names (gpt0, gpc0, gpc1 and their rates), which a table cannot also store.
+ARRAYS = {"gpt": "uint", "gpc": "uint", "gpc_rate": "rate"}
+_LEGACY = {"gpt": ("gpt0",), "gpc": ("gpc0", "gpc1"), "gpc_rate": ("gpc0_rate", "gpc1_rate")}
+_CONFLICT = {"gpt": "gpt0", "gpc": "gpc[0/1]", "gpc_rate": "gpc[0/1]_rate"}
+MAX_ARRAY = 100
+
+
+def element(array: str, index: int) -> str:
+    """The column of one element of an array: ``gpc``, 2 -> ``gpc2``; ``gpc_rate``, 2 -> ``gpc2_rate``."""
+    return f"gpc{index}_rate" if array == "gpc_rate" else f"{array}{index}"
+
+
+def _columns_of(store: model.StickStore) -> list[tuple[str, str, int]]:
+    """A stored type's columns: (name, kind, order)."""
+    if store.count is None:
+        return [(store.name, DATA_TYPES[store.name].kind, _ORDER[store.name])]
+    kind = ARRAYS[store.name]
+    base = len(DATA_TYPES) + list(ARRAYS).index(store.name) * MAX_ARRAY
+    return [(element(store.name, i), kind, base + i) for i in range(store.count)]
+
+
+def check_stores(stores: list[model.StickStore]) -> None:
+    """HAProxy's rule: an array excludes the legacy types it stands for."""
+    names = {store.name for store in stores}
+    for array, legacy in _LEGACY.items():
+        if array in names and names & set(legacy):
+            legacy_name = _CONFLICT[array]
+            raise StickTableError(f"simultaneous usage of '{array}' and '{legacy_name}' in a same table is "
+                                  f"not permitted as '{array}' overrides '{legacy_name}'.")
+
 KEY_TYPES = ("ip", "ipv6", "integer", "string", "binary")
 DEFAULT_KEY_LENGTH = 32  # of ``string`` and ``binary`` keys without ``len``
 
@@ -96,6 +129,9 @@ def parse_store(text: str, parse_time: Callable[[str], float]) -> list[model.Sti
     for item in _split_store(text):
         match = re.fullmatch(r"([a-z0-9_]+)(?:\((.*)\))?", item)
         name = match[1] if match else item
+        if name in ARRAYS:
+            stores.append(_array_store(name, match[2] if match else None, parse_time))
+            continue
         data_type = DATA_TYPES.get(name)
         if data_type is None:
             raise StickTableError(f"unknown store option '{name}'.")
@@ -113,6 +149,28 @@ def parse_store(text: str, parse_time: Callable[[str], float]) -> list[model.Sti
             raise StickTableError(f"unexpected argument to store option '{name}'.")
         stores.append(model.StickStore(name, period))
     return stores
+
+
+def _array_store(name: str, arguments: Optional[str], parse_time: Callable[[str], float]) -> model.StickStore:
+    """``gpc(<nb>)``, ``gpt(<nb>)``, ``gpc_rate(<nb>,<period>)``."""
+    words = arguments.split(",") if arguments is not None else []
+    if not words or (name == "gpc_rate" and len(words) < 2):
+        raise StickTableError(f"missing argument to store option '{name}'.")
+    if len(words) > (2 if name == "gpc_rate" else 1):
+        raise StickTableError(f"unexpected argument to store option '{name}'.")
+    count = int(words[0]) if words[0].strip().isdigit() else 0
+    if not 1 <= count <= MAX_ARRAY:
+        raise StickTableError(f"array size is out of allowed range (1-{MAX_ARRAY}) for store option "
+                              f"'{name}'.")
+    period = None
+    if name == "gpc_rate":
+        try:
+            period = parse_time(words[1])
+        except ValueError:
+            period = 0.0
+        if period <= 0:
+            raise StickTableError(f"error when processing store option '{name}'.")
+    return model.StickStore(name, period, count)
 
 
 def _split_store(text: str) -> list[str]:
@@ -155,14 +213,20 @@ class StickTable:
         self.nopurge = spec.nopurge
         self.clock = clock
         self.key_length = spec.length or DEFAULT_KEY_LENGTH
-        stored = {store.name: store.period for store in spec.store}
+        stores = list(spec.store)
         if sticks:  # persistence rules use the table: it stores the server, as HAProxy makes it
-            stored.setdefault("server_id", None)
-            stored.setdefault("server_key", None)
-        self.columns = sorted(stored, key=_ORDER.__getitem__)
+            stores += [model.StickStore(name) for name in ("server_id", "server_key")
+                       if name not in {store.name for store in stores}]
+        found: dict[str, tuple[str, int, Optional[float]]] = {}
+        for store in stores:
+            for name, kind, order in _columns_of(store):
+                found[name] = (kind, order, store.period)
+        self.arrays = {store.name for store in stores if store.count is not None}
+        self.columns = sorted(found, key=lambda name: found[name][1])
         self.column = {name: index for index, name in enumerate(self.columns)}
-        self.periods = [stored[name] or 1.0 for name in self.columns]
-        self._rate_columns = [i for i, name in enumerate(self.columns) if DATA_TYPES[name].kind == "rate"]
+        self.kinds = [found[name][0] for name in self.columns]
+        self.periods = [found[name][2] or 1.0 for name in self.columns]
+        self._rate_columns = [i for i, kind in enumerate(self.kinds) if kind == "rate"]
         self._entries: OrderedDict[Key, Entry] = OrderedDict()  # least recently touched first
 
     # --- the table ---------------------------------------------------------------------------------
@@ -178,6 +242,16 @@ class StickTable:
 
     def stores(self, name: str) -> bool:
         return name in self.column
+
+    def stores_legacy(self, name: str) -> bool:
+        """Whether the table stores the type itself, not an array element of that name (what the
+        runtime API may write and filter on)."""
+        return name in self.column and not any(name in legacy for array, legacy in _LEGACY.items()
+                                               if array in self.arrays)
+
+    def stores_element(self, array: str, index: int) -> bool:
+        """Whether the table stores that element of that array (``gpc``, ``gpc_rate``, ``gpt``)."""
+        return array in self.arrays and element(array, index) in self.column
 
     def __iter__(self) -> Iterator[Entry]:
         """The entries in key order, as ``show table`` lists them."""
@@ -386,14 +460,14 @@ class StickTable:
         if isinstance(value, FreqCounter):
             value.add(self.clock(), count, self.periods[index])
         else:
-            entry.values[index] = (value + count) % _WRAP[DATA_TYPES[name].kind]
+            entry.values[index] = (value + count) % _WRAP[self.kinds[index]]
 
     def set(self, entry: Entry, name: str, value: Any) -> None:
         """Write a value (``set table``, ``sc-set-gpt0``, the server a persistence rule stores)."""
         index = self.column.get(name)
         if index is None:
             return
-        kind = DATA_TYPES[name].kind
+        kind = self.kinds[index]
         current = entry.values[index]
         if isinstance(current, FreqCounter):
             current.set(self.clock(), int(value) % (1 << 32))
@@ -418,7 +492,7 @@ class StickTable:
         words = [f"0x{id(entry):x}: key={self.key_text(entry.key)} use={entry.use} exp={exp}"]
         for index, name in enumerate(self.columns):
             value = self.read(entry, name)
-            if DATA_TYPES[name].kind == "rate":
+            if self.kinds[index] == "rate":
                 words.append(f"{name}({int(self.periods[index] * 1000)})={value}")
             else:
                 words.append(f"{name}={value}")

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from typing import Any, Optional
 
 from .samples import COUNTER_VALUES
-from .sticktables import Entry, StickTable
+from .sticktables import Entry, StickTable, element
 
 __all__ = ["Tracker"]
 
@@ -56,17 +56,20 @@ class Tracker:
                 table.add(entry, "sess_cnt")
                 table.add(entry, "sess_rate")
 
-    def increment_gpc(self, number: int, which: int) -> None:
-        """``sc-inc-gpc0(<n>)`` / ``sc-inc-gpc1(<n>)``."""
+    def increment_gpc(self, number: int, which: int, array: bool = False) -> None:
+        """``sc-inc-gpc0(<n>)`` / ``sc-inc-gpc1(<n>)`` (the legacy counter, or the array's element);
+        ``sc-inc-gpc(<which>,<n>)`` with ``array``: only an array's element."""
         tracked = self.counters[number]
-        if tracked is not None:
+        if tracked is not None and (not array or tracked[0].stores_element("gpc", which)):
             _increment(*tracked, which)
 
-    def set_gpt0(self, number: int, value: int) -> None:
-        """``sc-set-gpt0(<n>) <value>``."""
+    def set_gpt(self, number: int, which: int, value: int, array: bool = False) -> None:
+        """``sc-set-gpt0(<n>) <value>`` (the legacy tag, or the array's first); ``sc-set-gpt(<which>,<n>)``
+        with ``array``: only an array's element."""
         tracked = self.counters[number]
-        if tracked is not None:
-            tracked[0].set(tracked[1], "gpt0", value)
+        if tracked is not None and (not array or tracked[0].stores_element("gpt", which)):
+            tracked[0].set(tracked[1], f"gpt{which}", value)
+            tracked[0].touch(tracked[1])
 
     def ended(self, bytes_in: int, bytes_out: int) -> None:
         """The connection's pair ended: count its bytes (from the client, to the client)."""
@@ -88,9 +91,10 @@ class Tracker:
     # --- fetches -------------------------------------------------------------------------------------
 
     def fetch(self, scope: str, value: str, number: Optional[int], table_name: Optional[str],
-              conn: Any) -> Any:
-        """The value of a stick counter fetch (``samples.COUNTER_VALUES``); None when it has none (the
-        counter is not tracked, the table does not store that data type), as HAProxy's fetch fails."""
+              conn: Any, index: Optional[int] = None) -> Any:
+        """The value of a stick counter fetch (``samples.COUNTER_VALUES``; ``index``: the element of
+        an array one reads); None when it has none (the counter is not tracked, the table does not
+        store that data type), as HAProxy's fetch fails."""
         if scope == "table":
             table = self.tables.get(table_name or self.own or "")
             if table is None:
@@ -121,10 +125,14 @@ class Tracker:
                 table, entry = other, other.lookup(entry.key)
         if how == "trackers":
             return entry.use if entry is not None else 0
+        if index is not None:  # an array's element, only in a table storing that array
+            if not table.stores_element(data, index):
+                return None
+            data = element(data, index)
         if entry is None:
             return 0
         if how == "inc":
-            return _increment(table, entry, int(data[-1]))
+            return _increment(table, entry, int(data[3:]) if index is not None else int(data[-1]))
         if not table.stores(data):
             return None
         current = table.read(entry, data)

@@ -276,6 +276,7 @@ class StickStore:
 
     name: str
     period: Optional[float] = None
+    count: Optional[int] = None  # the elements of an array (``gpc(3)``, ``gpc_rate(2,10s)``, ``gpt(2)``)
 
 
 @dataclass
@@ -418,7 +419,8 @@ class TcpRequestRule:
     following rules, ``use_backend`` and the log line may read with ``var()``."""
 
     phase: str  # "connection" | "session" | "content"
-    # "accept" | "reject" | "track-sc" | "sc-inc-gpc0" | "sc-inc-gpc1" | "sc-set-gpt0" | "expect-proxy"
+    # "accept" | "reject" | "track-sc" | "sc-inc-gpc0" | "sc-inc-gpc1" | "sc-set-gpt0" | "sc-inc-gpc"
+    # | "sc-set-gpt" (``value``, or ``sample`` for an expression) | "expect-proxy"
     # | "set-src" | "set-src-port" | "set-dst" | "set-dst-port" (``sample``: the new value)
     # | "set-var" | "set-var-fmt" | "unset-var"
     action: str
@@ -428,6 +430,7 @@ class TcpRequestRule:
     sample: Optional[Sample] = None
     table: Optional[str] = None
     value: int = 0
+    index: Optional[int] = None  # ``sc-inc-gpc(<index>,<n>)``, ``sc-set-gpt(<index>,<n>)``: an array's
     # ``set-var(<variable>[,<cond>...]) <sample>``, ``set-var-fmt(<variable>...) <log_format>``,
     # ``unset-var(<variable>)``: a scoped name (``txn.x``) and set-var's conditions (``ifnotexists``...)
     variable: Optional[str] = None

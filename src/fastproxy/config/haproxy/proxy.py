@@ -27,6 +27,7 @@ from .registry import (
     _names,
     _post_check,
 )
+from ...c_integers import signed
 from .values import _integer, _leading, _none, _one, _time, decimal
 
 
@@ -477,29 +478,46 @@ _REFUSED_TCP_REQUEST_ACTIONS = {
 MAX_TRACKED = 3  # HAProxy's MAX_SESS_STKCTR: track-sc0, track-sc1, track-sc2
 
 
-def _counter_action(action: str) -> Optional[tuple[str, int]]:
-    """``track-sc1`` -> ("track-sc", 1), ``sc-inc-gpc0(2)`` -> ("sc-inc-gpc0", 2); None for others."""
+def _counter_action(action: str) -> Optional[tuple[str, int, Optional[int]]]:
+    """``track-sc1`` -> ("track-sc", 1, None), ``sc-inc-gpc0(2)`` -> ("sc-inc-gpc0", 2, None),
+    ``sc-inc-gpc(5,1)`` -> ("sc-inc-gpc", 1, 5): the kind, the stick counter, an array's index; None
+    for other actions."""
     match = re.fullmatch(r"track-sc([0-9]+)", action)
     if match:
         counter = decimal(match[1])
         if counter >= MAX_TRACKED:
             raise _Invalid(f"{counter} track-sc number exceeding {MAX_TRACKED - 1} (MAX_SESS_STKCTR-1) value")
-        return "track-sc", counter
+        return "track-sc", counter, None
     match = re.fullmatch(r"(sc-inc-gpc[01]|sc-set-gpt0)(?:\(([0-9]+)\))?", action)
     if match:
         counter = decimal(match[2] or "0")
         if counter >= MAX_TRACKED:
             raise _Invalid(f"invalid stick table track ID. The max allowed ID is {MAX_TRACKED - 1}")
-        return match[1], counter
+        return match[1], counter, None
+    kind = action.split("(", 1)[0]
+    if kind in ("sc-inc-gpc", "sc-set-gpt"):
+        what = "gpc" if kind == "sc-inc-gpc" else "gpt"
+        expects = f"Expects {kind}(<{what.upper()} ID>,<Track ID>)"
+        if "(" not in action:
+            raise _Invalid(f"invalid {what} ID '{action}'. {expects}")
+        match = re.fullmatch(r"sc-(?:inc-gpc|set-gpt)\(([0-9]+),([0-9]+)\)", action)
+        if not match:
+            raise _Invalid(f"Missing {what} ID '{action}'. {expects}")
+        counter = decimal(match[2])
+        if counter >= MAX_TRACKED:
+            raise _Invalid(f"invalid stick table track ID '{action}'. The max allowed ID is "
+                           f"{MAX_TRACKED - 1}")
+        return kind, counter, decimal(match[1])
     return None
 
 
 def _counter_rule(line: _Line, proxy: _Proxy, phase: str, action: str, rest: list[str]) -> TcpRequestRule:
-    """``track-sc<n> <sample> [table <t>]``, ``sc-inc-gpc0(<n>)``, ``sc-set-gpt0(<n>) <value>``, each
-    with an optional condition."""
+    """``track-sc<n> <sample> [table <t>]``, ``sc-inc-gpc0(<n>)``, ``sc-inc-gpc(<idx>,<n>)``,
+    ``sc-set-gpt0(<n>) <int|expr>``, ``sc-set-gpt(<idx>,<n>) <int|expr>``, each with an optional
+    condition."""
     found = _counter_action(action)
     assert found is not None
-    kind, counter = found
+    kind, counter, index = found
     sample, table, value = None, None, 0
     if kind == "track-sc":
         sample, rest = _rule_sample(rest)
@@ -507,15 +525,24 @@ def _counter_rule(line: _Line, proxy: _Proxy, phase: str, action: str, rest: lis
             if len(rest) < 2:
                 raise _Invalid("missing table name")
             table, rest = rest[1], rest[2:]
-    elif kind == "sc-set-gpt0":
-        if not rest or rest[0] in ("if", "unless"):
-            raise _Invalid("expects a value to set")
-        if not re.fullmatch(r"-?[0-9]+", rest[0]):
-            raise _Invalid(f"'{rest[0]}': fastproxy sets gpt0 to an integer only (no sample expression)")
-        value, rest = _integer(rest[0], "an integer value to set"), rest[1:]
+    elif kind in ("sc-set-gpt0", "sc-set-gpt"):
+        # An integer, or a sample expression (whose value is cast to one when the rule runs); no value
+        # at all is 0, as HAProxy's strtol() reads an empty word.
+        if rest and rest[0] not in ("if", "unless"):
+            if re.fullmatch(r"[-+]?[0-9]+", rest[0]):
+                value = signed(rest[0])
+            else:
+                if phase == "connection":
+                    # haproxy 2.6 fails such a rule ("internal error, unexpected rule->from=0"), which
+                    # would make a file fastproxy runs refused by haproxy: refused the same way.
+                    raise _Invalid(f"'{action}' takes an integer in 'tcp-request connection' rules: HAProxy "
+                                   "2.6 refuses a sample expression there (internal error, unexpected "
+                                   "rule->from=0)")
+                sample = _rule_sample(rest)[0]
+            rest = rest[1:]
     condition = _trailing_condition(line, proxy, f"tcp-request {phase} {action}", rest)
     return TcpRequestRule(phase=phase, action=kind, condition=condition, location=line.location,
-                          counter=counter, sample=sample, table=table, value=value)
+                          counter=counter, sample=sample, table=table, value=value, index=index)
 
 
 _PHASE_ORDER = {"connection": 0, "session": 1, "content": 2}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 
 from ... import samples
-from ...sticktables import KEY_TYPES, StickTableError, parse_store
+from ...sticktables import KEY_TYPES, StickTableError, check_stores, parse_store
 from ..model import PersistRule, StickRule, StickTable
 from .lexer import _Invalid
 from .registry import BE, _Line, _Proxy, _keyword
@@ -53,6 +53,7 @@ def _stick_table(line: _Line, proxy: _Proxy, args: list[str]) -> None:
         elif word == "store":
             try:
                 stores += parse_store(value or "", parse_time)
+                check_stores(stores)
             except StickTableError as exc:
                 raise _Invalid(f"stick-table: {exc}") from None
             i += 2
