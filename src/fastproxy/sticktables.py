@@ -139,12 +139,7 @@ def parse_store(text: str, parse_time: Callable[[str], float]) -> list[model.Sti
         if data_type.kind == "rate":
             if not match or match[2] is None:
                 raise StickTableError(f"missing argument to store option '{name}'.")
-            try:
-                period = parse_time(match[2])
-            except ValueError:
-                period = 0.0
-            if period <= 0:
-                raise StickTableError(f"error when processing store option '{name}'.")
+            period = _period(name, match[2], parse_time)
         elif match and match[2] is not None:
             raise StickTableError(f"unexpected argument to store option '{name}'.")
         stores.append(model.StickStore(name, period))
@@ -162,15 +157,19 @@ def _array_store(name: str, arguments: Optional[str], parse_time: Callable[[str]
     if not 1 <= count <= MAX_ARRAY:
         raise StickTableError(f"array size is out of allowed range (1-{MAX_ARRAY}) for store option "
                               f"'{name}'.")
-    period = None
-    if name == "gpc_rate":
-        try:
-            period = parse_time(words[1])
-        except ValueError:
-            period = 0.0
-        if period <= 0:
-            raise StickTableError(f"error when processing store option '{name}'.")
+    period = _period(name, words[1], parse_time) if name == "gpc_rate" else None
     return model.StickStore(name, period, count)
+
+
+def _period(name: str, text: str, parse_time: Callable[[str], float]) -> float:
+    """A rate's period, which must be a positive time."""
+    try:
+        period = parse_time(text)
+    except ValueError:
+        period = 0.0
+    if period <= 0:
+        raise StickTableError(f"error when processing store option '{name}'.")
+    return period
 
 
 def _split_store(text: str) -> list[str]:
