@@ -20,7 +20,7 @@ import logging
 import socket
 import ssl
 from collections.abc import Sequence
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from .acl import Router
 from .config import model, validate
@@ -44,7 +44,9 @@ from .server import Handler, LaneListener, Listener, listen_backlog
 from .servers import ServerStates
 from .session import Director, ErrorHandler
 from .sticktables import pump_can_keep
-from .stats_http import StatsListener
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .stats_http import StatsListener
 
 DEFAULT_GRACE = 10.0  # seconds established connections get on stop, without hard-stop-after
 MOVE_ROUND = 0.02  # seconds between two rounds of pairs moving to a reload's new worker
@@ -243,6 +245,9 @@ class Engine:
                 if g.stats_sockets:
                     self.runtime_api = RuntimeApi(g, COMMANDS, operations, open_listener=self.open_listener)
                     await self.runtime_api.start()
+                if stats_pages:
+                    # aiohttp (a fifth of a worker's start) only where a stats listener serves HTTP.
+                    from .stats_http import StatsListener
                 for frontend in stats_pages:
                     stats_listener = self.stats_listeners[frontend.name] = StatsListener(
                         frontend, operations, open_listener=self.open_listener)

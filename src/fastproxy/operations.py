@@ -13,18 +13,20 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import importlib.metadata
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-from . import promex, stats
+from . import __version__, stats
 from .c_integers import decimal
 from .pump import Counter
 from .runtime import Runtime, ServerRuntime
 from .servers import ServerStates
 from .sticktables import StickTable
+
+if TYPE_CHECKING:  # pragma: no cover
+    from . import promex
 
 log = logging.getLogger("fastproxy")
 
@@ -57,7 +59,7 @@ class Operations:
     state: Runtime
     servers: ServerStates
     pump: Any
-    version: str = field(default_factory=lambda: _version())
+    version: str = __version__  # the package's, without importlib.metadata (60 ms of a worker's start)
     started: float = 0.0  # event loop time at start
     started_wall: float = field(default_factory=time.time)
     sampler: stats.Sampler = field(default_factory=stats.Sampler)
@@ -101,6 +103,8 @@ class Operations:
     def metrics(self, **options: Any) -> bytes:
         """The Prometheus exposition now (``promex.exposition``, options ``scopes`` and ``no_maint``):
         show info's values, every row of show stat and the stick tables, read at this moment."""
+        from . import promex  # prometheus_client: loaded by the first scrape, not by a worker's start
+
         rows = stats.rows(self.stats_view(show_addresses=True), self.proxies)
         return promex.exposition(self.info(), rows, tables=self.tables(), rings=self.ring_tables(),
                                  fleet=self.fleet.status() if self.fleet is not None else None, **options)
@@ -108,6 +112,8 @@ class Operations:
     def ring_tables(self) -> list[promex.RingTable]:
         """Each backend hashing on a ring, its table now (``show fleet``, the exporter): instances that
         route every key alike show the same digest (``balance.routing_digest``)."""
+        from . import promex
+
         found = []
         for proxy in self.proxies:
             if proxy.backend is None:
@@ -187,9 +193,3 @@ class Operations:
         return next((proxy for proxy in self.proxies if proxy.name == name and proxy.backend is not None),
                     None)
 
-
-def _version() -> str:
-    try:
-        return importlib.metadata.version("fastproxy")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
