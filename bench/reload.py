@@ -1,6 +1,10 @@
 """Reloads under load, fastproxy -W beside haproxy -W: refused, reset or truncated connections.
 
     python3 bench/reload.py --reloads 50 [--targets fastproxy,haproxy] [--out results.json]
+    python3 bench/reload.py --reloads 50 --targets baseline,fastproxy,haproxy --baseline /path/to/src
+
+``baseline`` is fastproxy from another tree's ``src`` (``PYTHONPATH``, its extensions built there), run
+by the same interpreter: a change and the code before it, side by side in the same run.
 
 For each target: one echo backend (a process of its own), the same HAProxy file, the proxy in
 master-worker mode, and while it runs
@@ -93,7 +97,7 @@ def alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # ESRCH: it went between the open and the read
         return False
 
 
@@ -256,14 +260,17 @@ def median(values: list[float]) -> Optional[float]:
 
 def run_target(name: str, args: argparse.Namespace, backend: int, workdir: Path) -> dict[str, Any]:
     port = free_port()
+    env = None
     stats, pidfile, cfg = str(workdir / f"{name}.sock"), workdir / f"{name}.pid", workdir / f"{name}.cfg"
     cfg.write_text(CONFIG.format(stats=stats, pidfile=pidfile, port=port, backend=backend))
     if name == "haproxy":
         command = [HAPROXY, "-W", "-f", str(cfg)]
     else:
         command = [sys.executable, "-m", "fastproxy", "run", "-W", "-q", "-f", str(cfg)]
+        if name == "baseline":  # the master and every worker it starts import the baseline's tree
+            env = dict(os.environ, PYTHONPATH=os.path.abspath(args.baseline))
     log = open(workdir / f"{name}.log", "w")
-    proc = subprocess.Popen(command, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(command, stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env)
     result: dict[str, Any] = {"target": name, "reloads_asked": args.reloads}
     try:
         current = wait(lambda: show_info_pid(stats), 30)
@@ -273,6 +280,7 @@ def run_target(name: str, args: argparse.Namespace, backend: int, workdir: Path)
         load.start()
         watcher = ExitWatcher()
         done = 0
+        serving: list[float] = []  # seconds from each SIGUSR2 to the new worker's answer
         started = time.monotonic()
         try:
             for _ in range(args.reloads):
@@ -284,7 +292,9 @@ def run_target(name: str, args: argparse.Namespace, backend: int, workdir: Path)
                 new = wait(lambda: next_worker(stats, current), 60)
                 if new is None:
                     break
-                watcher.watch(current, asked, time.monotonic())
+                answered = time.monotonic()
+                watcher.watch(current, asked, answered)
+                serving.append(answered - asked)
                 current, done = new, done + 1
         finally:
             load.stop()
@@ -293,6 +303,8 @@ def run_target(name: str, args: argparse.Namespace, backend: int, workdir: Path)
         since_new = [lived for _, lived in watcher.lived]
         result.update(reloads_done=done, seconds=round(time.monotonic() - started, 1), **load.outcomes,
                       streams_intact=load.streams["intact"], streams_broken=load.streams["broken"],
+                      new_worker_serving_median_s=median(serving),
+                      new_worker_serving_max_s=round(max(serving), 2) if serving else None,
                       former_worker_lived_median_s=median(since_reload),
                       former_worker_lived_max_s=round(max(since_reload), 2) if since_reload else None,
                       former_workers_gone_within_1s=sum(1 for value in since_reload if value <= 1.0),
@@ -324,8 +336,11 @@ def main() -> None:
     parser.add_argument("--stream-seconds", type=float, default=3.0)
     parser.add_argument("--pause", type=float, default=0.5, help="seconds between a reload and the next")
     parser.add_argument("--max-seconds", type=float, default=600.0, help="bound of each target's run")
+    parser.add_argument("--baseline", metavar="SRC", help="the src directory the baseline target runs from")
     parser.add_argument("--out", help="write the results as JSON")
     args = parser.parse_args()
+    if "baseline" in args.targets.split(",") and not args.baseline:
+        parser.error("the baseline target needs --baseline SRC")
     echo = subprocess.Popen([sys.executable, "-c", ECHO], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             text=True)
     results = []
