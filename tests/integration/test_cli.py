@@ -114,9 +114,10 @@ def test_run_with_a_haproxy_file_proxies_and_writes_its_pidfile(implementation_e
     proc = start_fastproxy(["run", "-f", str(cfg)], implementation_env)
     try:
         wait_listening(("127.0.0.1", port), proc)
-        # The pidfile is written once the listeners are open: a moment after they accept.
+        # The pidfile is written once the listeners are open: a moment after they accept, and its
+        # line a moment after it is created (an empty file was read under load).
         deadline = time.monotonic() + 10
-        while not pidfile.exists() and time.monotonic() < deadline:
+        while not (pidfile.exists() and pidfile.read_text().strip()) and time.monotonic() < deadline:
             time.sleep(0.02)
         assert pidfile.read_text().strip() == str(proc.pid)
         with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
