@@ -14,8 +14,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
-from typing import Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from . import __version__, extensions, implementation
 from .config import model
@@ -67,17 +68,50 @@ def cmd_run(args: argparse.Namespace) -> int:
     elif args.hash_key is not None:
         print("[ALERT] --hash-key applies to the --fleet backends: name one", file=sys.stderr)
         return 1
+    cli_sockets = []
+    for text in args.master_cli:
+        if not master_worker:
+            print("[ALERT] -S (the master CLI) needs master-worker mode (-W)", file=sys.stderr)
+            return 1
+        from .master_cli import parse_master_socket
+
+        try:
+            cli_socket, warnings = parse_master_socket(text)
+        except ValueError as exc:
+            print(f"[ALERT] -S '{text}': {exc}", file=sys.stderr)
+            return 1
+        for warning in warnings:
+            print(f"[WARNING] {warning}", file=sys.stderr)
+        cli_sockets.append(cli_socket)
+    transferred = None
+    if args.old_socket and args.old_socket != "/dev/null" and not worker:
+        if master_worker:
+            print("[ALERT] -x is not supported in master-worker mode (-W): the master keeps the "
+                  "listening sockets across reloads itself", file=sys.stderr)
+            return 1
+        from .listener_transfer import TransferError, TransferredListeners, fetch_sockets
+
+        try:
+            transferred = TransferredListeners(fetch_sockets(args.old_socket))
+        except TransferError as exc:
+            print(f"[WARNING] {exc}", file=sys.stderr)
+            print("[ALERT] Failed to get the sockets from the old process!", file=sys.stderr)
+            return 1
     import uvloop
 
     from . import lifecycle, service
 
     ready = lifecycle.daemonize() if args.daemon and not worker else None
+    old_pids = args.finish_pids if args.finish_pids is not None else args.terminate_pids
+    if old_pids or transferred is not None:
+        ready = _then_old_ones_told(ready, old_pids or [], signal.SIGUSR1 if args.finish_pids is not None
+                                    else signal.SIGTERM, transferred)
     if master_worker and not worker:
         from .master import Master
 
         assert cfg is not None
         master = Master(args.files, pidfile=args.pidfile, grace=args.grace, quiet=args.quiet,
-                        detach=args.daemon, worker_args=_fleet_arguments(args))
+                        detach=args.daemon, worker_args=_fleet_arguments(args), cli=cli_sockets)
         return uvloop.run(master.run(cfg, ready))
     if worker:
         from .handover import inheriting_opener, parse_inherited
@@ -90,7 +124,26 @@ def cmd_run(args: argparse.Namespace) -> int:
                                         open_listener=inheriting_opener(parse_inherited(args.inherit)),
                                         worker=WorkerLink(args.worker_link), fleet=fleet,
                                         pairs_from=pairs_from))
-    return uvloop.run(service.serve(cfg, args.pidfile, args.grace, ready=ready, fleet=fleet))
+    return uvloop.run(service.serve(cfg, args.pidfile, args.grace, ready=ready, fleet=fleet,
+                                    open_listener=transferred.opener() if transferred else None))
+
+
+def _then_old_ones_told(ready: Optional[Callable[[], None]], pids: list[int], signum: int,
+                        transferred: Any) -> Callable[[], None]:
+    """Once this process serves: the fetched sockets it did not take closed, the old processes told
+    to finish (``-sf``: SIGUSR1, a soft stop) or to stop (``-st``: SIGTERM), as haproxy's
+    tell_old_pids() once it is bound; a process already gone is no error.  Then ``ready``."""
+    def serving() -> None:
+        if transferred is not None:
+            transferred.close_unused()
+        for pid in pids:
+            try:
+                os.kill(pid, signum)
+            except OSError:
+                pass
+        if ready is not None:
+            ready()
+    return serving
 
 
 def _fleet_arguments(args: argparse.Namespace) -> list[str]:
@@ -199,6 +252,16 @@ def build_parser() -> argparse.ArgumentParser:
                           "SIGUSR2 or SIGHUP without closing the listeners (as 'master-worker' in global)")
     run.add_argument("-D", dest="daemon", action="store_true",
                      help="daemon mode: go to the background once serving (the pidfile has the pid)")
+    run.add_argument("-S", dest="master_cli", action="append", default=[], metavar="SOCKET[,OPTIONS]",
+                     help="with -W, the master CLI on SOCKET (a path or host:port), bind options after "
+                          "commas (mode,600,level,operator...)")
+    run.add_argument("-sf", dest="finish_pids", nargs="*", type=int, metavar="PID",
+                     help="once serving, tell these processes to finish (SIGUSR1: a soft stop)")
+    run.add_argument("-st", dest="terminate_pids", nargs="*", type=int, metavar="PID",
+                     help="once serving, tell these processes to stop now (SIGTERM)")
+    run.add_argument("-x", dest="old_socket", metavar="SOCKET",
+                     help="listen on the sockets of the process whose stats socket (with 'expose-fd "
+                          "listeners') is SOCKET, instead of binding new ones")
     # Set by the master on the workers it starts (master.py), not by hand.
     run.add_argument("--worker-link", type=int, metavar="FD", help=argparse.SUPPRESS)
     run.add_argument("--inherit", action="append", default=[], metavar="FD=ADDRESS", help=argparse.SUPPRESS)

@@ -53,7 +53,8 @@ def default_config(backend_ports: list[tuple[str, int]], port: int = DEFAULT_POR
     cfg.backends["echo"] = model.Backend(
         "echo", servers=[model.Server(name, DEFAULT_HOST, p) for name, p in backend_ports],
         timeouts=timeouts)
-    cfg.frontends["demo"] = model.Frontend(
-        "demo", binds=[model.Bind(DEFAULT_HOST, port)], default_backend="echo", timeouts=timeouts,
-        log=True, tcplog=True)
+    # Not SO_REUSEPORT: a second ``fastproxy run`` says the port is taken, it does not share it.
+    demo = model.Bind(DEFAULT_HOST, port, reuseport=False)
+    cfg.frontends["demo"] = model.Frontend("demo", binds=[demo], default_backend="echo", timeouts=timeouts,
+                                           log=True, tcplog=True)
     return cfg

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from typing import Callable, Optional, Protocol
+from typing import Any, Callable, Optional, Protocol
 
 log = logging.getLogger("fastproxy")
 
@@ -65,8 +65,8 @@ def daemonize() -> Ready:
 class MasterLink(Protocol):
     """A worker's tie to its master (``master.WorkerLink``)."""
 
-    def ready(self) -> None:
-        """Tell the master the worker serves."""
+    def ready(self, engine: Any = None) -> None:
+        """Tell the master the worker serves ``engine`` (whose runtime API the master's CLI reaches)."""
 
     async def stop_requested(self) -> Optional[socket.socket]:
         """Return once the worker must stop: the channel its established pairs go through to the

@@ -33,55 +33,97 @@ import signal
 import socket
 import subprocess
 import sys
-from typing import Optional, Sequence
+import time
+from typing import Any, Optional, Sequence
 
 from . import lifecycle
 from .config import model
 from .errors import ConfigError
 from .handover import ListenerPool
+from .master_cli import MasterCli
+from . import __version__
 
 log = logging.getLogger("fastproxy")
 
 READY = b"READY\n"
 HANDOVER = b"HANDOVER\n"  # master -> former worker, with the channel to the new worker attached
+CLI_CONNECTION = b"C"  # master -> worker, with a connection of the master CLI attached
 READY_TIMEOUT = 60.0  # seconds a new worker may take to listen before the reload is given up
 
 
 class WorkerLink:
-    """The worker's end of the socket pair to its master."""
+    """The worker's end of the socket pair to its master.  Besides EOF (the master has gone), the
+    master sends on it the connections of its CLI routed to this worker (``@1 show stat``), one
+    socket per message (SCM_RIGHTS), as HAProxy's master sends them on its ``sockpair@`` listener."""
 
     def __init__(self, fd: int) -> None:
         self.sock = socket.socket(fileno=fd)
         self.sock.setblocking(False)
+        self.engine: Any = None
+        self.serving: set[asyncio.Task] = set()
+        self._told: Optional[asyncio.Future[Optional[socket.socket]]] = None
 
-    def ready(self) -> None:
+    def ready(self, engine: Any = None) -> None:
+        """The worker serves ``engine``: the master CLI's connections reach its runtime API (from
+        now until the worker exits, a former worker's too), and the master may tell it to stop."""
+        self.engine = engine
+        self._told = asyncio.get_running_loop().create_future()
+        asyncio.get_running_loop().add_reader(self.sock.fileno(), self._readable)
         self.sock.send(READY)
 
     async def stop_requested(self) -> Optional[socket.socket]:
         """Returns when the worker must stop: the channel to the new worker when the master asks
         for a hand-over (a reload), None when the master has exited (or closed the link)."""
-        loop = asyncio.get_running_loop()
-        told: asyncio.Future[Optional[socket.socket]] = loop.create_future()
+        assert self._told is not None, "ready() first"
+        return await asyncio.shield(self._told)
 
-        def readable() -> None:
-            try:
-                data, fds, _, _ = socket.recv_fds(self.sock, 64, 4)
-            except BlockingIOError:
-                return
-            except OSError:
-                data, fds = b"", []
-            channel = None
-            if data.startswith(HANDOVER) and fds:
-                channel = socket.socket(fileno=fds.pop(0))
-            for fd in fds:
-                os.close(fd)
-            if (channel is not None or not data) and not told.done():
-                told.set_result(channel)
-        loop.add_reader(self.sock.fileno(), readable)
+    def _readable(self) -> None:
         try:
-            return await told
-        finally:
-            loop.remove_reader(self.sock.fileno())
+            data, fds, _, _ = socket.recv_fds(self.sock, 64, 4)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data, fds = b"", []
+        told = self._told
+        assert told is not None
+        # One message per recv: the kernel never joins two that carry descriptors.
+        if data.startswith(HANDOVER) and fds:
+            if not told.done():
+                told.set_result(socket.socket(fileno=fds.pop(0)))
+        elif data.startswith(CLI_CONNECTION):
+            for fd in fds:  # the master CLI's connections routed here (master_cli.ask_worker)
+                self._serve_master(socket.socket(fileno=fd))
+            fds = []
+        for fd in fds:
+            os.close(fd)
+        if not data:
+            asyncio.get_running_loop().remove_reader(self.sock.fileno())
+            if not told.done():
+                told.set_result(None)
+
+    def _serve_master(self, sock: socket.socket) -> None:
+        api = self._runtime_api()
+        if api is None:
+            sock.close()
+            return
+        sock.setblocking(False)
+        task = asyncio.get_running_loop().create_task(api.serve_master(sock))
+        self.serving.add(task)
+        task.add_done_callback(self.serving.discard)
+
+    def _runtime_api(self) -> Any:
+        """The engine's runtime API, or one of the link's own over the engine's operations when the
+        configuration has no ``stats socket`` (the master's CLI reaches every worker)."""
+        engine = self.engine
+        if engine is None or engine.operations is None:
+            return None
+        if engine.runtime_api is None:
+            from .runtime_api import RuntimeApi
+            from .runtime_commands import COMMANDS
+
+            engine.operations.start_sampling()  # rates and maxima, as the stats socket's would be
+            engine.runtime_api = RuntimeApi(engine.config.global_, COMMANDS, engine.operations)
+        return engine.runtime_api
 
 
 class Worker:
@@ -92,6 +134,8 @@ class Worker:
         self.pid = proc.pid
         self.number = number  # 1 for the first worker, +1 per reload (HAProxy's "reloads" count)
         self.link = link
+        self.started = time.time()
+        self.born_at = 0  # the master's reload count when it started (show proc: reloads survived)
         self.exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._pidfd = os.pidfd_open(proc.pid)
         asyncio.get_running_loop().add_reader(self._pidfd, self._reap)
@@ -137,9 +181,16 @@ class Master:
     """Runs workers on the configuration read from ``files``, reloading on demand."""
 
     def __init__(self, files: Sequence[str], *, pidfile: Optional[str], grace: Optional[float],
-                 quiet: bool, detach: bool = False, worker_args: Sequence[str] = ()) -> None:
+                 quiet: bool, detach: bool = False, worker_args: Sequence[str] = (),
+                 cli: Sequence[model.StatsSocket] = ()) -> None:
         self.files = list(files)
         self.worker_args = list(worker_args)  # given to every worker (``--fleet``: each runs the fleet)
+        self.cli_sockets = list(cli)  # ``-S``: the master CLI (master_cli.py)
+        self.cli: Optional[MasterCli] = None
+        self.version = __version__
+        self.started = time.time()
+        self.reloads_done = 0  # reloads asked for, as show proc counts them
+        self.reloads_failed = 0
         self.pidfile = pidfile
         self.grace = grace
         self.quiet = quiet
@@ -171,6 +222,13 @@ class Master:
             self.pool.close()
             return 1
         self.current = worker
+        if self.cli_sockets:
+            self.cli = MasterCli(self, self.cli_sockets)
+            try:
+                await self.cli.start()
+            except OSError as exc:
+                print(f"[ALERT] cannot start the master CLI: {exc}", file=sys.stderr)
+                self.stop(signal.SIGTERM)
         pidfile = self.pidfile or cfg.global_.pidfile
         if pidfile:
             lifecycle.write_pidfile(pidfile)
@@ -184,6 +242,8 @@ class Master:
             status = await self._supervise()
         finally:
             self.pool.close()
+            if self.cli is not None:
+                await self.cli.stop()
             if pidfile:
                 try:
                     os.unlink(pidfile)
@@ -249,7 +309,10 @@ class Master:
         while True:
             self._pending_reload = False
             lifecycle.notify("RELOADING=1")
+            self.reloads_done += 1
             done = await self._reload_once()
+            # Failures since the last reload that worked (show proc, the master CLI's prompt).
+            self.reloads_failed = 0 if done else self.reloads_failed + 1
             lifecycle.notify("READY=1")
             if not self._pending_reload or self.stopping:
                 return done
@@ -328,6 +391,7 @@ class Master:
             theirs.close()
         self.reloads += 1
         worker = Worker(proc, self.reloads, ours)
+        worker.born_at = self.reloads_done
         self.workers.append(worker)
         ours.setblocking(False)
         self._changed.set()

@@ -48,6 +48,10 @@ ALWAYS_LISTED = (
 
 Handler = Callable[["CliSession", list[str]], str]
 
+# What a worker's connections from its master are served as: admin, as HAProxy's master-worker
+# socket pair (the master lowers the level on each request it routes).
+MASTER_LINK = model.StatsSocket(path="sockpair@", level="admin")
+
 
 @dataclass(frozen=True)
 class Command:
@@ -344,7 +348,7 @@ class RuntimeApi:
             task.add_done_callback(self.connections.discard)
 
         if config.path is not None:
-            sock = _unix_listener(config)
+            sock = unix_listener(config)
             self._paths.append((config.path, os.stat(config.path).st_ino))
         else:
             sock = self.open_listener(stats_socket_bind(config), STATS_BACKLOG)
@@ -352,6 +356,18 @@ class RuntimeApi:
         if config.path is not None:
             return await asyncio.start_unix_server(serve, sock=sock, limit=MAX_REQUEST + 1)
         return await asyncio.start_server(serve, sock=sock, limit=MAX_REQUEST + 1)
+
+    async def serve_master(self, sock: socket.socket) -> None:
+        """One connection from the master CLI (``@1 <command>``, master_cli.py), at the level the
+        master lowers it to (it says ``operator -`` or ``user -`` first), counted like the others."""
+        reader, writer = await asyncio.open_unix_connection(sock=sock, limit=MAX_REQUEST + 1)
+        task = asyncio.current_task()
+        assert task is not None
+        self.connections.add(task)
+        try:
+            await self._serve(MASTER_LINK, reader, writer)
+        finally:
+            self.connections.discard(task)
 
     async def _serve(self, config: model.StatsSocket, reader: asyncio.StreamReader,
                      writer: asyncio.StreamWriter) -> None:
@@ -393,7 +409,10 @@ class RuntimeApi:
         self._next_ident += 1
         session.started = time.time()
         session.fd = _fd_of(writer)
-        session.source = f"unix:{self.global_.stats_sockets.index(config) + 1}"
+        if config is MASTER_LINK:
+            session.source = "sockpair@"
+        else:
+            session.source = f"unix:{self.global_.stats_sockets.index(config) + 1}"
         if config.path is None:
             peer = writer.get_extra_info("peername")
             session.proto = "tcpv6" if peer and ":" in peer[0] else "tcpv4"
@@ -427,7 +446,7 @@ def _fd_of(writer: asyncio.StreamWriter) -> int:
     return sock.fileno() if sock is not None else -1
 
 
-def _unix_listener(config: model.StatsSocket) -> socket.socket:
+def unix_listener(config: model.StatsSocket) -> socket.socket:
     """A UNIX listener at ``config.path`` with its mode and owner, made as HAProxy makes it: bound
     under a temporary name, then renamed over whatever was there (a stale socket of a former run)."""
     assert config.path is not None

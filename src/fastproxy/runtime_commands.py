@@ -10,12 +10,14 @@ through the pump; statistics are computed by ``stats`` from the pump's counters 
 
 from __future__ import annotations
 
+import logging
+import os
 import re
 import socket
 import time
 from typing import Any, Optional
 
-from . import _linux, stats, sticktables, streams
+from . import _linux, listener_transfer, stats, sticktables, streams
 from .operations import Operations
 from .config.haproxy.servers import runtime_server
 from .c_integers import atoi, decimal, signed
@@ -31,6 +33,8 @@ __all__ = ["COMMANDS", "Operations"]  # Operations lives in ``operations``, shar
 ULONG_MAX = 2**64 - 1  # where strtoul() stops
 MAX_TIMEOUT = 2147483  # seconds: HAProxy's timers hold 2^31-1 ms
 
+log = logging.getLogger("fastproxy")
+
 
 def _ops(session: CliSession) -> Operations:
     return session.operations
@@ -38,21 +42,21 @@ def _ops(session: CliSession) -> Operations:
 
 # --- the session's own commands --------------------------------------------------------------------
 
-def _help(session: CliSession, args: list[str]) -> str:
+def show_help(session: CliSession, args: list[str]) -> str:
     return usage_message(session.commands, args, is_help=True)
 
 
-def _prompt(session: CliSession, args: list[str]) -> str:
+def toggle_prompt(session: CliSession, args: list[str]) -> str:
     session.interactive = not session.interactive
     return ""
 
 
-def _quit(session: CliSession, args: list[str]) -> str:
+def quit_session(session: CliSession, args: list[str]) -> str:
     session.closed = True
     return ""
 
 
-def _lower_level(level: int):
+def lower_level(level: int):
     def handler(session: CliSession, args: list[str]) -> str:
         if len(args) > 1 and args[1] == "-":
             session.no_newline = True
@@ -62,7 +66,7 @@ def _lower_level(level: int):
     return handler
 
 
-def _show_cli_level(session: CliSession, args: list[str]) -> str:
+def show_cli_level(session: CliSession, args: list[str]) -> str:
     return LEVEL_NAMES.get(session.level, "unknown") + "\n"
 
 
@@ -71,6 +75,23 @@ def _show_cli_sockets(session: CliSession, args: list[str]) -> str:
     for config in _ops(session).state.config.global_.stats_sockets:
         lines.append(f"{config.address} {config.level} all\n")
     return "".join(lines)
+
+
+def _getsocks(session: CliSession, args: list[str]) -> str:
+    """``_getsocks``: the listening sockets to a new process started with ``-x`` (listener_transfer),
+    on a socket with ``expose-fd listeners`` only; the connection ends either way."""
+    session.closed = True
+    if session.socket is None or not session.socket.expose_fd_listeners or session.fd < 0:
+        return ""
+    listening = [listener.sock for listener in _ops(session).state.listeners()]
+    connection = socket.socket(fileno=os.dup(session.fd))
+    try:
+        listener_transfer.send_sockets(connection, listening)
+    except (OSError, listener_transfer.TransferError) as exc:
+        log.warning("_getsocks: %s", exc)
+    finally:
+        connection.close()
+    return ""
 
 
 def _show_version(session: CliSession, args: list[str]) -> str:
@@ -346,10 +367,12 @@ def _shutdown_frontend(session: CliSession, args: list[str]) -> str:
     return ""
 
 
-def _experimental_mode(session: CliSession, args: list[str]) -> str:
+def experimental_mode(session: CliSession, args: list[str]) -> str:
     """cli.c's cli_parse_expert_experimental_mode(): fastproxy has no experimental commands, so the
     mode only says what it is (``experimental-mode on; add server ...`` works as in HAProxy)."""
     session.require(ADMIN)
+    if len(args) > 2 and args[2] == "-":  # ``experimental-mode on -``: the master CLI routing
+        session.no_newline = True
     if len(args) < 2 or not args[1]:
         return f"experimental-mode is {'ON' if session.experimental else 'OFF'}\n"
     session.experimental = args[1] == "on"
@@ -424,7 +447,7 @@ def _limits_changed(ops: Operations) -> None:
 
 # --- set server ... addr -----------------------------------------------------------------------------
 
-def _set_address(ops: Operations, server: ServerRuntime, addr: str, port: Optional[str]) -> str:
+def set_address(ops: Operations, server: ServerRuntime, addr: str, port: Optional[str]) -> str:
     """server.c's srv_update_addr_port(): the server's new address (and port), HAProxy's report of
     what changed.  New connections go there at once, lanes' included; a check without an ``addr`` or
     ``port`` of its own follows the server, as HAProxy's."""
@@ -555,7 +578,7 @@ def _set_server(session: CliSession, args: list[str]) -> str:
         if not value:
             raise CommandError("set server <b>/<s> addr requires an address and optionally a port.\n")
         port = (args[6] if len(args) > 6 else "") if len(args) > 5 and args[5] == "port" else None
-        return _set_address(ops, server, value, port)
+        return set_address(ops, server, value, port)
     if what == "weight":
         message = change_weight(server, value)
         if message is not None:
@@ -758,21 +781,22 @@ def _command(words: str, usage: Optional[str], handler: Any) -> Command:
 
 # In HAProxy's registration order (which breaks ties between equally close suggestions).
 COMMANDS: tuple[Command, ...] = (
-    _command("help", None, _help),
-    _command("prompt", None, _prompt),
-    _command("quit", None, _quit),
+    _command("help", None, show_help),
+    _command("prompt", None, toggle_prompt),
+    _command("quit", None, quit_session),
+    _command("_getsocks", None, _getsocks),
     _command("set timeout", "set timeout [cli] <delay>               : change a timeout setting",
              _set_timeout),
     _command("show cli sockets", "show cli sockets                        : dump list of cli sockets",
              _show_cli_sockets),
     _command("show cli level", "show cli level                          : display the level of the "
-             "current CLI session", _show_cli_level),
+             "current CLI session", show_cli_level),
     _command("show version", "show version                            : show version of the current "
              "process", _show_version),
     _command("operator", "operator                                : lower the level of the current CLI "
-             "session to operator", _lower_level(OPERATOR)),
+             "session to operator", lower_level(OPERATOR)),
     _command("user", "user                                    : lower the level of the current CLI "
-             "session to user", _lower_level(USER)),
+             "session to user", lower_level(USER)),
     _command("clear counters", "clear counters [all]                    : clear max statistics counters "
              "(or all counters)", _clear_counters),
     _command("show info", "show info [desc|json|typed|float]*      : report information about the "
@@ -797,7 +821,7 @@ COMMANDS: tuple[Command, ...] = (
              "address or ssl", _set_server),
     _command("set weight", "set weight <bk>/<srv>  (DEPRECATED)     : change a server's weight (use "
              "'set server' instead)", _set_weight),
-    _command("experimental-mode", None, _experimental_mode),
+    _command("experimental-mode", None, experimental_mode),
     _command("disable frontend", "disable frontend <frontend>             : temporarily disable specific "
              "frontend", _enable_frontend(False)),
     _command("enable frontend", "enable frontend <frontend>              : re-enable specific frontend",

@@ -83,6 +83,7 @@ class ListenerLike(Protocol):
     restart accepting; a lane's limits are the pump's own, so on a lane they do nothing."""
 
     tasks: set[asyncio.Task]
+    sock: socket.socket  # the listening socket (``_getsocks`` hands it to a new process)
 
     @property
     def address(self) -> Any: ...

@@ -107,7 +107,7 @@ async def serve(cfg: Optional[model.Config], pidfile: Optional[str], grace: Opti
             pairs_from.close()
     told = None
     if worker is not None:
-        worker.ready()
+        worker.ready(engine)
         told = loop.create_task(worker.stop_requested())
         told.add_done_callback(lambda _: stopping.set())
     if worker is None:

@@ -36,7 +36,7 @@ RECORDED_ONLY = {
     "Bind.maxconn": "warned by the reader: the frontend's and the global maxconn apply",
     "Bind.name": "HAProxy names listeners in its stats (socket-stats rows), which fastproxy does not show",
     "Global.log_targets": "'log global' copies them into the proxies' log_targets, which the runtime reads",
-    "StatsSocket.expose_fd_listeners": "recorded for seamless reloads, which fastproxy has not yet (warned)",
+    "Global.reuseport": "the reader copies it into every Bind.reuseport, which server.open_listener reads",
     "StickTable.peers": "warned by the reader: fastproxy does not synchronise tables with peers",
     "Warning_.keyword": "the reader's output, printed through str(warning)",
     "Warning_.message": "the reader's output, printed through str(warning)",

@@ -93,7 +93,7 @@ class Bind:
     name: Optional[str] = None
     backlog: Optional[int] = None
     maxconn: Optional[int] = None
-    reuseport: bool = False
+    reuseport: bool = True  # SO_REUSEPORT, as HAProxy's binds (``noreuseport`` in global: False)
     v6only: Optional[bool] = None  # None: the system default; True: v6only; False: v4v6
     accept_proxy: bool = False
     defer_accept: bool = False
@@ -528,7 +528,8 @@ class StatsSocket:
 
     ``path`` for a UNIX socket, else ``host``/``port`` (``family`` from an ``ipv4@``/``ipv6@``
     prefix).  ``mode``/``uid``/``gid`` apply to the socket file (``user``/``group`` names are turned
-    into ``uid``/``gid`` when read).  ``expose_fd_listeners`` is recorded for seamless reloads."""
+    into ``uid``/``gid`` when read).  ``expose_fd_listeners``: ``_getsocks`` hands the listening sockets to a
+    new process started with ``-x`` (``listener_transfer``)."""
 
     path: Optional[str] = None
     host: str = ""
@@ -582,6 +583,7 @@ class Global:
     # ``set-var proc.<name> <expr>`` / ``set-var-fmt``: the values the process starts with, by name
     # without its scope (``x`` -> (type, value)); other ``proc.`` variables start unset.
     variables: dict[str, tuple[str, Any]] = field(default_factory=dict)
+    reuseport: bool = True  # False with ``noreuseport``: the binds' SO_REUSEPORT (a -sf reload binds beside)
 
 
 @dataclass

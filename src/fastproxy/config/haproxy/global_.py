@@ -263,9 +263,7 @@ def _stats_socket_option(line: _Line, socket_: StatsSocket, name: str, values: l
     elif name == "expose-fd":
         if value != "listeners":
             raise _Invalid(f"'expose-fd' only supports 'listeners' (got '{value}')")
-        socket_.expose_fd_listeners = True
-        line.warn("recorded: fastproxy does not hand its listeners over on reload yet",
-                  "stats socket expose-fd")
+        socket_.expose_fd_listeners = True  # _getsocks answers on it (listener_transfer)
     elif name == "severity-output":
         if value not in ("none", "number", "string"):
             raise _Invalid(f"'severity-output' only supports 'none', 'number', and 'string' (got '{value}')")
@@ -274,6 +272,39 @@ def _stats_socket_option(line: _Line, socket_: StatsSocket, name: str, values: l
     else:
         line.warn(f"setting '{name}' is not supported on fastproxy's stats socket; ignored",
                   f"stats socket {name}")
+
+
+def _global_noreuseport(line: _Line, g: Global, args: list[str]) -> None:
+    _none(args)
+    g.reuseport = False
+
+
+class _CommandLineReader:
+    """The little of a reader a socket given on the command line needs (``-S``): the environment,
+    and the warnings, kept for the caller to print."""
+
+    def __init__(self) -> None:
+        import os
+        self.environ = dict(os.environ)
+        self.warnings: list[str] = []
+
+    def warn(self, location: object, keyword: Optional[str], message: str) -> None:
+        self.warnings.append(f"-S: '{keyword}': {message}")
+
+
+def master_cli_socket(words: list[str]) -> tuple[StatsSocket, list[str]]:
+    """``-S <address>[,<option>[,<value>]...]`` split on its commas: the master CLI's socket, read
+    with the ``stats socket`` line's settings, at level admin unless ``level`` lowers it; and the
+    warnings.  ValueError with the reader's message."""
+    reader = _CommandLineReader()
+    line = _Line(reader, "-S", 0, ["stats", "socket", *words])  # type: ignore[arg-type]
+    try:
+        socket_ = _stats_socket(line, words)
+    except _Invalid as exc:
+        raise ValueError(exc.message) from None
+    if "level" not in words[1:]:
+        socket_.level = "admin"
+    return socket_, reader.warnings
 
 
 def _global_numeric_id(option: str) -> GlobalHandler:
@@ -337,6 +368,7 @@ GLOBAL_KEYWORDS: dict[str, GlobalHandler] = {
     "chroot": _global_text("chroot", "a directory"),
     "hard-stop-after": _global_hard_stop_after,
     "master-worker": _global_master_worker,
+    "noreuseport": _global_noreuseport,
     "spread-checks": _global_int("spread_checks", "a percentage of the check interval", 0, 50),
     "ssl-server-verify": lambda line, g, args: setattr(g, "ssl_server_verify", _ssl_server_verify(args)),
     "setenv": _global_setenv,
@@ -401,7 +433,7 @@ GLOBAL_IGNORED = _names("""
     insecure-setuid-wanted issuers-chain-path localpeer log-send-hostname log-tag lua-load
     lua-load-per-thread lua-prepend-path max-spread-checks maxcompcpuusage maxcomprate
     maxsessrate maxsslconn maxsslrate maxzlibmem mworker-max-reloads no-memory-trimming noepoll
-    noevports nogetaddrinfo nokqueue nopoll noreuseport numa-cpu-mapping pp2-never-send-local
+    noevports nogetaddrinfo nokqueue nopoll numa-cpu-mapping pp2-never-send-local
     profiling.tasks quiet server-state-base server-state-file set-dumpable
     ssl-default-bind-ciphers ssl-default-bind-ciphersuites ssl-default-bind-curves
     ssl-default-bind-options ssl-default-server-ciphers ssl-default-server-ciphersuites

@@ -362,6 +362,9 @@ class _Reader:
                 if frontend is not None:
                     frontends[proxy.name] = frontend
         self._check_modes(frontends, backends)
+        for frontend in frontends.values():
+            for bind in frontend.binds:
+                bind.reuseport = self.global_.reuseport
         tables = {proxy.name: proxy.stick_table for proxy in self.proxies if proxy.stick_table is not None}
         config = Config(global_=self.global_, frontends=frontends, backends=backends, stick_tables=tables,
                         warnings=self.warnings, files=tuple(self.files))

@@ -1,0 +1,236 @@
+"""The master CLI (``fastproxy run -W -S <socket>[,options]``), answer for answer as ``haproxy -W -S``
+on the same file: ``help``, the usage text, ``show proc``, prompt mode and its prompts, the ``@``
+prefixes routing a request to a worker (a former one still finishing too), ``reload``, levels.
+
+Pids, uptimes and versions differ between the two and are masked; everything else is compared as is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from ..support import echo_process, exchange_line, free_port, start_fastproxy, stop, wait_for
+
+HAPROXY = shutil.which("haproxy")
+needs_haproxy = pytest.mark.skipif(HAPROXY is None, reason="the real haproxy is not installed")
+
+CONFIG = """\
+global
+    nbthread 1
+{global_extra}
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+
+listen echo
+    bind 127.0.0.1:{port}
+    server e1 127.0.0.1:{backend}
+"""
+
+
+def ask(path: Path, text: str, timeout: float = 10.0) -> str:
+    """What the master CLI at ``path`` answers to ``text`` (sent, then our side shut, as socat does)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(str(path))
+        sock.sendall(text.encode())
+        sock.shutdown(socket.SHUT_WR)
+        data = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return data.decode("latin-1")
+            data += chunk
+
+
+class Running:
+    """A master (fastproxy's or haproxy's) with its master CLI sockets at ``admin`` and ``user``."""
+
+    def __init__(self, proc: subprocess.Popen, tmp: Path, name: str) -> None:
+        self.proc, self.pid = proc, proc.pid
+        self.admin, self.user = tmp / f"{name}-admin.sock", tmp / f"{name}-user.sock"
+        wait_for(lambda: (self.admin.exists() and self.user.exists()) or proc.poll() is not None, 30,
+                 f"{name}'s master CLI")
+        assert proc.poll() is None, proc.communicate()
+        wait_for(self._started, 30, f"{name}'s worker")
+
+    def _started(self) -> list[int]:
+        try:
+            return self.workers()
+        except OSError:  # haproxy's socket exists a moment before its master answers on it
+            return []
+
+    def workers(self) -> list[int]:
+        """The current workers' pids, as show proc lists them."""
+        text = ask(self.admin, "show proc\n")
+        current = text.split("# workers\n", 1)[1].split("#", 1)[0]
+        return [int(line.split()[0]) for line in current.splitlines() if line.strip()]
+
+
+@pytest.fixture
+def backend() -> Iterator[int]:
+    with echo_process() as port:
+        yield port
+
+
+def write(path: Path, port: int, backend: int, extra: str = "") -> Path:
+    path.write_text(CONFIG.format(port=port, backend=backend, global_extra=extra))
+    return path
+
+
+@contextlib.contextmanager
+def fastproxy_master(env: dict, tmp: Path, backend: int) -> Iterator[Running]:
+    port = free_port()
+    cfg = write(tmp / "fastproxy.cfg", port, backend)
+    admin, user = tmp / "fastproxy-admin.sock", tmp / "fastproxy-user.sock"
+    proc = start_fastproxy(["run", "-W", "-S", str(admin), "-S", f"{user},level,user", "-f", str(cfg)],
+                           env, stderr=subprocess.DEVNULL)
+    try:
+        running = Running(proc, tmp, "fastproxy")
+        running.port, running.cfg = port, cfg  # type: ignore[attr-defined]
+        yield running
+    finally:
+        stop(proc)
+
+
+@contextlib.contextmanager
+def haproxy_master(tmp: Path, backend: int) -> Iterator[Running]:
+    assert HAPROXY is not None
+    cfg = write(tmp / "haproxy.cfg", free_port(), backend)
+    admin, user = tmp / "haproxy-admin.sock", tmp / "haproxy-user.sock"
+    proc = subprocess.Popen([HAPROXY, "-W", "-S", str(admin), "-S", f"{user},level,user", "-f", str(cfg)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield Running(proc, tmp, "haproxy")
+    finally:
+        stop(proc)
+
+
+@pytest.fixture
+def fastproxy(implementation_env, tmp_path, backend) -> Iterator[Running]:
+    with fastproxy_master(implementation_env, tmp_path, backend) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def compared(implementation, tmp_path_factory) -> Iterator[tuple[Running, Running]]:
+    """fastproxy's master and haproxy's on the same file, for the requests that change nothing."""
+    if HAPROXY is None:
+        pytest.skip("the real haproxy is not installed")
+    tmp = tmp_path_factory.mktemp("compared")
+    with echo_process() as backend, fastproxy_master(implementation.env, tmp, backend) as ours, \
+            haproxy_master(tmp, backend) as theirs:
+        yield ours, theirs
+
+
+def masked(text: str, running: Running) -> str:
+    """Pids as <master>/<worker>, uptimes and versions as <uptime>/<version>."""
+    for worker in running.workers():
+        text = text.replace(str(worker), "<worker>")
+    text = text.replace(str(running.pid), "<master>")
+    text = re.sub(r"\d+d\d\dh\d\dm\d\ds", "<uptime>    ", text)
+    text = re.sub(r"(?m)(<uptime> +)\S+ *$", r"\1<version>", text)
+    return re.sub(r"(?m)^(#<PID>.*<version>) *$", r"\1", text)
+
+
+@needs_haproxy
+@pytest.mark.parametrize("request_", [
+    "help\n", "help show\n", "foo\n", "show\n", "show cli level\n", "show cli sockets\n",
+    "prompt\nshow cli level\n@1\nshow cli level\n@\noperator\nshow cli level\nquit\n",
+    "prompt\nexperimental-mode on\n@1\nexperimental-mode\n@1 experimental-mode\n",
+    "experimental-mode on;@1 experimental-mode\n", "operator;@1 show cli level\n", "@1 operator -\n",
+    "@1;show cli level;@;show cli level\n", "@master show cli level\n", "@0 show cli level\n",
+    "@5 show cli level\n", "@!99999 show cli level\n", "prompt\n@7\nshow cli level\n", "@1\n",
+    "show proc\n", "prompt\nshow proc\n",
+], ids=lambda r: r.strip().replace("\n", "|"))
+def test_the_master_cli_answers_as_haproxys(compared, request_):
+    ours, theirs = compared
+    assert masked(ask(ours.admin, request_), ours) == masked(ask(theirs.admin, request_), theirs)
+
+
+@needs_haproxy
+@pytest.mark.parametrize("request_", [
+    "help\n", "show cli level\n", "@1 show cli level\n", "prompt\n@1 show cli level\n", "reload\n",
+    "experimental-mode on\n", "prompt\nexperimental-mode on\n", "operator\n",
+], ids=lambda r: r.strip().replace("\n", "|"))
+def test_a_master_cli_socket_at_level_user_answers_as_haproxys(compared, request_):
+    ours, theirs = compared
+    assert masked(ask(ours.user, request_), ours) == masked(ask(theirs.user, request_), theirs)
+
+
+def test_a_request_routed_to_the_worker_is_answered_by_it(fastproxy):
+    [worker] = fastproxy.workers()
+    info = ask(fastproxy.admin, "@1 show info\n")
+    assert f"\nPid: {worker}\n" in info and info.endswith("\n\n")
+    assert ask(fastproxy.admin, f"@!{worker} show info\n") .count(f"\nPid: {worker}\n") == 1
+    stat = ask(fastproxy.admin, "@1 show stat\n")  # a file without a stats socket: the worker answers
+    assert stat.startswith("# pxname,svname,") and "echo,e1," in stat
+
+
+def test_show_proc_lists_the_former_worker_while_it_finishes_and_routes_to_it(fastproxy):
+    [first] = fastproxy.workers()
+    established = socket.create_connection(("127.0.0.1", fastproxy.port), timeout=5)  # type: ignore[attr-defined]
+    try:
+        assert exchange_line(established, b"before\n") == b"before\n"
+        assert ask(fastproxy.admin, "reload\n") == ""  # the connection ends, as haproxy's
+        wait_for(lambda: fastproxy.workers() != [first], 30, "a new worker")
+        [second] = fastproxy.workers()
+        text = ask(fastproxy.admin, "show proc\n")
+        lines = text.splitlines()
+        assert lines[1].split()[1:4] == ["master", "1", "[failed:"] and lines[1].split()[4] == "0]"
+        assert lines[2:4] == ["# workers", lines[3]] and lines[3].split()[:3] == [str(second), "worker", "0"]
+        assert lines[4] == "# old workers" and lines[5].split()[:3] == [str(first), "worker", "1"]
+        assert lines[6:] == ["# programs", ""]
+        assert f"\nPid: {first}\n" in ask(fastproxy.admin, f"@!{first} show info\n")
+        assert f"\nPid: {second}\n" in ask(fastproxy.admin, "@1 show info\n")
+    finally:
+        established.close()
+    wait_for(lambda: "# old workers" not in ask(fastproxy.admin, "show proc\n"), 30,
+             "the former worker exits")
+
+
+def test_a_failed_reload_is_counted_and_shown_in_the_prompt_until_one_works(fastproxy, backend):
+    [worker] = fastproxy.workers()
+    cfg: Path = fastproxy.cfg  # type: ignore[attr-defined]
+    good = cfg.read_text()
+    cfg.write_text(good + "    garbage here\n")
+    os.kill(fastproxy.pid, signal.SIGUSR2)
+    wait_for(lambda: "[failed: 1]" in ask(fastproxy.admin, "show proc\n"), 30, "the failed reload")
+    text = ask(fastproxy.admin, "show proc\n").splitlines()
+    assert text[1].split()[2:5] == ["1", "[failed:", "1]"]
+    assert text[3].split()[:3] == [str(worker), "worker", "1"]
+    assert ask(fastproxy.admin, "prompt\n") == "master[ReloadFailed]> "
+    cfg.write_text(good)
+    os.kill(fastproxy.pid, signal.SIGUSR2)
+    wait_for(lambda: fastproxy.workers() not in ([], [worker]), 30, "a new worker")
+    assert ask(fastproxy.admin, "show proc\n").splitlines()[1].split()[2:5] == ["2", "[failed:", "0]"]
+    assert ask(fastproxy.admin, "prompt\n") == "master> "
+
+
+def test_reload_from_a_user_level_socket_is_refused(fastproxy):
+    workers = fastproxy.workers()
+    assert ask(fastproxy.user, "reload\n") == "Permission denied\n\n"
+    assert fastproxy.workers() == workers
+
+
+def test_a_bad_master_cli_socket_is_refused_with_its_reason(implementation_env, tmp_path, backend):
+    cfg = write(tmp_path / "bad.cfg", free_port(), backend)
+    proc = start_fastproxy(["run", "-W", "-S", f"{tmp_path / 'm.sock'},level,root", "-f", str(cfg)],
+                           implementation_env)
+    assert proc.wait(timeout=20) == 1
+    assert "'level' only supports 'user', 'operator', and 'admin' (got 'root')" in proc.stderr.read()
+    proc = start_fastproxy(["run", "-S", str(tmp_path / "m.sock"), "-f", str(cfg)], implementation_env)
+    assert proc.wait(timeout=20) == 1
+    assert "-S (the master CLI) needs master-worker mode (-W)" in proc.stderr.read()
