@@ -312,6 +312,27 @@ async def haproxy_running(cfg: str, stats_socket: str) -> AsyncIterator[None]:
 
 # --- fastproxy as a process -------------------------------------------------------------------------
 
+# A file both fastproxy and the real haproxy run: one echo service on ``port`` over ``backend``.
+ECHO_LISTEN = """\
+global
+    nbthread 1
+{global_extra}
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+
+listen echo
+    bind 127.0.0.1:{port}
+    server e1 127.0.0.1:{backend}
+"""
+
+
+def echo_listen(port: int, backend: int, global_extra: str = "") -> str:
+    return ECHO_LISTEN.format(port=port, backend=backend, global_extra=global_extra)
+
+
 DEFAULT_ADDRESS = ("127.0.0.1", 8080)
 
 

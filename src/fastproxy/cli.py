@@ -122,7 +122,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         pairs_from = socket.socket(fileno=args.handover_from) if args.handover_from is not None else None
         return uvloop.run(service.serve(cfg, None, args.grace, ready=ready,
                                         open_listener=inheriting_opener(parse_inherited(args.inherit)),
-                                        worker=WorkerLink(args.worker_link), fleet=fleet,
+                                        worker=WorkerLink(args.worker_link, args.carried_state), fleet=fleet,
                                         pairs_from=pairs_from))
     return uvloop.run(service.serve(cfg, args.pidfile, args.grace, ready=ready, fleet=fleet,
                                     open_listener=transferred.opener() if transferred else None))
@@ -266,6 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--worker-link", type=int, metavar="FD", help=argparse.SUPPRESS)
     run.add_argument("--inherit", action="append", default=[], metavar="FD=ADDRESS", help=argparse.SUPPRESS)
     run.add_argument("--handover-from", type=int, metavar="FD", help=argparse.SUPPRESS)
+    run.add_argument("--carried-state", metavar="FILE", help=argparse.SUPPRESS)
     run.add_argument("--fleet", action="append", default=[], metavar="BACKEND",
                      help="take BACKEND's servers from etcd, under <prefix>backends/BACKEND/ (repeatable)")
     run.add_argument("--etcd", action="append", metavar="HOST:PORT",

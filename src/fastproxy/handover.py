@@ -154,16 +154,21 @@ def inheriting_opener(inherited: dict[str, int]) -> Opener:
         fd = remaining.pop(bind_key(bind), None)
         if fd is None:
             return bind_listener(bind, backlog)
-        sock = socket.socket(fileno=fd)
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, int(bind.defer_accept))
-            sock.listen(bind.backlog or backlog)  # listen() again only changes the backlog
-            sock.setblocking(False)
-        except BaseException:
-            sock.close()
-            raise
-        return sock
+        return listen_again(socket.socket(fileno=fd), bind, backlog)
     return open_
+
+
+def listen_again(sock: socket.socket, bind: model.Bind, backlog: int) -> socket.socket:
+    """A listening socket another process bound, set for ``bind``: its backlog (listen() again only
+    changes that) and ``defer-accept``; closed if that fails."""
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, int(bind.defer_accept))
+        sock.listen(bind.backlog or backlog)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 # --- established pairs -------------------------------------------------------------------------------

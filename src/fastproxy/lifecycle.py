@@ -71,3 +71,6 @@ class MasterLink(Protocol):
     async def stop_requested(self) -> Optional[socket.socket]:
         """Return once the worker must stop: the channel its established pairs go through to the
         new worker of a reload, or None (the master has gone)."""
+
+    def stopped(self, engine: Any) -> None:
+        """Tell the master the worker has stopped serving ``engine`` (its final counters)."""

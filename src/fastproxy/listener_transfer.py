@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from typing import Iterable, Optional
 
 from .config import model
-from .handover import Opener, bind_listener
+from .handover import Opener, bind_listener, listen_again
+from .server import bind_address
 
 MAX_SEND_FD = 253  # compat-t.h: descriptors per message (the kernel's SCM_MAX_FD less a margin)
 REQUEST = b"_getsocks\n"
@@ -139,17 +140,11 @@ def _close(fd: int) -> None:
 
 
 def _bind_address(bind: model.Bind) -> Optional[tuple[int, tuple]]:
-    """The family and address ``bind`` binds (as ``server.open_listener`` resolves it)."""
-    host = bind.host
-    family = {"ipv4": socket.AF_INET, "ipv6": socket.AF_INET6}.get(bind.family or "", socket.AF_UNSPEC)
-    if host in ("", "*"):
-        host = "::" if family == socket.AF_INET6 else "0.0.0.0"
     try:
-        infos = socket.getaddrinfo(host, bind.port, family, socket.SOCK_STREAM, 0, socket.AI_PASSIVE)
+        family, address = bind_address(bind)
     except OSError:
         return None
-    found_family, _, _, _, address = infos[0]
-    return found_family, address[:2]
+    return family, address[:2]
 
 
 def _listening_address(sock: socket.socket) -> Optional[tuple[int, tuple]]:
@@ -187,16 +182,7 @@ class TransferredListeners:
         ``defer-accept`` set again for this configuration), else bind a socket of its own."""
         def open_(bind: model.Bind, backlog: int) -> socket.socket:
             sock = self.take(bind)
-            if sock is None:
-                return bind_listener(bind, backlog)
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, int(bind.defer_accept))
-                sock.listen(bind.backlog or backlog)
-                sock.setblocking(False)
-            except BaseException:
-                sock.close()
-                raise
-            return sock
+            return bind_listener(bind, backlog) if sock is None else listen_again(sock, bind, backlog)
         return open_
 
     def close_unused(self) -> None:

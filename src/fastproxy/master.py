@@ -32,15 +32,18 @@ import os
 import signal
 import socket
 import subprocess
+import shutil
 import sys
+import tempfile
 import time
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
-from . import lifecycle
+from . import continued_counters, lifecycle, server_state
 from .config import model
 from .errors import ConfigError
 from .handover import ListenerPool
-from .master_cli import MasterCli
+from .runtime_api import RuntimeApi
+from .master_cli import ask_worker, master_cli
 from . import __version__
 
 log = logging.getLogger("fastproxy")
@@ -56,20 +59,37 @@ class WorkerLink:
     master sends on it the connections of its CLI routed to this worker (``@1 show stat``), one
     socket per message (SCM_RIGHTS), as HAProxy's master sends them on its ``sockpair@`` listener."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, carried_state: Optional[str] = None) -> None:
         self.sock = socket.socket(fileno=fd)
         self.sock.setblocking(False)
+        self.carried_state = carried_state  # the former worker's server states, saved by the master
         self.engine: Any = None
         self.serving: set[asyncio.Task] = set()
         self._told: Optional[asyncio.Future[Optional[socket.socket]]] = None
 
     def ready(self, engine: Any = None) -> None:
-        """The worker serves ``engine``: the master CLI's connections reach its runtime API (from
-        now until the worker exits, a former worker's too), and the master may tell it to stop."""
+        """The worker serves ``engine``: the former worker's server states applied, the master
+        CLI's connections reach its runtime API (from now until the worker exits, a former
+        worker's too), and the master may tell it to stop."""
         self.engine = engine
+        if self.carried_state is not None and engine is not None and engine.operations is not None:
+            server_state.carry(engine.operations, self.carried_state)
         self._told = asyncio.get_running_loop().create_future()
         asyncio.get_running_loop().add_reader(self.sock.fileno(), self._readable)
         self.sock.send(READY)
+
+    def stopped(self, engine: Any) -> None:
+        """The worker has stopped: its final totals to the master, which hands the current worker
+        what it counted since the reload (continued_counters)."""
+        if engine is None or engine.operations is None:
+            return
+        totals = continued_counters.totals(engine.operations)
+        message = b"COUNTERS " + continued_counters.encode(totals).encode()
+        try:
+            self.sock.setblocking(True)
+            self.sock.sendall(message + b"\n")
+        except OSError:
+            pass
 
     async def stop_requested(self) -> Optional[socket.socket]:
         """Returns when the worker must stop: the channel to the new worker when the master asks
@@ -136,9 +156,36 @@ class Worker:
         self.link = link
         self.started = time.time()
         self.born_at = 0  # the master's reload count when it started (show proc: reloads survived)
+        self.carried: Optional[continued_counters.Totals] = None  # its totals handed to the next one
+        self.said: Optional[Callable[[Worker, bytes], None]] = None  # told each line it writes
+        self._heard = bytearray()
         self.exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._pidfd = os.pidfd_open(proc.pid)
         asyncio.get_running_loop().add_reader(self._pidfd, self._reap)
+
+    def listen(self, said: Callable[[Worker, bytes], None]) -> None:
+        """Once it serves: each line the worker writes on the link, to ``said``."""
+        self.said = said
+        asyncio.get_running_loop().add_reader(self.link.fileno(), self._hear)
+
+    def _hear(self) -> None:
+        while True:
+            try:
+                data = self.link.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                data = b""
+            if not data:
+                asyncio.get_running_loop().remove_reader(self.link.fileno())
+                self.said = None
+                return
+            self._heard += data
+            while b"\n" in self._heard:
+                line, _, rest = bytes(self._heard).partition(b"\n")
+                self._heard = bytearray(rest)
+                if self.said is not None:
+                    self.said(self, line)
 
     def _reap(self) -> None:
         status = self.proc.poll()
@@ -147,6 +194,10 @@ class Worker:
         loop = asyncio.get_running_loop()
         loop.remove_reader(self._pidfd)
         os.close(self._pidfd)
+        if self.said is not None:
+            self._hear()  # what it wrote before it exited
+            if self.said is not None:
+                loop.remove_reader(self.link.fileno())
         self.link.close()
         if not self.exited.done():
             self.exited.set_result(status)
@@ -186,11 +237,13 @@ class Master:
         self.files = list(files)
         self.worker_args = list(worker_args)  # given to every worker (``--fleet``: each runs the fleet)
         self.cli_sockets = list(cli)  # ``-S``: the master CLI (master_cli.py)
-        self.cli: Optional[MasterCli] = None
+        self.cli: Optional[RuntimeApi] = None
         self.version = __version__
         self.started = time.time()
         self.reloads_done = 0  # reloads asked for, as show proc counts them
         self.reloads_failed = 0
+        self._private: Optional[str] = None  # the master's own directory (the saved server states)
+        self._tasks: set[asyncio.Task] = set()
         self.pidfile = pidfile
         self.grace = grace
         self.quiet = quiet
@@ -223,7 +276,7 @@ class Master:
             return 1
         self.current = worker
         if self.cli_sockets:
-            self.cli = MasterCli(self, self.cli_sockets)
+            self.cli = master_cli(self, self.cli_sockets)
             try:
                 await self.cli.start()
             except OSError as exc:
@@ -244,6 +297,8 @@ class Master:
             self.pool.close()
             if self.cli is not None:
                 await self.cli.stop()
+            if self._private is not None:
+                shutil.rmtree(self._private, ignore_errors=True)
             if pidfile:
                 try:
                     os.unlink(pidfile)
@@ -329,11 +384,12 @@ class Master:
             return False
         for warning in cfg.warnings:
             print(f"[WARNING] {warning}", file=sys.stderr)
+        states = await self._save_states(former)
         # The channel the former worker's established pairs go through to the new one (handover.py).
         ours, theirs = socket.socketpair()
         try:
             try:
-                worker = await self._start_worker(cfg, theirs)
+                worker = await self._start_worker(cfg, theirs, carried_state=states)
             finally:
                 theirs.close()
             if worker is None:
@@ -344,6 +400,7 @@ class Master:
                 worker.signal(signal.SIGTERM)
                 return False
             self.current = worker
+            await self._carry_counters(former, worker)
             if not former.hand_over(ours):
                 former.signal(signal.SIGUSR1)
         except OSError as exc:
@@ -356,11 +413,52 @@ class Master:
                  os.getpid(), worker.number, worker.pid, former.number, former.pid)
         return True
 
-    async def _start_worker(self, cfg: model.Config,
-                            pairs_from: Optional[socket.socket] = None) -> Optional[Worker]:
+    async def _save_states(self, former: Worker) -> Optional[str]:
+        """The former worker's ``show servers state`` in a file of the master's own (0600), for the
+        new worker to start from (server_state.carry); None if it did not answer."""
+        text = await ask_worker(former, b"show servers state\n")
+        if not text.startswith("1\n"):
+            return None
+        if self._private is None:
+            self._private = tempfile.mkdtemp(prefix="fastproxy-master-")
+        path = os.path.join(self._private, "servers-state")
+        with open(path, "w", encoding="latin-1") as f:
+            f.write(text)
+        return path
+
+    async def _carry_counters(self, former: Worker, worker: Worker) -> None:
+        """The former worker's totals to the new one (continued_counters); what it counts until it
+        ends follows when it does (``_heard_from``)."""
+        try:
+            totals = continued_counters.decode((await ask_worker(former, b"_counters\n")).strip())
+        except ValueError:
+            return
+        former.carried = totals
+        await ask_worker(worker, b"_addcounters " + continued_counters.encode(totals).encode() + b"\n")
+
+    def _heard_from(self, worker: Worker, line: bytes) -> None:
+        """A worker's line on its link: ``COUNTERS <totals>`` as it ends."""
+        if not line.startswith(b"COUNTERS ") or worker.carried is None:
+            return
+        current = self.current
+        if current is None or current is worker or current.exited.done():
+            return
+        try:
+            final = continued_counters.decode(line[len(b"COUNTERS "):].decode())
+        except ValueError:
+            return
+        tail = continued_counters.since(final, worker.carried)
+        request = b"_addcounters " + continued_counters.encode(tail).encode() + b"\n"
+        task = asyncio.get_running_loop().create_task(ask_worker(current, request))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _start_worker(self, cfg: model.Config, pairs_from: Optional[socket.socket] = None,
+                            carried_state: Optional[str] = None) -> Optional[Worker]:
         """A worker on ``cfg``'s listeners, once it is ready; None if it exited first (its errors
         are on stderr), the sockets opened for it closed again.  OSError if a bind fails.  With
-        ``pairs_from``, the worker adopts the pairs the former one sends on that channel."""
+        ``pairs_from``, the worker adopts the pairs the former one sends on that channel;
+        ``carried_state``: the former worker's server states for it to start from."""
         loop = asyncio.get_running_loop()
         sockets, opened = self.pool.open_for(cfg)
         keys_in_use = set(sockets)
@@ -376,6 +474,8 @@ class Master:
             args += ["--inherit", f"{sock.fileno()}={key}"]
         if self.grace is not None:
             args += ["--grace", str(self.grace)]
+        if carried_state is not None:
+            args += ["--carried-state", carried_state]
         if self.quiet:
             args.append("-q")
         args += self.worker_args
@@ -412,6 +512,7 @@ class Master:
         # Sockets the configuration no longer names close here; the former worker keeps its copies
         # until it stops accepting.
         self.pool.keep_only(keys_in_use)
+        worker.listen(self._heard_from)
         return worker
 
 

@@ -21,14 +21,10 @@ import time
 from typing import Any, Optional, Sequence
 
 from .config import model
-from .handover import STATS_BACKLOG, bind_listener, stats_socket_bind
 from .runtime_api import (
-    ADMIN, LEVELS, MAX_REQUEST, OPERATOR, USER, CliSession, Command, CommandError, split_request,
-    unix_listener,
+    ADMIN, MAX_REQUEST, OPERATOR, USER, CliSession, Command, CommandError, RuntimeApi, split_request,
 )
-from .runtime_commands import (
-    experimental_mode, lower_level, quit_session, show_cli_level, show_help, toggle_prompt,
-)
+from .runtime_commands import COMMANDS
 
 log = logging.getLogger("fastproxy")
 
@@ -53,7 +49,7 @@ class MasterSession(CliSession):
         self.master = master
         self.target: Optional[int] = None
 
-    async def receive_routed(self, data: bytes) -> bytes:
+    async def receive_async(self, data: bytes) -> bytes:
         """As ``CliSession.receive``, with the requests prefixed (or under a prefix) routed."""
         if self.closed:
             return b""
@@ -189,10 +185,6 @@ def _number(text: str) -> Optional[int]:
 
 # --- the master's commands -----------------------------------------------------------------------------
 
-def _show_version(session: CliSession, args: list[str]) -> str:
-    return f"{session.operations.version}\n"
-
-
 def _uptime(seconds: float) -> str:
     up = max(int(seconds), 0)
     return f"{up // 86400}d{(up % 86400) // 3600:02d}h{(up % 3600) // 60:02d}m{up % 60:02d}s"
@@ -246,21 +238,14 @@ def _show_cli_sockets(session: CliSession, args: list[str]) -> str:
 # mworker.c's), which breaks ties between equally close suggestions.  The '@' prefixes, prompt,
 # quit, operator, user and experimental-mode are the session's own (MasterSession); they are here
 # for help and the usage text.
+_SHARED = {command.words: command for command in COMMANDS}  # the runtime API's, the same on the master
+
 MASTER_COMMANDS: tuple[Command, ...] = (
-    _command("help", None, show_help),
-    _command("prompt", None, toggle_prompt),
-    _command("quit", None, quit_session),
-    _command("experimental-mode", None, experimental_mode),
-    _command("show cli level", "show cli level                          : display the level of the "
-             "current CLI session", show_cli_level),
+    *(_SHARED[tuple(words.split())]
+      for words in ("help", "prompt", "quit", "experimental-mode", "show cli level")),
     _command("show cli sockets", "show cli sockets                        : dump list of cli sockets",
              _show_cli_sockets),
-    _command("show version", "show version                            : show version of the current "
-             "process", _show_version),
-    _command("operator", "operator                                : lower the level of the current CLI "
-             "session to operator", lower_level(OPERATOR)),
-    _command("user", "user                                    : lower the level of the current CLI "
-             "session to user", lower_level(USER)),
+    *(_SHARED[tuple(words.split())] for words in ("show version", "operator", "user")),
     Command(("@<relative pid>",), "@<relative pid>                         : send a command to the "
             "<relative pid> process", _routed),
     Command(("@!<pid>",), "@!<pid>                                 : send a command to the <pid> "
@@ -283,71 +268,6 @@ def parse_master_socket(text: str) -> tuple[model.StatsSocket, list[str]]:
     return master_cli_socket(text.split(","))
 
 
-class MasterCli:
-    """Serves the ``-S`` sockets on the master's loop."""
-
-    def __init__(self, master: Any, configs: Sequence[model.StatsSocket]) -> None:
-        self.master = master
-        self.configs = list(configs)
-        self.servers: list[asyncio.AbstractServer] = []
-        self.connections: set[asyncio.Task] = set()
-        self._paths: list[str] = []
-
-    async def start(self) -> None:
-        try:
-            for config in self.configs:
-                self.servers.append(await self._open(config))
-        except BaseException:
-            await self.stop()
-            raise
-
-    async def _open(self, config: model.StatsSocket) -> asyncio.AbstractServer:
-        def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            task = asyncio.ensure_future(self._serve(config, reader, writer))
-            self.connections.add(task)
-            task.add_done_callback(self.connections.discard)
-
-        if config.path is not None:
-            sock = unix_listener(config)
-            self._paths.append(config.path)
-            sock.setblocking(False)
-            return await asyncio.start_unix_server(serve, sock=sock, limit=MAX_REQUEST + 1)
-        sock = bind_listener(stats_socket_bind(config), STATS_BACKLOG)
-        return await asyncio.start_server(serve, sock=sock, limit=MAX_REQUEST + 1)
-
-    async def _serve(self, config: model.StatsSocket, reader: asyncio.StreamReader,
-                     writer: asyncio.StreamWriter) -> None:
-        session = MasterSession(self.master, MASTER_COMMANDS, LEVELS[config.level], config)
-        try:
-            while not session.closed:
-                data = await reader.read(65536)
-                if not data:
-                    session.end_of_input()
-                    break
-                answer = await session.receive_routed(data)
-                if answer:
-                    writer.write(answer)
-                    await writer.drain()
-        except (ConnectionError, OSError):
-            pass
-        except Exception:  # a bug in a command must not take the master down
-            log.exception("master CLI session failed")
-        finally:
-            writer.close()
-
-    async def stop(self) -> None:
-        for server in self.servers:
-            server.close()
-        for task in list(self.connections):
-            task.cancel()
-        if self.connections:
-            await asyncio.gather(*self.connections, return_exceptions=True)
-        self.servers.clear()
-        for path in self._paths:
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
-        self._paths.clear()
-
-
+def master_cli(master: Any, sockets: Sequence[model.StatsSocket]) -> RuntimeApi:
+    """The server of the ``-S`` sockets: the runtime API's, with the master's sessions and commands."""
+    return RuntimeApi(model.Global(), MASTER_COMMANDS, master, sockets=sockets, session_class=MasterSession)

@@ -242,6 +242,10 @@ class CliSession:
                 self.closed = True
         return bytes(out)
 
+    async def receive_async(self, data: bytes) -> bytes:
+        """``receive`` for the server's loop (the master CLI's session awaits its workers' answers)."""
+        return self.receive(data)
+
     def end_of_input(self) -> bytes:
         """The client closed its side: what is left unanswered is an incomplete request, dropped."""
         self.closed = True
@@ -305,8 +309,13 @@ class RuntimeApi:
     """Serves the runtime API on every ``stats socket`` of the configuration."""
 
     def __init__(self, global_: model.Global, commands: Sequence[Command], operations: Any, *,
-                 tick: Optional[Callable[[], None]] = None, open_listener: Optional[Opener] = None) -> None:
+                 tick: Optional[Callable[[], None]] = None, open_listener: Optional[Opener] = None,
+                 sockets: Optional[Sequence[model.StatsSocket]] = None,
+                 session_class: type[CliSession] = CliSession) -> None:
         self.global_ = global_
+        # The ``stats socket`` lines, or the master CLI's ``-S`` sockets and sessions (master_cli).
+        self.sockets = list(global_.stats_sockets if sockets is None else sockets)
+        self.session_class = session_class
         self.open_listener: Opener = open_listener or bind_listener  # a TCP socket's (handover.py)
         self.tick = tick  # called every second while serving (the stats' sampler)
         self._ticker: Optional[asyncio.TimerHandle] = None
@@ -325,7 +334,7 @@ class RuntimeApi:
     async def start(self) -> None:
         """Open every socket; on a failure none stays open (ConfigError-like OSError with the path)."""
         try:
-            for config in self.global_.stats_sockets:
+            for config in self.sockets:
                 self.servers.append(await self._open(config))
         except BaseException:
             await self.stop()
@@ -375,7 +384,7 @@ class RuntimeApi:
         try:
             if len(self.connections) > self.global_.stats_maxconn:
                 return  # past ``stats maxconn``: closed at once, as HAProxy's full listener refuses
-            session = CliSession(self.commands, LEVELS[config.level], self.operations, config)
+            session = self.session_class(self.commands, LEVELS[config.level], self.operations, config)
             self._describe(session, config, writer)
             self.sessions[session.ident] = session
             while not session.closed:
@@ -388,7 +397,7 @@ class RuntimeApi:
                 if not data:
                     session.end_of_input()
                     break
-                answer = session.receive(data)
+                answer = await session.receive_async(data)
                 if answer:
                     writer.write(answer)
                     try:
@@ -412,7 +421,7 @@ class RuntimeApi:
         if config is MASTER_LINK:
             session.source = "sockpair@"
         else:
-            session.source = f"unix:{self.global_.stats_sockets.index(config) + 1}"
+            session.source = f"unix:{self.sockets.index(config) + 1}"
         if config.path is None:
             peer = writer.get_extra_info("peername")
             session.proto = "tcpv6" if peer and ":" in peer[0] else "tcpv4"

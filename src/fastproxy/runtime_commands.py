@@ -17,7 +17,7 @@ import socket
 import time
 from typing import Any, Optional
 
-from . import _linux, listener_transfer, stats, sticktables, streams
+from . import _linux, continued_counters, listener_transfer, stats, sticktables, streams
 from .operations import Operations
 from .config.haproxy.servers import runtime_server
 from .c_integers import atoi, decimal, signed
@@ -91,6 +91,23 @@ def _getsocks(session: CliSession, args: list[str]) -> str:
         log.warning("_getsocks: %s", exc)
     finally:
         connection.close()
+    return ""
+
+
+def _counters(session: CliSession, args: list[str]) -> str:
+    """``_counters``: this worker's totals, for the master to carry to the next (continued_counters)."""
+    session.require(ADMIN)
+    return continued_counters.encode(continued_counters.totals(_ops(session))) + "\n"
+
+
+def _add_counters(session: CliSession, args: list[str]) -> str:
+    """``_addcounters <totals>``: a former worker's totals added to this one's."""
+    session.require(ADMIN)
+    try:
+        carried = continued_counters.decode(" ".join(args[1:]))
+    except ValueError as exc:
+        raise CommandError(f"_addcounters: {exc}\n") from None
+    continued_counters.add(_ops(session), carried)
     return ""
 
 
@@ -785,6 +802,8 @@ COMMANDS: tuple[Command, ...] = (
     _command("prompt", None, toggle_prompt),
     _command("quit", None, quit_session),
     _command("_getsocks", None, _getsocks),
+    _command("_counters", None, _counters),
+    _command("_addcounters", None, _add_counters),
     _command("set timeout", "set timeout [cli] <delay>               : change a timeout setting",
              _set_timeout),
     _command("show cli sockets", "show cli sockets                        : dump list of cli sockets",

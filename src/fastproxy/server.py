@@ -97,16 +97,21 @@ class ListenerLike(Protocol):
     def close(self) -> None: ...
 
 
-def open_listener(bind: model.Bind, *, backlog: int) -> socket.socket:
-    """A bound, listening, non-blocking socket for ``bind``."""
-    if bind.fd is not None:
-        return _inherited_listener(bind, backlog=backlog)
+def bind_address(bind: model.Bind) -> tuple[int, Any]:
+    """The family and address ``bind`` binds (``*`` and an empty host: every address)."""
     host = bind.host
     family = {"ipv4": socket.AF_INET, "ipv6": socket.AF_INET6}.get(bind.family or "", socket.AF_UNSPEC)
     if host in ("", "*"):
         host = "::" if family == socket.AF_INET6 else "0.0.0.0"
     infos = socket.getaddrinfo(host, bind.port, family, socket.SOCK_STREAM, 0, socket.AI_PASSIVE)
-    family, _, _, _, address = infos[0]
+    return infos[0][0], infos[0][4]
+
+
+def open_listener(bind: model.Bind, *, backlog: int) -> socket.socket:
+    """A bound, listening, non-blocking socket for ``bind``."""
+    if bind.fd is not None:
+        return _inherited_listener(bind, backlog=backlog)
+    family, address = bind_address(bind)
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

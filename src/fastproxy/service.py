@@ -21,7 +21,7 @@ import socket
 import sys
 from typing import Optional
 
-from . import default, implementation, privileges
+from . import default, implementation, privileges, server_state
 from .config import model
 from .engine import Engine
 from .fleet import SYNC_TIMEOUT, Fleet, FleetError, FleetSettings
@@ -60,6 +60,9 @@ async def serve(cfg: Optional[model.Config], pidfile: Optional[str], grace: Opti
             server.close()
         print(f"[ALERT] cannot start: {exc}", file=sys.stderr)
         return 1
+    assert engine.operations is not None  # started
+    for warning in server_state.load(engine.operations, cfg):  # states saved before a reload
+        print(f"[WARNING] {warning}", file=sys.stderr)
     running_fleet = None
     if fleet is not None:
         try:
@@ -129,6 +132,8 @@ async def serve(cfg: Optional[model.Config], pidfile: Optional[str], grace: Opti
     log.info("stopping: listeners closed, %d connection(s) to %s", engine.current,
              "hand over or finish" if hand_over is not None else "finish")
     await engine.stop(grace, hand_over=hand_over)
+    if worker is not None:
+        worker.stopped(engine)  # its final totals, which the master carries on (continued_counters)
     for _, server, _ in echo_backends:
         server.close()
     if pidfile:

@@ -786,7 +786,9 @@ def server_state_line(proxy: Proxy, server: ServerRuntime, now: float) -> str:
     result = 0 if last is None else (3 if last.passed else 2)
     check_state = 0
     if conf.check:
-        check_state = 0x02 | 0x04 | (0x08 if check.paused else 0)
+        check_state = 0x02 | (0x04 if check.active else 0) | (0x08 if check.paused else 0)
+    elif conf.disabled and check.paused:  # haproxy pauses the (unconfigured) check of a disabled server
+        check_state = 0x08
     host, port = server.address
     check_port = conf.check_port or 0
     return (f"{proxy.uuid} {proxy.name} {slot.id} {slot.name} {host} {op_state} {admin} {slot.user_weight} "

@@ -20,25 +20,12 @@ import pytest
 
 from fastproxy.listener_transfer import TransferError, fetch_sockets
 
-from ..support import alive, echo_process, exchange_line, free_port, start_fastproxy, stop, wait_for
+from ..support import (
+    alive, echo_listen, echo_process, exchange_line, free_port, start_fastproxy, stop, wait_for,
+)
 
 HAPROXY = shutil.which("haproxy")
 needs_haproxy = pytest.mark.skipif(HAPROXY is None, reason="the real haproxy is not installed")
-
-CONFIG = """\
-global
-    nbthread 1
-{global_extra}
-defaults
-    mode tcp
-    timeout connect 5s
-    timeout client 30s
-    timeout server 30s
-
-listen echo
-    bind 127.0.0.1:{port}
-    server e1 127.0.0.1:{backend}
-"""
 
 
 def write(path: Path, port: int, backend: int, sock: Path | None = None, *, expose: bool = True,
@@ -46,7 +33,7 @@ def write(path: Path, port: int, backend: int, sock: Path | None = None, *, expo
     extra = [] if reuseport else ["    noreuseport"]
     if sock is not None:
         extra.append(f"    stats socket {sock} level admin" + (" expose-fd listeners" if expose else ""))
-    path.write_text(CONFIG.format(port=port, backend=backend, global_extra="\n".join(extra)))
+    path.write_text(echo_listen(port, backend, "\n".join(extra)))
     return path
 
 

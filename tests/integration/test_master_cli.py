@@ -19,25 +19,10 @@ from typing import Iterator
 
 import pytest
 
-from ..support import echo_process, exchange_line, free_port, start_fastproxy, stop, wait_for
+from ..support import echo_listen, echo_process, exchange_line, free_port, start_fastproxy, stop, wait_for
 
 HAPROXY = shutil.which("haproxy")
 needs_haproxy = pytest.mark.skipif(HAPROXY is None, reason="the real haproxy is not installed")
-
-CONFIG = """\
-global
-    nbthread 1
-{global_extra}
-defaults
-    mode tcp
-    timeout connect 5s
-    timeout client 30s
-    timeout server 30s
-
-listen echo
-    bind 127.0.0.1:{port}
-    server e1 127.0.0.1:{backend}
-"""
 
 
 def ask(path: Path, text: str, timeout: float = 10.0) -> str:
@@ -86,7 +71,7 @@ def backend() -> Iterator[int]:
 
 
 def write(path: Path, port: int, backend: int, extra: str = "") -> Path:
-    path.write_text(CONFIG.format(port=port, backend=backend, global_extra=extra))
+    path.write_text(echo_listen(port, backend, extra))
     return path
 
 
@@ -234,3 +219,66 @@ def test_a_bad_master_cli_socket_is_refused_with_its_reason(implementation_env, 
     proc = start_fastproxy(["run", "-S", str(tmp_path / "m.sock"), "-f", str(cfg)], implementation_env)
     assert proc.wait(timeout=20) == 1
     assert "-S (the master CLI) needs master-worker mode (-W)" in proc.stderr.read()
+
+
+# --- what a reload keeps: run-time server states and counters, carried by the master ---------------
+
+def stat(running: Running, proxy: str, name: str) -> dict[str, str]:
+    """One row of the current worker's ``show stat``, asked through the master."""
+    lines = ask(running.admin, "@1 show stat\n").splitlines()
+    header = lines[0][2:].split(",")
+    for line in lines[1:]:
+        values = line.split(",")
+        if values[:2] == [proxy, name]:
+            return dict(zip(header, values))
+    raise AssertionError(f"no row {proxy},{name} in {lines}")
+
+
+def reloaded(running: Running) -> int:
+    [before] = running.workers()
+    os.kill(running.pid, signal.SIGUSR2)
+    wait_for(lambda: running.workers() not in ([], [before]), 30, "a new worker")
+    [after] = running.workers()
+    return after
+
+
+def test_server_states_set_at_run_time_survive_a_reload(fastproxy):
+    ask(fastproxy.admin, "@1 set server echo/e1 state drain\n")
+    ask(fastproxy.admin, "@1 set server echo/e1 weight 5\n")
+    reloaded(fastproxy)
+    row = stat(fastproxy, "echo", "e1")
+    assert (row["status"], row["weight"]) == ("DRAIN", "5")
+    state = ask(fastproxy.admin, "@1 show servers state\n").splitlines()[2].split()
+    assert (state[3], state[6], state[7]) == ("e1", "8", "5")
+    ask(fastproxy.admin, "@1 set server echo/e1 state ready\n")
+    reloaded(fastproxy)
+    row = stat(fastproxy, "echo", "e1")
+    assert (row["status"], row["weight"]) == ("no check", "5")  # ready again: haproxy's word for it
+
+
+def test_counters_continue_across_a_reload_with_what_the_former_worker_finished(fastproxy):
+    port = fastproxy.port  # type: ignore[attr-defined]
+    for _ in range(5):
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            assert exchange_line(sock, b"0123456789\n") == b"0123456789\n"
+    held = socket.create_connection(("127.0.0.1", port), timeout=5)
+    try:
+        assert exchange_line(held, b"held\n") == b"held\n"
+        wait_for(lambda: stat(fastproxy, "echo", "FRONTEND")["bin"] == str(5 * 11 + 5), 10,
+                 "the bytes counted")
+        before = {name: stat(fastproxy, "echo", name) for name in ("FRONTEND", "e1", "BACKEND")}
+        [first] = fastproxy.workers()
+        reloaded(fastproxy)
+        after = {name: stat(fastproxy, "echo", name) for name in ("FRONTEND", "e1", "BACKEND")}
+        for name in before:
+            for column in ("stot", "bin", "bout"):
+                assert after[name][column] == before[name][column], (name, column)
+        # The former worker finishes its connection; what it moves then is counted on too.
+        assert exchange_line(held, b"after the reload\n") == b"after the reload\n"
+    finally:
+        held.close()
+    wait_for(lambda: first not in [int(line.split()[0]) for line in ask(fastproxy.admin, "show proc\n")
+                                    .splitlines()[2:] if line[:1].isdigit()], 30, "the former worker exits")
+    wait_for(lambda: stat(fastproxy, "echo", "FRONTEND")["bin"] == str(5 * 11 + 5 + 17), 10,
+             "the former worker's last bytes")
+    assert stat(fastproxy, "echo", "FRONTEND")["stot"] == "6"

@@ -332,6 +332,10 @@ class Backend:
     server_keepalive: KeepAlive = field(default_factory=KeepAlive)
     source: Optional[tuple[str, int]] = None  # ``source <addr>[:<port>]``: what servers are dialed from
     fullconn: Optional[int] = None
+    # ``load-server-state-from-file global|local|none`` (None: not set, as none) and the local file's
+    # name (``server-state-file-name``; None: the backend's name), read at start (server_state.py).
+    load_server_state: Optional[str] = None
+    server_state_file_name: Optional[str] = None
     id: Optional[int] = None  # HAProxy's proxy id (``id``), shown by the stats; None: numbered in order
     options: dict[str, Any] = field(default_factory=dict)  # recorded, not acted on: splice-*, description...
     location: Location = field(default_factory=Location)
@@ -583,6 +587,8 @@ class Global:
     # ``set-var proc.<name> <expr>`` / ``set-var-fmt``: the values the process starts with, by name
     # without its scope (``x`` -> (type, value)); other ``proc.`` variables start unset.
     variables: dict[str, tuple[str, Any]] = field(default_factory=dict)
+    server_state_file: Optional[str] = None  # ``server-state-file``: the global state file
+    server_state_base: Optional[str] = None  # ``server-state-base``: where relative state files are
     reuseport: bool = True  # False with ``noreuseport``: the binds' SO_REUSEPORT (a -sf reload binds beside)
 
 

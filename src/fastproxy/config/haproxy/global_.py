@@ -369,6 +369,8 @@ GLOBAL_KEYWORDS: dict[str, GlobalHandler] = {
     "hard-stop-after": _global_hard_stop_after,
     "master-worker": _global_master_worker,
     "noreuseport": _global_noreuseport,
+    "server-state-file": _global_text("server_state_file", "a file path"),
+    "server-state-base": _global_text("server_state_base", "a directory path"),
     "spread-checks": _global_int("spread_checks", "a percentage of the check interval", 0, 50),
     "ssl-server-verify": lambda line, g, args: setattr(g, "ssl_server_verify", _ssl_server_verify(args)),
     "setenv": _global_setenv,
@@ -434,7 +436,7 @@ GLOBAL_IGNORED = _names("""
     lua-load-per-thread lua-prepend-path max-spread-checks maxcompcpuusage maxcomprate
     maxsessrate maxsslconn maxsslrate maxzlibmem mworker-max-reloads no-memory-trimming noepoll
     noevports nogetaddrinfo nokqueue nopoll numa-cpu-mapping pp2-never-send-local
-    profiling.tasks quiet server-state-base server-state-file set-dumpable
+    profiling.tasks quiet set-dumpable
     ssl-default-bind-ciphers ssl-default-bind-ciphersuites ssl-default-bind-curves
     ssl-default-bind-options ssl-default-server-ciphers ssl-default-server-ciphersuites
     ssl-default-server-options ssl-dh-param-file ssl-engine ssl-load-extra-del-ext ssl-load-extra-files

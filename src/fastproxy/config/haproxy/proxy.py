@@ -75,6 +75,23 @@ def _retry_on(line: _Line, proxy: _Proxy, args: list[str]) -> None:
     proxy.retry_on_conn_failure = "conn-failure" in args or "all-retryable-errors" in args
 
 
+@_keyword("load-server-state-from-file", caps=BE)
+def _load_server_state(line: _Line, proxy: _Proxy, args: list[str]) -> None:
+    """Where the servers' states saved before a reload are read from (server_state.py)."""
+    value = _one(args, "'global', 'local' or 'none'")
+    if value not in ("global", "local", "none"):
+        raise _Invalid(f"'load-server-state-from-file' expects 'global', 'local' or 'none'. Got '{value}'")
+    proxy.load_server_state = value
+
+
+@_keyword("server-state-file-name", caps=BE)
+def _server_state_file_name(line: _Line, proxy: _Proxy, args: list[str]) -> None:
+    """The backend's own state file (``load-server-state-from-file local``); ``use-backend-name``,
+    or nothing, names it after the backend."""
+    name = _one(args, "a file name or 'use-backend-name'") if args else ""
+    proxy.server_state_file_name = None if name in ("", "use-backend-name") else name
+
+
 @_keyword("rate-limit", caps=FE)
 def _rate_limit(line: _Line, proxy: _Proxy, args: list[str]) -> None:
     if not args or args[0] != "sessions":

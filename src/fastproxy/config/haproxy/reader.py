@@ -406,6 +406,8 @@ class _Reader:
                        timeouts=timeouts, retries=proxy.retries, redispatch=proxy.redispatch,
                        retry_on_conn_failure=proxy.retry_on_conn_failure, source=proxy.source,
                        server_keepalive=proxy.server_keepalive, fullconn=proxy.fullconn,
+                       load_server_state=proxy.load_server_state,
+                       server_state_file_name=proxy.server_state_file_name,
                        id=proxy.id, options=dict(proxy.options), location=proxy.location,
                        allbackups=proxy.allbackups,
                        tcp_check=proxy.tcp_check, tcp_check_rules=rules, check_kind=proxy.check_kind,

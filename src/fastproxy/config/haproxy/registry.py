@@ -77,6 +77,8 @@ class _Proxy:
     maxconn: Optional[int] = None
     backlog: Optional[int] = None
     fullconn: Optional[int] = None
+    load_server_state: Optional[str] = None
+    server_state_file_name: Optional[str] = None
     retries: int = 3
     retry_on_conn_failure: bool = True
     source: Optional[tuple[str, int]] = None
@@ -263,8 +265,8 @@ PROXY_IGNORED = _names("""
     bind-process capture compression cookie declare dynamic-cookie-key email-alert errorfile errorfiles
     errorloc errorloc302 errorloc303 external-check filter grace http-after-response
     http-error http-response http-reuse http-send-name-header
-    load-server-state-from-file log-tag max-keep-alive-queue
-    max-session-srv-conns monitor redirect server-state-file-name
+    log-tag max-keep-alive-queue
+    max-session-srv-conns monitor redirect
     unique-id-header use-fcgi-app
    
 """)
