@@ -384,6 +384,7 @@ class Master:
             return False
         for warning in cfg.warnings:
             print(f"[WARNING] {warning}", file=sys.stderr)
+        added = await ask_worker(former, b"_addedservers\n")
         states = await self._save_states(former)
         # The channel the former worker's established pairs go through to the new one (handover.py).
         ours, theirs = socket.socketpair()
@@ -400,6 +401,7 @@ class Master:
                 worker.signal(signal.SIGTERM)
                 return False
             self.current = worker
+            await self._add_servers(worker, added, states)
             await self._carry_counters(former, worker)
             if not former.hand_over(ours):
                 former.signal(signal.SIGUSR1)
@@ -425,6 +427,19 @@ class Master:
         with open(path, "w", encoding="latin-1") as f:
             f.write(text)
         return path
+
+    async def _add_servers(self, worker: Worker, added: str, states: Optional[str]) -> None:
+        """The servers the former worker had added at run time, added again on the new one (where
+        the new configuration has their backend, as ``add server`` accepts them), then given their
+        saved states."""
+        requests = [line for line in added.splitlines() if line.startswith("add server ")]
+        for request in requests:
+            answer = await ask_worker(worker, request.encode("latin-1") + b"\n")
+            if answer.strip() != "New server registered.":
+                log.warning("master %d: reload: '%s' not added again: %s", os.getpid(), request,
+                            answer.strip())
+        if requests and states is not None:
+            await ask_worker(worker, b"_loadstate " + states.encode() + b"\n")
 
     async def _carry_counters(self, former: Worker, worker: Worker) -> None:
         """The former worker's totals to the new one (continued_counters); what it counts until it

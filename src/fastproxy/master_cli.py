@@ -43,10 +43,10 @@ class MasterSession(CliSession):
     (``master> ``, ``<pid>> ``, ``master[ReloadFailed]> ``, ``(x)`` with experimental-mode).  A
     routing error or a level the session may not take ends the connection after its message."""
 
-    def __init__(self, master: Any, commands: Sequence[Command], level: int,
-                 socket_config: Optional[model.StatsSocket]) -> None:
+    def __init__(self, commands: Sequence[Command], level: int, master: Any = None,
+                 socket_config: Optional[model.StatsSocket] = None) -> None:
         super().__init__(commands, level, master, socket_config)
-        self.master = master
+        self.master = master  # master.Master: its workers, its reloads
         self.target: Optional[int] = None
 
     async def receive_async(self, data: bytes) -> bytes:

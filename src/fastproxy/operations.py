@@ -71,6 +71,9 @@ class Operations:
     admission: Any = None  # limits.AdmissionControl: told when a maxconn changes
     add_server: Any = None  # the engine's: (backend runtime, model.Server) -> ServerRuntime
     delete_server: Any = None  # the engine's: (ServerRuntime) -> None
+    # The ``add server`` requests of the servers added at run time and not deleted, by
+    # ``<backend>/<server>``: a reload's new worker adds them again (``_addedservers``, master.py).
+    added_servers: dict[str, list[str]] = field(default_factory=dict)
     fleet: Any = None  # fleet.Fleet, when backends take their servers from etcd (show fleet)
 
     def __post_init__(self) -> None:

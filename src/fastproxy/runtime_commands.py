@@ -17,7 +17,7 @@ import socket
 import time
 from typing import Any, Optional
 
-from . import _linux, continued_counters, listener_transfer, stats, sticktables, streams
+from . import _linux, continued_counters, listener_transfer, server_state, stats, sticktables, streams
 from .operations import Operations
 from .config.haproxy.servers import runtime_server
 from .c_integers import atoi, decimal, signed
@@ -108,6 +108,26 @@ def _add_counters(session: CliSession, args: list[str]) -> str:
     except ValueError as exc:
         raise CommandError(f"_addcounters: {exc}\n") from None
     continued_counters.add(_ops(session), carried)
+    return ""
+
+
+def _added_servers(session: CliSession, args: list[str]) -> str:
+    """``_addedservers``: the ``add server`` requests of the servers added at run time, one a line
+    (their words escaped as the request splitter reads them), for a reload's new worker."""
+    session.require(ADMIN)
+    return "".join("add server " + " ".join(_escaped(word) for word in words) + "\n"
+                   for words in _ops(session).added_servers.values())
+
+
+def _escaped(word: str) -> str:
+    return "".join("\\" + char if char in " \t\\;" else char for char in word)
+
+
+def _load_state(session: CliSession, args: list[str]) -> str:
+    """``_loadstate <file>``: a saved ``show servers state`` applied to the servers added at run
+    time (the master's, after it added the former worker's servers again)."""
+    session.require(ADMIN)
+    server_state.carry(_ops(session), " ".join(args[1:]), added_only=True)
     return ""
 
 
@@ -558,6 +578,7 @@ def _add_server(session: CliSession, args: list[str]) -> str:
         ops.add_server(backend, server)
     except (ValueError, FastproxyError) as exc:
         raise CommandError(f"{exc}\n") from None
+    ops.added_servers[f"{backend.name}/{name}"] = args[2:]
     return "New server registered.\n"
 
 
@@ -576,6 +597,7 @@ def _del_server(session: CliSession, args: list[str]) -> str:
     if counts[Counter.CONN_CUR] or server.slot.current or server.slot.queued:
         raise CommandError("Server still has connections attached to it, cannot remove it.")
     ops.delete_server(server)
+    ops.added_servers.pop(f"{backend.name}/{name}", None)
     return "Server deleted."
 
 
@@ -804,6 +826,8 @@ COMMANDS: tuple[Command, ...] = (
     _command("_getsocks", None, _getsocks),
     _command("_counters", None, _counters),
     _command("_addcounters", None, _add_counters),
+    _command("_addedservers", None, _added_servers),
+    _command("_loadstate", None, _load_state),
     _command("set timeout", "set timeout [cli] <delay>               : change a timeout setting",
              _set_timeout),
     _command("show cli sockets", "show cli sockets                        : dump list of cli sockets",

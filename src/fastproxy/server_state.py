@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from .config import model
-from .runtime_commands import set_address
 from .stats import SERVERS_STATE_HEADER
 
 log = logging.getLogger("fastproxy")
@@ -118,11 +117,12 @@ def load(operations: Any, config: model.Config) -> list[str]:
     return warnings
 
 
-def carry(operations: Any, path: str) -> None:
+def carry(operations: Any, path: str, *, added_only: bool = False) -> None:
     """In master-worker mode, the states the former worker had (``show servers state``, saved by the
     master at the reload) on the backends that read no file of their own: without
     ``load-server-state-from-file``, what was set at run time survives the reload.  A backend with
-    ``none`` starts as its configuration says; one with ``global`` or ``local`` reads its file."""
+    ``none`` starts as its configuration says; one with ``global`` or ``local`` reads its file.
+    ``added_only``: only on the servers added at run time (added again after the worker started)."""
     try:
         with open(path, encoding="latin-1") as f:
             saved = parse(f.read())
@@ -131,11 +131,14 @@ def carry(operations: Any, path: str) -> None:
         return
     for backend in operations.state.backends.values():
         if backend.model.load_server_state is None:
-            _apply_backend(operations, backend, saved)
+            _apply_backend(operations, backend, saved, added_only=added_only)
 
 
-def _apply_backend(operations: Any, backend: Any, saved: dict[tuple[str, str], SavedServer]) -> None:
+def _apply_backend(operations: Any, backend: Any, saved: dict[tuple[str, str], SavedServer], *,
+                   added_only: bool = False) -> None:
     for server in backend.live_servers:
+        if added_only and not server.dynamic:
+            continue
         line = saved.get((backend.name, server.slot.name))
         if line is not None:
             apply(operations, server, line)
@@ -153,7 +156,10 @@ def apply(operations: Any, server: Any, saved: SavedServer) -> None:
                                              server.check.health.top)
     admin = saved.number("srv_admin_state")
     configured_maint = bool(conf.disabled)
-    if bool(admin & CMAINT) == configured_maint:  # the configuration kept its maintenance setting
+    if server.dynamic:  # added at run time, in maintenance: it was added again for this line
+        if not admin & FMAINT:
+            operations.set_admin(server, "UP")
+    elif bool(admin & CMAINT) == configured_maint:  # the configuration kept its maintenance setting
         if admin & FMAINT and not configured_maint:
             operations.set_admin(server, "MAINT")
         elif not admin & FMAINT and configured_maint:
@@ -173,5 +179,7 @@ def apply(operations: Any, server: Any, saved: SavedServer) -> None:
     if port.isdigit() and 0 < int(port) <= 65535 and int(port) != server.address[1]:
         # The port set at run time comes back (haproxy's address does not, for a server configured
         # with one: only its init-addr reads the file's, for a name to resolve).
+        from .runtime_commands import set_address  # (runtime_commands reads state files too)
+
         set_address(operations, server, server.address[0], port)
     server.last_change = time.monotonic() - max(saved.number("srv_time_since_last_change"), 0)

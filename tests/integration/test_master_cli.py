@@ -282,3 +282,17 @@ def test_counters_continue_across_a_reload_with_what_the_former_worker_finished(
     wait_for(lambda: stat(fastproxy, "echo", "FRONTEND")["bin"] == str(5 * 11 + 5 + 17), 10,
              "the former worker's last bytes")
     assert stat(fastproxy, "echo", "FRONTEND")["stot"] == "6"
+
+
+def test_servers_added_at_run_time_are_added_again_by_the_next_worker(fastproxy, backend):
+    assert ask(fastproxy.admin, f"@1 add server echo/dyn 127.0.0.1:{backend} weight 7\n") == \
+        "New server registered.\n\n"
+    ask(fastproxy.admin, "@1 set server echo/dyn state drain\n")
+    reloaded(fastproxy)
+    row = stat(fastproxy, "echo", "dyn")
+    assert (row["status"], row["weight"]) == ("DRAIN", "7")
+    assert ask(fastproxy.admin, "@1 set server echo/dyn state maint; @1 del server echo/dyn\n") == \
+        "\nServer deleted.\n"
+    reloaded(fastproxy)
+    with pytest.raises(AssertionError, match="no row echo,dyn"):
+        stat(fastproxy, "echo", "dyn")
