@@ -24,7 +24,7 @@ from .c_integers import atoi, decimal, signed
 from .errors import FastproxyError
 from .pump import Counter
 from .runtime import AdminState, ServerRuntime
-from .servers import change_weight
+from .servers import change_address, change_weight
 from .server import LaneListener
 from .runtime_api import ADMIN, LEVEL_NAMES, OPERATOR, USER, CliSession, Command, CommandError, usage_message
 from .sticktables import StickTable
@@ -482,53 +482,6 @@ def _limits_changed(ops: Operations) -> None:
         ops.admission.limits_changed()
 
 
-# --- set server ... addr -----------------------------------------------------------------------------
-
-def set_address(ops: Operations, server: ServerRuntime, addr: str, port: Optional[str]) -> str:
-    """server.c's srv_update_addr_port(): the server's new address (and port), HAProxy's report of
-    what changed.  New connections go there at once, lanes' included; a check without an ``addr`` or
-    ``port`` of its own follows the server, as HAProxy's."""
-    host, current_port = server.address[0], server.address[1]
-    new_host, new_port, family = host, current_port, server.family
-    changed = False
-    try:
-        packed = socket.inet_pton(socket.AF_INET6 if ":" in addr else socket.AF_INET, addr)
-    except OSError:
-        return f"Invalid addr '{addr}' by 'stats socket command'\n"
-    new_family = socket.AF_INET6 if ":" in addr else socket.AF_INET
-    current = socket.inet_pton(server.family, host)
-    if (new_family, packed) == (server.family, current):
-        message = "no need to change the addr"
-    else:
-        new_host, family, changed = addr, new_family, True
-        message = f"IP changed from '{host}' to '{addr}'"
-    if port is not None:
-        message += ", "
-        match = re.fullmatch(r"[-+]?[0-9]+", port)
-        if not match or decimal(port.lstrip("+-")) > 65535:
-            message += f"problem converting port '{port}' to an int"
-        elif port[0] in "+-":
-            if not server.slot.server.check_port:
-                message += ("can't change <port> to port map because it is incompatible with current "
-                            "health check port configuration (use 'port' statement from the 'server' "
-                            "directive.")
-            else:  # fastproxy refuses port offsets in the file too: routing would differ
-                message += "port offsets are not supported by fastproxy"
-        elif decimal(port) != current_port:
-            message += f"port changed from '{current_port}' to '{decimal(port)}'"
-            new_port, changed = decimal(port), True
-        else:
-            message += "no need to change the port"
-    if changed:
-        server.family, server.address = family, (new_host, new_port)
-        server.raw_address = _linux.sockaddr(server.address)
-        server.check.family, server.check.address = server.check_target()
-        server.backend.balancer.set_address(server.slot.name, new_host, new_port)  # hash-key addr moves
-        for moved in server.backend.servers_moved:
-            moved()
-    return message + " by 'stats socket command'\n"
-
-
 # --- add server, del server ----------------------------------------------------------------------
 
 # What a lane cannot do for a server (lanes.lane_backend keeps such backends off the lanes at start).
@@ -617,7 +570,7 @@ def _set_server(session: CliSession, args: list[str]) -> str:
         if not value:
             raise CommandError("set server <b>/<s> addr requires an address and optionally a port.\n")
         port = (args[6] if len(args) > 6 else "") if len(args) > 5 and args[5] == "port" else None
-        return set_address(ops, server, value, port)
+        return change_address(server, value, port)
     if what == "weight":
         message = change_weight(server, value)
         if message is not None:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from .config import model
+from .servers import change_address
 from .stats import SERVERS_STATE_HEADER
 
 log = logging.getLogger("fastproxy")
@@ -179,7 +180,5 @@ def apply(operations: Any, server: Any, saved: SavedServer) -> None:
     if port.isdigit() and 0 < int(port) <= 65535 and int(port) != server.address[1]:
         # The port set at run time comes back (haproxy's address does not, for a server configured
         # with one: only its init-addr reads the file's, for a name to resolve).
-        from .runtime_commands import set_address  # (runtime_commands reads state files too)
-
-        set_address(operations, server, server.address[0], port)
+        change_address(server, server.address[0], port)
     server.last_change = time.monotonic() - max(saved.number("srv_time_since_last_change"), 0)

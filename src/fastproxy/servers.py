@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import logging
 import re
+import socket
 from typing import Any, Callable, Optional, Protocol
 
-from . import logs, tcplog
-from .c_integers import atoi, signed
+from . import _linux, logs, tcplog
+from .c_integers import atoi, decimal, signed
 from .balance import ServerState
 from .runtime import AdminState, BackendRuntime, ServerRuntime
 
@@ -320,6 +321,51 @@ class ServerStates:
         if server.admin is AdminState.DRAIN:
             self.write_log(backend, logs.NOTICE, tcplog.drain_remains_message(backend.name, slot.name,
                                                                               backup=slot.backup))
+
+
+def change_address(server: ServerRuntime, addr: str, port: Optional[str]) -> str:
+    """server.c's srv_update_addr_port(): the server's new address (and port), HAProxy's report of
+    what changed.  New connections go there at once, lanes' included; a check without an ``addr`` or
+    ``port`` of its own follows the server, as HAProxy's."""
+    host, current_port = server.address[0], server.address[1]
+    new_host, new_port, family = host, current_port, server.family
+    changed = False
+    try:
+        packed = socket.inet_pton(socket.AF_INET6 if ":" in addr else socket.AF_INET, addr)
+    except OSError:
+        return f"Invalid addr '{addr}' by 'stats socket command'\n"
+    new_family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    current = socket.inet_pton(server.family, host)
+    if (new_family, packed) == (server.family, current):
+        message = "no need to change the addr"
+    else:
+        new_host, family, changed = addr, new_family, True
+        message = f"IP changed from '{host}' to '{addr}'"
+    if port is not None:
+        message += ", "
+        match = re.fullmatch(r"[-+]?[0-9]+", port)
+        if not match or decimal(port.lstrip("+-")) > 65535:
+            message += f"problem converting port '{port}' to an int"
+        elif port[0] in "+-":
+            if not server.slot.server.check_port:
+                message += ("can't change <port> to port map because it is incompatible with current "
+                            "health check port configuration (use 'port' statement from the 'server' "
+                            "directive.")
+            else:  # fastproxy refuses port offsets in the file too: routing would differ
+                message += "port offsets are not supported by fastproxy"
+        elif decimal(port) != current_port:
+            message += f"port changed from '{current_port}' to '{decimal(port)}'"
+            new_port, changed = decimal(port), True
+        else:
+            message += "no need to change the port"
+    if changed:
+        server.family, server.address = family, (new_host, new_port)
+        server.raw_address = _linux.sockaddr(server.address)
+        server.check.family, server.check.address = server.check_target()
+        server.backend.balancer.set_address(server.slot.name, new_host, new_port)  # hash-key addr moves
+        for moved in server.backend.servers_moved:
+            moved()
+    return message + " by 'stats socket command'\n"
 
 
 def change_weight(server: ServerRuntime, text: str) -> Optional[str]:
