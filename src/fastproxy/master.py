@@ -19,7 +19,13 @@ traffic.  The master carries no traffic and restarts nothing on its own.
   exits with its status (HAProxy's ``exit-on-failure``).
 
 Master and worker are joined by a UNIX socket pair (``--worker-link FD``): the worker writes
-``READY`` on it once it listens, and a worker whose master has gone (the link reads EOF) soft-stops.
+``READY`` on it once it listens, ``COUNTERS <totals>`` once it has stopped (the counters a reload
+carries on, ``continued_counters``), and a worker whose master has gone (the link reads EOF)
+soft-stops.  The master writes two messages, each with one descriptor attached (SCM_RIGHTS):
+``HANDOVER`` (stop, and send the established pairs on this channel) and ``C`` (a connection of the
+master CLI routed to this worker, ``master_cli.ask_worker``; a former worker still finishing answers
+them too).  On a reload the new worker is prepared before it becomes the current one: the former
+worker's servers added at run time added again, its server states and counters carried.
 With ``NOTIFY_SOCKET`` set (systemd ``Type=notify``), the master sends ``READY=1``, ``RELOADING=1``
 and ``STOPPING=1`` (``lifecycle.notify``).
 """
@@ -393,6 +399,12 @@ class Master:
                 worker = await self._start_worker(cfg, theirs, carried_state=states)
             finally:
                 theirs.close()
+            if worker is not None and not self.stopping:
+                # Made current (what the master CLI's @1 and show proc see) only once prepared.
+                await self._add_servers(worker, added, states)
+                await self._carry_counters(former, worker)
+                if worker.exited.done():
+                    worker = None
             if worker is None:
                 print(f"[ALERT] reload: the new worker did not start (worker #{former.number} "
                       f"({former.pid}) goes on serving)", file=sys.stderr, flush=True)
@@ -401,8 +413,6 @@ class Master:
                 worker.signal(signal.SIGTERM)
                 return False
             self.current = worker
-            await self._add_servers(worker, added, states)
-            await self._carry_counters(former, worker)
             if not former.hand_over(ours):
                 former.signal(signal.SIGUSR1)
         except OSError as exc:
