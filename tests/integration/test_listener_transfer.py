@@ -48,14 +48,27 @@ def roundtrip(port: int, line: bytes = b"ping\n") -> bytes:
         return exchange_line(sock, line)
 
 
-def serving(port: int, proc: subprocess.Popen) -> None:
+def serving(port: int, proc: subprocess.Popen, stats: Path | None = None) -> None:
+    """Once ``proc`` answers on ``port`` and, if given, on its ``stats`` socket: a process serves
+    traffic a moment before its stats socket exists (``-x`` then finds no file)."""
     def answers() -> bool:
         assert proc.poll() is None, f"exited: {proc.communicate()}"
         try:
-            return roundtrip(port) == b"ping\n"
+            return roundtrip(port) == b"ping\n" and (stats is None or b"\nPid: " in show_info(stats))
         except OSError:
             return False
-    wait_for(answers, 20, f"an answer on {port}")
+    wait_for(answers, 20, f"an answer on {port}" + (f" and on {stats}" if stats is not None else ""))
+
+
+def show_info(stats: Path) -> bytes:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(5)
+        sock.connect(str(stats))
+        sock.sendall(b"show info\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+        return data
 
 
 def fastproxy(env: dict, cfg: Path, *args: str) -> subprocess.Popen:
@@ -105,7 +118,7 @@ def test_getsocks_hands_the_listening_sockets_only_on_a_socket_that_exposes_them
     port, sock = free_port(), tmp_path / "admin.sock"
     proc = fastproxy(implementation_env, write(tmp_path / "a.cfg", port, backend, sock))
     try:
-        serving(port, proc)
+        serving(port, proc, sock)
         transferred = fetch_sockets(str(sock))
         try:
             assert [(t.sock.getsockname(), t.interface, t.namespace) for t in transferred] == \
@@ -120,7 +133,7 @@ def test_getsocks_hands_the_listening_sockets_only_on_a_socket_that_exposes_them
     hidden = tmp_path / "hidden.sock"
     proc = fastproxy(implementation_env, write(tmp_path / "b.cfg", port, backend, hidden, expose=False))
     try:
-        serving(port, proc)
+        serving(port, proc, hidden)
         with pytest.raises(TransferError, match="Failed to get the number of sockets to be transferred !"):
             fetch_sockets(str(hidden))
     finally:
@@ -131,7 +144,7 @@ def test_x_from_a_socket_without_expose_fd_fails_as_haproxy(implementation_env, 
     port, sock = free_port(), tmp_path / "hidden.sock"
     old = fastproxy(implementation_env, write(tmp_path / "a.cfg", port, backend, sock, expose=False))
     try:
-        serving(port, old)
+        serving(port, old, sock)
         new = fastproxy(implementation_env, write(tmp_path / "b.cfg", port, backend), "-x", str(sock))
         assert new.wait(timeout=20) == 1
         err = new.stderr.read()
@@ -149,7 +162,7 @@ def test_sf_with_x_moves_the_listeners_to_the_new_process_refusing_nothing(imple
     old = fastproxy(implementation_env, write(tmp_path / "a.cfg", port, backend, first_sock))
     new = None
     try:
-        serving(port, old)
+        serving(port, old, first_sock)
         established = socket.create_connection(("127.0.0.1", port), timeout=5)
         assert exchange_line(established, b"before\n") == b"before\n"
         clients = Clients(port)
@@ -245,7 +258,7 @@ def test_fastproxy_takes_the_real_haproxys_listeners(implementation_env, tmp_pat
     old = haproxy(write(tmp_path / "haproxy.cfg", port, backend, sock))
     new = None
     try:
-        serving(port, old)
+        serving(port, old, sock)
         clients = Clients(port)
         new = fastproxy(implementation_env, write(tmp_path / "fastproxy.cfg", port, backend),
                         "-x", str(sock), "-sf", str(old.pid))
@@ -267,7 +280,7 @@ def test_the_real_haproxy_takes_fastproxys_listeners(implementation_env, tmp_pat
     old = fastproxy(implementation_env, write(tmp_path / "fastproxy.cfg", port, backend, sock))
     new = None
     try:
-        serving(port, old)
+        serving(port, old, sock)
         clients = Clients(port)
         new = haproxy(write(tmp_path / "haproxy.cfg", port, backend), "-x", str(sock), "-sf", str(old.pid))
         serving(port, new)
@@ -291,7 +304,7 @@ def test_sockets_the_new_file_does_not_bind_are_closed(implementation_env, tmp_p
     old = fastproxy(implementation_env, two)
     new = None
     try:
-        serving(dropped, old)
+        serving(dropped, old, sock)
         new = fastproxy(implementation_env, write(tmp_path / "b.cfg", kept, backend), "-x", str(sock),
                         "-sf", str(old.pid))
         serving(kept, new)
