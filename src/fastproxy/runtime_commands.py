@@ -26,7 +26,8 @@ from .pump import Counter
 from .runtime import AdminState, ServerRuntime
 from .servers import change_address, change_weight
 from .server import LaneListener
-from .runtime_api import ADMIN, LEVEL_NAMES, OPERATOR, USER, CliSession, Command, CommandError, usage_message
+from .runtime_api import (ADMIN, LEVEL_NAMES, MASTER_LINK, OPERATOR, USER, CliSession, Command, CommandError,
+                          usage_message)
 from .sticktables import StickTable
 
 __all__ = ["COMMANDS", "Operations"]  # Operations lives in ``operations``, shared with the stats page
@@ -94,15 +95,23 @@ def _getsocks(session: CliSession, args: list[str]) -> str:
     return ""
 
 
+def _from_master(session: CliSession, args: list[str]) -> None:
+    """The master's own requests (a reload's), on its link to this worker only: on a stats socket
+    they are unknown commands, as HAProxy has none of them."""
+    if session.socket is not MASTER_LINK:
+        raise CommandError(usage_message(session.commands, args))
+    session.require(ADMIN)
+
+
 def _counters(session: CliSession, args: list[str]) -> str:
     """``_counters``: this worker's totals, for the master to carry to the next (continued_counters)."""
-    session.require(ADMIN)
+    _from_master(session, args)
     return continued_counters.encode(continued_counters.totals(_ops(session))) + "\n"
 
 
 def _add_counters(session: CliSession, args: list[str]) -> str:
     """``_addcounters <totals>``: a former worker's totals added to this one's."""
-    session.require(ADMIN)
+    _from_master(session, args)
     try:
         carried = continued_counters.decode(" ".join(args[1:]))
     except ValueError as exc:
@@ -114,7 +123,7 @@ def _add_counters(session: CliSession, args: list[str]) -> str:
 def _added_servers(session: CliSession, args: list[str]) -> str:
     """``_addedservers``: the ``add server`` requests of the servers added at run time, one a line
     (their words escaped as the request splitter reads them), for a reload's new worker."""
-    session.require(ADMIN)
+    _from_master(session, args)
     return "".join("add server " + " ".join(_escaped(word) for word in words) + "\n"
                    for words in _ops(session).added_servers.values())
 
@@ -126,7 +135,7 @@ def _escaped(word: str) -> str:
 def _load_state(session: CliSession, args: list[str]) -> str:
     """``_loadstate <file>``: a saved ``show servers state`` applied to the servers added at run
     time (the master's, after it added the former worker's servers again)."""
-    session.require(ADMIN)
+    _from_master(session, args)
     server_state.carry(_ops(session), " ".join(args[1:]), added_only=True)
     return ""
 

@@ -107,7 +107,8 @@ def proxy(implementation, tmp_path_factory) -> Iterator[Proxy]:
 # answer as the test's own "show cli level" does: garbage that happens to spell one of them is not sent.
 NOT_SENT = {("show", "cli", "level"), ("quit",), ("prompt",), ("operator",), ("user",),
             ("experimental-mode",), ("set", "timeout"), ("shutdown", "session"), ("shutdown", "frontend"),
-            ("disable", "frontend"), ("set", "maxconn", "frontend"), ("set", "maxconn", "global")}
+            ("disable", "frontend"), ("set", "maxconn", "frontend"), ("set", "maxconn", "global"),
+            ("_getsocks",)}  # ends the session, on a socket with or without expose-fd, as haproxy's
 ARGUMENTS = ["be", "be/s1", "be/s2", "be/nope", "/", "fe", "stats", "all", "desc", "json", "typed", "up",
              "key", "data.conn_cnt", "data.gpc0", "127.0.0.1", "::1", "0", "-1", "1" * 30, "9" * 5000, "0x10",
              "+5", "weight", "state", "addr", "port", "maxconn", "drain", "ready", "maint", "health", "agent",

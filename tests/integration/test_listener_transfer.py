@@ -252,16 +252,14 @@ def test_st_sends_sigterm_and_sf_sigusr1_once_serving(implementation_env, tmp_pa
                 finish(new)
 
 
-@needs_haproxy
-def test_fastproxy_takes_the_real_haproxys_listeners(implementation_env, tmp_path, backend):
-    port, sock = free_port(), tmp_path / "haproxy.sock"
-    old = haproxy(write(tmp_path / "haproxy.cfg", port, backend, sock))
+def takes_over(old: subprocess.Popen, port: int, sock: Path, start_new) -> None:
+    """``start_new(sock)`` (a process run with ``-x sock -sf <old>``) takes ``old``'s listeners while
+    clients connect: ``old`` exits, no client is refused, reset or cut short."""
     new = None
     try:
         serving(port, old, sock)
         clients = Clients(port)
-        new = fastproxy(implementation_env, write(tmp_path / "fastproxy.cfg", port, backend),
-                        "-x", str(sock), "-sf", str(old.pid))
+        new = start_new(sock)
         serving(port, new)
         assert old.wait(timeout=20) == 0
         wait_for(lambda: clients.done >= 200, 20, "clients after the reload")
@@ -272,27 +270,22 @@ def test_fastproxy_takes_the_real_haproxys_listeners(implementation_env, tmp_pat
         finish(old)
         if new is not None:
             finish(new)
+
+
+@needs_haproxy
+def test_fastproxy_takes_the_real_haproxys_listeners(implementation_env, tmp_path, backend):
+    port, sock = free_port(), tmp_path / "haproxy.sock"
+    old = haproxy(write(tmp_path / "haproxy.cfg", port, backend, sock))
+    takes_over(old, port, sock, lambda sock: fastproxy(implementation_env, write(
+        tmp_path / "fastproxy.cfg", port, backend), "-x", str(sock), "-sf", str(old.pid)))
 
 
 @needs_haproxy
 def test_the_real_haproxy_takes_fastproxys_listeners(implementation_env, tmp_path, backend):
     port, sock = free_port(), tmp_path / "fastproxy.sock"
     old = fastproxy(implementation_env, write(tmp_path / "fastproxy.cfg", port, backend, sock))
-    new = None
-    try:
-        serving(port, old, sock)
-        clients = Clients(port)
-        new = haproxy(write(tmp_path / "haproxy.cfg", port, backend), "-x", str(sock), "-sf", str(old.pid))
-        serving(port, new)
-        assert old.wait(timeout=20) == 0
-        wait_for(lambda: clients.done >= 200, 20, "clients after the reload")
-        clients.stop()
-        assert clients.failures == []
-        assert roundtrip(port) == b"ping\n"
-    finally:
-        finish(old)
-        if new is not None:
-            finish(new)
+    takes_over(old, port, sock, lambda sock: haproxy(
+        write(tmp_path / "haproxy.cfg", port, backend), "-x", str(sock), "-sf", str(old.pid)))
 
 
 def test_sockets_the_new_file_does_not_bind_are_closed(implementation_env, tmp_path, backend):

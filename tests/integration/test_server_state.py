@@ -125,6 +125,16 @@ def change_and_save(sock: Path, files: Files) -> list[dict[str, str]]:
     return states(sock)
 
 
+def saved_by(proc: subprocess.Popen, sock: Path, files: Files) -> list[dict[str, str]]:
+    """The changes made on ``proc`` once started and its state file saved, then ``proc`` stopped:
+    the states it had."""
+    try:
+        started(proc, sock)
+        return change_and_save(sock, files)
+    finally:
+        stop(proc)
+
+
 def states_after_start(proc: subprocess.Popen, sock: Path) -> list[dict[str, str]]:
     try:
         started(proc, sock)
@@ -138,12 +148,7 @@ def test_fastproxy_restores_a_state_file_the_real_haproxy_wrote_as_haproxy_does(
         implementation_env, tmp_path, backend):
     files = Files(tmp_path, backend)
     cfg, sock = files.config("haproxy")
-    writer = run_haproxy(cfg)
-    try:
-        started(writer, sock)
-        saved = change_and_save(sock, files)
-    finally:
-        stop(writer)
+    saved = saved_by(run_haproxy(cfg), sock, files)
     restored_by_haproxy = states_after_start(run_haproxy(cfg), sock)
     ours_cfg, ours_sock = files.config("fastproxy")
     restored_by_us = states_after_start(run_fastproxy(implementation_env, ours_cfg), ours_sock)
@@ -159,12 +164,7 @@ def test_fastproxy_restores_a_state_file_the_real_haproxy_wrote_as_haproxy_does(
 def test_the_real_haproxy_restores_a_state_file_fastproxy_wrote(implementation_env, tmp_path, backend):
     files = Files(tmp_path, backend)
     ours_cfg, ours_sock = files.config("fastproxy")
-    writer = run_fastproxy(implementation_env, ours_cfg)
-    try:
-        started(writer, ours_sock)
-        saved_by_us = change_and_save(ours_sock, files)
-    finally:
-        stop(writer)
+    saved_by_us = saved_by(run_fastproxy(implementation_env, ours_cfg), ours_sock, files)
     cfg, sock = files.config("haproxy")
     restored_by_haproxy = states_after_start(run_haproxy(cfg), sock)
     restored_by_us = states_after_start(run_fastproxy(implementation_env, ours_cfg), ours_sock)
@@ -178,12 +178,7 @@ def test_a_weight_changed_in_the_file_wins_over_the_saved_one_and_its_drain_stay
         implementation_env, tmp_path, backend):
     files = Files(tmp_path, backend)
     cfg, sock = files.config("fastproxy")
-    writer = run_fastproxy(implementation_env, cfg)
-    try:
-        started(writer, sock)
-        change_and_save(sock, files)
-    finally:
-        stop(writer)
+    saved_by(run_fastproxy(implementation_env, cfg), sock, files)
     haproxy_cfg, haproxy_sock = files.config("haproxy", b_weight=20)
     ours_cfg, ours_sock = files.config("fastproxy", b_weight=20)
     restored_by_haproxy = states_after_start(run_haproxy(haproxy_cfg), haproxy_sock)
@@ -196,12 +191,7 @@ def test_a_weight_changed_in_the_file_wins_over_the_saved_one_and_its_drain_stay
 def test_local_and_none_and_a_missing_file_as_haproxy(implementation_env, tmp_path, backend):
     files = Files(tmp_path, backend)
     cfg, sock = files.config("fastproxy", load="none")
-    writer = run_fastproxy(implementation_env, cfg)
-    try:
-        started(writer, sock)
-        change_and_save(sock, files)
-    finally:
-        stop(writer)
+    saved_by(run_fastproxy(implementation_env, cfg), sock, files)
     restored = states_after_start(run_fastproxy(implementation_env, cfg), sock)  # none: nothing read
     assert [row["srv_admin_state"] for row in restored] == ["0", "0", "0", "5", "0"]
     (files.state.parent / "be").write_text(files.state.read_text())  # local: the backend's name

@@ -174,3 +174,10 @@ def test_an_interactive_session_answers_each_garbage_request_with_the_usage_text
     assert answer.endswith(b"  quit                                    : disconnect\n\n> ")
     assert s.receive(b"show cli level\n") == b"admin\n\n> "
 
+
+
+@pytest.mark.parametrize("request_", [b"_counters", b"_addcounters {}", b"_addedservers",
+                                      b"_loadstate /etc/passwd"])
+def test_the_masters_own_requests_are_unknown_commands_off_its_link(request_):
+    # A reload's requests (master.py) come on the master-worker link only; HAProxy has none of them.
+    assert session().receive(request_ + b"\n").startswith(b"Unknown command")
