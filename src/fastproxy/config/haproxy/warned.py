@@ -49,12 +49,9 @@ REASONS: tuple[tuple[str, str, str], ...] = (
      "memory limits of variables: HAProxy refuses a set-var past them; fastproxy sets no limit"),
     ("global", r"tune\..*|maxsessrate|max-spread-checks|close-spread-time|grace|fd-hard-limit|ulimit-n",
      "buffer, pool, scheduler and pacing tuning: performance and limits, not routing"),
-    ("global", r"no.*poll|nokqueue|noevports|nogetaddrinfo|noreuseport|cpu-map|thread-groups?|"
+    ("global", r"no.*poll|nokqueue|noevports|nogetaddrinfo|cpu-map|thread-groups?|"
                r"no-memory-trimming",
      "how the process polls, resolves and is placed on CPUs"),
-    ("global", r"server-state-.*",
-     "the server-state file: servers start in the states the configuration gives them, as HAProxy's do "
-     "without a state file"),
     ("global", r"log-send-hostname|log-tag", "what the syslog header says, not what is logged"),
     ("global", r"external-check",
      "allows external checks, which fastproxy does not run (see option external-check)"),
@@ -64,9 +61,6 @@ REASONS: tuple[tuple[str, str, str], ...] = (
     ("proxy", r"error.*|http-.*|redirect|compression|cookie|dynamic-cookie-key|capture|declare|filter|"
               r"unique-id-header|use-fcgi-app|max-keep-alive-queue|max-session-srv-conns|monitor",
      "HTTP-only: HAProxy itself ignores these in TCP mode or they need an HTTP stream"),
-    ("proxy", r"load-server-state-from-file|server-state-file-name",
-     "the server-state file: servers start in the states the configuration gives them, as HAProxy's do "
-     "without a state file"),
     ("proxy", r"bind-process|grace|log-tag|email-alert|external-check",
      "process placement (a no-op in 2.6), the stopping delay, the syslog tag, mails on state changes and "
      "the external check's settings: none decides where a connection goes"),
