@@ -324,9 +324,13 @@ def test_a_listen_routes_to_itself(config):
 # --- properties --------------------------------------------------------------------------------------
 
 ipv4 = st.ip_addresses(v=4).map(str)
+# No per-example deadline: an example takes microseconds, but on a shared 2-core machine under load
+# the wall time Hypothesis measures is the scheduler's (200 ms was seen exceeded); pytest-timeout still
+# catches a hang.
+UNDER_LOAD = {"deadline": None}
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, **UNDER_LOAD)
 @given(ipv4, st.integers(0, 32), ipv4)
 def test_an_ipv4_network_matches_exactly_its_addresses(network_address, prefix, address):
     import ipaddress
@@ -336,14 +340,14 @@ def test_an_ipv4_network_matches_exactly_its_addresses(network_address, prefix, 
     assert matches(f"src {network}", conn(src=f"::ffff:{address}")) is inside
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, **UNDER_LOAD)
 @given(st.integers(1, 65535), st.integers(1, 65535), st.integers(1, 65535))
 def test_a_port_range_matches_exactly_its_ports(low, high, port):
     low, high = min(low, high), max(low, high)
     assert matches(f"dst_port {low}:{high}", conn(dst_port=port)) is (low <= port <= high)
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, **UNDER_LOAD)
 @given(st.text(alphabet="abcXYZ.-", min_size=1, max_size=12), st.text(alphabet="abcXYZ.-", max_size=12))
 def test_case_insensitive_matching_ignores_case_and_negation_inverts(pattern, sni):
     acls = {"a": [parse_acl("a", ["req.ssl_sni", "-i", "--", pattern])]}
