@@ -39,6 +39,10 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from tests.support import alive, free_port  # noqa: E402  (free_port: below the ephemeral range)
+
 HAPROXY = "/usr/sbin/haproxy"
 
 CONFIG = """\
@@ -77,28 +81,6 @@ async def main():
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
 asyncio.run(main())
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def children(pid: int) -> list[int]:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(child) for child in f.read().split()]
-    except FileNotFoundError:
-        return []
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, ProcessLookupError):  # ESRCH: it went between the open and the read
-        return False
 
 
 def show_info_pid(path: str) -> Optional[int]:
