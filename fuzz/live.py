@@ -5,44 +5,15 @@ servers and a stick table, all on 127.0.0.1 (a directory of its own for the sock
 from __future__ import annotations
 
 import asyncio
-import socket
+import sys
 import tempfile
+from pathlib import Path
 
 from fastproxy.config import parse_text
 from fastproxy.engine import Engine
 
-CONFIG = """\
-global
-    stats socket {directory}/admin.sock level admin mode 600
-defaults
-    mode tcp
-    timeout connect 2s
-    timeout client 10s
-    timeout server 10s
-frontend fe
-    bind 127.0.0.1:{fe}
-    default_backend be
-backend be
-    balance roundrobin
-    stick-table type ip size 100 expire 1m store conn_cnt
-    tcp-request content track-sc0 src
-    server s1 127.0.0.1:{s1}
-    server s2 127.0.0.1:{s2} weight 3
-listen stats
-    mode http
-    bind 127.0.0.1:{stats}
-    stats enable
-    stats uri /stats
-    stats auth admin:secret
-    stats admin if TRUE
-    monitor-uri /healthz
-"""
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.support import OPERATED_CONFIG, free_port  # noqa: E402  (the file the live tests fuzz too)
 
 
 class LiveEngine:
@@ -50,8 +21,8 @@ class LiveEngine:
 
     def __init__(self) -> None:
         self.directory = tempfile.mkdtemp(prefix="fastproxy-fuzz-")
-        self.ports = {name: _free_port() for name in ("fe", "s1", "s2", "stats")}
-        config = parse_text(CONFIG.format(directory=self.directory, **self.ports), "live.cfg")
+        self.ports = {name: free_port() for name in ("fe", "s1", "s2", "stats")}
+        config = parse_text(OPERATED_CONFIG.format(directory=self.directory, **self.ports), "live.cfg")
         self.loop = asyncio.new_event_loop()
         self.engine = Engine(config)
         self.loop.run_until_complete(self.engine.start())

@@ -450,6 +450,39 @@ def cli_requests(data: bytes) -> list[bytes]:
     return requests
 
 
+# A file with every part the runtime API and the stats listener act on, for the fuzzing of both (the
+# live tests in tests/integration/test_garbage_on_the_ports.py, the atheris targets through fuzz/live.py):
+# a stats socket in ``directory``, a frontend over two servers and a stick table, a stats page with its
+# admin form and monitor-uri.
+OPERATED_CONFIG = """\
+global
+    stats socket {directory}/admin.sock level admin mode 600
+    stats timeout 10s
+defaults
+    mode tcp
+    timeout connect 2s
+    timeout client 10s
+    timeout server 10s
+frontend fe
+    bind 127.0.0.1:{fe}
+    default_backend be
+backend be
+    balance roundrobin
+    stick-table type ip size 100 expire 1m store conn_cnt
+    tcp-request content track-sc0 src
+    server s1 127.0.0.1:{s1}
+    server s2 127.0.0.1:{s2} weight 3
+listen stats
+    mode http
+    bind 127.0.0.1:{stats}
+    stats enable
+    stats uri /stats
+    stats auth admin:secret
+    stats admin if TRUE
+    monitor-uri /healthz
+"""
+
+
 def stop(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)

@@ -21,37 +21,10 @@ from hypothesis import strategies as st
 from fastproxy.runtime_api import MAX_REQUEST, find_command, split_request
 from fastproxy.runtime_commands import COMMANDS
 
-from ..support import (EchoThread, cli_requests, exchange_line, free_port, fuzzed, start_fastproxy, stop,
-                       wait_for, wait_listening)
+from ..support import (OPERATED_CONFIG, EchoThread, cli_requests, exchange_line, free_port, fuzzed,
+                       start_fastproxy, stop, wait_for, wait_listening)
 
 ANSWER_TIMEOUT = 10.0  # seconds an answer may take (generous: CI under load)
-CONFIG = """\
-global
-    stats socket {directory}/admin.sock level admin mode 600
-    stats timeout 10s
-defaults
-    mode tcp
-    timeout connect 2s
-    timeout client 10s
-    timeout server 10s
-frontend fe
-    bind 127.0.0.1:{fe}
-    default_backend be
-backend be
-    balance roundrobin
-    stick-table type ip size 100 expire 1m store conn_cnt
-    tcp-request content track-sc0 src
-    server s1 127.0.0.1:{echo}
-    server s2 127.0.0.1:{echo} weight 3
-listen stats
-    mode http
-    bind 127.0.0.1:{stats}
-    stats enable
-    stats uri /stats
-    stats auth admin:secret
-    stats admin if TRUE
-    monitor-uri /healthz
-"""
 AUTHORIZATION = "Basic " + base64.b64encode(b"admin:secret").decode()
 
 
@@ -63,7 +36,8 @@ class Proxy:
         self.ports = {name: free_port() for name in ("fe", "stats")}
         self.socket = str(directory / "admin.sock")
         cfg = directory / "haproxy.cfg"
-        cfg.write_text(CONFIG.format(directory=directory, echo=self.echo.port, **self.ports))
+        cfg.write_text(OPERATED_CONFIG.format(directory=directory, s1=self.echo.port, s2=self.echo.port,
+                                              **self.ports))
         self.log = directory / "stderr.log"  # a file: a pipe nobody reads would block the process
         with open(self.log, "w") as stderr:
             self.proc = start_fastproxy(["run", "-q", "-f", str(cfg)], env, stderr=stderr)
