@@ -17,8 +17,8 @@ from ..model import SSL3_HELLO, HttpCheckRequest, TcpCheckRule
 from .lexer import _Invalid
 from .registry import BE, _Line, _Proxy, _keyword
 from .values import _regex, decimal
-from .tcpcheck import (_TCP_CHECK_VARIABLE_ACTION, _tcp_check_comment, _tcp_check_connect,
-                       _tcp_check_expect_setting, _wire_bytes)
+from .tcpcheck import (_TCP_CHECK_EXPECT_SETTINGS, _TCP_CHECK_VARIABLE_ACTION, _expect_pattern,
+                       _expect_setting, _expect_word, _tcp_check_comment, _tcp_check_connect, _wire_bytes)
 from .values import _none
 
 # --- option httpchk and http-check ------------------------------------------------------------------
@@ -249,29 +249,16 @@ def _http_check_expect(line: _Line, args: list[str]) -> TcpCheckRule:
     header: Any = None
     i = 0
     while i < len(args):
-        word, negated_here = args[i], False
-        while word.startswith("!"):
-            rule.negate, negated_here, word = not rule.negate, True, word[1:]
-            if not word:
-                i += 1
-                word = args[i] if i < len(args) else ""
+        word, negated_here, i = _expect_word(rule, args, i)
         if word in _HTTP_MATCHES:
-            if match is not None:
-                raise _Invalid(f"only one pattern expected (got '{match}' and '{word}')")
-            if i + 1 >= len(args):
-                raise _Invalid(f"'{word}' expects a <pattern> as argument")
+            _expect_pattern(match, word, args, i)
             if word in ("hdr", "fhdr"):
                 match = word
                 header, i = _header_pattern(args, i + 1, word)
                 continue
             match, pattern = word, args[i + 1]
-        elif word in ("min-recv", "comment", "ok-status", "error-status", "tout-status", "on-success",
-                      "on-error", "status-code"):
-            if negated_here:
-                raise _Invalid(f"[!] not supported with '{word}'")
-            if i + 1 >= len(args):
-                raise _Invalid(f"'{word}' expects an argument")
-            _tcp_check_expect_setting(line, rule, word, args[i + 1])
+        elif word in _TCP_CHECK_EXPECT_SETTINGS:
+            _expect_setting(line, rule, word, negated_here, args, i)
         else:
             raise _Invalid("only supports 'min-recv', 'comment', 'ok-status', 'error-status', 'tout-status', "
                            "'on-success', 'on-error', 'status-code', '!' followed by 'status', 'rstatus', "

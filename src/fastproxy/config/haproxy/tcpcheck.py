@@ -143,24 +143,12 @@ def _tcp_check_expect(line: _Line, action: str, args: list[str]) -> Optional[Tcp
     pattern = ""
     i = 0
     while i < len(args):
-        word, negated_here = args[i], False
-        while word.startswith("!"):  # "!", "! !" and "!string" each toggle, as in HAProxy
-            rule.negate, negated_here, word = not rule.negate, True, word[1:]
-            if not word:
-                i += 1
-                word = args[i] if i < len(args) else ""
+        word, negated_here, i = _expect_word(rule, args, i)
         if word in _TCP_CHECK_PATTERNS:
-            if match is not None:
-                raise _Invalid(f"only one pattern expected (got '{match}' and '{word}')")
-            if i + 1 >= len(args):
-                raise _Invalid(f"'{word}' expects a <pattern> as argument")
+            _expect_pattern(match, word, args, i)
             match, pattern = word, args[i + 1]
         elif word in _TCP_CHECK_EXPECT_SETTINGS:
-            if negated_here:
-                raise _Invalid(f"[!] not supported with '{word}'")
-            if i + 1 >= len(args):
-                raise _Invalid(f"'{word}' expects an argument")
-            _tcp_check_expect_setting(line, rule, word, args[i + 1])
+            _expect_setting(line, rule, word, negated_here, args, i)
         else:
             raise _Invalid("only supports 'min-recv', '[!]string', '[!]rstring', '[!]binary', '[!]rbinary', "
                            "'[!]string-lf', '[!]binary-lf', 'comment', 'ok-status', 'error-status', "
@@ -180,6 +168,37 @@ def _tcp_check_expect(line: _Line, action: str, args: list[str]) -> Optional[Tcp
     else:
         rule.pattern = _regex(pattern)
     return rule
+
+
+def _expect_word(rule: TcpCheckRule, args: list[str], i: int) -> tuple[str, bool, int]:
+    """The word at ``i`` of a tcp-check or http-check expect, its leading '!'s taken off: "!", "! !" and
+    "!string" each toggle the rule's negation, as in HAProxy.  (The word, whether a '!' came with it,
+    where it is.)"""
+    word, negated_here = args[i], False
+    while word.startswith("!"):
+        rule.negate, negated_here, word = not rule.negate, True, word[1:]
+        if not word:
+            i += 1
+            word = args[i] if i < len(args) else ""
+    return word, negated_here, i
+
+
+def _expect_pattern(match: Optional[str], word: str, args: list[str], i: int) -> None:
+    """A pattern keyword of an expect at ``i``: the rule's only one, followed by its pattern."""
+    if match is not None:
+        raise _Invalid(f"only one pattern expected (got '{match}' and '{word}')")
+    if i + 1 >= len(args):
+        raise _Invalid(f"'{word}' expects a <pattern> as argument")
+
+
+def _expect_setting(line: _Line, rule: TcpCheckRule, word: str, negated_here: bool, args: list[str],
+                    i: int) -> None:
+    """A setting of an expect (``min-recv``, ``comment``, the statuses...) at ``i``, with its value."""
+    if negated_here:
+        raise _Invalid(f"[!] not supported with '{word}'")
+    if i + 1 >= len(args):
+        raise _Invalid(f"'{word}' expects an argument")
+    _tcp_check_expect_setting(line, rule, word, args[i + 1])
 
 
 def _tcp_check_expect_setting(line: _Line, rule: TcpCheckRule, name: str, value: str) -> None:
