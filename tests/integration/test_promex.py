@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import subprocess
 import urllib.request
 from pathlib import Path
 
@@ -23,8 +22,8 @@ from fastproxy import promex
 from fastproxy.config import load
 
 from ..support import config, echo, free_port, running, serving, wait_until
-from .test_stats_socket import (HAPROXY, TIMING, ask, needs_haproxy, table, traffic, until_status,
-                                write_config)
+from .test_stats_socket import (TIMING, ask, haproxy_after_traffic, needs_haproxy, table, traffic,
+                                until_status, write_config)
 
 TCP_PROXIES = {"fe", "be", "ls"}
 
@@ -87,24 +86,12 @@ def tcp_samples(family) -> list:
 
 
 async def haproxy_scrape(cfg: Path, sock: Path, ports: dict, metrics_port: int) -> dict:
-    proc = await asyncio.create_subprocess_exec(HAPROXY, "-db", "-f", str(cfg),
-                                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(100):
-            if sock.exists():
-                break
-            await asyncio.sleep(0.05)
-        await until_status(sock, ("be", "s4"), "DOWN")
-        await traffic(ports["fe"], 8, 1000)
-        await traffic(ports["ls"], 3, 500)
+    async with haproxy_after_traffic(cfg, sock, ports):
         assert await ask(str(sock), "set server be/s2 state drain") == "\n"
         await asyncio.sleep(0.2)
         content_type, text = await scrape(metrics_port)
         assert content_type.startswith("text/plain; version=0.0.4")
         return parse(text)
-    finally:
-        proc.terminate()
-        await proc.wait()
 
 
 @needs_haproxy

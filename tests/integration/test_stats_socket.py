@@ -16,13 +16,15 @@ import shutil
 import stat
 import subprocess
 from pathlib import Path
+from typing import AsyncIterator
 
 import pytest
 
 from fastproxy.config import load
 from fastproxy.runtime_api import Command, split_request, usage_message
 
-from ..support import NamedBackends, echo, free_port, open_client, running, serving, wait_until
+from ..support import (NamedBackends, echo, free_port, haproxy_running, open_client, running, serving,
+                       wait_until)
 
 HAPROXY = shutil.which("haproxy")
 SOCAT = shutil.which("socat")
@@ -172,25 +174,25 @@ async def until_status(path: Path, row: tuple[str, str], status: str) -> None:
     raise AssertionError(f"{row} never became {status}")
 
 
-async def haproxy_answers(cfg: Path, sock: Path, ports: dict, requests: list[str], *,
-                          page: bool = False) -> dict[str, str]:
-    proc = await asyncio.create_subprocess_exec(HAPROXY, "-db", "-f", str(cfg),
-                                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(100):
-            if sock.exists():
-                break
-            await asyncio.sleep(0.05)
+@contextlib.asynccontextmanager
+async def haproxy_after_traffic(cfg: Path, sock: Path, ports: dict, *,
+                                page: bool = False) -> AsyncIterator[None]:
+    """The real haproxy on ``cfg`` (``write_config``'s), once s4 is DOWN and the comparisons' traffic
+    (and the page's, with ``page``) went through it."""
+    async with haproxy_running(str(cfg), str(sock)):
         await until_status(sock, ("be", "s4"), "DOWN")
         await traffic(ports["fe"], 8, 1000)
         await traffic(ports["ls"], 3, 500)
         if page:
             await page_traffic(ports["stats"])
+        yield
+
+
+async def haproxy_answers(cfg: Path, sock: Path, ports: dict, requests: list[str], *,
+                          page: bool = False) -> dict[str, str]:
+    async with haproxy_after_traffic(cfg, sock, ports, page=page):
         await asyncio.sleep(0.2)
         return {request: await socat(sock, request) for request in requests}
-    finally:
-        proc.terminate()
-        await proc.wait()
 
 
 async def fastproxy_answers(cfg: Path, sock: Path, ports: dict, pump_class, requests: list[str], *,
@@ -538,24 +540,13 @@ async def held_session_answers(cfg: Path, sock: Path, ports: dict, run) -> dict[
         return answers
 
 
-@contextlib.asynccontextmanager
-async def haproxy_running(cfg: Path):
-    proc = await asyncio.create_subprocess_exec(HAPROXY, "-db", "-f", str(cfg), stdout=subprocess.DEVNULL,
-                                                stderr=subprocess.DEVNULL)
-    try:
-        yield proc
-    finally:
-        proc.terminate()
-        await proc.wait()
-
-
 @needs_haproxy
 @pytest.mark.timeout(60)
 async def test_show_sess_and_shutdown_session_answer_as_haproxys(tmp_path, pump_class):
     async with serving(echo) as s1, serving(echo) as s2, serving(echo) as s3:
         cfg, ports = write_config(tmp_path, (s1, s2, s3))
         sock = tmp_path / "admin.sock"
-        theirs = await held_session_answers(cfg, sock, ports, haproxy_running(cfg))
+        theirs = await held_session_answers(cfg, sock, ports, haproxy_running(str(cfg), str(sock)))
         ours = await held_session_answers(cfg, sock, ports, running(load([str(cfg)]), pump_class))
     for request in NO_SUCH_SESSION:
         assert ours[request] == theirs[request], request
@@ -611,7 +602,7 @@ async def test_session_times_read_as_haproxys_on_the_same_traffic(tmp_path, pump
     async with serving(echo) as s1, serving(echo) as s2, serving(echo) as s3:
         cfg, ports = write_config(tmp_path, (s1, s2, s3))
         sock = tmp_path / "admin.sock"
-        theirs = await session_times(cfg, sock, ports, haproxy_running(cfg))
+        theirs = await session_times(cfg, sock, ports, haproxy_running(str(cfg), str(sock)))
         ours = await session_times(cfg, sock, ports, running(load([str(cfg)]), pump_class))
     for rows in (ours, theirs):
         for row in (("be", "s1"), ("be", "s2"), ("be", "BACKEND")):
@@ -854,7 +845,7 @@ async def test_add_and_del_server_answer_as_haproxys(tmp_path, pump_class):
                         break
                     await asyncio.sleep(0.05)
                 return {request: await socat(sock, request) for request in requests}
-        theirs = await answers(haproxy_running(cfg))
+        theirs = await answers(haproxy_running(str(cfg), str(sock)))
         ours = await answers(running(load([str(cfg)]), pump_class))
     for request in requests:
         if request.startswith("show"):
