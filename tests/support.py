@@ -293,6 +293,22 @@ async def open_client(address: tuple, source: str | None = None) -> tuple[socket
 
 # --- the reference: haproxy on the same file ------------------------------------------------------
 
+def compared_prologue(directory: Any, defaults_extra: str = "") -> str:
+    """The head of a file fastproxy and haproxy both run in the comparisons through the stats socket:
+    one thread, ``directory``/admin.sock at level admin, defaults in mode tcp (1 s to connect, 5 s
+    idle) and ``defaults_extra`` lines."""
+    return f"""\
+global
+    nbthread 1
+    stats socket {directory}/admin.sock level admin
+defaults
+    mode tcp
+    timeout connect 1s
+    timeout client 5s
+    timeout server 5s
+{defaults_extra}"""
+
+
 @contextlib.asynccontextmanager
 async def haproxy_running(cfg: str, stats_socket: str) -> AsyncIterator[None]:
     """The real haproxy (``-db``) on ``cfg`` until the block ends, once its ``stats socket`` exists."""

@@ -14,7 +14,7 @@ import pytest
 
 from fastproxy.config import load
 
-from ..support import NamedBackends, free_port, haproxy_running, open_client, running
+from ..support import NamedBackends, compared_prologue, free_port, haproxy_running, open_client, running
 from .test_stats_socket import needs_haproxy, until_status
 
 
@@ -23,17 +23,8 @@ def write_config(tmp_path: Path, backends: NamedBackends, backend_lines: str, *,
     port = free_port()
     a, b = backends.ports
     path = tmp_path / "haproxy.cfg"
-    path.write_text(f"""\
-global
-    nbthread 1
-    stats socket {tmp_path}/admin.sock level admin
-defaults
-    mode tcp
-    timeout connect 1s
-    timeout client 5s
-    timeout server 5s
-    retries 1
-frontend fe
+    head = compared_prologue(tmp_path, "    retries 1\n")
+    path.write_text(f"""{head}frontend fe
     bind 127.0.0.1:{port}
     default_backend be
 backend be

@@ -14,7 +14,8 @@ import pytest
 from fastproxy.config import load
 from fastproxy.proxyproto import encode_v1, encode_v2
 
-from ..support import NamedBackends, free_port, haproxy_running, open_client, running, serving
+from ..support import (NamedBackends, compared_prologue, free_port, haproxy_running, open_client, running,
+                       serving)
 from .test_routing import HAPROXY, Sends, both_ways, named_backend
 from .test_stats_socket import ask, needs_haproxy, table, until_status
 
@@ -186,16 +187,7 @@ def write_config(tmp_path: Path, backends: NamedBackends, servers: str) -> tuple
     port = free_port()
     ports = dict(zip(backends.names, backends.ports))
     path = tmp_path / "haproxy.cfg"
-    path.write_text(f"""\
-global
-    nbthread 1
-    stats socket {tmp_path}/admin.sock level admin
-defaults
-    mode tcp
-    timeout connect 1s
-    timeout client 5s
-    timeout server 5s
-frontend fe
+    path.write_text(f"""{compared_prologue(tmp_path)}frontend fe
     bind 127.0.0.1:{port}
     default_backend be
 backend be

@@ -20,7 +20,7 @@ from fastproxy.config import load, parse_text as load_text
 from fastproxy.pump import CPump
 from fastproxy.sticktables import StickTable
 
-from ..support import NamedBackends, free_port, haproxy_running, open_client, running
+from ..support import NamedBackends, compared_prologue, free_port, haproxy_running, open_client, running
 from .test_stats_socket import ask, needs_haproxy, table as stat_table, until_status
 
 LIMIT = 5
@@ -32,16 +32,7 @@ TABLE = "stick-table type ip size 100 expire 30s store conn_cur,conn_cnt,conn_ra
 def write_config(tmp_path: Path, backends: NamedBackends, rules: str, table: str = TABLE) -> tuple[Path, int]:
     port = free_port()
     path = tmp_path / "haproxy.cfg"
-    path.write_text(f"""\
-global
-    nbthread 1
-    stats socket {tmp_path}/admin.sock level admin
-defaults
-    mode tcp
-    timeout connect 1s
-    timeout client 5s
-    timeout server 5s
-frontend fe
+    path.write_text(f"""{compared_prologue(tmp_path)}frontend fe
     bind 127.0.0.1:{port}
     {table}
 {rules}
