@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import selectors
 import signal
@@ -9,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from typing import Iterator
 
 import pytest
 
@@ -108,15 +110,25 @@ def echo_file(tmp_path):
     backend.close()
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_a_signal_closes_listeners_first_and_lets_established_connections_finish(implementation_env, signum,
-                                                                                echo_file):
+@contextlib.contextmanager
+def one_connection_through(env: dict, echo_file: tuple, grace: str) -> Iterator[tuple]:
+    """``fastproxy run`` on ``echo_file`` with ``--grace``, and a connection through it that echoed a
+    line: (the process, the connection, the listening address); the process stopped at the end."""
     cfg, address = echo_file
-    proc = start_fastproxy(["run", "-f", str(cfg), "--grace", "5"], implementation_env)
+    proc = start_fastproxy(["run", "-f", str(cfg), "--grace", grace], env)
     try:
         wait_listening(address, proc)
         established = socket.create_connection(address, timeout=5)
         assert exchange_line(established, b"before\n") == b"before\n"
+        yield proc, established, address
+    finally:
+        stop(proc)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_closes_listeners_first_and_lets_established_connections_finish(implementation_env, signum,
+                                                                                echo_file):
+    with one_connection_through(implementation_env, echo_file, "5") as (proc, established, address):
         proc.send_signal(signum)
         wait_for(lambda: refused(address), timeout=5, what="the listener closed")
         # The established connection still works during the grace period...
@@ -125,17 +137,10 @@ def test_a_signal_closes_listeners_first_and_lets_established_connections_finish
         established.close()
         # ...and once it ended, the process exits 0 without waiting for the whole grace period.
         assert proc.wait(timeout=4) == 0
-    finally:
-        stop(proc)
 
 
 def test_connections_still_open_after_the_grace_period_are_cut(implementation_env, echo_file):
-    cfg, address = echo_file
-    proc = start_fastproxy(["run", "-f", str(cfg), "--grace", "0.5"], implementation_env)
-    try:
-        wait_listening(address, proc)
-        established = socket.create_connection(address, timeout=5)
-        assert exchange_line(established, b"hi\n") == b"hi\n"
+    with one_connection_through(implementation_env, echo_file, "0.5") as (proc, established, _):
         started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
@@ -146,8 +151,6 @@ def test_connections_still_open_after_the_grace_period_are_cut(implementation_en
         except ConnectionResetError:
             pass
         established.close()
-    finally:
-        stop(proc)
 
 
 INHERITED = """
