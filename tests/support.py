@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import fcntl
 import os
 import shutil
 import signal
@@ -350,6 +351,30 @@ def echo_listen(port: int, backend: int, global_extra: str = "") -> str:
 
 
 DEFAULT_ADDRESS = ("127.0.0.1", 8080)
+# Every suite run on the machine (each worktree's, CI's) takes this lock around the embedded default:
+# without it, one run's clients reached another run's proxy on 8080 and its own process was stopped
+# before it had set its signal handlers (exit -15).
+DEFAULT_ADDRESS_LOCK = "/tmp/fastproxy-tests-127.0.0.1-8080.lock"
+
+
+@contextlib.contextmanager
+def default_address_held(timeout: float = 300.0) -> Iterator[None]:
+    """127.0.0.1:8080, the embedded default's address, for this block alone among the test runs on the
+    machine (an exclusive ``flock`` on ``DEFAULT_ADDRESS_LOCK``, waited for at most ``timeout`` s)."""
+    with open(DEFAULT_ADDRESS_LOCK, "a") as lock:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"{DEFAULT_ADDRESS_LOCK} held by another test run for {timeout} s")
+                time.sleep(0.1)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def start_fastproxy(args: list[str], env: dict, pass_fds: tuple[int, ...] = (), *,

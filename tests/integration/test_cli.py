@@ -14,8 +14,8 @@ from typing import Iterator
 
 import pytest
 
-from ..support import (DEFAULT_ADDRESS, EchoThread, exchange_line, free_port, start_fastproxy, stop,
-                       wait_for, wait_listening)
+from ..support import (DEFAULT_ADDRESS, EchoThread, default_address_held, exchange_line, free_port,
+                       start_fastproxy, stop, wait_for, wait_listening)
 
 def test_version_names_the_active_implementation(implementation_env):
     out = subprocess.run([sys.executable, "-m", "fastproxy", "version"], env=implementation_env,
@@ -23,18 +23,19 @@ def test_version_names_the_active_implementation(implementation_env):
     assert f"({implementation_env['FASTPROXY_EXPECT_IMPLEMENTATION']} data plane" in out
 
 def test_embedded_default_balances_over_two_echo_backends(implementation_env):
-    proc = start_fastproxy(["run"], implementation_env)
-    try:
-        wait_listening(DEFAULT_ADDRESS, proc)
-        answers = []
-        for i in range(4):
-            with socket.create_connection(DEFAULT_ADDRESS, timeout=5) as sock:
-                answers.append(exchange_line(sock, b"hello %d\n" % i))
-        names = [answer.split(b":")[0] for answer in answers]
-        assert sorted(names) == [b"echo1", b"echo1", b"echo2", b"echo2"]
-        assert all(answer.endswith(b"hello %d\n" % i) for i, answer in enumerate(answers))
-    finally:
-        stop(proc)
+    with default_address_held():
+        proc = start_fastproxy(["run"], implementation_env)
+        try:
+            wait_listening(DEFAULT_ADDRESS, proc)
+            answers = []
+            for i in range(4):
+                with socket.create_connection(DEFAULT_ADDRESS, timeout=5) as sock:
+                    answers.append(exchange_line(sock, b"hello %d\n" % i))
+            names = [answer.split(b":")[0] for answer in answers]
+            assert sorted(names) == [b"echo1", b"echo1", b"echo2", b"echo2"]
+            assert all(answer.endswith(b"hello %d\n" % i) for i, answer in enumerate(answers))
+        finally:
+            stop(proc)
     assert proc.returncode == 0
     assert "nc 127.0.0.1 8080" in proc.stderr.read()
 
