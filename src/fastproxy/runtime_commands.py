@@ -373,10 +373,11 @@ def _set_weight(session: CliSession, args: list[str]) -> str:
 
 # --- frontends ---------------------------------------------------------------------------------------
 
-def _find_frontend(session: CliSession, args: list[str]) -> Any:
-    """proxy.c's cli_find_frontend(): the frontend named by the request's third word."""
+def _find_frontend(session: CliSession, args: list[str], at: int = 2) -> Any:
+    """proxy.c's cli_find_frontend(): the frontend named by the request's word ``at`` (its third by
+    default, as the frontend commands; ``set maxconn frontend`` names it fourth)."""
     session.require(ADMIN)
-    name = args[2] if len(args) > 2 else ""
+    name = args[at] if len(args) > at else ""
     if not name:
         raise CommandError("A frontend name is expected.\n")
     frontend = _ops(session).state.frontends.get(name)
@@ -449,13 +450,7 @@ def _set_maxconn_server(session: CliSession, args: list[str]) -> str:
 
 def _set_maxconn_frontend(session: CliSession, args: list[str]) -> str:
     """proxy.c's cli_parse_set_maxconn_frontend()."""
-    session.require(ADMIN)
-    name = args[3] if len(args) > 3 else ""
-    if not name:
-        raise CommandError("A frontend name is expected.\n")
-    frontend = _ops(session).state.frontends.get(name)
-    if frontend is None:
-        raise CommandError("No such frontend.\n")
+    frontend = _find_frontend(session, args, 3)
     if len(args) < 5 or not args[4]:
         raise CommandError("Integer value expected.\n")
     value = _atoi(args[4])
