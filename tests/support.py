@@ -11,11 +11,13 @@ import shutil
 import signal
 import random
 import socket
+import ssl
 import struct
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Iterator, Optional
 
 from fastproxy._impl import NO_EXTENSIONS
@@ -725,3 +727,65 @@ class PartitionableRelay:
         for writer in self._writers:
             writer.close()
         await self.server.wait_closed()
+
+
+# --- TLS: certificates made by openssl, and a TLS echo server ----------------------------------------
+
+def make_certificate(directory: Path, name: str, *, alt: tuple[str, ...] = ()) -> tuple[Path, Path, Path]:
+    """A self-signed certificate for ``name`` (and the DNS names ``alt``), made by openssl: its file,
+    its key's, and both in one PEM (what HAProxy's ``crt`` takes)."""
+    cert, key, both = directory / f"{name}.crt", directory / f"{name}.key", directory / f"{name}.pem"
+    names = ",".join(f"DNS:{host}" for host in (name, *alt))
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}",
+                    "-addext", f"subjectAltName={names}", "-days", "2", "-keyout", str(key),
+                    "-out", str(cert)], check=True, capture_output=True)
+    both.write_bytes(cert.read_bytes() + key.read_bytes())
+    return cert, key, both
+
+
+class TlsEchoServer:
+    """A TLS server on 127.0.0.1 (Python's ssl, blocking sockets, a thread per client): it first writes
+    one line of what the handshake gave (``sni=<name> alpn=<protocol> client=<common name>
+    resumed=<bool>``), then echoes until the client's close_notify, and closes with its own.  A
+    handshake it refuses closes the connection."""
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        self.context = context
+        self.names: dict[int, Optional[str]] = {}
+        context.sni_callback = self._sni
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.handshakes = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _sni(self, obj: Any, name: Optional[str], context: ssl.SSLContext) -> None:
+        self.names[id(obj)] = name
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._echo, args=(conn,), daemon=True).start()
+
+    def _echo(self, conn: socket.socket) -> None:
+        conn.settimeout(10)
+        try:
+            tls = self.context.wrap_socket(conn, server_side=True)
+            self.handshakes += 1
+            peer = tls.getpeercert() or {}
+            client = next((value for rdn in peer.get("subject", ()) for key, value in rdn
+                           if key == "commonName"), None)
+            tls.sendall(f"sni={self.names.pop(id(tls), None)} alpn={tls.selected_alpn_protocol()} "
+                        f"client={client} resumed={tls.session_reused}\n".encode())
+            while data := tls.recv(65536):
+                tls.sendall(data)
+            tls.unwrap()
+        except (OSError, ssl.SSLError, ValueError):
+            pass
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        self.listener.close()

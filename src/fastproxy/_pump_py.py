@@ -235,7 +235,7 @@ class PyPump:
             raise ValueError("prefix larger than the buffer size")
         timeouts = tuple(t if t and t > 0 else 0 for t in
                          (client_timeout, server_timeout, client_fin_timeout, server_fin_timeout))
-        pair = _PyPair(self, tag, timeouts, frontend_block, server_block, backend_block)
+        pair = self._new_pair(tag, timeouts, frontend_block, server_block, backend_block)
         pair.fds = (client_fd, server_fd)
         pair.dialed = self.loop.time()
         pair.accepted = pair.dialed - max(waited, 0.0)
@@ -251,6 +251,10 @@ class PyPump:
         server_sock = socket.socket(fileno=server_fd)
         self.loop.create_task(self._register(pair, client_sock, server_sock, connecting, connect_timeout))
         return 0
+
+    def _new_pair(self, tag: int, timeouts: tuple, frontend_block: int, server_block: int,
+                  backend_block: int) -> _PyPair:
+        return _PyPair(self, tag, timeouts, frontend_block, server_block, backend_block)
 
     def detach(self, tags: Iterable[int]) -> list[DetachedPair]:
         """As the compiled pump's, at the clean point the twin has: a pair moves once neither transport
@@ -365,16 +369,17 @@ class PyPump:
 
     async def _register(self, pair: _PyPair, client_sock: socket.socket, server_sock: socket.socket,
                         connecting: bool, connect_timeout: Optional[float]) -> None:
-        if connecting:
-            error = await self._connected(server_sock, connect_timeout)
-            if error:
-                server_sock.close()
-                client_fd = client_sock.detach()  # the client is Python's again
-                pair.ended = True
-                self._pairs.discard(pair)
-                if self._on_connect_failed is not None:
-                    self.loop.call_soon(self._on_connect_failed, pair.tag, error, client_fd)
-                return
+        error = await self._connected(server_sock, connect_timeout) if connecting else 0
+        if not error and not pair.ended:
+            error = await self._established(pair, server_sock)  # fails as a connect would
+        if error:
+            server_sock.close()
+            client_fd = client_sock.detach()  # the client is Python's again
+            pair.ended = True
+            self._pairs.discard(pair)
+            if self._on_connect_failed is not None:
+                self.loop.call_soon(self._on_connect_failed, pair.tag, error, client_fd)
+            return
         if pair.ended:  # cut while connecting
             client_sock.close()
             server_sock.close()
@@ -388,16 +393,25 @@ class PyPump:
         self.arm(pair)
         await self._open_transports(pair, client_sock, server_sock)
 
+    async def _established(self, pair: _PyPair, server_sock: socket.socket) -> int:
+        """What a connected server socket needs before the pair is pumped (the TLS relay's handshake);
+        an errno to fail the pair as a connect would, or 0."""
+        return 0
+
+    def _protocol(self, side: _Side) -> asyncio.Protocol:
+        """The protocol of a side's transport: the side itself (the TLS relay puts TLS between)."""
+        return side
+
     async def _open_transports(self, pair: _PyPair, client_sock: socket.socket, server_sock: socket.socket,
                                client_opened: Optional[Callable[[asyncio.Transport], None]] = None) -> None:
         """Both sides' transports, the client's first (``client_opened`` is called with it before the
         server's exists); the pair ends if they cannot be made, or was cut meanwhile."""
         try:
-            await self.loop.connect_accepted_socket(lambda: pair.client, client_sock)
+            await self.loop.connect_accepted_socket(lambda: self._protocol(pair.client), client_sock)
             if client_opened is not None:
                 assert pair.client.transport is not None
                 client_opened(pair.client.transport)
-            await self.loop.connect_accepted_socket(lambda: pair.server, server_sock)
+            await self.loop.connect_accepted_socket(lambda: self._protocol(pair.server), server_sock)
         except (OSError, RuntimeError):
             client_sock.close()
             server_sock.close()

@@ -35,6 +35,7 @@ from .persistence import STOPPED
 from .queues import Pending
 from .runtime import BackendRuntime, FrontendRuntime, PairTimeouts, Runtime
 from .server import Connection
+from .tlsrelay import PairTls
 from .session import Director, ErrorHandler, Session, Target, conn_info, pick_key, proxy_header
 from .variables import ProcessVariables, Variables
 
@@ -242,6 +243,11 @@ class Dispatcher:
         prefix = None
         if slot is not None and (slot.server.send_proxy or slot.server.send_proxy_v2):
             prefix = proxy_header(session, v2=slot.server.send_proxy_v2)
+        server_tls = backend.servers[slot.index].tls if slot is not None else None
+        if server_tls is not None or session.tls is not None:
+            tls = PairTls(session.tls, server_tls.endpoint(conn_info(session)) if server_tls else None)
+            self.pair(session, server_fd, connecting=in_progress, prefix=prefix, tls=tls)
+            return
         self.pair(session, server_fd, connecting=in_progress, prefix=prefix)
 
     def timeouts(self, frontend: FrontendRuntime, backend: BackendRuntime) -> PairTimeouts:
@@ -252,8 +258,9 @@ class Dispatcher:
         return found
 
     def pair(self, session: Session, server_fd: int, *, connecting: bool,
-             prefix: Optional[bytes] = None) -> None:
-        """Hand a client and its upstream (connected, or connecting) to the pump."""
+             prefix: Optional[bytes] = None, tls: Optional[PairTls] = None) -> None:
+        """Hand a client and its upstream (connected, or connecting) to the pump (``tls``: to its TLS
+        relay, see ``tlsrelay.WithTls``)."""
         backend = session.backend
         assert backend is not None
         tag = self._next_tag
@@ -268,13 +275,14 @@ class Dispatcher:
             session.variables.response_started()
         client_fd = session.lent_fd = session.fd  # the pump's now, until it gives it back
         session.fd = -1
+        extra = {"tls": tls} if tls is not None else {}
         try:
             self.state.pump.add_pair(
                 client_fd, server_fd, client_timeout=timeouts.client, server_timeout=timeouts.server,
                 client_fin_timeout=timeouts.client_fin, server_fin_timeout=timeouts.server_fin,
                 frontend_block=session.frontend.block, server_block=server_block, tag=tag,
                 connecting=connecting, connect_timeout=timeouts.connect, prefix=prefix,
-                backend_block=backend.block, waited=time.monotonic() - session.started)
+                backend_block=backend.block, waited=time.monotonic() - session.started, **extra)
         except Exception:
             self.pairs.pop(tag, None)
             session.lent_fd = -1

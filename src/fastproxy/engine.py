@@ -26,7 +26,7 @@ from .acl import Router
 from .config import model, validate
 from .dispatch import Dispatcher
 from .errors import ConfigError
-from . import logs, tcplog
+from . import logs, tcplog, tls
 from .health import AgentReply, CheckResult, HealthMonitor, ServerCheck, ServerHealth, check_tls_context
 from .balance import ServerState
 from .lanes import Lanes, lane_backend
@@ -44,6 +44,8 @@ from .server import Handler, LaneListener, Listener, listen_backlog
 from .servers import ServerStates
 from .session import Director, ErrorHandler
 from .sticktables import pump_can_keep
+from .tls import ServerTls
+from .tlsrelay import WithTls
 
 if TYPE_CHECKING:  # pragma: no cover
     from .stats_http import StatsListener
@@ -93,6 +95,15 @@ def _check_tls(server: model.Server, rules: Sequence[model.TcpCheckRule],
         return check_tls_context(server, default_verify)
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(f"server '{server.name}': cannot load the TLS files of its checks: {exc}",
+                          file=server.location.file, line=server.location.line, keyword="server") from None
+
+
+def _server_tls(server: model.Server, default_verify: str) -> ServerTls:
+    """A ``server ... ssl``'s TLS; a certificate or CA file it cannot read is the server line's error."""
+    try:
+        return ServerTls(server, default_verify)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"server '{server.name}': cannot load its TLS settings: {exc}",
                           file=server.location.file, line=server.location.line, keyword="server") from None
 
 
@@ -168,6 +179,8 @@ class Engine:
                                            proxy_default=_checks_send_proxy(server.slot.server))
                 self._by_check[server.check] = server
                 self.health.add(server.check)
+                if server.slot.server.ssl:
+                    server.tls = _server_tls(server.slot.server, g.ssl_server_verify)
                 if server.unresolved:  # in maintenance from the start, as a ``disabled`` server
                     self.health.pause(server.check)
                     server.check.health.health = 0
@@ -204,6 +217,10 @@ class Engine:
             maxpipes=g.maxpipes or 0, splice=g.splice, counter_blocks=block,
             on_pair_ended=self.dispatcher.pair_ended, on_connect_failed=self.dispatcher.pair_connect_failed,
             on_lane_hand_back=self.lane_binding.adopt, on_lane_ended=self.lane_binding.pair_ended)
+        if tls.in_traffic(cfg):  # TLS pairs are pumped by the relay, in user space (see tlsrelay)
+            self.pump = state.pump = WithTls(
+                self.pump, bufsize=g.bufsize, counter_blocks=block, on_pair_ended=self.dispatcher.pair_ended,
+                on_connect_failed=self.dispatcher.pair_connect_failed)
         self.servers = ServerStates(loop, self.health, cut_sessions=self.pump.cut_server)
         for server in state.servers.values():
             if server.tracked is not None:

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
 from . import _linux, proxyproto
+from .tls import certificate_names, server_context, unverified_tls_context
 from .config.model import SSL3_HELLO, HttpCheckRequest, Server, TcpCheckRule
 
 log = logging.getLogger("fastproxy")
@@ -599,46 +600,12 @@ class _Probe:
         sock.close()
 
 
-def unverified_tls_context() -> ssl.SSLContext:
-    """A TLS client context that verifies nothing (HAProxy's ``verify none``)."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
-
-
-def certificate_names(certificate: Any, name: str) -> bool:
-    """Whether a verified peer certificate (``SSLObject.getpeercert()``) is for ``name``: one of its
-    DNS subject alternative names (else its common name), a leading ``*.`` standing for one label."""
-    wanted = name.lower().rstrip(".")
-    names = [value for kind, value in (certificate or {}).get("subjectAltName", ()) if kind == "DNS"]
-    if not names:
-        names = [value for rdn in (certificate or {}).get("subject", ()) for key, value in rdn
-                 if key == "commonName"]
-    for candidate in names:
-        candidate = candidate.lower().rstrip(".")
-        if candidate == wanted:
-            return True
-        if candidate.startswith("*.") and "." in wanted and wanted.split(".", 1)[1] == candidate[2:]:
-            return True
-    return False
-
-
 def check_tls_context(server: Server, default_verify: str = "required") -> ssl.SSLContext:
-    """The TLS context of a server's checks (``check-ssl``): ``verify none`` or ``required`` against
-    ``ca-file`` (the name checked is ``check-sni``, else ``verifyhost``, as HAProxy checks the SNI),
-    ``crt`` as the client certificate; ``default_verify`` (``ssl-server-verify``) for a server without
-    ``verify``.  OSError/ssl.SSLError for files it cannot read."""
-    if (server.verify or default_verify) == "none":
-        context = unverified_tls_context()
-    else:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        context.check_hostname = False  # the probe checks the name HAProxy checks (the SNI, verifyhost)
-        if server.ca_file:
-            context.load_verify_locations(server.ca_file)
-    if server.crt:
-        context.load_cert_chain(server.crt)
-    return context
+    """The TLS context of a server's checks (``check-ssl``): the server's ``verify``, ``ca-file`` and
+    ``crt`` (the name checked is ``check-sni``, else ``verifyhost``, as HAProxy checks the SNI);
+    ``default_verify`` (``ssl-server-verify``) for a server without ``verify``.  OSError/ssl.SSLError
+    for files it cannot read."""
+    return server_context(server, default_verify, options=False)
 
 
 def _text_matches(method: str, pattern: str, text: str, *, fold: bool = False) -> bool:

@@ -48,7 +48,8 @@ def lane_backend(state: Runtime, frontend: FrontendRuntime, *, hooks: bool) -> O
             or (frontend.router is not None and lane_rules(fe, state.tables) is None)
             or (fe.log and not fe.tcplog and not lane_log_sinks(frontend.log))
             or (fe.log and not lane_can_log(frontend))
-            or fe.rate_limit_sessions or fe.lanes is False):
+            or fe.rate_limit_sessions or fe.lanes is False
+            or any(bind.ssl for bind in fe.binds)):  # TLS is made and opened in Python (tlsrelay)
         return None
     backend = state.backends.get(fe.default_backend or "")
     if backend is None or backend.needs_destination or backend.router is not None:
@@ -58,7 +59,8 @@ def lane_backend(state: Runtime, frontend: FrontendRuntime, *, hooks: bool) -> O
         return None
     for server in be.servers:
         if (server.maxconn or server.minconn or server.maxqueue or server.agent_check or server.send_proxy
-                or server.send_proxy_v2 or server.slowstart or not server.port or server.source):
+                or server.send_proxy_v2 or server.slowstart or not server.port or server.source
+                or server.ssl):
             return None
     return backend
 

@@ -29,6 +29,7 @@ from .persistence import Persistence
 from .rate import FreqCounter
 from .sticktables import StickTable, tables_for
 from .variables import ProcessVariables
+from .tls import ServerTls
 
 from .health import ServerCheck
 from .server import Handler, LaneListener, ListenerLike
@@ -112,7 +113,7 @@ class ServerRuntime:
 
     __slots__ = ("backend", "slot", "block", "family", "address", "raw_address", "admin", "check", "agent",
                  "last_change", "down_time", "stopped", "admin_changed", "seen_total", "seen_at", "nolb",
-                 "dynamic", "unresolved", "dialer", "tracked", "trackers", "operational")
+                 "dynamic", "unresolved", "dialer", "tracked", "trackers", "operational", "tls")
 
     def __init__(self, backend: "BackendRuntime", slot: ServerSlot, block: int) -> None:
         server = slot.server
@@ -135,6 +136,7 @@ class ServerRuntime:
         backend.balancer.set_address(slot.name, self.address[0], self.address[1])  # resolved: hash-key addr
         self.admin = AdminState.MAINT if server.disabled or self.unresolved else AdminState.READY
         self.dialer = backend.dialer if server.source is None else backend.dialer_from(server.source)
+        self.tls: Optional[ServerTls] = None  # ``ssl``: how to speak TLS to it (set by the engine)
         # ``track``: the server whose state this one follows, and the servers following this one.
         self.tracked: Optional[ServerRuntime] = None
         self.trackers: list[ServerRuntime] = []

@@ -40,7 +40,7 @@ class Session:
     __slots__ = ("fd", "lent_fd", "_peer", "_peername", "_sockname", "frontend", "backend", "slot",
                  "attempt", "excluded", "started", "context", "_finished", "number", "server_address",
                  "backend_address", "info", "tracker",
-                 "stick_pending", "variables")
+                 "stick_pending", "variables", "tls")
 
     numbers = itertools.count()  # HAProxy's stream numbers (%rt): in the order sessions begin
 
@@ -66,6 +66,7 @@ class Session:
         self.tracker: Any = None  # its stick counters (``tracking.Tracker``), when its rules may use them
         self.stick_pending: Any = None  # where persistence stores its server; None: tables not consulted yet
         self.variables: Any = None  # its variables (``variables.Variables``), once a rule or a log reads them
+        self.tls: Any = None  # the client's TLS (``tls.Endpoint``), handshaken, when its bind terminates it
 
     @property
     def peername(self) -> Any:

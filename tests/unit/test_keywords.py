@@ -23,6 +23,7 @@ from fastproxy.config.haproxy.options import OPTIONS
 from fastproxy.config.haproxy.proxy import _known_tcp_request_action
 from fastproxy.config.haproxy.registry import PROXY_IGNORED, PROXY_KEYWORDS
 from fastproxy.config.haproxy.servers import SERVER_IGNORED, SERVER_OPTIONS
+from fastproxy.config.haproxy.tls import SHARED as TLS_SHARED
 
 HAPROXY = shutil.which("haproxy")
 MANUAL = Path("/usr/share/doc/haproxy/configuration.txt.gz")  # shipped with the haproxy package
@@ -119,7 +120,7 @@ def test_haproxy_bind_and_server_settings_are_all_known_with_their_argument_coun
                if (m := re.match(r"server <name> <addr> (\S+)(?: \+(\d+))?$", line))}
     assert len(binds) > 25 and len(servers) > 90
     assert {name: count for name, count in binds.items() if BIND_OPTIONS.get(name) != count} == {}
-    ours = {name: count for name, (count, _) in SERVER_OPTIONS.items()} | SERVER_IGNORED
+    ours = {name: count for name, (count, _) in SERVER_OPTIONS.items()} | SERVER_IGNORED | TLS_SHARED
     # HAProxy lists 'usesrc' without its argument: it only follows 'source', whose parser reads it.
     assert {name: count for name, count in servers.items() if ours.get(name) != count} == {"usesrc": 0}
 

@@ -84,6 +84,21 @@ class LogTarget:
     location: Location = field(default_factory=Location)
 
 
+@dataclass(frozen=True)
+class TlsOptions:
+    """The TLS settings a ``bind ... ssl`` and a ``server ... ssl`` share (HAProxy's ``ssl_bind_conf``
+    and ``srv->ssl_ctx`` settings of the same names): ``alpn`` (the protocols offered or accepted, in
+    order), ``ssl-min-ver``/``ssl-max-ver`` and ``force-*`` (``min_version``/``max_version``, HAProxy's
+    names: ``SSLv3``, ``TLSv1.0`` ... ``TLSv1.3``), ``no-sslv3``/``no-tlsv1x`` (``excluded``), ``ciphers``
+    (TLS 1.2 and before).  Frozen: a ``default-server``'s are shared by the servers copied from it."""
+
+    alpn: Optional[tuple[str, ...]] = None
+    min_version: Optional[str] = None
+    max_version: Optional[str] = None
+    excluded: tuple[str, ...] = ()
+    ciphers: Optional[str] = None
+
+
 @dataclass
 class Bind:
     """One listening address of a frontend (one ``bind`` address, after port ranges are expanded)."""
@@ -100,6 +115,14 @@ class Bind:
     location: Location = field(default_factory=Location)
     family: Optional[str] = None  # "ipv4" | "ipv6" from an ipv4@/ipv6@ (tcp4@/tcp6@) prefix; None: any
     fd: Optional[int] = None  # ``fd@<n>``: an inherited socket (host and port unused), listening or not
+    # ``ssl``: TLS terminated here, with the certificates of ``crt`` (files, or directories of them: the
+    # client's SNI picks one by its names, the first is the default); ``verify`` (none | optional |
+    # required; None: none) of client certificates against ``ca_file``.
+    ssl: bool = False
+    crt: tuple[str, ...] = ()
+    ca_file: Optional[str] = None
+    verify: Optional[str] = None
+    tls: TlsOptions = field(default_factory=TlsOptions)
 
 
 @dataclass
@@ -158,9 +181,13 @@ class Server:
     # ``check-send-proxy``: checks start with a PROXY header (LOCAL/UNKNOWN, in the server's version),
     # as those of a ``send-proxy`` server without a check ``port`` or ``addr`` do.
     check_send_proxy: bool = False
-    # ``ssl``: TLS to the server, which fastproxy does not do for traffic (a warning); as in HAProxy
-    # its checks speak TLS when no check ``port`` or ``addr`` is set.
+    # ``ssl``: TLS to the server, for traffic and, as in HAProxy, for its checks when no check ``port``
+    # or ``addr`` is set; ``sni`` (a sample expression: the name sent and verified), ``tls`` (alpn,
+    # versions, ciphers), ``ssl_reuse`` (resume the server's last TLS session: HAProxy's default).
     ssl: bool = False
+    sni: Optional[str] = None
+    tls: TlsOptions = field(default_factory=TlsOptions)
+    ssl_reuse: bool = True
     verify: Optional[str] = None
     ca_file: Optional[str] = None
     crt: Optional[str] = None

@@ -14,7 +14,9 @@ import re
 from collections.abc import Callable
 from typing import Optional
 
+from ... import samples
 from ..model import Server
+from . import tls
 from .lexer import _Invalid, env_expand
 from .registry import BE, _Line, _Proxy, _keyword
 from .values import (INT_MAX, _check_host, _check_name, _integer, _ip_address, _server_address,
@@ -129,6 +131,15 @@ def _agent_addr(server: Server, values: list[str]) -> None:
     server.agent_addr = _check_host(address, values[0])
 
 
+def _server_sni(server: Server, values: list[str]) -> None:
+    """``sni <expression>``: the name sent in the ClientHello, evaluated per connection."""
+    try:
+        samples.parse(values[0])
+    except samples.SampleError as exc:
+        raise _Invalid(f"error detected while parsing sni expression : {exc}") from None
+    server.sni = values[0]
+
+
 def _server_addr(server: Server, values: list[str]) -> None:
     address = _split_address(values[0])
     if address.port_text:
@@ -148,6 +159,14 @@ SERVER_OPTIONS: dict[str, tuple[int, ServerHandler]] = {
     "ca-file": (1, _server_text("ca_file")),
     "crt": (1, _server_text("crt")),
     "check-sni": (1, _server_text("check_sni")),
+    "ssl": (0, _server_flag("ssl", True)),
+    "no-ssl": (0, _server_flag("ssl", False)),
+    "sni": (1, _server_sni),
+    "ssl-reuse": (0, _server_flag("ssl_reuse", True)),
+    "no-ssl-reuse": (0, _server_flag("ssl_reuse", False)),
+    # What the refused send-proxy-v2-ssl settings would turn on: turning it off is what happens.
+    "no-send-proxy-v2-ssl": (0, lambda server, values: None),
+    "no-send-proxy-v2-ssl-cn": (0, lambda server, values: None),
     "verifyhost": (1, _server_text("verifyhost")),
     "agent-check": (0, _server_flag("agent_check", True)),
     "no-agent-check": (0, _server_flag("agent_check", False)),
@@ -191,22 +210,25 @@ SERVER_OPTIONS: dict[str, tuple[int, ServerHandler]] = {
     "usesrc": (1, _no_usesrc),
 }
 
-# HAProxy 2.6's other server settings and their argument counts (from ``haproxy -dKcfg``): warnings.
+# HAProxy 2.6's other server settings and their argument counts (from ``haproxy -dKcfg``): warnings,
+# or refusals (``tls.is_refused``).
 SERVER_IGNORED: dict[str, int] = {
-    "allow-0rtt": 0, "alpn": 1, "check-alpn": 1, "check-proto": 1,
-    "check-via-socks4": 0, "ciphers": 1, "ciphersuites": 1, "cookie": 1,
-    "crl-file": 1, "force-sslv3": 0, "force-tlsv10": 0, "force-tlsv11": 0,
-    "force-tlsv12": 0, "force-tlsv13": 0, "log-proto": 1, "max-reuse": 1, "namespace": 1,
-    "no-send-proxy-v2-ssl": 0,
-    "no-send-proxy-v2-ssl-cn": 0, "no-ssl": 0, "no-ssl-reuse": 0, "no-sslv3": 0, "no-tfo": 0,
-    "no-tls-tickets": 0, "no-tlsv10": 0, "no-tlsv11": 0, "no-tlsv12": 0, "no-tlsv13": 0,
+    "allow-0rtt": 0, "check-alpn": 1, "check-proto": 1,
+    "check-via-socks4": 0, "ciphersuites": 1, "cookie": 1,
+    "crl-file": 1, "log-proto": 1, "max-reuse": 1, "namespace": 1,
+    "no-tfo": 0, "no-tls-tickets": 0,
     "npn": 1, "pool-low-conn": 1, "pool-max-conn": 1, "pool-purge-delay": 1, "proto": 1,
     "proxy-v2-options": 1, "redir": 1,
     "resolve-net": 1, "resolve-opts": 1, "resolve-prefer": 1, "send-proxy-v2-ssl": 0,
-    "send-proxy-v2-ssl-cn": 0, "sni": 1, "ssl": 0, "ssl-max-ver": 1,
-    "ssl-min-ver": 1, "ssl-reuse": 0, "tcp-ut": 1, "tfo": 0, "tls-tickets": 0,
+    "send-proxy-v2-ssl-cn": 0, "tcp-ut": 1, "tfo": 0, "tls-tickets": 0,
     "ws": 1,
 }
+
+
+def _server_tls(name: str) -> ServerHandler:
+    def handler(server: Server, values: list[str]) -> None:
+        server.tls = tls.apply(server.tls, name, values)  # type: ignore[assignment]
+    return handler
 
 
 _ADDRESS_SETTINGS = frozenset({"addr", "source", "socks4", "agent-addr"})
@@ -219,6 +241,8 @@ def _apply_server_options(line: _Line, server: Server, options: list[str], *, is
         i += 1
         if name in SERVER_OPTIONS:
             count, handler = SERVER_OPTIONS[name]
+        elif name in tls.SHARED:
+            count, handler = tls.SHARED[name], _server_tls(name)
         elif name in SERVER_IGNORED:
             count, handler = SERVER_IGNORED[name], None
         else:
@@ -231,11 +255,11 @@ def _apply_server_options(line: _Line, server: Server, options: list[str], *, is
             values = [env_expand(values[0], line.reader.environ)]
         if is_default and name == "id":
             raise _Invalid("'id' option is not accepted in default-server sections")
+        if handler is None and tls.is_refused(name):
+            raise tls.refused(name, values)
         if handler is None:
             line.warn(f"server setting '{name}' is not supported by fastproxy; ignored",
                       f"{line.words[0]} {name}")
-            if name in ("ssl", "no-ssl"):  # still what decides whether its checks speak TLS
-                server.ssl = name == "ssl"
         else:
             handler(server, values)
 
