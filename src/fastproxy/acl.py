@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Optional, Union
 
-from . import logformat, samples, variables
+from . import c_integers, logformat, samples, variables
 from .config.model import Acl, Backend, Condition, Frontend, Location, Sample, TcpRequestRule
 from .errors import ConfigError
 
@@ -70,6 +70,7 @@ class ConnInfo:
     alpn: tuple[str, ...] = ()  # the ClientHello's ALPN protocol names, in its order
     hello_extensions: Optional[tuple[int, ...]] = None  # the ClientHello's extension types
     counters: Any = None  # the connection's stick counters (``tracking.Tracker``), read by sc_*/src_*
+    tls: Any = None  # what its bind's TLS termination gave (``tls.TlsFacts``), read by ssl_fc_*/ssl_c_*
     # What ``set-src``/``set-dst`` rules changed ({"src": ..., "dst_port": ...}), for the session to take
     # on; shared by the copies of one connection's info (None: nobody takes them on).
     rewritten: Optional[dict] = None
@@ -272,7 +273,7 @@ def int_patterns(values: Sequence[str]) -> list[tuple[Optional[int], Optional[in
 def _integer(text: str, value: str) -> int:
     if not re.fullmatch(r"-?[0-9]+", text):
         raise AclError(f"'{value}' is not a number.")
-    return int(text)
+    return c_integers.signed(text)  # saturated as HAProxy's strtol: int() refuses 4300 digits
 
 
 def _dotted_versions(values: Sequence[str]) -> list[str]:
