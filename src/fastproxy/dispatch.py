@@ -442,6 +442,7 @@ class Dispatcher:
             server_address=_linux.peer_address(server) if server else None,
             accepted=time.time() - elapsed, frontend=frontend.name,
             backend=backend.name if backend else frontend.name, server=slot.name if slot else None,
+            ssl=session.tls_facts is not None, tls=session.tls_facts,
             bytes_in=bytes_in, bytes_out=bytes_out, connect_ms=0 if connected and slot is not None else -1,
             total_ms=int(elapsed * 1000), termination=termination, active=self.state.current,
             frontend_current=frontend.current,
@@ -494,4 +495,5 @@ def _connection(session: Session, variables: ProcessVariables) -> ConnInfo:
     """What log-format samples read of a session no rule looked at (the process's variables)."""
     src, dst = session.peername, session._sockname
     return ConnInfo(src=src[0], src_port=src[1], dst=dst[0] if dst else "", dst_port=dst[1] if dst else 0,
-                    variables=session.variables or Variables(variables))
+                    variables=session.variables or Variables(variables),
+                    tls=session.tls_facts)

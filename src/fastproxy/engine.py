@@ -44,7 +44,7 @@ from .server import Handler, LaneListener, Listener, listen_backlog
 from .servers import ServerStates
 from .session import Director, ErrorHandler
 from .sticktables import pump_can_keep
-from .tls import ServerTls
+from .tls import BindTls, ServerTls
 from .tlsrelay import WithTls
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -105,6 +105,17 @@ def _server_tls(server: model.Server, default_verify: str) -> ServerTls:
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(f"server '{server.name}': cannot load its TLS settings: {exc}",
                           file=server.location.file, line=server.location.line, keyword="server") from None
+
+
+def _bind_tls(bind: model.Bind) -> Optional[BindTls]:
+    """A ``bind ... ssl``'s TLS; a certificate or CA file it cannot read is the bind line's error."""
+    if not bind.ssl:
+        return None
+    try:
+        return BindTls(bind)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"bind '{bind.host}:{bind.port}': cannot load its TLS settings: {exc}",
+                          file=bind.location.file, line=bind.location.line, keyword="bind") from None
 
 
 class Engine:
@@ -303,7 +314,11 @@ class Engine:
                 fast = None
                 if isinstance(handler, TCPProxy):
                     fast = functools.partial(handler.accept, frontend=runtime, finished=closed,
-                                             accept_proxy=bind.accept_proxy)
+                                             accept_proxy=bind.accept_proxy, tls=_bind_tls(bind))
+                elif bind.ssl:
+                    raise ConfigError(f"frontend '{frontend.name}': a handler of its own would receive the "
+                                      "TLS records of its 'bind ... ssl'", file=bind.location.file,
+                                      line=bind.location.line, keyword="bind")
                 runtime.listeners.append(Listener(
                     sock, frontend, bind, handler, loop=state.loop,
                     admit=functools.partial(self.admission.admit, runtime),

@@ -78,11 +78,12 @@ class Alias(enum.IntEnum):
     HOSTNAME = 73  # %H
     STATUS = 74  # %ST: 0 in TCP mode
     HEADERS = 75  # %hr %hs %hrl %hsl: captures are HTTP's, nothing in TCP mode
-    SSL = 76  # %sslc %sslv: fastproxy terminates no TLS
+    SSL = 76  # %sslc: the cipher of a TLS connection terminated here (Python's alone: never on a lane)
     UNIQUE_ID = 77  # %ID
     COUNTER = 78  # %rt: the stream's number
     LOG_COUNT = 79  # %lc
     SAMPLE = 80  # %[fetch,converter...]
+    SSL_VERSION = 81  # %sslv: its protocol version
 
 
 # HAProxy 2.6's variables (src/log.c logformat_keywords); None: reserved for HTTP mode.
@@ -96,7 +97,8 @@ VARIABLES: dict[str, Optional[Alias]] = {
     "hr": Alias.HEADERS, "hrl": Alias.HEADERS, "hs": Alias.HEADERS, "hsl": Alias.HEADERS,
     "lc": Alias.LOG_COUNT, "ms": Alias.MS, "pid": Alias.PID, "rc": Alias.RETRIES, "rt": Alias.COUNTER,
     "s": Alias.SERVER, "sc": Alias.SRVCONN, "si": Alias.SERVER_IP, "sp": Alias.SERVER_PORT,
-    "sq": Alias.SRVQUEUE, "sslc": Alias.SSL, "sslv": Alias.SSL, "t": Alias.DATE, "ts": Alias.TERMSTATE,
+    "sq": Alias.SRVQUEUE, "sslc": Alias.SSL, "sslv": Alias.SSL_VERSION, "t": Alias.DATE,
+    "ts": Alias.TERMSTATE,
     "tsc": Alias.TERMSTATE_CK,
     "CC": None, "CS": None, "HM": None, "HP": None, "HPO": None, "HQ": None, "HU": None, "HV": None,
     "Ta": None, "Ti": None, "Tq": None, "TR": None, "Tr": None, "r": None, "tr": None, "trg": None,
@@ -268,6 +270,7 @@ class LogRecord:
     backend: str = ""
     server: Optional[str] = None  # None: <NOSRV>
     ssl: bool = False
+    tls: Any = None  # the client's TLS (``tls.TlsFacts``) when its bind terminated it
     bytes_out: int = 0  # server to client (%B)
     bytes_in: int = 0  # client to server (%U)
     queue_ms: int = 0
@@ -414,7 +417,9 @@ _RENDER: dict[Alias, _Renderer] = {
     Alias.HOSTNAME: lambda node, record: text_value(record.hostname, node.options),
     Alias.STATUS: lambda node, record: "0",
     Alias.HEADERS: lambda node, record: "",
-    Alias.SSL: lambda node, record: text_value(None, node.options),
+    Alias.SSL: lambda node, record: text_value(record.tls.cipher if record.tls else None, node.options),
+    Alias.SSL_VERSION: lambda node, record: text_value(record.tls.protocol if record.tls else None,
+                                                       node.options),
     Alias.UNIQUE_ID: lambda node, record: text_value(record.unique_id, node.options),
     Alias.COUNTER: _hexable(lambda r: r.counter),
     Alias.LOG_COUNT: _hexable(lambda r: r.log_count),

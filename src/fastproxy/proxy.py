@@ -18,7 +18,7 @@ import logging
 import socket
 from typing import Callable, Optional, TypeVar
 
-from . import _linux, proxyproto, tcplog
+from . import _linux, proxyproto, tcplog, tls
 from .acl import ConnInfo
 from .dispatch import Dispatcher, default_error_handler
 from .pump import Counter
@@ -26,6 +26,7 @@ from .runtime import FrontendRuntime, Runtime
 from .server import Connection
 from .session import Director, ErrorHandler, Session, Target
 from .sni import HelloStatus, parse_client_hello
+from .tls import BindTls
 from .tracking import Tracker
 from .variables import Variables
 
@@ -104,9 +105,12 @@ class TCPProxy:
     # --- entries ----------------------------------------------------------------------------------
 
     def accept(self, fd: int, peer: _linux.Peer, *, frontend: FrontendRuntime,
-               finished: Callable[[], None], accept_proxy: bool = False) -> None:
-        """A freshly accepted, tuned, non-blocking client descriptor: the fast entry."""
+               finished: Callable[[], None], accept_proxy: bool = False,
+               tls: Optional[BindTls] = None) -> None:
+        """A freshly accepted, tuned, non-blocking client descriptor: the fast entry (``tls``: its bind
+        terminates TLS)."""
         session = Session(fd, peer, frontend, finished=finished)
+        session.bind_tls = tls
         if accept_proxy:
             self.state.background(asyncio.ensure_future(self._read_proxy_header(session, self.start)))
         else:
@@ -157,7 +161,8 @@ class TCPProxy:
         if frontend.tables:  # rules (the frontend's, the backend's) may track or read stick counters
             session.tracker = Tracker(frontend.tables, frontend.name)
         if router is None:  # no rule at all: the default backend
-            self._go(session, frontend.model.default_backend)
+            if not self._terminating(session, lambda: self._go(session, frontend.model.default_backend)):
+                self._go(session, frontend.model.default_backend)
             return
         info = self._info(session)
         session.info = info
@@ -179,7 +184,9 @@ class TCPProxy:
         frontend = session.frontend
         router = frontend.router
         assert router is not None
-        if info is None:  # the PROXY header may have changed the addresses
+        if self._terminating(session, lambda: self._screened(session)):
+            return
+        if info is None:  # the PROXY header (or the TLS handshake) may have changed what rules see
             info = session.info = self._info(session)
         if not router.accept_session(info):  # tcp-request session reject
             self._deny(session)
@@ -276,7 +283,37 @@ class TCPProxy:
             session.variables = Variables(self.state.variables)
         return ConnInfo(src=session.peername[0], src_port=session.peername[1],
                         dst=session.sockname[0], dst_port=session.sockname[1], counters=session.tracker,
-                        rewritten={}, variables=session.variables)
+                        rewritten={}, variables=session.variables, tls=session.tls_facts)
+
+    # --- TLS termination (bind ... ssl) ---------------------------------------------------------------
+
+    def _terminating(self, session: Session, then: Callable[[], None]) -> bool:
+        """Whether the session's TLS handshake is still to be done: it starts, and ``then`` follows
+        once it completed.  As in HAProxy, it comes after the ``tcp-request connection`` rules (and a
+        PROXY header), before the session rules."""
+        if session.bind_tls is None or session.tls is not None:
+            return False
+        self.state.background(asyncio.ensure_future(self._handshake(session, then)))
+        return True
+
+    async def _handshake(self, session: Session, then: Callable[[], None]) -> None:
+        """The client's TLS handshake within ``timeout client``; a client that fails it is closed and,
+        as in HAProxy, never becomes a session (counted in conn_tot, not stot)."""
+        endpoint = session.bind_tls.endpoint()
+        sock = socket.socket(fileno=session.fd)
+        try:
+            await tls.handshake(sock, endpoint, session.frontend.model.timeouts.client)
+        except tls.HandshakeError:
+            self.state.pump.add_counter(session.frontend.block, Counter.CONN_TOTAL, -1)
+            session.close()
+            return
+        except asyncio.CancelledError:
+            session.close()
+            raise
+        finally:
+            sock.detach()
+        session.tls, session.tls_facts = endpoint, tls.TlsFacts.of(endpoint.obj)
+        then()
 
     def _deny(self, session: Session) -> None:
         session.close()

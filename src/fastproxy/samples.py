@@ -82,6 +82,7 @@ class Fetch:
     arguments: tuple[str, ...] = ()  # the types of its arguments; the first ``required`` are mandatory
     required: int = 0
     constant: bool = False  # ``ipv4(<ip>)``, ``int(<n>)``...: its argument, whatever the connection
+    tls: Optional[str] = None  # a fact of the client's terminated TLS (``tls.TlsFacts``), read from ``tls``
 
     @property
     def content(self) -> bool:
@@ -181,6 +182,15 @@ FETCHES: dict[str, Fetch] = _fetches(
      Fetch("req.ssl_hello_type", INT, None, client_hello=True, read=_hello("hello_type"))),
     (("req.ssl_alpn",), Fetch("req.ssl_alpn", STR, None, client_hello=True, read=_hello("alpn"))),
     (("req.ssl_ec_ext",), Fetch("req.ssl_ec_ext", BOOL, None, client_hello=True, read=_hello_has(10))),
+    # What a ``bind ... ssl`` terminated (HAProxy's ssl_sock.c fetches): known from the session rules on.
+    (("ssl_fc",), Fetch("ssl_fc", BOOL, None, tls="ssl_fc")),
+    (("ssl_fc_sni",), Fetch("ssl_fc_sni", STR, None, tls="sni")),
+    (("ssl_fc_protocol",), Fetch("ssl_fc_protocol", STR, None, tls="protocol")),
+    (("ssl_fc_cipher",), Fetch("ssl_fc_cipher", STR, None, tls="cipher")),
+    (("ssl_fc_alpn",), Fetch("ssl_fc_alpn", STR, None, tls="alpn")),
+    (("ssl_c_used",), Fetch("ssl_c_used", BOOL, None, tls="client_used")),
+    (("ssl_c_verify",), Fetch("ssl_c_verify", INT, None, tls="client_verify")),
+    (("ssl_c_s_dn",), Fetch("ssl_c_s_dn", STR, None, tls="client_dn")),
     (("always_true",), Fetch("always_true", BOOL, None, True)),
     (("always_false",), Fetch("always_false", BOOL, None, False)),
     (("req.len", "req_len"), _content("req.len", INT, payload.request_length)),
@@ -491,6 +501,9 @@ def type_of(sample: Sample) -> str:
     return kind
 
 
+_PLAIN = {"ssl_fc": False, "client_used": False}  # a connection without TLS: ssl_fc and ssl_c_used false
+
+
 def _fetch_reader(fetch: Fetch, args: tuple[Any, ...]) -> FetchRead:
     """How ``fetch`` reads a connection, whatever it reads: stick counters, the client's bytes, an
     attribute, or a constant."""
@@ -506,6 +519,13 @@ def _fetch_reader(fetch: Fetch, args: tuple[Any, ...]) -> FetchRead:
         return count
     if fetch.read is not None:
         return fetch.read
+    if fetch.tls is not None:
+        fact = fetch.tls
+
+        def tls_fact(conn: Any, args: tuple[Any, ...]) -> Read:
+            facts = getattr(conn, "tls", None)
+            return Read(getattr(facts, fact) if facts is not None else _PLAIN.get(fact), False)
+        return tls_fact
     if fetch.attribute is not None:
         attribute = fetch.attribute
         return lambda conn, args: Read(getattr(conn, attribute), False)

@@ -40,7 +40,8 @@ class Session:
     __slots__ = ("fd", "lent_fd", "_peer", "_peername", "_sockname", "frontend", "backend", "slot",
                  "attempt", "excluded", "started", "context", "_finished", "number", "server_address",
                  "backend_address", "info", "tracker",
-                 "stick_pending", "variables", "tls")
+                 "stick_pending", "variables", "tls", "tls_facts",
+                 "bind_tls")
 
     numbers = itertools.count()  # HAProxy's stream numbers (%rt): in the order sessions begin
 
@@ -66,7 +67,9 @@ class Session:
         self.tracker: Any = None  # its stick counters (``tracking.Tracker``), when its rules may use them
         self.stick_pending: Any = None  # where persistence stores its server; None: tables not consulted yet
         self.variables: Any = None  # its variables (``variables.Variables``), once a rule or a log reads them
-        self.tls: Any = None  # the client's TLS (``tls.Endpoint``), handshaken, when its bind terminates it
+        self.bind_tls: Any = None  # its bind's TLS (``tls.BindTls``), when the bind terminates it
+        self.tls: Any = None  # the client's TLS once handshaken (``tls.Endpoint``)
+        self.tls_facts: Any = None  # what the handshake gave (``tls.TlsFacts``), for fetches and logs
 
     @property
     def peername(self) -> Any:
@@ -124,7 +127,7 @@ def conn_info(session: Session) -> ConnInfo:
     request = session.info.request if session.info is not None else b""
     return ConnInfo(src=src, src_port=src_port, dst=dst, dst_port=dst_port, sni=sni,
                     ssl_hello_seen=sni is not None, counters=session.tracker, request=request,
-                    variables=session.variables)
+                    variables=session.variables, tls=session.tls_facts)
 
 
 def pick_key(session: Session) -> PickKey:

@@ -147,7 +147,7 @@ class ServerTls:
             self.session = obj.session
 
 
-def _load(context: ssl.SSLContext, path: str) -> None:
+def load_certificate(context: ssl.SSLContext, path: str) -> None:
     """A PEM holding a certificate chain and its key, or the certificate with its key beside it in
     ``<path>.key`` (HAProxy's ssl-load-extra-files default)."""
     key = path + ".key"
@@ -177,14 +177,62 @@ class _Certificate:
     names: list[str]
 
 
+class _ClientHello(ssl.SSLObject):
+    """A server side's TLS that keeps the name its client asked for (Python's server side gives no
+    other way to read the SNI than the callback that sets this)."""
+
+    asked: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class TlsFacts:
+    """What the fetches and the log line read of a terminated TLS connection (HAProxy's ``ssl_fc``,
+    ``ssl_fc_sni``, ``ssl_fc_protocol``, ``ssl_fc_cipher``, ``ssl_fc_alpn``, ``ssl_c_used``,
+    ``ssl_c_verify``, ``ssl_c_s_dn``; ``%sslv``, ``%sslc``); ``NO_TLS`` for a plain one."""
+
+    ssl_fc: bool = True
+    sni: Optional[str] = None
+    protocol: Optional[str] = None
+    cipher: Optional[str] = None
+    alpn: Optional[str] = None
+    client_used: Optional[bool] = None
+    client_verify: Optional[int] = None
+    client_dn: Optional[str] = None
+
+    @classmethod
+    def of(cls, obj: ssl.SSLObject) -> "TlsFacts":
+        presented = obj.getpeercert(binary_form=True) is not None
+        cipher = obj.cipher()
+        return cls(sni=getattr(obj, "asked", None), protocol=obj.version(),
+                   cipher=cipher[0] if cipher else None, alpn=obj.selected_alpn_protocol(),
+                   client_used=presented, client_verify=0,  # X509_V_OK: a refused one fails the handshake
+                   client_dn=distinguished_name(obj.getpeercert()) if presented else None)
+
+
+# OpenSSL's short names of the attributes Python names in full, for HAProxy's one-line DNs.
+_SHORT_NAMES = {"countryName": "C", "stateOrProvinceName": "ST", "localityName": "L", "organizationName": "O",
+                "organizationalUnitName": "OU", "commonName": "CN", "emailAddress": "emailAddress",
+                "domainComponent": "DC", "serialNumber": "serialNumber"}
+
+
+def distinguished_name(certificate: Any) -> Optional[str]:
+    """A certificate's subject as HAProxy writes it (ssl_sock_get_dn_oneline): ``/C=FR/O=x/CN=name``."""
+    subject = (certificate or {}).get("subject")
+    if not subject:
+        return None
+    return "".join(f"/{_SHORT_NAMES.get(key, key)}={value}" for rdn in subject for key, value in rdn)
+
+
 class BindTls:
     """A ``bind ... ssl`` line's TLS: a context per certificate, the client's SNI choosing one."""
 
     def __init__(self, bind: Bind) -> None:
         self.certificates: list[_Certificate] = []
+        self.strict_sni = bind.strict_sni
         for path in bind_certificates(bind):
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            _load(context, path)
+            context.sslobject_class = _ClientHello
+            load_certificate(context, path)
             verify = bind.verify or "none"
             if verify != "none":
                 context.verify_mode = ssl.CERT_REQUIRED if verify == "required" else ssl.CERT_OPTIONAL
@@ -199,9 +247,10 @@ class BindTls:
         for certificate in self.certificates:
             certificate.context.sni_callback = self._chosen
 
-    def pick(self, server_name: Optional[str]) -> ssl.SSLContext:
+    def pick(self, server_name: Optional[str]) -> Optional[ssl.SSLContext]:
         """HAProxy's ssl_sock_switchctx_cbk(): the certificate naming ``server_name`` exactly, else one
-        whose wildcard covers it, else the default (the first)."""
+        whose wildcard covers it, else the default (the first); with ``strict-sni``, None instead of
+        the default (the handshake is refused)."""
         if server_name:
             wanted = server_name.lower().rstrip(".")
             for certificate in self.certificates:
@@ -211,12 +260,17 @@ class BindTls:
             for certificate in self.certificates:
                 if parent is not None and f"*.{parent}" in certificate.names:
                     return certificate.context
-        return self.default
+        return None if self.strict_sni else self.default
 
-    def _chosen(self, obj: ssl.SSLObject, server_name: Optional[str], context: ssl.SSLContext) -> None:
+    def _chosen(self, obj: ssl.SSLObject, server_name: Optional[str],
+                context: ssl.SSLContext) -> Optional[int]:
+        obj.asked = server_name  # type: ignore[attr-defined]
         chosen = self.pick(server_name)
+        if chosen is None:
+            return ssl.ALERT_DESCRIPTION_HANDSHAKE_FAILURE
         if chosen is not context:
             obj.context = chosen
+        return None
 
     def endpoint(self) -> Endpoint:
         return Endpoint(self.default, server_side=True)

@@ -8,6 +8,7 @@ certificates, alpn, the ssl_fc_* fetches and %sslv/%sslc), on both implementatio
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import ssl
 from pathlib import Path
@@ -17,8 +18,8 @@ import pytest
 from fastproxy.config import parse_text
 from fastproxy.errors import ConfigError
 
-from ..support import TlsEchoServer, free_port, make_certificate, running
-from .test_routing import HAPROXY, haproxy_running
+from ..support import TlsEchoServer, free_port, make_certificate, running, serving
+from .test_routing import HAPROXY, haproxy_running, named_backend
 from .test_routing_keywords import PROLOGUE, needs_reference as needs_haproxy
 
 
@@ -209,3 +210,242 @@ def test_tls_server_settings_fastproxy_cannot_do_are_refused_with_the_line(setti
         parse_text(PROLOGUE + f"backend be\n    server s1 127.0.0.1:1 ssl verify none {setting}\n")
     error = raised.value.errors[0] if getattr(raised.value, "errors", None) else raised.value
     assert error.line == 8 and setting.split()[0] in str(error)
+
+
+# --- bind ... ssl: TLS terminated -------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def bind_certs(tmp_path_factory, certs) -> dict[str, Path]:
+    """A ``crt`` directory (a default certificate first by name, two names, a wildcard), and the CA
+    of client certificates (the client's own self-signed one)."""
+    made = tmp_path_factory.mktemp("made")
+    directory = tmp_path_factory.mktemp("crt")
+    bundle = b""
+    for file_name, name, alt in (("0default", "default.example", ()), ("a", "a.example", ()),
+                                 ("b", "b.example", ("b2.example",)), ("wild", "*.wild.example", ())):
+        cert, _, pem = make_certificate(made, name.replace("*", "star"), alt=alt)
+        if name.startswith("*"):  # a wildcard's own name, which openssl's -subj takes as written
+            cert, _, pem = make_certificate(made, "star.wild.example", alt=(name,))
+        (directory / f"{file_name}.pem").write_bytes(pem.read_bytes())
+        bundle += cert.read_bytes()
+    (made / "bundle.crt").write_bytes(bundle)
+    return {"dir": directory, "bundle": made / "bundle.crt", "default": directory / "0default.pem"}
+
+
+async def tls_client(address: tuple, bind_certs, certs, *, server_name: str = "", cert: str = "",
+                     alpn: tuple[str, ...] = (), max_version: str = "") -> tuple:
+    """A TLS client: (the common name of the certificate the proxy presented, the ALPN protocol chosen,
+    what it read until the end), or ("refused",) when the handshake or the session was refused."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.load_verify_locations(bind_certs["bundle"])
+    if cert:
+        context.load_cert_chain(certs[cert])
+    if alpn:
+        context.set_alpn_protocols(list(alpn))
+    if max_version:
+        context.maximum_version = getattr(ssl.TLSVersion, max_version)
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(
+            *address, ssl=context, server_hostname=server_name), 10)
+    except (OSError, ssl.SSLError, asyncio.TimeoutError):
+        return ("refused",)
+    try:
+        peer = writer.get_extra_info("peercert") or {}
+        name = next(value for rdn in peer.get("subject", ()) for key, value in rdn if key == "commonName")
+        chosen = writer.get_extra_info("ssl_object").selected_alpn_protocol()
+        data = await asyncio.wait_for(reader.read(), 10)
+    except (OSError, ssl.SSLError, asyncio.TimeoutError):
+        return ("refused",)
+    finally:
+        writer.close()
+    return (name, chosen, data.decode()) if data else ("refused",)
+
+
+TERMINATING = PROLOGUE + """
+frontend fe
+    bind 127.0.0.1:{{port}} ssl crt {dir} ca-file {client} verify optional alpn h2,http/1.1
+    tcp-request content reject if {{{{ ssl_fc_sni -m str refused.example }}}}
+    use_backend withcert if {{{{ ssl_c_used }}}} {{{{ ssl_c_s_dn -m sub /CN=client.example }}}}
+    use_backend v12 if {{{{ ssl_fc_protocol TLSv1.2 }}}}
+    use_backend h2 if {{{{ ssl_fc_alpn h2 }}}}
+    use_backend tls if {{{{ ssl_fc }}}}
+backend withcert
+    server s1 127.0.0.1:{withcert}
+backend v12
+    server s1 127.0.0.1:{v12}
+backend h2
+    server s1 127.0.0.1:{h2}
+backend tls
+    server s1 127.0.0.1:{tls}
+"""
+
+# (SNI, client certificate, ALPN offered, highest version) -> (the certificate's name, ALPN, backend)
+TERMINATED_CLIENTS = [
+    (("a.example", "", (), ""), ("a.example", None, "tls")),
+    (("b2.example", "", (), ""), ("b.example", None, "tls")),
+    (("x.wild.example", "", (), ""), ("star.wild.example", None, "tls")),
+    (("unknown.example", "", (), ""), ("default.example", None, "tls")),
+    (("", "", (), ""), ("default.example", None, "tls")),
+    (("refused.example", "", (), ""), ("refused",)),
+    (("a.example", "client_pem", (), ""), ("a.example", None, "withcert")),
+    (("a.example", "other_pem", (), ""), ("refused",)),
+    (("a.example", "", (), "TLSv1_2"), ("a.example", None, "v12")),
+    (("a.example", "", ("h2",), ""), ("a.example", "h2", "h2")),
+    (("a.example", "", ("spdy/3", "http/1.1"), ""), ("a.example", "http/1.1", "tls")),
+]
+
+
+async def through_both_terminating(text: str, pump_class, tmp_path, clients: list, bind_certs, certs):
+    async def run(address: tuple) -> list[tuple]:
+        return [await tls_client(address, bind_certs, certs, server_name=sni, cert=cert, alpn=alpn,
+                                 max_version=version) for (sni, cert, alpn, version), _ in clients]
+    async with running(parse_text(text.format(port=free_port())), pump_class) as engine:
+        assert not engine.state.lane_listeners
+        ours = await run(engine.listening_addresses()[0])
+    port = free_port()
+    with haproxy_running(text.format(port=port), ("127.0.0.1", port), tmp_path):
+        theirs = await run(("127.0.0.1", port))
+    return ours, theirs
+
+
+@needs_haproxy
+@pytest.mark.timeout(60)
+async def test_terminated_tls_picks_certificates_by_sni_and_routes_on_ssl_fetches_as_haproxy(
+        bind_certs, certs, pump_class, tmp_path):
+    names = ("withcert", "v12", "h2", "tls")
+    async with contextlib.AsyncExitStack() as stack:
+        ports = {name: await stack.enter_async_context(serving(named_backend(name.encode())))
+                 for name in names}
+        text = TERMINATING.format(dir=bind_certs["dir"], client=certs["client"], **ports)
+        ours, theirs = await through_both_terminating(text, pump_class, tmp_path, TERMINATED_CLIENTS,
+                                                      bind_certs, certs)
+    assert ours == theirs
+    assert ours == [expected for _, expected in TERMINATED_CLIENTS]
+
+
+STRICT = PROLOGUE + """
+frontend fe
+    bind 127.0.0.1:{{port}} ssl crt {a} crt {b} strict-sni ca-file {ca} verify required ssl-min-ver TLSv1.3
+    default_backend tls
+backend tls
+    server s1 127.0.0.1:{tls}
+"""
+
+STRICT_CLIENTS = [
+    (("a.example", "client_pem", (), ""), ("a.example", None, "tls")),
+    (("b.example", "client_pem", (), ""), ("b.example", None, "tls")),
+    (("unknown.example", "client_pem", (), ""), ("refused",)),  # strict-sni: no default certificate
+    (("a.example", "", (), ""), ("refused",)),  # verify required
+    (("a.example", "client_pem", (), "TLSv1_2"), ("refused",)),  # ssl-min-ver TLSv1.3
+]
+
+
+@needs_haproxy
+@pytest.mark.timeout(60)
+async def test_strict_sni_required_client_certificates_and_versions_refuse_as_haproxy(
+        bind_certs, certs, pump_class, tmp_path):
+    async with serving(named_backend(b"tls")) as port:
+        text = STRICT.format(a=bind_certs["dir"] / "a.pem", b=bind_certs["dir"] / "b.pem",
+                             ca=certs["client"], tls=port)
+        ours, theirs = await through_both_terminating(text, pump_class, tmp_path, STRICT_CLIENTS, bind_certs,
+                                                      certs)
+    assert ours == theirs
+    assert ours == [expected for _, expected in STRICT_CLIENTS]
+
+
+async def test_openssl_s_client_through_a_terminating_bind_to_a_tls_server(bind_certs, certs, pump_class):
+    """Both ends TLS: openssl's client, fastproxy terminating, TLS again to the server (re-encryption)."""
+    backend = TlsEchoServer(server_context(certs))
+    text = PROLOGUE + f"""
+frontend fe
+    bind 127.0.0.1:{{port}} ssl crt {bind_certs['dir']}
+    default_backend be
+backend be
+    server s1 127.0.0.1:{backend.port} ssl verify required ca-file {certs['localhost']} sni ssl_fc_sni
+"""
+    try:
+        async with running(parse_text(text.format(port=free_port())), pump_class) as engine:
+            host, port = engine.listening_addresses()[0]
+            proc = await asyncio.create_subprocess_exec(
+                "openssl", "s_client", "-connect", f"{host}:{port}", "-servername", "localhost", "-quiet",
+                "-verify_quiet", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.DEVNULL)
+            out, _ = await asyncio.wait_for(proc.communicate(b"through openssl\n"), 15)
+    finally:
+        backend.close()
+    # The server saw the SNI the client sent to the proxy (sni ssl_fc_sni), then echoed the line.
+    assert out == b"sni=localhost alpn=None client=None resumed=False\nthrough openssl\n"
+
+
+def test_terminated_tls_log_lines_carry_sslv_sslc_and_the_ft_marker(bind_certs, certs, pump_class, tmp_path,
+                                                                      capfd):
+    async def main() -> tuple:
+        async with serving(named_backend(b"tls")) as backend_port:
+            text = PROLOGUE + f"""
+frontend fe
+    log stdout format raw local0
+    log-format "%ft %sslv %sslc %[ssl_fc_sni] %[ssl_c_used] %B"
+    bind 127.0.0.1:{{port}} ssl crt {bind_certs['dir']}
+    default_backend be
+backend be
+    server s1 127.0.0.1:{backend_port}
+"""
+            async with running(parse_text(text.format(port=free_port())), pump_class) as engine:
+                context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+                context.load_verify_locations(bind_certs["bundle"])
+                reader, writer = await asyncio.open_connection(*engine.listening_addresses()[0], ssl=context,
+                                                               server_hostname="a.example")
+                obj = writer.get_extra_info("ssl_object")
+                await reader.read()
+                writer.close()
+                await asyncio.sleep(0.3)
+                return obj.version(), obj.cipher()[0]
+    version, cipher = asyncio.run(main())
+    assert capfd.readouterr().out.splitlines()[-1] == f"fe~ {version} {cipher} a.example 0 3"
+
+
+# --- the verdicts on bind settings beside haproxy -c ---------------------------------------------------
+
+BIND_CHECKED = {
+    "ssl without crt": ("ssl", False),
+    "crt": ("ssl crt {a}", True),
+    "crt without ssl": ("crt {a}", True),
+    "a crt that is not there": ("ssl crt /nonexistent.pem", False),
+    "verify without ca-file": ("ssl crt {a} verify required", False),
+    "verify optional": ("ssl crt {a} ca-file {client} verify optional", True),
+    "unknown verify": ("ssl crt {a} ca-file {client} verify maybe", False),
+    "a directory": ("ssl crt {dir} alpn h2 ssl-min-ver TLSv1.2 ciphers HIGH no-tlsv10 strict-sni", True),
+}
+
+
+@needs_haproxy
+@pytest.mark.parametrize("case", list(BIND_CHECKED))
+def test_tls_bind_settings_get_haproxys_verdict(tmp_path, bind_certs, certs, case):
+    import subprocess
+    words, valid = BIND_CHECKED[case]
+    words = words.format(a=bind_certs["dir"] / "a.pem", dir=bind_certs["dir"], client=certs["client"])
+    text = PROLOGUE + f"frontend fe\n    bind 127.0.0.1:{free_port()} {words}\n    default_backend be\n" \
+        "backend be\n    server s1 127.0.0.1:1\n"
+    path = tmp_path / "t.cfg"
+    path.write_text(text)
+    theirs = subprocess.run([HAPROXY, "-c", "-f", str(path)], capture_output=True).returncode == 0
+    try:
+        parse_text(text)
+        ours = True
+    except ConfigError:
+        ours = False
+    assert ours == theirs == valid
+
+
+def test_rules_reading_the_client_bytes_of_a_terminating_bind_are_refused(bind_certs):
+    text = PROLOGUE + f"""
+frontend fe
+    bind 127.0.0.1:1 ssl crt {bind_certs['dir']}
+    tcp-request inspect-delay 1s
+    use_backend be if {{ req.len gt 0 }}
+backend be
+    server s1 127.0.0.1:1
+"""
+    with pytest.raises(ConfigError, match="does not decrypt"):
+        parse_text(text)

@@ -621,12 +621,10 @@ def test_the_default_hash_function_and_redispatch_interval_are_no_warning():
     assert not [w for w in warnings_of(config) if "is not used" in w]
 
 
-def test_ssl_on_bind_is_a_warning_and_the_rest_runs():
-    config = parse(PROLOGUE + "frontend fe\n bind :443 ssl crt /etc/ssl/x.pem\n")
-    assert warnings_of(config)[0] == (
-        "7: 'bind ssl': bind setting 'ssl' is not supported by fastproxy; ignored "
-        "(TLS passes through untouched)")
-    assert config.frontends["fe"].binds[0].port == 443
+def test_a_tls_bind_names_a_certificate_that_is_there():
+    assert errors_of(PROLOGUE + "frontend fe\n bind :443 ssl crt /nonexistent/x.pem\n") == [
+        "7: 'bind': unable to stat SSL certificate from file '/nonexistent/x.pem' : No such file or "
+        "directory."]
 
 
 def test_transparent_binds_are_refused():

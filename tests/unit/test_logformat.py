@@ -79,8 +79,8 @@ def test_http_variables_are_allowed_in_a_mode_http_proxy_and_write_nothing():
 
 
 def test_a_sample_fastproxy_lacks_is_logged_as_a_dash_with_a_warning():
-    fmt = logformat.compile("%[ssl_fc_sni] %{+Q}[ssl_fc_sni] %[dst_port]")
-    assert len(fmt.warnings) == 2 and "ssl_fc_sni" in fmt.warnings[0]
+    fmt = logformat.compile("%[ssl_fc_npn] %{+Q}[ssl_fc_npn] %[dst_port]")
+    assert len(fmt.warnings) == 2 and "ssl_fc_npn" in fmt.warnings[0]
     assert fmt.render(LogRecord(connection=ConnInfo("10.0.0.1", 5, "10.0.0.2", 80))) == '- "" 80'
 
 

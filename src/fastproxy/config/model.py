@@ -122,6 +122,7 @@ class Bind:
     crt: tuple[str, ...] = ()
     ca_file: Optional[str] = None
     verify: Optional[str] = None
+    strict_sni: bool = False  # ``strict-sni``: a client whose SNI no certificate names is refused
     tls: TlsOptions = field(default_factory=TlsOptions)
 
 

@@ -145,6 +145,32 @@ def _frontend(frontend: Frontend, backends: Mapping[str, Backend]) -> Iterator[C
         yield from _condition(rule.condition, frontend.acls, rule.location, "tcp-request")
     for use in frontend.use_backends:
         yield from _condition(use.condition, frontend.acls, use.location, "use_backend")
+    yield from _tls_binds(frontend)
+
+
+def _tls_binds(frontend: Frontend) -> Iterator[ConfigError]:
+    """HAProxy's checks of a ``bind ... ssl`` (a certificate; a CA to verify clients against), and
+    fastproxy's: rules of such a frontend may not read the client's bytes, which are TLS records here
+    (HAProxy reads the decrypted ones, which fastproxy does not inspect)."""
+    tls_binds = [bind for bind in frontend.binds if bind.ssl]
+    for bind in tls_binds:
+        address = f"{bind.host}:{bind.port}"
+        if not bind.crt:
+            yield _error(bind.location, "bind", f"Proxy '{frontend.name}': no SSL certificate specified for "
+                         f"bind '{address}' at [{bind.location}] (use 'crt').")
+        if (bind.verify or "none") != "none" and not bind.ca_file:
+            yield _error(bind.location, "bind", f"Proxy '{frontend.name}': verify is enabled but no CA file "
+                         f"specified for bind '{address}' at [{bind.location}].")
+    if not tls_binds:
+        return
+    conditions = [(rule.condition, rule.location, "tcp-request") for rule in frontend.tcp_request_rules
+                  if rule.phase == "content"]
+    conditions += [(use.condition, use.location, "use_backend") for use in frontend.use_backends]
+    for condition, location, keyword in conditions:
+        if acls.condition_uses(condition, frontend.acls, acls.CONTENT_FETCHES):
+            yield _error(location, keyword, "this condition reads the client's bytes, which fastproxy "
+                         "does not decrypt for rules on a frontend whose bind terminates TLS ('ssl'): "
+                         "use the ssl_fc_* fetches, or pass TLS through")
 
 
 def _acl(acl: Acl) -> Iterator[ConfigError]:

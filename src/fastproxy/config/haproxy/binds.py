@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 import socket
 
-from ..model import Bind
+from ..model import Bind, TlsOptions
+from . import tls
 from .lexer import _Invalid, env_expand
 from .registry import FE, _Line, _Proxy, _keyword
 from .values import _bind_addresses, _integer, decimal, shown
@@ -84,9 +85,42 @@ def _bind_option(line: _Line, settings: dict, name: str, values: list[str]) -> N
         settings["v6only"] = name == "v6only"
     elif name == "transparent":
         raise _Invalid("'transparent' (binding foreign addresses) is not supported by fastproxy")
+    elif name in ("ssl", "strict-sni"):
+        settings[name.replace("-", "_")] = True
+    elif name == "crt":
+        settings["crt"] = (*settings.get("crt", ()), _certificates(values[0]))
+    elif name == "ca-file":
+        if not os.path.isfile(values[0]):
+            raise _Invalid(f"'ca-file' : unable to load {values[0]}")
+        settings["ca_file"] = values[0]
+    elif name == "verify":
+        if values[0] not in ("none", "optional", "required"):
+            raise _Invalid(f"'verify' : unknown verify method '{values[0]}', only 'none', 'optional', and "
+                           "'required' are supported")
+        settings["verify"] = values[0]
+    elif name in tls.SHARED:
+        settings["tls"] = tls.apply(settings.get("tls", TlsOptions()), name, values)
+    elif tls.is_refused(name):
+        raise tls.refused(name, values)
     else:
-        line.warn(f"bind setting '{name}' is not supported by fastproxy; ignored"
-                  + (" (TLS passes through untouched)" if name == "ssl" else ""), f"bind {name}")
+        line.warn(f"bind setting '{name}' is not supported by fastproxy; ignored", f"bind {name}")
+
+
+def _certificates(path: str) -> str:
+    """``crt <file or directory>``: loaded as HAProxy loads them when it reads the line, so that one it
+    cannot load is this line's error."""
+    import ssl
+
+    from ... import tls as runtime_tls
+    if not os.path.exists(path):
+        raise _Invalid(f"unable to stat SSL certificate from file '{path}' : No such file or directory.")
+    files = runtime_tls.bind_certificates(Bind(host="", port=0, crt=(path,)))
+    for name in files:
+        try:
+            runtime_tls.load_certificate(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), name)
+        except (OSError, ssl.SSLError):
+            raise _Invalid(f"unable to load certificate from file '{name}'.") from None
+    return path
 
 
 # HAProxy 2.6's bind settings and how many arguments each takes (from ``haproxy -dKcfg``).
