@@ -23,7 +23,7 @@ import socket
 import ssl
 from typing import Any, Iterable, Optional
 
-from ._pump_common import DetachedPair, PairInfo
+from ._pump_common import _U32, TIME_WINDOW, Counter, DetachedPair, PairInfo, Time
 from ._pump_py import PyPump, _PyPair, _Side
 from .tls import READ_SIZE, Endpoint, HandshakeError, handshake
 
@@ -62,11 +62,10 @@ class TlsLayer(asyncio.Protocol):
             except ssl.SSLZeroReturnError:  # close_notify: the peer's half-close
                 ended = True
                 break
-            except ssl.SSLError as exc:
-                self._flush()  # its alert
+            except ssl.SSLError:  # a record that does not decrypt: the connection is over (a reset)
+                self._flush()  # our alert
                 if self.raw is not None:
-                    self.raw.abort()
-                self.side.connection_lost(exc)
+                    self.raw.abort()  # its connection_lost ends the side
                 return
             if not chunk:
                 ended = True
@@ -165,11 +164,12 @@ class PairTls:
     """How one pair speaks TLS: the client's endpoint, handshaken already (``bind ... ssl``), and the
     server's TLS (``server ... ssl``) with the connection's own SNI, each None when that side is plain."""
 
-    __slots__ = ("client", "server")
+    __slots__ = ("client", "server", "proxy_header")
 
     def __init__(self, client: Optional[Endpoint] = None, server: Optional[Endpoint] = None) -> None:
         self.client = client
         self.server = server
+        self.proxy_header = b""  # a send-proxy header, sent in the clear before the server's handshake
 
 
 class _TlsPair(_PyPair):
@@ -186,6 +186,8 @@ class TlsRelay(PyPump):
         self._next_tls: Optional[PairTls] = None
 
     def add_tls_pair(self, client_fd: int, server_fd: int, tls: PairTls, **kwargs: Any) -> int:
+        if tls.server is not None and kwargs.get("prefix"):  # HAProxy's PROXY header precedes TLS
+            tls.proxy_header, kwargs["prefix"] = kwargs["prefix"], None
         self._next_tls = tls
         try:
             return self.add_pair(client_fd, server_fd, **kwargs)
@@ -203,9 +205,15 @@ class TlsRelay(PyPump):
         if endpoint is None:
             return 0
         remaining = pair.connect_timeout - (self.loop.time() - pair.dialed) if pair.connect_timeout else None
+        header = pair.tls.proxy_header  # type: ignore[attr-defined]
         try:
+            if header:
+                await self.loop.sock_sendall(server_sock, header)
+                pair.bytes_in += len(header)
+                self.count(pair.frontend_block, Counter.BYTES_IN, len(header))
+                self.count(pair.server_block, Counter.BYTES_IN, len(header))
             await handshake(server_sock, endpoint, max(remaining, 0.001) if remaining is not None else None)
-        except HandshakeError:
+        except (HandshakeError, OSError):
             return TLS_FAILED
         return 0
 
@@ -268,3 +276,17 @@ class WithTls:
 
     def pairs(self) -> list[PairInfo]:
         return list(self.plain.pairs()) + self.relay.pairs()
+
+    def times(self, block: int) -> tuple[int, ...]:
+        """The block's session times over both: the sliding sums and sample counts added, the maxima
+        the larger (exact while either has fewer than TIME_WINDOW samples, close past it)."""
+        plain, relay = tuple(self.plain.times(block)), self.relay.times(block)
+        if not relay[Time.SAMPLES] or not plain[Time.SAMPLES]:
+            return relay if relay[Time.SAMPLES] else plain
+        maxima = (Time.QUEUE_MAX, Time.CONNECT_MAX, Time.TOTAL_MAX)
+        return tuple(max(a, b) if field in maxima else min(a + b, _U32) if field != Time.SAMPLES
+                     else min(a + b, TIME_WINDOW + 1) for field, (a, b) in enumerate(zip(plain, relay)))
+
+    def clear_times(self, block: int) -> None:
+        self.plain.clear_times(block)
+        self.relay.clear_times(block)

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import socket
 import ssl
+import threading
 from pathlib import Path
 
 import pytest
@@ -150,9 +151,13 @@ async def test_a_large_stream_crosses_tls_both_ways_with_half_closes(certs, pump
         async with running(parse_text(text.format(port=free_port())), pump_class) as engine:
             answer = await plain_exchange(engine.listening_addresses()[0], data)
             assert not engine.state.lane_listeners  # TLS is made in Python: never on a lane
+            server = engine.stats()["servers"]["be/s1"]
     finally:
         backend.close()
-    assert answer.split(b"\n", 1)[1] == data
+    greeting, echoed = answer.split(b"\n", 1)
+    assert echoed == data
+    # Counted in the server's books as the pump's pairs are: the plaintext both ways, one connection.
+    assert (server["bytes_in"], server["bytes_out"], server["conn_total"]) == (len(data), len(answer), 1)
 
 
 async def test_a_failed_handshake_is_a_failed_connect_retried_then_logged_as_one(certs, pump_class):
@@ -449,3 +454,43 @@ backend be
 """
     with pytest.raises(ConfigError, match="does not decrypt"):
         parse_text(text)
+
+
+@needs_haproxy
+@pytest.mark.timeout(60)
+async def test_a_send_proxy_header_goes_in_the_clear_before_the_server_handshake_as_haproxy(
+        certs, pump_class, tmp_path):
+    context = server_context(certs)
+    headers: list[bytes] = []
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:  # the clients in turn (and the connection of haproxy's readiness probe)
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                try:
+                    conn.settimeout(10)
+                    header = b""
+                    while not header.endswith(b"\r\n") and (byte := conn.recv(1)):
+                        header += byte
+                    tls = context.wrap_socket(conn, server_side=True)
+                    headers.append(header)
+                    tls.sendall(b"hello over tls\n")
+                    while tls.recv(65536):
+                        pass
+                    tls.unwrap()
+                except (OSError, ssl.SSLError):
+                    pass
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    text = TO_SERVERS.format(backend=listener.getsockname()[1], options="ssl verify none send-proxy")
+    try:
+        ours, theirs = await through_both(text, pump_class, tmp_path)
+    finally:
+        listener.close()
+    assert ours == theirs == [b"hello over tls\n"]
+    assert len(headers) >= 2  # ours, haproxy's (and its readiness probe's, which haproxy connects too)
+    assert {header.rsplit(b" ", 2)[0] for header in headers} == {b"PROXY TCP4 127.0.0.1 127.0.0.1"}
