@@ -31,7 +31,7 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from run import cpu_seconds, free_port  # noqa: E402  (run puts the repository on the path)
-from tests.support import make_certificate  # noqa: E402
+from tests.support import EchoThread, make_certificate  # noqa: E402
 
 CONFIG = """\
 defaults
@@ -47,25 +47,12 @@ listen tls
 CHUNK = 1 << 20
 
 
-class Sink:
+class Sink(EchoThread):
     """A plain backend: reads a length (8 bytes), then that many bytes, and answers the count it read
     (8 bytes); then waits for the client to close."""
 
-    def __init__(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0), backlog=512)
-        self.port = self.listener.getsockname()[1]
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._drain, args=(conn,), daemon=True).start()
-
     @staticmethod
-    def _drain(conn: socket.socket) -> None:
+    def _echo(conn: socket.socket) -> None:
         buffer, total = bytearray(CHUNK), 0
         with conn:
             try:

@@ -743,7 +743,7 @@ def make_certificate(directory: Path, name: str, *, alt: tuple[str, ...] = ()) -
     return cert, key, both
 
 
-class TlsEchoServer:
+class TlsEchoServer(EchoThread):
     """A TLS server on 127.0.0.1 (Python's ssl, blocking sockets, a thread per client): it first writes
     one line of what the handshake gave (``sni=<name> alpn=<protocol> client=<common name>
     resumed=<bool>``), then echoes until the client's close_notify, and closes with its own.  A
@@ -753,23 +753,13 @@ class TlsEchoServer:
         self.context = context
         self.names: dict[int, Optional[str]] = {}
         context.sni_callback = self._sni
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
         self.handshakes = 0
-        threading.Thread(target=self._serve, daemon=True).start()
+        super().__init__()
 
     def _sni(self, obj: Any, name: Optional[str], context: ssl.SSLContext) -> None:
         self.names[id(obj)] = name
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._echo, args=(conn,), daemon=True).start()
-
-    def _echo(self, conn: socket.socket) -> None:
+    def _echo(self, conn: socket.socket) -> None:  # type: ignore[override]
         conn.settimeout(10)
         try:
             tls = self.context.wrap_socket(conn, server_side=True)
@@ -786,6 +776,3 @@ class TlsEchoServer:
             pass
         finally:
             conn.close()
-
-    def close(self) -> None:
-        self.listener.close()
