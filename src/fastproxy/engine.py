@@ -332,6 +332,8 @@ class Engine:
         """As a reload's new worker: adopt the pairs the former worker sends on ``channel``."""
         receiver = PairReceiver(self.state, self.dispatcher, self.admission, channel)
         receiver.start()
+        if self.operations is not None:
+            self.operations.pairs_from = receiver  # its routes go once the master asks (_routes)
         return receiver
 
     async def stop(self, grace: Optional[float] = None, *, hand_over: Optional[socket.socket] = None) -> None:

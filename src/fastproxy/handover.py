@@ -18,7 +18,9 @@ socket (``backlog``, ``defer-accept``) are applied again by each worker; the oth
 
 Established pairs: on a reload the master gives the former worker one end of a UNIX socket pair whose
 other end the new worker got at its start (``--handover-from FD``).  The new worker (``PairReceiver``)
-first writes the routes it has (its frontends, and each backend's servers); the former one
+first writes the routes it has (its frontends, and each backend's servers), once the master has
+prepared it (``_routes``, after the servers the former worker added at run time are added again, so
+that their pairs move too); the former one
 (``PairSender``), which has stopped accepting, detaches from its pump every established pair whose
 frontend, backend and server the new worker has (``Pump.detach``: at a clean point, its bytes in
 flight with it) and sends each as one frame: a JSON header (where the pair stood, the client's address
@@ -27,6 +29,12 @@ The new worker adopts it (``Pump.adopt``) and logs it when it ends.  A pair whos
 lacks stays in the former worker until it ends or ``hard-stop-after`` cuts it; pairs still connecting
 or not yet handed to the pump move at a later round.  The former worker exits once nothing is left.
 If the channel breaks, a pair detached but not sent is adopted back by the worker that detached it.
+
+A pair a lane made moves as the others and is Python's in the new worker, as a lane's hand-back is
+(``AdmissionControl.adopted``: the frontend's and server's current counts, the global ``maxconn``
+total, Python's log line at its end), not the new lane's: that lane's own open count, which holds its
+frontend's ``maxconn``, does not include it, and no stick table of the new worker tracks it (they
+start empty, as haproxy's new process's without ``peers``).
 """
 
 from __future__ import annotations
@@ -398,13 +406,18 @@ class PairReceiver:
         self._thread: Optional[threading.Thread] = None
 
     def start(self) -> None:
-        """Send the routes; frames are read by a thread of their own and adopted on the loop."""
+        """Frames are read by a thread of their own and adopted on the loop; none comes before the
+        routes are sent (``send_routes``)."""
         self.channel.setblocking(True)
-        send_frame(self.channel, routes_of(self.state))
         loop = self.state.loop
         self._thread = threading.Thread(target=self._read, args=(loop,), name="fastproxy-handover",
                                         daemon=True)
         self._thread.start()
+
+    def send_routes(self) -> None:
+        """The routes this worker has now, for the former one to send the pairs they fit.  OSError if
+        the channel is gone (nothing moves then)."""
+        send_frame(self.channel, routes_of(self.state))
 
     def _read(self, loop: asyncio.AbstractEventLoop) -> None:
         reader = FrameReader(self.channel)

@@ -403,6 +403,7 @@ class Master:
                 # Made current (what the master CLI's @1 and show proc see) only once prepared.
                 await self._add_servers(worker, added, states)
                 await self._carry_counters(former, worker)
+                await ask_worker(worker, b"_routes\n")  # the pairs that fit them may move now
                 if worker.exited.done():
                     worker = None
             if worker is None:

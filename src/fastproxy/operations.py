@@ -75,6 +75,7 @@ class Operations:
     # ``<backend>/<server>``: a reload's new worker adds them again (``_addedservers``, master.py).
     added_servers: dict[str, list[str]] = field(default_factory=dict)
     fleet: Any = None  # fleet.Fleet, when backends take their servers from etcd (show fleet)
+    pairs_from: Any = None  # handover.PairReceiver of a reload's new worker: its routes sent on _routes
 
     def __post_init__(self) -> None:
         if not self.proxies:

@@ -132,6 +132,19 @@ def _escaped(word: str) -> str:
     return "".join("\\" + char if char in " \t\\;" else char for char in word)
 
 
+def _routes(session: CliSession, args: list[str]) -> str:
+    """``_routes``: a reload's new worker, prepared, tells the former one which routes it has (the
+    pairs that fit them move to it, handover.py); nothing without a former worker."""
+    _from_master(session, args)
+    receiver = _ops(session).pairs_from
+    if receiver is not None:
+        try:
+            receiver.send_routes()
+        except OSError as exc:
+            log.warning("handover: cannot send the routes to the former worker: %s", exc)
+    return ""
+
+
 def _load_state(session: CliSession, args: list[str]) -> str:
     """``_loadstate <file>``: a saved ``show servers state`` applied to the servers added at run
     time (the master's, after it added the former worker's servers again)."""
@@ -785,6 +798,7 @@ COMMANDS: tuple[Command, ...] = (
     _command("_addcounters", None, _add_counters),
     _command("_addedservers", None, _added_servers),
     _command("_loadstate", None, _load_state),
+    _command("_routes", None, _routes),
     _command("set timeout", "set timeout [cli] <delay>               : change a timeout setting",
              _set_timeout),
     _command("show cli sockets", "show cli sockets                        : dump list of cli sockets",

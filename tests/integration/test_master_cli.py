@@ -14,10 +14,12 @@ import shutil
 import signal
 import socket
 import subprocess
+import urllib.request
 from pathlib import Path
 from typing import Iterator
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from ..support import echo_listen, echo_process, exchange_line, free_port, start_fastproxy, stop, wait_for
 
@@ -187,8 +189,7 @@ def test_show_proc_lists_the_former_worker_while_it_finishes_and_routes_to_it(fa
         assert exchange_line(established, b"after\n") == b"after\n"  # served by the former worker
     finally:
         established.close()
-    wait_for(lambda: "# old workers" not in ask(fastproxy.admin, "show proc\n"), 30,
-             "the former worker exits")
+    former_workers_gone(fastproxy)
 
 
 def test_a_failed_reload_is_counted_and_shown_in_the_prompt_until_one_works(fastproxy, backend):
@@ -241,6 +242,10 @@ def stat(running: Running, proxy: str, name: str) -> dict[str, str]:
     raise AssertionError(f"no row {proxy},{name} in {lines}")
 
 
+def former_workers_gone(running: Running) -> None:
+    wait_for(lambda: "# old workers" not in ask(running.admin, "show proc\n"), 30, "the former workers exit")
+
+
 def reloaded(running: Running) -> int:
     [before] = running.workers()
     os.kill(running.pid, signal.SIGUSR2)
@@ -263,7 +268,7 @@ def test_server_states_set_at_run_time_survive_a_reload(fastproxy):
     assert (row["status"], row["weight"]) == ("no check", "5")  # ready again: haproxy's word for it
 
 
-def test_counters_continue_across_a_reload_with_what_the_former_worker_finished(fastproxy):
+def test_counters_continue_across_a_reload_with_the_connections_that_moved(fastproxy):
     port = fastproxy.port  # type: ignore[attr-defined]
     for _ in range(5):
         with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
@@ -280,15 +285,18 @@ def test_counters_continue_across_a_reload_with_what_the_former_worker_finished(
         for name in before:
             for column in ("stot", "bin", "bout"):
                 assert after[name][column] == before[name][column], (name, column)
-        # The former worker finishes its connection; what it moves then is counted on too.
+        # The held connection moves to the new worker (a lane's on the compiled pump, Python's on the
+        # twin): the former one goes, and the new one counts it as open, not as a new session.
+        former_workers_gone(fastproxy)
+        assert first not in fastproxy.workers()
+        assert [stat(fastproxy, "echo", name)["scur"] for name in ("FRONTEND", "e1", "BACKEND")] == ["1"] * 3
         assert exchange_line(held, b"after the reload\n") == b"after the reload\n"
     finally:
         held.close()
-    wait_for(lambda: first not in [int(line.split()[0]) for line in ask(fastproxy.admin, "show proc\n")
-                                    .splitlines()[2:] if line[:1].isdigit()], 30, "the former worker exits")
     wait_for(lambda: stat(fastproxy, "echo", "FRONTEND")["bin"] == str(5 * 11 + 5 + 17), 10,
-             "the former worker's last bytes")
+             "the moved connection's last bytes")
     assert stat(fastproxy, "echo", "FRONTEND")["stot"] == "6"
+    wait_for(lambda: stat(fastproxy, "echo", "FRONTEND")["scur"] == "0", 10, "the connection ended")
 
 
 def test_servers_added_at_run_time_are_added_again_by_the_next_worker(fastproxy, backend):
@@ -303,3 +311,65 @@ def test_servers_added_at_run_time_are_added_again_by_the_next_worker(fastproxy,
     reloaded(fastproxy)
     with pytest.raises(AssertionError, match="no row echo,dyn"):
         stat(fastproxy, "echo", "dyn")
+
+
+def test_a_connection_to_a_server_added_at_run_time_moves_to_the_next_worker(fastproxy, backend):
+    added = ask(fastproxy.admin, f"@1 add server echo/dyn 127.0.0.1:{backend}\n")
+    assert added == "New server registered.\n\n"
+    ask(fastproxy.admin, "@1 set server echo/dyn state ready; @1 set server echo/e1 state maint\n")
+    held = socket.create_connection(("127.0.0.1", fastproxy.port), timeout=5)  # type: ignore[attr-defined]
+    try:
+        assert exchange_line(held, b"before\n") == b"before\n"
+        assert stat(fastproxy, "echo", "dyn")["scur"] == "1"
+        [first] = fastproxy.workers()
+        reloaded(fastproxy)
+        # The new worker had the server again before the pairs moved: this one moved with them, and
+        # the former worker, left with nothing, goes while the connection stays open.
+        former_workers_gone(fastproxy)
+        assert exchange_line(held, b"after\n") == b"after\n"
+        assert stat(fastproxy, "echo", "dyn")["scur"] == "1"
+    finally:
+        held.close()
+    assert first not in fastproxy.workers()
+
+
+# Totals of the exporter that a reload carries on (those of show stat's stot, bin and bout).
+PROMETHEUS_TOTALS = {"haproxy_frontend_sessions_total", "haproxy_frontend_bytes_in_total",
+                     "haproxy_frontend_bytes_out_total", "haproxy_backend_sessions_total",
+                     "haproxy_backend_bytes_in_total", "haproxy_server_sessions_total",
+                     "haproxy_server_bytes_in_total", "haproxy_server_bytes_out_total"}
+
+
+def echo_totals(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The exporter's PROMETHEUS_TOTALS of the echo proxy, scraped from ``port``."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples
+            if sample.name in PROMETHEUS_TOTALS and sample.labels.get("proxy") == "echo"}
+
+
+def test_prometheus_totals_continue_across_a_reload(fastproxy):
+    metrics = free_port()
+    cfg: Path = fastproxy.cfg  # type: ignore[attr-defined]
+    cfg.write_text(cfg.read_text() + f"""
+listen stats
+    mode http
+    bind 127.0.0.1:{metrics}
+    http-request use-service prometheus-exporter if {{ path /metrics }}
+""")
+    reloaded(fastproxy)  # a worker with the exporter
+    for _ in range(3):
+        with socket.create_connection(("127.0.0.1", fastproxy.port), timeout=5) as sock:  # type: ignore[attr-defined]
+            assert exchange_line(sock, b"0123456789\n") == b"0123456789\n"
+    wait_for(lambda: stat(fastproxy, "echo", "FRONTEND")["bin"] == "33", 10, "the bytes counted")
+    before = echo_totals(metrics)
+    assert before[("haproxy_frontend_sessions_total", (("proxy", "echo"),))] == 3
+    assert before[("haproxy_server_bytes_in_total", (("proxy", "echo"), ("server", "e1")))] == 33
+    reloaded(fastproxy)
+    former_workers_gone(fastproxy)  # the former one, which might still answer, scraped no more
+    assert echo_totals(metrics) == before
+    with socket.create_connection(("127.0.0.1", fastproxy.port), timeout=5) as sock:  # type: ignore[attr-defined]
+        assert exchange_line(sock, b"0123456789\n") == b"0123456789\n"
+    wait_for(lambda: echo_totals(metrics)[("haproxy_frontend_sessions_total", (("proxy", "echo"),))] == 4,
+             10, "one more session counted on")
