@@ -363,6 +363,31 @@ async def test_strict_sni_required_client_certificates_and_versions_refuse_as_ha
     assert ours == [expected for _, expected in STRICT_CLIENTS]
 
 
+GLOBAL_DEFAULTS = """
+global
+    crt-base {dir}
+    ssl-default-bind-options ssl-min-ver TLSv1.3
+""" + PROLOGUE + """
+frontend fe
+    bind 127.0.0.1:{{port}} ssl crt a.pem
+    default_backend tls
+backend tls
+    server s1 127.0.0.1:{tls}
+"""
+
+
+@needs_haproxy
+@pytest.mark.timeout(60)
+async def test_global_tls_defaults_and_crt_base_apply_to_binds_as_haproxy(bind_certs, certs, pump_class,
+                                                                          tmp_path):
+    clients = [(("a.example", "", (), ""), ("a.example", None, "tls")),
+               (("a.example", "", (), "TLSv1_2"), ("refused",))]  # ssl-default-bind-options
+    async with serving(named_backend(b"tls")) as port:
+        text = GLOBAL_DEFAULTS.format(dir=bind_certs["dir"], tls=port)
+        ours, theirs = await through_both_terminating(text, pump_class, tmp_path, clients, bind_certs, certs)
+    assert ours == theirs == [expected for _, expected in clients]
+
+
 async def test_openssl_s_client_through_a_terminating_bind_to_a_tls_server(bind_certs, certs, pump_class):
     """Both ends TLS: openssl's client, fastproxy terminating, TLS again to the server (re-encryption)."""
     backend = TlsEchoServer(server_context(certs))

@@ -98,6 +98,14 @@ class TlsOptions:
     excluded: tuple[str, ...] = ()
     ciphers: Optional[str] = None
 
+    def over(self, defaults: "TlsOptions") -> "TlsOptions":
+        """These settings, ``defaults``' (the global ``ssl-default-*``) where these set nothing."""
+        return TlsOptions(alpn=self.alpn or defaults.alpn,
+                          min_version=self.min_version or defaults.min_version,
+                          max_version=self.max_version or defaults.max_version,
+                          excluded=tuple(sorted({*self.excluded, *defaults.excluded})),
+                          ciphers=self.ciphers or defaults.ciphers)
+
 
 @dataclass
 class Bind:
@@ -612,6 +620,12 @@ class Global:
     chroot: Optional[str] = None
     spread_checks: int = 0  # percent of random spread around each check interval (0 to 50)
     ssl_server_verify: str = "required"  # ``ssl-server-verify``: a server's ``verify`` when it has none
+    # ``ssl-default-bind-options``/``-ciphers`` and ``ssl-default-server-*``: what binds and servers use
+    # where their own lines set nothing; ``crt-base``/``ca-base``: where relative file names are.
+    bind_tls: TlsOptions = field(default_factory=TlsOptions)
+    server_tls: TlsOptions = field(default_factory=TlsOptions)
+    crt_base: Optional[str] = None
+    ca_base: Optional[str] = None
     # ``set-var proc.<name> <expr>`` / ``set-var-fmt``: the values the process starts with, by name
     # without its scope (``x`` -> (type, value)); other ``proc.`` variables start unset.
     variables: dict[str, tuple[str, Any]] = field(default_factory=dict)

@@ -88,11 +88,13 @@ def _bind_option(line: _Line, settings: dict, name: str, values: list[str]) -> N
     elif name in ("ssl", "strict-sni"):
         settings[name.replace("-", "_")] = True
     elif name == "crt":
-        settings["crt"] = (*settings.get("crt", ()), _certificates(values[0]))
+        path = based(values[0], line.reader.global_.crt_base)
+        settings["crt"] = (*settings.get("crt", ()), _certificates(path))
     elif name == "ca-file":
-        if not os.path.isfile(values[0]):
-            raise _Invalid(f"'ca-file' : unable to load {values[0]}")
-        settings["ca_file"] = values[0]
+        path = based(values[0], line.reader.global_.ca_base)
+        if not os.path.isfile(path):
+            raise _Invalid(f"'ca-file' : unable to load {path}")
+        settings["ca_file"] = path
     elif name == "verify":
         if values[0] not in ("none", "optional", "required"):
             raise _Invalid(f"'verify' : unknown verify method '{values[0]}', only 'none', 'optional', and "
@@ -104,6 +106,11 @@ def _bind_option(line: _Line, settings: dict, name: str, values: list[str]) -> N
         raise tls.refused(name, values)
     else:
         line.warn(f"bind setting '{name}' is not supported by fastproxy; ignored", f"bind {name}")
+
+
+def based(path: str, base: "str | None") -> str:
+    """A TLS file's name: under ``crt-base`` or ``ca-base`` (``base``) unless it starts with '/'."""
+    return os.path.join(base, path) if base and not path.startswith("/") else path
 
 
 def _certificates(path: str) -> str:

@@ -16,6 +16,7 @@ from typing import Any, Optional
 
 from ... import acl, logformat, logs, samples, variables
 from ..model import Global, LogTarget, StatsSocket
+from . import tls
 from .binds import BIND_OPTIONS
 from .lexer import _Invalid, env_expand
 from .registry import GlobalHandler, _Line, _names
@@ -341,6 +342,36 @@ def _ssl_server_verify(args: list[str]) -> str:
     return args[0]
 
 
+def _tls_defaults(side: str) -> GlobalHandler:
+    """``ssl-default-bind-options`` / ``ssl-default-server-options``: the version settings of every
+    bind or server; the handshake tuning among them (tickets, cipher preference) is warned about."""
+    tuning = ("no-tls-tickets", "prefer-client-ciphers") if side == "bind" else ("no-tls-tickets",)
+
+    def handler(line: _Line, g: Global, args: list[str]) -> None:
+        options = getattr(g, f"{side}_tls")
+        i = 0
+        while i < len(args):
+            name = args[i]
+            count = tls.SHARED.get(name) if name not in ("alpn", "ciphers") else None
+            if name in tuning:
+                line.warn(f"'{name}' is not supported by fastproxy; ignored (it tunes the handshake)")
+                i += 1
+                continue
+            if count is None or i + 1 + count > len(args):
+                raise _Invalid(f"unknown option '{name}' on global statement '{line.words[0]}'.")
+            options = tls.apply(options, name, args[i + 1:i + 1 + count])
+            i += 1 + count
+        setattr(g, f"{side}_tls", options)
+    return handler
+
+
+def _tls_default_ciphers(side: str) -> GlobalHandler:
+    def handler(line: _Line, g: Global, args: list[str]) -> None:
+        ciphers = _one(args, "a cipher list")
+        setattr(g, f"{side}_tls", tls.apply(getattr(g, f"{side}_tls"), "ciphers", [ciphers]))
+    return handler
+
+
 def _global_removed(message: str) -> GlobalHandler:
     def handler(line: _Line, g: Global, args: list[str]) -> None:
         raise _Invalid(message)
@@ -373,6 +404,12 @@ GLOBAL_KEYWORDS: dict[str, GlobalHandler] = {
     "server-state-base": _global_text("server_state_base", "a directory path"),
     "spread-checks": _global_int("spread_checks", "a percentage of the check interval", 0, 50),
     "ssl-server-verify": lambda line, g, args: setattr(g, "ssl_server_verify", _ssl_server_verify(args)),
+    "ssl-default-bind-options": _tls_defaults("bind"),
+    "ssl-default-server-options": _tls_defaults("server"),
+    "ssl-default-bind-ciphers": _tls_default_ciphers("bind"),
+    "ssl-default-server-ciphers": _tls_default_ciphers("server"),
+    "crt-base": _global_text("crt_base", "a directory path"),
+    "ca-base": _global_text("ca_base", "a directory path"),
     "setenv": _global_setenv,
     "presetenv": _global_setenv,
     "unsetenv": _global_unsetenv,
@@ -428,7 +465,7 @@ GLOBAL_NEGATABLE = frozenset({"busy-polling", "set-dumpable", "strict-limits", "
 
 # Global keywords HAProxy 2.6 knows that fastproxy ignores (with a warning).
 GLOBAL_IGNORED = _names("""
-    ca-base crt-base busy-polling close-spread-time cluster-secret cpu-map default-path
+    busy-polling close-spread-time cluster-secret cpu-map default-path
     expose-experimental-directives external-check fd-hard-limit grace h1-accept-payload-with-any-method
     h1-case-adjust h1-case-adjust-file h2-workaround-bogus-websocket-clients httpclient.resolvers.id
     httpclient.resolvers.prefer httpclient.ssl.ca-file httpclient.ssl.verify insecure-fork-wanted
@@ -437,9 +474,8 @@ GLOBAL_IGNORED = _names("""
     maxsessrate maxsslconn maxsslrate maxzlibmem mworker-max-reloads no-memory-trimming noepoll
     noevports nogetaddrinfo nokqueue nopoll numa-cpu-mapping pp2-never-send-local
     profiling.tasks quiet set-dumpable
-    ssl-default-bind-ciphers ssl-default-bind-ciphersuites ssl-default-bind-curves
-    ssl-default-bind-options ssl-default-server-ciphers ssl-default-server-ciphersuites
-    ssl-default-server-options ssl-dh-param-file ssl-engine ssl-load-extra-del-ext ssl-load-extra-files
+    ssl-default-bind-ciphersuites ssl-default-bind-curves ssl-default-server-ciphersuites
+    ssl-dh-param-file ssl-engine ssl-load-extra-del-ext ssl-load-extra-files
     ssl-mode-async ssl-propquery ssl-provider ssl-provider-path ssl-skip-self-issued-ca
     strict-limits thread-group thread-groups ulimit-n unix-bind zero-warning
     tune.buffers.limit tune.buffers.reserve tune.chksize tune.comp.maxlevel tune.fail-alloc

@@ -365,6 +365,10 @@ class _Reader:
         for frontend in frontends.values():
             for bind in frontend.binds:
                 bind.reuseport = self.global_.reuseport
+                bind.tls = bind.tls.over(self.global_.bind_tls)  # as HAProxy applies them, at init
+        for backend in backends.values():
+            for server in backend.servers:
+                server.tls = server.tls.over(self.global_.server_tls)
         tables = {proxy.name: proxy.stick_table for proxy in self.proxies if proxy.stick_table is not None}
         config = Config(global_=self.global_, frontends=frontends, backends=backends, stick_tables=tables,
                         warnings=self.warnings, files=tuple(self.files))

@@ -17,6 +17,7 @@ from typing import Optional
 from ... import samples
 from ..model import Server
 from . import tls
+from .binds import based
 from .lexer import _Invalid, env_expand
 from .registry import BE, _Line, _Proxy, _keyword
 from .values import (INT_MAX, _check_host, _check_name, _integer, _ip_address, _server_address,
@@ -253,6 +254,9 @@ def _apply_server_options(line: _Line, server: Server, options: list[str], *, is
         i += count
         if name in _ADDRESS_SETTINGS:  # read by str2sa_range in HAProxy, which expands variables
             values = [env_expand(values[0], line.reader.environ)]
+        g = getattr(line.reader, "global_", None)  # the runtime API's ``add server`` has none
+        if name in ("crt", "ca-file") and g is not None:
+            values = [based(values[0], g.crt_base if name == "crt" else g.ca_base)]
         if is_default and name == "id":
             raise _Invalid("'id' option is not accepted in default-server sections")
         if handler is None and tls.is_refused(name):
