@@ -619,6 +619,8 @@ def _rule_action(rule: TcpRequestRule, proxy: str,
         return _set_gpt_action(rule)
     if rule.action in ("set-var", "set-var-fmt", "unset-var"):
         return _variable_action(rule, proxy)
+    if rule.action in SESSION_SETTINGS:
+        return _session_setting(rule)
     if rule.action in _ADDRESS_FIELDS:
         assert rule.sample is not None
         field, read = _ADDRESS_FIELDS[rule.action], samples.reader(rule.sample)
@@ -633,6 +635,32 @@ def _rule_action(rule: TcpRequestRule, proxy: str,
             return change
         return rewrite
     return None
+
+
+# What ``set-tos`` and ``set-mark`` (the client socket's IP_TOS and SO_MARK from then on) and
+# ``set-priority-class``/``-offset`` (the connection's place in a queue, within HAProxy's bounds) set:
+# recorded in the info's ``rewritten`` under these keys, for the session to take on.
+SESSION_SETTINGS = {"set-tos": "tos", "set-mark": "mark", "set-priority-class": "priority_class",
+                    "set-priority-offset": "priority_offset"}
+_PRIORITY_BOUNDS = {"set-priority-class": 2047, "set-priority-offset": 524287}
+
+
+def _session_setting(rule: TcpRequestRule) -> Callable[[ConnInfo], None]:
+    key = SESSION_SETTINGS[rule.action]
+    if rule.sample is None:
+        value = rule.value
+
+        def record(info: ConnInfo) -> None:
+            if info.rewritten is not None:
+                info.rewritten[key] = value
+        return record
+    read, bound = samples.reader(rule.sample), _PRIORITY_BOUNDS[rule.action]
+
+    def record_sample(info: ConnInfo) -> None:
+        value = _integer_value(read(info))
+        if value is not None and info.rewritten is not None:  # a sample that fails sets nothing
+            info.rewritten[key] = max(-bound, min(bound, value))
+    return record_sample
 
 
 def _set_gpt_action(rule: TcpRequestRule) -> Callable[[ConnInfo], None]:

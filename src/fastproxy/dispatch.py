@@ -154,7 +154,9 @@ class Dispatcher:
         most ``timeout queue`` (``timeout connect`` when unset, as HAProxy), then is closed (sQ)."""
         backend = session.backend
         assert backend is not None
-        pending = backend.queues.add(session, slot)
+        # HAProxy's queue key: the priority class, then the arrival (in ms) shifted by the offset.
+        arrival = int(self.state.loop.time() * 1000) + session.priority_offset
+        pending = backend.queues.add(session, slot, (session.priority_class, arrival))
         timeouts = backend.model.timeouts
         timeout = timeouts.queue if timeouts.queue is not None else timeouts.connect
         if timeout:

@@ -95,6 +95,25 @@ async def wait_readable(fd: int, timeout: float) -> bool:
         loop.remove_reader(fd)
 
 
+def _set_socket_option(fd: int, option: str, value: int) -> None:
+    """IP_TOS (IPV6_TCLASS for an IPv6 client) or SO_MARK on the client socket, as HAProxy's
+    conn_set_tos()/conn_set_mark(): a failure (SO_MARK needs CAP_NET_ADMIN) changes nothing."""
+    if fd < 0:
+        return
+    sock = socket.socket(fileno=fd)
+    try:
+        if option == "mark":
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, value & 0xFFFFFFFF)
+        elif sock.family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, value)
+        else:
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, value)
+    except OSError:
+        pass
+    finally:
+        sock.detach()
+
+
 class TCPProxy:
     """The proxy handler of a frontend: read, filter and route each client, then dispatch it."""
 
@@ -205,8 +224,17 @@ class TCPProxy:
     @staticmethod
     def _rewritten(session: Session, info: ConnInfo) -> ConnInfo:
         """What ``set-src``/``set-dst`` rules changed becomes the session's addresses, and the info the
-        next rules see."""
+        next rules see; what ``set-tos``/``set-mark`` set, the client socket's; ``set-priority-*``, the
+        session's place in queues."""
         changes = info.rewritten
+        if not changes:
+            return info
+        for option in ("tos", "mark"):
+            if option in changes:
+                _set_socket_option(session.fd, option, changes.pop(option))
+        for priority in ("priority_class", "priority_offset"):
+            if priority in changes:
+                setattr(session, priority, changes.pop(priority))
         if not changes:
             return info
         peer, local = session.peername, session.sockname

@@ -3,8 +3,10 @@
 A backend has one queue per server and one of its own.  A connection whose server was chosen for it
 (a hashing algorithm, a director, ``leastconn`` under ``maxqueue``) and is full waits in that server's
 queue; a connection that found every server full waits in the backend's queue.  When a server has a
-free slot it takes the oldest connection of its own queue and of the backend's queue, the latter only
+free slot it takes the first connection of its own queue and of the backend's queue, the latter only
 while picks may choose the server (HAProxy's ``process_srv_queue()`` / ``pendconn_grab_from_px()``).
+First means, as in HAProxy 2.6, the lowest priority class (``set-priority-class``), then the earliest
+arrival shifted by the priority offset (``set-priority-offset``, in milliseconds), then arrival.
 
 ``Queues`` only keeps the order and the counts (the lengths feed the balancer: a server with a queue is
 full, and queued connections count in the backend load of ``minconn``/``fullconn``); the engine owns
@@ -13,7 +15,7 @@ the connections, their timers and what happens to them.
 
 from __future__ import annotations
 
-import collections
+import heapq
 import itertools
 from typing import Any, Iterator, Optional
 
@@ -25,21 +27,27 @@ class Pending:
 
     __slots__ = ("item", "order", "slot", "waiting", "timer")
 
-    def __init__(self, item: Any, order: int, slot: Optional[ServerSlot]) -> None:
+    def __init__(self, item: Any, order: tuple[int, int, int], slot: Optional[ServerSlot]) -> None:
         self.item = item  # what waits (the engine's session)
-        self.order = order  # arrival order across the backend's queues: the oldest is served first
+        # (priority class, arrival time shifted by the priority offset, arrival order) across the
+        # backend's queues: the lowest is served first
+        self.order = order
         self.slot = slot  # the server whose queue it is in, None for the backend's queue
         self.waiting = True
         self.timer: Any = None  # the owner's (``timeout queue``)
 
+    def __lt__(self, other: "Pending") -> bool:
+        return self.order < other.order
+
 
 class _Queue:
-    """One FIFO; entries that left early (expired) are dropped when they reach the head."""
+    """One queue in priority order (a heap); entries that left early (expired) are dropped when they
+    reach the head."""
 
     __slots__ = ("entries", "length", "max", "expired")
 
     def __init__(self) -> None:
-        self.entries: collections.deque[Pending] = collections.deque()
+        self.entries: list[Pending] = []
         self.length = 0
         self.max = 0  # the longest it has been (HAProxy's qmax)
         self.expired = 0  # connections that waited longer than ``timeout queue``
@@ -47,7 +55,7 @@ class _Queue:
     def head(self) -> Optional[Pending]:
         entries = self.entries
         while entries and not entries[0].waiting:
-            entries.popleft()
+            heapq.heappop(entries)
         return entries[0] if entries else None
 
 
@@ -76,11 +84,14 @@ class Queues:
         """How many wait in ``slot``'s queue (the backend's queue for None)."""
         return self.queue_of(slot).length
 
-    def add(self, item: Any, slot: Optional[ServerSlot] = None) -> Pending:
-        """Queue ``item`` on ``slot``'s queue, or on the backend's for None (no check of maxqueue)."""
-        pending = Pending(item, next(self._order), slot)
+    def add(self, item: Any, slot: Optional[ServerSlot] = None,
+            priority: tuple[int, int] = (0, 0)) -> Pending:
+        """Queue ``item`` on ``slot``'s queue, or on the backend's for None (no check of maxqueue);
+        ``priority``: its class and its arrival time in milliseconds shifted by its offset (the same
+        for all: arrival order)."""
+        pending = Pending(item, (*priority, next(self._order)), slot)
         queue = self.queue_of(slot)
-        queue.entries.append(pending)
+        heapq.heappush(queue.entries, pending)
         queue.length += 1
         queue.max = max(queue.max, queue.length)
         if slot is not None:
@@ -116,9 +127,9 @@ class Queues:
         return chosen
 
     def take_all(self, slot: ServerSlot) -> list[Pending]:
-        """Every connection waiting in ``slot``'s queue, taken out, oldest first (a redispatch)."""
+        """Every connection waiting in ``slot``'s queue, taken out, in their order (a redispatch)."""
         queue = self.servers[slot.index]
-        taken = [pending for pending in queue.entries if pending.waiting]
+        taken = sorted(pending for pending in queue.entries if pending.waiting)
         for pending in taken:
             self.remove(pending)
         queue.entries.clear()

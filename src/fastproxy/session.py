@@ -41,7 +41,7 @@ class Session:
                  "attempt", "excluded", "started", "context", "_finished", "number", "server_address",
                  "backend_address", "info", "tracker",
                  "stick_pending", "variables", "tls", "tls_facts",
-                 "bind_tls")
+                 "bind_tls", "priority_class", "priority_offset")
 
     numbers = itertools.count()  # HAProxy's stream numbers (%rt): in the order sessions begin
 
@@ -70,6 +70,8 @@ class Session:
         self.bind_tls: Any = None  # its bind's TLS (``tls.BindTls``), when the bind terminates it
         self.tls: Any = None  # the client's TLS once handshaken (``tls.Endpoint``)
         self.tls_facts: Any = None  # what the handshake gave (``tls.TlsFacts``), for fetches and logs
+        # ``set-priority-class`` / ``set-priority-offset``: its place in a queue (lower first; ms)
+        self.priority_class = self.priority_offset = 0
 
     @property
     def peername(self) -> Any:

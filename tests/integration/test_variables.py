@@ -86,7 +86,7 @@ def drained(sink: socket.socket) -> list[str]:
 
 
 @contextlib.contextmanager
-def haproxy_listening(text: str, port: int, tmp_path) -> Iterator[None]:
+def haproxy_listening(text: str, port: int, tmp_path) -> Iterator[subprocess.Popen]:
     """The real haproxy on ``text`` once it listens on ``port``, known without a connection (which
     would run the rules and write a line): the port can no longer be bound."""
     path = tmp_path / "haproxy.cfg"
@@ -103,7 +103,7 @@ def haproxy_listening(text: str, port: int, tmp_path) -> Iterator[None]:
                 except OSError:
                     break
             time.sleep(0.05)
-        yield
+        yield proc
     finally:
         proc.terminate()
         proc.wait(timeout=10)

@@ -968,13 +968,13 @@ def test_unsupported_tcp_request_actions_are_warnings_and_silent_drop_rejects():
     config = parse(PROLOGUE + """
         frontend fe
             bind :1
-            tcp-request connection set-mark 5
+            tcp-request content set-log-level silent
             tcp-request connection silent-drop if { src 10.0.0.1 }
     """)
     rules = config.frontends["fe"].tcp_request_rules
     assert [(r.phase, r.action) for r in rules] == [("connection", "reject")]
     assert warnings_of(config) == [
-        "9: 'tcp-request connection': action 'set-mark' is not supported by fastproxy; rule ignored",
+        "9: 'tcp-request content': action 'set-log-level' is not supported by fastproxy; rule ignored",
         "10: 'tcp-request connection': treated as 'reject' (fastproxy closes the connection)"]
 
 

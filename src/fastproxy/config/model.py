@@ -462,7 +462,8 @@ class TcpRequestRule:
     # "accept" | "reject" | "track-sc" | "sc-inc-gpc0" | "sc-inc-gpc1" | "sc-set-gpt0" | "sc-inc-gpc"
     # | "sc-set-gpt" (``value``, or ``sample`` for an expression) | "expect-proxy"
     # | "set-src" | "set-src-port" | "set-dst" | "set-dst-port" (``sample``: the new value)
-    # | "set-var" | "set-var-fmt" | "unset-var"
+    # | "set-var" | "set-var-fmt" | "unset-var" | "set-tos" | "set-mark" (``value``) | "set-priority-class"
+    # | "set-priority-offset" (``sample``)
     action: str
     condition: Optional[Condition] = None
     location: Location = field(default_factory=Location)

@@ -345,6 +345,7 @@ def _tcp_request(line: _Line, proxy: _Proxy, args: list[str]) -> None:
         raise _Invalid(f"tcp-request {phase} is not allowed because {proxy.describe()} is not a frontend")
     action = args[1] if len(args) > 1 else ""
     rest = args[2:]
+    _check_phase(proxy, phase, action, rest)
     _warn_rule_order(line, proxy, phase)
     if action in ("accept", "reject", "silent-drop"):
         if action == "silent-drop":
@@ -373,6 +374,20 @@ def _tcp_request(line: _Line, proxy: _Proxy, args: list[str]) -> None:
         proxy.tcp_request_rules.append(_address_rule(line, proxy, phase, action, rest))
     elif action.split("(", 1)[0] in _VARIABLE_ACTIONS:
         proxy.tcp_request_rules.append(_variable_rule(line, proxy, phase, action, rest))
+    elif action in ("set-tos", "set-mark"):
+        value, rest = _socket_value(rest), rest[1:]
+        condition = _trailing_condition(line, proxy, f"tcp-request {phase} {action}", rest)
+        proxy.tcp_request_rules.append(TcpRequestRule(phase=phase, action=action, condition=condition,
+                                                      location=line.location, value=value))
+    elif action in ("set-priority-class", "set-priority-offset"):
+        sample, rest = _rule_sample(rest)
+        condition = _trailing_condition(line, proxy, f"tcp-request {phase} {action}", rest)
+        proxy.tcp_request_rules.append(TcpRequestRule(phase=phase, action=action, condition=condition,
+                                                      location=line.location, sample=sample))
+    elif action == "set-nice":
+        line.warn("'set-nice' orders HAProxy's own scheduling of its tasks (CPU time between streams); "
+                  "fastproxy's data plane has no such scheduler, and where the connection goes does not "
+                  "change; rule ignored")
     elif action.split("(", 1)[0] in _REFUSED_TCP_REQUEST_ACTIONS:
         raise _Invalid(f"action '{action}': {_REFUSED_TCP_REQUEST_ACTIONS[action.split('(', 1)[0]]}")
     elif _known_tcp_request_action(action):
@@ -447,6 +462,46 @@ def _address_rule(line: _Line, proxy: _Proxy, phase: str, action: str, rest: lis
 
 _VARIABLE_ACTIONS = ("set-var", "set-var-fmt", "unset-var")
 
+# The actions of each rule set, as HAProxy 2.6 registers them (``haproxy -dKall``) beside its built-in
+# ones: another known action in a set is refused, as HAProxy refuses it.
+_SESSION_ACTIONS = _names("""
+    accept reject track-sc0 track-sc1 track-sc2 sc-inc-gpc sc-inc-gpc0 sc-inc-gpc1 sc-set-gpt sc-set-gpt0
+    set-dst set-dst-port set-mark set-src set-src-port set-tos set-var set-var-fmt silent-drop unset-var
+""")
+_PHASE_ACTIONS = {
+    "connection": _SESSION_ACTIONS | {"expect-proxy", "expect-netscaler-cip"},
+    "session": _SESSION_ACTIONS,
+    "content": _SESSION_ACTIONS | _names("""
+        capture do-resolve ot-group send-spoe-group set-log-level set-nice set-priority-class
+        set-priority-offset switch-mode use-service
+    """),
+}
+
+
+def _check_phase(proxy: _Proxy, phase: str, action: str, rest: list[str]) -> None:
+    kind = action.split("(", 1)[0]
+    if kind == "capture" and (phase != "content" or not proxy.caps & FE):
+        if phase == "content":
+            raise _Invalid(f"'tcp-request content capture' : proxy '{proxy.name}' has no frontend capability")
+        where = f"'tcp-request {phase}' rules in {proxy.describe()}"
+        raise _Invalid(f"'capture {rest[0] if rest else ''}' is not allowed in {where}")
+    if _known_tcp_request_action(action) and kind not in _PHASE_ACTIONS[phase] and kind != "expect-proxy":
+        allowed = ", ".join(f"'{name}'" for name in sorted(_PHASE_ACTIONS[phase]))
+        raise _Invalid(f"'tcp-request {phase}' expects {allowed} in {proxy.describe()} (got '{action}').")
+
+
+def _socket_value(rest: list[str]) -> int:
+    """``set-tos`` / ``set-mark``'s value, read as strtol() reads it in base 0 (``0x`` hexadecimal, a
+    leading ``0`` octal)."""
+    if not rest or rest[0] in ("if", "unless"):
+        raise _Invalid("expects exactly 1 argument (integer/hex value)")
+    match = re.match(r"\s*([-+]?)(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)", rest[0])
+    end = match.end() if match else 0
+    if not match or end < len(rest[0]):
+        raise _Invalid(f"invalid character starting at '{rest[0][end:]}' (integer/hex value expected)")
+    digits = match[2]
+    value = int(digits, 16 if digits[:2].lower() == "0x" else 8 if digits.startswith("0") else 10)
+    return -value if match[1] == "-" else value
 
 def _variable_rule(line: _Line, proxy: _Proxy, phase: str, action: str, rest: list[str]) -> TcpRequestRule:
     """``set-var(<name>[,<cond>...]) <expr>``, ``set-var-fmt(<name>[,<cond>...]) <format>``,

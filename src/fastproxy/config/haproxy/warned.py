@@ -82,9 +82,13 @@ REASONS: tuple[tuple[str, str, str], ...] = (
     ("bind", r".*", "TLS termination settings: they shape the handshake, not where the connection goes"),
     ("server", r".*", "TLS, HTTP, connection-reuse and socket settings of a server: it is still picked and "
                       "dialed the same way"),
-    ("tcp-request", r".* (set-mark|set-tos|set-nice|set-priority-.*|set-log-level|capture|ot-group|"
-                    r"send-spoe-group|do-resolve)",
-     "packet marks, priorities, logs and tracing: they do not decide the backend or the server"),
+    ("tcp-request", r".* (capture|set-log-level)", "what the log line says, not where the connection goes"),
+    ("tcp-request", r".* set-nice",
+     "HAProxy's own task scheduling, which fastproxy's data plane does not have"),
+    ("tcp-request", r".* ot-group", "OpenTracing spans, not where the connection goes"),
+    ("tcp-request", r".* (do-resolve|send-spoe-group)",
+     "NOT a safe ignore where the variable they would set decides routing (no resolvers section, no SPOE "
+     "agent is run: the variable stays unset)"),
     ("tcp-response", r".*", "a delay with no tcp-response rule to wait for"),
     ("tcp-check", r".*", "NOT a safe ignore: skipping the rule may change the check's verdict (a gap: "
                          "implement or refuse)"),
