@@ -75,6 +75,7 @@ class ConnInfo:
     # on; shared by the copies of one connection's info (None: nobody takes them on).
     rewritten: Optional[dict] = None
     variables: Any = None  # its variables (``variables.Variables``), shared by the copies of its info
+    captures: Optional[list] = None  # its request capture slots (``tcp-request content capture``), shared
 
 
 # --- samples ------------------------------------------------------------------------------------------
@@ -621,6 +622,8 @@ def _rule_action(rule: TcpRequestRule, proxy: str,
         return _variable_action(rule, proxy)
     if rule.action in SESSION_SETTINGS:
         return _session_setting(rule)
+    if rule.action == "capture":
+        return _capture_action(rule)
     if rule.action in _ADDRESS_FIELDS:
         assert rule.sample is not None
         field, read = _ADDRESS_FIELDS[rule.action], samples.reader(rule.sample)
@@ -661,6 +664,19 @@ def _session_setting(rule: TcpRequestRule) -> Callable[[ConnInfo], None]:
         if value is not None and info.rewritten is not None:  # a sample that fails sets nothing
             info.rewritten[key] = max(-bound, min(bound, value))
     return record_sample
+
+
+def _capture_action(rule: TcpRequestRule) -> Callable[[ConnInfo], None]:
+    """``capture <sample> len <n>``: the sample as text (bytes as they are), cut at ``n`` bytes, in its
+    slot (a sample that fails captures nothing)."""
+    assert rule.sample is not None and rule.index is not None
+    read, slot, length = samples.reader(rule.sample), rule.index, rule.value
+
+    def capture(info: ConnInfo) -> None:
+        value = read(info)
+        if value is not None and info.captures is not None:
+            info.captures[slot] = samples.binary(value)[:length].decode("latin-1")
+    return capture
 
 
 def _set_gpt_action(rule: TcpRequestRule) -> Callable[[ConnInfo], None]:

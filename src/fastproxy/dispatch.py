@@ -452,7 +452,9 @@ class Dispatcher:
             server_current=slot.current if slot is not None else 0, retries=max(session.attempt - 1, 0),
             pid=self.state.pid, hostname=self.state.hostname, counter=session.number,
             log_count=self.state.log_count - 1,
-            connection=session.info or _connection(session, self.state.variables))
+            connection=session.info or _connection(session, self.state.variables),
+            request_captures=_captures(session.captures, frontend.model.request_captures),
+            response_captures=len(frontend.model.response_captures))
         if frontend.unique_id is not None:
             record.unique_id = frontend.unique_id.render(record)
         frontend.traffic_log(frontend.log_format.render(record), record)
@@ -491,6 +493,13 @@ def rdp_persisted(backend: BackendRuntime, session: Session) -> Optional[ServerS
                 slot.state not in STOPPED or backend.model.persist):
             return slot
     return None
+
+
+def _captures(captured: Optional[list], slots: tuple[int, ...]) -> Optional[list]:
+    """What %hr writes: the slots as rules filled them, None for a frontend without slots."""
+    if not slots:
+        return None
+    return captured if captured is not None else [None] * len(slots)
 
 
 def _connection(session: Session, variables: ProcessVariables) -> ConnInfo:

@@ -175,8 +175,11 @@ def log_needs(fmt: Optional[logformat.Format]) -> int:
 def lane_log_program(frontend: FrontendRuntime, backend: BackendRuntime, pid: int, hostname: str) -> bytes:
     """The frontend's log-format as the pump runs it for a lane dialing ``backend``."""
     assert frontend.log_format is not None
+    slots = frontend.model
     program = logformat.lane_program(frontend.log_format, logformat.LogRecord(
-        frontend=frontend.name, backend=backend.name, pid=pid, hostname=hostname))
+        frontend=frontend.name, backend=backend.name, pid=pid, hostname=hostname,
+        request_captures=[None] * len(slots.request_captures) if slots.request_captures else None,
+        response_captures=len(slots.response_captures)))
     assert program is not None
     return program
 

@@ -77,7 +77,7 @@ class Alias(enum.IntEnum):
     PID = 72  # %pid
     HOSTNAME = 73  # %H
     STATUS = 74  # %ST: 0 in TCP mode
-    HEADERS = 75  # %hr %hs %hrl %hsl: captures are HTTP's, nothing in TCP mode
+    HEADERS = 75  # %hr %hs %hrl %hsl: the capture slots (``tcp-request content capture``...)
     SSL = 76  # %sslc: the cipher of a TLS connection terminated here (Python's alone: never on a lane)
     UNIQUE_ID = 77  # %ID
     COUNTER = 78  # %rt: the stream's number
@@ -291,6 +291,10 @@ class LogRecord:
     counter: int = 0
     log_count: int = 0
     connection: Any = None  # what sample fetches read (acl.ConnInfo); None: they give nothing
+    # What %hr/%hrl write: the request capture slots (None: the frontend has none); %hs/%hsl: how many
+    # response slots it has (always empty on a TCP stream)
+    request_captures: Optional[Sequence[Optional[str]]] = None
+    response_captures: int = 0
 
 
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -416,7 +420,7 @@ _RENDER: dict[Alias, _Renderer] = {
     Alias.PID: _hexable(lambda r: r.pid),
     Alias.HOSTNAME: lambda node, record: text_value(record.hostname, node.options),
     Alias.STATUS: lambda node, record: "0",
-    Alias.HEADERS: lambda node, record: "",
+    Alias.HEADERS: lambda node, record: _captures(node, record),
     Alias.SSL: lambda node, record: text_value(record.tls.cipher if record.tls else None, node.options),
     Alias.SSL_VERSION: lambda node, record: text_value(record.tls.protocol if record.tls else None,
                                                        node.options),
@@ -425,6 +429,34 @@ _RENDER: dict[Alias, _Renderer] = {
     Alias.LOG_COUNT: _hexable(lambda r: r.log_count),
     Alias.SAMPLE: lambda node, record: text_value(_sample_value(node, record), node.options),
 }
+
+
+_CAPTURE_ESCAPED = frozenset('"#{|}')
+
+
+def _capture_text(text: str) -> str:
+    """HAProxy's hdr_encode_map: control characters, bytes from 0x7F on and '"#{|}' as ``#XX``."""
+    return "".join(f"#{ord(c) & 0xFF:02X}" if c < " " or c >= "\x7f" or c in _CAPTURE_ESCAPED else c
+                   for c in text)
+
+
+def _captures(node: Node, record: LogRecord) -> str:
+    """%hr ``{a|b}``, %hrl ``a b`` (``-`` for an empty slot, none with +Q, which quotes each), and
+    the same of the response's slots for %hs/%hsl (empty on a TCP stream)."""
+    slots: Sequence[Optional[str]]
+    if node.text.startswith("hr"):
+        slots = record.request_captures or ()
+    else:
+        slots = [None] * record.response_captures
+    if not slots:
+        return ""
+    quote = node.options & QUOTE
+    if node.text in ("hr", "hs"):
+        text = "{" + "|".join(_capture_text(value) if value is not None else "" for value in slots) + "}"
+        return f'"{text}"' if quote else text
+    if quote:
+        return " ".join(f'"{_capture_text(value)}"' if value is not None else '""' for value in slots)
+    return " ".join(_capture_text(value) if value is not None else "-" for value in slots)
 
 
 def _quoted(text: str, options: int) -> str:

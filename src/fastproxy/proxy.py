@@ -309,9 +309,13 @@ class TCPProxy:
     def _info(self, session: Session) -> ConnInfo:
         if session.variables is None:
             session.variables = Variables(self.state.variables)
+        slots = session.frontend.model.request_captures
+        if slots and session.captures is None:
+            session.captures = [None] * len(slots)
         return ConnInfo(src=session.peername[0], src_port=session.peername[1],
                         dst=session.sockname[0], dst_port=session.sockname[1], counters=session.tracker,
-                        rewritten={}, variables=session.variables, tls=session.tls_facts)
+                        rewritten={}, variables=session.variables, tls=session.tls_facts,
+                        captures=session.captures)
 
     # --- TLS termination (bind ... ssl) ---------------------------------------------------------------
 

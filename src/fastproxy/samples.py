@@ -165,6 +165,13 @@ def _variable(conn: Any, args: tuple[Any, ...]) -> Read:
     return Read(args[1] if len(args) > 1 else None, False)
 
 
+def _captured(conn: Any, args: tuple[Any, ...]) -> Read:
+    """``capture.req.hdr(<slot>)``: what a ``tcp-request content capture`` rule kept there."""
+    captures = getattr(conn, "captures", None)
+    index = args[0]
+    return Read(captures[index] if captures is not None and index < len(captures) else None, False)
+
+
 def _rdp_cookie_count(conn: Any, args: tuple[Any, ...]) -> Read:
     value, more = payload.rdp_cookie(_request(conn), *args)
     return payload.TOO_SHORT if more else Read(0 if value is None else 1, False)
@@ -209,6 +216,8 @@ FETCHES: dict[str, Fetch] = _fetches(
     (("req.ver", "req_ver"), Fetch("req.ver", STR, None, read=_http("version"))),
     (("wait_end",), Fetch("wait_end", BOOL, None, read=_wait_end)),
     (("var",), Fetch("var", ANY, None, read=_variable, arguments=(VARIABLE, TEXT), required=1)),
+    (("capture.req.hdr",),
+     Fetch("capture.req.hdr", STR, None, read=_captured, arguments=(UINT,), required=1)),
     *((((name,), Fetch(name, kind, None, read=_constant(kind), arguments=(TEXT,), required=1, constant=True)))
       for name, kind in (("ipv4", IP), ("ipv6", IP), ("int", INT), ("str", STR))),
 )
@@ -262,13 +271,13 @@ def as_text(value: Any) -> str:
     return str(int(value)) if isinstance(value, (bool, int)) else value
 
 
-def _binary(value: Any) -> bytes:
+def binary(value: Any) -> bytes:
     return value if isinstance(value, bytes) else as_text(value).encode("latin-1", "replace")
 
 
 def _bytes(value: Any, offset: int, length: Optional[int] = None) -> Optional[bytes]:
     """HAProxy's ``bytes(<offset>[,<length>])``: no value when the offset is past the end."""
-    data = _binary(value)
+    data = binary(value)
     if offset >= len(data):
         return None
     return data[offset:] if not length else data[offset:offset + length]
@@ -301,9 +310,9 @@ _STRINGS = frozenset({STR, BIN})
 CONVERTERS: dict[str, Converter] = {
     "lower": Converter("lower", _STRINGS, STR, lambda value: as_text(value).lower()),
     "upper": Converter("upper", _STRINGS, STR, lambda value: as_text(value).upper()),
-    "hex": Converter("hex", _STRINGS, STR, lambda value: _binary(value).hex().upper()),
+    "hex": Converter("hex", _STRINGS, STR, lambda value: binary(value).hex().upper()),
     "bytes": Converter("bytes", _STRINGS, BIN, _bytes, (UINT, UINT), 1),
-    "length": Converter("length", _STRINGS, INT, lambda value: len(_binary(value))),
+    "length": Converter("length", _STRINGS, INT, lambda value: len(binary(value))),
     "ipmask": Converter("ipmask", frozenset({IP}), IP, _ipmask, (TEXT, TEXT), 1),
 }
 

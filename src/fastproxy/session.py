@@ -41,7 +41,7 @@ class Session:
                  "attempt", "excluded", "started", "context", "_finished", "number", "server_address",
                  "backend_address", "info", "tracker",
                  "stick_pending", "variables", "tls", "tls_facts",
-                 "bind_tls", "priority_class", "priority_offset")
+                 "bind_tls", "priority_class", "priority_offset", "captures")
 
     numbers = itertools.count()  # HAProxy's stream numbers (%rt): in the order sessions begin
 
@@ -72,6 +72,7 @@ class Session:
         self.tls_facts: Any = None  # what the handshake gave (``tls.TlsFacts``), for fetches and logs
         # ``set-priority-class`` / ``set-priority-offset``: its place in a queue (lower first; ms)
         self.priority_class = self.priority_offset = 0
+        self.captures: Optional[list] = None  # its request capture slots, once a rule may fill them
 
     @property
     def peername(self) -> Any:

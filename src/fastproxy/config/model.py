@@ -463,7 +463,7 @@ class TcpRequestRule:
     # | "sc-set-gpt" (``value``, or ``sample`` for an expression) | "expect-proxy"
     # | "set-src" | "set-src-port" | "set-dst" | "set-dst-port" (``sample``: the new value)
     # | "set-var" | "set-var-fmt" | "unset-var" | "set-tos" | "set-mark" (``value``) | "set-priority-class"
-    # | "set-priority-offset" (``sample``)
+    # | "set-priority-offset" (``sample``) | "capture" (``sample`` into the slot ``index``, ``value`` long)
     action: str
     condition: Optional[Condition] = None
     location: Location = field(default_factory=Location)
@@ -550,6 +550,10 @@ class Frontend:
     unique_id_format: Optional[str] = None  # what %ID writes (``unique-id-format``); None: "-"
     log_format_sd: Optional[str] = None  # the structured data of ``rfc5424`` lines; None: "-"
     dontlognull: bool = False
+    # The capture slots (``declare capture``, ``capture request|response header``, each ``tcp-request
+    # content capture``), by the length they keep, in HAProxy's order: what %hr/%hrl and %hs/%hsl write.
+    request_captures: tuple[int, ...] = ()
+    response_captures: tuple[int, ...] = ()
     id: Optional[int] = None  # HAProxy's proxy id (``id``), shown by the stats; None: numbered in order
     options: dict[str, Any] = field(default_factory=dict)  # recorded, not acted on: splice-*, description...
     location: Location = field(default_factory=Location)

@@ -374,6 +374,8 @@ def _tcp_request(line: _Line, proxy: _Proxy, args: list[str]) -> None:
         proxy.tcp_request_rules.append(_address_rule(line, proxy, phase, action, rest))
     elif action.split("(", 1)[0] in _VARIABLE_ACTIONS:
         proxy.tcp_request_rules.append(_variable_rule(line, proxy, phase, action, rest))
+    elif action == "capture":
+        proxy.tcp_request_rules.append(_capture_rule(line, proxy, rest))
     elif action in ("set-tos", "set-mark"):
         value, rest = _socket_value(rest), rest[1:]
         condition = _trailing_condition(line, proxy, f"tcp-request {phase} {action}", rest)
@@ -488,6 +490,53 @@ def _check_phase(proxy: _Proxy, phase: str, action: str, rest: list[str]) -> Non
     if _known_tcp_request_action(action) and kind not in _PHASE_ACTIONS[phase] and kind != "expect-proxy":
         allowed = ", ".join(f"'{name}'" for name in sorted(_PHASE_ACTIONS[phase]))
         raise _Invalid(f"'tcp-request {phase}' expects {allowed} in {proxy.describe()} (got '{action}').")
+
+
+def _capture_rule(line: _Line, proxy: _Proxy, rest: list[str]) -> TcpRequestRule:
+    """``tcp-request content capture <sample> len <n>``: the sample's text, cut at ``n`` bytes, into a
+    new request capture slot (%hr, %hrl, ``capture.req.hdr(<slot>)``)."""
+    sample, rest = _rule_sample(rest)
+    if rest[:1] != ["len"] or len(rest) < 2:
+        raise _Invalid("'tcp-request content capture' : a positive 'len' argument is mandatory")
+    if not rest[1].isdigit() or decimal(rest[1]) <= 0:
+        raise _Invalid("'tcp-request content capture' : length must be > 0")
+    length = decimal(rest[1])
+    condition = _trailing_condition(line, proxy, "tcp-request content capture", rest[2:])
+    proxy.request_captures.append(length)
+    return TcpRequestRule(phase="content", action="capture", condition=condition, location=line.location,
+                          sample=sample, value=length, index=len(proxy.request_captures) - 1)
+
+
+@_keyword("declare")
+def _declare(line: _Line, proxy: _Proxy, args: list[str]) -> None:
+    """``declare capture request|response len <n>``: a capture slot (rules fill request ones)."""
+    if proxy.kind not in ("frontend", "listen"):
+        raise _Invalid("'declare' only available in frontend or listen section")
+    if args[:1] != ["capture"]:
+        raise _Invalid("'declare' only supports 'capture'")
+    direction = args[1] if len(args) > 1 else ""
+    if direction not in ("request", "response"):
+        raise _Invalid("'declare capture' requires a direction ('request' or 'response')")
+    if args[2:3] != ["len"] or len(args) < 4:
+        raise _Invalid("'declare capture' requires a capture length ('len')")
+    if not args[3].isdigit() or decimal(args[3]) <= 0:
+        raise _Invalid("'declare capture': cannot parse the length 'len'.")
+    (proxy.request_captures if direction == "request" else proxy.response_captures).append(decimal(args[3]))
+
+
+@_keyword("capture", caps=FE)
+def _capture(line: _Line, proxy: _Proxy, args: list[str]) -> None:
+    """``capture request|response header <name> len <n>``: a slot HTTP headers would fill, which stays
+    empty on a TCP stream (as in HAProxy's TCP mode); ``capture cookie`` needs HTTP mode."""
+    direction = args[0] if args else ""
+    if direction not in ("request", "response"):
+        line.warn(f"'capture' statement ignored for {proxy.describe()} as it requires HTTP mode.")
+        return
+    if len(args) < 5 or args[1] != "header" or args[3] != "len":
+        raise _Invalid(f"'capture {direction}' expects 'header' <header_name> 'len' <len>.")
+    if not args[4].isdigit() or decimal(args[4]) <= 0:
+        raise _Invalid(f"'capture {direction}' : length must be > 0")
+    (proxy.request_captures if direction == "request" else proxy.response_captures).append(decimal(args[4]))
 
 
 def _socket_value(rest: list[str]) -> int:

@@ -464,7 +464,8 @@ class _Reader:
             rate_limit_sessions=proxy.rate_limit_sessions, client_keepalive=proxy.client_keepalive,
             log=bool(proxy.log_targets), tcplog=proxy.tcplog, log_format=proxy.log_format,
             unique_id_format=proxy.unique_id_format, log_format_sd=proxy.log_format_sd,
-            dontlognull=proxy.dontlognull,
+            dontlognull=proxy.dontlognull, request_captures=tuple(proxy.request_captures),
+            response_captures=tuple(proxy.response_captures),
             id=proxy.id, options=dict(proxy.options), location=proxy.location,
             log_targets=list(proxy.log_targets), default_backend_location=proxy.default_backend_location,
             stats=stats)

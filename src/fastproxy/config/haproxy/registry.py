@@ -141,6 +141,8 @@ class _Proxy:
     inherited_by: int = 0
     balance_set: bool = False  # a ``balance`` line applies (here or in the defaults): ``dispatch`` is ignored
     dispatch: Optional[Server] = None  # ``dispatch <addr>``, as the server it stands for
+    request_captures: list[int] = field(default_factory=list)  # the capture slots, by length
+    response_captures: list[int] = field(default_factory=list)
 
     @property
     def caps(self) -> int:
@@ -262,7 +264,7 @@ def _names(text: str) -> frozenset[str]:
 
 # Proxy keywords HAProxy 2.6 knows that fastproxy ignores with a warning (the proxy still runs).
 PROXY_IGNORED = _names("""
-    bind-process capture compression cookie declare dynamic-cookie-key email-alert errorfile errorfiles
+    bind-process compression cookie dynamic-cookie-key email-alert errorfile errorfiles
     errorloc errorloc302 errorloc303 external-check filter grace http-after-response
     http-error http-response http-reuse http-send-name-header
     log-tag max-keep-alive-queue

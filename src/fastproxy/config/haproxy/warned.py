@@ -58,7 +58,7 @@ REASONS: tuple[tuple[str, str, str], ...] = (
     ("global", r"(no )?(busy-polling|numa-cpu-mapping|strict-limits)",
      "how the process polls and is placed on CPUs"),
     ("global", r".*", "process management, debugging and security switches of HAProxy's own process"),
-    ("proxy", r"error.*|http-.*|redirect|compression|cookie|dynamic-cookie-key|capture|declare|filter|"
+    ("proxy", r"error.*|http-.*|redirect|compression|cookie|dynamic-cookie-key|capture|filter|"
               r"unique-id-header|use-fcgi-app|max-keep-alive-queue|max-session-srv-conns|monitor",
      "HTTP-only: HAProxy itself ignores these in TCP mode or they need an HTTP stream"),
     ("proxy", r"bind-process|grace|log-tag|email-alert|external-check",
@@ -82,7 +82,7 @@ REASONS: tuple[tuple[str, str, str], ...] = (
     ("bind", r".*", "TLS termination settings: they shape the handshake, not where the connection goes"),
     ("server", r".*", "TLS, HTTP, connection-reuse and socket settings of a server: it is still picked and "
                       "dialed the same way"),
-    ("tcp-request", r".* (capture|set-log-level)", "what the log line says, not where the connection goes"),
+    ("tcp-request", r".* set-log-level", "what the log line says, not where the connection goes"),
     ("tcp-request", r".* set-nice",
      "HAProxy's own task scheduling, which fastproxy's data plane does not have"),
     ("tcp-request", r".* ot-group", "OpenTracing spans, not where the connection goes"),
