@@ -566,6 +566,14 @@ def assert_verdicts(tmp_path: Any, texts: dict[str, bool]) -> None:
         assert ours == valid, text
 
 
+def in_a_frontend(lines: str, before: str = "") -> str:
+    """A file whose TCP frontend ``fe`` (on ``{port}``) holds ``lines``, ``before`` ahead of it (a
+    ``global`` section): what the verdict tests write each keyword in."""
+    return (before + "defaults\n mode tcp\n timeout connect 2s\n timeout client 5s\n timeout server 5s\n"
+            "frontend fe\n bind 127.0.0.1:{port}\n default_backend b\n" + lines
+            + "backend b\n server s 127.0.0.1:1\n")
+
+
 def free_port() -> int:
     """A loopback port nothing listens on, taken below the kernel's ephemeral range: a port from
     bind(0) is in that range, where any outgoing connection of the tests may take it before its use."""

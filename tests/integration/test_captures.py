@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from ..support import assert_verdicts, serving
+from ..support import assert_verdicts, in_a_frontend, serving
 from .test_routing import named_backend
 from .test_routing_keywords import PROLOGUE
 from .test_variables import needs_haproxy, run_both
@@ -53,8 +53,6 @@ def test_captures_log_and_route_as_haproxy(pump_class, tmp_path):
 
 
 def test_capture_verdicts_are_haproxys(tmp_path):
-    head = PROLOGUE + "frontend fe\n bind 127.0.0.1:{port}\n default_backend b\n"
-    tail = "backend b\n server s 127.0.0.1:1\n"
     cases = {
         " declare capture request len 10\n": True,
         " declare capture request\n": False,
@@ -71,6 +69,6 @@ def test_capture_verdicts_are_haproxys(tmp_path):
         " tcp-request content capture src len 3 if { src 127.0.0.1 }\n": True,
         " tcp-request content reject if { capture.req.hdr(0) -m str x }\n": True,
     }
-    texts = {head + line + tail: valid for line, valid in cases.items()}
+    texts = {in_a_frontend(line): valid for line, valid in cases.items()}
     texts[PROLOGUE + "backend b\n declare capture request len 10\n server s 127.0.0.1:1\n"] = False
     assert_verdicts(tmp_path, texts)

@@ -15,7 +15,7 @@ import pytest
 
 from fastproxy.config import load
 
-from ..support import assert_verdicts, free_port, haproxy_running, running, serving
+from ..support import assert_verdicts, free_port, haproxy_running, in_a_frontend, running, serving
 from .test_routing import HAPROXY, answers, named_backend
 from .test_routing_keywords import PROLOGUE
 from .test_stats_socket import ask
@@ -87,8 +87,6 @@ async def test_counter_arrays_route_and_show_as_haproxy(tmp_path, pump_class):
 
 
 def test_counter_array_check_verdicts_are_haproxys(tmp_path):
-    head = PROLOGUE + "frontend fe\n bind 127.0.0.1:{port}\n default_backend b\n"
-    tail = "backend b\n server s 127.0.0.1:1\n"
     table = " stick-table type ip size 10 store {}\n"
     cases = {
         table.format("gpc(3),gpc0"): False,
@@ -118,5 +116,5 @@ def test_counter_array_check_verdicts_are_haproxys(tmp_path):
         " tcp-request content reject if { src_get_gpt(x,fe) gt 1 }\n": False,
     }
     default = table.format("gpc(3),gpt(2)")
-    assert_verdicts(tmp_path, {head + (default if "stick-table" not in line else "") + line + tail: valid
+    assert_verdicts(tmp_path, {in_a_frontend((default if "stick-table" not in line else "") + line): valid
                                for line, valid in cases.items()})

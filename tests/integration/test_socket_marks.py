@@ -18,7 +18,7 @@ import pytest
 
 from fastproxy.config import parse_text
 
-from ..support import assert_verdicts, free_port, running, serving
+from ..support import assert_verdicts, free_port, in_a_frontend, running, serving
 from .test_routing import HAPROXY, connect_from, named_backend
 from .test_routing_keywords import PROLOGUE
 from .test_variables import haproxy_listening
@@ -182,8 +182,6 @@ def test_priority_class_and_offset_order_the_queue_as_haproxy(pump_class, tmp_pa
 
 
 def test_socket_and_priority_action_verdicts_are_haproxys(tmp_path):
-    head = PROLOGUE + "frontend fe\n bind 127.0.0.1:{port}\n default_backend b\n"
-    tail = "backend b\n server s 127.0.0.1:1\n"
     cases = {}
     for phase in ("connection", "session", "content"):
         cases.update({
@@ -201,5 +199,5 @@ def test_socket_and_priority_action_verdicts_are_haproxys(tmp_path):
         })
     cases[" tcp-request content set-priority-class 3\n"] = False
     cases[" tcp-request content set-priority-class\n"] = False
-    assert_verdicts(tmp_path, {head + line + tail: valid for line, valid in cases.items()})
+    assert_verdicts(tmp_path, {in_a_frontend(line): valid for line, valid in cases.items()})
     assert_verdicts(tmp_path, {"backend b\n mode tcp\n tcp-request content capture src len 3\n": False})

@@ -16,7 +16,7 @@ import pytest
 
 from fastproxy.config import parse_text
 
-from ..support import assert_verdicts, free_port, running, serving
+from ..support import assert_verdicts, free_port, in_a_frontend, running, serving
 from .test_routing import HAPROXY, answers, named_backend
 from .test_routing_keywords import PROLOGUE
 
@@ -150,8 +150,6 @@ def test_variables_route_and_log_by_scope_as_haproxy(pump_class, tmp_path):
 
 def test_variables_check_verdicts_are_haproxys(tmp_path):
     """``fastproxy check`` and ``haproxy -c`` on each line: the same verdict."""
-    head = PROLOGUE + "frontend f\n bind 127.0.0.1:{port}\n default_backend b\n"
-    tail = "backend b\n server s 127.0.0.1:1\n"
     cases = {
         " tcp-request connection set-var(txn.x) src\n": True,
         " tcp-request connection set-var(foo) src\n": False,
@@ -171,6 +169,6 @@ def test_variables_check_verdicts_are_haproxys(tmp_path):
         "global\n set-var sess.x int(3)\n": False,
         'global\n set-var-fmt proc.x "%pid|%[var(proc.q)]"\n': True,
     }
-    texts = {head + line + tail: valid for line, valid in cases.items()}
-    texts.update({prologue + head + tail: valid for prologue, valid in globals_.items()})
+    texts = {in_a_frontend(line): valid for line, valid in cases.items()}
+    texts.update({in_a_frontend("", before=prologue): valid for prologue, valid in globals_.items()})
     assert_verdicts(tmp_path, texts)
