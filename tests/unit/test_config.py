@@ -632,6 +632,13 @@ def test_transparent_binds_are_refused():
         "7: 'bind': 'transparent' (binding foreign addresses) is not supported by fastproxy"]
 
 
+def test_netscaler_client_ip_binds_are_refused():
+    """Ignored, the header would reach the server as data, and rules would see the NetScaler's address."""
+    assert errors_of(PROLOGUE + "frontend fe\n bind :80 accept-netscaler-cip 1234\n") == [
+        "7: 'bind': 'accept-netscaler-cip': fastproxy does not decode NetScaler client IP headers: the "
+        "header would be forwarded to the server and the addresses it gives ignored"]
+
+
 def test_a_frontend_without_bind_is_a_warning_as_in_haproxy():
     config = parse(PROLOGUE + "frontend fe\n default_backend be\nbackend be\n")
     assert "6: 'frontend': frontend 'fe' has no 'bind' directive: it does not listen." in warnings_of(config)

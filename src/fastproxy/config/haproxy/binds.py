@@ -85,6 +85,10 @@ def _bind_option(line: _Line, settings: dict, name: str, values: list[str]) -> N
         settings["v6only"] = name == "v6only"
     elif name == "transparent":
         raise _Invalid("'transparent' (binding foreign addresses) is not supported by fastproxy")
+    elif name == "accept-netscaler-cip":
+        # Ignoring it would forward the header to the server as data and route by the NetScaler's address.
+        raise _Invalid("'accept-netscaler-cip': fastproxy does not decode NetScaler client IP headers: the "
+                       "header would be forwarded to the server and the addresses it gives ignored")
     elif name in ("ssl", "strict-sni"):
         settings[name.replace("-", "_")] = True
     elif name == "crt":

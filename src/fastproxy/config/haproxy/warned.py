@@ -75,7 +75,7 @@ REASONS: tuple[tuple[str, str, str], ...] = (
      "NOT a safe ignore: such a backend's checks are plain TCP connects, which may pass where HAProxy's "
      "would fail (a gap: implement or refuse)"),
     ("timeout", r".*", "HTTP timeouts: no HTTP request is parsed in TCP mode"),
-    ("bind", r"accept-netscaler-cip|expose-fd|gid|group|uid|user|mode|level|severity-output|id|name|nice|"
+    ("bind", r"expose-fd|gid|group|uid|user|mode|level|severity-output|id|name|nice|"
              r"process|thread|shards|interface|namespace|mss|tcp-ut|tfo|proto|maxconn",
      "socket options, limits and process placement of a listener: it accepts on the same address and hands "
      "each connection to the same rules"),
