@@ -41,27 +41,10 @@ from typing import Any, Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from tests.support import alive, free_port  # noqa: E402  (free_port: below the ephemeral range)
+from tests.support import alive, echo_listen, free_port  # noqa: E402  (free_port: below the ephemeral range)
 
 HAPROXY = "/usr/sbin/haproxy"
 
-CONFIG = """\
-global
-    nbthread 1
-    hard-stop-after 30s
-    stats socket {stats} level admin
-    pidfile {pidfile}
-
-defaults
-    mode tcp
-    timeout connect 5s
-    timeout client 30s
-    timeout server 30s
-
-listen echo
-    bind 127.0.0.1:{port}
-    server e1 127.0.0.1:{backend}
-"""
 
 ECHO = r"""
 import asyncio, sys
@@ -244,7 +227,8 @@ def run_target(name: str, args: argparse.Namespace, backend: int, workdir: Path)
     port = free_port()
     env = None
     stats, pidfile, cfg = str(workdir / f"{name}.sock"), workdir / f"{name}.pid", workdir / f"{name}.cfg"
-    cfg.write_text(CONFIG.format(stats=stats, pidfile=pidfile, port=port, backend=backend))
+    lines = f"    hard-stop-after 30s\n    stats socket {stats} level admin\n    pidfile {pidfile}"
+    cfg.write_text(echo_listen(port, backend, lines))
     if name == "haproxy":
         command = [HAPROXY, "-W", "-f", str(cfg)]
     else:

@@ -10,12 +10,13 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-from ..support import (DEFAULT_ADDRESS, EchoThread, default_address_held, exchange_line, free_port,
-                       start_fastproxy, stop, wait_for, wait_listening)
+from ..support import (DEFAULT_ADDRESS, EchoThread, default_address_held, echo_listen, exchange_line,
+                       free_port, start_fastproxy, stop, wait_for, wait_listening)
 
 def test_version_names_the_active_implementation(implementation_env):
     out = subprocess.run([sys.executable, "-m", "fastproxy", "version"], env=implementation_env,
@@ -49,22 +50,9 @@ def test_help_lists_the_commands():
 
 # --- with a configuration file ------------------------------------------------------------------------
 
-CONFIG = """\
-global
-    nbthread 1
-    pidfile {pidfile}
-
-defaults
-    mode tcp
-    timeout connect 5s
-    timeout client 30s
-    timeout server 30s
-
-listen echo
-    bind 127.0.0.1:{port}
-    balance roundrobin
-    server e1 127.0.0.1:{backend}
-"""
+def config_text(port: int, backend: int, pidfile: Path) -> str:
+    """An echo service on ``port`` over ``backend``, writing ``pidfile``."""
+    return echo_listen(port, backend, f"    pidfile {pidfile}")
 
 
 def test_run_with_a_haproxy_file_proxies_and_writes_its_pidfile(implementation_env, tmp_path):
@@ -72,7 +60,7 @@ def test_run_with_a_haproxy_file_proxies_and_writes_its_pidfile(implementation_e
     port = free_port()
     pidfile = tmp_path / "fastproxy.pid"
     cfg = tmp_path / "haproxy.cfg"
-    cfg.write_text(CONFIG.format(port=port, backend=backend.port, pidfile=pidfile))
+    cfg.write_text(config_text(port, backend.port, pidfile))
     proc = start_fastproxy(["run", "-f", str(cfg)], implementation_env)
     try:
         wait_listening(("127.0.0.1", port), proc)
@@ -106,7 +94,7 @@ def echo_file(tmp_path):
     backend = EchoThread()
     port = free_port()
     cfg = tmp_path / "haproxy.cfg"
-    cfg.write_text(CONFIG.format(port=port, backend=backend.port, pidfile=tmp_path / "fastproxy.pid"))
+    cfg.write_text(config_text(port, backend.port, tmp_path / "fastproxy.pid"))
     yield cfg, ("127.0.0.1", port)
     backend.close()
 
@@ -213,7 +201,7 @@ def test_a_socket_handed_over_as_fd_n_is_the_frontend_listener(implementation_en
 
 def test_check_accepts_a_valid_file(tmp_path):
     cfg = tmp_path / "ok.cfg"
-    cfg.write_text(CONFIG.format(port=8443, backend=9000, pidfile=tmp_path / "x.pid"))
+    cfg.write_text(config_text(8443, 9000, tmp_path / "x.pid"))
     result = subprocess.run([sys.executable, "-m", "fastproxy", "check", "-f", str(cfg)], capture_output=True,
                             text=True)
     assert result.returncode == 0, result.stderr
@@ -253,7 +241,7 @@ def test_run_chroots_and_drops_to_user_and_group_once_listening(implementation_e
     backend = EchoThread()
     port = free_port()
     cfg = tmp_path / "haproxy.cfg"
-    cfg.write_text(CONFIG.format(port=port, backend=backend.port, pidfile=tmp_path / "fastproxy.pid")
+    cfg.write_text(config_text(port, backend.port, tmp_path / "fastproxy.pid")
                    .replace("global\n", f"global\n    user {user}\n    group {group}\n    chroot {jail}\n"))
     proc = start_fastproxy(["run", "-f", str(cfg)], implementation_env)
     try:

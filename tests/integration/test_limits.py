@@ -23,8 +23,8 @@ from fastproxy.balance import ServerState
 from fastproxy.config import model
 from fastproxy.engine import Engine
 
-from ..support import (NamedBackends, config, echo_process, free_port, running, stop, wait_listening,
-                       wait_until)
+from ..support import (NamedBackends, config, echo_listen, echo_process, free_port, running, stop,
+                       wait_listening, wait_until)
 
 
 async def waiting_client(address: tuple) -> tuple[socket.socket, asyncio.Task]:
@@ -253,20 +253,6 @@ async def test_maxconnrate_limits_every_frontend_together(pump_class):
 # --- running out of descriptors ----------------------------------------------------------------------
 
 FD_LIMIT = 64
-EMFILE_CONFIG = """\
-global
-    nbthread 1
-
-defaults
-    mode tcp
-    timeout connect 5s
-    timeout client 30s
-    timeout server 30s
-
-listen echo
-    bind 127.0.0.1:{port}
-    server e1 127.0.0.1:{backend}
-"""
 
 
 def cpu_seconds(pid: int) -> float:
@@ -287,7 +273,7 @@ def test_out_of_descriptors_pauses_accepting_logs_once_and_recovers(implementati
     port = free_port()
     with echo_process() as backend:
         cfg = tmp_path / "haproxy.cfg"
-        cfg.write_text(EMFILE_CONFIG.format(port=port, backend=backend))
+        cfg.write_text(echo_listen(port, backend))
         proc = subprocess.Popen(
             [sys.executable, "-m", "fastproxy", "run", "-f", str(cfg)], env=implementation_env,
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,

@@ -14,7 +14,7 @@ import venv
 
 import pytest
 
-from ..support import EchoThread, exchange_line, free_port, wait_listening
+from ..support import EchoThread, echo_listen, exchange_line, free_port, wait_listening
 
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -65,15 +65,7 @@ def test_built_wheel_installs_and_proxies(tmp_path):
     # A file on a port of its own (the embedded default's 8080 is shared by every run on the machine).
     backend, address = EchoThread(), ("127.0.0.1", free_port())
     cfg = tmp_path / "haproxy.cfg"
-    cfg.write_text(f"""defaults
-    mode tcp
-    timeout connect 5s
-    timeout client 30s
-    timeout server 30s
-listen echo
-    bind {address[0]}:{address[1]}
-    server e1 127.0.0.1:{backend.port}
-""")
+    cfg.write_text(echo_listen(address[1], backend.port))
     proc = subprocess.Popen([str(env_dir / "bin" / "fastproxy"), "run", "-f", str(cfg)], env=env,
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
