@@ -257,8 +257,8 @@ def int_patterns(values: Sequence[str]) -> list[tuple[Optional[int], Optional[in
             continue
         if ":" in value and operator == "eq":
             low_text, high_text = value.split(":", 1)
-            low = _integer(low_text, value) if low_text else None
-            high = _integer(high_text, value) if high_text else None
+            low = _integer(low_text, value, "is not a valid number range") if low_text else None
+            high = _integer(high_text, value, "is not a valid number range") if high_text else None
             if low is not None and high is not None and low > high:
                 raise AclError(f"'{value}' is not a valid number range.")
             ranges.append((low, high))
@@ -271,10 +271,14 @@ def int_patterns(values: Sequence[str]) -> list[tuple[Optional[int], Optional[in
     return ranges
 
 
-def _integer(text: str, value: str) -> int:
+def _integer(text: str, value: str, outside: str = "is neither a number nor a supported operator") -> int:
+    """A pattern's integer: HAProxy's strl2llrc() refuses one past a C ``long long``'s ends (read through
+    ``c_integers``: ``int()`` would raise on 4300 digits)."""
     if not re.fullmatch(r"-?[0-9]+", text):
         raise AclError(f"'{value}' is not a number.")
-    return c_integers.signed(text)  # saturated as HAProxy's strtol: int() refuses 4300 digits
+    if not c_integers.within_long(text):
+        raise AclError(f"'{value}' {outside}.")
+    return c_integers.signed(text)
 
 
 def _dotted_versions(values: Sequence[str]) -> list[str]:
@@ -289,7 +293,15 @@ def _dotted_versions(values: Sequence[str]) -> list[str]:
             match = re.fullmatch(r"([0-9]+)(?:\.([0-9]+))?", bound)
             if bound and match is None:
                 raise AclError(f"'{value}' is not a dotted number.")
-            bounds.append(str((int(match[1]) << 16) + int(match[2] or 0)) if match else "")
+            if match is None:
+                bounds.append("")
+                continue
+            # strl2llrc_dotted(): each part below 65536 (read saturated: int() refuses 4300 digits)
+            major, minor = c_integers.decimal(match[1]), c_integers.decimal(match[2] or "0")
+            for part, number in (("major", major), ("minor", minor)):
+                if number >= 65536:
+                    raise AclError(f"'{bound}' contains too large a {part} value.")
+            bounds.append(str((major << 16) + minor))
         converted.append(":".join(bounds))
     return converted
 
@@ -424,7 +436,7 @@ def _casting(method: str, matches: Callable[[Any], bool]) -> Callable[[Any], boo
                 text = value.decode("latin-1") if isinstance(value, bytes) else value
                 if not re.fullmatch(r"\s*[-+]?[0-9]+", text):
                     return False
-                value = int(text)
+                value = c_integers.signed(text.lstrip())
             return matches(int(value))
         return as_integer
     if method == "bool":
@@ -703,7 +715,7 @@ def _integer_value(value: Any) -> Optional[int]:
     text = value.decode("latin-1") if isinstance(value, bytes) else str(value) if value is not None else ""
     match = re.match(r"\s*[-+]?[0-9]+", text)
     if match and match.end() == len(text):
-        return int(match[0])
+        return c_integers.signed(match[0].lstrip())
     address = _address(text)
     return int(address) if address is not None and address.version == 4 else None
 
@@ -751,7 +763,8 @@ def _address_value(value: Any, *, port: bool) -> Any:
         value = value.decode("latin-1")
     try:
         if port:
-            number = int(value)
+            number = c_integers.signed(value.strip()) if isinstance(value, str) and \
+                re.fullmatch(r"\s*[-+]?[0-9]+\s*", value) else int(value)
             return number if 0 <= number <= 65535 else None
         return str(ipaddress.ip_address(str(value).strip()))
     except (TypeError, ValueError):

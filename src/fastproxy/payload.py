@@ -13,6 +13,8 @@ from __future__ import annotations
 import re
 from typing import Any, NamedTuple, Optional
 
+from .c_integers import signed
+
 __all__ = ["HttpRequest", "Read", "http_request", "payload", "payload_lv", "rdp_cookie", "request_length",
            "ssl_version"]
 
@@ -54,7 +56,7 @@ def payload_lv(data: bytes, offset1: int, length: int, offset2: Optional[str] = 
     size = int.from_bytes(data[offset1:offset1 + length], "big")
     start = offset1 + length
     if offset2:
-        start = start + int(offset2) if offset2[0] in "+-" else int(offset2)
+        start = start + signed(offset2) if offset2[0] in "+-" else signed(offset2)
     if not size or size > BUFFER_SIZE or start + size > BUFFER_SIZE:
         return NOTHING
     if start + size > len(data):

@@ -190,10 +190,10 @@ def _show_stat(session: CliSession, args: list[str]) -> str:
     rest = args[2:]
     if len(rest) >= 3:
         proxy = ops.proxy(rest[0])
-        proxy_id = proxy.uuid if proxy is not None else _atoi(rest[0])
+        proxy_id = proxy.uuid if proxy is not None else atoi(rest[0])
         if not proxy_id:
             raise CommandError("No such proxy.\n")
-        types, server_id = _atoi(rest[1]), _atoi(rest[2])
+        types, server_id = atoi(rest[1]), atoi(rest[2])
         rest = rest[3:]
     hide_down, hide_maint = "up" in rest, "no-maint" in rest
     view = ops.stats_view(show_addresses=session.level >= OPERATOR)
@@ -205,11 +205,6 @@ def _show_stat(session: CliSession, args: list[str]) -> str:
     if "typed" in rest:
         return stats.typed(rows)
     return stats.csv(rows)[:-1]
-
-
-def _atoi(text: str) -> int:
-    match = re.match(r"\s*([-+]?[0-9]+)", text)
-    return atoi(match[1]) if match else 0
 
 
 def _show_backend(session: CliSession, args: list[str]) -> str:
@@ -466,7 +461,7 @@ def _set_maxconn_frontend(session: CliSession, args: list[str]) -> str:
     frontend = _find_frontend(session, args, 3)
     if len(args) < 5 or not args[4]:
         raise CommandError("Integer value expected.\n")
-    value = _atoi(args[4])
+    value = atoi(args[4])
     if value < 0:
         raise CommandError("Value out of range.\n")
     frontend.maxconn, frontend.maxconn_set = value, True
@@ -484,7 +479,7 @@ def _set_maxconn_global(session: CliSession, args: list[str]) -> str:
         raise CommandError("Expects an integer value.\n")
     ops = _ops(session)
     hard = ops.state.config.global_.maxconn or 0
-    value = _atoi(args[3])
+    value = atoi(args[3])
     if hard and value > hard:
         raise CommandError("Value out of range.\n")
     ops.state.maxconn = value if value > 0 else hard

@@ -36,11 +36,13 @@ the connection (``tracking.Tracker``), which this module only calls: no counters
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Optional
 
 from . import payload, variables
+from .c_integers import LONG_MIN, decimal, signed
 from .config.model import Sample
 from .errors import ConfigError
 from .payload import Read
@@ -152,7 +154,7 @@ def _constant(kind: str) -> FetchRead:
     """HAProxy's constant fetches (``ipv4(<ip>)``, ``ipv6(<ip>)``, ``int(<n>)``, ``str(<s>)``): their
     argument, checked when read (``check``)."""
     def read(conn: Any, args: tuple[Any, ...]) -> Read:
-        return Read(int(args[0]) if kind == INT else args[0], False)
+        return Read(signed(args[0]) if kind == INT else args[0], False)
     return read
 
 
@@ -377,15 +379,27 @@ def _arguments(what: str, given: Optional[list[str]], kinds: Sequence[str], requ
             except variables.VariableError as exc:
                 raise SampleError(f"{what} : {exc}") from None
         elif kind == OFFSET:
-            if not argument.lstrip("+-").isdigit():
+            if not _SIGNED_DIGITS.fullmatch(argument):
                 raise SampleError(f"{what} : payload offset2 is not a number")
+            if _wrapped(values[0] + values[1] + signed(argument)) < 0:  # HAProxy's int64 sum
+                raise SampleError(f"invalid args in {what} : payload offset2 too negative")
             values.append(argument)
-        elif not argument.isdigit():
+        elif not _DIGITS.fullmatch(argument):
             raise SampleError(f"{what} : failed to parse '{argument}' as type 'integer' at position "
                               f"{position}")
         else:
-            values.append(int(argument))
+            values.append(decimal(argument))  # saturated as HAProxy's read_int64()
     return tuple(values)
+
+
+# HAProxy's integer arguments are ASCII digits (str.isdigit() would take '²', which int() refuses).
+_DIGITS = re.compile(r"[0-9]+")
+_SIGNED_DIGITS = re.compile(r"[-+]?[0-9]+")
+
+
+def _wrapped(value: int) -> int:
+    """A sum as a C ``long long`` holds it (wrapping past its ends)."""
+    return (value - LONG_MIN) % 2**64 + LONG_MIN
 
 
 def fetch_of(text: str) -> tuple[Fetch, tuple[Any, ...]]:
@@ -421,14 +435,14 @@ def array_index(fetch: Fetch, args: Sequence[str]) -> tuple[Optional[int], Seque
     assert fetch.counter is not None
     if fetch.counter[1] not in ARRAY_VALUES:
         return None, args
-    if args and not args[0].isdigit():
+    if args and not _DIGITS.fullmatch(args[0]):
         raise SampleError(f"fetch method '{fetch.name}' : failed to parse '{args[0]}' as type 'integer' at "
                           "position 1")
     if len(args) < 2:  # src_*: the table is not optional here (haproxy 2.6)
         expected = "table" if fetch.counter[0] == "src" else "integer"
         raise SampleError(f"fetch method '{fetch.name}' : missing arguments (got {len(args)}/2), type "
                           f"'{expected}' expected")
-    return int(args[0]), args[1:]
+    return decimal(args[0]), args[1:]
 
 
 def counter_arguments(fetch: Fetch, args: Sequence[str]) -> tuple[Optional[int], Optional[str]]:
@@ -443,10 +457,10 @@ def counter_arguments(fetch: Fetch, args: Sequence[str]) -> tuple[Optional[int],
         if not args:
             raise SampleError(f"fetch method '{fetch.name}' : expected type 'integer' at position 1, but "
                               "got nothing")
-        if not args[0].isdigit() or int(args[0]) >= MAX_TRACKED:
+        if not _DIGITS.fullmatch(args[0]) or decimal(args[0]) >= MAX_TRACKED:
             raise SampleError(f"fetch method '{fetch.name}': the stick counter number '{args[0]}' is not "
                               f"one of 0 to {MAX_TRACKED - 1}")
-        number, args = int(args[0]), args[1:]
+        number, args = decimal(args[0]), args[1:]
     if len(args) > 1:
         raise SampleError(f"fetch method '{fetch.name}' : expected ')' before ',{','.join(args[1:])})'")
     return number, args[0] if args else None
@@ -483,7 +497,8 @@ def check(sample: Sample) -> None:
 def _check_constant(name: str, text: str) -> None:
     try:
         if name == "int":
-            int(text)
+            if not _SIGNED_DIGITS.fullmatch(text):
+                raise ValueError(text)
         elif name != "str":
             if ipaddress.ip_address(text).version != (4 if name == "ipv4" else 6):
                 raise ValueError(text)

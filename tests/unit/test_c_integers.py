@@ -9,7 +9,8 @@ from fastproxy.c_integers import LONG_MAX, LONG_MIN, atoi, decimal, signed
 
 
 @pytest.mark.parametrize("text, value", [("42", 42), ("-42", -42), ("9" * 5000, -1), ("-" + "9" * 5000, 0),
-                                         ("2147483648", -2147483648), ("+7", 7)])
+                                         ("2147483648", -2147483648), ("+7", 7), (" 12abc", 12), ("abc", 0),
+                                         ("", 0)])
 def test_numbers_are_read_as_c_atoi_reads_them_whatever_their_length(text, value):
     assert atoi(text) == value
 

@@ -385,3 +385,79 @@ def test_a_number_thousands_of_digits_long_is_an_error_on_its_line(tmp_path, sec
     if HAPROXY is not None:
         _, theirs = _haproxy_check(path)
         assert (number in theirs) == ((section, line) not in _HAPROXY_TAKES_HUGE), theirs
+
+
+# Every number of content_inspection.cfg in turn made 5000 digits long: its sample arguments
+# (req.payload(0,3)), its patterns (-m bin 160301, gt 1024, req_ssl_ver's 3.1), its ports and times.
+# Each is judged as haproxy -c judges it: a fetch's argument is read saturated (read_int64) and the
+# file is valid, a pattern or a time past its type is an error at that line (and at the rules naming
+# the ACL) -- never Python's ValueError of int() past 4300 digits.
+_INSPECTION = Path(__file__).parent.parent / "configs" / "valid" / "content_inspection.cfg"
+_INSPECTION_TEXT = _INSPECTION.read_text()
+_INSPECTION_NUMBERS = [(_INSPECTION_TEXT[:match.start()].count("\n") + 1, match.start(), match.end())
+                       for match in re.finditer(r"(?<![0-9A-Za-z])[0-9]+", _INSPECTION_TEXT)
+                       if not _INSPECTION_TEXT[:match.start()].rsplit("\n", 1)[-1].lstrip().startswith("#")]
+_INSPECTION_TAKES_HUGE = {12, 17, 19, 20, 21}  # the lines whose number is a fetch's argument or a bin pattern
+
+
+@pytest.mark.parametrize("number, start, end", _INSPECTION_NUMBERS,
+                         ids=[f"line{number}-at{start}" for number, start, _ in _INSPECTION_NUMBERS])
+def test_each_number_of_content_inspection_made_huge_is_judged_as_haproxy(tmp_path, number, start, end):
+    path = tmp_path / "huge.cfg"
+    path.write_text(_INSPECTION_TEXT[:start] + _HUGE + _INSPECTION_TEXT[end:])
+    try:
+        load([str(path)])
+        ours: set[int] = set()
+    except ConfigError as exc:
+        ours = {error.line for error in exc.errors if error.line is not None}
+    assert (number in ours) == (number not in _INSPECTION_TAKES_HUGE), ours
+    if HAPROXY is not None:
+        assert ours == _haproxy_check(path)[1]
+
+
+# Rule and sample arguments read as numbers, each given 5000 digits in a frontend: haproxy -c's
+# verdict (None: valid; else the message's start), fastproxy's the same.
+_HUGE_RULE_LINES = [
+    ("tcp-request content set-tos {n}", None),
+    ("tcp-request content set-mark 0x{n}", None),
+    ("tcp-request content set-tos -{n}", None),
+    ("acl a int({n}) -m found", None),
+    ("acl a req.payload(0,{n}) -m found", None),
+    ("acl a req.payload({n},1) -m found", None),
+    ("acl a req.payload_lv(3,{n}) -m found", None),
+    ("acl a sc_get_gpc({n},0) -m found", None),
+    ("acl a req.payload_lv(3,2,{n}) -m found", "payload offset2 too negative"),
+    ("acl a req.len gt {n}", "is neither a number nor a supported operator"),
+    ("acl a req.len 1:{n}", "is not a valid number range"),
+    ("acl a req_ssl_ver ge {n}.1", "contains too large a major value"),
+    ("acl a req_ssl_ver ge 3.{n}", "contains too large a minor value"),
+    ("tcp-request content capture src len {n}", "length must be > 0"),
+]
+
+
+@pytest.mark.parametrize("line, refusal", _HUGE_RULE_LINES, ids=[line for line, _ in _HUGE_RULE_LINES])
+def test_a_rule_argument_thousands_of_digits_long_is_read_as_haproxy_reads_it(tmp_path, line, refusal):
+    path = tmp_path / "huge.cfg"
+    path.write_text("defaults\n mode tcp\n timeout connect 2s\n timeout client 5s\n timeout server 5s\n"
+                    "frontend fe\n bind 127.0.0.1:12801\n tcp-request inspect-delay 1s\n"
+                    f" {line.format(n=_HUGE)}\n default_backend b\nbackend b\n server s 127.0.0.1:1\n")
+    try:
+        load([str(path)])
+        errors: list[str] = []
+    except ConfigError as exc:
+        assert [error.line for error in exc.errors] == [9], str(exc)
+        errors = [str(error) for error in exc.errors]
+    assert (errors == []) == (refusal is None), errors
+    if refusal is not None:
+        assert refusal in errors[0]
+    if HAPROXY is not None:
+        assert _haproxy_check(path)[1] == ({9} if refusal else set())
+
+
+@pytest.mark.parametrize("argument, value", [(_HUGE, -1), ("-" + _HUGE, 0), ("0x" + "f" * 5000, -1),
+                                             ("0x100000001", 1), ("010", 8)])
+def test_set_tos_keeps_what_haproxys_strtol_hands_the_socket_as_a_c_int(argument, value):
+    config = parse_text("defaults\n mode tcp\nfrontend fe\n bind 127.0.0.1:12801\n"
+                        f" tcp-request connection set-tos {argument}\n default_backend b\n"
+                        "backend b\n server s 127.0.0.1:1\n", environ={})
+    assert [rule.value for rule in config.frontends["fe"].tcp_request_rules] == [value]

@@ -27,7 +27,7 @@ from .registry import (
     _names,
     _post_check,
 )
-from ...c_integers import signed
+from ...c_integers import LONG_MAX, atoi, based, c_int, signed
 from .values import _integer, _leading, _none, _one, _time, decimal
 
 
@@ -498,9 +498,9 @@ def _capture_rule(line: _Line, proxy: _Proxy, rest: list[str]) -> TcpRequestRule
     sample, rest = _rule_sample(rest)
     if rest[:1] != ["len"] or len(rest) < 2:
         raise _Invalid("'tcp-request content capture' : a positive 'len' argument is mandatory")
-    if not rest[1].isdigit() or decimal(rest[1]) <= 0:
+    length = atoi(rest[1])  # as HAProxy reads it: "12abc" is 12, a number past a C int wraps
+    if length <= 0:
         raise _Invalid("'tcp-request content capture' : length must be > 0")
-    length = decimal(rest[1])
     condition = _trailing_condition(line, proxy, "tcp-request content capture", rest[2:])
     proxy.request_captures.append(length)
     return TcpRequestRule(phase="content", action="capture", condition=condition, location=line.location,
@@ -548,9 +548,11 @@ def _socket_value(rest: list[str]) -> int:
     end = match.end() if match else 0
     if not match or end < len(rest[0]):
         raise _Invalid(f"invalid character starting at '{rest[0][end:]}' (integer/hex value expected)")
-    digits = match[2]
-    value = int(digits, 16 if digits[:2].lower() == "0x" else 8 if digits.startswith("0") else 10)
-    return -value if match[1] == "-" else value
+    digits, negative = match[2], match[1] == "-"
+    base = 16 if digits[:2].lower() == "0x" else 8 if digits.startswith("0") else 10
+    value = based(digits[2:] if base == 16 else digits, base, LONG_MAX + negative)
+    # strtol() saturates a long, which HAProxy then hands to the socket call as a C int.
+    return c_int(-value if negative else value)
 
 def _variable_rule(line: _Line, proxy: _Proxy, phase: str, action: str, rest: list[str]) -> TcpRequestRule:
     """``set-var(<name>[,<cond>...]) <expr>``, ``set-var-fmt(<name>[,<cond>...]) <format>``,
