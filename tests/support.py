@@ -24,6 +24,7 @@ from fastproxy._impl import NO_EXTENSIONS
 from fastproxy.config import load, model
 from fastproxy.errors import ConfigError
 from fastproxy.engine import Engine
+from fastproxy.spare import is_spare, is_worker
 
 # The implementations of the extensions this run tests (see conftest.Implementation).
 IMPLEMENTATIONS = ["python"] if NO_EXTENSIONS else ["cython", "python"]
@@ -394,6 +395,17 @@ def children(pid: int) -> list[int]:
             return [int(child) for child in f.read().split()]
     except FileNotFoundError:
         return []
+
+
+def workers(master: int) -> list[int]:
+    """The worker processes of the master ``master``: its children started with ``--worker-link``, or
+    spares that became workers (spare.py); not its spare, nor a child still starting."""
+    return [pid for pid in children(master) if is_worker(pid)]
+
+
+def spares(master: int) -> list[int]:
+    """The master's spare workers still waiting for a reload (one at most)."""
+    return [pid for pid in children(master) if is_spare(pid)]
 
 
 def alive(pid: int) -> bool:

@@ -120,10 +120,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         import socket
 
         pairs_from = socket.socket(fileno=args.handover_from) if args.handover_from is not None else None
-        return uvloop.run(service.serve(cfg, None, args.grace, ready=ready,
-                                        open_listener=inheriting_opener(parse_inherited(args.inherit)),
-                                        worker=WorkerLink(args.worker_link, args.carried_state), fleet=fleet,
-                                        pairs_from=pairs_from))
+        status = uvloop.run(service.serve(cfg, None, args.grace, ready=ready,
+                                          open_listener=inheriting_opener(parse_inherited(args.inherit)),
+                                          worker=WorkerLink(args.worker_link, args.carried_state),
+                                          fleet=fleet, pairs_from=pairs_from))
+        lifecycle.exit_now(status)  # a former worker is gone sooner (every reload waits for it)
     return uvloop.run(service.serve(cfg, args.pidfile, args.grace, ready=ready, fleet=fleet,
                                     open_listener=transferred.opener() if transferred else None))
 

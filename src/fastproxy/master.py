@@ -13,6 +13,13 @@ traffic.  The master carries no traffic and restarts nothing on its own.
   reach gets SIGUSR1, the soft stop without hand-over.  A broken configuration, or a new worker that
   cannot start, leaves the running worker serving; the errors are logged with their ``file:line``
   and the master stays up.
+- The spare worker (``spare.py``): once a worker serves, the master starts the next reload's worker
+  ahead, a process past its imports that waits on a link of its own; a reload gives it the new
+  worker's arguments and descriptors, and it serves in a fraction of a second instead of the
+  second a new interpreter takes.  The next spare starts once the reload is done (and the former
+  worker gone, or ``SPARE_AFTER``).  Without a ready spare (it was killed, or there are more
+  descriptors than one message carries), the reload starts its worker afresh.  The spare stops
+  with the master; ``show proc`` does not list it (HAProxy has none).
 - SIGTERM, SIGINT, SIGUSR1: passed to every worker; the master exits once they all have, with the
   exit status of the current worker.
 - The current worker exiting on its own (a crash): the former ones are stopped too and the master
@@ -50,6 +57,7 @@ from .errors import ConfigError
 from .handover import ListenerPool
 from .runtime_api import RuntimeApi
 from .master_cli import ask_worker, master_cli
+from .spare import Order, Spare
 from . import __version__
 
 log = logging.getLogger("fastproxy")
@@ -58,6 +66,7 @@ READY = b"READY\n"
 HANDOVER = b"HANDOVER\n"  # master -> former worker, with the channel to the new worker attached
 CLI_CONNECTION = b"C"  # master -> worker, with a connection of the master CLI attached
 READY_TIMEOUT = 60.0  # seconds a new worker may take to listen before the reload is given up
+SPARE_AFTER = 1.0  # seconds at most the next spare waits for the former worker's exit before it starts
 
 
 class WorkerLink:
@@ -254,6 +263,9 @@ class Master:
         self.grace = grace
         self.quiet = quiet
         self.detach = detach  # daemon mode: workers get no terminal
+        self._output = subprocess.DEVNULL if detach else None  # the workers' stdout and stderr
+        self.spare: Optional[Spare] = None  # the next reload's worker, started ahead (spare.py)
+        self._sparing: Optional[asyncio.Task] = None  # the next spare's start, once a reload is done
         self.pool = ListenerPool()
         self.current: Optional[Worker] = None
         self.workers: list[Worker] = []  # every live worker, the current one last
@@ -295,12 +307,19 @@ class Master:
         lifecycle.notify("READY=1", f"MAINPID={os.getpid()}")
         if ready is not None:
             ready()
+        self._prepare_spare()
         if self._pending_reload:  # asked for while the first worker started
             self.request_reload()
         try:
             status = await self._supervise()
         finally:
             self.pool.close()
+            if self._sparing is not None:
+                self._sparing.cancel()
+            if self.spare is not None:
+                self.spare.stop()
+                self.spare.reap()
+                self.spare = None
             if self.cli is not None:
                 await self.cli.stop()
             if self._private is not None:
@@ -349,6 +368,8 @@ class Master:
             log.info("master %d: %s: stopping the workers", os.getpid(), signal.Signals(signum).name)
             lifecycle.notify("STOPPING=1")
         self.stopping = True
+        if self.spare is not None:
+            self.spare.stop()
         for worker in self.workers:
             worker.signal(signum)
 
@@ -371,7 +392,9 @@ class Master:
             self._pending_reload = False
             lifecycle.notify("RELOADING=1")
             self.reloads_done += 1
+            former = self.current
             done = await self._reload_once()
+            self._prepare_spare(former)
             # Failures since the last reload that worked (show proc, the master CLI's prompt).
             self.reloads_failed = 0 if done else self.reloads_failed + 1
             lifecycle.notify("READY=1")
@@ -425,6 +448,47 @@ class Master:
         log.info("master %d: worker #%d (%d) serving, former worker #%d (%d) soft-stopping",
                  os.getpid(), worker.number, worker.pid, former.number, former.pid)
         return True
+
+    # --- the spare worker ------------------------------------------------------------------------------
+
+    def _prepare_spare(self, former: Optional[Worker] = None) -> None:
+        """Start the next reload's spare worker, unless one is there or starting: once ``former`` (the
+        worker a reload replaced) has exited, or ``SPARE_AFTER`` seconds, so that the spare's
+        imports do not take the CPU from the reload's end."""
+        starting = self._sparing is not None and not self._sparing.done()
+        if self.stopping or self.spare is not None or starting:
+            return
+        self._sparing = asyncio.get_running_loop().create_task(self._start_spare(former))
+
+    async def _start_spare(self, former: Optional[Worker]) -> None:
+        if former is not None and former is not self.current:
+            try:
+                await asyncio.wait_for(asyncio.shield(former.exited), SPARE_AFTER)
+            except asyncio.TimeoutError:
+                pass
+        if self.stopping or self.spare is not None:
+            return
+        try:
+            self.spare = Spare.start(self._output)
+        except OSError as exc:
+            log.warning("master %d: cannot start a spare worker: %s", os.getpid(), exc)
+
+    async def _spare_told(self, order: Order) -> Optional[subprocess.Popen]:
+        """The spare turned into the worker of ``order`` (waiting for it to be ready if it is still
+        importing: sooner than a new one); None without a spare, and the master starts the worker."""
+        spare, self.spare = self.spare, None
+        if spare is None:
+            return None
+        try:
+            await asyncio.wait_for(asyncio.shield(spare.ready), READY_TIMEOUT)
+        except asyncio.TimeoutError:
+            pass
+        proc = spare.order(order)
+        if proc is None:
+            spare.stop()
+            return None
+        log.info("master %d: spare worker (%d) becomes the new worker", os.getpid(), proc.pid)
+        return proc
 
     async def _save_states(self, former: Worker) -> Optional[str]:
         """The former worker's ``show servers state`` in a file of the master's own (0600), for the
@@ -489,26 +553,27 @@ class Master:
         sockets, opened = self.pool.open_for(cfg)
         keys_in_use = set(sockets)
         ours, theirs = socket.socketpair()
-        args = [sys.executable, "-m", "fastproxy", "run", "--worker-link", str(theirs.fileno())]
-        inherited = [theirs.fileno(), *(s.fileno() for s in sockets.values())]
+        order = Order()
+        order.args = ["run", "--worker-link", order.fd(theirs)]
         if pairs_from is not None:
-            args += ["--handover-from", str(pairs_from.fileno())]
-            inherited.append(pairs_from.fileno())
+            order.args += ["--handover-from", order.fd(pairs_from)]
         for path in self.files:
-            args += ["-f", path]
+            order.args += ["-f", path]
         for key, sock in sockets.items():
-            args += ["--inherit", f"{sock.fileno()}={key}"]
+            order.args += ["--inherit", f"{order.fd(sock)}={key}"]
         if self.grace is not None:
-            args += ["--grace", str(self.grace)]
+            order.args += ["--grace", str(self.grace)]
         if carried_state is not None:
-            args += ["--carried-state", carried_state]
+            order.args += ["--carried-state", carried_state]
         if self.quiet:
-            args.append("-q")
-        args += self.worker_args
-        output = subprocess.DEVNULL if self.detach else None
+            order.args.append("-q")
+        order.args += self.worker_args
         try:
-            proc = subprocess.Popen(args, pass_fds=inherited,
-                                    stdin=subprocess.DEVNULL, stdout=output, stderr=output)
+            proc = await self._spare_told(order)
+            if proc is None:
+                proc = subprocess.Popen([sys.executable, "-m", "fastproxy", *order.resolve(order.fds)],
+                                        pass_fds=order.fds, stdin=subprocess.DEVNULL,
+                                        stdout=self._output, stderr=self._output)
         except BaseException:
             ours.close()
             self.pool.close(opened)

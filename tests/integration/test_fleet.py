@@ -28,9 +28,9 @@ from fastproxy.config import model
 from fastproxy.fleet import Fleet, FleetSettings, Member
 from fastproxy.ring import HashRing
 
-from ..support import (NamedBackends, PartitionableRelay, children, config, etcd_server, free_port,
+from ..support import (NamedBackends, PartitionableRelay, config, etcd_server, free_port,
                        open_client, running, source_address, start_fastproxy, stop, wait_for, wait_listening,
-                       wait_until)
+                       wait_until, workers)
 from ..support import alive as process_alive
 
 pytestmark = pytest.mark.timeout(240)  # etcd is Debian's etcd-server, which .ci/run installs
@@ -491,7 +491,7 @@ async def test_a_reload_in_master_worker_mode_keeps_the_fleet_membership(impleme
                     return next(line.split()[3] for line in shown.splitlines() if line.startswith("# fleet"))
 
                 first = wait_for(instance, what="the first worker's show fleet")
-                [worker] = children(proc.pid)
+                [worker] = workers(proc.pid)
                 reached: list[str] = []
                 reloaded = asyncio.Event()
 

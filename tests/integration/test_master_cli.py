@@ -21,7 +21,8 @@ from typing import Iterator
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ..support import echo_listen, echo_process, exchange_line, free_port, start_fastproxy, stop, wait_for
+from ..support import (echo_listen, echo_process, exchange_line, free_port, spares, start_fastproxy, stop,
+                       wait_for, workers)
 
 HAPROXY = shutil.which("haproxy")
 needs_haproxy = pytest.mark.skipif(HAPROXY is None, reason="the real haproxy is not installed")
@@ -164,6 +165,14 @@ def test_a_request_routed_to_the_worker_is_answered_by_it(fastproxy):
     assert ask(fastproxy.admin, f"@!{worker} show info\n") .count(f"\nPid: {worker}\n") == 1
     stat = ask(fastproxy.admin, "@1 show stat\n")  # a file without a stats socket: the worker answers
     assert stat.startswith("# pxname,svname,") and "echo,e1," in stat
+
+
+def test_show_proc_does_not_list_the_spare_worker(fastproxy):
+    """HAProxy has no spare: its show proc (held to haproxy's above) lists the serving worker only."""
+    [spare] = wait_for(lambda: spares(fastproxy.pid), 30, "the spare worker")
+    listed = ask(fastproxy.admin, "show proc\n")
+    assert f"\n{spare} " not in listed
+    assert fastproxy.workers() == workers(fastproxy.pid) and spare not in fastproxy.workers()
 
 
 def test_show_proc_lists_the_former_worker_while_it_finishes_and_routes_to_it(fastproxy):

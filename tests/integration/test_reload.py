@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from ..support import alive, children, echo_process, exchange_line, free_port, start_fastproxy, stop, wait_for
+from ..support import (alive, echo_process, exchange_line, free_port, spares, start_fastproxy, stop, wait_for,
+                       workers)
 
 CONFIG = """\
 global
@@ -63,7 +64,7 @@ class Master:
         assert self.log().count(text) >= count, f"{text!r} not logged:\n{self.log()}"
 
     def workers(self) -> list[int]:
-        return children(self.pid)
+        return workers(self.pid)
 
     def reload(self, number: int, signum: int = signal.SIGUSR2) -> None:
         """Reload, and wait until worker #number serves."""
@@ -287,6 +288,85 @@ def test_a_worker_whose_master_is_gone_soft_stops(implementation_env, tmp_path, 
         master.close()
 
 
+def wait_spare(master: Master, count: int = 1) -> int:
+    """The master's spare worker once ready (the ``count``-th one to be), its pid."""
+    def ready() -> list[str]:
+        return re.findall(r"spare worker \((\d+)\) ready", master.log())
+    wait_for(lambda: len(ready()) >= count or master.proc.poll() is not None, 30, f"spare #{count} ready")
+    ready = ready()
+    assert len(ready) >= count, master.log()
+    pid = int(ready[count - 1])
+    assert spares(master.pid) == [pid] and pid not in master.workers()
+    return pid
+
+
+class Spared:
+    """A master serving on ``port`` with worker ``worker``, and its spare ``spare`` ready."""
+
+    def __init__(self, master: Master, port: int) -> None:
+        self.master, self.port = master, port
+        master.wait_serving()
+        [self.worker] = master.workers()
+        self.spare = wait_spare(master)  # started ahead of the reload, past its imports
+
+
+@pytest.fixture
+def spared(implementation_env, tmp_path, backend):
+    port, cfg = free_port(), tmp_path / "haproxy.cfg"
+    write_config(cfg, backend, [port])
+    master = Master(tmp_path, implementation_env, cfg, "-W")
+    try:
+        yield Spared(master, port)
+    finally:
+        master.close()
+
+
+def test_a_reload_makes_the_spare_worker_the_new_worker_and_starts_the_next_spare(spared):
+    master, first, spare = spared.master, spared.worker, spared.spare
+    established = connected(spared.port)
+    master.reload(2)
+    wait_for(lambda: first not in master.workers(), 10, "the former worker exits and is reaped")
+    assert master.workers() == [spare]  # the spare that existed before SIGUSR2 serves
+    assert f"spare worker ({spare}) becomes the new worker" in master.log()
+    assert exchange_line(established, b"during\n") == b"during\n"  # its pairs moved to the spare
+    assert roundtrip(spared.port) == b"ping\n"
+    following = wait_spare(master, 2)  # the next reload's, started once this one is done
+    assert following != spare
+    master.reload(3)
+    wait_for(lambda: spare not in master.workers(), 10, "the second worker exits and is reaped")
+    assert master.workers() == [following]
+    assert exchange_line(established, b"after\n") == b"after\n"
+    established.close()
+    last = wait_spare(master, 3)
+    master.close()
+    assert master.proc.returncode == 0
+    wait_for(lambda: not alive(last), 10, "the spare stops with its master")
+
+
+def test_a_reload_without_its_spare_starts_the_worker_afresh(spared):
+    master, first, spare = spared.master, spared.worker, spared.spare
+    os.kill(spare, signal.SIGKILL)
+    master.wait_log(f"spare worker ({spare}) exited")
+    established = connected(spared.port)
+    master.reload(2)
+    wait_for(lambda: first not in master.workers(), 10, "the former worker exits and is reaped")
+    [second] = master.workers()
+    assert second not in (first, spare)
+    assert "becomes the new worker" not in master.log()
+    assert exchange_line(established, b"during\n") == b"during\n"
+    assert roundtrip(spared.port) == b"ping\n"
+    assert wait_spare(master, 2) != spare  # a spare again for the next reload
+    master.close()
+    assert master.proc.returncode == 0
+
+
+def test_the_spare_worker_exits_when_its_master_is_killed(spared):
+    spared.master.proc.kill()
+    spared.master.proc.wait(timeout=10)
+    wait_for(lambda: not alive(spared.spare), 10, "the spare exits (its link reads EOF)")
+    wait_for(lambda: not alive(spared.worker), 20, "the orphaned worker exits")
+
+
 def test_daemon_mode_goes_to_the_background_once_serving(implementation_env, tmp_path, backend):
     port, pidfile, cfg = free_port(), tmp_path / "fastproxy.pid", tmp_path / "haproxy.cfg"
     write_config(cfg, backend, [port])
@@ -297,7 +377,7 @@ def test_daemon_mode_goes_to_the_background_once_serving(implementation_env, tmp
         daemon = int(pidfile.read_text())
         assert daemon != launcher.pid and alive(daemon)
         assert roundtrip(port) == b"ping\n"
-        [first] = children(daemon)  # read before the reload: the new worker may be up at once
+        [first] = workers(daemon)  # read before the reload: the new worker may be up at once
         os.kill(daemon, signal.SIGUSR2)
         wait_for(lambda: not alive(first), 30, "the former worker exits")
         assert roundtrip(port) == b"ping\n"

@@ -1,0 +1,266 @@
+"""The spare worker: a process the master starts ahead of a reload, already past its imports, that
+becomes the reload's new worker when told to (``master.py``).
+
+Starting a worker afresh costs an interpreter, fastproxy's imports and the engine's modules: about a
+second on a loaded machine, during which the former worker goes on serving and a reload is not done.
+A spare pays that before the reload: ``python -m fastproxy.spare --link FD`` imports what a worker
+needs (``WORKER_MODULES``), freezes what it imported (``gc.freeze()``: the collector never walks it
+again), writes ``SPARE`` on its link and waits there.  On a reload the master validates the new
+files, then sends the spare its ``Order`` (one message on the link, SOCK_SEQPACKET): the arguments
+of ``fastproxy run`` for the new worker, with the descriptors it inherits attached (SCM_RIGHTS); the
+spare runs them in the same process, and from then on it is a worker like any other, with its pid.
+The master starts the next spare once the reload is done.
+
+A spare ends with its master: the link reads EOF and it exits; the master also stops it by pid when
+it stops.  Until it is told, a spare's name (``/proc/<pid>/comm``) is the interpreter's and its
+command line ``-m fastproxy.spare``; as it becomes a worker it takes the name ``WORKER_NAME``, so
+that a spare can be told from a worker (``is_spare``).  HAProxy has no spare: the master CLI's
+``show proc`` does not list it (a spare serves nothing).
+
+``Order`` writes a worker's arguments once for both ways a worker starts: the descriptors are
+placeholders that ``resolve`` replaces with the numbers they have in the process that runs the
+worker (the master's own for a fresh ``subprocess.Popen``, the received ones in a spare).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import importlib
+import json
+import logging
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+from typing import Any, Optional, Sequence
+
+log = logging.getLogger("fastproxy")
+
+SPARE_READY = b"SPARE\n"  # spare -> master: imported, waiting for its order
+WORKER_NAME = "fastproxy"  # a spare's /proc/<pid>/comm once it is a worker
+MAX_DESCRIPTORS = 253  # per SCM_RIGHTS message (the kernel's SCM_MAX_FD less a margin)
+MAX_ORDER = 1 << 20  # bytes of arguments an order may carry
+# What a worker imports before it serves: the command line, the service, the engine and the modules it
+# loads (the data plane, compiled or its twin, chosen as the worker would), the configuration reader
+# and the master-worker link.
+WORKER_MODULES = (
+    "uvloop", "fastproxy.cli", "fastproxy.service", "fastproxy.engine", "fastproxy.master",
+    "fastproxy.config", "fastproxy.config.haproxy", "fastproxy.runtime_commands", "fastproxy.fleet",
+)
+# A descriptor in an order's arguments: NUL cannot appear in a real argument.
+_PLACEHOLDER = re.compile("\0(\\d+)\0")
+
+
+class Order:
+    """A worker's ``fastproxy run`` arguments and the descriptors it inherits."""
+
+    def __init__(self) -> None:
+        self.args: list[str] = []
+        self.fds: list[int] = []
+
+    def fd(self, sock: socket.socket) -> str:
+        """The argument that names ``sock`` in the worker (``--worker-link <fd>``)."""
+        self.fds.append(sock.fileno())
+        return f"\0{len(self.fds) - 1}\0"
+
+    def resolve(self, numbers: Sequence[int]) -> list[str]:
+        """The arguments with each descriptor's number in the worker's process."""
+        return [_PLACEHOLDER.sub(lambda match: str(numbers[int(match.group(1))]), arg) for arg in self.args]
+
+
+def _process(pid: int) -> tuple[list[bytes], str]:
+    """``pid``'s command line and name (nothing if it has gone)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            command = f.read().split(b"\0")
+        with open(f"/proc/{pid}/comm") as f:
+            return command, f.read().strip()
+    except OSError:
+        return [], ""
+
+
+def is_spare(pid: int) -> bool:
+    """Whether ``pid`` is a spare still waiting for its order (read from /proc)."""
+    command, name = _process(pid)
+    return b"fastproxy.spare" in command and name != WORKER_NAME
+
+
+def is_worker(pid: int) -> bool:
+    """Whether ``pid`` is a master's worker: started as one (``--worker-link``), or a spare that
+    became one."""
+    command, name = _process(pid)
+    return b"--worker-link" in command or (b"fastproxy.spare" in command and name == WORKER_NAME)
+
+
+# --- the master's side --------------------------------------------------------------------------------
+
+class Spare:
+    """A spare as the master sees it: ``ready`` once it has imported, ``exited`` when it ends
+    (killed, or its start failed) without having been told."""
+
+    def __init__(self, proc: subprocess.Popen, link: socket.socket) -> None:
+        self.proc = proc
+        self.pid = proc.pid
+        self.link = link
+        self.stopped = False  # stopped by the master (its end is no news)
+        loop = asyncio.get_running_loop()
+        self.ready: asyncio.Future[bool] = loop.create_future()  # True once imported, False if it ended
+        self._pidfd = os.pidfd_open(proc.pid)
+        loop.add_reader(self._pidfd, self._reap)
+        loop.add_reader(link.fileno(), self._hear)
+
+    @classmethod
+    def start(cls, output: Optional[int]) -> Spare:
+        """A spare started (``output``: its stdout and stderr, None for the master's); OSError if it
+        cannot be."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            proc = subprocess.Popen([sys.executable, "-m", "fastproxy.spare", "--link", str(theirs.fileno())],
+                                    pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
+                                    stdout=output, stderr=output)
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        ours.setblocking(False)
+        return cls(proc, ours)
+
+    def _hear(self) -> None:
+        try:
+            data = self.link.recv(64)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if data == SPARE_READY and not self.ready.done():
+            log.info("master %d: spare worker (%d) ready", os.getpid(), self.pid)
+            self.ready.set_result(True)
+        elif not data:
+            self._forget()
+
+    def _reap(self) -> None:
+        if self.proc.poll() is None:
+            return
+        if not self.stopped:
+            log.warning("master %d: spare worker (%d) exited with status %s: the next reload starts its "
+                        "worker afresh", os.getpid(), self.pid, self.proc.returncode)
+        self._forget()
+
+    def _forget(self) -> None:
+        """No longer the master's to use: its readers and link closed (its pidfd too once reaped)."""
+        loop = asyncio.get_running_loop()
+        if self.link.fileno() >= 0:
+            loop.remove_reader(self.link.fileno())
+            self.link.close()
+        if not self.ready.done():
+            self.ready.set_result(False)
+        if self.proc.returncode is not None:
+            self._close_pidfd()
+
+    def _close_pidfd(self) -> None:
+        if self._pidfd >= 0:
+            asyncio.get_running_loop().remove_reader(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = -1
+
+    def order(self, order: Order) -> Optional[subprocess.Popen]:
+        """Tell the spare to become a worker on ``order``: its process (now the worker's), or None
+        if it cannot be told (gone, not ready, too many descriptors), and the master starts one."""
+        usable = self.ready.done() and self.ready.result() and self.link.fileno() >= 0 and \
+            self.proc.poll() is None
+        if not usable or len(order.fds) > MAX_DESCRIPTORS:
+            return None
+        body = json.dumps(order.args).encode()
+        if len(body) > MAX_ORDER:
+            return None
+        try:
+            self.link.setblocking(True)
+            sent = socket.send_fds(self.link, [body], order.fds)
+        except OSError:
+            sent = 0
+        self._close_pidfd()  # the worker watches its process from now on (master.Worker)
+        self._forget()
+        if sent != len(body):  # half told: of no use as a spare or as a worker
+            self.proc.kill()
+            self.proc.wait()
+            return None
+        return self.proc
+
+    def stop(self) -> None:
+        """The master stops: so does its spare (by pid)."""
+        self.stopped = True
+        if self.proc.returncode is None:
+            try:
+                os.kill(self.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    def reap(self) -> None:
+        """Wait for the stopped spare's end (it has no state to flush: an instant)."""
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self._forget()
+
+
+# --- the spare's side --------------------------------------------------------------------------------
+
+def _name(name: str) -> None:
+    try:
+        with open("/proc/self/comm", "w") as f:
+            f.write(name)
+    except OSError:
+        pass
+
+
+def _wait_for_order(link: socket.socket) -> Optional[tuple[list[str], list[int]]]:
+    """The order's arguments (placeholders resolved) or None when the master has gone."""
+    try:
+        body, fds, _, _ = socket.recv_fds(link, MAX_ORDER, MAX_DESCRIPTORS)
+    except OSError:
+        return None
+    if not body:
+        return None
+    return json.loads(body), fds
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 2 or args[0] != "--link":
+        print("usage: python -m fastproxy.spare --link FD (started by the master)", file=sys.stderr)
+        return 2
+    # The master stops its spare by pid; a Ctrl-C at the terminal is the master's to pass on.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    link = socket.socket(fileno=int(args[1]))
+    for module in WORKER_MODULES:
+        importlib.import_module(module)
+    gc.freeze()  # what the imports made is never collected: the collector skips it from now on
+    try:
+        link.sendall(SPARE_READY)
+    except OSError:
+        return 0
+    told = _wait_for_order(link)
+    link.close()
+    if told is None:
+        return 0  # the master has gone (or stopped the spare): nothing to serve
+    arguments, fds = told
+    _name(WORKER_NAME)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    resolved = Order()
+    resolved.args = arguments
+    worker_args = resolved.resolve(fds)
+    for fd in fds:
+        os.set_inheritable(fd, False)
+    sys.argv = [sys.argv[0], *worker_args]
+    cli: Any = importlib.import_module("fastproxy.cli")
+    return int(cli.main(worker_args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
