@@ -2,11 +2,12 @@
 
 ``run`` and ``check`` read HAProxy-format files with ``-f`` (several, files or directories, in order),
 as ``haproxy -f`` and ``haproxy -c -f`` do.  ``run`` stays in the foreground (``-D``: in the
-background once serving) and logs to stderr; SIGTERM, SIGINT and SIGUSR1 stop it cleanly: listeners
-close first, established connections get the grace period (``hard-stop-after``, 10 s by default) and
-are then cut, and the process exits 0.  ``run -W`` is master-worker mode (``master.py``): SIGUSR2 or
-SIGHUP to the master reloads the files without closing the listeners (with ``--fleet``, each worker
-runs the fleet and a new one reads etcd again before it serves).
+background once serving) and logs to stderr; SIGUSR1 stops it softly (listeners close first,
+established connections get the grace period, ``hard-stop-after``, 10 s by default, and are then cut),
+SIGTERM and SIGINT at once (HAProxy's hard stop), and the process exits 0.  ``run -W`` is
+master-worker mode (``master.py``): SIGUSR2 or SIGHUP to the master reloads the files without closing
+the listeners (with ``--fleet``, each worker runs the fleet and a new one reads etcd again before it
+serves).
 """
 
 from __future__ import annotations

@@ -132,6 +132,7 @@ class Engine:
         self.director = director
         self.error_handler = error_handler
         self.handlers = dict(handlers or {})  # frontend name -> a handler instead of the proxy
+        self._cut_now = False  # a hard stop came: no grace left for what is established
         self.state: Runtime
         self.pump: Any = None
         self.health: HealthMonitor
@@ -336,6 +337,13 @@ class Engine:
             self.operations.pairs_from = receiver  # its routes go once the master asks (_routes)
         return receiver
 
+    def stop_now(self) -> None:
+        """HAProxy's hard stop (SIGTERM) during a soft one: the grace period ends now, what is still
+        established is cut."""
+        self._cut_now = True
+        if hasattr(self, "state"):  # started
+            self.state.idle.set()
+
     async def stop(self, grace: Optional[float] = None, *, hand_over: Optional[socket.socket] = None) -> None:
         """Close the listeners, let established connections end within ``grace`` seconds, then cut.
         With ``hand_over`` (a reload's channel to the new worker, ``handover.PairSender``), every
@@ -369,7 +377,7 @@ class Engine:
                 sender.close()
                 sender = None
         first_round = True
-        while state.current and loop.time() < deadline:
+        while state.current and loop.time() < deadline and not self._cut_now:
             if sender is not None:
                 sender.move()
                 if first_round:

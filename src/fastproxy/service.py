@@ -3,7 +3,8 @@
 
 ``serve`` starts the engine on a configuration (or on the embedded default with its echo backends),
 writes the pidfile, then drops privileges (``chroot``, ``user``/``group``) once the listeners are
-bound, runs until SIGINT, SIGTERM or SIGUSR1 (HAProxy's soft stop), and stops with the grace period.
+bound, and runs until SIGUSR1 (HAProxy's soft stop: established connections get the grace period) or
+SIGTERM/SIGINT (its hard stop: they are cut at once).
 As a master's worker (``master.py``) it listens on the sockets it inherited, writes no pidfile (the
 master's is the one), says ``READY`` on its link once it listens (and, with a fleet, once the fleet's
 servers are read: a reload's new worker that cannot read them leaves the former one serving), and
@@ -35,14 +36,25 @@ async def serve(cfg: Optional[model.Config], pidfile: Optional[str], grace: Opti
                 open_listener: Optional[Opener] = None, worker: Optional[MasterLink] = None,
                 ready: Optional[Ready] = None, fleet: Optional[FleetSettings] = None,
                 pairs_from: Optional[socket.socket] = None) -> int:
-    """Run ``cfg`` (the embedded default for None) until SIGINT, SIGTERM or SIGUSR1 (or, as a
+    """Run ``cfg`` (the embedded default for None) until SIGUSR1, SIGTERM or SIGINT (or, as a
     ``worker``, until its master goes away or asks it to hand its pairs over to a new worker); the
     exit status.  With ``fleet``, its backends take their servers from etcd (``fleet.Fleet``); with
     ``pairs_from`` (a reload's new worker), it adopts the former worker's pairs sent on it."""
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
-        loop.add_signal_handler(signum, stopping.set)
+    # HAProxy's signals: SIGUSR1 is the soft stop (established connections get the grace period),
+    # SIGTERM and SIGINT the hard one (cut at once), also when a soft stop is under way.
+    hard = asyncio.Event()
+    started: list[Engine] = []  # the engine once there is one, whose soft stop a hard one cuts short
+
+    def stop_hard() -> None:
+        stopping.set()
+        hard.set()
+        for running in started:
+            running.stop_now()
+    loop.add_signal_handler(signal.SIGUSR1, stopping.set)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop_hard)
 
     echo_backends = []
     if cfg is None:
@@ -50,6 +62,7 @@ async def serve(cfg: Optional[model.Config], pidfile: Optional[str], grace: Opti
         cfg = default.default_config([(name, port) for name, _, port in echo_backends])
 
     engine = Engine(cfg, open_listener=open_listener)
+    started.append(engine)
     try:
         identity = privileges.identity_of(cfg.global_)
         # A master's new worker with a fleet accepts once it serves the fleet's servers (the former
@@ -129,9 +142,13 @@ async def serve(cfg: Optional[model.Config], pidfile: Optional[str], grace: Opti
             hand_over = told.result()  # a reload: the pairs go to the new worker
         else:
             told.cancel()
-    log.info("stopping: listeners closed, %d connection(s) to %s", engine.current,
-             "hand over or finish" if hand_over is not None else "finish")
-    await engine.stop(grace, hand_over=hand_over)
+    if hard.is_set():
+        log.info("stopping now: listeners closed, %d connection(s) cut", engine.current)
+        await engine.stop(0)
+    else:
+        log.info("stopping: listeners closed, %d connection(s) to %s", engine.current,
+                 "hand over or finish" if hand_over is not None else "finish")
+        await engine.stop(grace, hand_over=hand_over)
     if worker is not None:
         worker.stopped(engine)  # its final totals, which the master carries on (continued_counters)
     for _, server, _ in echo_backends:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import selectors
+import shutil
 import signal
 import socket
 import subprocess
@@ -17,6 +18,9 @@ import pytest
 
 from ..support import (DEFAULT_ADDRESS, EchoThread, default_address_held, echo_listen, exchange_line,
                        free_port, start_fastproxy, stop, wait_for, wait_listening)
+
+needs_haproxy = pytest.mark.skipif(shutil.which("haproxy") is None,
+                                   reason="the real haproxy is not installed")
 
 def test_version_names_the_active_implementation(implementation_env):
     out = subprocess.run([sys.executable, "-m", "fastproxy", "version"], env=implementation_env,
@@ -114,11 +118,11 @@ def one_connection_through(env: dict, echo_file: tuple, grace: str) -> Iterator[
         stop(proc)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_a_signal_closes_listeners_first_and_lets_established_connections_finish(implementation_env, signum,
+def test_sigusr1_closes_listeners_first_and_lets_established_connections_finish(implementation_env,
                                                                                 echo_file):
+    # HAProxy's soft stop.
     with one_connection_through(implementation_env, echo_file, "5") as (proc, established, address):
-        proc.send_signal(signum)
+        proc.send_signal(signal.SIGUSR1)
         wait_for(lambda: refused(address), timeout=5, what="the listener closed")
         # The established connection still works during the grace period...
         assert exchange_line(established, b"during\n") == b"during\n"
@@ -128,18 +132,66 @@ def test_a_signal_closes_listeners_first_and_lets_established_connections_finish
         assert proc.wait(timeout=4) == 0
 
 
+def assert_cut(established: socket.socket) -> None:
+    established.settimeout(5)
+    try:
+        assert established.recv(100) == b""
+    except ConnectionResetError:
+        pass
+    established.close()
+
+
 def test_connections_still_open_after_the_grace_period_are_cut(implementation_env, echo_file):
     with one_connection_through(implementation_env, echo_file, "0.5") as (proc, established, _):
         started = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signal.SIGUSR1)
         assert proc.wait(timeout=10) == 0
         assert 0.4 <= time.monotonic() - started < 5
-        established.settimeout(5)
-        try:
-            assert established.recv(100) == b""
-        except ConnectionResetError:
-            pass
-        established.close()
+        assert_cut(established)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_and_sigint_stop_at_once_cutting_established_connections_as_haproxy(
+        implementation_env, signum, echo_file):
+    # HAProxy's hard stop ("-st" sends it): no grace, however long the grace period is.
+    with one_connection_through(implementation_env, echo_file, "30") as (proc, established, _):
+        proc.send_signal(signum)
+        assert proc.wait(timeout=10) == 0
+        assert_cut(established)
+
+
+def test_sigterm_during_a_soft_stop_cuts_what_is_left(implementation_env, echo_file):
+    with one_connection_through(implementation_env, echo_file, "30") as (proc, established, address):
+        proc.send_signal(signal.SIGUSR1)
+        wait_for(lambda: refused(address), timeout=5, what="the listener closed")
+        assert exchange_line(established, b"during\n") == b"during\n"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+        assert_cut(established)
+
+
+@needs_haproxy
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1])
+def test_haproxy_cuts_at_sigterm_and_lets_connections_finish_at_sigusr1(tmp_path, signum, echo_file):
+    """The reference for the two tests above: the same file, the real haproxy."""
+    cfg, address = echo_file
+    proc = subprocess.Popen(["haproxy", "-f", str(cfg)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        wait_listening(address, proc)
+        established = socket.create_connection(address, timeout=5)
+        assert exchange_line(established, b"before\n") == b"before\n"
+        proc.send_signal(signum)
+        if signum == signal.SIGTERM:
+            proc.wait(timeout=10)
+            assert_cut(established)
+        else:
+            wait_for(lambda: refused(address), timeout=5, what="the listener closed")
+            assert exchange_line(established, b"during\n") == b"during\n"
+            established.close()
+            proc.wait(timeout=10)
+    finally:
+        stop(proc)
 
 
 INHERITED = """
