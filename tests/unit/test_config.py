@@ -20,6 +20,8 @@ from fastproxy.config.haproxy import split_words
 from fastproxy.config.model import Location, Sample
 from fastproxy.errors import ConfigError
 
+from ..support import assert_verdicts, free_port
+
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 VALID = sorted((CONFIGS / "valid").glob("*.cfg"))
 BROKEN = sorted((CONFIGS / "broken").glob("*.cfg"))
@@ -1191,6 +1193,29 @@ def test_tcp_check_features_fastproxy_lacks_are_warnings_and_their_rules_are_ski
 def test_tcp_check_rules_without_option_tcp_check_are_ignored_with_a_warning():
     passive = load_corpus("health_checks.cfg").backends["passive"]
     assert (passive.tcp_check, passive.tcp_check_rules) == (False, [])
+
+
+SPOP_CHECKED = ("defaults\n mode tcp\n timeout connect 2s\n timeout client 5s\n timeout server 5s\n"
+                "listen l\n bind 127.0.0.1:{port}\n option spop-check\n server s 127.0.0.1:1 check\n")
+
+
+def test_option_spop_check_is_refused_naming_the_line_where_haproxy_takes_it(tmp_path):
+    """``haproxy -c`` takes it in a TCP backend, whose checks would then speak SPOP: fastproxy has no
+    SPOE, and a plain connect in their place could keep up a server HAProxy marks down."""
+    path = tmp_path / "check.cfg"
+    path.write_text(SPOP_CHECKED.replace("{port}", str(free_port())))
+    if HAPROXY is not None:
+        assert subprocess.run([HAPROXY, "-c", "-f", str(path)], capture_output=True).returncode == 0
+    with pytest.raises(ConfigError) as caught:
+        load([str(path)])
+    assert "check.cfg:8: 'option spop-check'" in str(caught.value)
+    assert "fastproxy has no SPOE" in str(caught.value)
+
+
+def test_option_spop_check_in_a_frontend_is_ignored_with_a_warning_by_both(tmp_path):
+    frontend = ("frontend f\n mode tcp\n bind 127.0.0.1:{port}\n option spop-check\n default_backend b\n"
+                "backend b\n mode tcp\n server s 127.0.0.1:1\n")
+    assert_verdicts(tmp_path, {frontend: True})
 
 
 def test_a_later_check_option_replaces_option_tcp_check_as_in_haproxy():

@@ -102,6 +102,15 @@ def _other_check_option(line: _Line, proxy: _Proxy, enabled: bool, args: list[st
     proxy.tcp_check = False
 
 
+def _spop_check_option(line: _Line, proxy: _Proxy, enabled: bool, args: list[str]) -> None:
+    """``option spop-check``: HAProxy checks the server as an SPOE agent (an SPOP HELLO handshake, the
+    check passing on the agent's AGENT-HELLO); fastproxy speaks no SPOP, and a plain connect in its
+    place would keep up a server HAProxy takes down: refused."""
+    raise _Invalid("'option spop-check' checks servers as SPOE agents (the SPOP HELLO handshake), and "
+                   "fastproxy has no SPOE: it cannot run these checks, and a plain TCP connect in their "
+                   "place could keep up a server HAProxy would mark down")
+
+
 def _removed_option(line: _Line, proxy: _Proxy, enabled: bool, args: list[str]) -> None:
     raise _Invalid(f"option '{line.words[-1] if not args else args[0]}' is not supported any more since "
                    "HAProxy 2.5")
@@ -141,7 +150,8 @@ OPTIONS: dict[str, _Option] = {
     "log-health-checks": _Option(_flag("log_health_checks"), BE),
     "transparent": _Option(_recorded, BE),  # refused where it would route: a backend without servers
     **{name: _Option(protocol_check_option, BE, negatable=False) for name in PROTOCOL_CHECKS},
-    **{name: _Option(_other_check_option, BE, negatable=False) for name in ("external-check", "spop-check")},
+    "external-check": _Option(_other_check_option, BE, negatable=False),
+    "spop-check": _Option(_spop_check_option, BE, negatable=False),
 }
 
 
@@ -149,7 +159,7 @@ OPTIONS: dict[str, _Option] = {
 _NO_ARGUMENT_HANDLERS = {option.handler for name, option in OPTIONS.items()
                          if name not in ("redispatch", "http_proxy")
                          and option.handler not in (_other_check_option, httpchk_option,
-                                                    protocol_check_option)}
+                                                    protocol_check_option, _spop_check_option)}
 
 
 @_keyword("option")

@@ -71,7 +71,7 @@ REASONS: tuple[tuple[str, str, str], ...] = (
      "what or when is logged and counted, not where traffic goes"),
     ("option", r"option (nolinger|tcp-smart-accept|tcp-smart-connect|independent-streams)",
      "socket tweaks at close and connect"),
-    ("option", r"option (external-check|spop-check)",
+    ("option", r"option external-check",
      "NOT a safe ignore: such a backend's checks are plain TCP connects, which may pass where HAProxy's "
      "would fail (a gap: implement or refuse)"),
     ("timeout", r".*", "HTTP timeouts: no HTTP request is parsed in TCP mode"),
