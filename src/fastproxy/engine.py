@@ -188,7 +188,8 @@ class Engine:
                                            tls=_check_tls(server.slot.server, rules, g.ssl_server_verify),
                                            tls_default=_checks_speak_tls(server.slot.server),
                                            proxy_version=2 if server.slot.server.send_proxy_v2 else 1,
-                                           proxy_default=_checks_send_proxy(server.slot.server))
+                                           proxy_default=_checks_send_proxy(server.slot.server),
+                                           proc_variables=state.variables)
                 self._by_check[server.check] = server
                 self.health.add(server.check)
                 if server.slot.server.ssl:
@@ -466,7 +467,8 @@ class Engine:
         be = backend.model
         runtime.check = ServerCheck(runtime.name, server, family, address,
                                     be.tcp_check_rules if be.tcp_check else (),
-                                    connect_timeout=be.timeouts.connect, check_timeout=be.timeouts.check)
+                                    connect_timeout=be.timeouts.connect, check_timeout=be.timeouts.check,
+                                    proc_variables=self.state.variables)
         self._by_check[runtime.check] = runtime
         self.health.add(runtime.check)
         backend.servers.append(runtime)

@@ -20,6 +20,8 @@ pump: traffic is never blocked by them.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import logging
 import os
 import random
@@ -31,9 +33,9 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
-from . import _linux, proxyproto
+from . import _linux, logformat, proxyproto, samples, variables
 from .tls import certificate_names, server_context, unverified_tls_context
-from .config.model import SSL3_HELLO, HttpCheckRequest, Server, TcpCheckRule
+from .config.model import SSL3_HELLO, HttpCheckRequest, Server, TcpCheckRule, first_check_rule, wire_bytes
 
 log = logging.getLogger("fastproxy")
 
@@ -169,6 +171,42 @@ class ProbeContext:
     # whether the default connect sends it (``check-send-proxy``, a ``send-proxy`` server's own checks).
     proxy_version: int = 1
     proxy_default: bool = False
+    # What a check's formats and variables know: the backend and server names (%b, %s), and the
+    # process's ``proc.`` variables (a check reads and sets them as any rule does).
+    backend: str = ""
+    server: str = ""
+    proc_variables: Optional[variables.ProcessVariables] = None
+
+
+@dataclass
+class CheckSamples:
+    """What a sample fetch reads in a check (``samples``' connection): the check's variables; no client,
+    so ``src``, ``dst`` and their ports give nothing, as in HAProxy."""
+
+    variables: variables.CheckVariables
+    src: Optional[str] = None
+    dst: Optional[str] = None
+    src_port: Optional[int] = None
+    dst_port: Optional[int] = None
+    final: bool = True
+
+
+@functools.lru_cache(maxsize=256)
+def _check_format(text: str) -> logformat.Format:
+    return logformat.compile(text, check=True)
+
+
+@functools.lru_cache(maxsize=256)
+def _check_sample(sample: Any) -> tuple[Callable[[Any], Any], str]:
+    return samples.reader(sample), samples.type_of(sample)
+
+
+def _spelled_bytes(text: str) -> Optional[bytes]:
+    """The bytes a hexadecimal text spells (``send-binary-lf``, ``expect binary-lf``); None when it
+    is not an even number of hex digits (HAProxy's parse_binary() fails)."""
+    if len(text) % 2 or re.search(r"[^0-9A-Fa-f]", text):
+        return None
+    return bytes.fromhex(text)
 
 
 async def run_check(family: int, address: tuple, rules: Sequence[TcpCheckRule], *,
@@ -224,10 +262,15 @@ class _Probe:
         self.context = context
         self.tcp = context.kind == "tcp"  # HAProxy names steps in the descriptions of tcp-checks only
         self.explicit_rules = bool(rules)
-        rules = list(rules) or [_IMPLICIT_CONNECT]
-        if rules[0].action != "connect":
+        rules = list(rules)
+        first = first_check_rule(rules)
+        if first is None or first.action != "connect":
             rules.insert(0, _IMPLICIT_CONNECT)
         self.rules = rules
+        self.variables = variables.CheckVariables(context.proc_variables)  # new at each check, as HAProxy's
+        self.samples = CheckSamples(self.variables)
+        self.started = time.time()  # the dates of a check's formats
+        self.peer: Optional[tuple] = None  # where the connection of the check goes (%si, %sp)
         self.code = 0
         self.note = ""  # what an expect that saw the end of the data had to say, for its timeout
         self.connect_timeout, self.read_timeout = connect_timeout, read_timeout
@@ -244,8 +287,12 @@ class _Probe:
 
     async def run(self) -> CheckResult:
         loop = asyncio.get_running_loop()
-        last = self.rules[-1]
+        # HAProxy judges the end by the last step run: a variable action is none.
+        last = next(rule for rule in reversed(self.rules) if not rule.is_variable_action)
         for self.step, rule in enumerate(self.rules, 1):
+            if rule.is_variable_action:
+                self._set_variable(rule)
+                continue
             if rule.action == "connect":
                 failure = await self._connect(loop, rule)
             elif rule.action == "send":
@@ -277,6 +324,7 @@ class _Probe:
         self.buffer.clear()
         self.sock = socket.socket(family, socket.SOCK_STREAM)
         self.sock.setblocking(False)
+        self.peer = (host, port)
         if self.context.source is not None:
             _linux.bind_source(self.sock, self.context.source)
         try:
@@ -391,7 +439,15 @@ class _Probe:
         assert self.sock is not None
         self.buffer.clear()  # as HAProxy: a send starts a new exchange
         data = rule.data
-        if rule.http is not None:
+        if rule.log_format is not None:  # send-lf, send-binary-lf
+            formatted = self._formatted(rule)
+            if formatted is None:
+                return CheckResult("L7RSP", "tcp-check send : failed to build log-format string at step "
+                                            f"{self.step_id}")
+            if not formatted:
+                return None  # HAProxy sends nothing and goes on
+            data = formatted
+        elif rule.http is not None:
             state = self.context.state_header() if self.context.state_header else None
             data = http_request(rule.http, state)
         elif rule.data is SSL3_HELLO:
@@ -403,6 +459,44 @@ class _Probe:
         except OSError as exc:
             return CheckResult("SOCKERR", _strerror(exc) + self._where(rule))
         return None
+
+    def _render(self, text: str) -> str:
+        """A check's format as HAProxy writes it over the check's session (``logformat.CHECK_ALIASES``)."""
+        local = None
+        if self.sock is not None:
+            try:
+                local = self.sock.getsockname()[:2]
+            except OSError:
+                pass
+        record = logformat.LogRecord(
+            server_address=self.peer, backend_address=local, accepted=self.started,
+            frontend=logformat.CHECK_FRONTEND, backend=self.context.backend, server=self.context.server,
+            pid=os.getpid(), hostname=_hostname(), connection=self.samples)
+        return logformat.render(_check_format(text), record)
+
+    def _formatted(self, rule: TcpCheckRule) -> Optional[bytes]:
+        """The bytes of a rule's format: its text, or with ``binary`` the bytes its hex spells (None
+        when it spells none)."""
+        assert rule.log_format is not None
+        text = self._render(rule.log_format)
+        return _spelled_bytes(text) if rule.binary else wire_bytes(text)
+
+    def _set_variable(self, rule: TcpCheckRule) -> None:
+        """``set-var``, ``set-var-fmt``, ``unset-var``: a sample with no value sets nothing."""
+        assert rule.variable is not None
+        name = variables.parse_name(rule.variable)
+        conditions = frozenset(rule.variable_conditions)
+        if rule.action == "unset-var":
+            self.variables.unset(name)
+        elif rule.action == "set-var-fmt":
+            assert rule.log_format is not None
+            self.variables.set(name, samples.STR, self._render(rule.log_format), conditions)
+        else:
+            read, kind = _check_sample(rule.sample)
+            value = read(self.samples)
+            if value is not None:
+                self.variables.set(name, variables.sample_type(value) if kind == samples.ANY else kind, value,
+                                   conditions)
 
     @property
     def step_id(self) -> int:
@@ -422,7 +516,9 @@ class _Probe:
             text += f" (connect port {rule.port})" if rule.port else " (connect)"
         elif rule.action == "expect":
             text += f" ({_EXPECT_NAMES.get(rule.match, 'expect ' + rule.match)}"
-            if rule.match == "string":
+            if rule.log_format is not None:
+                text = text.replace("expect ", "expect log-format ", 1)
+            elif rule.match == "string":
                 text += f" '{rule.pattern.decode('latin-1')}'"
             elif rule.match == "binary":
                 text += f" '{rule.pattern.hex().upper()}'"
@@ -435,6 +531,15 @@ class _Probe:
 
     async def _expect(self, loop: asyncio.AbstractEventLoop, rule: TcpCheckRule) -> Optional[CheckResult]:
         assert self.sock is not None
+        if rule.log_format is not None:  # expect string-lf, binary-lf: the pattern of this check
+            text = self._render(rule.log_format)
+            if not text:
+                return CheckResult("L7RSP", "log-format string evaluated to an empty string" + _comment(rule))
+            pattern = _spelled_bytes(text) if rule.binary else wire_bytes(text)
+            if pattern is None:
+                return CheckResult("L7RSP", "Failed to parse hexastring resulting of eval of a log-format "
+                                            "string" + _comment(rule))
+            rule = dataclasses.replace(rule, pattern=pattern)
         self.expecting = rule
         evaluate = self._evaluate_http if rule.match in _HTTP_MATCHES else (
             self._evaluate_custom if rule.match == "custom" else None)
@@ -501,7 +606,9 @@ class _Probe:
             return CheckResult(status, _comment(rule).lstrip(), code=self.code)
         what = "matched unwanted content" if rule.negate else "did not match content"
         pattern = rule.pattern
-        if rule.match == "string":
+        if rule.log_format is not None:
+            shown = f" (log-format {rule.match})"
+        elif rule.match == "string":
             shown = f" '{pattern.decode('latin-1')}'"
         elif rule.match == "binary":
             shown = " (binary)"
@@ -803,6 +910,11 @@ def _payload_code(data: bytes | bytearray, where: tuple[int, int]) -> int:
     return int(text) if text.isdigit() else 0
 
 
+@functools.lru_cache(maxsize=1)
+def _hostname() -> str:
+    return socket.gethostname()
+
+
 def _strerror(exc: OSError) -> str:
     if exc.errno:
         return os.strerror(exc.errno)
@@ -826,8 +938,10 @@ class ServerCheck:
                  state_header: Optional[Callable[[], str]] = None,
                  health: Optional[ServerHealth] = None, source: Optional[tuple[str, int]] = None,
                  tls: Optional[ssl.SSLContext] = None, tls_default: bool = False,
-                 proxy_version: int = 1, proxy_default: bool = False) -> None:
+                 proxy_version: int = 1, proxy_default: bool = False,
+                 proc_variables: Optional[variables.ProcessVariables] = None) -> None:
         self.name = name  # backend/server
+        self.proc_variables = proc_variables  # the process's, which the check's rules read and set
         self.server = server
         self.family, self.address, self.rules = family, address, rules
         self.kind, self.disable_on_404, self.state_header = kind, disable_on_404, state_header
@@ -938,10 +1052,12 @@ class HealthMonitor:
             read, total = check_timeout, None
         else:  # without timeout check, inter bounds the whole probe
             connect, read, total = None, None, inter
+        backend, _, server = check.name.split(" ", 1)[0].partition("/")
         try:
             context = ProbeContext(check.kind, check.health.up, check.disable_on_404, check.state_header,
                                    check.source, check.tls, check.server.check_sni, check.tls_default,
-                                   check.server.verifyhost, check.proxy_version, check.proxy_default)
+                                   check.server.verifyhost, check.proxy_version, check.proxy_default,
+                                   backend, server, check.proc_variables)
             result = await run_check(check.family, check.address, check.rules, connect_timeout=connect,
                                      read_timeout=read, total_timeout=total, context=context)
         except Exception as exc:  # a bug must not stop this server's checks for good

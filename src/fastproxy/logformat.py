@@ -32,6 +32,10 @@ TCP_LOG_FORMAT = "%ci:%cp [%t] %ft %b/%s %Tw/%Tc/%Tt %B %ts %ac/%fc/%bc/%sc/%rc 
 
 QUOTE, HEXA, ESCAPE, MANDATORY = 1, 2, 4, 8
 _OPTIONS = {"Q": QUOTE, "X": HEXA, "E": ESCAPE, "M": MANDATORY}
+# A health check's format (``compile(..., check=True)``): HAProxy parses those without its implied
+# LOG_OPT_MANDATORY, so what is not there writes nothing rather than ``-`` (``+M`` brings the ``-``
+# back).  Fastproxy's own bit: the pump's C formatter never sees a check format.
+ABSENT_EMPTY = 16
 
 
 class Alias(enum.IntEnum):
@@ -111,6 +115,23 @@ BACKEND_ADDRESS = (Alias.BACKEND_IP, Alias.BACKEND_PORT)
 # Python's alone: a lane cannot give them.
 _PYTHON_ONLY = frozenset({Alias.COUNTER, Alias.LOG_COUNT, Alias.SAMPLE})
 
+# What a health check's format writes as HAProxy 2.6 does (``tcp-check send-lf``...): HAProxy builds
+# it over the check's own session, with no stream and no client.  %b and %s are the backend and the
+# server, %f HAProxy's checks frontend ``CHECKS-FE``, %si/%sp where the check connected, %bi/%bp its
+# own end, %ci/%cp/%fi/%fp nothing, the dates the check's start.  The stream's variables (%ts, %B,
+# %rt, %ac...) write HAProxy's placeholders for a stream that is not there; a format using one is
+# refused rather than written differently.
+CHECK_ALIASES = frozenset({
+    Alias.TEXT, Alias.SAMPLE, Alias.BACKEND, Alias.SERVER, Alias.FRONTEND, Alias.HOSTNAME, Alias.PID,
+    Alias.SERVER_IP, Alias.SERVER_PORT, Alias.BACKEND_IP, Alias.BACKEND_PORT, Alias.CLIENT_IP,
+    Alias.CLIENT_PORT, Alias.FRONTEND_IP, Alias.FRONTEND_PORT, Alias.DATE, Alias.DATE_GMT,
+    Alias.DATE_LOCAL, Alias.TIMESTAMP, Alias.MS})
+# The fetches a check's sample reads: its variables and constants; the addresses of the client it
+# does not have give nothing, as in HAProxy.
+CHECK_FETCHES = frozenset({"var", "str", "int", "ipv4", "ipv6", "always_true", "always_false", "src", "dst",
+                           "src_port", "dst_port"})
+CHECK_FRONTEND = "CHECKS-FE"  # HAProxy's checks_fe, the frontend of every check's session
+
 
 class LogFormatError(ValueError):
     """A format HAProxy refuses; the message is HAProxy's."""
@@ -140,15 +161,16 @@ class Format:
         return any(node.alias is Alias.UNIQUE_ID for node in self.nodes)
 
 
-def compile(text: str, *, http: bool = False) -> Format:
+def compile(text: str, *, http: bool = False, check: bool = False) -> Format:
     """The nodes of a format string, or ``LogFormatError`` with HAProxy's message.  ``http``: the
     format of a ``mode http`` proxy, where HTTP's variables are allowed (such a proxy carries no
     traffic through fastproxy: they write nothing).  A sample fetch fastproxy does not have is logged
-    as ``-``, with a warning: a log line does not route."""
+    as ``-``, with a warning: a log line does not route.  ``check``: a health check's format, which
+    decides the check's verdict: only ``CHECK_ALIASES`` and ``CHECK_FETCHES``, anything else refused."""
     nodes: list[Node] = []
     warnings: list[str] = []
     literal: list[str] = []
-    options = 0
+    options = ABSENT_EMPTY if check else 0
     i, n = 0, len(text)
 
     def flush() -> None:
@@ -189,9 +211,15 @@ def compile(text: str, *, http: bool = False) -> Format:
                 sample = samples.parse(expression)
                 samples.check(sample)
             except samples.SampleError as exc:
+                if check:
+                    raise LogFormatError(f"sample expression <{expression}> is not one fastproxy evaluates "
+                                         f"({exc})") from None
                 warnings.append(f"sample expression <{expression}> is not one fastproxy evaluates ({exc}); "
                                 "it is logged as '-'")
                 sample = None
+            if check and sample is not None and samples.fetch_of(sample.fetch)[0].name not in CHECK_FETCHES:
+                raise LogFormatError(f"sample expression <{expression}> is not one fastproxy evaluates in a "
+                                     f"health check (it reads there: {', '.join(sorted(CHECK_FETCHES))})")
             flush()
             nodes.append(Node(Alias.SAMPLE, node_options, sample=sample))
             i = end + 1
@@ -218,6 +246,9 @@ def compile(text: str, *, http: bool = False) -> Format:
             if not http:
                 raise LogFormatError(f"format variable '{name}' is reserved for HTTP mode")
             alias = Alias.HEADERS
+        if check and alias not in CHECK_ALIASES:
+            raise LogFormatError(f"format variable '{name}' describes a stream, which a health check does "
+                                 "not have: fastproxy does not write it in a check's format")
         flush()
         nodes.append(Node(alias, node_options, text=name))
     flush()
@@ -330,7 +361,9 @@ def text_value(value: Optional[str], options: int) -> str:
         value = "".join("\\" + char if char in '"\\]' else char for char in value)
     if options & QUOTE:
         return f'"{value or ""}"'
-    return value if value else "-"
+    if value:
+        return value
+    return "" if options & ABSENT_EMPTY and not options & MANDATORY else "-"
 
 
 def _ip(address: Optional[tuple], options: int) -> str:
@@ -356,7 +389,7 @@ def _sample_value(node: Node, record: LogRecord) -> Optional[str]:
         return None
     if isinstance(value, bool):
         return "1" if value else "0"
-    return str(value)
+    return samples.as_text(value) if isinstance(value, bytes) else str(value)
 
 
 def _times(record: LogRecord) -> tuple[int, int]:

@@ -12,7 +12,9 @@ A variable's name starts with its scope, which says how long it lives (HAProxy 2
   variables live while the request is processed (content rules, ``use_backend``, the backend's
   rules) and are gone once the server answers (the log line no longer sees them); ``res.`` ones
   only exist during response processing, which fastproxy's rules never reach.
-- ``check.``: a health check's; a client connection has none.
+- ``check.``: a health check's; a client connection has none.  A check (``CheckVariables``) sees
+  its own ``check.`` and ``sess.`` variables, both new at each check (HAProxy gives every check a
+  session of its own), and the process's; it has no stream, so no ``txn.``, ``req.`` or ``res.``.
 
 Values keep the type of the sample they were set from (``samples``' types: an address, an integer,
 a string, bytes, a boolean); ``var(<name>[,<default>])`` gives the value, or the default as a string,
@@ -25,8 +27,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Optional
 
-__all__ = ["CONDITIONS", "SCOPES", "ProcessVariables", "VariableError", "VariableName", "Variables",
-           "parse_name", "sample_type"]
+__all__ = ["CONDITIONS", "SCOPES", "CheckVariables", "ProcessVariables", "VariableError", "VariableName",
+           "Variables", "parse_name", "sample_type"]
 
 SCOPES = ("proc", "sess", "txn", "req", "res", "check")
 STREAM_SCOPES = frozenset({"txn", "req", "res"})  # not there before the stream begins
@@ -167,3 +169,20 @@ class Variables:
         """The server's side began (HAProxy prunes the request's variables for the response's)."""
         self.reqres.clear()
         self.reqres_scope = "res"
+
+
+class CheckVariables(Variables):
+    """The variables of one health check: ``check.`` and ``sess.`` of its own, the process's ``proc.``."""
+
+    __slots__ = ("check",)
+
+    def __init__(self, proc: Optional[ProcessVariables] = None) -> None:
+        super().__init__(proc)
+        self.check: dict[str, tuple[str, Any]] = {}
+
+    def _store(self, scope: str, phase: str) -> Optional[dict[str, Any]]:
+        if scope == "check":
+            return self.check
+        if scope in ("proc", "sess"):
+            return super()._store(scope, phase)
+        return None  # no stream in a check: no txn., req. or res.

@@ -1138,8 +1138,11 @@ def test_tcp_check_rules_are_read_in_order_with_their_settings():
     own = config.backends["own"]
     assert own.tcp_check is True
     assert [(r.action, r.location.line) for r in own.tcp_check_rules] == [
-        ("connect", 26), ("send", 27), ("expect", 28), ("expect", 29), ("expect", 30)]
-    connect, send, regex, binary, negated = own.tcp_check_rules
+        ("connect", 26), ("send", 27), ("expect", 28), ("expect", 29), ("expect", 30), ("send", 31),
+        ("set-var", 32)]
+    connect, send, regex, binary, negated, send_lf, set_var = own.tcp_check_rules
+    assert (send_lf.log_format, send_lf.binary, send_lf.data) == ("%[src]", False, b"")
+    assert (set_var.variable, set_var.sample) == ("check.port", Sample("int(8000)"))
     assert (connect.port, connect.addr, connect.linger) == (8000, "10.0.0.9", True)
     assert (send.data, send.comment) == (b"\x0a\x0b\xff", "hello")
     assert (regex.match, regex.pattern, regex.negate, regex.min_recv) == ("rstring", "^ERR", True, 4)
@@ -1182,9 +1185,6 @@ def test_tcp_check_features_fastproxy_lacks_are_warnings_and_their_rules_are_ski
         "26: 'tcp-check connect alpn': connect setting 'alpn' is not supported by fastproxy; ignored",
         "30: 'tcp-check expect on-success': expect setting 'on-success' is not used by fastproxy (its check "
         "reports carry no custom message or code); ignored",
-        "31: 'tcp-check send-lf': log-format data is not supported by fastproxy; this rule is skipped",
-        "32: 'tcp-check set-var(check.port)': check variables are not supported by fastproxy; this rule is "
-        "skipped",
         "40: 'tcp-check': backend 'passive' uses tcp-check rules without 'option tcp-check', so the rules "
         "are ignored.",
     ]

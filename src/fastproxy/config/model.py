@@ -12,6 +12,7 @@ by the reader.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -262,6 +263,39 @@ class TcpCheckRule:
     send_proxy: bool = False  # ``tcp-check connect send-proxy``: a PROXY header first
     sni: Optional[str] = None  # ``tcp-check connect sni <name>``
     default: bool = False  # ``tcp-check connect default``: the server's check settings (check-ssl...)
+    # A log-format evaluated at each check (``fastproxy.logformat``, check formats): the data of
+    # ``send-lf``, the pattern of ``expect string-lf``, the value of ``set-var-fmt``; ``binary``: the
+    # text it gives is hexadecimal, the bytes it spells are sent or matched (``send-binary-lf``,
+    # ``expect binary-lf``).
+    log_format: Optional[str] = None
+    binary: bool = False
+    # ``set-var(<variable>[,<cond>...]) <sample>``, ``set-var-fmt(...) <log_format>``,
+    # ``unset-var(<variable>)`` (the actions ``set-var``, ``set-var-fmt``, ``unset-var``): a variable
+    # of the check (``fastproxy.variables.CheckVariables``) the later rules of the same check read.
+    variable: Optional[str] = None
+    variable_conditions: tuple[str, ...] = ()
+    sample: Optional[Sample] = None
+
+    @property
+    def is_variable_action(self) -> bool:
+        """A variable action is no step of the exchange: HAProxy neither counts it as the check's
+        current step nor takes it for the first rule (get_first_tcpcheck_rule())."""
+        return self.action in CHECK_VARIABLE_ACTIONS
+
+
+CHECK_VARIABLE_ACTIONS = frozenset({"set-var", "set-var-fmt", "unset-var"})
+
+
+def wire_bytes(text: str) -> bytes:
+    """The bytes HAProxy sends or matches for a word: one byte per character up to U+00FF (what
+    ``\\xHH`` escapes give), the file's original bytes for undecodable ones, UTF-8 for the rest."""
+    return b"".join(bytes([ord(c)]) if ord(c) < 0x100 else c.encode("utf-8", "surrogateescape")
+                    for c in text)
+
+
+def first_check_rule(rules: Sequence[TcpCheckRule]) -> Optional[TcpCheckRule]:
+    """The first rule of a check sequence that is a step of the exchange (variable actions are not)."""
+    return next((rule for rule in rules if not rule.is_variable_action), None)
 
 
 # The data of the send rule of ``option ssl-hello-chk``: HAProxy's SSLv3 CLIENT HELLO, built when sent

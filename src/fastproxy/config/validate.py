@@ -20,6 +20,7 @@ from .. import acl as acls
 from .. import samples
 from ..errors import ConfigError
 from .model import (
+    first_check_rule,
     BALANCE_ALGORITHMS,
     HASH_TYPES,
     Acl,
@@ -241,7 +242,7 @@ def _check_ports(backend: Backend) -> Iterator[ConfigError]:
             continue
         if not rules:
             problem = "has neither service port nor check port (add 'port <n>' for its checks)"
-        elif rules[0].action != "connect" or rules[0].port is None:
+        elif (first := first_check_rule(rules)) is None or first.action != "connect" or first.port is None:
             problem = ("has neither service port nor check port nor 'tcp-check connect' rule with a port "
                        "as first rule (add 'port <n>' for its checks)")
         elif any(rule.action == "connect" and rule.port is None for rule in rules):

@@ -18,7 +18,8 @@ from .lexer import _Invalid
 from .registry import BE, _Line, _Proxy, _keyword
 from .values import _regex, decimal
 from .tcpcheck import (_TCP_CHECK_EXPECT_SETTINGS, _TCP_CHECK_VARIABLE_ACTION, _expect_pattern,
-                       _expect_setting, _expect_word, _tcp_check_comment, _tcp_check_connect, _wire_bytes)
+                       _expect_setting, _expect_word, _tcp_check_comment, _tcp_check_connect, _wire_bytes,
+                       check_variable_rule)
 from .values import _none
 
 # --- option httpchk and http-check ------------------------------------------------------------------
@@ -66,7 +67,7 @@ def httpchk_option(line: _Line, proxy: _Proxy, enabled: bool, args: list[str]) -
     rules = _own_http_rules(proxy, line)
     # As HAProxy's tcpcheck_add_http_rule(): the option's request merges with the first explicit
     # ``http-check send`` (the option's fields win), else it is the first request sent.
-    first = next((r for r in rules if r.action != "connect"), None)
+    first = _first_exchange(rules)
     if first is not None and first.http is not None and not proxy.http_option_request:
         _overwrite(first.http, request, given)
         return
@@ -74,6 +75,11 @@ def httpchk_option(line: _Line, proxy: _Proxy, enabled: bool, args: list[str]) -
         rules.remove(first)
     rules.insert(1 if rules and rules[0].action == "connect" else 0, rule)
     proxy.http_option_request = True
+
+
+def _first_exchange(rules: list[TcpCheckRule]) -> Optional[TcpCheckRule]:
+    """The first rule past the connect that is a step of the exchange (variable actions are not)."""
+    return next((r for r in rules if r.action != "connect" and not r.is_variable_action), None)
 
 
 def _own_http_rules(proxy: _Proxy, line: _Line) -> list[TcpCheckRule]:
@@ -123,8 +129,7 @@ def _http_check(line: _Line, proxy: _Proxy, args: list[str]) -> None:
         _tcp_check_comment(line, action, args[1:])
         rule = None
     elif _TCP_CHECK_VARIABLE_ACTION.fullmatch(action):
-        line.warn("check variables are not supported by fastproxy; this rule is skipped")
-        rule = None
+        rule = check_variable_rule(line, action, args[1:])
     else:
         raise _Invalid("'http-check' only supports 'disable-on-404', 'send-state', 'comment', 'connect', "
                        "'send', 'expect', 'set-var(*)', 'set-var-fmt(*)', 'unset-var(*)'. but got "
@@ -138,13 +143,13 @@ def _http_check(line: _Line, proxy: _Proxy, args: list[str]) -> None:
 
 def _add_http_rule(proxy: _Proxy, rules: list[TcpCheckRule], rule: TcpCheckRule) -> None:
     """HAProxy's order checks (tcpcheck_add_http_rule()); a ``send`` merges into the option's request."""
-    if not (proxy.tcp_check and proxy.check_kind == "http"):
+    if rule.is_variable_action or not (proxy.tcp_check and proxy.check_kind == "http"):
         rules.append(rule)  # HAProxy checks the order once ``option httpchk`` uses the rules
         return
-    last = rules[-1] if rules else None
+    last = next((r for r in reversed(rules) if not r.is_variable_action), None)
     step = len(rules) + 1 - proxy.http_option_request  # the option's request is no step of its own
     option_last = last is not None and last.http is not None and proxy.http_option_request and \
-        last is next((r for r in rules if r.action != "connect"), None)
+        last is _first_exchange(rules)
     if last is not None and not option_last:
         if rule.action == "send" and last.action != "connect":
             raise _Invalid(f"unable to add http-check send rule at step {step} (missing connect rule).")
@@ -153,7 +158,8 @@ def _add_http_rule(proxy: _Proxy, rules: list[TcpCheckRule], rule: TcpCheckRule)
         if rule.action == "connect" and last.action != "expect":
             raise _Invalid(f"unable to add http-check connect rule at step {step} (missing expect rule).")
     if rule.action == "send" and proxy.http_option_request:
-        first = next(r for r in rules if r.action != "connect")
+        first = _first_exchange(rules)
+        assert first is not None
         assert first.http is not None and rule.http is not None
         given = {name for name in ("method", "uri", "version", "headers", "body")
                  if getattr(rule.http, name) != getattr(HttpCheckRequest(), name)}
@@ -306,7 +312,8 @@ def check_rules(proxy: _Proxy) -> list[TcpCheckRule]:
     if not any(rule.action == "send" for rule in rules):
         rules.insert(1 if rules and rules[0].action == "connect" else 0,
                      TcpCheckRule(action="send", http=HttpCheckRequest()))
-    if rules[-1].action == "send":
+    last = next((r for r in reversed(rules) if not r.is_variable_action), None)
+    if last is not None and last.action == "send":
         rules.append(DEFAULT_HTTP_EXPECT)
     return rules
 

@@ -558,6 +558,16 @@ def _variable_rule(line: _Line, proxy: _Proxy, phase: str, action: str, rest: li
     """``set-var(<name>[,<cond>...]) <expr>``, ``set-var-fmt(<name>[,<cond>...]) <format>``,
     ``unset-var(<name>)`` [if|unless <cond>]: the variable the following rules, ``use_backend`` and
     the log line read with ``var()`` (``fastproxy.variables``: its scope says how long it lives)."""
+    kind, name, conditions = variable_target(action)
+    sample, text, rest = variable_value(line, kind, action, rest)
+    condition = _trailing_condition(line, proxy, f"tcp-request {phase} {kind}", rest)
+    return TcpRequestRule(phase=phase, action=kind, condition=condition, location=line.location,
+                          sample=sample, variable=name, variable_conditions=conditions, log_format=text)
+
+
+def variable_target(action: str) -> tuple[str, str, tuple[str, ...]]:
+    """``set-var(<name>[,<cond>...])``, ``set-var-fmt(...)``, ``unset-var(<name>)``: (the action, the
+    variable's name, set-var's conditions), checked as HAProxy's vars.c checks them."""
     kind, paren, inner = action.partition("(")
     if not paren or not inner.endswith(")"):
         raise _Invalid(f"invalid variable '{action}'. Expects '{kind}(<var-name>)'")
@@ -569,22 +579,30 @@ def _variable_rule(line: _Line, proxy: _Proxy, phase: str, action: str, rest: li
         conditions = tuple(sorted(variables.parse_conditions(words[1:])))
     except variables.VariableError as exc:
         raise _Invalid(str(exc)) from None
+    return kind, words[0], conditions
+
+
+def variable_value(line: _Line, kind: str, action: str, rest: list[str], *,
+                   check: bool = False) -> tuple[Optional[Sample], Optional[str], list[str]]:
+    """What a variable action sets: set-var's sample expression, set-var-fmt's format (``check``: a
+    health check's, ``logformat.compile(check=True)``), unset-var's nothing; and the words after it."""
     sample, text = None, None
     if kind == "set-var":
         sample, rest = _rule_sample(rest)
+        if check and samples.fetch_of(sample.fetch)[0].name not in logformat.CHECK_FETCHES:
+            raise _Invalid(f"fetch method '{sample.fetch}' is not one fastproxy evaluates in a health check "
+                           f"(it reads there: {', '.join(sorted(logformat.CHECK_FETCHES))})")
     elif kind == "set-var-fmt":
         if not rest or rest[0] in ("if", "unless"):
             raise _Invalid(f"'{kind}' expects a log-format string")
         try:
-            fmt = logformat.compile(rest[0])
+            fmt = logformat.compile(rest[0], check=check)
         except logformat.LogFormatError as exc:
             raise _Invalid(f"failed to parse the format of '{action}' : {exc}.") from None
         for warning in fmt.warnings:
             line.warn(warning)
         text, rest = rest[0], rest[1:]
-    condition = _trailing_condition(line, proxy, f"tcp-request {phase} {kind}", rest)
-    return TcpRequestRule(phase=phase, action=kind, condition=condition, location=line.location,
-                          sample=sample, variable=words[0], variable_conditions=conditions, log_format=text)
+    return sample, text, rest
 
 
 # Actions that would change where traffic goes or what the client gets, which fastproxy does not do:

@@ -1,5 +1,8 @@
 """``tcp-check`` rules (HAProxy's tcpcheck.c): a backend's check sequence of ``connect``, ``send`` and
-``expect`` rules, and the post-parse check that drops rules written without ``option tcp-check``.
+``expect`` rules, the variable actions between them (``set-var(check.<name>)``...), and the post-parse
+check that drops rules written without ``option tcp-check``.  ``send-lf``, ``send-binary-lf``,
+``expect string-lf|binary-lf`` and ``set-var-fmt`` take a health check's log-format
+(``logformat.compile(check=True)``), evaluated at each check.
 
 The rules become the model's ``TcpCheckRule``; running them is ``fastproxy.health``'s job.
 """
@@ -10,8 +13,10 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Optional
 
-from ..model import TcpCheckRule
+from ... import logformat
+from ..model import TcpCheckRule, wire_bytes as _wire_bytes
 from .lexer import _Invalid
+from .proxy import variable_target, variable_value
 from .registry import BE, ReaderView, _Line, _Proxy, _keyword, _post_check
 from .values import _integer, _ip_address, _leading, _port, _regex
 
@@ -26,7 +31,7 @@ def _tcp_check(line: _Line, proxy: _Proxy, args: list[str]) -> None:
     action = args[0] if args else ""
     parser = _TCP_CHECK_ACTIONS.get(action)
     if parser is None and _TCP_CHECK_VARIABLE_ACTION.fullmatch(action):
-        parser = _tcp_check_variable
+        parser = check_variable_rule
     if parser is None:
         raise _Invalid("'tcp-check' only supports 'comment', 'connect', 'send', 'send-binary', 'send-lf', "
                        "'send-binary-lf', 'expect', 'set-var(*)', 'set-var-fmt(*)' and 'unset-var(*)' "
@@ -101,19 +106,13 @@ def _tcp_check_send(line: _Line, action: str, args: list[str]) -> Optional[TcpCh
         raise _Invalid(f"'{action}' expects the data to send as argument")
     data, settings = args[0], _tcp_check_settings(args[1:], {"comment": 1}, "'comment'")
     if action.endswith("-lf"):
-        line.warn("log-format data is not supported by fastproxy; this rule is skipped")
-        return None
-    rule = TcpCheckRule(action="send", data=_wire_bytes(data) if action == "send" else _hex_bytes(data))
+        rule = TcpCheckRule(action="send", log_format=check_format(action, data),
+                            binary=action == "send-binary-lf")
+    else:
+        rule = TcpCheckRule(action="send", data=_wire_bytes(data) if action == "send" else _hex_bytes(data))
     for _, value in settings:
         rule.comment = value
     return rule
-
-
-def _wire_bytes(text: str) -> bytes:
-    """The bytes HAProxy sends or matches for a word: one byte per character up to U+00FF (what
-    ``\\xHH`` escapes give), the file's original bytes for undecodable ones, UTF-8 for the rest."""
-    return b"".join(bytes([ord(c)]) if ord(c) < 0x100 else c.encode("utf-8", "surrogateescape")
-                    for c in text)
 
 
 def _hex_bytes(text: str) -> bytes:
@@ -157,9 +156,10 @@ def _tcp_check_expect(line: _Line, action: str, args: list[str]) -> Optional[Tcp
         i += 2
     if match is None:
         raise _Invalid("pattern not found: expects 'string', 'rstring', 'binary' or 'rbinary' and a pattern")
-    if match.endswith("-lf"):
-        line.warn("log-format patterns are not supported by fastproxy; this rule is skipped")
-        return None
+    if match.endswith("-lf"):  # matched as string or binary once the check has evaluated it
+        rule.match, rule.binary = match[:-3], match == "binary-lf"
+        rule.log_format = check_format(match, pattern)
+        return rule
     rule.match = match
     if match == "string":
         rule.pattern = _wire_bytes(pattern)
@@ -221,10 +221,29 @@ def _tcp_check_comment(line: _Line, action: str, args: list[str]) -> None:
     _leading(line, args, 1, "a string as argument")
 
 
-def _tcp_check_variable(line: _Line, action: str, args: list[str]) -> None:
-    if not action.startswith("unset-var") and not args:
-        raise _Invalid(f"'{action.split('(', 1)[0]}' expects an expression")
-    line.warn("check variables are not supported by fastproxy; this rule is skipped")
+def check_format(keyword: str, text: str) -> str:
+    """A log-format argument of a check rule, checked as a health check's (``logformat``)."""
+    try:
+        logformat.compile(text, check=True)
+    except logformat.LogFormatError as exc:
+        raise _Invalid(f"'{keyword}' : failed to parse log-format string '{text}' : {exc}") from None
+    return text
+
+
+def check_variable_rule(line: _Line, action: str, args: list[str]) -> TcpCheckRule:
+    """``set-var(<name>[,<cond>...]) <expr>``, ``set-var-fmt(<name>[,<cond>...]) <fmt>``,
+    ``unset-var(<name>)`` of a ``tcp-check`` or ``http-check``: set at its place in the sequence, read
+    by the rules after it (``var()`` in a format), gone at the next check."""
+    kind, name, conditions = variable_target(action)
+    if kind != "unset-var" and not args:
+        what = "a sample expression" if kind == "set-var" else "a format string"
+        raise _Invalid(f"'{kind}' expects {what}")
+    sample, text, rest = variable_value(line, kind, action, args, check=True)
+    if rest:  # HAProxy reads no further, a condition included: the action always runs
+        line.warn(f"'{' '.join(rest)}' ignored: HAProxy reads nothing after a check action's "
+                  f"{'variable' if kind == 'unset-var' else 'value'} (a condition included)")
+    return TcpCheckRule(action=kind, variable=name, variable_conditions=conditions, sample=sample,
+                        log_format=text)
 
 
 _TCP_CHECK_ACTIONS: dict[str, TcpCheckParser] = {
