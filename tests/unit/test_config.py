@@ -634,6 +634,16 @@ def test_transparent_binds_are_refused():
         "7: 'bind': 'transparent' (binding foreign addresses) is not supported by fastproxy"]
 
 
+def test_filters_other_than_spoe_are_warned_and_unknown_ones_refused_as_haproxy():
+    config = parse(PROLOGUE + "frontend fe\n bind :1\n filter trace\n filter compression\n"
+                   " default_backend be\nbackend be\n server s 127.0.0.1:9\n")
+    assert [w.split(":", 1)[0] for w in warnings_of(config)] == ["8", "9"]
+    errors = errors_of(PROLOGUE + " filter trace\nfrontend fe\n bind :1\n filter bwlim-in x\n"
+                       " default_backend be\nbackend be\n server s 127.0.0.1:9\n")
+    assert [e.split(":", 1)[0] for e in errors] == ["6", "9"]
+    assert "unknown keyword 'bwlim-in'" in errors[1]
+
+
 def test_netscaler_client_ip_binds_are_refused():
     """Ignored, the header would reach the server as data, and rules would see the NetScaler's address."""
     assert errors_of(PROLOGUE + "frontend fe\n bind :80 accept-netscaler-cip 1234\n") == [
@@ -1392,6 +1402,15 @@ def test_expect_proxy_and_address_rewrites_are_rules_and_services_are_refused():
     assert "does not process" in errors[3]
     assert errors[4].endswith("missing fetch method")
     assert "failed to parse 'x' as type 'integer'" in errors[5]
+    refused = errors_of("resolvers dns\n nameserver a 127.0.0.1:53\n" + PROLOGUE + "frontend fe\n bind :1\n"
+                        " tcp-request inspect-delay 1s\n"
+                        " tcp-request content do-resolve(txn.ip,dns,ipv4) req.ssl_sni\n"
+                        " tcp-request content send-spoe-group engine group\n"
+                        " filter spoe engine engine config spoe.conf\n"
+                        " default_backend be\nbackend be\n server s 127.0.0.1:9\n")
+    assert [e.split(":", 1)[0] for e in refused] == ["11", "12", "13"]
+    assert "resolves no name while a connection runs" in refused[0]
+    assert "runs no SPOE agent" in refused[1] and "runs no SPOE agent" in refused[2]
     config = parse(PROLOGUE + "frontend fe\n bind :1\n tcp-request session set-src src,ipmask(24)\n"
                    " default_backend be\nbackend be\n server s 127.0.0.1:9\n")
     rule = config.frontends["fe"].tcp_request_rules[0]

@@ -28,7 +28,7 @@ from .registry import (
     _post_check,
 )
 from ...c_integers import LONG_MAX, atoi, based, c_int, signed
-from .values import _integer, _leading, _none, _one, _time, decimal
+from .values import _integer, _leading, _none, _one, _time, decimal, shown
 
 
 @_keyword("mode")
@@ -613,7 +613,34 @@ _REFUSED_TCP_REQUEST_ACTIONS = {
     "switch-mode": "it turns the stream into HTTP, which fastproxy (a layer-4 proxy) does not process",
     "expect-netscaler-cip": "fastproxy does not decode NetScaler client IP headers: the header would be "
                             "forwarded to the server and the addresses it gives ignored",
+    "do-resolve": "fastproxy resolves no name while a connection runs (it reads no 'resolvers' section): "
+                  "the variable the rules after it route on would stay unset",
+    "send-spoe-group": "fastproxy runs no SPOE agent: the variables its answers set, which the rules "
+                       "after it route on, would stay unset",
 }
+
+
+# ``filter <name>``: the filters HAProxy 2.6 registers.  SPOE changes routing (its agents' answers set
+# the variables rules read), so it is refused; the others do not decide where a connection goes.
+FILTERS_IGNORED = {
+    "cache": "an HTTP cache: it needs an HTTP stream",
+    "compression": "HTTP compression: it needs an HTTP stream",
+    "fcgi-app": "a FastCGI application: it needs an HTTP stream",
+    "opentracing": "OpenTracing spans sent to a tracer, not where the connection goes",
+    "trace": "debugging traces of the stream's events",
+}
+
+
+@_keyword("filter", in_defaults="no")
+def _filter(line: _Line, proxy: _Proxy, args: list[str]) -> None:
+    name = args[0] if args else ""
+    if name == "spoe":
+        raise _Invalid("'filter spoe': fastproxy runs no SPOE agent: the variables its answers set, which "
+                       "rules route on, would stay unset")
+    if name not in FILTERS_IGNORED:
+        known = ", ".join(sorted({*FILTERS_IGNORED, "spoe"}))
+        raise _Invalid(f"'filter' : unknown keyword '{shown(name)}'. Registered keywords : {known}")
+    line.warn(f"filter '{name}' is not supported by fastproxy ({FILTERS_IGNORED[name]}); ignored")
 
 
 MAX_TRACKED = 3  # HAProxy's MAX_SESS_STKCTR: track-sc0, track-sc1, track-sc2

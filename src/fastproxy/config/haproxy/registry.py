@@ -265,7 +265,7 @@ def _names(text: str) -> frozenset[str]:
 # Proxy keywords HAProxy 2.6 knows that fastproxy ignores with a warning (the proxy still runs).
 PROXY_IGNORED = _names("""
     bind-process compression cookie dynamic-cookie-key email-alert errorfile errorfiles
-    errorloc errorloc302 errorloc303 external-check filter grace http-after-response
+    errorloc errorloc302 errorloc303 external-check grace http-after-response
     http-error http-response http-reuse http-send-name-header
     log-tag max-keep-alive-queue
     max-session-srv-conns monitor redirect

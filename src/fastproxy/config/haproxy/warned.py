@@ -22,7 +22,7 @@ from .. import parse_text
 from .binds import BIND_OPTIONS
 from .global_ import GLOBAL_IGNORED, GLOBAL_KEYWORDS, GLOBAL_NEGATABLE
 from .options import OPTIONS
-from .proxy import _TCP_REQUEST_ACTIONS, _TIMEOUTS_IGNORED
+from .proxy import _TCP_REQUEST_ACTIONS, _TIMEOUTS_IGNORED, FILTERS_IGNORED
 from .registry import IGNORED_SECTIONS, PROXY_IGNORED, PROXY_KEYWORDS
 from .servers import SERVER_IGNORED, SERVER_OPTIONS
 from .tcpcheck import _TCP_CHECK_ACTIONS
@@ -58,7 +58,11 @@ REASONS: tuple[tuple[str, str, str], ...] = (
     ("global", r"(no )?(busy-polling|numa-cpu-mapping|strict-limits)",
      "how the process polls and is placed on CPUs"),
     ("global", r".*", "process management, debugging and security switches of HAProxy's own process"),
-    ("proxy", r"error.*|http-.*|redirect|compression|cookie|dynamic-cookie-key|capture|filter|"
+    ("proxy", r"filter (cache|compression|fcgi-app)",
+     "HTTP-only filters: they need an HTTP stream (filter spoe is refused)"),
+    ("proxy", r"filter (opentracing|trace)",
+     "tracing: spans sent to a tracer, debugging traces; neither decides where a connection goes"),
+    ("proxy", r"error.*|http-.*|redirect|compression|cookie|dynamic-cookie-key|capture|"
               r"unique-id-header|use-fcgi-app|max-keep-alive-queue|max-session-srv-conns|monitor",
      "HTTP-only: HAProxy itself ignores these in TCP mode or they need an HTTP stream"),
     ("proxy", r"bind-process|grace|log-tag|email-alert|external-check",
@@ -86,9 +90,6 @@ REASONS: tuple[tuple[str, str, str], ...] = (
     ("tcp-request", r".* set-nice",
      "HAProxy's own task scheduling, which fastproxy's data plane does not have"),
     ("tcp-request", r".* ot-group", "OpenTracing spans, not where the connection goes"),
-    ("tcp-request", r".* (do-resolve|send-spoe-group)",
-     "NOT a safe ignore where the variable they would set decides routing (no resolvers section, no SPOE "
-     "agent is run: the variable stays unset)"),
     ("tcp-response", r".*", "a delay with no tcp-response rule to wait for"),
     ("tcp-check", r".*", "NOT a safe ignore: skipping the rule may change the check's verdict (a gap: "
                          "implement or refuse)"),
@@ -123,10 +124,12 @@ def _probes() -> Iterator[tuple[str, str, str, str]]:
         yield "global", f"no {name}", f"global\n    no {name}\n", name
     for name in sorted(set(PROXY_KEYWORDS) | PROXY_IGNORED):
         if name in ("option", "timeout", "tcp-request", "tcp-response", "tcp-check", "http-check", "bind",
-                    "server", "no", "default"):
+                    "server", "no", "default", "filter"):
             continue  # their second words are probed below
         for arguments in ("", " 1"):
             yield "proxy", name, f"{_PROXY}    {name}{arguments}\n", name
+    for name in sorted(FILTERS_IGNORED):
+        yield "proxy", f"filter {name}", f"{_PROXY}    filter {name}\n", "filter"
     for name in sorted(OPTIONS):
         yield "option", f"option {name}", f"{_PROXY}    option {name}\n", f"option {name}"
     for name in sorted(_TIMEOUTS_IGNORED):
