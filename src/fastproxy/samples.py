@@ -57,6 +57,7 @@ ANY = "any"  # a variable's: the type of what was stored (HAProxy's SMP_T_ANY), 
 # Argument types of fetches and converters (HAProxy's ARGT_*): a non-negative integer, a signed
 # offset kept as written ("+2"), a string.
 UINT, OFFSET, TEXT, VARIABLE = "unsigned integer", "offset", "string", "variable"
+CONDITION = "condition"  # a set-var condition (``ifexists``...), a string HAProxy checks
 
 
 class SampleError(ConfigError, ValueError):
@@ -96,10 +97,13 @@ class Fetch:
 class Converter:
     name: str
     inputs: frozenset[str]
-    output: str
+    output: Optional[str]  # None: the input's type (the value passes through)
     apply: Callable[..., Any]  # (value, *arguments) -> value
     arguments: tuple[str, ...] = ()
     required: int = 0
+    # A converter that changes the connection (``set-var``): (connection, input type, value, *arguments)
+    # -> value, in place of ``apply``.
+    on_connection: Optional[Callable[..., Any]] = None
 
 
 def _fetches(*fetches: tuple[tuple[str, ...], Fetch]) -> dict[str, Fetch]:
@@ -308,7 +312,25 @@ def _check_ipmask(mask4: str, mask6: Optional[str] = None) -> None:
                 raise SampleError(f"converter 'ipmask' : invalid mask '{mask}'") from None
 
 
+def _store_variable(conn: Any, kind: str, value: Any, name: variables.VariableName, *conditions: str) -> Any:
+    """``set-var(<var>[,<cond>...])``: the value into the connection's variable (unless a condition says
+    no), passed on unchanged either way (HAProxy 2.6's smp_conv_store)."""
+    store = getattr(conn, "variables", None)
+    if store is not None:
+        store.set(name, variables.sample_type(value) if kind == ANY else kind, value, frozenset(conditions))
+    return value
+
+
+def _clear_variable(conn: Any, kind: str, value: Any, name: variables.VariableName) -> Any:
+    """``unset-var(<var>)``: the connection's variable unset, the value passed on (smp_conv_clear)."""
+    store = getattr(conn, "variables", None)
+    if store is not None:
+        store.unset(name)
+    return value
+
+
 _STRINGS = frozenset({STR, BIN})
+_EVERY_TYPE = frozenset({IP, INT, STR, BOOL, BIN, ANY})
 CONVERTERS: dict[str, Converter] = {
     "lower": Converter("lower", _STRINGS, STR, lambda value: as_text(value).lower()),
     "upper": Converter("upper", _STRINGS, STR, lambda value: as_text(value).upper()),
@@ -316,6 +338,10 @@ CONVERTERS: dict[str, Converter] = {
     "bytes": Converter("bytes", _STRINGS, BIN, _bytes, (UINT, UINT), 1),
     "length": Converter("length", _STRINGS, INT, lambda value: len(binary(value))),
     "ipmask": Converter("ipmask", frozenset({IP}), IP, _ipmask, (TEXT, TEXT), 1),
+    "set-var": Converter("set-var", _EVERY_TYPE, None, lambda value, *args: value,
+                         (VARIABLE, CONDITION, CONDITION, CONDITION, CONDITION), 1, _store_variable),
+    "unset-var": Converter("unset-var", _EVERY_TYPE, None, lambda value, *args: value, (VARIABLE,), 1,
+                           _clear_variable),
 }
 
 HASHABLE = frozenset(name for name, fetch in FETCHES.items() if fetch.hashable)
@@ -378,6 +404,11 @@ def _arguments(what: str, given: Optional[list[str]], kinds: Sequence[str], requ
                 values.append(variables.parse_name(argument))
             except variables.VariableError as exc:
                 raise SampleError(f"{what} : {exc}") from None
+        elif kind == CONDITION:
+            try:
+                values.append(*variables.parse_conditions([argument]))
+            except variables.VariableError as exc:
+                raise SampleError(f"invalid args in {what} : {exc}") from None
         elif kind == OFFSET:
             if not _SIGNED_DIGITS.fullmatch(argument):
                 raise SampleError(f"{what} : payload offset2 is not a number")
@@ -491,7 +522,7 @@ def check(sample: Sample) -> None:
             what = "strings" if STR in converter.inputs else f"{'/'.join(converter.inputs)} samples"
             raise SampleError(f"converter '{converter.name}' applies to {what}, and '{sample.fetch}' is not "
                               "one")
-        kind = converter.output
+        kind = converter.output or kind
 
 
 def _check_constant(name: str, text: str) -> None:
@@ -521,7 +552,7 @@ def type_of(sample: Sample) -> str:
     """The type of a checked sample's value, after its converters."""
     kind = fetch_of(sample.fetch)[0].type
     for text in sample.converters:
-        kind = converter_of(text)[0].output
+        kind = converter_of(text)[0].output or kind
     return kind
 
 
@@ -557,17 +588,29 @@ def _fetch_reader(fetch: Fetch, args: tuple[Any, ...]) -> FetchRead:
     return lambda conn, args: constant
 
 
+def _step(converter: Converter, arguments: tuple[Any, ...], kind: str) -> Callable[[Any, Any], Any]:
+    """One converter bound to its arguments: (connection, value) -> value (``kind``: its input's type)."""
+    on_connection, apply = converter.on_connection, converter.apply
+    if on_connection is not None:
+        return lambda conn, value: on_connection(conn, kind, value, *arguments)
+    return lambda conn, value: apply(value, *arguments)
+
+
 def evaluator(sample: Sample) -> Callable[[Any], Read]:
     """A function giving, for one connection, the value of a checked ``sample`` (None when it has
     none) and whether more bytes may still change it: never once the connection's ``final`` is true
     (no more waiting).  Built once per rule or backend, called per connection."""
     fetch, args = fetch_of(sample.fetch)
-    steps = [(converter.apply, cargs) for converter, cargs in map(converter_of, sample.converters)]
+    kind = fetch.type
+    steps = []
+    for converter, cargs in map(converter_of, sample.converters):
+        steps.append(_step(converter, cargs, kind))
+        kind = converter.output or kind
     fetch_read = _fetch_reader(fetch, args)
 
-    def convert(value: Any) -> Any:
-        for apply, cargs in steps:
-            value = apply(value, *cargs)
+    def convert(conn: Any, value: Any) -> Any:
+        for step in steps:
+            value = step(conn, value)
             if value is None:
                 break
         return value
@@ -575,8 +618,8 @@ def evaluator(sample: Sample) -> Callable[[Any], Read]:
     def evaluate(conn: Any) -> Read:
         value, more = fetch_read(conn, args)
         if value is not None and steps:
-            value = tuple(v for v in map(convert, value) if v is not None) or None \
-                if isinstance(value, tuple) else convert(value)
+            value = tuple(v for v in (convert(conn, v) for v in value) if v is not None) or None \
+                if isinstance(value, tuple) else convert(conn, value)
         return Read(value, more and not getattr(conn, "final", True))
     return evaluate
 

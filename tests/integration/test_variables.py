@@ -172,3 +172,50 @@ def test_variables_check_verdicts_are_haproxys(tmp_path):
     texts = {in_a_frontend(line): valid for line, valid in cases.items()}
     texts.update({in_a_frontend("", before=prologue): valid for prologue, valid in globals_.items()})
     assert_verdicts(tmp_path, texts)
+
+
+# The set-var and unset-var converters (HAProxy 2.6): the sample passes through unchanged while it is
+# stored (under set-var's conditions) or its variable unset; what the rules after them route on.
+CONVERTERS = PROLOGUE + """
+frontend fe
+    bind 127.0.0.1:{port}
+    tcp-request inspect-delay 1s
+    tcp-request content set-var(txn.x) str(held)
+    tcp-request content set-var(txn.net) src,set-var(sess.who),ipmask(24)
+    tcp-request content set-var(txn.other) str(other),set-var(sess.who,ifnotexists)
+    tcp-request content set-var(txn.y) str(z),unset-var(txn.x) if {{ src 127.0.0.2 }}
+    use_backend unset if !{{ var(txn.x) -m found }}
+    use_backend seen if {{ var(sess.who) -m ip 127.0.0.3 }} {{ var(txn.net) -m ip 127.0.0.0 }}
+    default_backend plain
+backend unset
+    server s1 127.0.0.1:{unset}
+backend seen
+    server s1 127.0.0.1:{seen}
+backend plain
+    server s1 127.0.0.1:{plain}
+"""
+
+
+@needs_haproxy
+def test_the_set_var_and_unset_var_converters_route_as_haproxy(pump_class, tmp_path):
+    async def main():
+        async with contextlib.AsyncExitStack() as stack:
+            ports = await _backends(stack, ("unset", "seen", "plain"))
+            clients = [("127.0.0.1", b"hi"), ("127.0.0.2", b"hi"), ("127.0.0.3", b"hi")]
+            return await asyncio.to_thread(run_both, pump_class, CONVERTERS, ports, tmp_path, clients)
+
+    ours, theirs = asyncio.run(main())
+    assert ours == theirs
+    assert ours[0] == [b"plain", b"unset", b"seen"]
+
+
+def test_the_variable_converters_check_verdicts_are_haproxys(tmp_path):
+    cases = {
+        " tcp-request content set-var(txn.a) src,set-var(sess.b),unset-var(txn.c),ipmask(24)\n": True,
+        " tcp-request content set-var(txn.a) src,set-var(sess.b,ifexists,ifgt)\n": True,
+        " tcp-request content set-var(txn.a) src,set-var(b)\n": False,
+        " tcp-request content set-var(txn.a) src,set-var(sess.b,bogus)\n": False,
+        " tcp-request content set-var(txn.a) src,unset-var(txn.b,ifexists)\n": False,
+        " tcp-request content set-var(txn.a) src,set-var()\n": False,
+    }
+    assert_verdicts(tmp_path, {in_a_frontend(line): valid for line, valid in cases.items()})

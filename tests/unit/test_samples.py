@@ -21,7 +21,7 @@ def test_an_expression_is_a_fetch_and_its_converters():
 @pytest.mark.parametrize("text, message", [
     ("hdr(host)", "fetch method 'hdr(host)' is not supported by fastproxy"),
     ("req.ssl_sni,base64", "converter 'base64' is not supported by fastproxy (only 'lower', 'upper', "
-                           "'hex', 'bytes', 'length', 'ipmask')"),
+                           "'hex', 'bytes', 'length', 'ipmask', 'set-var', 'unset-var')"),
     ("src,lower", "converter 'lower' applies to strings, and 'src' is not one"),
     ("a(b", "cannot parse the criterion 'a(b'"),
 ])
