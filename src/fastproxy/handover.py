@@ -82,7 +82,8 @@ def bind_key(bind: model.Bind) -> str:
         host = "::" if bind.family == "ipv6" else "0.0.0.0"
     if ":" in host:
         host = f"[{host}]"
-    return f"{bind.family or ''}@{host}:{bind.port}"
+    device = f"%{bind.interface}" if bind.interface else ""  # one socket per interface on an address
+    return f"{bind.family or ''}@{host}:{bind.port}{device}"
 
 
 def backlog_of(frontend: model.Frontend) -> int:

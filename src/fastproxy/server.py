@@ -121,6 +121,8 @@ def open_listener(bind: model.Bind, *, backlog: int) -> socket.socket:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(bind.v6only))
         if bind.defer_accept:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 1)
+        if bind.interface:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, bind.interface.encode())
         sock.bind(address)
         sock.listen(bind.backlog or backlog)
         sock.setblocking(False)

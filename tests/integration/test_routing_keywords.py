@@ -7,16 +7,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from pathlib import Path
 
 import pytest
 
-from fastproxy.config import load
+from fastproxy.config import load, parse_text
 from fastproxy.proxyproto import encode_v1, encode_v2
 
 from ..support import (NamedBackends, compared_prologue, free_port, haproxy_running, open_client, running,
                        serving)
 from .test_routing import HAPROXY, Sends, both_ways, named_backend
+from .test_routing import haproxy_running as haproxy_listening
 from .test_stats_socket import ask, needs_haproxy, table, until_status
 
 needs_reference = pytest.mark.skipif(HAPROXY is None, reason="haproxy is not installed")
@@ -291,3 +293,64 @@ async def test_a_non_stick_server_takes_clients_without_keeping_them_as_haproxy(
     theirs, ours = await on_both(tmp_path, pump_class, NON_STICK, ["a", "b"], scenario)
     assert ours == theirs
     assert theirs[0] == ["a", "b", "b", "b"]
+
+
+# --- bind ... interface: SO_BINDTODEVICE ---------------------------------------------------------------
+
+INTERFACES = PROLOGUE + """
+frontend on_lo
+    bind 127.0.0.1:{port} interface lo
+    default_backend lo
+frontend elsewhere
+    bind 127.0.0.1:{other} interface {other_device}
+    default_backend lo
+backend lo
+    server s1 127.0.0.1:{lo}
+"""
+
+
+@pytest.fixture
+def other_interface() -> str:
+    """A network interface other than the loopback (this host's own): a listener bound to it receives
+    nothing that arrives on the loopback, whatever its state."""
+    names = [name for _, name in socket.if_nameindex() if name != "lo"]
+    if not names:
+        pytest.skip("this host has no network interface but the loopback")
+    return names[0]
+
+
+async def _reply(address: tuple) -> bytes:
+    """What a client connecting to ``address`` reads to the end; b"refused" when nobody accepts."""
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(*address), 5)
+    except ConnectionRefusedError:
+        return b"refused"
+    try:
+        return await asyncio.wait_for(reader.read(), 5)
+    finally:
+        writer.close()
+
+
+@needs_reference
+def test_a_bind_on_an_interface_takes_only_the_connections_arriving_on_it_as_haproxy(
+        pump_class, tmp_path, other_interface):
+    async def replies(port: int, other: int) -> list[bytes]:
+        return [await _reply(("127.0.0.1", port)), await _reply(("127.0.0.1", other))]
+
+    async def through_fastproxy(lo: int) -> list[bytes]:
+        port, other = free_port(), free_port()
+        text = INTERFACES.format(port=port, other=other, other_device=other_interface, lo=lo)
+        async with running(parse_text(text), pump_class):
+            return await replies(port, other)
+
+    async def scenario() -> tuple[list[bytes], list[bytes]]:
+        async with serving(named_backend(b"lo")) as lo:
+            ours = await through_fastproxy(lo)
+            port, other = free_port(), free_port()
+            text = INTERFACES.format(port=port, other=other, other_device=other_interface, lo=lo)
+            with haproxy_listening(text, ("127.0.0.1", port), tmp_path):
+                theirs = await replies(port, other)
+        return ours, theirs
+
+    ours, theirs = asyncio.run(scenario())
+    assert ours == theirs == [b"lo", b"refused"]

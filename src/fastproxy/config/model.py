@@ -133,6 +133,7 @@ class Bind:
     verify: Optional[str] = None
     strict_sni: bool = False  # ``strict-sni``: a client whose SNI no certificate names is refused
     tls: TlsOptions = field(default_factory=TlsOptions)
+    interface: Optional[str] = None  # ``interface``: SO_BINDTODEVICE, only what arrives on that interface
 
 
 @dataclass

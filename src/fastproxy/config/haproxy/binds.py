@@ -83,6 +83,11 @@ def _bind_option(line: _Line, settings: dict, name: str, values: list[str]) -> N
         settings["defer_accept"] = True
     elif name in ("v4v6", "v6only"):
         settings["v6only"] = name == "v6only"
+    elif name == "interface":
+        settings["interface"] = values[0]
+    elif name == "namespace":
+        raise _Invalid("'namespace': fastproxy listens in its own network namespace only: this listener "
+                       "would receive another namespace's clients")
     elif name == "transparent":
         raise _Invalid("'transparent' (binding foreign addresses) is not supported by fastproxy")
     elif name == "accept-netscaler-cip":

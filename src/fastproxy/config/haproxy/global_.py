@@ -372,10 +372,19 @@ def _tls_default_ciphers(side: str) -> GlobalHandler:
     return handler
 
 
-def _global_removed(message: str) -> GlobalHandler:
+def _global_refused(message: str) -> GlobalHandler:
+    """A keyword refused with ``message``: one HAProxy removed, or one fastproxy cannot do as HAProxy."""
     def handler(line: _Line, g: Global, args: list[str]) -> None:
         raise _Invalid(message)
     return handler
+
+
+# HAProxy's tune.vars.* limits make a set-var past them fail (the variable stays as it was), which the
+# rules reading it then route on; fastproxy does not count variables' memory as HAProxy does (each
+# variable's struct plus its bytes, per scope), so it cannot fail the same ones.
+_VARIABLE_LIMIT = ("fastproxy does not count variables' memory as HAProxy does: a set-var HAProxy refuses "
+                   "past this limit would succeed, and the rules reading the variable could route "
+                   "differently")
 
 
 GLOBAL_KEYWORDS: dict[str, GlobalHandler] = {
@@ -416,7 +425,9 @@ GLOBAL_KEYWORDS: dict[str, GlobalHandler] = {
     "resetenv": _global_resetenv,
     "set-var": lambda line, g, args: _global_set_var(line, g, args),
     "set-var-fmt": lambda line, g, args: _global_set_var(line, g, args),
-    "nbproc": _global_removed("nbproc is not supported any more since HAProxy 2.5 (use nbthread)"),
+    "nbproc": _global_refused("nbproc is not supported any more since HAProxy 2.5 (use nbthread)"),
+    **{f"tune.vars.{scope}-max-size": _global_refused(f"'tune.vars.{scope}-max-size': {_VARIABLE_LIMIT}")
+       for scope in ("check", "global", "proc", "reqres", "sess", "txn")},
 }
 
 def _global_set_var(line: _Line, g: Global, args: list[str]) -> None:
@@ -488,8 +499,6 @@ GLOBAL_IGNORED = _names("""
     tune.rcvbuf.server tune.recv_enough tune.runqueue-depth tune.sched.low-latency tune.sndbuf.client
     tune.sndbuf.server tune.ssl.cachesize tune.ssl.capture-buffer-size tune.ssl.capture-cipherlist-size
     tune.ssl.default-dh-param tune.ssl.force-private-cache tune.ssl.hard-maxrecord tune.ssl.keylog
-    tune.ssl.lifetime tune.ssl.maxrecord tune.ssl.ssl-ctx-cache-size tune.vars.check-max-size
-    tune.vars.global-max-size
-    tune.vars.proc-max-size tune.vars.reqres-max-size tune.vars.sess-max-size tune.vars.txn-max-size
+    tune.ssl.lifetime tune.ssl.maxrecord tune.ssl.ssl-ctx-cache-size
     tune.zlib.memlevel tune.zlib.windowsize
 """)

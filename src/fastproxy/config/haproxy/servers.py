@@ -120,6 +120,11 @@ def _no_socks4(server: Server, values: list[str]) -> None:
                    "does not do: they would go straight to the server")
 
 
+def _no_namespace(server: Server, values: list[str]) -> None:
+    raise _Invalid(f"'namespace {values[0]}': fastproxy dials servers from its own network namespace only: "
+                   "the connection would reach another network's server of that address")
+
+
 def _no_usesrc(server: Server, values: list[str]) -> None:
     raise _Invalid(f"'usesrc {values[0]}' asks for transparent proxying (connecting from a foreign "
                    "address), which fastproxy does not do: servers would see the proxy's address")
@@ -209,6 +214,7 @@ SERVER_OPTIONS: dict[str, tuple[int, ServerHandler]] = {
     "resolvers": (1, _no_resolvers),
     "source": (1, _source),
     "usesrc": (1, _no_usesrc),
+    "namespace": (1, _no_namespace),
 }
 
 # HAProxy 2.6's other server settings and their argument counts (from ``haproxy -dKcfg``): warnings,
@@ -216,7 +222,7 @@ SERVER_OPTIONS: dict[str, tuple[int, ServerHandler]] = {
 SERVER_IGNORED: dict[str, int] = {
     "allow-0rtt": 0, "check-alpn": 1, "check-proto": 1,
     "check-via-socks4": 0, "ciphersuites": 1, "cookie": 1,
-    "crl-file": 1, "log-proto": 1, "max-reuse": 1, "namespace": 1,
+    "crl-file": 1, "log-proto": 1, "max-reuse": 1,
     "no-tfo": 0, "no-tls-tickets": 0,
     "npn": 1, "pool-low-conn": 1, "pool-max-conn": 1, "pool-purge-delay": 1, "proto": 1,
     "proxy-v2-options": 1, "redir": 1,

@@ -45,8 +45,6 @@ REASONS: tuple[tuple[str, str, str], ...] = (
     ("global", r"h1-.*|h2-.*|tune\.h2\..*|tune\.http\..*|httpclient\..*|tune\.comp\..*|tune\.zlib\..*|"
                r"maxcomp.*|maxzlibmem",
      "HTTP, HTTP/2, the HTTP client and compression: nothing is parsed as HTTP in TCP mode"),
-    ("global", r"tune\.vars\..*",
-     "memory limits of variables: HAProxy refuses a set-var past them; fastproxy sets no limit"),
     ("global", r"tune\..*|maxsessrate|max-spread-checks|close-spread-time|grace|fd-hard-limit|ulimit-n",
      "buffer, pool, scheduler and pacing tuning: performance and limits, not routing"),
     ("global", r"no.*poll|nokqueue|noevports|nogetaddrinfo|cpu-map|thread-groups?|"
@@ -80,7 +78,7 @@ REASONS: tuple[tuple[str, str, str], ...] = (
      "would fail (a gap: implement or refuse)"),
     ("timeout", r".*", "HTTP timeouts: no HTTP request is parsed in TCP mode"),
     ("bind", r"expose-fd|gid|group|uid|user|mode|level|severity-output|id|name|nice|"
-             r"process|thread|shards|interface|namespace|mss|tcp-ut|tfo|proto|maxconn",
+             r"process|thread|shards|mss|tcp-ut|tfo|proto|maxconn",
      "socket options, limits and process placement of a listener: it accepts on the same address and hands "
      "each connection to the same rules"),
     ("bind", r".*", "TLS termination settings: they shape the handshake, not where the connection goes"),
