@@ -107,12 +107,14 @@ def _server_tls(server: model.Server, default_verify: str) -> ServerTls:
                           file=server.location.file, line=server.location.line, keyword="server") from None
 
 
-def _bind_tls(bind: model.Bind) -> Optional[BindTls]:
-    """A ``bind ... ssl``'s TLS; a certificate or CA file it cannot read is the bind line's error."""
+def _bind_tls(bind: model.Bind, number: int) -> Optional[BindTls]:
+    """A ``bind ... ssl``'s TLS (``number``: the listener's, from 1 in its frontend, HAProxy's name of
+    a listener without ``name`` in log lines); a certificate or CA file it cannot read is the bind
+    line's error."""
     if not bind.ssl:
         return None
     try:
-        return BindTls(bind)
+        return BindTls(bind, bind.name or str(number))
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(f"bind '{bind.host}:{bind.port}': cannot load its TLS settings: {exc}",
                           file=bind.location.file, line=bind.location.line, keyword="bind") from None
@@ -305,7 +307,7 @@ class Engine:
             if frontend.stats is not None:
                 continue  # a stats listener, served over HTTP by stats_http once the proxy runs
             lane_to = lane_backend(state, runtime, hooks=hooks or own_handler is not None)
-            for bind in frontend.binds:
+            for number, bind in enumerate(frontend.binds, 1):
                 sock = self.open_listener(bind, backlog_of(frontend))
                 if lane_to is not None and not bind.accept_proxy:
                     runtime.listeners.append(self.lane_binding.add(sock, runtime, lane_to,
@@ -316,7 +318,7 @@ class Engine:
                 fast = None
                 if isinstance(handler, TCPProxy):
                     fast = functools.partial(handler.accept, frontend=runtime, finished=closed,
-                                             accept_proxy=bind.accept_proxy, tls=_bind_tls(bind))
+                                             accept_proxy=bind.accept_proxy, tls=_bind_tls(bind, number))
                 elif bind.ssl:
                     raise ConfigError(f"frontend '{frontend.name}': a handler of its own would receive the "
                                       "TLS records of its 'bind ... ssl'", file=bind.location.file,

@@ -16,9 +16,10 @@ import asyncio
 import dataclasses
 import logging
 import socket
+import time
 from typing import Callable, Optional, TypeVar
 
-from . import _linux, proxyproto, tcplog, tls
+from . import _linux, logformat, proxyproto, tcplog, tls
 from .acl import ConnInfo
 from .dispatch import Dispatcher, default_error_handler
 from .pump import Counter
@@ -335,8 +336,9 @@ class TCPProxy:
         sock = socket.socket(fileno=session.fd)
         try:
             await tls.handshake(sock, endpoint, session.frontend.model.timeouts.client)
-        except tls.HandshakeError:
+        except tls.HandshakeError as exc:
             self.state.pump.add_counter(session.frontend.block, Counter.CONN_TOTAL, -1)
+            _log_handshake_failure(session, exc.reason)
             session.close()
             return
         except asyncio.CancelledError:
@@ -409,3 +411,18 @@ class TCPProxy:
             self._deny(session)
             return
         self._go(session, router.backend_for(seen), seen)
+
+
+def _log_handshake_failure(session: Session, reason: str) -> None:
+    """HAProxy's line of a connection that never became a session (sess_log_embryonic()), from a
+    frontend that logs sessions (``option tcplog``, ``log-format``): ``<client>:<port> [<accept
+    date>] <frontend>/<listener>: <reason>``; with ``option dontlognull``, not for a client that
+    closed before its handshake began or let it time out (``tls.QUIET_FAILURES``)."""
+    frontend = session.frontend
+    if frontend.log is None or frontend.log_format is None or \
+            (frontend.model.dontlognull and reason in tls.QUIET_FAILURES):
+        return
+    accepted = time.time() - (time.monotonic() - session.started)
+    listener = session.bind_tls.listener if session.bind_tls is not None else "?"
+    frontend.traffic_log(f"{tcplog.address_text(session.peername)} [{logformat.accept_stamp(accepted)}] "
+                         f"{frontend.name}/{listener}: {reason}")

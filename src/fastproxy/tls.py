@@ -205,7 +205,10 @@ class TlsFacts:
         cipher = obj.cipher()
         return cls(sni=getattr(obj, "asked", None), protocol=obj.version(),
                    cipher=cipher[0] if cipher else None, alpn=obj.selected_alpn_protocol(),
-                   client_used=presented, client_verify=0,  # X509_V_OK: a refused one fails the handshake
+                   # X509_V_OK: OpenSSL's verify result of every handshake that completes here, since a
+                   # certificate failing it fails the handshake (crt-ignore-err, ca-ignore-err, which
+                   # HAProxy needs to let one through, are refused) and none presented is X509_V_OK too
+                   client_used=presented, client_verify=0,
                    client_dn=distinguished_name(obj.getpeercert()) if presented else None)
 
 
@@ -226,7 +229,8 @@ def distinguished_name(certificate: Any) -> Optional[str]:
 class BindTls:
     """A ``bind ... ssl`` line's TLS: a context per certificate, the client's SNI choosing one."""
 
-    def __init__(self, bind: Bind) -> None:
+    def __init__(self, bind: Bind, listener: str = "?") -> None:
+        self.listener = listener  # the listener's name in log lines: its ``name``, else its number
         self.certificates: list[_Certificate] = []
         self.strict_sni = bind.strict_sni
         for path in bind_certificates(bind):
@@ -287,8 +291,22 @@ def _certificate_file_names(path: str) -> list[str]:
 
 # --- the handshake over a socket ----------------------------------------------------------------------
 
+# Why a client's handshake failed, in HAProxy's words (conn_err_code_str()): its log line says it.
+HANDSHAKE_FAILURE = "SSL handshake failure"
+HANDSHAKE_CLOSED = "Connection closed during SSL handshake"  # before the handshake began
+HANDSHAKE_TIMEOUT = "Timeout during SSL handshake"
+CERTIFICATE_NOT_TRUSTED = "SSL client certificate not trusted"
+# ``option dontlognull`` logs none of these: HAProxy sees no error code yet on a timeout when it checks.
+QUIET_FAILURES = frozenset({HANDSHAKE_CLOSED, HANDSHAKE_TIMEOUT})
+
+
 class HandshakeError(Exception):
-    """A TLS handshake that failed: the peer's alert, a certificate refused, a close, the time."""
+    """A TLS handshake that failed: the peer's alert, a certificate refused, a close, the time;
+    ``reason``: HAProxy's words for it."""
+
+    def __init__(self, text: str, reason: str = HANDSHAKE_FAILURE) -> None:
+        super().__init__(text)
+        self.reason = reason
 
 
 async def handshake(sock: socket.socket, endpoint: Endpoint, timeout: Optional[float]) -> None:
@@ -298,6 +316,7 @@ async def handshake(sock: socket.socket, endpoint: Endpoint, timeout: Optional[f
     loop = asyncio.get_running_loop()
     deadline = None if not timeout else loop.time() + timeout
     obj = endpoint.obj
+    began = False  # a handshake message went out: a close is no longer one before it began
     while True:
         try:
             obj.do_handshake()
@@ -306,12 +325,15 @@ async def handshake(sock: socket.socket, endpoint: Endpoint, timeout: Optional[f
             done = False
         except (ssl.SSLError, ssl.CertificateError) as exc:
             await _flush(loop, sock, endpoint, deadline, quiet=True)  # the alert, for the peer to see
-            raise HandshakeError(str(exc)) from None
-        await _flush(loop, sock, endpoint, deadline)
+            untrusted = isinstance(exc, ssl.SSLCertVerificationError) or \
+                getattr(exc, "reason", None) == "CERTIFICATE_VERIFY_FAILED"
+            raise HandshakeError(str(exc), CERTIFICATE_NOT_TRUSTED if untrusted and endpoint.server_side
+                                 else HANDSHAKE_FAILURE) from None
+        began = await _flush(loop, sock, endpoint, deadline) or began
         if done:
             break
         if not await _wait(loop, sock, deadline, loop.add_reader, loop.remove_reader):
-            raise HandshakeError("timeout")
+            raise HandshakeError("timeout", HANDSHAKE_TIMEOUT)
         try:
             data = sock.recv(READ_SIZE)
         except (BlockingIOError, InterruptedError):
@@ -319,7 +341,8 @@ async def handshake(sock: socket.socket, endpoint: Endpoint, timeout: Optional[f
         except OSError as exc:
             raise HandshakeError(os.strerror(exc.errno or 0)) from None
         if not data:
-            raise HandshakeError("connection closed during the handshake")
+            raise HandshakeError("connection closed during the handshake",
+                                 HANDSHAKE_FAILURE if began else HANDSHAKE_CLOSED)
         endpoint.incoming.write(data)
     if not endpoint.server_side:
         failure = endpoint.verify_name()
@@ -330,8 +353,10 @@ async def handshake(sock: socket.socket, endpoint: Endpoint, timeout: Optional[f
 
 
 async def _flush(loop: asyncio.AbstractEventLoop, sock: socket.socket, endpoint: Endpoint,
-                 deadline: Optional[float], *, quiet: bool = False) -> None:
+                 deadline: Optional[float], *, quiet: bool = False) -> bool:
+    """Send what the handshake wrote; whether there was anything."""
     data = endpoint.outgoing.read()
+    wrote = bool(data)
     while data:
         try:
             sent = sock.send(data)
@@ -339,12 +364,13 @@ async def _flush(loop: asyncio.AbstractEventLoop, sock: socket.socket, endpoint:
         except (BlockingIOError, InterruptedError):
             if not await _wait(loop, sock, deadline, loop.add_writer, loop.remove_writer):
                 if quiet:
-                    return
-                raise HandshakeError("timeout") from None
+                    return wrote
+                raise HandshakeError("timeout", HANDSHAKE_TIMEOUT) from None
         except OSError as exc:
             if quiet:
-                return
+                return wrote
             raise HandshakeError(os.strerror(exc.errno or 0)) from None
+    return wrote
 
 
 async def _wait(loop: asyncio.AbstractEventLoop, sock: socket.socket, deadline: Optional[float],

@@ -13,6 +13,7 @@ import socket
 import ssl
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ import pytest
 from fastproxy.config import parse_text
 from fastproxy.errors import ConfigError
 
-from ..support import TlsEchoServer, free_port, make_certificate, running, serving
+from ..support import TlsEchoServer, echo, free_port, make_certificate, running, serving
 from .test_routing import HAPROXY, haproxy_running, named_backend
 from .test_routing_keywords import PROLOGUE, needs_reference as needs_haproxy
 
@@ -275,7 +276,8 @@ TERMINATING = PROLOGUE + """
 frontend fe
     bind 127.0.0.1:{{port}} ssl crt {dir} ca-file {client} verify optional alpn h2,http/1.1
     tcp-request content reject if {{{{ ssl_fc_sni -m str refused.example }}}}
-    use_backend withcert if {{{{ ssl_c_used }}}} {{{{ ssl_c_s_dn -m sub /CN=client.example }}}}
+    acl verified ssl_c_verify 0
+    use_backend withcert if {{{{ ssl_c_used }}}} {{{{ ssl_c_s_dn -m sub /CN=client.example }}}} verified
     use_backend v12 if {{{{ ssl_fc_protocol TLSv1.2 }}}}
     use_backend h2 if {{{{ ssl_fc_alpn h2 }}}}
     use_backend tls if {{{{ ssl_fc }}}}
@@ -514,3 +516,134 @@ async def test_a_send_proxy_header_goes_in_the_clear_before_the_server_handshake
     assert ours == theirs == [b"hello over tls\n"]
     assert len(headers) >= 2  # ours, haproxy's (and its readiness probe's, which haproxy connects too)
     assert {header.rsplit(b" ", 2)[0] for header in headers} == {b"PROXY TCP4 127.0.0.1 127.0.0.1"}
+
+
+# --- a client's failed handshake: HAProxy's log line ---------------------------------------------------
+
+HANDSHAKE_LOGS = """
+global
+    log stdout format raw local0
+defaults
+    mode tcp
+    log global
+    option tcplog
+    timeout connect 2s
+    timeout client 1s
+    timeout server 2s
+frontend fe
+    bind 127.0.0.1:{plain_tls} ssl crt {crt}
+    bind 127.0.0.1:{required} name strict ssl crt {crt} verify required ca-file {ca}
+    default_backend be
+frontend quiet
+    option dontlognull
+    bind 127.0.0.1:{quiet} ssl crt {crt}
+    default_backend be
+frontend probe
+    no log
+    bind 127.0.0.1:{probe}
+    default_backend be
+backend be
+    server s1 127.0.0.1:1
+"""
+
+
+async def failing_clients(ports: dict[str, int], certs) -> None:
+    """Clients whose handshakes fail, each its own way, one after the other."""
+    async def raw(port: int, data: bytes, then: str = "read", pause: float = 0.0) -> None:
+        """``data``, then: read until the proxy closes, or close at once, or after ``pause``."""
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        if data:
+            writer.write(data)
+            await writer.drain()
+        await asyncio.sleep(pause)
+        if then == "read":
+            with contextlib.suppress(asyncio.TimeoutError, OSError):
+                await asyncio.wait_for(reader.read(), 3)
+        writer.close()
+
+    async def tls_with(port: int, cert: str) -> None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        if cert:
+            context.load_cert_chain(certs[cert])
+        with contextlib.suppress(OSError, ssl.SSLError, asyncio.TimeoutError):
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection("127.0.0.1", port, ssl=context), 5)
+            await asyncio.wait_for(reader.read(), 3)  # TLS 1.3: the refusal comes after the handshake
+            writer.close()
+
+    await raw(ports["plain_tls"], b"GET / HTTP/1.0\r\n\r\n")  # no TLS at all
+    await raw(ports["plain_tls"], b"", "close", 0.2)  # closes before sending anything
+    await raw(ports["plain_tls"], bytes.fromhex("160301002c01000028030300"), "close", 0.2)  # half a hello
+    await tls_with(ports["required"], "")  # no certificate where one is required
+    await tls_with(ports["required"], "other_pem")  # one its CA did not sign
+    await raw(ports["quiet"], b"", "close", 0.2)  # dontlognull: not logged
+    await raw(ports["quiet"], b"", "read", 1.5)  # nor its timeout
+    await raw(ports["quiet"], b"GET / HTTP/1.0\r\n\r\n")  # dontlognull still logs this one
+    await raw(ports["plain_tls"], b"", "read", 1.5)  # past timeout client
+
+
+def _handshake_lines(output: str) -> list[str]:
+    """The lines of failed handshakes, without the client's port and the date."""
+    return [line.split("] ", 1)[1] for line in output.splitlines()
+            if line.startswith("127.0.0.1:") and "] " in line]
+
+
+@needs_haproxy
+@pytest.mark.timeout(90)
+def test_a_failed_client_handshake_is_logged_as_haproxy_logs_it(bind_certs, certs, pump_class, tmp_path,
+                                                                capfd):
+    def text() -> tuple[str, dict[str, int]]:
+        ports = {name: free_port() for name in ("plain_tls", "required", "quiet", "probe")}
+        return HANDSHAKE_LOGS.format(crt=bind_certs["default"], ca=certs["client"], **ports), ports
+
+    async def ours() -> None:
+        config, ports = text()
+        async with running(parse_text(config), pump_class):
+            await failing_clients(ports, certs)
+            await asyncio.sleep(0.3)
+
+    asyncio.run(ours())
+    mine = _handshake_lines(capfd.readouterr().out)
+    config, ports = text()
+    with haproxy_running(config, ("127.0.0.1", ports["probe"]), tmp_path) as proc:
+        asyncio.run(failing_clients(ports, certs))
+        time.sleep(0.3)
+        proc.terminate()
+        theirs = _handshake_lines(proc.communicate(timeout=10)[0])
+    assert mine == theirs, (mine, theirs)
+    assert mine == ["fe/1: SSL handshake failure", "fe/1: Connection closed during SSL handshake",
+                    "fe/1: Connection closed during SSL handshake", "fe/strict: SSL handshake failure",
+                    "fe/strict: SSL client certificate not trusted", "quiet/1: SSL handshake failure",
+                    "fe/1: Timeout during SSL handshake"]
+
+
+NO_SSL = PROLOGUE + """
+frontend fe
+    bind 127.0.0.1:{{port}}
+    default_backend be
+backend be
+    default-server ssl verify none sni str(localhost) alpn h2 check inter 100ms fall 1 rise 1
+    server s1 127.0.0.1:{backend} no-ssl
+"""
+
+
+@needs_haproxy
+@pytest.mark.timeout(60)
+async def test_no_ssl_after_default_server_ssl_speaks_and_checks_in_the_clear_as_haproxy(pump_class,
+                                                                                          tmp_path):
+    """``no-ssl`` undoes the defaults' ``ssl``: the traffic and the checks to that server go in the clear,
+    its TLS settings unused (a TLS check against this plain server would fail it, and the client be
+    refused)."""
+    async def exchange_after_checks(address: tuple) -> bytes:
+        await asyncio.sleep(0.6)  # a few checks: one failed would have taken the server down
+        return await plain_exchange(address)
+
+    async with serving(echo) as backend:
+        text = NO_SSL.format(backend=backend)
+        async with running(parse_text(text.format(port=free_port())), pump_class) as engine:
+            ours = await exchange_after_checks(engine.listening_addresses()[0])
+        port = free_port()
+        with haproxy_running(text.format(port=port), ("127.0.0.1", port), tmp_path):
+            theirs = await exchange_after_checks(("127.0.0.1", port))
+    assert ours == theirs == b"ping\n"

@@ -34,7 +34,6 @@ RECORDED_ONLY = {
     "Frontend.options": "values recorded and not acted on (splice-*, description)",
     "Balance.hash_function": "warned by the reader: fastproxy hashes with XXH64",
     "Bind.maxconn": "warned by the reader: the frontend's and the global maxconn apply",
-    "Bind.name": "HAProxy names listeners in its stats (socket-stats rows), which fastproxy does not show",
     "Global.log_targets": "'log global' copies them into the proxies' log_targets, which the runtime reads",
     "Global.reuseport": "the reader copies it into every Bind.reuseport, which server.open_listener reads",
     "Global.bind_tls": "the reader folds it into every Bind.tls (TlsOptions.over), which tls.BindTls reads",

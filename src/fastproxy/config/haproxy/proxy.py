@@ -269,8 +269,8 @@ def _error_log_format(line: _Line, proxy: _Proxy, args: list[str]) -> None:
         logformat.compile(text, http=proxy.mode == "http")
     except logformat.LogFormatError as exc:
         raise _Invalid(f"failed to parse error-log-format : {exc}.") from None
-    line.warn("fastproxy terminates no TLS and logs no connection-level error apart from its sessions' "
-              "lines; ignored")
+    line.warn("fastproxy writes the line of a failed TLS handshake in HAProxy's default form, not in "
+              "this format; ignored")
 
 
 @_keyword("default_backend", caps=FE)
