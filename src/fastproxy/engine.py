@@ -26,6 +26,7 @@ from .acl import Router
 from .config import model, validate
 from .dispatch import Dispatcher
 from .errors import ConfigError
+from .extcheck import NOT_USED, ExternalCheck
 from . import logs, tcplog, tls
 from .health import AgentReply, CheckResult, HealthMonitor, ServerCheck, ServerHealth, check_tls_context
 from .balance import ServerState
@@ -72,6 +73,19 @@ def default_fullconn(config: model.Config, backends: dict[str, BackendRuntime]) 
     for name, backend in backends.items():
         if not backend.model.fullconn and totals.get(name):
             backend.balancer.fullconn = max((totals[name] + 9) // 10, 1)
+
+
+def _first_bind(frontend: Optional[model.Frontend]) -> tuple[str, str]:
+    """An external check's ``<proxy_address> <proxy_port>``: its proxy's first bind (a ``listen``'s),
+    ``NOT_USED`` twice for a backend, which has none (HAProxy's prepare_external_check())."""
+    bind = frontend.binds[0] if frontend is not None and frontend.binds else None
+    if bind is None or bind.fd is not None:
+        return NOT_USED, NOT_USED
+    return bind.host or "0.0.0.0", str(bind.port)
+
+
+def _own_id(proxy: stats.Proxy) -> bool:
+    return any(runtime is not None and runtime.model.id for runtime in (proxy.frontend, proxy.backend))
 
 
 def _checks_send_proxy(server: model.Server) -> bool:
@@ -264,6 +278,7 @@ class Engine:
         if accepting:
             for listener in state.listeners():
                 listener.resume()
+        self._external_checks()
         self.health.start()
         stats_pages = [frontend for frontend in cfg.frontends.values() if frontend.stats is not None]
         operations = self.operations = Operations(state, self.servers, self.pump,  # also for metrics()
@@ -287,6 +302,34 @@ class Engine:
             except BaseException:
                 await self.stop(0)
                 raise
+
+    def _external_checks(self) -> None:
+        """``option external-check``: each checked server's command, its arguments and environment as
+        HAProxy's prepare_external_check() writes them (the ids are the proxies' and servers' own)."""
+        state, g = self.state, self.config.global_
+        # HAProxy numbers its stats socket's frontend first, when there is one
+        ids = {proxy.name: proxy.uuid - (not g.stats_sockets and not _own_id(proxy))
+               for proxy in stats.number_proxies(state)}
+        for backend in state.backends.values():
+            model_backend = backend.model
+            if not (model_backend.tcp_check and model_backend.check_kind == "external"):
+                continue
+            assert model_backend.external_command is not None
+            proxy_address = _first_bind(self.config.frontends.get(backend.name))
+            for server in backend.servers:
+                model_server = server.slot.server
+                environment = {
+                    "PATH": model_backend.external_path or "", "HAPROXY_PROXY_NAME": backend.name,
+                    "HAPROXY_PROXY_ID": str(ids.get(backend.name, 0)), "HAPROXY_PROXY_ADDR": proxy_address[0],
+                    "HAPROXY_PROXY_PORT": proxy_address[1], "HAPROXY_SERVER_NAME": server.slot.name,
+                    "HAPROXY_SERVER_ID": str(server.slot.id),
+                    "HAPROXY_SERVER_MAXCONN": str(model_server.maxconn),
+                    "HAPROXY_SERVER_SSL": "1" if model_server.ssl else "0", "HAPROXY_SERVER_PROTO": "tcp"}
+                server.check.external = ExternalCheck(
+                    model_backend.external_command, proxy_address, environment,
+                    server_address=functools.partial(lambda runtime: runtime.address[:2], server),
+                    current=functools.partial(self._current, server),
+                    insecure_fork_wanted=g.insecure_fork_wanted)
 
     def accept(self) -> None:
         """Accept clients, after ``start(accepting=False)``."""

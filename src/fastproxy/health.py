@@ -31,7 +31,7 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Protocol, Sequence
 
 from . import _linux, logformat, proxyproto, samples, variables
 from .tls import certificate_names, server_context, unverified_tls_context
@@ -56,13 +56,17 @@ STATUSES = {
     "CHECKED": "No status change",
     "INI": "Initializing",
     "HANA": "Health analyze",
+    "PROCERR": "External check error",
+    "PROCTOUT": "External check timeout",
+    "PROCOK": "External check passed",
 }
-PASSING = frozenset({"L4OK", "L6OK", "L7OK", "L7OKC"})
+PASSING = frozenset({"L4OK", "L6OK", "L7OK", "L7OKC", "PROCOK"})
 READ_BUFFER = 16384  # what HAProxy reads at most per expect (tune.bufsize): a full buffer is final
 _IMPLICIT_CONNECT = TcpCheckRule("connect")
 
 
-_L57DATA = frozenset({"L7OK", "L7OKC", "L7STS"})  # statuses at or above HAProxy's L57DATA carry a code
+# Statuses at or above HAProxy's L57DATA carry a code (an external check's: the command's exit status).
+_L57DATA = frozenset({"L7OK", "L7OKC", "L7STS", "PROCERR", "PROCTOUT", "PROCOK"})
 
 
 @dataclass
@@ -925,6 +929,12 @@ CustomExpect = Callable[[bytes, bool], Any]  # (data, final) -> _WAIT | None | (
 CUSTOM_EXPECTS: dict[str, CustomExpect] = {}
 
 
+class CommandCheck(Protocol):
+    """A check that runs a command in place of rules (``extcheck.ExternalCheck``)."""
+
+    async def run(self, timeout: float) -> CheckResult: ...
+
+
 # --- the monitor of an engine ---------------------------------------------------------------------------
 
 class ServerCheck:
@@ -939,8 +949,10 @@ class ServerCheck:
                  health: Optional[ServerHealth] = None, source: Optional[tuple[str, int]] = None,
                  tls: Optional[ssl.SSLContext] = None, tls_default: bool = False,
                  proxy_version: int = 1, proxy_default: bool = False,
-                 proc_variables: Optional[variables.ProcessVariables] = None) -> None:
+                 proc_variables: Optional[variables.ProcessVariables] = None,
+                 external: Optional[CommandCheck] = None) -> None:
         self.name = name  # backend/server
+        self.external = external  # ``option external-check``: a command runs in place of the rules
         self.proc_variables = proc_variables  # the process's, which the check's rules read and set
         self.server = server
         self.family, self.address, self.rules = family, address, rules
@@ -1054,12 +1066,16 @@ class HealthMonitor:
             connect, read, total = None, None, inter
         backend, _, server = check.name.split(" ", 1)[0].partition("/")
         try:
-            context = ProbeContext(check.kind, check.health.up, check.disable_on_404, check.state_header,
-                                   check.source, check.tls, check.server.check_sni, check.tls_default,
-                                   check.server.verifyhost, check.proxy_version, check.proxy_default,
-                                   backend, server, check.proc_variables)
-            result = await run_check(check.family, check.address, check.rules, connect_timeout=connect,
-                                     read_timeout=read, total_timeout=total, context=context)
+            if check.external is not None:  # HAProxy allows inter, or timeout connect if timeout check
+                limit = min(inter, connect_timeout) if check_timeout and connect_timeout else inter
+                result = await check.external.run(limit)
+            else:
+                context = ProbeContext(check.kind, check.health.up, check.disable_on_404, check.state_header,
+                                       check.source, check.tls, check.server.check_sni, check.tls_default,
+                                       check.server.verifyhost, check.proxy_version, check.proxy_default,
+                                       backend, server, check.proc_variables)
+                result = await run_check(check.family, check.address, check.rules, connect_timeout=connect,
+                                         read_timeout=read, total_timeout=total, context=context)
         except Exception as exc:  # a bug must not stop this server's checks for good
             log.exception("check of %s failed", check.name)
             result = CheckResult("SOCKERR", f"{type(exc).__name__}: {exc}")

@@ -69,8 +69,7 @@ FIRST_PROXY_ID = 2  # 1 goes to the stats socket's frontend (HAProxy's "GLOBAL")
 # check.c's check statuses as HAProxy numbers them (show servers state's srv_check_status).
 CHECK_STATUS_CODES = {"INI": 1, "HANA": 4, "SOCKERR": 5, "L4OK": 6, "L4TOUT": 7, "L4CON": 8, "L6OK": 9,
                       "L6TOUT": 10, "L6RSP": 11, "L7TOUT": 12, "L7RSP": 13, "L7OK": 15, "L7OKC": 16,
-                      "L7STS": 17}
-_L57DATA = ("L7OK", "L7OKC", "L7STS")  # statuses at or above HCHK_STATUS_L57DATA carry a code
+                      "L7STS": 17, "PROCERR": 18, "PROCTOUT": 19, "PROCOK": 20}
 
 
 @dataclass(eq=False)
@@ -383,8 +382,8 @@ def server_row(view: StatsView, proxy: Proxy, server: ServerRuntime) -> dict[str
         last = check.last
         status = last.status if last is not None else "INI"
         row["check_status"] = ("* " if check.task is not None else "") + status
-        if status in _L57DATA:
-            row["check_code"] = last.code if last is not None else 0
+        if last is not None and last.has_code:
+            row["check_code"] = last.code & 0xFFFFFFFF  # HAProxy's unsigned field (a signal's -1)
         if last is not None:
             row["check_duration"] = round(last.duration * 1000)
         row.update(check_desc=last.description if last is not None else "Initializing",

@@ -137,7 +137,8 @@ def test_global_keywords_haproxy_takes_with_no_are_read_with_no():
     config = parse_text("global\n no strict-limits\n no busy-polling\n no set-dumpable\n"
                         " no insecure-fork-wanted\n no numa-cpu-mapping\n httpclient.resolvers.prefer ipv4\n")
     assert [w.keyword for w in config.warnings] == ["strict-limits", "busy-polling", "set-dumpable",
-                                                    "insecure-fork-wanted", "numa-cpu-mapping",
-                                                    "httpclient.resolvers.prefer"]
+                                                    "numa-cpu-mapping", "httpclient.resolvers.prefer"]
+    assert config.global_.insecure_fork_wanted is False  # acted on: external checks may not fork
+    assert parse_text("global\n insecure-fork-wanted\n").global_.insecure_fork_wanted is True
     with pytest.raises(Exception, match="negation/default currently supported only for"):
         parse_text("global\n no maxconn 10\n")

@@ -303,7 +303,7 @@ def first_check_rule(rules: Sequence[TcpCheckRule]) -> Optional[TcpCheckRule]:
 # (its random bytes start with the time; ``health.ssl3_client_hello``).
 SSL3_HELLO = b"<ssl3 client hello>"
 
-CHECK_KINDS = ("tcp", "http", "mysql", "pgsql", "redis", "smtp", "ldap", "ssl3")
+CHECK_KINDS = ("tcp", "http", "mysql", "pgsql", "redis", "smtp", "ldap", "ssl3", "external")
 
 BALANCE_ALGORITHMS = ("roundrobin", "static-rr", "leastconn", "first", "source", "random", "hash")
 HASH_TYPES = ("map-based", "consistent", "maglev")  # maglev is fastproxy's
@@ -416,6 +416,11 @@ class Backend:
     # Which of HAProxy's check kinds the rules implement (``CHECK_KINDS``): ``option tcp-check`` is
     # "tcp", ``option httpchk`` "http"...  It decides the wording of the check descriptions.
     check_kind: str = "tcp"
+    # ``option external-check`` (``check_kind`` "external"): the command each check runs
+    # (``external-check command``), and the PATH it runs with (``external-check path``; HAProxy's
+    # default is empty).
+    external_command: Optional[str] = None
+    external_path: Optional[str] = None
     http_send_state: bool = False  # ``http-check send-state``: the X-Haproxy-Server-State header
     http_disable_on_404: bool = False  # ``http-check disable-on-404``: a 404 drains the server
     log_health_checks: bool = False  # ``option log-health-checks``: a line per check result that counts
@@ -659,6 +664,8 @@ class Global:
     gid: Optional[int] = None
     chroot: Optional[str] = None
     spread_checks: int = 0  # percent of random spread around each check interval (0 to 50)
+    external_check: bool = False  # ``external-check``: ``option external-check`` may run commands
+    insecure_fork_wanted: bool = False  # without it HAProxy forbids its process to fork once started
     ssl_server_verify: str = "required"  # ``ssl-server-verify``: a server's ``verify`` when it has none
     # ``ssl-default-bind-options``/``-ciphers`` and ``ssl-default-server-*``: what binds and servers use
     # where their own lines set nothing; ``crt-base``/``ca-base``: where relative file names are.

@@ -425,10 +425,19 @@ GLOBAL_KEYWORDS: dict[str, GlobalHandler] = {
     "resetenv": _global_resetenv,
     "set-var": lambda line, g, args: _global_set_var(line, g, args),
     "set-var-fmt": lambda line, g, args: _global_set_var(line, g, args),
+    "external-check": lambda line, g, args: _global_switch(line, g, args, "external_check"),
+    "insecure-fork-wanted": lambda line, g, args: _global_switch(line, g, args, "insecure_fork_wanted"),
     "nbproc": _global_refused("nbproc is not supported any more since HAProxy 2.5 (use nbthread)"),
     **{f"tune.vars.{scope}-max-size": _global_refused(f"'tune.vars.{scope}-max-size': {_VARIABLE_LIMIT}")
        for scope in ("check", "global", "proc", "reqres", "sess", "txn")},
 }
+
+def _global_switch(line: _Line, g: Global, args: list[str], attribute: str) -> None:
+    """``external-check``, ``insecure-fork-wanted``: on (``no insecure-fork-wanted``: off again)."""
+    if args:
+        raise _Invalid(f"'{line.words[0]}' cannot handle unexpected argument '{args[0]}'.")
+    setattr(g, attribute, True)
+
 
 def _global_set_var(line: _Line, g: Global, args: list[str]) -> None:
     """``set-var proc.<name> <expr>`` / ``set-var-fmt proc.<name> <format>``: evaluated now, from what
@@ -477,9 +486,9 @@ GLOBAL_NEGATABLE = frozenset({"busy-polling", "set-dumpable", "strict-limits", "
 # Global keywords HAProxy 2.6 knows that fastproxy ignores (with a warning).
 GLOBAL_IGNORED = _names("""
     busy-polling close-spread-time cluster-secret cpu-map default-path
-    expose-experimental-directives external-check fd-hard-limit grace h1-accept-payload-with-any-method
+    expose-experimental-directives fd-hard-limit grace h1-accept-payload-with-any-method
     h1-case-adjust h1-case-adjust-file h2-workaround-bogus-websocket-clients httpclient.resolvers.id
-    httpclient.resolvers.prefer httpclient.ssl.ca-file httpclient.ssl.verify insecure-fork-wanted
+    httpclient.resolvers.prefer httpclient.ssl.ca-file httpclient.ssl.verify
     insecure-setuid-wanted issuers-chain-path localpeer log-send-hostname log-tag lua-load
     lua-load-per-thread lua-prepend-path max-spread-checks maxcompcpuusage maxcomprate
     maxsessrate maxsslconn maxsslrate maxzlibmem mworker-max-reloads no-memory-trimming noepoll

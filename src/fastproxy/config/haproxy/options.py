@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from .checks import PROTOCOL_CHECKS, httpchk_option, protocol_check_option
+from .extchecks import external_check_option
 from .lexer import _Invalid
 from .registry import BE, FE, ProxyHandler, _Line, _Proxy, _keyword, _names
 from .values import _integer, _leading, _none, _time
@@ -94,14 +95,6 @@ def _tcp_check_option(line: _Line, proxy: _Proxy, enabled: bool, args: list[str]
     proxy.tcp_check, proxy.check_kind = True, "tcp"
 
 
-def _other_check_option(line: _Line, proxy: _Proxy, enabled: bool, args: list[str]) -> None:
-    """``option httpchk``, ``mysql-check``...: not implemented, but they replace ``option tcp-check``
-    as in HAProxy, where the last check option of a proxy is the one in effect."""
-    line.warn(f"'{line.words[1]}' health checks are not implemented by fastproxy; its checks are TCP "
-              "connects or 'tcp-check' sequences (option tcp-check)")
-    proxy.tcp_check = False
-
-
 def _spop_check_option(line: _Line, proxy: _Proxy, enabled: bool, args: list[str]) -> None:
     """``option spop-check``: HAProxy checks the server as an SPOE agent (an SPOP HELLO handshake, the
     check passing on the agent's AGENT-HELLO); fastproxy speaks no SPOP, and a plain connect in its
@@ -150,7 +143,7 @@ OPTIONS: dict[str, _Option] = {
     "log-health-checks": _Option(_flag("log_health_checks"), BE),
     "transparent": _Option(_recorded, BE),  # refused where it would route: a backend without servers
     **{name: _Option(protocol_check_option, BE, negatable=False) for name in PROTOCOL_CHECKS},
-    "external-check": _Option(_other_check_option, BE, negatable=False),
+    "external-check": _Option(external_check_option, BE, negatable=False),
     "spop-check": _Option(_spop_check_option, BE, negatable=False),
 }
 
@@ -158,8 +151,8 @@ OPTIONS: dict[str, _Option] = {
 # Options HAProxy checks for arguments even where it ignores them (the check options take some).
 _NO_ARGUMENT_HANDLERS = {option.handler for name, option in OPTIONS.items()
                          if name not in ("redispatch", "http_proxy")
-                         and option.handler not in (_other_check_option, httpchk_option,
-                                                    protocol_check_option, _spop_check_option)}
+                         and option.handler not in (httpchk_option, protocol_check_option,
+                                                    _spop_check_option)}
 
 
 @_keyword("option")

@@ -235,6 +235,8 @@ class _Reader:
                 if len(args) > 1:
                     raise _Invalid("log : 'no log' does not expect arguments", "log")
                 g.log_targets = []
+            elif args[:1] == ["insecure-fork-wanted"] and keyword == "no":
+                g.insecure_fork_wanted = False
             elif args[:1] and args[0] in GLOBAL_NEGATABLE:
                 line.warn("not supported by fastproxy; ignored", args[0])
             else:
@@ -415,6 +417,7 @@ class _Reader:
                        id=proxy.id, options=dict(proxy.options), location=proxy.location,
                        allbackups=proxy.allbackups,
                        tcp_check=proxy.tcp_check, tcp_check_rules=rules, check_kind=proxy.check_kind,
+                       external_command=proxy.external_command, external_path=proxy.external_path,
                        http_send_state=proxy.http_send_state,
                        http_disable_on_404=proxy.http_disable_on_404,
                        log_health_checks=proxy.log_health_checks,

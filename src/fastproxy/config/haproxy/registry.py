@@ -101,6 +101,9 @@ class _Proxy:
     tcp_check_location: Optional[Location] = None  # the first ``tcp-check`` line of the rules in effect
     own_tcp_check_rules: bool = False  # False while the rules are the defaults section's
     check_kind: str = "tcp"  # the kind of the last check option (model.CHECK_KINDS), when tcp_check
+    external_command: Optional[str] = None  # ``external-check command`` (inherited from defaults)
+    external_path: Optional[str] = None  # ``external-check path``
+    external_location: Optional[Location] = None  # where ``option external-check`` was written
     protocol_check_rules: list[TcpCheckRule] = field(default_factory=list)  # mysql-check, redis-check...
     http_check_rules: list[TcpCheckRule] = field(default_factory=list)  # ``http-check`` and the option's
     own_http_check_rules: bool = False
@@ -265,7 +268,7 @@ def _names(text: str) -> frozenset[str]:
 # Proxy keywords HAProxy 2.6 knows that fastproxy ignores with a warning (the proxy still runs).
 PROXY_IGNORED = _names("""
     bind-process compression cookie dynamic-cookie-key email-alert errorfile errorfiles
-    errorloc errorloc302 errorloc303 external-check grace http-after-response
+    errorloc errorloc302 errorloc303 grace http-after-response
     http-error http-response http-reuse http-send-name-header
     log-tag max-keep-alive-queue
     max-session-srv-conns monitor redirect

@@ -51,8 +51,6 @@ REASONS: tuple[tuple[str, str, str], ...] = (
                r"no-memory-trimming",
      "how the process polls, resolves and is placed on CPUs"),
     ("global", r"log-send-hostname|log-tag", "what the syslog header says, not what is logged"),
-    ("global", r"external-check",
-     "allows external checks, which fastproxy does not run (see option external-check)"),
     ("global", r"(no )?(busy-polling|numa-cpu-mapping|strict-limits)",
      "how the process polls and is placed on CPUs"),
     ("global", r".*", "process management, debugging and security switches of HAProxy's own process"),
@@ -63,9 +61,9 @@ REASONS: tuple[tuple[str, str, str], ...] = (
     ("proxy", r"error.*|http-.*|redirect|compression|cookie|dynamic-cookie-key|capture|"
               r"unique-id-header|use-fcgi-app|max-keep-alive-queue|max-session-srv-conns|monitor",
      "HTTP-only: HAProxy itself ignores these in TCP mode or they need an HTTP stream"),
-    ("proxy", r"bind-process|grace|log-tag|email-alert|external-check",
-     "process placement (a no-op in 2.6), the stopping delay, the syslog tag, mails on state changes and "
-     "the external check's settings: none decides where a connection goes"),
+    ("proxy", r"bind-process|grace|log-tag|email-alert",
+     "process placement (a no-op in 2.6), the stopping delay, the syslog tag and mails on state changes: "
+     "none decides where a connection goes"),
     ("option", r"option (http.*|accept-invalid-.*|abortonclose|checkcache|disable-h2-upgrade|forwardfor|"
                r"originalto|h1-case-.*|idle-close-on-response|prefer-last-server)",
      "HTTP-only: HAProxy ignores them in TCP mode too"),
@@ -73,9 +71,6 @@ REASONS: tuple[tuple[str, str, str], ...] = (
      "what or when is logged and counted, not where traffic goes"),
     ("option", r"option (nolinger|tcp-smart-accept|tcp-smart-connect|independent-streams)",
      "socket tweaks at close and connect"),
-    ("option", r"option external-check",
-     "NOT a safe ignore: such a backend's checks are plain TCP connects, which may pass where HAProxy's "
-     "would fail (a gap: implement or refuse)"),
     ("timeout", r".*", "HTTP timeouts: no HTTP request is parsed in TCP mode"),
     ("bind", r"expose-fd|gid|group|uid|user|mode|level|severity-output|id|name|nice|"
              r"process|thread|shards|mss|tcp-ut|tfo|proto|maxconn",
