@@ -346,7 +346,7 @@ def _string_test(method: str, values: Sequence[str], ignore_case: bool) -> Calla
         for value in values:
             try:
                 regexes.append(re.compile(value, re.IGNORECASE if ignore_case else 0))
-            except re.error as exc:
+            except (re.error, OverflowError, RecursionError) as exc:  # 10,000 '(' recurse in sre
                 raise AclError(f"regex '{value}' is invalid ({exc}).") from None
         return lambda sample: any(regex.search(sample) for regex in regexes)
     if method == "len":

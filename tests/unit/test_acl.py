@@ -145,6 +145,7 @@ def test_hello_type_matches_the_clienthello():
     ("req.ssl_sni -m foo x", "unknown matching method 'foo'"),
     ("req.ssl_sni -m", "unknown matching method ''"),
     ("req.ssl_sni -m reg (", "regex '(' is invalid"),
+    ("req.ssl_sni -m reg " + "(" * 10_000, "regex '((("),  # sre recurses per group: RecursionError
     ("req.ssl_sni -m ip 1.2.3.4", "cannot apply to 'req.ssl_sni'"),
     ("src -m int 1", "cannot apply to 'src'"),
     ("req.ssl_sni -x y", "'-x' is not a valid ACL option"),
