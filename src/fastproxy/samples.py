@@ -488,10 +488,12 @@ def counter_arguments(fetch: Fetch, args: Sequence[str]) -> tuple[Optional[int],
         if not args:
             raise SampleError(f"fetch method '{fetch.name}' : expected type 'integer' at position 1, but "
                               "got nothing")
-        if not _DIGITS.fullmatch(args[0]) or decimal(args[0]) >= MAX_TRACKED:
-            raise SampleError(f"fetch method '{fetch.name}': the stick counter number '{args[0]}' is not "
-                              f"one of 0 to {MAX_TRACKED - 1}")
-        number, args = decimal(args[0]), args[1:]
+        if not _SIGNED_DIGITS.fullmatch(args[0]):
+            raise SampleError(f"fetch method '{fetch.name}' : failed to parse '{args[0]}' as type "
+                              "'integer' at position 1")
+        # HAProxy reads an int64 and keeps it as a C unsigned int: a number past the last counter
+        # (sc_get_gpc0(5), -1) is valid, its counter is never tracked, and the fetch has no value.
+        number, args = signed(args[0]) % 2**32, args[1:]
     if len(args) > 1:
         raise SampleError(f"fetch method '{fetch.name}' : expected ')' before ',{','.join(args[1:])})'")
     return number, args[0] if args else None

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Optional
 
-from .samples import COUNTER_VALUES
+from .samples import COUNTER_VALUES, MAX_TRACKED
 from .sticktables import Entry, StickTable, element
 
 __all__ = ["Tracker"]
@@ -33,7 +33,7 @@ class Tracker:
     def __init__(self, tables: Mapping[str, StickTable], own: Optional[str]) -> None:
         self.tables = tables
         self.own = own  # the table of the proxy whose rules run: the default of ``src_*`` and ``table_*``
-        self.counters: list[Optional[tuple[StickTable, Entry]]] = [None, None, None]
+        self.counters: list[Optional[tuple[StickTable, Entry]]] = [None] * MAX_TRACKED
         self.phases: list[str] = ["", "", ""]
 
     # --- actions -----------------------------------------------------------------------------------
@@ -112,7 +112,7 @@ class Tracker:
             entry = table.get(key) if how == "inc" else table.lookup(key)
         else:
             assert number is not None
-            tracked = self.counters[number]
+            tracked = self.counters[number] if number < len(self.counters) else None  # sc_*(5)
             if how == "tracked":
                 return tracked is not None
             if tracked is None:

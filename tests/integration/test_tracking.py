@@ -194,6 +194,20 @@ async def test_a_frontend_off_the_lanes_reads_and_counts_in_the_pumps_table(tmp_
     assert_same(theirs, ours, pump_class, lane=False)
 
 
+@needs_haproxy
+@pytest.mark.timeout(60)
+async def test_a_counter_number_past_the_last_is_valid_and_never_tracked_as_haproxy(tmp_path, pump_class):
+    """``sc_*(<n>)`` reads an int64 kept as a C unsigned int: 5 and -1 are counters never tracked (no
+    value; sc_tracked false), 4294967296 is counter 0 again."""
+    theirs, ours = await compare(tmp_path, pump_class, f"""\
+    tcp-request connection track-sc0 src
+    tcp-request connection reject if {{ sc_conn_cur(5) ge 0 }} || {{ sc_tracked(-1) }}
+    tcp-request connection reject if {{ sc_conn_cur(4294967296) gt {LIMIT} }}""", concurrent_flood,
+                                 lanes=False)
+    assert theirs.verdicts == [True] * LIMIT + [False] * LIMIT + [True] + [True, True, False]
+    assert_same(theirs, ours, pump_class, lane=False)
+
+
 async def expiring_flood(port: int) -> list[bool]:
     """A rate flood, then the same source once its entry expired (a second later): served again."""
     verdicts = await rate_flood(port)

@@ -643,7 +643,7 @@ def _filter(line: _Line, proxy: _Proxy, args: list[str]) -> None:
     line.warn(f"filter '{name}' is not supported by fastproxy ({FILTERS_IGNORED[name]}); ignored")
 
 
-MAX_TRACKED = 3  # HAProxy's MAX_SESS_STKCTR: track-sc0, track-sc1, track-sc2
+MAX_TRACKED = samples.MAX_TRACKED  # track-sc0, track-sc1, track-sc2
 
 
 def _counter_action(action: str) -> Optional[tuple[str, int, Optional[int]]]:
