@@ -469,6 +469,16 @@ class EchoThread:
         self.sock.close()
 
 
+def assert_cut(established: socket.socket) -> None:
+    """The proxy ended the connection without being asked: EOF (or a reset) and nothing else; closed."""
+    established.settimeout(5)
+    try:
+        assert established.recv(100) == b""
+    except ConnectionResetError:
+        pass
+    established.close()
+
+
 def exchange_line(sock: socket.socket, line: bytes) -> bytes:
     sock.sendall(line)
     data = b""

@@ -16,8 +16,8 @@ from typing import Iterator
 
 import pytest
 
-from ..support import (DEFAULT_ADDRESS, EchoThread, default_address_held, echo_listen, exchange_line,
-                       free_port, start_fastproxy, stop, wait_for, wait_listening)
+from ..support import (DEFAULT_ADDRESS, EchoThread, assert_cut, default_address_held, echo_listen,
+                       exchange_line, free_port, start_fastproxy, stop, wait_for, wait_listening)
 
 needs_haproxy = pytest.mark.skipif(shutil.which("haproxy") is None,
                                    reason="the real haproxy is not installed")
@@ -130,15 +130,6 @@ def test_sigusr1_closes_listeners_first_and_lets_established_connections_finish(
         established.close()
         # ...and once it ended, the process exits 0 without waiting for the whole grace period.
         assert proc.wait(timeout=4) == 0
-
-
-def assert_cut(established: socket.socket) -> None:
-    established.settimeout(5)
-    try:
-        assert established.recv(100) == b""
-    except ConnectionResetError:
-        pass
-    established.close()
 
 
 def test_connections_still_open_after_the_grace_period_are_cut(implementation_env, echo_file):
