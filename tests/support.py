@@ -24,7 +24,7 @@ from fastproxy._impl import NO_EXTENSIONS
 from fastproxy.config import load, model
 from fastproxy.errors import ConfigError
 from fastproxy.engine import Engine
-from fastproxy.spare import is_spare, is_worker
+from fastproxy.spare import is_spare, is_worker, is_zygote
 
 # The implementations of the extensions this run tests (see conftest.Implementation).
 IMPLEMENTATIONS = ["python"] if NO_EXTENSIONS else ["cython", "python"]
@@ -406,6 +406,17 @@ def workers(master: int) -> list[int]:
 def spares(master: int) -> list[int]:
     """The master's spare workers still waiting for a reload (one at most)."""
     return [pid for pid in children(master) if is_spare(pid)]
+
+
+def zygotes(master: int) -> list[int]:
+    """The master's spare zygote (spare.py), one at most."""
+    return [pid for pid in children(master) if is_zygote(pid)]
+
+
+def command_line(pid: int) -> list[bytes]:
+    """``pid``'s arguments, as /proc has them."""
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        return f.read().split(b"\0")[:-1]
 
 
 def alive(pid: int) -> bool:

@@ -91,6 +91,15 @@ def set_linger0(fd: int) -> None:
     _check(lib.setsockopt(fd, socket.SOL_SOCKET, socket.SO_LINGER, buf, len(value)))
 
 
+PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
+
+
+def set_child_subreaper(on: bool) -> None:
+    """Make this process the reaper of its orphaned descendants (``on``), or no longer: a process whose
+    parent exits is then re-parented to it rather than to init (prctl(2))."""
+    _check(lib.prctl(PR_SET_CHILD_SUBREAPER, ffi.cast("unsigned long", int(on))))
+
+
 # --- the connection path: batch accept and one-call dial ---------------------------------------------
 
 SOCKADDR_SIZE = 28  # a sockaddr_in6; a sockaddr_in fits too

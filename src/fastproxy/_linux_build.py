@@ -14,6 +14,7 @@ INCLUDES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "includes")
 # What the ABI-mode fallback calls straight from the C library.
 CDEF = """
 int setsockopt(int sockfd, int level, int optname, const void *optval, unsigned int optlen);
+int prctl(int option, ...);
 """
 
 # The helpers of fastproxy.h that Python calls (compiled module only).
@@ -29,7 +30,8 @@ int fp_set_linger0(int fd);
 
 ffibuilder = cffi.FFI()
 ffibuilder.cdef(CDEF + HELPERS_CDEF)
-ffibuilder.set_source("fastproxy._linux_cffi", '#include "fastproxy.h"', include_dirs=[INCLUDES])
+ffibuilder.set_source("fastproxy._linux_cffi", '#include <sys/prctl.h>\n#include "fastproxy.h"',
+                      include_dirs=[INCLUDES])
 
 if __name__ == "__main__":
     ffibuilder.compile(verbose=True)

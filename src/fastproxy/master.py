@@ -57,7 +57,7 @@ from .errors import ConfigError
 from .handover import ListenerPool
 from .runtime_api import RuntimeApi
 from .master_cli import ask_worker, master_cli
-from .spare import Order, Spare
+from .spare import ChildProcess, Order, Spare, Zygote
 from . import __version__
 
 log = logging.getLogger("fastproxy")
@@ -164,7 +164,7 @@ class WorkerLink:
 class Worker:
     """A worker process as the master sees it."""
 
-    def __init__(self, proc: subprocess.Popen, number: int, link: socket.socket) -> None:
+    def __init__(self, proc: ChildProcess, number: int, link: socket.socket) -> None:
         self.proc = proc
         self.pid = proc.pid
         self.number = number  # 1 for the first worker, +1 per reload (HAProxy's "reloads" count)
@@ -265,6 +265,7 @@ class Master:
         self.detach = detach  # daemon mode: workers get no terminal
         self._output = subprocess.DEVNULL if detach else None  # the workers' stdout and stderr
         self.spare: Optional[Spare] = None  # the next reload's worker, started ahead (spare.py)
+        self.zygote: Optional[Zygote] = None  # what forks the spares (spare.py)
         self._sparing: Optional[asyncio.Task] = None  # the next spare's start, once a reload is done
         self.pool = ListenerPool()
         self.current: Optional[Worker] = None
@@ -320,6 +321,10 @@ class Master:
                 self.spare.stop()
                 self.spare.reap()
                 self.spare = None
+            if self.zygote is not None:
+                self.zygote.stop()
+                self.zygote.reap()
+                self.zygote = None
             if self.cli is not None:
                 await self.cli.stop()
             if self._private is not None:
@@ -370,6 +375,8 @@ class Master:
         self.stopping = True
         if self.spare is not None:
             self.spare.stop()
+        if self.zygote is not None:
+            self.zygote.stop()
         for worker in self.workers:
             worker.signal(signum)
 
@@ -452,15 +459,36 @@ class Master:
     # --- the spare worker ------------------------------------------------------------------------------
 
     def _prepare_spare(self, former: Optional[Worker] = None) -> None:
-        """Start the next reload's spare worker, unless one is there or starting: once ``former`` (the
-        worker a reload replaced) has exited, or ``SPARE_AFTER`` seconds, so that the spare's
-        imports do not take the CPU from the reload's end."""
+        """Start the next reload's spare worker, unless one is there or starting: forked from the
+        zygote at once, or (no zygote) started afresh once ``former`` (the worker a reload replaced)
+        has exited, or ``SPARE_AFTER`` seconds, so that the spare's imports do not take the CPU from
+        the reload's end.  The first call starts the zygote."""
         starting = self._sparing is not None and not self._sparing.done()
         if self.stopping or self.spare is not None or starting:
             return
+        if self.zygote is None and former is None:
+            try:
+                self.zygote = Zygote.start(self._output)
+            except OSError as exc:
+                log.warning("master %d: cannot start the spare zygote: %s", os.getpid(), exc)
         self._sparing = asyncio.get_running_loop().create_task(self._start_spare(former))
 
     async def _start_spare(self, former: Optional[Worker]) -> None:
+        zygote = self.zygote
+        if zygote is not None and zygote.usable:
+            try:
+                await asyncio.wait_for(asyncio.shield(zygote.ready), READY_TIMEOUT)
+            except asyncio.TimeoutError:
+                pass
+            spare = await zygote.fork()
+            if spare is not None and (self.stopping or self.spare is not None):
+                spare.stop()
+                spare.reap()
+                return
+            if spare is not None:
+                log.info("master %d: spare worker (%d) forked from the zygote", os.getpid(), spare.pid)
+                self.spare = spare
+                return
         if former is not None and former is not self.current:
             try:
                 await asyncio.wait_for(asyncio.shield(former.exited), SPARE_AFTER)
@@ -473,7 +501,7 @@ class Master:
         except OSError as exc:
             log.warning("master %d: cannot start a spare worker: %s", os.getpid(), exc)
 
-    async def _spare_told(self, order: Order) -> Optional[subprocess.Popen]:
+    async def _spare_told(self, order: Order) -> Optional[ChildProcess]:
         """The spare turned into the worker of ``order`` (waiting for it to be ready if it is still
         importing: sooner than a new one); None without a spare, and the master starts the worker."""
         spare, self.spare = self.spare, None
@@ -568,6 +596,7 @@ class Master:
         if self.quiet:
             order.args.append("-q")
         order.args += self.worker_args
+        proc: Optional[ChildProcess]
         try:
             proc = await self._spare_told(order)
             if proc is None:

@@ -17,6 +17,17 @@ command line ``-m fastproxy.spare``; as it becomes a worker it takes the name ``
 that a spare can be told from a worker (``is_spare``).  HAProxy has no spare: the master CLI's
 ``show proc`` does not list it (a spare serves nothing).
 
+The zygote: a spare costs a new interpreter and its imports, a second or more on a loaded machine,
+and the next reload may come sooner.  So the master also starts, with its first worker, one process
+past the same imports that serves nothing (``python -m fastproxy.spare --zygote --link FD``, named
+``ZYGOTE_NAME``) and makes each spare by asking it to fork one (``FORK`` on its link, the new spare's
+link attached): a copy of an imported process, ready in milliseconds.  The fork is a double one: the
+zygote's child forks the spare and exits at once, so that the spare is re-parented to the master,
+which is the child subreaper (prctl(2)) for that instant.  The master is then the spare's parent as it
+is a fresh one's, and reaps it, reads its exit status and signals it the same way (``Adopted``).
+Without a zygote (it was killed, or it cannot fork), spares start afresh as above.  The zygote ends
+with its master (link EOF, or SIGTERM by pid); ``show proc`` does not list it.
+
 ``Order`` writes a worker's arguments once for both ways a worker starts: the descriptors are
 placeholders that ``resolve`` replaces with the numbers they have in the process that runs the
 worker (the master's own for a fresh ``subprocess.Popen``, the received ones in a spare).
@@ -35,12 +46,20 @@ import signal
 import socket
 import subprocess
 import sys
-from typing import Any, Optional, Sequence
+import time
+from typing import Any, Optional, Protocol, Sequence
+
+from . import _linux
 
 log = logging.getLogger("fastproxy")
 
 SPARE_READY = b"SPARE\n"  # spare -> master: imported, waiting for its order
+ZYGOTE_READY = b"ZYGOTE\n"  # zygote -> master: imported, forks spares on demand
+FORK = b"FORK\n"  # master -> zygote, with the new spare's link attached; the answer is "PID <pid>\n"
 WORKER_NAME = "fastproxy"  # a spare's /proc/<pid>/comm once it is a worker
+SPARE_NAME = "fastproxy-spare"  # a spare's /proc/<pid>/comm until then
+ZYGOTE_NAME = "spare-zygote"  # the zygote's /proc/<pid>/comm
+FORK_TIMEOUT = 10.0  # seconds the master waits for the zygote's answer before it gives up on it
 MAX_DESCRIPTORS = 253  # per SCM_RIGHTS message (the kernel's SCM_MAX_FD less a margin)
 MAX_ORDER = 1 << 20  # bytes of arguments an order may carry
 # What a worker imports before it serves: the command line, the service, the engine and the modules it
@@ -85,7 +104,22 @@ def _process(pid: int) -> tuple[list[bytes], str]:
 def is_spare(pid: int) -> bool:
     """Whether ``pid`` is a spare still waiting for its order (read from /proc)."""
     command, name = _process(pid)
-    return b"fastproxy.spare" in command and name != WORKER_NAME
+    return b"fastproxy.spare" in command and name not in (WORKER_NAME, ZYGOTE_NAME)
+
+
+def is_zygote(pid: int) -> bool:
+    """Whether ``pid`` is a master's zygote (read from /proc)."""
+    command, name = _process(pid)
+    return b"fastproxy.spare" in command and name == ZYGOTE_NAME
+
+
+def parent_of(pid: int) -> int:
+    """``pid``'s parent process (0 if it has gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
 
 
 def is_worker(pid: int) -> bool:
@@ -97,11 +131,66 @@ def is_worker(pid: int) -> bool:
 
 # --- the master's side --------------------------------------------------------------------------------
 
+class ChildProcess(Protocol):
+    """What the master uses of a child process: ``subprocess.Popen``'s, or ``Adopted``'s."""
+
+    pid: int
+
+    @property
+    def returncode(self) -> Optional[int]: ...
+
+    def poll(self) -> Optional[int]: ...
+
+    def wait(self, timeout: Optional[float] = None) -> int: ...
+
+    def kill(self) -> None: ...
+
+
+class Adopted:
+    """A child the master did not start itself (a spare forked by the zygote and re-parented to the
+    master), with the part of ``subprocess.Popen``'s surface the master uses: the exit status as Popen
+    gives it (negative: the signal that killed it), read with waitpid."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self._status: Optional[int] = None
+
+    @property
+    def returncode(self) -> Optional[int]:
+        return self._status
+
+    def poll(self) -> Optional[int]:
+        if self._status is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:  # reaped by someone else: its status is lost
+                self._status = 255
+                return self._status
+            if pid == self.pid:
+                self._status = os.waitstatus_to_exitcode(status)
+        return self._status
+
+    def wait(self, timeout: Optional[float] = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(f"pid {self.pid}", timeout or 0)
+            time.sleep(0.005)
+        assert self._status is not None
+        return self._status
+
+    def kill(self) -> None:
+        if self.poll() is None:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
 class Spare:
     """A spare as the master sees it: ``ready`` once it has imported, ``exited`` when it ends
     (killed, or its start failed) without having been told."""
 
-    def __init__(self, proc: subprocess.Popen, link: socket.socket) -> None:
+    def __init__(self, proc: ChildProcess, link: socket.socket) -> None:
         self.proc = proc
         self.pid = proc.pid
         self.link = link
@@ -167,7 +256,7 @@ class Spare:
             os.close(self._pidfd)
             self._pidfd = -1
 
-    def order(self, order: Order) -> Optional[subprocess.Popen]:
+    def order(self, order: Order) -> Optional[ChildProcess]:
         """Tell the spare to become a worker on ``order``: its process (now the worker's), or None
         if it cannot be told (gone, not ready, too many descriptors), and the master starts one."""
         usable = self.ready.done() and self.ready.result() and self.link.fileno() >= 0 and \
@@ -209,6 +298,134 @@ class Spare:
         self._forget()
 
 
+class Zygote:
+    """The zygote as the master sees it: ``ready`` once it has imported; ``fork`` makes a spare."""
+
+    def __init__(self, proc: subprocess.Popen, link: socket.socket) -> None:
+        self.proc = proc
+        self.pid = proc.pid
+        self.link = link
+        self.stopped = False
+        loop = asyncio.get_running_loop()
+        self.ready: asyncio.Future[bool] = loop.create_future()  # True once imported, False if it ended
+        self._answer: Optional[asyncio.Future[int]] = None  # the pid of the spare being forked
+        self._heard = b""
+        self._forking = asyncio.Lock()  # one fork at a time: answers come in order
+        loop.add_reader(link.fileno(), self._hear)
+
+    @classmethod
+    def start(cls, output: Optional[int]) -> Zygote:
+        """A zygote started (``output`` as ``Spare.start``'s); OSError if it cannot be."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            proc = subprocess.Popen([sys.executable, "-m", "fastproxy.spare", "--zygote", "--link",
+                                     str(theirs.fileno())], pass_fds=[theirs.fileno()],
+                                    stdin=subprocess.DEVNULL, stdout=output, stderr=output)
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        ours.setblocking(False)
+        return cls(proc, ours)
+
+    @property
+    def usable(self) -> bool:
+        return self.link.fileno() >= 0 and self.proc.poll() is None and \
+            not (self.ready.done() and not self.ready.result())
+
+    def _hear(self) -> None:
+        try:
+            data = self.link.recv(64)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if data == ZYGOTE_READY and not self.ready.done():
+            log.info("master %d: spare zygote (%d) ready", os.getpid(), self.pid)
+            self.ready.set_result(True)
+        elif data.startswith(b"PID ") and self._answer is not None and not self._answer.done():
+            try:
+                self._answer.set_result(int(data[4:]))
+            except ValueError:
+                self._answer.set_result(-1)
+        elif not data:
+            if not self.stopped:
+                log.warning("master %d: spare zygote (%d) exited: spares start afresh", os.getpid(),
+                            self.pid)
+            self._forget()
+
+    def _forget(self) -> None:
+        if self.link.fileno() >= 0:
+            asyncio.get_running_loop().remove_reader(self.link.fileno())
+            self.link.close()
+        if not self.ready.done():
+            self.ready.set_result(False)
+        if self._answer is not None and not self._answer.done():
+            self._answer.set_result(-1)
+        self.proc.poll()  # reaped if it has exited
+
+    async def fork(self) -> Optional[Spare]:
+        """A new spare, forked from the zygote and re-parented to the master; None if the zygote
+        could not make one (the master then starts a spare afresh)."""
+        async with self._forking:
+            if not self.usable or not self.ready.done():
+                return None
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            self._answer = asyncio.get_running_loop().create_future()
+            pid = -1
+            _linux.set_child_subreaper(True)  # for the instant the spare's first parent exits
+            try:
+                try:
+                    socket.send_fds(self.link, [FORK], [theirs.fileno()])
+                except OSError:
+                    self._forget()
+                    return None
+                finally:
+                    theirs.close()
+                try:
+                    pid = await asyncio.wait_for(asyncio.shield(self._answer), FORK_TIMEOUT)
+                except asyncio.TimeoutError:
+                    log.warning("master %d: spare zygote (%d) did not answer: stopped", os.getpid(),
+                                self.pid)
+                    self.stop()
+            finally:
+                _linux.set_child_subreaper(False)
+                self._answer = None
+                if pid <= 0:
+                    ours.close()
+            if pid <= 0:
+                return None
+            if parent_of(pid) != os.getpid():  # not ours to reap: of no use
+                log.warning("master %d: spare (%d) from the zygote is not the master's child", os.getpid(),
+                            pid)
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                ours.close()
+                return None
+            ours.setblocking(False)
+            return Spare(Adopted(pid), ours)
+
+    def stop(self) -> None:
+        """The master stops: so does its zygote (by pid)."""
+        self.stopped = True
+        if self.proc.poll() is None:
+            try:
+                os.kill(self.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        self._forget()
+
+    def reap(self) -> None:
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
 # --- the spare's side --------------------------------------------------------------------------------
 
 def _name(name: str) -> None:
@@ -230,17 +447,15 @@ def _wait_for_order(link: socket.socket) -> Optional[tuple[list[str], list[int]]
     return json.loads(body), fds
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) != 2 or args[0] != "--link":
-        print("usage: python -m fastproxy.spare --link FD (started by the master)", file=sys.stderr)
-        return 2
-    # The master stops its spare by pid; a Ctrl-C at the terminal is the master's to pass on.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    link = socket.socket(fileno=int(args[1]))
+def _import_worker_modules() -> None:
     for module in WORKER_MODULES:
         importlib.import_module(module)
     gc.freeze()  # what the imports made is never collected: the collector skips it from now on
+
+
+def _serve_as_spare(link: socket.socket) -> int:
+    """Say the spare is ready, wait for its order and run it: the worker's exit status."""
+    _name(SPARE_NAME)
     try:
         link.sendall(SPARE_READY)
     except OSError:
@@ -260,6 +475,120 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     sys.argv = [sys.argv[0], *worker_args]
     cli: Any = importlib.import_module("fastproxy.cli")
     return int(cli.main(worker_args))
+
+
+def _single_threaded() -> bool:
+    """Whether this process has one thread (a fork copies only the caller's: with others, a lock
+    one of them held would stay held in the copy forever)."""
+    try:
+        return len(os.listdir("/proc/self/task")) == 1
+    except OSError:
+        return False
+
+
+def _fork_spare(zygote_link: socket.socket, spare_link: int) -> int:
+    """Fork a spare on ``spare_link`` through a child that exits at once (the spare is re-parented to
+    the master, the subreaper); its pid, or -1."""
+    reader, writer = os.pipe()
+    try:
+        child = os.fork()
+    except OSError:
+        os.close(reader)
+        os.close(writer)
+        return -1
+    if child == 0:  # the zygote's child: fork the spare, tell its pid, exit
+        status = 0
+        try:
+            os.close(reader)
+            spare = os.fork()
+            if spare == 0:
+                os.close(writer)
+                zygote_link.close()
+                _run_forked_spare(socket.socket(fileno=spare_link))
+            os.write(writer, str(spare).encode())
+        except BaseException:
+            status = 1
+        finally:
+            os._exit(status)
+    os.close(writer)
+    try:
+        os.waitpid(child, 0)
+        answer = os.read(reader, 32)
+    finally:
+        os.close(reader)
+    try:
+        return int(answer)
+    except ValueError:
+        return -1
+
+
+def _run_forked_spare(link: socket.socket) -> None:
+    """The forked spare's whole life: it never returns into the zygote's loop."""
+    status = 1
+    try:
+        status = _serve_as_spare(link)
+    except SystemExit as exc:
+        status = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(status)
+
+
+def _zygote(link: socket.socket) -> int:
+    """Fork a spare for each ``FORK`` the master sends, until its link reads EOF."""
+    _name(ZYGOTE_NAME)
+    _import_worker_modules()
+    if not _single_threaded():
+        print("[WARNING] spare zygote: the imports started threads: it cannot fork", file=sys.stderr)
+        return 1
+    try:
+        link.sendall(ZYGOTE_READY)
+    except OSError:
+        return 0
+    while True:
+        try:
+            body, fds, _, _ = socket.recv_fds(link, 64, 1)
+        except InterruptedError:
+            continue
+        except OSError:
+            return 0
+        if not body:
+            return 0  # the master has gone
+        pid = -1
+        if body == FORK and len(fds) == 1:
+            pid = _fork_spare(link, fds[0])
+        for fd in fds:
+            os.close(fd)
+        try:
+            link.sendall(b"PID %d\n" % pid)
+        except OSError:
+            return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    zygote = args[:1] == ["--zygote"]
+    if zygote:
+        args = args[1:]
+    if len(args) != 2 or args[0] != "--link":
+        print("usage: python -m fastproxy.spare [--zygote] --link FD (started by the master)",
+              file=sys.stderr)
+        return 2
+    # The master stops its spare by pid; a Ctrl-C at the terminal is the master's to pass on.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    link = socket.socket(fileno=int(args[1]))
+    if zygote:
+        return _zygote(link)
+    _import_worker_modules()
+    return _serve_as_spare(link)
 
 
 if __name__ == "__main__":

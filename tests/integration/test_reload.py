@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from ..support import (alive, assert_cut, echo_process, exchange_line, free_port, spares, start_fastproxy,
-                       stop, wait_for, workers)
+from ..support import (alive, assert_cut, command_line, echo_process, exchange_line, free_port, spares,
+                       start_fastproxy, stop, wait_for, workers, zygotes)
 
 CONFIG = """\
 global
@@ -356,10 +356,57 @@ def test_a_reload_without_its_spare_starts_the_worker_afresh(spared):
 
 
 def test_the_spare_worker_exits_when_its_master_is_killed(spared):
+    [zygote] = zygotes(spared.master.pid)
     spared.master.proc.kill()
     spared.master.proc.wait(timeout=10)
     wait_for(lambda: not alive(spared.spare), 10, "the spare exits (its link reads EOF)")
+    wait_for(lambda: not alive(zygote), 10, "the zygote exits (its link reads EOF)")
     wait_for(lambda: not alive(spared.worker), 20, "the orphaned worker exits")
+
+
+def forked(pid: int) -> bool:
+    """Whether ``pid`` was forked from the zygote (a copy of it: its command line)."""
+    return b"--zygote" in command_line(pid)
+
+
+def test_spares_are_forked_from_the_zygote_and_the_master_reaps_them_as_its_own(spared):
+    master, first, spare = spared.master, spared.worker, spared.spare
+    [zygote] = zygotes(master.pid)
+    assert zygote not in spares(master.pid) and zygote not in master.workers()
+    assert forked(spare) and not forked(first)  # the first worker starts before the zygote is ready
+    assert f"spare worker ({spare}) forked from the zygote" in master.log()
+    master.reload(2)
+    wait_for(lambda: first not in master.workers(), 10, "the former worker exits and is reaped")
+    assert master.workers() == [spare]
+    assert roundtrip(spared.port) == b"ping\n"
+    following = wait_spare(master, 2)
+    assert forked(following) and zygotes(master.pid) == [zygote]
+    # The master is the forked worker's parent: its end is seen with its status, as a worker the
+    # master started itself (the current worker's crash stops the master with its status).
+    os.kill(spare, signal.SIGKILL)
+    master.proc.wait(timeout=20)
+    assert master.proc.returncode == 128 + signal.SIGKILL
+    assert f"current worker #2 ({spare}) exited with code 137 (Killed)" in master.log()
+    wait_for(lambda: not alive(following) and not alive(zygote), 10, "the spare and the zygote stop")
+
+
+def test_without_its_zygote_the_master_starts_spares_afresh(spared):
+    master, first, spare = spared.master, spared.worker, spared.spare
+    [zygote] = zygotes(master.pid)
+    os.kill(zygote, signal.SIGKILL)
+    master.wait_log(f"spare zygote ({zygote}) exited")
+    established = connected(spared.port)
+    master.reload(2)  # the spare forked before goes on to serve
+    wait_for(lambda: first not in master.workers(), 10, "the former worker exits and is reaped")
+    assert master.workers() == [spare]
+    following = wait_spare(master, 2)
+    assert not forked(following)  # a new interpreter, as without a zygote
+    master.reload(3)
+    wait_for(lambda: master.workers() == [following], 10, "the second worker exits and is reaped")
+    assert exchange_line(established, b"after\n") == b"after\n"
+    assert roundtrip(spared.port) == b"ping\n"
+    master.close()
+    assert master.proc.returncode == 0
 
 
 def test_daemon_mode_goes_to_the_background_once_serving(implementation_env, tmp_path, backend):
