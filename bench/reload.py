@@ -277,7 +277,10 @@ def run_target(name: str, args: argparse.Namespace, backend: int, workdir: Path)
                       after_new_worker_median_s=median(since_new),
                       after_new_worker_max_s=round(max(since_new), 2) if since_new else None,
                       gone_within_1s_of_new_worker=sum(1 for value in since_new if value <= 1.0),
-                      former_workers_still_alive=len(watcher.watched))
+                      former_workers_still_alive=len(watcher.watched),
+                      # What the figures above sum up: per reload, and per former worker as it exited.
+                      new_worker_serving_s=[round(value, 3) for value in serving],
+                      former_worker_lived_s=[round(value, 3) for value in since_reload])
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -323,7 +326,8 @@ def main() -> None:
         except subprocess.TimeoutExpired:
             echo.kill()
             echo.wait()
-    keys = [key for key in results[0] if key != "target"] if results else []
+    keys = [key for key, value in results[0].items() if key != "target" and not isinstance(value, list)] \
+        if results else []
     print(f"\n{'':32}" + "".join(f"{r['target']:>14}" for r in results))
     for key in keys:
         print(f"{key:32}" + "".join(f"{str(r.get(key)):>14}" for r in results))

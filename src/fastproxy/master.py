@@ -284,13 +284,16 @@ class Master:
             loop.add_signal_handler(signum, self.request_reload)
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
             loop.add_signal_handler(signum, self.stop, signum)
+        self._start_zygote()  # importing beside the first worker: the first reload may come soon
         try:
             worker = await self._start_worker(cfg)
         except OSError as exc:
             print(f"[ALERT] cannot start: {exc}", file=sys.stderr)
+            self._stop_zygote()
             self.pool.close()
             return 1
         if worker is None:
+            self._stop_zygote()
             self.pool.close()
             return 1
         self.current = worker
@@ -321,10 +324,7 @@ class Master:
                 self.spare.stop()
                 self.spare.reap()
                 self.spare = None
-            if self.zygote is not None:
-                self.zygote.stop()
-                self.zygote.reap()
-                self.zygote = None
+            self._stop_zygote()
             if self.cli is not None:
                 await self.cli.stop()
             if self._private is not None:
@@ -462,16 +462,23 @@ class Master:
         """Start the next reload's spare worker, unless one is there or starting: forked from the
         zygote at once, or (no zygote) started afresh once ``former`` (the worker a reload replaced)
         has exited, or ``SPARE_AFTER`` seconds, so that the spare's imports do not take the CPU from
-        the reload's end.  The first call starts the zygote."""
+        the reload's end."""
         starting = self._sparing is not None and not self._sparing.done()
         if self.stopping or self.spare is not None or starting:
             return
-        if self.zygote is None and former is None:
-            try:
-                self.zygote = Zygote.start(self._output)
-            except OSError as exc:
-                log.warning("master %d: cannot start the spare zygote: %s", os.getpid(), exc)
         self._sparing = asyncio.get_running_loop().create_task(self._start_spare(former))
+
+    def _start_zygote(self) -> None:
+        try:
+            self.zygote = Zygote.start(self._output)
+        except OSError as exc:
+            log.warning("master %d: cannot start the spare zygote: %s", os.getpid(), exc)
+
+    def _stop_zygote(self) -> None:
+        if self.zygote is not None:
+            self.zygote.stop()
+            self.zygote.reap()
+            self.zygote = None
 
     async def _start_spare(self, former: Optional[Worker]) -> None:
         zygote = self.zygote
