@@ -13,13 +13,15 @@ traffic.  The master carries no traffic and restarts nothing on its own.
   reach gets SIGUSR1, the soft stop without hand-over.  A broken configuration, or a new worker that
   cannot start, leaves the running worker serving; the errors are logged with their ``file:line``
   and the master stays up.
-- The spare worker (``spare.py``): once a worker serves, the master starts the next reload's worker
+- The spare worker (``spare.py``): once a worker serves, the master keeps the next reload's worker
   ahead, a process past its imports that waits on a link of its own; a reload gives it the new
   worker's arguments and descriptors, and it serves in a fraction of a second instead of the
-  second a new interpreter takes.  The next spare starts once the reload is done (and the former
+  second a new interpreter takes.  Spares are forked from the zygote, a process past the same
+  imports that the master starts beside its first worker, so the next spare is there milliseconds
+  after a reload; without the zygote a spare starts afresh once the reload is done (and the former
   worker gone, or ``SPARE_AFTER``).  Without a ready spare (it was killed, or there are more
-  descriptors than one message carries), the reload starts its worker afresh.  The spare stops
-  with the master; ``show proc`` does not list it (HAProxy has none).
+  descriptors than one message carries), the reload starts its worker afresh.  Spare and zygote
+  stop with the master; ``show proc`` lists neither (HAProxy has none).
 - SIGTERM, SIGINT, SIGUSR1: passed to every worker; the master exits once they all have, with the
   exit status of the current worker.
 - The current worker exiting on its own (a crash): the former ones are stopped too and the master

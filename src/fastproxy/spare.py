@@ -49,7 +49,7 @@ import sys
 import time
 from typing import Any, Optional, Protocol, Sequence
 
-from . import _linux
+from . import _linux, lifecycle
 
 log = logging.getLogger("fastproxy")
 
@@ -131,6 +131,32 @@ def is_worker(pid: int) -> bool:
 
 # --- the master's side --------------------------------------------------------------------------------
 
+def _start_linked(options: list[str], output: Optional[int]) -> tuple[subprocess.Popen, socket.socket]:
+    """``python -m fastproxy.spare <options> --link FD``: the process and the master's end of its link."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        command = [sys.executable, "-m", "fastproxy.spare", *options, "--link", str(theirs.fileno())]
+        proc = subprocess.Popen(command, pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
+                                stdout=output, stderr=output)
+    except BaseException:
+        ours.close()
+        raise
+    finally:
+        theirs.close()
+    ours.setblocking(False)
+    return proc, ours
+
+
+def _heard(link: socket.socket) -> Optional[bytes]:
+    """The message waiting on a link (SOCK_SEQPACKET: one per call), b"" at its end, None if none is."""
+    try:
+        return link.recv(64)
+    except (BlockingIOError, InterruptedError):
+        return None
+    except OSError:
+        return b""
+
+
 class ChildProcess(Protocol):
     """What the master uses of a child process: ``subprocess.Popen``'s, or ``Adopted``'s."""
 
@@ -205,26 +231,12 @@ class Spare:
     def start(cls, output: Optional[int]) -> Spare:
         """A spare started (``output``: its stdout and stderr, None for the master's); OSError if it
         cannot be."""
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        try:
-            proc = subprocess.Popen([sys.executable, "-m", "fastproxy.spare", "--link", str(theirs.fileno())],
-                                    pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
-                                    stdout=output, stderr=output)
-        except BaseException:
-            ours.close()
-            raise
-        finally:
-            theirs.close()
-        ours.setblocking(False)
-        return cls(proc, ours)
+        return cls(*_start_linked([], output))
 
     def _hear(self) -> None:
-        try:
-            data = self.link.recv(64)
-        except (BlockingIOError, InterruptedError):
+        data = _heard(self.link)
+        if data is None:
             return
-        except OSError:
-            data = b""
         if data == SPARE_READY and not self.ready.done():
             log.info("master %d: spare worker (%d) ready", os.getpid(), self.pid)
             self.ready.set_result(True)
@@ -316,18 +328,7 @@ class Zygote:
     @classmethod
     def start(cls, output: Optional[int]) -> Zygote:
         """A zygote started (``output`` as ``Spare.start``'s); OSError if it cannot be."""
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        try:
-            proc = subprocess.Popen([sys.executable, "-m", "fastproxy.spare", "--zygote", "--link",
-                                     str(theirs.fileno())], pass_fds=[theirs.fileno()],
-                                    stdin=subprocess.DEVNULL, stdout=output, stderr=output)
-        except BaseException:
-            ours.close()
-            raise
-        finally:
-            theirs.close()
-        ours.setblocking(False)
-        return cls(proc, ours)
+        return cls(*_start_linked(["--zygote"], output))
 
     @property
     def usable(self) -> bool:
@@ -335,12 +336,9 @@ class Zygote:
             not (self.ready.done() and not self.ready.result())
 
     def _hear(self) -> None:
-        try:
-            data = self.link.recv(64)
-        except (BlockingIOError, InterruptedError):
+        data = _heard(self.link)
+        if data is None:
             return
-        except OSError:
-            data = b""
         if data == ZYGOTE_READY and not self.ready.done():
             log.info("master %d: spare zygote (%d) ready", os.getpid(), self.pid)
             self.ready.set_result(True)
@@ -534,12 +532,7 @@ def _run_forked_spare(link: socket.socket) -> None:
 
         traceback.print_exc()
     finally:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except (OSError, ValueError):
-                pass
-        os._exit(status)
+        lifecycle.exit_now(status)
 
 
 def _zygote(link: socket.socket) -> int:
