@@ -288,11 +288,12 @@ class _Probe:
         self.deadline: Optional[float] = None
         self.step = 0
         self.expecting: Optional[TcpCheckRule] = None
+        self.last: Optional[TcpCheckRule] = None  # the step that ends the probe (run() finds it)
 
     async def run(self) -> CheckResult:
         loop = asyncio.get_running_loop()
         # HAProxy judges the end by the last step run: a variable action is none.
-        last = next(rule for rule in reversed(self.rules) if not rule.is_variable_action)
+        last = self.last = next(rule for rule in reversed(self.rules) if not rule.is_variable_action)
         for self.step, rule in enumerate(self.rules, 1):
             if rule.is_variable_action:
                 self._set_variable(rule)
@@ -307,13 +308,24 @@ class _Probe:
                 continue
             if failure is not None:
                 return failure
-        done = "(tcp-check)" if self.tcp and self.explicit_rules else ""
+        done = self._done()
         if last.action == "expect":
             info = _format(last.on_success, self.buffer) if last.on_success else done
             return CheckResult(last.ok_status or "L7OK", info, code=self.code)
         if last.action == "connect":  # a TLS connect is established at layer 6
             return CheckResult("L6OK" if self.tls is not None else "L4OK", done)
         return CheckResult("L7OK", done)
+
+    def _done(self) -> str:
+        return "(tcp-check)" if self.tcp and self.explicit_rules else ""
+
+    def _connect_alone(self, rule: TcpCheckRule) -> bool:
+        """Whether ``rule`` is a connect with nothing of its own after the connection (no PROXY
+        header, no TLS handshake)."""
+        default = rule is _IMPLICIT_CONNECT or rule.default
+        return rule.action == "connect" and not (
+            rule.send_proxy or (self.context.proxy_default and default) or rule.ssl
+            or (self.context.tls_default and default))
 
     async def _connect(self, loop: asyncio.AbstractEventLoop, rule: TcpCheckRule) -> Optional[CheckResult]:
         self.close()
@@ -625,8 +637,13 @@ class _Probe:
         """How a probe that ran out of time ends: at layer 4 before the connect, else at layer 7 (or
         the expect's ``tout-status``), described as chk_report_conn_err() does."""
         if not self.connected:
-            return CheckResult("L4TOUT", self._where(self.rules[min(self.step, len(self.rules)) - 1])
-                               if self.step else "")
+            rule = self.rules[min(self.step, len(self.rules)) - 1] if self.step else None
+            if (rule is not None and rule is self.last and self._connect_alone(rule)
+                    and self.sock is not None and _connected_now(self.sock)):
+                # The probe's last step, connected in time by the kernel's word: the loop woke for
+                # the deadline (inter, without timeout check) before it polled the socket.
+                return CheckResult("L4OK", self._done())
+            return CheckResult("L4TOUT", self._where(rule) if rule is not None else "")
         rule = self.expecting
         if rule is None:
             return CheckResult("L7TOUT", "")

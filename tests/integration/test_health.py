@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -116,6 +117,18 @@ async def test_a_connect_passes_at_layer4():
         result = await probe(sock.getsockname()[1])
     assert (result.status, result.passed) == ("L4OK", True)
     assert result.description == "Layer4 check passed" and 0 <= result.duration < 1
+
+
+async def test_a_connect_the_kernel_completed_in_time_passes_though_the_loop_woke_late():
+    """On a busy machine the loop can wake for the probe's deadline (``inter``, without ``timeout
+    check``) before it polls the socket that connected in time: the kernel's state decides, and a
+    healthy server does not go down because the proxy was late.  Here the loop stalls right after
+    the connect starts, past the deadline."""
+    loop = asyncio.get_running_loop()
+    with listener() as sock:
+        loop.call_soon(lambda: loop.call_soon(time.sleep, 0.3))  # after the probe's first step
+        result = await probe(sock.getsockname()[1], connect_timeout=5.0, total=0.1)
+    assert (result.status, result.passed, result.info) == ("L4OK", True, "")
 
 
 async def test_a_refused_connect_is_a_layer4_connection_problem():
