@@ -42,7 +42,8 @@ def test_captures_log_and_route_as_haproxy(pump_class, tmp_path):
         async with contextlib.AsyncExitStack() as stack:
             ports = {name: await stack.enter_async_context(serving(named_backend(name.encode())))
                      for name in ("marked", "plain")}
-            return await asyncio.to_thread(run_both, pump_class, CAPTURES, ports, tmp_path, clients)
+            return await asyncio.to_thread(run_both, pump_class, CAPTURES, ports, tmp_path, clients,
+                                           len(clients))
 
     ours, theirs = asyncio.run(main())
     assert ours == theirs

@@ -203,8 +203,17 @@ async def test_http_check_send_and_send_state_put_haproxys_bytes_on_the_wire(tmp
 
 # --- the same file, the same agent, the real haproxy -----------------------------------------------
 
+def between_checks(row: dict) -> bool:
+    """Whether ``row`` was read with no check of s1 under way (``check_status`` without ``* ``): HAProxy
+    resets a check's result when it starts one (``srv_check_result`` 0 in show servers state), so a
+    row read during the check after the one that settled it is not that check's alone.  Whether a
+    read lands between two checks is timing (a loaded machine); the reads go on until one does."""
+    return not row.get("check_status", "").startswith("* ")
+
+
 async def haproxy_stat(cfg: Path, sock: Path, until: Callable[[dict], bool]) -> tuple[dict, str]:
-    """Run haproxy on ``cfg`` until its s1 row satisfies ``until``: the row and what it wrote."""
+    """Run haproxy on ``cfg`` until its s1 row, read between two checks, satisfies ``until``: the row
+    and what it wrote."""
     proc = await asyncio.create_subprocess_exec(HAPROXY, "-db", "-f", str(cfg),
                                                 stdout=asyncio.subprocess.PIPE,
                                                 stderr=asyncio.subprocess.STDOUT)
@@ -216,7 +225,7 @@ async def haproxy_stat(cfg: Path, sock: Path, until: Callable[[dict], bool]) -> 
                     row = table(await ask(str(sock), "show stat")).get(("fe", "s1"), {})
                 except (ConnectionRefusedError, UnicodeDecodeError):  # bound, not yet listening
                     row = {}
-                if until(row):
+                if until(row) and between_checks(row):
                     break
             await asyncio.sleep(0.05)
     finally:
@@ -233,7 +242,7 @@ async def fastproxy_stat(cfg: Path, sock: Path, pump_class, until: Callable[[dic
             row: dict = {}
             for _ in range(200):
                 row = table(await ask(str(sock), "show stat")).get(("fe", "s1"), {})
-                if until(row):
+                if until(row) and between_checks(row):
                     break
                 await asyncio.sleep(0.05)
     return row, "\n".join(record.getMessage() for record in caplog.records)
@@ -475,26 +484,40 @@ AGENT_FIELDS = ("status", "weight", "slim", "agent_status", "agent_code", "last_
                 "agent_rise", "agent_fall", "agent_health", "check_status")
 
 
+ATTEMPTS = 5  # fresh runs of one proxy, at most, until a read lands between two checks
+
+
 async def agent_rows(run: Callable, sock: Path, agent: Agent) -> dict:
     """Run (haproxy or fastproxy) until the agent answered three checks, then s1's agent columns, read
-    once, 0.1 s after an answer.  Once: haproxy looks for the end of an agent's line past the bytes
+    once, 0.15 s after an answer.  Once: haproxy looks for the end of an agent's line past the bytes
     the check received, into what its buffer held before, so the output of an earlier ``show stat``
     can make a line without one read as ``up`` (L7OK) or as an unknown word (CHECKED) instead of being
-    ignored.  After an answer: each check's start blanks ``last_agt`` for a moment."""
-    async def read() -> dict:
+    ignored.  After an answer and before the next check (agent-inter 200): each check's start blanks
+    ``last_agt``, and a fourth answer moves ``agent_health`` on.  On a loaded machine the read can miss
+    that window; then the agent has seen a fourth check by the time the answer came back (once the
+    loop accepted what the kernel queued), and the proxy runs afresh: a new process, with buffers no
+    ``show stat`` wrote into."""
+    async def read() -> dict | None:
         answered = len(agent.received)
         await wait_until(lambda: len(agent.received) >= answered + 3, timeout=30, interval=0.005)
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.15)
         for _ in range(20):
             try:
                 found = table(await ask(str(sock), "show stat")).get(("fe", "s1"), {})
             except UnicodeDecodeError:  # stray bytes in haproxy's last_agt (see above): again
                 found = {}
             if found:
+                await asyncio.sleep(0.02)  # a check connected before the answer: accepted by now
+                if len(agent.received) != answered + 3:
+                    return None  # read after the fourth check had started
                 return {name: value.removeprefix("* ") for name, value in found.items()}
             await asyncio.sleep(0.05)
         return {}
-    return await run(read)
+    for _ in range(ATTEMPTS):
+        row = await run(read)
+        if row is not None:
+            return row
+    raise AssertionError(f"no read between two agent checks in {ATTEMPTS} runs")
 
 
 @needs_haproxy

@@ -15,7 +15,7 @@ import pytest
 from fastproxy.config import load
 
 from ..support import haproxy_running, running, serving
-from .test_stats_socket import ask
+from .test_stats_socket import ask, table
 
 HAPROXY = shutil.which("haproxy")
 
@@ -60,7 +60,22 @@ async def received(sink: socket.socket) -> list[str]:
     return lines
 
 
+async def first_check_done(sock: str) -> None:
+    """Until s1's first check ended (its status no longer INI): the commands then find the same
+    server state in both, however long the proxy took to start on a loaded machine."""
+    for _ in range(200):
+        try:
+            row = table(await ask(sock, "show stat")).get(("be", "s1"), {})
+        except (FileNotFoundError, ConnectionRefusedError):  # not listening yet
+            row = {}
+        if row.get("check_status", "INI").removeprefix("* ") not in ("", "INI"):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("s1's first check never ended")
+
+
 async def run(sink: socket.socket, sock: str) -> list[str]:
+    await first_check_done(sock)
     for command in COMMANDS:
         await ask(sock, command)
     return await received(sink)
@@ -80,7 +95,6 @@ async def test_operator_state_changes_write_haproxys_lines(tmp_path, pump_class)
             async with running(load([str(path)]), pump_class):
                 ours = await run(sink, sock)
             async with haproxy_running(str(path), sock):
-                await asyncio.sleep(0.5)  # its first checks
                 theirs = await run(sink, sock)
     finally:
         sink.close()

@@ -52,7 +52,17 @@ async def attempt(port: int, source: str) -> tuple[bool, socket.socket | None]:
     return True, sock
 
 
-async def concurrent_flood(port: int) -> list[bool]:
+async def sessions_reach(sock_path: Path, count: int) -> None:
+    """Until the frontend holds ``count`` sessions (``scur``): the connections a client closed have
+    ended in the proxy, however long a loaded machine took."""
+    for _ in range(200):
+        if stat_table(await ask(str(sock_path), "show stat"))[("fe", "FRONTEND")]["scur"] == str(count):
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"the frontend never held {count} sessions")
+
+
+async def concurrent_flood(port: int, sock_path: Path) -> list[bool]:
     held, verdicts = [], []
     for _ in range(LIMIT * 2):
         served, sock = await attempt(port, "127.0.0.2")
@@ -62,7 +72,7 @@ async def concurrent_flood(port: int) -> list[bool]:
     verdicts.append((await attempt(port, "127.0.0.3"))[0])
     for sock in held[:2]:  # two of the flood's connections end: room for two more
         sock.close()
-    await asyncio.sleep(0.3)
+    await sessions_reach(sock_path, len(held) - 2)
     for _ in range(3):
         served, sock = await attempt(port, "127.0.0.2")
         verdicts.append(served)
@@ -73,7 +83,7 @@ async def concurrent_flood(port: int) -> list[bool]:
     return verdicts
 
 
-async def rate_flood(port: int) -> list[bool]:
+async def rate_flood(port: int, sock_path: Path) -> list[bool]:
     verdicts = []
     for _ in range(LIMIT * 2):
         served, sock = await attempt(port, "127.0.0.2")
@@ -98,9 +108,9 @@ def masked_table(text: str) -> str:
     return re.sub(r"0x[0-9a-f]+:", "<entry>:", re.sub(r" exp=[0-9]+", "", text))
 
 
-async def observe(sock_path: Path, port: int, flood: Callable[[int], Awaitable[list[bool]]]) -> Run:
-    verdicts = await flood(port)
-    await asyncio.sleep(0.3)  # the flood's last connections end (their entries released)
+async def observe(sock_path: Path, port: int, flood: Callable[[int, Path], Awaitable[list[bool]]]) -> Run:
+    verdicts = await flood(port, sock_path)
+    await sessions_reach(sock_path, 0)  # the flood's last connections end (their entries released)
     row = stat_table(await ask(str(sock_path), "show stat"))[("fe", "FRONTEND")]
     return Run(verdicts, masked_table(await ask(str(sock_path), "show table fe")),
                {field: row[field] for field in ("dcon", "conn_tot", "stot")})
@@ -208,9 +218,9 @@ async def test_a_counter_number_past_the_last_is_valid_and_never_tracked_as_hapr
     assert_same(theirs, ours, pump_class, lane=False)
 
 
-async def expiring_flood(port: int) -> list[bool]:
+async def expiring_flood(port: int, sock_path: Path) -> list[bool]:
     """A rate flood, then the same source once its entry expired (a second later): served again."""
-    verdicts = await rate_flood(port)
+    verdicts = await rate_flood(port, sock_path)
     await asyncio.sleep(1.5)
     served, sock = await attempt(port, "127.0.0.2")
     if sock is not None:
@@ -230,11 +240,11 @@ async def test_an_entry_expires_and_its_counts_with_it(tmp_path, pump_class):
     assert_same(theirs, ours, pump_class)
 
 
-async def full_table_flood(port: int) -> list[bool]:
+async def full_table_flood(port: int, sock_path: Path) -> list[bool]:
     """A rate flood from 127.0.0.2, then 127.0.0.3 (a second key in a table of one), then 127.0.0.2."""
-    verdicts = await rate_flood(port)
+    verdicts = await rate_flood(port, sock_path)
     for _ in range(2):
-        await asyncio.sleep(0.2)  # the connection before has ended: its entry is tracked by nobody
+        await sessions_reach(sock_path, 0)  # the connection before has ended: its entry is tracked by nobody
         served, sock = await attempt(port, "127.0.0.2")
         verdicts.append(served)
         if sock is not None:

@@ -74,14 +74,17 @@ CLIENTS = [("127.0.0.1", b"hi"), ("127.0.0.2", b"hi"), ("127.0.0.3", b"hi"), ("1
            ("127.0.0.4", b"hi")]
 
 
-def drained(sink: socket.socket) -> list[str]:
-    """The lines the sink received, without the syslog header (pid and date differ by nature)."""
+def drained(sink: socket.socket, expected: int) -> list[str]:
+    """The lines the sink received, without the syslog header (pid and date differ by nature): the
+    ``expected`` ones, each waited for as long as a loaded machine may take to end a connection and
+    write its line, then any more arriving within 0.3 s (a line too many is a difference too)."""
     lines = []
-    sink.settimeout(2)
+    sink.settimeout(10)
     with contextlib.suppress(socket.timeout):
         while True:
+            if len(lines) >= expected:
+                sink.settimeout(0.3)
             lines.append(sink.recv(4096).decode().split(": ", 1)[1].rstrip("\n"))
-            sink.settimeout(0.3)
     return sorted(lines)  # the order lines arrive in is timing
 
 
@@ -109,8 +112,9 @@ def haproxy_listening(text: str, port: int, tmp_path) -> Iterator[subprocess.Pop
         proc.wait(timeout=10)
 
 
-def run_both(pump_class, text: str, ports: dict, tmp_path, clients) -> tuple[tuple, tuple]:
-    """(replies, log lines) of fastproxy, then of haproxy, on the same file and clients."""
+def run_both(pump_class, text: str, ports: dict, tmp_path, clients, logged: int) -> tuple[tuple, tuple]:
+    """(replies, log lines) of fastproxy, then of haproxy, on the same file and clients (``logged``
+    lines expected of each: one a connection where the frontend logs)."""
     sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sink.bind(("127.0.0.1", 0))
     ports = {**ports, "sink": sink.getsockname()[1]}
@@ -119,10 +123,10 @@ def run_both(pump_class, text: str, ports: dict, tmp_path, clients) -> tuple[tup
             async with running(parse_text(text.format(port=free_port(), **ports)), pump_class) as engine:
                 return await answers(engine.listening_addresses()[0], clients)
 
-        ours = asyncio.run(through_fastproxy()), drained(sink)
+        ours = asyncio.run(through_fastproxy()), drained(sink, logged)
         port = free_port()
         with haproxy_listening(text.format(port=port, **ports), port, tmp_path):
-            theirs = asyncio.run(answers(("127.0.0.1", port), clients)), drained(sink)
+            theirs = asyncio.run(answers(("127.0.0.1", port), clients)), drained(sink, logged)
         return ours, theirs
     finally:
         sink.close()
@@ -137,7 +141,8 @@ def test_variables_route_and_log_by_scope_as_haproxy(pump_class, tmp_path):
     async def main():
         async with contextlib.AsyncExitStack() as stack:
             ports = await _backends(stack, ("sessions", "streams", "requests", "plain"))
-            return await asyncio.to_thread(run_both, pump_class, VARIABLES, ports, tmp_path, CLIENTS)
+            return await asyncio.to_thread(run_both, pump_class, VARIABLES, ports, tmp_path, CLIENTS,
+                                           len(CLIENTS))
 
     ours, theirs = asyncio.run(main())
     assert ours == theirs
@@ -202,7 +207,7 @@ def test_the_set_var_and_unset_var_converters_route_as_haproxy(pump_class, tmp_p
         async with contextlib.AsyncExitStack() as stack:
             ports = await _backends(stack, ("unset", "seen", "plain"))
             clients = [("127.0.0.1", b"hi"), ("127.0.0.2", b"hi"), ("127.0.0.3", b"hi")]
-            return await asyncio.to_thread(run_both, pump_class, CONVERTERS, ports, tmp_path, clients)
+            return await asyncio.to_thread(run_both, pump_class, CONVERTERS, ports, tmp_path, clients, 0)
 
     ours, theirs = asyncio.run(main())
     assert ours == theirs
