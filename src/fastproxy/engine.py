@@ -332,7 +332,10 @@ class Engine:
                     insecure_fork_wanted=g.insecure_fork_wanted)
 
     def accept(self) -> None:
-        """Accept clients, after ``start(accepting=False)``."""
+        """Accept clients, after ``start(accepting=False)``; nothing once stopping (the listeners are
+        closed)."""
+        if self.state.stopping:
+            return
         for listener in self.state.listeners():
             listener.resume()
         for lane in self.state.lane_listeners:
@@ -380,7 +383,7 @@ class Engine:
         receiver = PairReceiver(self.state, self.dispatcher, self.admission, channel)
         receiver.start()
         if self.operations is not None:
-            self.operations.pairs_from = receiver  # its routes go once the master asks (_routes)
+            self.operations.pairs_from = receiver  # its routes go once the master has prepared it (_prepared)
         return receiver
 
     def stop_now(self) -> None:

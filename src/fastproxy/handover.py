@@ -19,7 +19,7 @@ socket (``backlog``, ``defer-accept``) are applied again by each worker; the oth
 Established pairs: on a reload the master gives the former worker one end of a UNIX socket pair whose
 other end the new worker got at its start (``--handover-from FD``).  The new worker (``PairReceiver``)
 first writes the routes it has (its frontends, and each backend's servers), once the master has
-prepared it (``_routes``, after the servers the former worker added at run time are added again, so
+prepared it (``_prepared``, after the servers the former worker added at run time are added again, so
 that their pairs move too); the former one
 (``PairSender``), which has stopped accepting, detaches from its pump every established pair whose
 frontend, backend and server the new worker has (``Pump.detach``: at a clean point, its bytes in

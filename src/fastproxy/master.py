@@ -435,7 +435,8 @@ class Master:
                 # Made current (what the master CLI's @1 and show proc see) only once prepared.
                 await self._add_servers(worker, added, states)
                 await self._carry_counters(former, worker)
-                await ask_worker(worker, b"_routes\n")  # the pairs that fit them may move now
+                # It accepts from now on, and the pairs that fit its routes may move.
+                await ask_worker(worker, b"_prepared\n")
                 if worker.exited.done():
                     worker = None
             if worker is None:

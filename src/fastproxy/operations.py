@@ -16,7 +16,7 @@ import collections
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from . import __version__, stats
 from .c_integers import decimal
@@ -75,7 +75,8 @@ class Operations:
     # ``<backend>/<server>``: a reload's new worker adds them again (``_addedservers``, master.py).
     added_servers: dict[str, list[str]] = field(default_factory=dict)
     fleet: Any = None  # fleet.Fleet, when backends take their servers from etcd (show fleet)
-    pairs_from: Any = None  # handover.PairReceiver of a reload's new worker: its routes sent on _routes
+    pairs_from: Any = None  # handover.PairReceiver of a reload's new worker: its routes sent on _prepared
+    prepared: Optional[Callable[[], None]] = None  # a reload's new worker: accepts on _prepared (service.py)
 
     def __post_init__(self) -> None:
         if not self.proxies:

@@ -132,16 +132,20 @@ def _escaped(word: str) -> str:
     return "".join("\\" + char if char in " \t\\;" else char for char in word)
 
 
-def _routes(session: CliSession, args: list[str]) -> str:
-    """``_routes``: a reload's new worker, prepared, tells the former one which routes it has (the
-    pairs that fit them move to it, handover.py); nothing without a former worker."""
+def _prepared(session: CliSession, args: list[str]) -> str:
+    """``_prepared``: the master has prepared this reload's new worker (the servers the former one
+    added at run time added again, their states and the counters carried).  It tells the former
+    worker which routes it has (the pairs that fit them move to it, handover.py) and accepts from now
+    on (it listened without accepting, service.py); nothing for a worker that is no reload's."""
     _from_master(session, args)
-    receiver = _ops(session).pairs_from
-    if receiver is not None:
+    ops = _ops(session)
+    if ops.pairs_from is not None:
         try:
-            receiver.send_routes()
+            ops.pairs_from.send_routes()
         except OSError as exc:
             log.warning("handover: cannot send the routes to the former worker: %s", exc)
+    if ops.prepared is not None:
+        ops.prepared()
     return ""
 
 
@@ -793,7 +797,7 @@ COMMANDS: tuple[Command, ...] = (
     _command("_addcounters", None, _add_counters),
     _command("_addedservers", None, _added_servers),
     _command("_loadstate", None, _load_state),
-    _command("_routes", None, _routes),
+    _command("_prepared", None, _prepared),
     _command("set timeout", "set timeout [cli] <delay>               : change a timeout setting",
              _set_timeout),
     _command("show cli sockets", "show cli sockets                        : dump list of cli sockets",

@@ -20,7 +20,7 @@ import os
 import signal
 import socket
 import sys
-from typing import Optional
+from typing import Callable, Optional
 
 from . import default, implementation, privileges, server_state
 from .config import model
@@ -30,6 +30,10 @@ from .handover import Opener
 from .lifecycle import MasterLink, Ready, notify, write_pidfile
 
 log = logging.getLogger("fastproxy")
+
+# Seconds a reload's new worker waits for its master's ``_prepared`` before it accepts anyway: the
+# master's preparation is a few requests on the link, milliseconds even on a loaded machine.
+PREPARE_TIMEOUT = 10.0
 
 
 async def serve(cfg: Optional[model.Config], pidfile: Optional[str], grace: Optional[float], *,
@@ -63,11 +67,14 @@ async def serve(cfg: Optional[model.Config], pidfile: Optional[str], grace: Opti
 
     engine = Engine(cfg, open_listener=open_listener)
     started.append(engine)
+    # A reload's new worker accepts once its master has prepared it (``_prepared``: the servers the
+    # former worker added at run time added again, their states and the counters carried), and a
+    # master's worker with a fleet once it serves the fleet's servers; the former worker accepts on
+    # the same listening sockets meanwhile, so nobody is refused while this one waits.
+    reloaded = worker is not None and pairs_from is not None
     try:
         identity = privileges.identity_of(cfg.global_)
-        # A master's new worker with a fleet accepts once it serves the fleet's servers (the former
-        # worker serves meanwhile): ``engine.accept()`` below.
-        await engine.start(accepting=fleet is None or worker is None)
+        await engine.start(accepting=not reloaded and (fleet is None or worker is None))
     except (OSError, privileges.PrivilegeError) as exc:
         for _, server, _ in echo_backends:
             server.close()
@@ -96,7 +103,8 @@ async def serve(cfg: Optional[model.Config], pidfile: Optional[str], grace: Opti
                 await running_fleet.stop()
                 await engine.stop(0)
                 return 1
-            engine.accept()
+            if not reloaded:
+                engine.accept()
     if worker is None:
         pidfile = pidfile or cfg.global_.pidfile
     if pidfile:
@@ -122,6 +130,8 @@ async def serve(cfg: Optional[model.Config], pidfile: Optional[str], grace: Opti
             log.warning("handover: cannot take the former worker's pairs: %s", exc)
             pairs_from.close()
     told = None
+    if reloaded:
+        engine.operations.prepared = _accept_once_prepared(engine)
     if worker is not None:
         worker.ready(engine)
         told = loop.create_task(worker.stop_requested())
@@ -160,3 +170,22 @@ async def serve(cfg: Optional[model.Config], pidfile: Optional[str], grace: Opti
             pass
     log.info("stopped")
     return 0
+
+
+def _accept_once_prepared(engine: Engine) -> Callable[[], None]:
+    """What the master's ``_prepared`` calls on a reload's new worker: accept from now on.  A master
+    that never says it (its preparation failed, or it hangs) leaves the worker deaf for at most
+    ``PREPARE_TIMEOUT`` seconds: then it accepts unprepared (what the added servers' connections
+    miss is less than what a worker that never accepts refuses once the former one has gone).  A
+    master that has gone is no such case: the worker soft-stops when its link reads EOF."""
+    def prepared() -> None:
+        if not timer.cancelled():  # once: the timer's own call, or the master's before it
+            timer.cancel()
+            engine.accept()
+
+    def not_told() -> None:
+        log.warning("the master did not say this new worker was prepared within %g s: accepting "
+                    "unprepared", PREPARE_TIMEOUT)
+        prepared()
+    timer = asyncio.get_running_loop().call_later(PREPARE_TIMEOUT, not_told)
+    return prepared

@@ -73,15 +73,15 @@ def backend() -> Iterator[int]:
         yield port
 
 
-def write(path: Path, port: int, backend: int, extra: str = "") -> Path:
-    path.write_text(echo_listen(port, backend, extra))
+def write(path: Path, port: int, backend: int, extra: str = "", listen_extra: str = "") -> Path:
+    path.write_text(echo_listen(port, backend, extra) + listen_extra)
     return path
 
 
 @contextlib.contextmanager
-def fastproxy_master(env: dict, tmp: Path, backend: int) -> Iterator[Running]:
+def fastproxy_master(env: dict, tmp: Path, backend: int, listen_extra: str = "") -> Iterator[Running]:
     port = free_port()
-    cfg = write(tmp / "fastproxy.cfg", port, backend)
+    cfg = write(tmp / "fastproxy.cfg", port, backend, listen_extra=listen_extra)
     admin, user = tmp / "fastproxy-admin.sock", tmp / "fastproxy-user.sock"
     proc = start_fastproxy(["run", "-W", "-S", str(admin), "-S", f"{user},level,user", "-f", str(cfg)],
                            env, stderr=subprocess.DEVNULL)
@@ -340,6 +340,40 @@ def test_a_connection_to_a_server_added_at_run_time_moves_to_the_next_worker(fas
     finally:
         held.close()
     assert first not in fastproxy.workers()
+
+
+@pytest.mark.parametrize("path", ["lane", "python"])
+def test_a_reloads_new_worker_sends_its_first_connections_to_the_servers_added_at_run_time(
+        implementation_env, tmp_path, backend, path):
+    """The new worker accepts only once the master has added the former worker's servers again: the
+    clients waiting in the backlog when it starts are its very first connections, and they reach the
+    added server, not e1 (in maintenance, and nothing listens at its address anyway)."""
+    dead = free_port()
+    python_path = "    tcp-request session accept if { src 127.0.0.0/8 }\n" if path == "python" else ""
+    with fastproxy_master(implementation_env, tmp_path, dead, listen_extra=python_path) as running:
+        port = running.port  # type: ignore[attr-defined]
+        assert ask(running.admin, f"@1 add server echo/dyn 127.0.0.1:{backend}\n") == \
+            "New server registered.\n\n"
+        ask(running.admin, "@1 set server echo/dyn state ready; @1 set server echo/e1 state maint\n")
+        held = socket.create_connection(("127.0.0.1", port), timeout=10)
+        waiting: list[socket.socket] = []
+        try:
+            assert exchange_line(held, b"before\n") == b"before\n"
+            # The former worker at its frontend's maxconn accepts nobody else: the next clients wait
+            # in the listening socket's backlog, for the new worker to accept them.
+            assert ask(running.admin, "@1 set maxconn frontend echo 1\n") == "\n"
+            for number in range(5):
+                client = socket.create_connection(("127.0.0.1", port), timeout=10)
+                waiting.append(client)
+                client.sendall(b"first %d\n" % number)
+            reloaded(running)
+            for number, client in enumerate(waiting):
+                assert exchange_line(client, b"") == b"first %d\n" % number
+            assert stat(running, "echo", "dyn")["stot"] == "6"  # the held one's carried, and these
+        finally:
+            held.close()
+            for client in waiting:
+                client.close()
 
 
 # Totals of the exporter that a reload carries on (those of show stat's stot, bin and bout).

@@ -283,6 +283,61 @@ def test_a_worker_whose_master_is_gone_soft_stops(implementation_env, tmp_path, 
         master.close()
 
 
+class NewWorker:
+    """A reload's new worker (``run --worker-link FD --handover-from FD``) whose master is the test:
+    it holds the link and the pairs' channel, and tells the worker nothing."""
+
+    def __init__(self, tmp_path: Path, env: dict, cfg: Path) -> None:
+        self.link, their_link = socket.socketpair()
+        self.pairs, their_pairs = socket.socketpair()
+        self.log_path = tmp_path / "stderr.log"
+        with open(self.log_path, "w") as log_file:
+            self.proc = start_fastproxy(
+                ["run", "--worker-link", str(their_link.fileno()), "--handover-from",
+                 str(their_pairs.fileno()), "-f", str(cfg)], env,
+                pass_fds=(their_link.fileno(), their_pairs.fileno()), stderr=log_file)
+        their_link.close()
+        their_pairs.close()
+        self.link.settimeout(30)
+
+    def close(self) -> None:
+        self.link.close()
+        self.pairs.close()
+        stop(self.proc)
+
+
+def test_a_new_worker_its_master_never_says_prepared_accepts_after_the_prepare_timeout(
+        implementation_env, tmp_path, backend):
+    port, cfg = free_port(), tmp_path / "haproxy.cfg"
+    write_config(cfg, backend, [port])
+    worker = NewWorker(tmp_path, implementation_env, cfg)
+    try:
+        assert worker.link.recv(len(b"READY\n")) == b"READY\n"
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as client:
+            client.sendall(b"never prepared\n")
+            # Deaf until PREPARE_TIMEOUT (service.py), then accepting unprepared: never deaf for good.
+            assert exchange_line(client, b"") == b"never prepared\n"
+        assert "accepting unprepared" in worker.log_path.read_text()
+    finally:
+        worker.close()
+
+
+def test_a_new_worker_whose_master_goes_before_preparing_it_soft_stops(implementation_env, tmp_path,
+                                                                      backend):
+    port, cfg = free_port(), tmp_path / "haproxy.cfg"
+    write_config(cfg, backend, [port])
+    worker = NewWorker(tmp_path, implementation_env, cfg)
+    try:
+        assert worker.link.recv(len(b"READY\n")) == b"READY\n"
+        worker.link.close()  # the master is gone
+        assert worker.proc.wait(timeout=30) == 0
+        assert "accepting unprepared" not in worker.log_path.read_text()
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    finally:
+        worker.close()
+
+
 def wait_spare(master: Master, count: int = 1) -> int:
     """The master's spare worker once ready (the ``count``-th one to be), its pid."""
     def ready() -> list[str]:

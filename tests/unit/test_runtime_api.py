@@ -176,7 +176,7 @@ def test_an_interactive_session_answers_each_garbage_request_with_the_usage_text
 
 
 
-@pytest.mark.parametrize("request_", [b"_counters", b"_addcounters {}", b"_addedservers", b"_routes",
+@pytest.mark.parametrize("request_", [b"_counters", b"_addcounters {}", b"_addedservers", b"_prepared",
                                       b"_loadstate /etc/passwd"])
 def test_the_masters_own_requests_are_unknown_commands_off_its_link(request_):
     # A reload's requests (master.py) come on the master-worker link only; HAProxy has none of them.
