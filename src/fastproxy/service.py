@@ -67,14 +67,16 @@ async def serve(cfg: Optional[model.Config], pidfile: Optional[str], grace: Opti
 
     engine = Engine(cfg, open_listener=open_listener)
     started.append(engine)
-    # A reload's new worker accepts once its master has prepared it (``_prepared``: the servers the
-    # former worker added at run time added again, their states and the counters carried), and a
-    # master's worker with a fleet once it serves the fleet's servers; the former worker accepts on
-    # the same listening sockets meanwhile, so nobody is refused while this one waits.
+    # Nothing is accepted before the states of ``server-state-file`` are applied (a first client
+    # would reach a server the file puts in maintenance).  Then a standalone process or a master's
+    # first worker accepts; a reload's new worker once its master has prepared it (``_prepared``:
+    # the servers the former worker added at run time added again, their states and the counters
+    # carried), and a master's worker with a fleet once it serves the fleet's servers.  A worker's
+    # clients wait in the backlog meanwhile (a reload's former worker accepts them).
     reloaded = worker is not None and pairs_from is not None
     try:
         identity = privileges.identity_of(cfg.global_)
-        await engine.start(accepting=not reloaded and (fleet is None or worker is None))
+        await engine.start(accepting=False)
     except (OSError, privileges.PrivilegeError) as exc:
         for _, server, _ in echo_backends:
             server.close()
@@ -83,6 +85,8 @@ async def serve(cfg: Optional[model.Config], pidfile: Optional[str], grace: Opti
     assert engine.operations is not None  # started
     for warning in server_state.load(engine.operations, cfg):  # states saved before a reload
         print(f"[WARNING] {warning}", file=sys.stderr)
+    if not reloaded and (fleet is None or worker is None):
+        engine.accept()
     running_fleet = None
     if fleet is not None:
         try:

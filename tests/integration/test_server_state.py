@@ -17,7 +17,7 @@ import pytest
 
 from fastproxy.server_state import StateFileError, parse
 
-from ..support import echo_process, free_port, start_fastproxy, stop, wait_for
+from ..support import echo_process, exchange_line, free_port, start_fastproxy, stop, wait_for
 
 HAPROXY = shutil.which("haproxy")
 needs_haproxy = pytest.mark.skipif(HAPROXY is None, reason="the real haproxy is not installed")
@@ -206,6 +206,85 @@ def test_local_and_none_and_a_missing_file_as_haproxy(implementation_env, tmp_pa
     warning = (f"[WARNING] config: Can't open global server state file '{files.state}': "
                "No such file or directory")
     assert warning in proc.stderr.read()
+
+
+STARTING_CONFIG = """\
+global
+    server-state-file {state}
+{global_extra}
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+    load-server-state-from-file global
+
+listen echo
+    bind 127.0.0.1:{port}
+    balance roundrobin
+    server s1 127.0.0.1:{dead}
+    server s2 127.0.0.1:{backend}
+"""
+
+# s1 in maintenance (srv_admin_state 1, SRV_ADMF_FMAINT), s2 running: as show servers state writes them.
+STARTING_STATE = """\
+1
+# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight \
+srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state \
+srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord srv_use_ssl srv_check_port \
+srv_check_addr srv_agent_addr srv_agent_port
+1 echo 1 s1 127.0.0.1 0 1 1 1 100 1 0 0 0 0 0 0 - {dead} - 0 0 - - 0
+1 echo 2 s2 127.0.0.1 2 0 1 1 100 1 0 0 0 0 0 0 - {backend} - 0 0 - - 0
+"""
+
+
+def first_clients(proc: subprocess.Popen, port: int, count: int = 5) -> list[bytes]:
+    """What ``count`` clients get back for their line, connecting from the moment ``proc``'s port
+    listens (in master-worker mode the master's: they wait in its backlog for the worker)."""
+    try:
+        deadline = time.monotonic() + 30
+        clients: list[socket.socket] = []
+        while len(clients) < count:
+            assert proc.poll() is None, proc.communicate()
+            try:
+                client = socket.create_connection(("127.0.0.1", port), timeout=10)
+            except ConnectionRefusedError:
+                assert time.monotonic() < deadline, "the port never listened"
+                time.sleep(0.005)
+                continue
+            clients.append(client)
+            client.sendall(b"first %d\n" % len(clients))
+        answers = []
+        for client in clients:
+            with client:
+                answers.append(exchange_line(client, b""))
+        return answers
+    finally:
+        stop(proc)
+
+
+@needs_haproxy
+@pytest.mark.parametrize("mode", ["standalone", "master-worker"])
+def test_the_first_clients_reach_only_the_servers_the_state_file_leaves_up_as_haproxys(
+        implementation_env, tmp_path, backend, mode):
+    """The file's states are applied before anything is accepted: s1 (in maintenance in the file,
+    and nothing listens at its address) serves none of the first clients, for fastproxy as for
+    haproxy on the same file."""
+    port, dead = free_port(), free_port()
+    state = tmp_path / "servers.state"
+    state.write_text(STARTING_STATE.format(dead=dead, backend=backend))
+    cfg = tmp_path / "haproxy.cfg"
+    global_extra = "    master-worker" if mode == "master-worker" else ""
+    cfg.write_text(STARTING_CONFIG.format(state=state, port=port, dead=dead, backend=backend,
+                                          global_extra=global_extra))
+    assert HAPROXY is not None
+    theirs = first_clients(subprocess.Popen([HAPROXY, "-db", "-f", str(cfg)], stdout=subprocess.DEVNULL,
+                                            stderr=subprocess.DEVNULL), port)
+    ours = first_clients(start_fastproxy(["run", "-f", str(cfg)], implementation_env,
+                                         stderr=subprocess.DEVNULL), port)
+    expected = [b"first %d\n" % number for number in range(1, 6)]
+    assert theirs == expected
+    assert ours == expected
 
 
 def test_a_state_file_of_another_version_is_refused_and_bad_lines_skipped():
