@@ -149,6 +149,7 @@ class Engine:
         self.error_handler = error_handler
         self.handlers = dict(handlers or {})  # frontend name -> a handler instead of the proxy
         self._cut_now = False  # a hard stop came: no grace left for what is established
+        self._stats_paused = False  # SIGTTOU: what HAProxy logs of its stats socket's listener
         self.state: Runtime
         self.pump: Any = None
         self.health: HealthMonitor
@@ -339,7 +340,57 @@ class Engine:
         for listener in self.state.listeners():
             listener.resume()
         for lane in self.state.lane_listeners:
-            self.pump.lanes.set_enabled(lane.index, True)
+            if not lane.disabled:  # paused (SIGTTOU, disable frontend) before it accepted
+                self.pump.lanes.set_enabled(lane.index, True)
+
+    def pause_listeners(self, *, master_link: bool = False) -> None:
+        """SIGTTOU, HAProxy's protocol_pause_all(): every frontend's listeners stop listening (new
+        clients are refused, another process may bind the port) until ``resume_listeners``;
+        established connections go on.  Logged as HAProxy logs it, once per frontend paused;
+        ``master_link``: a master's worker, whose link is a CLI listener of HAProxy's frontend
+        GLOBAL (its ``sockpair@``), as a stats socket is."""
+        if self.state.stopping:
+            return
+        for frontend in self.state.frontends.values():
+            if frontend.state == "OPEN" and frontend.listeners:
+                frontend.set_enabled(False)
+                log.warning("Paused %s %s.", self._proxy_kind(frontend), frontend.name)
+        if (self.config.global_.stats_sockets or master_link) and not self._stats_paused:
+            # HAProxy pauses its CLI's listeners as well (frontend GLOBAL), and a UNIX listener
+            # paused still answers: the runtime API stays served here too.
+            self._stats_paused = True
+            log.warning("Paused frontend GLOBAL.")
+
+    def resume_listeners(self) -> None:
+        """SIGTTIN, HAProxy's protocol_resume_all(): every paused frontend listens again, one paused
+        by ``disable frontend`` too.  A listener that cannot (another process listens on the port)
+        stays paused, with HAProxy's warning."""
+        if self.state.stopping:
+            return
+        refused = False
+        for frontend in self.state.frontends.values():
+            if frontend.state != "PAUSED":
+                continue
+            try:
+                frontend.set_enabled(True)
+            except OSError as exc:
+                log.warning("frontend %s: cannot listen again: %s", frontend.name, exc)
+                refused = True
+                continue
+            log.warning("Resumed %s %s.", self._proxy_kind(frontend), frontend.name)
+        if self._stats_paused:
+            self._stats_paused = False
+            log.warning("Resumed frontend GLOBAL.")
+        if refused:
+            log.warning("Some proxies refused to resume, probably due to a conflict on a listening "
+                        "port. You may want to try again after the conflicting application is stopped, "
+                        "otherwise a restart might be needed to resume safe operations.")
+
+    def _proxy_kind(self, frontend: FrontendRuntime) -> str:
+        """HAProxy's proxy_cap_str(): "proxy" for a ``listen`` (its backend half declared with it)."""
+        backend = self.state.backends.get(frontend.name)
+        return "proxy" if backend is not None and backend.model.location == frontend.model.location \
+            else "frontend"
 
     def _listen(self, accepting: bool) -> None:
         state, cfg = self.state, self.config

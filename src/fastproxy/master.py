@@ -23,7 +23,8 @@ traffic.  The master carries no traffic and restarts nothing on its own.
   descriptors than one message carries), the reload starts its worker afresh.  Spare and zygote
   stop with the master; ``show proc`` lists neither (HAProxy has none).
 - SIGTERM, SIGINT, SIGUSR1: passed to every worker; the master exits once they all have, with the
-  exit status of the current worker.
+  exit status of the current worker.  SIGTTOU and SIGTTIN (pause and resume the listeners): passed
+  to every worker that serves.
 - The current worker exiting on its own (a crash): the former ones are stopped too and the master
   exits with its status (HAProxy's ``exit-on-failure``).
 
@@ -175,6 +176,7 @@ class Worker:
         self.born_at = 0  # the master's reload count when it started (show proc: reloads survived)
         self.carried: Optional[continued_counters.Totals] = None  # its totals handed to the next one
         self.said: Optional[Callable[[Worker, bytes], None]] = None  # told each line it writes
+        self.serving = False  # it has said READY
         self._heard = bytearray()
         self.exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._pidfd = os.pidfd_open(proc.pid)
@@ -286,6 +288,8 @@ class Master:
             loop.add_signal_handler(signum, self.request_reload)
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
             loop.add_signal_handler(signum, self.stop, signum)
+        for signum in (signal.SIGTTOU, signal.SIGTTIN):
+            loop.add_signal_handler(signum, self.broadcast, signum)
         self._start_zygote()  # importing beside the first worker: the first reload may come soon
         try:
             worker = await self._start_worker(cfg)
@@ -381,6 +385,14 @@ class Master:
             self.zygote.stop()
         for worker in self.workers:
             worker.signal(signum)
+
+    def broadcast(self, signum: int) -> None:
+        """SIGTTOU and SIGTTIN (pause and resume the listeners), to every worker that serves, as
+        HAProxy's mworker_broadcast_signal(); not to a worker still starting, which would take it
+        before its handlers are set (it starts unpaused, as HAProxy's new worker does)."""
+        for worker in self.workers:
+            if worker.serving:
+                worker.signal(signum)
 
     # --- reloads ----------------------------------------------------------------------------------
 
@@ -642,6 +654,7 @@ class Master:
         # Sockets the configuration no longer names close here; the former worker keeps its copies
         # until it stops accepting.
         self.pool.keep_only(keys_in_use)
+        worker.serving = True
         worker.listen(self._heard_from)
         return worker
 

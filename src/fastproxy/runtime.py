@@ -314,6 +314,15 @@ class FrontendRuntime:
         self.inspect_delay = (frontend.inspect_delay or 0.0) if self.router is not None and \
             self.router.has_content_rules else 0.0
 
+    def set_enabled(self, enabled: bool) -> None:
+        """HAProxy's pause_proxy()/resume_proxy() (``disable|enable frontend``, SIGTTOU/SIGTTIN): its
+        listeners stop listening (clients refused, the port free for another process to bind) or
+        listen again; established connections go on.  OSError if one cannot listen again (another
+        process listens on the port): the frontend stays PAUSED."""
+        for listener in self.listeners:
+            listener.set_enabled(enabled)
+        self.state = "OPEN" if enabled else "PAUSED"
+
     def log_reads(self, aliases: tuple[logformat.Alias, ...]) -> bool:
         """Whether the session's log line (its format, or the unique id it writes) reads any of these."""
         return any(fmt is not None and logformat.needs(fmt, aliases)

@@ -408,9 +408,12 @@ def _enable_frontend(enable: bool):
             raise CommandError(f"Frontend was previously shut down, cannot {verb}.\n")
         if frontend.state == ("OPEN" if enable else "PAUSED"):
             raise CommandError(f"All sockets are already {verb}d.\n")
-        frontend.state = "OPEN" if enable else "PAUSED"
-        for listener in frontend.listeners:
-            listener.set_enabled(enable)
+        try:
+            frontend.set_enabled(enable)
+        except OSError as exc:
+            log.warning("frontend %s: cannot listen again: %s", frontend.name, exc)
+            raise CommandError("Failed to resume frontend, check logs for precise cause (port "
+                               "conflict?).\n") from None
         return ""
     return handler
 

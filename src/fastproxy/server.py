@@ -217,11 +217,12 @@ class Listener:
         HAProxy's paused listeners refuse them) until enabled again, whatever the limits say."""
         if self._closed or enabled != self._disabled:
             return
-        self._disabled = not enabled
         if enabled:
-            self.sock.listen(listen_backlog(self.bind, self.frontend))
+            self.sock.listen(listen_backlog(self.bind, self.frontend))  # OSError: still disabled
+            self._disabled = False
             self.resume()
         else:
+            self._disabled = True
             self.pause()
             pause_listening(self.sock)
 
@@ -319,13 +320,18 @@ class LaneListener:
         wake them), and poll it again once it listens."""
         if self._closed or enabled != self._disabled:
             return
-        self._disabled = not enabled
         if enabled:
-            self.sock.listen(self.backlog)
+            self.sock.listen(self.backlog)  # OSError: still disabled
+            self._disabled = False
             self.pump.lanes.set_enabled(self.index, True)
         else:
+            self._disabled = True
             self.pump.lanes.set_enabled(self.index, False)
             pause_listening(self.sock)
+
+    @property
+    def disabled(self) -> bool:
+        return self._disabled
 
     def close(self) -> None:
         """The pump lets go of the listener first: only then may its descriptor be closed."""

@@ -4,7 +4,9 @@
 ``serve`` starts the engine on a configuration (or on the embedded default with its echo backends),
 writes the pidfile, then drops privileges (``chroot``, ``user``/``group``) once the listeners are
 bound, and runs until SIGUSR1 (HAProxy's soft stop: established connections get the grace period) or
-SIGTERM/SIGINT (its hard stop: they are cut at once).
+SIGTERM/SIGINT (its hard stop: they are cut at once).  SIGTTOU pauses the listeners (new clients are
+refused and the port is free for another process to bind, as HAProxy's protocol_pause_all() leaves
+it), SIGTTIN resumes them.
 As a master's worker (``master.py``) it listens on the sockets it inherited, writes no pidfile (the
 master's is the one), says ``READY`` on its link once it listens (and, with a fleet, once the fleet's
 servers are read: a reload's new worker that cannot read them leaves the former one serving), and
@@ -15,6 +17,7 @@ soft-stops if the master goes.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import signal
@@ -59,6 +62,8 @@ async def serve(cfg: Optional[model.Config], pidfile: Optional[str], grace: Opti
     loop.add_signal_handler(signal.SIGUSR1, stopping.set)
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop_hard)
+    for signum in (signal.SIGTTOU, signal.SIGTTIN):  # pause and resume, once there are listeners
+        signal.signal(signum, signal.SIG_IGN)  # not the default: it would stop the process
 
     echo_backends = []
     if cfg is None:
@@ -83,6 +88,11 @@ async def serve(cfg: Optional[model.Config], pidfile: Optional[str], grace: Opti
         print(f"[ALERT] cannot start: {exc}", file=sys.stderr)
         return 1
     assert engine.operations is not None  # started
+    # HAProxy's SIGTTOU and SIGTTIN: the listeners pause (clients refused, the port released) and
+    # resume; established connections go on either way.
+    loop.add_signal_handler(signal.SIGTTOU, functools.partial(engine.pause_listeners,
+                                                              master_link=worker is not None))
+    loop.add_signal_handler(signal.SIGTTIN, engine.resume_listeners)
     for warning in server_state.load(engine.operations, cfg):  # states saved before a reload
         print(f"[WARNING] {warning}", file=sys.stderr)
     if not reloaded and (fleet is None or worker is None):

@@ -185,6 +185,143 @@ def test_haproxy_cuts_at_sigterm_and_lets_connections_finish_at_sigusr1(tmp_path
         stop(proc)
 
 
+def eventually(condition, timeout: float = 5.0) -> bool:
+    """Whether ``condition()`` holds within ``timeout`` seconds (polled)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def bindable(address: tuple) -> bool:
+    """Whether another process could bind and listen on ``address`` now (with SO_REUSEADDR, as a
+    proxy's listener binds)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+            sock.listen()
+        except OSError:
+            return False
+    return True
+
+
+def served(address: tuple) -> bool:
+    try:
+        with socket.create_connection(address, timeout=5) as sock:
+            return exchange_line(sock, b"served\n") == b"served\n"
+    except OSError:
+        return False
+
+
+def signalled_until(proc: subprocess.Popen, signum: int, condition, timeout: float = 10.0) -> bool:
+    """Send ``signum`` until ``condition()`` holds (at most ``timeout`` seconds): a master serving
+    already may not handle signals yet (haproxy's blocks them until its loop runs), and a process
+    given SIGTTOU and SIGTTIN at once may take them in either order (the lower number first)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        proc.send_signal(signum)
+        if eventually(condition, 0.5):
+            return True
+    return False
+
+
+def paused_and_resumed(proc: subprocess.Popen, address: tuple, log: Path) -> dict[str, object]:
+    """What SIGTTOU then SIGTTIN do to the process ``proc`` serving ``address`` (its stderr in ``log``),
+    with a connection established before: whether new clients are refused while paused, the port
+    bindable by another process, the established connection still served; after SIGTTIN, whether
+    new clients are served again; and the Paused/Resumed lines logged."""
+    wait_listening(address, proc)
+    established = socket.create_connection(address, timeout=15)
+    try:
+        assert exchange_line(established, b"before\n") == b"before\n"
+        seen: dict[str, object] = {"served before": served(address)}
+        seen["refused when paused"] = signalled_until(proc, signal.SIGTTOU, lambda: refused(address))
+        seen["bindable when paused"] = bindable(address)
+        seen["established served when paused"] = exchange_line(established, b"during\n") == b"during\n"
+        seen["served when resumed"] = signalled_until(proc, signal.SIGTTIN, lambda: served(address))
+        seen["established served when resumed"] = exchange_line(established, b"after\n") == b"after\n"
+        seen["alive"] = proc.poll() is None
+    finally:
+        established.close()
+        stop(proc)
+    # Each line once: a signal sent again (signalled_until) logs nothing, or the same lines again.
+    seen["logged"] = list(dict.fromkeys(line.split(": ", 1)[-1] for line in log.read_text().splitlines()
+                                        if "Paused" in line or "Resumed" in line))
+    return seen
+
+
+@needs_haproxy
+@pytest.mark.parametrize("mode", ["standalone", "master-worker"])
+def test_sigttou_pauses_the_listeners_and_sigttin_resumes_them_as_haproxy(implementation_env, tmp_path,
+                                                                          echo_file, mode):
+    """HAProxy's protocol_pause_all()/protocol_resume_all(): paused listeners refuse new clients
+    and release the port for another process, established connections go on; a master passes both
+    signals to its workers (mworker_broadcast_signal)."""
+    cfg, address = echo_file
+    master_worker = ["-W"] if mode == "master-worker" else []
+    with open(tmp_path / "haproxy.log", "w") as log:
+        haproxy = subprocess.Popen(["haproxy", "-db", *master_worker, "-f", str(cfg)],
+                                   stdout=subprocess.DEVNULL, stderr=log)
+    theirs = paused_and_resumed(haproxy, address, tmp_path / "haproxy.log")
+    with open(tmp_path / "fastproxy.log", "w") as log:
+        fastproxy = start_fastproxy(["run", *master_worker, "-f", str(cfg)], implementation_env, stderr=log)
+    ours = paused_and_resumed(fastproxy, address, tmp_path / "fastproxy.log")
+    assert theirs == {"served before": True, "refused when paused": True, "bindable when paused": True,
+                      "established served when paused": True, "served when resumed": True,
+                      "established served when resumed": True, "alive": True,
+                      # A worker's link to its master is a CLI listener too (frontend GLOBAL).
+                      "logged": ["Paused proxy echo.", "Paused frontend GLOBAL.", "Resumed proxy echo.",
+                                 "Resumed frontend GLOBAL."] if master_worker else
+                      ["Paused proxy echo.", "Resumed proxy echo."]}
+    assert ours == theirs
+
+
+def stats_request(path: Path, request: str) -> str:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(10)
+        sock.connect(str(path))
+        sock.sendall(request.encode() + b"\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    return data.decode()
+
+
+@needs_haproxy
+def test_sigttin_resumes_a_frontend_disabled_at_run_time_as_haproxy(implementation_env, tmp_path):
+    """protocol_resume_all() resumes every paused listener, those ``disable frontend`` paused too."""
+    backend = EchoThread()
+    address = ("127.0.0.1", free_port())
+    admin = tmp_path / "admin.sock"
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text(echo_listen(address[1], backend.port, f"    stats socket {admin} level admin"))
+    try:
+        seen = []
+        for command in (["haproxy", "-db", "-f", str(cfg)], [sys.executable, "-m", "fastproxy", "run", "-f",
+                                                           str(cfg)]):
+            proc = subprocess.Popen(command, env=implementation_env, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL)
+            try:
+                wait_listening(address, proc)
+                wait_for(admin.exists, 10, "the stats socket")
+                disabled = stats_request(admin, "disable frontend echo")
+                refused_when_disabled = eventually(lambda: refused(address))
+                served_again = signalled_until(proc, signal.SIGTTIN, lambda: served(address))
+                status = [line.split(",")[17] for line in stats_request(admin, "show stat").splitlines()
+                          if line.startswith("echo,FRONTEND,")]
+                seen.append((disabled, refused_when_disabled, served_again, status))
+            finally:
+                stop(proc)
+                admin.unlink(missing_ok=True)
+        assert seen[0] == ("\n", True, True, ["OPEN"])
+        assert seen[1] == seen[0]
+    finally:
+        backend.close()
+
+
 INHERITED = """
 defaults
     mode tcp
