@@ -438,11 +438,10 @@ class Engine:
         return receiver
 
     def stop_now(self) -> None:
-        """HAProxy's hard stop (SIGTERM) during a soft one: the grace period ends now, what is still
-        established is cut."""
+        """HAProxy's hard stop (SIGTERM) during a soft one, of an engine started: the grace period
+        ends now, what is still established is cut."""
         self._cut_now = True
-        if hasattr(self, "state"):  # started
-            self.state.idle.set()
+        self.state.idle.set()
 
     async def stop(self, grace: Optional[float] = None, *, hand_over: Optional[socket.socket] = None) -> None:
         """Close the listeners, let established connections end within ``grace`` seconds, then cut.

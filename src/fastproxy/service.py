@@ -52,12 +52,14 @@ async def serve(cfg: Optional[model.Config], pidfile: Optional[str], grace: Opti
     # HAProxy's signals: SIGUSR1 is the soft stop (established connections get the grace period),
     # SIGTERM and SIGINT the hard one (cut at once), also when a soft stop is under way.
     hard = asyncio.Event()
-    started: list[Engine] = []  # the engine once there is one, whose soft stop a hard one cuts short
+    # The engine once started: a hard stop cuts its soft stop short.  Before, setting ``hard`` is
+    # enough: the engine, once started, stops at once without a grace period.
+    running: Optional[Engine] = None
 
     def stop_hard() -> None:
         stopping.set()
         hard.set()
-        for running in started:
+        if running is not None:
             running.stop_now()
     loop.add_signal_handler(signal.SIGUSR1, stopping.set)
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -71,7 +73,6 @@ async def serve(cfg: Optional[model.Config], pidfile: Optional[str], grace: Opti
         cfg = default.default_config([(name, port) for name, _, port in echo_backends])
 
     engine = Engine(cfg, open_listener=open_listener)
-    started.append(engine)
     # Nothing is accepted before the states of ``server-state-file`` are applied (a first client
     # would reach a server the file puts in maintenance).  Then a standalone process or a master's
     # first worker accepts; a reload's new worker once its master has prepared it (``_prepared``:
@@ -88,6 +89,7 @@ async def serve(cfg: Optional[model.Config], pidfile: Optional[str], grace: Opti
         print(f"[ALERT] cannot start: {exc}", file=sys.stderr)
         return 1
     assert engine.operations is not None  # started
+    running = engine
     # HAProxy's SIGTTOU and SIGTTIN: the listeners pause (clients refused, the port released) and
     # resume; established connections go on either way.
     loop.add_signal_handler(signal.SIGTTOU, functools.partial(engine.pause_listeners,
