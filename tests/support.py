@@ -817,3 +817,15 @@ class TlsEchoServer(EchoThread):
             pass
         finally:
             conn.close()
+
+
+def unix_request(path, request: str) -> str:
+    """One request on a UNIX stats socket (HAProxy's runtime API): the whole answer, once it closes."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(10)
+        sock.connect(str(path))
+        sock.sendall(request.encode() + b"\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    return data.decode()

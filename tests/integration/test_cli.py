@@ -17,7 +17,8 @@ from typing import Iterator
 import pytest
 
 from ..support import (DEFAULT_ADDRESS, EchoThread, assert_cut, default_address_held, echo_listen,
-                       exchange_line, free_port, start_fastproxy, stop, wait_for, wait_listening)
+                       exchange_line, free_port, start_fastproxy, stop, unix_request, wait_for,
+                       wait_listening)
 
 needs_haproxy = pytest.mark.skipif(shutil.which("haproxy") is None,
                                    reason="the real haproxy is not installed")
@@ -292,14 +293,7 @@ def test_sigttou_pauses_the_listeners_and_sigttin_resumes_them_as_haproxy(implem
 
 
 def stats_request(path: Path, request: str) -> str:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(10)
-        sock.connect(str(path))
-        sock.sendall(request.encode() + b"\n")
-        data = b""
-        while chunk := sock.recv(65536):
-            data += chunk
-    return data.decode()
+    return unix_request(path, request)
 
 
 @needs_haproxy

@@ -17,7 +17,7 @@ import pytest
 
 from fastproxy.server_state import StateFileError, parse
 
-from ..support import echo_process, exchange_line, free_port, start_fastproxy, stop, wait_for
+from ..support import unix_request, echo_process, exchange_line, free_port, start_fastproxy, stop, wait_for
 
 HAPROXY = shutil.which("haproxy")
 needs_haproxy = pytest.mark.skipif(HAPROXY is None, reason="the real haproxy is not installed")
@@ -57,14 +57,7 @@ COMPARED = ("be_name", "srv_name", "srv_addr", "srv_op_state", "srv_admin_state"
 
 
 def ask(path: Path, request: str) -> str:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(10)
-        sock.connect(str(path))
-        sock.sendall(request.encode() + b"\n")
-        data = b""
-        while chunk := sock.recv(65536):
-            data += chunk
-    return data.decode()
+    return unix_request(path, request)
 
 
 def states(path: Path) -> list[dict[str, str]]:
