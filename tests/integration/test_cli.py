@@ -85,10 +85,14 @@ def test_run_with_a_haproxy_file_proxies_and_writes_its_pidfile(implementation_e
 
 
 def refused(address: tuple) -> bool:
+    """Whether a connect to ``address`` is refused; a connect caught in the backlog as the listener
+    closes (reset) says neither, and the caller tries again."""
     try:
         socket.create_connection(address, timeout=2).close()
     except ConnectionRefusedError:
         return True
+    except OSError:
+        return False
     return False
 
 
@@ -229,18 +233,6 @@ def signalled_until(proc: subprocess.Popen, signum: int, condition, timeout: flo
     return False
 
 
-def refusing(address: tuple) -> bool:
-    """Whether a connect to ``address`` is refused; a connect the pause caught in the backlog (reset)
-    says neither, and is tried again."""
-    try:
-        socket.create_connection(address, timeout=2).close()
-    except ConnectionRefusedError:
-        return True
-    except OSError:
-        return False
-    return False
-
-
 def paused_and_resumed(proc: subprocess.Popen, address: tuple, log: Path) -> dict[str, object]:
     """What SIGTTOU then SIGTTIN do to the process ``proc`` serving ``address`` (its stderr in ``log``),
     with a connection established before: whether new clients are refused while paused, the port
@@ -251,7 +243,7 @@ def paused_and_resumed(proc: subprocess.Popen, address: tuple, log: Path) -> dic
     try:
         assert exchange_line(established, b"before\n") == b"before\n"
         seen: dict[str, object] = {"served before": served(address)}
-        seen["refused when paused"] = signalled_until(proc, signal.SIGTTOU, lambda: refusing(address))
+        seen["refused when paused"] = signalled_until(proc, signal.SIGTTOU, lambda: refused(address))
         seen["bindable when paused"] = bindable(address)
         seen["established served when paused"] = exchange_line(established, b"during\n") == b"during\n"
         seen["served when resumed"] = signalled_until(proc, signal.SIGTTIN, lambda: served(address))
@@ -314,7 +306,7 @@ def test_sigttin_resumes_a_frontend_disabled_at_run_time_as_haproxy(implementati
                 wait_listening(address, proc)
                 wait_for(admin.exists, 10, "the stats socket")
                 disabled = stats_request(admin, "disable frontend echo")
-                refused_when_disabled = eventually(lambda: refusing(address))
+                refused_when_disabled = eventually(lambda: refused(address))
                 served_again = signalled_until(proc, signal.SIGTTIN, lambda: served(address))
                 status = [line.split(",")[17] for line in stats_request(admin, "show stat").splitlines()
                           if line.startswith("echo,FRONTEND,")]
