@@ -569,6 +569,23 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
+def stop_with_children(proc: subprocess.Popen) -> None:
+    """``stop(proc)``, then wait until the processes it had started are gone too (killed by their pids
+    after 15 s): ``haproxy -W``'s master can exit before its worker, which holds the listeners a moment
+    longer and resets a client that the next process on the same port was meant to get."""
+    started = children(proc.pid)
+    stop(proc)
+    for pid in started:
+        deadline = time.monotonic() + 15
+        while alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        if alive(pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
 _HANDED_OUT: set[int] = set()
 
 
