@@ -569,6 +569,19 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
+def bindable(address: tuple) -> bool:
+    """Whether another process could bind and listen on ``address`` now (with SO_REUSEADDR, as a
+    proxy's listener binds)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+            sock.listen()
+        except OSError:
+            return False
+    return True
+
+
 def stop_with_children(proc: subprocess.Popen) -> None:
     """``stop(proc)``, then wait until the processes it had started are gone too (killed by their pids
     after 15 s): ``haproxy -W``'s master can exit before its worker, which holds the listeners a moment

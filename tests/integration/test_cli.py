@@ -16,9 +16,9 @@ from typing import Iterator
 
 import pytest
 
-from ..support import (DEFAULT_ADDRESS, EchoThread, assert_cut, default_address_held, echo_listen,
-                       exchange_line, free_port, start_fastproxy, stop, unix_request, wait_for,
-                       wait_listening)
+from ..support import (DEFAULT_ADDRESS, EchoThread, assert_cut, bindable, default_address_held, echo_listen,
+                       exchange_line, free_port, start_fastproxy, stop, stop_with_children, unix_request,
+                       wait_for, wait_listening)
 
 needs_haproxy = pytest.mark.skipif(shutil.which("haproxy") is None,
                                    reason="the real haproxy is not installed")
@@ -200,19 +200,6 @@ def eventually(condition, timeout: float = 5.0) -> bool:
     return True
 
 
-def bindable(address: tuple) -> bool:
-    """Whether another process could bind and listen on ``address`` now (with SO_REUSEADDR, as a
-    proxy's listener binds)."""
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(address)
-            sock.listen()
-        except OSError:
-            return False
-    return True
-
-
 def served(address: tuple) -> bool:
     try:
         with socket.create_connection(address, timeout=5) as sock:
@@ -251,7 +238,9 @@ def paused_and_resumed(proc: subprocess.Popen, address: tuple, log: Path) -> dic
         seen["alive"] = proc.poll() is None
     finally:
         established.close()
-        stop(proc)
+        # haproxy -W's master can exit before its worker, and fastproxy binds this address next.
+        stop_with_children(proc)
+        wait_for(lambda: bindable(address), what=f"{address} free")
     # Each line once: a signal sent again (signalled_until) logs nothing, or the same lines again.
     seen["logged"] = list(dict.fromkeys(line.split(": ", 1)[-1] for line in log.read_text().splitlines()
                                         if "Paused" in line or "Resumed" in line))

@@ -17,8 +17,8 @@ import pytest
 
 from fastproxy.server_state import StateFileError, parse
 
-from ..support import (echo_process, exchange_line, free_port, start_fastproxy, stop, stop_with_children,
-                       unix_request, wait_for)
+from ..support import (bindable, echo_process, exchange_line, free_port, start_fastproxy, stop,
+                       stop_with_children, unix_request, wait_for)
 
 HAPROXY = shutil.which("haproxy")
 needs_haproxy = pytest.mark.skipif(HAPROXY is None, reason="the real haproxy is not installed")
@@ -232,20 +232,6 @@ srv_check_addr srv_agent_addr srv_agent_port
 """
 
 
-def nothing_listens(port: int) -> bool:
-    """Whether 127.0.0.1:``port`` can be bound: not while any socket listens there (SO_REUSEADDR
-    passes over the TIME_WAIT ones the clients left)."""
-    probe = socket.socket()
-    try:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        probe.bind(("127.0.0.1", port))
-    except OSError:
-        return False
-    finally:
-        probe.close()
-    return True
-
-
 def first_clients(proc: subprocess.Popen, port: int, count: int = 5) -> list[bytes]:
     """What ``count`` clients get back for their line, connecting from the moment ``proc``'s port
     listens (in master-worker mode the master's: they wait in its backlog for the worker)."""
@@ -271,7 +257,7 @@ def first_clients(proc: subprocess.Popen, port: int, count: int = 5) -> list[byt
         # haproxy -W's master can exit before its worker, and fastproxy binds this port next: a listener
         # left in the SO_REUSEPORT group would take some of fastproxy's first clients and reset them.
         stop_with_children(proc)
-        wait_for(lambda: nothing_listens(port), timeout=15, what=f"nothing listening on {port}")
+        wait_for(lambda: bindable(("127.0.0.1", port)), what=f"port {port} free")
 
 
 @needs_haproxy
