@@ -582,21 +582,21 @@ def bindable(address: tuple) -> bool:
     return True
 
 
-def stop_with_children(proc: subprocess.Popen) -> None:
-    """``stop(proc)``, then wait until the processes it had started are gone too (killed by their pids
-    after 15 s): ``haproxy -W``'s master can exit before its worker, which holds the listeners a moment
-    longer and resets a client that the next process on the same port was meant to get."""
+def stop_releasing(proc: subprocess.Popen, address: tuple) -> None:
+    """``stop(proc)`` and the processes it started (killed by their pids after 15 s), then wait until
+    ``address`` can be bound again: ``haproxy -W``'s master can exit before its worker, whose listener,
+    still in the SO_REUSEPORT group, would take and reset clients of the next process bound there."""
     started = children(proc.pid)
     stop(proc)
-    for pid in started:
-        deadline = time.monotonic() + 15
-        while alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.005)
-        if alive(pid):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+    deadline = time.monotonic() + 15
+    while any(alive(pid) for pid in started) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    for pid in filter(alive, started):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    wait_for(lambda: bindable(address), what=f"{address} released")
 
 
 _HANDED_OUT: set[int] = set()

@@ -17,7 +17,7 @@ from typing import Iterator
 import pytest
 
 from ..support import (DEFAULT_ADDRESS, EchoThread, assert_cut, bindable, default_address_held, echo_listen,
-                       exchange_line, free_port, start_fastproxy, stop, stop_with_children, unix_request,
+                       exchange_line, free_port, start_fastproxy, stop, stop_releasing, unix_request,
                        wait_for, wait_listening)
 
 needs_haproxy = pytest.mark.skipif(shutil.which("haproxy") is None,
@@ -238,9 +238,7 @@ def paused_and_resumed(proc: subprocess.Popen, address: tuple, log: Path) -> dic
         seen["alive"] = proc.poll() is None
     finally:
         established.close()
-        # haproxy -W's master can exit before its worker, and fastproxy binds this address next.
-        stop_with_children(proc)
-        wait_for(lambda: bindable(address), what=f"{address} free")
+        stop_releasing(proc, address)  # fastproxy binds it next
     # Each line once: a signal sent again (signalled_until) logs nothing, or the same lines again.
     seen["logged"] = list(dict.fromkeys(line.split(": ", 1)[-1] for line in log.read_text().splitlines()
                                         if "Paused" in line or "Resumed" in line))

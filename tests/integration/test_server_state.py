@@ -17,8 +17,8 @@ import pytest
 
 from fastproxy.server_state import StateFileError, parse
 
-from ..support import (bindable, echo_process, exchange_line, free_port, start_fastproxy, stop,
-                       stop_with_children, unix_request, wait_for)
+from ..support import (echo_process, exchange_line, free_port, start_fastproxy, stop, stop_releasing,
+                       unix_request, wait_for)
 
 HAPROXY = shutil.which("haproxy")
 needs_haproxy = pytest.mark.skipif(HAPROXY is None, reason="the real haproxy is not installed")
@@ -254,10 +254,7 @@ def first_clients(proc: subprocess.Popen, port: int, count: int = 5) -> list[byt
                 answers.append(exchange_line(client, b""))
         return answers
     finally:
-        # haproxy -W's master can exit before its worker, and fastproxy binds this port next: a listener
-        # left in the SO_REUSEPORT group would take some of fastproxy's first clients and reset them.
-        stop_with_children(proc)
-        wait_for(lambda: bindable(("127.0.0.1", port)), what=f"port {port} free")
+        stop_releasing(proc, ("127.0.0.1", port))  # fastproxy binds it next
 
 
 @needs_haproxy
